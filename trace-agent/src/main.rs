@@ -1,0 +1,3 @@
+//! Datadog-compatible trace agent (placeholder until the receiver lands).
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Datadog-compatible APM tracer.
