@@ -1,2 +1,324 @@
 //! Shared harness for the workspace's end-to-end tests, benchmarks and examples:
-//! free loopback ports, child processes that are always reaped, and readiness probes.
+//! free loopback ports, child processes that are always reaped, readiness probes, and
+//! the real peers from `../shared/peer` (the Python `ddtrace` client and
+//! `ddapm-test-agent`, installed by `scripts/peer-venv.sh`).
+//!
+//! Everything here talks to loopback only.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the Python venv that holds the peer clients.
+pub const PEER_VENV_ENV: &str = "APM_PEER_VENV";
+
+/// A loopback port that was free when asked for.
+///
+/// # Panics
+/// When the OS gives no ephemeral port (a broken test machine).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// The workspace root (where the root `Cargo.toml` lives).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared` beside the workspace: specs, the peer harness and its captures.
+pub fn shared_dir() -> PathBuf {
+    workspace_root().join("..").join("shared")
+}
+
+/// The venv with `ddtrace`, `flask` and `ddapm-test-agent`.
+///
+/// # Panics
+/// When `APM_PEER_VENV` is unset or does not hold the peers: the tests that need a real
+/// peer must fail loudly rather than pass without it. `scripts/test.sh` sets it up.
+pub fn peer_venv() -> PathBuf {
+    let dir = std::env::var_os(PEER_VENV_ENV).map(PathBuf::from).unwrap_or_else(|| {
+        panic!("{PEER_VENV_ENV} is not set: run the tests through scripts/test.sh, which installs the real peers")
+    });
+    assert!(
+        dir.join("bin/ddapm-test-agent").exists() && dir.join("bin/ddtrace-run").exists(),
+        "{} does not hold ddapm-test-agent and ddtrace-run; run scripts/peer-venv.sh",
+        dir.display()
+    );
+    dir
+}
+
+/// A fresh, unique directory under `target/test-runs/` for one test's outputs.
+pub fn run_dir(name: &str) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let dir = workspace_root()
+        .join("target")
+        .join("test-runs")
+        .join(format!("{name}-{}-{nanos}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create test run dir");
+    dir
+}
+
+/// A child process that is killed and reaped when dropped.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Child,
+    name: String,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd`, with stdout and stderr appended to `log`.
+    ///
+    /// # Panics
+    /// When the program cannot be started.
+    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Self {
+        let out = std::fs::File::create(log).expect("create child log");
+        let err = out.try_clone().expect("clone log handle");
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Self { child, name: name.to_owned() }
+    }
+
+    /// The child's pid.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the exit status; kills after that.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // SAFETY-free: `kill` through the command line keeps this crate free of `unsafe`.
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        self.child.wait().ok()
+    }
+
+    /// The name given at spawn.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if self.is_running() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls until something accepts TCP connections on `addr` (a readiness probe).
+///
+/// # Panics
+/// When nothing listens within `timeout`.
+pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "nothing listens on {addr} after {timeout:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// A minimal blocking HTTP/1.1 exchange for tests: returns status and body.
+///
+/// # Errors
+/// On any I/O error or a reply that is not HTTP.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    stream.write_all(req.as_bytes())?;
+    stream.write_all(body)?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    let mut body = raw[split + 4..].to_vec();
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        if size == 0 || data.len() < eol + 2 + size {
+            break;
+        }
+        out.extend_from_slice(&data[eol + 2..eol + 2 + size]);
+        data = &data[(eol + 4 + size).min(data.len())..];
+    }
+    out
+}
+
+/// `GET path` on `addr`, returning status and body as text.
+///
+/// # Panics
+/// On I/O errors (the peer is expected to be up).
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, body) = http_request(addr, "GET", path, &[], &[])
+        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Datadog's reference test agent (`ddapm-test-agent` from PyPI) on a free loopback port.
+#[derive(Debug)]
+pub struct TestAgent {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: ChildGuard,
+    /// Its log file.
+    pub log: PathBuf,
+}
+
+impl TestAgent {
+    /// The checks every test runs with, as the tracer issue asks.
+    pub const CHECKS: &'static str = "trace_count_header,meta_tracer_version_header,trace_content_length";
+
+    /// Starts it with [`Self::CHECKS`] enabled and failures pooled, and waits until `/info` answers.
+    ///
+    /// # Panics
+    /// When the venv is missing or the agent does not come up.
+    pub fn start(dir: &Path) -> Self {
+        let venv = peer_venv();
+        let port = free_port();
+        let otlp_http = free_port();
+        let otlp_grpc = free_port();
+        let log = dir.join("test-agent.log");
+        let mut cmd = Command::new(venv.join("bin/ddapm-test-agent"));
+        cmd.arg("--port")
+            .arg(port.to_string())
+            .arg("--otlp-http-port")
+            .arg(otlp_http.to_string())
+            .arg("--otlp-grpc-port")
+            .arg(otlp_grpc.to_string())
+            .arg("--pool-trace-check-failures=1")
+            .env("ENABLED_CHECKS", Self::CHECKS)
+            .current_dir(dir);
+        let child = ChildGuard::spawn("ddapm-test-agent", cmd, &log);
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = http_request(addr, "GET", "/info", &[], &[]) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ddapm-test-agent did not answer /info on {addr}; log: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self { addr, child, log }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// GET on the test agent, returning status and body.
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr, path)
+    }
+
+    /// Stops it.
+    pub fn stop(mut self) {
+        self.child.terminate(Duration::from_secs(5));
+    }
+}
+
+/// Outcome of one `run_flask_demo.sh` run.
+#[derive(Debug)]
+pub struct FlaskDemoRun {
+    /// Output directory (app.log, requests.tsv, summary.txt).
+    pub dir: PathBuf,
+    /// `summary.txt`.
+    pub summary: String,
+    /// The count in the line `tracer send errors in app.log: N`.
+    pub send_errors: usize,
+}
+
+/// Runs the real Python `ddtrace` Flask demo from `../shared/peer` against an agent on
+/// `agent_port`, firing `requests` requests (every 4th is `/api/error`).
+///
+/// `env` adds variables (e.g. `("DD_TRACE_API_VERSION", "v0.4")`, `("STATS", "true")`).
+///
+/// # Panics
+/// When the script cannot run or its summary is missing.
+pub fn run_flask_demo(agent_port: u16, dir: &Path, requests: usize, env: &[(&str, &str)]) -> FlaskDemoRun {
+    let venv = peer_venv();
+    let script = shared_dir().join("peer").join("run_flask_demo.sh");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script)
+        .arg(agent_port.to_string())
+        .arg(dir)
+        .arg(requests.to_string())
+        .env("VENV", &venv)
+        .env("APP_PORT", free_port().to_string())
+        .env("FLUSH_WAIT", "2")
+        .env("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "false")
+        .env_remove("DD_TRACE_AGENT_URL");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap_or_else(|_| {
+        panic!(
+            "run_flask_demo.sh wrote no summary (exit {:?}): {}{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let send_errors = summary
+        .lines()
+        .find_map(|l| l.strip_prefix("tracer send errors in app.log: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no send-error line in summary:\n{summary}"));
+    FlaskDemoRun { dir: dir.to_path_buf(), summary, send_errors }
+}

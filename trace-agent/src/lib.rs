@@ -1,0 +1,1 @@
+//! Datadog-compatible trace agent library: everything `main.rs` runs, testable in-process.
