@@ -1,1 +1,64 @@
-//! Datadog-compatible APM tracer.
+//! A Datadog-compatible APM tracer for Rust services.
+//!
+//! Spans carry a service, an operation name, a resource, a type, tags and errors, as
+//! Datadog defines them. Finished traces go into a bounded lock-free queue; a background
+//! thread samples them, encodes v0.4 msgpack and sends it to a trace agent
+//! (`127.0.0.1:8126` by default: Datadog's agent, this workspace's `trace-agent`, or any
+//! compatible one), applying the agent's sampling feedback. The application thread never
+//! blocks on the agent, and a full queue drops and counts rather than waits.
+//!
+//! # Quickstart
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tracer::{Tracer, TracerConfig};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // DD_SERVICE, DD_ENV, DD_VERSION, DD_TRACE_AGENT_URL, ... are read here.
+//! let tracer = Tracer::new(TracerConfig::from_env()?.with_service("checkout"))?;
+//! let _shutdown = tracer.shutdown_guard(Duration::from_secs(5));
+//!
+//! let mut request = tracer.span("http.request").resource("GET /cart").span_type("web").start();
+//! request.set_tag("http.method", "GET");
+//! {
+//!     let _query = request.child("postgres.query").resource("SELECT * FROM cart").span_type("sql").start();
+//! } // finishes here
+//! request.set_tag("http.status_code", "200");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Inside async code, [`Instrument::in_span`] keeps a span current across `.await`, so
+//! spans started without an explicit parent nest under it.
+//!
+//! # Configuration
+//!
+//! [`TracerConfig::from_env`] reads `DD_SERVICE`, `DD_ENV`, `DD_VERSION`, `DD_TAGS`,
+//! `DD_AGENT_HOST`, `DD_TRACE_AGENT_PORT`, `DD_TRACE_AGENT_URL` (`http://` or `unix://`),
+//! `DD_TRACE_ENABLED`, `DD_TRACE_SAMPLE_RATE`, `DD_TRACE_SAMPLING_RULES`,
+//! `DD_TRACE_RATE_LIMIT`, `DD_TRACE_PARTIAL_FLUSH_ENABLED`,
+//! `DD_TRACE_PARTIAL_FLUSH_MIN_SPANS` and `DD_TRACE_AGENT_TIMEOUT`; a bad value is an error
+//! naming the variable. Every `with_*` method overrides in code.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+#![warn(missing_docs)]
+
+mod buffer;
+mod clock;
+pub mod config;
+mod export;
+mod health;
+pub mod sampling;
+mod span;
+mod tracer;
+
+pub use config::{AgentEndpoint, ConfigError, TracerConfig};
+pub use export::FlushError;
+pub use health::Health;
+pub use span::{
+    Entered, Instrument, Instrumented, Span, SpanBuilder, SpanContext, SpanData, SpanId, Str,
+    TraceId, WithContext,
+};
+pub use tracer::{ShutdownGuard, Tracer, TracerError};

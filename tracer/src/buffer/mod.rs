@@ -1,0 +1,231 @@
+//! Span buffering: finished spans collect per trace; a complete trace (or a partial-flush
+//! chunk) goes into a bounded lock-free queue that the export worker drains.
+//!
+//! Design (see `DESIGN.md` beside this file): a trace that never has more than its root
+//! span needs no shared state at all — the root's data moves straight into the queue.
+//! Shared [`TraceState`] is created on the first child (or when the root's context is
+//! taken), holds the open-span count in an atomic and the finished spans under a small,
+//! per-trace, uncontended mutex; the last span to finish hands the chunk over. The queue
+//! is a fixed-size `crossbeam_queue::ArrayQueue`: a push never blocks or allocates, a full
+//! queue drops the chunk and counts it.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crossbeam_queue::ArrayQueue;
+use smallvec::SmallVec;
+
+use crate::sampling::SamplingDecision;
+use crate::span::{SpanData, Str};
+
+/// Trace-level data received from upstream (propagation) that every chunk carries.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct TraceTags {
+    /// `_dd.origin` (`synthetics`, `rum`, …).
+    pub(crate) origin: Option<Str>,
+    /// Propagated `_dd.p.*` tags other than `_dd.p.tid` and `_dd.p.dm`.
+    pub(crate) propagated: Vec<(Str, Str)>,
+}
+
+/// State shared by the spans of one trace in this process.
+#[derive(Debug)]
+pub(crate) struct TraceState {
+    /// Spans started and not yet finished.
+    open: AtomicU32,
+    /// Spans ever started in this trace (for the per-trace cap).
+    started: AtomicUsize,
+    finished: Mutex<Vec<SpanData>>,
+    /// Taken once, by the first chunk to need it (or an inject), shared by later chunks.
+    pub(crate) decision: OnceLock<SamplingDecision>,
+    pub(crate) tags: TraceTags,
+}
+
+impl TraceState {
+    /// State for a local trace whose root is already started (`open` = 1).
+    pub(crate) fn for_local_root() -> Self {
+        Self {
+            open: AtomicU32::new(1),
+            started: AtomicUsize::new(1),
+            // A guess that saves the first re-allocations of small traces.
+            finished: Mutex::new(Vec::with_capacity(4)),
+            decision: OnceLock::new(),
+            tags: TraceTags::default(),
+        }
+    }
+
+    /// State for a trace continued from upstream, before any local span exists.
+    pub(crate) fn for_remote(decision: Option<SamplingDecision>, tags: TraceTags) -> Self {
+        let state = Self {
+            open: AtomicU32::new(0),
+            started: AtomicUsize::new(0),
+            finished: Mutex::new(Vec::new()),
+            decision: OnceLock::new(),
+            tags,
+        };
+        if let Some(d) = decision {
+            let _ = state.decision.set(d);
+        }
+        state
+    }
+
+    /// Registers a new span; `false` when the trace is over `max_spans` and the span must
+    /// not be recorded.
+    pub(crate) fn start_span(&self, max_spans: usize) -> bool {
+        if self.started.fetch_add(1, Ordering::Relaxed) >= max_spans {
+            return false;
+        }
+        self.open.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
+    /// Adds a finished span; returns the spans to hand over when the trace is complete
+    /// (or, with `partial_flush`, when enough spans are finished).
+    pub(crate) fn finish_span(
+        &self,
+        span: SpanData,
+        partial_flush: Option<usize>,
+    ) -> Option<Vec<SpanData>> {
+        let mut finished = match self.finished.lock() {
+            Ok(f) => f,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let local_root = span.local_root;
+        finished.push(span);
+        if local_root {
+            // Chunk-level tags go on the first span: keep the local root there.
+            let last = finished.len() - 1;
+            finished.swap(0, last);
+        }
+        let remaining = self.open.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if remaining == 0 || partial_flush.is_some_and(|min| finished.len() >= min) {
+            Some(std::mem::take(&mut *finished))
+        } else {
+            None
+        }
+    }
+}
+
+/// One unit of export: spans of one trace, plus the trace's shared state if it has any.
+#[derive(Debug)]
+pub(crate) struct Chunk {
+    pub(crate) spans: SmallVec<[SpanData; 1]>,
+    pub(crate) trace: Option<Arc<TraceState>>,
+}
+
+/// The bounded queue between application threads and the export worker.
+#[derive(Debug)]
+pub(crate) struct ChunkQueue {
+    queue: ArrayQueue<Chunk>,
+    wake_at: usize,
+    wake_pending: AtomicBool,
+}
+
+impl ChunkQueue {
+    pub(crate) fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            queue: ArrayQueue::new(capacity),
+            wake_at: capacity.div_ceil(2),
+            wake_pending: AtomicBool::new(false),
+        }
+    }
+
+    /// Pushes without blocking. `Ok(true)` when the queue is half full and the worker
+    /// should be woken (reported once until the worker has drained).
+    pub(crate) fn push(&self, chunk: Chunk) -> Result<bool, Chunk> {
+        self.queue.push(chunk)?;
+        let wake =
+            self.queue.len() >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel);
+        Ok(wake)
+    }
+
+    /// Pops the oldest chunk.
+    pub(crate) fn pop(&self) -> Option<Chunk> {
+        self.queue.pop()
+    }
+
+    /// Called by the worker before draining: later pushes may wake it again.
+    pub(crate) fn rearm(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+    }
+
+    /// Chunks waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::{SpanId, TraceId};
+
+    fn span(id: u64, parent: u64, local_root: bool) -> SpanData {
+        let mut s = SpanData::new(
+            TraceId::from_u128(1),
+            SpanId::from_u64(id),
+            SpanId::from_u64(parent),
+            Str::from("op"),
+        );
+        s.local_root = local_root;
+        s
+    }
+
+    #[test]
+    fn trace_completes_when_last_span_finishes_and_root_comes_first() {
+        let t = TraceState::for_local_root();
+        assert!(t.start_span(100));
+        assert!(t.start_span(100));
+        assert!(t.finish_span(span(2, 1, false), None).is_none());
+        assert!(t.finish_span(span(1, 0, true), None).is_none());
+        let chunk = t.finish_span(span(3, 1, false), None).unwrap_or_default();
+        let ids: Vec<u64> = chunk.iter().map(|s| s.span_id.to_u64()).collect();
+        assert_eq!(ids, [1, 2, 3]);
+    }
+
+    #[test]
+    fn partial_flush_hands_over_finished_spans() {
+        let t = TraceState::for_local_root();
+        for _ in 0..4 {
+            assert!(t.start_span(100));
+        }
+        assert!(t.finish_span(span(2, 1, false), Some(2)).is_none());
+        assert_eq!(
+            t.finish_span(span(3, 1, false), Some(2)).map(|c| c.len()),
+            Some(2)
+        );
+        assert!(t.finish_span(span(4, 1, false), Some(2)).is_none());
+        assert!(
+            t.finish_span(span(5, 1, false), Some(2))
+                .is_some_and(|c| c.len() == 2)
+        );
+        assert_eq!(
+            t.finish_span(span(1, 0, true), Some(2)).map(|c| c.len()),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn span_cap_refuses_spans() {
+        let t = TraceState::for_local_root();
+        assert!(t.start_span(2));
+        assert!(!t.start_span(2));
+    }
+
+    #[test]
+    fn queue_is_bounded_and_wakes_once_at_half() {
+        let q = ChunkQueue::new(4);
+        let chunk = || Chunk {
+            spans: SmallVec::new(),
+            trace: None,
+        };
+        assert_eq!(q.push(chunk()).ok(), Some(false));
+        assert_eq!(q.push(chunk()).ok(), Some(true));
+        assert_eq!(q.push(chunk()).ok(), Some(false), "already woken");
+        assert!(q.push(chunk()).is_ok());
+        assert!(q.push(chunk()).is_err(), "full");
+        q.rearm();
+        while q.pop().is_some() {}
+        assert_eq!(q.len(), 0);
+    }
+}

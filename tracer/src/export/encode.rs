@@ -1,0 +1,247 @@
+//! v0.4 msgpack payload encoding, streamed chunk by chunk on the export worker.
+//!
+//! The payload is an array of traces, each an array of span maps. Its array header is
+//! written last into 5 bytes reserved at the front (array32 form), so chunks are encoded
+//! once, straight into the buffer that is sent.
+
+use smallvec::SmallVec;
+
+use crate::buffer::TraceTags;
+use crate::sampling::SamplingDecision;
+use crate::span::SpanData;
+
+/// What the worker adds to every span: process-wide tags and identity.
+#[derive(Debug, Clone)]
+pub(crate) struct EncodeContext {
+    pub(crate) service: String,
+    pub(crate) env: Option<String>,
+    pub(crate) version: Option<String>,
+    pub(crate) global_tags: Vec<(String, String)>,
+    pub(crate) runtime_id: String,
+    pub(crate) process_id: f64,
+}
+
+/// Trace-level facts that go on the first span of a chunk.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ChunkHeader<'a> {
+    pub(crate) decision: SamplingDecision,
+    pub(crate) tags: Option<&'a TraceTags>,
+}
+
+const HEADER_LEN: usize = 5;
+
+/// A v0.4 payload under construction.
+#[derive(Debug)]
+pub(crate) struct V04Payload {
+    buf: Vec<u8>,
+    traces: u32,
+    spans: u64,
+}
+
+impl V04Payload {
+    pub(crate) fn new() -> Self {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.resize(HEADER_LEN, 0);
+        Self {
+            buf,
+            traces: 0,
+            spans: 0,
+        }
+    }
+
+    /// Encoded bytes so far.
+    pub(crate) fn size(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn traces(&self) -> u32 {
+        self.traces
+    }
+
+    pub(crate) fn spans(&self) -> u64 {
+        self.spans
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.traces == 0
+    }
+
+    /// Appends one chunk as one trace.
+    pub(crate) fn push_chunk(
+        &mut self,
+        spans: &[SpanData],
+        header: ChunkHeader<'_>,
+        ctx: &EncodeContext,
+    ) {
+        let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
+        let _ = rmp::encode::write_array_len(&mut self.buf, len);
+        for (i, span) in spans.iter().enumerate() {
+            encode_span(&mut self.buf, span, (i == 0).then_some(&header), ctx);
+        }
+        self.traces += 1;
+        self.spans += spans.len() as u64;
+    }
+
+    /// The finished body: header patched in place, no copy.
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        let count = self.traces.to_be_bytes();
+        if let Some(h) = self.buf.get_mut(..HEADER_LEN) {
+            h[0] = 0xdd;
+            h[1..].copy_from_slice(&count);
+        }
+        self.buf
+    }
+}
+
+fn hex16(v: u64, out: &mut [u8; 16]) -> &str {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (i, slot) in out.iter_mut().enumerate() {
+        let nibble = (v >> ((15 - i) * 4)) & 0xf;
+        *slot = DIGITS.get(nibble as usize).copied().unwrap_or(b'0');
+    }
+    std::str::from_utf8(out).unwrap_or("")
+}
+
+fn write_str(buf: &mut Vec<u8>, s: &str) {
+    let _ = rmp::encode::write_str(buf, s);
+}
+
+fn encode_span(
+    buf: &mut Vec<u8>,
+    span: &SpanData,
+    first: Option<&ChunkHeader<'_>>,
+    ctx: &EncodeContext,
+) {
+    let service = span.service.as_deref().unwrap_or(&ctx.service);
+    let entry = span.top_level || first.is_some();
+
+    // --- meta the worker adds, skipping keys the span set itself ---
+    let mut tid_buf = [0u8; 16];
+    let mut extra: SmallVec<[(&str, &str); 16]> = SmallVec::new();
+    let has = |extra: &SmallVec<[(&str, &str); 16]>, k: &str| {
+        span.meta.iter().any(|(key, _)| key.as_str() == k) || extra.iter().any(|(key, _)| *key == k)
+    };
+    if let Some(env) = ctx.env.as_deref() {
+        if !has(&extra, "env") {
+            extra.push(("env", env));
+        }
+    }
+    if let Some(version) = ctx.version.as_deref() {
+        if service == ctx.service && !has(&extra, "version") {
+            extra.push(("version", version));
+        }
+    }
+    for (k, v) in &ctx.global_tags {
+        if !has(&extra, k) {
+            extra.push((k.as_str(), v.as_str()));
+        }
+    }
+    if entry {
+        if !has(&extra, "language") {
+            extra.push(("language", "rust"));
+        }
+        if !has(&extra, "runtime-id") {
+            extra.push(("runtime-id", ctx.runtime_id.as_str()));
+        }
+    }
+    if let Some(h) = first {
+        if h.decision.priority > 0 && !has(&extra, "_dd.p.dm") {
+            extra.push(("_dd.p.dm", h.decision.mechanism.as_dm()));
+        }
+        if span.trace_id.high() != 0 && !has(&extra, "_dd.p.tid") {
+            extra.push(("_dd.p.tid", hex16(span.trace_id.high(), &mut tid_buf)));
+        }
+        if let Some(tags) = h.tags {
+            if let Some(origin) = tags.origin.as_deref() {
+                if !has(&extra, "_dd.origin") {
+                    extra.push(("_dd.origin", origin));
+                }
+            }
+            for (k, v) in &tags.propagated {
+                if !has(&extra, k) {
+                    extra.push((k.as_str(), v.as_str()));
+                }
+            }
+        }
+    }
+
+    // --- metrics the worker adds ---
+    let mut extra_metrics: SmallVec<[(&str, f64); 8]> = SmallVec::new();
+    let has_metric = |extra: &SmallVec<[(&str, f64); 8]>, k: &str| {
+        span.metrics.iter().any(|(key, _)| key.as_str() == k)
+            || extra.iter().any(|(key, _)| *key == k)
+    };
+    if span.top_level && !has_metric(&extra_metrics, "_dd.top_level") {
+        extra_metrics.push(("_dd.top_level", 1.0));
+    }
+    if span.measured && !has_metric(&extra_metrics, "_dd.measured") {
+        extra_metrics.push(("_dd.measured", 1.0));
+    }
+    if entry && !has_metric(&extra_metrics, "process_id") {
+        extra_metrics.push(("process_id", ctx.process_id));
+    }
+    if let Some(h) = first {
+        let d = h.decision;
+        if !has_metric(&extra_metrics, "_sampling_priority_v1") {
+            extra_metrics.push(("_sampling_priority_v1", f64::from(d.priority)));
+        }
+        for (k, v) in [
+            ("_dd.agent_psr", d.agent_rate),
+            ("_dd.rule_psr", d.rule_rate),
+            ("_dd.limit_psr", d.limit_rate),
+        ] {
+            if let Some(v) = v {
+                if !has_metric(&extra_metrics, k) {
+                    extra_metrics.push((k, v));
+                }
+            }
+        }
+    }
+
+    let _ = rmp::encode::write_map_len(buf, 12);
+    write_str(buf, "trace_id");
+    let _ = rmp::encode::write_uint(buf, span.trace_id.low());
+    write_str(buf, "span_id");
+    let _ = rmp::encode::write_uint(buf, span.span_id.to_u64());
+    write_str(buf, "parent_id");
+    let _ = rmp::encode::write_uint(buf, span.parent_id.to_u64());
+    write_str(buf, "name");
+    write_str(buf, &span.name);
+    write_str(buf, "service");
+    write_str(buf, service);
+    write_str(buf, "resource");
+    write_str(buf, span.resource.as_deref().unwrap_or(&span.name));
+    write_str(buf, "type");
+    write_str(buf, span.span_type.as_deref().unwrap_or(""));
+    write_str(buf, "start");
+    let _ = rmp::encode::write_sint(buf, span.start);
+    write_str(buf, "duration");
+    let _ = rmp::encode::write_sint(buf, span.duration.max(0));
+    write_str(buf, "error");
+    let _ = rmp::encode::write_uint(buf, u64::from(span.error));
+    write_str(buf, "meta");
+    let meta_len = u32::try_from(span.meta.len() + extra.len()).unwrap_or(u32::MAX);
+    let _ = rmp::encode::write_map_len(buf, meta_len);
+    for (k, v) in &span.meta {
+        write_str(buf, k);
+        write_str(buf, v);
+    }
+    for (k, v) in &extra {
+        write_str(buf, k);
+        write_str(buf, v);
+    }
+    write_str(buf, "metrics");
+    let metrics_len = u32::try_from(span.metrics.len() + extra_metrics.len()).unwrap_or(u32::MAX);
+    let _ = rmp::encode::write_map_len(buf, metrics_len);
+    for (k, v) in &span.metrics {
+        write_str(buf, k);
+        let _ = rmp::encode::write_f64(buf, *v);
+    }
+    for (k, v) in &extra_metrics {
+        write_str(buf, k);
+        let _ = rmp::encode::write_f64(buf, *v);
+    }
+}
+
+#[cfg(test)]
+mod tests;

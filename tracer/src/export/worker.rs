@@ -1,0 +1,336 @@
+//! The export thread's loop.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Method;
+
+use super::FlushError;
+use super::encode::{ChunkHeader, EncodeContext, V04Payload};
+use super::info::AgentInfo;
+use super::transport::{AgentResponse, Transport, TransportError};
+use crate::buffer::Chunk;
+use crate::health::Problem;
+use crate::sampling::{AgentRates, RuleInput, SamplingInput};
+use crate::tracer::TracerInner;
+
+/// Requests from application threads.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Send everything finished so far; reply when done.
+    Flush {
+        deadline: Instant,
+        reply: Sender<Result<(), FlushError>>,
+    },
+    /// Send everything, then stop.
+    Shutdown {
+        deadline: Instant,
+        reply: Sender<Result<(), FlushError>>,
+    },
+}
+
+/// The running worker.
+#[derive(Debug)]
+pub(crate) struct WorkerHandle {
+    pub(crate) control: Sender<Control>,
+    pub(crate) thread: JoinHandle<()>,
+}
+
+const TRACES_PATH: &str = "/v0.4/traces";
+/// How long to wait before asking `/info` again after it failed.
+const INFO_RETRY: Duration = Duration::from_secs(30);
+
+pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandle> {
+    let (control, rx) = channel();
+    let transport = Transport::new(tracer.config.agent.clone())?;
+    let ctx = tracer.encode_context();
+    let thread = thread::Builder::new()
+        .name("dd-trace-export".into())
+        .spawn(move || {
+            Worker {
+                tracer,
+                transport,
+                control: rx,
+                payload: V04Payload::new(),
+                ctx,
+                last_send: Instant::now(),
+                info: None,
+                agent_state: None,
+                next_info: Instant::now(),
+            }
+            .run();
+        })?;
+    Ok(WorkerHandle { control, thread })
+}
+
+struct Worker {
+    tracer: &'static TracerInner,
+    transport: Transport,
+    control: Receiver<Control>,
+    payload: V04Payload,
+    ctx: EncodeContext,
+    last_send: Instant,
+    info: Option<AgentInfo>,
+    agent_state: Option<String>,
+    /// When to (re)fetch `/info`.
+    next_info: Instant,
+}
+
+impl Worker {
+    fn run(mut self) {
+        let cfg = &self.tracer.config;
+        let tick =
+            (cfg.flush_interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        loop {
+            let until_flush =
+                (self.last_send + cfg.flush_interval).saturating_duration_since(Instant::now());
+            thread::park_timeout(tick.min(until_flush));
+
+            let mut flushes = Vec::new();
+            let mut shutdown = None;
+            while let Ok(msg) = self.control.try_recv() {
+                match msg {
+                    Control::Flush { deadline, reply } => flushes.push((deadline, reply)),
+                    Control::Shutdown { deadline, reply } => shutdown = Some((deadline, reply)),
+                }
+            }
+            let forced_deadline = flushes
+                .iter()
+                .map(|(d, _)| *d)
+                .chain(shutdown.as_ref().map(|(d, _)| *d))
+                .min();
+            let default_deadline = || Instant::now() + cfg.agent_timeout * (cfg.send_retries + 1);
+            let deadline = forced_deadline.unwrap_or_else(default_deadline);
+
+            self.tracer.queue.rearm();
+            let mut result = self.drain(deadline);
+            if Instant::now() >= self.next_info {
+                self.fetch_info(deadline);
+            }
+            let due = self.last_send.elapsed() >= cfg.flush_interval
+                || self.payload.size() >= cfg.flush_size;
+            if forced_deadline.is_some() || due {
+                let sent = self.send(deadline);
+                if result.is_ok() {
+                    result = sent;
+                }
+            }
+            for (_, reply) in flushes {
+                let _ = reply.send(result.clone());
+            }
+            if let Some((_, reply)) = shutdown {
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+
+    /// Pops and encodes every waiting chunk, sending whenever the payload is full.
+    fn drain(&mut self, deadline: Instant) -> Result<(), FlushError> {
+        let mut result = Ok(());
+        while let Some(chunk) = self.tracer.queue.pop() {
+            self.encode(chunk);
+            if self.payload.size() >= self.tracer.config.flush_size {
+                if let Err(e) = self.send(deadline) {
+                    result = Err(e);
+                }
+            }
+        }
+        result
+    }
+
+    fn encode(&mut self, chunk: Chunk) {
+        let Some(root) = chunk.spans.first() else {
+            return;
+        };
+        let now = Instant::now();
+        let sampler = &self.tracer.sampler;
+        let decide = || {
+            let input = SamplingInput {
+                trace_id_low: root.trace_id.low(),
+                root: RuleInput {
+                    service: root.service.as_deref().unwrap_or(&self.ctx.service),
+                    name: &root.name,
+                    resource: root.resource.as_deref().unwrap_or(&root.name),
+                    meta: &root.meta,
+                    metrics: &root.metrics,
+                },
+            };
+            sampler.decide(&input, now)
+        };
+        let decision = match &chunk.trace {
+            Some(t) => *t.decision.get_or_init(decide),
+            None => decide(),
+        };
+        let header = ChunkHeader {
+            decision,
+            tags: chunk.trace.as_ref().map(|t| &t.tags),
+        };
+        self.payload.push_chunk(&chunk.spans, header, &self.ctx);
+    }
+
+    fn fetch_info(&mut self, deadline: Instant) {
+        let counters = &self.tracer.counters;
+        counters.info_fetches.fetch_add(1, Relaxed);
+        let timeout = self
+            .tracer
+            .config
+            .agent_timeout
+            .min(deadline.saturating_duration_since(Instant::now()));
+        match self
+            .transport
+            .request(Method::GET, "/info", &[], Bytes::new(), timeout)
+        {
+            Ok(resp) if resp.status == 200 => {
+                self.info = Some(AgentInfo::parse(&resp.body).unwrap_or_default());
+                self.agent_state = resp.agent_state;
+                self.next_info = Instant::now() + Duration::from_secs(3600);
+                if let Some(info) = &self.info {
+                    tracing::debug!(target: "tracer::export", version = ?info.version, endpoints = ?info.endpoints, "agent info");
+                }
+            }
+            Ok(resp) => {
+                // An old agent without /info still takes v0.4 traces.
+                self.info = Some(AgentInfo::default());
+                self.next_info = Instant::now() + INFO_RETRY;
+                tracing::debug!(target: "tracer::export", status = resp.status, "agent /info unavailable");
+            }
+            Err(_) => {
+                // Unreachable: the send path reports it; ask again later.
+                self.next_info = Instant::now() + INFO_RETRY;
+            }
+        }
+    }
+
+    fn headers(&self, traces: u32) -> [(&'static str, String); 8] {
+        [
+            ("content-type", "application/msgpack".to_owned()),
+            ("datadog-meta-lang", "rust".to_owned()),
+            (
+                "datadog-meta-lang-version",
+                env!("TRACER_RUSTC_VERSION").to_owned(),
+            ),
+            (
+                "datadog-meta-lang-interpreter",
+                format!("rustc-{}-{}", std::env::consts::ARCH, std::env::consts::OS),
+            ),
+            (
+                "datadog-meta-tracer-version",
+                env!("CARGO_PKG_VERSION").to_owned(),
+            ),
+            ("x-datadog-trace-count", traces.to_string()),
+            ("datadog-client-computed-top-level", "yes".to_owned()),
+            ("datadog-send-real-http-status", "1".to_owned()),
+        ]
+    }
+
+    /// Sends the current payload (if any) with bounded retries before `deadline`.
+    fn send(&mut self, deadline: Instant) -> Result<(), FlushError> {
+        self.last_send = Instant::now();
+        if self.payload.is_empty() {
+            return Ok(());
+        }
+        let payload = std::mem::replace(&mut self.payload, V04Payload::new());
+        let (traces, spans) = (payload.traces(), payload.spans());
+        let body = Bytes::from(payload.finish());
+        let headers = self.headers(traces);
+        let cfg = &self.tracer.config;
+        let counters = &self.tracer.counters;
+        let problems = &self.tracer.problems;
+        let mut attempt = 0u32;
+        let failure = loop {
+            let now = Instant::now();
+            if now >= deadline {
+                break format!("gave up at the flush deadline after {attempt} retries");
+            }
+            let timeout = cfg.agent_timeout.min(deadline - now);
+            let outcome =
+                self.transport
+                    .request(Method::POST, TRACES_PATH, &headers, body.clone(), timeout);
+            let (retryable, reason) = match outcome {
+                Ok(resp) if (200..300).contains(&resp.status) => {
+                    counters.payloads_sent.fetch_add(1, Relaxed);
+                    counters.traces_sent.fetch_add(u64::from(traces), Relaxed);
+                    counters.spans_sent.fetch_add(spans, Relaxed);
+                    counters.bytes_sent.fetch_add(body.len() as u64, Relaxed);
+                    problems.clear(Problem::AgentUnreachable, "the agent is reachable again");
+                    problems.clear(Problem::AgentRejected, "the agent accepts traces again");
+                    self.on_reply(&resp);
+                    return Ok(());
+                }
+                Ok(resp) => {
+                    let retryable = matches!(resp.status, 408 | 429) || resp.status >= 500;
+                    let text = String::from_utf8_lossy(resp.body.get(..200).unwrap_or(&resp.body))
+                        .trim()
+                        .to_owned();
+                    (
+                        retryable,
+                        (
+                            Problem::AgentRejected,
+                            format!(
+                                "the agent at {} answered {} to {TRACES_PATH}: {text}",
+                                self.transport.url(),
+                                resp.status
+                            ),
+                        ),
+                    )
+                }
+                Err(e) => (true, (Problem::AgentUnreachable, describe(&e))),
+            };
+            if !retryable || attempt >= cfg.send_retries {
+                let (problem, msg) = reason;
+                problems.raise(problem, || {
+                    format!("{msg}; dropping traces until it recovers (counted in Health)")
+                });
+                break msg;
+            }
+            attempt += 1;
+            counters.send_retries.fetch_add(1, Relaxed);
+            let backoff = Duration::from_millis(50u64 << attempt.min(6))
+                .min(deadline.saturating_duration_since(Instant::now()));
+            thread::sleep(backoff);
+        };
+        counters.payloads_failed.fetch_add(1, Relaxed);
+        counters
+            .traces_dropped_send_failed
+            .fetch_add(u64::from(traces), Relaxed);
+        counters.spans_dropped_send_failed.fetch_add(spans, Relaxed);
+        counters.set_last_error(&failure);
+        Err(FlushError::Send(failure))
+    }
+
+    fn on_reply(&mut self, resp: &AgentResponse) {
+        match AgentRates::from_response(&resp.body) {
+            Ok(Some(rates)) => {
+                self.tracer.sampler.set_agent_rates(rates);
+                self.tracer
+                    .counters
+                    .agent_rate_updates
+                    .fetch_add(1, Relaxed);
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                self.tracer.problems.raise(Problem::BadAgentResponse, || {
+                    format!("ignoring the agent's sampling rates: {reason}")
+                });
+            }
+        }
+        if resp.agent_state.is_some() && resp.agent_state != self.agent_state {
+            // The agent's configuration changed: read /info again at the next opportunity.
+            self.agent_state.clone_from(&resp.agent_state);
+            self.next_info = Instant::now();
+        }
+    }
+}
+
+fn describe(e: &TransportError) -> String {
+    match e {
+        TransportError::Connect { .. } => format!(
+            "{e} (is the trace agent running? set DD_TRACE_AGENT_URL or DD_AGENT_HOST/DD_TRACE_AGENT_PORT)"
+        ),
+        _ => e.to_string(),
+    }
+}

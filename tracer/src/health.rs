@@ -1,0 +1,215 @@
+//! Health of the tracer: counters the application can read, and one log line per problem
+//! class (not per span).
+
+use std::cell::Cell;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+const STRIPES: usize = 8;
+
+/// A counter spread over cache lines so that application threads counting at once do not
+/// fight over one line; reads add the stripes up.
+#[derive(Debug, Default)]
+pub(crate) struct StripedCounter {
+    stripes: [CachePadded<AtomicU64>; STRIPES],
+}
+
+thread_local! {
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    STRIPE.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, Relaxed) % STRIPES;
+            s.set(i);
+        }
+        i
+    })
+}
+
+impl StripedCounter {
+    pub(crate) fn add(&self, n: u64) {
+        if let Some(s) = self.stripes.get(stripe()) {
+            s.fetch_add(n, Relaxed);
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.stripes.iter().map(|s| s.load(Relaxed)).sum()
+    }
+}
+
+/// Counters updated by the application threads and the export worker.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) spans_created: StripedCounter,
+    pub(crate) spans_finished: StripedCounter,
+    pub(crate) traces_enqueued: StripedCounter,
+    pub(crate) spans_dropped_queue_full: AtomicU64,
+    pub(crate) traces_dropped_queue_full: AtomicU64,
+    pub(crate) spans_dropped_trace_too_large: AtomicU64,
+    pub(crate) spans_dropped_shutdown: AtomicU64,
+    pub(crate) spans_dropped_send_failed: AtomicU64,
+    pub(crate) traces_dropped_send_failed: AtomicU64,
+    pub(crate) traces_sent: AtomicU64,
+    pub(crate) spans_sent: AtomicU64,
+    pub(crate) payloads_sent: AtomicU64,
+    pub(crate) payloads_failed: AtomicU64,
+    pub(crate) send_retries: AtomicU64,
+    pub(crate) bytes_sent: AtomicU64,
+    pub(crate) agent_rate_updates: AtomicU64,
+    pub(crate) info_fetches: AtomicU64,
+    pub(crate) last_error: Mutex<Option<String>>,
+}
+
+/// A snapshot of the tracer's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Spans started (recorded ones; no-op spans of a disabled tracer are not counted).
+    pub spans_created: u64,
+    /// Spans finished and handed to the buffer (queued or dropped).
+    pub spans_finished: u64,
+    /// Trace chunks accepted by the queue.
+    pub traces_enqueued: u64,
+    /// Spans dropped because the queue to the export worker was full.
+    pub spans_dropped_queue_full: u64,
+    /// Trace chunks dropped because the queue was full.
+    pub traces_dropped_queue_full: u64,
+    /// Spans dropped because their trace passed the per-trace span cap.
+    pub spans_dropped_trace_too_large: u64,
+    /// Spans finished after `shutdown`.
+    pub spans_dropped_shutdown: u64,
+    /// Spans in payloads the agent never accepted (after retries).
+    pub spans_dropped_send_failed: u64,
+    /// Trace chunks in payloads the agent never accepted.
+    pub traces_dropped_send_failed: u64,
+    /// Trace chunks the agent accepted.
+    pub traces_sent: u64,
+    /// Spans the agent accepted.
+    pub spans_sent: u64,
+    /// Payloads the agent accepted.
+    pub payloads_sent: u64,
+    /// Payloads given up on.
+    pub payloads_failed: u64,
+    /// Send attempts after a failure.
+    pub send_retries: u64,
+    /// Body bytes the agent accepted.
+    pub bytes_sent: u64,
+    /// Responses that carried new `rate_by_service` rates.
+    pub agent_rate_updates: u64,
+    /// `GET /info` requests made.
+    pub info_fetches: u64,
+    /// The last problem seen, if any.
+    pub last_error: Option<String>,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(&self) -> Health {
+        let l = |a: &AtomicU64| a.load(Relaxed);
+        Health {
+            spans_created: self.spans_created.get(),
+            spans_finished: self.spans_finished.get(),
+            traces_enqueued: self.traces_enqueued.get(),
+            spans_dropped_queue_full: l(&self.spans_dropped_queue_full),
+            traces_dropped_queue_full: l(&self.traces_dropped_queue_full),
+            spans_dropped_trace_too_large: l(&self.spans_dropped_trace_too_large),
+            spans_dropped_shutdown: l(&self.spans_dropped_shutdown),
+            spans_dropped_send_failed: l(&self.spans_dropped_send_failed),
+            traces_dropped_send_failed: l(&self.traces_dropped_send_failed),
+            traces_sent: l(&self.traces_sent),
+            spans_sent: l(&self.spans_sent),
+            payloads_sent: l(&self.payloads_sent),
+            payloads_failed: l(&self.payloads_failed),
+            send_retries: l(&self.send_retries),
+            bytes_sent: l(&self.bytes_sent),
+            agent_rate_updates: l(&self.agent_rate_updates),
+            info_fetches: l(&self.info_fetches),
+            last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
+        }
+    }
+
+    pub(crate) fn set_last_error(&self, msg: &str) {
+        if let Ok(mut e) = self.last_error.lock() {
+            *e = Some(msg.to_owned());
+        }
+    }
+}
+
+/// Classes of problems, each logged once until it clears.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Problem {
+    AgentUnreachable,
+    AgentRejected,
+    QueueFull,
+    TraceTooLarge,
+    BadAgentResponse,
+    FinishedAfterShutdown,
+}
+
+const PROBLEMS: usize = 6;
+
+/// One flag per [`Problem`]: the first occurrence logs a warning, later ones stay quiet
+/// until [`ProblemLog::clear`] logs the recovery.
+#[derive(Debug, Default)]
+pub(crate) struct ProblemLog {
+    raised: [AtomicBool; PROBLEMS],
+}
+
+impl ProblemLog {
+    /// Logs `msg` if `p` is not already raised; returns whether it logged.
+    pub(crate) fn raise(&self, p: Problem, msg: impl FnOnce() -> String) -> bool {
+        let Some(flag) = self.raised.get(p as usize) else {
+            return false;
+        };
+        if flag.swap(true, Relaxed) {
+            return false;
+        }
+        tracing::warn!(target: "tracer::health", problem = ?p, "{}", msg());
+        true
+    }
+
+    /// Marks `p` as cleared, logging the recovery if it was raised.
+    pub(crate) fn clear(&self, p: Problem, msg: &str) {
+        if let Some(flag) = self.raised.get(p as usize) {
+            if flag.swap(false, Relaxed) {
+                tracing::info!(target: "tracer::health", problem = ?p, "{msg}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn striped_counter_sums_across_threads() {
+        let c = std::sync::Arc::new(StripedCounter::default());
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let c = c.clone();
+                std::thread::spawn(move || (0..1000).for_each(|_| c.add(1)))
+            })
+            .collect();
+        for h in handles {
+            let _ = h.join();
+        }
+        assert_eq!(c.get(), 4000);
+    }
+
+    #[test]
+    fn problems_log_once_until_cleared() {
+        let log = ProblemLog::default();
+        assert!(log.raise(Problem::QueueFull, || "full".into()));
+        assert!(!log.raise(Problem::QueueFull, || "full".into()));
+        assert!(log.raise(Problem::AgentUnreachable, || "down".into()));
+        log.clear(Problem::QueueFull, "ok again");
+        assert!(log.raise(Problem::QueueFull, || "full".into()));
+    }
+}

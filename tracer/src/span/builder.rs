@@ -1,0 +1,166 @@
+//! `SpanBuilder`: everything known before a span starts.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use super::guard::ActiveSpan;
+use super::{Span, SpanContext, SpanData, SpanId, Str, TraceId, current_context};
+use crate::clock;
+use crate::tracer::TracerInner;
+
+enum Parent {
+    /// The current span of this thread/task, if any.
+    Current,
+    /// Always a new trace.
+    Root,
+    /// An explicit parent.
+    Context(SpanContext),
+}
+
+/// Configures a span before it starts; [`SpanBuilder::start`] returns the [`Span`].
+#[must_use = "a span builder does nothing until `.start()`"]
+pub struct SpanBuilder {
+    tracer: &'static TracerInner,
+    data: SpanData,
+    parent: Parent,
+    start: Option<Instant>,
+}
+
+impl std::fmt::Debug for SpanBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SpanBuilder")
+            .field("name", &self.data.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SpanBuilder {
+    pub(crate) fn new(tracer: &'static TracerInner, name: Str) -> Self {
+        Self {
+            tracer,
+            data: SpanData::new(
+                TraceId::default(),
+                SpanId::default(),
+                SpanId::default(),
+                name,
+            ),
+            parent: Parent::Current,
+            start: None,
+        }
+    }
+
+    /// Sets the service (children inherit it). Defaults to the parent's service, or the
+    /// tracer's (`DD_SERVICE`) for a root.
+    pub fn service(mut self, service: impl Into<Str>) -> Self {
+        self.data.service = Some(service.into().into_shared());
+        self
+    }
+
+    /// Sets the resource (e.g. `GET /users/{id}`, a SQL query). Defaults to the name.
+    pub fn resource(mut self, resource: impl Into<Str>) -> Self {
+        self.data.resource = Some(resource.into());
+        self
+    }
+
+    /// Sets the span type (`web`, `http`, `sql`, `cache`, `custom`, …).
+    pub fn span_type(mut self, span_type: impl Into<Str>) -> Self {
+        self.data.span_type = Some(span_type.into());
+        self
+    }
+
+    /// Adds a string tag (`meta`).
+    pub fn tag(mut self, key: impl Into<Str>, value: impl Into<Str>) -> Self {
+        self.data.set_meta(key.into(), value.into());
+        self
+    }
+
+    /// Adds a numeric tag (`metrics`).
+    pub fn metric(mut self, key: impl Into<Str>, value: f64) -> Self {
+        self.data.set_metric(key.into(), value);
+        self
+    }
+
+    /// Marks the span as measured: the agent computes stats for it even when it is not a
+    /// service-entry span (`_dd.measured`).
+    pub fn measured(mut self) -> Self {
+        self.data.measured = true;
+        self
+    }
+
+    /// Makes the span a child of `parent` (a local span's context or one extracted from
+    /// incoming headers).
+    pub fn child_of(mut self, parent: &SpanContext) -> Self {
+        self.parent = Parent::Context(parent.clone());
+        self
+    }
+
+    /// Like [`SpanBuilder::child_of`], taking the context by value.
+    pub fn with_parent(mut self, parent: Option<SpanContext>) -> Self {
+        self.parent = match parent {
+            Some(p) => Parent::Context(p),
+            None => Parent::Root,
+        };
+        self
+    }
+
+    /// Starts a new trace even if a span is current.
+    pub fn root(mut self) -> Self {
+        self.parent = Parent::Root;
+        self
+    }
+
+    /// Uses `start` instead of now as the start time.
+    pub fn start_at(mut self, start: Instant) -> Self {
+        self.start = Some(start);
+        self
+    }
+
+    /// Starts the span. It finishes when dropped (or on [`Span::finish`]).
+    pub fn start(self) -> Span {
+        let tracer = self.tracer;
+        if !tracer.config.enabled {
+            return Span::noop();
+        }
+        let start = self.start.unwrap_or_else(Instant::now);
+        let mut data = self.data;
+        data.start = clock::unix_nanos(start);
+        data.span_id = SpanId::generate();
+        let parent = match self.parent {
+            Parent::Current => current_context(),
+            Parent::Root => None,
+            Parent::Context(c) => Some(c),
+        };
+        let trace = match parent {
+            None => {
+                let secs = u64::try_from(data.start / 1_000_000_000).unwrap_or(0);
+                data.trace_id = TraceId::generate(secs);
+                data.local_root = true;
+                data.top_level = true;
+                OnceLock::new()
+            }
+            Some(parent) => {
+                if !parent.trace.start_span(tracer.config.max_spans_per_trace) {
+                    tracer.span_over_trace_cap();
+                    return Span::noop();
+                }
+                data.trace_id = parent.trace_id;
+                data.parent_id = parent.span_id;
+                if data.service.is_none() {
+                    data.service = parent.service.clone();
+                }
+                let service = data.service.as_deref().unwrap_or(&tracer.service);
+                let parent_service = parent.service.as_deref().unwrap_or(&tracer.service);
+                data.local_root = parent.remote;
+                data.top_level = parent.remote || service != parent_service;
+                OnceLock::from(Arc::clone(&parent.trace))
+            }
+        };
+        tracer.counters.spans_created.add(1);
+        Span::from_active(ActiveSpan {
+            tracer,
+            data,
+            start,
+            trace,
+        })
+    }
+}

@@ -1,0 +1,158 @@
+//! The finished-span model, as Datadog defines a span.
+
+use smallvec::SmallVec;
+
+use super::{SpanId, Str, TraceId};
+
+/// String tags (`meta`); the first eight live inline in the span, without allocation.
+pub(crate) type Meta = SmallVec<[(Str, Str); 8]>;
+/// Numeric tags (`metrics`); the first two live inline.
+pub(crate) type Metrics = SmallVec<[(Str, f64); 2]>;
+
+/// One span as recorded on the application thread.
+///
+/// Fields the tracer can derive later (the default service, `env`, `version`,
+/// `language`, `runtime-id`, sampling tags) are *not* stored here: the export worker adds
+/// them while encoding, off the application thread.
+#[derive(Clone, Debug)]
+pub struct SpanData {
+    pub(crate) trace_id: TraceId,
+    pub(crate) span_id: SpanId,
+    pub(crate) parent_id: SpanId,
+    /// `None`: the tracer's service (`DD_SERVICE`).
+    pub(crate) service: Option<Str>,
+    pub(crate) name: Str,
+    /// `None`: the operation name.
+    pub(crate) resource: Option<Str>,
+    pub(crate) span_type: Option<Str>,
+    /// Nanoseconds since the unix epoch.
+    pub(crate) start: i64,
+    /// Nanoseconds.
+    pub(crate) duration: i64,
+    pub(crate) error: bool,
+    /// Service-entry span: local root, or its service differs from its parent's.
+    pub(crate) top_level: bool,
+    /// Stats are computed for it even when not top-level.
+    pub(crate) measured: bool,
+    /// First span of the trace in this process (no parent, or a remote parent).
+    pub(crate) local_root: bool,
+    pub(crate) meta: Meta,
+    pub(crate) metrics: Metrics,
+}
+
+impl SpanData {
+    pub(crate) fn new(trace_id: TraceId, span_id: SpanId, parent_id: SpanId, name: Str) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            parent_id,
+            service: None,
+            name,
+            resource: None,
+            span_type: None,
+            start: 0,
+            duration: 0,
+            error: false,
+            top_level: false,
+            measured: false,
+            local_root: false,
+            meta: Meta::new(),
+            metrics: Metrics::new(),
+        }
+    }
+
+    /// The trace id.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// The span id.
+    pub fn span_id(&self) -> SpanId {
+        self.span_id
+    }
+
+    /// The parent span id (zero for a root).
+    pub fn parent_id(&self) -> SpanId {
+        self.parent_id
+    }
+
+    /// The service set on this span, `None` when it uses the tracer's service.
+    pub fn service(&self) -> Option<&str> {
+        self.service.as_deref()
+    }
+
+    /// The operation name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The resource (the operation name when none was set).
+    pub fn resource(&self) -> &str {
+        self.resource.as_deref().unwrap_or(&self.name)
+    }
+
+    /// The span type (`web`, `http`, `sql`, …), empty when unset.
+    pub fn span_type(&self) -> &str {
+        self.span_type.as_deref().unwrap_or("")
+    }
+
+    /// Start, nanoseconds since the unix epoch.
+    pub fn start(&self) -> i64 {
+        self.start
+    }
+
+    /// Duration in nanoseconds.
+    pub fn duration(&self) -> i64 {
+        self.duration
+    }
+
+    /// Whether the span is an error.
+    pub fn is_error(&self) -> bool {
+        self.error
+    }
+
+    /// Whether the span is a service-entry (top-level) span.
+    pub fn is_top_level(&self) -> bool {
+        self.top_level
+    }
+
+    /// A string tag.
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.meta
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A numeric tag.
+    pub fn metric(&self, key: &str) -> Option<f64> {
+        self.metrics
+            .iter()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| *v)
+    }
+
+    /// All string tags, in insertion order.
+    pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.meta.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// All numeric tags, in insertion order.
+    pub fn metrics(&self) -> impl Iterator<Item = (&str, f64)> {
+        self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    pub(crate) fn set_meta(&mut self, key: Str, value: Str) {
+        match self.meta.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.meta.push((key, value)),
+        }
+    }
+
+    pub(crate) fn set_metric(&mut self, key: Str, value: f64) {
+        match self.metrics.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => slot.1 = value,
+            None => self.metrics.push((key, value)),
+        }
+    }
+}

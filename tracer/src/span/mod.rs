@@ -1,0 +1,18 @@
+//! Spans: identifiers, the finished-span model, the builder, the guard that finishes on
+//! drop, and the context that follows a request across threads and `.await`.
+
+mod builder;
+mod context;
+mod data;
+mod guard;
+mod ids;
+mod str;
+
+pub use builder::SpanBuilder;
+pub use context::{Entered, Instrument, Instrumented, SpanContext, WithContext};
+pub use data::SpanData;
+pub use guard::Span;
+pub use ids::{SpanId, TraceId};
+pub use str::Str;
+
+pub(crate) use context::current_context;
