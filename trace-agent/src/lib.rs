@@ -1,1 +1,43 @@
-//! Datadog-compatible trace agent library: everything `main.rs` runs, testable in-process.
+//! Datadog-compatible trace agent: a drop-in receiver for Datadog tracers on `127.0.0.1:8126`.
+//!
+//! Everything `main.rs` runs lives here so it can be driven in-process by tests:
+//!
+//! * [`config`] — `datadog.yaml` + `DD_*` environment, typed and validated once, with the origin
+//!   of every value;
+//! * [`decode`] — lenient, mostly zero-copy decoders for the v0.3/v0.4 (msgpack and JSON),
+//!   v0.5 and v0.7 trace payloads into the [`span`] model;
+//! * [`process`] — the pure per-chunk stages of the Datadog agent (normalization, filters,
+//!   obfuscation, tag rules, top-level computation);
+//! * [`receiver`] — the hyper HTTP server with its limits, the `/info` document and the
+//!   sampling-rates table;
+//! * [`pipeline`] — the bounded hand-off of processed chunks to the next stage ([`pipeline::ChunkSink`]);
+//! * [`status`] — the counters behind `trace-agent status`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), trace_agent::RunError> {
+//! let config = trace_agent::config::AgentConfig::default();
+//! let (_stop, shutdown) = tokio::sync::watch::channel(false);
+//! trace_agent::run(config, shutdown).await?;
+//! # Ok(()) }
+//! ```
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod config;
+pub mod decode;
+pub mod pipeline;
+pub mod process;
+pub mod receiver;
+pub mod span;
+pub mod status;
+
+mod agent;
+
+pub use agent::{Agent, RunError, run, start};

@@ -1,0 +1,450 @@
+//! Building [`AgentConfig`] from the file, the environment and the defaults.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::env::{EnvSource, parse_bool, parse_csv, parse_list};
+use super::raw::{RawFile, RawReplaceTag, unknown_keys};
+use super::{AgentConfig, Origin, Secret, mask};
+use crate::process::normalize::normalize_tag_value;
+
+/// A configuration that cannot be used; the agent does not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or a key has the wrong type (message names key and line).
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// serde's message: key path, problem, line and column.
+        message: String,
+    },
+    /// An environment variable has an unusable value.
+    #[error("environment variable {var}={value}: {message}")]
+    Env {
+        /// Variable name.
+        var: String,
+        /// Value (masked for secrets).
+        value: String,
+        /// Problem.
+        message: String,
+    },
+    /// A value is well-typed but invalid (bad regex, bad address).
+    #[error("{key}: {message}")]
+    Invalid {
+        /// Key path.
+        key: String,
+        /// Problem.
+        message: String,
+    },
+}
+
+struct Ctx<'a> {
+    env: &'a dyn EnvSource,
+    file: Option<PathBuf>,
+    config: AgentConfig,
+}
+
+impl Ctx<'_> {
+    /// Env (first set variable of `vars`) over file over nothing; records the origin.
+    fn pick<T>(
+        &mut self,
+        key: &str,
+        vars: &[&str],
+        file: Option<T>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        for var in vars {
+            if let Some(v) = self.env.get(var) {
+                let parsed = parse(&v).map_err(|message| ConfigError::Env {
+                    var: (*var).to_owned(),
+                    value: if var.contains("KEY") {
+                        mask(&v)
+                    } else {
+                        v.clone()
+                    },
+                    message,
+                })?;
+                self.config
+                    .origins
+                    .insert(key.to_owned(), Origin::Env((*var).to_owned()));
+                return Ok(Some(parsed));
+            }
+        }
+        if let (Some(value), Some(path)) = (file, &self.file) {
+            self.config
+                .origins
+                .insert(key.to_owned(), Origin::File(path.clone()));
+            return Ok(Some(value));
+        }
+        Ok(None)
+    }
+}
+
+fn num<T: FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.trim()
+        .parse::<T>()
+        .map_err(|e| format!("not a valid number: {e}"))
+}
+
+fn boolean(v: &str) -> Result<bool, String> {
+    parse_bool(v).ok_or_else(|| "not a boolean (true/false/1/0)".to_owned())
+}
+
+fn string(v: &str) -> Result<String, String> {
+    Ok(v.trim().to_owned())
+}
+
+fn list(v: &str) -> Result<Vec<String>, String> {
+    parse_list(v)
+}
+
+fn csv(v: &str) -> Result<Vec<String>, String> {
+    Ok(parse_csv(v))
+}
+
+/// Loads the configuration: `path` (if any) and `env`, over the defaults.
+///
+/// # Errors
+/// A [`ConfigError`] naming the file line, variable or key that is wrong.
+pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, ConfigError> {
+    let mut warnings = Vec::new();
+    let raw = match path {
+        None => RawFile::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_owned(),
+                source,
+            })?;
+            let parse_err = |e: serde_norway::Error| ConfigError::Parse {
+                path: p.to_owned(),
+                message: e.to_string(),
+            };
+            if text.trim().is_empty() {
+                RawFile::default()
+            } else {
+                let value: serde_norway::Value =
+                    serde_norway::from_str(&text).map_err(parse_err)?;
+                for key in unknown_keys(&value) {
+                    warnings.push(format!("{}: unknown key '{key}' ignored", p.display()));
+                }
+                serde_norway::from_str::<Option<RawFile>>(&text)
+                    .map_err(parse_err)?
+                    .unwrap_or_default()
+            }
+        }
+    };
+    let mut c = Ctx {
+        env,
+        file: path.map(Path::to_owned),
+        config: AgentConfig::default(),
+    };
+    let apm = raw.apm_config.unwrap_or_default();
+    let obf = apm.obfuscation.unwrap_or_default();
+
+    if let Some(k) = c.pick("api_key", &["DD_API_KEY"], raw.api_key, string)? {
+        c.config.api_key = Some(Secret::new(k));
+    }
+    if let Some(v) = c.pick("site", &["DD_SITE"], raw.site, string)? {
+        c.config.site = v;
+    }
+    if let Some(v) = c.pick("hostname", &["DD_HOSTNAME"], raw.hostname, string)? {
+        c.config.hostname = v;
+    }
+    if let Some(v) = c.pick("tags", &["DD_TAGS"], raw.tags, |v| {
+        Ok(v.split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    })? {
+        c.config.tags = v;
+    }
+    let top_env = c.pick("env", &["DD_ENV"], raw.env, string)?;
+    let apm_env = c.pick("apm_config.env", &["DD_APM_ENV"], apm.env, string)?;
+    let tag_env = c
+        .config
+        .tags
+        .iter()
+        .find_map(|t| t.strip_prefix("env:").map(str::to_owned));
+    if let Some(env) = apm_env.or(top_env).or(tag_env).filter(|e| !e.is_empty()) {
+        let normalized = normalize_tag_value(&env).into_owned();
+        c.config.default_env = if normalized.is_empty() {
+            "none".to_owned()
+        } else {
+            normalized
+        };
+    }
+    if let Some(v) = c.pick(
+        "apm_config.enabled",
+        &["DD_APM_ENABLED"],
+        apm.enabled,
+        boolean,
+    )? {
+        c.config.enabled = v;
+    }
+    let non_local = c.pick(
+        "apm_config.apm_non_local_traffic",
+        &["DD_APM_NON_LOCAL_TRAFFIC"],
+        apm.apm_non_local_traffic,
+        boolean,
+    )?;
+    let bind_host = c.pick("bind_host", &["DD_BIND_HOST"], raw.bind_host, string)?;
+    if non_local == Some(true) {
+        c.config.receiver_host = "0.0.0.0".to_owned();
+        c.config
+            .origins
+            .insert("bind_host".to_owned(), Origin::Default);
+    } else if let Some(h) = bind_host {
+        c.config.receiver_host = h;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.receiver_port",
+        &["DD_APM_RECEIVER_PORT", "DD_RECEIVER_PORT"],
+        apm.receiver_port,
+        num,
+    )? {
+        c.config.receiver_port = v;
+    }
+    match c.pick(
+        "apm_config.receiver_socket",
+        &["DD_APM_RECEIVER_SOCKET"],
+        apm.receiver_socket,
+        string,
+    )? {
+        Some(s) if !s.is_empty() => c.config.receiver_socket = Some(PathBuf::from(s)),
+        Some(_) => {}
+        None => {
+            let default = Path::new(super::DEFAULT_RECEIVER_SOCKET);
+            if default.parent().is_some_and(Path::is_dir) {
+                c.config.receiver_socket = Some(default.to_owned());
+            }
+        }
+    }
+    if let Some(v) = c.pick(
+        "apm_config.receiver_timeout",
+        &["DD_APM_RECEIVER_TIMEOUT"],
+        apm.receiver_timeout,
+        num::<u64>,
+    )? && v > 0
+    {
+        c.config.receiver_timeout = Duration::from_secs(v);
+    }
+    if let Some(v) = c.pick(
+        "apm_config.max_payload_size",
+        &["DD_APM_MAX_PAYLOAD_SIZE"],
+        apm.max_payload_size,
+        num,
+    )? && v > 0
+    {
+        c.config.max_payload_size = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.decoders",
+        &["DD_APM_DECODERS"],
+        apm.decoders,
+        num::<usize>,
+    )? && v > 0
+    {
+        c.config.decoders = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.decoder_timeout",
+        &["DD_APM_DECODER_TIMEOUT"],
+        apm.decoder_timeout,
+        num::<u64>,
+    )? && v > 0
+    {
+        c.config.decoder_timeout = Duration::from_millis(v);
+    }
+    if let Some(v) = c.pick(
+        "apm_config.max_connections",
+        &["DD_APM_MAX_CONNECTIONS"],
+        apm.max_connections,
+        num::<usize>,
+    )? && v > 0
+    {
+        c.config.max_connections = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.extra_sample_rate",
+        &[],
+        apm.extra_sample_rate,
+        num,
+    )? {
+        c.config.extra_sample_rate = v;
+    }
+    let tps = apm.target_traces_per_second.or(apm.max_traces_per_second);
+    if let Some(v) = c.pick(
+        "apm_config.max_traces_per_second",
+        &["DD_APM_TARGET_TPS", "DD_APM_MAX_TPS", "DD_MAX_TPS"],
+        tps,
+        num,
+    )? {
+        c.config.max_traces_per_second = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.ignore_resources",
+        &["DD_APM_IGNORE_RESOURCES", "DD_IGNORE_RESOURCE"],
+        apm.ignore_resources,
+        csv,
+    )? {
+        c.config.ignore_resources = v;
+    }
+    let ft = apm.filter_tags.unwrap_or_default();
+    let ftr = apm.filter_tags_regex.unwrap_or_default();
+    let some = |v: Vec<String>| (!v.is_empty()).then_some(v);
+    if let Some(v) = c.pick(
+        "apm_config.filter_tags.require",
+        &["DD_APM_FILTER_TAGS_REQUIRE"],
+        some(ft.require),
+        list,
+    )? {
+        c.config.filter_tags_require = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.filter_tags.reject",
+        &["DD_APM_FILTER_TAGS_REJECT"],
+        some(ft.reject),
+        list,
+    )? {
+        c.config.filter_tags_reject = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.filter_tags_regex.require",
+        &["DD_APM_FILTER_TAGS_REGEX_REQUIRE"],
+        some(ftr.require),
+        list,
+    )? {
+        c.config.filter_tags_regex_require = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.filter_tags_regex.reject",
+        &["DD_APM_FILTER_TAGS_REGEX_REJECT"],
+        some(ftr.reject),
+        list,
+    )? {
+        c.config.filter_tags_regex_reject = v;
+    }
+    let json_rules = |v: &str| {
+        serde_json::from_str::<Vec<RawReplaceTag>>(v)
+            .map_err(|e| format!("not a JSON list of {{name, pattern, repl}}: {e}"))
+    };
+    if let Some(v) = c.pick(
+        "apm_config.replace_tags",
+        &["DD_APM_REPLACE_TAGS"],
+        apm.replace_tags,
+        json_rules,
+    )? {
+        c.config.replace_tags = v;
+    }
+    if let Some(v) = c.pick("apm_config.global_tags", &[], apm.global_tags, |_| {
+        Err(String::new())
+    })? {
+        c.config.global_tags = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.features",
+        &["DD_APM_FEATURES"],
+        apm.features,
+        |v| {
+            Ok(v.split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect())
+        },
+    )? {
+        c.config.features = v;
+    }
+    let http = obf.http.unwrap_or_default();
+    let redis = obf.redis.unwrap_or_default();
+    let memcached = obf.memcached.unwrap_or_default();
+    let cc = obf.credit_cards.unwrap_or_default();
+    let o = &mut c.config.obfuscation.clone();
+    let bools: [(&str, &str, Option<bool>, &mut bool); 9] = [
+        (
+            "apm_config.obfuscation.http.remove_query_string",
+            "DD_APM_OBFUSCATION_HTTP_REMOVE_QUERY_STRING",
+            http.remove_query_string,
+            &mut o.http_remove_query_string,
+        ),
+        (
+            "apm_config.obfuscation.http.remove_paths_with_digits",
+            "DD_APM_OBFUSCATION_HTTP_REMOVE_PATHS_WITH_DIGITS",
+            http.remove_paths_with_digits,
+            &mut o.http_remove_paths_with_digits,
+        ),
+        (
+            "apm_config.obfuscation.redis.enabled",
+            "DD_APM_OBFUSCATION_REDIS_ENABLED",
+            redis.enabled,
+            &mut o.redis_enabled,
+        ),
+        (
+            "apm_config.obfuscation.redis.remove_all_args",
+            "DD_APM_OBFUSCATION_REDIS_REMOVE_ALL_ARGS",
+            redis.remove_all_args,
+            &mut o.redis_remove_all_args,
+        ),
+        (
+            "apm_config.obfuscation.memcached.enabled",
+            "DD_APM_OBFUSCATION_MEMCACHED_ENABLED",
+            memcached.enabled,
+            &mut o.memcached_enabled,
+        ),
+        (
+            "apm_config.obfuscation.memcached.keep_command",
+            "DD_APM_OBFUSCATION_MEMCACHED_KEEP_COMMAND",
+            memcached.keep_command,
+            &mut o.memcached_keep_command,
+        ),
+        (
+            "apm_config.obfuscation.credit_cards.enabled",
+            "DD_APM_OBFUSCATION_CREDIT_CARDS_ENABLED",
+            cc.enabled,
+            &mut o.credit_cards_enabled,
+        ),
+        (
+            "apm_config.obfuscation.credit_cards.luhn",
+            "DD_APM_OBFUSCATION_CREDIT_CARDS_LUHN",
+            cc.luhn,
+            &mut o.credit_cards_luhn,
+        ),
+        (
+            "apm_config.obfuscation.remove_stack_traces",
+            "DD_APM_OBFUSCATION_REMOVE_STACK_TRACES",
+            obf.remove_stack_traces,
+            &mut o.remove_stack_traces,
+        ),
+    ];
+    for (key, var, file, slot) in bools {
+        if let Some(v) = c.pick(key, &[var], file, boolean)? {
+            *slot = v;
+        }
+    }
+    if let Some(v) = c.pick(
+        "apm_config.obfuscation.credit_cards.keep_values",
+        &["DD_APM_OBFUSCATION_CREDIT_CARDS_KEEP_VALUES"],
+        cc.keep_values,
+        list,
+    )? {
+        o.credit_cards_keep_values = v;
+    }
+    c.config.obfuscation = o.clone();
+    c.config.warnings = warnings;
+    // Validate what can only fail later: regexes and the bind address.
+    crate::receiver::compile_process_config(&c.config)?;
+    c.config.tcp_addr()?;
+    Ok(c.config)
+}

@@ -1,0 +1,296 @@
+//! Agent configuration: `datadog.yaml` and `DD_*` environment variables, typed and validated
+//! once at startup (env over file over default), remembering where each value came from.
+
+mod env;
+mod load;
+mod raw;
+mod secret;
+
+pub use env::{EnvSource, ProcessEnv, parse_bool, parse_csv, parse_list};
+pub use load::{ConfigError, load};
+pub use raw::RawReplaceTag;
+pub use secret::{Secret, mask};
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::process::obfuscate::ObfuscationConfig;
+
+/// Where a configuration value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Built-in default.
+    Default,
+    /// The YAML file.
+    File(PathBuf),
+    /// An environment variable.
+    Env(String),
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Default => f.write_str("default"),
+            Self::File(p) => write!(f, "file {}", p.display()),
+            Self::Env(v) => write!(f, "env {v}"),
+        }
+    }
+}
+
+/// The effective, validated configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// `api_key` (masked when printed).
+    pub api_key: Option<Secret>,
+    /// `site`.
+    pub site: String,
+    /// `hostname` (empty: not set).
+    pub hostname: String,
+    /// Default env for traces without one (`apm_config.env` > `env` > `tags: env:x` > `none`).
+    pub default_env: String,
+    /// `tags`.
+    pub tags: Vec<String>,
+    /// `apm_config.enabled`.
+    pub enabled: bool,
+    /// Host the TCP receiver binds (`127.0.0.1`, `bind_host`, or `0.0.0.0` with non-local traffic).
+    pub receiver_host: String,
+    /// `apm_config.receiver_port` (0 disables TCP).
+    pub receiver_port: u16,
+    /// `apm_config.receiver_socket` (Unix socket; `None` disables it).
+    pub receiver_socket: Option<PathBuf>,
+    /// `apm_config.receiver_timeout`: time allowed to read a request.
+    pub receiver_timeout: Duration,
+    /// `apm_config.max_payload_size` in bytes.
+    pub max_payload_size: u64,
+    /// `apm_config.decoders`: payloads decoded at once.
+    pub decoders: usize,
+    /// `apm_config.decoder_timeout`: wait for a decoder slot before answering "overloaded".
+    pub decoder_timeout: Duration,
+    /// `apm_config.max_connections`.
+    pub max_connections: usize,
+    /// `apm_config.extra_sample_rate`.
+    pub extra_sample_rate: f64,
+    /// `apm_config.max_traces_per_second`.
+    pub max_traces_per_second: f64,
+    /// `apm_config.ignore_resources` (regexes).
+    pub ignore_resources: Vec<String>,
+    /// `apm_config.filter_tags.require`.
+    pub filter_tags_require: Vec<String>,
+    /// `apm_config.filter_tags.reject`.
+    pub filter_tags_reject: Vec<String>,
+    /// `apm_config.filter_tags_regex.require`.
+    pub filter_tags_regex_require: Vec<String>,
+    /// `apm_config.filter_tags_regex.reject`.
+    pub filter_tags_regex_reject: Vec<String>,
+    /// `apm_config.replace_tags`.
+    pub replace_tags: Vec<RawReplaceTag>,
+    /// `apm_config.global_tags`: added to every span.
+    pub global_tags: BTreeMap<String, String>,
+    /// `apm_config.features`.
+    pub features: Vec<String>,
+    /// `apm_config.obfuscation.*`.
+    pub obfuscation: ObfuscationConfig,
+    /// Capacity of the receiver → next-stage channel, in payloads.
+    pub pipeline_capacity: usize,
+    /// Where each value came from, by key path.
+    pub origins: BTreeMap<String, Origin>,
+    /// Warnings found while loading (unknown keys…), logged at start.
+    pub warnings: Vec<String>,
+}
+
+/// Default receiver port.
+pub const DEFAULT_RECEIVER_PORT: u16 = 8126;
+/// Default `max_payload_size` (25 MiB).
+pub const DEFAULT_MAX_PAYLOAD_SIZE: u64 = 26_214_400;
+/// Default Unix socket path (started only when its directory exists).
+pub const DEFAULT_RECEIVER_SOCKET: &str = "/var/run/datadog/apm.socket";
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            api_key: None,
+            site: "datadoghq.com".to_owned(),
+            hostname: String::new(),
+            default_env: "none".to_owned(),
+            tags: Vec::new(),
+            enabled: true,
+            receiver_host: "127.0.0.1".to_owned(),
+            receiver_port: DEFAULT_RECEIVER_PORT,
+            receiver_socket: None,
+            receiver_timeout: Duration::from_secs(5),
+            max_payload_size: DEFAULT_MAX_PAYLOAD_SIZE,
+            decoders: (cpus / 2).max(1),
+            decoder_timeout: Duration::from_millis(1000),
+            max_connections: 1000,
+            extra_sample_rate: 1.0,
+            max_traces_per_second: 10.0,
+            ignore_resources: Vec::new(),
+            filter_tags_require: Vec::new(),
+            filter_tags_reject: Vec::new(),
+            filter_tags_regex_require: Vec::new(),
+            filter_tags_regex_reject: Vec::new(),
+            replace_tags: Vec::new(),
+            global_tags: BTreeMap::new(),
+            features: Vec::new(),
+            obfuscation: ObfuscationConfig::default(),
+            pipeline_capacity: 256,
+            origins: BTreeMap::new(),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The TCP address to bind, or `None` when `receiver_port` is 0.
+    ///
+    /// # Errors
+    /// When `receiver_host` is not an IP address or `localhost`.
+    pub fn tcp_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.receiver_port == 0 {
+            return Ok(None);
+        }
+        let host = if self.receiver_host == "localhost" {
+            "127.0.0.1"
+        } else {
+            self.receiver_host.as_str()
+        };
+        let ip: std::net::IpAddr = host.parse().map_err(|_| ConfigError::Invalid {
+            key: "bind_host".to_owned(),
+            message: format!("{:?} is not an IP address", self.receiver_host),
+        })?;
+        Ok(Some(SocketAddr::new(ip, self.receiver_port)))
+    }
+
+    /// A loopback config on `port` for tests and embedding.
+    pub fn local(port: u16) -> Self {
+        Self {
+            receiver_port: port,
+            ..Self::default()
+        }
+    }
+
+    /// `key = value  (origin)` lines for `trace-agent config`, secrets masked.
+    pub fn describe(&self) -> String {
+        let origin = |k: &str| self.origins.get(k).cloned().unwrap_or(Origin::Default);
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| {
+            out.push_str(&format!("{k:<48} = {v:<30} ({})\n", origin(k)));
+        };
+        line(
+            "api_key",
+            self.api_key
+                .as_ref()
+                .map_or_else(|| "(not set)".to_owned(), Secret::masked),
+        );
+        line("site", self.site.clone());
+        line("hostname", self.hostname.clone());
+        line("apm_config.env", self.default_env.clone());
+        line("tags", format!("{:?}", self.tags));
+        line("apm_config.enabled", self.enabled.to_string());
+        line("bind_host", self.receiver_host.clone());
+        line("apm_config.receiver_port", self.receiver_port.to_string());
+        line(
+            "apm_config.receiver_socket",
+            self.receiver_socket
+                .as_ref()
+                .map_or_else(|| "(off)".to_owned(), |p| p.display().to_string()),
+        );
+        line(
+            "apm_config.receiver_timeout",
+            format!("{:?}", self.receiver_timeout),
+        );
+        line(
+            "apm_config.max_payload_size",
+            self.max_payload_size.to_string(),
+        );
+        line("apm_config.decoders", self.decoders.to_string());
+        line(
+            "apm_config.decoder_timeout",
+            format!("{:?}", self.decoder_timeout),
+        );
+        line(
+            "apm_config.max_connections",
+            self.max_connections.to_string(),
+        );
+        line(
+            "apm_config.extra_sample_rate",
+            self.extra_sample_rate.to_string(),
+        );
+        line(
+            "apm_config.max_traces_per_second",
+            self.max_traces_per_second.to_string(),
+        );
+        line(
+            "apm_config.ignore_resources",
+            format!("{:?}", self.ignore_resources),
+        );
+        line(
+            "apm_config.filter_tags.require",
+            format!("{:?}", self.filter_tags_require),
+        );
+        line(
+            "apm_config.filter_tags.reject",
+            format!("{:?}", self.filter_tags_reject),
+        );
+        line(
+            "apm_config.filter_tags_regex.require",
+            format!("{:?}", self.filter_tags_regex_require),
+        );
+        line(
+            "apm_config.filter_tags_regex.reject",
+            format!("{:?}", self.filter_tags_regex_reject),
+        );
+        line(
+            "apm_config.replace_tags",
+            format!("{:?}", self.replace_tags),
+        );
+        line("apm_config.global_tags", format!("{:?}", self.global_tags));
+        line("apm_config.features", format!("{:?}", self.features));
+        let o = &self.obfuscation;
+        line(
+            "apm_config.obfuscation.http.remove_query_string",
+            o.http_remove_query_string.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.http.remove_paths_with_digits",
+            o.http_remove_paths_with_digits.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.redis.enabled",
+            o.redis_enabled.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.redis.remove_all_args",
+            o.redis_remove_all_args.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.memcached.enabled",
+            o.memcached_enabled.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.memcached.keep_command",
+            o.memcached_keep_command.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.credit_cards.enabled",
+            o.credit_cards_enabled.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.credit_cards.luhn",
+            o.credit_cards_luhn.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.credit_cards.keep_values",
+            format!("{:?}", o.credit_cards_keep_values),
+        );
+        line(
+            "apm_config.obfuscation.remove_stack_traces",
+            o.remove_stack_traces.to_string(),
+        );
+        out
+    }
+}

@@ -1,0 +1,185 @@
+//! `datadog.yaml` as written: every key optional, types checked by serde (errors carry the key
+//! path and line), unknown keys reported separately as warnings.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+/// Top level of `datadog.yaml` (only the keys the trace agent reads).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawFile {
+    pub(crate) api_key: Option<String>,
+    pub(crate) site: Option<String>,
+    pub(crate) hostname: Option<String>,
+    pub(crate) env: Option<String>,
+    pub(crate) tags: Option<Vec<String>>,
+    pub(crate) bind_host: Option<String>,
+    pub(crate) apm_config: Option<RawApm>,
+}
+
+/// `apm_config:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawApm {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) env: Option<String>,
+    pub(crate) receiver_port: Option<u16>,
+    pub(crate) receiver_socket: Option<String>,
+    pub(crate) apm_non_local_traffic: Option<bool>,
+    pub(crate) receiver_timeout: Option<u64>,
+    pub(crate) max_payload_size: Option<u64>,
+    pub(crate) decoders: Option<usize>,
+    pub(crate) decoder_timeout: Option<u64>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) extra_sample_rate: Option<f64>,
+    pub(crate) max_traces_per_second: Option<f64>,
+    pub(crate) target_traces_per_second: Option<f64>,
+    pub(crate) ignore_resources: Option<Vec<String>>,
+    pub(crate) filter_tags: Option<RawRequireReject>,
+    pub(crate) filter_tags_regex: Option<RawRequireReject>,
+    pub(crate) replace_tags: Option<Vec<RawReplaceTag>>,
+    pub(crate) global_tags: Option<BTreeMap<String, String>>,
+    pub(crate) features: Option<Vec<String>>,
+    pub(crate) obfuscation: Option<RawObfuscation>,
+}
+
+/// `{require: [], reject: []}`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawRequireReject {
+    pub(crate) require: Vec<String>,
+    pub(crate) reject: Vec<String>,
+}
+
+/// One `replace_tags` entry.
+#[derive(Debug, Default, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct RawReplaceTag {
+    /// `*`, `resource.name` or a tag key.
+    pub name: String,
+    /// Regex.
+    pub pattern: String,
+    /// Replacement.
+    #[serde(default)]
+    pub repl: String,
+}
+
+/// `apm_config.obfuscation`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawObfuscation {
+    pub(crate) http: Option<RawHttp>,
+    pub(crate) redis: Option<RawRedis>,
+    pub(crate) memcached: Option<RawMemcached>,
+    pub(crate) credit_cards: Option<RawCreditCards>,
+    pub(crate) remove_stack_traces: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawHttp {
+    pub(crate) remove_query_string: Option<bool>,
+    pub(crate) remove_paths_with_digits: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawRedis {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) remove_all_args: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawMemcached {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) keep_command: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawCreditCards {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) luhn: Option<bool>,
+    pub(crate) keep_values: Option<Vec<String>>,
+}
+
+/// Every key path this agent understands; anything else in the file is warned about.
+pub(crate) const KNOWN_KEYS: &[&str] = &[
+    "api_key",
+    "site",
+    "hostname",
+    "env",
+    "tags",
+    "bind_host",
+    "apm_config",
+    "apm_config.enabled",
+    "apm_config.env",
+    "apm_config.receiver_port",
+    "apm_config.receiver_socket",
+    "apm_config.apm_non_local_traffic",
+    "apm_config.receiver_timeout",
+    "apm_config.max_payload_size",
+    "apm_config.decoders",
+    "apm_config.decoder_timeout",
+    "apm_config.max_connections",
+    "apm_config.extra_sample_rate",
+    "apm_config.max_traces_per_second",
+    "apm_config.target_traces_per_second",
+    "apm_config.ignore_resources",
+    "apm_config.filter_tags",
+    "apm_config.filter_tags.require",
+    "apm_config.filter_tags.reject",
+    "apm_config.filter_tags_regex",
+    "apm_config.filter_tags_regex.require",
+    "apm_config.filter_tags_regex.reject",
+    "apm_config.replace_tags",
+    "apm_config.global_tags",
+    "apm_config.features",
+    "apm_config.obfuscation",
+    "apm_config.obfuscation.http",
+    "apm_config.obfuscation.http.remove_query_string",
+    "apm_config.obfuscation.http.remove_paths_with_digits",
+    "apm_config.obfuscation.redis",
+    "apm_config.obfuscation.redis.enabled",
+    "apm_config.obfuscation.redis.remove_all_args",
+    "apm_config.obfuscation.memcached",
+    "apm_config.obfuscation.memcached.enabled",
+    "apm_config.obfuscation.memcached.keep_command",
+    "apm_config.obfuscation.credit_cards",
+    "apm_config.obfuscation.credit_cards.enabled",
+    "apm_config.obfuscation.credit_cards.luhn",
+    "apm_config.obfuscation.credit_cards.keep_values",
+    "apm_config.obfuscation.remove_stack_traces",
+];
+
+/// Key paths in `value` not in [`KNOWN_KEYS`] (maps are walked only below known maps).
+pub(crate) fn unknown_keys(value: &serde_norway::Value) -> Vec<String> {
+    fn walk(prefix: &str, v: &serde_norway::Value, out: &mut Vec<String>) {
+        let serde_norway::Value::Mapping(m) = v else {
+            return;
+        };
+        for (k, child) in m {
+            let key = match k {
+                serde_norway::Value::String(s) => s.clone(),
+                other => format!("{other:?}"),
+            };
+            let path = if prefix.is_empty() {
+                key
+            } else {
+                format!("{prefix}.{key}")
+            };
+            if path == "apm_config.global_tags" {
+                continue;
+            }
+            if KNOWN_KEYS.contains(&path.as_str()) {
+                walk(&path, child, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", value, &mut out);
+    out
+}

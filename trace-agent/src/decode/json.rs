@@ -1,0 +1,155 @@
+//! JSON bodies for v0.3/v0.4 (`Content-Type: application/json`, or none): the same shape as
+//! msgpack, read just as leniently (nulls are zero, unknown keys skipped, numbers of any kind).
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::error::{DecodeError, ReadErrorKind};
+use crate::span::{Span, Str, TraceChunk};
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "bool",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn err(location: String, expected: &'static str, v: &Value) -> DecodeError {
+    DecodeError {
+        location,
+        kind: ReadErrorKind::Type {
+            expected,
+            got: type_name(v),
+        },
+        offset: None,
+    }
+}
+
+/// Decodes a JSON array of traces.
+///
+/// # Errors
+/// A [`DecodeError`] naming the trace, span and field that could not be read.
+pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError {
+        location: "payload".to_owned(),
+        kind: if e.is_eof() {
+            ReadErrorKind::Eof
+        } else {
+            ReadErrorKind::Json(e.to_string())
+        },
+        offset: None,
+    })?;
+    let traces = match value {
+        Value::Array(a) => a,
+        Value::Null => Vec::new(),
+        v => return Err(err("payload: list of traces".to_owned(), "array", &v)),
+    };
+    let mut chunks = Vec::with_capacity(traces.len());
+    for (t, trace) in traces.into_iter().enumerate() {
+        let spans = match trace {
+            Value::Array(a) => a,
+            Value::Null => Vec::new(),
+            v => return Err(err(format!("trace {t}"), "array", &v)),
+        };
+        let mut out = Vec::with_capacity(spans.len());
+        for (s, span) in spans.into_iter().enumerate() {
+            out.push(decode_span(span, t, s)?);
+        }
+        chunks.push(TraceChunk::from_spans(out));
+    }
+    Ok(chunks)
+}
+
+fn string(v: Value, loc: impl FnOnce() -> String) -> Result<Str, DecodeError> {
+    match v {
+        Value::String(s) => Ok(Str::from(s)),
+        Value::Null => Ok(Str::new()),
+        v => Err(err(loc(), "string", &v)),
+    }
+}
+
+/// A JSON number read every way it can be: as u64, as i64, as f64.
+type JsonNum = (Option<u64>, Option<i64>, f64);
+
+fn number(v: &Value, loc: impl FnOnce() -> String) -> Result<Option<JsonNum>, DecodeError> {
+    match v {
+        Value::Number(n) => Ok(Some((n.as_u64(), n.as_i64(), n.as_f64().unwrap_or(0.0)))),
+        Value::Null => Ok(None),
+        v => Err(err(loc(), "integer", v)),
+    }
+}
+
+fn u64_of(v: &Value, loc: impl FnOnce() -> String) -> Result<u64, DecodeError> {
+    Ok(match number(v, loc)? {
+        Some((Some(u), _, _)) => u,
+        Some((None, Some(i), _)) => i as u64,
+        Some((None, None, f)) => f as u64,
+        None => 0,
+    })
+}
+
+fn i64_of(v: &Value, loc: impl FnOnce() -> String) -> Result<i64, DecodeError> {
+    Ok(match number(v, loc)? {
+        Some((_, Some(i), _)) => i,
+        Some((Some(u), None, _)) => i64::try_from(u).unwrap_or(i64::MAX),
+        Some((None, None, f)) => f as i64,
+        None => 0,
+    })
+}
+
+fn decode_span(v: Value, t: usize, s: usize) -> Result<Span, DecodeError> {
+    let obj = match v {
+        Value::Object(o) => o,
+        Value::Null => return Ok(Span::default()),
+        v => return Err(err(format!("trace {t} span {s}"), "object", &v)),
+    };
+    let mut span = Span::default();
+    for (key, value) in obj {
+        let loc = || format!("trace {t} span {s}: field '{key}'");
+        match key.as_str() {
+            "service" => span.service = string(value, loc)?,
+            "name" => span.name = string(value, loc)?,
+            "resource" => span.resource = string(value, loc)?,
+            "type" => span.r#type = string(value, loc)?,
+            "trace_id" => span.trace_id = u64_of(&value, loc)?,
+            "span_id" => span.span_id = u64_of(&value, loc)?,
+            "parent_id" => span.parent_id = u64_of(&value, loc)?,
+            "start" => span.start = i64_of(&value, loc)?,
+            "duration" => span.duration = i64_of(&value, loc)?,
+            "error" => span.error = i32::try_from(i64_of(&value, loc)?).unwrap_or(1),
+            "meta" => match value {
+                Value::Object(m) => {
+                    for (k, v) in m {
+                        let v = string(v, || format!("trace {t} span {s}: meta '{k}'"))?;
+                        span.meta.push((Str::from(k), v));
+                    }
+                }
+                Value::Null => {}
+                v => return Err(err(loc(), "object", &v)),
+            },
+            "metrics" => match value {
+                Value::Object(m) => {
+                    for (k, v) in m {
+                        let f = match number(&v, || format!("trace {t} span {s}: metric '{k}'"))? {
+                            Some((_, _, f)) => f,
+                            None => 0.0,
+                        };
+                        span.metrics.push((Str::from(k), f));
+                    }
+                }
+                Value::Null => {}
+                v => return Err(err(loc(), "object", &v)),
+            },
+            "span_links" | "span_events" => {
+                let raw = serde_json::to_vec(&value).unwrap_or_default();
+                span.raw_fields.push((Str::from(key), Bytes::from(raw)));
+            }
+            _ => {}
+        }
+    }
+    Ok(span)
+}

@@ -1,0 +1,379 @@
+//! A lenient msgpack cursor over the request body, reading the way the Go agent does:
+//! `nil` is the zero value, any integer width is accepted for any number (floats too), `bin` is
+//! accepted for strings, invalid UTF-8 is repaired, and lengths are checked against what is left
+//! of the body before anything is allocated.
+
+use bytes::Bytes;
+use rmp::Marker;
+
+use super::error::{ReadError, ReadErrorKind};
+use crate::span::Str;
+
+/// Deepest nesting accepted when skipping unknown values.
+pub(crate) const MAX_SKIP_DEPTH: u32 = 64;
+
+/// Cursor over a msgpack body; strings are sliced out of `owner` without copying.
+#[derive(Debug)]
+pub(crate) struct Reader<'b> {
+    owner: &'b Bytes,
+    pos: usize,
+}
+
+/// Human name of a marker's type, for error messages.
+pub(crate) fn marker_type(m: Marker) -> &'static str {
+    match m {
+        Marker::Null => "nil",
+        Marker::True | Marker::False => "bool",
+        Marker::FixPos(_)
+        | Marker::FixNeg(_)
+        | Marker::U8
+        | Marker::U16
+        | Marker::U32
+        | Marker::U64
+        | Marker::I8
+        | Marker::I16
+        | Marker::I32
+        | Marker::I64 => "integer",
+        Marker::F32 | Marker::F64 => "float",
+        Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => "string",
+        Marker::Bin8 | Marker::Bin16 | Marker::Bin32 => "binary",
+        Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => "array",
+        Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => "map",
+        Marker::FixExt1
+        | Marker::FixExt2
+        | Marker::FixExt4
+        | Marker::FixExt8
+        | Marker::FixExt16
+        | Marker::Ext8
+        | Marker::Ext16
+        | Marker::Ext32 => "extension",
+        Marker::Reserved => "reserved byte 0xc1",
+    }
+}
+
+/// A number as it appeared on the wire.
+#[derive(Debug, Clone, Copy)]
+enum Num {
+    U(u64),
+    I(i64),
+    F(f64),
+}
+
+impl<'b> Reader<'b> {
+    /// A cursor at the start of `owner`.
+    pub(crate) fn new(owner: &'b Bytes) -> Self {
+        Self { owner, pos: 0 }
+    }
+
+    /// Byte offset of the cursor.
+    pub(crate) fn pos(&self) -> usize {
+        self.pos
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn remaining(&self) -> usize {
+        self.owner.len().saturating_sub(self.pos)
+    }
+
+    fn err(&self, kind: ReadErrorKind) -> ReadError {
+        ReadError {
+            kind,
+            offset: self.pos,
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'b [u8], ReadError> {
+        let owner: &'b Bytes = self.owner;
+        let end = self.pos.checked_add(n).filter(|&e| e <= owner.len());
+        match end.and_then(|e| owner.get(self.pos..e)) {
+            Some(s) => {
+                self.pos += n;
+                Ok(s)
+            }
+            None => Err(self.err(ReadErrorKind::Eof)),
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, ReadError> {
+        match self.owner.get(self.pos) {
+            Some(&b) => {
+                self.pos += 1;
+                Ok(b)
+            }
+            None => Err(self.err(ReadErrorKind::Eof)),
+        }
+    }
+
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
+        let s = self.take(N)?;
+        let mut a = [0u8; N];
+        a.copy_from_slice(s);
+        Ok(a)
+    }
+
+    /// The next marker, without consuming it.
+    pub(crate) fn peek_marker(&self) -> Result<Marker, ReadError> {
+        self.owner
+            .get(self.pos)
+            .map(|&b| Marker::from_u8(b))
+            .ok_or_else(|| self.err(ReadErrorKind::Eof))
+    }
+
+    fn marker(&mut self) -> Result<Marker, ReadError> {
+        self.u8().map(Marker::from_u8)
+    }
+
+    fn type_err(&self, at: usize, expected: &'static str, got: Marker) -> ReadError {
+        ReadError {
+            kind: ReadErrorKind::Type {
+                expected,
+                got: marker_type(got),
+            },
+            offset: at,
+        }
+    }
+
+    /// Checks that `len` entries of at least `min_entry` bytes each can fit in what is left.
+    fn check_len(&self, at: usize, len: usize, min_entry: usize) -> Result<usize, ReadError> {
+        let remaining = self.remaining();
+        if len.saturating_mul(min_entry) > remaining {
+            return Err(ReadError {
+                kind: ReadErrorKind::Length { len, remaining },
+                offset: at,
+            });
+        }
+        Ok(len)
+    }
+
+    /// An array header; `nil` reads as an empty array.
+    pub(crate) fn array_len(&mut self) -> Result<usize, ReadError> {
+        let at = self.pos;
+        let len = match self.marker()? {
+            Marker::FixArray(n) => usize::from(n),
+            Marker::Array16 => usize::from(u16::from_be_bytes(self.be()?)),
+            Marker::Array32 => u32::from_be_bytes(self.be()?) as usize,
+            Marker::Null => 0,
+            m => return Err(self.type_err(at, "array", m)),
+        };
+        self.check_len(at, len, 1)
+    }
+
+    /// A map header; `nil` reads as an empty map.
+    pub(crate) fn map_len(&mut self) -> Result<usize, ReadError> {
+        let at = self.pos;
+        let len = match self.marker()? {
+            Marker::FixMap(n) => usize::from(n),
+            Marker::Map16 => usize::from(u16::from_be_bytes(self.be()?)),
+            Marker::Map32 => u32::from_be_bytes(self.be()?) as usize,
+            Marker::Null => 0,
+            m => return Err(self.type_err(at, "map", m)),
+        };
+        self.check_len(at, len, 2)
+    }
+
+    /// Length of a `str`/`bin` value whose marker was already read, or `None` for another type.
+    fn str_len(&mut self, m: Marker) -> Result<Option<usize>, ReadError> {
+        Ok(Some(match m {
+            Marker::FixStr(n) => usize::from(n),
+            Marker::Str8 | Marker::Bin8 => usize::from(self.u8()?),
+            Marker::Str16 | Marker::Bin16 => usize::from(u16::from_be_bytes(self.be()?)),
+            Marker::Str32 | Marker::Bin32 => u32::from_be_bytes(self.be()?) as usize,
+            Marker::Null => 0,
+            _ => return Ok(None),
+        }))
+    }
+
+    /// A string (`str`, `bin` or `nil`), sliced from the body; invalid UTF-8 is repaired.
+    pub(crate) fn str(&mut self) -> Result<Str, ReadError> {
+        let at = self.pos;
+        let m = self.marker()?;
+        let Some(len) = self.str_len(m)? else {
+            return Err(self.type_err(at, "string", m));
+        };
+        if len == 0 {
+            return Ok(Str::new());
+        }
+        self.check_len(at, len, 1)?;
+        let start = self.pos;
+        self.pos += len;
+        let bytes = self.owner.slice(start..start + len);
+        Ok(match Str::try_from(bytes) {
+            Ok(s) => s,
+            Err(_) => {
+                let raw = self.owner.get(start..start + len).unwrap_or_default();
+                Str::from(String::from_utf8_lossy(raw).into_owned())
+            }
+        })
+    }
+
+    fn num(&mut self, expected: &'static str) -> Result<Num, ReadError> {
+        let at = self.pos;
+        Ok(match self.marker()? {
+            Marker::FixPos(n) => Num::U(u64::from(n)),
+            Marker::FixNeg(n) => Num::I(i64::from(n)),
+            Marker::U8 => Num::U(u64::from(self.u8()?)),
+            Marker::U16 => Num::U(u64::from(u16::from_be_bytes(self.be()?))),
+            Marker::U32 => Num::U(u64::from(u32::from_be_bytes(self.be()?))),
+            Marker::U64 => Num::U(u64::from_be_bytes(self.be()?)),
+            Marker::I8 => Num::I(i64::from(i8::from_be_bytes(self.be()?))),
+            Marker::I16 => Num::I(i64::from(i16::from_be_bytes(self.be()?))),
+            Marker::I32 => Num::I(i64::from(i32::from_be_bytes(self.be()?))),
+            Marker::I64 => Num::I(i64::from_be_bytes(self.be()?)),
+            Marker::F32 => Num::F(f64::from(f32::from_be_bytes(self.be()?))),
+            Marker::F64 => Num::F(f64::from_be_bytes(self.be()?)),
+            Marker::Null => Num::U(0),
+            Marker::True => Num::U(1),
+            Marker::False => Num::U(0),
+            m => return Err(self.type_err(at, expected, m)),
+        })
+    }
+
+    /// An unsigned 64-bit integer; negative integers are reinterpreted, floats truncated.
+    pub(crate) fn u64(&mut self) -> Result<u64, ReadError> {
+        Ok(match self.num("integer")? {
+            Num::U(u) => u,
+            Num::I(i) => i as u64,
+            Num::F(f) => f as u64,
+        })
+    }
+
+    /// A signed 64-bit integer; an unsigned value above `i64::MAX` is an error.
+    pub(crate) fn i64(&mut self) -> Result<i64, ReadError> {
+        let at = self.pos;
+        Ok(match self.num("integer")? {
+            Num::U(u) => i64::try_from(u).map_err(|_| ReadError {
+                kind: ReadErrorKind::Overflow {
+                    value: u,
+                    target: "int64",
+                },
+                offset: at,
+            })?,
+            Num::I(i) => i,
+            Num::F(f) => f as i64,
+        })
+    }
+
+    /// A signed 32-bit integer (out-of-range values are an error).
+    pub(crate) fn i32(&mut self) -> Result<i32, ReadError> {
+        let at = self.pos;
+        let v = match self.num("integer")? {
+            Num::U(u) => i64::try_from(u).unwrap_or(i64::MAX),
+            Num::I(i) => i,
+            Num::F(f) => f as i64,
+        };
+        i32::try_from(v).map_err(|_| ReadError {
+            kind: ReadErrorKind::Overflow {
+                value: v as u64,
+                target: "int32",
+            },
+            offset: at,
+        })
+    }
+
+    /// A float; integers of any width are converted.
+    pub(crate) fn f64(&mut self) -> Result<f64, ReadError> {
+        Ok(match self.num("number")? {
+            Num::U(u) => u as f64,
+            Num::I(i) => i as f64,
+            Num::F(f) => f,
+        })
+    }
+
+    /// A boolean; `nil` is false and integers are compared with 0.
+    pub(crate) fn bool(&mut self) -> Result<bool, ReadError> {
+        Ok(match self.num("bool")? {
+            Num::U(u) => u != 0,
+            Num::I(i) => i != 0,
+            Num::F(f) => f != 0.0,
+        })
+    }
+
+    /// Skips one value of any type (bounded nesting).
+    pub(crate) fn skip(&mut self) -> Result<(), ReadError> {
+        self.skip_depth(0)
+    }
+
+    fn skip_depth(&mut self, depth: u32) -> Result<(), ReadError> {
+        if depth >= MAX_SKIP_DEPTH {
+            return Err(self.err(ReadErrorKind::TooDeep {
+                max: MAX_SKIP_DEPTH,
+            }));
+        }
+        let at = self.pos;
+        let m = self.peek_marker()?;
+        let skip_n = |r: &mut Self, n: usize| r.take(n).map(|_| ());
+        match m {
+            Marker::FixArray(_) | Marker::Array16 | Marker::Array32 => {
+                for _ in 0..self.array_len()? {
+                    self.skip_depth(depth + 1)?;
+                }
+            }
+            Marker::FixMap(_) | Marker::Map16 | Marker::Map32 => {
+                for _ in 0..self.map_len()? {
+                    self.skip_depth(depth + 1)?;
+                    self.skip_depth(depth + 1)?;
+                }
+            }
+            Marker::FixStr(_)
+            | Marker::Str8
+            | Marker::Str16
+            | Marker::Str32
+            | Marker::Bin8
+            | Marker::Bin16
+            | Marker::Bin32 => {
+                self.pos += 1;
+                let len = self.str_len(m)?.unwrap_or(0);
+                skip_n(self, len)?;
+            }
+            Marker::FixExt1 => skip_n(self, 3)?,
+            Marker::FixExt2 => skip_n(self, 4)?,
+            Marker::FixExt4 => skip_n(self, 6)?,
+            Marker::FixExt8 => skip_n(self, 10)?,
+            Marker::FixExt16 => skip_n(self, 18)?,
+            Marker::Ext8 | Marker::Ext16 | Marker::Ext32 => {
+                self.pos += 1;
+                let len = match m {
+                    Marker::Ext8 => usize::from(self.u8()?),
+                    Marker::Ext16 => usize::from(u16::from_be_bytes(self.be()?)),
+                    _ => u32::from_be_bytes(self.be()?) as usize,
+                };
+                skip_n(self, len + 1)?;
+            }
+            Marker::Reserved => return Err(self.type_err(at, "a msgpack value", m)),
+            _ => {
+                self.num("number")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Skips one value and returns its raw encoding (shared with the body, no copy).
+    pub(crate) fn raw_value(&mut self) -> Result<Bytes, ReadError> {
+        let start = self.pos;
+        self.skip()?;
+        Ok(self.owner.slice(start..self.pos))
+    }
+
+    /// A map key (`str`, `bin` or `nil`) as borrowed bytes, for matching field names.
+    pub(crate) fn key(&mut self) -> Result<&'b [u8], ReadError> {
+        let at = self.pos;
+        let m = self.marker()?;
+        let Some(len) = self.str_len(m)? else {
+            return Err(self.type_err(at, "string", m));
+        };
+        self.take(len)
+    }
+
+    /// A `bin` or `str` value as raw bytes (for `meta_struct`).
+    pub(crate) fn bytes(&mut self) -> Result<Bytes, ReadError> {
+        let at = self.pos;
+        let m = self.marker()?;
+        let Some(len) = self.str_len(m)? else {
+            return Err(self.type_err(at, "binary", m));
+        };
+        self.check_len(at, len, 1)?;
+        let start = self.pos;
+        self.pos += len;
+        Ok(self.owner.slice(start..start + len))
+    }
+}

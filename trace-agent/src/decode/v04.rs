@@ -1,0 +1,105 @@
+//! v0.3/v0.4 msgpack: an array of traces, each an array of span maps (spec 2.1).
+
+use bytes::Bytes;
+
+use super::error::DecodeError;
+use super::reader::Reader;
+use crate::span::{Span, TraceChunk};
+
+/// Decodes a v0.4 (or v0.3) msgpack body into chunks.
+///
+/// # Errors
+/// A [`DecodeError`] naming the trace, span and field that could not be read.
+pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
+    let mut r = Reader::new(body);
+    let n = r
+        .array_len()
+        .map_err(|e| e.at(|| "payload: list of traces".to_owned()))?;
+    let mut chunks = Vec::with_capacity(n);
+    for t in 0..n {
+        let spans = decode_trace(&mut r, t)?;
+        chunks.push(TraceChunk::from_spans(spans));
+    }
+    Ok(chunks)
+}
+
+/// Decodes one trace (array of span maps); `t` is its index for error messages.
+pub(crate) fn decode_trace(r: &mut Reader<'_>, t: usize) -> Result<Vec<Span>, DecodeError> {
+    let n = r.array_len().map_err(|e| e.at(|| format!("trace {t}")))?;
+    let mut spans = Vec::with_capacity(n);
+    for s in 0..n {
+        spans.push(decode_span(r, t, s)?);
+    }
+    Ok(spans)
+}
+
+/// Decodes one span map, skipping unknown keys.
+pub(crate) fn decode_span(r: &mut Reader<'_>, t: usize, s: usize) -> Result<Span, DecodeError> {
+    let fields = r
+        .map_len()
+        .map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
+    let mut span = Span::default();
+    for _ in 0..fields {
+        let key = r
+            .key()
+            .map_err(|e| e.at(|| format!("trace {t} span {s}: field name")))?;
+        let field = |name: &'static str| move || format!("trace {t} span {s}: field '{name}'");
+        match key {
+            b"service" => span.service = r.str().map_err(|e| e.at(field("service")))?,
+            b"name" => span.name = r.str().map_err(|e| e.at(field("name")))?,
+            b"resource" => span.resource = r.str().map_err(|e| e.at(field("resource")))?,
+            b"trace_id" => span.trace_id = r.u64().map_err(|e| e.at(field("trace_id")))?,
+            b"span_id" => span.span_id = r.u64().map_err(|e| e.at(field("span_id")))?,
+            b"parent_id" => span.parent_id = r.u64().map_err(|e| e.at(field("parent_id")))?,
+            b"start" => span.start = r.i64().map_err(|e| e.at(field("start")))?,
+            b"duration" => span.duration = r.i64().map_err(|e| e.at(field("duration")))?,
+            b"error" => span.error = r.i32().map_err(|e| e.at(field("error")))?,
+            b"type" => span.r#type = r.str().map_err(|e| e.at(field("type")))?,
+            b"meta" => {
+                let n = r.map_len().map_err(|e| e.at(field("meta")))?;
+                span.meta.reserve_exact(n);
+                for _ in 0..n {
+                    let k = r.str().map_err(|e| e.at(field("meta")))?;
+                    let v = r
+                        .str()
+                        .map_err(|e| e.at(|| format!("trace {t} span {s}: meta '{k}'")))?;
+                    span.meta.push((k, v));
+                }
+            }
+            b"metrics" => {
+                let n = r.map_len().map_err(|e| e.at(field("metrics")))?;
+                span.metrics.reserve_exact(n);
+                for _ in 0..n {
+                    let k = r.str().map_err(|e| e.at(field("metrics")))?;
+                    let v = r
+                        .f64()
+                        .map_err(|e| e.at(|| format!("trace {t} span {s}: metric '{k}'")))?;
+                    span.metrics.push((k, v));
+                }
+            }
+            b"meta_struct" => {
+                let n = r.map_len().map_err(|e| e.at(field("meta_struct")))?;
+                for _ in 0..n {
+                    let k = r.str().map_err(|e| e.at(field("meta_struct")))?;
+                    let v = r.bytes().map_err(|e| e.at(field("meta_struct")))?;
+                    span.meta_struct.push((k, v));
+                }
+            }
+            b"span_links" | b"span_events" => {
+                let name = if key == b"span_links" {
+                    "span_links"
+                } else {
+                    "span_events"
+                };
+                let raw = r.raw_value().map_err(|e| e.at(field(name)))?;
+                span.raw_fields
+                    .push((crate::span::Str::from_static(name), raw));
+            }
+            _ => r.skip().map_err(|e| {
+                let k = String::from_utf8_lossy(key).into_owned();
+                e.at(move || format!("trace {t} span {s}: unknown field '{k}'"))
+            })?,
+        }
+    }
+    Ok(span)
+}

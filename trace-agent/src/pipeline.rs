@@ -1,0 +1,95 @@
+//! The hand-off from the receiver to the next stage (samplers, stats, writers of a later issue):
+//! processed payloads travel over a bounded channel to a [`ChunkSink`] that runs on its own task.
+//! Until that stage exists, [`CountingSink`] counts what it would have forwarded.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::span::TracerPayload;
+
+/// One processed payload, ready for sampling, stats and writing.
+#[derive(Debug, Clone)]
+pub struct ProcessedPayload {
+    /// The payload with its surviving, processed chunks.
+    pub payload: TracerPayload,
+    /// `Datadog-Client-Computed-Stats` was truthy: do not compute stats again.
+    pub client_computed_stats: bool,
+    /// P0 traces the tracer dropped locally (`Datadog-Client-Dropped-P0-Traces`).
+    pub client_dropped_p0_traces: u64,
+    /// When the receiver accepted it.
+    pub received_at: SystemTime,
+}
+
+/// The consumer of processed payloads. Runs on one task; it may block briefly but must not
+/// hold payloads unboundedly.
+pub trait ChunkSink: Send + 'static {
+    /// Takes one processed payload.
+    fn consume(&mut self, payload: ProcessedPayload);
+    /// Called once when the channel is closed and drained (shutdown): flush what is buffered.
+    fn flush(&mut self) {}
+}
+
+/// What [`CountingSink`] saw, shared with `status`.
+#[derive(Debug, Default)]
+pub struct SinkCounters {
+    /// Payloads consumed.
+    pub payloads: AtomicU64,
+    /// Trace chunks consumed.
+    pub traces: AtomicU64,
+    /// Spans consumed.
+    pub spans: AtomicU64,
+    /// Times [`ChunkSink::flush`] ran.
+    pub flushes: AtomicU64,
+}
+
+/// A sink that only counts (stands in for samplers and writers).
+#[derive(Debug, Clone, Default)]
+pub struct CountingSink {
+    counters: Arc<SinkCounters>,
+}
+
+impl CountingSink {
+    /// A sink counting into `counters`.
+    pub fn new(counters: Arc<SinkCounters>) -> Self {
+        Self { counters }
+    }
+}
+
+impl ChunkSink for CountingSink {
+    fn consume(&mut self, p: ProcessedPayload) {
+        self.counters.payloads.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .traces
+            .fetch_add(p.payload.chunks.len() as u64, Ordering::Relaxed);
+        self.counters
+            .spans
+            .fetch_add(p.payload.span_count() as u64, Ordering::Relaxed);
+    }
+
+    fn flush(&mut self) {
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sending half of the pipeline, cloned into every request handler.
+pub type PipelineSender = mpsc::Sender<ProcessedPayload>;
+
+/// Starts the sink task behind a channel of `capacity` payloads. The task ends (after
+/// draining and [`ChunkSink::flush`]) when every sender is dropped.
+pub fn spawn_pipeline<S: ChunkSink>(
+    capacity: usize,
+    mut sink: S,
+) -> (PipelineSender, JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::channel::<ProcessedPayload>(capacity.max(1));
+    let handle = tokio::spawn(async move {
+        while let Some(p) = rx.recv().await {
+            sink.consume(p);
+        }
+        sink.flush();
+    });
+    (tx, handle)
+}

@@ -1,0 +1,331 @@
+//! Span and chunk normalization (spec section 3): fallbacks for empty fields, length caps,
+//! tag-value and metric-name character rules, timestamp sanity. Fatal problems drop the chunk.
+
+use std::borrow::Cow;
+
+use crate::span::{Span, Str, TraceChunk, tag_get, tag_remove};
+
+/// Maximum service length in bytes.
+pub const MAX_SERVICE_LEN: usize = 100;
+/// Maximum span name length in bytes.
+pub const MAX_NAME_LEN: usize = 100;
+/// Maximum span type length in bytes.
+pub const MAX_TYPE_LEN: usize = 100;
+/// Default maximum resource length in bytes (`big_resource` feature: 15 000).
+pub const MAX_RESOURCE_LEN: usize = 5000;
+/// Tag normalization stops after this many characters…
+pub const MAX_TAG_CHARS: usize = 200;
+/// …or after this many input bytes.
+const MAX_TAG_INPUT_BYTES: usize = 400;
+/// Span name used when a span has none (or an invalid one).
+pub const DEFAULT_SPAN_NAME: &str = "unnamed_operation";
+/// `2000-01-01T00:00:00Z` in ns: earlier starts are replaced.
+pub const YEAR_2000_NS: i64 = 946_684_800_000_000_000;
+
+/// Why a chunk was dropped by normalization (counted per reason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum NormalizeDrop {
+    /// The chunk had no spans.
+    EmptyTrace,
+    /// A span's `trace_id` differs from the first span's.
+    ForeignSpan,
+    /// A span has `trace_id == 0`.
+    TraceIdZero,
+    /// A span has `span_id == 0`.
+    SpanIdZero,
+}
+
+impl NormalizeDrop {
+    /// Metric-style name of the reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::EmptyTrace => "empty_trace",
+            Self::ForeignSpan => "foreign_span",
+            Self::TraceIdZero => "trace_id_zero",
+            Self::SpanIdZero => "span_id_zero",
+        }
+    }
+}
+
+/// Settings of the normalizer.
+#[derive(Debug, Clone)]
+pub struct NormalizeConfig {
+    /// Resource length cap in bytes.
+    pub max_resource_len: usize,
+}
+
+impl Default for NormalizeConfig {
+    fn default() -> Self {
+        Self {
+            max_resource_len: MAX_RESOURCE_LEN,
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes on a UTF-8 boundary.
+pub fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.get(..end).unwrap_or("")
+}
+
+fn is_ascii_start(b: u8) -> bool {
+    b.is_ascii_lowercase() || b == b':'
+}
+
+fn is_ascii_tag_char(b: u8) -> bool {
+    is_ascii_start(b) || b.is_ascii_digit() || matches!(b, b'.' | b'/' | b'-')
+}
+
+/// Fast path of the Go agent: already-normalized ASCII.
+fn is_normalized_ascii_tag(tag: &[u8], check_start: bool) -> bool {
+    if tag.is_empty() {
+        return true;
+    }
+    if tag.len() > MAX_TAG_CHARS {
+        return false;
+    }
+    if check_start && !tag.first().copied().is_some_and(is_ascii_start) {
+        return false;
+    }
+    let mut i = 0;
+    while let Some(&b) = tag.get(i) {
+        if !is_ascii_tag_char(b) {
+            if b != b'_' {
+                return false;
+            }
+            // An underscore is fine only when a valid non-underscore character follows.
+            i += 1;
+            if !tag.get(i).copied().is_some_and(is_ascii_tag_char) {
+                return false;
+            }
+        }
+        i += 1;
+    }
+    true
+}
+
+fn normalize_tag_impl(s: &str, remove_leading_invalid: bool) -> Cow<'_, str> {
+    if is_normalized_ascii_tag(s.as_bytes(), remove_leading_invalid) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = 0usize;
+    let mut cut = false;
+    let mut consumed = 0usize;
+    for c in s.chars() {
+        consumed += c.len_utf8();
+        let mut c = c;
+        if c.is_ascii_uppercase() {
+            c = c.to_ascii_lowercase();
+        } else if c.is_uppercase() {
+            let mut low = c.to_lowercase();
+            if let (Some(l), None) = (low.next(), low.next())
+                && l.len_utf8() == c.len_utf8()
+            {
+                c = l;
+            }
+        }
+        let legal_start = c.is_alphabetic() || c == ':';
+        if legal_start
+            || (!(remove_leading_invalid && chars == 0)
+                && (c.is_numeric() || matches!(c, '.' | '/' | '-')))
+        {
+            if cut {
+                out.push('_');
+                cut = false;
+            }
+            out.push(c);
+            chars += 1;
+        } else if remove_leading_invalid && chars == 0 {
+            // cannot start a tag: trimmed
+        } else {
+            chars += 1;
+            cut = true;
+        }
+        if consumed >= MAX_TAG_INPUT_BYTES || chars >= MAX_TAG_CHARS {
+            break;
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Go `NormalizeTag`: lowercase, legal characters, leading non-letters trimmed.
+pub fn normalize_tag(s: &str) -> Cow<'_, str> {
+    normalize_tag_impl(s, true)
+}
+
+/// Go `NormalizeTagValue` (service, env, peer.service): like [`normalize_tag`] but leading
+/// digits and `.`/`/`/`-` are kept, and a leading illegal run becomes `_`.
+pub fn normalize_tag_value(s: &str) -> Cow<'_, str> {
+    normalize_tag_impl(s, false)
+}
+
+fn is_normalized_name(s: &[u8]) -> bool {
+    let Some(&first) = s.first() else {
+        return false;
+    };
+    if !first.is_ascii_alphabetic() || s.last() == Some(&b'_') {
+        return false;
+    }
+    s.windows(2).all(|w| match w {
+        [a, b] => {
+            (a.is_ascii_alphanumeric() || *a == b'.' || *a == b'_')
+                && (b.is_ascii_alphanumeric() || *b == b'.' || *b == b'_')
+                && !(*a == b'_' && (*b == b'_' || *b == b'.'))
+                && !(*a == b'.' && *b == b'_')
+        }
+        _ => true,
+    })
+}
+
+/// Span-name (metric-name) normalization; `None` when the name has no ASCII letter at all.
+pub fn normalize_name(s: &str) -> Option<Cow<'_, str>> {
+    if is_normalized_name(s.as_bytes()) {
+        return Some(Cow::Borrowed(s));
+    }
+    let bytes = s.as_bytes();
+    let start = bytes.iter().position(|b| b.is_ascii_alphabetic())?;
+    let mut out: Vec<u8> = Vec::with_capacity(s.len());
+    for &b in bytes.iter().skip(start) {
+        if b.is_ascii_alphanumeric() {
+            out.push(b);
+        } else if b == b'.' {
+            match out.last_mut() {
+                Some(last) if *last == b'_' => *last = b'.',
+                _ => out.push(b'.'),
+            }
+        } else if out.last().is_some_and(|&l| l != b'_' && l != b'.') {
+            out.push(b'_');
+        }
+    }
+    if out.last() == Some(&b'_') {
+        out.pop();
+    }
+    Some(Cow::Owned(String::from_utf8_lossy(&out).into_owned()))
+}
+
+/// Normalizes a service name: `None` when it is already normal, else the replacement
+/// (empty or invalid names fall back to `unnamed-<lang>-service`).
+pub fn normalize_service(service: &str, lang: &str) -> Option<String> {
+    let fallback = || {
+        if lang.is_empty() {
+            "unnamed-service".to_owned()
+        } else {
+            format!("unnamed-{lang}-service")
+        }
+    };
+    if service.is_empty() {
+        return Some(fallback());
+    }
+    let cut = truncate_utf8(service, MAX_SERVICE_LEN);
+    match normalize_tag_value(cut) {
+        Cow::Borrowed(s) if s.len() == service.len() => None,
+        v if v.is_empty() => Some(fallback()),
+        v => Some(v.into_owned()),
+    }
+}
+
+/// Normalizes one span in place (spec section 3, per-span part).
+pub fn normalize_span(span: &mut Span, lang: &str, now_ns: i64, config: &NormalizeConfig) {
+    if let Some(service) = normalize_service(&span.service, lang) {
+        span.service = Str::from(service);
+    }
+    for key in ["peer.service", "_dd.base_service"] {
+        if let Some(pos) = span
+            .meta
+            .iter()
+            .rposition(|(k, _)| k.as_ref() as &str == key)
+            && let Some((_, v)) = span.meta.get_mut(pos)
+        {
+            let normalized = normalize_tag_value(truncate_utf8(v, MAX_SERVICE_LEN)).into_owned();
+            if normalized.as_str() != v.as_ref() as &str {
+                *v = Str::from(normalized);
+            }
+        }
+    }
+    if span.name.is_empty() {
+        span.name = Str::from_static(DEFAULT_SPAN_NAME);
+    } else {
+        let cut = truncate_utf8(&span.name, MAX_NAME_LEN);
+        let cut_len = cut.len();
+        match normalize_name(cut) {
+            None => span.name = Str::from_static(DEFAULT_SPAN_NAME),
+            Some(Cow::Borrowed(_)) if cut_len == span.name.len() => {}
+            Some(v) => span.name = Str::from(v.into_owned()),
+        }
+    }
+    if span.resource.is_empty() {
+        span.resource = span.name.clone();
+    } else if span.resource.len() > config.max_resource_len {
+        span.resource =
+            Str::from(truncate_utf8(&span.resource, config.max_resource_len).to_owned());
+    }
+    if span.parent_id == span.trace_id && span.parent_id == span.span_id {
+        span.parent_id = 0;
+    }
+    if span.duration < 0 || span.start.checked_add(span.duration).is_none() {
+        span.duration = 0;
+    }
+    if span.start < YEAR_2000_NS {
+        span.start = (now_ns - span.duration).max(0);
+        if span.start == 0 {
+            span.start = now_ns;
+        }
+    }
+    if span.r#type.len() > MAX_TYPE_LEN {
+        span.r#type = Str::from(truncate_utf8(&span.r#type, MAX_TYPE_LEN).to_owned());
+    }
+    if let Some(pos) = span
+        .meta
+        .iter()
+        .rposition(|(k, _)| k.as_ref() as &str == "env")
+        && let Some((_, v)) = span.meta.get_mut(pos)
+    {
+        let n = normalize_tag_value(v);
+        if let Cow::Owned(n) = n {
+            *v = Str::from(n);
+        }
+    }
+    if let Some(code) = tag_get(&span.meta, "http.status_code")
+        && !code.parse::<i64>().is_ok_and(|c| (100..600).contains(&c))
+    {
+        tag_remove(&mut span.meta, "http.status_code");
+    }
+}
+
+/// Checks the chunk-level rules and normalizes every span; a fatal problem drops the chunk.
+///
+/// # Errors
+/// The [`NormalizeDrop`] reason of the first fatal problem.
+pub fn normalize_chunk(
+    chunk: &mut TraceChunk,
+    lang: &str,
+    now_ns: i64,
+    config: &NormalizeConfig,
+) -> Result<(), NormalizeDrop> {
+    let Some(first) = chunk.spans.first() else {
+        return Err(NormalizeDrop::EmptyTrace);
+    };
+    let trace_id = first.trace_id;
+    for span in &chunk.spans {
+        if span.trace_id == 0 {
+            return Err(NormalizeDrop::TraceIdZero);
+        }
+        if span.span_id == 0 {
+            return Err(NormalizeDrop::SpanIdZero);
+        }
+        if span.trace_id != trace_id {
+            return Err(NormalizeDrop::ForeignSpan);
+        }
+    }
+    for span in &mut chunk.spans {
+        normalize_span(span, lang, now_ns, config);
+    }
+    Ok(())
+}

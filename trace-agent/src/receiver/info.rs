@@ -1,0 +1,107 @@
+//! The `/info` discovery document (spec section 9), built once at start; its SHA-256 is the
+//! `Datadog-Agent-State` header of every response.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::AGENT_VERSION;
+use crate::config::AgentConfig;
+
+/// Routes listed in `/info` `endpoints` (the ones this agent serves).
+pub const ENDPOINTS: &[&str] = &[
+    "/v0.3/traces",
+    "/v0.3/services",
+    "/v0.4/traces",
+    "/v0.4/services",
+    "/v0.5/traces",
+    "/v0.7/traces",
+    "/v0.6/stats",
+    "/v0.7/config",
+    "/telemetry/proxy/",
+    "/evp_proxy/v1/",
+    "/evp_proxy/v2/",
+    "/evp_proxy/v3/",
+    "/evp_proxy/v4/",
+];
+
+/// The serialized `/info` body and its hash.
+#[derive(Debug, Clone)]
+pub struct InfoDoc {
+    /// Exact body bytes served.
+    pub body: Bytes,
+    /// Lower-case hex SHA-256 of `body`.
+    pub state: String,
+}
+
+impl InfoDoc {
+    /// Builds the document for `config`.
+    pub fn new(config: &AgentConfig) -> Self {
+        let o = &config.obfuscation;
+        let doc = json!({
+            "version": AGENT_VERSION,
+            "git_commit": concat!("trace-agent-rs-", env!("CARGO_PKG_VERSION")),
+            "endpoints": ENDPOINTS,
+            "feature_flags": config.features,
+            "client_drop_p0s": true,
+            "span_meta_structs": true,
+            "long_running_spans": true,
+            "span_events": false,
+            "evp_proxy_allowed_headers": ["Content-Type", "Accept-Encoding", "Content-Encoding", "User-Agent", "DD-CI-PROVIDER-NAME"],
+            "config": {
+                "default_env": config.default_env,
+                "target_tps": config.max_traces_per_second,
+                "max_eps": 200,
+                "receiver_port": config.receiver_port,
+                "receiver_socket": config.receiver_socket.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+                "connection_limit": 0,
+                "receiver_timeout": config.receiver_timeout.as_secs(),
+                "max_request_bytes": config.max_payload_size,
+                "statsd_port": 8125,
+                "max_memory": 0,
+                "max_cpu": 0,
+                "analyzed_spans_by_service": {},
+                "obfuscation": {
+                    "elastic_search": true,
+                    "mongo": true,
+                    "sql_exec_plan": false,
+                    "sql_exec_plan_normalize": false,
+                    "http": {"remove_query_string": o.http_remove_query_string, "remove_path_digits": o.http_remove_paths_with_digits},
+                    "remove_stack_traces": o.remove_stack_traces,
+                    "redis": {"Enabled": o.redis_enabled, "RemoveAllArgs": o.redis_remove_all_args},
+                    "memcached": {"Enabled": o.memcached_enabled, "KeepCommand": o.memcached_keep_command},
+                    "credit_cards": {"Enabled": o.credit_cards_enabled, "Luhn": o.credit_cards_luhn},
+                },
+            },
+            "peer_tags": null,
+            "span_kinds_stats_computed": ["server", "consumer", "client", "producer"],
+            "obfuscation_version": 1,
+            "filter_tags": {"require": config.filter_tags_require, "reject": config.filter_tags_reject},
+            "filter_tags_regex": {"require": config.filter_tags_regex_require, "reject": config.filter_tags_regex_reject},
+            "ignore_resources": config.ignore_resources,
+        });
+        let mut out = Vec::new();
+        let formatter = serde_json::ser::PrettyFormatter::with_indent(b"\t");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+        if doc.serialize(&mut ser).is_err() {
+            out = doc.to_string().into_bytes();
+        }
+        let state = hex(&Sha256::digest(&out));
+        Self {
+            body: Bytes::from(out),
+            state,
+        }
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

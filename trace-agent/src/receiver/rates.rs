@@ -1,0 +1,137 @@
+//! The `rate_by_service` table returned on trace replies (spec 1.4). The priority sampler of a
+//! later issue updates it; until then every service seen gets the default rate 1.0.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Key of the default rate for services not in the table.
+pub const DEFAULT_KEY: &str = "service:,env:";
+
+#[derive(Debug)]
+struct Inner {
+    rates: BTreeMap<String, f64>,
+    counter: u64,
+    version: String,
+    body: String,
+}
+
+/// Shared sampling rates by `service:S,env:E`, with an opaque version bumped on change.
+#[derive(Debug)]
+pub struct RatesTable {
+    inner: RwLock<Inner>,
+    started: u64,
+}
+
+impl Default for RatesTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The rate-table key for `service` and `env`.
+pub fn rate_key(service: &str, env: &str) -> String {
+    format!("service:{service},env:{env}")
+}
+
+impl RatesTable {
+    /// A table holding only the default rate 1.0.
+    pub fn new() -> Self {
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut inner = Inner {
+            rates: BTreeMap::new(),
+            counter: 0,
+            version: String::new(),
+            body: String::new(),
+        };
+        inner.rates.insert(DEFAULT_KEY.to_owned(), 1.0);
+        let table = Self {
+            inner: RwLock::new(inner),
+            started,
+        };
+        table.with_write(|i| Self::refresh(started, i));
+        table
+    }
+
+    fn with_write<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut g = self
+            .inner
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    fn refresh(started: u64, i: &mut Inner) {
+        i.counter += 1;
+        i.version = format!("{started:x}-{:x}", i.counter);
+        let rates: serde_json::Map<String, serde_json::Value> = i
+            .rates
+            .iter()
+            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
+            .collect();
+        i.body = serde_json::json!({ "rate_by_service": rates }).to_string();
+    }
+
+    /// Adds `service:S,env:E` at the default rate if it is new (bumps the version).
+    pub fn observe(&self, service: &str, env: &str) {
+        let key = rate_key(service, env);
+        {
+            let g = self
+                .inner
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if g.rates.contains_key(&key) {
+                return;
+            }
+        }
+        let started = self.started;
+        self.with_write(|i| {
+            let default = i.rates.get(DEFAULT_KEY).copied().unwrap_or(1.0);
+            if i.rates.insert(key, default).is_none() {
+                Self::refresh(started, i);
+            }
+        });
+    }
+
+    /// Sets rates (used by the sampler; bumps the version when anything changed).
+    pub fn set_rates(&self, rates: impl IntoIterator<Item = (String, f64)>) {
+        let started = self.started;
+        self.with_write(|i| {
+            let mut changed = false;
+            for (k, v) in rates {
+                if i.rates.insert(k, v) != Some(v) {
+                    changed = true;
+                }
+            }
+            if changed {
+                Self::refresh(started, i);
+            }
+        });
+    }
+
+    /// The current rate for `key`.
+    pub fn get(&self, key: &str) -> Option<f64> {
+        self.inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rates
+            .get(key)
+            .copied()
+    }
+
+    /// The reply body and the current version, given the tracer's `Datadog-Rates-Payload-Version`:
+    /// the literal `{}` when the tracer already has the current rates.
+    pub fn reply(&self, tracer_version: Option<&str>) -> (String, String) {
+        let g = self
+            .inner
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tracer_version == Some(g.version.as_str()) {
+            ("{}".to_owned(), g.version.clone())
+        } else {
+            (g.body.clone(), g.version.clone())
+        }
+    }
+}

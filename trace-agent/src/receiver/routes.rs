@@ -1,0 +1,103 @@
+//! The route table: one match on the path, any method (like the Go agent's mux).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::AppState;
+use super::server::Peer;
+use super::traces;
+use crate::decode::ApiVersion;
+
+/// Response type of every handler.
+pub type Reply = Response<Full<Bytes>>;
+
+/// Header naming the agent version.
+pub const AGENT_VERSION_HEADER: &str = "datadog-agent-version";
+/// Header carrying the `/info` hash.
+pub const AGENT_STATE_HEADER: &str = "datadog-agent-state";
+/// Path of the JSON status endpoint used by `trace-agent status` (loopback only).
+pub const STATUS_PATH: &str = "/trace-agent/status";
+
+/// A plain reply with `body` and content type.
+pub fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A plain-text reply with a trailing newline (Go `http.Error` style).
+pub fn text(status: StatusCode, msg: &str) -> Reply {
+    reply(status, "text/plain; charset=utf-8", format!("{msg}\n"))
+}
+
+/// Dispatches a request and stamps the agent headers on the reply.
+pub async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Incoming>) -> Reply {
+    let path = req.uri().path().to_owned();
+    let mut resp = match path.as_str() {
+        "/v0.3/traces" => traces::handle(&state, ApiVersion::V03, req).await,
+        "/v0.4/traces" => traces::handle(&state, ApiVersion::V04, req).await,
+        "/v0.5/traces" => traces::handle(&state, ApiVersion::V05, req).await,
+        "/v0.7/traces" => traces::handle(&state, ApiVersion::V07, req).await,
+        "/v0.6/stats" => traces::handle_stats(&state, req).await,
+        "/info" => {
+            state.stats.info_requests.fetch_add(1, Ordering::Relaxed);
+            reply(StatusCode::OK, "application/json", state.info.body.clone())
+        }
+        "/v0.7/config" => {
+            discard(&state, req).await;
+            reply(StatusCode::OK, "application/json", "{}")
+        }
+        "/services" | "/v0.1/services" | "/v0.2/services" | "/v0.3/services" | "/v0.4/services" => {
+            discard(&state, req).await;
+            text(StatusCode::OK, "OK")
+        }
+        STATUS_PATH => status(&state, peer),
+        p if p.starts_with("/telemetry/proxy/") || p.starts_with("/evp_proxy/") => {
+            discard(&state, req).await;
+            reply(StatusCode::ACCEPTED, "application/json", "{}")
+        }
+        _ => text(StatusCode::NOT_FOUND, "404 page not found"),
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        AGENT_VERSION_HEADER,
+        HeaderValue::from_static(super::AGENT_VERSION),
+    );
+    if let Ok(v) = HeaderValue::from_str(&state.info.state) {
+        h.insert(AGENT_STATE_HEADER, v);
+    }
+    resp
+}
+
+/// Reads and drops a body (bounded by the payload limit and the read timeout).
+async fn discard(state: &AppState, req: Request<Incoming>) {
+    let limit = usize::try_from(state.config.max_payload_size).unwrap_or(usize::MAX);
+    let body = Limited::new(req.into_body(), limit);
+    let _ = tokio::time::timeout(state.config.receiver_timeout, body.collect()).await;
+}
+
+fn status(state: &AppState, peer: Peer) -> Reply {
+    if !peer.is_local() {
+        return text(
+            StatusCode::FORBIDDEN,
+            "status is only served to local clients",
+        );
+    }
+    let listening = state
+        .listening
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    let snapshot = state.stats.snapshot(listening);
+    match serde_json::to_vec(&snapshot) {
+        Ok(body) => reply(StatusCode::OK, "application/json", body),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}

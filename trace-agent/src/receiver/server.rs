@@ -1,0 +1,180 @@
+//! Listeners (TCP and Unix socket), the bounded accept loops and graceful shutdown.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::{Semaphore, watch};
+
+use super::AppState;
+use super::routes;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    /// A TCP client.
+    Tcp(SocketAddr),
+    /// A Unix-socket client (always local).
+    Unix,
+}
+
+impl Peer {
+    /// Whether the client is on this machine.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::Tcp(a) => a.ip().is_loopback(),
+            Self::Unix => true,
+        }
+    }
+}
+
+/// Why a listener could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// Someone else listens there.
+    #[error(
+        "cannot listen on {addr}: the address is already in use (another trace agent or another \
+         program holds it). Pick another port with `trace-agent run --port <N>`, \
+         DD_APM_RECEIVER_PORT=<N> or `apm_config.receiver_port: <N>` in datadog.yaml"
+    )]
+    AddrInUse {
+        /// The address.
+        addr: String,
+    },
+    /// Any other socket error.
+    #[error("cannot listen on {addr}: {source}")]
+    Other {
+        /// The address.
+        addr: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+fn bind_error(addr: String, source: std::io::Error) -> BindError {
+    if source.kind() == std::io::ErrorKind::AddrInUse {
+        BindError::AddrInUse { addr }
+    } else {
+        BindError::Other { addr, source }
+    }
+}
+
+/// Opens the TCP listener.
+///
+/// # Errors
+/// [`BindError::AddrInUse`] with the fix when the port is taken.
+pub async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, BindError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(addr.to_string(), e))
+}
+
+/// Opens the Unix socket (removing a stale socket file first; mode 0722).
+///
+/// # Errors
+/// When the socket cannot be created.
+pub fn bind_unix(path: &Path) -> Result<UnixListener, BindError> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let shown = path.display().to_string();
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    let listener = UnixListener::bind(path).map_err(|e| bind_error(shown.clone(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722))
+        .map_err(|e| bind_error(shown, e))?;
+    Ok(listener)
+}
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix socket at the path.
+    Unix(UnixListener, PathBuf),
+}
+
+fn serve_connection<S>(
+    state: &Arc<AppState>,
+    graceful: &GracefulShutdown,
+    io: S,
+    peer: Peer,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let st = Arc::clone(state);
+    let svc = service_fn(move |req| {
+        let st = Arc::clone(&st);
+        async move { Ok::<_, Infallible>(routes::handle(st, peer, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.config.receiver_timeout)
+        .serve_connection(TokioIo::new(io), svc);
+    let fut = graceful.watch(conn);
+    tokio::spawn(async move {
+        if let Err(e) = fut.await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
+        drop(permit);
+    });
+}
+
+/// Accepts connections until `shutdown` turns true, at most `max_connections` at a time.
+pub async fn accept_loop(
+    listener: Listener,
+    state: Arc<AppState>,
+    graceful: Arc<GracefulShutdown>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limit = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            p = Arc::clone(&limit).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+        };
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => break,
+            a = accept(&listener) => a,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, addr)) => {
+                let _ = stream.set_nodelay(true);
+                serve_connection(&state, &graceful, stream, Peer::Tcp(addr), permit);
+            }
+            Ok(Accepted::Unix(stream)) => {
+                serve_connection(&state, &graceful, stream, Peer::Unix, permit)
+            }
+            Err(e) => {
+                // EMFILE and friends: log and keep serving the connections we have.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}

@@ -1,0 +1,331 @@
+//! Trace and client-stats payload handling: limits, decoding, processing, the hand-off to the
+//! pipeline and the rates reply.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use super::AppState;
+use super::routes::{Reply, reply, text};
+use crate::config::parse_bool;
+use crate::decode::{self, ApiVersion, DecodeError, Encoding};
+use crate::pipeline::ProcessedPayload;
+use crate::process::{self, RequestFacts};
+use crate::span::{Str, TracerPayload, tag_get};
+use crate::status::TracerKey;
+
+/// Drop reason: the body could not be decoded.
+pub const DROP_DECODE: &str = "decode_error";
+/// Drop reason: the body exceeded `max_payload_size`.
+pub const DROP_TOO_LARGE: &str = "payload_too_large";
+/// Drop reason: no decoder slot in time.
+pub const DROP_OVERLOAD: &str = "overload";
+/// Drop reason: the body could not be read in time or at all.
+pub const DROP_READ: &str = "read_error";
+/// Drop reason: `Sec-Fetch-Site: cross-site`.
+pub const DROP_CROSS_SITE: &str = "cross_site";
+
+fn header_str<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
+    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+/// Go-style truthiness of a header: set, non-empty and not a false value.
+pub fn truthy(h: &HeaderMap, name: &str) -> bool {
+    let v = header_str(h, name).trim();
+    !v.is_empty() && parse_bool(v) != Some(false)
+}
+
+fn count_header(h: &HeaderMap, name: &str) -> u64 {
+    header_str(h, name).trim().parse().unwrap_or(0)
+}
+
+/// Why a body could not be read.
+enum BodyError {
+    TooLarge,
+    Timeout,
+    Io(String),
+}
+
+/// Reads the body within the payload limit and the read timeout.
+async fn read_body(state: &AppState, body: Incoming) -> Result<Bytes, BodyError> {
+    let limit = usize::try_from(state.config.max_payload_size).unwrap_or(usize::MAX);
+    let limited = Limited::new(body, limit);
+    match tokio::time::timeout(state.config.receiver_timeout, limited.collect()).await {
+        Err(_) => Err(BodyError::Timeout),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Err(e))
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(BodyError::TooLarge)
+        }
+        Ok(Err(e)) => Err(BodyError::Io(e.to_string())),
+    }
+}
+
+/// Checks shared by traces and stats: cross-site, declared size. `Some` is the early reply.
+fn precheck(state: &AppState, h: &HeaderMap) -> Option<Reply> {
+    if header_str(h, "sec-fetch-site").eq_ignore_ascii_case("cross-site") {
+        state.stats.record_drop(
+            DROP_CROSS_SITE,
+            1,
+            count_header(h, "x-datadog-trace-count"),
+            0,
+        );
+        return Some(text(StatusCode::FORBIDDEN, "cross-site request rejected"));
+    }
+    let declared = h
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.config.max_payload_size) {
+        state.stats.record_drop(
+            DROP_TOO_LARGE,
+            1,
+            count_header(h, "x-datadog-trace-count"),
+            0,
+        );
+        warn_limited(
+            state,
+            &format!(
+                "payload of {} bytes exceeds max_payload_size",
+                declared.unwrap_or(0)
+            ),
+        );
+        return Some(text(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"));
+    }
+    None
+}
+
+/// Logs a warning at most once every 10 seconds and remembers it as the last error.
+fn warn_limited(state: &AppState, msg: &str) {
+    state.stats.record_error(msg.to_owned());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = state.last_warn.load(Ordering::Relaxed);
+    if now >= last + 10
+        && state
+            .last_warn
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!("{msg}");
+    }
+}
+
+fn body_error_reply(state: &AppState, h: &HeaderMap, e: BodyError) -> Reply {
+    let traces = count_header(h, "x-datadog-trace-count");
+    match e {
+        BodyError::TooLarge => {
+            state.stats.record_drop(DROP_TOO_LARGE, 1, traces, 0);
+            warn_limited(state, "payload exceeds max_payload_size while reading");
+            text(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large")
+        }
+        BodyError::Timeout => {
+            state.stats.record_drop(DROP_READ, 1, traces, 0);
+            warn_limited(state, "timeout reading a payload");
+            text(StatusCode::REQUEST_TIMEOUT, "timeout")
+        }
+        BodyError::Io(msg) => {
+            state.stats.record_drop(DROP_READ, 1, traces, 0);
+            warn_limited(state, &format!("error reading a payload: {msg}"));
+            text(StatusCode::BAD_REQUEST, &msg)
+        }
+    }
+}
+
+fn rates_reply(state: &AppState, version: ApiVersion, h: &HeaderMap, status: StatusCode) -> Reply {
+    if version == ApiVersion::V03 {
+        return text(status, "OK");
+    }
+    let tracer_has = h
+        .get("datadog-rates-payload-version")
+        .and_then(|v| v.to_str().ok());
+    let (body, current) = state.rates.reply(tracer_has);
+    let mut r = reply(status, "application/json", body);
+    if tracer_has.is_some()
+        && let Ok(v) = HeaderValue::from_str(&current)
+    {
+        r.headers_mut().insert("datadog-rates-payload-version", v);
+    }
+    r
+}
+
+/// The outcome of decoding and processing one body off the async threads.
+struct Decoded {
+    payload: TracerPayload,
+    received_traces: u64,
+    received_spans: u64,
+    root_service: String,
+    report: process::ProcessReport,
+}
+
+/// Handles `/v0.x/traces`.
+pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Incoming>) -> Reply {
+    let (parts, body) = req.into_parts();
+    let h = &parts.headers;
+    if let Some(early) = precheck(state, h) {
+        return early;
+    }
+    let permit =
+        match tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await {
+            Ok(Ok(p)) => p,
+            _ => {
+                state.stats.record_drop(
+                    DROP_OVERLOAD,
+                    1,
+                    count_header(h, "x-datadog-trace-count"),
+                    0,
+                );
+                warn_limited(
+                    state,
+                    "no decoder slot available in time: payload refused (overload)",
+                );
+                let status = if truthy(h, "datadog-send-real-http-status")
+                    || state.config.features.iter().any(|f| f == "429")
+                {
+                    StatusCode::TOO_MANY_REQUESTS
+                } else {
+                    StatusCode::OK
+                };
+                return rates_reply(state, version, h, status);
+            }
+        };
+    let bytes = match read_body(state, body).await {
+        Ok(b) => b,
+        Err(e) => return body_error_reply(state, h, e),
+    };
+    let body_len = bytes.len() as u64;
+    let encoding =
+        Encoding::from_content_type(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    let lang = header_str(h, "datadog-meta-lang").to_owned();
+    let facts_top_level = truthy(h, "datadog-client-computed-top-level");
+    let process_config = Arc::clone(&state.process);
+    let lang_for_task = lang.clone();
+    let work = tokio::task::spawn_blocking(move || -> Result<Decoded, DecodeError> {
+        let mut payload = decode::decode_payload(version, encoding, &bytes)?;
+        let received_traces = payload.chunks.len() as u64;
+        let received_spans = payload.span_count() as u64;
+        let root_service = payload
+            .chunks
+            .first()
+            .and_then(|c| {
+                crate::process::toplevel::root_index(&c.spans).and_then(|i| c.spans.get(i))
+            })
+            .map(|s| s.service.to_string())
+            .unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let facts = RequestFacts {
+            lang: &lang_for_task,
+            client_computed_top_level: facts_top_level,
+        };
+        let report = process::process_payload(&mut payload, &facts, &process_config, now);
+        Ok(Decoded {
+            payload,
+            received_traces,
+            received_spans,
+            root_service,
+            report,
+        })
+    })
+    .await;
+    drop(permit);
+    let decoded = match work {
+        Ok(Ok(d)) => d,
+        Ok(Err(e)) => {
+            state
+                .stats
+                .record_drop(DROP_DECODE, 1, count_header(h, "x-datadog-trace-count"), 0);
+            let who = format!(
+                "{} {} tracer {}",
+                if lang.is_empty() {
+                    "unknown-lang"
+                } else {
+                    &lang
+                },
+                header_str(h, "datadog-meta-lang-version"),
+                header_str(h, "datadog-meta-tracer-version")
+            );
+            warn_limited(
+                state,
+                &format!(
+                    "cannot decode {} traces payload from {who}: {e}",
+                    version.as_str()
+                ),
+            );
+            return text(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        Err(e) => {
+            state
+                .stats
+                .record_error(format!("payload processing task failed: {e}"));
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    let Decoded {
+        mut payload,
+        received_traces,
+        received_spans,
+        root_service,
+        report,
+    } = decoded;
+    let key = TracerKey {
+        service: root_service,
+        lang: lang.clone(),
+        lang_version: header_str(h, "datadog-meta-lang-version").to_owned(),
+        tracer_version: header_str(h, "datadog-meta-tracer-version").to_owned(),
+    };
+    state
+        .stats
+        .record_received(key, received_traces, received_spans, body_len);
+    for (reason, (traces, spans)) in &report.dropped {
+        state.stats.record_drop(reason.as_str(), 0, *traces, *spans);
+    }
+    if payload.language_name.is_empty() {
+        payload.language_name = Str::from(lang);
+        payload.language_version = Str::from(header_str(h, "datadog-meta-lang-version"));
+        payload.tracer_version = Str::from(header_str(h, "datadog-meta-tracer-version"));
+    }
+    for chunk in &payload.chunks {
+        if let Some(root) =
+            crate::process::toplevel::root_index(&chunk.spans).and_then(|i| chunk.spans.get(i))
+        {
+            let env = tag_get(&root.meta, "env").map_or(&*payload.env, |e| &**e);
+            state.rates.observe(&root.service, env);
+        }
+    }
+    if !payload.chunks.is_empty() {
+        let processed = ProcessedPayload {
+            payload,
+            client_computed_stats: truthy(h, "datadog-client-computed-stats"),
+            client_dropped_p0_traces: count_header(h, "datadog-client-dropped-p0-traces"),
+            received_at: SystemTime::now(),
+        };
+        if state.pipeline.send(processed).await.is_err() {
+            state
+                .stats
+                .record_error("pipeline closed: payload dropped during shutdown".to_owned());
+        }
+    }
+    rates_reply(state, version, h, StatusCode::OK)
+}
+
+/// Handles `/v0.6/stats`: accepted and counted (aggregation comes with the stats issue).
+pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Reply {
+    let (parts, body) = req.into_parts();
+    if let Some(early) = precheck(state, &parts.headers) {
+        return early;
+    }
+    match read_body(state, body).await {
+        Ok(_) => reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
+        Err(e) => body_error_reply(state, &parts.headers, e),
+    }
+}

@@ -1,0 +1,278 @@
+//! Counters behind `trace-agent status`: what was received from whom, what was dropped and why,
+//! what went on to the next stage, and the last error.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::pipeline::SinkCounters;
+
+/// Receiver dimensions: who sent it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TracerKey {
+    /// Root service of the traces.
+    pub service: String,
+    /// `Datadog-Meta-Lang`.
+    pub lang: String,
+    /// `Datadog-Meta-Lang-Version`.
+    pub lang_version: String,
+    /// `Datadog-Meta-Tracer-Version`.
+    pub tracer_version: String,
+}
+
+/// Received counts for one [`TracerKey`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceivedCounts {
+    /// Payloads (requests).
+    pub payloads: u64,
+    /// Trace chunks decoded.
+    pub traces: u64,
+    /// Spans decoded.
+    pub spans: u64,
+    /// Body bytes.
+    pub bytes: u64,
+}
+
+/// Why data was dropped, as shown by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DropCounts {
+    /// Payloads dropped for this reason.
+    pub payloads: u64,
+    /// Traces dropped.
+    pub traces: u64,
+    /// Spans dropped (0 when unknown, e.g. undecodable payloads).
+    pub spans: u64,
+}
+
+/// All counters of a running agent.
+#[derive(Debug)]
+pub struct AgentStats {
+    started: Instant,
+    received: Mutex<BTreeMap<TracerKey, ReceivedCounts>>,
+    drops: Mutex<BTreeMap<String, DropCounts>>,
+    last_error: Mutex<Option<(u64, String)>>,
+    /// `/info` requests served.
+    pub info_requests: AtomicU64,
+    /// What the next stage consumed.
+    pub sink: std::sync::Arc<SinkCounters>,
+}
+
+impl Default for AgentStats {
+    fn default() -> Self {
+        Self {
+            started: Instant::now(),
+            received: Mutex::default(),
+            drops: Mutex::default(),
+            last_error: Mutex::default(),
+            info_requests: AtomicU64::new(0),
+            sink: std::sync::Arc::default(),
+        }
+    }
+}
+
+/// A point-in-time copy of [`AgentStats`], as served to `trace-agent status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StatusSnapshot {
+    /// Agent version.
+    pub version: String,
+    /// Listening addresses.
+    pub listening: Vec<String>,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// Per tracer identity.
+    pub received: Vec<(TracerKey, ReceivedCounts)>,
+    /// Drops by reason.
+    pub dropped: BTreeMap<String, DropCounts>,
+    /// Payloads/traces/spans handed to the next stage.
+    pub forwarded: ReceivedCounts,
+    /// Upstream health (no writer yet).
+    pub upstream: String,
+    /// `/info` requests served.
+    pub info_requests: u64,
+    /// Last error: unix seconds and message.
+    pub last_error: Option<(u64, String)>,
+}
+
+impl StatusSnapshot {
+    /// Sum of received counts over every tracer.
+    pub fn total_received(&self) -> ReceivedCounts {
+        self.received
+            .iter()
+            .fold(ReceivedCounts::default(), |mut acc, (_, c)| {
+                acc.payloads += c.payloads;
+                acc.traces += c.traces;
+                acc.spans += c.spans;
+                acc.bytes += c.bytes;
+                acc
+            })
+    }
+
+    /// Total traces dropped for `reason`.
+    pub fn dropped_traces(&self, reason: &str) -> u64 {
+        self.dropped.get(reason).map_or(0, |d| d.traces)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl AgentStats {
+    /// Counts a received payload.
+    pub fn record_received(&self, key: TracerKey, traces: u64, spans: u64, bytes: u64) {
+        let mut map = lock(&self.received);
+        let c = map.entry(key).or_default();
+        c.payloads += 1;
+        c.traces += traces;
+        c.spans += spans;
+        c.bytes += bytes;
+    }
+
+    /// Counts a drop.
+    pub fn record_drop(&self, reason: &str, payloads: u64, traces: u64, spans: u64) {
+        let mut map = lock(&self.drops);
+        let d = map.entry(reason.to_owned()).or_default();
+        d.payloads += payloads;
+        d.traces += traces;
+        d.spans += spans;
+    }
+
+    /// Remembers the last error.
+    pub fn record_error(&self, message: String) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *lock(&self.last_error) = Some((now, message));
+    }
+
+    /// Copies every counter.
+    pub fn snapshot(&self, listening: Vec<String>) -> StatusSnapshot {
+        StatusSnapshot {
+            version: crate::receiver::AGENT_VERSION.to_owned(),
+            listening,
+            uptime_seconds: self.started.elapsed().as_secs(),
+            received: lock(&self.received)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            dropped: lock(&self.drops).clone(),
+            forwarded: ReceivedCounts {
+                payloads: self.sink.payloads.load(Ordering::Relaxed),
+                traces: self.sink.traces.load(Ordering::Relaxed),
+                spans: self.sink.spans.load(Ordering::Relaxed),
+                bytes: 0,
+            },
+            upstream: "no upstream writer yet: processed traces are counted, not sent".to_owned(),
+            info_requests: self.info_requests.load(Ordering::Relaxed),
+            last_error: lock(&self.last_error).clone(),
+        }
+    }
+}
+
+/// Why `trace-agent status` could not get an answer.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Connection or I/O failure.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// Not an HTTP 200 with JSON.
+    #[error("unexpected reply: {0}")]
+    Reply(String),
+}
+
+/// Asks the agent on `127.0.0.1:port` for its status (blocking, 5 s timeouts).
+///
+/// # Errors
+/// When the agent cannot be reached or answers something else.
+pub fn fetch_status(port: u16) -> Result<StatusSnapshot, FetchError> {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let timeout = std::time::Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    write!(
+        s,
+        "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
+        crate::receiver::routes::STATUS_PATH
+    )?;
+    let mut raw = Vec::new();
+    s.take(64 * 1024 * 1024).read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| FetchError::Reply("no HTTP header".to_owned()))?;
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(FetchError::Reply(
+            head.lines().next().unwrap_or("").to_owned(),
+        ));
+    }
+    serde_json::from_str(body).map_err(|e| FetchError::Reply(e.to_string()))
+}
+
+/// The human view of a snapshot, like `datadog-agent status`.
+pub fn render(s: &StatusSnapshot) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "Trace Agent (Datadog-compatible, agent version {})",
+        s.version
+    );
+    let _ = writeln!(o, "  Uptime: {} s", s.uptime_seconds);
+    let _ = writeln!(o, "  Listening on: {}", s.listening.join(", "));
+    let _ = writeln!(o, "\nReceiver (since start)");
+    if s.received.is_empty() {
+        let _ = writeln!(
+            o,
+            "  No traces received yet. Point your tracer at one of the addresses above"
+        );
+        let _ = writeln!(
+            o,
+            "  (DD_TRACE_AGENT_URL / DD_AGENT_HOST + DD_TRACE_AGENT_PORT)."
+        );
+    }
+    for (k, c) in &s.received {
+        let _ = writeln!(
+            o,
+            "  service {:?} from {} {} (tracer {}): {} payloads, {} traces, {} spans, {} bytes",
+            k.service,
+            k.lang,
+            k.lang_version,
+            k.tracer_version,
+            c.payloads,
+            c.traces,
+            c.spans,
+            c.bytes
+        );
+    }
+    let _ = writeln!(o, "\nDropped");
+    if s.dropped.is_empty() {
+        let _ = writeln!(o, "  nothing");
+    }
+    for (reason, d) in &s.dropped {
+        let _ = writeln!(
+            o,
+            "  {reason}: {} payloads, {} traces, {} spans",
+            d.payloads, d.traces, d.spans
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nForwarded to the next stage: {} payloads, {} traces, {} spans",
+        s.forwarded.payloads, s.forwarded.traces, s.forwarded.spans
+    );
+    let _ = writeln!(o, "Upstream: {}", s.upstream);
+    let _ = writeln!(o, "/info requests served: {}", s.info_requests);
+    match &s.last_error {
+        Some((at, msg)) => {
+            let _ = writeln!(o, "Last error (unix time {at}): {msg}");
+        }
+        None => {
+            let _ = writeln!(o, "Last error: none");
+        }
+    }
+    o
+}
