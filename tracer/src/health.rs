@@ -150,9 +150,10 @@ pub(crate) enum Problem {
     TraceTooLarge,
     BadAgentResponse,
     FinishedAfterShutdown,
+    WorkerPanic,
 }
 
-const PROBLEMS: usize = 6;
+const PROBLEMS: usize = 7;
 
 /// One flag per [`Problem`]: the first occurrence logs a warning, later ones stay quiet
 /// until [`ProblemLog::clear`] logs the recovery.

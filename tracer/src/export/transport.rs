@@ -143,7 +143,8 @@ impl Transport {
                 },
             ))
         };
-        match rt.block_on(tokio::time::timeout(timeout, exchange)) {
+        // The timer must be created inside the runtime, hence the extra async block.
+        match rt.block_on(async { tokio::time::timeout(timeout, exchange).await }) {
             Ok(Ok((conn, resp))) => {
                 *sender = Some(conn);
                 Ok(resp)

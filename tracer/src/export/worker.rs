@@ -80,7 +80,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self) {
+    fn run(&mut self) {
         let cfg = &self.tracer.config;
         let tick =
             (cfg.flush_interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
