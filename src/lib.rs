@@ -85,7 +85,10 @@ impl ChildGuard {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        Self { child, name: name.to_owned() }
+        Self {
+            child,
+            name: name.to_owned(),
+        }
     }
 
     /// The child's pid.
@@ -101,7 +104,10 @@ impl ChildGuard {
     /// Sends SIGTERM and waits up to `timeout` for the exit status; kills after that.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         // SAFETY-free: `kill` through the command line keeps this crate free of `unsafe`.
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -138,7 +144,10 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
         }
-        assert!(Instant::now() < deadline, "nothing listens on {addr} after {timeout:?}");
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {addr} after {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -176,7 +185,10 @@ pub fn http_request(
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
     let mut body = raw[split + 4..].to_vec();
-    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body = dechunk(&body);
     }
     Ok((status, body))
@@ -185,7 +197,8 @@ pub fn http_request(
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        let size =
+            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 || data.len() < eol + 2 + size {
             break;
         }
@@ -217,7 +230,8 @@ pub struct TestAgent {
 
 impl TestAgent {
     /// The checks every test runs with, as the tracer issue asks.
-    pub const CHECKS: &'static str = "trace_count_header,meta_tracer_version_header,trace_content_length";
+    pub const CHECKS: &'static str =
+        "trace_count_header,meta_tracer_version_header,trace_content_length";
 
     /// Starts it with [`Self::CHECKS`] enabled and failures pooled, and waits until `/info` answers.
     ///
@@ -290,7 +304,12 @@ pub struct FlaskDemoRun {
 ///
 /// # Panics
 /// When the script cannot run or its summary is missing.
-pub fn run_flask_demo(agent_port: u16, dir: &Path, requests: usize, env: &[(&str, &str)]) -> FlaskDemoRun {
+pub fn run_flask_demo(
+    agent_port: u16,
+    dir: &Path,
+    requests: usize,
+    env: &[(&str, &str)],
+) -> FlaskDemoRun {
     let venv = peer_venv();
     let script = shared_dir().join("peer").join("run_flask_demo.sh");
     let mut cmd = Command::new("bash");
@@ -306,7 +325,9 @@ pub fn run_flask_demo(agent_port: u16, dir: &Path, requests: usize, env: &[(&str
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
     let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap_or_else(|_| {
         panic!(
             "run_flask_demo.sh wrote no summary (exit {:?}): {}{}",
@@ -320,5 +341,9 @@ pub fn run_flask_demo(agent_port: u16, dir: &Path, requests: usize, env: &[(&str
         .find_map(|l| l.strip_prefix("tracer send errors in app.log: "))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no send-error line in summary:\n{summary}"));
-    FlaskDemoRun { dir: dir.to_path_buf(), summary, send_errors }
+    FlaskDemoRun {
+        dir: dir.to_path_buf(),
+        summary,
+        send_errors,
+    }
 }

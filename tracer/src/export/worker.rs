@@ -50,7 +50,7 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
     let thread = thread::Builder::new()
         .name("dd-trace-export".into())
         .spawn(move || {
-            Worker {
+            let mut worker = Worker {
                 tracer,
                 transport,
                 control: rx,
@@ -60,8 +60,21 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
                 info: None,
                 agent_state: None,
                 next_info: Instant::now(),
+            };
+            // A bug here must not take tracing down for good: log it once and go on with
+            // an empty payload (the spans of the payload being built are lost, and counted).
+            while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
+                let lost = worker.payload.spans();
+                worker
+                    .tracer
+                    .counters
+                    .spans_dropped_send_failed
+                    .fetch_add(lost, Relaxed);
+                worker.payload = V04Payload::new();
+                worker.tracer.problems.raise(Problem::WorkerPanic, || {
+                    "the trace export thread panicked; restarted it".to_owned()
+                });
             }
-            .run();
         })?;
     Ok(WorkerHandle { control, thread })
 }
