@@ -39,10 +39,7 @@
 //! `DD_TRACE_RATE_LIMIT`, `DD_TRACE_PARTIAL_FLUSH_ENABLED`,
 //! `DD_TRACE_PARTIAL_FLUSH_MIN_SPANS` and `DD_TRACE_AGENT_TIMEOUT`; a bad value is an error
 //! naming the variable. Every `with_*` method overrides in code.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
 mod buffer;
@@ -58,7 +55,6 @@ pub use config::{AgentEndpoint, ConfigError, TracerConfig};
 pub use export::FlushError;
 pub use health::Health;
 pub use span::{
-    Entered, Instrument, Instrumented, Span, SpanBuilder, SpanContext, SpanData, SpanId, Str,
-    TraceId, WithContext,
+    Entered, Instrument, Instrumented, Span, SpanBuilder, SpanContext, SpanData, SpanId, Str, TraceId, WithContext,
 };
 pub use tracer::{ShutdownGuard, Tracer, TracerError};

@@ -177,10 +177,7 @@ impl Tracer {
     /// [`FlushError::Timeout`] if the worker did not finish in time, [`FlushError::Send`]
     /// if the agent did not take the payload, [`FlushError::ShutDown`] after shutdown.
     pub fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
-        self.control(timeout, |deadline, reply| Control::Flush {
-            deadline,
-            reply,
-        })
+        self.control(timeout, |reply| Control::Flush { reply })
     }
 
     /// Sends every finished span, then stops the export thread. Spans finished later are
@@ -192,10 +189,7 @@ impl Tracer {
         if self.inner.shut_down.swap(true, Relaxed) {
             return Err(FlushError::ShutDown);
         }
-        let result = self.control(timeout, |deadline, reply| Control::Shutdown {
-            deadline,
-            reply,
-        });
+        let result = self.control(timeout, |reply| Control::Shutdown { reply });
         if result.is_ok() {
             let handle = self.inner.worker.lock().ok().and_then(|mut w| w.take());
             if let Some(h) = handle {
@@ -208,16 +202,14 @@ impl Tracer {
     fn control(
         &self,
         timeout: Duration,
-        make: impl FnOnce(Instant, std::sync::mpsc::Sender<Result<(), FlushError>>) -> Control,
+        make: impl FnOnce(std::sync::mpsc::Sender<Result<(), FlushError>>) -> Control,
     ) -> Result<(), FlushError> {
         if !self.inner.config.enabled {
             return Ok(());
         }
         let (tx, rx) = std::sync::mpsc::channel();
         let sent = match self.inner.worker.lock() {
-            Ok(w) => w
-                .as_ref()
-                .is_some_and(|h| h.control.send(make(Instant::now() + timeout, tx)).is_ok()),
+            Ok(w) => w.as_ref().is_some_and(|h| h.control.send(make(tx)).is_ok()),
             Err(_) => false,
         };
         if !sent {
@@ -269,9 +261,7 @@ impl TracerInner {
             }
             Err(_dropped) => {
                 self.counters.spans_dropped_queue_full.fetch_add(n, Relaxed);
-                self.counters
-                    .traces_dropped_queue_full
-                    .fetch_add(1, Relaxed);
+                self.counters.traces_dropped_queue_full.fetch_add(1, Relaxed);
                 self.problems.raise(Problem::QueueFull, || {
                     format!(
                         "the trace queue is full ({} chunks waiting for the export thread); dropping traces, counted in Health",
@@ -283,9 +273,7 @@ impl TracerInner {
     }
 
     pub(crate) fn span_over_trace_cap(&self) {
-        self.counters
-            .spans_dropped_trace_too_large
-            .fetch_add(1, Relaxed);
+        self.counters.spans_dropped_trace_too_large.fetch_add(1, Relaxed);
         self.problems.raise(Problem::TraceTooLarge, || {
             format!(
                 "a trace passed {} spans; its further spans are dropped (set partial flush with DD_TRACE_PARTIAL_FLUSH_ENABLED)",
@@ -334,10 +322,7 @@ pub struct ShutdownGuard {
 impl Tracer {
     /// A guard that calls [`Tracer::shutdown`] with `timeout` when dropped.
     pub fn shutdown_guard(&self, timeout: Duration) -> ShutdownGuard {
-        ShutdownGuard {
-            tracer: *self,
-            timeout,
-        }
+        ShutdownGuard { tracer: *self, timeout }
     }
 }
 

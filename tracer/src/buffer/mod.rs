@@ -80,11 +80,7 @@ impl TraceState {
 
     /// Adds a finished span; returns the spans to hand over when the trace is complete
     /// (or, with `partial_flush`, when enough spans are finished).
-    pub(crate) fn finish_span(
-        &self,
-        span: SpanData,
-        partial_flush: Option<usize>,
-    ) -> Option<Vec<SpanData>> {
+    pub(crate) fn finish_span(&self, span: SpanData, partial_flush: Option<usize>) -> Option<Vec<SpanData>> {
         let mut finished = match self.finished.lock() {
             Ok(f) => f,
             Err(poisoned) => poisoned.into_inner(),
@@ -134,8 +130,7 @@ impl ChunkQueue {
     /// should be woken (reported once until the worker has drained).
     pub(crate) fn push(&self, chunk: Chunk) -> Result<bool, Chunk> {
         self.queue.push(chunk)?;
-        let wake =
-            self.queue.len() >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel);
+        let wake = self.queue.len() >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel);
         Ok(wake)
     }
 
@@ -190,19 +185,10 @@ mod tests {
             assert!(t.start_span(100));
         }
         assert!(t.finish_span(span(2, 1, false), Some(2)).is_none());
-        assert_eq!(
-            t.finish_span(span(3, 1, false), Some(2)).map(|c| c.len()),
-            Some(2)
-        );
+        assert_eq!(t.finish_span(span(3, 1, false), Some(2)).map(|c| c.len()), Some(2));
         assert!(t.finish_span(span(4, 1, false), Some(2)).is_none());
-        assert!(
-            t.finish_span(span(5, 1, false), Some(2))
-                .is_some_and(|c| c.len() == 2)
-        );
-        assert_eq!(
-            t.finish_span(span(1, 0, true), Some(2)).map(|c| c.len()),
-            Some(1)
-        );
+        assert!(t.finish_span(span(5, 1, false), Some(2)).is_some_and(|c| c.len() == 2));
+        assert_eq!(t.finish_span(span(1, 0, true), Some(2)).map(|c| c.len()), Some(1));
     }
 
     #[test]

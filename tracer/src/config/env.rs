@@ -64,9 +64,7 @@ impl ConfigSource for HashMap<String, String> {
 
 impl ConfigSource for [(&str, &str)] {
     fn get(&self, key: &str) -> Option<String> {
-        self.iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| (*v).to_owned())
+        self.iter().find(|(k, _)| *k == key).map(|(_, v)| (*v).to_owned())
     }
 }
 
@@ -86,9 +84,7 @@ fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> ConfigE
 
 /// A set, non-blank value.
 fn get<S: ConfigSource + ?Sized>(src: &S, key: &str) -> Option<String> {
-    src.get(key)
-        .map(|v| v.trim().to_owned())
-        .filter(|v| !v.is_empty())
+    src.get(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
@@ -126,10 +122,7 @@ pub(crate) fn parse_tags(v: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-pub(super) fn read<S: ConfigSource + ?Sized>(
-    src: &S,
-    mut cfg: TracerConfig,
-) -> Result<TracerConfig, ConfigError> {
+pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> Result<TracerConfig, ConfigError> {
     // DD_TAGS first: env/version/service inside it have the lowest precedence.
     if let Some(tags) = get(src, vars::TAGS) {
         for (k, v) in parse_tags(&tags) {
@@ -152,25 +145,22 @@ pub(super) fn read<S: ConfigSource + ?Sized>(
     }
 
     if let Some(url) = get(src, vars::AGENT_URL) {
-        cfg.agent =
-            AgentEndpoint::parse_url(&url).map_err(|r| invalid(vars::AGENT_URL, &url, r))?;
+        cfg.agent = AgentEndpoint::parse_url(&url).map_err(|r| invalid(vars::AGENT_URL, &url, r))?;
     } else {
         let host = get(src, vars::AGENT_HOST).or_else(|| get(src, vars::AGENT_HOSTNAME));
-        let port =
-            match get(src, vars::AGENT_PORT) {
-                Some(p) => Some(p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                    invalid(vars::AGENT_PORT, &p, "expected a port in 1..=65535")
-                })?),
-                None => None,
-            };
+        let port = match get(src, vars::AGENT_PORT) {
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| invalid(vars::AGENT_PORT, &p, "expected a port in 1..=65535"))?,
+            ),
+            None => None,
+        };
         if host.is_some() || port.is_some() {
             let host = host.unwrap_or_else(|| "127.0.0.1".to_owned());
             if host.contains('/') || host.contains(' ') {
-                return Err(invalid(
-                    vars::AGENT_HOST,
-                    &host,
-                    "expected a host name or IP address",
-                ));
+                return Err(invalid(vars::AGENT_HOST, &host, "expected a host name or IP address"));
             }
             let host = if host.contains(':') && !host.starts_with('[') {
                 format!("[{host}]")
@@ -189,11 +179,7 @@ pub(super) fn read<S: ConfigSource + ?Sized>(
     if let Some(v) = get(src, vars::SAMPLE_RATE) {
         let rate = parse_f64(vars::SAMPLE_RATE, &v)?;
         if !(0.0..=1.0).contains(&rate) {
-            return Err(invalid(
-                vars::SAMPLE_RATE,
-                &v,
-                "expected a rate within 0..=1",
-            ));
+            return Err(invalid(vars::SAMPLE_RATE, &v, "expected a rate within 0..=1"));
         }
         cfg.sample_rate = Some(rate);
     }
@@ -203,11 +189,7 @@ pub(super) fn read<S: ConfigSource + ?Sized>(
     if let Some(v) = get(src, vars::RATE_LIMIT) {
         let limit = parse_f64(vars::RATE_LIMIT, &v)?;
         if limit < 0.0 {
-            return Err(invalid(
-                vars::RATE_LIMIT,
-                &v,
-                "expected traces per second ≥ 0",
-            ));
+            return Err(invalid(vars::RATE_LIMIT, &v, "expected traces per second ≥ 0"));
         }
         cfg.rate_limit = limit;
     }
@@ -220,24 +202,14 @@ pub(super) fn read<S: ConfigSource + ?Sized>(
             .parse::<usize>()
             .ok()
             .filter(|n| (1..100_000).contains(n))
-            .ok_or_else(|| {
-                invalid(
-                    vars::PARTIAL_FLUSH_MIN_SPANS,
-                    &v,
-                    "expected a span count in 1..100000",
-                )
-            })?,
+            .ok_or_else(|| invalid(vars::PARTIAL_FLUSH_MIN_SPANS, &v, "expected a span count in 1..100000"))?,
         None => 300,
     };
     cfg.partial_flush_min_spans = partial.then_some(min_spans);
     if let Some(v) = get(src, vars::AGENT_TIMEOUT) {
         let secs = parse_f64(vars::AGENT_TIMEOUT, &v)?;
         if !(secs > 0.0 && secs <= 3600.0) {
-            return Err(invalid(
-                vars::AGENT_TIMEOUT,
-                &v,
-                "expected seconds in (0, 3600]",
-            ));
+            return Err(invalid(vars::AGENT_TIMEOUT, &v, "expected seconds in (0, 3600]"));
         }
         cfg.agent_timeout = Duration::from_secs_f64(secs);
     }
@@ -276,11 +248,7 @@ mod tests {
         ])
         .unwrap_or_default();
         assert_eq!(c.service, "web");
-        assert_eq!(
-            c.env.as_deref(),
-            Some("prod"),
-            "DD_ENV wins over env: in DD_TAGS"
-        );
+        assert_eq!(c.env.as_deref(), Some("prod"), "DD_ENV wins over env: in DD_TAGS");
         assert_eq!(
             c.version.as_deref(),
             Some("0.9"),
@@ -288,16 +256,10 @@ mod tests {
         );
         assert_eq!(
             c.global_tags,
-            vec![
-                ("team".into(), "apm".into()),
-                ("owner".into(), String::new())
-            ]
+            vec![("team".into(), "apm".into()), ("owner".into(), String::new())]
         );
         let spaces = parse_tags("a:1 b:2:3");
-        assert_eq!(
-            spaces,
-            vec![("a".into(), "1".into()), ("b".into(), "2:3".into())]
-        );
+        assert_eq!(spaces, vec![("a".into(), "1".into()), ("b".into(), "2:3".into())]);
     }
 
     #[test]
@@ -311,14 +273,8 @@ mod tests {
             url(&[("DD_TRACE_AGENT_PORT", "9126")]),
             Ok("http://127.0.0.1:9126".into())
         );
-        assert_eq!(
-            url(&[("DD_AGENT_HOST", "::1")]),
-            Ok("http://[::1]:8126".into())
-        );
-        assert_eq!(
-            url(&[("DD_TRACE_AGENT_HOSTNAME", "old")]),
-            Ok("http://old:8126".into())
-        );
+        assert_eq!(url(&[("DD_AGENT_HOST", "::1")]), Ok("http://[::1]:8126".into()));
+        assert_eq!(url(&[("DD_TRACE_AGENT_HOSTNAME", "old")]), Ok("http://old:8126".into()));
         assert_eq!(
             url(&[
                 ("DD_TRACE_AGENT_URL", "unix:///var/run/datadog/apm.socket"),
@@ -330,10 +286,7 @@ mod tests {
             url(&[("DD_TRACE_AGENT_URL", "http://[::1]:1234/")]),
             Ok("http://[::1]:1234".into())
         );
-        assert_eq!(
-            url(&[("DD_TRACE_AGENT_URL", "http://h")]),
-            Ok("http://h:8126".into())
-        );
+        assert_eq!(url(&[("DD_TRACE_AGENT_URL", "http://h")]), Ok("http://h:8126".into()));
     }
 
     #[test]
@@ -386,10 +339,7 @@ mod tests {
         let c = cfg(&[
             ("DD_TRACE_ENABLED", "false"),
             ("DD_TRACE_SAMPLE_RATE", "0.25"),
-            (
-                "DD_TRACE_SAMPLING_RULES",
-                r#"[{"service":"web","sample_rate":0.5}]"#,
-            ),
+            ("DD_TRACE_SAMPLING_RULES", r#"[{"service":"web","sample_rate":0.5}]"#),
             ("DD_TRACE_RATE_LIMIT", "10"),
             ("DD_TRACE_PARTIAL_FLUSH_ENABLED", "true"),
             ("DD_TRACE_PARTIAL_FLUSH_MIN_SPANS", "50"),

@@ -55,9 +55,7 @@ impl AgentEndpoint {
     pub fn parse_url(url: &str) -> Result<Self, String> {
         if let Some(path) = url.strip_prefix("unix://") {
             if path.is_empty() {
-                return Err(
-                    "unix:// needs a socket path, e.g. unix:///var/run/datadog/apm.socket".into(),
-                );
+                return Err("unix:// needs a socket path, e.g. unix:///var/run/datadog/apm.socket".into());
             }
             return Ok(Self::Unix {
                 path: PathBuf::from(path),
@@ -229,11 +227,7 @@ impl TracerConfig {
     /// Sets the global sample rate (`DD_TRACE_SAMPLE_RATE`), clamped to 0..=1.
     #[must_use]
     pub fn with_sample_rate(mut self, rate: f64) -> Self {
-        self.sample_rate = Some(if rate.is_nan() {
-            1.0
-        } else {
-            rate.clamp(0.0, 1.0)
-        });
+        self.sample_rate = Some(if rate.is_nan() { 1.0 } else { rate.clamp(0.0, 1.0) });
         self
     }
 

@@ -67,12 +67,7 @@ impl V04Payload {
     }
 
     /// Appends one chunk as one trace.
-    pub(crate) fn push_chunk(
-        &mut self,
-        spans: &[SpanData],
-        header: ChunkHeader<'_>,
-        ctx: &EncodeContext,
-    ) {
+    pub(crate) fn push_chunk(&mut self, spans: &[SpanData], header: ChunkHeader<'_>, ctx: &EncodeContext) {
         let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
         let _ = rmp::encode::write_array_len(&mut self.buf, len);
         for (i, span) in spans.iter().enumerate() {
@@ -106,12 +101,7 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
     let _ = rmp::encode::write_str(buf, s);
 }
 
-fn encode_span(
-    buf: &mut Vec<u8>,
-    span: &SpanData,
-    first: Option<&ChunkHeader<'_>>,
-    ctx: &EncodeContext,
-) {
+fn encode_span(buf: &mut Vec<u8>, span: &SpanData, first: Option<&ChunkHeader<'_>>, ctx: &EncodeContext) {
     let service = span.service.as_deref().unwrap_or(&ctx.service);
     let entry = span.top_level || first.is_some();
 
@@ -168,8 +158,7 @@ fn encode_span(
     // --- metrics the worker adds ---
     let mut extra_metrics: SmallVec<[(&str, f64); 8]> = SmallVec::new();
     let has_metric = |extra: &SmallVec<[(&str, f64); 8]>, k: &str| {
-        span.metrics.iter().any(|(key, _)| key.as_str() == k)
-            || extra.iter().any(|(key, _)| *key == k)
+        span.metrics.iter().any(|(key, _)| key.as_str() == k) || extra.iter().any(|(key, _)| *key == k)
     };
     if span.top_level && !has_metric(&extra_metrics, "_dd.top_level") {
         extra_metrics.push(("_dd.top_level", 1.0));

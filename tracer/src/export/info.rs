@@ -16,24 +16,13 @@ impl AgentInfo {
         let v: Value = serde_json::from_slice(body).ok()?;
         let obj = v.as_object()?;
         Some(Self {
-            version: obj
-                .get("version")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            version: obj.get("version").and_then(Value::as_str).map(str::to_owned),
             endpoints: obj
                 .get("endpoints")
                 .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(Value::as_str)
-                        .map(str::to_owned)
-                        .collect()
-                })
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
                 .unwrap_or_default(),
-            client_drop_p0s: obj
-                .get("client_drop_p0s")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            client_drop_p0s: obj.get("client_drop_p0s").and_then(Value::as_bool).unwrap_or(false),
         })
     }
 
@@ -50,7 +39,8 @@ mod tests {
 
     #[test]
     fn parses_the_fields_it_needs() {
-        let body = br#"{"version":"7.60.0","endpoints":["/v0.4/traces","/v0.5/traces",3],"client_drop_p0s":true,"config":{}}"#;
+        let body =
+            br#"{"version":"7.60.0","endpoints":["/v0.4/traces","/v0.5/traces",3],"client_drop_p0s":true,"config":{}}"#;
         let info = AgentInfo::parse(body).unwrap_or_default();
         assert_eq!(info.version.as_deref(), Some("7.60.0"));
         assert!(info.has_endpoint("/v0.5/traces"));

@@ -113,13 +113,10 @@ impl Transport {
                     url: url.clone(),
                     reason: format!("bad request: {e}"),
                 })?;
-            let resp = conn
-                .send_request(req)
-                .await
-                .map_err(|source| TransportError::Http {
-                    url: url.clone(),
-                    source,
-                })?;
+            let resp = conn.send_request(req).await.map_err(|source| TransportError::Http {
+                url: url.clone(),
+                source,
+            })?;
             let status = resp.status().as_u16();
             let agent_state = resp
                 .headers()
@@ -158,10 +155,7 @@ impl Transport {
     }
 }
 
-async fn connect(
-    endpoint: &AgentEndpoint,
-    url: &str,
-) -> Result<SendRequest<Full<Bytes>>, TransportError> {
+async fn connect(endpoint: &AgentEndpoint, url: &str) -> Result<SendRequest<Full<Bytes>>, TransportError> {
     let connect_err = |source| TransportError::Connect {
         url: url.to_owned(),
         source,
@@ -186,9 +180,7 @@ async fn connect(
         }
         #[cfg(unix)]
         AgentEndpoint::Unix { path } => {
-            let stream = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(connect_err)?;
+            let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(http_err)?;
@@ -198,8 +190,6 @@ async fn connect(
             Ok(sender)
         }
         #[cfg(not(unix))]
-        AgentEndpoint::Unix { .. } => Err(connect_err(std::io::Error::other(
-            "unix sockets need a unix platform",
-        ))),
+        AgentEndpoint::Unix { .. } => Err(connect_err(std::io::Error::other("unix sockets need a unix platform"))),
     }
 }

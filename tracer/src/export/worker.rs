@@ -20,16 +20,12 @@ use crate::tracer::TracerInner;
 /// Requests from application threads.
 #[derive(Debug)]
 pub(crate) enum Control {
-    /// Send everything finished so far; reply when done.
-    Flush {
-        deadline: Instant,
-        reply: Sender<Result<(), FlushError>>,
-    },
+    /// Send everything finished so far; reply when done. The caller waits for the reply
+    /// with its own timeout; the worker sends with its usual deadline either way, so a
+    /// caller that gave up never makes it drop a payload it could still deliver.
+    Flush { reply: Sender<Result<(), FlushError>> },
     /// Send everything, then stop.
-    Shutdown {
-        deadline: Instant,
-        reply: Sender<Result<(), FlushError>>,
-    },
+    Shutdown { reply: Sender<Result<(), FlushError>> },
 }
 
 /// The running worker.
@@ -47,35 +43,33 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
     let (control, rx) = channel();
     let transport = Transport::new(tracer.config.agent.clone())?;
     let ctx = tracer.encode_context();
-    let thread = thread::Builder::new()
-        .name("dd-trace-export".into())
-        .spawn(move || {
-            let mut worker = Worker {
-                tracer,
-                transport,
-                control: rx,
-                payload: V04Payload::new(),
-                ctx,
-                last_send: Instant::now(),
-                info: None,
-                agent_state: None,
-                next_info: Instant::now(),
-            };
-            // A bug here must not take tracing down for good: log it once and go on with
-            // an empty payload (the spans of the payload being built are lost, and counted).
-            while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
-                let lost = worker.payload.spans();
-                worker
-                    .tracer
-                    .counters
-                    .spans_dropped_send_failed
-                    .fetch_add(lost, Relaxed);
-                worker.payload = V04Payload::new();
-                worker.tracer.problems.raise(Problem::WorkerPanic, || {
-                    "the trace export thread panicked; restarted it".to_owned()
-                });
-            }
-        })?;
+    let thread = thread::Builder::new().name("dd-trace-export".into()).spawn(move || {
+        let mut worker = Worker {
+            tracer,
+            transport,
+            control: rx,
+            payload: V04Payload::new(),
+            ctx,
+            last_send: Instant::now(),
+            info: None,
+            agent_state: None,
+            next_info: Instant::now(),
+        };
+        // A bug here must not take tracing down for good: log it once and go on with
+        // an empty payload (the spans of the payload being built are lost, and counted).
+        while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
+            let lost = worker.payload.spans();
+            worker
+                .tracer
+                .counters
+                .spans_dropped_send_failed
+                .fetch_add(lost, Relaxed);
+            worker.payload = V04Payload::new();
+            worker.tracer.problems.raise(Problem::WorkerPanic, || {
+                "the trace export thread panicked; restarted it".to_owned()
+            });
+        }
+    })?;
     Ok(WorkerHandle { control, thread })
 }
 
@@ -95,46 +89,38 @@ struct Worker {
 impl Worker {
     fn run(&mut self) {
         let cfg = &self.tracer.config;
-        let tick =
-            (cfg.flush_interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
+        let tick = (cfg.flush_interval / 4).clamp(Duration::from_millis(5), Duration::from_millis(250));
         loop {
-            let until_flush =
-                (self.last_send + cfg.flush_interval).saturating_duration_since(Instant::now());
+            let until_flush = (self.last_send + cfg.flush_interval).saturating_duration_since(Instant::now());
             thread::park_timeout(tick.min(until_flush));
 
             let mut flushes = Vec::new();
             let mut shutdown = None;
             while let Ok(msg) = self.control.try_recv() {
                 match msg {
-                    Control::Flush { deadline, reply } => flushes.push((deadline, reply)),
-                    Control::Shutdown { deadline, reply } => shutdown = Some((deadline, reply)),
+                    Control::Flush { reply } => flushes.push(reply),
+                    Control::Shutdown { reply } => shutdown = Some(reply),
                 }
             }
-            let forced_deadline = flushes
-                .iter()
-                .map(|(d, _)| *d)
-                .chain(shutdown.as_ref().map(|(d, _)| *d))
-                .min();
-            let default_deadline = || Instant::now() + cfg.agent_timeout * (cfg.send_retries + 1);
-            let deadline = forced_deadline.unwrap_or_else(default_deadline);
+            let forced = !flushes.is_empty() || shutdown.is_some();
+            let deadline = Instant::now() + cfg.agent_timeout * (cfg.send_retries + 1);
 
             self.tracer.queue.rearm();
             let mut result = self.drain(deadline);
             if Instant::now() >= self.next_info {
                 self.fetch_info(deadline);
             }
-            let due = self.last_send.elapsed() >= cfg.flush_interval
-                || self.payload.size() >= cfg.flush_size;
-            if forced_deadline.is_some() || due {
+            let due = self.last_send.elapsed() >= cfg.flush_interval || self.payload.size() >= cfg.flush_size;
+            if forced || due {
                 let sent = self.send(deadline);
                 if result.is_ok() {
                     result = sent;
                 }
             }
-            for (_, reply) in flushes {
+            for reply in flushes {
                 let _ = reply.send(result.clone());
             }
-            if let Some((_, reply)) = shutdown {
+            if let Some(reply) = shutdown {
                 let _ = reply.send(result);
                 return;
             }
@@ -193,10 +179,7 @@ impl Worker {
             .config
             .agent_timeout
             .min(deadline.saturating_duration_since(Instant::now()));
-        match self
-            .transport
-            .request(Method::GET, "/info", &[], Bytes::new(), timeout)
-        {
+        match self.transport.request(Method::GET, "/info", &[], Bytes::new(), timeout) {
             Ok(resp) if resp.status == 200 => {
                 self.info = Some(AgentInfo::parse(&resp.body).unwrap_or_default());
                 self.agent_state = resp.agent_state;
@@ -222,18 +205,12 @@ impl Worker {
         [
             ("content-type", "application/msgpack".to_owned()),
             ("datadog-meta-lang", "rust".to_owned()),
-            (
-                "datadog-meta-lang-version",
-                env!("TRACER_RUSTC_VERSION").to_owned(),
-            ),
+            ("datadog-meta-lang-version", env!("TRACER_RUSTC_VERSION").to_owned()),
             (
                 "datadog-meta-lang-interpreter",
                 format!("rustc-{}-{}", std::env::consts::ARCH, std::env::consts::OS),
             ),
-            (
-                "datadog-meta-tracer-version",
-                env!("CARGO_PKG_VERSION").to_owned(),
-            ),
+            ("datadog-meta-tracer-version", env!("CARGO_PKG_VERSION").to_owned()),
             ("x-datadog-trace-count", traces.to_string()),
             ("datadog-client-computed-top-level", "yes".to_owned()),
             ("datadog-send-real-http-status", "1".to_owned()),
@@ -257,12 +234,12 @@ impl Worker {
         let failure = loop {
             let now = Instant::now();
             if now >= deadline {
-                break format!("gave up at the flush deadline after {attempt} retries");
+                break format!("gave up after {attempt} retries: the send deadline passed");
             }
             let timeout = cfg.agent_timeout.min(deadline - now);
-            let outcome =
-                self.transport
-                    .request(Method::POST, TRACES_PATH, &headers, body.clone(), timeout);
+            let outcome = self
+                .transport
+                .request(Method::POST, TRACES_PATH, &headers, body.clone(), timeout);
             let (retryable, reason) = match outcome {
                 Ok(resp) if (200..300).contains(&resp.status) => {
                     counters.payloads_sent.fetch_add(1, Relaxed);
@@ -302,8 +279,8 @@ impl Worker {
             }
             attempt += 1;
             counters.send_retries.fetch_add(1, Relaxed);
-            let backoff = Duration::from_millis(50u64 << attempt.min(6))
-                .min(deadline.saturating_duration_since(Instant::now()));
+            let backoff =
+                Duration::from_millis(50u64 << attempt.min(6)).min(deadline.saturating_duration_since(Instant::now()));
             thread::sleep(backoff);
         };
         counters.payloads_failed.fetch_add(1, Relaxed);
@@ -319,10 +296,7 @@ impl Worker {
         match AgentRates::from_response(&resp.body) {
             Ok(Some(rates)) => {
                 self.tracer.sampler.set_agent_rates(rates);
-                self.tracer
-                    .counters
-                    .agent_rate_updates
-                    .fetch_add(1, Relaxed);
+                self.tracer.counters.agent_rate_updates.fetch_add(1, Relaxed);
             }
             Ok(None) => {}
             Err(reason) => {
@@ -341,9 +315,9 @@ impl Worker {
 
 fn describe(e: &TransportError) -> String {
     match e {
-        TransportError::Connect { .. } => format!(
-            "{e} (is the trace agent running? set DD_TRACE_AGENT_URL or DD_AGENT_HOST/DD_TRACE_AGENT_PORT)"
-        ),
+        TransportError::Connect { .. } => {
+            format!("{e} (is the trace agent running? set DD_TRACE_AGENT_URL or DD_AGENT_HOST/DD_TRACE_AGENT_PORT)")
+        }
         _ => e.to_string(),
     }
 }

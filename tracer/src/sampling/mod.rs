@@ -116,12 +116,7 @@ impl Sampler {
     /// `rules` are tried in order; `sample_rate` (`DD_TRACE_SAMPLE_RATE`) is a catch-all
     /// rule after them; rule keeps are limited to `rate_limit` traces per second;
     /// without a matching rule the agent's rate for (service, `env`) decides.
-    pub fn new(
-        mut rules: Vec<SamplingRule>,
-        sample_rate: Option<f64>,
-        rate_limit: f64,
-        env: &str,
-    ) -> Self {
+    pub fn new(mut rules: Vec<SamplingRule>, sample_rate: Option<f64>, rate_limit: f64, env: &str) -> Self {
         if let Some(rate) = sample_rate {
             rules.push(SamplingRule::catch_all(rate));
         }
@@ -156,9 +151,7 @@ impl Sampler {
         }
         let rate = match self.agent_rates.read() {
             Ok(r) => r.rate_for(input.root.service, &self.env),
-            Err(poisoned) => poisoned
-                .into_inner()
-                .rate_for(input.root.service, &self.env),
+            Err(poisoned) => poisoned.into_inner().rate_for(input.root.service, &self.env),
         };
         let (rate, mechanism) = match rate {
             Some(r) => (r, Mechanism::AgentRate),
@@ -226,12 +219,7 @@ mod tests {
     fn agent_rate_applies_the_keep_rule() {
         let s = Sampler::new(vec![], None, 100.0, "prod");
         let body = br#"{"rate_by_service":{"service:web,env:prod":0.06}}"#;
-        s.set_agent_rates(
-            AgentRates::from_response(body)
-                .ok()
-                .flatten()
-                .unwrap_or_default(),
-        );
+        s.set_agent_rates(AgentRates::from_response(body).ok().flatten().unwrap_or_default());
         let now = Instant::now();
         // id 1 hashes to ≈0.0602 of the range: dropped at 0.06
         let d = s.decide(
@@ -262,12 +250,7 @@ mod tests {
 
     #[test]
     fn rules_keep_at_user_priority_and_are_rate_limited() {
-        let s = Sampler::new(
-            vec![SamplingRule::new(Some("web"), None, 1.0)],
-            None,
-            2.0,
-            "prod",
-        );
+        let s = Sampler::new(vec![SamplingRule::new(Some("web"), None, 1.0)], None, 2.0, "prod");
         let t0 = Instant::now();
         let pri: Vec<i8> = (1..=4u64)
             .map(|i| {
@@ -296,12 +279,7 @@ mod tests {
 
     #[test]
     fn sample_rate_is_a_catch_all_after_rules() {
-        let s = Sampler::new(
-            vec![SamplingRule::new(Some("db"), None, 1.0)],
-            Some(0.0),
-            100.0,
-            "prod",
-        );
+        let s = Sampler::new(vec![SamplingRule::new(Some("db"), None, 1.0)], Some(0.0), 100.0, "prod");
         let d = s.decide(
             &SamplingInput {
                 trace_id_low: 7,
@@ -318,10 +296,7 @@ mod tests {
     #[test]
     fn mechanism_round_trip() {
         assert_eq!(Mechanism::from_dm("-4"), Some(Mechanism::Propagated(4)));
-        assert_eq!(
-            Mechanism::from_dm("934086a686-4").map(Mechanism::as_dm),
-            Some("-4")
-        );
+        assert_eq!(Mechanism::from_dm("934086a686-4").map(Mechanism::as_dm), Some("-4"));
         assert_eq!(Mechanism::from_dm("4"), None);
         assert_eq!(Mechanism::from_dm("-x"), None);
     }

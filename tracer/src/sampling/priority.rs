@@ -53,21 +53,14 @@ impl AgentRates {
         let Some(rates) = value.get("rate_by_service") else {
             return Ok(None);
         };
-        let obj = rates
-            .as_object()
-            .ok_or("rate_by_service is not an object")?;
+        let obj = rates.as_object().ok_or("rate_by_service is not an object")?;
         let mut out = Self::default();
         for (k, v) in obj {
-            let rate = v
-                .as_f64()
-                .ok_or_else(|| format!("rate for {k:?} is not a number"))?;
+            let rate = v.as_f64().ok_or_else(|| format!("rate for {k:?} is not a number"))?;
             let rate = rate.clamp(0.0, 1.0);
             if k == DEFAULT_KEY {
                 out.default = Some(rate);
-            } else if let Some((service, env)) = k
-                .strip_prefix("service:")
-                .and_then(|rest| rest.split_once(",env:"))
-            {
+            } else if let Some((service, env)) = k.strip_prefix("service:").and_then(|rest| rest.split_once(",env:")) {
                 out.by_service
                     .entry(service.to_owned())
                     .or_default()
@@ -102,10 +95,7 @@ mod tests {
         // trace id 1: 1 × K = K = 1111111111111111111 ≈ 0.0602 × 2^64
         assert!(!sampled_by_rate(1, 0.06));
         assert!(sampled_by_rate(1, 0.061));
-        assert!(
-            sampled_by_rate(0, 0.0001),
-            "hash 0 is below any positive threshold"
-        );
+        assert!(sampled_by_rate(0, 0.0001), "hash 0 is below any positive threshold");
         assert!(!sampled_by_rate(0, 0.0));
         assert!(sampled_by_rate(u64::MAX, 1.0));
         assert!(!sampled_by_rate(12345, f64::NAN));
@@ -123,10 +113,7 @@ mod tests {
     #[test]
     fn agent_rates_parse_and_lookup() {
         let body = br#"{"rate_by_service":{"service:web,env:prod":0.5,"service:,env:":0.25}}"#;
-        let rates = AgentRates::from_response(body)
-            .ok()
-            .flatten()
-            .unwrap_or_default();
+        let rates = AgentRates::from_response(body).ok().flatten().unwrap_or_default();
         assert_eq!(rates.rate_for("web", "prod"), Some(0.5));
         assert_eq!(rates.rate_for("web", "staging"), Some(0.25));
         assert_eq!(AgentRates::from_response(b"{}"), Ok(None));

@@ -53,8 +53,7 @@ impl Glob {
                 },
             }
         }
-        p.get(pi..)
-            .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+        p.get(pi..).is_some_and(|rest| rest.iter().all(|c| *c == '*'))
     }
 }
 
@@ -157,8 +156,7 @@ struct RawRule {
 /// # Errors
 /// A message naming the rule and what is wrong with it.
 pub fn parse_rules(json: &str) -> Result<Vec<SamplingRule>, String> {
-    let raw: Vec<RawRule> =
-        serde_json::from_str(json).map_err(|e| format!("not a JSON array of rules: {e}"))?;
+    let raw: Vec<RawRule> = serde_json::from_str(json).map_err(|e| format!("not a JSON array of rules: {e}"))?;
     raw.into_iter()
         .enumerate()
         .map(|(i, r)| {
@@ -170,11 +168,7 @@ pub fn parse_rules(json: &str) -> Result<Vec<SamplingRule>, String> {
                 service: r.service.as_deref().map(Glob::new),
                 name: r.name.as_deref().map(Glob::new),
                 resource: r.resource.as_deref().map(Glob::new),
-                tags: r
-                    .tags
-                    .into_iter()
-                    .map(|(k, v)| (k, Glob::new(&v)))
-                    .collect(),
+                tags: r.tags.into_iter().map(|(k, v)| (k, Glob::new(&v))).collect(),
                 sample_rate: rate,
             })
         })
@@ -237,28 +231,15 @@ mod tests {
             Some(0.5),
             "missing tag: rule 2 does not match"
         );
-        let metrics = [
-            (Str::from("http.status_code"), 503.0),
-            (Str::from("tier"), 1.5),
-        ];
-        assert!(
-            !rules[1].matches(&input(&[], &metrics)),
-            "tier=1.5 is not integral"
-        );
+        let metrics = [(Str::from("http.status_code"), 503.0), (Str::from("tier"), 1.5)];
+        assert!(!rules[1].matches(&input(&[], &metrics)), "tier=1.5 is not integral");
     }
 
     #[test]
     fn bad_rules_are_errors() {
         assert!(parse_rules("{}").is_err());
-        assert!(
-            parse_rules(r#"[{"sample_rate":2}]"#)
-                .unwrap_err()
-                .contains("rule 0")
-        );
-        assert!(
-            parse_rules(r#"[{"servce":"x"}]"#).is_err(),
-            "unknown keys are typos"
-        );
+        assert!(parse_rules(r#"[{"sample_rate":2}]"#).unwrap_err().contains("rule 0"));
+        assert!(parse_rules(r#"[{"servce":"x"}]"#).is_err(), "unknown keys are typos");
         assert_eq!(parse_rules("[]"), Ok(vec![]));
     }
 }

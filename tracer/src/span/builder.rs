@@ -38,12 +38,7 @@ impl SpanBuilder {
     pub(crate) fn new(tracer: &'static TracerInner, name: Str) -> Self {
         Self {
             tracer,
-            data: SpanData::new(
-                TraceId::default(),
-                SpanId::default(),
-                SpanId::default(),
-                name,
-            ),
+            data: SpanData::new(TraceId::default(), SpanId::default(), SpanId::default(), name),
             parent: Parent::Current,
             start: None,
         }

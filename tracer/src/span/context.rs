@@ -82,11 +82,7 @@ impl SpanContext {
 
     /// Propagated `_dd.p.*` tags received from upstream.
     pub fn propagated_tags(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.trace
-            .tags
-            .propagated
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+        self.trace.tags.propagated.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// Makes this context current until the guard drops.
@@ -101,10 +97,7 @@ thread_local! {
 
 /// The innermost current span context of this thread, if any.
 pub(crate) fn current_context() -> Option<SpanContext> {
-    CURRENT
-        .try_with(|c| c.borrow().last().cloned())
-        .ok()
-        .flatten()
+    CURRENT.try_with(|c| c.borrow().last().cloned()).ok().flatten()
 }
 
 /// Guard of [`Span::enter`]: the span stays current on this thread until it drops.
@@ -117,9 +110,7 @@ pub struct Entered {
 
 impl std::fmt::Debug for Entered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entered")
-            .field("pushed", &self.pushed)
-            .finish()
+        f.debug_struct("Entered").field("pushed", &self.pushed).finish()
     }
 }
 

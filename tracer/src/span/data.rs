@@ -126,10 +126,7 @@ impl SpanData {
 
     /// A numeric tag.
     pub fn metric(&self, key: &str) -> Option<f64> {
-        self.metrics
-            .iter()
-            .find(|(k, _)| k.as_str() == key)
-            .map(|(_, v)| *v)
+        self.metrics.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| *v)
     }
 
     /// All string tags, in insertion order.

@@ -44,9 +44,7 @@ impl std::fmt::Debug for Span {
 
 impl Span {
     pub(crate) fn from_active(active: ActiveSpan) -> Self {
-        Self {
-            active: Some(active),
-        }
+        Self { active: Some(active) }
     }
 
     /// A span that records nothing.
@@ -61,27 +59,19 @@ impl Span {
 
     /// The trace id (zero for a no-op span).
     pub fn trace_id(&self) -> TraceId {
-        self.active
-            .as_ref()
-            .map(|a| a.data.trace_id)
-            .unwrap_or_default()
+        self.active.as_ref().map(|a| a.data.trace_id).unwrap_or_default()
     }
 
     /// The span id (zero for a no-op span).
     pub fn span_id(&self) -> SpanId {
-        self.active
-            .as_ref()
-            .map(|a| a.data.span_id)
-            .unwrap_or_default()
+        self.active.as_ref().map(|a| a.data.span_id).unwrap_or_default()
     }
 
     /// This span's context, to pass explicitly to children (also across threads), or
     /// `None` for a no-op span.
     pub fn context(&self) -> Option<SpanContext> {
         let a = self.active.as_ref()?;
-        let trace = a
-            .trace
-            .get_or_init(|| Arc::new(TraceState::for_local_root()));
+        let trace = a.trace.get_or_init(|| Arc::new(TraceState::for_local_root()));
         Some(SpanContext {
             trace_id: a.data.trace_id,
             span_id: a.data.span_id,
@@ -197,12 +187,7 @@ impl Span {
     }
 
     /// Marks the span as an error with explicit `error.type`, `error.message` and `error.stack`.
-    pub fn set_error_tags(
-        &mut self,
-        kind: impl Into<Str>,
-        message: impl Into<Str>,
-        stack: impl Into<Str>,
-    ) {
+    pub fn set_error_tags(&mut self, kind: impl Into<Str>, message: impl Into<Str>, stack: impl Into<Str>) {
         if let Some(d) = self.data_mut() {
             d.error = true;
             d.set_meta(Str::from_static("error.type"), kind.into());
@@ -239,8 +224,7 @@ impl Span {
                 tracer.emit(spans, None);
             }
             Some(trace) => {
-                if let Some(spans) = trace.finish_span(data, tracer.config.partial_flush_min_spans)
-                {
+                if let Some(spans) = trace.finish_span(data, tracer.config.partial_flush_min_spans) {
                     tracer.emit(SmallVec::from_vec(spans), Some(trace));
                 }
             }

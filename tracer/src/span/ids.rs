@@ -52,10 +52,7 @@ impl TraceId {
         if s.is_empty() || s.len() > 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        u128::from_str_radix(s, 16)
-            .ok()
-            .filter(|v| *v != 0)
-            .map(Self)
+        u128::from_str_radix(s, 16).ok().filter(|v| *v != 0).map(Self)
     }
 
     /// A new random id: the high half starts with the unix time in seconds (as Datadog's

@@ -25,12 +25,7 @@ fn decode(body: &[u8]) -> Vec<Vec<HashMap<String, Value>>> {
 #[test]
 fn payload_round_trips_with_standard_tags() {
     let tid = TraceId::from_parts(0x6b01_eedd_0000_0000, 7);
-    let mut root = SpanData::new(
-        tid,
-        SpanId::from_u64(1),
-        SpanId::from_u64(0),
-        Str::from("http.request"),
-    );
+    let mut root = SpanData::new(tid, SpanId::from_u64(1), SpanId::from_u64(0), Str::from("http.request"));
     root.top_level = true;
     root.local_root = true;
     root.measured = true;
@@ -40,12 +35,7 @@ fn payload_round_trips_with_standard_tags() {
     root.duration = 1500;
     root.set_meta(Str::from("http.method"), Str::from("GET"));
     root.set_meta(Str::from("env"), Str::from("override"));
-    let mut child = SpanData::new(
-        tid,
-        SpanId::from_u64(2),
-        SpanId::from_u64(1),
-        Str::from("db.query"),
-    );
+    let mut child = SpanData::new(tid, SpanId::from_u64(2), SpanId::from_u64(1), Str::from("db.query"));
     child.service = Some(Str::from("db"));
     child.error = true;
     child.set_metric(Str::from("rows"), 3.0);
@@ -100,10 +90,7 @@ fn payload_round_trips_with_standard_tags() {
     assert_eq!(c["resource"], "db.query");
     assert_eq!(c["error"], 1);
     assert_eq!(c["meta"]["env"], "prod");
-    assert!(
-        c["meta"].get("version").is_none(),
-        "version only on the main service"
-    );
+    assert!(c["meta"].get("version").is_none(), "version only on the main service");
     assert!(
         c["meta"].get("_dd.p.tid").is_none(),
         "chunk tags only on the first span"
