@@ -51,6 +51,9 @@ pub mod sampling;
 mod span;
 mod tracer;
 
+#[cfg(test)]
+mod tests;
+
 pub use config::{AgentEndpoint, ConfigError, TracerConfig};
 pub use export::FlushError;
 pub use health::Health;

@@ -118,6 +118,31 @@ impl Tracer {
         Ok(Self { inner })
     }
 
+    /// A tracer whose chunks stay in its queue, for the crate's own tests.
+    #[cfg(test)]
+    pub(crate) fn without_worker(config: TracerConfig) -> Self {
+        let sampler = Sampler::new(Vec::new(), None, 100.0, "");
+        let inner: &'static TracerInner = Box::leak(Box::new(TracerInner {
+            service: Str::from(config.service.clone()).into_shared(),
+            queue: ChunkQueue::new(config.queue_capacity),
+            sampler,
+            counters: Counters::default(),
+            problems: ProblemLog::default(),
+            shut_down: AtomicBool::new(false),
+            worker: Mutex::new(None),
+            worker_thread: OnceLock::new(),
+            runtime_id: runtime_id(),
+            config,
+        }));
+        Self { inner }
+    }
+
+    /// Pops the next queued chunk (tests only).
+    #[cfg(test)]
+    pub(crate) fn pop_chunk(&self) -> Option<Vec<SpanData>> {
+        self.inner.queue.pop().map(|c| c.spans.into_vec())
+    }
+
     /// Builds a tracer from the `DD_*` environment variables.
     ///
     /// # Errors

@@ -128,6 +128,9 @@ impl ChunkQueue {
 
     /// Pushes without blocking. `Ok(true)` when the queue is half full and the worker
     /// should be woken (reported once until the worker has drained).
+    // The chunk is returned by value on purpose: it lives inline (no allocation for a
+    // single-span trace) and the caller drops it.
+    #[allow(clippy::result_large_err)]
     pub(crate) fn push(&self, chunk: Chunk) -> Result<bool, Chunk> {
         self.queue.push(chunk)?;
         let wake = self.queue.len() >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel);
