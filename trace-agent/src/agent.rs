@@ -98,10 +98,8 @@ pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
         return Err(RunError::NoListener);
     }
     let stats = Arc::new(AgentStats::default());
-    let (pipeline, pipeline_task) = spawn_pipeline(
-        config.pipeline_capacity,
-        CountingSink::new(Arc::clone(&stats.sink)),
-    );
+    let (pipeline, pipeline_task) =
+        spawn_pipeline(config.pipeline_capacity, CountingSink::new(Arc::clone(&stats.sink)));
     let rates = Arc::new(RatesTable::new());
     let decoders = config.decoders.max(1);
     let state = Arc::new(AppState {
@@ -134,13 +132,9 @@ pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
             let _ = l.await;
         }
         if let Ok(g) = Arc::try_unwrap(graceful)
-            && tokio::time::timeout(drain_timeout, g.shutdown())
-                .await
-                .is_err()
+            && tokio::time::timeout(drain_timeout, g.shutdown()).await.is_err()
         {
-            tracing::warn!(
-                "in-flight requests did not finish within {drain_timeout:?}; closing them"
-            );
+            tracing::warn!("in-flight requests did not finish within {drain_timeout:?}; closing them");
         }
         // Dropping the last state drops the pipeline sender: the sink drains and flushes.
         drop(state);

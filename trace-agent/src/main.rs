@@ -7,11 +7,7 @@ use clap::{Parser, Subcommand};
 use trace_agent::config::{self, AgentConfig, ProcessEnv};
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "trace-agent",
-    version,
-    about = "Datadog-compatible trace agent"
-)]
+#[command(name = "trace-agent", version, about = "Datadog-compatible trace agent")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -72,9 +68,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Run { config, port } => run(config.as_deref(), port),
-        Command::Status { config, port, json } => {
-            trace_agent_cli::status(config.as_deref(), port, json)
-        }
+        Command::Status { config, port, json } => trace_agent_cli::status(config.as_deref(), port, json),
         Command::Config { config } => load(config.as_deref(), None).map(|c| {
             for w in &c.warnings {
                 eprintln!("warning: {w}");
@@ -110,18 +104,13 @@ fn run(path: Option<&std::path::Path>, port: Option<u16>) -> Result<(), String> 
             wait_for_signal().await;
             let _ = tx.send(true);
         });
-        trace_agent::run(config, rx)
-            .await
-            .map_err(|e| e.to_string())
+        trace_agent::run(config, rx).await.map_err(|e| e.to_string())
     })
 }
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => {}
@@ -139,21 +128,16 @@ mod trace_agent_cli {
     use super::load;
 
     #[allow(clippy::print_stdout)]
-    pub(super) fn status(
-        path: Option<&std::path::Path>,
-        port: Option<u16>,
-        json: bool,
-    ) -> Result<(), String> {
+    pub(super) fn status(path: Option<&std::path::Path>, port: Option<u16>, json: bool) -> Result<(), String> {
         let config = load(path, port)?;
         let port = config.receiver_port;
         let snapshot = trace_agent::status::fetch_status(port).map_err(|e| {
-            format!("cannot reach the trace agent on 127.0.0.1:{port} ({e}); is it running? start it with `trace-agent run`")
+            format!(
+                "cannot reach the trace agent on 127.0.0.1:{port} ({e}); is it running? start it with `trace-agent run`"
+            )
         })?;
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&snapshot).unwrap_or_default()
-            );
+            println!("{}", serde_json::to_string_pretty(&snapshot).unwrap_or_default());
         } else {
             print!("{}", trace_agent::status::render(&snapshot));
         }

@@ -80,10 +80,7 @@ pub type PipelineSender = mpsc::Sender<ProcessedPayload>;
 
 /// Starts the sink task behind a channel of `capacity` payloads. The task ends (after
 /// draining and [`ChunkSink::flush`]) when every sender is dropped.
-pub fn spawn_pipeline<S: ChunkSink>(
-    capacity: usize,
-    mut sink: S,
-) -> (PipelineSender, JoinHandle<()>) {
+pub fn spawn_pipeline<S: ChunkSink>(capacity: usize, mut sink: S) -> (PipelineSender, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<ProcessedPayload>(capacity.max(1));
     let handle = tokio::spawn(async move {
         while let Some(p) = rx.recv().await {

@@ -56,6 +56,8 @@ pub struct AgentStats {
     last_error: Mutex<Option<(u64, String)>>,
     /// `/info` requests served.
     pub info_requests: AtomicU64,
+    /// Requests being handled right now.
+    pub in_flight: AtomicU64,
     /// What the next stage consumed.
     pub sink: std::sync::Arc<SinkCounters>,
 }
@@ -68,6 +70,7 @@ impl Default for AgentStats {
             drops: Mutex::default(),
             last_error: Mutex::default(),
             info_requests: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
             sink: std::sync::Arc::default(),
         }
     }
@@ -92,6 +95,8 @@ pub struct StatusSnapshot {
     pub upstream: String,
     /// `/info` requests served.
     pub info_requests: u64,
+    /// Requests being handled at the time of the snapshot.
+    pub in_flight: u64,
     /// Last error: unix seconds and message.
     pub last_error: Option<(u64, String)>,
 }
@@ -99,15 +104,13 @@ pub struct StatusSnapshot {
 impl StatusSnapshot {
     /// Sum of received counts over every tracer.
     pub fn total_received(&self) -> ReceivedCounts {
-        self.received
-            .iter()
-            .fold(ReceivedCounts::default(), |mut acc, (_, c)| {
-                acc.payloads += c.payloads;
-                acc.traces += c.traces;
-                acc.spans += c.spans;
-                acc.bytes += c.bytes;
-                acc
-            })
+        self.received.iter().fold(ReceivedCounts::default(), |mut acc, (_, c)| {
+            acc.payloads += c.payloads;
+            acc.traces += c.traces;
+            acc.spans += c.spans;
+            acc.bytes += c.bytes;
+            acc
+        })
     }
 
     /// Total traces dropped for `reason`.
@@ -142,9 +145,7 @@ impl AgentStats {
 
     /// Remembers the last error.
     pub fn record_error(&self, message: String) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         *lock(&self.last_error) = Some((now, message));
     }
 
@@ -167,6 +168,7 @@ impl AgentStats {
             },
             upstream: "no upstream writer yet: processed traces are counted, not sent".to_owned(),
             info_requests: self.info_requests.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
             last_error: lock(&self.last_error).clone(),
         }
     }
@@ -205,9 +207,7 @@ pub fn fetch_status(port: u16) -> Result<StatusSnapshot, FetchError> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| FetchError::Reply("no HTTP header".to_owned()))?;
     if !head.starts_with("HTTP/1.1 200") {
-        return Err(FetchError::Reply(
-            head.lines().next().unwrap_or("").to_owned(),
-        ));
+        return Err(FetchError::Reply(head.lines().next().unwrap_or("").to_owned()));
     }
     serde_json::from_str(body).map_err(|e| FetchError::Reply(e.to_string()))
 }
@@ -216,11 +216,7 @@ pub fn fetch_status(port: u16) -> Result<StatusSnapshot, FetchError> {
 pub fn render(s: &StatusSnapshot) -> String {
     use std::fmt::Write;
     let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "Trace Agent (Datadog-compatible, agent version {})",
-        s.version
-    );
+    let _ = writeln!(o, "Trace Agent (Datadog-compatible, agent version {})", s.version);
     let _ = writeln!(o, "  Uptime: {} s", s.uptime_seconds);
     let _ = writeln!(o, "  Listening on: {}", s.listening.join(", "));
     let _ = writeln!(o, "\nReceiver (since start)");
@@ -229,23 +225,13 @@ pub fn render(s: &StatusSnapshot) -> String {
             o,
             "  No traces received yet. Point your tracer at one of the addresses above"
         );
-        let _ = writeln!(
-            o,
-            "  (DD_TRACE_AGENT_URL / DD_AGENT_HOST + DD_TRACE_AGENT_PORT)."
-        );
+        let _ = writeln!(o, "  (DD_TRACE_AGENT_URL / DD_AGENT_HOST + DD_TRACE_AGENT_PORT).");
     }
     for (k, c) in &s.received {
         let _ = writeln!(
             o,
             "  service {:?} from {} {} (tracer {}): {} payloads, {} traces, {} spans, {} bytes",
-            k.service,
-            k.lang,
-            k.lang_version,
-            k.tracer_version,
-            c.payloads,
-            c.traces,
-            c.spans,
-            c.bytes
+            k.service, k.lang, k.lang_version, k.tracer_version, c.payloads, c.traces, c.spans, c.bytes
         );
     }
     let _ = writeln!(o, "\nDropped");

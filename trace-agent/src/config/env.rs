@@ -20,9 +20,7 @@ impl EnvSource for ProcessEnv {
 
 impl EnvSource for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name)
-            .filter(|v| !v.trim().is_empty())
-            .cloned()
+        HashMap::get(self, name).filter(|v| !v.trim().is_empty()).cloned()
     }
 }
 

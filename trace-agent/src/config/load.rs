@@ -67,11 +67,7 @@ impl Ctx<'_> {
             if let Some(v) = self.env.get(var) {
                 let parsed = parse(&v).map_err(|message| ConfigError::Env {
                     var: (*var).to_owned(),
-                    value: if var.contains("KEY") {
-                        mask(&v)
-                    } else {
-                        v.clone()
-                    },
+                    value: if var.contains("KEY") { mask(&v) } else { v.clone() },
                     message,
                 })?;
                 self.config
@@ -81,9 +77,7 @@ impl Ctx<'_> {
             }
         }
         if let (Some(value), Some(path)) = (file, &self.file) {
-            self.config
-                .origins
-                .insert(key.to_owned(), Origin::File(path.clone()));
+            self.config.origins.insert(key.to_owned(), Origin::File(path.clone()));
             return Ok(Some(value));
         }
         Ok(None)
@@ -94,9 +88,7 @@ fn num<T: FromStr>(v: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
 {
-    v.trim()
-        .parse::<T>()
-        .map_err(|e| format!("not a valid number: {e}"))
+    v.trim().parse::<T>().map_err(|e| format!("not a valid number: {e}"))
 }
 
 fn boolean(v: &str) -> Result<bool, String> {
@@ -135,8 +127,7 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
             if text.trim().is_empty() {
                 RawFile::default()
             } else {
-                let value: serde_norway::Value =
-                    serde_norway::from_str(&text).map_err(parse_err)?;
+                let value: serde_norway::Value = serde_norway::from_str(&text).map_err(parse_err)?;
                 for key in unknown_keys(&value) {
                     warnings.push(format!("{}: unknown key '{key}' ignored", p.display()));
                 }
@@ -186,12 +177,7 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
             normalized
         };
     }
-    if let Some(v) = c.pick(
-        "apm_config.enabled",
-        &["DD_APM_ENABLED"],
-        apm.enabled,
-        boolean,
-    )? {
+    if let Some(v) = c.pick("apm_config.enabled", &["DD_APM_ENABLED"], apm.enabled, boolean)? {
         c.config.enabled = v;
     }
     let non_local = c.pick(
@@ -203,9 +189,7 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     let bind_host = c.pick("bind_host", &["DD_BIND_HOST"], raw.bind_host, string)?;
     if non_local == Some(true) {
         c.config.receiver_host = "0.0.0.0".to_owned();
-        c.config
-            .origins
-            .insert("bind_host".to_owned(), Origin::Default);
+        c.config.origins.insert("bind_host".to_owned(), Origin::Default);
     } else if let Some(h) = bind_host {
         c.config.receiver_host = h;
     }
@@ -250,12 +234,8 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     {
         c.config.max_payload_size = v;
     }
-    if let Some(v) = c.pick(
-        "apm_config.decoders",
-        &["DD_APM_DECODERS"],
-        apm.decoders,
-        num::<usize>,
-    )? && v > 0
+    if let Some(v) = c.pick("apm_config.decoders", &["DD_APM_DECODERS"], apm.decoders, num::<usize>)?
+        && v > 0
     {
         c.config.decoders = v;
     }
@@ -277,12 +257,7 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     {
         c.config.max_connections = v;
     }
-    if let Some(v) = c.pick(
-        "apm_config.extra_sample_rate",
-        &[],
-        apm.extra_sample_rate,
-        num,
-    )? {
+    if let Some(v) = c.pick("apm_config.extra_sample_rate", &[], apm.extra_sample_rate, num)? {
         c.config.extra_sample_rate = v;
     }
     let tps = apm.target_traces_per_second.or(apm.max_traces_per_second);
@@ -349,22 +324,15 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     )? {
         c.config.replace_tags = v;
     }
-    if let Some(v) = c.pick("apm_config.global_tags", &[], apm.global_tags, |_| {
-        Err(String::new())
-    })? {
+    if let Some(v) = c.pick("apm_config.global_tags", &[], apm.global_tags, |_| Err(String::new()))? {
         c.config.global_tags = v;
     }
-    if let Some(v) = c.pick(
-        "apm_config.features",
-        &["DD_APM_FEATURES"],
-        apm.features,
-        |v| {
-            Ok(v.split([',', ' '])
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect())
-        },
-    )? {
+    if let Some(v) = c.pick("apm_config.features", &["DD_APM_FEATURES"], apm.features, |v| {
+        Ok(v.split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect())
+    })? {
         c.config.features = v;
     }
     let http = obf.http.unwrap_or_default();

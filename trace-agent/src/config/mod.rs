@@ -199,35 +199,17 @@ impl AgentConfig {
                 .as_ref()
                 .map_or_else(|| "(off)".to_owned(), |p| p.display().to_string()),
         );
-        line(
-            "apm_config.receiver_timeout",
-            format!("{:?}", self.receiver_timeout),
-        );
-        line(
-            "apm_config.max_payload_size",
-            self.max_payload_size.to_string(),
-        );
+        line("apm_config.receiver_timeout", format!("{:?}", self.receiver_timeout));
+        line("apm_config.max_payload_size", self.max_payload_size.to_string());
         line("apm_config.decoders", self.decoders.to_string());
-        line(
-            "apm_config.decoder_timeout",
-            format!("{:?}", self.decoder_timeout),
-        );
-        line(
-            "apm_config.max_connections",
-            self.max_connections.to_string(),
-        );
-        line(
-            "apm_config.extra_sample_rate",
-            self.extra_sample_rate.to_string(),
-        );
+        line("apm_config.decoder_timeout", format!("{:?}", self.decoder_timeout));
+        line("apm_config.max_connections", self.max_connections.to_string());
+        line("apm_config.extra_sample_rate", self.extra_sample_rate.to_string());
         line(
             "apm_config.max_traces_per_second",
             self.max_traces_per_second.to_string(),
         );
-        line(
-            "apm_config.ignore_resources",
-            format!("{:?}", self.ignore_resources),
-        );
+        line("apm_config.ignore_resources", format!("{:?}", self.ignore_resources));
         line(
             "apm_config.filter_tags.require",
             format!("{:?}", self.filter_tags_require),
@@ -244,10 +226,7 @@ impl AgentConfig {
             "apm_config.filter_tags_regex.reject",
             format!("{:?}", self.filter_tags_regex_reject),
         );
-        line(
-            "apm_config.replace_tags",
-            format!("{:?}", self.replace_tags),
-        );
+        line("apm_config.replace_tags", format!("{:?}", self.replace_tags));
         line("apm_config.global_tags", format!("{:?}", self.global_tags));
         line("apm_config.features", format!("{:?}", self.features));
         let o = &self.obfuscation;
@@ -259,10 +238,7 @@ impl AgentConfig {
             "apm_config.obfuscation.http.remove_paths_with_digits",
             o.http_remove_paths_with_digits.to_string(),
         );
-        line(
-            "apm_config.obfuscation.redis.enabled",
-            o.redis_enabled.to_string(),
-        );
+        line("apm_config.obfuscation.redis.enabled", o.redis_enabled.to_string());
         line(
             "apm_config.obfuscation.redis.remove_all_args",
             o.redis_remove_all_args.to_string(),

@@ -57,16 +57,9 @@ impl Encoding {
     /// Classifies a `Content-Type` header value.
     pub fn from_content_type(value: Option<&str>) -> Self {
         let Some(v) = value else { return Self::Json };
-        let media = v
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
+        let media = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         match media.as_str() {
-            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => {
-                Self::Msgpack
-            }
+            "application/msgpack" | "application/x-msgpack" | "application/vnd.msgpack" => Self::Msgpack,
             "application/json" | "text/json" | "" => Self::Json,
             _ => Self::Unknown,
         }
@@ -80,11 +73,7 @@ impl Encoding {
 ///
 /// # Errors
 /// A [`DecodeError`] saying what was wrong and where.
-pub fn decode_payload(
-    version: ApiVersion,
-    encoding: Encoding,
-    body: &Bytes,
-) -> Result<TracerPayload, DecodeError> {
+pub fn decode_payload(version: ApiVersion, encoding: Encoding, body: &Bytes) -> Result<TracerPayload, DecodeError> {
     let chunks = match (version, encoding) {
         (ApiVersion::V07, _) => return v07::decode(body),
         (ApiVersion::V05, _) => v05::decode(body)?,

@@ -76,10 +76,7 @@ impl<'b> Reader<'b> {
     }
 
     fn err(&self, kind: ReadErrorKind) -> ReadError {
-        ReadError {
-            kind,
-            offset: self.pos,
-        }
+        ReadError { kind, offset: self.pos }
     }
 
     fn take(&mut self, n: usize) -> Result<&'b [u8], ReadError> {
@@ -295,9 +292,7 @@ impl<'b> Reader<'b> {
 
     fn skip_depth(&mut self, depth: u32) -> Result<(), ReadError> {
         if depth >= MAX_SKIP_DEPTH {
-            return Err(self.err(ReadErrorKind::TooDeep {
-                max: MAX_SKIP_DEPTH,
-            }));
+            return Err(self.err(ReadErrorKind::TooDeep { max: MAX_SKIP_DEPTH }));
         }
         let at = self.pos;
         let m = self.peek_marker()?;

@@ -35,9 +35,7 @@ pub(crate) fn decode_trace(r: &mut Reader<'_>, t: usize) -> Result<Vec<Span>, De
 
 /// Decodes one span map, skipping unknown keys.
 pub(crate) fn decode_span(r: &mut Reader<'_>, t: usize, s: usize) -> Result<Span, DecodeError> {
-    let fields = r
-        .map_len()
-        .map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
+    let fields = r.map_len().map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
     let mut span = Span::default();
     for _ in 0..fields {
         let key = r
@@ -92,8 +90,7 @@ pub(crate) fn decode_span(r: &mut Reader<'_>, t: usize, s: usize) -> Result<Span
                     "span_events"
                 };
                 let raw = r.raw_value().map_err(|e| e.at(field(name)))?;
-                span.raw_fields
-                    .push((crate::span::Str::from_static(name), raw));
+                span.raw_fields.push((crate::span::Str::from_static(name), raw));
             }
             _ => r.skip().map_err(|e| {
                 let k = String::from_utf8_lossy(key).into_owned();

@@ -20,27 +20,17 @@ pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
     let top = r.array_len().map_err(|e| e.at(|| "payload".to_owned()))?;
     if top != 2 {
         return Err(ReadError {
-            kind: ReadErrorKind::ArrayLen {
-                expected: 2,
-                got: top,
-            },
+            kind: ReadErrorKind::ArrayLen { expected: 2, got: top },
             offset: at,
         }
         .at(|| "payload: [string_table, traces]".to_owned()));
     }
-    let n = r
-        .array_len()
-        .map_err(|e| e.at(|| "string table".to_owned()))?;
+    let n = r.array_len().map_err(|e| e.at(|| "string table".to_owned()))?;
     let mut table = Vec::with_capacity(n);
     for i in 0..n {
-        table.push(
-            r.str()
-                .map_err(|e| e.at(|| format!("string table entry {i}")))?,
-        );
+        table.push(r.str().map_err(|e| e.at(|| format!("string table entry {i}")))?);
     }
-    let n = r
-        .array_len()
-        .map_err(|e| e.at(|| "list of traces".to_owned()))?;
+    let n = r.array_len().map_err(|e| e.at(|| "list of traces".to_owned()))?;
     let mut chunks = Vec::with_capacity(n);
     for t in 0..n {
         let count = r.array_len().map_err(|e| e.at(|| format!("trace {t}")))?;
@@ -71,9 +61,7 @@ fn string(r: &mut Reader<'_>, table: &[Str]) -> Result<Str, ReadError> {
 
 fn decode_span(r: &mut Reader<'_>, table: &[Str], t: usize, s: usize) -> Result<Span, DecodeError> {
     let at = r.pos();
-    let n = r
-        .array_len()
-        .map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
+    let n = r.array_len().map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
     if n != SPAN_FIELDS {
         return Err(ReadError {
             kind: ReadErrorKind::ArrayLen {

@@ -14,25 +14,15 @@ use crate::span::{Str, Tags, TraceChunk, TracerPayload};
 pub fn decode(body: &Bytes) -> Result<TracerPayload, DecodeError> {
     let mut r = Reader::new(body);
     let mut p = TracerPayload::default();
-    let n = r
-        .map_len()
-        .map_err(|e| e.at(|| "tracer payload".to_owned()))?;
+    let n = r.map_len().map_err(|e| e.at(|| "tracer payload".to_owned()))?;
     for _ in 0..n {
-        let key = r
-            .key()
-            .map_err(|e| e.at(|| "tracer payload: field name".to_owned()))?;
+        let key = r.key().map_err(|e| e.at(|| "tracer payload: field name".to_owned()))?;
         let field = |name: &'static str| move || format!("tracer payload: field '{name}'");
         match key {
             b"container_id" => p.container_id = r.str().map_err(|e| e.at(field("container_id")))?,
-            b"language_name" => {
-                p.language_name = r.str().map_err(|e| e.at(field("language_name")))?
-            }
-            b"language_version" => {
-                p.language_version = r.str().map_err(|e| e.at(field("language_version")))?
-            }
-            b"tracer_version" => {
-                p.tracer_version = r.str().map_err(|e| e.at(field("tracer_version")))?
-            }
+            b"language_name" => p.language_name = r.str().map_err(|e| e.at(field("language_name")))?,
+            b"language_version" => p.language_version = r.str().map_err(|e| e.at(field("language_version")))?,
+            b"tracer_version" => p.tracer_version = r.str().map_err(|e| e.at(field("tracer_version")))?,
             b"runtime_id" => p.runtime_id = r.str().map_err(|e| e.at(field("runtime_id")))?,
             b"env" => p.env = r.str().map_err(|e| e.at(field("env")))?,
             b"hostname" => p.hostname = r.str().map_err(|e| e.at(field("hostname")))?,
@@ -68,17 +58,13 @@ fn decode_chunk(r: &mut Reader<'_>, c: usize) -> Result<TraceChunk, DecodeError>
     let mut chunk = TraceChunk::from_spans(Vec::new());
     let n = r.map_len().map_err(|e| e.at(|| format!("chunk {c}")))?;
     for _ in 0..n {
-        let key = r
-            .key()
-            .map_err(|e| e.at(|| format!("chunk {c}: field name")))?;
+        let key = r.key().map_err(|e| e.at(|| format!("chunk {c}: field name")))?;
         let field = |name: &'static str| move || format!("chunk {c}: field '{name}'");
         match key {
             b"priority" => chunk.priority = r.i32().map_err(|e| e.at(field("priority")))?,
             b"origin" => chunk.origin = r.str().map_err(|e| e.at(field("origin")))?,
             b"tags" => chunk.tags = str_map(r).map_err(|e| e.at(field("tags")))?,
-            b"dropped_trace" => {
-                chunk.dropped_trace = r.bool().map_err(|e| e.at(field("dropped_trace")))?
-            }
+            b"dropped_trace" => chunk.dropped_trace = r.bool().map_err(|e| e.at(field("dropped_trace")))?,
             b"spans" => {
                 let n = r.array_len().map_err(|e| e.at(field("spans")))?;
                 chunk.spans.reserve_exact(n);
@@ -86,9 +72,7 @@ fn decode_chunk(r: &mut Reader<'_>, c: usize) -> Result<TraceChunk, DecodeError>
                     chunk.spans.push(decode_span(r, c, s)?);
                 }
             }
-            _ => r
-                .skip()
-                .map_err(|e| e.at(|| format!("chunk {c}: unknown field")))?,
+            _ => r.skip().map_err(|e| e.at(|| format!("chunk {c}: unknown field")))?,
         }
     }
     Ok(chunk)

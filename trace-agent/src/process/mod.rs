@@ -107,10 +107,7 @@ pub fn process_payload(
             return false;
         };
         if chunk.priority == PRIORITY_NONE
-            && let Some(p) = chunk
-                .spans
-                .iter()
-                .find_map(|s| s.metric("_sampling_priority_v1"))
+            && let Some(p) = chunk.spans.iter().find_map(|s| s.metric("_sampling_priority_v1"))
         {
             chunk.priority = p as i32;
         }

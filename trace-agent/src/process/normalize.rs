@@ -132,9 +132,7 @@ fn normalize_tag_impl(s: &str, remove_leading_invalid: bool) -> Cow<'_, str> {
             }
         }
         let legal_start = c.is_alphabetic() || c == ':';
-        if legal_start
-            || (!(remove_leading_invalid && chars == 0)
-                && (c.is_numeric() || matches!(c, '.' | '/' | '-')))
+        if legal_start || (!(remove_leading_invalid && chars == 0) && (c.is_numeric() || matches!(c, '.' | '/' | '-')))
         {
             if cut {
                 out.push('_');
@@ -237,10 +235,7 @@ pub fn normalize_span(span: &mut Span, lang: &str, now_ns: i64, config: &Normali
         span.service = Str::from(service);
     }
     for key in ["peer.service", "_dd.base_service"] {
-        if let Some(pos) = span
-            .meta
-            .iter()
-            .rposition(|(k, _)| k.as_ref() as &str == key)
+        if let Some(pos) = span.meta.iter().rposition(|(k, _)| k.as_ref() as &str == key)
             && let Some((_, v)) = span.meta.get_mut(pos)
         {
             let normalized = normalize_tag_value(truncate_utf8(v, MAX_SERVICE_LEN)).into_owned();
@@ -263,8 +258,7 @@ pub fn normalize_span(span: &mut Span, lang: &str, now_ns: i64, config: &Normali
     if span.resource.is_empty() {
         span.resource = span.name.clone();
     } else if span.resource.len() > config.max_resource_len {
-        span.resource =
-            Str::from(truncate_utf8(&span.resource, config.max_resource_len).to_owned());
+        span.resource = Str::from(truncate_utf8(&span.resource, config.max_resource_len).to_owned());
     }
     if span.parent_id == span.trace_id && span.parent_id == span.span_id {
         span.parent_id = 0;
@@ -281,10 +275,7 @@ pub fn normalize_span(span: &mut Span, lang: &str, now_ns: i64, config: &Normali
     if span.r#type.len() > MAX_TYPE_LEN {
         span.r#type = Str::from(truncate_utf8(&span.r#type, MAX_TYPE_LEN).to_owned());
     }
-    if let Some(pos) = span
-        .meta
-        .iter()
-        .rposition(|(k, _)| k.as_ref() as &str == "env")
+    if let Some(pos) = span.meta.iter().rposition(|(k, _)| k.as_ref() as &str == "env")
         && let Some((_, v)) = span.meta.get_mut(pos)
     {
         let n = normalize_tag_value(v);

@@ -96,10 +96,7 @@ pub fn is_credit_card(value: &str, luhn: bool) -> bool {
     if b.len() < 12 || b.len() > 40 || !b.first().is_some_and(u8::is_ascii_digit) {
         return false;
     }
-    if !b
-        .iter()
-        .all(|c| c.is_ascii_digit() || *c == b' ' || *c == b'-')
-    {
+    if !b.iter().all(|c| c.is_ascii_digit() || *c == b' ' || *c == b'-') {
         return false;
     }
     credit_cards::is_card_number(value, luhn)
@@ -111,11 +108,7 @@ pub fn strip_url_credentials(value: &str) -> Option<String> {
     let rest = value.get(scheme_end..)?;
     let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let at = rest.get(..authority_end)?.rfind('@')?;
-    Some(format!(
-        "{}{}",
-        value.get(..scheme_end)?,
-        rest.get(at + 1..)?
-    ))
+    Some(format!("{}{}", value.get(..scheme_end)?, rest.get(at + 1..)?))
 }
 
 fn set(field: &mut Str, value: String) {
@@ -181,8 +174,7 @@ pub fn obfuscate_span(span: &mut Span, config: &ObfuscationConfig) {
         "memcached" if config.memcached_enabled => {
             for (k, v) in &mut span.meta {
                 if k.as_ref() as &str == "memcached.command"
-                    && let Some(o) =
-                        memcached::obfuscate_memcached(v, config.memcached_keep_command)
+                    && let Some(o) = memcached::obfuscate_memcached(v, config.memcached_keep_command)
                 {
                     set(v, o);
                 }

@@ -33,10 +33,7 @@ fn set_flag(metrics: &mut Tags<f64>, on: bool) {
 /// Marks top-level spans (`_top_level = 1`): roots, orphans, and spans whose parent has a
 /// different service.
 pub fn compute_top_level(spans: &mut [Span]) {
-    let services: HashMap<u64, crate::span::Str> = spans
-        .iter()
-        .map(|s| (s.span_id, s.service.clone()))
-        .collect();
+    let services: HashMap<u64, crate::span::Str> = spans.iter().map(|s| (s.span_id, s.service.clone())).collect();
     for span in spans.iter_mut() {
         let top = span.parent_id == 0
             || services

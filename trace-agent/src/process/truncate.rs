@@ -13,8 +13,7 @@ fn cut(s: &Str, max: usize) -> Option<Str> {
 }
 
 fn exempt(key: &str) -> bool {
-    key.starts_with("_dd.")
-        && (key.ends_with(".json") || key.ends_with(".msgpack") || key.ends_with(".protobuf"))
+    key.starts_with("_dd.") && (key.ends_with(".json") || key.ends_with(".msgpack") || key.ends_with(".protobuf"))
 }
 
 /// Truncates over-long meta keys/values and metric keys of `span`.

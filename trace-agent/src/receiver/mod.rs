@@ -35,10 +35,7 @@ pub fn compile_process_config(config: &AgentConfig) -> Result<ProcessConfig, Con
     let ignore_resources = if config.ignore_resources.is_empty() {
         None
     } else {
-        Some(
-            RegexSet::new(&config.ignore_resources)
-                .map_err(|e| invalid("apm_config.ignore_resources", e))?,
-        )
+        Some(RegexSet::new(&config.ignore_resources).map_err(|e| invalid("apm_config.ignore_resources", e))?)
     };
     let regex_rules = |key: &str, v: &[String]| -> Result<Vec<TagRegexRule>, ConfigError> {
         v.iter()
@@ -47,24 +44,13 @@ pub fn compile_process_config(config: &AgentConfig) -> Result<ProcessConfig, Con
     };
     let filters = Filters {
         ignore_resources,
-        require: config
-            .filter_tags_require
-            .iter()
-            .map(|s| TagRule::parse(s))
-            .collect(),
-        reject: config
-            .filter_tags_reject
-            .iter()
-            .map(|s| TagRule::parse(s))
-            .collect(),
+        require: config.filter_tags_require.iter().map(|s| TagRule::parse(s)).collect(),
+        reject: config.filter_tags_reject.iter().map(|s| TagRule::parse(s)).collect(),
         require_regex: regex_rules(
             "apm_config.filter_tags_regex.require",
             &config.filter_tags_regex_require,
         )?,
-        reject_regex: regex_rules(
-            "apm_config.filter_tags_regex.reject",
-            &config.filter_tags_regex_reject,
-        )?,
+        reject_regex: regex_rules("apm_config.filter_tags_regex.reject", &config.filter_tags_regex_reject)?,
     };
     let mut replace_rules = Vec::with_capacity(config.replace_tags.len());
     for r in &config.replace_tags {
@@ -86,11 +72,7 @@ pub fn compile_process_config(config: &AgentConfig) -> Result<ProcessConfig, Con
         obfuscation: config.obfuscation.clone(),
         filters,
         replace_rules,
-        global_tags: config
-            .global_tags
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        global_tags: config.global_tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         default_env: config.default_env.clone(),
     })
 }

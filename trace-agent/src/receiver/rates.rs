@@ -37,9 +37,7 @@ pub fn rate_key(service: &str, env: &str) -> String {
 impl RatesTable {
     /// A table holding only the default rate 1.0.
     pub fn new() -> Self {
-        let started = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let started = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut inner = Inner {
             rates: BTreeMap::new(),
             counter: 0,
@@ -56,21 +54,15 @@ impl RatesTable {
     }
 
     fn with_write<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
-        let mut g = self
-            .inner
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut g = self.inner.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut g)
     }
 
     fn refresh(started: u64, i: &mut Inner) {
         i.counter += 1;
         i.version = format!("{started:x}-{:x}", i.counter);
-        let rates: serde_json::Map<String, serde_json::Value> = i
-            .rates
-            .iter()
-            .map(|(k, v)| (k.clone(), serde_json::json!(v)))
-            .collect();
+        let rates: serde_json::Map<String, serde_json::Value> =
+            i.rates.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
         i.body = serde_json::json!({ "rate_by_service": rates }).to_string();
     }
 
@@ -78,10 +70,7 @@ impl RatesTable {
     pub fn observe(&self, service: &str, env: &str) {
         let key = rate_key(service, env);
         {
-            let g = self
-                .inner
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let g = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
             if g.rates.contains_key(&key) {
                 return;
             }
@@ -124,10 +113,7 @@ impl RatesTable {
     /// The reply body and the current version, given the tracer's `Datadog-Rates-Payload-Version`:
     /// the literal `{}` when the tracer already has the current rates.
     pub fn reply(&self, tracer_version: Option<&str>) -> (String, String) {
-        let g = self
-            .inner
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let g = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         if tracer_version == Some(g.version.as_str()) {
             ("{}".to_owned(), g.version.clone())
         } else {

@@ -39,6 +39,7 @@ pub fn text(status: StatusCode, msg: &str) -> Reply {
 
 /// Dispatches a request and stamps the agent headers on the reply.
 pub async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Incoming>) -> Reply {
+    let _in_flight = InFlight::enter(&state);
     let path = req.uri().path().to_owned();
     let mut resp = match path.as_str() {
         "/v0.3/traces" => traces::handle(&state, ApiVersion::V03, req).await,
@@ -66,14 +67,27 @@ pub async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Incoming>) ->
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     };
     let h = resp.headers_mut();
-    h.insert(
-        AGENT_VERSION_HEADER,
-        HeaderValue::from_static(super::AGENT_VERSION),
-    );
+    h.insert(AGENT_VERSION_HEADER, HeaderValue::from_static(super::AGENT_VERSION));
     if let Ok(v) = HeaderValue::from_str(&state.info.state) {
         h.insert(AGENT_STATE_HEADER, v);
     }
     resp
+}
+
+/// Counts a request as in flight until dropped (also when the connection is cut mid-request).
+struct InFlight(Arc<AppState>);
+
+impl InFlight {
+    fn enter(state: &Arc<AppState>) -> Self {
+        state.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(state))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Reads and drops a body (bounded by the payload limit and the read timeout).
@@ -85,16 +99,9 @@ async fn discard(state: &AppState, req: Request<Incoming>) {
 
 fn status(state: &AppState, peer: Peer) -> Reply {
     if !peer.is_local() {
-        return text(
-            StatusCode::FORBIDDEN,
-            "status is only served to local clients",
-        );
+        return text(StatusCode::FORBIDDEN, "status is only served to local clients");
     }
-    let listening = state
-        .listening
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
+    let listening = state.listening.lock().map(|l| l.clone()).unwrap_or_default();
     let snapshot = state.stats.snapshot(listening);
     match serde_json::to_vec(&snapshot) {
         Ok(body) => reply(StatusCode::OK, "application/json", body),

@@ -89,8 +89,7 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, BindError> {
         let _ = std::fs::remove_file(path);
     }
     let listener = UnixListener::bind(path).map_err(|e| bind_error(shown.clone(), e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722))
-        .map_err(|e| bind_error(shown, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722)).map_err(|e| bind_error(shown, e))?;
     Ok(listener)
 }
 
@@ -152,9 +151,7 @@ pub async fn accept_loop(
                 let _ = stream.set_nodelay(true);
                 serve_connection(&state, &graceful, stream, Peer::Tcp(addr), permit);
             }
-            Ok(Accepted::Unix(stream)) => {
-                serve_connection(&state, &graceful, stream, Peer::Unix, permit)
-            }
+            Ok(Accepted::Unix(stream)) => serve_connection(&state, &graceful, stream, Peer::Unix, permit),
             Err(e) => {
                 // EMFILE and friends: log and keep serving the connections we have.
                 tracing::warn!(error = %e, "accept failed");

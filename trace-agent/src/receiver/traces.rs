@@ -58,12 +58,7 @@ async fn read_body(state: &AppState, body: Incoming) -> Result<Bytes, BodyError>
     match tokio::time::timeout(state.config.receiver_timeout, limited.collect()).await {
         Err(_) => Err(BodyError::Timeout),
         Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e))
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(BodyError::TooLarge)
-        }
+        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
         Ok(Err(e)) => Err(BodyError::Io(e.to_string())),
     }
 }
@@ -71,12 +66,9 @@ async fn read_body(state: &AppState, body: Incoming) -> Result<Bytes, BodyError>
 /// Checks shared by traces and stats: cross-site, declared size. `Some` is the early reply.
 fn precheck(state: &AppState, h: &HeaderMap) -> Option<Reply> {
     if header_str(h, "sec-fetch-site").eq_ignore_ascii_case("cross-site") {
-        state.stats.record_drop(
-            DROP_CROSS_SITE,
-            1,
-            count_header(h, "x-datadog-trace-count"),
-            0,
-        );
+        state
+            .stats
+            .record_drop(DROP_CROSS_SITE, 1, count_header(h, "x-datadog-trace-count"), 0);
         return Some(text(StatusCode::FORBIDDEN, "cross-site request rejected"));
     }
     let declared = h
@@ -84,18 +76,12 @@ fn precheck(state: &AppState, h: &HeaderMap) -> Option<Reply> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
     if declared.is_some_and(|n| n > state.config.max_payload_size) {
-        state.stats.record_drop(
-            DROP_TOO_LARGE,
-            1,
-            count_header(h, "x-datadog-trace-count"),
-            0,
-        );
+        state
+            .stats
+            .record_drop(DROP_TOO_LARGE, 1, count_header(h, "x-datadog-trace-count"), 0);
         warn_limited(
             state,
-            &format!(
-                "payload of {} bytes exceeds max_payload_size",
-                declared.unwrap_or(0)
-            ),
+            &format!("payload of {} bytes exceeds max_payload_size", declared.unwrap_or(0)),
         );
         return Some(text(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large"));
     }
@@ -105,9 +91,7 @@ fn precheck(state: &AppState, h: &HeaderMap) -> Option<Reply> {
 /// Logs a warning at most once every 10 seconds and remembers it as the last error.
 fn warn_limited(state: &AppState, msg: &str) {
     state.stats.record_error(msg.to_owned());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let last = state.last_warn.load(Ordering::Relaxed);
     if now >= last + 10
         && state
@@ -144,9 +128,7 @@ fn rates_reply(state: &AppState, version: ApiVersion, h: &HeaderMap, status: Sta
     if version == ApiVersion::V03 {
         return text(status, "OK");
     }
-    let tracer_has = h
-        .get("datadog-rates-payload-version")
-        .and_then(|v| v.to_str().ok());
+    let tracer_has = h.get("datadog-rates-payload-version").and_then(|v| v.to_str().ok());
     let (body, current) = state.rates.reply(tracer_has);
     let mut r = reply(status, "application/json", body);
     if tracer_has.is_some()
@@ -173,37 +155,28 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     if let Some(early) = precheck(state, h) {
         return early;
     }
-    let permit =
-        match tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await {
-            Ok(Ok(p)) => p,
-            _ => {
-                state.stats.record_drop(
-                    DROP_OVERLOAD,
-                    1,
-                    count_header(h, "x-datadog-trace-count"),
-                    0,
-                );
-                warn_limited(
-                    state,
-                    "no decoder slot available in time: payload refused (overload)",
-                );
-                let status = if truthy(h, "datadog-send-real-http-status")
-                    || state.config.features.iter().any(|f| f == "429")
-                {
+    let permit = match tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await {
+        Ok(Ok(p)) => p,
+        _ => {
+            state
+                .stats
+                .record_drop(DROP_OVERLOAD, 1, count_header(h, "x-datadog-trace-count"), 0);
+            warn_limited(state, "no decoder slot available in time: payload refused (overload)");
+            let status =
+                if truthy(h, "datadog-send-real-http-status") || state.config.features.iter().any(|f| f == "429") {
                     StatusCode::TOO_MANY_REQUESTS
                 } else {
                     StatusCode::OK
                 };
-                return rates_reply(state, version, h, status);
-            }
-        };
+            return rates_reply(state, version, h, status);
+        }
+    };
     let bytes = match read_body(state, body).await {
         Ok(b) => b,
         Err(e) => return body_error_reply(state, h, e),
     };
     let body_len = bytes.len() as u64;
-    let encoding =
-        Encoding::from_content_type(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    let encoding = Encoding::from_content_type(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
     let lang = header_str(h, "datadog-meta-lang").to_owned();
     let facts_top_level = truthy(h, "datadog-client-computed-top-level");
     let process_config = Arc::clone(&state.process);
@@ -215,9 +188,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         let root_service = payload
             .chunks
             .first()
-            .and_then(|c| {
-                crate::process::toplevel::root_index(&c.spans).and_then(|i| c.spans.get(i))
-            })
+            .and_then(|c| crate::process::toplevel::root_index(&c.spans).and_then(|i| c.spans.get(i)))
             .map(|s| s.service.to_string())
             .unwrap_or_default();
         let now = SystemTime::now()
@@ -246,27 +217,18 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
                 .record_drop(DROP_DECODE, 1, count_header(h, "x-datadog-trace-count"), 0);
             let who = format!(
                 "{} {} tracer {}",
-                if lang.is_empty() {
-                    "unknown-lang"
-                } else {
-                    &lang
-                },
+                if lang.is_empty() { "unknown-lang" } else { &lang },
                 header_str(h, "datadog-meta-lang-version"),
                 header_str(h, "datadog-meta-tracer-version")
             );
             warn_limited(
                 state,
-                &format!(
-                    "cannot decode {} traces payload from {who}: {e}",
-                    version.as_str()
-                ),
+                &format!("cannot decode {} traces payload from {who}: {e}", version.as_str()),
             );
             return text(StatusCode::BAD_REQUEST, &e.to_string());
         }
         Err(e) => {
-            state
-                .stats
-                .record_error(format!("payload processing task failed: {e}"));
+            state.stats.record_error(format!("payload processing task failed: {e}"));
             return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
         }
     };
@@ -295,9 +257,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         payload.tracer_version = Str::from(header_str(h, "datadog-meta-tracer-version"));
     }
     for chunk in &payload.chunks {
-        if let Some(root) =
-            crate::process::toplevel::root_index(&chunk.spans).and_then(|i| chunk.spans.get(i))
-        {
+        if let Some(root) = crate::process::toplevel::root_index(&chunk.spans).and_then(|i| chunk.spans.get(i)) {
             let env = tag_get(&root.meta, "env").map_or(&*payload.env, |e| &**e);
             state.rates.observe(&root.service, env);
         }

@@ -1,0 +1,540 @@
+//! Our agent's receiver over real HTTP: the bad-input table (each with its status), headers on
+//! every reply, rates, limits, overload, timeouts and graceful shutdown.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use sha2_free::sha256_hex;
+use trace_agent::config::AgentConfig;
+
+/// A minimal SHA-256 so the test checks `Datadog-Agent-State` independently of the agent's code.
+mod sha2_free {
+    pub(crate) fn sha256_hex(data: &[u8]) -> String {
+        let out = std::process::Command::new("sha256sum")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(data)?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+struct Harness {
+    rt: tokio::runtime::Runtime,
+    agent: Option<trace_agent::Agent>,
+    addr: SocketAddr,
+}
+
+impl Harness {
+    fn start(mut config: AgentConfig) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        config.receiver_port = 0;
+        let mut config = config;
+        config.receiver_port = apm::free_port();
+        let agent = rt.block_on(trace_agent::start(config)).unwrap();
+        let addr = agent.tcp_addr().unwrap();
+        Self {
+            rt,
+            agent: Some(agent),
+            addr,
+        }
+    }
+
+    fn status(&self) -> trace_agent::status::StatusSnapshot {
+        self.agent.as_ref().unwrap().status()
+    }
+
+    /// Raw exchange returning status, lower-cased head and body.
+    fn raw(&self, request: &[u8]) -> (u16, String, Vec<u8>) {
+        raw_exchange(self.addr, request)
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(a) = self.agent.take() {
+            self.rt.block_on(a.shutdown());
+        }
+    }
+}
+
+fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    read_response(&mut s)
+}
+
+fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a full HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, raw[split + 4..].to_vec())
+}
+
+fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    let mut r = r.into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// A valid v0.4 payload of `traces` one-span traces for `service`.
+fn v04(traces: u64, service: &str) -> Vec<u8> {
+    let traces: Vec<Vec<serde_json::Value>> = (1..=traces)
+        .map(|i| {
+            vec![
+                serde_json::json!({"service": service, "name": "web.request", "resource": "GET /", "trace_id": i,
+                "span_id": i, "start": 1_700_000_000_000_000_000u64, "duration": 10, "meta": {"env": "test"}}),
+            ]
+        })
+        .collect();
+    rmp_serde::to_vec_named(&traces).unwrap()
+}
+
+/// Appends a msgpack fixstr (tests use short keys only).
+fn fixstr(buf: &mut Vec<u8>, s: &str) {
+    buf.push(0xa0 | u8::try_from(s.len()).unwrap());
+    buf.extend_from_slice(s.as_bytes());
+}
+
+const MSGPACK: (&str, &str) = ("Content-Type", "application/msgpack");
+
+#[test]
+fn bad_input_table() {
+    let h = Harness::start(AgentConfig {
+        max_payload_size: 64 * 1024,
+        ..AgentConfig::default()
+    });
+    let good = v04(2, "svc");
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 3);
+    let mut wrong_type = Vec::new();
+    wrong_type.push(0x91);
+    wrong_type.push(0x91);
+    wrong_type.push(0x81);
+    fixstr(&mut wrong_type, "span_id");
+    fixstr(&mut wrong_type, "nope");
+    let absurd = vec![0xdd, 0xff, 0xff, 0xff, 0xff, 0x90];
+    let mut deep = vec![0x91, 0x91, 0x81, 0xa1, b'x'];
+    deep.extend(std::iter::repeat_n(0x91, 5000));
+    deep.push(0xc0);
+    let mut bad_utf8 = Vec::new();
+    bad_utf8.push(0x91);
+    bad_utf8.push(0x91);
+    bad_utf8.push(0x83);
+    fixstr(&mut bad_utf8, "service");
+    bad_utf8.push(0xa2);
+    bad_utf8.extend_from_slice(&[0xc3, 0x28]);
+    for (k, v) in [("trace_id", 7u64), ("span_id", 7)] {
+        fixstr(&mut bad_utf8, k);
+        bad_utf8.push(u8::try_from(v).unwrap());
+    }
+    let oversized = vec![0x90; 64 * 1024 + 1];
+    let json = br#"[[{"service":"j","name":"n","trace_id":3,"span_id":3,"start":1700000000000000000}]]"#.to_vec();
+
+    let table: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+        (
+            "good v0.4",
+            "/v0.4/traces",
+            vec![MSGPACK],
+            good.clone(),
+            200,
+            "rate_by_service",
+        ),
+        (
+            "good v0.4 with PUT",
+            "/v0.4/traces",
+            vec![MSGPACK],
+            good.clone(),
+            200,
+            "rate_by_service",
+        ),
+        (
+            "truncated",
+            "/v0.4/traces",
+            vec![MSGPACK],
+            truncated,
+            400,
+            "unexpected end of payload",
+        ),
+        (
+            "wrong type",
+            "/v0.4/traces",
+            vec![MSGPACK],
+            wrong_type,
+            400,
+            "trace 0 span 0: field 'span_id': expected integer, got string",
+        ),
+        (
+            "absurd length",
+            "/v0.4/traces",
+            vec![MSGPACK],
+            absurd,
+            400,
+            "exceeds the",
+        ),
+        (
+            "deep nesting",
+            "/v0.4/traces",
+            vec![MSGPACK],
+            deep,
+            400,
+            "nesting deeper than",
+        ),
+        (
+            "invalid utf-8 repaired",
+            "/v0.4/traces",
+            vec![MSGPACK],
+            bad_utf8,
+            200,
+            "rate_by_service",
+        ),
+        (
+            "oversized",
+            "/v0.4/traces",
+            vec![MSGPACK],
+            oversized,
+            413,
+            "payload-too-large",
+        ),
+        (
+            "msgpack sent as json",
+            "/v0.4/traces",
+            vec![("Content-Type", "application/json")],
+            good.clone(),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "json without content type",
+            "/v0.4/traces",
+            vec![],
+            json.clone(),
+            200,
+            "rate_by_service",
+        ),
+        (
+            "unknown content type: json then msgpack",
+            "/v0.4/traces",
+            vec![("Content-Type", "text/plain")],
+            good.clone(),
+            200,
+            "rate_by_service",
+        ),
+        (
+            "v0.5 garbage",
+            "/v0.5/traces",
+            vec![MSGPACK],
+            b"\x93\x90\x90\x90".to_vec(),
+            400,
+            "expected an array of 2 elements, got 3",
+        ),
+        (
+            "v0.3 replies OK",
+            "/v0.3/traces",
+            vec![MSGPACK],
+            good.clone(),
+            200,
+            "OK",
+        ),
+        (
+            "cross-site",
+            "/v0.4/traces",
+            vec![MSGPACK, ("Sec-Fetch-Site", "cross-site")],
+            good.clone(),
+            403,
+            "cross-site request rejected",
+        ),
+        (
+            "unknown path",
+            "/v0.9/traces",
+            vec![],
+            vec![],
+            404,
+            "404 page not found",
+        ),
+        ("stats", "/v0.6/stats", vec![MSGPACK], vec![0x80], 200, ""),
+        ("remote config", "/v0.7/config", vec![], b"{}".to_vec(), 200, "{}"),
+        (
+            "telemetry",
+            "/telemetry/proxy/api/v2/apmtelemetry",
+            vec![],
+            b"{}".to_vec(),
+            202,
+            "{}",
+        ),
+        (
+            "evp proxy",
+            "/evp_proxy/v2/api/v2/citestcycle",
+            vec![],
+            b"{}".to_vec(),
+            202,
+            "{}",
+        ),
+    ];
+    let (_, _, info) = h.raw(&request("GET", "/info", &[], b""));
+    let state = sha256_hex(&info);
+    for (name, path, headers, body, want_status, want_body) in table {
+        let method = if name.contains("PUT") { "PUT" } else { "POST" };
+        let (status, head, got) = h.raw(&request(method, path, &headers, &body));
+        let got = String::from_utf8_lossy(&got);
+        assert_eq!(status, want_status, "{name}: body {got}");
+        assert!(got.contains(want_body), "{name}: {got:?} lacks {want_body:?}");
+        assert!(
+            head.contains(&format!("datadog-agent-state: {state}")),
+            "{name}: {head}"
+        );
+        assert!(head.contains("datadog-agent-version: "), "{name}");
+    }
+    let s = h.status();
+    // Good payloads before and after the bad ones all arrived: 2 + 2 + 1 (utf-8) + 1 (json)
+    // + 2 (text/plain) + 2 (v0.3).
+    assert_eq!(s.total_received().traces, 10, "{s:#?}");
+    assert_eq!(s.dropped.get("decode_error").map(|d| d.payloads), Some(6), "{s:#?}");
+    assert_eq!(s.dropped.get("payload_too_large").map(|d| d.payloads), Some(1));
+    assert_eq!(s.dropped.get("cross_site").map(|d| d.payloads), Some(1));
+    assert!(s.last_error.is_some());
+}
+
+#[test]
+fn info_lists_what_tracers_read_and_its_hash_is_the_agent_state() {
+    let h = Harness::start(AgentConfig::default());
+    let (status, head, body) = h.raw(&request("GET", "/info", &[], b""));
+    assert_eq!(status, 200);
+    let info: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let endpoints: Vec<&str> = info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for e in [
+        "/v0.4/traces",
+        "/v0.5/traces",
+        "/v0.6/stats",
+        "/v0.7/traces",
+        "/v0.3/traces",
+        "/telemetry/proxy/",
+    ] {
+        assert!(endpoints.contains(&e), "{e} missing from {endpoints:?}");
+    }
+    assert_eq!(info["client_drop_p0s"], true);
+    assert_eq!(info["span_meta_structs"], true);
+    assert_eq!(info["config"]["max_request_bytes"], 26_214_400);
+    assert!(info["version"].as_str().unwrap().starts_with('7'));
+    assert!(head.contains(&format!("datadog-agent-state: {}", sha256_hex(&body))));
+}
+
+#[test]
+fn rates_cover_seen_services_and_honour_the_payload_version() {
+    let h = Harness::start(AgentConfig::default());
+    let (status, head, body) = h.raw(&request(
+        "POST",
+        "/v0.4/traces",
+        &[MSGPACK, ("Datadog-Rates-Payload-Version", "old")],
+        &v04(1, "shop"),
+    ));
+    assert_eq!(status, 200);
+    let rates: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(rates["rate_by_service"]["service:,env:"], 1.0);
+    assert_eq!(rates["rate_by_service"]["service:shop,env:test"], 1.0);
+    let version = head
+        .lines()
+        .find_map(|l| l.strip_prefix("datadog-rates-payload-version: "))
+        .expect("version echoed")
+        .to_owned();
+    // Same rates already known by the tracer: literal `{}`.
+    let (_, head2, body2) = h.raw(&request(
+        "POST",
+        "/v0.4/traces",
+        &[MSGPACK, ("Datadog-Rates-Payload-Version", &version)],
+        &v04(1, "shop"),
+    ));
+    assert_eq!(body2, b"{}");
+    assert!(head2.contains(&format!("datadog-rates-payload-version: {version}")));
+}
+
+#[test]
+fn content_length_over_the_limit_is_refused_before_the_body_is_sent() {
+    let h = Harness::start(AgentConfig {
+        max_payload_size: 1000,
+        ..AgentConfig::default()
+    });
+    let mut s = TcpStream::connect(h.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // Announce 10 MB and send nothing: the reply must come without the body.
+    s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 10000000\r\n\r\n")
+        .unwrap();
+    let (status, _, body) = read_response(&mut s);
+    assert_eq!((status, body.as_slice()), (413, &b"payload-too-large\n"[..]));
+}
+
+#[test]
+fn chunked_body_over_the_limit_is_cut_while_reading() {
+    let h = Harness::start(AgentConfig {
+        max_payload_size: 1000,
+        ..AgentConfig::default()
+    });
+    let mut req = b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/msgpack\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        req.extend_from_slice(b"200\r\n");
+        req.extend(std::iter::repeat_n(0x90, 0x200));
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let (status, _, _) = h.raw(&req);
+    assert_eq!(status, 413);
+}
+
+#[test]
+fn slow_body_times_out_with_408() {
+    let h = Harness::start(AgentConfig {
+        receiver_timeout: Duration::from_millis(300),
+        ..AgentConfig::default()
+    });
+    let mut s = TcpStream::connect(h.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 100\r\n\r\n\x91")
+        .unwrap();
+    let (status, _, body) = read_response(&mut s);
+    assert_eq!((status, body.as_slice()), (408, &b"timeout\n"[..]));
+}
+
+#[test]
+fn overload_answers_429_only_to_tracers_that_ask_for_it() {
+    let h = Harness::start(AgentConfig {
+        decoders: 1,
+        decoder_timeout: Duration::from_millis(50),
+        receiver_timeout: Duration::from_secs(30),
+        ..AgentConfig::default()
+    });
+    // Hold the only decoder slot: the handler takes it before reading this unfinished body.
+    let mut holder = TcpStream::connect(h.addr).unwrap();
+    holder
+        .write_all(
+            b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 1\r\n\r\n",
+        )
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let real = [
+        MSGPACK,
+        ("Datadog-Send-Real-Http-Status", "1"),
+        ("X-Datadog-Trace-Count", "1"),
+    ];
+    loop {
+        let (status, _, body) = h.raw(&request("POST", "/v0.4/traces", &real, &v04(1, "a")));
+        if status == 429 {
+            assert!(String::from_utf8_lossy(&body).contains("rate_by_service"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "never overloaded");
+    }
+    let (status, _, body) = h.raw(&request("POST", "/v0.4/traces", &[MSGPACK], &v04(1, "a")));
+    assert_eq!(status, 200, "without the header the Go agent answers 200");
+    assert!(String::from_utf8_lossy(&body).contains("rate_by_service"));
+    holder.write_all(&[0x90]).unwrap();
+    assert!(h.status().dropped.get("overload").map_or(0, |d| d.payloads) >= 2);
+}
+
+#[test]
+fn unix_socket_receiver_accepts_traces() {
+    let dir = tempfile_dir();
+    let sock = dir.join("apm.socket");
+    let h = Harness::start(AgentConfig {
+        receiver_socket: Some(sock.clone()),
+        ..AgentConfig::default()
+    });
+    let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+    s.write_all(&request("POST", "/v0.4/traces", &[MSGPACK], &v04(3, "uds")))
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    assert!(raw.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(h.status().total_received().traces, 3);
+    assert!(h.status().listening.iter().any(|l| l.starts_with("unix://")));
+}
+
+fn tempfile_dir() -> std::path::PathBuf {
+    apm::run_dir("agent_uds")
+}
+
+#[test]
+fn taken_port_is_one_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(trace_agent::start(AgentConfig::local(port)))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    for fix in ["--port", "DD_APM_RECEIVER_PORT", "apm_config.receiver_port"] {
+        assert!(err.contains(fix), "{err} lacks {fix}");
+    }
+    assert!(!err.contains('\n'));
+}
+
+#[test]
+fn graceful_shutdown_finishes_in_flight_requests_and_drains_the_pipeline() {
+    let mut h = Harness::start(AgentConfig::default());
+    let body = v04(4, "drain");
+    let mut s = TcpStream::connect(h.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!(
+        "POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&body[..10]).unwrap();
+    // The request is in flight once the agent has read its head (readiness probe, bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while h.status().in_flight == 0 {
+        assert!(Instant::now() < deadline, "request never reached the handler");
+        std::thread::yield_now();
+    }
+    let agent = h.agent.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    h.rt.spawn(async move {
+        let snapshot = agent.shutdown().await;
+        let _ = tx.send(snapshot);
+    });
+    // New connections are refused once the accept loop stopped (readiness probe, bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(h.addr).is_ok() {
+        assert!(Instant::now() < deadline, "still accepting after shutdown");
+        std::thread::yield_now();
+    }
+    s.write_all(&body[10..]).unwrap();
+    let (status, _, _) = read_response(&mut s);
+    assert_eq!(status, 200, "in-flight request completed");
+    let snapshot = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    assert_eq!(snapshot.forwarded.traces, 4, "pipeline drained before exit");
+}
