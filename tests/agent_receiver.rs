@@ -42,8 +42,6 @@ impl Harness {
             .enable_all()
             .build()
             .unwrap();
-        config.receiver_port = 0;
-        let mut config = config;
         config.receiver_port = apm::free_port();
         let agent = rt.block_on(trace_agent::start(config)).unwrap();
         let addr = agent.tcp_addr().unwrap();
@@ -121,6 +119,9 @@ fn fixstr(buf: &mut Vec<u8>, s: &str) {
     buf.extend_from_slice(s.as_bytes());
 }
 
+/// `(name, path, headers, body, expected status, expected body fragment)`.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, Vec<u8>, u16, &'a str);
+
 const MSGPACK: (&str, &str) = ("Content-Type", "application/msgpack");
 
 #[test]
@@ -156,7 +157,7 @@ fn bad_input_table() {
     let oversized = vec![0x90; 64 * 1024 + 1];
     let json = br#"[[{"service":"j","name":"n","trace_id":3,"span_id":3,"start":1700000000000000000}]]"#.to_vec();
 
-    let table: Vec<(&str, &str, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    let table: Vec<Case<'_>> = vec![
         (
             "good v0.4",
             "/v0.4/traces",

@@ -1,0 +1,145 @@
+//! Configuration: precedence (env over file over default), origins, unknown keys, type errors
+//! with key and line, env list formats, and secret masking.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use trace_agent::config::{ConfigError, Origin, load, mask};
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn yaml(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f
+}
+
+#[test]
+fn runs_with_no_file_and_no_env() {
+    let c = load(None, &env(&[])).unwrap();
+    assert_eq!(c.receiver_port, 8126);
+    assert_eq!(c.receiver_host, "127.0.0.1");
+    assert_eq!(c.default_env, "none");
+    assert_eq!(c.max_payload_size, 26_214_400);
+    assert_eq!(c.receiver_timeout, Duration::from_secs(5));
+    assert!(c.enabled);
+    assert!(c.origins.is_empty(), "everything is a default");
+}
+
+#[test]
+fn env_over_file_over_default_with_origins() {
+    let f = yaml(
+        "api_key: abcdefghijklmnop12345\nenv: staging\napm_config:\n  receiver_port: 9000\n  max_traces_per_second: 5\n  ignore_resources: [\"GET /health\"]\n",
+    );
+    let c = load(Some(f.path()), &env(&[("DD_APM_RECEIVER_PORT", "9100")])).unwrap();
+    assert_eq!(c.receiver_port, 9100);
+    assert_eq!(
+        c.origins["apm_config.receiver_port"],
+        Origin::Env("DD_APM_RECEIVER_PORT".into())
+    );
+    assert_eq!(c.max_traces_per_second, 5.0);
+    assert_eq!(
+        c.origins["apm_config.max_traces_per_second"],
+        Origin::File(f.path().to_owned())
+    );
+    assert_eq!(c.default_env, "staging");
+    assert_eq!(c.ignore_resources, ["GET /health"]);
+    assert!(!c.origins.contains_key("apm_config.max_payload_size"));
+    let described = c.describe();
+    assert!(described.contains("***************12345"), "{described}");
+    assert!(!described.contains("abcdefghijklmnop"), "api key leaked: {described}");
+    assert!(described.contains("env DD_APM_RECEIVER_PORT"));
+}
+
+#[test]
+fn apm_env_wins_over_env_and_tags() {
+    let f = yaml("env: a\ntags: [\"env:b\"]\napm_config:\n  env: C\n");
+    assert_eq!(load(Some(f.path()), &env(&[])).unwrap().default_env, "c");
+    let f = yaml("tags: [\"env:from-tags\"]\n");
+    assert_eq!(load(Some(f.path()), &env(&[])).unwrap().default_env, "from-tags");
+}
+
+#[test]
+fn non_local_traffic_and_bind_host() {
+    let f = yaml("apm_config:\n  apm_non_local_traffic: true\n");
+    assert_eq!(load(Some(f.path()), &env(&[])).unwrap().receiver_host, "0.0.0.0");
+    let c = load(None, &env(&[("DD_BIND_HOST", "127.0.0.2")])).unwrap();
+    assert_eq!(c.tcp_addr().unwrap().unwrap().to_string(), "127.0.0.2:8126");
+}
+
+#[test]
+fn wrong_type_names_the_key_and_line() {
+    let f = yaml("site: datadoghq.eu\napm_config:\n  enabled: true\n  receiver_port: eighty\n");
+    let e = load(Some(f.path()), &env(&[])).unwrap_err();
+    let msg = e.to_string();
+    assert!(matches!(e, ConfigError::Parse { .. }));
+    assert!(msg.contains("apm_config.receiver_port"), "{msg}");
+    assert!(msg.contains("line 4"), "{msg}");
+}
+
+#[test]
+fn unknown_keys_warn_but_load() {
+    let f = yaml("logs_enabled: true\napm_config:\n  recever_port: 1\n  receiver_port: 8200\n");
+    let c = load(Some(f.path()), &env(&[])).unwrap();
+    assert_eq!(c.receiver_port, 8200);
+    assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+    assert!(c.warnings.iter().any(|w| w.contains("apm_config.recever_port")));
+}
+
+#[test]
+fn env_formats() {
+    let c = load(
+        None,
+        &env(&[
+            ("DD_APM_IGNORE_RESOURCES", r#""GET /a,b",POST /c"#),
+            ("DD_APM_FILTER_TAGS_REJECT", "http.useragent:bot env:dev"),
+            ("DD_APM_FILTER_TAGS_REGEX_REQUIRE", r#"["service:^web"]"#),
+            (
+                "DD_APM_REPLACE_TAGS",
+                r#"[{"name":"http.url","pattern":"token=.*","repl":"?"}]"#,
+            ),
+            ("DD_APM_OBFUSCATION_HTTP_REMOVE_QUERY_STRING", "true"),
+            ("DD_APM_OBFUSCATION_CREDIT_CARDS_ENABLED", "false"),
+            ("DD_APM_NON_LOCAL_TRAFFIC", "1"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(c.ignore_resources, ["GET /a,b", "POST /c"]);
+    assert_eq!(c.filter_tags_reject, ["http.useragent:bot", "env:dev"]);
+    assert_eq!(c.filter_tags_regex_require, ["service:^web"]);
+    assert_eq!(c.replace_tags[0].name, "http.url");
+    assert!(c.obfuscation.http_remove_query_string);
+    assert!(!c.obfuscation.credit_cards_enabled);
+    assert_eq!(c.receiver_host, "0.0.0.0");
+}
+
+#[test]
+fn bad_env_values_and_regexes_are_startup_errors() {
+    let e = load(None, &env(&[("DD_APM_RECEIVER_PORT", "http")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("DD_APM_RECEIVER_PORT=http"), "{e}");
+    let e = load(None, &env(&[("DD_APM_IGNORE_RESOURCES", "(unclosed")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("apm_config.ignore_resources"), "{e}");
+    let e = load(None, &env(&[("DD_APM_REPLACE_TAGS", "not json")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("DD_APM_REPLACE_TAGS"), "{e}");
+}
+
+#[test]
+fn secrets_are_masked_to_the_last_five() {
+    assert_eq!(mask("0123456789abcdef"), "***********bcdef");
+    assert_eq!(mask("abc"), "***");
+    let c = load(None, &env(&[("DD_API_KEY", "0123456789abcdef")])).unwrap();
+    assert_eq!(format!("{:?}", c.api_key.as_ref().unwrap()), "Secret(***********bcdef)");
+    assert!(
+        !format!("{c:?}").contains("0123456789"),
+        "Debug of the config leaks the key"
+    );
+}
