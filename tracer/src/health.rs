@@ -20,7 +20,9 @@ thread_local! {
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-fn stripe() -> usize {
+/// A small per-thread index (assigned round-robin on first use): the stripe of a
+/// [`StripedCounter`] and the shard of the chunk queue that this thread writes to.
+pub(crate) fn stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     STRIPE.with(|s| {
         let mut i = s.get();

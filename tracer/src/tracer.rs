@@ -6,12 +6,12 @@ use std::time::{Duration, Instant};
 
 use smallvec::SmallVec;
 
-use crate::buffer::{Chunk, ChunkQueue, TraceState};
+use crate::buffer::{Chunk, ChunkQueue, SpanPool, TraceState};
 use crate::config::{ConfigError, TracerConfig};
 use crate::export::{self, Control, EncodeContext, FlushError, WorkerHandle};
 use crate::health::{Counters, Health, Problem, ProblemLog};
 use crate::sampling::{RuleInput, Sampler, SamplingDecision, SamplingInput};
-use crate::span::{SpanBuilder, SpanContext, SpanData, SpanId, Str, TraceId, current_context};
+use crate::span::{SpanBox, SpanBuilder, SpanContext, SpanId, Str, TraceId, current_context};
 
 /// Why a tracer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +30,7 @@ pub(crate) struct TracerInner {
     pub(crate) service: Str,
     pub(crate) sampler: Sampler,
     pub(crate) queue: ChunkQueue,
+    pub(crate) pool: SpanPool,
     pub(crate) counters: Counters,
     pub(crate) problems: ProblemLog,
     shut_down: AtomicBool,
@@ -99,6 +100,7 @@ impl Tracer {
         let inner: &'static TracerInner = Box::leak(Box::new(TracerInner {
             service: Str::from(config.service.clone()).into_shared(),
             queue: ChunkQueue::new(config.queue_capacity),
+            pool: SpanPool::new(config.queue_capacity.saturating_mul(4).clamp(64, 64 * 1024)),
             sampler,
             counters: Counters::default(),
             problems: ProblemLog::default(),
@@ -125,6 +127,7 @@ impl Tracer {
         let inner: &'static TracerInner = Box::leak(Box::new(TracerInner {
             service: Str::from(config.service.clone()).into_shared(),
             queue: ChunkQueue::new(config.queue_capacity),
+            pool: SpanPool::new(config.queue_capacity.saturating_mul(4).clamp(64, 64 * 1024)),
             sampler,
             counters: Counters::default(),
             problems: ProblemLog::default(),
@@ -139,8 +142,11 @@ impl Tracer {
 
     /// Pops the next queued chunk (tests only).
     #[cfg(test)]
-    pub(crate) fn pop_chunk(&self) -> Option<Vec<SpanData>> {
-        self.inner.queue.pop().map(|c| c.spans.into_vec())
+    pub(crate) fn pop_chunk(&self) -> Option<Vec<crate::SpanData>> {
+        self.inner
+            .queue
+            .pop()
+            .map(|c| c.spans.into_iter().map(|b| *b).collect())
     }
 
     /// Builds a tracer from the `DD_*` environment variables.
@@ -267,7 +273,7 @@ impl TracerInner {
     }
 
     /// Hands finished spans to the queue; never blocks.
-    pub(crate) fn emit(&self, spans: SmallVec<[SpanData; 1]>, trace: Option<Arc<TraceState>>) {
+    pub(crate) fn emit(&self, spans: SmallVec<[SpanBox; 2]>, trace: Option<Arc<TraceState>>) {
         let n = spans.len() as u64;
         self.counters.spans_finished.add(n);
         if self.shut_down.load(Relaxed) {
@@ -284,7 +290,10 @@ impl TracerInner {
                     self.wake_worker();
                 }
             }
-            Err(_dropped) => {
+            Err(dropped) => {
+                for span in dropped.spans {
+                    self.pool.give(span);
+                }
                 self.counters.spans_dropped_queue_full.fetch_add(n, Relaxed);
                 self.counters.traces_dropped_queue_full.fetch_add(1, Relaxed);
                 self.problems.raise(Problem::QueueFull, || {
@@ -323,6 +332,7 @@ fn unreachable_disabled() -> Tracer {
     let inner: &'static TracerInner = Box::leak(Box::new(TracerInner {
         service: Str::from(config.service.clone()).into_shared(),
         queue: ChunkQueue::new(1),
+        pool: SpanPool::new(1),
         sampler: Sampler::new(Vec::new(), None, 0.0, ""),
         counters: Counters::default(),
         problems: ProblemLog::default(),

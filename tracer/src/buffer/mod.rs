@@ -9,14 +9,16 @@
 //! is a fixed-size `crossbeam_queue::ArrayQueue`: a push never blocks or allocates, a full
 //! queue drops the chunk and counts it.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use crossbeam_queue::ArrayQueue;
+use crossbeam_utils::CachePadded;
 use smallvec::SmallVec;
 
 use crate::sampling::SamplingDecision;
-use crate::span::{SpanData, Str};
+use crate::span::{SpanBox, SpanData, SpanId, Str, TraceId};
 
 /// Trace-level data received from upstream (propagation) that every chunk carries.
 #[derive(Debug, Default, Clone)]
@@ -34,7 +36,7 @@ pub(crate) struct TraceState {
     open: AtomicU32,
     /// Spans ever started in this trace (for the per-trace cap).
     started: AtomicUsize,
-    finished: Mutex<Vec<SpanData>>,
+    finished: Mutex<Vec<SpanBox>>,
     /// Taken once, by the first chunk to need it (or an inject), shared by later chunks.
     pub(crate) decision: OnceLock<SamplingDecision>,
     pub(crate) tags: TraceTags,
@@ -80,7 +82,7 @@ impl TraceState {
 
     /// Adds a finished span; returns the spans to hand over when the trace is complete
     /// (or, with `partial_flush`, when enough spans are finished).
-    pub(crate) fn finish_span(&self, span: SpanData, partial_flush: Option<usize>) -> Option<Vec<SpanData>> {
+    pub(crate) fn finish_span(&self, span: SpanBox, partial_flush: Option<usize>) -> Option<Vec<SpanBox>> {
         let mut finished = match self.finished.lock() {
             Ok(f) => f,
             Err(poisoned) => poisoned.into_inner(),
@@ -104,14 +106,82 @@ impl TraceState {
 /// One unit of export: spans of one trace, plus the trace's shared state if it has any.
 #[derive(Debug)]
 pub(crate) struct Chunk {
-    pub(crate) spans: SmallVec<[SpanData; 1]>,
+    pub(crate) spans: SmallVec<[SpanBox; 2]>,
     pub(crate) trace: Option<Arc<TraceState>>,
 }
 
-/// The bounded queue between application threads and the export worker.
+/// Span boxes handed back by the export worker for reuse.
+///
+/// Application threads take boxes in batches into a small thread-local cache, so that two
+/// threads starting spans at once do not fight over the pool's head on every span.
+#[derive(Debug)]
+pub(crate) struct SpanPool {
+    free: ArrayQueue<SpanBox>,
+}
+
+/// Boxes a thread takes from the shared pool at once.
+const LOCAL_BATCH: usize = 32;
+
+thread_local! {
+    static LOCAL_FREE: RefCell<Vec<SpanBox>> = const { RefCell::new(Vec::new()) };
+}
+
+impl SpanPool {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            free: ArrayQueue::new(capacity.max(1)),
+        }
+    }
+
+    /// A cleared span named `name`: recycled when one is free, else newly allocated.
+    pub(crate) fn take(&self, name: Str) -> SpanBox {
+        let recycled = LOCAL_FREE
+            .try_with(|cache| {
+                let mut cache = cache.try_borrow_mut().ok()?;
+                if cache.is_empty() {
+                    cache.reserve(LOCAL_BATCH);
+                    while cache.len() < LOCAL_BATCH {
+                        match self.free.pop() {
+                            Some(b) => cache.push(b),
+                            None => break,
+                        }
+                    }
+                }
+                cache.pop()
+            })
+            .ok()
+            .flatten();
+        match recycled {
+            Some(mut b) => {
+                b.name = name;
+                b
+            }
+            None => Box::new(SpanData::new(
+                TraceId::default(),
+                SpanId::default(),
+                SpanId::default(),
+                name,
+            )),
+        }
+    }
+
+    /// Clears a span and keeps it for reuse (frees it when the pool is full).
+    pub(crate) fn give(&self, mut span: SpanBox) {
+        span.reset(Str::EMPTY);
+        let _ = self.free.push(span);
+    }
+}
+
+/// Shards of the chunk queue: each application thread writes to one (by its
+/// [`stripe`](crate::health::stripe)), so threads finishing traces at once do not contend
+/// on one tail; the worker drains them all.
+const SHARDS: usize = 4;
+
+/// The bounded queue between application threads and the export worker: [`SHARDS`]
+/// lock-free array queues of `capacity` chunks each.
 #[derive(Debug)]
 pub(crate) struct ChunkQueue {
-    queue: ArrayQueue<Chunk>,
+    shards: Box<[CachePadded<ArrayQueue<Chunk>>]>,
     wake_at: usize,
     wake_pending: AtomicBool,
 }
@@ -120,26 +190,28 @@ impl ChunkQueue {
     pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            queue: ArrayQueue::new(capacity),
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(ArrayQueue::new(capacity)))
+                .collect(),
             wake_at: capacity.div_ceil(2),
             wake_pending: AtomicBool::new(false),
         }
     }
 
-    /// Pushes without blocking. `Ok(true)` when the queue is half full and the worker
-    /// should be woken (reported once until the worker has drained).
-    // The chunk is returned by value on purpose: it lives inline (no allocation for a
-    // single-span trace) and the caller drops it.
-    #[allow(clippy::result_large_err)]
+    /// Pushes without blocking. `Ok(true)` when the thread's shard is half full and the
+    /// worker should be woken (reported once until the worker has drained).
     pub(crate) fn push(&self, chunk: Chunk) -> Result<bool, Chunk> {
-        self.queue.push(chunk)?;
-        let wake = self.queue.len() >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel);
+        let Some(shard) = self.shards.get(crate::health::stripe() % SHARDS) else {
+            return Err(chunk);
+        };
+        shard.push(chunk)?;
+        let wake = shard.len() >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel);
         Ok(wake)
     }
 
-    /// Pops the oldest chunk.
+    /// Pops a waiting chunk from any shard.
     pub(crate) fn pop(&self) -> Option<Chunk> {
-        self.queue.pop()
+        self.shards.iter().find_map(|s| s.pop())
     }
 
     /// Called by the worker before draining: later pushes may wake it again.
@@ -149,16 +221,15 @@ impl ChunkQueue {
 
     /// Chunks waiting.
     pub(crate) fn len(&self) -> usize {
-        self.queue.len()
+        self.shards.iter().map(|s| s.len()).sum()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::span::{SpanId, TraceId};
 
-    fn span(id: u64, parent: u64, local_root: bool) -> SpanData {
+    fn span(id: u64, parent: u64, local_root: bool) -> SpanBox {
         let mut s = SpanData::new(
             TraceId::from_u128(1),
             SpanId::from_u64(id),
@@ -166,7 +237,7 @@ mod tests {
             Str::from("op"),
         );
         s.local_root = local_root;
-        s
+        Box::new(s)
     }
 
     #[test]

@@ -8,7 +8,7 @@ use smallvec::SmallVec;
 
 use crate::buffer::TraceTags;
 use crate::sampling::SamplingDecision;
-use crate::span::SpanData;
+use crate::span::{SpanBox, SpanData};
 
 /// What the worker adds to every span: process-wide tags and identity.
 #[derive(Debug, Clone)]
@@ -67,7 +67,7 @@ impl V04Payload {
     }
 
     /// Appends one chunk as one trace.
-    pub(crate) fn push_chunk(&mut self, spans: &[SpanData], header: ChunkHeader<'_>, ctx: &EncodeContext) {
+    pub(crate) fn push_chunk(&mut self, spans: &[SpanBox], header: ChunkHeader<'_>, ctx: &EncodeContext) {
         let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
         let _ = rmp::encode::write_array_len(&mut self.buf, len);
         for (i, span) in spans.iter().enumerate() {
@@ -95,6 +95,19 @@ fn hex16(v: u64, out: &mut [u8; 16]) -> &str {
         *slot = DIGITS.get(nibble as usize).copied().unwrap_or(b'0');
     }
     std::str::from_utf8(out).unwrap_or("")
+}
+
+/// For each entry, whether it is the last one with its key (the value that wins).
+fn last_of_key<T>(items: &[(crate::span::Str, T)]) -> SmallVec<[bool; 16]> {
+    let mut keep: SmallVec<[bool; 16]> = SmallVec::from_elem(true, items.len());
+    for (i, (key, _)) in items.iter().enumerate() {
+        if items.iter().skip(i + 1).any(|(later, _)| later == key) {
+            if let Some(k) = keep.get_mut(i) {
+                *k = false;
+            }
+        }
+    }
+    keep
 }
 
 fn write_str(buf: &mut Vec<u8>, s: &str) {
@@ -209,9 +222,11 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanData, first: Option<&ChunkHeader<'_
     write_str(buf, "error");
     let _ = rmp::encode::write_uint(buf, u64::from(span.error));
     write_str(buf, "meta");
-    let meta_len = u32::try_from(span.meta.len() + extra.len()).unwrap_or(u32::MAX);
+    let keep_meta = last_of_key(&span.meta);
+    let own_meta = keep_meta.iter().filter(|k| **k).count();
+    let meta_len = u32::try_from(own_meta + extra.len()).unwrap_or(u32::MAX);
     let _ = rmp::encode::write_map_len(buf, meta_len);
-    for (k, v) in &span.meta {
+    for ((k, v), _) in span.meta.iter().zip(&keep_meta).filter(|(_, keep)| **keep) {
         write_str(buf, k);
         write_str(buf, v);
     }
@@ -220,9 +235,11 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanData, first: Option<&ChunkHeader<'_
         write_str(buf, v);
     }
     write_str(buf, "metrics");
-    let metrics_len = u32::try_from(span.metrics.len() + extra_metrics.len()).unwrap_or(u32::MAX);
+    let keep_metrics = last_of_key(&span.metrics);
+    let own_metrics = keep_metrics.iter().filter(|k| **k).count();
+    let metrics_len = u32::try_from(own_metrics + extra_metrics.len()).unwrap_or(u32::MAX);
     let _ = rmp::encode::write_map_len(buf, metrics_len);
-    for (k, v) in &span.metrics {
+    for ((k, v), _) in span.metrics.iter().zip(&keep_metrics).filter(|(_, keep)| **keep) {
         write_str(buf, k);
         let _ = rmp::encode::write_f64(buf, *v);
     }

@@ -169,6 +169,9 @@ impl Worker {
             tags: chunk.trace.as_ref().map(|t| &t.tags),
         };
         self.payload.push_chunk(&chunk.spans, header, &self.ctx);
+        for span in chunk.spans {
+            self.tracer.pool.give(span);
+        }
     }
 
     fn fetch_info(&mut self, deadline: Instant) {

@@ -3,8 +3,9 @@
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
+use super::Str;
 use super::guard::ActiveSpan;
-use super::{Span, SpanContext, SpanData, SpanId, Str, TraceId, current_context};
+use super::{Span, SpanBox, SpanContext, SpanId, TraceId, current_context};
 use crate::clock;
 use crate::tracer::TracerInner;
 
@@ -21,7 +22,7 @@ enum Parent {
 #[must_use = "a span builder does nothing until `.start()`"]
 pub struct SpanBuilder {
     tracer: &'static TracerInner,
-    data: SpanData,
+    data: SpanBox,
     parent: Parent,
     start: Option<Instant>,
 }
@@ -38,7 +39,7 @@ impl SpanBuilder {
     pub(crate) fn new(tracer: &'static TracerInner, name: Str) -> Self {
         Self {
             tracer,
-            data: SpanData::new(TraceId::default(), SpanId::default(), SpanId::default(), name),
+            data: tracer.pool.take(name),
             parent: Parent::Current,
             start: None,
         }
@@ -65,13 +66,13 @@ impl SpanBuilder {
 
     /// Adds a string tag (`meta`).
     pub fn tag(mut self, key: impl Into<Str>, value: impl Into<Str>) -> Self {
-        self.data.set_meta(key.into(), value.into());
+        self.data.push_meta(key.into(), value.into());
         self
     }
 
     /// Adds a numeric tag (`metrics`).
     pub fn metric(mut self, key: impl Into<Str>, value: f64) -> Self {
-        self.data.set_metric(key.into(), value);
+        self.data.push_metric(key.into(), value);
         self
     }
 

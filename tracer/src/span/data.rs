@@ -9,6 +9,11 @@ pub(crate) type Meta = SmallVec<[(Str, Str); 8]>;
 /// Numeric tags (`metrics`); the first two live inline.
 pub(crate) type Metrics = SmallVec<[(Str, f64); 2]>;
 
+/// Spans travel boxed: moving a pointer instead of ~600 bytes at every hand-over, and the
+/// boxes are recycled by the export worker (see `SpanPool`), so steady state allocates
+/// nothing per span.
+pub(crate) type SpanBox = Box<SpanData>;
+
 /// One span as recorded on the application thread.
 ///
 /// Fields the tracer can derive later (the default service, `env`, `version`,
@@ -59,6 +64,25 @@ impl SpanData {
             meta: Meta::new(),
             metrics: Metrics::new(),
         }
+    }
+
+    /// Clears the span for reuse, keeping any heap capacity its tag lists grew.
+    pub(crate) fn reset(&mut self, name: Str) {
+        self.trace_id = TraceId::default();
+        self.span_id = SpanId::default();
+        self.parent_id = SpanId::default();
+        self.service = None;
+        self.name = name;
+        self.resource = None;
+        self.span_type = None;
+        self.start = 0;
+        self.duration = 0;
+        self.error = false;
+        self.top_level = false;
+        self.measured = false;
+        self.local_root = false;
+        self.meta.clear();
+        self.metrics.clear();
     }
 
     /// The trace id.
@@ -120,13 +144,18 @@ impl SpanData {
     pub fn tag(&self, key: &str) -> Option<&str> {
         self.meta
             .iter()
+            .rev()
             .find(|(k, _)| k.as_str() == key)
             .map(|(_, v)| v.as_str())
     }
 
     /// A numeric tag.
     pub fn metric(&self, key: &str) -> Option<f64> {
-        self.metrics.iter().find(|(k, _)| k.as_str() == key).map(|(_, v)| *v)
+        self.metrics
+            .iter()
+            .rev()
+            .find(|(k, _)| k.as_str() == key)
+            .map(|(_, v)| *v)
     }
 
     /// All string tags, in insertion order.
@@ -137,6 +166,17 @@ impl SpanData {
     /// All numeric tags, in insertion order.
     pub fn metrics(&self) -> impl Iterator<Item = (&str, f64)> {
         self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+
+    /// Appends a tag without looking for an earlier value of the key (the builder's fast
+    /// path); the encoder keeps the last value of a repeated key.
+    pub(crate) fn push_meta(&mut self, key: Str, value: Str) {
+        self.meta.push((key, value));
+    }
+
+    /// Appends a numeric tag; as [`SpanData::push_meta`].
+    pub(crate) fn push_metric(&mut self, key: Str, value: f64) {
+        self.metrics.push((key, value));
     }
 
     pub(crate) fn set_meta(&mut self, key: Str, value: Str) {

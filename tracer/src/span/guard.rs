@@ -5,14 +5,14 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
-use super::{Entered, SpanBuilder, SpanContext, SpanData, SpanId, Str, TraceId};
+use super::{Entered, SpanBox, SpanBuilder, SpanContext, SpanData, SpanId, Str, TraceId};
 use crate::buffer::TraceState;
 use crate::clock;
 use crate::tracer::TracerInner;
 
 pub(crate) struct ActiveSpan {
     pub(crate) tracer: &'static TracerInner,
-    pub(crate) data: SpanData,
+    pub(crate) data: SpanBox,
     pub(crate) start: Instant,
     /// The trace's shared state; for a local root, created on first need.
     pub(crate) trace: OnceLock<Arc<TraceState>>,
@@ -102,12 +102,12 @@ impl Span {
     }
 
     fn data_mut(&mut self) -> Option<&mut SpanData> {
-        self.active.as_mut().map(|a| &mut a.data)
+        self.active.as_mut().map(|a| &mut *a.data)
     }
 
     /// The recorded data so far (`None` for a no-op span).
     pub fn data(&self) -> Option<&SpanData> {
-        self.active.as_ref().map(|a| &a.data)
+        self.active.as_ref().map(|a| &*a.data)
     }
 
     /// Sets a string tag, replacing any previous value of the key.

@@ -15,4 +15,6 @@ pub use guard::Span;
 pub use ids::{SpanId, TraceId};
 pub use str::Str;
 
+pub(crate) use data::SpanBox;
+
 pub(crate) use context::current_context;

@@ -50,7 +50,7 @@ fn payload_round_trips_with_standard_tags() {
         ..SamplingDecision::new(1, Mechanism::Default)
     };
     p.push_chunk(
-        &[root, child],
+        &[Box::new(root), Box::new(child)],
         ChunkHeader {
             decision,
             tags: Some(&tags),
@@ -111,7 +111,7 @@ fn dropped_trace_has_no_decision_maker_and_header_counts_traces() {
             Str::from("op"),
         );
         p.push_chunk(
-            &[s],
+            &[Box::new(s)],
             ChunkHeader {
                 decision: d,
                 tags: None,
@@ -131,4 +131,38 @@ fn dropped_trace_has_no_decision_maker_and_header_counts_traces() {
 fn empty_payload_is_an_empty_array() {
     let traces = decode(&V04Payload::new().finish());
     assert!(traces.is_empty());
+}
+
+#[test]
+fn repeated_keys_keep_the_last_value() {
+    let mut s = SpanData::new(
+        TraceId::from_u128(1),
+        SpanId::from_u64(1),
+        SpanId::from_u64(0),
+        Str::from("op"),
+    );
+    s.push_meta(Str::from("k"), Str::from("first"));
+    s.push_meta(Str::from("other"), Str::from("x"));
+    s.push_meta(Str::from("k"), Str::from("last"));
+    s.push_metric(Str::from("m"), 1.0);
+    s.push_metric(Str::from("m"), 2.0);
+    let mut p = V04Payload::new();
+    p.push_chunk(
+        &[Box::new(s)],
+        ChunkHeader {
+            decision: SamplingDecision::new(1, Mechanism::Default),
+            tags: None,
+        },
+        &ctx(),
+    );
+    let body = p.finish();
+    assert!(
+        !body.windows(5).any(|w| w == b"first"),
+        "the overwritten value is not encoded"
+    );
+    let traces = decode(&body);
+    let span = &traces[0][0];
+    assert_eq!(span["meta"]["k"], "last");
+    assert_eq!(span["meta"]["other"], "x");
+    assert_eq!(span["metrics"]["m"], 2.0);
 }
