@@ -79,6 +79,7 @@ impl<'b> Reader<'b> {
         ReadError { kind, offset: self.pos }
     }
 
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'b [u8], ReadError> {
         let owner: &'b Bytes = self.owner;
         let end = self.pos.checked_add(n).filter(|&e| e <= owner.len());
@@ -91,6 +92,7 @@ impl<'b> Reader<'b> {
         }
     }
 
+    #[inline]
     fn u8(&mut self) -> Result<u8, ReadError> {
         match self.owner.get(self.pos) {
             Some(&b) => {
@@ -101,6 +103,7 @@ impl<'b> Reader<'b> {
         }
     }
 
+    #[inline]
     fn be<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
         let s = self.take(N)?;
         let mut a = [0u8; N];
@@ -116,6 +119,7 @@ impl<'b> Reader<'b> {
             .ok_or_else(|| self.err(ReadErrorKind::Eof))
     }
 
+    #[inline]
     fn marker(&mut self) -> Result<Marker, ReadError> {
         self.u8().map(Marker::from_u8)
     }
@@ -131,6 +135,7 @@ impl<'b> Reader<'b> {
     }
 
     /// Checks that `len` entries of at least `min_entry` bytes each can fit in what is left.
+    #[inline]
     fn check_len(&self, at: usize, len: usize, min_entry: usize) -> Result<usize, ReadError> {
         let remaining = self.remaining();
         if len.saturating_mul(min_entry) > remaining {
@@ -143,6 +148,7 @@ impl<'b> Reader<'b> {
     }
 
     /// An array header; `nil` reads as an empty array.
+    #[inline]
     pub(crate) fn array_len(&mut self) -> Result<usize, ReadError> {
         let at = self.pos;
         let len = match self.marker()? {
@@ -156,6 +162,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A map header; `nil` reads as an empty map.
+    #[inline]
     pub(crate) fn map_len(&mut self) -> Result<usize, ReadError> {
         let at = self.pos;
         let len = match self.marker()? {
@@ -169,6 +176,7 @@ impl<'b> Reader<'b> {
     }
 
     /// Length of a `str`/`bin` value whose marker was already read, or `None` for another type.
+    #[inline]
     fn str_len(&mut self, m: Marker) -> Result<Option<usize>, ReadError> {
         Ok(Some(match m {
             Marker::FixStr(n) => usize::from(n),
@@ -181,7 +189,26 @@ impl<'b> Reader<'b> {
     }
 
     /// A string (`str`, `bin` or `nil`), sliced from the body; invalid UTF-8 is repaired.
+    #[inline]
     pub(crate) fn str(&mut self) -> Result<Str, ReadError> {
+        // Fast path: a fixstr (< 32 bytes) that is complete and valid UTF-8.
+        if let Some(&b) = self.owner.get(self.pos)
+            && b & 0xe0 == 0xa0
+        {
+            let start = self.pos + 1;
+            let end = start + usize::from(b & 0x1f);
+            if let Some(raw) = self.owner.get(start..end)
+                && let Some(s) = Str::from_short(raw)
+            {
+                self.pos = end;
+                return Ok(s);
+            }
+        }
+        self.str_slow()
+    }
+
+    #[cold]
+    fn str_slow(&mut self) -> Result<Str, ReadError> {
         let at = self.pos;
         let m = self.marker()?;
         let Some(len) = self.str_len(m)? else {
@@ -193,16 +220,16 @@ impl<'b> Reader<'b> {
         self.check_len(at, len, 1)?;
         let start = self.pos;
         self.pos += len;
-        let bytes = self.owner.slice(start..start + len);
-        Ok(match Str::try_from(bytes) {
-            Ok(s) => s,
-            Err(_) => {
+        Ok(match Str::from_body(self.owner, start, start + len) {
+            Some(s) => s,
+            None => {
                 let raw = self.owner.get(start..start + len).unwrap_or_default();
                 Str::from(String::from_utf8_lossy(raw).into_owned())
             }
         })
     }
 
+    #[inline]
     fn num(&mut self, expected: &'static str) -> Result<Num, ReadError> {
         let at = self.pos;
         Ok(match self.marker()? {
@@ -226,6 +253,7 @@ impl<'b> Reader<'b> {
     }
 
     /// An unsigned 64-bit integer; negative integers are reinterpreted, floats truncated.
+    #[inline]
     pub(crate) fn u64(&mut self) -> Result<u64, ReadError> {
         Ok(match self.num("integer")? {
             Num::U(u) => u,
@@ -235,6 +263,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A signed 64-bit integer; an unsigned value above `i64::MAX` is an error.
+    #[inline]
     pub(crate) fn i64(&mut self) -> Result<i64, ReadError> {
         let at = self.pos;
         Ok(match self.num("integer")? {
@@ -268,6 +297,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A float; integers of any width are converted.
+    #[inline]
     pub(crate) fn f64(&mut self) -> Result<f64, ReadError> {
         Ok(match self.num("number")? {
             Num::U(u) => u as f64,
@@ -350,6 +380,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A map key (`str`, `bin` or `nil`) as borrowed bytes, for matching field names.
+    #[inline]
     pub(crate) fn key(&mut self) -> Result<&'b [u8], ReadError> {
         let at = self.pos;
         let m = self.marker()?;

@@ -164,7 +164,7 @@ pub fn apply_replace_rules(rules: &[ReplaceRule], span: &mut Span) {
             }
             key => {
                 for (k, v) in &mut span.meta {
-                    if k.as_ref() as &str == key
+                    if k.as_str() == key
                         && let Some(n) = replace(&rule.pattern, &rule.repl, v)
                     {
                         *v = n;

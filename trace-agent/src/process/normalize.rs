@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::span::{Span, Str, TraceChunk, tag_get, tag_remove};
+use crate::span::{Span, Str, TraceChunk, tag_remove};
 
 /// Maximum service length in bytes.
 pub const MAX_SERVICE_LEN: usize = 100;
@@ -165,21 +165,24 @@ pub fn normalize_tag_value(s: &str) -> Cow<'_, str> {
 }
 
 fn is_normalized_name(s: &[u8]) -> bool {
-    let Some(&first) = s.first() else {
-        return false;
-    };
+    let Some(&first) = s.first() else { return false };
     if !first.is_ascii_alphabetic() || s.last() == Some(&b'_') {
         return false;
     }
-    s.windows(2).all(|w| match w {
-        [a, b] => {
-            (a.is_ascii_alphanumeric() || *a == b'.' || *a == b'_')
-                && (b.is_ascii_alphanumeric() || *b == b'.' || *b == b'_')
-                && !(*a == b'_' && (*b == b'_' || *b == b'.'))
-                && !(*a == b'.' && *b == b'_')
+    let mut prev = first;
+    for &b in s.iter().skip(1) {
+        let ok = match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => true,
+            b'.' => prev != b'_',
+            b'_' => prev != b'_' && prev != b'.',
+            _ => false,
+        };
+        if !ok {
+            return false;
         }
-        _ => true,
-    })
+        prev = b;
+    }
+    true
 }
 
 /// Span-name (metric-name) normalization; `None` when the name has no ASCII letter at all.
@@ -234,16 +237,6 @@ pub fn normalize_span(span: &mut Span, lang: &str, now_ns: i64, config: &Normali
     if let Some(service) = normalize_service(&span.service, lang) {
         span.service = Str::from(service);
     }
-    for key in ["peer.service", "_dd.base_service"] {
-        if let Some(pos) = span.meta.iter().rposition(|(k, _)| k.as_ref() as &str == key)
-            && let Some((_, v)) = span.meta.get_mut(pos)
-        {
-            let normalized = normalize_tag_value(truncate_utf8(v, MAX_SERVICE_LEN)).into_owned();
-            if normalized.as_str() != v.as_ref() as &str {
-                *v = Str::from(normalized);
-            }
-        }
-    }
     if span.name.is_empty() {
         span.name = Str::from_static(DEFAULT_SPAN_NAME);
     } else {
@@ -275,17 +268,27 @@ pub fn normalize_span(span: &mut Span, lang: &str, now_ns: i64, config: &Normali
     if span.r#type.len() > MAX_TYPE_LEN {
         span.r#type = Str::from(truncate_utf8(&span.r#type, MAX_TYPE_LEN).to_owned());
     }
-    if let Some(pos) = span.meta.iter().rposition(|(k, _)| k.as_ref() as &str == "env")
-        && let Some((_, v)) = span.meta.get_mut(pos)
-    {
-        let n = normalize_tag_value(v);
-        if let Cow::Owned(n) = n {
-            *v = Str::from(n);
+    let mut bad_status = false;
+    for (k, v) in &mut span.meta {
+        match k.as_str() {
+            "env" => {
+                if let Cow::Owned(n) = normalize_tag_value(v) {
+                    *v = Str::from(n);
+                }
+            }
+            "peer.service" | "_dd.base_service" => {
+                let normalized = normalize_tag_value(truncate_utf8(v, MAX_SERVICE_LEN));
+                if normalized.len() != v.len() || matches!(normalized, Cow::Owned(_)) {
+                    *v = Str::from(normalized.into_owned());
+                }
+            }
+            "http.status_code" => {
+                bad_status |= !v.parse::<i64>().is_ok_and(|c| (100..600).contains(&c));
+            }
+            _ => {}
         }
     }
-    if let Some(code) = tag_get(&span.meta, "http.status_code")
-        && !code.parse::<i64>().is_ok_and(|c| (100..600).contains(&c))
-    {
+    if bad_status {
         tag_remove(&mut span.meta, "http.status_code");
     }
 }

@@ -111,8 +111,14 @@ pub fn strip_url_credentials(value: &str) -> Option<String> {
     Some(format!("{}{}", value.get(..scheme_end)?, rest.get(at + 1..)?))
 }
 
+/// Whether `v` has `://` right after its first `:` (cheap pre-check for URL credentials).
+fn has_scheme_separator(v: &str) -> bool {
+    v.find(':')
+        .is_some_and(|i| v.as_bytes().get(i + 1..i + 3) == Some(b"//"))
+}
+
 fn set(field: &mut Str, value: String) {
-    if value.as_str() != field.as_ref() as &str {
+    if value.as_str() != field.as_str() {
         *field = Str::from(value);
     }
 }
@@ -127,7 +133,7 @@ fn obfuscate_sql_span(span: &mut Span) {
     for key in ["sql.query", "db.statement", "db.query.text"] {
         let mut empty = false;
         for (k, v) in &mut span.meta {
-            if k.as_ref() as &str == key {
+            if k.as_str() == key {
                 if v.is_empty() {
                     empty = true;
                 } else {
@@ -146,7 +152,7 @@ fn obfuscate_sql_span(span: &mut Span) {
 
 /// Obfuscates one span in place according to its type and `config`.
 pub fn obfuscate_span(span: &mut Span, config: &ObfuscationConfig) {
-    match span.r#type.as_ref() as &str {
+    match span.r#type.as_str() {
         "sql" | "cassandra" => obfuscate_sql_span(span),
         t @ ("redis" | "valkey") => {
             if !span.resource.is_empty() {
@@ -160,7 +166,7 @@ pub fn obfuscate_span(span: &mut Span, config: &ObfuscationConfig) {
                     "valkey.raw_command"
                 };
                 for (k, v) in &mut span.meta {
-                    if k.as_ref() as &str == key && !v.is_empty() {
+                    if k.as_str() == key && !v.is_empty() {
                         let o = if config.redis_remove_all_args {
                             redis::remove_all_redis_args(v)
                         } else {
@@ -173,7 +179,7 @@ pub fn obfuscate_span(span: &mut Span, config: &ObfuscationConfig) {
         }
         "memcached" if config.memcached_enabled => {
             for (k, v) in &mut span.meta {
-                if k.as_ref() as &str == "memcached.command"
+                if k.as_str() == "memcached.command"
                     && let Some(o) = memcached::obfuscate_memcached(v, config.memcached_keep_command)
                 {
                     set(v, o);
@@ -183,7 +189,7 @@ pub fn obfuscate_span(span: &mut Span, config: &ObfuscationConfig) {
         "web" | "http" => {
             let options = config.http_remove_query_string || config.http_remove_paths_with_digits;
             for (k, v) in &mut span.meta {
-                if k.as_ref() as &str == "http.url" && (options || v.contains('@')) {
+                if k.as_str() == "http.url" && (options || v.contains('@')) {
                     let o = http::obfuscate_url_string(
                         v,
                         config.http_remove_query_string,
@@ -202,15 +208,15 @@ pub fn obfuscate_span(span: &mut Span, config: &ObfuscationConfig) {
                 continue;
             }
             if config.credit_cards_enabled
+                && is_credit_card(v, config.credit_cards_luhn)
                 && !CC_ALLOW_LIST.contains(&key)
                 && !config.credit_cards_keep_values.iter().any(|kv| kv == key)
-                && is_credit_card(v, config.credit_cards_luhn)
             {
                 *v = Str::from_static("?");
                 continue;
             }
             if config.url_credentials
-                && v.contains("://")
+                && has_scheme_separator(v)
                 && let Some(stripped) = strip_url_credentials(v)
             {
                 *v = Str::from(stripped);
@@ -219,7 +225,7 @@ pub fn obfuscate_span(span: &mut Span, config: &ObfuscationConfig) {
     }
     if config.remove_stack_traces {
         for (k, v) in &mut span.meta {
-            if k.as_ref() as &str == "error.stack" {
+            if k.as_str() == "error.stack" {
                 *v = Str::from_static("?");
             }
         }

@@ -1,13 +1,14 @@
 //! The span model the decoders produce and the processing stages transform.
 //!
-//! Strings are [`Str`] (`bytestring::ByteString`): UTF-8 views into the request body's
-//! reference-counted buffer, so decoding a payload mostly costs a reference-count bump per
-//! string instead of an allocation. Stages that rewrite a value replace it with an owned one.
+//! Strings are [`Str`]: short ones inline, long ones UTF-8 views into the request body's
+//! reference-counted buffer, so decoding a payload allocates little and copies little. Stages
+//! that rewrite a value replace it with an owned one.
+
+mod text;
 
 use bytes::Bytes;
 
-/// A cheap-to-clone UTF-8 string sharing the request body's buffer.
-pub type Str = bytestring::ByteString;
+pub use text::{INLINE_CAP, Str};
 
 /// An ordered list of `key → value` pairs (tracers send ~5–30 tags per span, so a vector beats
 /// a hash map for both building and lookup). Later duplicates win on lookup, like a map.
@@ -15,22 +16,19 @@ pub type Tags<V> = Vec<(Str, V)>;
 
 /// Returns the last value stored under `key`.
 pub fn tag_get<'a, V>(tags: &'a [(Str, V)], key: &str) -> Option<&'a V> {
-    tags.iter()
-        .rev()
-        .find(|(k, _)| k.as_ref() as &str == key)
-        .map(|(_, v)| v)
+    tags.iter().rev().find(|(k, _)| k.as_str() == key).map(|(_, v)| v)
 }
 
 /// Sets `key` to `value`, replacing every existing entry for it.
 pub fn tag_set<V>(tags: &mut Tags<V>, key: &str, value: V) {
-    tags.retain(|(k, _)| k.as_ref() as &str != key);
+    tags.retain(|(k, _)| k.as_str() != key);
     tags.push((Str::from(key.to_owned()), value));
 }
 
 /// Removes every entry for `key`; returns whether one existed.
 pub fn tag_remove<V>(tags: &mut Tags<V>, key: &str) -> bool {
     let before = tags.len();
-    tags.retain(|(k, _)| k.as_ref() as &str != key);
+    tags.retain(|(k, _)| k.as_str() != key);
     before != tags.len()
 }
 
@@ -70,7 +68,7 @@ pub struct Span {
 impl Span {
     /// Meta value for `key`.
     pub fn meta(&self, key: &str) -> Option<&str> {
-        tag_get(&self.meta, key).map(|v| v.as_ref())
+        tag_get(&self.meta, key).map(Str::as_str)
     }
 
     /// Metric value for `key`.

@@ -1,0 +1,119 @@
+//! Decode + normalize + obfuscate throughput on Flask-like payloads built from the real ddtrace
+//! captures (../shared/peer/captures), in spans per second, next to Datadog's own Rust chain
+//! (`libdd-trace-utils` zero-copy decoder + `libdd-trace-obfuscation`) in the same run.
+//!
+//! `cargo bench -p trace-agent --bench decode_process -- --warm-up-time 1 --measurement-time 3`
+
+use std::hint::black_box;
+use std::io::Cursor;
+use std::path::Path;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
+use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
+
+/// Copies of the captured traces per payload (≈ a busy Flask app's 1 s flush).
+const COPIES: usize = 50;
+const NOW: i64 = 1_800_000_000_000_000_000;
+
+fn capture(rel: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/peer/captures")
+        .join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn array32(n: usize) -> Vec<u8> {
+    let mut v = vec![0xdd];
+    v.extend_from_slice(&u32::try_from(n).unwrap().to_be_bytes());
+    v
+}
+
+/// v0.4: the captured traces repeated `COPIES` times.
+fn v04_payload() -> (Bytes, u64) {
+    let body = capture("C_recorder_v04/agent/0007_POST_v0.4_traces.body.bin");
+    let traces = usize::from(body[0] & 0x0f);
+    assert_eq!(body[0] & 0xf0, 0x90, "capture starts with a fixarray");
+    let mut out = array32(traces * COPIES);
+    for _ in 0..COPIES {
+        out.extend_from_slice(&body[1..]);
+    }
+    let out = Bytes::from(out);
+    let spans = decode_payload(ApiVersion::V04, Encoding::Msgpack, &out)
+        .unwrap()
+        .span_count() as u64;
+    (out, spans)
+}
+
+/// v0.5: the captured string table once, the captured traces repeated `COPIES` times.
+fn v05_payload() -> (Bytes, u64) {
+    let body = capture("A_recorder_default/agent/0007_POST_v0.5_traces.body.bin");
+    let mut cur = Cursor::new(&body[1..]);
+    let _table: Vec<String> = rmp_serde::from_read(&mut cur).unwrap();
+    let table_end = 1 + usize::try_from(cur.position()).unwrap();
+    let header = body[table_end];
+    assert_eq!(header & 0xf0, 0x90);
+    let traces = usize::from(header & 0x0f);
+    let mut out = body[..table_end].to_vec();
+    out.extend(array32(traces * COPIES));
+    for _ in 0..COPIES {
+        out.extend_from_slice(&body[table_end + 1..]);
+    }
+    let out = Bytes::from(out);
+    let spans = decode_payload(ApiVersion::V05, Encoding::Msgpack, &out)
+        .unwrap()
+        .span_count() as u64;
+    (out, spans)
+}
+
+fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans: u64) {
+    let config = ProcessConfig::default();
+    let facts = RequestFacts {
+        lang: "python",
+        client_computed_top_level: true,
+    };
+    let mut g = c.benchmark_group(name);
+    g.throughput(Throughput::Elements(spans));
+    g.bench_function("ours/decode", |b| {
+        b.iter(|| black_box(decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap()))
+    });
+    g.bench_function("ours/decode+normalize+obfuscate", |b| {
+        b.iter(|| {
+            let mut p = decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap();
+            black_box(process_payload(&mut p, &facts, &config, NOW));
+            black_box(p)
+        })
+    });
+    let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
+    let tiny = libdd_tinybytes::Bytes::from(body.to_vec());
+    let decode_dd = |b: libdd_tinybytes::Bytes| match version {
+        ApiVersion::V05 => libdd_trace_utils::msgpack_decoder::v05::from_bytes(b).unwrap().0,
+        _ => libdd_trace_utils::msgpack_decoder::v04::from_bytes(b).unwrap().0,
+    };
+    g.bench_function("libdatadog/decode", |b| {
+        b.iter(|| black_box(decode_dd(black_box(tiny.clone()))))
+    });
+    g.bench_function("libdatadog/decode+obfuscate", |b| {
+        b.iter(|| {
+            let mut traces = decode_dd(black_box(tiny.clone()));
+            for t in &mut traces {
+                for s in t.iter_mut() {
+                    libdd_trace_obfuscation::obfuscate::obfuscate_v04_span(s, &dd_config);
+                }
+            }
+            black_box(traces)
+        })
+    });
+    g.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let (v04, spans04) = v04_payload();
+    let (v05, spans05) = v05_payload();
+    ours(c, "v0.4_flask", ApiVersion::V04, &v04, spans04);
+    ours(c, "v0.5_flask", ApiVersion::V05, &v05, spans05);
+}
+
+criterion_group!(group, benches);
+criterion_main!(group);
