@@ -15,9 +15,7 @@ fn run_demo(name: &str, env: &[(&str, &str)]) -> (apm::FlaskDemoRun, StatusSnaps
         .build()
         .unwrap();
     let port = apm::free_port();
-    let agent = rt
-        .block_on(trace_agent::start(AgentConfig::local(port)))
-        .unwrap();
+    let agent = rt.block_on(trace_agent::start(AgentConfig::local(port))).unwrap();
     let dir = apm::run_dir(name);
     let run = apm::run_flask_demo(port, &dir, REQUESTS, env);
     let status = rt.block_on(agent.shutdown());
@@ -38,10 +36,7 @@ fn check(run: &apm::FlaskDemoRun, status: &StatusSnapshot) {
         "nothing may be dropped: {:?}",
         status.dropped
     );
-    assert_eq!(
-        status.forwarded.traces, REQUESTS as u64,
-        "forwarded after drain"
-    );
+    assert_eq!(status.forwarded.traces, REQUESTS as u64, "forwarded after drain");
     assert_eq!(status.forwarded.spans, EXPECTED_SPANS);
     // ddtrace fetches /info a handful of times at start; a wrong Datadog-Agent-State would make
     // it re-fetch after every trace reply.
@@ -61,6 +56,7 @@ fn check(run: &apm::FlaskDemoRun, status: &StatusSnapshot) {
 fn ddtrace_flask_demo_v05_default() {
     let (run, status) = run_demo("agent_peer_v05", &[]);
     check(&run, &status);
+    assert_eq!(status.client_stats_payloads, 0, "stats are off by default");
 }
 
 #[test]
@@ -73,4 +69,9 @@ fn ddtrace_flask_demo_v04() {
 fn ddtrace_flask_demo_with_client_stats() {
     let (run, status) = run_demo("agent_peer_stats", &[("STATS", "true")]);
     check(&run, &status);
+    // ddtrace computes stats only when /info lists /v0.6/stats and client_drop_p0s is true.
+    assert!(
+        status.client_stats_payloads >= 1,
+        "ddtrace sent no /v0.6/stats: {status:#?}"
+    );
 }

@@ -58,6 +58,8 @@ pub struct AgentStats {
     pub info_requests: AtomicU64,
     /// Requests being handled right now.
     pub in_flight: AtomicU64,
+    /// `/v0.6/stats` payloads accepted (tracer-computed stats).
+    pub client_stats_payloads: AtomicU64,
     /// What the next stage consumed.
     pub sink: std::sync::Arc<SinkCounters>,
 }
@@ -71,6 +73,7 @@ impl Default for AgentStats {
             last_error: Mutex::default(),
             info_requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            client_stats_payloads: AtomicU64::new(0),
             sink: std::sync::Arc::default(),
         }
     }
@@ -97,6 +100,8 @@ pub struct StatusSnapshot {
     pub info_requests: u64,
     /// Requests being handled at the time of the snapshot.
     pub in_flight: u64,
+    /// `/v0.6/stats` payloads accepted.
+    pub client_stats_payloads: u64,
     /// Last error: unix seconds and message.
     pub last_error: Option<(u64, String)>,
 }
@@ -169,6 +174,7 @@ impl AgentStats {
             upstream: "no upstream writer yet: processed traces are counted, not sent".to_owned(),
             info_requests: self.info_requests.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            client_stats_payloads: self.client_stats_payloads.load(Ordering::Relaxed),
             last_error: lock(&self.last_error).clone(),
         }
     }
@@ -251,6 +257,11 @@ pub fn render(s: &StatusSnapshot) -> String {
         s.forwarded.payloads, s.forwarded.traces, s.forwarded.spans
     );
     let _ = writeln!(o, "Upstream: {}", s.upstream);
+    let _ = writeln!(
+        o,
+        "Tracer-computed stats payloads (/v0.6/stats): {}",
+        s.client_stats_payloads
+    );
     let _ = writeln!(o, "/info requests served: {}", s.info_requests);
     match &s.last_error {
         Some((at, msg)) => {

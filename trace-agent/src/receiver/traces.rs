@@ -285,7 +285,10 @@ pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Repl
         return early;
     }
     match read_body(state, body).await {
-        Ok(_) => reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
+        Ok(_) => {
+            state.stats.client_stats_payloads.fetch_add(1, Ordering::Relaxed);
+            reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new())
+        }
         Err(e) => body_error_reply(state, &parts.headers, e),
     }
 }
