@@ -539,3 +539,54 @@ fn graceful_shutdown_finishes_in_flight_requests_and_drains_the_pipeline() {
     let snapshot = rx.recv_timeout(Duration::from_secs(20)).unwrap();
     assert_eq!(snapshot.forwarded.traces, 4, "pipeline drained before exit");
 }
+
+#[test]
+fn live_unix_socket_is_not_stolen_by_a_second_agent() {
+    let sock = apm::run_dir("agent_uds_live").join("apm.socket");
+    let _first = Harness::start(AgentConfig {
+        receiver_socket: Some(sock.clone()),
+        ..AgentConfig::default()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let second = AgentConfig {
+        receiver_socket: Some(sock.clone()),
+        receiver_port: 0,
+        ..AgentConfig::default()
+    };
+    let err = rt.block_on(trace_agent::start(second)).unwrap_err().to_string();
+    assert!(err.contains("already in use") && err.contains("apm.socket"), "{err}");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&sock).is_ok(),
+        "first agent still serves"
+    );
+}
+
+#[test]
+fn connections_beyond_max_connections_wait_for_a_free_slot() {
+    let h = Harness::start(AgentConfig {
+        max_connections: 1,
+        ..AgentConfig::default()
+    });
+    // The first connection holds the only slot (keep-alive, idle).
+    let mut first = TcpStream::connect(h.addr).unwrap();
+    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    first.write_all(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = [0u8; 12];
+    first.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    // A second client connects at TCP level (backlog) but is not served while the slot is held.
+    let mut second = TcpStream::connect(h.addr).unwrap();
+    second.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    second
+        .write_all(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut one = [0u8; 1];
+    assert!(second.read(&mut one).is_err(), "served beyond max_connections");
+    drop(first);
+    second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (status, _, _) = read_response(&mut second);
+    assert_eq!(status, 200, "served once the slot is free");
+}

@@ -143,3 +143,13 @@ fn secrets_are_masked_to_the_last_five() {
         "Debug of the config leaks the key"
     );
 }
+
+#[test]
+fn empty_socket_variable_disables_the_unix_socket() {
+    let c = load(None, &env(&[("DD_APM_RECEIVER_SOCKET", "")])).unwrap();
+    assert_eq!(c.receiver_socket, None);
+    let c = load(None, &env(&[("DD_APM_RECEIVER_SOCKET", "/tmp/x.sock")])).unwrap();
+    assert_eq!(c.receiver_socket.as_deref(), Some(std::path::Path::new("/tmp/x.sock")));
+    let c = load(None, &env(&[("DD_APM_RECEIVER_PORT", "")])).unwrap();
+    assert_eq!(c.receiver_port, 8126, "empty means unset");
+}

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 /// Where `DD_*` variables come from.
 pub trait EnvSource {
-    /// The value of `name`, if set (empty values count as unset).
+    /// The value of `name`, if set (possibly empty: callers decide what empty means).
     fn get(&self, name: &str) -> Option<String>;
 }
 
@@ -14,13 +14,13 @@ pub struct ProcessEnv;
 
 impl EnvSource for ProcessEnv {
     fn get(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+        std::env::var(name).ok()
     }
 }
 
 impl EnvSource for HashMap<String, String> {
     fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).filter(|v| !v.trim().is_empty()).cloned()
+        HashMap::get(self, name).cloned()
     }
 }
 

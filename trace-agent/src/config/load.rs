@@ -64,7 +64,8 @@ impl Ctx<'_> {
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfigError> {
         for var in vars {
-            if let Some(v) = self.env.get(var) {
+            // An empty variable counts as unset.
+            if let Some(v) = self.env.get(var).filter(|v| !v.trim().is_empty()) {
                 let parsed = parse(&v).map_err(|message| ConfigError::Env {
                     var: (*var).to_owned(),
                     value: if var.contains("KEY") { mask(&v) } else { v.clone() },

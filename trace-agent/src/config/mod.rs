@@ -93,7 +93,9 @@ pub struct AgentConfig {
     pub features: Vec<String>,
     /// `apm_config.obfuscation.*`.
     pub obfuscation: ObfuscationConfig,
-    /// Capacity of the receiver → next-stage channel, in payloads.
+    /// Capacity of the receiver → next-stage channel, in payloads (each at most
+    /// `max_payload_size`; a full channel makes handlers wait, which holds their decoder slot
+    /// and turns into 429/overload replies).
     pub pipeline_capacity: usize,
     /// Where each value came from, by key path.
     pub origins: BTreeMap<String, Origin>,
@@ -137,7 +139,7 @@ impl Default for AgentConfig {
             global_tags: BTreeMap::new(),
             features: Vec::new(),
             obfuscation: ObfuscationConfig::default(),
-            pipeline_capacity: 256,
+            pipeline_capacity: 32,
             origins: BTreeMap::new(),
             warnings: Vec::new(),
         }

@@ -86,6 +86,10 @@ pub fn bind_unix(path: &Path) -> Result<UnixListener, BindError> {
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && meta.file_type().is_socket()
     {
+        // A live socket belongs to another agent; only a stale one is replaced.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(BindError::AddrInUse { addr: shown });
+        }
         let _ = std::fs::remove_file(path);
     }
     let listener = UnixListener::bind(path).map_err(|e| bind_error(shown.clone(), e))?;
