@@ -9,13 +9,15 @@ use super::{Span, SpanBox, SpanContext, SpanId, TraceId, current_context};
 use crate::clock;
 use crate::tracer::TracerInner;
 
+#[derive(Clone, Copy)]
 enum Parent {
     /// The current span of this thread/task, if any.
     Current,
     /// Always a new trace.
     Root,
-    /// An explicit parent.
-    Context(SpanContext),
+    /// An explicit parent, kept in `SpanData::explicit_parent` so the builder stays small
+    /// (it moves at every chained call).
+    Explicit,
 }
 
 /// Configures a span before it starts; [`SpanBuilder::start`] returns the [`Span`].
@@ -24,7 +26,8 @@ pub struct SpanBuilder {
     tracer: &'static TracerInner,
     data: SpanBox,
     parent: Parent,
-    start: Option<Instant>,
+    /// Monotonic start, when not "now".
+    start: Option<u64>,
 }
 
 impl std::fmt::Debug for SpanBuilder {
@@ -86,14 +89,18 @@ impl SpanBuilder {
     /// Makes the span a child of `parent` (a local span's context or one extracted from
     /// incoming headers).
     pub fn child_of(mut self, parent: &SpanContext) -> Self {
-        self.parent = Parent::Context(parent.clone());
+        self.data.explicit_parent = Some(parent.clone());
+        self.parent = Parent::Explicit;
         self
     }
 
     /// Like [`SpanBuilder::child_of`], taking the context by value.
     pub fn with_parent(mut self, parent: Option<SpanContext>) -> Self {
         self.parent = match parent {
-            Some(p) => Parent::Context(p),
+            Some(p) => {
+                self.data.explicit_parent = Some(p);
+                Parent::Explicit
+            }
             None => Parent::Root,
         };
         self
@@ -107,7 +114,7 @@ impl SpanBuilder {
 
     /// Uses `start` instead of now as the start time.
     pub fn start_at(mut self, start: Instant) -> Self {
-        self.start = Some(start);
+        self.start = Some(clock::from_instant(start));
         self
     }
 
@@ -117,14 +124,15 @@ impl SpanBuilder {
         if !tracer.config.enabled {
             return Span::noop();
         }
-        let start = self.start.unwrap_or_else(Instant::now);
+        let start = self.start.unwrap_or_else(clock::now);
         let mut data = self.data;
+        let explicit = data.explicit_parent.take();
         data.start = clock::unix_nanos(start);
         data.span_id = SpanId::generate();
         let parent = match self.parent {
             Parent::Current => current_context(),
             Parent::Root => None,
-            Parent::Context(c) => Some(c),
+            Parent::Explicit => explicit,
         };
         let trace = match parent {
             None => {

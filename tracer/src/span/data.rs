@@ -2,7 +2,7 @@
 
 use smallvec::SmallVec;
 
-use super::{SpanId, Str, TraceId};
+use super::{SpanContext, SpanId, Str, TraceId};
 
 /// String tags (`meta`); the first eight live inline in the span, without allocation.
 pub(crate) type Meta = SmallVec<[(Str, Str); 8]>;
@@ -43,6 +43,8 @@ pub struct SpanData {
     pub(crate) local_root: bool,
     pub(crate) meta: Meta,
     pub(crate) metrics: Metrics,
+    /// Only while a builder holds the span: the explicit parent it was given.
+    pub(crate) explicit_parent: Option<SpanContext>,
 }
 
 impl SpanData {
@@ -63,6 +65,7 @@ impl SpanData {
             local_root: false,
             meta: Meta::new(),
             metrics: Metrics::new(),
+            explicit_parent: None,
         }
     }
 
@@ -83,6 +86,7 @@ impl SpanData {
         self.local_root = false;
         self.meta.clear();
         self.metrics.clear();
+        self.explicit_parent = None;
     }
 
     /// The trace id.

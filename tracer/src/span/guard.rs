@@ -13,7 +13,8 @@ use crate::tracer::TracerInner;
 pub(crate) struct ActiveSpan {
     pub(crate) tracer: &'static TracerInner,
     pub(crate) data: SpanBox,
-    pub(crate) start: Instant,
+    /// Monotonic nanoseconds.
+    pub(crate) start: u64,
     /// The trace's shared state; for a local root, created on first need.
     pub(crate) trace: OnceLock<Arc<TraceState>>,
 }
@@ -198,15 +199,15 @@ impl Span {
 
     /// Finishes the span now (dropping it does the same).
     pub fn finish(mut self) {
-        self.finish_inner(Instant::now());
+        self.finish_inner(clock::now());
     }
 
     /// Finishes the span with an explicit end time.
     pub fn finish_at(mut self, end: Instant) {
-        self.finish_inner(end);
+        self.finish_inner(clock::from_instant(end));
     }
 
-    fn finish_inner(&mut self, end: Instant) {
+    fn finish_inner(&mut self, end: u64) {
         let Some(active) = self.active.take() else {
             return;
         };
@@ -235,7 +236,7 @@ impl Span {
 impl Drop for Span {
     fn drop(&mut self) {
         if self.active.is_some() {
-            self.finish_inner(Instant::now());
+            self.finish_inner(clock::now());
         }
     }
 }
