@@ -41,7 +41,7 @@ struct FakeAgent {
     state: Arc<Mutex<Option<String>>>,
 }
 
-fn read_request(stream: &mut BufReader<TcpStream>) -> Option<Request> {
+fn read_request(stream: &mut impl BufRead) -> Option<Request> {
     let mut line = String::new();
     if stream.read_line(&mut line).ok()? == 0 {
         return None;
@@ -373,5 +373,41 @@ fn agent_state_change_refetches_info_once() {
     flush(1);
     assert_eq!(agent.info_requests(), 2, "one re-fetch per state change, not per flush");
     assert_eq!(tracer.health().info_fetches, 2);
+    tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
+}
+
+#[cfg(unix)]
+#[test]
+fn unix_socket_agent_url_is_honoured() {
+    use std::os::unix::net::UnixListener;
+    let dir = apm::run_dir("tracer-uds");
+    let path = dir.join("apm.socket");
+    let listener = UnixListener::bind(&path).expect("bind unix socket");
+    let (tx, rx) = channel();
+    thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                let mut reader = BufReader::new(stream);
+                while let Some(req) = read_request(&mut reader) {
+                    let body = "{}";
+                    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                    let _ = tx.send((req.path.clone(), req.headers.get("x-datadog-trace-count").cloned()));
+                    if reader.get_mut().write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let config = TracerConfig::from_source(&[("DD_TRACE_AGENT_URL", format!("unix://{}", path.display()).as_str())])
+        .expect("config")
+        .with_service("uds");
+    let tracer = Tracer::new(config).expect("tracer");
+    spans(&tracer, 3);
+    tracer.flush(Duration::from_secs(20)).expect("flush over the unix socket");
+    let seen: Vec<_> = rx.try_iter().collect();
+    assert!(seen.contains(&("/v0.4/traces".to_owned(), Some("3".to_owned()))), "{seen:?}");
+    assert_eq!(tracer.health().spans_sent, 6);
     tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
 }
