@@ -144,10 +144,7 @@ pub fn wait_for_tcp(addr: SocketAddr, timeout: Duration) {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "nothing listens on {addr} after {timeout:?}"
-        );
+        assert!(Instant::now() < deadline, "nothing listens on {addr} after {timeout:?}");
         std::thread::sleep(Duration::from_millis(25));
     }
 }
@@ -185,10 +182,7 @@ pub fn http_request(
         .and_then(|s| s.parse::<u16>().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
     let mut body = raw[split + 4..].to_vec();
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         body = dechunk(&body);
     }
     Ok((status, body))
@@ -197,8 +191,7 @@ pub fn http_request(
 fn dechunk(mut data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = data.windows(2).position(|w| w == b"\r\n") {
-        let size =
-            usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
+        let size = usize::from_str_radix(String::from_utf8_lossy(&data[..eol]).trim(), 16).unwrap_or(0);
         if size == 0 || data.len() < eol + 2 + size {
             break;
         }
@@ -213,8 +206,8 @@ fn dechunk(mut data: &[u8]) -> Vec<u8> {
 /// # Panics
 /// On I/O errors (the peer is expected to be up).
 pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let (status, body) = http_request(addr, "GET", path, &[], &[])
-        .unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
+    let (status, body) =
+        http_request(addr, "GET", path, &[], &[]).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"));
     (status, String::from_utf8_lossy(&body).into_owned())
 }
 
@@ -230,8 +223,7 @@ pub struct TestAgent {
 
 impl TestAgent {
     /// The checks every test runs with, as the tracer issue asks.
-    pub const CHECKS: &'static str =
-        "trace_count_header,meta_tracer_version_header,trace_content_length";
+    pub const CHECKS: &'static str = "trace_count_header,meta_tracer_version_header,trace_content_length";
 
     /// Starts it with [`Self::CHECKS`] enabled and failures pooled, and waits until `/info` answers.
     ///
@@ -304,12 +296,7 @@ pub struct FlaskDemoRun {
 ///
 /// # Panics
 /// When the script cannot run or its summary is missing.
-pub fn run_flask_demo(
-    agent_port: u16,
-    dir: &Path,
-    requests: usize,
-    env: &[(&str, &str)],
-) -> FlaskDemoRun {
+pub fn run_flask_demo(agent_port: u16, dir: &Path, requests: usize, env: &[(&str, &str)]) -> FlaskDemoRun {
     let venv = peer_venv();
     let script = shared_dir().join("peer").join("run_flask_demo.sh");
     let mut cmd = Command::new("bash");
@@ -325,9 +312,7 @@ pub fn run_flask_demo(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
     let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap_or_else(|_| {
         panic!(
             "run_flask_demo.sh wrote no summary (exit {:?}): {}{}",

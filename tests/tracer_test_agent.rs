@@ -28,9 +28,7 @@ fn test_agent_accepts_and_decodes_our_spans() {
     let agent = apm::TestAgent::start(&dir);
     let token = "rust-tracer-core";
     assert_eq!(
-        agent
-            .get(&format!("/test/session/start?test_session_token={token}"))
-            .0,
+        agent.get(&format!("/test/session/start?test_session_token={token}")).0,
         200
     );
 
@@ -79,17 +77,11 @@ fn test_agent_accepts_and_decodes_our_spans() {
     {
         let _other = tracer.span("worker.job").resource("cleanup").start();
     }
-    tracer
-        .flush(Duration::from_secs(20))
-        .expect("flush to the test agent");
+    tracer.flush(Duration::from_secs(20)).expect("flush to the test agent");
 
     let health = tracer.health();
     assert_eq!(
-        (
-            health.spans_sent,
-            health.traces_sent,
-            health.payloads_failed
-        ),
+        (health.spans_sent, health.traces_sent, health.payloads_failed),
         (4, 2, 0),
         "{health:?}"
     );
@@ -103,11 +95,7 @@ fn test_agent_accepts_and_decodes_our_spans() {
             summary[check]["Passed_Checks"].as_u64().unwrap_or(0) >= 1,
             "{check} did not pass: {summary}"
         );
-        assert_eq!(
-            summary[check]["Failed_Checks"].as_u64(),
-            Some(0),
-            "{check}: {summary}"
-        );
+        assert_eq!(summary[check]["Failed_Checks"].as_u64(), Some(0), "{check}: {summary}");
     }
 
     let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
@@ -149,10 +137,7 @@ fn test_agent_accepts_and_decodes_our_spans() {
     assert_eq!(metrics["_dd.top_level"], 1.0);
     assert_eq!(metrics["_dd.measured"], 1.0);
     assert_eq!(metrics["_sampling_priority_v1"], 1.0);
-    assert_eq!(
-        metrics["process_id"].as_f64(),
-        Some(f64::from(std::process::id()))
-    );
+    assert_eq!(metrics["process_id"].as_f64(), Some(f64::from(std::process::id())));
 
     let db = &spans["postgres.query"];
     assert_eq!(db["parent_id"].as_u64(), Some(root_id.to_u64()));
@@ -187,10 +172,7 @@ fn test_agent_accepts_and_decodes_our_spans() {
 
     let cache = &spans["cache.get"];
     assert_eq!(cache["parent_id"].as_u64(), Some(db_id.to_u64()));
-    assert_eq!(
-        cache["service"], "postgres",
-        "children inherit the parent's service"
-    );
+    assert_eq!(cache["service"], "postgres", "children inherit the parent's service");
     assert!(cache["metrics"].get("_dd.top_level").is_none(), "{cache}");
     assert_eq!(cache["error"], 0);
 
