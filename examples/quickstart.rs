@@ -43,7 +43,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .start();
         {
             let handler = request.child("handler").resource(route).start();
-            let mut query = handler.child("sqlite.query").service("sqlite").resource("SELECT 1").span_type("sql").start();
+            let mut query = handler
+                .child("sqlite.query")
+                .service("sqlite")
+                .resource("SELECT 1")
+                .span_type("sql")
+                .start();
             if body.is_empty() {
                 query.set_error(&DbTimeout);
             }

@@ -405,9 +405,14 @@ fn unix_socket_agent_url_is_honoured() {
         .with_service("uds");
     let tracer = Tracer::new(config).expect("tracer");
     spans(&tracer, 3);
-    tracer.flush(Duration::from_secs(20)).expect("flush over the unix socket");
+    tracer
+        .flush(Duration::from_secs(20))
+        .expect("flush over the unix socket");
     let seen: Vec<_> = rx.try_iter().collect();
-    assert!(seen.contains(&("/v0.4/traces".to_owned(), Some("3".to_owned()))), "{seen:?}");
+    assert!(
+        seen.contains(&("/v0.4/traces".to_owned(), Some("3".to_owned()))),
+        "{seen:?}"
+    );
     assert_eq!(tracer.health().spans_sent, 6);
     tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
 }
