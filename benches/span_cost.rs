@@ -11,6 +11,7 @@
 //! Our tracer exports to a loopback sink that answers 200 to everything, so its worker
 //! encodes and sends for real on the other core, as in production.
 #![allow(unsafe_code)] // the counting global allocator below
+#![allow(clippy::print_stdout)] // the bench reports allocation counts on stdout
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
