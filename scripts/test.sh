@@ -7,9 +7,9 @@ cd "$root"
 APM_PEER_VENV=$(bash scripts/peer-venv.sh)
 export APM_PEER_VENV
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-targets --no-fail-fast "$@"
+  cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
   cargo test --workspace --doc
 else
-  cargo test --workspace --all-targets --no-fail-fast "$@"
+  cargo test --workspace --lib --bins --tests --no-fail-fast "$@"
   cargo test --workspace --doc
 fi
