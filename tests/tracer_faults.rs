@@ -416,3 +416,40 @@ fn unix_socket_agent_url_is_honoured() {
     assert_eq!(tracer.health().spans_sent, 6);
     tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
 }
+
+#[test]
+fn works_inside_the_applications_tokio_runtime() {
+    let agent = FakeAgent::start(Behaviour::Reply(200, "{}"));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    // Built, used, flushed and shut down from async code: the exporter's own runtime lives
+    // on its own thread, so nothing nests or panics.
+    let health = rt.block_on(async move {
+        let tracer = tracer_for(agent.addr, 1024, 0, Duration::from_secs(5));
+        let tasks: Vec<_> = (0..8)
+            .map(|_| {
+                tokio::spawn(async move {
+                    for _ in 0..10 {
+                        let root = tracer.span("task").start();
+                        tokio::task::yield_now().await;
+                        drop(root.child("step").start());
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("task");
+        }
+        tracer
+            .flush(Duration::from_secs(20))
+            .expect("flush from a runtime thread");
+        tracer
+            .shutdown(Duration::from_secs(20))
+            .expect("shutdown from a runtime thread");
+        tracer.health()
+    });
+    assert_eq!((health.spans_sent, health.traces_sent), (160, 80), "{health:?}");
+}
