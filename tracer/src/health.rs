@@ -6,52 +6,64 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use crossbeam_utils::CachePadded;
+use thread_local::ThreadLocal;
 
-const STRIPES: usize = 8;
-
-/// A counter spread over cache lines so that application threads counting at once do not
-/// fight over one line; reads add the stripes up.
-#[derive(Debug, Default)]
-pub(crate) struct StripedCounter {
-    stripes: [CachePadded<AtomicU64>; STRIPES],
-}
-
-thread_local! {
-    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
-}
-
-/// A small per-thread index (assigned round-robin on first use): the stripe of a
-/// [`StripedCounter`] and the shard of the chunk queue that this thread writes to.
+/// A small per-thread index (assigned round-robin on first use): the shard of the chunk
+/// queue that this thread writes to.
 pub(crate) fn stripe() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     STRIPE.with(|s| {
         let mut i = s.get();
         if i == usize::MAX {
-            i = NEXT.fetch_add(1, Relaxed) % STRIPES;
+            i = NEXT.fetch_add(1, Relaxed);
             s.set(i);
         }
         i
     })
 }
 
-impl StripedCounter {
-    pub(crate) fn add(&self, n: u64) {
-        if let Some(s) = self.stripes.get(stripe()) {
-            s.fetch_add(n, Relaxed);
-        }
+thread_local! {
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Counters bumped on the span path, one set per application thread. Only the owning
+/// thread writes its set, so an increment is a plain load and store (no locked
+/// read-modify-write); readers add the sets up.
+#[derive(Debug, Default)]
+pub(crate) struct AppCounters {
+    pub(crate) spans_created: AtomicU64,
+    pub(crate) spans_finished: AtomicU64,
+    pub(crate) traces_enqueued: AtomicU64,
+}
+
+impl AppCounters {
+    /// Adds `n` to a counter of this thread's own set.
+    pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+}
+
+/// Per-thread [`AppCounters`].
+#[derive(Debug, Default)]
+pub(crate) struct PerThread {
+    sets: ThreadLocal<CachePadded<AppCounters>>,
+}
+
+impl PerThread {
+    /// This thread's set.
+    pub(crate) fn local(&self) -> &AppCounters {
+        self.sets.get_or_default()
     }
 
-    pub(crate) fn get(&self) -> u64 {
-        self.stripes.iter().map(|s| s.load(Relaxed)).sum()
+    fn sum(&self, f: impl Fn(&AppCounters) -> &AtomicU64) -> u64 {
+        self.sets.iter().map(|c| f(c).load(Relaxed)).sum()
     }
 }
 
 /// Counters updated by the application threads and the export worker.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    pub(crate) spans_created: StripedCounter,
-    pub(crate) spans_finished: StripedCounter,
-    pub(crate) traces_enqueued: StripedCounter,
+    pub(crate) app: PerThread,
     pub(crate) spans_dropped_queue_full: AtomicU64,
     pub(crate) traces_dropped_queue_full: AtomicU64,
     pub(crate) spans_dropped_trace_too_large: AtomicU64,
@@ -115,9 +127,9 @@ impl Counters {
     pub(crate) fn snapshot(&self) -> Health {
         let l = |a: &AtomicU64| a.load(Relaxed);
         Health {
-            spans_created: self.spans_created.get(),
-            spans_finished: self.spans_finished.get(),
-            traces_enqueued: self.traces_enqueued.get(),
+            spans_created: self.app.sum(|c| &c.spans_created),
+            spans_finished: self.app.sum(|c| &c.spans_finished),
+            traces_enqueued: self.app.sum(|c| &c.traces_enqueued),
             spans_dropped_queue_full: l(&self.spans_dropped_queue_full),
             traces_dropped_queue_full: l(&self.traces_dropped_queue_full),
             spans_dropped_trace_too_large: l(&self.spans_dropped_trace_too_large),
@@ -192,18 +204,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn striped_counter_sums_across_threads() {
-        let c = std::sync::Arc::new(StripedCounter::default());
+    fn per_thread_counters_sum_across_threads() {
+        let c = std::sync::Arc::new(PerThread::default());
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 let c = c.clone();
-                std::thread::spawn(move || (0..1000).for_each(|_| c.add(1)))
+                std::thread::spawn(move || (0..1000).for_each(|_| AppCounters::bump(&c.local().spans_created, 1)))
             })
             .collect();
         for h in handles {
             let _ = h.join();
         }
-        assert_eq!(c.get(), 4000);
+        AppCounters::bump(&c.local().spans_created, 5);
+        assert_eq!(c.sum(|s| &s.spans_created), 4005);
     }
 
     #[test]

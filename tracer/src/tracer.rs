@@ -9,7 +9,7 @@ use smallvec::SmallVec;
 use crate::buffer::{Chunk, ChunkQueue, SpanPool, TraceState};
 use crate::config::{ConfigError, TracerConfig};
 use crate::export::{self, Control, EncodeContext, FlushError, WorkerHandle};
-use crate::health::{Counters, Health, Problem, ProblemLog};
+use crate::health::{AppCounters, Counters, Health, Problem, ProblemLog};
 use crate::sampling::{RuleInput, Sampler, SamplingDecision, SamplingInput};
 use crate::span::{SpanBox, SpanBuilder, SpanContext, SpanId, Str, TraceId, current_context};
 
@@ -275,7 +275,8 @@ impl TracerInner {
     /// Hands finished spans to the queue; never blocks.
     pub(crate) fn emit(&self, spans: SmallVec<[SpanBox; 2]>, trace: Option<Arc<TraceState>>) {
         let n = spans.len() as u64;
-        self.counters.spans_finished.add(n);
+        let local = self.counters.app.local();
+        AppCounters::bump(&local.spans_finished, n);
         if self.shut_down.load(Relaxed) {
             self.counters.spans_dropped_shutdown.fetch_add(n, Relaxed);
             self.problems.raise(Problem::FinishedAfterShutdown, || {
@@ -285,7 +286,7 @@ impl TracerInner {
         }
         match self.queue.push(Chunk { spans, trace }) {
             Ok(wake) => {
-                self.counters.traces_enqueued.add(1);
+                AppCounters::bump(&local.traces_enqueued, 1);
                 if wake {
                     self.wake_worker();
                 }

@@ -7,6 +7,7 @@ use super::Str;
 use super::guard::ActiveSpan;
 use super::{Span, SpanBox, SpanContext, SpanId, TraceId, current_context};
 use crate::clock;
+use crate::health::AppCounters;
 use crate::tracer::TracerInner;
 
 #[derive(Clone, Copy)]
@@ -159,7 +160,7 @@ impl SpanBuilder {
                 OnceLock::from(Arc::clone(&parent.trace))
             }
         };
-        tracer.counters.spans_created.add(1);
+        AppCounters::bump(&tracer.counters.app.local().spans_created, 1);
         Span::from_active(ActiveSpan {
             tracer,
             data,
