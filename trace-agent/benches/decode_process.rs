@@ -13,6 +13,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
 use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
 
+/// Same allocator as the `trace-agent` binary, for both chains.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Copies of the captured traces per payload (≈ a busy Flask app's 1 s flush).
 const COPIES: usize = 50;
 const NOW: i64 = 1_800_000_000_000_000_000;

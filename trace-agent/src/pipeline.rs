@@ -9,13 +9,13 @@ use std::time::SystemTime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::span::TracerPayload;
+use crate::span::OwnedPayload;
 
 /// One processed payload, ready for sampling, stats and writing.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ProcessedPayload {
-    /// The payload with its surviving, processed chunks.
-    pub payload: TracerPayload,
+    /// The payload with its surviving, processed chunks (borrowing the request body).
+    pub payload: OwnedPayload,
     /// `Datadog-Client-Computed-Stats` was truthy: do not compute stats again.
     pub client_computed_stats: bool,
     /// P0 traces the tracer dropped locally (`Datadog-Client-Dropped-P0-Traces`).
@@ -64,10 +64,10 @@ impl ChunkSink for CountingSink {
         self.counters.payloads.fetch_add(1, Ordering::Relaxed);
         self.counters
             .traces
-            .fetch_add(p.payload.chunks.len() as u64, Ordering::Relaxed);
+            .fetch_add(p.payload.get().chunks.len() as u64, Ordering::Relaxed);
         self.counters
             .spans
-            .fetch_add(p.payload.span_count() as u64, Ordering::Relaxed);
+            .fetch_add(p.payload.get().span_count() as u64, Ordering::Relaxed);
     }
 
     fn flush(&mut self) {

@@ -49,7 +49,7 @@ fn captured_payloads() -> Vec<(PathBuf, ApiVersion, Bytes, Vec<Value>)> {
     out
 }
 
-fn span_json(s: &Span) -> Value {
+fn span_json(s: &Span<'_>) -> Value {
     let meta: Map<String, Value> = s
         .meta
         .iter()
@@ -115,6 +115,10 @@ fn flask_demo_capture_has_the_documented_shape() {
     assert_eq!(root.parent_id, 0, "omitted parent_id defaults to 0");
     assert_eq!(&*root.r#type, "web");
     assert_eq!(root.meta("http.status_code"), Some("200"));
+    assert!(
+        root.service.is_borrowed() && root.meta.iter().all(|(k, v)| k.is_borrowed() && v.is_borrowed()),
+        "strings are views into the body, not copies"
+    );
     let child = &p.chunks[0].spans[1];
     assert_eq!(&*child.r#type, "", "omitted type defaults to empty");
     assert!(child.metrics.is_empty(), "omitted metrics default to empty");
@@ -132,11 +136,6 @@ fn v05_and_v04_captures_give_the_same_span_counts() {
 #[test]
 fn empty_v05_payload_with_p0_counts_decodes_to_no_chunks() {
     // ddtrace sends `[[""],[]]` just to carry Datadog-Client-Dropped-P0-* headers.
-    let p = decode_payload(
-        ApiVersion::V05,
-        Encoding::Msgpack,
-        &Bytes::from_static(&[0x92, 0x91, 0xa0, 0x90]),
-    )
-    .unwrap();
+    let p = decode_payload(ApiVersion::V05, Encoding::Msgpack, &[0x92, 0x91, 0xa0, 0x90]).unwrap();
     assert!(p.chunks.is_empty());
 }

@@ -7,7 +7,7 @@ use rmp::encode as enc;
 use trace_agent::decode::{ApiVersion, Encoding, ReadErrorKind, decode_payload};
 use trace_agent::span::{Span, Str};
 
-fn arb_span() -> impl Strategy<Value = Span> {
+fn arb_span() -> impl Strategy<Value = Span<'static>> {
     let s = || "\\PC{0,12}";
     (
         (s(), s(), s(), s()),
@@ -41,7 +41,7 @@ fn arb_span() -> impl Strategy<Value = Span> {
         )
 }
 
-fn dedup<V>(mut v: Vec<(Str, V)>) -> Vec<(Str, V)> {
+fn dedup<V>(mut v: Vec<(Str<'static>, V)>) -> Vec<(Str<'static>, V)> {
     let mut seen = std::collections::HashSet::new();
     v.retain(|(k, _)| seen.insert(k.clone()));
     v
@@ -64,7 +64,7 @@ fn sint(buf: &mut Vec<u8>, v: i64, wide: bool) {
     }
 }
 
-fn encode_v04(traces: &[Vec<Span>], wide: bool, omit_zero: bool) -> Vec<u8> {
+fn encode_v04(traces: &[Vec<Span<'_>>], wide: bool, omit_zero: bool) -> Vec<u8> {
     let mut b = Vec::new();
     enc::write_array_len(&mut b, traces.len() as u32).unwrap();
     for t in traces {
@@ -129,7 +129,7 @@ fn encode_v04(traces: &[Vec<Span>], wide: bool, omit_zero: bool) -> Vec<u8> {
     b
 }
 
-fn encode_v05(traces: &[Vec<Span>], wide: bool) -> Vec<u8> {
+fn encode_v05(traces: &[Vec<Span<'_>>], wide: bool) -> Vec<u8> {
     let mut table: Vec<String> = vec![String::new()];
     let mut idx = |s: &str| -> u64 {
         match table.iter().position(|t| t == s) {
@@ -178,7 +178,7 @@ fn encode_v05(traces: &[Vec<Span>], wide: bool) -> Vec<u8> {
     b
 }
 
-fn traces_strategy() -> impl Strategy<Value = Vec<Vec<Span>>> {
+fn traces_strategy() -> impl Strategy<Value = Vec<Vec<Span<'static>>>> {
     proptest::collection::vec(proptest::collection::vec(arb_span(), 0..5), 0..4)
 }
 
@@ -187,7 +187,7 @@ proptest! {
     fn v04_round_trip(traces in traces_strategy(), wide in any::<bool>(), omit in any::<bool>()) {
         let body = Bytes::from(encode_v04(&traces, wide, omit));
         let p = decode_payload(ApiVersion::V04, Encoding::Msgpack, &body).unwrap();
-        let got: Vec<Vec<Span>> = p.chunks.into_iter().map(|c| c.spans).collect();
+        let got: Vec<Vec<Span<'_>>> = p.chunks.into_iter().map(|c| c.spans).collect();
         prop_assert_eq!(got, traces);
     }
 
@@ -195,7 +195,7 @@ proptest! {
     fn v05_round_trip(traces in traces_strategy(), wide in any::<bool>()) {
         let body = Bytes::from(encode_v05(&traces, wide));
         let p = decode_payload(ApiVersion::V05, Encoding::Msgpack, &body).unwrap();
-        let got: Vec<Vec<Span>> = p.chunks.into_iter().map(|c| c.spans).collect();
+        let got: Vec<Vec<Span<'_>>> = p.chunks.into_iter().map(|c| c.spans).collect();
         prop_assert_eq!(got, traces);
     }
 
@@ -360,7 +360,7 @@ fn v07_payload_decodes_chunks_and_metadata() {
             true,
         )[1..],
     );
-    let p = decode_payload(ApiVersion::V07, Encoding::Msgpack, &Bytes::from(b)).unwrap();
+    let p = decode_payload(ApiVersion::V07, Encoding::Msgpack, &b).unwrap();
     assert_eq!((&*p.language_name, &*p.env), ("go", "prod"));
     assert_eq!((p.chunks[0].priority, &*p.chunks[0].origin), (2, "rum"));
     assert_eq!(p.chunks[0].spans[0].span_id, 2);

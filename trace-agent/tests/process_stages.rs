@@ -14,11 +14,11 @@ use trace_agent::span::{Span, Str, TraceChunk, TracerPayload};
 
 const NOW: i64 = 1_800_000_000_000_000_000;
 
-fn span(service: &str, name: &str, resource: &str) -> Span {
+fn span(service: &str, name: &str, resource: &str) -> Span<'static> {
     Span {
-        service: Str::from(service),
-        name: Str::from(name),
-        resource: Str::from(resource),
+        service: Str::from(service.to_owned()),
+        name: Str::from(name.to_owned()),
+        resource: Str::from(resource.to_owned()),
         trace_id: 1,
         span_id: 1,
         start: 1_700_000_000_000_000_000,
@@ -27,8 +27,8 @@ fn span(service: &str, name: &str, resource: &str) -> Span {
     }
 }
 
-fn with_meta(mut s: Span, k: &str, v: &str) -> Span {
-    s.meta.push((Str::from(k), Str::from(v)));
+fn with_meta(mut s: Span<'static>, k: &str, v: &str) -> Span<'static> {
+    s.meta.push((Str::from(k.to_owned()), Str::from(v.to_owned())));
     s
 }
 

@@ -1,7 +1,8 @@
 //! JSON bodies for v0.3/v0.4 (`Content-Type: application/json`, or none): the same shape as
 //! msgpack, read just as leniently (nulls are zero, unknown keys skipped, numbers of any kind).
 
-use bytes::Bytes;
+use std::borrow::Cow;
+
 use serde_json::Value;
 
 use super::error::{DecodeError, ReadErrorKind};
@@ -33,7 +34,7 @@ fn err(location: String, expected: &'static str, v: &Value) -> DecodeError {
 ///
 /// # Errors
 /// A [`DecodeError`] naming the trace, span and field that could not be read.
-pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
+pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError {
         location: "payload".to_owned(),
         kind: if e.is_eof() {
@@ -64,7 +65,7 @@ pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
     Ok(chunks)
 }
 
-fn string(v: Value, loc: impl FnOnce() -> String) -> Result<Str, DecodeError> {
+fn string(v: Value, loc: impl FnOnce() -> String) -> Result<Str<'static>, DecodeError> {
     match v {
         Value::String(s) => Ok(Str::from(s)),
         Value::Null => Ok(Str::new()),
@@ -101,7 +102,7 @@ fn i64_of(v: &Value, loc: impl FnOnce() -> String) -> Result<i64, DecodeError> {
     })
 }
 
-fn decode_span(v: Value, t: usize, s: usize) -> Result<Span, DecodeError> {
+fn decode_span(v: Value, t: usize, s: usize) -> Result<Span<'static>, DecodeError> {
     let obj = match v {
         Value::Object(o) => o,
         Value::Null => return Ok(Span::default()),
@@ -146,7 +147,7 @@ fn decode_span(v: Value, t: usize, s: usize) -> Result<Span, DecodeError> {
             },
             "span_links" | "span_events" => {
                 let raw = serde_json::to_vec(&value).unwrap_or_default();
-                span.raw_fields.push((Str::from(key), Bytes::from(raw)));
+                span.raw_fields.push((Str::from(key), Cow::Owned(raw)));
             }
             _ => {}
         }

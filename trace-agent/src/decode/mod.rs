@@ -13,8 +13,6 @@ pub mod v07;
 
 pub use error::{DecodeError, ReadError, ReadErrorKind};
 
-use bytes::Bytes;
-
 use crate::span::TracerPayload;
 
 /// Trace endpoint versions.
@@ -73,7 +71,7 @@ impl Encoding {
 ///
 /// # Errors
 /// A [`DecodeError`] saying what was wrong and where.
-pub fn decode_payload(version: ApiVersion, encoding: Encoding, body: &Bytes) -> Result<TracerPayload, DecodeError> {
+pub fn decode_payload(version: ApiVersion, encoding: Encoding, body: &[u8]) -> Result<TracerPayload<'_>, DecodeError> {
     let chunks = match (version, encoding) {
         (ApiVersion::V07, _) => return v07::decode(body),
         (ApiVersion::V05, _) => v05::decode(body)?,

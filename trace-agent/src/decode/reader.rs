@@ -3,19 +3,18 @@
 //! accepted for strings, invalid UTF-8 is repaired, and lengths are checked against what is left
 //! of the body before anything is allocated.
 
-use bytes::Bytes;
 use rmp::Marker;
 
 use super::error::{ReadError, ReadErrorKind};
-use crate::span::Str;
+use crate::span::{RawBytes, Str};
 
 /// Deepest nesting accepted when skipping unknown values.
 pub(crate) const MAX_SKIP_DEPTH: u32 = 64;
 
-/// Cursor over a msgpack body; strings are sliced out of `owner` without copying.
+/// Cursor over a msgpack body; strings are borrowed from it without copying.
 #[derive(Debug)]
 pub(crate) struct Reader<'b> {
-    owner: &'b Bytes,
+    owner: &'b [u8],
     pos: usize,
 }
 
@@ -61,7 +60,7 @@ enum Num {
 
 impl<'b> Reader<'b> {
     /// A cursor at the start of `owner`.
-    pub(crate) fn new(owner: &'b Bytes) -> Self {
+    pub(crate) fn new(owner: &'b [u8]) -> Self {
         Self { owner, pos: 0 }
     }
 
@@ -81,7 +80,7 @@ impl<'b> Reader<'b> {
 
     #[inline]
     fn take(&mut self, n: usize) -> Result<&'b [u8], ReadError> {
-        let owner: &'b Bytes = self.owner;
+        let owner: &'b [u8] = self.owner;
         let end = self.pos.checked_add(n).filter(|&e| e <= owner.len());
         match end.and_then(|e| owner.get(self.pos..e)) {
             Some(s) => {
@@ -190,7 +189,7 @@ impl<'b> Reader<'b> {
 
     /// A string (`str`, `bin` or `nil`), sliced from the body; invalid UTF-8 is repaired.
     #[inline]
-    pub(crate) fn str(&mut self) -> Result<Str, ReadError> {
+    pub(crate) fn str(&mut self) -> Result<Str<'b>, ReadError> {
         // Fast path: a fixstr (< 32 bytes) that is complete and valid UTF-8.
         if let Some(&b) = self.owner.get(self.pos)
             && b & 0xe0 == 0xa0
@@ -198,17 +197,17 @@ impl<'b> Reader<'b> {
             let start = self.pos + 1;
             let end = start + usize::from(b & 0x1f);
             if let Some(raw) = self.owner.get(start..end)
-                && let Some(s) = Str::from_short(raw)
+                && let Ok(s) = std::str::from_utf8(raw)
             {
                 self.pos = end;
-                return Ok(s);
+                return Ok(Str::borrowed(s));
             }
         }
         self.str_slow()
     }
 
     #[cold]
-    fn str_slow(&mut self) -> Result<Str, ReadError> {
+    fn str_slow(&mut self) -> Result<Str<'b>, ReadError> {
         let at = self.pos;
         let m = self.marker()?;
         let Some(len) = self.str_len(m)? else {
@@ -220,12 +219,10 @@ impl<'b> Reader<'b> {
         self.check_len(at, len, 1)?;
         let start = self.pos;
         self.pos += len;
-        Ok(match Str::from_body(self.owner, start, start + len) {
-            Some(s) => s,
-            None => {
-                let raw = self.owner.get(start..start + len).unwrap_or_default();
-                Str::from(String::from_utf8_lossy(raw).into_owned())
-            }
+        let raw: &'b [u8] = self.owner.get(start..start + len).unwrap_or_default();
+        Ok(match std::str::from_utf8(raw) {
+            Ok(s) => Str::borrowed(s),
+            Err(_) => Str::from(String::from_utf8_lossy(raw).into_owned()),
         })
     }
 
@@ -372,11 +369,12 @@ impl<'b> Reader<'b> {
         Ok(())
     }
 
-    /// Skips one value and returns its raw encoding (shared with the body, no copy).
-    pub(crate) fn raw_value(&mut self) -> Result<Bytes, ReadError> {
+    /// Skips one value and returns its raw encoding (borrowed from the body, no copy).
+    pub(crate) fn raw_value(&mut self) -> Result<RawBytes<'b>, ReadError> {
         let start = self.pos;
         self.skip()?;
-        Ok(self.owner.slice(start..self.pos))
+        let owner: &'b [u8] = self.owner;
+        Ok(RawBytes::Borrowed(owner.get(start..self.pos).unwrap_or_default()))
     }
 
     /// A map key (`str`, `bin` or `nil`) as borrowed bytes, for matching field names.
@@ -391,15 +389,13 @@ impl<'b> Reader<'b> {
     }
 
     /// A `bin` or `str` value as raw bytes (for `meta_struct`).
-    pub(crate) fn bytes(&mut self) -> Result<Bytes, ReadError> {
+    pub(crate) fn bytes(&mut self) -> Result<RawBytes<'b>, ReadError> {
         let at = self.pos;
         let m = self.marker()?;
         let Some(len) = self.str_len(m)? else {
             return Err(self.type_err(at, "binary", m));
         };
         self.check_len(at, len, 1)?;
-        let start = self.pos;
-        self.pos += len;
-        Ok(self.owner.slice(start..start + len))
+        self.take(len).map(RawBytes::Borrowed)
     }
 }

@@ -1,7 +1,5 @@
 //! v0.3/v0.4 msgpack: an array of traces, each an array of span maps (spec 2.1).
 
-use bytes::Bytes;
-
 use super::error::DecodeError;
 use super::reader::Reader;
 use crate::span::{Span, TraceChunk};
@@ -10,7 +8,7 @@ use crate::span::{Span, TraceChunk};
 ///
 /// # Errors
 /// A [`DecodeError`] naming the trace, span and field that could not be read.
-pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
+pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
     let mut r = Reader::new(body);
     let n = r
         .array_len()
@@ -24,7 +22,7 @@ pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
 }
 
 /// Decodes one trace (array of span maps); `t` is its index for error messages.
-pub(crate) fn decode_trace(r: &mut Reader<'_>, t: usize) -> Result<Vec<Span>, DecodeError> {
+pub(crate) fn decode_trace<'b>(r: &mut Reader<'b>, t: usize) -> Result<Vec<Span<'b>>, DecodeError> {
     let n = r.array_len().map_err(|e| e.at(|| format!("trace {t}")))?;
     let mut spans = Vec::with_capacity(n);
     for s in 0..n {
@@ -34,7 +32,7 @@ pub(crate) fn decode_trace(r: &mut Reader<'_>, t: usize) -> Result<Vec<Span>, De
 }
 
 /// Decodes one span map, skipping unknown keys.
-pub(crate) fn decode_span(r: &mut Reader<'_>, t: usize, s: usize) -> Result<Span, DecodeError> {
+pub(crate) fn decode_span<'b>(r: &mut Reader<'b>, t: usize, s: usize) -> Result<Span<'b>, DecodeError> {
     let fields = r.map_len().map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
     let mut span = Span::default();
     for _ in 0..fields {

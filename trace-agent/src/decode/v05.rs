@@ -1,8 +1,6 @@
 //! v0.5: `[string_table, traces]`, each span a 12-element array whose strings are indices into
 //! the table (spec 2.3). Table entries are decoded once and shared by every span using them.
 
-use bytes::Bytes;
-
 use super::error::{DecodeError, ReadError, ReadErrorKind};
 use super::reader::Reader;
 use crate::span::{Span, Str, TraceChunk};
@@ -14,7 +12,7 @@ const SPAN_FIELDS: usize = 12;
 ///
 /// # Errors
 /// A [`DecodeError`] naming the trace, span and field that could not be read.
-pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
+pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
     let mut r = Reader::new(body);
     let at = r.pos();
     let top = r.array_len().map_err(|e| e.at(|| "payload".to_owned()))?;
@@ -43,7 +41,7 @@ pub fn decode(body: &Bytes) -> Result<Vec<TraceChunk>, DecodeError> {
     Ok(chunks)
 }
 
-fn string(r: &mut Reader<'_>, table: &[Str]) -> Result<Str, ReadError> {
+fn string<'b>(r: &mut Reader<'b>, table: &[Str<'b>]) -> Result<Str<'b>, ReadError> {
     let at = r.pos();
     let index = r.u64()?;
     usize::try_from(index)
@@ -59,7 +57,7 @@ fn string(r: &mut Reader<'_>, table: &[Str]) -> Result<Str, ReadError> {
         })
 }
 
-fn decode_span(r: &mut Reader<'_>, table: &[Str], t: usize, s: usize) -> Result<Span, DecodeError> {
+fn decode_span<'b>(r: &mut Reader<'b>, table: &[Str<'b>], t: usize, s: usize) -> Result<Span<'b>, DecodeError> {
     let at = r.pos();
     let n = r.array_len().map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
     if n != SPAN_FIELDS {

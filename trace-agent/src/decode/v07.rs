@@ -1,7 +1,5 @@
 //! v0.7: one msgpack `TracerPayload` map with explicit chunks (spec 2.4).
 
-use bytes::Bytes;
-
 use super::error::DecodeError;
 use super::reader::Reader;
 use super::v04::decode_span;
@@ -11,7 +9,7 @@ use crate::span::{Str, Tags, TraceChunk, TracerPayload};
 ///
 /// # Errors
 /// A [`DecodeError`] naming the chunk, span and field that could not be read.
-pub fn decode(body: &Bytes) -> Result<TracerPayload, DecodeError> {
+pub fn decode(body: &[u8]) -> Result<TracerPayload<'_>, DecodeError> {
     let mut r = Reader::new(body);
     let mut p = TracerPayload::default();
     let n = r.map_len().map_err(|e| e.at(|| "tracer payload".to_owned()))?;
@@ -43,7 +41,7 @@ pub fn decode(body: &Bytes) -> Result<TracerPayload, DecodeError> {
     Ok(p)
 }
 
-fn str_map(r: &mut Reader<'_>) -> Result<Tags<Str>, super::error::ReadError> {
+fn str_map<'b>(r: &mut Reader<'b>) -> Result<Tags<'b, Str<'b>>, super::error::ReadError> {
     let n = r.map_len()?;
     let mut tags = Vec::with_capacity(n);
     for _ in 0..n {
@@ -54,7 +52,7 @@ fn str_map(r: &mut Reader<'_>) -> Result<Tags<Str>, super::error::ReadError> {
     Ok(tags)
 }
 
-fn decode_chunk(r: &mut Reader<'_>, c: usize) -> Result<TraceChunk, DecodeError> {
+fn decode_chunk<'b>(r: &mut Reader<'b>, c: usize) -> Result<TraceChunk<'b>, DecodeError> {
     let mut chunk = TraceChunk::from_spans(Vec::new());
     let n = r.map_len().map_err(|e| e.at(|| format!("chunk {c}")))?;
     for _ in 0..n {

@@ -29,7 +29,7 @@ impl TagRule {
         }
     }
 
-    fn matches(&self, root: &Span) -> bool {
+    fn matches(&self, root: &Span<'_>) -> bool {
         match (root.meta(&self.key), &self.value) {
             (Some(_), None) => true,
             (Some(v), Some(want)) => v == want,
@@ -65,7 +65,7 @@ impl TagRegexRule {
         })
     }
 
-    fn matches(&self, root: &Span) -> bool {
+    fn matches(&self, root: &Span<'_>) -> bool {
         match (root.meta(&self.key), &self.value) {
             (Some(_), None) => true,
             (Some(v), Some(re)) => re.is_match(v),
@@ -103,7 +103,7 @@ impl Filters {
     ///
     /// # Errors
     /// The reason when the chunk must be dropped.
-    pub fn check(&self, root: &Span) -> Result<(), FilterDrop> {
+    pub fn check(&self, root: &Span<'_>) -> Result<(), FilterDrop> {
         if self
             .ignore_resources
             .as_ref()
@@ -134,7 +134,7 @@ pub struct ReplaceRule {
     pub repl: String,
 }
 
-fn replace(re: &Regex, repl: &str, s: &Str) -> Option<Str> {
+fn replace(re: &Regex, repl: &str, s: &Str<'_>) -> Option<Str<'static>> {
     match re.replace_all(s, repl) {
         std::borrow::Cow::Borrowed(_) => None,
         std::borrow::Cow::Owned(v) => Some(Str::from(v)),
@@ -142,7 +142,7 @@ fn replace(re: &Regex, repl: &str, s: &Str) -> Option<Str> {
 }
 
 /// Applies `rules` to a span (spec 4.4).
-pub fn apply_replace_rules(rules: &[ReplaceRule], span: &mut Span) {
+pub fn apply_replace_rules(rules: &[ReplaceRule], span: &mut Span<'_>) {
     for rule in rules {
         match rule.name.as_str() {
             "*" => {

@@ -70,7 +70,7 @@ pub struct ProcessReport {
 /// Runs the stages of spec section 0 (steps 1–9) on every chunk of `payload`; dropped chunks
 /// are removed from it and counted in the report.
 pub fn process_payload(
-    payload: &mut TracerPayload,
+    payload: &mut TracerPayload<'_>,
     facts: &RequestFacts<'_>,
     config: &ProcessConfig,
     now_ns: i64,
@@ -126,7 +126,7 @@ pub fn process_payload(
         }
         for span in &mut chunk.spans {
             for (k, v) in &config.global_tags {
-                tag_set(&mut span.meta, k, Str::from(v.as_str()));
+                tag_set(&mut span.meta, k, Str::from(v.clone()));
             }
             obfuscate::obfuscate_span(span, &config.obfuscation);
             truncate::truncate_span(span);
@@ -161,7 +161,7 @@ pub fn process_payload(
         }
     }
     if payload.env.is_empty() {
-        payload.env = Str::from(config.default_env.as_str());
+        payload.env = Str::from(config.default_env.clone());
     }
     payload.chunks = chunks;
     report

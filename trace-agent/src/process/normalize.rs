@@ -233,7 +233,7 @@ pub fn normalize_service(service: &str, lang: &str) -> Option<String> {
 }
 
 /// Normalizes one span in place (spec section 3, per-span part).
-pub fn normalize_span(span: &mut Span, lang: &str, now_ns: i64, config: &NormalizeConfig) {
+pub fn normalize_span(span: &mut Span<'_>, lang: &str, now_ns: i64, config: &NormalizeConfig) {
     if let Some(service) = normalize_service(&span.service, lang) {
         span.service = Str::from(service);
     }
@@ -298,7 +298,7 @@ pub fn normalize_span(span: &mut Span, lang: &str, now_ns: i64, config: &Normali
 /// # Errors
 /// The [`NormalizeDrop`] reason of the first fatal problem.
 pub fn normalize_chunk(
-    chunk: &mut TraceChunk,
+    chunk: &mut TraceChunk<'_>,
     lang: &str,
     now_ns: i64,
     config: &NormalizeConfig,

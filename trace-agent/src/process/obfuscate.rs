@@ -117,13 +117,13 @@ fn has_scheme_separator(v: &str) -> bool {
         .is_some_and(|i| v.as_bytes().get(i + 1..i + 3) == Some(b"//"))
 }
 
-fn set(field: &mut Str, value: String) {
+fn set(field: &mut Str<'_>, value: String) {
     if value.as_str() != field.as_str() {
         *field = Str::from(value);
     }
 }
 
-fn obfuscate_sql_span(span: &mut Span) {
+fn obfuscate_sql_span(span: &mut Span<'_>) {
     match sql::obfuscate_sql_string(&span.resource) {
         Ok(r) => {
             set(&mut span.resource, r);
@@ -151,7 +151,7 @@ fn obfuscate_sql_span(span: &mut Span) {
 }
 
 /// Obfuscates one span in place according to its type and `config`.
-pub fn obfuscate_span(span: &mut Span, config: &ObfuscationConfig) {
+pub fn obfuscate_span(span: &mut Span<'_>, config: &ObfuscationConfig) {
     match span.r#type.as_str() {
         "sql" | "cassandra" => obfuscate_sql_span(span),
         t @ ("redis" | "valkey") => {

@@ -8,7 +8,7 @@ pub const MAX_META_KEY_LEN: usize = 200;
 /// Meta values longer than this are cut and suffixed with `...`.
 pub const MAX_META_VALUE_LEN: usize = 25_000;
 
-fn cut(s: &Str, max: usize) -> Option<Str> {
+fn cut(s: &Str<'_>, max: usize) -> Option<Str<'static>> {
     (s.len() > max).then(|| Str::from(format!("{}...", truncate_utf8(s, max))))
 }
 
@@ -17,7 +17,7 @@ fn exempt(key: &str) -> bool {
 }
 
 /// Truncates over-long meta keys/values and metric keys of `span`.
-pub fn truncate_span(span: &mut Span) {
+pub fn truncate_span(span: &mut Span<'_>) {
     for (k, v) in &mut span.meta {
         if let Some(c) = cut(k, MAX_META_KEY_LEN) {
             *k = c;

@@ -16,7 +16,8 @@ use crate::config::parse_bool;
 use crate::decode::{self, ApiVersion, DecodeError, Encoding};
 use crate::pipeline::ProcessedPayload;
 use crate::process::{self, RequestFacts};
-use crate::span::{Str, TracerPayload, tag_get};
+use crate::process::{ProcessConfig, toplevel};
+use crate::span::{OwnedPayload, Str, tag_get};
 use crate::status::TracerKey;
 
 /// Drop reason: the body could not be decoded.
@@ -141,11 +142,76 @@ fn rates_reply(state: &AppState, version: ApiVersion, h: &HeaderMap, status: Sta
 
 /// The outcome of decoding and processing one body off the async threads.
 struct Decoded {
-    payload: TracerPayload,
+    payload: OwnedPayload,
     received_traces: u64,
     received_spans: u64,
     root_service: String,
     report: process::ProcessReport,
+    /// `(service, env)` of every chunk root, deduplicated, for the rates table.
+    rate_keys: Vec<(String, String)>,
+}
+
+/// Tracer identity from the request headers.
+struct Identity {
+    lang: String,
+    lang_version: String,
+    tracer_version: String,
+}
+
+/// Decodes and processes `body` (runs on a blocking thread: CPU-bound).
+fn decode_and_process(
+    version: ApiVersion,
+    encoding: Encoding,
+    body: Vec<u8>,
+    id: &Identity,
+    client_computed_top_level: bool,
+    config: &ProcessConfig,
+) -> Result<Decoded, DecodeError> {
+    let (mut received_traces, mut received_spans) = (0, 0);
+    let mut root_service = String::new();
+    let mut report = process::ProcessReport::default();
+    let mut rate_keys: Vec<(String, String)> = Vec::new();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let payload = OwnedPayload::try_new(body, |b| {
+        let mut p = decode::decode_payload(version, encoding, b)?;
+        received_traces = p.chunks.len() as u64;
+        received_spans = p.span_count() as u64;
+        root_service = p
+            .chunks
+            .first()
+            .and_then(|c| toplevel::root_index(&c.spans).and_then(|i| c.spans.get(i)))
+            .map(|s| s.service.to_string())
+            .unwrap_or_default();
+        let facts = RequestFacts {
+            lang: &id.lang,
+            client_computed_top_level,
+        };
+        report = process::process_payload(&mut p, &facts, config, now);
+        if p.language_name.is_empty() {
+            p.language_name = Str::from(id.lang.clone());
+            p.language_version = Str::from(id.lang_version.clone());
+            p.tracer_version = Str::from(id.tracer_version.clone());
+        }
+        for chunk in &p.chunks {
+            if let Some(root) = toplevel::root_index(&chunk.spans).and_then(|i| chunk.spans.get(i)) {
+                let env = tag_get(&root.meta, "env").map_or(p.env.as_str(), Str::as_str);
+                if !rate_keys.iter().any(|(s, e)| s == root.service.as_str() && e == env) {
+                    rate_keys.push((root.service.to_string(), env.to_owned()));
+                }
+            }
+        }
+        Ok(p)
+    })?;
+    Ok(Decoded {
+        payload,
+        received_traces,
+        received_spans,
+        root_service,
+        report,
+        rate_keys,
+    })
 }
 
 /// Handles `/v0.x/traces`.
@@ -177,41 +243,24 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     };
     let body_len = bytes.len() as u64;
     let encoding = Encoding::from_content_type(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
-    let lang = header_str(h, "datadog-meta-lang").to_owned();
-    let facts_top_level = truthy(h, "datadog-client-computed-top-level");
-    let process_config = Arc::clone(&state.process);
-    let lang_for_task = lang.clone();
-    let work = tokio::task::spawn_blocking(move || -> Result<Decoded, DecodeError> {
-        let mut payload = decode::decode_payload(version, encoding, &bytes)?;
-        let received_traces = payload.chunks.len() as u64;
-        let received_spans = payload.span_count() as u64;
-        let root_service = payload
-            .chunks
-            .first()
-            .and_then(|c| crate::process::toplevel::root_index(&c.spans).and_then(|i| c.spans.get(i)))
-            .map(|s| s.service.to_string())
-            .unwrap_or_default();
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-        let facts = RequestFacts {
-            lang: &lang_for_task,
-            client_computed_top_level: facts_top_level,
-        };
-        let report = process::process_payload(&mut payload, &facts, &process_config, now);
-        Ok(Decoded {
-            payload,
-            received_traces,
-            received_spans,
-            root_service,
-            report,
-        })
+    let id = Identity {
+        lang: header_str(h, "datadog-meta-lang").to_owned(),
+        lang_version: header_str(h, "datadog-meta-lang-version").to_owned(),
+        tracer_version: header_str(h, "datadog-meta-tracer-version").to_owned(),
+    };
+    let top_level = truthy(h, "datadog-client-computed-top-level");
+    let config = Arc::clone(&state.process);
+    let work = tokio::task::spawn_blocking(move || {
+        let body = Vec::from(bytes);
+        let out = decode_and_process(version, encoding, body, &id, top_level, &config);
+        (out, id)
     })
     .await;
     drop(permit);
-    let decoded = match work {
-        Ok(Ok(d)) => d,
-        Ok(Err(e)) => {
+    let (decoded, id) = match work {
+        Ok((Ok(d), id)) => (d, id),
+        Ok((Err(e), id)) => {
+            let lang = id.lang;
             state
                 .stats
                 .record_drop(DROP_DECODE, 1, count_header(h, "x-datadog-trace-count"), 0);
@@ -233,17 +282,18 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         }
     };
     let Decoded {
-        mut payload,
+        payload,
         received_traces,
         received_spans,
         root_service,
         report,
+        rate_keys,
     } = decoded;
     let key = TracerKey {
         service: root_service,
-        lang: lang.clone(),
-        lang_version: header_str(h, "datadog-meta-lang-version").to_owned(),
-        tracer_version: header_str(h, "datadog-meta-tracer-version").to_owned(),
+        lang: id.lang,
+        lang_version: id.lang_version,
+        tracer_version: id.tracer_version,
     };
     state
         .stats
@@ -251,18 +301,10 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     for (reason, (traces, spans)) in &report.dropped {
         state.stats.record_drop(reason.as_str(), 0, *traces, *spans);
     }
-    if payload.language_name.is_empty() {
-        payload.language_name = Str::from(lang);
-        payload.language_version = Str::from(header_str(h, "datadog-meta-lang-version"));
-        payload.tracer_version = Str::from(header_str(h, "datadog-meta-tracer-version"));
+    for (service, env) in &rate_keys {
+        state.rates.observe(service, env);
     }
-    for chunk in &payload.chunks {
-        if let Some(root) = crate::process::toplevel::root_index(&chunk.spans).and_then(|i| chunk.spans.get(i)) {
-            let env = tag_get(&root.meta, "env").map_or(&*payload.env, |e| &**e);
-            state.rates.observe(&root.service, env);
-        }
-    }
-    if !payload.chunks.is_empty() {
+    if !payload.get().chunks.is_empty() {
         let processed = ProcessedPayload {
             payload,
             client_computed_stats: truthy(h, "datadog-client-computed-stats"),

@@ -1,175 +1,106 @@
-//! [`Str`]: the string type of the span model. Short strings (most tag keys and values) are
-//! stored inline — copying ≤ 30 bytes is cheaper than sharing — and longer ones are UTF-8 views
-//! into the request body's reference-counted buffer (no copy).
+//! [`Str`]: the string type of the span model — a view into the request body (no copy, no
+//! reference count) or, once a stage rewrote it, an owned string.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
 
-use arrayvec::ArrayString;
-use bytes::Bytes;
-use bytestring::ByteString;
+/// An immutable UTF-8 string borrowed from the body (`'a`) or owned.
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, yoke::Yokeable)]
+pub struct Str<'a>(Cow<'a, str>);
 
-/// Longest string stored inline.
-pub const INLINE_CAP: usize = 30;
-
-#[derive(Clone)]
-enum Repr {
-    Inline(ArrayString<INLINE_CAP>),
-    Shared(ByteString),
-}
-
-/// An immutable, cheap-to-clone UTF-8 string (inline when short, shared with the body when long).
-#[derive(Clone)]
-pub struct Str(Repr);
-
-impl Str {
+impl<'a> Str<'a> {
     /// The empty string.
     pub const fn new() -> Self {
-        Self(Repr::Inline(ArrayString::new_const()))
+        Self(Cow::Borrowed(""))
     }
 
-    /// A string from a `'static` literal (never copied when long).
-    pub fn from_static(s: &'static str) -> Self {
-        match ArrayString::from(s) {
-            Ok(a) => Self(Repr::Inline(a)),
-            Err(_) => Self(Repr::Shared(ByteString::from_static(s))),
-        }
+    /// A string from a `'static` literal (never copied).
+    pub const fn from_static(s: &'static str) -> Self {
+        Self(Cow::Borrowed(s))
     }
 
-    /// A short (≤ [`INLINE_CAP`] bytes) valid UTF-8 string copied inline; `None` otherwise.
-    #[inline]
-    pub fn from_short(raw: &[u8]) -> Option<Self> {
-        if raw.len() > INLINE_CAP {
-            return None;
-        }
-        let s = std::str::from_utf8(raw).ok()?;
-        ArrayString::from(s).ok().map(|a| Self(Repr::Inline(a)))
-    }
-
-    /// The bytes `buf[start..end]` as a string: inline copy when short, a shared view when long.
-    /// `None` when they are not valid UTF-8 (or out of range).
-    pub fn from_body(buf: &Bytes, start: usize, end: usize) -> Option<Self> {
-        let raw = buf.get(start..end)?;
-        if raw.len() <= INLINE_CAP {
-            return Self::from_short(raw);
-        }
-        ByteString::try_from(buf.slice(start..end))
-            .ok()
-            .map(|b| Self(Repr::Shared(b)))
+    /// A view of `s` (no copy).
+    pub const fn borrowed(s: &'a str) -> Self {
+        Self(Cow::Borrowed(s))
     }
 
     /// The string slice.
     #[inline]
     pub fn as_str(&self) -> &str {
-        match &self.0 {
-            Repr::Inline(a) => a.as_str(),
-            Repr::Shared(b) => b,
-        }
+        &self.0
+    }
+
+    /// An owned copy that no longer borrows the body.
+    pub fn into_owned(self) -> Str<'static> {
+        Str(Cow::Owned(self.0.into_owned()))
+    }
+
+    /// Whether it still borrows the body (for tests of the zero-copy paths).
+    pub fn is_borrowed(&self) -> bool {
+        matches!(self.0, Cow::Borrowed(_))
     }
 }
 
-impl Default for Str {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Deref for Str {
+impl Deref for Str<'_> {
     type Target = str;
+    #[inline]
     fn deref(&self) -> &str {
-        self.as_str()
+        &self.0
     }
 }
 
-impl AsRef<str> for Str {
+impl AsRef<str> for Str<'_> {
     fn as_ref(&self) -> &str {
-        self.as_str()
+        &self.0
     }
 }
 
-impl From<String> for Str {
+impl From<String> for Str<'_> {
     fn from(s: String) -> Self {
-        match ArrayString::from(&s) {
-            Ok(a) => Self(Repr::Inline(a)),
-            Err(_) => Self(Repr::Shared(ByteString::from(s))),
-        }
+        Self(Cow::Owned(s))
     }
 }
 
-impl From<&str> for Str {
-    fn from(s: &str) -> Self {
-        match ArrayString::from(s) {
-            Ok(a) => Self(Repr::Inline(a)),
-            Err(_) => Self(Repr::Shared(ByteString::from(s.to_owned()))),
-        }
+impl<'a> From<&'a str> for Str<'a> {
+    fn from(s: &'a str) -> Self {
+        Self(Cow::Borrowed(s))
     }
 }
 
-impl PartialEq for Str {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+impl<'a> From<Cow<'a, str>> for Str<'a> {
+    fn from(s: Cow<'a, str>) -> Self {
+        Self(s)
     }
 }
 
-impl Eq for Str {}
-
-impl PartialEq<str> for Str {
+impl PartialEq<str> for Str<'_> {
     fn eq(&self, other: &str) -> bool {
         self.as_str() == other
     }
 }
 
-impl PartialEq<&str> for Str {
+impl PartialEq<&str> for Str<'_> {
     fn eq(&self, other: &&str) -> bool {
         self.as_str() == *other
     }
 }
 
-impl PartialOrd for Str {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Str {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.as_str().cmp(other.as_str())
-    }
-}
-
-impl Hash for Str {
+impl Hash for Str<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state);
     }
 }
 
-impl fmt::Debug for Str {
+impl fmt::Debug for Str<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(self.as_str(), f)
     }
 }
 
-impl fmt::Display for Str {
+impl fmt::Display for Str<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn short_strings_are_inline_and_long_ones_shared() {
-        let body = Bytes::from(format!("abc{}", "x".repeat(100)));
-        let short = Str::from_body(&body, 0, 3).unwrap();
-        assert!(matches!(short.0, Repr::Inline(_)));
-        assert_eq!(short, "abc");
-        let long = Str::from_body(&body, 0, 103).unwrap();
-        assert!(matches!(long.0, Repr::Shared(_)));
-        assert_eq!(long.len(), 103);
-        assert!(Str::from_body(&Bytes::from_static(&[0xff]), 0, 1).is_none());
-        assert!(Str::from_body(&body, 0, 1000).is_none());
     }
 }
