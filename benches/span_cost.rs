@@ -247,38 +247,47 @@ fn bursts(iters: u64, f: &impl Fn(), settle: &impl Fn()) -> Duration {
     total
 }
 
-/// Runs `f` on 2 threads at once, in bursts; returns the wall time of `iters` iterations
-/// per thread.
+/// Runs `f` on 2 long-lived threads at once, in bursts with `settle` between them (run by
+/// the calling thread while both wait); returns the wall time of `iters` iterations per
+/// thread (the slower thread's time of each burst).
 fn two_threads(iters: u64, f: &(impl Fn() + Sync), settle: &impl Fn()) -> Duration {
-    let mut total = Duration::ZERO;
-    let mut left = iters;
-    while left > 0 {
-        let n = left.min(BURST / 2);
-        let barrier = Barrier::new(2);
-        let elapsed = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..2)
-                .map(|_| {
-                    s.spawn(|| {
-                        barrier.wait();
-                        let start = Instant::now();
-                        for _ in 0..n {
-                            f();
-                        }
-                        start.elapsed()
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().ok())
-                .max()
-                .unwrap_or_default()
-        });
-        total += elapsed;
-        settle();
-        left -= n;
-    }
-    total
+    let bursts = iters.div_ceil(BURST / 2).max(1);
+    let per_burst = iters.div_ceil(bursts);
+    let start_line = Barrier::new(3);
+    let finish_line = Barrier::new(3);
+    let times = std::sync::Mutex::new(vec![Duration::ZERO; 2]);
+    std::thread::scope(|s| {
+        for id in 0..2 {
+            let (start_line, finish_line, times) = (&start_line, &finish_line, &times);
+            s.spawn(move || {
+                for _ in 0..bursts {
+                    start_line.wait();
+                    let start = Instant::now();
+                    for _ in 0..per_burst {
+                        f();
+                    }
+                    let elapsed = start.elapsed();
+                    if let Ok(mut t) = times.lock() {
+                        t[id] += elapsed;
+                    }
+                    finish_line.wait();
+                }
+            });
+        }
+        for _ in 0..bursts {
+            start_line.wait();
+            finish_line.wait();
+            settle();
+        }
+    });
+    let total = times
+        .into_inner()
+        .unwrap_or_default()
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    // Scale to exactly `iters` iterations.
+    total.mul_f64(iters as f64 / (bursts * per_burst) as f64)
 }
 
 fn bench(c: &mut Criterion) {

@@ -4,14 +4,12 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use smallvec::SmallVec;
-
-use crate::buffer::{Chunk, ChunkQueue, SpanPool, TraceState};
+use crate::buffer::{Chunk, ChunkQueue, ChunkSpans, SpanPool, TraceState};
 use crate::config::{ConfigError, TracerConfig};
 use crate::export::{self, Control, EncodeContext, FlushError, WorkerHandle};
 use crate::health::{AppCounters, Counters, Health, Problem, ProblemLog};
 use crate::sampling::{RuleInput, Sampler, SamplingDecision, SamplingInput};
-use crate::span::{SpanBox, SpanBuilder, SpanContext, SpanId, Str, TraceId, current_context};
+use crate::span::{SpanBuilder, SpanContext, SpanId, Str, TraceId, current_context};
 
 /// Why a tracer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -273,7 +271,7 @@ impl TracerInner {
     }
 
     /// Hands finished spans to the queue; never blocks.
-    pub(crate) fn emit(&self, spans: SmallVec<[SpanBox; 2]>, trace: Option<Arc<TraceState>>) {
+    pub(crate) fn emit(&self, spans: ChunkSpans, trace: Option<Arc<TraceState>>) {
         let n = spans.len() as u64;
         let local = self.counters.app.local();
         AppCounters::bump(&local.spans_finished, n);

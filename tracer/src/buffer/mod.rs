@@ -36,7 +36,8 @@ pub(crate) struct TraceState {
     open: AtomicU32,
     /// Spans ever started in this trace (for the per-trace cap).
     started: AtomicUsize,
-    finished: Mutex<Vec<SpanBox>>,
+    /// Inline room for small traces: a trace of up to 4 spans allocates only its state.
+    finished: Mutex<ChunkSpans>,
     /// Taken once, by the first chunk to need it (or an inject), shared by later chunks.
     pub(crate) decision: OnceLock<SamplingDecision>,
     pub(crate) tags: TraceTags,
@@ -49,7 +50,7 @@ impl TraceState {
             open: AtomicU32::new(1),
             started: AtomicUsize::new(1),
             // A guess that saves the first re-allocations of small traces.
-            finished: Mutex::new(Vec::with_capacity(4)),
+            finished: Mutex::new(ChunkSpans::new()),
             decision: OnceLock::new(),
             tags: TraceTags::default(),
         }
@@ -60,7 +61,7 @@ impl TraceState {
         let state = Self {
             open: AtomicU32::new(0),
             started: AtomicUsize::new(0),
-            finished: Mutex::new(Vec::new()),
+            finished: Mutex::new(ChunkSpans::new()),
             decision: OnceLock::new(),
             tags,
         };
@@ -82,7 +83,7 @@ impl TraceState {
 
     /// Adds a finished span; returns the spans to hand over when the trace is complete
     /// (or, with `partial_flush`, when enough spans are finished).
-    pub(crate) fn finish_span(&self, span: SpanBox, partial_flush: Option<usize>) -> Option<Vec<SpanBox>> {
+    pub(crate) fn finish_span(&self, span: SpanBox, partial_flush: Option<usize>) -> Option<ChunkSpans> {
         let mut finished = match self.finished.lock() {
             Ok(f) => f,
             Err(poisoned) => poisoned.into_inner(),
@@ -103,10 +104,13 @@ impl TraceState {
     }
 }
 
+/// The spans of one chunk: up to 4 inline.
+pub(crate) type ChunkSpans = SmallVec<[SpanBox; 4]>;
+
 /// One unit of export: spans of one trace, plus the trace's shared state if it has any.
 #[derive(Debug)]
 pub(crate) struct Chunk {
-    pub(crate) spans: SmallVec<[SpanBox; 2]>,
+    pub(crate) spans: ChunkSpans,
     pub(crate) trace: Option<Arc<TraceState>>,
 }
 

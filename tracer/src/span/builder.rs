@@ -1,6 +1,6 @@
 //! `SpanBuilder`: everything known before a span starts.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::Str;
@@ -157,7 +157,8 @@ impl SpanBuilder {
                 let parent_service = parent.service.as_deref().unwrap_or(&tracer.service);
                 data.local_root = parent.remote;
                 data.top_level = parent.remote || service != parent_service;
-                OnceLock::from(Arc::clone(&parent.trace))
+                // The context is ours: move its reference to the trace into the span.
+                OnceLock::from(parent.trace)
             }
         };
         AppCounters::bump(&tracer.counters.app.local().spans_created, 1);

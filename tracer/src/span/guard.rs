@@ -226,7 +226,7 @@ impl Span {
             }
             Some(trace) => {
                 if let Some(spans) = trace.finish_span(data, tracer.config.partial_flush_min_spans) {
-                    tracer.emit(SmallVec::from_vec(spans), Some(trace));
+                    tracer.emit(spans, Some(trace));
                 }
             }
         }
