@@ -279,6 +279,14 @@ fn bad_input_table() {
             "404 page not found",
         ),
         ("stats", "/v0.6/stats", vec![MSGPACK], vec![0x80], 200, ""),
+        (
+            "stats that is not a map",
+            "/v0.6/stats",
+            vec![MSGPACK],
+            vec![0x93, 0x01],
+            400,
+            "client stats payload",
+        ),
         ("remote config", "/v0.7/config", vec![], b"{}".to_vec(), 200, "{}"),
         (
             "telemetry",
@@ -589,4 +597,20 @@ fn connections_beyond_max_connections_wait_for_a_free_slot() {
     second.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let (status, _, _) = read_response(&mut second);
     assert_eq!(status, 200, "served once the slot is free");
+}
+
+#[test]
+fn headers_not_sent_in_time_close_the_connection() {
+    let h = Harness::start(AgentConfig {
+        receiver_timeout: Duration::from_millis(200),
+        ..AgentConfig::default()
+    });
+    let mut s = TcpStream::connect(h.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut rest = Vec::new();
+    // The agent gives up on the unfinished head and closes (EOF, possibly after a 408).
+    s.read_to_end(&mut rest).unwrap();
+    let text = String::from_utf8_lossy(&rest);
+    assert!(rest.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
 }

@@ -15,6 +15,22 @@ pub use error::{DecodeError, ReadError, ReadErrorKind};
 
 use crate::span::TracerPayload;
 
+/// Checks that a `/v0.6/stats` body is one well-formed msgpack map (a `ClientStatsPayload`);
+/// its aggregation belongs to the stats stage.
+///
+/// # Errors
+/// A [`DecodeError`] saying what was wrong and where.
+pub fn validate_client_stats(body: &[u8]) -> Result<(), DecodeError> {
+    let mut r = reader::Reader::new(body);
+    if !matches!(
+        r.peek_marker(),
+        Ok(rmp::Marker::FixMap(_) | rmp::Marker::Map16 | rmp::Marker::Map32)
+    ) {
+        let _ = r.map_len().map_err(|e| e.at(|| "client stats payload".to_owned()))?;
+    }
+    r.skip().map_err(|e| e.at(|| "client stats payload".to_owned()))
+}
+
 /// Trace endpoint versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ApiVersion {

@@ -28,6 +28,8 @@ pub const DROP_TOO_LARGE: &str = "payload_too_large";
 pub const DROP_OVERLOAD: &str = "overload";
 /// Drop reason: the body could not be read in time or at all.
 pub const DROP_READ: &str = "read_error";
+/// Drop reason: a `/v0.6/stats` body that is not a msgpack map.
+pub const DROP_STATS_DECODE: &str = "stats_decode_error";
 /// Drop reason: `Sec-Fetch-Site: cross-site`.
 pub const DROP_CROSS_SITE: &str = "cross_site";
 
@@ -327,10 +329,17 @@ pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Repl
         return early;
     }
     match read_body(state, body).await {
-        Ok(_) => {
-            state.stats.client_stats_payloads.fetch_add(1, Ordering::Relaxed);
-            reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new())
-        }
+        Ok(body) => match decode::validate_client_stats(&body) {
+            Ok(()) => {
+                state.stats.client_stats_payloads.fetch_add(1, Ordering::Relaxed);
+                reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new())
+            }
+            Err(e) => {
+                state.stats.record_drop(DROP_STATS_DECODE, 1, 0, 0);
+                warn_limited(state, &format!("cannot decode /v0.6/stats payload: {e}"));
+                text(StatusCode::BAD_REQUEST, &e.to_string())
+            }
+        },
         Err(e) => body_error_reply(state, &parts.headers, e),
     }
 }
