@@ -4,7 +4,7 @@ use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::Str;
-use super::guard::ActiveSpan;
+use super::guard::{ActiveSpan, TraceSlot};
 use super::{Span, SpanBox, SpanContext, SpanId, TraceId, current_context};
 use crate::clock;
 use crate::health::AppCounters;
@@ -141,7 +141,7 @@ impl SpanBuilder {
                 data.trace_id = TraceId::generate(secs);
                 data.local_root = true;
                 data.top_level = true;
-                OnceLock::new()
+                TraceSlot::Root(OnceLock::new())
             }
             Some(parent) => {
                 if !parent.trace.start_span(tracer.config.max_spans_per_trace) {
@@ -153,12 +153,16 @@ impl SpanBuilder {
                 if data.service.is_none() {
                     data.service = parent.service.clone();
                 }
-                let service = data.service.as_deref().unwrap_or(&tracer.service);
-                let parent_service = parent.service.as_deref().unwrap_or(&tracer.service);
+                let service_changed = match (&data.service, &parent.service) {
+                    (None, None) => false,
+                    (mine, theirs) => {
+                        mine.as_deref().unwrap_or(&tracer.service) != theirs.as_deref().unwrap_or(&tracer.service)
+                    }
+                };
                 data.local_root = parent.remote;
-                data.top_level = parent.remote || service != parent_service;
+                data.top_level = parent.remote || service_changed;
                 // The context is ours: move its reference to the trace into the span.
-                OnceLock::from(parent.trace)
+                TraceSlot::Joined(parent.trace)
             }
         };
         AppCounters::bump(&tracer.counters.app.local().spans_created, 1);

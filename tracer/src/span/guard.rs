@@ -10,13 +10,37 @@ use crate::buffer::TraceState;
 use crate::clock;
 use crate::tracer::TracerInner;
 
+/// A span's reference to its trace's shared state.
+pub(crate) enum TraceSlot {
+    /// A child (or the first local span of a remote trace): the state exists.
+    Joined(Arc<TraceState>),
+    /// A local root: the state is created on first need (a child, or `Span::context`).
+    Root(OnceLock<Arc<TraceState>>),
+}
+
+impl TraceSlot {
+    fn get(&self) -> &Arc<TraceState> {
+        match self {
+            Self::Joined(t) => t,
+            Self::Root(cell) => cell.get_or_init(|| Arc::new(TraceState::for_local_root())),
+        }
+    }
+
+    fn into_inner(self) -> Option<Arc<TraceState>> {
+        match self {
+            Self::Joined(t) => Some(t),
+            Self::Root(cell) => cell.into_inner(),
+        }
+    }
+}
+
 pub(crate) struct ActiveSpan {
     pub(crate) tracer: &'static TracerInner,
     pub(crate) data: SpanBox,
     /// Monotonic nanoseconds.
     pub(crate) start: u64,
     /// The trace's shared state; for a local root, created on first need.
-    pub(crate) trace: OnceLock<Arc<TraceState>>,
+    pub(crate) trace: TraceSlot,
 }
 
 /// A started span. Dropping it finishes it (records the duration and hands it to the
@@ -72,7 +96,7 @@ impl Span {
     /// `None` for a no-op span.
     pub fn context(&self) -> Option<SpanContext> {
         let a = self.active.as_ref()?;
-        let trace = a.trace.get_or_init(|| Arc::new(TraceState::for_local_root()));
+        let trace = a.trace.get();
         Some(SpanContext {
             trace_id: a.data.trace_id,
             span_id: a.data.span_id,
