@@ -410,7 +410,7 @@ fn process_payload_runs_the_stages_and_counts_drops() {
             ignore_resources: Some(regex::RegexSet::new(["/health"]).unwrap()),
             ..Filters::default()
         },
-        global_tags: vec![("team".into(), "apm".into())],
+        global_tags: vec![("team".into(), "apm".into()), ("_dd.origin".into(), "lambda".into())],
         default_env: "none".into(),
         ..ProcessConfig::default()
     };
@@ -460,6 +460,8 @@ fn process_payload_runs_the_stages_and_counts_drops() {
     assert_eq!(chunk.priority, 2, "priority from the root's metric");
     assert_eq!(&*chunk.spans[0].service, "web_app");
     assert_eq!(chunk.spans[0].meta("team"), Some("apm"));
+    assert_eq!(chunk.origin, "lambda", "a global _dd.origin goes to the chunk");
+    assert_eq!(chunk.spans[0].meta("_dd.origin"), None);
     assert_eq!(&*chunk.spans[1].resource, "SELECT ? WHERE a = ?");
     assert_eq!(
         chunk.spans[1].metric("_top_level"),

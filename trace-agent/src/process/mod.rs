@@ -126,7 +126,12 @@ pub fn process_payload(
         }
         for span in &mut chunk.spans {
             for (k, v) in &config.global_tags {
-                tag_set(&mut span.meta, k, Str::from(v.clone()));
+                if k == "_dd.origin" {
+                    // A global origin is a chunk property, not a span tag.
+                    chunk.origin = Str::from(v.clone());
+                } else {
+                    tag_set(&mut span.meta, k, Str::from(v.clone()));
+                }
             }
             obfuscate::obfuscate_span(span, &config.obfuscation);
             truncate::truncate_span(span);

@@ -61,9 +61,6 @@ pub fn compile_process_config(config: &AgentConfig) -> Result<ProcessConfig, Con
             repl: r.repl.clone(),
         });
     }
-    if config.obfuscation.remove_stack_traces {
-        // Handled by the obfuscator itself.
-    }
     let big = config.features.iter().any(|f| f == "big_resource");
     Ok(ProcessConfig {
         normalize: NormalizeConfig {
