@@ -200,6 +200,34 @@ proptest! {
     }
 
     #[test]
+    fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {
+        for version in [ApiVersion::V03, ApiVersion::V04, ApiVersion::V05, ApiVersion::V07] {
+            for encoding in [Encoding::Msgpack, Encoding::Json, Encoding::Unknown] {
+                let _ = decode_payload(version, encoding, &body);
+            }
+        }
+        let _ = trace_agent::decode::validate_client_stats(&body);
+    }
+
+    #[test]
+    fn mutated_real_payloads_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/peer/captures/C_recorder_v04/agent/0007_POST_v0.4_traces.body.bin");
+        let mut body = std::fs::read(path).unwrap();
+        for (i, b) in flips {
+            let i = i.index(body.len());
+            body[i] = b;
+        }
+        if let Ok(mut p) = decode_payload(ApiVersion::V04, Encoding::Msgpack, &body) {
+            // Whatever decodes must also go through every processing stage without panicking.
+            let facts = trace_agent::process::RequestFacts { lang: "python", client_computed_top_level: false };
+            let config = trace_agent::process::ProcessConfig::default();
+            trace_agent::process::process_payload(&mut p, &facts, &config, 1_800_000_000_000_000_000);
+        }
+        let _ = decode_payload(ApiVersion::V05, Encoding::Msgpack, &body);
+    }
+
+    #[test]
     fn truncated_payloads_never_panic(traces in traces_strategy(), cut in any::<prop::sample::Index>()) {
         let full = encode_v04(&traces, false, true);
         let body = Bytes::from(full[..cut.index(full.len() + 1)].to_vec());
