@@ -89,25 +89,7 @@ impl Tracer {
     /// # Errors
     /// When the export thread cannot be started.
     pub fn new(config: TracerConfig) -> Result<Self, TracerError> {
-        let sampler = Sampler::new(
-            config.sampling_rules.clone(),
-            config.sample_rate,
-            config.rate_limit,
-            config.env.as_deref().unwrap_or(""),
-        );
-        let inner: &'static TracerInner = Box::leak(Box::new(TracerInner {
-            service: Str::from(config.service.clone()).into_shared(),
-            queue: ChunkQueue::new(config.queue_capacity),
-            pool: SpanPool::new(config.queue_capacity.saturating_mul(4).clamp(64, 64 * 1024)),
-            sampler,
-            counters: Counters::default(),
-            problems: ProblemLog::default(),
-            shut_down: AtomicBool::new(false),
-            worker: Mutex::new(None),
-            worker_thread: OnceLock::new(),
-            runtime_id: runtime_id(),
-            config,
-        }));
+        let inner = TracerInner::leak(config);
         if inner.config.enabled {
             let handle = export::spawn(inner).map_err(TracerError::Worker)?;
             let _ = inner.worker_thread.set(handle.thread.thread().clone());
@@ -121,21 +103,9 @@ impl Tracer {
     /// A tracer whose chunks stay in its queue, for the crate's own tests.
     #[cfg(test)]
     pub(crate) fn without_worker(config: TracerConfig) -> Self {
-        let sampler = Sampler::new(Vec::new(), None, 100.0, "");
-        let inner: &'static TracerInner = Box::leak(Box::new(TracerInner {
-            service: Str::from(config.service.clone()).into_shared(),
-            queue: ChunkQueue::new(config.queue_capacity),
-            pool: SpanPool::new(config.queue_capacity.saturating_mul(4).clamp(64, 64 * 1024)),
-            sampler,
-            counters: Counters::default(),
-            problems: ProblemLog::default(),
-            shut_down: AtomicBool::new(false),
-            worker: Mutex::new(None),
-            worker_thread: OnceLock::new(),
-            runtime_id: runtime_id(),
-            config,
-        }));
-        Self { inner }
+        Self {
+            inner: TracerInner::leak(config),
+        }
     }
 
     /// Pops the next queued chunk (tests only).
@@ -253,6 +223,29 @@ impl Tracer {
 }
 
 impl TracerInner {
+    /// Builds the tracer's state for the life of the process (see [`Tracer`]).
+    fn leak(config: TracerConfig) -> &'static Self {
+        let sampler = Sampler::new(
+            config.sampling_rules.clone(),
+            config.sample_rate,
+            config.rate_limit,
+            config.env.as_deref().unwrap_or(""),
+        );
+        Box::leak(Box::new(Self {
+            service: Str::from(config.service.clone()).into_shared(),
+            queue: ChunkQueue::new(config.queue_capacity),
+            pool: SpanPool::new(config.queue_capacity.saturating_mul(4).clamp(64, 64 * 1024)),
+            sampler,
+            counters: Counters::default(),
+            problems: ProblemLog::default(),
+            shut_down: AtomicBool::new(false),
+            worker: Mutex::new(None),
+            worker_thread: OnceLock::new(),
+            runtime_id: runtime_id(),
+            config,
+        }))
+    }
+
     pub(crate) fn wake_worker(&self) {
         if let Some(t) = self.worker_thread.get() {
             t.unpark();
@@ -327,21 +320,9 @@ pub(crate) fn noop_tracer() -> Tracer {
 
 /// A disabled tracer never starts a thread, so `Tracer::new` cannot fail for it.
 fn unreachable_disabled() -> Tracer {
-    let config = TracerConfig::default().with_enabled(false);
-    let inner: &'static TracerInner = Box::leak(Box::new(TracerInner {
-        service: Str::from(config.service.clone()).into_shared(),
-        queue: ChunkQueue::new(1),
-        pool: SpanPool::new(1),
-        sampler: Sampler::new(Vec::new(), None, 0.0, ""),
-        counters: Counters::default(),
-        problems: ProblemLog::default(),
-        shut_down: AtomicBool::new(true),
-        worker: Mutex::new(None),
-        worker_thread: OnceLock::new(),
-        runtime_id: String::new(),
-        config,
-    }));
-    Tracer { inner }
+    Tracer {
+        inner: TracerInner::leak(TracerConfig::default().with_enabled(false)),
+    }
 }
 
 /// Shuts the tracer down when dropped: keep it alive in `main` so that every span is

@@ -170,26 +170,26 @@ async fn connect(endpoint: &AgentEndpoint, url: &str) -> Result<SendRequest<Full
                 .await
                 .map_err(connect_err)?;
             let _ = stream.set_nodelay(true);
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(http_err)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(sender)
+            handshake(stream).await.map_err(http_err)
         }
         #[cfg(unix)]
         AgentEndpoint::Unix { path } => {
             let stream = tokio::net::UnixStream::connect(path).await.map_err(connect_err)?;
-            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(http_err)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            Ok(sender)
+            handshake(stream).await.map_err(http_err)
         }
         #[cfg(not(unix))]
         AgentEndpoint::Unix { .. } => Err(connect_err(std::io::Error::other("unix sockets need a unix platform"))),
     }
+}
+
+/// HTTP/1.1 over any stream; the connection task runs on the exporter's runtime.
+async fn handshake<S>(stream: S) -> Result<SendRequest<Full<Bytes>>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
