@@ -39,6 +39,8 @@ struct FakeAgent {
     behaviour: Arc<Mutex<Behaviour>>,
     /// `Datadog-Agent-State` sent on every reply, when set.
     state: Arc<Mutex<Option<String>>>,
+    /// The `/info` body.
+    info: Arc<Mutex<&'static str>>,
 }
 
 fn read_request(stream: &mut impl BufRead) -> Option<Request> {
@@ -78,17 +80,18 @@ impl FakeAgent {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let behaviour = Arc::new(Mutex::new(behaviour));
         let state: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-        let (reqs, beh, st) = (requests.clone(), behaviour.clone(), state.clone());
+        let info: Arc<Mutex<&'static str>> = Arc::new(Mutex::new(r#"{"version":"fake","endpoints":["/v0.4/traces"]}"#));
+        let (reqs, beh, st, inf) = (requests.clone(), behaviour.clone(), state.clone(), info.clone());
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (reqs, beh, st) = (reqs.clone(), beh.clone(), st.clone());
+                let (reqs, beh, st, inf) = (reqs.clone(), beh.clone(), st.clone(), inf.clone());
                 thread::spawn(move || {
                     let mut reader = BufReader::new(stream);
                     while let Some(req) = read_request(&mut reader) {
                         let is_info = req.path == "/info";
                         reqs.lock().expect("lock").push(req);
                         let behaviour = if is_info {
-                            Behaviour::Reply(200, r#"{"version":"fake","endpoints":["/v0.4/traces"]}"#)
+                            Behaviour::Reply(200, *inf.lock().expect("lock"))
                         } else {
                             beh.lock().expect("lock").clone()
                         };
@@ -123,7 +126,21 @@ impl FakeAgent {
             requests,
             behaviour,
             state,
+            info,
         }
+    }
+
+    fn set_info(&self, body: &'static str) {
+        *self.info.lock().expect("lock") = body;
+    }
+
+    fn paths(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|r| r.path.clone())
+            .collect()
     }
 
     fn set_state(&self, state: &str) {
@@ -452,4 +469,21 @@ fn works_inside_the_applications_tokio_runtime() {
         tracer.health()
     });
     assert_eq!((health.spans_sent, health.traces_sent), (160, 80), "{health:?}");
+}
+
+#[test]
+fn v05_listed_but_refused_falls_back_to_v04() {
+    let agent = FakeAgent::start(Behaviour::Reply(404, "404 page not found"));
+    agent.set_info(r#"{"endpoints":["/v0.4/traces","/v0.5/traces"]}"#);
+    let tracer = tracer_for(agent.addr, 1024, 0, Duration::from_secs(5));
+    spans(&tracer, 2);
+    tracer.flush(Duration::from_secs(20)).expect_err("404 on v0.5");
+    agent.set(Behaviour::Reply(200, "{}"));
+    spans(&tracer, 2);
+    tracer.flush(Duration::from_secs(20)).expect("v0.4 accepted");
+    let paths: Vec<String> = agent.paths().into_iter().filter(|p| p != "/info").collect();
+    assert_eq!(paths, ["/v0.5/traces", "/v0.4/traces"]);
+    let h = tracer.health();
+    assert_eq!((h.spans_dropped_send_failed, h.spans_sent), (4, 4), "{h:?}");
+    tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
 }

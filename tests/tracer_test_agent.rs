@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use tracer::{Tracer, TracerConfig};
+use tracer::{TraceApi, Tracer, TracerConfig};
 
 #[derive(Debug, thiserror::Error)]
 #[error("connection pool exhausted")]
@@ -23,7 +23,17 @@ fn by_name(traces: &[Vec<Value>]) -> HashMap<String, Value> {
 }
 
 #[test]
-fn test_agent_accepts_and_decodes_our_spans() {
+fn test_agent_accepts_and_decodes_our_v04_spans() {
+    check_against_test_agent(TraceApi::V04, "/v0.4/traces");
+}
+
+#[test]
+fn test_agent_accepts_and_decodes_our_v05_spans() {
+    // The test agent's /info lists /v0.5/traces: the default picks it.
+    check_against_test_agent(TraceApi::Auto, "/v0.5/traces");
+}
+
+fn check_against_test_agent(api: TraceApi, expected_path: &str) {
     let dir = apm::run_dir("tracer-test-agent");
     let agent = apm::TestAgent::start(&dir);
     let token = "rust-tracer-core";
@@ -38,7 +48,8 @@ fn test_agent_accepts_and_decodes_our_spans() {
         .with_version("1.0")
         .with_global_tag("team", "apm")
         .with_agent_url(&agent.url())
-        .expect("agent url");
+        .expect("agent url")
+        .with_trace_api(api);
     let tracer = Tracer::new(config).expect("tracer");
 
     let (trace_id, root_id, db_id);
@@ -179,6 +190,14 @@ fn test_agent_accepts_and_decodes_our_spans() {
     let other = &spans["worker.job"];
     assert_ne!(other["trace_id"], root["trace_id"]);
     assert_eq!(other["resource"], "cleanup");
+
+    let (_, requests) = agent.get(&format!("/test/session/requests?test_session_token={token}"));
+    let requests: Vec<Value> = serde_json::from_str(&requests).expect("requests json");
+    assert!(!requests.is_empty());
+    for r in &requests {
+        let url = r["url"].as_str().unwrap_or_default();
+        assert!(url.ends_with(expected_path), "sent to {url}, expected {expected_path}");
+    }
 
     tracer.shutdown(Duration::from_secs(10)).expect("shutdown");
     agent.stop();

@@ -37,7 +37,8 @@
 //! `DD_AGENT_HOST`, `DD_TRACE_AGENT_PORT`, `DD_TRACE_AGENT_URL` (`http://` or `unix://`),
 //! `DD_TRACE_ENABLED`, `DD_TRACE_SAMPLE_RATE`, `DD_TRACE_SAMPLING_RULES`,
 //! `DD_TRACE_RATE_LIMIT`, `DD_TRACE_PARTIAL_FLUSH_ENABLED`,
-//! `DD_TRACE_PARTIAL_FLUSH_MIN_SPANS` and `DD_TRACE_AGENT_TIMEOUT`; a bad value is an error
+//! `DD_TRACE_PARTIAL_FLUSH_MIN_SPANS`, `DD_TRACE_AGENT_TIMEOUT` and `DD_TRACE_API_VERSION`; a
+//! bad value is an error
 //! naming the variable. Every `with_*` method overrides in code.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
@@ -54,7 +55,7 @@ mod tracer;
 #[cfg(test)]
 mod tests;
 
-pub use config::{AgentEndpoint, ConfigError, TracerConfig};
+pub use config::{AgentEndpoint, ConfigError, TraceApi, TracerConfig};
 pub use export::FlushError;
 pub use health::Health;
 pub use span::{

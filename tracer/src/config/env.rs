@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use super::{AgentEndpoint, ConfigError, TracerConfig};
+use super::{AgentEndpoint, ConfigError, TraceApi, TracerConfig};
 use crate::sampling::parse_rules;
 
 /// Names of the variables the tracer reads.
@@ -38,6 +38,8 @@ pub mod vars {
     pub const PARTIAL_FLUSH_MIN_SPANS: &str = "DD_TRACE_PARTIAL_FLUSH_MIN_SPANS";
     /// Timeout of a request to the agent, in seconds.
     pub const AGENT_TIMEOUT: &str = "DD_TRACE_AGENT_TIMEOUT";
+    /// `v0.4` or `v0.5`: the trace intake to use (default: v0.5 when the agent lists it).
+    pub const API_VERSION: &str = "DD_TRACE_API_VERSION";
 }
 
 /// Where configuration values come from.
@@ -206,6 +208,13 @@ pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> 
         None => 300,
     };
     cfg.partial_flush_min_spans = partial.then_some(min_spans);
+    if let Some(v) = get(src, vars::API_VERSION) {
+        cfg.trace_api = match v.to_ascii_lowercase().as_str() {
+            "v0.4" | "0.4" => TraceApi::V04,
+            "v0.5" | "0.5" => TraceApi::V05,
+            _ => return Err(invalid(vars::API_VERSION, &v, "expected v0.4 or v0.5")),
+        };
+    }
     if let Some(v) = get(src, vars::AGENT_TIMEOUT) {
         let secs = parse_f64(vars::AGENT_TIMEOUT, &v)?;
         if !(secs > 0.0 && secs <= 3600.0) {
@@ -310,6 +319,7 @@ mod tests {
             ("DD_TRACE_PARTIAL_FLUSH_MIN_SPANS", "0"),
             ("DD_TRACE_PARTIAL_FLUSH_MIN_SPANS", "100000"),
             ("DD_TRACE_AGENT_TIMEOUT", "0"),
+            ("DD_TRACE_API_VERSION", "v1.0"),
         ];
         for (key, value) in cases {
             match cfg(&[(key, value)]) {
@@ -345,6 +355,7 @@ mod tests {
             ("DD_TRACE_PARTIAL_FLUSH_MIN_SPANS", "50"),
             ("DD_TRACE_AGENT_TIMEOUT", "0.5"),
             ("DD_VERSION", " "),
+            ("DD_TRACE_API_VERSION", "v0.4"),
         ])
         .unwrap_or_default();
         assert!(!c.enabled);
@@ -354,6 +365,7 @@ mod tests {
         assert_eq!(c.partial_flush_min_spans, Some(50));
         assert_eq!(c.agent_timeout, Duration::from_millis(500));
         assert_eq!(c.version, None, "blank is unset");
+        assert_eq!(c.trace_api, TraceApi::V04);
     }
 
     #[test]

@@ -95,6 +95,18 @@ impl AgentEndpoint {
     }
 }
 
+/// Which trace intake of the agent to use (`DD_TRACE_API_VERSION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TraceApi {
+    /// v0.5 when the agent's `/info` lists `/v0.5/traces`, else v0.4.
+    #[default]
+    Auto,
+    /// Always `/v0.4/traces`.
+    V04,
+    /// Always `/v0.5/traces`.
+    V05,
+}
+
 /// Everything the tracer needs, validated.
 #[derive(Debug, Clone)]
 pub struct TracerConfig {
@@ -114,6 +126,7 @@ pub struct TracerConfig {
     pub(crate) queue_capacity: usize,
     pub(crate) max_spans_per_trace: usize,
     pub(crate) send_retries: u32,
+    pub(crate) trace_api: TraceApi,
 }
 
 /// The service used when neither code nor `DD_SERVICE` names one and the executable's
@@ -140,6 +153,7 @@ impl Default for TracerConfig {
             queue_capacity: 1024,
             max_spans_per_trace: 100_000,
             send_retries: 2,
+            trace_api: TraceApi::Auto,
         }
     }
 }
@@ -292,6 +306,14 @@ impl TracerConfig {
     #[must_use]
     pub fn with_send_retries(mut self, retries: u32) -> Self {
         self.send_retries = retries;
+        self
+    }
+
+    /// Chooses the trace intake format (`DD_TRACE_API_VERSION`); by default v0.5 when the
+    /// agent lists it.
+    #[must_use]
+    pub fn with_trace_api(mut self, api: TraceApi) -> Self {
+        self.trace_api = api;
         self
     }
 

@@ -1,8 +1,17 @@
-//! v0.4 msgpack payload encoding, streamed chunk by chunk on the export worker.
+//! Trace payload encoding (v0.4 and v0.5 msgpack), streamed chunk by chunk on the export
+//! worker.
 //!
-//! The payload is an array of traces, each an array of span maps. Its array header is
-//! written last into 5 bytes reserved at the front (array32 form), so chunks are encoded
-//! once, straight into the buffer that is sent.
+//! v0.4: an array of traces, each an array of span maps. Its array header is written last
+//! into 5 bytes reserved at the front (array32 form), so chunks are encoded once, straight
+//! into the buffer that is sent.
+//!
+//! v0.5: `[string_table, traces]`; each span is a 12-element array
+//! `[service, name, resource, trace_id, span_id, parent_id, start, duration, error, meta,
+//! metrics, type]` whose strings (and meta/metrics keys and meta values) are indices into
+//! the payload's string table, `""` at index 0. Repeated strings (service, tag keys,
+//! resources) are sent once per payload.
+
+use std::collections::HashMap;
 
 use smallvec::SmallVec;
 
@@ -30,28 +39,83 @@ pub(crate) struct ChunkHeader<'a> {
 
 const HEADER_LEN: usize = 5;
 
-/// A v0.4 payload under construction.
+/// A trace intake format of the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// `/v0.4/traces`: span maps with inline strings.
+    V04,
+    /// `/v0.5/traces`: span arrays over a string table.
+    V05,
+}
+
+impl Format {
+    pub(crate) fn path(self) -> &'static str {
+        match self {
+            Self::V04 => "/v0.4/traces",
+            Self::V05 => "/v0.5/traces",
+        }
+    }
+}
+
+/// The v0.5 string table: each distinct string once, in first-use order.
 #[derive(Debug)]
-pub(crate) struct V04Payload {
+struct StringTable {
+    index: HashMap<Box<str>, u32>,
+    encoded: Vec<u8>,
+}
+
+impl StringTable {
+    fn new() -> Self {
+        let mut t = Self {
+            index: HashMap::new(),
+            encoded: Vec::with_capacity(4096),
+        };
+        t.intern("");
+        t
+    }
+
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(i) = self.index.get(s) {
+            return *i;
+        }
+        let i = u32::try_from(self.index.len()).unwrap_or(u32::MAX);
+        write_str(&mut self.encoded, s);
+        self.index.insert(s.into(), i);
+        i
+    }
+}
+
+/// A payload under construction.
+#[derive(Debug)]
+pub(crate) struct Payload {
+    format: Format,
     buf: Vec<u8>,
+    table: Option<StringTable>,
     traces: u32,
     spans: u64,
 }
 
-impl V04Payload {
-    pub(crate) fn new() -> Self {
+impl Payload {
+    pub(crate) fn new(format: Format) -> Self {
         let mut buf = Vec::with_capacity(64 * 1024);
         buf.resize(HEADER_LEN, 0);
+        let table = (format == Format::V05).then(StringTable::new);
         Self {
+            format,
             buf,
+            table,
             traces: 0,
             spans: 0,
         }
     }
 
+    pub(crate) fn format(&self) -> Format {
+        self.format
+    }
+
     /// Encoded bytes so far.
     pub(crate) fn size(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.table.as_ref().map_or(0, |t| t.encoded.len())
     }
 
     pub(crate) fn traces(&self) -> u32 {
@@ -71,20 +135,67 @@ impl V04Payload {
         let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
         let _ = rmp::encode::write_array_len(&mut self.buf, len);
         for (i, span) in spans.iter().enumerate() {
-            encode_span(&mut self.buf, span, (i == 0).then_some(&header), ctx);
+            let mut out = Out {
+                buf: &mut self.buf,
+                table: self.table.as_mut(),
+            };
+            encode_span(&mut out, span, (i == 0).then_some(&header), ctx);
         }
         self.traces += 1;
         self.spans += spans.len() as u64;
     }
 
-    /// The finished body: header patched in place, no copy.
+    /// The finished body. v0.4: the header is patched in place, no copy.
     pub(crate) fn finish(mut self) -> Vec<u8> {
         let count = self.traces.to_be_bytes();
         if let Some(h) = self.buf.get_mut(..HEADER_LEN) {
             h[0] = 0xdd;
             h[1..].copy_from_slice(&count);
         }
-        self.buf
+        match self.table {
+            None => self.buf,
+            Some(table) => {
+                let mut out = Vec::with_capacity(16 + table.encoded.len() + self.buf.len());
+                let _ = rmp::encode::write_array_len(&mut out, 2);
+                let strings = u32::try_from(table.index.len()).unwrap_or(u32::MAX);
+                let _ = rmp::encode::write_array_len(&mut out, strings);
+                out.extend_from_slice(&table.encoded);
+                out.extend_from_slice(&self.buf);
+                out
+            }
+        }
+    }
+}
+
+/// Where a span is written: the body, plus the string table for v0.5.
+struct Out<'a> {
+    buf: &'a mut Vec<u8>,
+    table: Option<&'a mut StringTable>,
+}
+
+impl Out<'_> {
+    /// A string: inline (v0.4) or as its string-table index (v0.5).
+    fn string(&mut self, s: &str) {
+        match self.table.as_deref_mut() {
+            None => write_str(self.buf, s),
+            Some(t) => {
+                let i = t.intern(s);
+                let _ = rmp::encode::write_uint(self.buf, u64::from(i));
+            }
+        }
+    }
+
+    /// A field name: v0.4 only (v0.5 spans are positional arrays).
+    fn field(&mut self, name: &str) {
+        if self.table.is_none() {
+            write_str(self.buf, name);
+        }
+    }
+
+    /// A metrics key: inline (v0.4) or an index (v0.5); the value is always a float.
+    fn metric(&mut self, key: &str, value: f64) {
+        self.string(key);
+        let _ = rmp::encode::write_f64(self.buf, value);
     }
 }
 
@@ -114,7 +225,7 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
     let _ = rmp::encode::write_str(buf, s);
 }
 
-fn encode_span(buf: &mut Vec<u8>, span: &SpanData, first: Option<&ChunkHeader<'_>>, ctx: &EncodeContext) {
+fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_>>, ctx: &EncodeContext) {
     let service = span.service.as_deref().unwrap_or(&ctx.service);
     let entry = span.top_level || first.is_some();
 
@@ -200,52 +311,66 @@ fn encode_span(buf: &mut Vec<u8>, span: &SpanData, first: Option<&ChunkHeader<'_
         }
     }
 
-    let _ = rmp::encode::write_map_len(buf, 12);
-    write_str(buf, "trace_id");
-    let _ = rmp::encode::write_uint(buf, span.trace_id.low());
-    write_str(buf, "span_id");
-    let _ = rmp::encode::write_uint(buf, span.span_id.to_u64());
-    write_str(buf, "parent_id");
-    let _ = rmp::encode::write_uint(buf, span.parent_id.to_u64());
-    write_str(buf, "name");
-    write_str(buf, &span.name);
-    write_str(buf, "service");
-    write_str(buf, service);
-    write_str(buf, "resource");
-    write_str(buf, span.resource.as_deref().unwrap_or(&span.name));
-    write_str(buf, "type");
-    write_str(buf, span.span_type.as_deref().unwrap_or(""));
-    write_str(buf, "start");
-    let _ = rmp::encode::write_sint(buf, span.start);
-    write_str(buf, "duration");
-    let _ = rmp::encode::write_sint(buf, span.duration.max(0));
-    write_str(buf, "error");
-    let _ = rmp::encode::write_uint(buf, u64::from(span.error));
-    write_str(buf, "meta");
     let keep_meta = last_of_key(&span.meta);
     let own_meta = keep_meta.iter().filter(|k| **k).count();
     let meta_len = u32::try_from(own_meta + extra.len()).unwrap_or(u32::MAX);
-    let _ = rmp::encode::write_map_len(buf, meta_len);
-    for ((k, v), _) in span.meta.iter().zip(&keep_meta).filter(|(_, keep)| **keep) {
-        write_str(buf, k);
-        write_str(buf, v);
-    }
-    for (k, v) in &extra {
-        write_str(buf, k);
-        write_str(buf, v);
-    }
-    write_str(buf, "metrics");
     let keep_metrics = last_of_key(&span.metrics);
     let own_metrics = keep_metrics.iter().filter(|k| **k).count();
     let metrics_len = u32::try_from(own_metrics + extra_metrics.len()).unwrap_or(u32::MAX);
-    let _ = rmp::encode::write_map_len(buf, metrics_len);
+    let resource = span.resource.as_deref().unwrap_or(&span.name);
+    let span_type = span.span_type.as_deref().unwrap_or("");
+
+    let v05 = out.table.is_some();
+    if v05 {
+        let _ = rmp::encode::write_array_len(out.buf, 12);
+        out.string(service);
+        out.string(&span.name);
+        out.string(resource);
+    } else {
+        let _ = rmp::encode::write_map_len(out.buf, 12);
+    }
+    out.field("trace_id");
+    let _ = rmp::encode::write_uint(out.buf, span.trace_id.low());
+    out.field("span_id");
+    let _ = rmp::encode::write_uint(out.buf, span.span_id.to_u64());
+    out.field("parent_id");
+    let _ = rmp::encode::write_uint(out.buf, span.parent_id.to_u64());
+    if !v05 {
+        out.field("name");
+        out.string(&span.name);
+        out.field("service");
+        out.string(service);
+        out.field("resource");
+        out.string(resource);
+        out.field("type");
+        out.string(span_type);
+    }
+    out.field("start");
+    let _ = rmp::encode::write_sint(out.buf, span.start);
+    out.field("duration");
+    let _ = rmp::encode::write_sint(out.buf, span.duration.max(0));
+    out.field("error");
+    let _ = rmp::encode::write_uint(out.buf, u64::from(span.error));
+    out.field("meta");
+    let _ = rmp::encode::write_map_len(out.buf, meta_len);
+    for ((k, v), _) in span.meta.iter().zip(&keep_meta).filter(|(_, keep)| **keep) {
+        out.string(k);
+        out.string(v);
+    }
+    for (k, v) in &extra {
+        out.string(k);
+        out.string(v);
+    }
+    out.field("metrics");
+    let _ = rmp::encode::write_map_len(out.buf, metrics_len);
     for ((k, v), _) in span.metrics.iter().zip(&keep_metrics).filter(|(_, keep)| **keep) {
-        write_str(buf, k);
-        let _ = rmp::encode::write_f64(buf, *v);
+        out.metric(k, *v);
     }
     for (k, v) in &extra_metrics {
-        write_str(buf, k);
-        let _ = rmp::encode::write_f64(buf, *v);
+        out.metric(k, *v);
+    }
+    if v05 {
+        out.string(span_type);
     }
 }
 

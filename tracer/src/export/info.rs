@@ -27,7 +27,6 @@ impl AgentInfo {
     }
 
     /// Whether the agent lists `path` among its endpoints.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn has_endpoint(&self, path: &str) -> bool {
         self.endpoints.iter().any(|e| e == path)
     }

@@ -9,10 +9,11 @@ use bytes::Bytes;
 use http::Method;
 
 use super::FlushError;
-use super::encode::{ChunkHeader, EncodeContext, V04Payload};
+use super::encode::{ChunkHeader, EncodeContext, Format, Payload};
 use super::info::AgentInfo;
 use super::transport::{AgentResponse, Transport, TransportError};
 use crate::buffer::Chunk;
+use crate::config::TraceApi;
 use crate::health::Problem;
 use crate::sampling::{AgentRates, RuleInput, SamplingInput};
 use crate::tracer::TracerInner;
@@ -35,7 +36,6 @@ pub(crate) struct WorkerHandle {
     pub(crate) thread: JoinHandle<()>,
 }
 
-const TRACES_PATH: &str = "/v0.4/traces";
 /// How long to wait before asking `/info` again after it failed.
 const INFO_RETRY: Duration = Duration::from_secs(30);
 
@@ -48,7 +48,11 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
             tracer,
             transport,
             control: rx,
-            payload: V04Payload::new(),
+            payload: Payload::new(Format::V04),
+            format: match tracer.config.trace_api {
+                TraceApi::V05 => Format::V05,
+                TraceApi::V04 | TraceApi::Auto => Format::V04,
+            },
             ctx,
             last_send: Instant::now(),
             info: None,
@@ -64,7 +68,7 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
                 .counters
                 .spans_dropped_send_failed
                 .fetch_add(lost, Relaxed);
-            worker.payload = V04Payload::new();
+            worker.payload = Payload::new(worker.format);
             worker.tracer.problems.raise(Problem::WorkerPanic, || {
                 "the trace export thread panicked; restarted it".to_owned()
             });
@@ -77,7 +81,9 @@ struct Worker {
     tracer: &'static TracerInner,
     transport: Transport,
     control: Receiver<Control>,
-    payload: V04Payload,
+    payload: Payload,
+    /// The format of the next payload.
+    format: Format,
     ctx: EncodeContext,
     last_send: Instant,
     info: Option<AgentInfo>,
@@ -105,11 +111,12 @@ impl Worker {
             let forced = !flushes.is_empty() || shutdown.is_some();
             let deadline = Instant::now() + cfg.agent_timeout * (cfg.send_retries + 1);
 
-            self.tracer.queue.rearm();
-            let mut result = self.drain(deadline);
+            // /info first: it decides the format of the payload about to be built.
             if Instant::now() >= self.next_info {
                 self.fetch_info(deadline);
             }
+            self.tracer.queue.rearm();
+            let mut result = self.drain(deadline);
             let due = self.last_send.elapsed() >= cfg.flush_interval || self.payload.size() >= cfg.flush_size;
             if forced || due {
                 let sent = self.send(deadline);
@@ -189,6 +196,13 @@ impl Worker {
                 self.next_info = Instant::now() + Duration::from_secs(3600);
                 if let Some(info) = &self.info {
                     tracing::debug!(target: "tracer::export", version = ?info.version, endpoints = ?info.endpoints, "agent info");
+                    if self.tracer.config.trace_api == TraceApi::Auto {
+                        self.use_format(if info.has_endpoint(Format::V05.path()) {
+                            Format::V05
+                        } else {
+                            Format::V04
+                        });
+                    }
                 }
             }
             Ok(resp) => {
@@ -201,6 +215,15 @@ impl Worker {
                 // Unreachable: the send path reports it; ask again later.
                 self.next_info = Instant::now() + INFO_RETRY;
             }
+        }
+    }
+
+    /// Uses `format` for the next payloads (the current one, if it holds traces, is sent
+    /// as it is).
+    fn use_format(&mut self, format: Format) {
+        self.format = format;
+        if self.payload.is_empty() && self.payload.format() != format {
+            self.payload = Payload::new(format);
         }
     }
 
@@ -226,7 +249,8 @@ impl Worker {
         if self.payload.is_empty() {
             return Ok(());
         }
-        let payload = std::mem::replace(&mut self.payload, V04Payload::new());
+        let payload = std::mem::replace(&mut self.payload, Payload::new(self.format));
+        let path = payload.format().path();
         let (traces, spans) = (payload.traces(), payload.spans());
         let body = Bytes::from(payload.finish());
         let headers = self.headers(traces);
@@ -242,7 +266,7 @@ impl Worker {
             let timeout = cfg.agent_timeout.min(deadline - now);
             let outcome = self
                 .transport
-                .request(Method::POST, TRACES_PATH, &headers, body.clone(), timeout);
+                .request(Method::POST, path, &headers, body.clone(), timeout);
             let (retryable, reason) = match outcome {
                 Ok(resp) if (200..300).contains(&resp.status) => {
                     counters.payloads_sent.fetch_add(1, Relaxed);
@@ -255,6 +279,10 @@ impl Worker {
                     return Ok(());
                 }
                 Ok(resp) => {
+                    if matches!(resp.status, 404 | 415) && path == Format::V05.path() {
+                        // The agent does not take v0.5 after all: v0.4 from now on.
+                        self.use_format(Format::V04);
+                    }
                     let retryable = matches!(resp.status, 408 | 429) || resp.status >= 500;
                     let text = String::from_utf8_lossy(resp.body.get(..200).unwrap_or(&resp.body))
                         .trim()
@@ -264,7 +292,7 @@ impl Worker {
                         (
                             Problem::AgentRejected,
                             format!(
-                                "the agent at {} answered {} to {TRACES_PATH}: {text}",
+                                "the agent at {} answered {} to {path}: {text}",
                                 self.transport.url(),
                                 resp.status
                             ),

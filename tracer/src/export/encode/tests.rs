@@ -40,7 +40,7 @@ fn payload_round_trips_with_standard_tags() {
     child.error = true;
     child.set_metric(Str::from("rows"), 3.0);
 
-    let mut p = V04Payload::new();
+    let mut p = Payload::new(Format::V04);
     let tags = TraceTags {
         origin: Some(Str::from("synthetics")),
         propagated: vec![(Str::from("_dd.p.usr.id"), Str::from("u"))],
@@ -101,7 +101,7 @@ fn payload_round_trips_with_standard_tags() {
 
 #[test]
 fn dropped_trace_has_no_decision_maker_and_header_counts_traces() {
-    let mut p = V04Payload::new();
+    let mut p = Payload::new(Format::V04);
     let d = SamplingDecision::new(0, Mechanism::AgentRate);
     for i in 1..=20u64 {
         let s = SpanData::new(
@@ -129,7 +129,7 @@ fn dropped_trace_has_no_decision_maker_and_header_counts_traces() {
 
 #[test]
 fn empty_payload_is_an_empty_array() {
-    let traces = decode(&V04Payload::new().finish());
+    let traces = decode(&Payload::new(Format::V04).finish());
     assert!(traces.is_empty());
 }
 
@@ -146,7 +146,7 @@ fn repeated_keys_keep_the_last_value() {
     s.push_meta(Str::from("k"), Str::from("last"));
     s.push_metric(Str::from("m"), 1.0);
     s.push_metric(Str::from("m"), 2.0);
-    let mut p = V04Payload::new();
+    let mut p = Payload::new(Format::V04);
     p.push_chunk(
         &[Box::new(s)],
         ChunkHeader {
@@ -165,4 +165,131 @@ fn repeated_keys_keep_the_last_value() {
     assert_eq!(span["meta"]["k"], "last");
     assert_eq!(span["meta"]["other"], "x");
     assert_eq!(span["metrics"]["m"], 2.0);
+}
+
+type V05Span = (
+    u32,
+    u32,
+    u32,
+    u64,
+    u64,
+    u64,
+    i64,
+    i64,
+    i32,
+    HashMap<u32, u32>,
+    HashMap<u32, f64>,
+    u32,
+);
+
+/// Decodes a v0.5 payload into the same shape as a v0.4 one, resolving the string table.
+fn decode_v05(body: &[u8]) -> Vec<Vec<HashMap<String, Value>>> {
+    let (table, traces): (Vec<String>, Vec<Vec<V05Span>>) = rmp_serde::from_slice(body).expect("v0.5 payload");
+    assert_eq!(
+        table.first().map(String::as_str),
+        Some(""),
+        "index 0 is the empty string"
+    );
+    let s = |i: u32| Value::from(table[i as usize].clone());
+    traces
+        .into_iter()
+        .map(|t| {
+            t.into_iter()
+                .map(
+                    |(
+                        service,
+                        name,
+                        resource,
+                        trace_id,
+                        span_id,
+                        parent_id,
+                        start,
+                        duration,
+                        error,
+                        meta,
+                        metrics,
+                        ty,
+                    )| {
+                        let meta: serde_json::Map<String, Value> = meta
+                            .into_iter()
+                            .map(|(k, v)| (table[k as usize].clone(), s(v)))
+                            .collect();
+                        let metrics: serde_json::Map<String, Value> = metrics
+                            .into_iter()
+                            .map(|(k, v)| (table[k as usize].clone(), Value::from(v)))
+                            .collect();
+                        HashMap::from([
+                            ("service".to_owned(), s(service)),
+                            ("name".to_owned(), s(name)),
+                            ("resource".to_owned(), s(resource)),
+                            ("trace_id".to_owned(), Value::from(trace_id)),
+                            ("span_id".to_owned(), Value::from(span_id)),
+                            ("parent_id".to_owned(), Value::from(parent_id)),
+                            ("start".to_owned(), Value::from(start)),
+                            ("duration".to_owned(), Value::from(duration)),
+                            ("error".to_owned(), Value::from(error)),
+                            ("meta".to_owned(), Value::Object(meta)),
+                            ("metrics".to_owned(), Value::Object(metrics)),
+                            ("type".to_owned(), s(ty)),
+                        ])
+                    },
+                )
+                .collect()
+        })
+        .collect()
+}
+
+fn sample_chunk(i: u64) -> Vec<SpanBox> {
+    let tid = TraceId::from_parts(0x6b01_eedd_0000_0000, i);
+    let mut root = SpanData::new(
+        tid,
+        SpanId::from_u64(i * 10),
+        SpanId::from_u64(0),
+        Str::from("http.request"),
+    );
+    root.top_level = true;
+    root.resource = Some(Str::from(format!("GET /item/{}", i % 3)));
+    root.span_type = Some(Str::from("web"));
+    root.start = 1_700_000_000_000_000_000 + i as i64;
+    root.duration = 1000 + i as i64;
+    root.push_meta(Str::from("http.method"), Str::from("GET"));
+    root.push_metric(Str::from("rows"), i as f64);
+    let mut child = SpanData::new(
+        tid,
+        SpanId::from_u64(i * 10 + 1),
+        SpanId::from_u64(i * 10),
+        Str::from("db"),
+    );
+    child.service = Some(Str::from("postgres"));
+    child.error = i % 2 == 0;
+    vec![Box::new(root), Box::new(child)]
+}
+
+#[test]
+fn v05_carries_exactly_what_v04_does_with_each_string_once() {
+    let header = ChunkHeader {
+        decision: SamplingDecision::new(1, Mechanism::Default),
+        tags: None,
+    };
+    let (mut v04, mut v05) = (Payload::new(Format::V04), Payload::new(Format::V05));
+    for i in 0..50 {
+        v04.push_chunk(&sample_chunk(i), header, &ctx());
+        v05.push_chunk(&sample_chunk(i), header, &ctx());
+    }
+    assert_eq!((v05.traces(), v05.spans()), (50, 100));
+    let (b04, b05) = (v04.finish(), v05.finish());
+    assert_eq!(decode(&b04), decode_v05(&b05));
+    assert!(
+        b05.len() * 2 < b04.len(),
+        "v0.5 {} bytes vs v0.4 {}",
+        b05.len(),
+        b04.len()
+    );
+    let service_copies = b05.windows(8).filter(|w| w == b"postgres").count();
+    assert_eq!(service_copies, 1, "each string once in the table");
+}
+
+#[test]
+fn empty_v05_payload_is_a_table_with_the_empty_string() {
+    assert_eq!(Payload::new(Format::V05).finish(), [0x92, 0x91, 0xa0, 0xdd, 0, 0, 0, 0]);
 }
