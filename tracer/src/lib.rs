@@ -2,7 +2,8 @@
 //!
 //! Spans carry a service, an operation name, a resource, a type, tags and errors, as
 //! Datadog defines them. Finished traces go into a bounded lock-free queue; a background
-//! thread samples them, encodes v0.4 msgpack and sends it to a trace agent
+//! thread samples them, encodes msgpack (v0.5 when the agent offers it, else v0.4) and
+//! sends it to a trace agent
 //! (`127.0.0.1:8126` by default: Datadog's agent, this workspace's `trace-agent`, or any
 //! compatible one), applying the agent's sampling feedback. The application thread never
 //! blocks on the agent, and a full queue drops and counts rather than waits.
