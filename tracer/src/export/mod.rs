@@ -1,4 +1,4 @@
-//! The export worker: drains finished chunks, samples them, encodes v0.4 msgpack and
+//! The export worker: drains finished chunks, samples them, encodes v0.5/v0.4 msgpack and
 //! sends it to the agent, all on its own thread.
 
 mod encode;
