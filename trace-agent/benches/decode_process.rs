@@ -109,6 +109,28 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
             black_box(traces)
         })
     });
+    g.bench_function("libdatadog/decode+obfuscate+stats", |b| {
+        let mut concentrator = libdd_trace_stats::span_concentrator::SpanConcentrator::new(
+            std::time::Duration::from_secs(10),
+            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(NOW as u64),
+            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
+            vec![],
+            None,
+            vec![],
+        );
+        b.iter(|| {
+            let mut traces = decode_dd(black_box(tiny.clone()));
+            for t in &mut traces {
+                for s in t.iter_mut() {
+                    libdd_trace_obfuscation::obfuscate::obfuscate_v04_span(s, &dd_config);
+                }
+                for s in t.iter() {
+                    concentrator.add_span(s);
+                }
+            }
+            black_box(traces)
+        })
+    });
     g.finish();
 }
 
