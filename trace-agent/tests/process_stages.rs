@@ -500,3 +500,56 @@ fn client_computed_top_level_is_trusted() {
         "not computed by the agent"
     );
 }
+
+#[test]
+fn json_obfuscation_for_mongodb_and_elasticsearch() {
+    let mut s = with_meta(
+        span("mongo", "q", "find"),
+        "mongodb.query",
+        r#"{"find":"users","filter":{"name":"bob","age":42}}"#,
+    );
+    s.r#type = Str::from_static("mongodb");
+    obfuscate_span(&mut s, &ObfuscationConfig::default());
+    let q = s.meta("mongodb.query").unwrap();
+    assert!(!q.contains("bob") && !q.contains("42"), "{q}");
+    assert!(q.contains("\"name\""), "keys kept: {q}");
+    let mut s = with_meta(
+        span("es", "q", "search"),
+        "elasticsearch.body",
+        r#"{"query":{"match":{"user":"kimchy"}}}"#,
+    );
+    s.r#type = Str::from_static("elasticsearch");
+    obfuscate_span(
+        &mut s,
+        &ObfuscationConfig {
+            elasticsearch_enabled: false,
+            ..ObfuscationConfig::default()
+        },
+    );
+    assert!(s.meta("elasticsearch.body").unwrap().contains("kimchy"), "toggle off");
+}
+
+#[test]
+fn replace_rules_rewrite_metrics_and_move_non_numbers_to_meta() {
+    let mut s = span("a", "b", "c");
+    s.metrics.push((Str::from_static("account.id"), 12345.0));
+    s.metrics.push((Str::from_static("retries"), 3.0));
+    s.metrics.push((Str::from_static("_sampling_priority_v1"), 1.0));
+    let rules = vec![
+        ReplaceRule {
+            name: "account.id".into(),
+            pattern: regex::Regex::new(".*").unwrap(),
+            repl: "?".into(),
+        },
+        ReplaceRule {
+            name: "*".into(),
+            pattern: regex::Regex::new("^3$").unwrap(),
+            repl: "4".into(),
+        },
+    ];
+    trace_agent::process::filter::apply_replace_rules(&rules, &mut s);
+    assert_eq!(s.metric("account.id"), None);
+    assert_eq!(s.meta("account.id"), Some("?"), "no longer a number: moved to meta");
+    assert_eq!(s.metric("retries"), Some(4.0));
+    assert_eq!(s.metric("_sampling_priority_v1"), Some(1.0), "* skips _ keys");
+}

@@ -341,7 +341,13 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     let memcached = obf.memcached.unwrap_or_default();
     let cc = obf.credit_cards.unwrap_or_default();
     let o = &mut c.config.obfuscation.clone();
-    let bools: [(&str, &str, Option<bool>, &mut bool); 9] = [
+    let enabled = |section: Option<super::raw::RawEnabled>| section.and_then(|s| s.enabled);
+    let (mongodb, elasticsearch, opensearch) = (
+        enabled(obf.mongodb),
+        enabled(obf.elasticsearch),
+        enabled(obf.opensearch),
+    );
+    let bools: [(&str, &str, Option<bool>, &mut bool); 12] = [
         (
             "apm_config.obfuscation.http.remove_query_string",
             "DD_APM_OBFUSCATION_HTTP_REMOVE_QUERY_STRING",
@@ -395,6 +401,24 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
             "DD_APM_OBFUSCATION_REMOVE_STACK_TRACES",
             obf.remove_stack_traces,
             &mut o.remove_stack_traces,
+        ),
+        (
+            "apm_config.obfuscation.mongodb.enabled",
+            "DD_APM_OBFUSCATION_MONGODB_ENABLED",
+            mongodb,
+            &mut o.mongodb_enabled,
+        ),
+        (
+            "apm_config.obfuscation.elasticsearch.enabled",
+            "DD_APM_OBFUSCATION_ELASTICSEARCH_ENABLED",
+            elasticsearch,
+            &mut o.elasticsearch_enabled,
+        ),
+        (
+            "apm_config.obfuscation.opensearch.enabled",
+            "DD_APM_OBFUSCATION_OPENSEARCH_ENABLED",
+            opensearch,
+            &mut o.opensearch_enabled,
         ),
     ];
     for (key, var, file, slot) in bools {

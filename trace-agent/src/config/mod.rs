@@ -269,6 +269,15 @@ impl AgentConfig {
             "apm_config.obfuscation.remove_stack_traces",
             o.remove_stack_traces.to_string(),
         );
+        line("apm_config.obfuscation.mongodb.enabled", o.mongodb_enabled.to_string());
+        line(
+            "apm_config.obfuscation.elasticsearch.enabled",
+            o.elasticsearch_enabled.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.opensearch.enabled",
+            o.opensearch_enabled.to_string(),
+        );
         out
     }
 }

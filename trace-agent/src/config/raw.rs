@@ -73,6 +73,16 @@ pub(crate) struct RawObfuscation {
     pub(crate) memcached: Option<RawMemcached>,
     pub(crate) credit_cards: Option<RawCreditCards>,
     pub(crate) remove_stack_traces: Option<bool>,
+    pub(crate) mongodb: Option<RawEnabled>,
+    pub(crate) elasticsearch: Option<RawEnabled>,
+    pub(crate) opensearch: Option<RawEnabled>,
+}
+
+/// `{enabled: bool}` sections.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawEnabled {
+    pub(crate) enabled: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -151,6 +161,12 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.obfuscation.credit_cards.luhn",
     "apm_config.obfuscation.credit_cards.keep_values",
     "apm_config.obfuscation.remove_stack_traces",
+    "apm_config.obfuscation.mongodb",
+    "apm_config.obfuscation.mongodb.enabled",
+    "apm_config.obfuscation.elasticsearch",
+    "apm_config.obfuscation.elasticsearch.enabled",
+    "apm_config.obfuscation.opensearch",
+    "apm_config.obfuscation.opensearch.enabled",
 ];
 
 /// Key paths in `value` not in [`KNOWN_KEYS`] (maps are walked only below known maps).

@@ -141,6 +141,32 @@ fn replace(re: &Regex, repl: &str, s: &Str<'_>) -> Option<Str<'static>> {
     }
 }
 
+/// Applies a rule to the metrics whose key passes `select`: the number is formatted, rewritten,
+/// and parsed back; a result that is no longer a number moves to meta (Go agent behaviour).
+fn replace_metrics(rule: &ReplaceRule, span: &mut Span<'_>, select: impl Fn(&str) -> bool) {
+    let mut moved = Vec::new();
+    span.metrics.retain_mut(|(k, v)| {
+        if !select(k) {
+            return true;
+        }
+        let text = v.to_string();
+        match rule.pattern.replace_all(&text, rule.repl.as_str()) {
+            std::borrow::Cow::Borrowed(_) => true,
+            std::borrow::Cow::Owned(new) => match new.parse::<f64>() {
+                Ok(n) => {
+                    *v = n;
+                    true
+                }
+                Err(_) => {
+                    moved.push((k.clone(), Str::from(new)));
+                    false
+                }
+            },
+        }
+    });
+    span.meta.extend(moved);
+}
+
 /// Applies `rules` to a span (spec 4.4).
 pub fn apply_replace_rules(rules: &[ReplaceRule], span: &mut Span<'_>) {
     for rule in rules {
@@ -156,6 +182,7 @@ pub fn apply_replace_rules(rules: &[ReplaceRule], span: &mut Span<'_>) {
                 if let Some(n) = replace(&rule.pattern, &rule.repl, &span.resource) {
                     span.resource = n;
                 }
+                replace_metrics(rule, span, |k| !k.starts_with('_'));
             }
             "resource.name" => {
                 if let Some(n) = replace(&rule.pattern, &rule.repl, &span.resource) {
@@ -170,6 +197,7 @@ pub fn apply_replace_rules(rules: &[ReplaceRule], span: &mut Span<'_>) {
                         *v = n;
                     }
                 }
+                replace_metrics(rule, span, |k| k == key);
             }
         }
     }

@@ -2,6 +2,8 @@
 //! and credentials in connection-string URLs. SQL, Redis and URL parsing reuse Datadog's
 //! `libdd-trace-obfuscation` (tested against the Go agent's fixtures).
 
+use libdd_trace_obfuscation::json::JsonObfuscator;
+use libdd_trace_obfuscation::obfuscation_config::JsonObfuscatorConfig;
 use libdd_trace_obfuscation::{credit_cards, http, memcached, redis, sql};
 
 use crate::span::{Span, Str, tag_remove};
@@ -34,6 +36,12 @@ pub struct ObfuscationConfig {
     pub remove_stack_traces: bool,
     /// Strip `user:password@` from any URL-looking meta value (e.g. `mongodb://u:p@host`).
     pub url_credentials: bool,
+    /// `mongodb.enabled`: JSON-obfuscate `mongodb.query`.
+    pub mongodb_enabled: bool,
+    /// `elasticsearch.enabled`: JSON-obfuscate `elasticsearch.body`.
+    pub elasticsearch_enabled: bool,
+    /// `opensearch.enabled`: JSON-obfuscate `opensearch.body`.
+    pub opensearch_enabled: bool,
 }
 
 impl Default for ObfuscationConfig {
@@ -50,6 +58,9 @@ impl Default for ObfuscationConfig {
             credit_cards_keep_values: Vec::new(),
             remove_stack_traces: false,
             url_credentials: true,
+            mongodb_enabled: true,
+            elasticsearch_enabled: true,
+            opensearch_enabled: true,
         }
     }
 }
@@ -150,6 +161,17 @@ fn obfuscate_sql_span(span: &mut Span<'_>) {
     }
 }
 
+/// Every leaf value of the JSON in meta `key` becomes `?` (Mongo queries, Elasticsearch bodies).
+fn obfuscate_json(span: &mut Span<'_>, key: &str) {
+    let obfuscator = JsonObfuscator::new(JsonObfuscatorConfig::enabled());
+    for (k, v) in &mut span.meta {
+        if k.as_str() == key && !v.is_empty() {
+            let (o, _scan_error) = obfuscator.obfuscate(v);
+            set(v, o);
+        }
+    }
+}
+
 /// Obfuscates one span in place according to its type and `config`.
 pub fn obfuscate_span(span: &mut Span<'_>, config: &ObfuscationConfig) {
     match span.r#type.as_str() {
@@ -177,6 +199,9 @@ pub fn obfuscate_span(span: &mut Span<'_>, config: &ObfuscationConfig) {
                 }
             }
         }
+        "mongodb" if config.mongodb_enabled => obfuscate_json(span, "mongodb.query"),
+        "elasticsearch" if config.elasticsearch_enabled => obfuscate_json(span, "elasticsearch.body"),
+        "opensearch" if config.opensearch_enabled => obfuscate_json(span, "opensearch.body"),
         "memcached" if config.memcached_enabled => {
             for (k, v) in &mut span.meta {
                 if k.as_str() == "memcached.command"
