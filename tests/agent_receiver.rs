@@ -614,3 +614,78 @@ fn headers_not_sent_in_time_close_the_connection() {
     let text = String::from_utf8_lossy(&rest);
     assert!(rest.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
 }
+
+/// A sink that blocks in `consume` until the test opens its gate, and says when it is blocked.
+struct GatedSink {
+    entered: std::sync::mpsc::Sender<()>,
+    gate: std::sync::mpsc::Receiver<()>,
+    counters: std::sync::Arc<trace_agent::pipeline::SinkCounters>,
+}
+
+impl trace_agent::pipeline::ChunkSink for GatedSink {
+    fn consume(&mut self, p: trace_agent::pipeline::ProcessedPayload) {
+        let _ = self.entered.send(());
+        let _ = self.gate.recv();
+        let c = &self.counters;
+        c.payloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.spans.fetch_add(
+            p.payload.get().span_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+#[test]
+fn a_slow_next_stage_backs_up_into_429_with_bounded_memory() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (open, gate) = std::sync::mpsc::channel();
+    let config = AgentConfig {
+        receiver_port: apm::free_port(),
+        pipeline_capacity: 1,
+        decoders: 1,
+        decoder_timeout: Duration::from_millis(50),
+        ..AgentConfig::default()
+    };
+    let agent = rt
+        .block_on(trace_agent::start_with_sink(config, |counters| GatedSink {
+            entered: entered_tx,
+            gate,
+            counters,
+        }))
+        .unwrap();
+    let addr = agent.tcp_addr().unwrap();
+    let post = move |real_status: bool| {
+        let mut headers = vec![MSGPACK];
+        if real_status {
+            headers.push(("Datadog-Send-Real-Http-Status", "1"));
+        }
+        raw_exchange(addr, &request("POST", "/v0.4/traces", &headers, &v04(1, "bp"))).0
+    };
+    // 1: taken by the sink, which blocks.
+    assert_eq!(post(true), 200);
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    // 2: waits in the channel (capacity 1).
+    assert_eq!(post(true), 200);
+    // 3: cannot be queued; its handler waits, holding the only decoder slot.
+    let third = std::thread::spawn(move || post(true));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.status().decoders_busy == 0 {
+        assert!(Instant::now() < deadline, "third request never took the decoder slot");
+        std::thread::yield_now();
+    }
+    // 4: no decoder slot => overloaded.
+    assert_eq!(post(true), 429);
+    assert_eq!(post(false), 200, "without the header the Go agent answers 200");
+    for _ in 0..3 {
+        open.send(()).unwrap();
+    }
+    assert_eq!(third.join().unwrap(), 200, "completes once the next stage catches up");
+    let status = rt.block_on(agent.shutdown());
+    assert_eq!(status.forwarded.payloads, 3);
+    assert_eq!(status.dropped.get("overload").map(|d| d.payloads), Some(2));
+}

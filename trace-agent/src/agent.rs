@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, ConfigError};
-use crate::pipeline::{CountingSink, spawn_pipeline};
+use crate::pipeline::{ChunkSink, CountingSink, SinkCounters, spawn_pipeline};
 use crate::receiver::server::{BindError, Listener, accept_loop, bind_tcp, bind_unix};
 use crate::receiver::{AppState, compile_process_config, info::InfoDoc, rates::RatesTable};
 use crate::status::{AgentStats, StatusSnapshot};
@@ -71,11 +71,24 @@ impl Agent {
     }
 }
 
-/// Binds the listeners of `config` and starts serving in the background of the current runtime.
+/// Binds the listeners of `config` and starts serving in the background of the current runtime,
+/// handing processed payloads to a [`CountingSink`].
 ///
 /// # Errors
 /// Configuration or bind errors (a taken port is reported with how to pick another).
 pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
+    start_with_sink(config, CountingSink::new).await
+}
+
+/// Like [`start`], with the next stage built by `make_sink` (given the counters `status` shows
+/// as "forwarded", which the sink may update).
+///
+/// # Errors
+/// Configuration or bind errors.
+pub async fn start_with_sink<S: ChunkSink>(
+    config: AgentConfig,
+    make_sink: impl FnOnce(Arc<SinkCounters>) -> S,
+) -> Result<Agent, RunError> {
     let process = compile_process_config(&config)?;
     let mut listeners = Vec::new();
     let mut listening = Vec::new();
@@ -98,8 +111,7 @@ pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
         return Err(RunError::NoListener);
     }
     let stats = Arc::new(AgentStats::default());
-    let (pipeline, pipeline_task) =
-        spawn_pipeline(config.pipeline_capacity, CountingSink::new(Arc::clone(&stats.sink)));
+    let (pipeline, pipeline_task) = spawn_pipeline(config.pipeline_capacity, make_sink(Arc::clone(&stats.sink)));
     let rates = Arc::new(RatesTable::new());
     let decoders = config.decoders.max(1);
     let state = Arc::new(AppState {

@@ -35,4 +35,4 @@ pub mod status;
 
 mod agent;
 
-pub use agent::{Agent, RunError, run, start};
+pub use agent::{Agent, RunError, run, start, start_with_sink};

@@ -24,8 +24,9 @@ pub struct ProcessedPayload {
     pub received_at: SystemTime,
 }
 
-/// The consumer of processed payloads. Runs on one task; it may block briefly but must not
-/// hold payloads unboundedly.
+/// The consumer of processed payloads (samplers, stats, writers). Runs on its own thread, one
+/// payload at a time; while it is busy, payloads queue in the bounded channel and then the
+/// receiver answers "overloaded".
 pub trait ChunkSink: Send + 'static {
     /// Takes one processed payload.
     fn consume(&mut self, payload: ProcessedPayload);
@@ -78,12 +79,13 @@ impl ChunkSink for CountingSink {
 /// Sending half of the pipeline, cloned into every request handler.
 pub type PipelineSender = mpsc::Sender<ProcessedPayload>;
 
-/// Starts the sink task behind a channel of `capacity` payloads. The task ends (after
-/// draining and [`ChunkSink::flush`]) when every sender is dropped.
+/// Starts the sink on its own blocking thread behind a channel of `capacity` payloads (so a
+/// slow sink never stalls the HTTP runtime). It ends, after draining and [`ChunkSink::flush`],
+/// when every sender is dropped.
 pub fn spawn_pipeline<S: ChunkSink>(capacity: usize, mut sink: S) -> (PipelineSender, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel::<ProcessedPayload>(capacity.max(1));
-    let handle = tokio::spawn(async move {
-        while let Some(p) = rx.recv().await {
+    let handle = tokio::task::spawn_blocking(move || {
+        while let Some(p) = rx.blocking_recv() {
             sink.consume(p);
         }
         sink.flush();

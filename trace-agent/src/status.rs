@@ -60,6 +60,8 @@ pub struct AgentStats {
     pub in_flight: AtomicU64,
     /// `/v0.6/stats` payloads accepted (tracer-computed stats).
     pub client_stats_payloads: AtomicU64,
+    /// Decoder slots in use (decoding, processing or handing off a payload).
+    pub decoders_busy: AtomicU64,
     /// What the next stage consumed.
     pub sink: std::sync::Arc<SinkCounters>,
 }
@@ -74,6 +76,7 @@ impl Default for AgentStats {
             info_requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             client_stats_payloads: AtomicU64::new(0),
+            decoders_busy: AtomicU64::new(0),
             sink: std::sync::Arc::default(),
         }
     }
@@ -102,6 +105,8 @@ pub struct StatusSnapshot {
     pub in_flight: u64,
     /// `/v0.6/stats` payloads accepted.
     pub client_stats_payloads: u64,
+    /// Decoder slots in use at the time of the snapshot.
+    pub decoders_busy: u64,
     /// Last error: unix seconds and message.
     pub last_error: Option<(u64, String)>,
 }
@@ -175,6 +180,7 @@ impl AgentStats {
             info_requests: self.info_requests.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             client_stats_payloads: self.client_stats_payloads.load(Ordering::Relaxed),
+            decoders_busy: self.decoders_busy.load(Ordering::Relaxed),
             last_error: lock(&self.last_error).clone(),
         }
     }
@@ -263,6 +269,11 @@ pub fn render(s: &StatusSnapshot) -> String {
         s.client_stats_payloads
     );
     let _ = writeln!(o, "/info requests served: {}", s.info_requests);
+    let _ = writeln!(
+        o,
+        "Requests in flight: {}, decoder slots busy: {}",
+        s.in_flight, s.decoders_busy
+    );
     match &s.last_error {
         Some((at, msg)) => {
             let _ = writeln!(o, "Last error (unix time {at}): {msg}");

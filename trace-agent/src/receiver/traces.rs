@@ -142,6 +142,25 @@ fn rates_reply(state: &AppState, version: ApiVersion, h: &HeaderMap, status: Sta
     r
 }
 
+/// A held decoder slot, counted in `status` while held.
+struct DecoderSlot<'s> {
+    _permit: tokio::sync::SemaphorePermit<'s>,
+    state: &'s AppState,
+}
+
+impl<'s> DecoderSlot<'s> {
+    fn new(permit: tokio::sync::SemaphorePermit<'s>, state: &'s AppState) -> Self {
+        state.stats.decoders_busy.fetch_add(1, Ordering::Relaxed);
+        Self { _permit: permit, state }
+    }
+}
+
+impl Drop for DecoderSlot<'_> {
+    fn drop(&mut self) {
+        self.state.stats.decoders_busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// The outcome of decoding and processing one body off the async threads.
 struct Decoded {
     payload: OwnedPayload,
@@ -224,7 +243,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         return early;
     }
     let permit = match tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await {
-        Ok(Ok(p)) => p,
+        Ok(Ok(p)) => DecoderSlot::new(p, state),
         _ => {
             state
                 .stats
@@ -258,7 +277,6 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         (out, id)
     })
     .await;
-    drop(permit);
     let (decoded, id) = match work {
         Ok((Ok(d), id)) => (d, id),
         Ok((Err(e), id)) => {
@@ -319,6 +337,9 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
                 .record_error("pipeline closed: payload dropped during shutdown".to_owned());
         }
     }
+    // The decoder slot is held until the payload is handed off: a full pipeline backs up into
+    // the decoders and then into 429/overload replies, so memory stays bounded.
+    drop(permit);
     rates_reply(state, version, h, StatusCode::OK)
 }
 
