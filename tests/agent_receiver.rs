@@ -689,3 +689,45 @@ fn a_slow_next_stage_backs_up_into_429_with_bounded_memory() {
     assert_eq!(status.forwarded.payloads, 3);
     assert_eq!(status.dropped.get("overload").map(|d| d.payloads), Some(2));
 }
+
+#[test]
+fn status_counts_each_service_of_a_mixed_payload() {
+    let h = Harness::start(AgentConfig::default());
+    let traces = vec![
+        vec![
+            serde_json::json!({"service": "web", "name": "r", "trace_id": 1, "span_id": 1, "start": 1_700_000_000_000_000_000u64}),
+        ],
+        vec![
+            serde_json::json!({"service": "worker", "name": "j", "trace_id": 2, "span_id": 2, "start": 1_700_000_000_000_000_000u64}),
+            serde_json::json!({"service": "db", "name": "q", "trace_id": 2, "span_id": 3, "parent_id": 2, "start": 1_700_000_000_000_000_000u64}),
+        ],
+    ];
+    let body = rmp_serde::to_vec_named(&traces).unwrap();
+    let (status, _, _) = h.raw(&request(
+        "POST",
+        "/v0.4/traces",
+        &[MSGPACK, ("Datadog-Meta-Lang", "go")],
+        &body,
+    ));
+    assert_eq!(status, 200);
+    let s = h.status();
+    let by_service: std::collections::HashMap<&str, &trace_agent::status::ReceivedCounts> =
+        s.received.iter().map(|(k, c)| (k.service.as_str(), c)).collect();
+    assert_eq!(
+        (
+            by_service["web"].traces,
+            by_service["web"].spans,
+            by_service["web"].payloads
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(
+        (
+            by_service["worker"].traces,
+            by_service["worker"].spans,
+            by_service["worker"].payloads
+        ),
+        (1, 2, 0)
+    );
+    assert_eq!(s.total_received().payloads, 1);
+}

@@ -134,14 +134,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl AgentStats {
-    /// Counts a received payload.
-    pub fn record_received(&self, key: TracerKey, traces: u64, spans: u64, bytes: u64) {
+    /// Counts a received payload: traces and spans per root service (`(service, traces,
+    /// spans)`); the payload and its bytes go to the first service (or `""` when it was empty).
+    pub fn record_payload(&self, key: impl Fn(&str) -> TracerKey, per_service: &[(String, u64, u64)], bytes: u64) {
         let mut map = lock(&self.received);
-        let c = map.entry(key).or_default();
+        let first = per_service.first().map_or("", |(s, _, _)| s.as_str());
+        let c = map.entry(key(first)).or_default();
         c.payloads += 1;
-        c.traces += traces;
-        c.spans += spans;
         c.bytes += bytes;
+        for (service, traces, spans) in per_service {
+            let c = map.entry(key(service)).or_default();
+            c.traces += traces;
+            c.spans += spans;
+        }
     }
 
     /// Counts a drop.

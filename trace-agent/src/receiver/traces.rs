@@ -164,9 +164,8 @@ impl Drop for DecoderSlot<'_> {
 /// The outcome of decoding and processing one body off the async threads.
 struct Decoded {
     payload: OwnedPayload,
-    received_traces: u64,
-    received_spans: u64,
-    root_service: String,
+    /// `(root service, traces, spans)` as received, before processing, in order of appearance.
+    received: Vec<(String, u64, u64)>,
     report: process::ProcessReport,
     /// `(service, env)` of every chunk root, deduplicated, for the rates table.
     rate_keys: Vec<(String, String)>,
@@ -188,8 +187,7 @@ fn decode_and_process(
     client_computed_top_level: bool,
     config: &ProcessConfig,
 ) -> Result<Decoded, DecodeError> {
-    let (mut received_traces, mut received_spans) = (0, 0);
-    let mut root_service = String::new();
+    let mut received: Vec<(String, u64, u64)> = Vec::new();
     let mut report = process::ProcessReport::default();
     let mut rate_keys: Vec<(String, String)> = Vec::new();
     let now = SystemTime::now()
@@ -197,14 +195,19 @@ fn decode_and_process(
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     let payload = OwnedPayload::try_new(body, |b| {
         let mut p = decode::decode_payload(version, encoding, b)?;
-        received_traces = p.chunks.len() as u64;
-        received_spans = p.span_count() as u64;
-        root_service = p
-            .chunks
-            .first()
-            .and_then(|c| toplevel::root_index(&c.spans).and_then(|i| c.spans.get(i)))
-            .map(|s| s.service.to_string())
-            .unwrap_or_default();
+        for chunk in &p.chunks {
+            let service = toplevel::root_index(&chunk.spans)
+                .and_then(|i| chunk.spans.get(i))
+                .map_or("", |s| s.service.as_str());
+            let spans = chunk.spans.len() as u64;
+            match received.iter_mut().find(|(s, _, _)| s == service) {
+                Some(entry) => {
+                    entry.1 += 1;
+                    entry.2 += spans;
+                }
+                None => received.push((service.to_owned(), 1, spans)),
+            }
+        }
         let facts = RequestFacts {
             lang: &id.lang,
             client_computed_top_level,
@@ -227,9 +230,7 @@ fn decode_and_process(
     })?;
     Ok(Decoded {
         payload,
-        received_traces,
-        received_spans,
-        root_service,
+        received,
         report,
         rate_keys,
     })
@@ -303,21 +304,20 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     };
     let Decoded {
         payload,
-        received_traces,
-        received_spans,
-        root_service,
+        received,
         report,
         rate_keys,
     } = decoded;
-    let key = TracerKey {
-        service: root_service,
-        lang: id.lang,
-        lang_version: id.lang_version,
-        tracer_version: id.tracer_version,
-    };
-    state
-        .stats
-        .record_received(key, received_traces, received_spans, body_len);
+    state.stats.record_payload(
+        |service| TracerKey {
+            service: service.to_owned(),
+            lang: id.lang.clone(),
+            lang_version: id.lang_version.clone(),
+            tracer_version: id.tracer_version.clone(),
+        },
+        &received,
+        body_len,
+    );
     for (reason, (traces, spans)) in &report.dropped {
         state.stats.record_drop(reason.as_str(), 0, *traces, *spans);
     }
