@@ -553,3 +553,26 @@ fn replace_rules_rewrite_metrics_and_move_non_numbers_to_meta() {
     assert_eq!(s.metric("retries"), Some(4.0));
     assert_eq!(s.metric("_sampling_priority_v1"), Some(1.0), "* skips _ keys");
 }
+
+#[test]
+fn sql_cache_memoizes_and_stays_bounded() {
+    use trace_agent::process::obfuscate::obfuscate_span_cached;
+    use trace_agent::process::sql_cache::SqlCache;
+    let cache = SqlCache::new(200);
+    let mk = |q: &str| {
+        let mut s = span("db", "q", q);
+        s.r#type = Str::from_static("sql");
+        s
+    };
+    for _ in 0..3 {
+        let mut s = mk("SELECT * FROM t WHERE id = 1");
+        obfuscate_span_cached(&mut s, &ObfuscationConfig::default(), Some(&cache));
+        assert_eq!(&*s.resource, "SELECT * FROM t WHERE id = ?");
+    }
+    assert_eq!(cache.len(), 1);
+    for i in 0..20 {
+        let mut s = mk(&format!("SELECT a{i} FROM table_{i} WHERE x = {i}"));
+        obfuscate_span_cached(&mut s, &ObfuscationConfig::default(), Some(&cache));
+    }
+    assert!(cache.len() < 10, "bounded by bytes: {}", cache.len());
+}

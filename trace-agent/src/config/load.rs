@@ -435,6 +435,23 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
         o.credit_cards_keep_values = v;
     }
     c.config.obfuscation = o.clone();
+    let cache = obf.cache.unwrap_or_default();
+    if let Some(v) = c.pick(
+        "apm_config.obfuscation.cache.enabled",
+        &["DD_APM_OBFUSCATION_CACHE_ENABLED"],
+        cache.enabled,
+        boolean,
+    )? {
+        c.config.obfuscation_cache_enabled = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.obfuscation.cache.max_size",
+        &["DD_APM_OBFUSCATION_CACHE_MAX_SIZE"],
+        cache.max_size,
+        num,
+    )? {
+        c.config.obfuscation_cache_max_size = v;
+    }
     c.config.warnings = warnings;
     // Validate what can only fail later: regexes and the bind address.
     crate::receiver::compile_process_config(&c.config)?;

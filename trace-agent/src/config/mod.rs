@@ -93,6 +93,10 @@ pub struct AgentConfig {
     pub features: Vec<String>,
     /// `apm_config.obfuscation.*`.
     pub obfuscation: ObfuscationConfig,
+    /// `apm_config.obfuscation.cache.enabled`: memoize SQL obfuscation.
+    pub obfuscation_cache_enabled: bool,
+    /// `apm_config.obfuscation.cache.max_size` in bytes.
+    pub obfuscation_cache_max_size: usize,
     /// Capacity of the receiver → next-stage channel, in payloads (each at most
     /// `max_payload_size`; a full channel makes handlers wait, which holds their decoder slot
     /// and turns into 429/overload replies).
@@ -139,6 +143,8 @@ impl Default for AgentConfig {
             global_tags: BTreeMap::new(),
             features: Vec::new(),
             obfuscation: ObfuscationConfig::default(),
+            obfuscation_cache_enabled: true,
+            obfuscation_cache_max_size: crate::process::sql_cache::DEFAULT_MAX_BYTES,
             pipeline_capacity: 32,
             origins: BTreeMap::new(),
             warnings: Vec::new(),
@@ -277,6 +283,14 @@ impl AgentConfig {
         line(
             "apm_config.obfuscation.opensearch.enabled",
             o.opensearch_enabled.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.cache.enabled",
+            self.obfuscation_cache_enabled.to_string(),
+        );
+        line(
+            "apm_config.obfuscation.cache.max_size",
+            self.obfuscation_cache_max_size.to_string(),
         );
         out
     }

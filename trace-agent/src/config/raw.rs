@@ -76,6 +76,15 @@ pub(crate) struct RawObfuscation {
     pub(crate) mongodb: Option<RawEnabled>,
     pub(crate) elasticsearch: Option<RawEnabled>,
     pub(crate) opensearch: Option<RawEnabled>,
+    pub(crate) cache: Option<RawCache>,
+}
+
+/// `apm_config.obfuscation.cache`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawCache {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) max_size: Option<usize>,
 }
 
 /// `{enabled: bool}` sections.
@@ -167,6 +176,9 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.obfuscation.elasticsearch.enabled",
     "apm_config.obfuscation.opensearch",
     "apm_config.obfuscation.opensearch.enabled",
+    "apm_config.obfuscation.cache",
+    "apm_config.obfuscation.cache.enabled",
+    "apm_config.obfuscation.cache.max_size",
 ];
 
 /// Key paths in `value` not in [`KNOWN_KEYS`] (maps are walked only below known maps).

@@ -4,6 +4,7 @@
 pub mod filter;
 pub mod normalize;
 pub mod obfuscate;
+pub mod sql_cache;
 pub mod toplevel;
 pub mod truncate;
 
@@ -29,6 +30,8 @@ pub struct ProcessConfig {
     pub global_tags: Vec<(String, String)>,
     /// Env for payloads without one (`apm_config.env`, normalized).
     pub default_env: String,
+    /// SQL obfuscation cache (`apm_config.obfuscation.cache`), shared by every request.
+    pub sql_cache: Option<std::sync::Arc<sql_cache::SqlCache>>,
 }
 
 /// Facts about the request that change processing.
@@ -133,7 +136,7 @@ pub fn process_payload(
                     tag_set(&mut span.meta, k, Str::from(v.clone()));
                 }
             }
-            obfuscate::obfuscate_span(span, &config.obfuscation);
+            obfuscate::obfuscate_span_cached(span, &config.obfuscation, config.sql_cache.as_deref());
             truncate::truncate_span(span);
             if facts.client_computed_top_level {
                 toplevel::copy_client_top_level(span);

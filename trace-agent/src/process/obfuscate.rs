@@ -6,6 +6,7 @@ use libdd_trace_obfuscation::json::JsonObfuscator;
 use libdd_trace_obfuscation::obfuscation_config::JsonObfuscatorConfig;
 use libdd_trace_obfuscation::{credit_cards, http, memcached, redis, sql};
 
+use super::sql_cache::SqlCache;
 use crate::span::{Span, Str, tag_remove};
 
 /// Replacement resource for SQL that cannot be obfuscated.
@@ -134,12 +135,18 @@ fn set(field: &mut Str<'_>, value: String) {
     }
 }
 
-fn obfuscate_sql_span(span: &mut Span<'_>) {
-    match sql::obfuscate_sql_string(&span.resource) {
-        Ok(r) => {
-            set(&mut span.resource, r);
-        }
-        Err(_) => span.resource = Str::from_static(NON_PARSABLE_SQL),
+fn obfuscate_sql(query: &str, cache: Option<&SqlCache>) -> Option<String> {
+    let compute = |q: &str| sql::obfuscate_sql_string(q).ok();
+    match cache {
+        Some(c) => c.get_or_compute(query, compute),
+        None => compute(query),
+    }
+}
+
+fn obfuscate_sql_span(span: &mut Span<'_>, cache: Option<&SqlCache>) {
+    match obfuscate_sql(&span.resource, cache) {
+        Some(r) => set(&mut span.resource, r),
+        None => span.resource = Str::from_static(NON_PARSABLE_SQL),
     }
     for key in ["sql.query", "db.statement", "db.query.text"] {
         let mut empty = false;
@@ -148,9 +155,9 @@ fn obfuscate_sql_span(span: &mut Span<'_>) {
                 if v.is_empty() {
                     empty = true;
                 } else {
-                    match sql::obfuscate_sql_string(v) {
-                        Ok(o) => set(v, o),
-                        Err(_) => *v = Str::from_static(NON_PARSABLE_SQL),
+                    match obfuscate_sql(v, cache) {
+                        Some(o) => set(v, o),
+                        None => *v = Str::from_static(NON_PARSABLE_SQL),
                     }
                 }
             }
@@ -174,8 +181,13 @@ fn obfuscate_json(span: &mut Span<'_>, key: &str) {
 
 /// Obfuscates one span in place according to its type and `config`.
 pub fn obfuscate_span(span: &mut Span<'_>, config: &ObfuscationConfig) {
+    obfuscate_span_cached(span, config, None);
+}
+
+/// [`obfuscate_span`] with SQL results memoized in `cache`.
+pub fn obfuscate_span_cached(span: &mut Span<'_>, config: &ObfuscationConfig, cache: Option<&SqlCache>) {
     match span.r#type.as_str() {
-        "sql" | "cassandra" => obfuscate_sql_span(span),
+        "sql" | "cassandra" => obfuscate_sql_span(span, cache),
         t @ ("redis" | "valkey") => {
             if !span.resource.is_empty() {
                 let q = redis::quantize_redis_string(&span.resource);

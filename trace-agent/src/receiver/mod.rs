@@ -71,6 +71,11 @@ pub fn compile_process_config(config: &AgentConfig) -> Result<ProcessConfig, Con
         replace_rules,
         global_tags: config.global_tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         default_env: config.default_env.clone(),
+        sql_cache: config.obfuscation_cache_enabled.then(|| {
+            Arc::new(crate::process::sql_cache::SqlCache::new(
+                config.obfuscation_cache_max_size,
+            ))
+        }),
     })
 }
 
