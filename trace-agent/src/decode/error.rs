@@ -73,7 +73,10 @@ pub struct ReadError {
 
 impl ReadError {
     /// Attaches a location (`trace 0 span 3: field 'trace_id'`), computed only on error.
-    pub(crate) fn at(self, location: impl FnOnce() -> String) -> DecodeError {
+    // The reader boxes its errors so that `Result<u64, _>` and friends stay two words wide on
+    // the hot path; the box is consumed here.
+    #[allow(clippy::boxed_local)]
+    pub(crate) fn at(self: Box<Self>, location: impl FnOnce() -> String) -> DecodeError {
         DecodeError {
             location: location(),
             kind: self.kind,

@@ -74,12 +74,13 @@ impl<'b> Reader<'b> {
         self.owner.len().saturating_sub(self.pos)
     }
 
-    fn err(&self, kind: ReadErrorKind) -> ReadError {
-        ReadError { kind, offset: self.pos }
+    #[cold]
+    fn err(&self, kind: ReadErrorKind) -> Box<ReadError> {
+        Box::new(ReadError { kind, offset: self.pos })
     }
 
     #[inline]
-    fn take(&mut self, n: usize) -> Result<&'b [u8], ReadError> {
+    fn take(&mut self, n: usize) -> Result<&'b [u8], Box<ReadError>> {
         let owner: &'b [u8] = self.owner;
         let end = self.pos.checked_add(n).filter(|&e| e <= owner.len());
         match end.and_then(|e| owner.get(self.pos..e)) {
@@ -92,7 +93,7 @@ impl<'b> Reader<'b> {
     }
 
     #[inline]
-    fn u8(&mut self) -> Result<u8, ReadError> {
+    fn u8(&mut self) -> Result<u8, Box<ReadError>> {
         match self.owner.get(self.pos) {
             Some(&b) => {
                 self.pos += 1;
@@ -103,7 +104,7 @@ impl<'b> Reader<'b> {
     }
 
     #[inline]
-    fn be<const N: usize>(&mut self) -> Result<[u8; N], ReadError> {
+    fn be<const N: usize>(&mut self) -> Result<[u8; N], Box<ReadError>> {
         let s = self.take(N)?;
         let mut a = [0u8; N];
         a.copy_from_slice(s);
@@ -111,7 +112,7 @@ impl<'b> Reader<'b> {
     }
 
     /// The next marker, without consuming it.
-    pub(crate) fn peek_marker(&self) -> Result<Marker, ReadError> {
+    pub(crate) fn peek_marker(&self) -> Result<Marker, Box<ReadError>> {
         self.owner
             .get(self.pos)
             .map(|&b| Marker::from_u8(b))
@@ -119,36 +120,37 @@ impl<'b> Reader<'b> {
     }
 
     #[inline]
-    fn marker(&mut self) -> Result<Marker, ReadError> {
+    fn marker(&mut self) -> Result<Marker, Box<ReadError>> {
         self.u8().map(Marker::from_u8)
     }
 
-    fn type_err(&self, at: usize, expected: &'static str, got: Marker) -> ReadError {
-        ReadError {
+    #[cold]
+    fn type_err(&self, at: usize, expected: &'static str, got: Marker) -> Box<ReadError> {
+        Box::new(ReadError {
             kind: ReadErrorKind::Type {
                 expected,
                 got: marker_type(got),
             },
             offset: at,
-        }
+        })
     }
 
     /// Checks that `len` entries of at least `min_entry` bytes each can fit in what is left.
     #[inline]
-    fn check_len(&self, at: usize, len: usize, min_entry: usize) -> Result<usize, ReadError> {
+    fn check_len(&self, at: usize, len: usize, min_entry: usize) -> Result<usize, Box<ReadError>> {
         let remaining = self.remaining();
         if len.saturating_mul(min_entry) > remaining {
-            return Err(ReadError {
+            return Err(Box::new(ReadError {
                 kind: ReadErrorKind::Length { len, remaining },
                 offset: at,
-            });
+            }));
         }
         Ok(len)
     }
 
     /// An array header; `nil` reads as an empty array.
     #[inline]
-    pub(crate) fn array_len(&mut self) -> Result<usize, ReadError> {
+    pub(crate) fn array_len(&mut self) -> Result<usize, Box<ReadError>> {
         let at = self.pos;
         let len = match self.marker()? {
             Marker::FixArray(n) => usize::from(n),
@@ -162,7 +164,7 @@ impl<'b> Reader<'b> {
 
     /// A map header; `nil` reads as an empty map.
     #[inline]
-    pub(crate) fn map_len(&mut self) -> Result<usize, ReadError> {
+    pub(crate) fn map_len(&mut self) -> Result<usize, Box<ReadError>> {
         let at = self.pos;
         let len = match self.marker()? {
             Marker::FixMap(n) => usize::from(n),
@@ -176,7 +178,7 @@ impl<'b> Reader<'b> {
 
     /// Length of a `str`/`bin` value whose marker was already read, or `None` for another type.
     #[inline]
-    fn str_len(&mut self, m: Marker) -> Result<Option<usize>, ReadError> {
+    fn str_len(&mut self, m: Marker) -> Result<Option<usize>, Box<ReadError>> {
         Ok(Some(match m {
             Marker::FixStr(n) => usize::from(n),
             Marker::Str8 | Marker::Bin8 => usize::from(self.u8()?),
@@ -189,7 +191,7 @@ impl<'b> Reader<'b> {
 
     /// A string (`str`, `bin` or `nil`), sliced from the body; invalid UTF-8 is repaired.
     #[inline]
-    pub(crate) fn str(&mut self) -> Result<Str<'b>, ReadError> {
+    pub(crate) fn str(&mut self) -> Result<Str<'b>, Box<ReadError>> {
         // Fast path: a fixstr (< 32 bytes) that is complete and valid UTF-8.
         if let Some(&b) = self.owner.get(self.pos)
             && b & 0xe0 == 0xa0
@@ -207,7 +209,7 @@ impl<'b> Reader<'b> {
     }
 
     #[cold]
-    fn str_slow(&mut self) -> Result<Str<'b>, ReadError> {
+    fn str_slow(&mut self) -> Result<Str<'b>, Box<ReadError>> {
         let at = self.pos;
         let m = self.marker()?;
         let Some(len) = self.str_len(m)? else {
@@ -227,7 +229,7 @@ impl<'b> Reader<'b> {
     }
 
     #[inline]
-    fn num(&mut self, expected: &'static str) -> Result<Num, ReadError> {
+    fn num(&mut self, expected: &'static str) -> Result<Num, Box<ReadError>> {
         let at = self.pos;
         Ok(match self.marker()? {
             Marker::FixPos(n) => Num::U(u64::from(n)),
@@ -251,7 +253,7 @@ impl<'b> Reader<'b> {
 
     /// An unsigned 64-bit integer; negative integers are reinterpreted, floats truncated.
     #[inline]
-    pub(crate) fn u64(&mut self) -> Result<u64, ReadError> {
+    pub(crate) fn u64(&mut self) -> Result<u64, Box<ReadError>> {
         Ok(match self.num("integer")? {
             Num::U(u) => u,
             Num::I(i) => i as u64,
@@ -261,15 +263,17 @@ impl<'b> Reader<'b> {
 
     /// A signed 64-bit integer; an unsigned value above `i64::MAX` is an error.
     #[inline]
-    pub(crate) fn i64(&mut self) -> Result<i64, ReadError> {
+    pub(crate) fn i64(&mut self) -> Result<i64, Box<ReadError>> {
         let at = self.pos;
         Ok(match self.num("integer")? {
-            Num::U(u) => i64::try_from(u).map_err(|_| ReadError {
-                kind: ReadErrorKind::Overflow {
-                    value: u,
-                    target: "int64",
-                },
-                offset: at,
+            Num::U(u) => i64::try_from(u).map_err(|_| {
+                Box::new(ReadError {
+                    kind: ReadErrorKind::Overflow {
+                        value: u,
+                        target: "int64",
+                    },
+                    offset: at,
+                })
             })?,
             Num::I(i) => i,
             Num::F(f) => f as i64,
@@ -277,25 +281,27 @@ impl<'b> Reader<'b> {
     }
 
     /// A signed 32-bit integer (out-of-range values are an error).
-    pub(crate) fn i32(&mut self) -> Result<i32, ReadError> {
+    pub(crate) fn i32(&mut self) -> Result<i32, Box<ReadError>> {
         let at = self.pos;
         let v = match self.num("integer")? {
             Num::U(u) => i64::try_from(u).unwrap_or(i64::MAX),
             Num::I(i) => i,
             Num::F(f) => f as i64,
         };
-        i32::try_from(v).map_err(|_| ReadError {
-            kind: ReadErrorKind::Overflow {
-                value: v as u64,
-                target: "int32",
-            },
-            offset: at,
+        i32::try_from(v).map_err(|_| {
+            Box::new(ReadError {
+                kind: ReadErrorKind::Overflow {
+                    value: v as u64,
+                    target: "int32",
+                },
+                offset: at,
+            })
         })
     }
 
     /// A float; integers of any width are converted.
     #[inline]
-    pub(crate) fn f64(&mut self) -> Result<f64, ReadError> {
+    pub(crate) fn f64(&mut self) -> Result<f64, Box<ReadError>> {
         Ok(match self.num("number")? {
             Num::U(u) => u as f64,
             Num::I(i) => i as f64,
@@ -304,7 +310,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A boolean; `nil` is false and integers are compared with 0.
-    pub(crate) fn bool(&mut self) -> Result<bool, ReadError> {
+    pub(crate) fn bool(&mut self) -> Result<bool, Box<ReadError>> {
         Ok(match self.num("bool")? {
             Num::U(u) => u != 0,
             Num::I(i) => i != 0,
@@ -313,11 +319,11 @@ impl<'b> Reader<'b> {
     }
 
     /// Skips one value of any type (bounded nesting).
-    pub(crate) fn skip(&mut self) -> Result<(), ReadError> {
+    pub(crate) fn skip(&mut self) -> Result<(), Box<ReadError>> {
         self.skip_depth(0)
     }
 
-    fn skip_depth(&mut self, depth: u32) -> Result<(), ReadError> {
+    fn skip_depth(&mut self, depth: u32) -> Result<(), Box<ReadError>> {
         if depth >= MAX_SKIP_DEPTH {
             return Err(self.err(ReadErrorKind::TooDeep { max: MAX_SKIP_DEPTH }));
         }
@@ -370,7 +376,7 @@ impl<'b> Reader<'b> {
     }
 
     /// Skips one value and returns its raw encoding (borrowed from the body, no copy).
-    pub(crate) fn raw_value(&mut self) -> Result<RawBytes<'b>, ReadError> {
+    pub(crate) fn raw_value(&mut self) -> Result<RawBytes<'b>, Box<ReadError>> {
         let start = self.pos;
         self.skip()?;
         let owner: &'b [u8] = self.owner;
@@ -379,7 +385,7 @@ impl<'b> Reader<'b> {
 
     /// A map key (`str`, `bin` or `nil`) as borrowed bytes, for matching field names.
     #[inline]
-    pub(crate) fn key(&mut self) -> Result<&'b [u8], ReadError> {
+    pub(crate) fn key(&mut self) -> Result<&'b [u8], Box<ReadError>> {
         let at = self.pos;
         let m = self.marker()?;
         let Some(len) = self.str_len(m)? else {
@@ -389,7 +395,7 @@ impl<'b> Reader<'b> {
     }
 
     /// A `bin` or `str` value as raw bytes (for `meta_struct`).
-    pub(crate) fn bytes(&mut self) -> Result<RawBytes<'b>, ReadError> {
+    pub(crate) fn bytes(&mut self) -> Result<RawBytes<'b>, Box<ReadError>> {
         let at = self.pos;
         let m = self.marker()?;
         let Some(len) = self.str_len(m)? else {

@@ -26,15 +26,24 @@ pub(crate) fn decode_trace<'b>(r: &mut Reader<'b>, t: usize) -> Result<Vec<Span<
     let n = r.array_len().map_err(|e| e.at(|| format!("trace {t}")))?;
     let mut spans = Vec::with_capacity(n);
     for s in 0..n {
-        spans.push(decode_span(r, t, s)?);
+        decode_span_into(r, t, s, &mut spans)?;
     }
     Ok(spans)
 }
 
-/// Decodes one span map, skipping unknown keys.
-pub(crate) fn decode_span<'b>(r: &mut Reader<'b>, t: usize, s: usize) -> Result<Span<'b>, DecodeError> {
+/// Decodes one span map, skipping unknown keys, and appends it to `spans` (decoded in place:
+/// no copy of the span afterwards).
+pub(crate) fn decode_span_into<'b>(
+    r: &mut Reader<'b>,
+    t: usize,
+    s: usize,
+    spans: &mut Vec<Span<'b>>,
+) -> Result<(), DecodeError> {
     let fields = r.map_len().map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
-    let mut span = Span::default();
+    spans.push(Span::default());
+    let Some(span) = spans.last_mut() else {
+        return Ok(());
+    };
     for _ in 0..fields {
         let key = r
             .key()
@@ -96,5 +105,5 @@ pub(crate) fn decode_span<'b>(r: &mut Reader<'b>, t: usize, s: usize) -> Result<
             })?,
         }
     }
-    Ok(span)
+    Ok(())
 }

@@ -17,10 +17,10 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
     let at = r.pos();
     let top = r.array_len().map_err(|e| e.at(|| "payload".to_owned()))?;
     if top != 2 {
-        return Err(ReadError {
+        return Err(Box::new(ReadError {
             kind: ReadErrorKind::ArrayLen { expected: 2, got: top },
             offset: at,
-        }
+        })
         .at(|| "payload: [string_table, traces]".to_owned()));
     }
     let n = r.array_len().map_err(|e| e.at(|| "string table".to_owned()))?;
@@ -41,19 +41,21 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
     Ok(chunks)
 }
 
-fn string<'b>(r: &mut Reader<'b>, table: &[Str<'b>]) -> Result<Str<'b>, ReadError> {
+fn string<'b>(r: &mut Reader<'b>, table: &[Str<'b>]) -> Result<Str<'b>, Box<ReadError>> {
     let at = r.pos();
     let index = r.u64()?;
     usize::try_from(index)
         .ok()
         .and_then(|i| table.get(i))
         .cloned()
-        .ok_or(ReadError {
-            kind: ReadErrorKind::StringIndex {
-                index,
-                len: table.len(),
-            },
-            offset: at,
+        .ok_or_else(|| {
+            Box::new(ReadError {
+                kind: ReadErrorKind::StringIndex {
+                    index,
+                    len: table.len(),
+                },
+                offset: at,
+            })
         })
 }
 
@@ -61,13 +63,13 @@ fn decode_span<'b>(r: &mut Reader<'b>, table: &[Str<'b>], t: usize, s: usize) ->
     let at = r.pos();
     let n = r.array_len().map_err(|e| e.at(|| format!("trace {t} span {s}")))?;
     if n != SPAN_FIELDS {
-        return Err(ReadError {
+        return Err(Box::new(ReadError {
             kind: ReadErrorKind::ArrayLen {
                 expected: SPAN_FIELDS,
                 got: n,
             },
             offset: at,
-        }
+        })
         .at(|| format!("trace {t} span {s}")));
     }
     let field = |name: &'static str| move || format!("trace {t} span {s}: field '{name}'");

@@ -2,7 +2,7 @@
 
 use super::error::DecodeError;
 use super::reader::Reader;
-use super::v04::decode_span;
+use super::v04::decode_span_into;
 use crate::span::{Str, Tags, TraceChunk, TracerPayload};
 
 /// Decodes a v0.7 body.
@@ -41,7 +41,7 @@ pub fn decode(body: &[u8]) -> Result<TracerPayload<'_>, DecodeError> {
     Ok(p)
 }
 
-fn str_map<'b>(r: &mut Reader<'b>) -> Result<Tags<'b, Str<'b>>, super::error::ReadError> {
+fn str_map<'b>(r: &mut Reader<'b>) -> Result<Tags<'b, Str<'b>>, Box<super::error::ReadError>> {
     let n = r.map_len()?;
     let mut tags = Vec::with_capacity(n);
     for _ in 0..n {
@@ -67,7 +67,7 @@ fn decode_chunk<'b>(r: &mut Reader<'b>, c: usize) -> Result<TraceChunk<'b>, Deco
                 let n = r.array_len().map_err(|e| e.at(field("spans")))?;
                 chunk.spans.reserve_exact(n);
                 for s in 0..n {
-                    chunk.spans.push(decode_span(r, c, s)?);
+                    decode_span_into(r, c, s, &mut chunk.spans)?;
                 }
             }
             _ => r.skip().map_err(|e| e.at(|| format!("chunk {c}: unknown field")))?,
