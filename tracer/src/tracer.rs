@@ -284,7 +284,7 @@ impl TracerInner {
             }
             Err(dropped) => {
                 for span in dropped.spans {
-                    self.pool.give(span);
+                    self.pool.keep_local(span);
                 }
                 self.counters.spans_dropped_queue_full.fetch_add(n, Relaxed);
                 self.counters.traces_dropped_queue_full.fetch_add(1, Relaxed);

@@ -114,26 +114,29 @@ pub(crate) struct Chunk {
     pub(crate) trace: Option<Arc<TraceState>>,
 }
 
-/// Span boxes handed back by the export worker for reuse.
+/// Span boxes handed back by the export worker for reuse, in batches.
 ///
-/// Application threads take boxes in batches into a small thread-local cache, so that two
-/// threads starting spans at once do not fight over the pool's head on every span.
+/// The worker returns cleared boxes [`BATCH`] at a time; an application thread takes a
+/// whole batch into a thread-local cache when its cache runs dry, so the shared queue is
+/// touched once per [`BATCH`] spans on each side.
 #[derive(Debug)]
 pub(crate) struct SpanPool {
-    free: ArrayQueue<SpanBox>,
+    batches: ArrayQueue<Vec<SpanBox>>,
 }
 
-/// Boxes a thread takes from the shared pool at once.
-const LOCAL_BATCH: usize = 32;
+/// Boxes per batch.
+pub(crate) const BATCH: usize = 32;
 
 thread_local! {
     static LOCAL_FREE: RefCell<Vec<SpanBox>> = const { RefCell::new(Vec::new()) };
+    static PUSHES: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 impl SpanPool {
+    /// A pool holding up to `capacity` boxes.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            free: ArrayQueue::new(capacity.max(1)),
+            batches: ArrayQueue::new(capacity.div_ceil(BATCH).max(1)),
         }
     }
 
@@ -143,12 +146,8 @@ impl SpanPool {
             .try_with(|cache| {
                 let mut cache = cache.try_borrow_mut().ok()?;
                 if cache.is_empty() {
-                    cache.reserve(LOCAL_BATCH);
-                    while cache.len() < LOCAL_BATCH {
-                        match self.free.pop() {
-                            Some(b) => cache.push(b),
-                            None => break,
-                        }
+                    if let Some(batch) = self.batches.pop() {
+                        *cache = batch;
                     }
                 }
                 cache.pop()
@@ -169,10 +168,45 @@ impl SpanPool {
         }
     }
 
-    /// Clears a span and keeps it for reuse (frees it when the pool is full).
-    pub(crate) fn give(&self, mut span: SpanBox) {
+    /// Hands back a full batch (or a partial one at the end of a drain); dropped when the
+    /// pool is full.
+    pub(crate) fn give_batch(&self, batch: Vec<SpanBox>) {
+        if !batch.is_empty() {
+            let _ = self.batches.push(batch);
+        }
+    }
+
+    /// Keeps a span dropped on an application thread (queue full) in that thread's cache,
+    /// up to two batches; frees it beyond that.
+    pub(crate) fn keep_local(&self, mut span: SpanBox) {
         span.reset(Str::EMPTY);
-        let _ = self.free.push(span);
+        let _ = LOCAL_FREE.try_with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut() {
+                if cache.len() < 2 * BATCH {
+                    cache.push(span);
+                }
+            }
+        });
+    }
+}
+
+/// The worker's side of the pool: collects cleared boxes into batches.
+#[derive(Debug, Default)]
+pub(crate) struct PoolReturn {
+    batch: Vec<SpanBox>,
+}
+
+impl PoolReturn {
+    /// Clears `span` and adds it to the batch being filled, handing the batch over when full.
+    pub(crate) fn give(&mut self, pool: &SpanPool, mut span: SpanBox) {
+        span.reset(Str::EMPTY);
+        if self.batch.capacity() == 0 {
+            self.batch.reserve_exact(BATCH);
+        }
+        self.batch.push(span);
+        if self.batch.len() >= BATCH {
+            pool.give_batch(std::mem::take(&mut self.batch));
+        }
     }
 }
 
@@ -209,7 +243,15 @@ impl ChunkQueue {
             return Err(chunk);
         };
         shard.push(chunk)?;
-        let wake = shard.len() >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel);
+        // Reading the length costs more than the push: look every 16 pushes of this thread
+        // (or every push for tiny queues); the half-full threshold leaves room for that.
+        let check = self.wake_at <= 16
+            || PUSHES.with(|n| {
+                let v = n.get().wrapping_add(1);
+                n.set(v);
+                v % 16 == 0
+            });
+        let wake = check && shard.len() >= self.wake_at && !self.wake_pending.swap(true, Ordering::AcqRel);
         Ok(wake)
     }
 

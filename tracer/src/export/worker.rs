@@ -12,7 +12,7 @@ use super::FlushError;
 use super::encode::{ChunkHeader, EncodeContext, Format, Payload};
 use super::info::AgentInfo;
 use super::transport::{AgentResponse, Transport, TransportError};
-use crate::buffer::Chunk;
+use crate::buffer::{Chunk, PoolReturn};
 use crate::config::TraceApi;
 use crate::health::Problem;
 use crate::sampling::{AgentRates, RuleInput, SamplingInput};
@@ -49,6 +49,7 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
             transport,
             control: rx,
             payload: Payload::new(Format::V04),
+            returns: PoolReturn::default(),
             format: match tracer.config.trace_api {
                 TraceApi::V05 => Format::V05,
                 TraceApi::V04 | TraceApi::Auto => Format::V04,
@@ -82,6 +83,8 @@ struct Worker {
     transport: Transport,
     control: Receiver<Control>,
     payload: Payload,
+    /// Cleared span boxes on their way back to the pool.
+    returns: PoolReturn,
     /// The format of the next payload.
     format: Format,
     ctx: EncodeContext,
@@ -177,7 +180,7 @@ impl Worker {
         };
         self.payload.push_chunk(&chunk.spans, header, &self.ctx);
         for span in chunk.spans {
-            self.tracer.pool.give(span);
+            self.returns.give(&self.tracer.pool, span);
         }
     }
 
