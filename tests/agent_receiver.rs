@@ -731,3 +731,21 @@ fn status_counts_each_service_of_a_mixed_payload() {
     );
     assert_eq!(s.total_received().payloads, 1);
 }
+
+#[test]
+fn client_dropped_p0_counts_are_reported_even_for_an_empty_payload() {
+    let h = Harness::start(AgentConfig::default());
+    // ddtrace sends `[[""],[]]` just to carry the P0 drop counts.
+    let headers = [
+        MSGPACK,
+        ("Datadog-Client-Dropped-P0-Traces", "6"),
+        ("Datadog-Client-Dropped-P0-Spans", "54"),
+        ("X-Datadog-Trace-Count", "0"),
+    ];
+    let (status, _, _) = h.raw(&request("POST", "/v0.5/traces", &headers, &[0x92, 0x91, 0xa0, 0x90]));
+    assert_eq!(status, 200);
+    let s = h.status();
+    assert_eq!(s.client_dropped_p0, (6, 54));
+    assert_eq!(s.total_received().traces, 0);
+    assert!(s.dropped.is_empty());
+}

@@ -62,6 +62,10 @@ pub struct AgentStats {
     pub client_stats_payloads: AtomicU64,
     /// Decoder slots in use (decoding, processing or handing off a payload).
     pub decoders_busy: AtomicU64,
+    /// P0 traces the tracers dropped themselves (`Datadog-Client-Dropped-P0-Traces`).
+    pub client_dropped_p0_traces: AtomicU64,
+    /// P0 spans the tracers dropped themselves (`Datadog-Client-Dropped-P0-Spans`).
+    pub client_dropped_p0_spans: AtomicU64,
     /// What the next stage consumed.
     pub sink: std::sync::Arc<SinkCounters>,
 }
@@ -77,6 +81,8 @@ impl Default for AgentStats {
             in_flight: AtomicU64::new(0),
             client_stats_payloads: AtomicU64::new(0),
             decoders_busy: AtomicU64::new(0),
+            client_dropped_p0_traces: AtomicU64::new(0),
+            client_dropped_p0_spans: AtomicU64::new(0),
             sink: std::sync::Arc::default(),
         }
     }
@@ -107,6 +113,8 @@ pub struct StatusSnapshot {
     pub client_stats_payloads: u64,
     /// Decoder slots in use at the time of the snapshot.
     pub decoders_busy: u64,
+    /// P0 traces and spans the tracers dropped before sending (they still count in their stats).
+    pub client_dropped_p0: (u64, u64),
     /// Last error: unix seconds and message.
     pub last_error: Option<(u64, String)>,
 }
@@ -186,6 +194,10 @@ impl AgentStats {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             client_stats_payloads: self.client_stats_payloads.load(Ordering::Relaxed),
             decoders_busy: self.decoders_busy.load(Ordering::Relaxed),
+            client_dropped_p0: (
+                self.client_dropped_p0_traces.load(Ordering::Relaxed),
+                self.client_dropped_p0_spans.load(Ordering::Relaxed),
+            ),
             last_error: lock(&self.last_error).clone(),
         }
     }
@@ -272,6 +284,11 @@ pub fn render(s: &StatusSnapshot) -> String {
         o,
         "Tracer-computed stats payloads (/v0.6/stats): {}",
         s.client_stats_payloads
+    );
+    let _ = writeln!(
+        o,
+        "Dropped by the tracers themselves (P0, sampled out client-side): {} traces, {} spans",
+        s.client_dropped_p0.0, s.client_dropped_p0.1
     );
     let _ = writeln!(o, "/info requests served: {}", s.info_requests);
     let _ = writeln!(

@@ -308,6 +308,18 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         report,
         rate_keys,
     } = decoded;
+    let dropped_p0 = (
+        count_header(h, "datadog-client-dropped-p0-traces"),
+        count_header(h, "datadog-client-dropped-p0-spans"),
+    );
+    state
+        .stats
+        .client_dropped_p0_traces
+        .fetch_add(dropped_p0.0, Ordering::Relaxed);
+    state
+        .stats
+        .client_dropped_p0_spans
+        .fetch_add(dropped_p0.1, Ordering::Relaxed);
     state.stats.record_payload(
         |service| TracerKey {
             service: service.to_owned(),
@@ -328,7 +340,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         let processed = ProcessedPayload {
             payload,
             client_computed_stats: truthy(h, "datadog-client-computed-stats"),
-            client_dropped_p0_traces: count_header(h, "datadog-client-dropped-p0-traces"),
+            client_dropped_p0_traces: dropped_p0.0,
             received_at: SystemTime::now(),
         };
         if state.pipeline.send(processed).await.is_err() {
