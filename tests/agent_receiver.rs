@@ -155,6 +155,18 @@ fn bad_input_table() {
         bad_utf8.push(u8::try_from(v).unwrap());
     }
     let oversized = vec![0x90; 64 * 1024 + 1];
+    // v0.7: {chunks: [{priority: 1, spans: <the two v0.4 spans>}]}, then one with a bad priority.
+    let v04_spans: Vec<serde_json::Value> = rmp_serde::from_slice::<Vec<Vec<serde_json::Value>>>(&good)
+        .unwrap()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["trace_id"] == 1)
+        .collect();
+    let v07 = rmp_serde::to_vec_named(&serde_json::json!({
+        "language_name": "go", "chunks": [{"priority": 1, "spans": v04_spans}]
+    }))
+    .unwrap();
+    let v07_bad = rmp_serde::to_vec_named(&serde_json::json!({"chunks": [{"priority": "high"}]})).unwrap();
     let json = br#"[[{"service":"j","name":"n","trace_id":3,"span_id":3,"start":1700000000000000000}]]"#.to_vec();
 
     let table: Vec<Case<'_>> = vec![
@@ -255,6 +267,22 @@ fn bad_input_table() {
             "expected an array of 2 elements, got 3",
         ),
         (
+            "good v0.7",
+            "/v0.7/traces",
+            vec![MSGPACK],
+            v07.clone(),
+            200,
+            "rate_by_service",
+        ),
+        (
+            "v0.7 with a bad chunk",
+            "/v0.7/traces",
+            vec![MSGPACK],
+            v07_bad,
+            400,
+            "chunk 0: field 'priority'",
+        ),
+        (
             "v0.3 replies OK",
             "/v0.3/traces",
             vec![MSGPACK],
@@ -321,9 +349,9 @@ fn bad_input_table() {
     }
     let s = h.status();
     // Good payloads before and after the bad ones all arrived: 2 + 2 + 1 (utf-8) + 1 (json)
-    // + 2 (text/plain) + 2 (v0.3).
-    assert_eq!(s.total_received().traces, 10, "{s:#?}");
-    assert_eq!(s.dropped.get("decode_error").map(|d| d.payloads), Some(6), "{s:#?}");
+    // + 2 (text/plain) + 1 (v0.7) + 2 (v0.3).
+    assert_eq!(s.total_received().traces, 11, "{s:#?}");
+    assert_eq!(s.dropped.get("decode_error").map(|d| d.payloads), Some(7), "{s:#?}");
     assert_eq!(s.dropped.get("payload_too_large").map(|d| d.payloads), Some(1));
     assert_eq!(s.dropped.get("cross_site").map(|d| d.payloads), Some(1));
     assert!(s.last_error.is_some());
