@@ -250,6 +250,8 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
                 .stats
                 .record_drop(DROP_OVERLOAD, 1, count_header(h, "x-datadog-trace-count"), 0);
             warn_limited(state, "no decoder slot available in time: payload refused (overload)");
+            // Like the Go agent, drain the body (bounded) so the connection stays usable.
+            let _ = read_body(state, body).await;
             let status =
                 if truthy(h, "datadog-send-real-http-status") || state.config.features.iter().any(|f| f == "429") {
                     StatusCode::TOO_MANY_REQUESTS
