@@ -4,14 +4,20 @@
 //!
 //! * [`config`] — `datadog.yaml` + `DD_*` environment, typed and validated once, with the origin
 //!   of every value;
-//! * [`decode`] — lenient, mostly zero-copy decoders for the v0.3/v0.4 (msgpack and JSON),
-//!   v0.5 and v0.7 trace payloads into the [`span`] model;
+//! * [`decode`] — lenient zero-copy decoders for the v0.3/v0.4 (msgpack and JSON), v0.5 and
+//!   v0.7 trace payloads into the [`span`] model, whose strings borrow the request body;
 //! * [`process`] — the pure per-chunk stages of the Datadog agent (normalization, filters,
 //!   obfuscation, tag rules, top-level computation);
 //! * [`receiver`] — the hyper HTTP server with its limits, the `/info` document and the
 //!   sampling-rates table;
-//! * [`pipeline`] — the bounded hand-off of processed chunks to the next stage ([`pipeline::ChunkSink`]);
+//! * [`pipeline`] — the bounded hand-off of processed payloads ([`span::OwnedPayload`]: spans
+//!   plus the body they borrow) to the next stage, a [`pipeline::ChunkSink`] on its own thread
+//!   (a counting sink until samplers, stats and writers exist; see [`start_with_sink`]);
 //! * [`status`] — the counters behind `trace-agent status`.
+//!
+//! Per request: limits (cross-site, declared size, decoder slot) → bounded body read →
+//! decode + process on a blocking thread → hand-off (the decoder slot is held until the
+//! next stage accepted the payload, so a slow stage turns into 429s, not memory) → rates reply.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), trace_agent::RunError> {
