@@ -334,6 +334,13 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     );
     for (reason, (traces, spans)) in &report.dropped {
         state.stats.record_drop(reason.as_str(), 0, *traces, *spans);
+        // Filtered traces are the user's choice; invalid ones are a tracer problem worth a line.
+        if matches!(reason, process::DropReason::Normalize(_)) {
+            warn_limited(
+                state,
+                &format!("dropped {traces} invalid trace(s) ({spans} spans): {}", reason.as_str()),
+            );
+        }
     }
     for (service, env) in &rate_keys {
         state.rates.observe(service, env);
