@@ -56,6 +56,12 @@ impl Harness {
         self.agent.as_ref().unwrap().status()
     }
 
+    /// Shuts down (draining the pipeline) and returns the final counters.
+    fn shutdown(mut self) -> trace_agent::status::StatusSnapshot {
+        let agent = self.agent.take().unwrap();
+        self.rt.block_on(agent.shutdown())
+    }
+
     /// Raw exchange returning status, lower-cased head and body.
     fn raw(&self, request: &[u8]) -> (u16, String, Vec<u8>) {
         raw_exchange(self.addr, request)
@@ -776,4 +782,39 @@ fn client_dropped_p0_counts_are_reported_even_for_an_empty_payload() {
     assert_eq!(s.client_dropped_p0, (6, 54));
     assert_eq!(s.total_received().traces, 0);
     assert!(s.dropped.is_empty());
+}
+
+#[test]
+fn ignore_resources_and_invalid_traces_are_dropped_with_reasons() {
+    let config = trace_agent::config::load(
+        None,
+        &std::collections::HashMap::from([(
+            "DD_APM_IGNORE_RESOURCES".to_owned(),
+            "(GET|POST) /healthcheck".to_owned(),
+        )]),
+    )
+    .unwrap();
+    let h = Harness::start(config);
+    let span = |trace_id: u64, resource: &str| {
+        serde_json::json!({"service": "web", "name": "req", "resource": resource, "trace_id": trace_id,
+            "span_id": trace_id + 100, "start": 1_700_000_000_000_000_000u64})
+    };
+    let traces = vec![
+        vec![span(1, "GET /healthcheck")],
+        vec![span(0, "GET /")],
+        vec![span(2, "GET /api")],
+    ];
+    let body = rmp_serde::to_vec_named(&traces).unwrap();
+    let (status, _, _) = h.raw(&request("POST", "/v0.4/traces", &[MSGPACK], &body));
+    assert_eq!(status, 200, "dropping traces is not a request error");
+    let s = h.status();
+    assert_eq!(s.total_received().traces, 3);
+    assert_eq!(s.dropped_traces("ignore_resources"), 1);
+    assert_eq!(s.dropped_traces("trace_id_zero"), 1);
+    assert!(s.last_error.unwrap().1.contains("trace_id_zero"));
+    assert_eq!(
+        h.shutdown().forwarded.traces,
+        1,
+        "only the valid, unfiltered trace goes on"
+    );
 }

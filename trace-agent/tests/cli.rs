@@ -120,12 +120,19 @@ fn taken_port_is_one_line_without_backtrace() {
 fn status_reports_what_the_running_agent_received() {
     let (child, port) = start_agent(&[]);
     post_trace(port);
-    let out = Command::new(BIN)
-        .args(["status", "--port", &port.to_string()])
-        .env_clear()
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // The next stage consumes asynchronously: poll `status` until it has (bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (out, text) = loop {
+        let out = Command::new(BIN)
+            .args(["status", "--port", &port.to_string()])
+            .env_clear()
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("Forwarded to the next stage: 1 payloads") || Instant::now() > deadline {
+            break (out, text);
+        }
+    };
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains(&format!("http://127.0.0.1:{port}")), "{text}");
     assert!(text.contains("service \"cli-svc\" from rust"), "{text}");
