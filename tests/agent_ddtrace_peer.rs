@@ -75,3 +75,37 @@ fn ddtrace_flask_demo_with_client_stats() {
         "ddtrace sent no /v0.6/stats: {status:#?}"
     );
 }
+
+/// The rates feedback loop with the real tracer: the agent's rate 0 for the demo service makes
+/// ddtrace (stats on) drop P0 traces itself and report them; every trace is accounted for.
+#[test]
+fn ddtrace_honours_rate_by_service_and_reports_its_p0_drops() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = apm::free_port();
+    let agent = rt.block_on(trace_agent::start(AgentConfig::local(port))).unwrap();
+    agent
+        .rates()
+        .set_rates([("service:flask-demo,env:demo".to_owned(), 0.0)]);
+    let requests = 12;
+    let run = apm::run_flask_demo(
+        port,
+        &apm::run_dir("agent_peer_rates"),
+        requests,
+        &[("STATS", "true"), ("REQ_INTERVAL", "0.3")],
+    );
+    let status = rt.block_on(agent.shutdown());
+    assert_eq!(run.send_errors, 0, "{}", run.summary);
+    let (p0_traces, p0_spans) = status.client_dropped_p0;
+    assert!(p0_traces > 0, "ddtrace dropped nothing client-side: {status:#?}");
+    assert!(p0_spans >= 9 * p0_traces, "each Flask trace has at least 9 spans");
+    assert_eq!(
+        status.total_received().traces + p0_traces,
+        requests as u64,
+        "every trace arrived or was reported dropped: {status:#?}"
+    );
+    assert!(status.client_stats_payloads >= 1, "stats still count everything");
+}
