@@ -818,3 +818,19 @@ fn ignore_resources_and_invalid_traces_are_dropped_with_reasons() {
         "only the valid, unfiltered trace goes on"
     );
 }
+
+#[test]
+fn chunked_bodies_within_the_limit_are_accepted() {
+    let h = Harness::start(AgentConfig::default());
+    let body = v04(3, "chunked");
+    let mut req = b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/msgpack\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    for piece in body.chunks(7) {
+        req.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        req.extend_from_slice(piece);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"0\r\n\r\n");
+    let (status, _, _) = h.raw(&req);
+    assert_eq!(status, 200);
+    assert_eq!(h.status().total_received().traces, 3);
+}
