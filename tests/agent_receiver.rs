@@ -834,3 +834,63 @@ fn chunked_bodies_within_the_limit_are_accepted() {
     assert_eq!(status, 200);
     assert_eq!(h.status().total_received().traces, 3);
 }
+
+/// Records what the next stage receives.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String, Option<String>, usize)>>>;
+
+struct CapturingSink(Seen);
+
+impl trace_agent::pipeline::ChunkSink for CapturingSink {
+    fn consume(&mut self, p: trace_agent::pipeline::ProcessedPayload) {
+        let pl = p.payload.get();
+        let process_tags = trace_agent::span::tag_get(&pl.tags, "_dd.tags.process").map(|t| t.to_string());
+        self.0.lock().unwrap().push((
+            pl.language_name.to_string(),
+            pl.container_id.to_string(),
+            pl.env.to_string(),
+            process_tags,
+            pl.span_count(),
+        ));
+    }
+}
+
+#[test]
+fn the_next_stage_gets_the_tracer_identity_and_payload_fields() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = Seen::default();
+    let sink_seen = seen.clone();
+    let config = AgentConfig {
+        receiver_port: apm::free_port(),
+        ..AgentConfig::default()
+    };
+    let agent = rt
+        .block_on(trace_agent::start_with_sink(config, move |_| CapturingSink(sink_seen)))
+        .unwrap();
+    let headers = [
+        MSGPACK,
+        ("Datadog-Meta-Lang", "ruby"),
+        ("Datadog-Container-ID", "abc123"),
+        ("X-Datadog-Process-Tags", "entrypoint.name:app"),
+    ];
+    let (status, _, _) = raw_exchange(
+        agent.tcp_addr().unwrap(),
+        &request("POST", "/v0.4/traces", &headers, &v04(2, "id")),
+    );
+    assert_eq!(status, 200);
+    rt.block_on(agent.shutdown());
+    let seen = seen.lock().unwrap();
+    assert_eq!(
+        seen.as_slice(),
+        [(
+            "ruby".to_owned(),
+            "abc123".to_owned(),
+            "test".to_owned(),
+            Some("entrypoint.name:app".to_owned()),
+            2
+        )]
+    );
+}

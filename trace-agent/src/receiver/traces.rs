@@ -176,7 +176,14 @@ struct Identity {
     lang: String,
     lang_version: String,
     tracer_version: String,
+    /// `Datadog-Container-ID`, else a `cid-`/`ci-` `Datadog-Entity-ID`.
+    container_id: String,
+    /// `X-Datadog-Process-Tags`.
+    process_tags: String,
 }
+
+/// The process tags key on the tracer payload.
+const PROCESS_TAGS_KEY: &str = "_dd.tags.process";
 
 /// Decodes and processes `body` (runs on a blocking thread: CPU-bound).
 fn decode_and_process(
@@ -218,6 +225,25 @@ fn decode_and_process(
             p.language_version = Str::from(id.lang_version.clone());
             p.tracer_version = Str::from(id.tracer_version.clone());
         }
+        if p.container_id.is_empty() && !id.container_id.is_empty() {
+            p.container_id = Str::from(id.container_id.clone());
+        }
+        // Process tags: the payload's own, else the header, else the first span's meta.
+        if tag_get(&p.tags, PROCESS_TAGS_KEY).is_none() {
+            let from_span = || {
+                p.chunks
+                    .first()
+                    .and_then(|c| c.spans.first())
+                    .and_then(|s| s.meta(PROCESS_TAGS_KEY))
+                    .map(str::to_owned)
+            };
+            let tags = Some(id.process_tags.clone())
+                .filter(|t| !t.is_empty())
+                .or_else(from_span);
+            if let Some(tags) = tags {
+                p.tags.push((Str::from_static(PROCESS_TAGS_KEY), Str::from(tags)));
+            }
+        }
         for chunk in &p.chunks {
             if let Some(root) = toplevel::root_index(&chunk.spans).and_then(|i| chunk.spans.get(i)) {
                 let env = tag_get(&root.meta, "env").map_or(p.env.as_str(), Str::as_str);
@@ -234,6 +260,21 @@ fn decode_and_process(
         report,
         rate_keys,
     })
+}
+
+/// The container id from `Datadog-Container-ID`, else from a `cid-<id>`/`ci-<id>`
+/// `Datadog-Entity-ID` (an `in-<inode>` entity needs cgroup lookups this agent does not do).
+fn container_id(h: &HeaderMap) -> String {
+    let direct = header_str(h, "datadog-container-id").trim();
+    if !direct.is_empty() {
+        return direct.to_owned();
+    }
+    let entity = header_str(h, "datadog-entity-id").trim();
+    entity
+        .strip_prefix("cid-")
+        .or_else(|| entity.strip_prefix("ci-"))
+        .unwrap_or("")
+        .to_owned()
 }
 
 /// Handles `/v0.x/traces`.
@@ -271,6 +312,8 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         lang: header_str(h, "datadog-meta-lang").to_owned(),
         lang_version: header_str(h, "datadog-meta-lang-version").to_owned(),
         tracer_version: header_str(h, "datadog-meta-tracer-version").to_owned(),
+        container_id: container_id(h),
+        process_tags: header_str(h, "x-datadog-process-tags").trim().to_owned(),
     };
     let top_level = truthy(h, "datadog-client-computed-top-level");
     let config = Arc::clone(&state.process);
