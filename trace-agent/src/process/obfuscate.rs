@@ -125,8 +125,11 @@ pub fn strip_url_credentials(value: &str) -> Option<String> {
 
 /// Whether `v` has `://` right after its first `:` (cheap pre-check for URL credentials).
 fn has_scheme_separator(v: &str) -> bool {
-    v.find(':')
-        .is_some_and(|i| v.as_bytes().get(i + 1..i + 3) == Some(b"//"))
+    let b = v.as_bytes();
+    b.len() > 3
+        && b.iter()
+            .position(|&c| c == b':')
+            .is_some_and(|i| b.get(i + 1..i + 3) == Some(b"//"))
 }
 
 fn set(field: &mut Str<'_>, value: String) {

@@ -22,7 +22,8 @@ pub fn truncate_span(span: &mut Span<'_>) {
         if let Some(c) = cut(k, MAX_META_KEY_LEN) {
             *k = c;
         }
-        if !exempt(k)
+        if v.len() > MAX_META_VALUE_LEN
+            && !exempt(k)
             && let Some(c) = cut(v, MAX_META_VALUE_LEN)
         {
             *v = c;
