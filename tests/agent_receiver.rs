@@ -273,6 +273,23 @@ fn bad_input_table() {
             "expected an array of 2 elements, got 3",
         ),
         (
+            "v0.1 flat spans",
+            "/v0.1/spans",
+            vec![("Content-Type", "application/json")],
+            br#"[{"service":"a","name":"n","trace_id":5,"span_id":5},{"service":"a","name":"n","trace_id":6,"span_id":6},{"service":"a","name":"c","trace_id":5,"span_id":7,"parent_id":5}]"#.to_vec(),
+            200,
+            "OK",
+        ),
+        ("v0.2 json", "/v0.2/traces", vec![], json.clone(), 200, "OK"),
+        (
+            "v0.2 msgpack",
+            "/v0.2/traces",
+            vec![MSGPACK],
+            good.clone(),
+            415,
+            "unsupported media type",
+        ),
+        (
             "good v0.7",
             "/v0.7/traces",
             vec![MSGPACK],
@@ -355,9 +372,10 @@ fn bad_input_table() {
     }
     let s = h.status();
     // Good payloads before and after the bad ones all arrived: 2 + 2 + 1 (utf-8) + 1 (json)
-    // + 2 (text/plain) + 1 (v0.7) + 2 (v0.3).
-    assert_eq!(s.total_received().traces, 11, "{s:#?}");
-    assert_eq!(s.dropped.get("decode_error").map(|d| d.payloads), Some(7), "{s:#?}");
+    // + 2 (text/plain) + 2 (v0.1: two trace ids) + 1 (v0.2) + 1 (v0.7) + 2 (v0.3).
+    assert_eq!(s.total_received().traces, 14, "{s:#?}");
+    assert_eq!(s.total_received().spans, 15, "{s:#?}");
+    assert_eq!(s.dropped.get("decode_error").map(|d| d.payloads), Some(8), "{s:#?}");
     assert_eq!(s.dropped.get("payload_too_large").map(|d| d.payloads), Some(1));
     assert_eq!(s.dropped.get("cross_site").map(|d| d.payloads), Some(1));
     assert!(s.last_error.is_some());

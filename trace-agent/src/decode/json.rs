@@ -65,6 +65,41 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
     Ok(chunks)
 }
 
+/// Decodes a v0.1 body: one flat JSON array of spans, grouped into chunks by `trace_id` (in
+/// order of first appearance).
+///
+/// # Errors
+/// A [`DecodeError`] naming the span and field that could not be read.
+pub fn decode_flat_spans(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError {
+        location: "payload".to_owned(),
+        kind: if e.is_eof() {
+            ReadErrorKind::Eof
+        } else {
+            ReadErrorKind::Json(e.to_string())
+        },
+        offset: None,
+    })?;
+    let spans = match value {
+        Value::Array(a) => a,
+        Value::Null => Vec::new(),
+        v => return Err(err("payload: list of spans".to_owned(), "array", &v)),
+    };
+    let mut chunks: Vec<TraceChunk<'static>> = Vec::new();
+    let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
+    for (s, span) in spans.into_iter().enumerate() {
+        let span = decode_span(span, 0, s)?;
+        match index.get(&span.trace_id).and_then(|&i| chunks.get_mut(i)) {
+            Some(chunk) => chunk.spans.push(span),
+            None => {
+                index.insert(span.trace_id, chunks.len());
+                chunks.push(TraceChunk::from_spans(vec![span]));
+            }
+        }
+    }
+    Ok(chunks)
+}
+
 fn string(v: Value, loc: impl FnOnce() -> String) -> Result<Str<'static>, DecodeError> {
     match v {
         Value::String(s) => Ok(Str::from(s)),

@@ -34,6 +34,10 @@ pub fn validate_client_stats(body: &[u8]) -> Result<(), DecodeError> {
 /// Trace endpoint versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ApiVersion {
+    /// `/spans`, `/v0.1/spans`: a flat JSON array of spans, grouped by `trace_id`; replies `OK`.
+    V01,
+    /// `/v0.2/traces`: JSON array of traces; replies `OK`.
+    V02,
     /// `/v0.3/traces`: v0.4 shape, replies `OK`.
     V03,
     /// `/v0.4/traces`.
@@ -48,6 +52,8 @@ impl ApiVersion {
     /// `v0.4` etc.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::V01 => "v0.1",
+            Self::V02 => "v0.2",
             Self::V03 => "v0.3",
             Self::V04 => "v0.4",
             Self::V05 => "v0.5",
@@ -91,6 +97,8 @@ pub fn decode_payload(version: ApiVersion, encoding: Encoding, body: &[u8]) -> R
     let chunks = match (version, encoding) {
         (ApiVersion::V07, _) => return v07::decode(body),
         (ApiVersion::V05, _) => v05::decode(body)?,
+        (ApiVersion::V01, _) => json::decode_flat_spans(body)?,
+        (ApiVersion::V02, _) => json::decode(body)?,
         (_, Encoding::Msgpack) => v04::decode(body)?,
         (_, Encoding::Json) => json::decode(body)?,
         (_, Encoding::Unknown) => match json::decode(body) {

@@ -42,6 +42,8 @@ pub async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Incoming>) ->
     let _in_flight = InFlight::enter(&state);
     let path = req.uri().path().to_owned();
     let mut resp = match path.as_str() {
+        "/spans" | "/v0.1/spans" => traces::handle(&state, ApiVersion::V01, req).await,
+        "/v0.2/traces" => traces::handle(&state, ApiVersion::V02, req).await,
         "/v0.3/traces" => traces::handle(&state, ApiVersion::V03, req).await,
         "/v0.4/traces" => traces::handle(&state, ApiVersion::V04, req).await,
         "/v0.5/traces" => traces::handle(&state, ApiVersion::V05, req).await,

@@ -128,7 +128,7 @@ fn body_error_reply(state: &AppState, h: &HeaderMap, e: BodyError) -> Reply {
 }
 
 fn rates_reply(state: &AppState, version: ApiVersion, h: &HeaderMap, status: StatusCode) -> Reply {
-    if version == ApiVersion::V03 {
+    if matches!(version, ApiVersion::V01 | ApiVersion::V02 | ApiVersion::V03) {
         return text(status, "OK");
     }
     let tracer_has = h.get("datadog-rates-payload-version").and_then(|v| v.to_str().ok());
@@ -308,6 +308,15 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     };
     let body_len = bytes.len() as u64;
     let encoding = Encoding::from_content_type(h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()));
+    if matches!(version, ApiVersion::V01 | ApiVersion::V02) && encoding == Encoding::Msgpack {
+        state
+            .stats
+            .record_drop(DROP_DECODE, 1, count_header(h, "x-datadog-trace-count"), 0);
+        return text(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported media type: \"application/msgpack\"",
+        );
+    }
     let id = Identity {
         lang: header_str(h, "datadog-meta-lang").to_owned(),
         lang_version: header_str(h, "datadog-meta-lang-version").to_owned(),
