@@ -153,3 +153,16 @@ fn empty_socket_variable_disables_the_unix_socket() {
     let c = load(None, &env(&[("DD_APM_RECEIVER_PORT", "")])).unwrap();
     assert_eq!(c.receiver_port, 8126, "empty means unset");
 }
+
+#[test]
+fn a_replace_rule_on_env_is_warned_about() {
+    let c = load(
+        None,
+        &env(&[(
+            "DD_APM_REPLACE_TAGS",
+            r#"[{"name":"env","pattern":"prod","repl":"production"}]"#,
+        )]),
+    )
+    .unwrap();
+    assert!(c.warnings.iter().any(|w| w.contains("\"env\"")), "{:?}", c.warnings);
+}

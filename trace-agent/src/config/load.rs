@@ -452,6 +452,13 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     )? {
         c.config.obfuscation_cache_max_size = v;
     }
+    if c.config.replace_tags.iter().any(|r| r.name == "env") {
+        warnings.push(
+            "apm_config.replace_tags: a rule on \"env\" rewrites the env of every span and breaks \
+             env-scoped views and sampling rates; prefer setting env in the tracer"
+                .to_owned(),
+        );
+    }
     c.config.warnings = warnings;
     // Validate what can only fail later: regexes and the bind address.
     crate::receiver::compile_process_config(&c.config)?;
