@@ -23,6 +23,12 @@ pub struct TracerKey {
     pub tracer_version: String,
 }
 
+/// Most distinct [`TracerKey`]s tracked; further ones are counted under a service named
+/// [`OTHER_SERVICE`] (bounded memory whatever tracers send).
+pub const MAX_TRACER_KEYS: usize = 1000;
+/// Service name of the overflow bucket.
+pub const OTHER_SERVICE: &str = "(other services)";
+
 /// Received counts for one [`TracerKey`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceivedCounts {
@@ -146,12 +152,26 @@ impl AgentStats {
     /// spans)`); the payload and its bytes go to the first service (or `""` when it was empty).
     pub fn record_payload(&self, key: impl Fn(&str) -> TracerKey, per_service: &[(String, u64, u64)], bytes: u64) {
         let mut map = lock(&self.received);
+        let bounded = |map: &BTreeMap<TracerKey, ReceivedCounts>, k: TracerKey| {
+            if map.len() < MAX_TRACER_KEYS || map.contains_key(&k) {
+                k
+            } else {
+                TracerKey {
+                    service: OTHER_SERVICE.to_owned(),
+                    lang: String::new(),
+                    lang_version: String::new(),
+                    tracer_version: String::new(),
+                }
+            }
+        };
         let first = per_service.first().map_or("", |(s, _, _)| s.as_str());
-        let c = map.entry(key(first)).or_default();
+        let k = bounded(&map, key(first));
+        let c = map.entry(k).or_default();
         c.payloads += 1;
         c.bytes += bytes;
         for (service, traces, spans) in per_service {
-            let c = map.entry(key(service)).or_default();
+            let k = bounded(&map, key(service));
+            let c = map.entry(k).or_default();
             c.traces += traces;
             c.spans += spans;
         }
@@ -305,4 +325,30 @@ pub fn render(s: &StatusSnapshot) -> String {
         }
     }
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tracer_keys_are_bounded() {
+        let stats = AgentStats::default();
+        for i in 0..(MAX_TRACER_KEYS + 50) {
+            let key = |s: &str| TracerKey {
+                service: s.to_owned(),
+                lang: format!("lang{i}"),
+                lang_version: String::new(),
+                tracer_version: String::new(),
+            };
+            stats.record_payload(key, &[(format!("svc{i}"), 1, 2)], 10);
+        }
+        let snap = stats.snapshot(Vec::new());
+        assert_eq!(snap.received.len(), MAX_TRACER_KEYS + 1);
+        let total = snap.total_received();
+        assert_eq!(
+            (total.traces, total.spans),
+            ((MAX_TRACER_KEYS + 50) as u64, 2 * (MAX_TRACER_KEYS + 50) as u64)
+        );
+    }
 }

@@ -7,6 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Key of the default rate for services not in the table.
 pub const DEFAULT_KEY: &str = "service:,env:";
+/// Most `service,env` keys kept (`apm_config.max_catalog_entries` in the Go agent); later ones
+/// get the default rate.
+pub const MAX_ENTRIES: usize = 5000;
 
 #[derive(Debug)]
 struct Inner {
@@ -78,18 +81,22 @@ impl RatesTable {
         let started = self.started;
         self.with_write(|i| {
             let default = i.rates.get(DEFAULT_KEY).copied().unwrap_or(1.0);
-            if i.rates.insert(key, default).is_none() {
+            if i.rates.len() < MAX_ENTRIES && i.rates.insert(key, default).is_none() {
                 Self::refresh(started, i);
             }
         });
     }
 
-    /// Sets rates (used by the sampler; bumps the version when anything changed).
+    /// Sets rates (used by the sampler; bumps the version when anything changed). New keys
+    /// beyond [`MAX_ENTRIES`] are ignored.
     pub fn set_rates(&self, rates: impl IntoIterator<Item = (String, f64)>) {
         let started = self.started;
         self.with_write(|i| {
             let mut changed = false;
             for (k, v) in rates {
+                if !i.rates.contains_key(&k) && i.rates.len() >= MAX_ENTRIES {
+                    continue;
+                }
                 if i.rates.insert(k, v) != Some(v) {
                     changed = true;
                 }
@@ -119,5 +126,34 @@ impl RatesTable {
         } else {
             (g.body.clone(), g.version.clone())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn observe_adds_keys_once_and_bumps_the_version() {
+        let t = RatesTable::new();
+        let (_, v1) = t.reply(None);
+        t.observe("web", "prod");
+        let (body, v2) = t.reply(None);
+        assert_ne!(v1, v2);
+        assert!(body.contains("\"service:web,env:prod\":1.0"), "{body}");
+        t.observe("web", "prod");
+        assert_eq!(t.reply(None).1, v2, "no change, same version");
+        assert_eq!(t.reply(Some(&v2)).0, "{}");
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let t = RatesTable::new();
+        t.set_rates((0..MAX_ENTRIES).map(|i| (rate_key(&format!("svc{i}"), "e"), 1.0)));
+        for i in MAX_ENTRIES..(MAX_ENTRIES + 10) {
+            t.observe(&format!("svc{i}"), "e");
+        }
+        assert_eq!(t.get("service:svc0,env:e"), Some(1.0));
+        assert_eq!(t.get(&rate_key(&format!("svc{}", MAX_ENTRIES + 5), "e")), None);
     }
 }
