@@ -36,6 +36,11 @@ fn check(run: &apm::FlaskDemoRun, status: &StatusSnapshot) {
         "nothing may be dropped: {:?}",
         status.dropped
     );
+    assert!(
+        status.normalized.is_empty(),
+        "ddtrace's spans need no correction: {:?}",
+        status.normalized
+    );
     assert_eq!(status.forwarded.traces, REQUESTS as u64, "forwarded after drain");
     assert_eq!(status.forwarded.spans, EXPECTED_SPANS);
     // ddtrace fetches /info a handful of times at start; a wrong Datadog-Agent-State would make

@@ -59,6 +59,7 @@ pub struct AgentStats {
     started: Instant,
     received: Mutex<BTreeMap<TracerKey, ReceivedCounts>>,
     drops: Mutex<BTreeMap<String, DropCounts>>,
+    normalized: Mutex<BTreeMap<String, u64>>,
     last_error: Mutex<Option<(u64, String)>>,
     /// `/info` requests served.
     pub info_requests: AtomicU64,
@@ -82,6 +83,7 @@ impl Default for AgentStats {
             started: Instant::now(),
             received: Mutex::default(),
             drops: Mutex::default(),
+            normalized: Mutex::default(),
             last_error: Mutex::default(),
             info_requests: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -107,6 +109,8 @@ pub struct StatusSnapshot {
     pub received: Vec<(TracerKey, ReceivedCounts)>,
     /// Drops by reason.
     pub dropped: BTreeMap<String, DropCounts>,
+    /// Span fields corrected by normalization, by kind (`service_invalid`, …).
+    pub normalized: BTreeMap<String, u64>,
     /// Payloads/traces/spans handed to the next stage.
     pub forwarded: ReceivedCounts,
     /// Upstream health (no writer yet).
@@ -186,6 +190,18 @@ impl AgentStats {
         d.spans += spans;
     }
 
+    /// Counts normalization corrections.
+    pub fn record_fixes(&self, fixes: &crate::process::normalize::Fixes) {
+        let mut fixes = fixes.iter().peekable();
+        if fixes.peek().is_none() {
+            return;
+        }
+        let mut map = lock(&self.normalized);
+        for (fix, n) in fixes {
+            *map.entry(fix.as_str().to_owned()).or_default() += n;
+        }
+    }
+
     /// Remembers the last error.
     pub fn record_error(&self, message: String) {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -203,6 +219,7 @@ impl AgentStats {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             dropped: lock(&self.drops).clone(),
+            normalized: lock(&self.normalized).clone(),
             forwarded: ReceivedCounts {
                 payloads: self.sink.payloads.load(Ordering::Relaxed),
                 traces: self.sink.traces.load(Ordering::Relaxed),
@@ -293,6 +310,10 @@ pub fn render(s: &StatusSnapshot) -> String {
             "  {reason}: {} payloads, {} traces, {} spans",
             d.payloads, d.traces, d.spans
         );
+    }
+    if !s.normalized.is_empty() {
+        let fixed: Vec<String> = s.normalized.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let _ = writeln!(o, "\nCorrected by normalization (spans): {}", fixed.join(", "));
     }
     let _ = writeln!(
         o,

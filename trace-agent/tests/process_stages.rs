@@ -576,3 +576,43 @@ fn sql_cache_memoizes_and_stays_bounded() {
     }
     assert!(cache.len() < 10, "bounded by bytes: {}", cache.len());
 }
+
+#[test]
+fn normalization_corrections_are_counted() {
+    use trace_agent::process::normalize::{Fix, Fixes, normalize_span_counted};
+    let mut fixes = Fixes::default();
+    let mut s = with_meta(span("", "bad name!", ""), "http.status_code", "abc");
+    s.duration = -1;
+    let mut invalid = span("!!!", "1234", "r");
+    normalize_span_counted(&mut invalid, "go", NOW, &NormalizeConfig::default(), &mut fixes);
+    normalize_span_counted(&mut s, "go", NOW, &NormalizeConfig::default(), &mut fixes);
+    let mut ok = span("web", "flask.request", "GET /");
+    normalize_span_counted(&mut ok, "go", NOW, &NormalizeConfig::default(), &mut fixes);
+    let got: Vec<(Fix, u64)> = fixes.iter().collect();
+    assert_eq!(
+        got,
+        [
+            (Fix::ServiceEmpty, 1),
+            (Fix::ServiceInvalid, 1),
+            (Fix::NameInvalid, 1),
+            (Fix::ResourceEmpty, 1),
+            (Fix::InvalidDuration, 1),
+            (Fix::InvalidHttpStatusCode, 1)
+        ],
+        "rewrites (\"bad name!\" -> \"bad_name\") and clean spans are not counted, like the Go agent"
+    );
+    assert_eq!(&*s.name, "bad_name");
+}
+
+#[test]
+fn service_rewrites_are_not_counted_but_truncation_is() {
+    use trace_agent::process::normalize::{Fix, Fixes, normalize_span_counted};
+    let mut fixes = Fixes::default();
+    let mut s = span("Web App", "op", "r");
+    normalize_span_counted(&mut s, "", NOW, &NormalizeConfig::default(), &mut fixes);
+    assert_eq!(&*s.service, "web_app");
+    let mut long = span(&"s".repeat(120), &"n".repeat(120), "r");
+    normalize_span_counted(&mut long, "", NOW, &NormalizeConfig::default(), &mut fixes);
+    let got: Vec<(Fix, u64)> = fixes.iter().collect();
+    assert_eq!(got, [(Fix::ServiceTruncate, 1), (Fix::NameTruncate, 1)]);
+}

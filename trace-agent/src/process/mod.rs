@@ -68,6 +68,8 @@ impl DropReason {
 pub struct ProcessReport {
     /// `reason → (traces, spans)`.
     pub dropped: BTreeMap<DropReason, (u64, u64)>,
+    /// Span fields the normalizer corrected.
+    pub fixed: normalize::Fixes,
 }
 
 /// Runs the stages of spec section 0 (steps 1–9) on every chunk of `payload`; dropped chunks
@@ -96,9 +98,10 @@ pub fn process_payload(
         payload.env = Str::from(env);
     }
     let mut chunks = std::mem::take(&mut payload.chunks);
+    let mut fixed = normalize::Fixes::default();
     chunks.retain_mut(|chunk| {
         let n = chunk.spans.len();
-        if let Err(reason) = normalize::normalize_chunk(chunk, &lang, now_ns, &config.normalize) {
+        if let Err(reason) = normalize::normalize_chunk_counted(chunk, &lang, now_ns, &config.normalize, &mut fixed) {
             drop(DropReason::Normalize(reason), n);
             return false;
         }
@@ -172,5 +175,6 @@ pub fn process_payload(
         payload.env = Str::from(config.default_env.clone());
     }
     payload.chunks = chunks;
+    report.fixed = fixed;
     report
 }

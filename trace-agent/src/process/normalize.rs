@@ -47,6 +47,102 @@ impl NormalizeDrop {
     }
 }
 
+/// A non-fatal correction the normalizer made (counted, like the Go agent's receiver stats).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Fix {
+    /// Empty service replaced by the fallback.
+    ServiceEmpty,
+    /// Service longer than 100 bytes, truncated.
+    ServiceTruncate,
+    /// Service with no valid character at all, replaced by the fallback (a service that is only
+    /// rewritten, e.g. lower-cased, is not counted, like in the Go agent).
+    ServiceInvalid,
+    /// Empty span name replaced.
+    NameEmpty,
+    /// Span name longer than 100 bytes, truncated.
+    NameTruncate,
+    /// Span name without any ASCII letter, replaced (rewrites are not counted).
+    NameInvalid,
+    /// Empty resource set to the name.
+    ResourceEmpty,
+    /// Resource truncated.
+    ResourceTruncate,
+    /// Negative or overflowing duration set to 0.
+    InvalidDuration,
+    /// Start before 2000 replaced.
+    InvalidStartDate,
+    /// Type truncated.
+    TypeTruncate,
+    /// Invalid `http.status_code` removed.
+    InvalidHttpStatusCode,
+}
+
+impl Fix {
+    /// Every fix, in counter order.
+    pub const ALL: [Fix; 12] = [
+        Fix::ServiceEmpty,
+        Fix::ServiceTruncate,
+        Fix::ServiceInvalid,
+        Fix::NameEmpty,
+        Fix::NameTruncate,
+        Fix::NameInvalid,
+        Fix::ResourceEmpty,
+        Fix::ResourceTruncate,
+        Fix::InvalidDuration,
+        Fix::InvalidStartDate,
+        Fix::TypeTruncate,
+        Fix::InvalidHttpStatusCode,
+    ];
+
+    /// The Go agent's metric name for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fix::ServiceEmpty => "service_empty",
+            Fix::ServiceTruncate => "service_truncate",
+            Fix::ServiceInvalid => "service_invalid",
+            Fix::NameEmpty => "span_name_empty",
+            Fix::NameTruncate => "span_name_truncate",
+            Fix::NameInvalid => "span_name_invalid",
+            Fix::ResourceEmpty => "resource_empty",
+            Fix::ResourceTruncate => "resource_truncate",
+            Fix::InvalidDuration => "invalid_duration",
+            Fix::InvalidStartDate => "invalid_start_date",
+            Fix::TypeTruncate => "type_truncate",
+            Fix::InvalidHttpStatusCode => "invalid_http_status_code",
+        }
+    }
+}
+
+/// Counts of [`Fix`]es.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fixes([u64; Fix::ALL.len()]);
+
+impl Fixes {
+    /// Counts one fix.
+    pub fn add(&mut self, fix: Fix) {
+        if let Some(c) = self.0.get_mut(fix as usize) {
+            *c += 1;
+        }
+    }
+
+    /// How many times `fix` happened.
+    pub fn get(&self, fix: Fix) -> u64 {
+        self.0.get(fix as usize).copied().unwrap_or(0)
+    }
+
+    /// The non-zero counts.
+    pub fn iter(&self) -> impl Iterator<Item = (Fix, u64)> + '_ {
+        Fix::ALL.iter().map(|&f| (f, self.get(f))).filter(|(_, n)| *n > 0)
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Fixes) {
+        for (a, b) in self.0.iter_mut().zip(other.0.iter()) {
+            *a += b;
+        }
+    }
+}
+
 /// Settings of the normalizer.
 #[derive(Debug, Clone)]
 pub struct NormalizeConfig {
@@ -234,32 +330,63 @@ pub fn normalize_service(service: &str, lang: &str) -> Option<String> {
 
 /// Normalizes one span in place (spec section 3, per-span part).
 pub fn normalize_span(span: &mut Span<'_>, lang: &str, now_ns: i64, config: &NormalizeConfig) {
+    normalize_span_counted(span, lang, now_ns, config, &mut Fixes::default());
+}
+
+/// [`normalize_span`], counting what it corrected into `fixes`.
+pub fn normalize_span_counted(
+    span: &mut Span<'_>,
+    lang: &str,
+    now_ns: i64,
+    config: &NormalizeConfig,
+    fixes: &mut Fixes,
+) {
+    if span.service.is_empty() {
+        fixes.add(Fix::ServiceEmpty);
+    } else if span.service.len() > MAX_SERVICE_LEN {
+        fixes.add(Fix::ServiceTruncate);
+    }
     if let Some(service) = normalize_service(&span.service, lang) {
+        // Only on change: was it a fallback for a name with no valid character at all?
+        if !span.service.is_empty() && normalize_tag_value(truncate_utf8(&span.service, MAX_SERVICE_LEN)).is_empty() {
+            fixes.add(Fix::ServiceInvalid);
+        }
         span.service = Str::from(service);
     }
     if span.name.is_empty() {
         span.name = Str::from_static(DEFAULT_SPAN_NAME);
+        fixes.add(Fix::NameEmpty);
     } else {
         let cut = truncate_utf8(&span.name, MAX_NAME_LEN);
         let cut_len = cut.len();
+        if cut_len < span.name.len() {
+            fixes.add(Fix::NameTruncate);
+        }
         match normalize_name(cut) {
-            None => span.name = Str::from_static(DEFAULT_SPAN_NAME),
+            None => {
+                span.name = Str::from_static(DEFAULT_SPAN_NAME);
+                fixes.add(Fix::NameInvalid);
+            }
             Some(Cow::Borrowed(_)) if cut_len == span.name.len() => {}
             Some(v) => span.name = Str::from(v.into_owned()),
         }
     }
     if span.resource.is_empty() {
         span.resource = span.name.clone();
+        fixes.add(Fix::ResourceEmpty);
     } else if span.resource.len() > config.max_resource_len {
         span.resource = Str::from(truncate_utf8(&span.resource, config.max_resource_len).to_owned());
+        fixes.add(Fix::ResourceTruncate);
     }
     if span.parent_id == span.trace_id && span.parent_id == span.span_id {
         span.parent_id = 0;
     }
     if span.duration < 0 || span.start.checked_add(span.duration).is_none() {
         span.duration = 0;
+        fixes.add(Fix::InvalidDuration);
     }
     if span.start < YEAR_2000_NS {
+        fixes.add(Fix::InvalidStartDate);
         span.start = (now_ns - span.duration).max(0);
         if span.start == 0 {
             span.start = now_ns;
@@ -267,6 +394,7 @@ pub fn normalize_span(span: &mut Span<'_>, lang: &str, now_ns: i64, config: &Nor
     }
     if span.r#type.len() > MAX_TYPE_LEN {
         span.r#type = Str::from(truncate_utf8(&span.r#type, MAX_TYPE_LEN).to_owned());
+        fixes.add(Fix::TypeTruncate);
     }
     let mut bad_status = false;
     for (k, v) in &mut span.meta {
@@ -290,6 +418,7 @@ pub fn normalize_span(span: &mut Span<'_>, lang: &str, now_ns: i64, config: &Nor
     }
     if bad_status {
         tag_remove(&mut span.meta, "http.status_code");
+        fixes.add(Fix::InvalidHttpStatusCode);
     }
 }
 
@@ -302,6 +431,20 @@ pub fn normalize_chunk(
     lang: &str,
     now_ns: i64,
     config: &NormalizeConfig,
+) -> Result<(), NormalizeDrop> {
+    normalize_chunk_counted(chunk, lang, now_ns, config, &mut Fixes::default())
+}
+
+/// [`normalize_chunk`], counting span corrections into `fixes`.
+///
+/// # Errors
+/// The [`NormalizeDrop`] reason of the first fatal problem.
+pub fn normalize_chunk_counted(
+    chunk: &mut TraceChunk<'_>,
+    lang: &str,
+    now_ns: i64,
+    config: &NormalizeConfig,
+    fixes: &mut Fixes,
 ) -> Result<(), NormalizeDrop> {
     let Some(first) = chunk.spans.first() else {
         return Err(NormalizeDrop::EmptyTrace);
@@ -319,7 +462,7 @@ pub fn normalize_chunk(
         }
     }
     for span in &mut chunk.spans {
-        normalize_span(span, lang, now_ns, config);
+        normalize_span_counted(span, lang, now_ns, config, fixes);
     }
     Ok(())
 }

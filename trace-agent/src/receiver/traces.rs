@@ -394,6 +394,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
             );
         }
     }
+    state.stats.record_fixes(&report.fixed);
     for (service, env) in &rate_keys {
         state.rates.observe(service, env);
     }
