@@ -121,7 +121,7 @@ pub async fn start_with_sink<S: ChunkSink>(
         stats: Arc::clone(&stats),
         decoders: Semaphore::new(decoders),
         pipeline,
-        listening: std::sync::Mutex::new(listening.clone()),
+        listening: listening.clone(),
         last_warn: AtomicU64::new(0),
         config: Arc::new(config),
     });

@@ -97,7 +97,7 @@ pub struct AppState {
     /// Hand-off to the next stage.
     pub pipeline: PipelineSender,
     /// Where the receiver listens, for `status`.
-    pub listening: std::sync::Mutex<Vec<String>>,
+    pub listening: Vec<String>,
     /// Unix time (s) of the last warning logged for a bad payload (rate limit).
     pub last_warn: std::sync::atomic::AtomicU64,
 }

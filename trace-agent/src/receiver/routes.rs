@@ -103,7 +103,7 @@ fn status(state: &AppState, peer: Peer) -> Reply {
     if !peer.is_local() {
         return text(StatusCode::FORBIDDEN, "status is only served to local clients");
     }
-    let listening = state.listening.lock().map(|l| l.clone()).unwrap_or_default();
+    let listening = state.listening.clone();
     let snapshot = state.stats.snapshot(listening);
     match serde_json::to_vec(&snapshot) {
         Ok(body) => reply(StatusCode::OK, "application/json", body),
