@@ -179,6 +179,7 @@ fn is_ascii_tag_char(b: u8) -> bool {
 }
 
 /// Fast path of the Go agent: already-normalized ASCII.
+#[inline]
 fn is_normalized_ascii_tag(tag: &[u8], check_start: bool) -> bool {
     if tag.is_empty() {
         return true;
@@ -206,10 +207,17 @@ fn is_normalized_ascii_tag(tag: &[u8], check_start: bool) -> bool {
     true
 }
 
+/// Fast path inline (already-normalized ASCII), the rewrite out of line.
+#[inline]
 fn normalize_tag_impl(s: &str, remove_leading_invalid: bool) -> Cow<'_, str> {
     if is_normalized_ascii_tag(s.as_bytes(), remove_leading_invalid) {
         return Cow::Borrowed(s);
     }
+    Cow::Owned(rewrite_tag(s, remove_leading_invalid))
+}
+
+#[cold]
+fn rewrite_tag(s: &str, remove_leading_invalid: bool) -> String {
     let mut out = String::with_capacity(s.len());
     let mut chars = 0usize;
     let mut cut = false;
@@ -246,16 +254,18 @@ fn normalize_tag_impl(s: &str, remove_leading_invalid: bool) -> Cow<'_, str> {
             break;
         }
     }
-    Cow::Owned(out)
+    out
 }
 
 /// Go `NormalizeTag`: lowercase, legal characters, leading non-letters trimmed.
+#[inline]
 pub fn normalize_tag(s: &str) -> Cow<'_, str> {
     normalize_tag_impl(s, true)
 }
 
 /// Go `NormalizeTagValue` (service, env, peer.service): like [`normalize_tag`] but leading
 /// digits and `.`/`/`/`-` are kept, and a leading illegal run becomes `_`.
+#[inline]
 pub fn normalize_tag_value(s: &str) -> Cow<'_, str> {
     normalize_tag_impl(s, false)
 }
