@@ -616,3 +616,23 @@ fn service_rewrites_are_not_counted_but_truncation_is() {
     let got: Vec<(Fix, u64)> = fixes.iter().collect();
     assert_eq!(got, [(Fix::ServiceTruncate, 1), (Fix::NameTruncate, 1)]);
 }
+
+#[test]
+fn sql_dialect_comes_from_db_type() {
+    let mk = |db_type: Option<&str>| {
+        let mut s = span("db", "q", "SELECT [a b] FROM t WHERE x = 1");
+        s.r#type = Str::from_static("sql");
+        if let Some(t) = db_type {
+            s = with_meta(s, "db.type", t);
+        }
+        obfuscate_span(&mut s, &ObfuscationConfig::default());
+        s.resource.to_string()
+    };
+    assert_eq!(mk(None), "SELECT [ a b ] FROM t WHERE x = ?");
+    assert_eq!(
+        mk(Some("mssql")),
+        "SELECT a b FROM t WHERE x = ?",
+        "MSSQL brackets quote identifiers"
+    );
+    assert_eq!(mk(Some("unknown-db")), mk(None), "unknown dialects are generic");
+}

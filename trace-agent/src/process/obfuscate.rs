@@ -3,7 +3,7 @@
 //! `libdd-trace-obfuscation` (tested against the Go agent's fixtures).
 
 use libdd_trace_obfuscation::json::JsonObfuscator;
-use libdd_trace_obfuscation::obfuscation_config::JsonObfuscatorConfig;
+use libdd_trace_obfuscation::obfuscation_config::{DbmsKind, JsonObfuscatorConfig, SqlConfig};
 use libdd_trace_obfuscation::{credit_cards, http, memcached, redis, sql};
 
 use super::sql_cache::SqlCache;
@@ -138,16 +138,29 @@ fn set(field: &mut Str<'_>, value: String) {
     }
 }
 
-fn obfuscate_sql(query: &str, cache: Option<&SqlCache>) -> Option<String> {
-    let compute = |q: &str| sql::obfuscate_sql_string(q).ok();
-    match cache {
-        Some(c) => c.get_or_compute(query, compute),
-        None => compute(query),
+/// The SQL dialect named by meta `db.type` (generic when absent or unknown).
+fn dbms_of(span: &Span<'_>) -> DbmsKind {
+    span.meta("db.type")
+        .and_then(|t| DbmsKind::try_from(t).ok())
+        .unwrap_or_default()
+}
+
+fn obfuscate_sql(query: &str, dbms: DbmsKind, cache: Option<&SqlCache>) -> Option<String> {
+    let compute = |q: &str| sql::obfuscate_sql(q, &SqlConfig::default(), dbms).ok();
+    match (cache, dbms) {
+        (Some(c), DbmsKind::Generic) => c.get_or_compute(query, compute),
+        // Dialect-specific results are cached under a key that names the dialect.
+        (Some(c), d) => {
+            let key = format!("{d:?}\u{0}{query}");
+            c.get_or_compute(&key, |_| compute(query))
+        }
+        (None, _) => compute(query),
     }
 }
 
 fn obfuscate_sql_span(span: &mut Span<'_>, cache: Option<&SqlCache>) {
-    match obfuscate_sql(&span.resource, cache) {
+    let dbms = dbms_of(span);
+    match obfuscate_sql(&span.resource, dbms, cache) {
         Some(r) => set(&mut span.resource, r),
         None => span.resource = Str::from_static(NON_PARSABLE_SQL),
     }
@@ -158,7 +171,7 @@ fn obfuscate_sql_span(span: &mut Span<'_>, cache: Option<&SqlCache>) {
                 if v.is_empty() {
                     empty = true;
                 } else {
-                    match obfuscate_sql(v, cache) {
+                    match obfuscate_sql(v, dbms, cache) {
                         Some(o) => set(v, o),
                         None => *v = Str::from_static(NON_PARSABLE_SQL),
                     }
