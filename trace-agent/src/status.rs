@@ -278,6 +278,28 @@ pub fn fetch_status(port: u16) -> Result<StatusSnapshot, FetchError> {
     serde_json::from_str(body).map_err(|e| FetchError::Reply(e.to_string()))
 }
 
+/// `python 3.11.7 (tracer 4.16.0)`, with `unknown` for what the tracer did not send.
+pub fn tracer_identity(lang: &str, lang_version: &str, tracer_version: &str) -> String {
+    let or_unknown = |s: &str| {
+        if s.is_empty() {
+            "unknown".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    let lang = if lang.is_empty() {
+        "unknown language".to_owned()
+    } else {
+        lang.to_owned()
+    };
+    let version = if lang_version.is_empty() {
+        String::new()
+    } else {
+        format!(" {lang_version}")
+    };
+    format!("{lang}{version} (tracer {})", or_unknown(tracer_version))
+}
+
 /// The human view of a snapshot, like `datadog-agent status`.
 pub fn render(s: &StatusSnapshot) -> String {
     use std::fmt::Write;
@@ -296,8 +318,13 @@ pub fn render(s: &StatusSnapshot) -> String {
     for (k, c) in &s.received {
         let _ = writeln!(
             o,
-            "  service {:?} from {} {} (tracer {}): {} payloads, {} traces, {} spans, {} bytes",
-            k.service, k.lang, k.lang_version, k.tracer_version, c.payloads, c.traces, c.spans, c.bytes
+            "  service {:?} from {}: {} payloads, {} traces, {} spans, {} bytes",
+            k.service,
+            tracer_identity(&k.lang, &k.lang_version, &k.tracer_version),
+            c.payloads,
+            c.traces,
+            c.spans,
+            c.bytes
         );
     }
     let _ = writeln!(o, "\nDropped");

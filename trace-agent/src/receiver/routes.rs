@@ -39,8 +39,9 @@ pub fn text(status: StatusCode, msg: &str) -> Reply {
 
 /// Dispatches a request and stamps the agent headers on the reply.
 pub async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Incoming>) -> Reply {
-    let _in_flight = InFlight::enter(&state);
     let path = req.uri().path().to_owned();
+    // `status` itself is not counted as a request in flight.
+    let _in_flight = (path != STATUS_PATH).then(|| InFlight::enter(&state));
     let mut resp = match path.as_str() {
         "/spans" | "/v0.1/spans" => traces::handle(&state, ApiVersion::V01, req).await,
         "/v0.2/traces" => traces::handle(&state, ApiVersion::V02, req).await,

@@ -339,11 +339,10 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
             state
                 .stats
                 .record_drop(DROP_DECODE, 1, count_header(h, "x-datadog-trace-count"), 0);
-            let who = format!(
-                "{} {} tracer {}",
-                if lang.is_empty() { "unknown-lang" } else { &lang },
+            let who = crate::status::tracer_identity(
+                &lang,
                 header_str(h, "datadog-meta-lang-version"),
-                header_str(h, "datadog-meta-tracer-version")
+                header_str(h, "datadog-meta-tracer-version"),
             );
             warn_limited(
                 state,
