@@ -126,7 +126,9 @@ pub fn strip_url_credentials(value: &str) -> Option<String> {
 /// Whether `v` has `://` right after its first `:` (cheap pre-check for URL credentials).
 fn has_scheme_separator(v: &str) -> bool {
     let b = v.as_bytes();
-    b.len() > 3
+    // `a://b@c` is the shortest URL with credentials, and schemes start with a letter.
+    b.len() >= 7
+        && b.first().is_some_and(u8::is_ascii_alphabetic)
         && b.iter()
             .position(|&c| c == b':')
             .is_some_and(|i| b.get(i + 1..i + 3) == Some(b"//"))
