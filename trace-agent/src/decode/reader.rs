@@ -251,9 +251,42 @@ impl<'b> Reader<'b> {
         })
     }
 
+    /// Fast path for the common unsigned encodings (fixint, uint8/16/32/64); `None` leaves the
+    /// cursor unchanged for the general path.
+    #[inline]
+    fn uint_fast(&mut self) -> Option<u64> {
+        let b = *self.owner.get(self.pos)?;
+        let (len, value) = match b {
+            0x00..=0x7f => (1, u64::from(b)),
+            0xcc => (2, u64::from(*self.owner.get(self.pos + 1)?)),
+            0xcd => (
+                3,
+                u64::from(u16::from_be_bytes(
+                    self.owner.get(self.pos + 1..self.pos + 3)?.try_into().ok()?,
+                )),
+            ),
+            0xce => (
+                5,
+                u64::from(u32::from_be_bytes(
+                    self.owner.get(self.pos + 1..self.pos + 5)?.try_into().ok()?,
+                )),
+            ),
+            0xcf => (
+                9,
+                u64::from_be_bytes(self.owner.get(self.pos + 1..self.pos + 9)?.try_into().ok()?),
+            ),
+            _ => return None,
+        };
+        self.pos += len;
+        Some(value)
+    }
+
     /// An unsigned 64-bit integer; negative integers are reinterpreted, floats truncated.
     #[inline]
     pub(crate) fn u64(&mut self) -> Result<u64, Box<ReadError>> {
+        if let Some(u) = self.uint_fast() {
+            return Ok(u);
+        }
         Ok(match self.num("integer")? {
             Num::U(u) => u,
             Num::I(i) => i as u64,
@@ -265,6 +298,12 @@ impl<'b> Reader<'b> {
     #[inline]
     pub(crate) fn i64(&mut self) -> Result<i64, Box<ReadError>> {
         let at = self.pos;
+        if let Some(u) = self.uint_fast() {
+            if let Ok(i) = i64::try_from(u) {
+                return Ok(i);
+            }
+            self.pos = at;
+        }
         Ok(match self.num("integer")? {
             Num::U(u) => i64::try_from(u).map_err(|_| {
                 Box::new(ReadError {
@@ -302,6 +341,14 @@ impl<'b> Reader<'b> {
     /// A float; integers of any width are converted.
     #[inline]
     pub(crate) fn f64(&mut self) -> Result<f64, Box<ReadError>> {
+        // Fast path: tracers send metrics as float64.
+        if self.owner.get(self.pos) == Some(&0xcb)
+            && let Some(raw) = self.owner.get(self.pos + 1..self.pos + 9)
+            && let Ok(bytes) = <[u8; 8]>::try_from(raw)
+        {
+            self.pos += 9;
+            return Ok(f64::from_be_bytes(bytes));
+        }
         Ok(match self.num("number")? {
             Num::U(u) => u as f64,
             Num::I(i) => i as f64,
