@@ -270,6 +270,7 @@ pub fn normalize_tag_value(s: &str) -> Cow<'_, str> {
     normalize_tag_impl(s, false)
 }
 
+#[inline]
 fn is_normalized_name(s: &[u8]) -> bool {
     let Some(&first) = s.first() else { return false };
     if !first.is_ascii_alphabetic() || s.last() == Some(&b'_') {
@@ -292,10 +293,16 @@ fn is_normalized_name(s: &[u8]) -> bool {
 }
 
 /// Span-name (metric-name) normalization; `None` when the name has no ASCII letter at all.
+#[inline]
 pub fn normalize_name(s: &str) -> Option<Cow<'_, str>> {
     if is_normalized_name(s.as_bytes()) {
         return Some(Cow::Borrowed(s));
     }
+    rewrite_name(s).map(Cow::Owned)
+}
+
+#[cold]
+fn rewrite_name(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let start = bytes.iter().position(|b| b.is_ascii_alphabetic())?;
     let mut out: Vec<u8> = Vec::with_capacity(s.len());
@@ -314,12 +321,22 @@ pub fn normalize_name(s: &str) -> Option<Cow<'_, str>> {
     if out.last() == Some(&b'_') {
         out.pop();
     }
-    Some(Cow::Owned(String::from_utf8_lossy(&out).into_owned()))
+    Some(String::from_utf8_lossy(&out).into_owned())
 }
 
 /// Normalizes a service name: `None` when it is already normal, else the replacement
 /// (empty or invalid names fall back to `unnamed-<lang>-service`).
+#[inline]
 pub fn normalize_service(service: &str, lang: &str) -> Option<String> {
+    // Fast path: a short, already-normalized name (the usual case) is left alone.
+    if !service.is_empty() && service.len() <= MAX_SERVICE_LEN && is_normalized_ascii_tag(service.as_bytes(), false) {
+        return None;
+    }
+    normalize_service_slow(service, lang)
+}
+
+#[cold]
+fn normalize_service_slow(service: &str, lang: &str) -> Option<String> {
     let fallback = || {
         if lang.is_empty() {
             "unnamed-service".to_owned()
