@@ -49,6 +49,7 @@ mod clock;
 pub mod config;
 mod export;
 mod health;
+pub mod propagation;
 pub mod sampling;
 mod span;
 mod tracer;
