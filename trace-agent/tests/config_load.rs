@@ -166,3 +166,25 @@ fn a_replace_rule_on_env_is_warned_about() {
     .unwrap();
     assert!(c.warnings.iter().any(|w| w.contains("\"env\"")), "{:?}", c.warnings);
 }
+
+#[test]
+fn the_env_line_names_where_the_env_came_from() {
+    let env_line = |c: &trace_agent::config::AgentConfig| {
+        c.describe()
+            .lines()
+            .find(|l| l.starts_with("apm_config.env "))
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let c = load(None, &env(&[("DD_ENV", "prod")])).unwrap();
+    assert!(env_line(&c).ends_with("(env DD_ENV)"), "{}", env_line(&c));
+    let f = yaml("tags: [\"env:from-tags\"]\n");
+    let c = load(Some(f.path()), &env(&[])).unwrap();
+    assert!(
+        env_line(&c).contains("from-tags") && env_line(&c).contains("(file "),
+        "{}",
+        env_line(&c)
+    );
+    let c = load(None, &env(&[])).unwrap();
+    assert!(env_line(&c).ends_with("(default)"), "{}", env_line(&c));
+}

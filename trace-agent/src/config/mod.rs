@@ -183,7 +183,24 @@ impl AgentConfig {
 
     /// `key = value  (origin)` lines for `trace-agent config`, secrets masked.
     pub fn describe(&self) -> String {
-        let origin = |k: &str| self.origins.get(k).cloned().unwrap_or(Origin::Default);
+        // The env comes from apm_config.env, else env, else an env: tag: show where.
+        let env_origin = ["apm_config.env", "env"]
+            .iter()
+            .find_map(|k| self.origins.get(*k).cloned())
+            .or_else(|| {
+                self.tags
+                    .iter()
+                    .any(|t| t.starts_with("env:"))
+                    .then(|| self.origins.get("tags").cloned())
+                    .flatten()
+            })
+            .unwrap_or(Origin::Default);
+        let origin = |k: &str| {
+            if k == "apm_config.env" {
+                return env_origin.clone();
+            }
+            self.origins.get(k).cloned().unwrap_or(Origin::Default)
+        };
         let mut out = String::new();
         let mut line = |k: &str, v: String| {
             out.push_str(&format!("{k:<48} = {v:<30} ({})\n", origin(k)));
