@@ -8,7 +8,8 @@ use trace_agent::status::StatusSnapshot;
 const REQUESTS: usize = 8;
 const EXPECTED_SPANS: u64 = 6 * 9 + 2 * 11;
 
-fn run_demo(name: &str, env: &[(&str, &str)]) -> (apm::FlaskDemoRun, StatusSnapshot) {
+/// Our agent, in-process on a free port, on its own runtime.
+fn start_agent() -> (tokio::runtime::Runtime, u16, trace_agent::Agent) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -16,6 +17,11 @@ fn run_demo(name: &str, env: &[(&str, &str)]) -> (apm::FlaskDemoRun, StatusSnaps
         .unwrap();
     let port = apm::free_port();
     let agent = rt.block_on(trace_agent::start(AgentConfig::local(port))).unwrap();
+    (rt, port, agent)
+}
+
+fn run_demo(name: &str, env: &[(&str, &str)]) -> (apm::FlaskDemoRun, StatusSnapshot) {
+    let (rt, port, agent) = start_agent();
     let dir = apm::run_dir(name);
     let run = apm::run_flask_demo(port, &dir, REQUESTS, env);
     let status = rt.block_on(agent.shutdown());
@@ -85,13 +91,7 @@ fn ddtrace_flask_demo_with_client_stats() {
 /// ddtrace (stats on) drop P0 traces itself and report them; every trace is accounted for.
 #[test]
 fn ddtrace_honours_rate_by_service_and_reports_its_p0_drops() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let port = apm::free_port();
-    let agent = rt.block_on(trace_agent::start(AgentConfig::local(port))).unwrap();
+    let (rt, port, agent) = start_agent();
     agent
         .rates()
         .set_rates([("service:flask-demo,env:demo".to_owned(), 0.0)]);

@@ -274,6 +274,7 @@ fn connection_closed_without_reply_is_a_counted_failure() {
     assert!(matches!(err, tracer::FlushError::Send(_)), "{err}");
     let h = tracer.health();
     assert_eq!((h.send_retries, h.spans_dropped_send_failed), (1, 8), "{h:?}");
+    assert_accounted(&tracer.health(), 8);
     tracer.shutdown(Duration::from_secs(20)).expect("nothing left");
 }
 
@@ -369,6 +370,7 @@ fn agent_rates_feed_back_into_sampling_and_headers_are_complete() {
         1,
         "no /info re-fetch without an agent state change"
     );
+    assert_accounted(&tracer.health(), 10);
     tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
 }
 
@@ -390,6 +392,7 @@ fn agent_state_change_refetches_info_once() {
     flush(1);
     assert_eq!(agent.info_requests(), 2, "one re-fetch per state change, not per flush");
     assert_eq!(tracer.health().info_fetches, 2);
+    assert_accounted(&tracer.health(), 10);
     tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
 }
 
@@ -431,6 +434,7 @@ fn unix_socket_agent_url_is_honoured() {
         "{seen:?}"
     );
     assert_eq!(tracer.health().spans_sent, 6);
+    assert_accounted(&tracer.health(), 6);
     tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
 }
 
@@ -469,6 +473,7 @@ fn works_inside_the_applications_tokio_runtime() {
         tracer.health()
     });
     assert_eq!((health.spans_sent, health.traces_sent), (160, 80), "{health:?}");
+    assert_accounted(&health, 160);
 }
 
 #[test]
@@ -485,5 +490,6 @@ fn v05_listed_but_refused_falls_back_to_v04() {
     assert_eq!(paths, ["/v0.5/traces", "/v0.4/traces"]);
     let h = tracer.health();
     assert_eq!((h.spans_dropped_send_failed, h.spans_sent), (4, 4), "{h:?}");
+    assert_accounted(&tracer.health(), 8);
     tracer.shutdown(Duration::from_secs(20)).expect("shutdown");
 }

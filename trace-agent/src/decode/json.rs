@@ -30,11 +30,8 @@ fn err(location: String, expected: &'static str, v: &Value) -> DecodeError {
     }
 }
 
-/// Decodes a JSON array of traces.
-///
-/// # Errors
-/// A [`DecodeError`] naming the trace, span and field that could not be read.
-pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
+/// Parses `body` as JSON whose top level must be an array (`null` reads as empty).
+fn top_level_array(body: &[u8], what: &str) -> Result<Vec<Value>, DecodeError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError {
         location: "payload".to_owned(),
         kind: if e.is_eof() {
@@ -44,11 +41,19 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
         },
         offset: None,
     })?;
-    let traces = match value {
-        Value::Array(a) => a,
-        Value::Null => Vec::new(),
-        v => return Err(err("payload: list of traces".to_owned(), "array", &v)),
-    };
+    match value {
+        Value::Array(a) => Ok(a),
+        Value::Null => Ok(Vec::new()),
+        v => Err(err(what.to_owned(), "array", &v)),
+    }
+}
+
+/// Decodes a JSON array of traces.
+///
+/// # Errors
+/// A [`DecodeError`] naming the trace, span and field that could not be read.
+pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
+    let traces = top_level_array(body, "payload: list of traces")?;
     let mut chunks = Vec::with_capacity(traces.len());
     for (t, trace) in traces.into_iter().enumerate() {
         let spans = match trace {
@@ -71,20 +76,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
 /// # Errors
 /// A [`DecodeError`] naming the span and field that could not be read.
 pub fn decode_flat_spans(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| DecodeError {
-        location: "payload".to_owned(),
-        kind: if e.is_eof() {
-            ReadErrorKind::Eof
-        } else {
-            ReadErrorKind::Json(e.to_string())
-        },
-        offset: None,
-    })?;
-    let spans = match value {
-        Value::Array(a) => a,
-        Value::Null => Vec::new(),
-        v => return Err(err("payload: list of spans".to_owned(), "array", &v)),
-    };
+    let spans = top_level_array(body, "payload: list of spans")?;
     let mut chunks: Vec<TraceChunk<'static>> = Vec::new();
     let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
     for (s, span) in spans.into_iter().enumerate() {
