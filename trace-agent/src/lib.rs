@@ -38,6 +38,7 @@ pub mod process;
 pub mod receiver;
 pub mod span;
 pub mod status;
+pub mod upstream;
 
 mod agent;
 
