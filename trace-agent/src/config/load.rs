@@ -48,15 +48,15 @@ pub enum ConfigError {
     },
 }
 
-struct Ctx<'a> {
-    env: &'a dyn EnvSource,
-    file: Option<PathBuf>,
-    config: AgentConfig,
+pub(super) struct Ctx<'a> {
+    pub(super) env: &'a dyn EnvSource,
+    pub(super) file: Option<PathBuf>,
+    pub(super) config: AgentConfig,
 }
 
 impl Ctx<'_> {
     /// Env (first set variable of `vars`) over file over nothing; records the origin.
-    fn pick<T>(
+    pub(super) fn pick<T>(
         &mut self,
         key: &str,
         vars: &[&str],
@@ -85,18 +85,18 @@ impl Ctx<'_> {
     }
 }
 
-fn num<T: FromStr>(v: &str) -> Result<T, String>
+pub(super) fn num<T: FromStr>(v: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
 {
     v.trim().parse::<T>().map_err(|e| format!("not a valid number: {e}"))
 }
 
-fn boolean(v: &str) -> Result<bool, String> {
+pub(super) fn boolean(v: &str) -> Result<bool, String> {
     parse_bool(v).ok_or_else(|| "not a boolean (true/false/1/0)".to_owned())
 }
 
-fn string(v: &str) -> Result<String, String> {
+pub(super) fn string(v: &str) -> Result<String, String> {
     Ok(v.trim().to_owned())
 }
 
@@ -452,6 +452,7 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     )? {
         c.config.obfuscation_cache_max_size = v;
     }
+    super::upstream::load(&mut c, apm.upstream)?;
     if c.config.replace_tags.iter().any(|r| r.name == "env") {
         warnings.push(
             "apm_config.replace_tags: a rule on \"env\" rewrites the env of every span and breaks \

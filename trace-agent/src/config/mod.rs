@@ -5,11 +5,13 @@ mod env;
 mod load;
 mod raw;
 mod secret;
+mod upstream;
 
 pub use env::{EnvSource, ProcessEnv, parse_bool, parse_csv, parse_list};
 pub use load::{ConfigError, load};
 pub use raw::RawReplaceTag;
 pub use secret::{Secret, mask};
+pub use upstream::{OtlpExportConfig, UpstreamConfig, WriterLimits};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -101,6 +103,8 @@ pub struct AgentConfig {
     /// `max_payload_size`; a full channel makes handlers wait, which holds their decoder slot
     /// and turns into 429/overload replies).
     pub pipeline_capacity: usize,
+    /// Upstream writers: intake URL, extra endpoints, retries, writer limits, OTLP export.
+    pub upstream: UpstreamConfig,
     /// Where each value came from, by key path.
     pub origins: BTreeMap<String, Origin>,
     /// Warnings found while loading (unknown keys…), logged at start.
@@ -146,6 +150,7 @@ impl Default for AgentConfig {
             obfuscation_cache_enabled: true,
             obfuscation_cache_max_size: crate::process::sql_cache::DEFAULT_MAX_BYTES,
             pipeline_capacity: 32,
+            upstream: UpstreamConfig::default(),
             origins: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -309,6 +314,9 @@ impl AgentConfig {
             "apm_config.obfuscation.cache.max_size",
             self.obfuscation_cache_max_size.to_string(),
         );
+        for (k, v) in self.upstream.describe(&self.site) {
+            line(k, v);
+        }
         out
     }
 }

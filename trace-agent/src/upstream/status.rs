@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
 /// Why a writer dropped a payload (or the data of one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DropReason {
     /// The queue was full (in payloads or bytes): the oldest queued payload made room.
     QueueFull,
@@ -17,6 +20,7 @@ pub enum DropReason {
     /// The destination answered a non-retriable status (4xx other than 408).
     Rejected,
     /// Could not be encoded/compressed.
+    #[serde(rename = "encode_error")]
     Encode,
     /// Still queued or in flight when the shutdown timeout passed, or offered after shutdown.
     Shutdown,
@@ -45,7 +49,7 @@ impl fmt::Display for DropReason {
 /// Counters of one signal (traces or stats) of one writer. Payloads are what the writer hands
 /// to the network (for the Datadog trace writer, one `AgentPayload` batching several tracer
 /// payloads); `items` are the units inside (trace chunks, stats groups).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SignalStatus {
     /// Payloads accepted by the destination (2xx).
     pub payloads_sent: u64,
@@ -91,7 +95,7 @@ impl SignalStatus {
 }
 
 /// A copy of a writer's counters.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WriterStatus {
     /// [`super::Upstream::name`].
     pub name: String,
