@@ -442,6 +442,21 @@ async fn unreachable_intake_is_retried_then_dropped() {
 }
 
 #[tokio::test]
+async fn a_timed_out_request_is_retried() {
+    let intake = Intake::start().await;
+    intake.stall_next(1, Duration::from_secs(3));
+    let mut cfg = dd_config(&intake.url(), KEY);
+    cfg.request_timeout = Duration::from_millis(300);
+    let writer = DatadogWriter::start(cfg).unwrap();
+    writer.send_traces(payload(1));
+    let status = writer.shutdown(Duration::from_secs(5)).await;
+    let t = &status.traces;
+    assert_eq!(t.failures, BTreeMap::from([("timeout".to_owned(), 1)]), "{status:#?}");
+    assert_eq!((t.retries, t.payloads_sent), (1, 1));
+    assert!(t.dropped_payloads.is_empty());
+}
+
+#[tokio::test]
 async fn batches_flush_on_the_period_and_at_the_size_limit() {
     let intake = Intake::start().await;
     let mut cfg = dd_config(&intake.url(), KEY);

@@ -56,6 +56,7 @@ impl Recorded {
 struct Script {
     next: VecDeque<u16>,
     always: Option<u16>,
+    stall: VecDeque<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -104,6 +105,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     let path = req.uri().path().to_owned();
     let headers = req.headers().clone();
     let raw = req.into_body().collect().await?.to_bytes().to_vec();
+    let stall = state.script.lock().unwrap().stall.pop_front();
+    if let Some(d) = stall {
+        tokio::time::sleep(d).await;
+    }
     let encoding = headers
         .get("content-encoding")
         .and_then(|v| v.to_str().ok())
@@ -172,6 +177,16 @@ impl Intake {
             .unwrap()
             .next
             .extend(std::iter::repeat_n(status, n));
+    }
+
+    /// Holds the answer to the next `n` requests for `delay` (to make clients time out).
+    pub(crate) fn stall_next(&self, n: usize, delay: Duration) {
+        self.state
+            .script
+            .lock()
+            .unwrap()
+            .stall
+            .extend(std::iter::repeat_n(delay, n));
     }
 
     /// Answers `status` to every request from now on.

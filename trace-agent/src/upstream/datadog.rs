@@ -14,7 +14,7 @@
 //! * Every payload goes to the main endpoint and to each `additional_endpoints` (URL, key)
 //!   pair; `connection_limit` is split across them; each has its own bounded queue.
 //!
-//! Retries, queue bounds and drop rules: [`super::sender`] and [`super::queue`].
+//! Retries, queue bounds and drop rules: see [`super`] ("Sending").
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::Write;
@@ -407,7 +407,6 @@ impl Upstream for DatadogWriter {
             inner.stats.count_dropped(DropReason::Shutdown, groups);
             return;
         }
-        // TODO(stats split): the concentrator's `split_stats` caps a payload at 4000 groups.
         let payload = if payload.agent_hostname.is_empty() && payload.agent_version.is_empty() {
             let mut p = (*payload).clone();
             p.agent_hostname.clone_from(&inner.agent_hostname);
