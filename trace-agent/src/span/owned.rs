@@ -1,6 +1,8 @@
 //! A decoded payload that owns the body its strings borrow from.
 
+use std::cell::Cell;
 use std::fmt;
+use std::rc::Rc;
 
 use yoke::Yoke;
 
@@ -31,6 +33,19 @@ impl OwnedPayload {
     /// The payload.
     pub fn get(&self) -> &TracerPayload<'_> {
         self.0.get()
+    }
+
+    /// Runs `f` on the payload mutably (the samplers rewrite priorities, tags and metrics, and
+    /// remove chunks, in place). `f` must be `'static` (it may not smuggle borrowed strings
+    /// out): share state with it through an `Arc`.
+    pub fn with_mut<R: 'static>(&mut self, f: impl for<'a> FnOnce(&mut TracerPayload<'a>) -> R + 'static) -> R {
+        let out = Rc::new(Cell::new(None));
+        let slot = Rc::clone(&out);
+        self.0.with_mut(move |p| slot.set(Some(f(p))));
+        match out.take() {
+            Some(r) => r,
+            None => unreachable!("yoke::Yoke::with_mut runs its closure exactly once"),
+        }
     }
 }
 
