@@ -4,11 +4,16 @@
 //! snapshot `status` prints.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
+
+use super::rare::RareCounters;
 use super::signature::service_signature;
 
 /// Which sampler made the final decision (names of the Go agent's metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SamplerName {
     /// No sampler ran (empty chunk).
     Unknown,
@@ -39,7 +44,8 @@ impl SamplerName {
 }
 
 /// Why a chunk was kept or dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// Kept: the tracer's priority is > 0.
     TracerKeep,
@@ -63,6 +69,7 @@ pub enum Reason {
     /// Dropped: the chunk has an error but the errors sampler's rate declined it.
     ErrorsDrop,
     /// Dropped: error-tracking-standalone mode and no error in the chunk.
+    #[serde(rename = "ets_no_error")]
     NoError,
     /// Dropped: no spans.
     Empty,
@@ -101,7 +108,7 @@ impl Reason {
 pub const MAX_KEYS: usize = 1000;
 
 /// Seen/kept for one `(service, env, sampler, priority)`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyCounts {
     /// Root service.
     pub service: String,
@@ -118,7 +125,7 @@ pub struct KeyCounts {
 }
 
 /// Seen/kept beyond the key cap.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OtherCounts {
     /// Chunks seen.
     pub seen: u64,
@@ -126,8 +133,30 @@ pub struct OtherCounts {
     pub kept: u64,
 }
 
-/// A snapshot of every sampler counter.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Chunks decided by one sampler for one reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecisionCount {
+    /// The sampler.
+    pub sampler: SamplerName,
+    /// The reason.
+    pub reason: Reason,
+    /// Chunks.
+    pub chunks: u64,
+}
+
+/// Signatures tracked by each rate engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureCounts {
+    /// Priority sampler (`(service, env)` signatures).
+    pub priority: usize,
+    /// No-priority sampler.
+    pub no_priority: usize,
+    /// Errors sampler.
+    pub errors: usize,
+}
+
+/// A snapshot of every sampler counter (serializable, for `status`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SamplerStats {
     /// Chunks given to the samplers.
     pub chunks_seen: u64,
@@ -141,26 +170,108 @@ pub struct SamplerStats {
     pub single_span_spans: u64,
     /// Spans removed (dropped chunks, and the other spans of single-span-sampled chunks).
     pub spans_dropped: u64,
-    /// Chunks per `(sampler, reason)`.
-    pub decisions: BTreeMap<(SamplerName, Reason), u64>,
+    /// Chunks per `(sampler, reason)`, sorted.
+    pub decisions: Vec<DecisionCount>,
     /// Seen/kept per key, sorted by service, env, sampler, priority.
     pub by_key: Vec<KeyCounts>,
     /// Seen/kept of keys past [`MAX_KEYS`].
     pub other: OtherCounts,
     /// Times the priority rates were recomputed (new `rate_by_service` available).
     pub rate_updates: u64,
-    /// Signatures tracked by the priority, no-priority and errors engines.
-    pub signatures: [usize; 3],
-    /// `(service, env)` pairs in the priority catalog, and how many were evicted.
-    pub catalog: (usize, u64),
+    /// Signatures tracked by the rate engines.
+    pub signatures: SignatureCounts,
+    /// `(service, env)` pairs in the priority catalog.
+    pub catalog_entries: usize,
+    /// Pairs evicted from the full catalog.
+    pub catalog_evicted: u64,
     /// Rare sampler hits, misses, shrinks.
-    pub rare: super::rare::RareCounters,
+    pub rare: RareCounters,
+}
+
+impl SamplerStats {
+    /// Chunks counted for `(sampler, reason)`.
+    pub fn decided(&self, sampler: SamplerName, reason: Reason) -> u64 {
+        self.decisions
+            .iter()
+            .filter(|d| d.sampler == sampler && d.reason == reason)
+            .map(|d| d.chunks)
+            .sum()
+    }
+
+    /// Human-readable lines for `trace-agent status` (two-space indented).
+    pub fn render(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "  Traces: {} seen, {} kept, {} dropped ({} forwarded as single spans: {} spans)",
+            self.chunks_seen, self.chunks_kept, self.chunks_dropped, self.single_span_chunks, self.single_span_spans
+        );
+        for d in &self.decisions {
+            let _ = writeln!(
+                o,
+                "    {:<14} {:<20} {}",
+                d.sampler.as_str(),
+                d.reason.as_str(),
+                d.chunks
+            );
+        }
+        if !self.by_key.is_empty() {
+            let _ = writeln!(o, "  By service (seen / kept):");
+        }
+        for k in &self.by_key {
+            let priority = k.priority.map(|p| format!(" priority {p}")).unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "    service:{} env:{} {}{}: {} / {}",
+                k.service,
+                k.env,
+                k.sampler.as_str(),
+                priority,
+                k.seen,
+                k.kept
+            );
+        }
+        if self.other.seen > 0 {
+            let _ = writeln!(o, "    (other keys): {} / {}", self.other.seen, self.other.kept);
+        }
+        let _ = writeln!(
+            o,
+            "  Signatures: priority {}, no_priority {}, errors {}; catalog {} (evicted {}); rate updates {}",
+            self.signatures.priority,
+            self.signatures.no_priority,
+            self.signatures.errors,
+            self.catalog_entries,
+            self.catalog_evicted,
+            self.rate_updates
+        );
+        let _ = writeln!(
+            o,
+            "  Rare sampler: {} hits, {} misses, {} shrinks",
+            self.rare.hits, self.rare.misses, self.rare.shrinks
+        );
+        o
+    }
+}
+
+/// The mutable side of [`SamplerStats`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tallies {
+    pub(crate) chunks_seen: u64,
+    pub(crate) chunks_kept: u64,
+    pub(crate) chunks_dropped: u64,
+    pub(crate) single_span_chunks: u64,
+    pub(crate) single_span_spans: u64,
+    pub(crate) spans_dropped: u64,
+    pub(crate) rate_updates: u64,
+    decisions: BTreeMap<(SamplerName, Reason), u64>,
+    by_key: Vec<KeyCounts>,
+    other: OtherCounts,
 }
 
 /// Mutable counters owned by [`super::Samplers`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Counters {
-    pub(crate) stats: SamplerStats,
+    pub(crate) stats: Tallies,
     keys: HashMap<u64, Vec<usize>>,
 }
 
@@ -228,12 +339,36 @@ impl Counters {
         }
     }
 
-    /// The snapshot, keys sorted.
+    /// The snapshot, keys sorted (engine sizes, catalog and rare counters filled by the caller).
     pub(crate) fn snapshot(&self) -> SamplerStats {
-        let mut s = self.stats.clone();
-        s.by_key.sort_by(|a, b| {
+        let t = &self.stats;
+        let mut by_key = t.by_key.clone();
+        by_key.sort_by(|a, b| {
             (&a.service, &a.env, a.sampler, a.priority).cmp(&(&b.service, &b.env, b.sampler, b.priority))
         });
-        s
+        SamplerStats {
+            chunks_seen: t.chunks_seen,
+            chunks_kept: t.chunks_kept,
+            chunks_dropped: t.chunks_dropped,
+            single_span_chunks: t.single_span_chunks,
+            single_span_spans: t.single_span_spans,
+            spans_dropped: t.spans_dropped,
+            decisions: t
+                .decisions
+                .iter()
+                .map(|(&(sampler, reason), &chunks)| DecisionCount {
+                    sampler,
+                    reason,
+                    chunks,
+                })
+                .collect(),
+            by_key,
+            other: t.other,
+            rate_updates: t.rate_updates,
+            signatures: SignatureCounts::default(),
+            catalog_entries: 0,
+            catalog_evicted: 0,
+            rare: RareCounters::default(),
+        }
     }
 }

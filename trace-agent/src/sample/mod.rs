@@ -40,7 +40,9 @@ mod signature;
 
 pub use catalog::{DEFAULT_MAX_CATALOG_ENTRIES, DEFAULT_RATE_KEY, ServiceCatalog, rate_key};
 pub use config::{DEFAULT_ERROR_TPS, SamplerConfig};
-pub use counters::{KeyCounts, MAX_KEYS, OtherCounts, Reason, SamplerName, SamplerStats};
+pub use counters::{
+    DecisionCount, KeyCounts, MAX_KEYS, OtherCounts, Reason, SamplerName, SamplerStats, SignatureCounts,
+};
 pub use engine::{
     BUCKET_SECS, KEY_PRE_SAMPLER_RATE, KEY_SAMPLE_RATE, MAX_RATE_INCREASE, NUM_BUCKETS, RateEngine, root_weight,
     sample_by_rate,

@@ -78,7 +78,7 @@ struct Shard {
 }
 
 /// Rare-sampler counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RareCounters {
     /// Chunks kept as rare.
     pub hits: u64,

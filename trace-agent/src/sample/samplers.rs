@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::counters::{Counters, Reason, SamplerName, SamplerStats};
+use super::counters::{Counters, Reason, SamplerName, SamplerStats, SignatureCounts};
 use super::priority::PrioritySampler;
 use super::probabilistic::{self, ProbabilisticSampler};
 use super::rare::RareSampler;
@@ -340,12 +340,13 @@ impl Samplers {
     /// A snapshot of the counters.
     pub fn stats(&self) -> SamplerStats {
         let mut s = self.counters.snapshot();
-        s.signatures = [
-            self.priority.engine().size(),
-            self.no_priority.engine().size(),
-            self.errors.engine().size(),
-        ];
-        s.catalog = (self.priority.catalog().len(), self.priority.catalog().evicted());
+        s.signatures = SignatureCounts {
+            priority: self.priority.engine().size(),
+            no_priority: self.no_priority.engine().size(),
+            errors: self.errors.engine().size(),
+        };
+        s.catalog_entries = self.priority.catalog().len();
+        s.catalog_evicted = self.priority.catalog().evicted();
         s.rare = self.rare.counters();
         s
     }

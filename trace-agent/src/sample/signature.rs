@@ -134,6 +134,9 @@ mod tests {
         typed.meta.push((Str::from("error.type"), Str::from("Timeout")));
         let d = chunk_signature(&[typed.clone(), db], &typed, "prod", &mut scratch);
         assert_ne!(c, d, "error.type matters");
-        assert_ne!(a, chunk_signature(std::slice::from_ref(&root), &root, "staging", &mut scratch));
+        assert_ne!(
+            a,
+            chunk_signature(std::slice::from_ref(&root), &root, "staging", &mut scratch)
+        );
     }
 }

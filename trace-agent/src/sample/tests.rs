@@ -289,7 +289,8 @@ fn the_catalog_is_capped() {
     let rates = s.rates_by_service();
     let services = rates.keys().filter(|k| k.ends_with(",env:prod")).count();
     assert_eq!(services, 3, "{rates:?}");
-    assert_eq!(s.stats().catalog, (3, 7));
+    let st = s.stats();
+    assert_eq!((st.catalog_entries, st.catalog_evicted), (3, 7));
 }
 
 #[test]
@@ -321,13 +322,8 @@ fn counters_add_up_and_keys_are_bounded() {
     assert_eq!(st.chunks_seen, seen);
     assert_eq!(st.chunks_kept, kept);
     assert_eq!(st.chunks_seen, st.chunks_kept + st.chunks_dropped);
-    assert_eq!(st.decisions.values().sum::<u64>(), st.chunks_seen);
-    let kept_by_reason: u64 = st
-        .decisions
-        .iter()
-        .filter(|((_, r), _)| r.keeps())
-        .map(|(_, n)| n)
-        .sum();
+    assert_eq!(st.decisions.iter().map(|d| d.chunks).sum::<u64>(), st.chunks_seen);
+    let kept_by_reason: u64 = st.decisions.iter().filter(|d| d.reason.keeps()).map(|d| d.chunks).sum();
     assert_eq!(kept_by_reason, st.chunks_kept);
     assert!(st.by_key.len() <= MAX_KEYS);
     assert!(st.other.seen > 0, "1500 services × samplers exceed the key cap");
@@ -339,8 +335,16 @@ fn counters_add_up_and_keys_are_bounded() {
             .iter()
             .all(|k| k.priority.is_none() || k.sampler == SamplerName::Priority)
     );
-    assert!(st.decisions.contains_key(&(SamplerName::Priority, Reason::UserDrop)));
+    assert!(st.decided(SamplerName::Priority, Reason::UserDrop) > 0);
     assert!(st.rare.hits > 0);
+    // The snapshot travels as JSON to `trace-agent status`.
+    let json = serde_json::to_string(&st).expect("serializable");
+    assert!(json.contains("\"reason\":\"user_drop\""), "{json}");
+    let back: SamplerStats = serde_json::from_str(&json).expect("round trip");
+    assert_eq!(back, st);
+    let text = st.render();
+    assert!(text.contains("priority       user_drop"), "{text}");
+    assert!(text.contains("(other keys)"), "{text}");
 }
 
 #[test]
