@@ -13,6 +13,8 @@
 //! * [`pipeline`] — the bounded hand-off of processed payloads ([`span::OwnedPayload`]: spans
 //!   plus the body they borrow) to the next stage, a [`pipeline::ChunkSink`] on its own thread
 //!   (a counting sink until samplers, stats and writers exist; see [`start_with_sink`]);
+//! * [`sample`] — the samplers (priority feedback loop, errors, no-priority, rare,
+//!   probabilistic, single-span) and their counters;
 //! * [`status`] — the counters behind `trace-agent status`.
 //!
 //! Per request: limits (cross-site, declared size, decoder slot) → bounded body read →
@@ -36,6 +38,7 @@ pub mod decode;
 pub mod pipeline;
 pub mod process;
 pub mod receiver;
+pub mod sample;
 pub mod span;
 pub mod status;
 pub mod upstream;

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use super::env::{EnvSource, parse_bool, parse_csv, parse_list};
-use super::raw::{RawFile, RawReplaceTag, unknown_keys};
+use super::raw::{RawDuration, RawFile, RawProbabilistic, RawRareSampler, RawReplaceTag, unknown_keys};
 use super::{AgentConfig, Origin, Secret, mask};
 use crate::process::normalize::normalize_tag_value;
 
@@ -145,6 +145,15 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     };
     let apm = raw.apm_config.unwrap_or_default();
     let obf = apm.obfuscation.unwrap_or_default();
+    let mut apm_sampler = SamplerRaw {
+        errors_per_second: apm.errors_per_second,
+        enable_rare_sampler: apm.enable_rare_sampler,
+        rare: apm.rare_sampler.unwrap_or_default(),
+        probabilistic: apm.probabilistic_sampler.unwrap_or_default(),
+        max_catalog_entries: apm.max_catalog_entries,
+        ets: apm.error_tracking_standalone.and_then(|e| e.enabled),
+        deprecated_tps: apm.target_traces_per_second.is_none() && apm.max_traces_per_second.is_some(),
+    };
 
     if let Some(k) = c.pick("api_key", &["DD_API_KEY"], raw.api_key, string)? {
         c.config.api_key = Some(Secret::new(k));
@@ -270,6 +279,8 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     )? {
         c.config.max_traces_per_second = v;
     }
+    let sampler_warning = load_sampler_keys(&mut c, &mut apm_sampler)?;
+    warnings.extend(sampler_warning);
     if let Some(v) = c.pick(
         "apm_config.ignore_resources",
         &["DD_APM_IGNORE_RESOURCES", "DD_IGNORE_RESOURCE"],
@@ -465,4 +476,135 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     crate::receiver::compile_process_config(&c.config)?;
     c.config.tcp_addr()?;
     Ok(c.config)
+}
+
+/// The sampler keys of the file, taken out of `apm_config` before it is consumed.
+struct SamplerRaw {
+    errors_per_second: Option<f64>,
+    enable_rare_sampler: Option<bool>,
+    rare: RawRareSampler,
+    probabilistic: RawProbabilistic,
+    max_catalog_entries: Option<usize>,
+    ets: Option<bool>,
+    deprecated_tps: bool,
+}
+
+/// Parses a Go duration (`300ms`, `90s`, `5m`, `1h30m`, `1.5h`); a bare number is seconds.
+fn duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs).map_err(|e| format!("not a duration: {e}"));
+    }
+    let bad = || format!("not a duration (e.g. 300s, 5m, 1h30m): {v:?}");
+    let mut total = 0f64;
+    let mut rest = v;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|ch: char| !(ch.is_ascii_digit() || ch == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_end);
+        let unit_end = tail
+            .find(|ch: char| ch.is_ascii_digit() || ch == '.')
+            .unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_end);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * scale;
+        rest = next;
+    }
+    Duration::try_from_secs_f64(total).map_err(|e| format!("not a duration: {e}"))
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// `apm_config.errors_per_second`, rare and probabilistic samplers, `max_catalog_entries`,
+/// error-tracking-standalone. Returns warnings.
+fn load_sampler_keys(c: &mut Ctx<'_>, raw: &mut SamplerRaw) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    if raw.deprecated_tps {
+        warnings
+            .push("apm_config.max_traces_per_second is deprecated: use apm_config.target_traces_per_second".to_owned());
+    }
+    let s = &mut c.config.sampler.clone();
+    let key = "apm_config.errors_per_second";
+    if let Some(v) = c.pick(key, &["DD_APM_ERROR_TPS"], raw.errors_per_second, num::<f64>)? {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(invalid(key, format!("{v} is not a number of traces per second >= 0")));
+        }
+        s.errors_per_second = v;
+    }
+    let key = "apm_config.enable_rare_sampler";
+    if let Some(v) = c.pick(key, &["DD_APM_ENABLE_RARE_SAMPLER"], raw.enable_rare_sampler, boolean)? {
+        s.rare.enabled = v;
+    }
+    // The Go agent binds no environment variables for these three.
+    let key = "apm_config.rare_sampler.tps";
+    if let Some(v) = c.pick(key, &[], raw.rare.tps, num::<f64>)? {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(invalid(key, format!("{v} is not a number of traces per second >= 0")));
+        }
+        s.rare.tps = v;
+    }
+    let key = "apm_config.rare_sampler.cooldown";
+    let cooldown = match raw.rare.cooldown.take() {
+        Some(RawDuration::Seconds(n)) => Some(duration(&n.to_string()).map_err(|m| invalid(key, m))?),
+        Some(RawDuration::Text(t)) => Some(duration(&t).map_err(|m| invalid(key, m))?),
+        None => None,
+    };
+    if let Some(v) = c.pick(key, &[], cooldown, duration)? {
+        s.rare.cooldown = v;
+    }
+    let key = "apm_config.rare_sampler.cardinality";
+    if let Some(v) = c.pick(key, &[], raw.rare.cardinality, num::<usize>)? {
+        if v == 0 {
+            return Err(invalid(key, "must be at least 1"));
+        }
+        s.rare.cardinality = v;
+    }
+    let key = "apm_config.probabilistic_sampler.enabled";
+    let p = &raw.probabilistic;
+    if let Some(v) = c.pick(key, &["DD_APM_PROBABILISTIC_SAMPLER_ENABLED"], p.enabled, boolean)? {
+        s.probabilistic.enabled = v;
+    }
+    let key = "apm_config.probabilistic_sampler.sampling_percentage";
+    let var = "DD_APM_PROBABILISTIC_SAMPLER_SAMPLING_PERCENTAGE";
+    if let Some(v) = c.pick(key, &[var], p.sampling_percentage, num::<f32>)? {
+        if !(0.0..=100.0).contains(&v) {
+            return Err(invalid(key, format!("{v} is not a percentage within 0..=100")));
+        }
+        s.probabilistic.sampling_percentage = v;
+    }
+    let key = "apm_config.probabilistic_sampler.hash_seed";
+    let var = "DD_APM_PROBABILISTIC_SAMPLER_HASH_SEED";
+    if let Some(v) = c.pick(key, &[var], p.hash_seed, num::<u32>)? {
+        s.probabilistic.hash_seed = v;
+    }
+    let key = "apm_config.max_catalog_entries";
+    if let Some(v) = c.pick(key, &[], raw.max_catalog_entries, num::<usize>)? {
+        // 0 means the default, like the Go agent.
+        s.max_catalog_entries = if v == 0 {
+            crate::sample::DEFAULT_MAX_CATALOG_ENTRIES
+        } else {
+            v
+        };
+    }
+    let key = "apm_config.error_tracking_standalone.enabled";
+    if let Some(v) = c.pick(key, &["DD_APM_ERROR_TRACKING_STANDALONE_ENABLED"], raw.ets, boolean)? {
+        s.error_tracking_standalone = v;
+    }
+    c.config.sampler = s.clone();
+    Ok(warnings)
 }

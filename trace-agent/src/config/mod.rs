@@ -75,8 +75,11 @@ pub struct AgentConfig {
     pub max_connections: usize,
     /// `apm_config.extra_sample_rate`.
     pub extra_sample_rate: f64,
-    /// `apm_config.max_traces_per_second`.
+    /// `apm_config.target_traces_per_second` (or the deprecated `max_traces_per_second`):
+    /// target of the priority and no-priority samplers.
     pub max_traces_per_second: f64,
+    /// Sampler keys: `errors_per_second`, rare and probabilistic samplers, catalog size, ETS.
+    pub sampler: crate::sample::SamplerConfig,
     /// `apm_config.ignore_resources` (regexes).
     pub ignore_resources: Vec<String>,
     /// `apm_config.filter_tags.require`.
@@ -138,6 +141,7 @@ impl Default for AgentConfig {
             max_connections: 1000,
             extra_sample_rate: 1.0,
             max_traces_per_second: 10.0,
+            sampler: crate::sample::SamplerConfig::default(),
             ignore_resources: Vec::new(),
             filter_tags_require: Vec::new(),
             filter_tags_reject: Vec::new(),
@@ -238,6 +242,24 @@ impl AgentConfig {
         line(
             "apm_config.max_traces_per_second",
             self.max_traces_per_second.to_string(),
+        );
+        let sc = &self.sampler;
+        line("apm_config.errors_per_second", sc.errors_per_second.to_string());
+        line("apm_config.enable_rare_sampler", sc.rare.enabled.to_string());
+        line("apm_config.rare_sampler.tps", sc.rare.tps.to_string());
+        line("apm_config.rare_sampler.cooldown", format!("{:?}", sc.rare.cooldown));
+        line("apm_config.rare_sampler.cardinality", sc.rare.cardinality.to_string());
+        let ps = &sc.probabilistic;
+        line("apm_config.probabilistic_sampler.enabled", ps.enabled.to_string());
+        line(
+            "apm_config.probabilistic_sampler.sampling_percentage",
+            ps.sampling_percentage.to_string(),
+        );
+        line("apm_config.probabilistic_sampler.hash_seed", ps.hash_seed.to_string());
+        line("apm_config.max_catalog_entries", sc.max_catalog_entries.to_string());
+        line(
+            "apm_config.error_tracking_standalone.enabled",
+            sc.error_tracking_standalone.to_string(),
         );
         line("apm_config.ignore_resources", format!("{:?}", self.ignore_resources));
         line(

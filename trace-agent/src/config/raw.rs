@@ -35,6 +35,12 @@ pub(crate) struct RawApm {
     pub(crate) extra_sample_rate: Option<f64>,
     pub(crate) max_traces_per_second: Option<f64>,
     pub(crate) target_traces_per_second: Option<f64>,
+    pub(crate) errors_per_second: Option<f64>,
+    pub(crate) enable_rare_sampler: Option<bool>,
+    pub(crate) rare_sampler: Option<RawRareSampler>,
+    pub(crate) probabilistic_sampler: Option<RawProbabilistic>,
+    pub(crate) max_catalog_entries: Option<usize>,
+    pub(crate) error_tracking_standalone: Option<RawEnabled>,
     pub(crate) ignore_resources: Option<Vec<String>>,
     pub(crate) filter_tags: Option<RawRequireReject>,
     pub(crate) filter_tags_regex: Option<RawRequireReject>,
@@ -44,6 +50,32 @@ pub(crate) struct RawApm {
     pub(crate) obfuscation: Option<RawObfuscation>,
     #[serde(flatten)]
     pub(crate) upstream: super::upstream::RawUpstream,
+}
+
+/// `apm_config.rare_sampler`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawRareSampler {
+    pub(crate) tps: Option<f64>,
+    pub(crate) cooldown: Option<RawDuration>,
+    pub(crate) cardinality: Option<usize>,
+}
+
+/// A duration: a Go duration string (`5m`, `90s`, `1h30m`) or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawDuration {
+    Seconds(f64),
+    Text(String),
+}
+
+/// `apm_config.probabilistic_sampler`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawProbabilistic {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) sampling_percentage: Option<f32>,
+    pub(crate) hash_seed: Option<u32>,
 }
 
 /// `{require: [], reject: []}`.
@@ -147,6 +179,19 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.extra_sample_rate",
     "apm_config.max_traces_per_second",
     "apm_config.target_traces_per_second",
+    "apm_config.errors_per_second",
+    "apm_config.enable_rare_sampler",
+    "apm_config.rare_sampler",
+    "apm_config.rare_sampler.tps",
+    "apm_config.rare_sampler.cooldown",
+    "apm_config.rare_sampler.cardinality",
+    "apm_config.probabilistic_sampler",
+    "apm_config.probabilistic_sampler.enabled",
+    "apm_config.probabilistic_sampler.sampling_percentage",
+    "apm_config.probabilistic_sampler.hash_seed",
+    "apm_config.max_catalog_entries",
+    "apm_config.error_tracking_standalone",
+    "apm_config.error_tracking_standalone.enabled",
     "apm_config.ignore_resources",
     "apm_config.filter_tags",
     "apm_config.filter_tags.require",

@@ -1,5 +1,5 @@
-//! The `rate_by_service` table returned on trace replies (spec 1.4). The priority sampler of a
-//! later issue updates it; until then every service seen gets the default rate 1.0.
+//! The `rate_by_service` table returned on trace replies (spec 1.4). Until the priority sampler
+//! publishes rates ([`RatesTable::replace_all`]), every service seen gets the default rate 1.0.
 
 use std::collections::BTreeMap;
 use std::sync::RwLock;
@@ -107,6 +107,31 @@ impl RatesTable {
         });
     }
 
+    /// Replaces the whole table with `rates` (the priority sampler's `rate_by_service`: keys
+    /// absent from it are removed, like the Go agent's `SetAll`); rates are clamped to [0, 1],
+    /// at most [`MAX_ENTRIES`] keys are kept (the default key first). Bumps the version when
+    /// anything changed.
+    pub fn replace_all(&self, rates: impl IntoIterator<Item = (String, f64)>) {
+        let started = self.started;
+        let mut next = BTreeMap::new();
+        for (k, v) in rates {
+            if next.len() < MAX_ENTRIES || k == DEFAULT_KEY {
+                next.insert(k, if v.is_nan() { 0.0 } else { v.clamp(0.0, 1.0) });
+            }
+        }
+        if next.len() > MAX_ENTRIES
+            && let Some(k) = next.keys().rfind(|k| k.as_str() != DEFAULT_KEY).cloned()
+        {
+            next.remove(&k);
+        }
+        self.with_write(|i| {
+            if i.rates != next {
+                i.rates = next;
+                Self::refresh(started, i);
+            }
+        });
+    }
+
     /// The current rate for `key`.
     pub fn get(&self, key: &str) -> Option<f64> {
         self.inner
@@ -144,6 +169,30 @@ mod tests {
         t.observe("web", "prod");
         assert_eq!(t.reply(None).1, v2, "no change, same version");
         assert_eq!(t.reply(Some(&v2)).0, "{}");
+    }
+
+    #[test]
+    fn replace_all_removes_absent_keys_and_clamps() {
+        let t = RatesTable::new();
+        t.observe("old", "prod");
+        let (_, v1) = t.reply(None);
+        t.replace_all([
+            (rate_key("web", "prod"), 0.25),
+            (rate_key("web", ""), 1.5),
+            (DEFAULT_KEY.to_owned(), 0.5),
+        ]);
+        let (body, v2) = t.reply(None);
+        assert_ne!(v1, v2);
+        assert_eq!(t.get("service:old,env:prod"), None, "{body}");
+        assert_eq!(t.get("service:web,env:prod"), Some(0.25));
+        assert_eq!(t.get("service:web,env:"), Some(1.0));
+        assert_eq!(t.get(DEFAULT_KEY), Some(0.5));
+        t.replace_all([
+            (DEFAULT_KEY.to_owned(), 0.5),
+            (rate_key("web", ""), 1.0),
+            (rate_key("web", "prod"), 0.25),
+        ]);
+        assert_eq!(t.reply(None).1, v2, "same rates, same version");
     }
 
     #[test]

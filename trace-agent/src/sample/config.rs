@@ -1,0 +1,37 @@
+//! Sampler settings that live in [`crate::config::AgentConfig::sampler`]. The target TPS
+//! (`max_traces_per_second`), `extra_sample_rate`, the default env and `features` stay at the
+//! top of `AgentConfig`, where `/info` reads them too.
+
+use super::catalog::DEFAULT_MAX_CATALOG_ENTRIES;
+use super::probabilistic::ProbabilisticConfig;
+use super::rare::RareConfig;
+
+/// Default `apm_config.errors_per_second`.
+pub const DEFAULT_ERROR_TPS: f64 = 10.0;
+
+/// `apm_config` sampler keys (spec section 8).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SamplerConfig {
+    /// `apm_config.errors_per_second` (`DD_APM_ERROR_TPS`): errors-sampler target; 0 disables it.
+    pub errors_per_second: f64,
+    /// `apm_config.enable_rare_sampler` and `apm_config.rare_sampler.*`.
+    pub rare: RareConfig,
+    /// `apm_config.probabilistic_sampler.*`.
+    pub probabilistic: ProbabilisticConfig,
+    /// `apm_config.max_catalog_entries`: `(service, env)` pairs in the priority catalog.
+    pub max_catalog_entries: usize,
+    /// `apm_config.error_tracking_standalone.enabled`: keep only chunks with errors.
+    pub error_tracking_standalone: bool,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            errors_per_second: DEFAULT_ERROR_TPS,
+            rare: RareConfig::default(),
+            probabilistic: ProbabilisticConfig::default(),
+            max_catalog_entries: DEFAULT_MAX_CATALOG_ENTRIES,
+            error_tracking_standalone: false,
+        }
+    }
+}
