@@ -311,6 +311,12 @@ impl GroupKey {
     }
 }
 
+impl Hash for GroupKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.hash_fields(state);
+    }
+}
+
 fn hash_common<H: Hasher>(h: &mut H, strs: [&str; 8], scalars: (u32, Option<u32>, bool, i32)) {
     for s in strs {
         h.write(s.as_bytes());

@@ -26,7 +26,7 @@ pub mod sketch;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-// pub use client::{ClientStatsAggregator, ClientStatsInput};
+pub use client::{ClientStatsAggregator, ClientStatsInput};
 pub use concentrator::{Concentrator, ConcentratorCounters};
 
 /// Stats configuration (`apm_config.*` keys of spec 6 and 8).
