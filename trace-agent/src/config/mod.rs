@@ -101,6 +101,10 @@ pub struct AgentConfig {
     /// `max_payload_size`; a full channel makes handlers wait, which holds their decoder slot
     /// and turns into 429/overload replies).
     pub pipeline_capacity: usize,
+    /// Stats concentrator and client-stats settings (`apm_config.compute_stats_by_span_kind`,
+    /// `peer_tags_aggregation`, `peer_tags`, `bucket_size_seconds`,
+    /// `stats_max_groups_per_bucket`; container id dimension from `features`).
+    pub stats: crate::stats::StatsConfig,
     /// Where each value came from, by key path.
     pub origins: BTreeMap<String, Origin>,
     /// Warnings found while loading (unknown keys…), logged at start.
@@ -146,6 +150,7 @@ impl Default for AgentConfig {
             obfuscation_cache_enabled: true,
             obfuscation_cache_max_size: crate::process::sql_cache::DEFAULT_MAX_BYTES,
             pipeline_capacity: 32,
+            stats: crate::stats::StatsConfig::default(),
             origins: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -308,6 +313,18 @@ impl AgentConfig {
         line(
             "apm_config.obfuscation.cache.max_size",
             self.obfuscation_cache_max_size.to_string(),
+        );
+        let st = &self.stats;
+        line(
+            "apm_config.compute_stats_by_span_kind",
+            st.compute_stats_by_span_kind.to_string(),
+        );
+        line("apm_config.peer_tags_aggregation", st.peer_tags_aggregation.to_string());
+        line("apm_config.peer_tags", format!("{:?}", st.peer_tags));
+        line("apm_config.bucket_size_seconds", st.bucket_size.as_secs().to_string());
+        line(
+            "apm_config.stats_max_groups_per_bucket",
+            st.max_groups_per_bucket.to_string(),
         );
         out
     }

@@ -28,6 +28,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use client::{ClientStatsAggregator, ClientStatsInput};
 pub use concentrator::{Concentrator, ConcentratorCounters};
+/// The stats wire types (`StatsPayload`, `ClientStatsPayload`, `ClientStatsBucket`,
+/// `ClientGroupedStats`), re-exported from `libdd-trace-protobuf`.
+pub use libdd_trace_protobuf::pb;
 
 /// Stats configuration (`apm_config.*` keys of spec 6 and 8).
 #[derive(Debug, Clone, PartialEq)]
