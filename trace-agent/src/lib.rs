@@ -40,6 +40,7 @@ pub mod process;
 pub mod receiver;
 pub mod sample;
 pub mod span;
+pub mod stats;
 pub mod status;
 pub mod upstream;
 

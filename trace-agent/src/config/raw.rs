@@ -48,6 +48,11 @@ pub(crate) struct RawApm {
     pub(crate) global_tags: Option<BTreeMap<String, String>>,
     pub(crate) features: Option<Vec<String>>,
     pub(crate) obfuscation: Option<RawObfuscation>,
+    pub(crate) compute_stats_by_span_kind: Option<bool>,
+    pub(crate) peer_tags_aggregation: Option<bool>,
+    pub(crate) peer_tags: Option<Vec<String>>,
+    pub(crate) bucket_size_seconds: Option<u64>,
+    pub(crate) stats_max_groups_per_bucket: Option<usize>,
     #[serde(flatten)]
     pub(crate) upstream: super::upstream::RawUpstream,
 }
@@ -226,6 +231,11 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.obfuscation.cache",
     "apm_config.obfuscation.cache.enabled",
     "apm_config.obfuscation.cache.max_size",
+    "apm_config.compute_stats_by_span_kind",
+    "apm_config.peer_tags_aggregation",
+    "apm_config.peer_tags",
+    "apm_config.bucket_size_seconds",
+    "apm_config.stats_max_groups_per_bucket",
 ];
 
 /// Key paths in `value` not in [`KNOWN_KEYS`] (maps are walked only below known maps).
