@@ -10,13 +10,19 @@ const EXPECTED_SPANS: u64 = 6 * 9 + 2 * 11;
 
 /// Our agent, in-process on a free port, on its own runtime.
 fn start_agent() -> (tokio::runtime::Runtime, u16, trace_agent::Agent) {
+    start_agent_with(|_| {})
+}
+
+fn start_agent_with(edit: impl FnOnce(&mut AgentConfig)) -> (tokio::runtime::Runtime, u16, trace_agent::Agent) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     let port = apm::free_port();
-    let agent = rt.block_on(trace_agent::start(AgentConfig::local(port))).unwrap();
+    let mut config = AgentConfig::local(port);
+    edit(&mut config);
+    let agent = rt.block_on(trace_agent::start(config)).unwrap();
     (rt, port, agent)
 }
 
@@ -87,14 +93,12 @@ fn ddtrace_flask_demo_with_client_stats() {
     );
 }
 
-/// The rates feedback loop with the real tracer: the agent's rate 0 for the demo service makes
-/// ddtrace (stats on) drop P0 traces itself and report them; every trace is accounted for.
+/// The rates feedback loop with the real tracer: a target of 0 traces/s makes the priority
+/// sampler feed back rate 0, so ddtrace (stats on) drops P0 traces itself and reports them;
+/// every trace is accounted for.
 #[test]
 fn ddtrace_honours_rate_by_service_and_reports_its_p0_drops() {
-    let (rt, port, agent) = start_agent();
-    agent
-        .rates()
-        .set_rates([("service:flask-demo,env:demo".to_owned(), 0.0)]);
+    let (rt, port, agent) = start_agent_with(|c| c.max_traces_per_second = 0.0);
     let requests = 12;
     let run = apm::run_flask_demo(
         port,

@@ -11,10 +11,14 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, ConfigError};
-use crate::pipeline::{ChunkSink, CountingSink, SinkCounters, spawn_pipeline};
+use crate::forward::{ForwardParts, ForwardShared, ForwardSink, StatsFlush};
+use crate::pipeline::{ChunkSink, PipelineItem, SinkCounters, spawn_pipeline};
 use crate::receiver::server::{BindError, Listener, accept_loop, bind_tcp, bind_unix};
 use crate::receiver::{AppState, compile_process_config, info::InfoDoc, rates::RatesTable};
+use crate::sample::Samplers;
+use crate::stats::{AgentIdentity, ClientStatsAggregator, Concentrator};
 use crate::status::{AgentStats, StatusSnapshot};
+use crate::upstream::{DatadogWriter, DatadogWriterConfig, OtlpWriter, OtlpWriterConfig, Upstream, UpstreamError};
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +29,9 @@ pub enum RunError {
     /// A listener could not be opened.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// An upstream writer could not start.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     /// Neither TCP nor a Unix socket is configured.
     #[error("no listener configured: receiver_port is 0 and no receiver_socket is set")]
     NoListener,
@@ -39,6 +46,7 @@ pub struct Agent {
     rates: Arc<RatesTable>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    upstreams: Vec<Arc<dyn Upstream>>,
 }
 
 impl Agent {
@@ -67,17 +75,96 @@ impl Agent {
     pub async fn shutdown(self) -> StatusSnapshot {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+        // The sink flushed every writer when the pipeline closed; now let them deliver.
+        for u in &self.upstreams {
+            u.shutdown(UPSTREAM_SHUTDOWN).await;
+        }
         self.stats.snapshot(self.listening)
     }
 }
 
-/// Binds the listeners of `config` and starts serving in the background of the current runtime,
-/// handing processed payloads to a [`CountingSink`].
+/// How long shutdown waits for the writers to deliver what they hold (spec 7.1: 5 s).
+const UPSTREAM_SHUTDOWN: Duration = Duration::from_secs(5);
+
+/// The writers `config` asks for: Datadog when an API key is set, OTLP when an endpoint is set.
 ///
 /// # Errors
-/// Configuration or bind errors (a taken port is reported with how to pick another).
+/// A writer that cannot start (bad URL, unusable key).
+pub fn upstreams_from_config(config: &AgentConfig) -> Result<Vec<Arc<dyn Upstream>>, UpstreamError> {
+    let mut out: Vec<Arc<dyn Upstream>> = Vec::new();
+    if config.api_key.is_some() {
+        let mut dd = DatadogWriterConfig::from_agent(config)?;
+        dd.error_tps = config.sampler.errors_per_second;
+        dd.rare_sampler_enabled = config.sampler.rare.enabled;
+        out.push(Arc::new(DatadogWriter::start(dd)?));
+    }
+    if let Some(otlp) = OtlpWriterConfig::from_agent(config) {
+        out.push(Arc::new(OtlpWriter::start(otlp)?));
+    }
+    Ok(out)
+}
+
+/// Binds the listeners of `config` and starts serving in the background of the current runtime:
+/// stats, samplers and the upstream writers of [`upstreams_from_config`].
+///
+/// # Errors
+/// Configuration, bind or writer start-up errors (a taken port is reported with how to pick
+/// another).
 pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
-    start_with_sink(config, CountingSink::new).await
+    let upstreams = upstreams_from_config(&config)?;
+    start_with_upstreams(config, upstreams, StatsFlush::Standard).await
+}
+
+/// Like [`start`], with the given writers (tests pass loopback ones).
+///
+/// # Errors
+/// Configuration or bind errors.
+pub async fn start_with_upstreams(
+    config: AgentConfig,
+    upstreams: Vec<Arc<dyn Upstream>>,
+    flush_mode: StatsFlush,
+) -> Result<Agent, RunError> {
+    let hostname = if config.hostname.is_empty() {
+        crate::upstream::datadog::system_hostname()
+    } else {
+        config.hostname.clone()
+    };
+    let identity = AgentIdentity {
+        hostname,
+        env: config.default_env.clone(),
+        version: crate::receiver::AGENT_VERSION.to_owned(),
+    };
+    let now = std::time::SystemTime::now();
+    let samplers = Samplers::new(&config);
+    let concentrator = Concentrator::new(&config.stats, identity.clone(), now);
+    let client_stats = ClientStatsAggregator::new(&config.stats, identity, now);
+    let bucket = config.stats.bucket_size;
+    let writers = upstreams.clone();
+    start_inner(config, upstreams, move |parts| {
+        ForwardSink::new(
+            ForwardParts {
+                samplers,
+                concentrator,
+                client_stats,
+                upstreams: writers,
+                rates: parts.rates,
+                counters: parts.counters,
+                shared: parts.forward,
+                flush_mode,
+                bucket,
+            },
+            Arc::new(std::time::SystemTime::now),
+        )
+    })
+    .await
+}
+
+/// What a sink factory gets from the agent.
+#[derive(Debug)]
+struct SinkParts {
+    counters: Arc<SinkCounters>,
+    rates: Arc<RatesTable>,
+    forward: Arc<ForwardShared>,
 }
 
 /// Like [`start`], with the next stage built by `make_sink` (given the counters `status` shows
@@ -88,6 +175,14 @@ pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
 pub async fn start_with_sink<S: ChunkSink>(
     config: AgentConfig,
     make_sink: impl FnOnce(Arc<SinkCounters>) -> S,
+) -> Result<Agent, RunError> {
+    start_inner(config, Vec::new(), |parts| make_sink(parts.counters)).await
+}
+
+async fn start_inner<S: ChunkSink>(
+    config: AgentConfig,
+    upstreams: Vec<Arc<dyn Upstream>>,
+    make_sink: impl FnOnce(SinkParts) -> S,
 ) -> Result<Agent, RunError> {
     let process = compile_process_config(&config)?;
     let mut listeners = Vec::new();
@@ -111,8 +206,16 @@ pub async fn start_with_sink<S: ChunkSink>(
         return Err(RunError::NoListener);
     }
     let stats = Arc::new(AgentStats::default());
-    let (pipeline, pipeline_task) = spawn_pipeline(config.pipeline_capacity, make_sink(Arc::clone(&stats.sink)));
     let rates = Arc::new(RatesTable::new());
+    let _ = stats.upstreams.set(upstreams.clone());
+    let sink = make_sink(SinkParts {
+        counters: Arc::clone(&stats.sink),
+        rates: Arc::clone(&rates),
+        forward: Arc::clone(&stats.forward),
+    });
+    let (pipeline, pipeline_task) = spawn_pipeline(config.pipeline_capacity, sink);
+    let (stop, stop_rx) = watch::channel(false);
+    let ticker = tokio::spawn(tick(pipeline.clone(), stop_rx.clone()));
     let decoders = config.decoders.max(1);
     let state = Arc::new(AppState {
         info: InfoDoc::new(&config),
@@ -125,7 +228,6 @@ pub async fn start_with_sink<S: ChunkSink>(
         last_warn: AtomicU64::new(0),
         config: Arc::new(config),
     });
-    let (stop, stop_rx) = watch::channel(false);
     let graceful = Arc::new(GracefulShutdown::new());
     let loops: Vec<JoinHandle<()>> = listeners
         .into_iter()
@@ -148,8 +250,10 @@ pub async fn start_with_sink<S: ChunkSink>(
         {
             tracing::warn!("in-flight requests did not finish within {drain_timeout:?}; closing them");
         }
-        // Dropping the last state drops the pipeline sender: the sink drains and flushes.
+        // Dropping the last state (and the ticker's sender) closes the pipeline: the sink
+        // drains and flushes.
         drop(state);
+        let _ = ticker.await;
         let _ = pipeline_task.await;
     });
     Ok(Agent {
@@ -159,7 +263,28 @@ pub async fn start_with_sink<S: ChunkSink>(
         rates,
         stop,
         task,
+        upstreams,
     })
+}
+
+/// Sends [`PipelineItem::Tick`] every second until `stop` (skipped while the pipeline is full:
+/// the sink is busy and ticks again when it catches up).
+async fn tick(pipeline: crate::pipeline::PipelineSender, mut stop: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {
+                if let Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) = pipeline.try_send(PipelineItem::Tick) {
+                    return;
+                }
+            }
+            r = stop.wait_for(|s| *s) => {
+                let _ = r;
+                return;
+            }
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` becomes true (or its sender is dropped), then shuts down

@@ -15,6 +15,9 @@
 //!   (a counting sink until samplers, stats and writers exist; see [`start_with_sink`]);
 //! * [`sample`] — the samplers (priority feedback loop, errors, no-priority, rare,
 //!   probabilistic, single-span) and their counters;
+//! * [`stats`] — the stats concentrator (DDSketch latencies) and the client-stats aggregator;
+//! * [`upstream`] — the writers: Datadog intake (protobuf + zstd, msgpack stats), OTLP/HTTP;
+//! * [`forward`] — the real next stage: stats → samplers → upstream writers;
 //! * [`status`] — the counters behind `trace-agent status`.
 //!
 //! Per request: limits (cross-site, declared size, decoder slot) → bounded body read →
@@ -35,6 +38,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod forward;
 pub mod pipeline;
 pub mod process;
 pub mod receiver;
@@ -46,4 +50,4 @@ pub mod upstream;
 
 mod agent;
 
-pub use agent::{Agent, RunError, run, start, start_with_sink};
+pub use agent::{Agent, RunError, run, start, start_with_sink, start_with_upstreams, upstreams_from_config};

@@ -33,6 +33,8 @@ pub enum PipelineItem {
     Traces(ProcessedPayload),
     /// A decoded and processed client-stats payload (`/v0.6/stats`).
     ClientStats(ClientStatsInput),
+    /// Time passed (sent every second by the agent): flush what is due.
+    Tick,
 }
 
 /// The consumer of processed payloads (samplers, stats, writers). Runs on its own thread, one
@@ -50,6 +52,8 @@ pub trait ChunkSink: Send + 'static {
             "client stats payload dropped: this sink does not aggregate client stats"
         );
     }
+    /// Called about every second (and not at all while the sink is busy): flush what is due.
+    fn tick(&mut self) {}
     /// Called once when the channel is closed and drained (shutdown): flush what is buffered.
     fn flush(&mut self) {}
 }
@@ -115,6 +119,7 @@ pub fn spawn_pipeline<S: ChunkSink>(capacity: usize, mut sink: S) -> (PipelineSe
             match item {
                 PipelineItem::Traces(p) => sink.consume(p),
                 PipelineItem::ClientStats(s) => sink.consume_client_stats(s),
+                PipelineItem::Tick => sink.tick(),
             }
         }
         sink.flush();

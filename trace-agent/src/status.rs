@@ -75,6 +75,10 @@ pub struct AgentStats {
     pub client_dropped_p0_spans: AtomicU64,
     /// What the next stage consumed.
     pub sink: std::sync::Arc<SinkCounters>,
+    /// The forwarding stage's report (samplers, stats), refreshed by the sink every second.
+    pub forward: std::sync::Arc<crate::forward::ForwardShared>,
+    /// The upstream writers (set once at start-up).
+    pub upstreams: std::sync::OnceLock<Vec<std::sync::Arc<dyn crate::upstream::Upstream>>>,
 }
 
 impl Default for AgentStats {
@@ -92,6 +96,8 @@ impl Default for AgentStats {
             client_dropped_p0_traces: AtomicU64::new(0),
             client_dropped_p0_spans: AtomicU64::new(0),
             sink: std::sync::Arc::default(),
+            forward: std::sync::Arc::default(),
+            upstreams: std::sync::OnceLock::new(),
         }
     }
 }
@@ -127,6 +133,12 @@ pub struct StatusSnapshot {
     pub client_dropped_p0: (u64, u64),
     /// Last error: unix seconds and message.
     pub last_error: Option<(u64, String)>,
+    /// Samplers and stats (when the forwarding stage runs).
+    #[serde(default)]
+    pub forward: Option<crate::forward::ForwardReport>,
+    /// Every upstream writer.
+    #[serde(default)]
+    pub writers: Vec<crate::upstream::WriterStatus>,
 }
 
 impl StatusSnapshot {
@@ -226,7 +238,11 @@ impl AgentStats {
                 spans: self.sink.spans.load(Ordering::Relaxed),
                 bytes: 0,
             },
-            upstream: "no upstream writer yet: processed traces are counted, not sent".to_owned(),
+            upstream: match self.upstreams.get() {
+                None => "no upstream writer: processed traces are counted, not sent".to_owned(),
+                Some(u) if u.is_empty() => "none configured: kept traces are dropped".to_owned(),
+                Some(u) => u.iter().map(|w| w.name().to_owned()).collect::<Vec<_>>().join(", "),
+            },
             info_requests: self.info_requests.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             client_stats_payloads: self.client_stats_payloads.load(Ordering::Relaxed),
@@ -236,6 +252,12 @@ impl AgentStats {
                 self.client_dropped_p0_spans.load(Ordering::Relaxed),
             ),
             last_error: lock(&self.last_error).clone(),
+            forward: self.upstreams.get().map(|_| self.forward.report()),
+            writers: self
+                .upstreams
+                .get()
+                .map(|u| u.iter().map(|w| w.status()).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -348,6 +370,12 @@ pub fn render(s: &StatusSnapshot) -> String {
         s.forwarded.payloads, s.forwarded.traces, s.forwarded.spans
     );
     let _ = writeln!(o, "Upstream: {}", s.upstream);
+    if let Some(f) = &s.forward {
+        o.push_str(&render_forward(f));
+    }
+    for w in &s.writers {
+        o.push_str(&render_writer(w));
+    }
     let _ = writeln!(
         o,
         "Tracer-computed stats payloads (/v0.6/stats): {}",
@@ -370,6 +398,58 @@ pub fn render(s: &StatusSnapshot) -> String {
         }
         None => {
             let _ = writeln!(o, "Last error: none");
+        }
+    }
+    o
+}
+
+fn render_forward(f: &crate::forward::ForwardReport) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "\nSamplers");
+    o.push_str(&f.samplers.render());
+    let _ = writeln!(
+        o,
+        "\nStats: {} payloads computed ({} skipped: tracer-computed), {} spans counted, {} in the \
+         overflow group, {} late; {} buckets flushed; {} stats payloads sent; {} client-stats payloads",
+        f.stats_payloads,
+        f.stats_skipped_client_computed,
+        f.stats_spans_counted,
+        f.stats_overflow_spans,
+        f.stats_late_spans,
+        f.stats_buckets_flushed,
+        f.stats_payloads_sent,
+        f.client_stats_payloads
+    );
+    o
+}
+
+fn render_writer(w: &crate::upstream::WriterStatus) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(o, "\nWriter {} → {}", w.name, w.endpoints.join(", "));
+    for (what, s) in [("traces", &w.traces), ("stats", &w.stats)] {
+        let ago = |t: Option<SystemTime>| {
+            t.and_then(|t| SystemTime::now().duration_since(t).ok())
+                .map_or_else(|| "never".to_owned(), |d| format!("{} s ago", d.as_secs()))
+        };
+        let _ = writeln!(
+            o,
+            "  {what}: {} payloads ({} items, {} bytes) sent, {} retries, failures {:?}, dropped {:?}, \
+             queue {}/{} ({} bytes), last success {}",
+            s.payloads_sent,
+            s.items_sent,
+            s.bytes_sent,
+            s.retries,
+            s.failures,
+            s.dropped_payloads,
+            s.queue_depth,
+            s.queue_capacity,
+            s.queue_bytes,
+            ago(s.last_success)
+        );
+        if let Some((at, msg)) = &s.last_error {
+            let _ = writeln!(o, "    last error ({}): {msg}", ago(Some(*at)));
         }
     }
     o

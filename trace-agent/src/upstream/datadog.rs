@@ -138,7 +138,7 @@ impl DatadogWriterConfig {
 }
 
 /// The kernel's host name (Linux), or empty.
-fn system_hostname() -> String {
+pub fn system_hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
