@@ -13,6 +13,8 @@
 //! * [`pipeline`] — the bounded hand-off of processed payloads ([`span::OwnedPayload`]: spans
 //!   plus the body they borrow) to the next stage, a [`pipeline::ChunkSink`] on its own thread
 //!   (a counting sink until samplers, stats and writers exist; see [`start_with_sink`]);
+//! * [`stats`] — the stats concentrator, the `/v0.6/stats` client-stats aggregator, DDSketch,
+//!   and the `/api/v0.2/stats` encoding;
 //! * [`status`] — the counters behind `trace-agent status`.
 //!
 //! Per request: limits (cross-site, declared size, decoder slot) → bounded body read →
