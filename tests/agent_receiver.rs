@@ -912,3 +912,70 @@ fn the_next_stage_gets_the_tracer_identity_and_payload_fields() {
         )]
     );
 }
+
+/// `/v0.6/stats` payloads reach the next stage decoded and processed (env default, headers,
+/// obfuscated SQL resources); bad ones are 400.
+#[test]
+fn client_stats_reach_the_next_stage_processed() {
+    use trace_agent::stats::{ClientStatsInput, pb};
+    struct StatsSink(std::sync::Arc<std::sync::Mutex<Vec<pb::ClientStatsPayload>>>);
+    impl trace_agent::pipeline::ChunkSink for StatsSink {
+        fn consume(&mut self, _p: trace_agent::pipeline::ProcessedPayload) {}
+        fn consume_client_stats(&mut self, input: ClientStatsInput) {
+            self.0.lock().unwrap().push(input.payload);
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = std::sync::Arc::default();
+    let sink = StatsSink(std::sync::Arc::clone(&seen));
+    let config = AgentConfig {
+        receiver_port: apm::free_port(),
+        ..AgentConfig::default()
+    };
+    let agent = rt
+        .block_on(trace_agent::start_with_sink(config, move |_| sink))
+        .unwrap();
+    let payload = pb::ClientStatsPayload {
+        hostname: "h".into(),
+        stats: vec![pb::ClientStatsBucket {
+            start: 1_700_000_000_000_000_000,
+            duration: 10_000_000_000,
+            stats: vec![pb::ClientGroupedStats {
+                service: "db".into(),
+                name: "postgres.query".into(),
+                resource: "SELECT * FROM t WHERE id = 42".into(),
+                r#type: "sql".into(),
+                hits: 3,
+                ..Default::default()
+            }],
+            agent_time_shift: 0,
+        }],
+        ..Default::default()
+    };
+    let body = rmp_serde::to_vec_named(&payload).unwrap();
+    let headers = [
+        MSGPACK,
+        ("Datadog-Meta-Lang", "python"),
+        ("Datadog-Meta-Tracer-Version", "4.16.0"),
+    ];
+    let addr = agent.tcp_addr().unwrap();
+    let (status, _, _) = raw_exchange(addr, &request("POST", "/v0.6/stats", &headers, &body));
+    assert_eq!(status, 200);
+    let (status, _, reply) = raw_exchange(addr, &request("POST", "/v0.6/stats", &headers, &body[..body.len() / 2]));
+    assert_eq!(status, 400, "{}", String::from_utf8_lossy(&reply));
+    let snapshot = rt.block_on(agent.shutdown());
+    assert_eq!(snapshot.client_stats_payloads, 1);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    let p = &seen[0];
+    assert_eq!(
+        (p.env.as_str(), p.lang.as_str(), p.tracer_version.as_str()),
+        ("none", "python", "4.16.0")
+    );
+    assert_eq!(p.stats[0].stats[0].resource, "SELECT * FROM t WHERE id = ?");
+    assert_eq!(p.stats[0].stats[0].hits, 3);
+}

@@ -1,6 +1,8 @@
-//! Decode + normalize + obfuscate throughput on Flask-like payloads built from the real ddtrace
-//! captures (../shared/peer/captures), in spans per second, next to Datadog's own Rust chain
-//! (`libdd-trace-utils` zero-copy decoder + `libdd-trace-obfuscation`) in the same run.
+//! Decode + normalize + obfuscate (+ stats) throughput on Flask-like payloads built from the
+//! real ddtrace captures (../shared/peer/captures), in spans per second, next to Datadog's own
+//! Rust chain (`libdd-trace-utils` zero-copy decoder + `libdd-trace-obfuscation` +
+//! `libdd-trace-stats` concentrator) in the same run. The `stats_only` groups time the two
+//! concentrators alone on already-processed spans.
 //!
 //! `cargo bench -p trace-agent --bench decode_process -- --warm-up-time 1 --measurement-time 3`
 
@@ -12,6 +14,7 @@ use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
 use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
+use trace_agent::stats::{AgentIdentity, Concentrator, StatsConfig};
 
 /// Same allocator as the `trace-agent` binary, for both chains.
 #[global_allocator]
@@ -89,6 +92,17 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
             black_box(p)
         })
     });
+    let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(NOW as u64);
+    let our_concentrator = || Concentrator::new(&StatsConfig::default(), AgentIdentity::default(), now);
+    g.bench_function("ours/decode+normalize+obfuscate+stats", |b| {
+        let mut concentrator = our_concentrator();
+        b.iter(|| {
+            let mut p = decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap();
+            black_box(process_payload(&mut p, &facts, &config, NOW));
+            concentrator.add_payload(&p, now);
+            black_box(p)
+        })
+    });
     let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
     let tiny = libdd_tinybytes::Bytes::from(body.to_vec());
     let decode_dd = |b: libdd_tinybytes::Bytes| match version {
@@ -114,7 +128,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
             std::time::Duration::from_secs(10),
             std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(NOW as u64),
             vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
-            vec![],
+            StatsConfig::default().peer_tag_keys(),
             None,
             vec![],
         );
@@ -129,6 +143,40 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
                 }
             }
             black_box(traces)
+        })
+    });
+    g.finish();
+
+    // The concentrators alone, on the same processed spans (peer-tag keys as each agent uses).
+    let mut g = c.benchmark_group(format!("{name}/stats_only"));
+    g.throughput(Throughput::Elements(spans));
+    let mut processed = decode_payload(version, Encoding::Msgpack, body).unwrap();
+    process_payload(&mut processed, &facts, &config, NOW);
+    g.bench_function("ours/concentrator", |b| {
+        let mut concentrator = our_concentrator();
+        b.iter(|| concentrator.add_payload(black_box(&processed), now))
+    });
+    let mut dd_traces = decode_dd(tiny.clone());
+    for t in &mut dd_traces {
+        for s in t.iter_mut() {
+            libdd_trace_obfuscation::obfuscate::obfuscate_v04_span(s, &dd_config);
+        }
+    }
+    g.bench_function("libdatadog/concentrator", |b| {
+        let mut concentrator = libdd_trace_stats::span_concentrator::SpanConcentrator::new(
+            std::time::Duration::from_secs(10),
+            now,
+            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
+            StatsConfig::default().peer_tag_keys(),
+            None,
+            vec![],
+        );
+        b.iter(|| {
+            for t in black_box(&dd_traces) {
+                for s in t.iter() {
+                    concentrator.add_span(s);
+                }
+            }
         })
     });
     g.finish();

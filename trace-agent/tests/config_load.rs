@@ -188,3 +188,39 @@ fn the_env_line_names_where_the_env_came_from() {
     let c = load(None, &env(&[])).unwrap();
     assert!(env_line(&c).ends_with("(default)"), "{}", env_line(&c));
 }
+
+#[test]
+fn stats_keys_from_file_and_env() {
+    let c = load(None, &env(&[])).unwrap();
+    assert!(c.stats.compute_stats_by_span_kind && c.stats.peer_tags_aggregation);
+    assert_eq!(c.stats.bucket_size, Duration::from_secs(10));
+    assert!(!c.stats.container_id_dimension);
+    let f = yaml(
+        "apm_config:\n  compute_stats_by_span_kind: false\n  peer_tags: [\"custom.peer\"]\n  bucket_size_seconds: 5\n  stats_max_groups_per_bucket: 100\n  features: [enable_cid_stats]\n",
+    );
+    let c = load(
+        Some(f.path()),
+        &env(&[
+            ("DD_APM_PEER_TAGS_AGGREGATION", "false"),
+            ("DD_APM_PEER_TAGS", r#"["from.env"]"#),
+        ]),
+    )
+    .unwrap();
+    assert!(!c.stats.compute_stats_by_span_kind);
+    assert!(!c.stats.peer_tags_aggregation);
+    assert_eq!(c.stats.peer_tags, ["from.env"]);
+    assert_eq!(c.stats.bucket_size, Duration::from_secs(5));
+    assert_eq!(c.stats.max_groups_per_bucket, 100);
+    assert!(c.stats.container_id_dimension);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(c.describe().contains("apm_config.bucket_size_seconds"));
+    let bad = yaml("apm_config:\n  bucket_size_seconds: 0\n");
+    assert!(matches!(
+        load(Some(bad.path()), &env(&[])),
+        Err(ConfigError::Invalid { .. })
+    ));
+    let e = load(None, &env(&[("DD_APM_PEER_TAGS", "not json")])).unwrap_err();
+    assert!(e.to_string().contains("DD_APM_PEER_TAGS"), "{e}");
+    let c = load(None, &env(&[("DD_APM_FEATURES", "enable_cid_stats,disable_cid_stats")])).unwrap();
+    assert!(!c.stats.container_id_dimension);
+}

@@ -242,12 +242,22 @@ impl Concentrator {
         let now = unix_nanos(now);
         let latest = align(now, self.bucket_ns).saturating_add(MAX_FUTURE_BUCKETS.saturating_mul(self.bucket_ns));
         let container_tags = tag_get(&payload.tags, CONTAINER_TAGS_KEY).map_or("", |s| s.as_str());
+        let (container_git_sha, image_tag) = if container_tags.is_empty() {
+            ("", "")
+        } else {
+            (
+                container_tag(container_tags, "git.commit.sha"),
+                container_tag(container_tags, "image_tag"),
+            )
+        };
+        let process_tags = tag_get(&payload.tags, PROCESS_TAGS_KEY).map_or("", |s| s.as_str());
         let agent_key = PayloadKeyRef {
             env: &self.agent.env,
             hostname: &self.agent.hostname,
             ..PayloadKeyRef::default()
         };
         let agent_hash = self.hasher.hash_one(agent_key);
+        let mut last_payload: Option<(i64, &str, u32)> = None;
         for chunk in &payload.chunks {
             let root = root_index(&chunk.spans).and_then(|i| chunk.spans.get(i));
             let weight = root.and_then(|r| r.metric(SAMPLE_RATE_KEY)).map_or(1.0, weight_of_rate);
@@ -255,7 +265,7 @@ impl Concentrator {
                 .and_then(|r| r.meta(GIT_COMMIT_SHA_KEY))
                 .or_else(|| tag_get(&chunk.tags, GIT_COMMIT_SHA_KEY).map(|s| s.as_str()))
                 .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| container_tag(container_tags, "git.commit.sha"));
+                .unwrap_or(container_git_sha);
             let pkey = PayloadKeyRef {
                 env: non_empty_or(&payload.env, &self.agent.env),
                 hostname: non_empty_or(&payload.hostname, &self.agent.hostname),
@@ -266,14 +276,18 @@ impl Concentrator {
                     ""
                 },
                 git_commit_sha,
-                image_tag: container_tag(container_tags, "image_tag"),
+                image_tag,
                 lang: &payload.language_name,
-                process_tags: tag_get(&payload.tags, PROCESS_TAGS_KEY).map_or("", |s| s.as_str()),
+                process_tags,
             };
-            let phash = self.hasher.hash_one(pkey);
+            // Hashed only when the payload key must be looked up.
+            let phash = std::cell::OnceCell::new();
             let synthetics = chunk.origin.starts_with("synthetics");
-            // Spans of a chunk mostly end in the same bucket: remember its payload id.
-            let mut cached: Option<(i64, u32)> = None;
+            // Spans of a chunk mostly end in the same bucket, and chunks of a payload mostly share
+            // their payload key (only the git sha can differ): remember the last payload id.
+            if last_payload.is_some_and(|(_, sha, _)| sha != git_commit_sha) {
+                last_payload = None;
+            }
             for span in &chunk.spans {
                 self.counters.spans_seen += 1;
                 let Some(st) = span_stats(span, synthetics, self.by_span_kind, &self.peer_keys) else {
@@ -290,11 +304,12 @@ impl Concentrator {
                     self.counters.future_clamped_spans += 1;
                 }
                 let bucket = self.buckets.entry(btime).or_default();
-                let pid = match cached {
-                    Some((t, id)) if t == btime => id,
+                let pid = match last_payload {
+                    Some((t, _, id)) if t == btime => id,
                     _ => {
+                        let phash = *phash.get_or_init(|| self.hasher.hash_one(pkey));
                         let id = bucket.payload_id(&pkey, phash, (&agent_key, agent_hash), self.max_groups);
-                        cached = Some((btime, id));
+                        last_payload = Some((btime, git_commit_sha, id));
                         id
                     }
                 };

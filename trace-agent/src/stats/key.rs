@@ -138,19 +138,20 @@ pub struct GroupKey {
 }
 
 impl GroupKeyRef<'_> {
-    /// Hashes the fields the same way as [`GroupKey::hash_fields`].
+    /// Hashes the fields the same way as [`GroupKey::hash_fields`]: resource, name and service
+    /// in full, the rest through their lengths and values packed in one word (equality decides;
+    /// hashing fewer bytes is what makes a lookup cheap).
     pub fn hash_fields<H: Hasher>(&self, h: &mut H) {
-        hash_common(
+        hash_key(
             h,
+            [self.resource, self.name, self.service],
             [
-                self.service,
-                self.name,
-                self.resource,
-                self.span_type,
-                self.span_kind,
-                self.http_method,
-                self.http_endpoint,
-                self.service_source,
+                self.span_type.len(),
+                self.span_kind.len(),
+                self.http_method.len(),
+                self.http_endpoint.len(),
+                self.service_source.len(),
+                self.peer_tags.len(),
             ],
             (
                 self.http_status_code,
@@ -159,12 +160,6 @@ impl GroupKeyRef<'_> {
                 self.is_trace_root,
             ),
         );
-        for (k, v) in &self.peer_tags {
-            h.write(k.as_bytes());
-            h.write_u8(0xff);
-            h.write(v.as_bytes());
-            h.write_u8(0xff);
-        }
     }
 
     /// Field-by-field equality with a stored key.
@@ -264,7 +259,24 @@ impl GroupKeyRef<'_> {
 impl GroupKey {
     /// Hashes the fields the same way as [`GroupKeyRef::hash_fields`].
     pub fn hash_fields<H: Hasher>(&self, h: &mut H) {
-        self.as_ref().hash_fields(h);
+        hash_key(
+            h,
+            [&self.resource, &self.name, &self.service],
+            [
+                self.span_type.len(),
+                self.span_kind.len(),
+                self.http_method.len(),
+                self.http_endpoint.len(),
+                self.service_source.len(),
+                self.peer_tags.len(),
+            ],
+            (
+                self.http_status_code,
+                self.grpc_status_code,
+                self.synthetics,
+                self.is_trace_root,
+            ),
+        );
     }
 
     /// A borrowed view.
@@ -317,12 +329,17 @@ impl Hash for GroupKey {
     }
 }
 
-fn hash_common<H: Hasher>(h: &mut H, strs: [&str; 8], scalars: (u32, Option<u32>, bool, i32)) {
+fn hash_key<H: Hasher>(h: &mut H, strs: [&str; 3], lens: [usize; 6], scalars: (u32, Option<u32>, bool, i32)) {
     for s in strs {
         h.write(s.as_bytes());
-        h.write_u8(0xff);
     }
-    scalars.hash(h);
+    let (status, grpc, synthetics, root) = scalars;
+    let mut packed: u64 = (strs[0].len() as u64) << 48 ^ (strs[1].len() as u64) << 32 ^ u64::from(status);
+    for (i, l) in lens.iter().enumerate() {
+        packed ^= ((*l as u64) & 0xff) << (16 + 8 * (i % 4));
+    }
+    h.write_u64(packed);
+    h.write_u64(u64::from(grpc.map_or(u32::MAX, |g| g)) << 8 | u64::from(synthetics) << 4 | (root as u64 & 0xf));
 }
 
 /// A payload key borrowed from a tracer payload (spec 6.2 "per-payload").
@@ -460,8 +477,18 @@ pub fn span_stats<'a>(
             }
         }
     }
+    // Eligibility first: most spans of a trace are neither top-level nor measured, and only
+    // `span.kind` is needed to rule them out.
+    let kind = span.meta("span.kind").unwrap_or("");
+    let kind_lower = KindClass::of(kind);
+    let counted_kind = matches!(
+        kind_lower,
+        KindClass::Server | KindClass::Client | KindClass::Producer | KindClass::Consumer
+    );
+    if !(top_level || measured || (by_span_kind && counted_kind)) {
+        return None;
+    }
     // Meta, last occurrence wins (as lookups do).
-    let mut kind = "";
     let mut method = "";
     let mut otel_method = "";
     let mut endpoint = "";
@@ -472,37 +499,39 @@ pub fn span_stats<'a>(
     let mut base_service = "";
     let mut grpc_meta: [Option<&str>; 4] = [None; 4];
     let mut peer: Vec<(&'a str, &'a str)> = Vec::new();
+    let peer_kind = matches!(
+        kind_lower,
+        KindClass::Client | KindClass::Producer | KindClass::Consumer
+    );
+    let want_peers = !peer_keys.is_empty() && peer_kind;
     for (k, v) in &span.meta {
         let (k, v): (&'a str, &'a str) = (k.as_str(), v.as_str());
-        match k {
-            "span.kind" => kind = v,
-            "http.method" => method = v,
-            "http.request.method" => otel_method = v,
-            "http.endpoint" => endpoint = v,
-            "http.route" => route = v,
-            "http.status_code" => status_meta = Some(v),
-            "http.response.status_code" => otel_status_meta = Some(v),
-            "_dd.svc_src" => svc_src = v,
-            _ => {
+        // Dispatch on the first byte: most keys are of no interest and cost one comparison.
+        match k.as_bytes().first() {
+            Some(b'h') => match k {
+                "http.method" => method = v,
+                "http.request.method" => otel_method = v,
+                "http.endpoint" => endpoint = v,
+                "http.route" => route = v,
+                "http.status_code" => status_meta = Some(v),
+                "http.response.status_code" => otel_status_meta = Some(v),
+                _ => {}
+            },
+            Some(b'_') => match k {
+                "_dd.svc_src" => svc_src = v,
+                BASE_SERVICE => base_service = v,
+                _ => {}
+            },
+            Some(b'r' | b'g') => {
                 if let Some(slot) = grpc_index(k).and_then(|i| grpc_meta.get_mut(i)) {
                     *slot = Some(v);
                 }
             }
+            _ => {}
         }
-        if k == BASE_SERVICE {
-            base_service = v;
-        }
-        if !peer_keys.is_empty() && peer_keys.binary_search_by(|p| p.as_str().cmp(k)).is_ok() {
+        if want_peers && peer_keys.binary_search_by(|p| p.as_str().cmp(k)).is_ok() {
             peer.push((k, v));
         }
-    }
-    let kind_lower = KindClass::of(kind);
-    let counted_kind = matches!(
-        kind_lower,
-        KindClass::Server | KindClass::Client | KindClass::Producer | KindClass::Consumer
-    );
-    if !(top_level || measured || (by_span_kind && counted_kind)) {
-        return None;
     }
     let peer_tags = if peer_keys.is_empty() {
         Vec::new()

@@ -99,6 +99,18 @@ pub struct AgentIdentity {
     pub version: String,
 }
 
+impl AgentIdentity {
+    /// The identity of an agent running `config`: its `hostname`, default env, and the agent
+    /// version it reports to tracers.
+    pub fn from_config(config: &crate::config::AgentConfig) -> Self {
+        Self {
+            hostname: config.hostname.clone(),
+            env: config.default_env.clone(),
+            version: crate::receiver::AGENT_VERSION.to_owned(),
+        }
+    }
+}
+
 /// Nanoseconds since the Unix epoch (0 before it, saturating far after it).
 pub(crate) fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)

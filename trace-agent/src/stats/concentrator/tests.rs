@@ -620,3 +620,17 @@ mod differential {
         assert!(compared > 500);
     }
 }
+
+#[test]
+fn payload_keys_are_interned_once_per_bucket() {
+    let mut c = concentrator(T0);
+    for _ in 0..50 {
+        c.add_payload(
+            &payload(vec![chunk(&[top("a", T0, SEC)]), chunk(&[top("b", T0, SEC)])]),
+            at(T0),
+        );
+    }
+    let bucket = c.buckets.values().next().unwrap();
+    assert_eq!(bucket.payloads.len(), 1);
+    assert_eq!(bucket.groups.len(), 2);
+}
