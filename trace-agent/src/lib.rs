@@ -33,6 +33,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod local;
 pub mod pipeline;
 pub mod process;
 pub mod receiver;

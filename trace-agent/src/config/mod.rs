@@ -101,6 +101,8 @@ pub struct AgentConfig {
     /// `max_payload_size`; a full channel makes handlers wait, which holds their decoder slot
     /// and turns into 429/overload replies).
     pub pipeline_capacity: usize,
+    /// `apm_config.local.*`: local mode (embedded store + web view).
+    pub local: crate::local::LocalConfig,
     /// Where each value came from, by key path.
     pub origins: BTreeMap<String, Origin>,
     /// Warnings found while loading (unknown keys…), logged at start.
@@ -146,6 +148,7 @@ impl Default for AgentConfig {
             obfuscation_cache_enabled: true,
             obfuscation_cache_max_size: crate::process::sql_cache::DEFAULT_MAX_BYTES,
             pipeline_capacity: 32,
+            local: crate::local::LocalConfig::default(),
             origins: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -309,6 +312,12 @@ impl AgentConfig {
             "apm_config.obfuscation.cache.max_size",
             self.obfuscation_cache_max_size.to_string(),
         );
+        let l = &self.local;
+        line("apm_config.local.enabled", l.mode.as_str().to_owned());
+        line("apm_config.local.data_dir", l.data_dir.display().to_string());
+        line("apm_config.local.retention", format!("{}s", l.retention.as_secs()));
+        line("apm_config.local.max_size_mb", (l.max_size_bytes / 1_048_576).to_string());
+        line("apm_config.local.web_port", l.web_port.to_string());
         out
     }
 }

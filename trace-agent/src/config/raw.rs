@@ -42,6 +42,39 @@ pub(crate) struct RawApm {
     pub(crate) global_tags: Option<BTreeMap<String, String>>,
     pub(crate) features: Option<Vec<String>>,
     pub(crate) obfuscation: Option<RawObfuscation>,
+    pub(crate) local: Option<RawLocal>,
+}
+
+/// `apm_config.local` (local mode: embedded store + web view).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawLocal {
+    /// `auto`, `true` or `false`.
+    pub(crate) enabled: Option<RawScalar>,
+    pub(crate) data_dir: Option<String>,
+    /// Seconds, or `90m`, `24h`, `7d`.
+    pub(crate) retention: Option<RawScalar>,
+    pub(crate) max_size_mb: Option<u64>,
+    pub(crate) web_port: Option<u16>,
+}
+
+/// A YAML scalar read as text (`true`, `auto`, `3600`, `24h` all fit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawScalar {
+    Bool(bool),
+    Int(u64),
+    Text(String),
+}
+
+impl RawScalar {
+    pub(crate) fn text(self) -> String {
+        match self {
+            Self::Bool(b) => b.to_string(),
+            Self::Int(n) => n.to_string(),
+            Self::Text(s) => s,
+        }
+    }
 }
 
 /// `{require: [], reject: []}`.
@@ -179,6 +212,12 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.obfuscation.cache",
     "apm_config.obfuscation.cache.enabled",
     "apm_config.obfuscation.cache.max_size",
+    "apm_config.local",
+    "apm_config.local.enabled",
+    "apm_config.local.data_dir",
+    "apm_config.local.retention",
+    "apm_config.local.max_size_mb",
+    "apm_config.local.web_port",
 ];
 
 /// Key paths in `value` not in [`KNOWN_KEYS`] (maps are walked only below known maps).

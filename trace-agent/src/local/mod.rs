@@ -1,0 +1,43 @@
+//! Local mode: with no Datadog API key and no OTLP endpoint, the agent keeps what it would
+//! forward — kept traces and stats buckets with their latency sketches — in an embedded SQLite
+//! database, and shows it in a web view on loopback (`127.0.0.1:8128` by default).
+//!
+//! * [`LocalStore`] — the third upstream (next to Datadog and OTLP). `push_traces` /
+//!   `push_stats` only enqueue (bounded; a full queue drops and counts); a writer thread turns
+//!   payloads into rows and writes them in batches, one transaction each, and runs
+//!   [retention](retention) every minute (age, then size). The database is
+//!   `<data_dir>/local.sqlite3` in WAL mode, so the web view reads while the writer writes.
+//!   A corrupt or locked file, or an unusable directory, is reported clearly (log, `status`,
+//!   a banner on every page) and the store runs in memory instead: the agent keeps receiving.
+//! * [`query`] — the figures behind the pages, from stored rows only: hits/errors/durations
+//!   summed and DDSketches merged over the chosen window.
+//! * [`web`] — the pages (services, a service's resources, a resource, a trace waterfall) and
+//!   the JSON API under `/api/v1`.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use trace_agent::local::{LocalConfig, LocalStore, web};
+//! let store = LocalStore::open(LocalConfig::in_dir(std::path::Path::new("/tmp/ta")))?;
+//! let listener = web::bind(store.config().web_port).await?;
+//! let (_stop, shutdown) = tokio::sync::watch::channel(false);
+//! tokio::spawn(web::serve(listener, store.clone(), shutdown));
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod quantiles;
+pub mod query;
+pub mod retention;
+mod schema;
+mod store;
+mod upstream;
+pub mod web;
+mod writer;
+
+pub use config::{
+    DB_FILE_NAME, DEFAULT_MAX_SIZE_MB, DEFAULT_RETENTION, DEFAULT_WEB_PORT, LocalConfig, LocalMode, default_data_dir,
+    parse_duration,
+};
+pub use schema::StoreError;
+pub use store::{LocalStore, StoreMode, StoreStatus, unix_nanos};
+
