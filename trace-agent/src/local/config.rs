@@ -176,10 +176,13 @@ mod tests {
 
     #[test]
     fn data_dir_follows_xdg_then_home() {
-        let env: &[(&str, &str)] = &[("HOME", "/home/u"), ("XDG_DATA_HOME", "/x")];
-        assert_eq!(default_data_dir(env), PathBuf::from("/x/trace-agent"));
-        let env: &[(&str, &str)] = &[("HOME", "/home/u")];
-        assert_eq!(default_data_dir(env), PathBuf::from("/home/u/.local/share/trace-agent"));
+        let map = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        let env = map(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "/x")]);
+        assert_eq!(default_data_dir(&env), PathBuf::from("/x/trace-agent"));
+        let env = map(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "")]);
+        assert_eq!(default_data_dir(&env), PathBuf::from("/home/u/.local/share/trace-agent"));
     }
 
     #[test]

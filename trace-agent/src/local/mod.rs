@@ -41,3 +41,6 @@ pub use config::{
 pub use schema::StoreError;
 pub use store::{LocalStore, StoreMode, StoreStatus, unix_nanos};
 
+
+#[cfg(test)]
+mod tests;

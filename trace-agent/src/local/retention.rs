@@ -91,7 +91,12 @@ pub fn retain(conn: &mut Connection, now_ns: i64, policy: RetentionPolicy) -> ru
         }
     }
     if report.spans + report.traces + report.stats_rows > 0 {
-        conn.execute_batch("PRAGMA incremental_vacuum;")?;
+        // Each step of this pragma frees pages; run it to the end.
+        let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+        drop(rows);
+        drop(stmt);
         // In WAL mode the freed pages reach the file at the checkpoint; TRUNCATE also empties
         // the WAL file. A reader in the way makes it partial, which is fine.
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;

@@ -437,6 +437,12 @@ impl LocalStore {
         &self.inner.config
     }
 
+    /// The writer's connection (tests hold it to play a slow disk).
+    #[cfg(test)]
+    pub(crate) fn writer_connection(&self) -> Arc<Mutex<Connection>> {
+        Arc::clone(&lock(&self.inner.db).write)
+    }
+
     /// Runs `f` on the readers' connection (blocking: call it from a blocking thread).
     ///
     /// # Errors
