@@ -38,6 +38,7 @@ pub mod pipeline;
 pub mod process;
 pub mod receiver;
 pub mod span;
+pub mod stats;
 pub mod status;
 
 mod agent;
