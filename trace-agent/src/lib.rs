@@ -40,6 +40,7 @@ pub mod receiver;
 pub mod span;
 pub mod stats;
 pub mod status;
+pub mod upstream;
 
 mod agent;
 

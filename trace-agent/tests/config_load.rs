@@ -191,11 +191,17 @@ fn the_env_line_names_where_the_env_came_from() {
 
 #[test]
 fn local_mode_keys_from_file_and_env() {
-    use trace_agent::local::{LocalMode, DEFAULT_WEB_PORT};
+    use trace_agent::local::{DEFAULT_WEB_PORT, LocalMode};
     let c = load(None, &env(&[("HOME", "/home/u")])).unwrap();
     assert_eq!(c.local.mode, LocalMode::Auto);
-    assert!(c.local.mode.is_active(c.api_key.is_some(), false), "no api key: local mode on");
-    assert_eq!(c.local.data_dir, std::path::PathBuf::from("/home/u/.local/share/trace-agent"));
+    assert!(
+        c.local.mode.is_active(c.api_key.is_some(), false),
+        "no api key: local mode on"
+    );
+    assert_eq!(
+        c.local.data_dir,
+        std::path::PathBuf::from("/home/u/.local/share/trace-agent")
+    );
     assert_eq!(c.local.retention, Duration::from_secs(86_400));
     assert_eq!(c.local.max_size_bytes, 512 * 1_048_576);
     assert_eq!(c.local.web_port, DEFAULT_WEB_PORT);
@@ -219,8 +225,12 @@ fn local_mode_keys_from_file_and_env() {
     let f = yaml("apm_config:\n  local:\n    retention: 3 weeks\n");
     let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
     assert!(e.contains("apm_config.local.retention"), "{e}");
-    let e = load(None, &env(&[("DD_APM_LOCAL_ENABLED", "maybe")])).unwrap_err().to_string();
+    let e = load(None, &env(&[("DD_APM_LOCAL_ENABLED", "maybe")]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("apm_config.local.enabled") && e.contains("auto"), "{e}");
-    let e = load(None, &env(&[("DD_APM_LOCAL_MAX_SIZE_MB", "0")])).unwrap_err().to_string();
+    let e = load(None, &env(&[("DD_APM_LOCAL_MAX_SIZE_MB", "0")]))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("max_size_mb"), "{e}");
 }

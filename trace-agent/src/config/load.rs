@@ -48,15 +48,15 @@ pub enum ConfigError {
     },
 }
 
-struct Ctx<'a> {
-    env: &'a dyn EnvSource,
-    file: Option<PathBuf>,
-    config: AgentConfig,
+pub(super) struct Ctx<'a> {
+    pub(super) env: &'a dyn EnvSource,
+    pub(super) file: Option<PathBuf>,
+    pub(super) config: AgentConfig,
 }
 
 impl Ctx<'_> {
     /// Env (first set variable of `vars`) over file over nothing; records the origin.
-    fn pick<T>(
+    pub(super) fn pick<T>(
         &mut self,
         key: &str,
         vars: &[&str],
@@ -85,18 +85,18 @@ impl Ctx<'_> {
     }
 }
 
-fn num<T: FromStr>(v: &str) -> Result<T, String>
+pub(super) fn num<T: FromStr>(v: &str) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
 {
     v.trim().parse::<T>().map_err(|e| format!("not a valid number: {e}"))
 }
 
-fn boolean(v: &str) -> Result<bool, String> {
+pub(super) fn boolean(v: &str) -> Result<bool, String> {
     parse_bool(v).ok_or_else(|| "not a boolean (true/false/1/0)".to_owned())
 }
 
-fn string(v: &str) -> Result<String, String> {
+pub(super) fn string(v: &str) -> Result<String, String> {
     Ok(v.trim().to_owned())
 }
 
@@ -119,13 +119,22 @@ fn load_local(c: &mut Ctx<'_>, raw: super::raw::RawLocal) -> Result<(), ConfigEr
             message: format!("{v:?}: {message}"),
         })?;
     }
-    if let Some(v) = c.pick("apm_config.local.data_dir", &["DD_APM_LOCAL_DATA_DIR"], raw.data_dir, string)?
-        && !v.is_empty()
+    if let Some(v) = c.pick(
+        "apm_config.local.data_dir",
+        &["DD_APM_LOCAL_DATA_DIR"],
+        raw.data_dir,
+        string,
+    )? && !v.is_empty()
     {
         local.data_dir = PathBuf::from(v);
     }
     let retention = raw.retention.map(super::raw::RawScalar::text);
-    if let Some(v) = c.pick("apm_config.local.retention", &["DD_APM_LOCAL_RETENTION"], retention, string)? {
+    if let Some(v) = c.pick(
+        "apm_config.local.retention",
+        &["DD_APM_LOCAL_RETENTION"],
+        retention,
+        string,
+    )? {
         local.retention = parse_duration(&v).map_err(|message| ConfigError::Invalid {
             key: "apm_config.local.retention".to_owned(),
             message,
@@ -145,7 +154,12 @@ fn load_local(c: &mut Ctx<'_>, raw: super::raw::RawLocal) -> Result<(), ConfigEr
         }
         local.max_size_bytes = v.saturating_mul(1_048_576);
     }
-    if let Some(v) = c.pick("apm_config.local.web_port", &["DD_APM_LOCAL_WEB_PORT"], raw.web_port, num)? {
+    if let Some(v) = c.pick(
+        "apm_config.local.web_port",
+        &["DD_APM_LOCAL_WEB_PORT"],
+        raw.web_port,
+        num,
+    )? {
         local.web_port = v;
     }
     c.config.local = local;
@@ -497,6 +511,7 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
         c.config.obfuscation_cache_max_size = v;
     }
     load_local(&mut c, apm.local.unwrap_or_default())?;
+    super::upstream::load(&mut c, apm.upstream)?;
     if c.config.replace_tags.iter().any(|r| r.name == "env") {
         warnings.push(
             "apm_config.replace_tags: a rule on \"env\" rewrites the env of every span and breaks \

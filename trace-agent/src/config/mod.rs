@@ -5,11 +5,13 @@ mod env;
 mod load;
 mod raw;
 mod secret;
+mod upstream;
 
 pub use env::{EnvSource, ProcessEnv, parse_bool, parse_csv, parse_list};
 pub use load::{ConfigError, load};
 pub use raw::RawReplaceTag;
 pub use secret::{Secret, mask};
+pub use upstream::{OtlpExportConfig, UpstreamConfig, WriterLimits};
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -103,6 +105,8 @@ pub struct AgentConfig {
     pub pipeline_capacity: usize,
     /// `apm_config.local.*`: local mode (embedded store + web view).
     pub local: crate::local::LocalConfig,
+    /// Upstream writers: intake URL, extra endpoints, retries, writer limits, OTLP export.
+    pub upstream: UpstreamConfig,
     /// Where each value came from, by key path.
     pub origins: BTreeMap<String, Origin>,
     /// Warnings found while loading (unknown keys…), logged at start.
@@ -149,6 +153,7 @@ impl Default for AgentConfig {
             obfuscation_cache_max_size: crate::process::sql_cache::DEFAULT_MAX_BYTES,
             pipeline_capacity: 32,
             local: crate::local::LocalConfig::default(),
+            upstream: UpstreamConfig::default(),
             origins: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -174,6 +179,14 @@ impl AgentConfig {
             message: format!("{:?} is not an IP address", self.receiver_host),
         })?;
         Ok(Some(SocketAddr::new(ip, self.receiver_port)))
+    }
+
+    /// Whether local mode runs: `apm_config.local.enabled`, where `auto` means "no API key and
+    /// no OTLP endpoint".
+    pub fn local_mode_active(&self) -> bool {
+        self.local
+            .mode
+            .is_active(self.api_key.is_some(), self.upstream.otlp_export.is_some())
     }
 
     /// A loopback config on `port` for tests and embedding.
@@ -316,8 +329,14 @@ impl AgentConfig {
         line("apm_config.local.enabled", l.mode.as_str().to_owned());
         line("apm_config.local.data_dir", l.data_dir.display().to_string());
         line("apm_config.local.retention", format!("{}s", l.retention.as_secs()));
-        line("apm_config.local.max_size_mb", (l.max_size_bytes / 1_048_576).to_string());
+        line(
+            "apm_config.local.max_size_mb",
+            (l.max_size_bytes / 1_048_576).to_string(),
+        );
         line("apm_config.local.web_port", l.web_port.to_string());
+        for (k, v) in self.upstream.describe(&self.site) {
+            line(k, v);
+        }
         out
     }
 }

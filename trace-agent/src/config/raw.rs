@@ -43,6 +43,8 @@ pub(crate) struct RawApm {
     pub(crate) features: Option<Vec<String>>,
     pub(crate) obfuscation: Option<RawObfuscation>,
     pub(crate) local: Option<RawLocal>,
+    #[serde(flatten)]
+    pub(crate) upstream: super::upstream::RawUpstream,
 }
 
 /// `apm_config.local` (local mode: embedded store + web view).
@@ -236,10 +238,10 @@ pub(crate) fn unknown_keys(value: &serde_norway::Value) -> Vec<String> {
             } else {
                 format!("{prefix}.{key}")
             };
-            if path == "apm_config.global_tags" {
+            if path == "apm_config.global_tags" || super::upstream::FREE_FORM_MAPS.contains(&path.as_str()) {
                 continue;
             }
-            if KNOWN_KEYS.contains(&path.as_str()) {
+            if KNOWN_KEYS.contains(&path.as_str()) || super::upstream::KNOWN_KEYS.contains(&path.as_str()) {
                 walk(&path, child, out);
             } else {
                 out.push(path);

@@ -182,7 +182,10 @@ mod tests {
         let env = map(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "/x")]);
         assert_eq!(default_data_dir(&env), PathBuf::from("/x/trace-agent"));
         let env = map(&[("HOME", "/home/u"), ("XDG_DATA_HOME", "")]);
-        assert_eq!(default_data_dir(&env), PathBuf::from("/home/u/.local/share/trace-agent"));
+        assert_eq!(
+            default_data_dir(&env),
+            PathBuf::from("/home/u/.local/share/trace-agent")
+        );
     }
 
     #[test]

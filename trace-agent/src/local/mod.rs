@@ -40,7 +40,7 @@ pub use config::{
 };
 pub use schema::StoreError;
 pub use store::{LocalStore, StoreMode, StoreStatus, unix_nanos};
-
+pub use upstream::writer_status;
 
 #[cfg(test)]
 mod tests;

@@ -361,7 +361,10 @@ fn primary(ops: &[OpRow]) -> Option<&OpRow> {
 
 fn window_bounds(now_ns: i64, window: Window) -> (i64, i64) {
     // Buckets that started in the window; `to` a little past now tolerates clock skew.
-    (now_ns.saturating_sub(window.nanos()), now_ns.saturating_add(60_000_000_000))
+    (
+        now_ns.saturating_sub(window.nanos()),
+        now_ns.saturating_add(60_000_000_000),
+    )
 }
 
 /// Sketches and per-slot counts of one (service, operation) over the window.
@@ -400,7 +403,9 @@ fn service_series(
     })?;
     for row in rows {
         let (start, hits, errors, blobs): (i64, i64, i64, Blobs) = row?;
-        let i = usize::try_from((start - from) / slot).unwrap_or(0).min(SERIES_POINTS - 1);
+        let i = usize::try_from((start - from) / slot)
+            .unwrap_or(0)
+            .min(SERIES_POINTS - 1);
         if let Some((p, m)) = slots.get_mut(i) {
             p.hits += u64::try_from(hits).unwrap_or(0);
             p.errors += u64::try_from(errors).unwrap_or(0);

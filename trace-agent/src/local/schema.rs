@@ -228,7 +228,8 @@ pub(crate) fn open_memory() -> Result<Connection, StoreError> {
 fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     let err = |context: &'static str| move |e| StoreError::from_sqlite(path, context, e);
     // IMMEDIATE: take the write lock now, so a lock held elsewhere shows up here, at start.
-    conn.execute_batch("BEGIN IMMEDIATE;").map_err(err("begin schema transaction"))?;
+    conn.execute_batch("BEGIN IMMEDIATE;")
+        .map_err(err("begin schema transaction"))?;
     let result = (|| {
         let found: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

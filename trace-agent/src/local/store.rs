@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::upstream::pb;
 use crossbeam_channel::{Sender, TrySendError};
-use libdd_trace_protobuf::pb;
 use rusqlite::Connection;
 use serde::Serialize;
 
@@ -148,9 +148,7 @@ impl Inner {
 
     fn fall_back(&self, error: &StoreError) -> Result<(), StoreError> {
         let path = self.config.db_path();
-        tracing::error!(
-            "{error}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit"
-        );
+        tracing::error!("{error}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit");
         self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
         self.record_error(error.to_string());
         let conn = Arc::new(Mutex::new(schema::open_memory()?));
@@ -307,9 +305,7 @@ impl LocalStore {
             error_logged: AtomicBool::new(false),
         });
         if let Some(e) = error {
-            tracing::error!(
-                "{e}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit"
-            );
+            tracing::error!("{e}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit");
             inner.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
             inner.record_error(e.to_string());
             *lock(&inner.mode) = StoreMode::Memory {

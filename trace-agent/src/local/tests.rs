@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use libdd_trace_protobuf::pb;
+use crate::upstream::pb;
 
 use super::query::{self, Window};
 use super::{LocalConfig, LocalStore, StoreMode};
@@ -16,7 +16,16 @@ const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 const WAIT: Duration = Duration::from_secs(10);
 
-pub(crate) fn span(trace: u64, id: u64, parent: u64, service: &str, name: &str, resource: &str, start: i64, dur: i64) -> pb::Span {
+pub(crate) fn span(
+    trace: u64,
+    id: u64,
+    parent: u64,
+    service: &str,
+    name: &str,
+    resource: &str,
+    start: i64,
+    dur: i64,
+) -> pb::Span {
     pb::Span {
         service: service.to_owned(),
         name: name.to_owned(),
@@ -51,14 +60,34 @@ fn payload(chunks: Vec<Vec<pb::Span>>) -> Arc<pb::TracerPayload> {
 /// A trace `GET /r` of service `web` with two children; the second child errors when `error`.
 fn request_trace(trace: u64, start: i64, error: bool) -> Vec<pb::Span> {
     let mut root = span(trace, trace * 10, 0, "web", "http.request", "GET /r", start, 30 * MS);
-    let db = span(trace, trace * 10 + 1, trace * 10, "db", "postgres.query", "SELECT 1", start + MS, 10 * MS);
-    let mut render = span(trace, trace * 10 + 2, trace * 10, "web", "render", "page", start + 15 * MS, 10 * MS);
+    let db = span(
+        trace,
+        trace * 10 + 1,
+        trace * 10,
+        "db",
+        "postgres.query",
+        "SELECT 1",
+        start + MS,
+        10 * MS,
+    );
+    let mut render = span(
+        trace,
+        trace * 10 + 2,
+        trace * 10,
+        "web",
+        "render",
+        "page",
+        start + 15 * MS,
+        10 * MS,
+    );
     if error {
         root.error = 1;
         render.error = 1;
         render.meta.insert("error.type".to_owned(), "ValueError".to_owned());
         render.meta.insert("error.message".to_owned(), "bad <value>".to_owned());
-        render.meta.insert("error.stack".to_owned(), "line 1\nline 2".to_owned());
+        render
+            .meta
+            .insert("error.stack".to_owned(), "line 1\nline 2".to_owned());
     }
     vec![root, db, render]
 }
@@ -73,7 +102,15 @@ fn sketch_of(values_ms: &[f64]) -> Vec<u8> {
 
 /// One stats payload: bucket at `start` with `hits` of `resource` (`errors` of them errors),
 /// latencies 1..=hits ms.
-fn stats(start: i64, service: &str, name: &str, resource: &str, hits: u64, errors: u64, top: bool) -> Arc<pb::StatsPayload> {
+fn stats(
+    start: i64,
+    service: &str,
+    name: &str,
+    resource: &str,
+    hits: u64,
+    errors: u64,
+    top: bool,
+) -> Arc<pb::StatsPayload> {
     let ok: Vec<f64> = (1..=hits - errors).map(|v| v as f64).collect();
     let err: Vec<f64> = (hits - errors + 1..=hits).map(|v| v as f64).collect();
     Arc::new(pb::StatsPayload {
@@ -125,7 +162,10 @@ fn fill(store: &LocalStore, now: i64) {
     store.push_stats(stats(bucket, "web", "http.request", "POST /w", 4, 1, true));
     store.push_stats(stats(bucket, "web", "render", "page", 10, 2, false));
     store.push_stats(stats(bucket, "db", "postgres.query", "SELECT 1", 10, 0, true));
-    store.push_traces(payload(vec![request_trace(1, now - 5 * SEC, false), request_trace(2, now - 4 * SEC, true)]));
+    store.push_traces(payload(vec![
+        request_trace(1, now - 5 * SEC, false),
+        request_trace(2, now - 4 * SEC, true),
+    ]));
     assert!(store.sync(WAIT));
 }
 
@@ -136,8 +176,16 @@ fn writes_then_answers_every_query_from_stored_rows() {
     let now = now_ns();
     fill(&store, now);
     let st = store.status();
-    assert_eq!(st.mode, StoreMode::File { path: dir.path().join("local.sqlite3") });
-    assert_eq!((st.trace_payloads_written, st.chunks_written, st.spans_written), (1, 2, 6));
+    assert_eq!(
+        st.mode,
+        StoreMode::File {
+            path: dir.path().join("local.sqlite3")
+        }
+    );
+    assert_eq!(
+        (st.trace_payloads_written, st.chunks_written, st.spans_written),
+        (1, 2, 6)
+    );
     assert_eq!((st.stats_payloads_written, st.stats_groups_written), (5, 5));
 
     let services = store.read(|c| query::services(c, now, Window::FiveMinutes)).unwrap();
@@ -156,7 +204,10 @@ fn writes_then_answers_every_query_from_stored_rows() {
     assert_eq!(web.series.len(), query::SERIES_POINTS);
     assert_eq!(web.series.iter().map(|p| p.hits).sum::<u64>(), 19);
 
-    let d = store.read(|c| query::service(c, "web", None, now, Window::FiveMinutes)).unwrap().unwrap();
+    let d = store
+        .read(|c| query::service(c, "web", None, now, Window::FiveMinutes))
+        .unwrap()
+        .unwrap();
     let rows: Vec<(&str, u64, u64)> = d
         .resources
         .iter()
@@ -164,17 +215,27 @@ fn writes_then_answers_every_query_from_stored_rows() {
         .collect();
     assert_eq!(rows, [("GET /r", 15, 2), ("POST /w", 4, 1)]);
     assert_eq!(d.operations.first().map(|o| o.name.as_str()), Some("http.request"));
-    let render = store.read(|c| query::service(c, "web", Some("render"), now, Window::FiveMinutes)).unwrap().unwrap();
+    let render = store
+        .read(|c| query::service(c, "web", Some("render"), now, Window::FiveMinutes))
+        .unwrap()
+        .unwrap();
     assert_eq!(render.resources.len(), 1);
     assert_eq!(render.summary.figures.hits, 10);
 
-    let r = store.read(|c| query::resource(c, "web", None, "GET /r", now, Window::FiveMinutes)).unwrap().unwrap();
+    let r = store
+        .read(|c| query::resource(c, "web", None, "GET /r", now, Window::FiveMinutes))
+        .unwrap()
+        .unwrap();
     assert_eq!((r.figures.hits, r.figures.errors), (15, 2));
     let binned: f64 = r.distribution.iter().map(|b| b.count).sum();
     assert!((binned - 15.0).abs() < 1e-6, "{binned}");
     let ids: Vec<(&str, bool)> = r.traces.iter().map(|t| (t.trace_id.as_str(), t.error)).collect();
     assert_eq!(ids, [("2", true), ("1", false)], "errors first");
-    assert_eq!(r.traces.first().and_then(|t| t.error_type.as_deref()), None, "the root has no error.type");
+    assert_eq!(
+        r.traces.first().and_then(|t| t.error_type.as_deref()),
+        None,
+        "the root has no error.type"
+    );
     assert_eq!(r.traces.first().map(|t| t.span_count), Some(3));
 
     let t = store.read(|c| query::trace(c, 2)).unwrap().unwrap();
@@ -182,15 +243,29 @@ fn writes_then_answers_every_query_from_stored_rows() {
     assert_eq!(tree, [("http.request", 0), ("postgres.query", 1), ("render", 1)]);
     assert_eq!(t.duration_ns, 30 * MS);
     assert_eq!(t.error_count, 2);
-    assert_eq!((t.root_service.as_deref(), t.root_resource.as_deref()), (Some("web"), Some("GET /r")));
+    assert_eq!(
+        (t.root_service.as_deref(), t.root_resource.as_deref()),
+        (Some("web"), Some("GET /r"))
+    );
     let failing = t.spans.iter().find(|s| s.name == "render").unwrap();
-    assert_eq!(failing.meta.get("error.message").map(String::as_str), Some("bad <value>"));
+    assert_eq!(
+        failing.meta.get("error.message").map(String::as_str),
+        Some("bad <value>")
+    );
     assert_eq!(failing.offset_ns, 15 * MS);
 
     // Outside the window: nothing.
     let later = now + 3600 * SEC;
-    assert!(store.read(|c| query::services(c, later, Window::FiveMinutes)).unwrap().is_empty());
-    assert_eq!(store.read(|c| query::services(c, later, Window::OneDay)).unwrap().len(), 2);
+    assert!(
+        store
+            .read(|c| query::services(c, later, Window::FiveMinutes))
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.read(|c| query::services(c, later, Window::OneDay)).unwrap().len(),
+        2
+    );
     assert!(store.read(|c| query::trace(c, 99)).unwrap().is_none());
     assert!(store.shutdown_blocking(WAIT));
 }
@@ -207,7 +282,11 @@ fn partial_chunks_of_one_trace_merge_into_one_summary() {
     assert!(store.sync(WAIT));
     let t = store.read(|c| query::trace(c, 7)).unwrap().unwrap();
     assert_eq!(t.spans.len(), 3);
-    assert_eq!(t.root_resource.as_deref(), Some("GET /r"), "the real root wins over a partial chunk's top");
+    assert_eq!(
+        t.root_resource.as_deref(),
+        Some("GET /r"),
+        "the real root wins over a partial chunk's top"
+    );
     assert_eq!(t.error_count, 2);
     assert_eq!(t.spans.first().map(|s| s.depth), Some(0));
 }
@@ -251,7 +330,9 @@ fn retention_deletes_data_older_than_the_age() {
     assert_eq!(report.size_passes, 0, "under the size cap");
     assert!(store.read(|c| query::trace(c, 1)).unwrap().is_none());
     assert!(store.read(|c| query::trace(c, 2)).unwrap().is_some());
-    let day = store.read(|c| query::services(c, t1 + 60 * SEC, Window::OneDay)).unwrap();
+    let day = store
+        .read(|c| query::services(c, t1 + 60 * SEC, Window::OneDay))
+        .unwrap();
     assert_eq!(day.iter().map(|s| s.service.as_str()).collect::<Vec<_>>(), ["new"]);
     assert_eq!(store.status().retention_deleted.spans, 3);
 }
@@ -291,7 +372,10 @@ fn retention_keeps_the_database_under_its_size() {
     let main = std::fs::metadata(dir.path().join("local.sqlite3")).unwrap().len();
     let wal = std::fs::metadata(dir.path().join("local.sqlite3-wal")).map_or(0, |m| m.len());
     let after = main + wal;
-    assert!(after <= max + 64 * 1024, "file shrank to {main} + WAL {wal} (was {before})");
+    assert!(
+        after <= max + 64 * 1024,
+        "file shrank to {main} + WAL {wal} (was {before})"
+    );
 }
 
 #[test]
@@ -306,11 +390,20 @@ fn a_corrupt_file_falls_back_to_memory_and_keeps_receiving() {
     let StoreMode::Memory { reason, .. } = &st.mode else {
         panic!("expected the memory fallback, got {:?}", st.mode);
     };
-    assert!(reason.contains("not a usable database") && reason.contains("local.sqlite3"), "{reason}");
+    assert!(
+        reason.contains("not a usable database") && reason.contains("local.sqlite3"),
+        "{reason}"
+    );
     assert!(st.last_error.is_some());
     let now = now_ns();
     fill(&store, now);
-    assert_eq!(store.read(|c| query::services(c, now, Window::FiveMinutes)).unwrap().len(), 2);
+    assert_eq!(
+        store
+            .read(|c| query::services(c, now, Window::FiveMinutes))
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(std::fs::read(&path).unwrap(), garbage, "the file is left untouched");
 }
 
@@ -322,7 +415,10 @@ fn a_locked_file_falls_back_to_memory() {
     other.execute_batch("BEGIN EXCLUSIVE; CREATE TABLE x (a);").unwrap();
     let started = Instant::now();
     let store = LocalStore::open(config(dir.path())).unwrap();
-    assert!(started.elapsed() < Duration::from_secs(5), "gives up after the busy timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "gives up after the busy timeout"
+    );
     let st = store.status();
     assert_eq!(st.fallbacks, 1);
     let StoreMode::Memory { reason, .. } = &st.mode else {
@@ -331,7 +427,13 @@ fn a_locked_file_falls_back_to_memory() {
     assert!(reason.contains("locked by another process"), "{reason}");
     let now = now_ns();
     fill(&store, now);
-    assert_eq!(store.read(|c| query::services(c, now, Window::FiveMinutes)).unwrap().len(), 2);
+    assert_eq!(
+        store
+            .read(|c| query::services(c, now, Window::FiveMinutes))
+            .unwrap()
+            .len(),
+        2
+    );
     other.execute_batch("ROLLBACK;").unwrap();
 }
 
@@ -343,7 +445,11 @@ fn an_unusable_data_dir_falls_back_to_memory() {
     let store = LocalStore::open(config(&file.join("sub"))).unwrap();
     let st = store.status();
     assert_eq!(st.fallbacks, 1);
-    assert!(matches!(&st.mode, StoreMode::Memory { reason, .. } if reason.contains("data directory")), "{:?}", st.mode);
+    assert!(
+        matches!(&st.mode, StoreMode::Memory { reason, .. } if reason.contains("data directory")),
+        "{:?}",
+        st.mode
+    );
 }
 
 #[test]
@@ -370,7 +476,10 @@ fn a_full_queue_drops_and_counts_without_blocking() {
         store.push_traces(payload(vec![request_trace(10 + i, now, false)]));
     }
     store.push_stats(stats(now, "web", "op", "r", 1, 0, true));
-    assert!(started.elapsed() < Duration::from_secs(1), "pushing never waits for the writer");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "pushing never waits for the writer"
+    );
     let st = store.status();
     assert_eq!((st.queue_depth, st.queue_capacity), (4, 4));
     assert_eq!(st.dropped_trace_payloads_queue_full, 6);

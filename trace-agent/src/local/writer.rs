@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::upstream::pb;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use libdd_trace_protobuf::pb;
 use rusqlite::{Connection, Transaction, params};
 
 use super::store::Inner;

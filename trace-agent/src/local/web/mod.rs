@@ -54,7 +54,9 @@ pub async fn bind(port: u16) -> Result<TcpListener, BindError> {
                 addr: addr.to_string(),
                 source: std::io::Error::new(
                     source.kind(),
-                    format!("{source}; the local web view port is set by apm_config.local.web_port / DD_APM_LOCAL_WEB_PORT"),
+                    format!(
+                        "{source}; the local web view port is set by apm_config.local.web_port / DD_APM_LOCAL_WEB_PORT"
+                    ),
                 ),
             }
         } else {
@@ -116,7 +118,9 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert(
         "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:",
+        ),
     );
     r
 }
@@ -184,7 +188,11 @@ async fn handle(store: Arc<LocalStore>, req: Request<hyper::body::Incoming>) -> 
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain; charset=utf-8", "GET only\n");
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "GET only\n",
+        );
     }
     let Some((route, api)) = route(req.uri().path()) else {
         return reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "no such page\n");
@@ -194,7 +202,8 @@ async fn handle(store: Arc<LocalStore>, req: Request<hyper::body::Incoming>) -> 
     let window = param("window").and_then(|w| Window::parse(&w)).unwrap_or_default();
     let operation = param("operation").filter(|o| !o.is_empty());
     let now = SystemTime::now();
-    let result = tokio::task::spawn_blocking(move || render(&store, &route, api, window, operation, unix_nanos(now))).await;
+    let result =
+        tokio::task::spawn_blocking(move || render(&store, &route, api, window, operation, unix_nanos(now))).await;
     match result {
         Ok(r) => r,
         Err(e) => reply(
@@ -223,7 +232,9 @@ fn render(
 ) -> Reply {
     let status = store.status();
     let op = operation.as_deref();
-    let op_q = op.map(|o| format!("&operation={}", html::encode_segment(o))).unwrap_or_default();
+    let op_q = op
+        .map(|o| format!("&operation={}", html::encode_segment(o)))
+        .unwrap_or_default();
     let frame = |title: &str, crumbs: Vec<(String, String)>, self_path: String, window: Option<Window>| {
         (title.to_owned(), crumbs, self_path, window)
     };
@@ -271,7 +282,14 @@ fn render(
             );
             match store.read(|c| query::service(c, service, op, now_ns, window)) {
                 Err(e) => fail(e),
-                Ok(d) if api => json(if d.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND }, &d),
+                Ok(d) if api => json(
+                    if d.is_some() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::NOT_FOUND
+                    },
+                    &d,
+                ),
                 Ok(Some(d)) => build(fr, &|f| pages::service(f, &d, window)),
                 Ok(None) => not_found(fr, &format!("service {service}")),
             }
@@ -293,7 +311,14 @@ fn render(
             );
             match store.read(|c| query::resource(c, service, op, resource, now_ns, window)) {
                 Err(e) => fail(e),
-                Ok(d) if api => json(if d.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND }, &d),
+                Ok(d) if api => json(
+                    if d.is_some() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::NOT_FOUND
+                    },
+                    &d,
+                ),
                 Ok(Some(d)) => build(fr, &|f| pages::resource(f, &d)),
                 Ok(None) => not_found(fr, &format!("resource {resource} of {service}")),
             }
@@ -302,7 +327,14 @@ fn render(
             let fr = frame(&format!("Trace {id}"), vec![], format!("/traces/{id}"), None);
             match store.read(|c| query::trace(c, *id)) {
                 Err(e) => fail(e),
-                Ok(t) if api => json(if t.is_some() { StatusCode::OK } else { StatusCode::NOT_FOUND }, &t),
+                Ok(t) if api => json(
+                    if t.is_some() {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::NOT_FOUND
+                    },
+                    &t,
+                ),
                 Ok(Some(t)) => {
                     let fr = match (&t.root_service, &t.root_resource) {
                         (Some(s), Some(r)) => frame(
@@ -345,7 +377,10 @@ mod tests {
             route("/services/web%20app/resources/GET%20%2Fapi%2Fapm"),
             Some((Route::Resource("web app".to_owned(), "GET /api/apm".to_owned()), false))
         );
-        assert_eq!(route("/api/v1/traces/18446744073709551615"), Some((Route::Trace(u64::MAX), true)));
+        assert_eq!(
+            route("/api/v1/traces/18446744073709551615"),
+            Some((Route::Trace(u64::MAX), true))
+        );
         assert_eq!(route("/traces/abc"), None);
         assert_eq!(route("/services/%zz"), None);
         assert_eq!(route("/services/a/b"), None);

@@ -495,7 +495,11 @@ pub fn trace(f: &Frame<'_>, t: &TraceDetail) -> String {
             dur = s.duration_ns,
             e = u8::from(s.error),
             pad = s.depth.min(40) * 16,
-            errmark = if s.error { "<span class=\"errmark\">!</span>" } else { "" },
+            errmark = if s.error {
+                "<span class=\"errmark\">!</span>"
+            } else {
+                ""
+            },
             d = duration(Some(s.duration_ns as f64)),
         );
         if s.error {

@@ -1,0 +1,63 @@
+//! Upstream writers: where kept traces and computed stats go after sampling.
+//!
+//! Every destination implements [`Upstream`]: the Datadog intake (`datadog`), an OTLP/HTTP
+//! collector (`otlp`) and the local store (`local`, another module). The pipeline sink, which
+//! runs on its own blocking thread, hands each destination an [`Arc`] of the converted payload
+//! (one conversion, shared by all destinations); a destination **never blocks** that thread:
+//! it enqueues into its own bounded queue, or drops and counts (see [`DropReason`]).
+//!
+//! * [`convert`] — the borrowed span model ([`crate::span`]) → the protobuf types of
+//!   `libdd-trace-protobuf` ([`pb`]), the common currency of every writer.
+//!
+//! # Lifecycle
+//! Writers are built on, and spawn their tasks onto, the agent's tokio runtime. At shutdown
+//! the owner first stops feeding them (the pipeline drained), then awaits
+//! [`Upstream::shutdown`]: buffered data is flushed and in-flight requests get until the
+//! timeout; whatever is still unsent then is counted as dropped ([`DropReason::Shutdown`]).
+//! From a blocking thread (the sink), drive it with `tokio::runtime::Handle::block_on`.
+
+pub mod convert;
+mod status;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use libdd_trace_protobuf::pb;
+pub use status::{DropReason, SignalStatus, WriterStatus};
+
+/// A boxed future returned by [`Upstream::shutdown`] (the trait stays object-safe).
+pub type ShutdownFuture<'a> = Pin<Box<dyn Future<Output = WriterStatus> + Send + 'a>>;
+
+/// A destination for kept traces and computed stats.
+///
+/// Implementations are shared (`Arc<dyn Upstream>`) between the pipeline sink, which calls
+/// [`send_traces`](Upstream::send_traces)/[`send_stats`](Upstream::send_stats) from a blocking
+/// thread, and `status`, which calls [`status`](Upstream::status) from anywhere.
+pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
+    /// Short name shown by `status`: `"datadog"`, `"otlp"`, `"local"`.
+    fn name(&self) -> &str;
+
+    /// Takes the kept chunks of one tracer payload (chunks the samplers dropped are already
+    /// removed; `dropped_trace` chunks carry only single-span-sampled spans). Never blocks:
+    /// enqueues, or drops and counts when the destination's queue is full.
+    fn send_traces(&self, payload: Arc<pb::TracerPayload>);
+
+    /// Takes one stats payload (a concentrator or client-stats flush). Never blocks. A
+    /// destination that does not carry stats ignores it (and says so in its docs).
+    fn send_stats(&self, payload: Arc<pb::StatsPayload>);
+
+    /// Asks the destination to send what it has buffered now instead of at its next flush
+    /// tick (e.g. `sync_flushing`, tests). Never blocks; the default does nothing.
+    fn flush(&self) {}
+
+    /// A copy of the destination's counters.
+    fn status(&self) -> WriterStatus;
+
+    /// Flushes what is buffered and waits up to `timeout` for queued and in-flight payloads to
+    /// be delivered; afterwards the destination accepts nothing more (later payloads are
+    /// dropped with [`DropReason::Shutdown`]). Resolves to the final counters. Calling it twice
+    /// is harmless.
+    fn shutdown(&self, timeout: Duration) -> ShutdownFuture<'_>;
+}
