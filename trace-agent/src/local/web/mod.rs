@@ -77,16 +77,18 @@ pub async fn serve(listener: TcpListener, store: LocalStore, mut shutdown: watch
             _ = shutdown.wait_for(|s| *s) => break,
             p = Arc::clone(&limit).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
         };
-        let (stream, _) = tokio::select! {
-            _ = shutdown.wait_for(|s| *s) => break,
-            a = listener.accept() => match a {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "local web view: accept failed");
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => None,
+            a = listener.accept() => Some(a),
+        };
+        let stream = match accepted {
+            None => break,
+            Some(Ok((stream, _))) => stream,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "local web view: accept failed");
+                tokio::task::yield_now().await;
+                continue;
+            }
         };
         let store = Arc::clone(&store);
         let svc = service_fn(move |req| {
@@ -100,9 +102,18 @@ pub async fn serve(listener: TcpListener, store: LocalStore, mut shutdown: watch
         let mut stop = shutdown.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => if let Err(e) = r { tracing::debug!(error = %e, "web connection ended") },
-                _ = stop.wait_for(|s| *s) => conn.as_mut().graceful_shutdown(),
+            let stopping = tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "local web view: connection ended with an error");
+                    }
+                    false
+                }
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn).await;
             }
             drop(permit);
         });
