@@ -75,6 +75,8 @@ pub struct AgentStats {
     pub client_dropped_p0_spans: AtomicU64,
     /// What the next stage consumed.
     pub sink: std::sync::Arc<SinkCounters>,
+    /// Local mode, when it runs: the web view's URL and the store (set once at start-up).
+    pub local: std::sync::OnceLock<(String, crate::local::LocalStore)>,
 }
 
 impl Default for AgentStats {
@@ -92,6 +94,7 @@ impl Default for AgentStats {
             client_dropped_p0_traces: AtomicU64::new(0),
             client_dropped_p0_spans: AtomicU64::new(0),
             sink: std::sync::Arc::default(),
+            local: std::sync::OnceLock::new(),
         }
     }
 }
@@ -127,6 +130,9 @@ pub struct StatusSnapshot {
     pub client_dropped_p0: (u64, u64),
     /// Last error: unix seconds and message.
     pub last_error: Option<(u64, String)>,
+    /// Local mode (web view URL and store counters), when it runs.
+    #[serde(default)]
+    pub local: Option<crate::local::LocalModeStatus>,
 }
 
 impl StatusSnapshot {
@@ -236,6 +242,10 @@ impl AgentStats {
                 self.client_dropped_p0_spans.load(Ordering::Relaxed),
             ),
             last_error: lock(&self.last_error).clone(),
+            local: self.local.get().map(|(web_url, store)| crate::local::LocalModeStatus {
+                web_url: web_url.clone(),
+                store: store.status(),
+            }),
         }
     }
 }
@@ -348,6 +358,9 @@ pub fn render(s: &StatusSnapshot) -> String {
         s.forwarded.payloads, s.forwarded.traces, s.forwarded.spans
     );
     let _ = writeln!(o, "Upstream: {}", s.upstream);
+    if let Some(local) = &s.local {
+        o.push_str(&local.render());
+    }
     let _ = writeln!(
         o,
         "Tracer-computed stats payloads (/v0.6/stats): {}",

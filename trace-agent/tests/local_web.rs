@@ -15,7 +15,14 @@ use trace_agent::upstream::pb;
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 
-fn span(trace: u64, id: u64, parent: u64, service: &str, name: &str, resource: &str, start: i64, dur: i64) -> pb::Span {
+fn span(
+    trace: u64,
+    id: u64,
+    parent: u64,
+    (service, name, resource): (&str, &str, &str),
+    start: i64,
+    dur: i64,
+) -> pb::Span {
     pb::Span {
         service: service.to_owned(),
         name: name.to_owned(),
@@ -137,14 +144,12 @@ async fn pages_and_api_show_the_stored_figures() {
     store.push_stats(stats(bucket - 10 * SEC, "shop", "GET /cart", 8, 0));
     store.push_stats(stats(bucket, "shop", "POST /pay <b>", 5, 5));
     store.push_stats(stats(bucket, "<script>alert(1)</script>", "x", 1, 0));
-    let root = span(42, 1, 0, "shop", "http.request", "GET /cart", now - 2 * SEC, 40 * MS);
+    let root = span(42, 1, 0, ("shop", "http.request", "GET /cart"), now - 2 * SEC, 40 * MS);
     let child = span(
         42,
         2,
         1,
-        "postgres",
-        "pg.query",
-        "SELECT 1",
+        ("postgres", "pg.query", "SELECT 1"),
         now - 2 * SEC + 5 * MS,
         20 * MS,
     );
@@ -152,9 +157,7 @@ async fn pages_and_api_show_the_stored_figures() {
         42,
         3,
         2,
-        "postgres",
-        "pg.fetch",
-        "fetch",
+        ("postgres", "pg.fetch", "fetch"),
         now - 2 * SEC + 10 * MS,
         5 * MS,
     );

@@ -42,5 +42,49 @@ pub use schema::StoreError;
 pub use store::{LocalStore, StoreMode, StoreStatus, unix_nanos};
 pub use upstream::writer_status;
 
+/// What `trace-agent status` shows about local mode.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct LocalModeStatus {
+    /// Where the web view is (`http://127.0.0.1:8128`).
+    pub web_url: String,
+    /// The store's counters.
+    pub store: StoreStatus,
+}
+
+impl LocalModeStatus {
+    /// The `status` section: where to look, where the data is, what was written or lost.
+    pub fn render(&self) -> String {
+        let s = &self.store;
+        let mut out = format!("Local mode: web view on {}\n", self.web_url);
+        out.push_str(&format!("  Store: {}\n", s.mode));
+        if s.fallbacks > 0 {
+            out.push_str(&format!(
+                "  Fell back to memory {} time(s): data is NOT kept across restarts\n",
+                s.fallbacks
+            ));
+        }
+        out.push_str(&format!(
+            "  Written: {} trace chunks ({} spans), {} stats groups; {:.1} of {} MiB used, retention {} h\n",
+            s.chunks_written,
+            s.spans_written,
+            s.stats_groups_written,
+            s.size_bytes as f64 / 1_048_576.0,
+            s.max_size_bytes / 1_048_576,
+            s.retention_seconds / 3600
+        ));
+        out.push_str(&format!(
+            "  Dropped: {} trace / {} stats payloads (writer behind), {} / {} (write errors), {} after shutdown; queue {}/{}\n",
+            s.dropped_trace_payloads_queue_full,
+            s.dropped_stats_payloads_queue_full,
+            s.dropped_trace_payloads_write_error,
+            s.dropped_stats_payloads_write_error,
+            s.dropped_after_shutdown,
+            s.queue_depth,
+            s.queue_capacity
+        ));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests;

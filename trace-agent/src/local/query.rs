@@ -529,7 +529,7 @@ pub fn service(
             top_level_hits: u64::try_from(o.top_level_hits).unwrap_or(0),
         })
         .collect();
-    operations.sort_by(|a, b| (b.top_level_hits, b.hits).cmp(&(a.top_level_hits, a.hits)));
+    operations.sort_by_key(|o| std::cmp::Reverse((o.top_level_hits, o.hits)));
     Ok(Some(ServiceDetail {
         summary,
         operations,

@@ -17,7 +17,7 @@ pub struct RetentionPolicy {
 }
 
 /// What one retention run did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RetentionReport {
     /// Spans deleted.
     pub spans: u64,

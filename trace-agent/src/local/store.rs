@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::upstream::pb;
 use crossbeam_channel::{Sender, TrySendError};
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::LocalConfig;
 use super::retention::{self, RetentionPolicy, RetentionReport};
@@ -26,7 +26,7 @@ pub fn unix_nanos(t: SystemTime) -> i64 {
 }
 
 /// Where the data lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StoreMode {
     /// The database file.
@@ -53,7 +53,7 @@ impl std::fmt::Display for StoreMode {
 }
 
 /// The store's counters, for `status` and `/api/v1/status`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoreStatus {
     /// File or memory fallback.
     pub mode: StoreMode,

@@ -20,9 +20,7 @@ pub(crate) fn span(
     trace: u64,
     id: u64,
     parent: u64,
-    service: &str,
-    name: &str,
-    resource: &str,
+    (service, name, resource): (&str, &str, &str),
     start: i64,
     dur: i64,
 ) -> pb::Span {
@@ -59,14 +57,12 @@ fn payload(chunks: Vec<Vec<pb::Span>>) -> Arc<pb::TracerPayload> {
 
 /// A trace `GET /r` of service `web` with two children; the second child errors when `error`.
 fn request_trace(trace: u64, start: i64, error: bool) -> Vec<pb::Span> {
-    let mut root = span(trace, trace * 10, 0, "web", "http.request", "GET /r", start, 30 * MS);
+    let mut root = span(trace, trace * 10, 0, ("web", "http.request", "GET /r"), start, 30 * MS);
     let db = span(
         trace,
         trace * 10 + 1,
         trace * 10,
-        "db",
-        "postgres.query",
-        "SELECT 1",
+        ("db", "postgres.query", "SELECT 1"),
         start + MS,
         10 * MS,
     );
@@ -74,9 +70,7 @@ fn request_trace(trace: u64, start: i64, error: bool) -> Vec<pb::Span> {
         trace,
         trace * 10 + 2,
         trace * 10,
-        "web",
-        "render",
-        "page",
+        ("web", "render", "page"),
         start + 15 * MS,
         10 * MS,
     );
@@ -200,7 +194,7 @@ fn writes_then_answers_every_query_from_stored_rows() {
     assert!(p50 <= p95 && p95 <= p99, "{l:?}");
     // 19 values: 1..=10, 1..=5, 1..=4 ms; the median is 4 ms (within the sketch's 1 %).
     assert!((p50 / 4e6 - 1.0).abs() < 0.02, "{p50}");
-    assert!(p99 >= 9e6 * 0.99 && p99 <= 10e6 * 1.01, "{p99}");
+    assert!((9e6 * 0.99..=10e6 * 1.01).contains(&p99), "{p99}");
     assert_eq!(web.series.len(), query::SERIES_POINTS);
     assert_eq!(web.series.iter().map(|p| p.hits).sum::<u64>(), 19);
 
@@ -487,4 +481,37 @@ fn a_full_queue_drops_and_counts_without_blocking() {
     drop(guard);
     assert!(store.sync(WAIT));
     assert_eq!(store.status().trace_payloads_written, 5);
+}
+
+#[test]
+fn status_shows_the_web_view_and_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(config(dir.path())).unwrap();
+    fill(&store, now_ns());
+    let stats = crate::status::AgentStats::default();
+    assert!(stats.snapshot(Vec::new()).local.is_none());
+    stats
+        .local
+        .set(("http://127.0.0.1:8128".to_owned(), store.clone()))
+        .unwrap();
+    let snap = stats.snapshot(Vec::new());
+    let text = crate::status::render(&snap);
+    assert!(text.contains("Local mode: web view on http://127.0.0.1:8128"), "{text}");
+    assert!(
+        text.contains("Written: 2 trace chunks (6 spans), 5 stats groups"),
+        "{text}"
+    );
+    // `trace-agent status --json` round-trips it.
+    let json = serde_json::to_string(&snap).unwrap();
+    let back: crate::status::StatusSnapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.local, snap.local);
+    let upstream = crate::upstream::Upstream::status(&store);
+    assert_eq!(
+        (
+            upstream.name.as_str(),
+            upstream.traces.items_sent,
+            upstream.stats.items_sent
+        ),
+        ("local", 2, 5)
+    );
 }

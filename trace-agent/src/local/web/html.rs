@@ -175,6 +175,14 @@ pub fn chart(values: &[f64], line: &[Option<f64>], width: u32, height: u32, titl
             }
         }
         let _ = write!(svg, "<path class=\"line\" d=\"{path}\"/>");
+        // Dots too: a single point draws no line.
+        for (i, v) in line.iter().enumerate() {
+            if let Some(v) = v {
+                let x = i as f64 * bar_w + bar_w / 2.0;
+                let y = h - 2.0 - v / line_max * (h - 6.0);
+                let _ = write!(svg, "<circle class=\"dot\" cx=\"{x:.1}\" cy=\"{y:.1}\" r=\"2\"/>");
+            }
+        }
     }
     svg.push_str("</svg>");
     svg

@@ -29,7 +29,7 @@ tr.err td:first-child{border-left:3px solid #e15759}
 .card{background:#fff;padding:10px 14px;box-shadow:0 1px 2px #0002;min-width:110px}
 .card b{display:block;font-size:18px}
 .card span{color:#667}
-.chart .bg{fill:#fff}.chart .bar{fill:#8fb0dd}.chart .line{fill:none;stroke:#e15759;stroke-width:1.5}
+.chart .bg{fill:#fff}.chart .bar{fill:#8fb0dd}.chart .line{fill:none;stroke:#e15759;stroke-width:1.5}.chart .dot{fill:#e15759}
 .charts{display:flex;gap:16px;flex-wrap:wrap}.charts figure{margin:0}.charts figcaption{color:#667;font-size:12px}
 .empty{background:#fff;padding:20px;box-shadow:0 1px 2px #0002}
 .banner{background:#fff3cd;border:1px solid #e0c36a;padding:8px 12px;margin-bottom:12px}
@@ -38,10 +38,10 @@ footer{color:#778;font-size:12px;padding:12px 20px}
 .wf details{border-bottom:1px solid #eef0f4}
 .wf summary{display:flex;align-items:center;cursor:pointer;list-style:none;padding:3px 6px}
 .wf summary::-webkit-details-marker{display:none}
-.wf .label{width:38%;min-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.wf .label{box-sizing:border-box;flex:0 0 38%;min-width:260px;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .wf .track{flex:1;position:relative;height:16px;background:#f3f4f7}
 .wf .bar{position:absolute;top:2px;height:12px;min-width:2px;border-radius:2px}
-.wf .dur{width:90px;text-align:right;color:#445;font-variant-numeric:tabular-nums}
+.wf .dur{flex:0 0 90px;text-align:right;color:#445;font-variant-numeric:tabular-nums}
 .wf .swatch{display:inline-block;width:10px;height:10px;border-radius:2px;margin-right:6px;vertical-align:middle}
 .wf .errmark{color:#e15759;font-weight:700;margin-left:4px}
 .wf .tags{padding:6px 12px 12px 24px;background:#fafbfc}
@@ -359,14 +359,15 @@ fn distribution_svg(d: &ResourceDetail) -> String {
         let (llo, lhi) = (first.lo_ns.ln(), last.hi_ns.ln());
         let x_of = |v: f64| ((v.max(first.lo_ns).ln() - llo) / (lhi - llo).max(1e-9) * w).clamp(0.0, w);
         let l = &d.figures.latency;
-        for (label, v) in [("p50", l.p50), ("p95", l.p95), ("p99", l.p99)] {
+        for (i, (label, v)) in [("p50", l.p50), ("p95", l.p95), ("p99", l.p99)].into_iter().enumerate() {
             if let Some(v) = v {
                 let x = x_of(v);
                 let _ = write!(
                     svg,
                     "<line class=\"mark\" x1=\"{x:.1}\" x2=\"{x:.1}\" y1=\"0\" y2=\"{h}\"/>\
-                     <text x=\"{:.1}\" y=\"10\">{label}</text>",
-                    (x + 2.0).min(w - 24.0)
+                     <text x=\"{:.1}\" y=\"{}\">{label}</text>",
+                    (x + 2.0).min(w - 24.0),
+                    10 + 12 * i
                 );
             }
         }
@@ -480,7 +481,7 @@ pub fn trace(f: &Frame<'_>, t: &TraceDetail) -> String {
         let colour = service_colour(&s.service);
         let _ = write!(
             body,
-            "<details class=\"span\" data-span-id=\"{id}\" data-parent-id=\"{pid}\" data-depth=\"{depth}\" \
+            "<details class=\"span\"{open} data-span-id=\"{id}\" data-parent-id=\"{pid}\" data-depth=\"{depth}\" \
              data-service=\"{svc}\" data-name=\"{name}\" data-resource=\"{res}\" data-duration=\"{dur}\" data-error=\"{e}\">\
              <summary><span class=\"label\" style=\"padding-left:{pad}px\" title=\"{res}\"><i class=\"swatch\" style=\"background:{colour}\"></i>\
              <b>{svc}</b> {name} <small>{res}</small>{errmark}</span>\
@@ -495,6 +496,7 @@ pub fn trace(f: &Frame<'_>, t: &TraceDetail) -> String {
             dur = s.duration_ns,
             e = u8::from(s.error),
             pad = s.depth.min(40) * 16,
+            open = if s.error { " open" } else { "" },
             errmark = if s.error {
                 "<span class=\"errmark\">!</span>"
             } else {
