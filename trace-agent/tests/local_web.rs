@@ -226,6 +226,10 @@ async fn pages_and_api_show_the_stored_figures() {
         assert_eq!(attr(row_attrs(&page, "data-span-id", "3"), "data-depth"), "2");
         assert!(page.contains("&lt;lost&gt; connection") && page.contains("at fetch()\nat query()"));
         assert!(!page.contains("<lost>"));
+        assert!(
+            page.contains("data-error-span=\"3\""),
+            "the error is listed under the waterfall"
+        );
 
         // JSON API.
         let api: serde_json::Value = serde_json::from_str(&get(addr, "/api/v1/services?window=5m").body).unwrap();
@@ -294,4 +298,42 @@ async fn an_empty_store_says_how_to_send_traces_and_a_fallback_is_shown() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_service_starts_store_and_view_and_names_a_taken_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LocalConfig {
+        web_port: 0,
+        ..LocalConfig::in_dir(dir.path())
+    };
+    let local = trace_agent::local::LocalService::start(config.clone()).await.unwrap();
+    let addr = local.web_addr();
+    assert_eq!(local.web_url(), format!("http://{addr}"));
+    let page = tokio::task::spawn_blocking(move || get(addr, "/api/v1/status").body)
+        .await
+        .unwrap();
+    assert!(page.contains("\"kind\":\"file\""), "{page}");
+
+    let taken = LocalConfig {
+        web_port: addr.port(),
+        ..LocalConfig::in_dir(&dir.path().join("other"))
+    };
+    let err = trace_agent::local::LocalService::start(taken)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("apm_config.local.web_port"), "{err}");
+
+    local.store().push_traces(traces(vec![vec![span(
+        9,
+        1,
+        0,
+        ("svc", "op", "res"),
+        unix_nanos(SystemTime::now()),
+        MS,
+    )]]));
+    let status = local.shutdown(Duration::from_secs(10)).await;
+    assert_eq!(status.chunks_written, 1, "shutdown writes what was queued");
+    assert!(std::net::TcpStream::connect(addr).is_err(), "the web view stopped");
 }

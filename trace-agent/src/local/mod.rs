@@ -14,17 +14,26 @@
 //! * [`web`] — the pages (services, a service's resources, a resource, a trace waterfall) and
 //!   the JSON API under `/api/v1`.
 //!
+//! Wiring (the agent's start-up):
+//!
 //! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use trace_agent::local::{LocalConfig, LocalStore, web};
-//! let store = LocalStore::open(LocalConfig::in_dir(std::path::Path::new("/tmp/ta")))?;
-//! let listener = web::bind(store.config().web_port).await?;
-//! let (_stop, shutdown) = tokio::sync::watch::channel(false);
-//! tokio::spawn(web::serve(listener, store.clone(), shutdown));
+//! # async fn demo(config: trace_agent::config::AgentConfig) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use trace_agent::local::LocalService;
+//! use trace_agent::upstream::Upstream;
+//!
+//! if config.local_mode_active() {
+//!     let local = LocalService::start(config.local.clone()).await?;
+//!     let upstream: Arc<dyn Upstream> = Arc::new(local.store().clone()); // next to datadog/otlp
+//!     // `AgentStats::local.set((local.web_url(), local.store().clone()))` for `status`;
+//!     // at exit, after the pipeline drained: `local.shutdown(timeout).await`.
+//! #   drop(upstream);
+//! }
 //! # Ok(()) }
 //! ```
 
 mod config;
+mod mode;
 mod quantiles;
 pub mod query;
 pub mod retention;
@@ -38,6 +47,7 @@ pub use config::{
     DB_FILE_NAME, DEFAULT_MAX_SIZE_MB, DEFAULT_RETENTION, DEFAULT_WEB_PORT, LocalConfig, LocalMode, default_data_dir,
     parse_duration,
 };
+pub use mode::{LocalService, LocalStartError};
 pub use schema::StoreError;
 pub use store::{LocalStore, StoreMode, StoreStatus, unix_nanos};
 pub use upstream::writer_status;

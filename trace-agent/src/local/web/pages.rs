@@ -481,7 +481,7 @@ pub fn trace(f: &Frame<'_>, t: &TraceDetail) -> String {
         let colour = service_colour(&s.service);
         let _ = write!(
             body,
-            "<details class=\"span\"{open} data-span-id=\"{id}\" data-parent-id=\"{pid}\" data-depth=\"{depth}\" \
+            "<details class=\"span\" id=\"span-{id}\" data-span-id=\"{id}\" data-parent-id=\"{pid}\" data-depth=\"{depth}\" \
              data-service=\"{svc}\" data-name=\"{name}\" data-resource=\"{res}\" data-duration=\"{dur}\" data-error=\"{e}\">\
              <summary><span class=\"label\" style=\"padding-left:{pad}px\" title=\"{res}\"><i class=\"swatch\" style=\"background:{colour}\"></i>\
              <b>{svc}</b> {name} <small>{res}</small>{errmark}</span>\
@@ -496,7 +496,6 @@ pub fn trace(f: &Frame<'_>, t: &TraceDetail) -> String {
             dur = s.duration_ns,
             e = u8::from(s.error),
             pad = s.depth.min(40) * 16,
-            open = if s.error { " open" } else { "" },
             errmark = if s.error {
                 "<span class=\"errmark\">!</span>"
             } else {
@@ -535,6 +534,24 @@ pub fn trace(f: &Frame<'_>, t: &TraceDetail) -> String {
         body.push_str("</table></div></details>");
     }
     body.push_str("</div>");
+    let errors: Vec<_> = t.spans.iter().filter(|s| s.error).collect();
+    if !errors.is_empty() {
+        let _ = write!(body, "<h2>Errors ({})</h2><div id=\"errors\">", errors.len());
+        for s in errors {
+            let get = |k: &str| s.meta.get(k).map(String::as_str);
+            let _ = write!(
+                body,
+                "<div class=\"error-box\" data-error-span=\"{id}\"><a href=\"#span-{id}\">{svc} {name}</a> — <b>{ty}</b>: {msg}{stack}</div>",
+                id = escape(&s.span_id),
+                svc = escape(&s.service),
+                name = escape(&s.name),
+                ty = escape(get("error.type").unwrap_or("error")),
+                msg = escape(get("error.message").or_else(|| get("error.msg")).unwrap_or("")),
+                stack = get("error.stack").map_or_else(String::new, |st| format!("<pre>{}</pre>", escape(st))),
+            );
+        }
+        body.push_str("</div>");
+    }
     if t.truncated > 0 {
         let _ = write!(body, "<p>{} more spans not shown.</p>", t.truncated);
     }
