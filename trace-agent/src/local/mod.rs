@@ -5,7 +5,7 @@
 //! * [`LocalStore`] — the third upstream (next to Datadog and OTLP). `push_traces` /
 //!   `push_stats` only enqueue (bounded; a full queue drops and counts); a writer thread turns
 //!   payloads into rows and writes them in batches, one transaction each, and runs
-//!   [retention](retention) every minute (age, then size). The database is
+//!   [retention] every minute (age, then size). The database is
 //!   `<data_dir>/local.sqlite3` in WAL mode, so the web view reads while the writer writes.
 //!   A corrupt or locked file, or an unusable directory, is reported clearly (log, `status`,
 //!   a banner on every page) and the store runs in memory instead: the agent keeps receiving.
