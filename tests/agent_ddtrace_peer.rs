@@ -114,3 +114,134 @@ fn ddtrace_honours_rate_by_service_and_reports_its_p0_drops() {
     );
     assert!(status.client_stats_payloads >= 1, "stats still count everything");
 }
+
+/// ddtrace with client-side stats sends its own stats to `/v0.6/stats` and its traces (flagged
+/// `Datadog-Client-Computed-Stats`) to the pipeline. Running our concentrator on those same
+/// traces anyway must give ddtrace's numbers, and ddtrace's DDSketches must decode with ours.
+#[test]
+fn ddtrace_client_stats_agree_with_our_concentrator() {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+    use std::time::SystemTime;
+    use trace_agent::pipeline::{ChunkSink, ProcessedPayload};
+    use trace_agent::stats::sketch::Sketch;
+    use trace_agent::stats::{AgentIdentity, ClientStatsInput, Concentrator, pb};
+
+    type Captured = Arc<Mutex<(Vec<pb::StatsPayload>, Vec<pb::ClientStatsPayload>, usize)>>;
+    struct StatsSink {
+        concentrator: Concentrator,
+        out: Captured,
+    }
+    impl ChunkSink for StatsSink {
+        fn consume(&mut self, p: ProcessedPayload) {
+            assert!(
+                p.client_computed_stats,
+                "ddtrace flags payloads whose stats it computed"
+            );
+            // Deliberately ignore the flag: compute stats on the same spans.
+            self.concentrator.add_payload(p.payload.get(), p.received_at);
+            self.out.lock().unwrap().2 += 1;
+        }
+        fn consume_client_stats(&mut self, input: ClientStatsInput) {
+            self.out.lock().unwrap().1.push(input.payload);
+        }
+        fn flush(&mut self) {
+            if let Some(s) = self.concentrator.flush(SystemTime::now(), true) {
+                self.out.lock().unwrap().0.push(s);
+            }
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let port = apm::free_port();
+    let config = AgentConfig::local(port);
+    let out: Captured = Arc::default();
+    let sink = StatsSink {
+        concentrator: Concentrator::new(&config.stats, AgentIdentity::default(), SystemTime::now()),
+        out: Arc::clone(&out),
+    };
+    let agent = rt.block_on(trace_agent::start_with_sink(config, |_| sink)).unwrap();
+    let run = apm::run_flask_demo(
+        port,
+        &apm::run_dir("agent_peer_stats_agree"),
+        REQUESTS,
+        &[("STATS", "true")],
+    );
+    let status = rt.block_on(agent.shutdown());
+    assert_eq!(run.send_errors, 0, "tracer send errors:\n{}", run.summary);
+    assert_eq!(status.total_received().traces, REQUESTS as u64, "{status:#?}");
+    let (ours, theirs, trace_payloads) = std::mem::take(&mut *out.lock().unwrap());
+    assert!(
+        trace_payloads > 0 && !theirs.is_empty(),
+        "{trace_payloads} trace payloads, {} stats payloads",
+        theirs.len()
+    );
+
+    // (service, name, resource, status) → (hits, errors, top-level hits, duration), ok sketch
+    type Totals = BTreeMap<String, ((u64, u64, u64, u64), Sketch)>;
+    fn add<'a>(totals: &mut Totals, groups: impl Iterator<Item = &'a pb::ClientGroupedStats>) {
+        for g in groups {
+            let key = format!("{}|{}|{}|{}", g.service, g.name, g.resource, g.http_status_code);
+            let ok = Sketch::decode(&g.ok_summary).expect("ok summary decodes with our DDSketch");
+            let err = Sketch::decode(&g.error_summary).expect("error summary decodes with our DDSketch");
+            assert_eq!(
+                ok.count() + err.count(),
+                g.hits as f64,
+                "{key}: one sketch value per hit"
+            );
+            assert_eq!(err.count(), g.errors as f64, "{key}");
+            match totals.get_mut(&key) {
+                None => {
+                    totals.insert(key, ((g.hits, g.errors, g.top_level_hits, g.duration), ok));
+                }
+                Some((t, sketch)) => {
+                    t.0 += g.hits;
+                    t.1 += g.errors;
+                    t.2 += g.top_level_hits;
+                    t.3 += g.duration;
+                    sketch.merge(&ok).expect("same mapping within one side");
+                }
+            }
+        }
+    }
+    let mut ours_totals = Totals::new();
+    add(
+        &mut ours_totals,
+        ours.iter()
+            .flat_map(|p| &p.stats)
+            .flat_map(|c| &c.stats)
+            .flat_map(|b| &b.stats),
+    );
+    let mut theirs_totals = Totals::new();
+    add(
+        &mut theirs_totals,
+        theirs.iter().flat_map(|c| &c.stats).flat_map(|b| &b.stats),
+    );
+    // The demo's four routes, each a top-level flask.request (errors on /api/error).
+    assert_eq!(ours_totals.len(), 4, "{:?}", ours_totals.keys());
+    assert_eq!(
+        ours_totals.values().map(|(t, _)| t.0).sum::<u64>(),
+        REQUESTS as u64,
+        "every request's root span counted once"
+    );
+    let counts = |t: &Totals| t.iter().map(|(k, (c, _))| (k.clone(), *c)).collect::<BTreeMap<_, _>>();
+    assert_eq!(
+        counts(&ours_totals),
+        counts(&theirs_totals),
+        "our concentrator vs ddtrace's client stats"
+    );
+    for (key, (_, ours_sketch)) in &ours_totals {
+        let theirs_sketch = &theirs_totals[key].1;
+        assert_eq!(ours_sketch.count(), theirs_sketch.count(), "{key}");
+        for q in [0.0, 0.5, 1.0] {
+            if let (Some(o), Some(t)) = (ours_sketch.quantile(q), theirs_sketch.quantile(q)) {
+                // Each within ~1 % of the true latency (ours after 10-bit truncation).
+                assert!((o / t - 1.0).abs() <= 0.025, "{key} q{q}: ours {o} vs ddtrace {t}");
+            }
+        }
+    }
+}

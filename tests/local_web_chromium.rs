@@ -9,22 +9,21 @@
 //!   the axum Flask-demo example or the Python demo (`apm::run_flask_demo`) instead, replace
 //!   its body; the assertions only need [`PLAN`]'s counts.
 //! * [`StoreSink`] stands in for the agent's pipeline sink (samplers → concentrator →
-//!   upstreams) until it is wired: it converts every processed payload with
-//!   `upstream::convert` and computes 10 s stats buckets of top-level and measured spans.
-//!   Once the agent runs local mode itself, start it in local mode and drop the sink.
+//!   upstreams) until it is wired: the real [`Concentrator`], every trace kept, converted with
+//!   `upstream::convert`, the local store as the only upstream. Once the agent runs local mode
+//!   itself, start it in local mode and drop the sink.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use trace_agent::config::AgentConfig;
 use trace_agent::local::{LocalConfig, LocalStore, web};
 use trace_agent::pipeline::{ChunkSink, ProcessedPayload};
-use trace_agent::stats::sketch::Sketch;
-use trace_agent::upstream::{convert, pb};
+use trace_agent::stats::{AgentIdentity, Concentrator, StatsConfig};
+use trace_agent::upstream::convert;
 use tracer::{Tracer, TracerConfig};
 
 /// Service of the demo requests.
@@ -36,89 +35,27 @@ const PLAN: [(&str, usize, bool); 4] = [
     ("GET /api/trace", 6, false),
     ("GET /api/error", 5, true),
 ];
-const BUCKET_NS: i64 = 10_000_000_000;
-
-/// Stats rows keyed by (bucket start, service, name, resource).
-type Groups = BTreeMap<(i64, String, String, String), Group>;
-
-#[derive(Default)]
-struct Group {
-    hits: u64,
-    errors: u64,
-    top_level_hits: u64,
-    duration: u64,
-    ok: Sketch,
-    error: Sketch,
-}
-
-/// Stand-in for the agent's pipeline sink (see the module docs).
+/// Stand-in for the agent's pipeline sink (see the module docs): the real concentrator, no
+/// samplers (every trace is kept), the local store as the only upstream.
 struct StoreSink {
     store: LocalStore,
-    groups: Groups,
+    concentrator: Concentrator,
 }
 
 impl ChunkSink for StoreSink {
     fn consume(&mut self, p: ProcessedPayload) {
-        let payload = convert::tracer_payload(p.payload.get());
-        for span in payload.chunks.iter().flat_map(|c| &c.spans) {
-            let top = span.metrics.get("_top_level") == Some(&1.0);
-            if !top && span.metrics.get("_dd.measured") != Some(&1.0) {
-                continue;
-            }
-            let end = span.start + span.duration;
-            let key = (
-                end - end.rem_euclid(BUCKET_NS),
-                span.service.clone(),
-                span.name.clone(),
-                span.resource.clone(),
-            );
-            let g = self.groups.entry(key).or_default();
-            g.hits += 1;
-            g.top_level_hits += u64::from(top);
-            g.duration += span.duration.max(0) as u64;
-            if span.error != 0 {
-                g.errors += 1;
-                g.error.add(span.duration as f64).unwrap();
-            } else {
-                g.ok.add(span.duration as f64).unwrap();
-            }
+        self.concentrator.add(&p, SystemTime::now());
+        self.store
+            .push_traces(Arc::new(convert::tracer_payload(p.payload.get())));
+        if let Some(stats) = self.concentrator.flush(SystemTime::now(), false) {
+            self.store.push_stats(Arc::new(stats));
         }
-        self.store.push_traces(Arc::new(payload));
     }
 
     fn flush(&mut self) {
-        let mut buckets: BTreeMap<i64, Vec<pb::ClientGroupedStats>> = BTreeMap::new();
-        for ((start, service, name, resource), g) in std::mem::take(&mut self.groups) {
-            buckets.entry(start).or_default().push(pb::ClientGroupedStats {
-                service,
-                name,
-                resource,
-                hits: g.hits,
-                errors: g.errors,
-                duration: g.duration,
-                top_level_hits: g.top_level_hits,
-                ok_summary: g.ok.encode(),
-                error_summary: g.error.encode(),
-                ..pb::ClientGroupedStats::default()
-            });
+        if let Some(stats) = self.concentrator.flush(SystemTime::now(), true) {
+            self.store.push_stats(Arc::new(stats));
         }
-        let stats = buckets
-            .into_iter()
-            .map(|(start, stats)| pb::ClientStatsBucket {
-                start: start as u64,
-                duration: BUCKET_NS as u64,
-                stats,
-                ..pb::ClientStatsBucket::default()
-            })
-            .collect();
-        self.store.push_stats(Arc::new(pb::StatsPayload {
-            stats: vec![pb::ClientStatsPayload {
-                env: "test".to_owned(),
-                stats,
-                ..pb::ClientStatsPayload::default()
-            }],
-            ..pb::StatsPayload::default()
-        }));
     }
 }
 
@@ -300,7 +237,15 @@ fn chromium_shows_the_demo_traffic() {
             AgentConfig::local(apm::free_port()),
             move |_| StoreSink {
                 store: sink_store,
-                groups: Groups::new(),
+                concentrator: Concentrator::new(
+                    &StatsConfig::default(),
+                    AgentIdentity {
+                        hostname: "test-host".to_owned(),
+                        env: "test".to_owned(),
+                        version: "test".to_owned(),
+                    },
+                    SystemTime::now(),
+                ),
             },
         ))
         .expect("agent");

@@ -1,6 +1,7 @@
 //! The hand-off from the receiver to the next stage (samplers, stats, writers of a later issue):
-//! processed payloads travel over a bounded channel to a [`ChunkSink`] that runs on its own task.
-//! Until that stage exists, [`CountingSink`] counts what it would have forwarded.
+//! processed trace payloads and decoded `/v0.6/stats` payloads travel, as [`PipelineItem`]s, over
+//! one bounded channel to a [`ChunkSink`] that runs on its own task. Until that stage exists,
+//! [`CountingSink`] counts what it would have forwarded.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::span::OwnedPayload;
+use crate::stats::ClientStatsInput;
 
 /// One processed payload, ready for sampling, stats and writing.
 #[derive(Debug)]
@@ -24,12 +26,30 @@ pub struct ProcessedPayload {
     pub received_at: SystemTime,
 }
 
+/// What travels from the receiver to the [`ChunkSink`].
+#[derive(Debug)]
+pub enum PipelineItem {
+    /// A processed trace payload (`/v0.x/traces`).
+    Traces(ProcessedPayload),
+    /// A decoded and processed client-stats payload (`/v0.6/stats`).
+    ClientStats(ClientStatsInput),
+}
+
 /// The consumer of processed payloads (samplers, stats, writers). Runs on its own thread, one
 /// payload at a time; while it is busy, payloads queue in the bounded channel and then the
 /// receiver answers "overloaded".
 pub trait ChunkSink: Send + 'static {
-    /// Takes one processed payload.
+    /// Takes one processed payload. Its stats belong to the concentrator unless
+    /// `payload.client_computed_stats` (see `stats::Concentrator::add`).
     fn consume(&mut self, payload: ProcessedPayload);
+    /// Takes one client-stats payload (for the `stats::ClientStatsAggregator`). The default
+    /// drops it (logged at debug level): override it in a sink that aggregates client stats.
+    fn consume_client_stats(&mut self, input: ClientStatsInput) {
+        tracing::debug!(
+            groups = input.payload.stats.iter().map(|b| b.stats.len()).sum::<usize>(),
+            "client stats payload dropped: this sink does not aggregate client stats"
+        );
+    }
     /// Called once when the channel is closed and drained (shutdown): flush what is buffered.
     fn flush(&mut self) {}
 }
@@ -43,6 +63,8 @@ pub struct SinkCounters {
     pub traces: AtomicU64,
     /// Spans consumed.
     pub spans: AtomicU64,
+    /// Client-stats payloads consumed.
+    pub client_stats: AtomicU64,
     /// Times [`ChunkSink::flush`] ran.
     pub flushes: AtomicU64,
 }
@@ -71,22 +93,29 @@ impl ChunkSink for CountingSink {
             .fetch_add(p.payload.get().span_count() as u64, Ordering::Relaxed);
     }
 
+    fn consume_client_stats(&mut self, _input: ClientStatsInput) {
+        self.counters.client_stats.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn flush(&mut self) {
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
     }
 }
 
 /// Sending half of the pipeline, cloned into every request handler.
-pub type PipelineSender = mpsc::Sender<ProcessedPayload>;
+pub type PipelineSender = mpsc::Sender<PipelineItem>;
 
 /// Starts the sink on its own blocking thread behind a channel of `capacity` payloads (so a
 /// slow sink never stalls the HTTP runtime). It ends, after draining and [`ChunkSink::flush`],
 /// when every sender is dropped.
 pub fn spawn_pipeline<S: ChunkSink>(capacity: usize, mut sink: S) -> (PipelineSender, JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::channel::<ProcessedPayload>(capacity.max(1));
+    let (tx, mut rx) = mpsc::channel::<PipelineItem>(capacity.max(1));
     let handle = tokio::task::spawn_blocking(move || {
-        while let Some(p) = rx.blocking_recv() {
-            sink.consume(p);
+        while let Some(item) = rx.blocking_recv() {
+            match item {
+                PipelineItem::Traces(p) => sink.consume(p),
+                PipelineItem::ClientStats(s) => sink.consume_client_stats(s),
+            }
         }
         sink.flush();
     });

@@ -512,6 +512,54 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     }
     load_local(&mut c, apm.local.unwrap_or_default())?;
     super::upstream::load(&mut c, apm.upstream)?;
+    let stats = &mut c.config.stats.clone();
+    if let Some(v) = c.pick(
+        "apm_config.compute_stats_by_span_kind",
+        &["DD_APM_COMPUTE_STATS_BY_SPAN_KIND"],
+        apm.compute_stats_by_span_kind,
+        boolean,
+    )? {
+        stats.compute_stats_by_span_kind = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.peer_tags_aggregation",
+        &["DD_APM_PEER_TAGS_AGGREGATION"],
+        apm.peer_tags_aggregation,
+        boolean,
+    )? {
+        stats.peer_tags_aggregation = v;
+    }
+    let json_list =
+        |v: &str| serde_json::from_str::<Vec<String>>(v).map_err(|e| format!("not a JSON list of strings: {e}"));
+    if let Some(v) = c.pick("apm_config.peer_tags", &["DD_APM_PEER_TAGS"], apm.peer_tags, json_list)? {
+        stats.peer_tags = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.bucket_size_seconds",
+        &[],
+        apm.bucket_size_seconds,
+        num::<u64>,
+    )? {
+        if v == 0 {
+            return Err(ConfigError::Invalid {
+                key: "apm_config.bucket_size_seconds".to_owned(),
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        stats.bucket_size = Duration::from_secs(v);
+    }
+    if let Some(v) = c.pick(
+        "apm_config.stats_max_groups_per_bucket",
+        &["DD_APM_STATS_MAX_GROUPS_PER_BUCKET"],
+        apm.stats_max_groups_per_bucket,
+        num::<usize>,
+    )? && v > 0
+    {
+        stats.max_groups_per_bucket = v;
+    }
+    let has = |f: &str| c.config.features.iter().any(|x| x == f);
+    stats.container_id_dimension = has("enable_cid_stats") && !has("disable_cid_stats");
+    c.config.stats = stats.clone();
     if c.config.replace_tags.iter().any(|r| r.name == "env") {
         warnings.push(
             "apm_config.replace_tags: a rule on \"env\" rewrites the env of every span and breaks \

@@ -107,6 +107,10 @@ pub struct AgentConfig {
     pub local: crate::local::LocalConfig,
     /// Upstream writers: intake URL, extra endpoints, retries, writer limits, OTLP export.
     pub upstream: UpstreamConfig,
+    /// Stats concentrator and client-stats settings (`apm_config.compute_stats_by_span_kind`,
+    /// `peer_tags_aggregation`, `peer_tags`, `bucket_size_seconds`,
+    /// `stats_max_groups_per_bucket`; container id dimension from `features`).
+    pub stats: crate::stats::StatsConfig,
     /// Where each value came from, by key path.
     pub origins: BTreeMap<String, Origin>,
     /// Warnings found while loading (unknown keys…), logged at start.
@@ -154,6 +158,7 @@ impl Default for AgentConfig {
             pipeline_capacity: 32,
             local: crate::local::LocalConfig::default(),
             upstream: UpstreamConfig::default(),
+            stats: crate::stats::StatsConfig::default(),
             origins: BTreeMap::new(),
             warnings: Vec::new(),
         }
@@ -337,6 +342,18 @@ impl AgentConfig {
         for (k, v) in self.upstream.describe(&self.site) {
             line(k, v);
         }
+        let st = &self.stats;
+        line(
+            "apm_config.compute_stats_by_span_kind",
+            st.compute_stats_by_span_kind.to_string(),
+        );
+        line("apm_config.peer_tags_aggregation", st.peer_tags_aggregation.to_string());
+        line("apm_config.peer_tags", format!("{:?}", st.peer_tags));
+        line("apm_config.bucket_size_seconds", st.bucket_size.as_secs().to_string());
+        line(
+            "apm_config.stats_max_groups_per_bucket",
+            st.max_groups_per_bucket.to_string(),
+        );
         out
     }
 }

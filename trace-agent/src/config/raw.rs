@@ -43,6 +43,11 @@ pub(crate) struct RawApm {
     pub(crate) features: Option<Vec<String>>,
     pub(crate) obfuscation: Option<RawObfuscation>,
     pub(crate) local: Option<RawLocal>,
+    pub(crate) compute_stats_by_span_kind: Option<bool>,
+    pub(crate) peer_tags_aggregation: Option<bool>,
+    pub(crate) peer_tags: Option<Vec<String>>,
+    pub(crate) bucket_size_seconds: Option<u64>,
+    pub(crate) stats_max_groups_per_bucket: Option<usize>,
     #[serde(flatten)]
     pub(crate) upstream: super::upstream::RawUpstream,
 }
@@ -220,6 +225,11 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.local.retention",
     "apm_config.local.max_size_mb",
     "apm_config.local.web_port",
+    "apm_config.compute_stats_by_span_kind",
+    "apm_config.peer_tags_aggregation",
+    "apm_config.peer_tags",
+    "apm_config.bucket_size_seconds",
+    "apm_config.stats_max_groups_per_bucket",
 ];
 
 /// Key paths in `value` not in [`KNOWN_KEYS`] (maps are walked only below known maps).

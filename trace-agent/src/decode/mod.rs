@@ -4,6 +4,7 @@
 //! invalid UTF-8 repaired) and strict about bounds: every length is checked against the bytes
 //! left before anything is allocated, and nesting is capped.
 
+mod client_stats;
 mod error;
 pub mod json;
 mod reader;
@@ -11,24 +12,18 @@ pub mod v04;
 pub mod v05;
 pub mod v07;
 
+pub use client_stats::decode_client_stats;
 pub use error::{DecodeError, ReadError, ReadErrorKind};
 
 use crate::span::TracerPayload;
 
-/// Checks that a `/v0.6/stats` body is one well-formed msgpack map (a `ClientStatsPayload`);
-/// its aggregation belongs to the stats stage.
+/// Checks that a `/v0.6/stats` body is a well-formed `ClientStatsPayload`
+/// ([`decode_client_stats`] without keeping the result).
 ///
 /// # Errors
 /// A [`DecodeError`] saying what was wrong and where.
 pub fn validate_client_stats(body: &[u8]) -> Result<(), DecodeError> {
-    let mut r = reader::Reader::new(body);
-    if !matches!(
-        r.peek_marker(),
-        Ok(rmp::Marker::FixMap(_) | rmp::Marker::Map16 | rmp::Marker::Map32)
-    ) {
-        let _ = r.map_len().map_err(|e| e.at(|| "client stats payload".to_owned()))?;
-    }
-    r.skip().map_err(|e| e.at(|| "client stats payload".to_owned()))
+    decode_client_stats(body).map(|_| ())
 }
 
 /// Trace endpoint versions.

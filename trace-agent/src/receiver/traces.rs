@@ -14,10 +14,12 @@ use super::AppState;
 use super::routes::{Reply, reply, text};
 use crate::config::parse_bool;
 use crate::decode::{self, ApiVersion, DecodeError, Encoding};
-use crate::pipeline::ProcessedPayload;
+use crate::pipeline::{PipelineItem, ProcessedPayload};
 use crate::process::{self, RequestFacts};
 use crate::process::{ProcessConfig, toplevel};
 use crate::span::{OwnedPayload, Str, tag_get};
+use crate::stats::ClientStatsInput;
+use crate::stats::client::{ClientStatsFacts, process_client_stats};
 use crate::status::TracerKey;
 
 /// Drop reason: the body could not be decoded.
@@ -28,8 +30,10 @@ pub const DROP_TOO_LARGE: &str = "payload_too_large";
 pub const DROP_OVERLOAD: &str = "overload";
 /// Drop reason: the body could not be read in time or at all.
 pub const DROP_READ: &str = "read_error";
-/// Drop reason: a `/v0.6/stats` body that is not a msgpack map.
+/// Drop reason: a `/v0.6/stats` body that is not a valid `ClientStatsPayload`.
 pub const DROP_STATS_DECODE: &str = "stats_decode_error";
+/// Drop reason: a `/v0.6/stats` payload the pipeline did not take in time.
+pub const DROP_STATS_QUEUE: &str = "stats_queue_full";
 /// Drop reason: `Sec-Fetch-Site: cross-site`.
 pub const DROP_CROSS_SITE: &str = "cross_site";
 
@@ -404,7 +408,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
             client_dropped_p0_traces: dropped_p0.0,
             received_at: SystemTime::now(),
         };
-        if state.pipeline.send(processed).await.is_err() {
+        if state.pipeline.send(PipelineItem::Traces(processed)).await.is_err() {
             state
                 .stats
                 .record_error("pipeline closed: payload dropped during shutdown".to_owned());
@@ -416,24 +420,71 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     rates_reply(state, version, h, StatusCode::OK)
 }
 
-/// Handles `/v0.6/stats`: accepted and counted (aggregation comes with the stats issue).
+/// Handles `/v0.6/stats`: decodes the `ClientStatsPayload`, normalizes and obfuscates its groups
+/// (on a blocking thread) and hands it to the pipeline's client-stats aggregator. 400 on a decode
+/// error; 408 when the pipeline does not take it within the receiver timeout.
 pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
-    if let Some(early) = precheck(state, &parts.headers) {
+    let h = &parts.headers;
+    if let Some(early) = precheck(state, h) {
         return early;
     }
-    match read_body(state, body).await {
-        Ok(body) => match decode::validate_client_stats(&body) {
-            Ok(()) => {
-                state.stats.client_stats_payloads.fetch_add(1, Ordering::Relaxed);
-                reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new())
-            }
-            Err(e) => {
-                state.stats.record_drop(DROP_STATS_DECODE, 1, 0, 0);
-                warn_limited(state, &format!("cannot decode /v0.6/stats payload: {e}"));
-                text(StatusCode::BAD_REQUEST, &e.to_string())
-            }
-        },
-        Err(e) => body_error_reply(state, &parts.headers, e),
+    let bytes = match read_body(state, body).await {
+        Ok(b) => b,
+        Err(e) => return body_error_reply(state, h, e),
+    };
+    let lang = header_str(h, "datadog-meta-lang").to_owned();
+    let tracer_version = header_str(h, "datadog-meta-tracer-version").to_owned();
+    let cid = container_id(h);
+    let tracer_obfuscated = !header_str(h, "datadog-obfuscation-version").trim().is_empty();
+    let (process, stats_config) = (Arc::clone(&state.process), Arc::clone(&state.config));
+    let work = tokio::task::spawn_blocking(move || {
+        let mut payload = decode::decode_client_stats(&bytes)?;
+        let facts = ClientStatsFacts {
+            lang: &lang,
+            tracer_version: &tracer_version,
+            container_id: &cid,
+            tracer_obfuscated,
+        };
+        let report = process_client_stats(&mut payload, &facts, &process, &stats_config.stats);
+        Ok::<_, DecodeError>((payload, report))
+    })
+    .await;
+    let (payload, report) = match work {
+        Ok(Ok(done)) => done,
+        Ok(Err(e)) => {
+            state.stats.record_drop(DROP_STATS_DECODE, 1, 0, 0);
+            warn_limited(state, &format!("cannot decode /v0.6/stats payload: {e}"));
+            return text(StatusCode::BAD_REQUEST, &e.to_string());
+        }
+        Err(e) => {
+            state.stats.record_error(format!("stats processing task failed: {e}"));
+            return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
+        }
+    };
+    state.stats.client_stats_payloads.fetch_add(1, Ordering::Relaxed);
+    if report.ignored_groups > 0 {
+        tracing::debug!(
+            groups = report.ignored_groups,
+            "client stats groups dropped by ignore_resources"
+        );
+    }
+    let item = PipelineItem::ClientStats(ClientStatsInput {
+        payload,
+        received_at: SystemTime::now(),
+    });
+    match tokio::time::timeout(state.config.receiver_timeout, state.pipeline.send(item)).await {
+        Ok(Ok(())) => reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
+        Ok(Err(_)) => {
+            state
+                .stats
+                .record_error("pipeline closed: client stats dropped during shutdown".to_owned());
+            reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new())
+        }
+        Err(_) => {
+            state.stats.record_drop(DROP_STATS_QUEUE, 1, 0, 0);
+            warn_limited(state, "client stats payload not queued within the receiver timeout");
+            text(StatusCode::REQUEST_TIMEOUT, "timeout")
+        }
     }
 }
