@@ -7,7 +7,22 @@
 //! it enqueues into its own bounded queue, or drops and counts (see [`DropReason`]).
 //!
 //! * [`convert`] — the borrowed span model ([`crate::span`]) → the protobuf types of
-//!   `libdd-trace-protobuf` ([`pb`]), the common currency of every writer.
+//!   `libdd-trace-protobuf` ([`pb`]), the common currency of every writer;
+//! * [`datadog`] — [`DatadogWriter`]: `AgentPayload` protobuf + zstd to `/api/v0.2/traces`,
+//!   `StatsPayload` msgpack + gzip to `/api/v0.2/stats`, to the main and additional endpoints;
+//! * [`otlp`] — [`OtlpWriter`]: kept traces as OTLP/HTTP protobuf to `<endpoint>/v1/traces`
+//!   (no stats), with the Datadog → OTLP mapping documented there.
+//!
+//! # Sending (all HTTP writers)
+//! Between the pipeline and the network, each endpoint has a queue bounded in payloads and in
+//! bytes (`apm_config.{trace,stats}_writer.queue_size` / `.max_queue_bytes`); when full, the
+//! **oldest** queued payloads are dropped to make room (counted as `queue_full`). Per endpoint,
+//! `connection_limit` workers send concurrently (the limit is split across endpoints). Network
+//! errors, timeouts (10 s), 408 and 5xx are retried up to `max_sender_retries` (4) times after a
+//! full-jitter delay `random(0, min(10 s, 100 ms × 2^attempt))`, the attempt counter being per
+//! endpoint and halved after every success; then the payload is dropped
+//! (`retries_exhausted`). Any other non-2xx (including 429) drops the payload at once
+//! (`rejected`), counted by status; a 403 is logged once per endpoint with the masked API key.
 //!
 //! # Lifecycle
 //! Writers are built on, and spawn their tasks onto, the agent's tokio runtime. At shutdown
@@ -16,7 +31,14 @@
 //! timeout; whatever is still unsent then is counted as dropped ([`DropReason::Shutdown`]).
 //! From a blocking thread (the sink), drive it with `tokio::runtime::Handle::block_on`.
 
+mod backoff;
+mod batch;
 pub mod convert;
+pub mod datadog;
+mod http;
+pub mod otlp;
+mod queue;
+mod sender;
 mod status;
 
 use std::future::Future;
@@ -24,8 +46,38 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use backoff::Backoff;
+pub use batch::MAX_BATCH_BYTES;
+pub use datadog::{DatadogEndpoint, DatadogWriter, DatadogWriterConfig};
+pub use http::ClientError;
 pub use libdd_trace_protobuf::pb;
+pub use otlp::{OtlpWriter, OtlpWriterConfig};
 pub use status::{DropReason, SignalStatus, WriterStatus};
+
+/// Why a writer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Writers spawn tasks: they must be started from within a tokio runtime.
+    #[error("upstream writers must be started from within a tokio runtime")]
+    NoRuntime,
+    /// The Datadog writer needs `api_key` (`DD_API_KEY`).
+    #[error("no API key: set api_key in datadog.yaml or DD_API_KEY to send to Datadog")]
+    MissingApiKey,
+    /// The API key cannot be sent as a header.
+    #[error("the API key contains characters that cannot be sent in an HTTP header")]
+    InvalidApiKey,
+    /// An endpoint URL is not usable.
+    #[error("invalid upstream URL {url:?}: {message}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
 
 /// A boxed future returned by [`Upstream::shutdown`] (the trait stays object-safe).
 pub type ShutdownFuture<'a> = Pin<Box<dyn Future<Output = WriterStatus> + Send + 'a>>;

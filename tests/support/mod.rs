@@ -1,0 +1,3 @@
+//! Helpers shared by the upstream tests.
+
+pub(crate) mod intake;

@@ -1,0 +1,196 @@
+//! Batching of tracer payloads before they are encoded into one request (spec 7.2): a batch is
+//! sealed when the flush period passes or when adding a payload would take its estimated size
+//! (protobuf encoded length) past the maximum (3.2 MB for the Datadog intake).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::pb;
+
+/// Largest estimated batch: the Datadog intake's limit (`3 200 000` bytes).
+pub const MAX_BATCH_BYTES: usize = 3_200_000;
+
+/// A sealed batch.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// The tracer payloads.
+    pub(crate) payloads: Vec<Arc<pb::TracerPayload>>,
+    /// Sum of their encoded lengths.
+    pub(crate) bytes: usize,
+    /// Trace chunks inside.
+    pub(crate) chunks: u64,
+}
+
+/// The batch being built.
+#[derive(Debug)]
+pub(crate) struct Batcher {
+    pending: Mutex<Batch>,
+    max_bytes: usize,
+}
+
+impl Batcher {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            pending: Mutex::new(Batch::default()),
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
+    /// Adds `tp`; returns the batches sealed on the way (zero, one, or — for a payload larger
+    /// than the maximum on its own — several).
+    pub(crate) fn add(&self, tp: Arc<pb::TracerPayload>) -> Vec<Batch> {
+        let size = tp.encoded_len();
+        let parts = if size > self.max_bytes && tp.chunks.len() > 1 {
+            split(&tp, self.max_bytes)
+        } else {
+            vec![(tp, size)]
+        };
+        let mut sealed = Vec::new();
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (part, size) in parts {
+            if !pending.payloads.is_empty() && pending.bytes + size > self.max_bytes {
+                sealed.push(std::mem::take(&mut *pending));
+            }
+            pending.chunks += part.chunks.len() as u64;
+            pending.bytes += size;
+            pending.payloads.push(part);
+            if pending.bytes >= self.max_bytes {
+                sealed.push(std::mem::take(&mut *pending));
+            }
+        }
+        sealed
+    }
+
+    /// Takes the pending batch, if it holds anything.
+    pub(crate) fn take(&self) -> Option<Batch> {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!pending.payloads.is_empty()).then(|| std::mem::take(&mut *pending))
+    }
+}
+
+/// Splits a payload by chunks into parts of at most `max_bytes` (a single chunk larger than
+/// that forms a part alone; the intake decides about it).
+fn split(tp: &pb::TracerPayload, max_bytes: usize) -> Vec<(Arc<pb::TracerPayload>, usize)> {
+    let header = || without_chunks(tp);
+    let mut parts = Vec::new();
+    let mut cur = header();
+    let mut cur_size = cur.encoded_len();
+    for chunk in &tp.chunks {
+        // Field tag + length prefix + message.
+        let n = chunk.encoded_len();
+        let add = n + prost::length_delimiter_len(n) + 1;
+        if !cur.chunks.is_empty() && cur_size + add > max_bytes {
+            let done = std::mem::replace(&mut cur, header());
+            parts.push((Arc::new(done), cur_size));
+            cur_size = cur.encoded_len();
+        }
+        cur.chunks.push(chunk.clone());
+        cur_size += add;
+    }
+    if !cur.chunks.is_empty() {
+        parts.push((Arc::new(cur), cur_size));
+    }
+    parts
+}
+
+fn without_chunks(tp: &pb::TracerPayload) -> pb::TracerPayload {
+    pb::TracerPayload {
+        container_id: tp.container_id.clone(),
+        language_name: tp.language_name.clone(),
+        language_version: tp.language_version.clone(),
+        tracer_version: tp.tracer_version.clone(),
+        runtime_id: tp.runtime_id.clone(),
+        chunks: Vec::new(),
+        tags: tp.tags.clone(),
+        env: tp.env.clone(),
+        hostname: tp.hostname.clone(),
+        app_version: tp.app_version.clone(),
+        container_debug: tp.container_debug.clone(),
+    }
+}
+
+/// Calls `tick` every `period`, and whenever `wake` is notified, until `tick` returns false.
+pub(crate) fn spawn_ticker(
+    period: Duration,
+    wake: Arc<Notify>,
+    mut tick: impl FnMut() -> bool + Send + 'static,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(period);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                () = wake.notified() => {}
+            }
+            if !tick() {
+                break;
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(chunks: usize, spans_per_chunk: usize) -> Arc<pb::TracerPayload> {
+        let span = pb::Span {
+            service: "s".repeat(100),
+            ..Default::default()
+        };
+        Arc::new(pb::TracerPayload {
+            language_name: "rust".to_owned(),
+            chunks: (0..chunks)
+                .map(|_| pb::TraceChunk {
+                    spans: vec![span.clone(); spans_per_chunk],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn seals_before_the_size_would_pass_the_maximum() {
+        let p = payload(1, 10);
+        let size = p.encoded_len();
+        let b = Batcher::new(size * 3 + size / 2);
+        assert!(b.add(Arc::clone(&p)).is_empty());
+        assert!(b.add(Arc::clone(&p)).is_empty());
+        assert!(b.add(Arc::clone(&p)).is_empty());
+        let sealed = b.add(Arc::clone(&p));
+        assert_eq!(sealed.len(), 1);
+        assert_eq!(sealed[0].payloads.len(), 3);
+        assert_eq!(sealed[0].bytes, size * 3);
+        let rest = b.take().unwrap();
+        assert_eq!((rest.payloads.len(), rest.chunks), (1, 1));
+        assert!(b.take().is_none());
+    }
+
+    #[test]
+    fn an_oversized_payload_is_split_by_chunks_keeping_its_header() {
+        let p = payload(10, 10);
+        let one_chunk = p.chunks[0].encoded_len();
+        let b = Batcher::new(one_chunk * 3);
+        let mut sealed = b.add(Arc::clone(&p));
+        sealed.extend(b.take());
+        let chunks: u64 = sealed.iter().map(|s| s.chunks).sum();
+        assert_eq!(chunks, 10, "no chunk lost or duplicated");
+        assert!(sealed.len() >= 4);
+        for s in &sealed {
+            assert!(s.bytes <= one_chunk * 3, "{} > {}", s.bytes, one_chunk * 3);
+            assert_eq!(
+                s.payloads.iter().map(|p| p.encoded_len()).sum::<usize>(),
+                s.bytes,
+                "exact estimate"
+            );
+            assert!(s.payloads.iter().all(|p| p.language_name == "rust"));
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! The Datadog intake writer (spec 7.2, 7.3).
+//!
+//! * **Traces**: tracer payloads are batched (flush every `flush_period_seconds`, default 5 s,
+//!   or as soon as the estimated size would pass 3.2 MB) and POSTed as one protobuf
+//!   `AgentPayload` (`hostName`, `env`, `tracerPayloads`, `tags`, `agentVersion`, `targetTPS`,
+//!   `errorTPS`, `rareSamplerEnabled`) to `<url>/api/v0.2/traces`, `Content-Type:
+//!   application/x-protobuf`, **`Content-Encoding: zstd`** (level 1), which is what the
+//!   current Go trace-agent sends (older agents used gzip; the intake accepts both).
+//! * **Stats**: each `StatsPayload` is POSTed when handed over, as msgpack with the Go agent's
+//!   PascalCase field names (the serde renames of `libdd-trace-protobuf`), **gzip** (fastest
+//!   level), `Content-Type: application/msgpack`, to `<url>/api/v0.2/stats`.
+//! * Every request: `DD-Api-Key`, `User-Agent: Datadog Trace Agent/<version>/<commit>`;
+//!   traces also `X-Datadog-Reported-Languages: <sorted languages seen>|…`.
+//! * Every payload goes to the main endpoint and to each `additional_endpoints` (URL, key)
+//!   pair; `connection_limit` is split across them; each has its own bounded queue.
+//!
+//! Retries, queue bounds and drop rules: see [`super`] ("Sending").
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Uri};
+use prost::Message;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use super::backoff::Backoff;
+use super::batch::{Batch, Batcher, MAX_BATCH_BYTES, spawn_ticker};
+use super::http::HttpClient;
+use super::sender::{self, Body, Channel, ChannelSettings, Endpoint, Job, Payload};
+use super::{DropReason, ShutdownFuture, Upstream, UpstreamError, WriterStatus, pb};
+use crate::config::{AgentConfig, Secret, WriterLimits};
+
+/// Path of the trace intake.
+pub const TRACES_PATH: &str = "/api/v0.2/traces";
+/// Path of the stats intake.
+pub const STATS_PATH: &str = "/api/v0.2/stats";
+/// Most distinct languages listed in `X-Datadog-Reported-Languages`.
+const MAX_LANGUAGES: usize = 32;
+
+/// One intake destination: base URL (`https://trace.agent.datadoghq.com`) and API key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatadogEndpoint {
+    /// Base URL, without the `/api/...` path.
+    pub url: String,
+    /// API key sent as `DD-Api-Key`.
+    pub api_key: Secret,
+}
+
+/// Configuration of a [`DatadogWriter`].
+#[derive(Debug, Clone)]
+pub struct DatadogWriterConfig {
+    /// The main endpoint first, then the additional ones.
+    pub endpoints: Vec<DatadogEndpoint>,
+    /// `AgentPayload.hostName` and stats `AgentHostname`.
+    pub hostname: String,
+    /// `AgentPayload.env` and stats `AgentEnv` (the agent's default env).
+    pub env: String,
+    /// `AgentPayload.agentVersion`, stats `AgentVersion`, and in the User-Agent.
+    pub agent_version: String,
+    /// Git commit in the User-Agent.
+    pub git_commit: String,
+    /// `AgentPayload.tags`.
+    pub tags: HashMap<String, String>,
+    /// `AgentPayload.targetTPS` (priority sampler target).
+    pub target_tps: f64,
+    /// `AgentPayload.errorTPS`.
+    pub error_tps: f64,
+    /// `AgentPayload.rareSamplerEnabled`.
+    pub rare_sampler_enabled: bool,
+    /// Retries of a retriable failure (`max_sender_retries`).
+    pub max_retries: u32,
+    /// Trace sender limits.
+    pub traces: WriterLimits,
+    /// Stats sender limits.
+    pub stats: WriterLimits,
+    /// How long tracer payloads are batched.
+    pub flush_period: Duration,
+    /// Largest estimated batch (3.2 MB).
+    pub max_batch_bytes: usize,
+    /// Per-request timeout (10 s).
+    pub request_timeout: Duration,
+    /// Retry delays.
+    pub backoff: Backoff,
+}
+
+impl DatadogWriterConfig {
+    /// The writer configuration of the agent: `apm_dd_url` (or `https://trace.agent.<site>`)
+    /// with `api_key`, then `additional_endpoints`; hostname (`hostname`, else the system
+    /// host name), default env, writer limits. `target_tps` is `max_traces_per_second`;
+    /// `error_tps` (10) and `rare_sampler_enabled` (false) are for the samplers' owner to set.
+    ///
+    /// # Errors
+    /// [`UpstreamError::MissingApiKey`] when `api_key` is not set.
+    pub fn from_agent(config: &AgentConfig) -> Result<Self, UpstreamError> {
+        let key = config.api_key.clone().ok_or(UpstreamError::MissingApiKey)?;
+        let u = &config.upstream;
+        let mut endpoints = vec![DatadogEndpoint {
+            url: u.dd_url(&config.site),
+            api_key: key,
+        }];
+        for (url, keys) in &u.additional_endpoints {
+            for k in keys {
+                endpoints.push(DatadogEndpoint {
+                    url: url.clone(),
+                    api_key: k.clone(),
+                });
+            }
+        }
+        let hostname = if config.hostname.is_empty() {
+            system_hostname()
+        } else {
+            config.hostname.clone()
+        };
+        Ok(Self {
+            endpoints,
+            hostname,
+            env: config.default_env.clone(),
+            agent_version: crate::receiver::AGENT_VERSION.to_owned(),
+            git_commit: concat!("trace-agent-rs-", env!("CARGO_PKG_VERSION")).to_owned(),
+            tags: HashMap::new(),
+            target_tps: config.max_traces_per_second,
+            error_tps: 10.0,
+            rare_sampler_enabled: false,
+            max_retries: u.max_sender_retries,
+            traces: u.trace_writer.clone(),
+            stats: u.stats_writer.clone(),
+            flush_period: u.trace_flush_period,
+            max_batch_bytes: MAX_BATCH_BYTES,
+            request_timeout: Duration::from_secs(10),
+            backoff: Backoff::default(),
+        })
+    }
+}
+
+/// The kernel's host name (Linux), or empty.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// Sends kept traces and stats to the Datadog intake. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DatadogWriter {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    header: pb::AgentPayload,
+    agent_hostname: String,
+    agent_env: String,
+    agent_version: String,
+    batcher: Batcher,
+    traces: Channel,
+    stats: Channel,
+    languages: Mutex<BTreeSet<String>>,
+    closed: AtomicBool,
+    wake: Arc<Notify>,
+    ticker: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn endpoint(base: &DatadogEndpoint, path: &str, user_agent: &HeaderValue) -> Result<Endpoint, UpstreamError> {
+    let full = format!("{}{path}", base.url.trim_end_matches('/'));
+    let uri: Uri = full
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| UpstreamError::InvalidUrl {
+            url: full.clone(),
+            message: e.to_string(),
+        })?;
+    let mut headers = HeaderMap::new();
+    let mut key = HeaderValue::from_str(base.api_key.expose()).map_err(|_| UpstreamError::InvalidApiKey)?;
+    key.set_sensitive(true);
+    headers.insert("dd-api-key", key);
+    headers.insert(http::header::USER_AGENT, user_agent.clone());
+    Ok(Endpoint {
+        uri,
+        headers,
+        api_key: Some(base.api_key.expose().to_owned()),
+    })
+}
+
+impl DatadogWriter {
+    /// Starts the writer's tasks on the current tokio runtime.
+    ///
+    /// # Errors
+    /// No runtime, no endpoint, an invalid URL or API key, or a TLS setup failure.
+    pub fn start(config: DatadogWriterConfig) -> Result<Self, UpstreamError> {
+        tokio::runtime::Handle::try_current().map_err(|_| UpstreamError::NoRuntime)?;
+        if config.endpoints.is_empty() {
+            return Err(UpstreamError::MissingApiKey);
+        }
+        let user_agent = HeaderValue::from_str(&format!(
+            "Datadog Trace Agent/{}/{}",
+            config.agent_version, config.git_commit
+        ))
+        .map_err(|_| UpstreamError::InvalidUrl {
+            url: String::new(),
+            message: "agent version or commit has characters a header cannot carry".to_owned(),
+        })?;
+        let mut trace_endpoints = Vec::new();
+        let mut stats_endpoints = Vec::new();
+        for e in &config.endpoints {
+            trace_endpoints.push(endpoint(e, TRACES_PATH, &user_agent)?);
+            stats_endpoints.push(endpoint(e, STATS_PATH, &user_agent)?);
+        }
+        let client = HttpClient::new(config.request_timeout)?;
+        let settings = |signal, l: &WriterLimits| ChannelSettings {
+            signal,
+            writer: "datadog",
+            connection_limit: l.connection_limit,
+            queue_size: l.queue_size,
+            max_queue_bytes: l.max_queue_bytes,
+            max_retries: config.max_retries,
+            backoff: config.backoff,
+        };
+        let traces = Channel::start(settings("traces", &config.traces), trace_endpoints, &client);
+        let stats = Channel::start(settings("stats", &config.stats), stats_endpoints, &client);
+        let header = pb::AgentPayload {
+            host_name: config.hostname.clone(),
+            env: config.env.clone(),
+            tracer_payloads: Vec::new(),
+            tags: config.tags.clone(),
+            agent_version: config.agent_version.clone(),
+            target_tps: config.target_tps,
+            error_tps: config.error_tps,
+            rare_sampler_enabled: config.rare_sampler_enabled,
+            idx_tracer_payloads: Vec::new(),
+        };
+        let inner = Arc::new(Inner {
+            header,
+            agent_hostname: config.hostname,
+            agent_env: config.env,
+            agent_version: config.agent_version,
+            batcher: Batcher::new(config.max_batch_bytes),
+            traces,
+            stats,
+            languages: Mutex::new(BTreeSet::new()),
+            closed: AtomicBool::new(false),
+            wake: Arc::new(Notify::new()),
+            ticker: Mutex::new(None),
+        });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        let ticker = spawn_ticker(config.flush_period, Arc::clone(&inner.wake), move || {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            if let Some(batch) = inner.batcher.take() {
+                inner.submit_batch(batch);
+            }
+            !inner.closed.load(Ordering::Acquire)
+        });
+        *inner.ticker.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ticker);
+        Ok(Self { inner })
+    }
+}
+
+impl Inner {
+    fn submit_batch(&self, batch: Batch) {
+        let languages = {
+            let langs = self.languages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            langs.iter().cloned().collect::<Vec<_>>().join("|")
+        };
+        self.traces.submit(Job::new(TracesJob {
+            header: self.header.clone(),
+            batch,
+            languages,
+        }));
+    }
+}
+
+/// One `AgentPayload` to encode.
+struct TracesJob {
+    header: pb::AgentPayload,
+    batch: Batch,
+    languages: String,
+}
+
+impl Payload for TracesJob {
+    fn items(&self) -> u64 {
+        self.batch.chunks
+    }
+
+    fn estimated_bytes(&self) -> usize {
+        self.batch.bytes
+    }
+
+    fn encode(&self) -> Result<Body, String> {
+        let raw = encode_agent_payload(&self.header, &self.batch.payloads);
+        let bytes = zstd::bulk::compress(&raw, 1).map_err(|e| format!("zstd: {e}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-protobuf"),
+        );
+        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+        if let Some((k, v)) = sender::header("x-datadog-reported-languages", &self.languages) {
+            headers.insert(k, v);
+        }
+        Ok(Body {
+            bytes: Bytes::from(bytes),
+            headers,
+        })
+    }
+}
+
+/// Encodes `header` with `payloads` as its `tracerPayloads` (field 5) without copying them:
+/// protobuf fields may come in any order, so the header's own fields are written first.
+pub fn encode_agent_payload(header: &pb::AgentPayload, payloads: &[Arc<pb::TracerPayload>]) -> Vec<u8> {
+    let size = header.encoded_len() + payloads.iter().map(|p| p.encoded_len() + 8).sum::<usize>();
+    let mut buf = Vec::with_capacity(size);
+    // Writing into a Vec cannot run out of space.
+    let _ = header.encode(&mut buf);
+    for p in payloads {
+        prost::encoding::message::encode(5, p.as_ref(), &mut buf);
+    }
+    buf
+}
+
+/// One `StatsPayload` to encode.
+struct StatsJob {
+    payload: Arc<pb::StatsPayload>,
+    groups: u64,
+    estimated: usize,
+}
+
+impl Payload for StatsJob {
+    fn items(&self) -> u64 {
+        self.groups
+    }
+
+    fn estimated_bytes(&self) -> usize {
+        self.estimated
+    }
+
+    fn encode(&self) -> Result<Body, String> {
+        let raw = encode_stats_payload(&self.payload)?;
+        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
+        gz.write_all(&raw).map_err(|e| format!("gzip: {e}"))?;
+        let bytes = gz.finish().map_err(|e| format!("gzip: {e}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/msgpack"),
+        );
+        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        Ok(Body {
+            bytes: Bytes::from(bytes),
+            headers,
+        })
+    }
+}
+
+/// A `StatsPayload` as msgpack with the Go agent's field names (`AgentHostname`, `Stats`,
+/// `HTTPStatusCode`, `OkSummary` as bin, …).
+///
+/// # Errors
+/// The serializer's message (not expected for these types).
+pub fn encode_stats_payload(p: &pb::StatsPayload) -> Result<Vec<u8>, String> {
+    rmp_serde::to_vec_named(p).map_err(|e| format!("msgpack: {e}"))
+}
+
+impl Upstream for DatadogWriter {
+    fn name(&self) -> &str {
+        "datadog"
+    }
+
+    fn send_traces(&self, payload: Arc<pb::TracerPayload>) {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            inner
+                .traces
+                .count_dropped(DropReason::Shutdown, payload.chunks.len() as u64);
+            return;
+        }
+        if payload.chunks.is_empty() {
+            return;
+        }
+        if !payload.language_name.is_empty() {
+            let mut langs = inner
+                .languages
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if langs.len() < MAX_LANGUAGES && !langs.contains(&payload.language_name) {
+                langs.insert(payload.language_name.clone());
+            }
+        }
+        for batch in inner.batcher.add(payload) {
+            inner.submit_batch(batch);
+        }
+    }
+
+    fn send_stats(&self, payload: Arc<pb::StatsPayload>) {
+        let inner = &self.inner;
+        let groups: u64 = payload
+            .stats
+            .iter()
+            .flat_map(|c| &c.stats)
+            .map(|b| b.stats.len() as u64)
+            .sum();
+        if inner.closed.load(Ordering::Acquire) {
+            inner.stats.count_dropped(DropReason::Shutdown, groups);
+            return;
+        }
+        let payload = if payload.agent_hostname.is_empty() && payload.agent_version.is_empty() {
+            let mut p = (*payload).clone();
+            p.agent_hostname.clone_from(&inner.agent_hostname);
+            p.agent_env.clone_from(&inner.agent_env);
+            p.agent_version.clone_from(&inner.agent_version);
+            Arc::new(p)
+        } else {
+            payload
+        };
+        let estimated = payload.encoded_len();
+        inner.stats.submit(Job::new(StatsJob {
+            payload,
+            groups,
+            estimated,
+        }));
+    }
+
+    fn flush(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    fn status(&self) -> WriterStatus {
+        WriterStatus {
+            name: "datadog".to_owned(),
+            endpoints: self
+                .inner
+                .traces
+                .urls()
+                .into_iter()
+                .chain(self.inner.stats.urls())
+                .collect(),
+            traces: self.inner.traces.status(),
+            stats: self.inner.stats.status(),
+        }
+    }
+
+    fn shutdown(&self, timeout: Duration) -> ShutdownFuture<'_> {
+        Box::pin(async move {
+            let inner = &self.inner;
+            let deadline = sender::deadline(timeout);
+            inner.closed.store(true, Ordering::Release);
+            let ticker = inner
+                .ticker
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(t) = ticker {
+                t.abort();
+            }
+            if let Some(batch) = inner.batcher.take() {
+                inner.submit_batch(batch);
+            }
+            tokio::join!(inner.traces.shutdown(deadline), inner.stats.shutdown(deadline));
+            // A payload that raced the closing flag into the batcher.
+            if let Some(late) = inner.batcher.take() {
+                inner.traces.count_dropped(DropReason::Shutdown, late.chunks);
+            }
+            self.status()
+        })
+    }
+}
