@@ -143,7 +143,7 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
          <title>{title} · trace-agent</title><style>{CSS}</style></head><body>\
          <header><a href=\"/{window_q}\">trace-agent · local</a><span class=\"crumbs\"><a href=\"/{window_q}\">Services</a>{crumbs}</span>\
          <span class=\"right\">{windows}</span></header><main>{banner}<h1>{title}</h1>{body}</main>\
-         <footer>Store: {mode} · {size:.1} MiB of {max:.0} MiB · retention {ret} h · {spans} spans and {groups} stats \
+         <footer>Store: {mode} · {size:.1} MiB used at the last retention run (cap {max:.0} MiB) · retention {ret} h · {spans} spans and {groups} stats \
          groups written since start · {dropped} payloads dropped · page generated {now} UTC · \
          <a href=\"/api/v1/status\">status JSON</a></footer><script>{JS}</script></body></html>",
         title = escape(f.title),
