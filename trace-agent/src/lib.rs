@@ -39,6 +39,7 @@
 pub mod config;
 pub mod decode;
 pub mod forward;
+pub mod local;
 pub mod pipeline;
 pub mod process;
 pub mod receiver;

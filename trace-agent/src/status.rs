@@ -79,6 +79,8 @@ pub struct AgentStats {
     pub forward: std::sync::Arc<crate::forward::ForwardShared>,
     /// The upstream writers (set once at start-up).
     pub upstreams: std::sync::OnceLock<Vec<std::sync::Arc<dyn crate::upstream::Upstream>>>,
+    /// Local mode, when it runs: the web view's URL and the store (set once at start-up).
+    pub local: std::sync::OnceLock<(String, crate::local::LocalStore)>,
 }
 
 impl Default for AgentStats {
@@ -98,6 +100,7 @@ impl Default for AgentStats {
             sink: std::sync::Arc::default(),
             forward: std::sync::Arc::default(),
             upstreams: std::sync::OnceLock::new(),
+            local: std::sync::OnceLock::new(),
         }
     }
 }
@@ -139,6 +142,9 @@ pub struct StatusSnapshot {
     /// Every upstream writer.
     #[serde(default)]
     pub writers: Vec<crate::upstream::WriterStatus>,
+    /// Local mode (web view URL and store counters), when it runs.
+    #[serde(default)]
+    pub local: Option<crate::local::LocalModeStatus>,
 }
 
 impl StatusSnapshot {
@@ -258,6 +264,10 @@ impl AgentStats {
                 .get()
                 .map(|u| u.iter().map(|w| w.status()).collect())
                 .unwrap_or_default(),
+            local: self.local.get().map(|(web_url, store)| crate::local::LocalModeStatus {
+                web_url: web_url.clone(),
+                store: store.status(),
+            }),
         }
     }
 }
@@ -375,6 +385,9 @@ pub fn render(s: &StatusSnapshot) -> String {
     }
     for w in &s.writers {
         o.push_str(&render_writer(w));
+    }
+    if let Some(local) = &s.local {
+        o.push_str(&local.render());
     }
     let _ = writeln!(
         o,

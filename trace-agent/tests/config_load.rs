@@ -224,3 +224,49 @@ fn stats_keys_from_file_and_env() {
     let c = load(None, &env(&[("DD_APM_FEATURES", "enable_cid_stats,disable_cid_stats")])).unwrap();
     assert!(!c.stats.container_id_dimension);
 }
+
+#[test]
+fn local_mode_keys_from_file_and_env() {
+    use trace_agent::local::{DEFAULT_WEB_PORT, LocalMode};
+    let c = load(None, &env(&[("HOME", "/home/u")])).unwrap();
+    assert_eq!(c.local.mode, LocalMode::Auto);
+    assert!(
+        c.local.mode.is_active(c.api_key.is_some(), false),
+        "no api key: local mode on"
+    );
+    assert_eq!(
+        c.local.data_dir,
+        std::path::PathBuf::from("/home/u/.local/share/trace-agent")
+    );
+    assert_eq!(c.local.retention, Duration::from_secs(86_400));
+    assert_eq!(c.local.max_size_bytes, 512 * 1_048_576);
+    assert_eq!(c.local.web_port, DEFAULT_WEB_PORT);
+
+    let f = yaml(
+        "apm_config:\n  local:\n    enabled: true\n    data_dir: /var/lib/ta\n    retention: 2h\n    max_size_mb: 64\n    web_port: 9999\n",
+    );
+    let c = load(Some(f.path()), &env(&[("DD_APM_LOCAL_RETENTION", "3600")])).unwrap();
+    assert_eq!(c.local.mode, LocalMode::On);
+    assert_eq!(c.local.data_dir, std::path::PathBuf::from("/var/lib/ta"));
+    assert_eq!(c.local.retention, Duration::from_secs(3600), "env wins");
+    assert_eq!(c.local.max_size_bytes, 64 * 1_048_576);
+    assert_eq!(c.local.web_port, 9999);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert!(c.describe().contains("apm_config.local.web_port"));
+
+    let c = load(None, &env(&[("DD_APM_LOCAL_ENABLED", "auto"), ("XDG_DATA_HOME", "/x")])).unwrap();
+    assert_eq!(c.local.mode, LocalMode::Auto);
+    assert_eq!(c.local.data_dir, std::path::PathBuf::from("/x/trace-agent"));
+
+    let f = yaml("apm_config:\n  local:\n    retention: 3 weeks\n");
+    let e = load(Some(f.path()), &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("apm_config.local.retention"), "{e}");
+    let e = load(None, &env(&[("DD_APM_LOCAL_ENABLED", "maybe")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("apm_config.local.enabled") && e.contains("auto"), "{e}");
+    let e = load(None, &env(&[("DD_APM_LOCAL_MAX_SIZE_MB", "0")]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("max_size_mb"), "{e}");
+}

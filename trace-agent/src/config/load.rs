@@ -108,6 +108,64 @@ fn csv(v: &str) -> Result<Vec<String>, String> {
     Ok(parse_csv(v))
 }
 
+/// `apm_config.local.*` and its `DD_APM_LOCAL_*` variables.
+fn load_local(c: &mut Ctx<'_>, raw: super::raw::RawLocal) -> Result<(), ConfigError> {
+    use crate::local::{LocalMode, parse_duration};
+    let mut local = crate::local::LocalConfig::with_env_defaults(c.env);
+    let enabled = raw.enabled.map(super::raw::RawScalar::text);
+    if let Some(v) = c.pick("apm_config.local.enabled", &["DD_APM_LOCAL_ENABLED"], enabled, string)? {
+        local.mode = LocalMode::parse(&v).map_err(|message| ConfigError::Invalid {
+            key: "apm_config.local.enabled".to_owned(),
+            message: format!("{v:?}: {message}"),
+        })?;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.local.data_dir",
+        &["DD_APM_LOCAL_DATA_DIR"],
+        raw.data_dir,
+        string,
+    )? && !v.is_empty()
+    {
+        local.data_dir = PathBuf::from(v);
+    }
+    let retention = raw.retention.map(super::raw::RawScalar::text);
+    if let Some(v) = c.pick(
+        "apm_config.local.retention",
+        &["DD_APM_LOCAL_RETENTION"],
+        retention,
+        string,
+    )? {
+        local.retention = parse_duration(&v).map_err(|message| ConfigError::Invalid {
+            key: "apm_config.local.retention".to_owned(),
+            message,
+        })?;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.local.max_size_mb",
+        &["DD_APM_LOCAL_MAX_SIZE_MB"],
+        raw.max_size_mb,
+        num::<u64>,
+    )? {
+        if v == 0 {
+            return Err(ConfigError::Invalid {
+                key: "apm_config.local.max_size_mb".to_owned(),
+                message: "must be at least 1".to_owned(),
+            });
+        }
+        local.max_size_bytes = v.saturating_mul(1_048_576);
+    }
+    if let Some(v) = c.pick(
+        "apm_config.local.web_port",
+        &["DD_APM_LOCAL_WEB_PORT"],
+        raw.web_port,
+        num,
+    )? {
+        local.web_port = v;
+    }
+    c.config.local = local;
+    Ok(())
+}
+
 /// Loads the configuration: `path` (if any) and `env`, over the defaults.
 ///
 /// # Errors
@@ -463,6 +521,7 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     )? {
         c.config.obfuscation_cache_max_size = v;
     }
+    load_local(&mut c, apm.local.unwrap_or_default())?;
     super::upstream::load(&mut c, apm.upstream)?;
     let stats = &mut c.config.stats.clone();
     if let Some(v) = c.pick(

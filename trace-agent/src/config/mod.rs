@@ -106,6 +106,8 @@ pub struct AgentConfig {
     /// `max_payload_size`; a full channel makes handlers wait, which holds their decoder slot
     /// and turns into 429/overload replies).
     pub pipeline_capacity: usize,
+    /// `apm_config.local.*`: local mode (embedded store + web view).
+    pub local: crate::local::LocalConfig,
     /// Upstream writers: intake URL, extra endpoints, retries, writer limits, OTLP export.
     pub upstream: UpstreamConfig,
     /// Stats concentrator and client-stats settings (`apm_config.compute_stats_by_span_kind`,
@@ -158,6 +160,7 @@ impl Default for AgentConfig {
             obfuscation_cache_enabled: true,
             obfuscation_cache_max_size: crate::process::sql_cache::DEFAULT_MAX_BYTES,
             pipeline_capacity: 32,
+            local: crate::local::LocalConfig::default(),
             upstream: UpstreamConfig::default(),
             stats: crate::stats::StatsConfig::default(),
             origins: BTreeMap::new(),
@@ -185,6 +188,14 @@ impl AgentConfig {
             message: format!("{:?} is not an IP address", self.receiver_host),
         })?;
         Ok(Some(SocketAddr::new(ip, self.receiver_port)))
+    }
+
+    /// Whether local mode runs: `apm_config.local.enabled`, where `auto` means "no API key and
+    /// no OTLP endpoint".
+    pub fn local_mode_active(&self) -> bool {
+        self.local
+            .mode
+            .is_active(self.api_key.is_some(), self.upstream.otlp_export.is_some())
     }
 
     /// A loopback config on `port` for tests and embedding.
@@ -341,6 +352,15 @@ impl AgentConfig {
             "apm_config.obfuscation.cache.max_size",
             self.obfuscation_cache_max_size.to_string(),
         );
+        let l = &self.local;
+        line("apm_config.local.enabled", l.mode.as_str().to_owned());
+        line("apm_config.local.data_dir", l.data_dir.display().to_string());
+        line("apm_config.local.retention", format!("{}s", l.retention.as_secs()));
+        line(
+            "apm_config.local.max_size_mb",
+            (l.max_size_bytes / 1_048_576).to_string(),
+        );
+        line("apm_config.local.web_port", l.web_port.to_string());
         for (k, v) in self.upstream.describe(&self.site) {
             line(k, v);
         }

@@ -48,6 +48,7 @@ pub(crate) struct RawApm {
     pub(crate) global_tags: Option<BTreeMap<String, String>>,
     pub(crate) features: Option<Vec<String>>,
     pub(crate) obfuscation: Option<RawObfuscation>,
+    pub(crate) local: Option<RawLocal>,
     pub(crate) compute_stats_by_span_kind: Option<bool>,
     pub(crate) peer_tags_aggregation: Option<bool>,
     pub(crate) peer_tags: Option<Vec<String>>,
@@ -81,6 +82,38 @@ pub(crate) struct RawProbabilistic {
     pub(crate) enabled: Option<bool>,
     pub(crate) sampling_percentage: Option<f32>,
     pub(crate) hash_seed: Option<u32>,
+}
+
+/// `apm_config.local` (local mode: embedded store + web view).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawLocal {
+    /// `auto`, `true` or `false`.
+    pub(crate) enabled: Option<RawScalar>,
+    pub(crate) data_dir: Option<String>,
+    /// Seconds, or `90m`, `24h`, `7d`.
+    pub(crate) retention: Option<RawScalar>,
+    pub(crate) max_size_mb: Option<u64>,
+    pub(crate) web_port: Option<u16>,
+}
+
+/// A YAML scalar read as text (`true`, `auto`, `3600`, `24h` all fit).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawScalar {
+    Bool(bool),
+    Int(u64),
+    Text(String),
+}
+
+impl RawScalar {
+    pub(crate) fn text(self) -> String {
+        match self {
+            Self::Bool(b) => b.to_string(),
+            Self::Int(n) => n.to_string(),
+            Self::Text(s) => s,
+        }
+    }
 }
 
 /// `{require: [], reject: []}`.
@@ -231,6 +264,12 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.obfuscation.cache",
     "apm_config.obfuscation.cache.enabled",
     "apm_config.obfuscation.cache.max_size",
+    "apm_config.local",
+    "apm_config.local.enabled",
+    "apm_config.local.data_dir",
+    "apm_config.local.retention",
+    "apm_config.local.max_size_mb",
+    "apm_config.local.web_port",
     "apm_config.compute_stats_by_span_kind",
     "apm_config.peer_tags_aggregation",
     "apm_config.peer_tags",

@@ -1,0 +1,342 @@
+//! Local mode end to end in a real browser: demo traffic from our tracer → the agent → the
+//! local store → the web view, loaded by headless Chromium (Debian's `chromium`, installed by
+//! `.ci/run`). Asserts the four resources with their exact hit and error counts, ordered and
+//! plausible percentiles, and a trace page with the request span and its children; saves a
+//! screenshot of every page under `target/test-runs/local-web-chromium-*/`.
+//!
+//! Two hooks for the lead:
+//! * [`send_demo_traffic`] is the traffic source (our tracer, the Flask demo's shape). To use
+//!   the axum Flask-demo example or the Python demo (`apm::run_flask_demo`) instead, replace
+//!   its body; the assertions only need [`PLAN`]'s counts.
+//! * [`StoreSink`] stands in for the agent's pipeline sink (samplers → concentrator →
+//!   upstreams) until it is wired: the real [`Concentrator`], every trace kept, converted with
+//!   `upstream::convert`, the local store as the only upstream. Once the agent runs local mode
+//!   itself, start it in local mode and drop the sink.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use trace_agent::config::AgentConfig;
+use trace_agent::local::{LocalConfig, LocalStore, web};
+use trace_agent::pipeline::{ChunkSink, ProcessedPayload};
+use trace_agent::stats::{AgentIdentity, Concentrator, StatsConfig};
+use trace_agent::upstream::convert;
+use tracer::{Tracer, TracerConfig};
+
+/// Service of the demo requests.
+const SERVICE: &str = "local-demo";
+/// Requests per route and whether they fail.
+const PLAN: [(&str, usize, bool); 4] = [
+    ("GET /", 10, false),
+    ("GET /api/apm", 8, false),
+    ("GET /api/trace", 6, false),
+    ("GET /api/error", 5, true),
+];
+/// Stand-in for the agent's pipeline sink (see the module docs): the real concentrator, no
+/// samplers (every trace is kept), the local store as the only upstream.
+struct StoreSink {
+    store: LocalStore,
+    concentrator: Concentrator,
+}
+
+impl ChunkSink for StoreSink {
+    fn consume(&mut self, p: ProcessedPayload) {
+        self.concentrator.add(&p, SystemTime::now());
+        self.store
+            .push_traces(Arc::new(convert::tracer_payload(p.payload.get())));
+        if let Some(stats) = self.concentrator.flush(SystemTime::now(), false) {
+            self.store.push_stats(Arc::new(stats));
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(stats) = self.concentrator.flush(SystemTime::now(), true) {
+            self.store.push_stats(Arc::new(stats));
+        }
+    }
+}
+
+/// The traffic source (see the module docs): [`PLAN`]'s requests, each a measured
+/// `http.request` span with a handler child and a `sqlite` query grandchild.
+fn send_demo_traffic(agent_url: &str) {
+    let config = TracerConfig::default()
+        .with_service(SERVICE)
+        .with_env("test")
+        .with_agent_url(agent_url)
+        .expect("agent url");
+    let tracer = Tracer::new(config).expect("tracer");
+    for (resource, count, fails) in PLAN {
+        for _ in 0..count {
+            let mut request = tracer
+                .span("http.request")
+                .resource(resource)
+                .span_type("web")
+                .measured()
+                .tag("http.method", "GET")
+                .start();
+            {
+                let handler = request.child("handler").resource(resource).start();
+                let query = handler
+                    .child("sqlite.query")
+                    .service("sqlite")
+                    .resource("SELECT 1")
+                    .span_type("sql")
+                    .start();
+                drop(query);
+            }
+            if fails {
+                request.set_tag("http.status_code", "500");
+                request.set_error_tags("DbTimeout", "database timeout after 50 ms", "handler -> sqlite.query");
+            }
+        }
+    }
+    tracer.flush(Duration::from_secs(20)).expect("flush to the agent");
+}
+
+/// The Chromium binary; the test fails (never skips) without it.
+fn chromium() -> PathBuf {
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Ok(out) = Command::new("which").arg(name).output()
+            && out.status.success()
+        {
+            return PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        }
+    }
+    panic!(
+        "headless Chromium is required by this test and was not found: install Debian's package with \
+         `apt-get install -y chromium` (.ci/run does it)"
+    );
+}
+
+/// Runs Chromium headless with `args` + `url`, killing it after a deadline; returns stdout.
+fn run_chromium(browser: &Path, profile: &Path, args: &[String], url: &str, log: &Path) -> String {
+    let mut cmd = Command::new(browser);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-default-apps",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(args)
+    .arg(url)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(std::fs::File::create(log).expect("chromium log"));
+    let mut child = cmd.spawn().expect("start chromium");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut stdout, &mut out).map(|_| out)
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait chromium") {
+            assert!(
+                status.success(),
+                "chromium {args:?} {url} failed ({status}); see {}",
+                log.display()
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("chromium {args:?} {url} did not finish in 90 s; see {}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    reader.join().expect("reader").expect("chromium stdout")
+}
+
+/// Loads `path` in Chromium: returns the DOM after scripts ran, and saves a screenshot.
+fn load(browser: &Path, dir: &Path, addr: SocketAddr, path: &str, name: &str) -> String {
+    let url = format!("http://{addr}{path}");
+    let profile = dir.join("chromium-profile");
+    let dom = run_chromium(
+        browser,
+        &profile,
+        &["--dump-dom".to_owned()],
+        &url,
+        &dir.join(format!("{name}.dom.log")),
+    );
+    std::fs::write(dir.join(format!("{name}.html")), &dom).expect("save dom");
+    let shot = dir.join(format!("{name}.png"));
+    run_chromium(
+        browser,
+        &profile,
+        &[
+            format!("--screenshot={}", shot.display()),
+            "--window-size=1280,900".to_owned(),
+        ],
+        &url,
+        &dir.join(format!("{name}.shot.log")),
+    );
+    let png = std::fs::read(&shot).unwrap_or_else(|e| panic!("no screenshot {}: {e}", shot.display()));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{} is not a real screenshot",
+        shot.display()
+    );
+    dom
+}
+
+/// The attributes of the element whose `attr` is `value`.
+fn element<'a>(html: &'a str, attr: &str, value: &str) -> &'a str {
+    let needle = format!("{attr}=\"{value}\"");
+    let at = html
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no element with {needle} in the DOM"));
+    let start = html[..at].rfind('<').expect("element start");
+    let end = html[at..].find('>').expect("element end") + at;
+    &html[start..end]
+}
+
+fn attr<'a>(element: &'a str, name: &str) -> &'a str {
+    let needle = format!(" {name}=\"");
+    let at = element
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no {name} in {element}"))
+        + needle.len();
+    let end = element[at..].find('"').expect("attribute end") + at;
+    &element[at..end]
+}
+
+fn num(element: &str, name: &str) -> f64 {
+    attr(element, name)
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} of {element}: {e}"))
+}
+
+#[test]
+fn chromium_shows_the_demo_traffic() {
+    let browser = chromium();
+    let dir = apm::run_dir("local-web-chromium");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = LocalStore::open(LocalConfig::in_dir(&dir.join("data"))).expect("store");
+    let listener = rt.block_on(web::bind(0)).expect("bind the web view");
+    let web_addr = listener.local_addr().unwrap();
+    let (stop_web, web_shutdown) = tokio::sync::watch::channel(false);
+    let server = rt.spawn(web::serve(listener, store.clone(), web_shutdown));
+
+    let sink_store = store.clone();
+    let agent = rt
+        .block_on(trace_agent::start_with_sink(
+            AgentConfig::local(apm::free_port()),
+            move |_| StoreSink {
+                store: sink_store,
+                concentrator: Concentrator::new(
+                    &StatsConfig::default(),
+                    AgentIdentity {
+                        hostname: "test-host".to_owned(),
+                        env: "test".to_owned(),
+                        version: "test".to_owned(),
+                    },
+                    SystemTime::now(),
+                ),
+            },
+        ))
+        .expect("agent");
+    send_demo_traffic(&format!("http://{}", agent.tcp_addr().unwrap()));
+    // Shutdown drains the pipeline and flushes the sink's stats buckets.
+    let status = rt.block_on(agent.shutdown());
+    let total: usize = PLAN.iter().map(|(_, n, _)| n).sum();
+    assert_eq!(status.total_received().traces, total as u64, "{status:#?}");
+    assert!(store.sync(Duration::from_secs(20)), "the store wrote everything");
+    assert_eq!(store.status().chunks_written, total as u64);
+
+    // Services.
+    let dom = load(&browser, &dir, web_addr, "/?window=5m", "services");
+    let svc = element(&dom, "data-service", SERVICE);
+    let errors: usize = PLAN.iter().filter(|p| p.2).map(|p| p.1).sum();
+    assert_eq!(
+        (num(svc, "data-hits") as usize, num(svc, "data-errors") as usize),
+        (total, errors)
+    );
+    element(&dom, "data-service", "sqlite");
+
+    // The service's resources: exact counts, ordered and plausible percentiles.
+    let dom = load(
+        &browser,
+        &dir,
+        web_addr,
+        &format!("/services/{SERVICE}?window=5m"),
+        "service",
+    );
+    let rows = dom.matches("<tr data-resource=").count();
+    assert_eq!(rows, PLAN.len(), "exactly the four resources");
+    for (resource, count, fails) in PLAN {
+        let row = element(&dom, "data-resource", resource);
+        assert_eq!(num(row, "data-hits") as usize, count, "{resource}");
+        assert_eq!(
+            num(row, "data-errors") as usize,
+            if fails { count } else { 0 },
+            "{resource}"
+        );
+        let (p50, p95, p99) = (num(row, "data-p50"), num(row, "data-p95"), num(row, "data-p99"));
+        assert!(0.0 < p50 && p50 <= p95 && p95 <= p99, "{resource}: {p50} {p95} {p99}");
+        assert!(p99 < 5e9, "{resource}: a span of this test cannot take {p99} ns");
+        assert!(
+            num(row, "data-total") >= p50 * count as f64 * 0.5,
+            "{resource}: total time"
+        );
+    }
+
+    // A resource: its traces, then one trace's waterfall.
+    let dom = load(
+        &browser,
+        &dir,
+        web_addr,
+        &format!("/services/{SERVICE}/resources/GET%20%2Fapi%2Ferror?window=5m"),
+        "resource",
+    );
+    assert!(dom.contains("class=\"chart dist\""), "latency distribution");
+    assert_eq!(
+        dom.matches("<tr data-trace=").count(),
+        5,
+        "the five failing requests are listed"
+    );
+    let first = element(&dom, "data-error", "1");
+    let trace_id = attr(first, "data-trace").to_owned();
+
+    let dom = load(&browser, &dir, web_addr, &format!("/traces/{trace_id}"), "trace");
+    let root = element(&dom, "data-name", "http.request");
+    assert_eq!((attr(root, "data-depth"), attr(root, "data-error")), ("0", "1"));
+    let root_id = attr(root, "data-span-id").to_owned();
+    let handler = element(&dom, "data-name", "handler");
+    assert_eq!(
+        (attr(handler, "data-parent-id"), attr(handler, "data-depth")),
+        (root_id.as_str(), "1")
+    );
+    let query = element(&dom, "data-name", "sqlite.query");
+    assert_eq!(
+        (
+            attr(query, "data-parent-id"),
+            attr(query, "data-depth"),
+            attr(query, "data-service")
+        ),
+        (attr(handler, "data-span-id"), "2", "sqlite")
+    );
+    assert!(
+        dom.contains("database timeout after 50 ms"),
+        "the error message is shown"
+    );
+
+    stop_web.send(true).unwrap();
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await })
+        .expect("web view stops")
+        .expect("web task");
+    assert!(store.shutdown_blocking(Duration::from_secs(10)));
+}

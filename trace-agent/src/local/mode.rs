@@ -1,0 +1,87 @@
+//! [`LocalService`]: the store and its web view started together, for the agent's start-up.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::{LocalConfig, LocalStore, StoreError, StoreStatus, web};
+use crate::receiver::server::BindError;
+
+/// Why local mode could not start (a store problem alone never stops it: see [`LocalStore::open`]).
+#[derive(Debug, thiserror::Error)]
+pub enum LocalStartError {
+    /// Even the in-memory store could not be created.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The web view's port is taken.
+    #[error(transparent)]
+    Bind(#[from] BindError),
+}
+
+/// Local mode running: the store (hand it to the pipeline as an upstream) and the web view.
+#[derive(Debug)]
+pub struct LocalService {
+    store: LocalStore,
+    web_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl LocalService {
+    /// Opens the store (off the runtime's workers) and serves the web view on
+    /// `127.0.0.1:<config.web_port>`, on the current runtime.
+    ///
+    /// # Errors
+    /// [`LocalStartError::Bind`] when the port is taken (the message names
+    /// `apm_config.local.web_port`).
+    pub async fn start(config: LocalConfig) -> Result<Self, LocalStartError> {
+        let port = config.web_port;
+        let store = tokio::task::spawn_blocking(move || LocalStore::open(config))
+            .await
+            .map_err(|e| StoreError::Thread(std::io::Error::other(e.to_string())))??;
+        let listener = web::bind(port).await?;
+        let web_addr = listener.local_addr().map_err(|source| BindError::Other {
+            addr: format!("127.0.0.1:{port}"),
+            source,
+        })?;
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(web::serve(listener, store.clone(), shutdown));
+        tracing::info!(
+            "local mode: traces are kept in {} and shown on http://{web_addr}",
+            store.status().mode
+        );
+        Ok(Self {
+            store,
+            web_addr,
+            stop,
+            task,
+        })
+    }
+
+    /// The store (an [`Upstream`](crate::upstream::Upstream)).
+    pub fn store(&self) -> &LocalStore {
+        &self.store
+    }
+
+    /// Where the web view listens.
+    pub fn web_addr(&self) -> SocketAddr {
+        self.web_addr
+    }
+
+    /// `http://127.0.0.1:<port>`, for logs and `status`.
+    pub fn web_url(&self) -> String {
+        format!("http://{}", self.web_addr)
+    }
+
+    /// Stops the web view, then writes what is queued (at most `timeout`) and stops the writer.
+    /// Call it after the pipeline has drained.
+    pub async fn shutdown(self, timeout: Duration) -> StoreStatus {
+        let _ = self.stop.send(true);
+        let _ = tokio::time::timeout(timeout, self.task).await;
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.shutdown_blocking(timeout)).await;
+        self.store.status()
+    }
+}

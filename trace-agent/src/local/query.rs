@@ -1,0 +1,782 @@
+//! Read queries behind the pages and the JSON API. Every figure comes from stored rows: stats
+//! buckets (hits, errors, durations, sketches merged over the window) and stored spans.
+//!
+//! A service's figures are those of its **primary operation** (the span name with the most
+//! top-level hits, like Datadog's service page), or of an operation the caller picks; its
+//! resources are the resources of that operation.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::quantiles::Merged;
+use super::writer::{id_from_sql, id_to_sql};
+
+/// A time window ending now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub enum Window {
+    /// Last 5 minutes.
+    #[serde(rename = "5m")]
+    FiveMinutes,
+    /// Last hour.
+    #[default]
+    #[serde(rename = "1h")]
+    OneHour,
+    /// Last day.
+    #[serde(rename = "1d")]
+    OneDay,
+}
+
+impl Window {
+    /// Every window, shortest first.
+    pub const ALL: [Window; 3] = [Self::FiveMinutes, Self::OneHour, Self::OneDay];
+
+    /// `5m`, `1h`, `1d` (also accepts `5min`, `hour`, `day`).
+    pub fn parse(v: &str) -> Option<Self> {
+        match v {
+            "5m" | "5min" => Some(Self::FiveMinutes),
+            "1h" | "hour" => Some(Self::OneHour),
+            "1d" | "day" | "24h" => Some(Self::OneDay),
+            _ => None,
+        }
+    }
+
+    /// The query-string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FiveMinutes => "5m",
+            Self::OneHour => "1h",
+            Self::OneDay => "1d",
+        }
+    }
+
+    /// For people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::FiveMinutes => "last 5 minutes",
+            Self::OneHour => "last hour",
+            Self::OneDay => "last day",
+        }
+    }
+
+    /// Length.
+    pub fn duration(self) -> Duration {
+        Duration::from_secs(match self {
+            Self::FiveMinutes => 300,
+            Self::OneHour => 3600,
+            Self::OneDay => 86_400,
+        })
+    }
+
+    fn nanos(self) -> i64 {
+        i64::try_from(self.duration().as_nanos()).unwrap_or(i64::MAX)
+    }
+}
+
+/// Points of a service's chart.
+pub const SERIES_POINTS: usize = 30;
+/// Most traces listed for a resource.
+pub const MAX_RESOURCE_TRACES: usize = 50;
+/// Most spans shown for one trace.
+pub const MAX_TRACE_SPANS: usize = 5000;
+/// Bins of a latency distribution.
+pub const DISTRIBUTION_BINS: usize = 24;
+
+/// p50/p95/p99 in nanoseconds (`None` without sketches).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th percentile.
+    pub p95: Option<f64>,
+    /// 99th percentile.
+    pub p99: Option<f64>,
+}
+
+impl Percentiles {
+    fn of(m: &Merged) -> Self {
+        Self {
+            p50: m.quantile(0.5),
+            p95: m.quantile(0.95),
+            p99: m.quantile(0.99),
+        }
+    }
+}
+
+/// Counts of one group of stats rows.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Figures {
+    /// Spans counted.
+    pub hits: u64,
+    /// Of which errors.
+    pub errors: u64,
+    /// `errors / hits` (0 without hits).
+    pub error_rate: f64,
+    /// `hits / window` per second.
+    pub requests_per_second: f64,
+    /// Sum of durations, ns.
+    pub total_duration_ns: u64,
+    /// Latency percentiles from the merged sketches.
+    pub latency: Percentiles,
+}
+
+impl Figures {
+    fn new(hits: i64, errors: i64, duration: i64, window: Window, sketch: &Merged) -> Self {
+        let hits = u64::try_from(hits).unwrap_or(0);
+        let errors = u64::try_from(errors).unwrap_or(0);
+        Self {
+            hits,
+            errors,
+            error_rate: if hits == 0 { 0.0 } else { errors as f64 / hits as f64 },
+            requests_per_second: hits as f64 / window.duration().as_secs_f64(),
+            total_duration_ns: u64::try_from(duration).unwrap_or(0),
+            latency: Percentiles::of(sketch),
+        }
+    }
+}
+
+/// One point of a service's chart.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Point {
+    /// Start of the slot, ns since the epoch.
+    pub start_ns: i64,
+    /// Hits in the slot.
+    pub hits: u64,
+    /// Errors in the slot.
+    pub errors: u64,
+    /// Hits per second over the slot.
+    pub requests_per_second: f64,
+    /// p95 latency in the slot (ns).
+    pub p95_ns: Option<f64>,
+}
+
+/// One operation (span name) of a service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Operation {
+    /// Span name.
+    pub name: String,
+    /// Hits.
+    pub hits: u64,
+    /// Top-level hits.
+    pub top_level_hits: u64,
+}
+
+/// One service of the overview.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceSummary {
+    /// Service name.
+    pub service: String,
+    /// The operation the figures are about.
+    pub operation: String,
+    /// Figures of that operation over the window.
+    #[serde(flatten)]
+    pub figures: Figures,
+    /// Chart points, oldest first ([`SERIES_POINTS`] slots over the window).
+    pub series: Vec<Point>,
+}
+
+/// One resource of a service.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceRow {
+    /// Resource.
+    pub resource: String,
+    /// Figures over the window.
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// A service page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServiceDetail {
+    /// Summary and chart.
+    pub summary: ServiceSummary,
+    /// Operations of the service (pick one with `?operation=`).
+    pub operations: Vec<Operation>,
+    /// Resources of the operation.
+    pub resources: Vec<ResourceRow>,
+}
+
+/// One bin of a latency distribution.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bin {
+    /// Lower bound, ns.
+    pub lo_ns: f64,
+    /// Upper bound, ns.
+    pub hi_ns: f64,
+    /// Requests in the bin (estimated from the sketch).
+    pub count: f64,
+}
+
+/// A stored span of a resource, with its trace.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceRef {
+    /// Trace id (decimal, low 64 bits; a string for JavaScript).
+    pub trace_id: String,
+    /// Span id of the resource's span.
+    pub span_id: String,
+    /// Start, ns since the epoch.
+    pub start_ns: i64,
+    /// The span's duration, ns.
+    pub duration_ns: i64,
+    /// Whether the span is an error.
+    pub error: bool,
+    /// `error.type`.
+    pub error_type: Option<String>,
+    /// `error.message` (or `error.msg`).
+    pub error_message: Option<String>,
+    /// Spans stored for the trace.
+    pub span_count: u64,
+}
+
+/// A resource page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResourceDetail {
+    /// Service.
+    pub service: String,
+    /// Operation.
+    pub operation: String,
+    /// Resource.
+    pub resource: String,
+    /// Figures over the window.
+    pub figures: Figures,
+    /// Latency distribution (log-spaced bins).
+    pub distribution: Vec<Bin>,
+    /// Stored traces of the resource in the window: errors first, then slowest.
+    pub traces: Vec<TraceRef>,
+}
+
+/// One span of a trace page, in depth-first order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpanView {
+    /// Span id (decimal string).
+    pub span_id: String,
+    /// Parent id (decimal string, `0` for a root).
+    pub parent_id: String,
+    /// Nesting depth (0 for roots and orphans).
+    pub depth: usize,
+    /// Service.
+    pub service: String,
+    /// Operation name.
+    pub name: String,
+    /// Resource.
+    pub resource: String,
+    /// Span type.
+    pub r#type: String,
+    /// Start, ns since the epoch.
+    pub start_ns: i64,
+    /// Start relative to the trace start, ns.
+    pub offset_ns: i64,
+    /// Duration, ns.
+    pub duration_ns: i64,
+    /// Error flag.
+    pub error: bool,
+    /// String tags.
+    pub meta: BTreeMap<String, String>,
+    /// Numeric tags.
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// A trace page.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceDetail {
+    /// Trace id (decimal, low 64 bits).
+    pub trace_id: String,
+    /// Full 128-bit id in hex when the high bits are known.
+    pub trace_id_128: Option<String>,
+    /// Earliest span start, ns.
+    pub start_ns: i64,
+    /// End of the last span minus start, ns.
+    pub duration_ns: i64,
+    /// Root span's service, when stored.
+    pub root_service: Option<String>,
+    /// Root span's resource, when stored.
+    pub root_resource: Option<String>,
+    /// Spans with an error.
+    pub error_count: u64,
+    /// Spans, depth first, children by start time.
+    pub spans: Vec<SpanView>,
+    /// Spans not shown (beyond [`MAX_TRACE_SPANS`]).
+    pub truncated: u64,
+}
+
+/// Sketch blobs of one stats row.
+type Blobs = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+fn merge_row(m: &mut Merged, blobs: &Blobs) {
+    m.add_encoded(blobs.0.as_deref());
+    m.add_encoded(blobs.1.as_deref());
+}
+
+fn log_rejected(m: &Merged) {
+    if m.rejected > 0 {
+        tracing::debug!(rejected = m.rejected, "local store: sketches that could not be merged");
+    }
+}
+
+/// Operations of every service in the window: `service → [(name, hits, errors, duration, top)]`.
+fn operations(conn: &Connection, from: i64, to: i64) -> rusqlite::Result<BTreeMap<String, Vec<OpRow>>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT service, name, sum(hits), sum(errors), sum(duration), sum(top_level_hits) FROM stats \
+         WHERE bucket_start >= ?1 AND bucket_start < ?2 GROUP BY service, name",
+    )?;
+    let rows = stmt.query_map(params![from, to], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            OpRow {
+                name: r.get(1)?,
+                hits: r.get(2)?,
+                errors: r.get(3)?,
+                duration: r.get(4)?,
+                top_level_hits: r.get(5)?,
+            },
+        ))
+    })?;
+    let mut out: BTreeMap<String, Vec<OpRow>> = BTreeMap::new();
+    for row in rows {
+        let (service, op) = row?;
+        out.entry(service).or_default().push(op);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone)]
+struct OpRow {
+    name: String,
+    hits: i64,
+    errors: i64,
+    duration: i64,
+    top_level_hits: i64,
+}
+
+/// The primary operation: most top-level hits, then most hits, then name.
+fn primary(ops: &[OpRow]) -> Option<&OpRow> {
+    ops.iter().max_by(|a, b| {
+        (a.top_level_hits, a.hits)
+            .cmp(&(b.top_level_hits, b.hits))
+            .then_with(|| b.name.cmp(&a.name))
+    })
+}
+
+fn window_bounds(now_ns: i64, window: Window) -> (i64, i64) {
+    // Buckets that started in the window; `to` a little past now tolerates clock skew.
+    (
+        now_ns.saturating_sub(window.nanos()),
+        now_ns.saturating_add(60_000_000_000),
+    )
+}
+
+/// Sketches and per-slot counts of one (service, operation) over the window.
+fn service_series(
+    conn: &Connection,
+    service: &str,
+    op: &str,
+    now_ns: i64,
+    window: Window,
+) -> rusqlite::Result<(Merged, Vec<Point>)> {
+    let (from, to) = window_bounds(now_ns, window);
+    let slot = (window.nanos() / SERIES_POINTS as i64).max(1);
+    let mut stmt = conn.prepare_cached(
+        "SELECT bucket_start, hits, errors, ok_summary, error_summary FROM stats \
+         WHERE service = ?1 AND name = ?2 AND bucket_start >= ?3 AND bucket_start < ?4",
+    )?;
+    let mut total = Merged::default();
+    let mut slots: Vec<(Point, Merged)> = (0..SERIES_POINTS)
+        .map(|i| {
+            (
+                Point {
+                    start_ns: from + i as i64 * slot,
+                    ..Point::default()
+                },
+                Merged::default(),
+            )
+        })
+        .collect();
+    let rows = stmt.query_map(params![service, op, from, to], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            (r.get(3)?, r.get(4)?),
+        ))
+    })?;
+    for row in rows {
+        let (start, hits, errors, blobs): (i64, i64, i64, Blobs) = row?;
+        let i = usize::try_from((start - from) / slot)
+            .unwrap_or(0)
+            .min(SERIES_POINTS - 1);
+        if let Some((p, m)) = slots.get_mut(i) {
+            p.hits += u64::try_from(hits).unwrap_or(0);
+            p.errors += u64::try_from(errors).unwrap_or(0);
+            merge_row(m, &blobs);
+        }
+    }
+    let secs = slot as f64 / 1e9;
+    let series = slots
+        .into_iter()
+        .map(|(mut p, m)| {
+            p.requests_per_second = p.hits as f64 / secs;
+            p.p95_ns = m.quantile(0.95);
+            total.absorb(&m);
+            p
+        })
+        .collect();
+    log_rejected(&total);
+    Ok((total, series))
+}
+
+fn summary(
+    conn: &Connection,
+    service: &str,
+    op: &OpRow,
+    now_ns: i64,
+    window: Window,
+) -> rusqlite::Result<ServiceSummary> {
+    let (sketch, series) = service_series(conn, service, &op.name, now_ns, window)?;
+    Ok(ServiceSummary {
+        service: service.to_owned(),
+        operation: op.name.clone(),
+        figures: Figures::new(op.hits, op.errors, op.duration, window, &sketch),
+        series,
+    })
+}
+
+/// Every service with data in the window, by name.
+///
+/// # Errors
+/// A SQLite error.
+pub fn services(conn: &Connection, now_ns: i64, window: Window) -> rusqlite::Result<Vec<ServiceSummary>> {
+    let (from, to) = window_bounds(now_ns, window);
+    let mut out = Vec::new();
+    for (service, ops) in operations(conn, from, to)? {
+        if let Some(op) = primary(&ops) {
+            out.push(summary(conn, &service, op, now_ns, window)?);
+        }
+    }
+    Ok(out)
+}
+
+/// One service: summary, operations and the resources of `operation` (default: primary).
+/// `None` when the service has no data in the window.
+///
+/// # Errors
+/// A SQLite error.
+pub fn service(
+    conn: &Connection,
+    service: &str,
+    operation: Option<&str>,
+    now_ns: i64,
+    window: Window,
+) -> rusqlite::Result<Option<ServiceDetail>> {
+    let (from, to) = window_bounds(now_ns, window);
+    let mut all = operations(conn, from, to)?;
+    let Some(ops) = all.remove(service) else {
+        return Ok(None);
+    };
+    let op = match operation {
+        Some(name) => ops.iter().find(|o| o.name == name),
+        None => primary(&ops),
+    };
+    let Some(op) = op else {
+        return Ok(None);
+    };
+    let summary = summary(conn, service, op, now_ns, window)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT resource, hits, errors, duration, ok_summary, error_summary FROM stats \
+         WHERE service = ?1 AND name = ?2 AND bucket_start >= ?3 AND bucket_start < ?4",
+    )?;
+    let mut by_resource: BTreeMap<String, (i64, i64, i64, Merged)> = BTreeMap::new();
+    let rows = stmt.query_map(params![service, op.name, from, to], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            (r.get(4)?, r.get(5)?),
+        ))
+    })?;
+    for row in rows {
+        let (resource, hits, errors, duration, blobs): (String, i64, i64, i64, Blobs) = row?;
+        let e = by_resource.entry(resource).or_default();
+        e.0 += hits;
+        e.1 += errors;
+        e.2 = e.2.saturating_add(duration);
+        merge_row(&mut e.3, &blobs);
+    }
+    let mut resources: Vec<ResourceRow> = by_resource
+        .into_iter()
+        .map(|(resource, (hits, errors, duration, m))| {
+            log_rejected(&m);
+            ResourceRow {
+                resource,
+                figures: Figures::new(hits, errors, duration, window, &m),
+            }
+        })
+        .collect();
+    // Most time spent first (what to look at), then by name.
+    resources.sort_by(|a, b| {
+        b.figures
+            .total_duration_ns
+            .cmp(&a.figures.total_duration_ns)
+            .then_with(|| a.resource.cmp(&b.resource))
+    });
+    let mut operations: Vec<Operation> = ops
+        .iter()
+        .map(|o| Operation {
+            name: o.name.clone(),
+            hits: u64::try_from(o.hits).unwrap_or(0),
+            top_level_hits: u64::try_from(o.top_level_hits).unwrap_or(0),
+        })
+        .collect();
+    operations.sort_by_key(|o| std::cmp::Reverse((o.top_level_hits, o.hits)));
+    Ok(Some(ServiceDetail {
+        summary,
+        operations,
+        resources,
+    }))
+}
+
+/// Log-spaced bins between the sketch's smallest and largest values, with counts estimated
+/// from 200 equal-mass quantiles of the merged sketch.
+fn distribution(m: &Merged) -> Vec<Bin> {
+    const SAMPLES: usize = 200;
+    let count = m.count();
+    let (Some(lo), Some(hi)) = (m.quantile(0.0), m.quantile(1.0)) else {
+        return Vec::new();
+    };
+    if count <= 0.0 {
+        return Vec::new();
+    }
+    let lo = lo.max(1.0);
+    let hi = hi.max(lo * 1.000_001);
+    let (llo, lhi) = (lo.ln(), hi.ln());
+    let width = (lhi - llo) / DISTRIBUTION_BINS as f64;
+    let mut bins: Vec<Bin> = (0..DISTRIBUTION_BINS)
+        .map(|i| Bin {
+            lo_ns: (llo + width * i as f64).exp(),
+            hi_ns: (llo + width * (i + 1) as f64).exp(),
+            count: 0.0,
+        })
+        .collect();
+    let per_sample = count / SAMPLES as f64;
+    for k in 0..SAMPLES {
+        let q = (k as f64 + 0.5) / SAMPLES as f64;
+        if let Some(v) = m.quantile(q) {
+            let i = ((v.max(lo).ln() - llo) / width).floor();
+            let i = if i.is_finite() && i > 0.0 { i as usize } else { 0 };
+            if let Some(b) = bins.get_mut(i.min(DISTRIBUTION_BINS - 1)) {
+                b.count += per_sample;
+            }
+        }
+    }
+    bins
+}
+
+/// One resource: figures, distribution and stored traces. `None` without data in the window.
+///
+/// # Errors
+/// A SQLite error.
+pub fn resource(
+    conn: &Connection,
+    service: &str,
+    operation: Option<&str>,
+    resource: &str,
+    now_ns: i64,
+    window: Window,
+) -> rusqlite::Result<Option<ResourceDetail>> {
+    let (from, to) = window_bounds(now_ns, window);
+    let operation = match operation {
+        Some(o) => o.to_owned(),
+        None => {
+            let all = operations(conn, from, to)?;
+            match all.get(service).and_then(|ops| primary(ops)) {
+                Some(op) => op.name.clone(),
+                None => return Ok(None),
+            }
+        }
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT hits, errors, duration, ok_summary, error_summary FROM stats \
+         WHERE service = ?1 AND name = ?2 AND resource = ?3 AND bucket_start >= ?4 AND bucket_start < ?5",
+    )?;
+    let (mut hits, mut errors, mut duration, mut m, mut rows) = (0i64, 0i64, 0i64, Merged::default(), 0);
+    let found = stmt.query_map(params![service, operation, resource, from, to], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+            (r.get(3)?, r.get(4)?),
+        ))
+    })?;
+    for row in found {
+        let (h, e, d, blobs): (i64, i64, i64, Blobs) = row?;
+        hits += h;
+        errors += e;
+        duration = duration.saturating_add(d);
+        merge_row(&mut m, &blobs);
+        rows += 1;
+    }
+    let traces = resource_traces(conn, service, &operation, resource, from, to)?;
+    if rows == 0 && traces.is_empty() {
+        return Ok(None);
+    }
+    log_rejected(&m);
+    Ok(Some(ResourceDetail {
+        service: service.to_owned(),
+        operation,
+        resource: resource.to_owned(),
+        figures: Figures::new(hits, errors, duration, window, &m),
+        distribution: distribution(&m),
+        traces,
+    }))
+}
+
+fn resource_traces(
+    conn: &Connection,
+    service: &str,
+    operation: &str,
+    resource: &str,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<TraceRef>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.trace_id, s.span_id, s.start, s.duration, s.error, \
+                json_extract(s.meta, '$.\"error.type\"'), \
+                coalesce(json_extract(s.meta, '$.\"error.message\"'), json_extract(s.meta, '$.\"error.msg\"')), \
+                coalesce(t.span_count, 0) \
+         FROM spans s LEFT JOIN traces t ON t.trace_id = s.trace_id \
+         WHERE s.service = ?1 AND s.resource = ?2 AND s.name = ?3 AND s.start >= ?4 AND s.start < ?5 \
+         ORDER BY s.error DESC, s.duration DESC, s.start DESC LIMIT ?6",
+    )?;
+    let rows = stmt.query_map(
+        params![service, resource, operation, from, to, MAX_RESOURCE_TRACES as i64],
+        |r| {
+            Ok(TraceRef {
+                trace_id: id_from_sql(r.get(0)?).to_string(),
+                span_id: id_from_sql(r.get(1)?).to_string(),
+                start_ns: r.get(2)?,
+                duration_ns: r.get(3)?,
+                error: r.get::<_, i64>(4)? != 0,
+                error_type: r.get(5)?,
+                error_message: r.get(6)?,
+                span_count: u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0),
+            })
+        },
+    )?;
+    rows.collect()
+}
+
+/// One stored trace, `None` when unknown (never stored, or deleted by retention).
+///
+/// # Errors
+/// A SQLite error.
+pub fn trace(conn: &Connection, trace_id: u64) -> rusqlite::Result<Option<TraceDetail>> {
+    let id = id_to_sql(trace_id);
+    let head = conn
+        .query_row(
+            "SELECT trace_id_high, start, end, root_service, root_resource, error_count, span_count \
+             FROM traces WHERE trace_id = ?1",
+            params![id],
+            |r| {
+                Ok((
+                    id_from_sql(r.get(0)?),
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, Option<String>>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((high, start, end, root_service, root_resource, error_count, span_count)) = head else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT span_id, parent_id, service, name, resource, type, start, duration, error, meta, metrics \
+         FROM spans WHERE trace_id = ?1 ORDER BY start LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![id, MAX_TRACE_SPANS as i64], |r| {
+        let meta: String = r.get(9)?;
+        let metrics: String = r.get(10)?;
+        Ok(SpanView {
+            span_id: id_from_sql(r.get(0)?).to_string(),
+            parent_id: id_from_sql(r.get(1)?).to_string(),
+            depth: 0,
+            service: r.get(2)?,
+            name: r.get(3)?,
+            resource: r.get(4)?,
+            r#type: r.get(5)?,
+            start_ns: r.get(6)?,
+            offset_ns: r.get::<_, i64>(6)? - start,
+            duration_ns: r.get(7)?,
+            error: r.get::<_, i64>(8)? != 0,
+            meta: serde_json::from_str(&meta).unwrap_or_default(),
+            metrics: serde_json::from_str(&metrics).unwrap_or_default(),
+        })
+    })?;
+    let spans = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let shown = spans.len() as u64;
+    Ok(Some(TraceDetail {
+        trace_id: trace_id.to_string(),
+        trace_id_128: (high != 0).then(|| format!("{high:016x}{trace_id:016x}")),
+        start_ns: start,
+        duration_ns: end - start,
+        root_service,
+        root_resource,
+        error_count: u64::try_from(error_count).unwrap_or(0),
+        spans: depth_first(spans),
+        truncated: u64::try_from(span_count).unwrap_or(0).saturating_sub(shown),
+    }))
+}
+
+/// Orders spans depth first (children by start), setting `depth`; spans whose parent is not
+/// stored start their own subtree. Iterative: a hostile trace cannot overflow the stack.
+fn depth_first(spans: Vec<SpanView>) -> Vec<SpanView> {
+    let ids: std::collections::HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
+    let mut children: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut roots = Vec::new();
+    for (i, s) in spans.iter().enumerate() {
+        if s.parent_id != "0" && s.parent_id != s.span_id && ids.contains(s.parent_id.as_str()) {
+            children.entry(s.parent_id.as_str()).or_default().push(i);
+        } else {
+            roots.push(i);
+        }
+    }
+    // `spans` is sorted by start, so each child list is too.
+    let mut order = Vec::with_capacity(spans.len());
+    let mut seen = vec![false; spans.len()];
+    let mut stack: Vec<(usize, usize)> = roots.iter().rev().map(|&i| (i, 0)).collect();
+    while let Some((i, depth)) = stack.pop() {
+        if seen.get(i).copied().unwrap_or(true) {
+            continue;
+        }
+        if let Some(s) = seen.get_mut(i) {
+            *s = true;
+        }
+        order.push((i, depth));
+        if let Some(span) = spans.get(i)
+            && let Some(kids) = children.get(span.span_id.as_str())
+        {
+            stack.extend(kids.iter().rev().map(|&k| (k, depth + 1)));
+        }
+    }
+    // Cycles (a→b→a) leave spans unvisited: show them at depth 0.
+    for (i, s) in seen.iter().enumerate() {
+        if !s {
+            order.push((i, 0));
+        }
+    }
+    let mut slots: Vec<Option<SpanView>> = spans.into_iter().map(Some).collect();
+    order
+        .into_iter()
+        .filter_map(|(i, depth)| {
+            slots.get_mut(i).and_then(Option::take).map(|mut s| {
+                s.depth = depth;
+                s
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,106 @@
+//! Retention: delete data older than the configured age, then the oldest data while the
+//! database is larger than the configured size, and give the freed pages back to the disk.
+//! Ages are measured on the data's own timestamps (span start, stats bucket start), the clock
+//! the views use; the size cap bounds whatever a skewed tracer clock leaves behind.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, params};
+
+/// What to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetentionPolicy {
+    /// Older data is deleted.
+    pub max_age: Duration,
+    /// The oldest data is deleted while the database uses more.
+    pub max_size_bytes: u64,
+}
+
+/// What one retention run did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RetentionReport {
+    /// Spans deleted.
+    pub spans: u64,
+    /// Trace summaries deleted.
+    pub traces: u64,
+    /// Stats rows (one group of one bucket) deleted.
+    pub stats_rows: u64,
+    /// Bytes in use before.
+    pub size_before: u64,
+    /// Bytes in use after.
+    pub size_after: u64,
+    /// Size passes (each deleting the oldest tenth of the time range).
+    pub size_passes: u32,
+}
+
+/// Bytes the database uses (pages in use × page size; free pages excluded).
+///
+/// # Errors
+/// A SQLite error.
+pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    Ok(u64::try_from((pages - free).max(0) * size).unwrap_or(0))
+}
+
+fn delete_before(conn: &mut Connection, cutoff: i64, report: &mut RetentionReport) -> rusqlite::Result<u64> {
+    let tx = conn.transaction()?;
+    let spans = tx.execute("DELETE FROM spans WHERE start < ?1", params![cutoff])? as u64;
+    let traces = tx.execute("DELETE FROM traces WHERE start < ?1", params![cutoff])? as u64;
+    let stats = tx.execute("DELETE FROM stats WHERE bucket_start < ?1", params![cutoff])? as u64;
+    tx.commit()?;
+    report.spans += spans;
+    report.traces += traces;
+    report.stats_rows += stats;
+    Ok(spans + traces + stats)
+}
+
+/// Time range (oldest, newest) of everything stored, in ns.
+fn time_range(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    conn.query_row(
+        "SELECT min(lo), max(hi) FROM ( \
+           SELECT min(start) AS lo, max(start) AS hi FROM spans \
+           UNION ALL SELECT min(start), max(start) FROM traces \
+           UNION ALL SELECT min(bucket_start), max(bucket_start) FROM stats)",
+        [],
+        |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
+    )
+}
+
+/// Runs retention at `now_ns` (ns since the Unix epoch).
+///
+/// # Errors
+/// A SQLite error; what was deleted before it stays deleted.
+pub fn retain(conn: &mut Connection, now_ns: i64, policy: RetentionPolicy) -> rusqlite::Result<RetentionReport> {
+    let mut report = RetentionReport {
+        size_before: used_bytes(conn)?,
+        ..RetentionReport::default()
+    };
+    let max_age = i64::try_from(policy.max_age.as_nanos()).unwrap_or(i64::MAX);
+    delete_before(conn, now_ns.saturating_sub(max_age), &mut report)?;
+    while used_bytes(conn)? > policy.max_size_bytes {
+        let Some((oldest, newest)) = time_range(conn)? else {
+            break;
+        };
+        // The oldest tenth of what is stored, at least one second, at least one row.
+        let step = ((newest - oldest) / 10).max(1_000_000_000);
+        report.size_passes += 1;
+        if delete_before(conn, oldest.saturating_add(step), &mut report)? == 0 {
+            break;
+        }
+    }
+    if report.spans + report.traces + report.stats_rows > 0 {
+        // Each step of this pragma frees pages; run it to the end.
+        let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
+        let mut rows = stmt.query([])?;
+        while rows.next()?.is_some() {}
+        drop(rows);
+        drop(stmt);
+        // In WAL mode the freed pages reach the file at the checkpoint; TRUNCATE also empties
+        // the WAL file. A reader in the way makes it partial, which is fine.
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    }
+    report.size_after = used_bytes(conn)?;
+    Ok(report)
+}

@@ -1,0 +1,255 @@
+//! The database: opening (file in WAL mode, or in memory), the integrity check, the tables.
+//!
+//! Times are nanoseconds since the Unix epoch (`INTEGER`), ids are the 64-bit ids stored as
+//! SQLite's signed integers (bit-for-bit), tags are JSON objects (`TEXT`), sketches are the
+//! protobuf `DDSketch` bytes of the stats payload, merged when read.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+/// Version of the schema below, in `PRAGMA user_version`.
+pub(crate) const SCHEMA_VERSION: i64 = 1;
+
+const DDL: &str = "
+CREATE TABLE IF NOT EXISTS traces (
+    trace_id       INTEGER PRIMARY KEY,
+    trace_id_high  INTEGER NOT NULL DEFAULT 0,
+    start          INTEGER NOT NULL,
+    end            INTEGER NOT NULL,
+    root_rank      INTEGER NOT NULL DEFAULT 0,
+    root_service   TEXT,
+    root_name      TEXT,
+    root_resource  TEXT,
+    root_duration  INTEGER,
+    env            TEXT NOT NULL DEFAULT '',
+    span_count     INTEGER NOT NULL,
+    error_count    INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_start ON traces(start);
+CREATE TABLE IF NOT EXISTS spans (
+    trace_id   INTEGER NOT NULL,
+    span_id    INTEGER NOT NULL,
+    parent_id  INTEGER NOT NULL,
+    service    TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    resource   TEXT NOT NULL,
+    type       TEXT NOT NULL,
+    start      INTEGER NOT NULL,
+    duration   INTEGER NOT NULL,
+    error      INTEGER NOT NULL,
+    meta       TEXT NOT NULL,
+    metrics    TEXT NOT NULL,
+    PRIMARY KEY (trace_id, span_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spans_resource ON spans(service, resource, start);
+CREATE INDEX IF NOT EXISTS spans_start ON spans(start);
+CREATE TABLE IF NOT EXISTS stats (
+    bucket_start     INTEGER NOT NULL,
+    bucket_duration  INTEGER NOT NULL,
+    env              TEXT NOT NULL,
+    version          TEXT NOT NULL,
+    service          TEXT NOT NULL,
+    name             TEXT NOT NULL,
+    resource         TEXT NOT NULL,
+    type             TEXT NOT NULL,
+    http_status_code INTEGER NOT NULL,
+    span_kind        TEXT NOT NULL,
+    is_trace_root    INTEGER NOT NULL,
+    synthetics       INTEGER NOT NULL,
+    hits             INTEGER NOT NULL,
+    errors           INTEGER NOT NULL,
+    duration         INTEGER NOT NULL,
+    top_level_hits   INTEGER NOT NULL,
+    ok_summary       BLOB,
+    error_summary    BLOB
+);
+CREATE INDEX IF NOT EXISTS stats_service ON stats(service, bucket_start);
+CREATE INDEX IF NOT EXISTS stats_start ON stats(bucket_start);
+";
+
+/// Why the database could not be opened or used.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The data directory cannot be created or written.
+    #[error("local store: cannot use the data directory {path}: {source} (set apm_config.local.data_dir)")]
+    DataDir {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not a usable SQLite database.
+    #[error(
+        "local store: {path} is not a usable database ({detail}); it was left untouched: move it \
+         away or delete it to start a new one"
+    )]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// Another process holds a lock on the database.
+    #[error(
+        "local store: {path} is locked by another process (another trace-agent with the same \
+         apm_config.local.data_dir?): {detail}"
+    )]
+    Locked {
+        /// File.
+        path: PathBuf,
+        /// What SQLite said.
+        detail: String,
+    },
+    /// Written by a newer agent.
+    #[error("local store: {path} has schema version {found}, this agent knows {SCHEMA_VERSION}; use another data_dir")]
+    Version {
+        /// File.
+        path: PathBuf,
+        /// `user_version` found.
+        found: i64,
+    },
+    /// The writer thread could not be started.
+    #[error("local store: cannot start the writer thread: {0}")]
+    Thread(std::io::Error),
+    /// Any other SQLite failure.
+    #[error("local store: {context}: {source}")]
+    Sqlite {
+        /// What was being done.
+        context: String,
+        /// Cause.
+        source: rusqlite::Error,
+    },
+}
+
+impl StoreError {
+    /// Wraps a SQLite error met on `path`, classifying corruption and locks.
+    pub(crate) fn from_sqlite(path: &Path, context: &str, e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Self::Corrupt {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            },
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Self::Locked {
+                path: path.to_owned(),
+                detail: e.to_string(),
+            },
+            _ => Self::Sqlite {
+                context: format!("{context} ({})", path.display()),
+                source: e,
+            },
+        }
+    }
+
+    /// A short name for counters and `status`: `corrupt`, `locked`, `data_dir`, `version`, `sqlite`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::DataDir { .. } => "data_dir",
+            Self::Corrupt { .. } => "corrupt",
+            Self::Locked { .. } => "locked",
+            Self::Version { .. } => "version",
+            Self::Thread(_) => "thread",
+            Self::Sqlite { .. } => "sqlite",
+        }
+    }
+}
+
+/// Whether a SQLite error at run time means the file can no longer be used (switch to memory).
+pub(crate) fn is_fatal(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt | ErrorCode::ReadOnly)
+    )
+}
+
+/// How long a statement waits for another connection's lock before failing.
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Opens (creating it if needed) the database file at `path` for writing: WAL, incremental
+/// auto-vacuum, integrity checked, schema created.
+///
+/// # Errors
+/// [`StoreError::Corrupt`], [`StoreError::Locked`], [`StoreError::Version`] or another SQLite error.
+pub(crate) fn open_file(path: &Path) -> Result<Connection, StoreError> {
+    let err = |context: &str| {
+        let context = context.to_owned();
+        move |e| StoreError::from_sqlite(path, &context, e)
+    };
+    let conn = Connection::open(path).map_err(err("open"))?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set busy timeout"))?;
+    // Only effective before the first table exists; later opens keep what the file has.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
+        .map_err(err("set auto_vacuum"))?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(err("switch to WAL"))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), mode, "local store: WAL not available, using {mode}");
+    }
+    conn.execute_batch("PRAGMA synchronous = NORMAL;")
+        .map_err(err("set synchronous"))?;
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(err("check integrity"))?;
+    if check != "ok" {
+        return Err(StoreError::Corrupt {
+            path: path.to_owned(),
+            detail: format!("integrity check: {check}"),
+        });
+    }
+    create_schema(&conn, path)?;
+    Ok(conn)
+}
+
+/// Opens a second, read-only connection on the file (WAL lets it read while the writer writes).
+///
+/// # Errors
+/// A SQLite error.
+pub(crate) fn open_reader(path: &Path) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| StoreError::from_sqlite(path, "open reader", e))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(|e| StoreError::from_sqlite(path, "set busy timeout", e))?;
+    Ok(conn)
+}
+
+/// A fresh in-memory database with the schema (the fallback when the file cannot be used).
+///
+/// # Errors
+/// A SQLite error (out of memory).
+pub(crate) fn open_memory() -> Result<Connection, StoreError> {
+    let path = Path::new(":memory:");
+    let conn = Connection::open_in_memory().map_err(|e| StoreError::from_sqlite(path, "open in memory", e))?;
+    create_schema(&conn, path)?;
+    Ok(conn)
+}
+
+fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let err = |context: &'static str| move |e| StoreError::from_sqlite(path, context, e);
+    // IMMEDIATE: take the write lock now, so a lock held elsewhere shows up here, at start.
+    conn.execute_batch("BEGIN IMMEDIATE;")
+        .map_err(err("begin schema transaction"))?;
+    let result = (|| {
+        let found: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err("read schema version"))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::Version {
+                path: path.to_owned(),
+                found,
+            });
+        }
+        conn.execute_batch(DDL).map_err(err("create tables"))?;
+        conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
+            .map_err(err("write schema version"))?;
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT;").map_err(err("commit schema")),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK;");
+            Err(e)
+        }
+    }
+}

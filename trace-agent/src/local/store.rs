@@ -1,0 +1,451 @@
+//! [`LocalStore`]: the handle the pipeline writes to and the web view reads from.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::upstream::pb;
+use crossbeam_channel::{Sender, TrySendError};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use super::LocalConfig;
+use super::retention::{self, RetentionPolicy, RetentionReport};
+use super::schema::{self, StoreError};
+use super::writer::{self, Msg, Written};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Nanoseconds since the Unix epoch.
+pub fn unix_nanos(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum StoreMode {
+    /// The database file.
+    File {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// In memory (lost at exit), because the file could not be used.
+    Memory {
+        /// The file that could not be used.
+        path: PathBuf,
+        /// Why (the error message).
+        reason: String,
+    },
+}
+
+impl std::fmt::Display for StoreMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::File { path } => write!(f, "file {}", path.display()),
+            Self::Memory { reason, .. } => write!(f, "in memory, NOT persisted: {reason}"),
+        }
+    }
+}
+
+/// The store's counters, for `status` and `/api/v1/status`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStatus {
+    /// File or memory fallback.
+    pub mode: StoreMode,
+    /// Times the store fell back to memory (at open or on a corrupt file at run time).
+    pub fallbacks: u64,
+    /// Payloads waiting for the writer.
+    pub queue_depth: usize,
+    /// Queue bound in payloads.
+    pub queue_capacity: usize,
+    /// Trace payloads written.
+    pub trace_payloads_written: u64,
+    /// Trace chunks written.
+    pub chunks_written: u64,
+    /// Spans written.
+    pub spans_written: u64,
+    /// Stats payloads written.
+    pub stats_payloads_written: u64,
+    /// Stats groups (one key of one bucket) written.
+    pub stats_groups_written: u64,
+    /// Write transactions committed.
+    pub batches: u64,
+    /// Trace payloads dropped because the queue was full.
+    pub dropped_trace_payloads_queue_full: u64,
+    /// Stats payloads dropped because the queue was full.
+    pub dropped_stats_payloads_queue_full: u64,
+    /// Payloads offered after shutdown.
+    pub dropped_after_shutdown: u64,
+    /// Trace payloads lost in failed write transactions.
+    pub dropped_trace_payloads_write_error: u64,
+    /// Stats payloads lost in failed write transactions.
+    pub dropped_stats_payloads_write_error: u64,
+    /// Failed write transactions.
+    pub write_errors: u64,
+    /// Retention runs.
+    pub retention_runs: u64,
+    /// Rows deleted by retention (spans, traces, stats rows).
+    pub retention_deleted: RetentionReport,
+    /// Bytes the database uses (after the last retention run).
+    pub size_bytes: u64,
+    /// Size cap.
+    pub max_size_bytes: u64,
+    /// Retention age, seconds.
+    pub retention_seconds: u64,
+    /// Last error: unix seconds and message.
+    pub last_error: Option<(u64, String)>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    fallbacks: AtomicU64,
+    trace_payloads: AtomicU64,
+    chunks: AtomicU64,
+    spans: AtomicU64,
+    stats_payloads: AtomicU64,
+    stats_groups: AtomicU64,
+    batches: AtomicU64,
+    dropped_traces_full: AtomicU64,
+    dropped_stats_full: AtomicU64,
+    dropped_shutdown: AtomicU64,
+    dropped_traces_error: AtomicU64,
+    dropped_stats_error: AtomicU64,
+    write_errors: AtomicU64,
+    retention_runs: AtomicU64,
+    size_bytes: AtomicU64,
+}
+
+/// The two connections: the writer's and the readers' (the same one in memory).
+#[derive(Debug, Clone)]
+struct Db {
+    write: Arc<Mutex<Connection>>,
+    read: Arc<Mutex<Connection>>,
+}
+
+/// State shared by the handle, the writer thread and the web view.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: LocalConfig,
+    db: Mutex<Db>,
+    mode: Mutex<StoreMode>,
+    counters: Counters,
+    deleted: Mutex<RetentionReport>,
+    last_error: Mutex<Option<(u64, String)>>,
+    /// Set once the last write error was logged; cleared by the next success (log once).
+    error_logged: AtomicBool,
+}
+
+impl Inner {
+    fn record_error(&self, message: String) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        *lock(&self.last_error) = Some((now, message));
+    }
+
+    fn fall_back(&self, error: &StoreError) -> Result<(), StoreError> {
+        let path = self.config.db_path();
+        tracing::error!("{error}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit");
+        self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+        self.record_error(error.to_string());
+        let conn = Arc::new(Mutex::new(schema::open_memory()?));
+        *lock(&self.db) = Db {
+            write: Arc::clone(&conn),
+            read: conn,
+        };
+        *lock(&self.mode) = StoreMode::Memory {
+            path,
+            reason: error.to_string(),
+        };
+        Ok(())
+    }
+
+    /// Runs one write transaction; counts what it wrote, or the loss. A corrupt file switches
+    /// the store to memory (the batch is retried there once).
+    pub(crate) fn write(&self, f: impl Fn(&mut Connection) -> rusqlite::Result<Written>, data: &[Msg]) {
+        let mut result = {
+            let write = Arc::clone(&lock(&self.db).write);
+            let mut conn = lock(&write);
+            f(&mut conn)
+        };
+        if let Err(e) = &result
+            && schema::is_fatal(e)
+            && matches!(*lock(&self.mode), StoreMode::File { .. })
+        {
+            let error = StoreError::Corrupt {
+                path: self.config.db_path(),
+                detail: format!("while writing: {e}"),
+            };
+            if self.fall_back(&error).is_ok() {
+                let write = Arc::clone(&lock(&self.db).write);
+                let mut conn = lock(&write);
+                result = f(&mut conn);
+            }
+        }
+        let c = &self.counters;
+        match result {
+            Ok(w) => {
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.trace_payloads.fetch_add(w.trace_payloads, Ordering::Relaxed);
+                c.chunks.fetch_add(w.chunks, Ordering::Relaxed);
+                c.spans.fetch_add(w.spans, Ordering::Relaxed);
+                c.stats_payloads.fetch_add(w.stats_payloads, Ordering::Relaxed);
+                c.stats_groups.fetch_add(w.stats_groups, Ordering::Relaxed);
+                self.error_logged.store(false, Ordering::Relaxed);
+            }
+            Err(e) => {
+                c.write_errors.fetch_add(1, Ordering::Relaxed);
+                let traces = data.iter().filter(|m| matches!(m, Msg::Traces(_))).count() as u64;
+                let stats = data.iter().filter(|m| matches!(m, Msg::Stats(_))).count() as u64;
+                c.dropped_traces_error.fetch_add(traces, Ordering::Relaxed);
+                c.dropped_stats_error.fetch_add(stats, Ordering::Relaxed);
+                let msg = format!("local store: write failed, {traces} trace and {stats} stats payloads lost: {e}");
+                if !self.error_logged.swap(true, Ordering::Relaxed) {
+                    tracing::error!("{msg}");
+                }
+                self.record_error(msg);
+            }
+        }
+    }
+
+    /// Runs retention at `now`; logs and counts failures.
+    pub(crate) fn retain_now(&self, now: SystemTime) -> Option<RetentionReport> {
+        let policy = RetentionPolicy {
+            max_age: self.config.retention,
+            max_size_bytes: self.config.max_size_bytes,
+        };
+        let write = Arc::clone(&lock(&self.db).write);
+        let result = retention::retain(&mut lock(&write), unix_nanos(now), policy);
+        self.counters.retention_runs.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(r) => {
+                self.counters.size_bytes.store(r.size_after, Ordering::Relaxed);
+                let mut d = lock(&self.deleted);
+                d.spans += r.spans;
+                d.traces += r.traces;
+                d.stats_rows += r.stats_rows;
+                d.size_passes += r.size_passes;
+                if r.spans + r.stats_rows > 0 {
+                    tracing::debug!(?r, "local store retention");
+                }
+                Some(r)
+            }
+            Err(e) => {
+                let msg = format!("local store: retention failed: {e}");
+                tracing::warn!("{msg}");
+                self.record_error(msg);
+                None
+            }
+        }
+    }
+
+    /// The readers' connection (the current one: after a fallback, the in-memory database).
+    pub(crate) fn reader(&self) -> Arc<Mutex<Connection>> {
+        Arc::clone(&lock(&self.db).read)
+    }
+}
+
+/// The local store: an embedded SQLite database of kept traces and stats buckets, written by
+/// its own thread from a bounded queue (see the [module docs](super)). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    inner: Arc<Inner>,
+    tx: Sender<Msg>,
+    closed: Arc<AtomicBool>,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+impl LocalStore {
+    /// Opens the database in `config.data_dir` (creating both if needed) and starts the writer
+    /// thread. When the file cannot be used (corrupt, locked by another process, unwritable
+    /// directory, newer schema), logs the error clearly, counts it and runs **in memory**
+    /// instead ([`StoreStatus::mode`]): the agent keeps receiving and showing traces.
+    ///
+    /// # Errors
+    /// Only when even the in-memory database cannot be created, or the thread not started.
+    pub fn open(config: LocalConfig) -> Result<Self, StoreError> {
+        let path = config.db_path();
+        let opened = std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| StoreError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            })
+            .and_then(|()| {
+                let write = schema::open_file(&path)?;
+                let read = schema::open_reader(&path)?;
+                Ok(Db {
+                    write: Arc::new(Mutex::new(write)),
+                    read: Arc::new(Mutex::new(read)),
+                })
+            });
+        let (db, error) = match opened {
+            Ok(db) => (db, None),
+            Err(e) => {
+                let conn = Arc::new(Mutex::new(schema::open_memory()?));
+                (
+                    Db {
+                        write: Arc::clone(&conn),
+                        read: conn,
+                    },
+                    Some(e),
+                )
+            }
+        };
+        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
+        let inner = Arc::new(Inner {
+            config,
+            db: Mutex::new(db),
+            mode: Mutex::new(StoreMode::File { path: path.clone() }),
+            counters: Counters::default(),
+            deleted: Mutex::default(),
+            last_error: Mutex::default(),
+            error_logged: AtomicBool::new(false),
+        });
+        if let Some(e) = error {
+            tracing::error!("{e}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit");
+            inner.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+            inner.record_error(e.to_string());
+            *lock(&inner.mode) = StoreMode::Memory {
+                path,
+                reason: e.to_string(),
+            };
+        } else {
+            tracing::info!(path = %path.display(), "local store opened");
+        }
+        // First retention pass now: a restart after a long pause sheds the expired data at once.
+        inner.retain_now(SystemTime::now());
+        let thread_inner = Arc::clone(&inner);
+        let handle = std::thread::Builder::new()
+            .name("local-store-writer".to_owned())
+            .spawn(move || writer::run(&thread_inner, &rx))
+            .map_err(StoreError::Thread)?;
+        Ok(Self {
+            inner,
+            tx,
+            closed: Arc::new(AtomicBool::new(false)),
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    fn offer(&self, msg: Msg) {
+        let is_traces = matches!(msg, Msg::Traces(_));
+        let c = &self.inner.counters;
+        if self.closed.load(Ordering::Acquire) {
+            c.dropped_shutdown.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let counter = if is_traces {
+                    &c.dropped_traces_full
+                } else {
+                    &c.dropped_stats_full
+                };
+                if counter.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        "local store: the writer is behind (slow disk?); payloads are dropped and counted \
+                         (see trace-agent status)"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                c.dropped_shutdown.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Queues kept trace chunks for writing. Never blocks: a full queue drops and counts.
+    pub fn push_traces(&self, payload: Arc<pb::TracerPayload>) {
+        self.offer(Msg::Traces(payload));
+    }
+
+    /// Queues a stats payload for writing. Never blocks: a full queue drops and counts.
+    pub fn push_stats(&self, payload: Arc<pb::StatsPayload>) {
+        self.offer(Msg::Stats(payload));
+    }
+
+    /// Waits (blocking, at most `timeout`) until everything queued so far is written. Returns
+    /// false on timeout or after shutdown.
+    pub fn sync(&self, timeout: Duration) -> bool {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        if self.tx.send_timeout(Msg::Sync(tx), timeout).is_err() {
+            return false;
+        }
+        rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Runs retention now, as of `now` (tests pass a clock; the writer runs it every
+    /// `retention_interval` with the wall clock).
+    pub fn run_retention(&self, now: SystemTime) -> Option<RetentionReport> {
+        self.inner.retain_now(now)
+    }
+
+    /// Writes what is queued and stops the writer thread (blocking, at most `timeout`); later
+    /// payloads are dropped and counted. Returns whether everything was written in time.
+    pub fn shutdown_blocking(&self, timeout: Duration) -> bool {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return true;
+        }
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let done = self.tx.send_timeout(Msg::Shutdown(tx), timeout).is_ok() && rx.recv_timeout(timeout).is_ok();
+        if done && let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+        done
+    }
+
+    /// A copy of the counters.
+    pub fn status(&self) -> StoreStatus {
+        let c = &self.inner.counters;
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        StoreStatus {
+            mode: lock(&self.inner.mode).clone(),
+            fallbacks: l(&c.fallbacks),
+            queue_depth: self.tx.len(),
+            queue_capacity: self.inner.config.queue_capacity.max(1),
+            trace_payloads_written: l(&c.trace_payloads),
+            chunks_written: l(&c.chunks),
+            spans_written: l(&c.spans),
+            stats_payloads_written: l(&c.stats_payloads),
+            stats_groups_written: l(&c.stats_groups),
+            batches: l(&c.batches),
+            dropped_trace_payloads_queue_full: l(&c.dropped_traces_full),
+            dropped_stats_payloads_queue_full: l(&c.dropped_stats_full),
+            dropped_after_shutdown: l(&c.dropped_shutdown),
+            dropped_trace_payloads_write_error: l(&c.dropped_traces_error),
+            dropped_stats_payloads_write_error: l(&c.dropped_stats_error),
+            write_errors: l(&c.write_errors),
+            retention_runs: l(&c.retention_runs),
+            retention_deleted: *lock(&self.inner.deleted),
+            size_bytes: l(&c.size_bytes),
+            max_size_bytes: self.inner.config.max_size_bytes,
+            retention_seconds: self.inner.config.retention.as_secs(),
+            last_error: lock(&self.inner.last_error).clone(),
+        }
+    }
+
+    /// The configuration it runs with.
+    pub fn config(&self) -> &LocalConfig {
+        &self.inner.config
+    }
+
+    /// The writer's connection (tests hold it to play a slow disk).
+    #[cfg(test)]
+    pub(crate) fn writer_connection(&self) -> Arc<Mutex<Connection>> {
+        Arc::clone(&lock(&self.inner.db).write)
+    }
+
+    /// Runs `f` on the readers' connection (blocking: call it from a blocking thread).
+    ///
+    /// # Errors
+    /// What `f` returns.
+    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        let reader = self.inner.reader();
+        let conn = lock(&reader);
+        f(&conn)
+    }
+}
