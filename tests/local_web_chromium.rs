@@ -4,26 +4,17 @@
 //! plausible percentiles, and a trace page with the request span and its children; saves a
 //! screenshot of every page under `target/test-runs/local-web-chromium-*/`.
 //!
-//! Two hooks for the lead:
-//! * [`send_demo_traffic`] is the traffic source (our tracer, the Flask demo's shape). To use
-//!   the axum Flask-demo example or the Python demo (`apm::run_flask_demo`) instead, replace
-//!   its body; the assertions only need [`PLAN`]'s counts.
-//! * [`StoreSink`] stands in for the agent's pipeline sink (samplers → concentrator →
-//!   upstreams) until it is wired: the real [`Concentrator`], every trace kept, converted with
-//!   `upstream::convert`, the local store as the only upstream. Once the agent runs local mode
-//!   itself, start it in local mode and drop the sink.
+//! The agent is the real one, started in local mode (`trace_agent::start`); the traffic comes
+//! from [`send_demo_traffic`] (our tracer, the Flask demo's shape: the assertions only need
+//! [`PLAN`]'s counts).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use trace_agent::config::AgentConfig;
-use trace_agent::local::{LocalConfig, LocalStore, web};
-use trace_agent::pipeline::{ChunkSink, ProcessedPayload};
-use trace_agent::stats::{AgentIdentity, Concentrator, StatsConfig};
-use trace_agent::upstream::convert;
+use trace_agent::local::{LocalConfig, LocalMode};
 use tracer::{Tracer, TracerConfig};
 
 /// Service of the demo requests.
@@ -35,30 +26,6 @@ const PLAN: [(&str, usize, bool); 4] = [
     ("GET /api/trace", 6, false),
     ("GET /api/error", 5, true),
 ];
-/// Stand-in for the agent's pipeline sink (see the module docs): the real concentrator, no
-/// samplers (every trace is kept), the local store as the only upstream.
-struct StoreSink {
-    store: LocalStore,
-    concentrator: Concentrator,
-}
-
-impl ChunkSink for StoreSink {
-    fn consume(&mut self, p: ProcessedPayload) {
-        self.concentrator.add(&p, SystemTime::now());
-        self.store
-            .push_traces(Arc::new(convert::tracer_payload(p.payload.get())));
-        if let Some(stats) = self.concentrator.flush(SystemTime::now(), false) {
-            self.store.push_stats(Arc::new(stats));
-        }
-    }
-
-    fn flush(&mut self) {
-        if let Some(stats) = self.concentrator.flush(SystemTime::now(), true) {
-            self.store.push_stats(Arc::new(stats));
-        }
-    }
-}
-
 /// The traffic source (see the module docs): [`PLAN`]'s requests, each a measured
 /// `http.request` span with a handler child and a `sqlite` query grandchild.
 fn send_demo_traffic(agent_url: &str) {
@@ -225,37 +192,36 @@ fn chromium_shows_the_demo_traffic() {
         .enable_all()
         .build()
         .unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(&dir.join("data"))).expect("store");
-    let listener = rt.block_on(web::bind(0)).expect("bind the web view");
-    let web_addr = listener.local_addr().unwrap();
-    let (stop_web, web_shutdown) = tokio::sync::watch::channel(false);
-    let server = rt.spawn(web::serve(listener, store.clone(), web_shutdown));
-
-    let sink_store = store.clone();
-    let agent = rt
-        .block_on(trace_agent::start_with_sink(
-            AgentConfig::local(apm::free_port()),
-            move |_| StoreSink {
-                store: sink_store,
-                concentrator: Concentrator::new(
-                    &StatsConfig::default(),
-                    AgentIdentity {
-                        hostname: "test-host".to_owned(),
-                        env: "test".to_owned(),
-                        version: "test".to_owned(),
-                    },
-                    SystemTime::now(),
-                ),
-            },
-        ))
-        .expect("agent");
+    // The real agent in local mode: receiver → stats → samplers → the store, web view on a free port.
+    let mut config = AgentConfig::local(apm::free_port());
+    config.local = LocalConfig::in_dir(&dir.join("data"));
+    config.local.mode = LocalMode::On;
+    config.local.web_port = 0;
+    let agent = rt.block_on(trace_agent::start(config)).expect("agent");
+    let web_addr: SocketAddr = agent
+        .web_url()
+        .expect("local mode runs")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
     send_demo_traffic(&format!("http://{}", agent.tcp_addr().unwrap()));
-    // Shutdown drains the pipeline and flushes the sink's stats buckets.
-    let status = rt.block_on(agent.shutdown());
     let total: usize = PLAN.iter().map(|(_, n, _)| n).sum();
-    assert_eq!(status.total_received().traces, total as u64, "{status:#?}");
-    assert!(store.sync(Duration::from_secs(20)), "the store wrote everything");
-    assert_eq!(store.status().chunks_written, total as u64);
+    // Readiness: every chunk and every stats row reached the store (stats go every second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = agent.status();
+        let local = status.local.as_ref().expect("status shows local mode");
+        let stats_hits = http_hits(web_addr);
+        if local.store.chunks_written >= total as u64 && stats_hits >= total as u64 {
+            assert_eq!(status.total_received().traces, total as u64, "{status:#?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the store did not get everything: {status:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Services.
     let dom = load(&browser, &dir, web_addr, "/?window=5m", "services");
@@ -334,9 +300,21 @@ fn chromium_shows_the_demo_traffic() {
         "the error message is shown"
     );
 
-    stop_web.send(true).unwrap();
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(10), server).await })
-        .expect("web view stops")
-        .expect("web task");
-    assert!(store.shutdown_blocking(Duration::from_secs(10)));
+    let status = rt.block_on(agent.shutdown());
+    let local = status.local.expect("local mode status");
+    assert_eq!(local.store.chunks_written, total as u64, "nothing written twice");
+}
+
+/// Hits of [`SERVICE`] in the last 5 minutes, from the JSON API.
+fn http_hits(web: SocketAddr) -> u64 {
+    let (code, body) = apm::http_get(web, "/api/v1/services?window=5m");
+    assert_eq!(code, 200, "{body}");
+    let services: serde_json::Value = serde_json::from_str(&body).unwrap();
+    services
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["service"] == SERVICE)
+        .filter_map(|s| s["hits"].as_u64())
+        .sum()
 }

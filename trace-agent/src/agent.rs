@@ -29,6 +29,9 @@ pub enum RunError {
     /// A listener could not be opened.
     #[error(transparent)]
     Bind(#[from] BindError),
+    /// Local mode could not start (its web port is taken).
+    #[error(transparent)]
+    Local(#[from] crate::local::LocalStartError),
     /// An upstream writer could not start.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -47,9 +50,15 @@ pub struct Agent {
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
     upstreams: Vec<Arc<dyn Upstream>>,
+    local: Option<crate::local::LocalService>,
 }
 
 impl Agent {
+    /// The local web view's URL, when local mode runs.
+    pub fn web_url(&self) -> Option<String> {
+        self.local.as_ref().map(crate::local::LocalService::web_url)
+    }
+
     /// The bound TCP address (useful with port 0).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
@@ -78,6 +87,9 @@ impl Agent {
         // The sink flushed every writer when the pipeline closed; now let them deliver.
         for u in &self.upstreams {
             u.shutdown(UPSTREAM_SHUTDOWN).await;
+        }
+        if let Some(local) = self.local {
+            local.shutdown(UPSTREAM_SHUTDOWN).await;
         }
         self.stats.snapshot(self.listening)
     }
@@ -111,8 +123,29 @@ pub fn upstreams_from_config(config: &AgentConfig) -> Result<Vec<Arc<dyn Upstrea
 /// Configuration, bind or writer start-up errors (a taken port is reported with how to pick
 /// another).
 pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
-    let upstreams = upstreams_from_config(&config)?;
-    start_with_upstreams(config, upstreams, StatsFlush::Standard).await
+    let mut upstreams = upstreams_from_config(&config)?;
+    if !config.local_mode_active() {
+        return start_with_upstreams(config, upstreams, StatsFlush::Standard).await;
+    }
+    let local = crate::local::LocalService::start(config.local.clone()).await?;
+    // Alone, the local store gets every open stats bucket each second (it sums partial rows),
+    // so numbers show up at once; next to the intake, buckets leave as the Datadog agent's do.
+    let flush = if upstreams.is_empty() {
+        StatsFlush::Eager
+    } else {
+        StatsFlush::Standard
+    };
+    upstreams.push(Arc::new(local.store().clone()));
+    let mut agent = match start_with_upstreams(config, upstreams, flush).await {
+        Ok(a) => a,
+        Err(e) => {
+            local.shutdown(UPSTREAM_SHUTDOWN).await;
+            return Err(e);
+        }
+    };
+    let _ = agent.stats.local.set((local.web_url(), local.store().clone()));
+    agent.local = Some(local);
+    Ok(agent)
 }
 
 /// Like [`start`], with the given writers (tests pass loopback ones).
@@ -264,6 +297,7 @@ async fn start_inner<S: ChunkSink>(
         stop,
         task,
         upstreams,
+        local: None,
     })
 }
 
@@ -296,6 +330,9 @@ pub async fn run(config: AgentConfig, mut shutdown: watch::Receiver<bool>) -> Re
     let agent = start(config).await?;
     for l in agent.listening() {
         tracing::info!("trace-agent listening on {l}");
+    }
+    if let Some(url) = agent.web_url() {
+        tracing::info!("local mode: traces and stats are kept on this machine; web view at {url}");
     }
     let _ = shutdown.wait_for(|s| *s).await;
     tracing::info!("shutting down: finishing in-flight requests and draining the pipeline");

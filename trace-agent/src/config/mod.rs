@@ -199,11 +199,16 @@ impl AgentConfig {
     }
 
     /// A loopback config on `port` for tests and embedding.
+    ///
+    /// Local mode (store + web view) is off here, so tests and embedders that start several
+    /// agents do not share a data directory or web port; set `local.mode` to turn it on.
     pub fn local(port: u16) -> Self {
-        Self {
+        let mut c = Self {
             receiver_port: port,
             ..Self::default()
-        }
+        };
+        c.local.mode = crate::local::LocalMode::Off;
+        c
     }
 
     /// `key = value  (origin)` lines for `trace-agent config`, secrets masked.
