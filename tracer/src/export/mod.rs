@@ -8,6 +8,8 @@ mod worker;
 
 pub(crate) use encode::EncodeContext;
 pub(crate) use worker::{Control, WorkerHandle, spawn};
+#[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
+pub(crate) use worker::on_export_thread;
 
 /// Why a flush or shutdown did not deliver everything.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
