@@ -54,8 +54,9 @@
 //!
 //! # Not tracing itself
 //!
-//! Spans and events whose target is this crate's (`tracer`, `tracer::…`), and everything
-//! on the export thread (its HTTP client logs through `tracing`), are ignored.
+//! Spans and events with the targets of the tracer's own logs (`tracer::health`,
+//! `tracer::export`), and everything on the export thread (its HTTP client logs through
+//! `tracing`), are ignored.
 
 mod fields;
 mod fmt;
@@ -91,11 +92,16 @@ impl DatadogLayer {
     }
 }
 
-/// Our own logs and spans (the export worker's, the health reports) are not traced.
+/// Targets of the tracer's own logs (the export worker's, the health reports): never
+/// traced. The crate logs only under these.
+const OWN_TARGETS: [&str; 2] = ["tracer::health", "tracer::export"];
+
 fn is_own_target(target: &str) -> bool {
-    target
-        .strip_prefix("tracer")
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    OWN_TARGETS.iter().any(|own| {
+        target
+            .strip_prefix(own)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
 }
 
 fn ignored(meta: &tracing::Metadata<'_>) -> bool {
