@@ -71,6 +71,8 @@ mod log_correlation;
 #[cfg(feature = "opentelemetry")]
 pub mod otel;
 pub use log_correlation::{LogCorrelation, log_correlation};
+#[cfg(all(test, feature = "tracing-layer", feature = "opentelemetry"))]
+mod equivalence_tests;
 
 #[cfg(test)]
 mod tests;
