@@ -87,10 +87,7 @@ impl LogCorrelation {
 
     /// The fields as `(key, value)` pairs, in `Display` order (for JSON and structured
     /// formats).
-    pub(crate) fn write_pairs(
-        &self,
-        mut f: impl FnMut(&'static str, &dyn fmt::Display) -> fmt::Result,
-    ) -> fmt::Result {
+    pub(crate) fn write_pairs(&self, mut f: impl FnMut(&'static str, &dyn fmt::Display) -> fmt::Result) -> fmt::Result {
         if let Some((trace_id, span_id)) = self.ids {
             f("dd.trace_id", &self.format_trace_id(trace_id))?;
             f("dd.span_id", &span_id.to_u64())?;

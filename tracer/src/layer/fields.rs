@@ -176,7 +176,8 @@ impl Visit for SpanFields<'_> {
         if field.name() == "error" {
             let (message, stack) = error_parts(value);
             self.data.error = true;
-            self.data.set_meta(Str::from_static("error.message"), Str::from(message));
+            self.data
+                .set_meta(Str::from_static("error.message"), Str::from(message));
             self.data.set_meta(Str::from_static("error.stack"), Str::from(stack));
         } else {
             self.string(field, &value.to_string());

@@ -12,7 +12,12 @@ use super::{DatadogLayer, WithLogCorrelation};
 use crate::{SpanData, Tracer, TracerConfig};
 
 fn tracer() -> Tracer {
-    Tracer::without_worker(TracerConfig::default().with_service("web").with_env("test").with_version("1.2"))
+    Tracer::without_worker(
+        TracerConfig::default()
+            .with_service("web")
+            .with_env("test")
+            .with_version("1.2"),
+    )
 }
 
 fn subscriber(t: Tracer) -> impl tracing::Subscriber + Send + Sync {
@@ -59,7 +64,11 @@ fn fields_map_to_span_fields_meta_and_metrics() {
     assert_eq!(s.tag("user"), Some("(\"ann\", 7)"));
     assert_eq!(s.tag("late"), Some("set later"));
     assert_eq!((s.metric("rows"), s.metric("ratio")), (Some(4.0), Some(0.5)));
-    assert_eq!(s.metrics().filter(|(k, _)| *k == "rows").count(), 1, "recorded values replace");
+    assert_eq!(
+        s.metrics().filter(|(k, _)| *k == "rows").count(),
+        1,
+        "recorded values replace"
+    );
     assert!(s.tag("service.name").is_none() && s.tag("resource.name").is_none());
     assert!(!s.is_error());
     assert!(s.is_top_level(), "local root");
@@ -97,7 +106,10 @@ fn error_events_and_fields_mark_the_enclosing_span() {
     let render = find(&chunk, "render");
     assert!(render.is_error());
     assert_eq!(render.tag("error.message"), Some("template missing"));
-    assert_eq!(render.tag("error.stack"), Some("template missing\ncaused by: no such file"));
+    assert_eq!(
+        render.tag("error.stack"),
+        Some("template missing\ncaused by: no such file")
+    );
     let warned = find(&chunk, "warned");
     assert!(warned.is_error());
     assert_eq!(
@@ -108,7 +120,10 @@ fn error_events_and_fields_mark_the_enclosing_span() {
     assert!(status.is_error());
     assert_eq!(status.tag("error.message"), Some("boom"));
     assert!(!find(&chunk, "quiet").is_error());
-    assert!(!find(&chunk, "request").is_error(), "errors stay on the span they happened in");
+    assert!(
+        !find(&chunk, "request").is_error(),
+        "errors stay on the span they happened in"
+    );
 }
 
 #[test]
@@ -130,17 +145,16 @@ fn parentage_follows_the_tracing_tree_explicit_parents_and_roots() {
     assert_eq!(chunks.len(), 3, "three traces: {chunks:?}");
     let all: Vec<&SpanData> = chunks.iter().flatten().collect();
     let by = |n: &str| all.iter().find(|s| s.name() == n).copied();
-    let (Some(root), Some(other), Some(child), Some(adopted), Some(detached)) = (
-        by("root"),
-        by("other_root"),
-        by("child"),
-        by("adopted"),
-        by("detached"),
-    ) else {
+    let (Some(root), Some(other), Some(child), Some(adopted), Some(detached)) =
+        (by("root"), by("other_root"), by("child"), by("adopted"), by("detached"))
+    else {
         panic!("missing spans: {all:?}");
     };
     assert_eq!((child.parent_id(), child.trace_id()), (root.span_id(), root.trace_id()));
-    assert_eq!((adopted.parent_id(), adopted.trace_id()), (other.span_id(), other.trace_id()));
+    assert_eq!(
+        (adopted.parent_id(), adopted.trace_id()),
+        (other.span_id(), other.trace_id())
+    );
     assert!(!detached.parent_id().is_valid() && detached.is_top_level());
     assert_ne!(detached.trace_id(), root.trace_id());
 }
@@ -334,6 +348,9 @@ fn correlation_fields_go_into_json_objects_and_64_bit_ids_when_asked() {
     insert_correlation(&mut text, &corr);
     assert_eq!(
         text,
-        format!("INFO hi dd.trace_id={low} dd.span_id={} dd.service=web\n", span.span_id().to_u64())
+        format!(
+            "INFO hi dd.trace_id={low} dd.span_id={} dd.service=web\n",
+            span.span_id().to_u64()
+        )
     );
 }

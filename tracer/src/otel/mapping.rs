@@ -313,12 +313,53 @@ pub(crate) fn resource(kind: &SpanKind, data: &SpanData) -> Option<Str> {
 /// The Datadog span type of a database system (agent `checkDBType`).
 fn db_type(system: &str) -> &'static str {
     match system {
-        "other_sql" | "mssql" | "microsoft.sql_server" | "mysql" | "oracle" | "oracle.db" | "db2" | "ibm.db2"
-        | "postgresql" | "redshift" | "aws.redshift" | "cloudscape" | "hsqldb" | "maxdb" | "sap.maxdb" | "ingres"
-        | "firstsql" | "edb" | "cache" | "intersystems.cache" | "firebird" | "firebirdsql" | "derby" | "informix"
-        | "mariadb" | "sqlite" | "sybase" | "teradata" | "vertica" | "h2" | "h2database" | "coldfusion"
-        | "cockroachdb" | "progress" | "hanadb" | "sap.hana" | "adabas" | "filemaker" | "instantdb" | "interbase"
-        | "netezza" | "pervasive" | "pointbase" | "clickhouse" | "trino" | "spanner" | "gcp.spanner" => "sql",
+        "other_sql"
+        | "mssql"
+        | "microsoft.sql_server"
+        | "mysql"
+        | "oracle"
+        | "oracle.db"
+        | "db2"
+        | "ibm.db2"
+        | "postgresql"
+        | "redshift"
+        | "aws.redshift"
+        | "cloudscape"
+        | "hsqldb"
+        | "maxdb"
+        | "sap.maxdb"
+        | "ingres"
+        | "firstsql"
+        | "edb"
+        | "cache"
+        | "intersystems.cache"
+        | "firebird"
+        | "firebirdsql"
+        | "derby"
+        | "informix"
+        | "mariadb"
+        | "sqlite"
+        | "sybase"
+        | "teradata"
+        | "vertica"
+        | "h2"
+        | "h2database"
+        | "coldfusion"
+        | "cockroachdb"
+        | "progress"
+        | "hanadb"
+        | "sap.hana"
+        | "adabas"
+        | "filemaker"
+        | "instantdb"
+        | "interbase"
+        | "netezza"
+        | "pervasive"
+        | "pointbase"
+        | "clickhouse"
+        | "trino"
+        | "spanner"
+        | "gcp.spanner" => "sql",
         "cassandra" => "cassandra",
         "redis" => "redis",
         "memcached" => "memcached",
@@ -362,7 +403,10 @@ pub(crate) fn finish(data: &mut SpanData, kind: &SpanKind, status: &Status, pend
             .metric("http.response.status_code")
             .or_else(|| data.metric("http.status_code"));
         if let Some(code) = code.filter(|c| *c > 0.0 && c.fract() == 0.0) {
-            data.push_meta(Str::from_static("http.status_code"), Str::from((code as u64).to_string()));
+            data.push_meta(
+                Str::from_static("http.status_code"),
+                Str::from((code as u64).to_string()),
+            );
         }
     }
     if matches!(kind, SpanKind::Client | SpanKind::Producer) {

@@ -2,8 +2,8 @@
 //! with the native API, status and exceptions — observed at the export queue.
 
 use opentelemetry::trace::{
-    Span as _, SpanContext as OtelSpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState,
-    Tracer as _, TracerProvider as _,
+    Span as _, SpanContext as OtelSpanContext, SpanKind, Status, TraceContextExt, TraceFlags, TraceState, Tracer as _,
+    TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 
@@ -70,7 +70,10 @@ fn operation_resource_and_type_rules() {
         ),
         (
             SpanKind::Server,
-            vec![KeyValue::new("http.request.method", "_OTHER"), KeyValue::new("http.route", "/x")],
+            vec![
+                KeyValue::new("http.request.method", "_OTHER"),
+                KeyValue::new("http.route", "/x"),
+            ],
             "http.server.request",
             "HTTP /x",
             "web",
@@ -116,7 +119,10 @@ fn operation_resource_and_type_rules() {
         ),
         (
             SpanKind::Client,
-            vec![KeyValue::new("rpc.system", "aws-api"), KeyValue::new("rpc.service", "S3")],
+            vec![
+                KeyValue::new("rpc.system", "aws-api"),
+                KeyValue::new("rpc.service", "S3"),
+            ],
             "aws.s3.request",
             "name",
             "http",

@@ -18,7 +18,7 @@ pub use str::Str;
 pub(crate) use data::SpanBox;
 
 pub(crate) use context::current_context;
-#[cfg(feature = "tracing-layer")]
-pub(crate) use context::{enter_current, exit_current};
 #[cfg(feature = "opentelemetry")]
 pub(crate) use context::native_current_context;
+#[cfg(feature = "tracing-layer")]
+pub(crate) use context::{enter_current, exit_current};
