@@ -6,6 +6,7 @@ use std::fmt::{self, Write as _};
 use tracing::field::{Field, Visit};
 
 use crate::span::SpanData;
+use crate::span::intern::{intern, intern_owned};
 use crate::{Span, Str};
 
 /// What a special field name sets.
@@ -99,11 +100,11 @@ impl<'a> SpanFields<'a> {
     fn string(&mut self, field: &Field, value: &str) {
         let name = field.name();
         match special(name) {
-            None => self.meta(name, Str::from(value.to_owned())),
-            Some(Special::Service) => self.data.service = Some(Str::from(value.to_owned()).into_shared()),
-            Some(Special::Resource) => self.data.resource = Some(Str::from(value.to_owned())),
-            Some(Special::SpanType) => self.data.span_type = Some(Str::from(value.to_owned())),
-            Some(Special::Name) => self.data.name = Str::from(value.to_owned()),
+            None => self.meta(name, intern(value)),
+            Some(Special::Service) => self.data.service = Some(intern(value).into_shared()),
+            Some(Special::Resource) => self.data.resource = Some(intern(value)),
+            Some(Special::SpanType) => self.data.span_type = Some(intern(value)),
+            Some(Special::Name) => self.data.name = intern(value),
             Some(Special::Kind) => self.data.set_meta(Str::from_static("span.kind"), kind_value(value)),
             Some(Special::Error) => {
                 self.data.error = true;
@@ -151,7 +152,7 @@ impl Visit for SpanFields<'_> {
         let _ = write!(s, "{value:?}");
         let name = field.name();
         match special(name) {
-            None => self.meta(name, Str::from(s)),
+            None => self.meta(name, intern_owned(s)),
             Some(_) => self.string(field, &s),
         }
     }

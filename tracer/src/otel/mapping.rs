@@ -12,6 +12,7 @@ use opentelemetry::{Key, KeyValue, Value};
 
 use crate::Str;
 use crate::span::SpanData;
+use crate::span::intern::lookup as lookup_interned;
 
 /// What the mapping needs beyond the span's data, collected while the span is open.
 #[derive(Debug, Default)]
@@ -100,13 +101,13 @@ const KNOWN_KEYS: &[&str] = &[
 pub(crate) fn key_str(key: Key) -> Str {
     match KNOWN_KEYS.iter().find(|k| **k == key.as_str()) {
         Some(k) => Str::from_static(k),
-        None => Str::from(String::from(key)),
+        None => lookup_interned(key.as_str()).unwrap_or_else(|| Str::from(String::from(key))),
     }
 }
 
 fn value_str(value: Value) -> Str {
     match value {
-        Value::String(s) => Str::from(String::from(s)),
+        Value::String(s) => lookup_interned(s.as_str()).unwrap_or_else(|| Str::from(String::from(s))),
         Value::Bool(b) => Str::from_static(if b { "true" } else { "false" }),
         other => Str::from(other.to_string()),
     }
@@ -194,8 +195,76 @@ fn kind_str(kind: &SpanKind) -> &'static str {
     }
 }
 
-fn first<'a>(data: &'a SpanData, keys: &[&str]) -> Option<&'a str> {
-    keys.iter().find_map(|k| data.tag(k)).filter(|v| !v.is_empty())
+/// The attributes the name, resource and type rules read, gathered in one pass over the
+/// span's tags (the last value of a key wins, as for [`SpanData::tag`]; empty is unset).
+#[derive(Default)]
+struct Attrs<'a> {
+    http_method: Option<&'a str>,
+    http_request_method: Option<&'a str>,
+    http_route: Option<&'a str>,
+    db_system: Option<&'a str>,
+    db_system_name: Option<&'a str>,
+    db_statement: Option<&'a str>,
+    db_query_text: Option<&'a str>,
+    messaging_system: Option<&'a str>,
+    messaging_operation: Option<&'a str>,
+    messaging_operation_type: Option<&'a str>,
+    messaging_destination: Option<&'a str>,
+    messaging_destination_name: Option<&'a str>,
+    rpc_system: Option<&'a str>,
+    rpc_service: Option<&'a str>,
+    rpc_method: Option<&'a str>,
+    faas_invoked_provider: Option<&'a str>,
+    faas_invoked_name: Option<&'a str>,
+    faas_trigger: Option<&'a str>,
+    graphql_operation_type: Option<&'a str>,
+    graphql_operation_name: Option<&'a str>,
+    network_protocol_name: Option<&'a str>,
+    span_kind: bool,
+    http_status_code: bool,
+}
+
+impl<'a> Attrs<'a> {
+    fn of(data: &'a SpanData) -> Self {
+        let mut a = Self::default();
+        for (k, v) in data.tags() {
+            let v = (!v.is_empty()).then_some(v);
+            let slot = match k {
+                "http.method" => &mut a.http_method,
+                "http.request.method" => &mut a.http_request_method,
+                "http.route" => &mut a.http_route,
+                "db.system" => &mut a.db_system,
+                "db.system.name" => &mut a.db_system_name,
+                "db.statement" => &mut a.db_statement,
+                "db.query.text" => &mut a.db_query_text,
+                "messaging.system" => &mut a.messaging_system,
+                "messaging.operation" => &mut a.messaging_operation,
+                "messaging.operation.type" => &mut a.messaging_operation_type,
+                "messaging.destination" => &mut a.messaging_destination,
+                "messaging.destination.name" => &mut a.messaging_destination_name,
+                "rpc.system" => &mut a.rpc_system,
+                "rpc.service" => &mut a.rpc_service,
+                "rpc.method" => &mut a.rpc_method,
+                "faas.invoked_provider" => &mut a.faas_invoked_provider,
+                "faas.invoked_name" => &mut a.faas_invoked_name,
+                "faas.trigger" => &mut a.faas_trigger,
+                "graphql.operation.type" => &mut a.graphql_operation_type,
+                "graphql.operation.name" => &mut a.graphql_operation_name,
+                "network.protocol.name" => &mut a.network_protocol_name,
+                "span.kind" => {
+                    a.span_kind = true;
+                    continue;
+                }
+                "http.status_code" => {
+                    a.http_status_code = true;
+                    continue;
+                }
+                _ => continue,
+            };
+            *slot = v;
+        }
+        a
+    }
 }
 
 fn lower(s: &str) -> Cow<'_, str> {
@@ -207,10 +276,10 @@ fn lower(s: &str) -> Cow<'_, str> {
 }
 
 /// The operation name from the span kind and attributes (agent `GetOTelOperationNameV2`).
-pub(crate) fn operation_name(kind: &SpanKind, data: &SpanData) -> Str {
+fn operation_name(kind: &SpanKind, a: &Attrs<'_>) -> Str {
     let client = matches!(kind, SpanKind::Client);
     let server = matches!(kind, SpanKind::Server);
-    if first(data, &["http.method", "http.request.method"]).is_some() {
+    if a.http_method.is_some() || a.http_request_method.is_some() {
         if client {
             return Str::from_static("http.client.request");
         }
@@ -219,21 +288,18 @@ pub(crate) fn operation_name(kind: &SpanKind, data: &SpanData) -> Str {
         }
     }
     if client {
-        if let Some(db) = first(data, &["db.system", "db.system.name"]) {
+        if let Some(db) = a.db_system.or(a.db_system_name) {
             return Str::from(format!("{}.query", lower(db)));
         }
     }
-    if let (Some(system), Some(op)) = (
-        first(data, &["messaging.system"]),
-        first(data, &["messaging.operation", "messaging.operation.type"]),
-    ) {
+    if let (Some(system), Some(op)) = (a.messaging_system, a.messaging_operation.or(a.messaging_operation_type)) {
         if !matches!(kind, SpanKind::Internal) {
             return Str::from(format!("{}.{}", lower(system), lower(op)));
         }
     }
-    if let Some(rpc) = first(data, &["rpc.system"]) {
+    if let Some(rpc) = a.rpc_system {
         if client && rpc == "aws-api" {
-            return match first(data, &["rpc.service"]) {
+            return match a.rpc_service {
                 Some(service) => Str::from(format!("aws.{}.request", lower(service))),
                 None => Str::from_static("aws.client.request"),
             };
@@ -246,23 +312,19 @@ pub(crate) fn operation_name(kind: &SpanKind, data: &SpanData) -> Str {
         }
     }
     if client {
-        if let (Some(provider), Some(name)) = (
-            first(data, &["faas.invoked_provider"]),
-            first(data, &["faas.invoked_name"]),
-        ) {
+        if let (Some(provider), Some(name)) = (a.faas_invoked_provider, a.faas_invoked_name) {
             return Str::from(format!("{}.{}.invoke", lower(provider), lower(name)));
         }
     }
     if server {
-        if let Some(trigger) = first(data, &["faas.trigger"]) {
+        if let Some(trigger) = a.faas_trigger {
             return Str::from(format!("{}.invoke", lower(trigger)));
         }
     }
-    if first(data, &["graphql.operation.type"]).is_some() {
+    if a.graphql_operation_type.is_some() {
         return Str::from_static("graphql.server.request");
     }
-    let protocol = first(data, &["network.protocol.name"]);
-    match (kind, protocol) {
+    match (kind, a.network_protocol_name) {
         (SpanKind::Server, Some(p)) => Str::from(format!("{}.server.request", lower(p))),
         (SpanKind::Server, None) => Str::from_static("server.request"),
         (SpanKind::Client, Some(p)) => Str::from(format!("{}.client.request", lower(p))),
@@ -271,39 +333,50 @@ pub(crate) fn operation_name(kind: &SpanKind, data: &SpanData) -> Str {
     }
 }
 
+/// Common HTTP methods as static strings (a resource without a route is just the method).
+fn method_str(m: &str) -> Str {
+    const METHODS: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    match METHODS.iter().find(|x| **x == m) {
+        Some(x) => Str::from_static(x),
+        None => Str::from(m.to_owned()),
+    }
+}
+
 /// The resource from the attributes (agent `GetOTelResourceV2`); `None`: the span name.
-pub(crate) fn resource(kind: &SpanKind, data: &SpanData) -> Option<Str> {
-    if let Some(method) = first(data, &["http.request.method", "http.method"]) {
+fn resource(kind: &SpanKind, a: &Attrs<'_>) -> Option<Str> {
+    if let Some(method) = a.http_request_method.or(a.http_method) {
         let method = if method == "_OTHER" { "HTTP" } else { method };
         if matches!(kind, SpanKind::Server) {
-            if let Some(route) = first(data, &["http.route"]) {
+            if let Some(route) = a.http_route {
                 return Some(Str::from(format!("{method} {route}")));
             }
         }
-        return Some(Str::from(method.to_owned()));
+        return Some(method_str(method));
     }
-    if let Some(op) = first(data, &["messaging.operation.type", "messaging.operation"]) {
+    if let Some(op) = a.messaging_operation_type.or(a.messaging_operation) {
         return Some(Str::from(
-            match first(data, &["messaging.destination", "messaging.destination.name"]) {
+            match a.messaging_destination.or(a.messaging_destination_name) {
                 Some(dest) => format!("{op} {dest}"),
                 None => op.to_owned(),
             },
         ));
     }
-    if let Some(method) = first(data, &["rpc.method"]) {
-        return Some(Str::from(match first(data, &["rpc.service"]) {
+    if let Some(method) = a.rpc_method {
+        return Some(Str::from(match a.rpc_service {
             Some(service) => format!("{method} {service}"),
             None => method.to_owned(),
         }));
     }
-    if let Some(op) = first(data, &["graphql.operation.type"]) {
-        return Some(Str::from(match first(data, &["graphql.operation.name"]) {
+    if let Some(op) = a.graphql_operation_type {
+        return Some(Str::from(match a.graphql_operation_name {
             Some(name) => format!("{op} {name}"),
             None => op.to_owned(),
         }));
     }
-    if first(data, &["db.system.name", "db.system"]).is_some() {
-        if let Some(query) = first(data, &["db.statement", "db.query.text"]) {
+    if a.db_system_name.or(a.db_system).is_some() {
+        if let Some(query) = a.db_statement.or(a.db_query_text) {
             return Some(Str::from(query.to_owned()));
         }
     }
@@ -371,10 +444,10 @@ fn db_type(system: &str) -> &'static str {
 }
 
 /// The span type from the kind (agent `GetOTelSpanType`).
-pub(crate) fn span_type(kind: &SpanKind, data: &SpanData) -> &'static str {
+fn span_type(kind: &SpanKind, a: &Attrs<'_>) -> &'static str {
     match kind {
         SpanKind::Server => "web",
-        SpanKind::Client => match first(data, &["db.system.name", "db.system"]) {
+        SpanKind::Client => match a.db_system_name.or(a.db_system) {
             Some(db) => db_type(db),
             None => "http",
         },
@@ -384,21 +457,29 @@ pub(crate) fn span_type(kind: &SpanKind, data: &SpanData) -> &'static str {
 
 /// Derives the Datadog fields when the span ends.
 pub(crate) fn finish(data: &mut SpanData, kind: &SpanKind, status: &Status, pending: &mut Pending) {
+    let a = Attrs::of(data);
     let op = match pending.op_name.take() {
         Some(op) => op,
-        None => operation_name(kind, data),
+        None => operation_name(kind, &a),
     };
+    let resource = if data.resource.is_none() {
+        resource(kind, &a)
+    } else {
+        None
+    };
+    let span_type = span_type(kind, &a);
+    let (has_kind, has_status_code) = (a.span_kind, a.http_status_code);
     let otel_name = std::mem::replace(&mut data.name, op);
     if data.resource.is_none() {
-        data.resource = Some(resource(kind, data).unwrap_or(otel_name));
+        data.resource = Some(resource.unwrap_or(otel_name));
     }
     if data.span_type.is_none() {
-        data.span_type = Some(Str::from_static(span_type(kind, data)));
+        data.span_type = Some(Str::from_static(span_type));
     }
-    if data.tag("span.kind").is_none() {
+    if !has_kind {
         data.push_meta(Str::from_static("span.kind"), Str::from_static(kind_str(kind)));
     }
-    if data.tag("http.status_code").is_none() {
+    if !has_status_code {
         let code = data
             .metric("http.response.status_code")
             .or_else(|| data.metric("http.status_code"));

@@ -6,6 +6,8 @@ mod context;
 mod data;
 mod guard;
 mod ids;
+#[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
+pub(crate) mod intern;
 mod str;
 
 pub use builder::SpanBuilder;
