@@ -5,7 +5,9 @@
 //! 5-tag root on 2 threads at once. Then the integrations, each next to its peer: a
 //! `tracing` span (`info_span!` with 5 fields, entered, exited and closed) through our
 //! `DatadogLayer` and through `tracing-opentelemetry` + the OpenTelemetry SDK; and the
-//! OpenTelemetry API (start with 5 attributes, end) through our bridge and through the SDK. Spans are timed in bursts of 4096 with a flush between
+//! OpenTelemetry API (start with 5 attributes, end) through our bridge and through the SDK.
+//! `registry_only_baseline` is the `tracing` registry without any layer: what `tracing`
+//! itself costs before either layer records anything. Spans are timed in bursts of 4096 with a flush between
 //! bursts (untimed), for both tracers: what is measured is the application thread's cost,
 //! not how the exporters compete with it for the machine's 2 cores. Before the timings,
 //! the bench prints allocations per span made on the application thread (a counting
@@ -368,15 +370,30 @@ fn bench(c: &mut Criterion) {
     }
     {
         let _d = tracing::dispatcher::set_default(&otel_layer);
-        allocs_per_span("tracing-opentelemetry + SDK 5 fields", 1, tracing_span_5_fields, otel_settle);
+        allocs_per_span(
+            "tracing-opentelemetry + SDK 5 fields",
+            1,
+            tracing_span_5_fields,
+            otel_settle,
+        );
     }
     let bridge = {
         use opentelemetry::trace::TracerProvider as _;
         tracer::otel::TracerProvider::new(ours).tracer("bench")
     };
-    allocs_per_span("ours OTel bridge 5 attrs", 1, || otel_root_5_attrs(&bridge), ours_settle);
+    allocs_per_span(
+        "ours OTel bridge 5 attrs",
+        1,
+        || otel_root_5_attrs(&bridge),
+        ours_settle,
+    );
 
+    let registry_only = tracing::Dispatch::new(tracing_subscriber::registry());
     let mut g = c.benchmark_group("tracing_span_5_fields");
+    g.bench_function("registry_only_baseline", |b| {
+        let _d = tracing::dispatcher::set_default(&registry_only);
+        b.iter_custom(|n| bursts(n, &tracing_span_5_fields, &|| {}))
+    });
     g.bench_function("ours_layer", |b| {
         let _d = tracing::dispatcher::set_default(&ours_layer);
         b.iter_custom(|n| bursts(n, &tracing_span_5_fields, &ours_settle))
