@@ -38,15 +38,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     global::set_tracer_provider(provider);
 
     let otel = global::tracer("otel-bridge-example");
-    otel.in_span("GET /users/{id}", |cx| {
-        let span = cx.span();
-        span.set_attribute(KeyValue::new("http.request.method", "GET"));
-        span.set_attribute(KeyValue::new("http.route", "/users/{id}"));
-        query_users();
+    let request = otel
+        .span_builder("GET /users/{id}")
+        .with_kind(SpanKind::Server)
+        .with_attributes([
+            KeyValue::new("http.request.method", "GET"),
+            KeyValue::new("http.route", "/users/{id}"),
+        ]);
+    // Operation `http.server.request`, resource `GET /users/{id}`, type `web`.
+    otel.in_span_with_builder(request, |cx| {
+        query_users(); // a child: the request is current in OpenTelemetry's Context
         otel.in_span("render", |cx| {
             cx.span().set_status(Status::error("template missing"));
         });
-        span.set_attribute(KeyValue::new("http.response.status_code", 500));
+        cx.span().set_attribute(KeyValue::new("http.response.status_code", 500));
     });
 
     tracer.shutdown(Duration::from_secs(5))?;

@@ -37,7 +37,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_ansi(false)
-                .event_format(tracer::layer::WithLogCorrelation::new(tracing_subscriber::fmt::format())),
+                .event_format(tracer::layer::WithLogCorrelation::new(tracing_subscriber::fmt::format()))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO),
         )
         .init();
 
