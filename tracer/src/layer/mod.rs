@@ -71,7 +71,7 @@ use tracing_subscriber::registry::LookupSpan;
 pub use fmt::WithLogCorrelation;
 
 use crate::export::on_export_thread;
-use crate::span::{SpanContext, enter_current, exit_current};
+use crate::span::{SpanContext, enter_current, exit_current, is_current};
 use crate::{Span, Str, Tracer};
 
 /// The span of this tracer that a `tracing` span records into, kept in the `tracing`
@@ -138,9 +138,17 @@ where
             }
         } else if attrs.is_root() {
             builder = builder.root();
+        } else if let Some(current) = ctx.lookup_current() {
+            // Contextual: the builder's default parent is this thread's current span,
+            // which includes entered `tracing` spans (see `on_enter`) and anything entered
+            // inside them. Only a `tracing` span entered without this layer seeing it
+            // (another dispatcher at the time) is missing there: then it is the parent.
+            if let Some(p) = recorded_context(&ctx, &current.id()) {
+                if !is_current(p.span_id) {
+                    builder = builder.child_of(&p);
+                }
+            }
         }
-        // Contextual: the builder's default parent is the current span, and entered
-        // `tracing` spans are current (see `on_enter`).
         let mut visitor = fields::SpanFields::new(builder.data_mut(), false);
         attrs.record(&mut visitor);
         visitor.finish();

@@ -116,6 +116,14 @@ pub(crate) fn native_current_context() -> Option<SpanContext> {
     CURRENT.try_with(|c| c.borrow().last().cloned()).ok().flatten()
 }
 
+/// Whether `span_id` is on this thread's stack of current spans.
+#[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+pub(crate) fn is_current(span_id: SpanId) -> bool {
+    CURRENT
+        .try_with(|c| c.borrow().iter().any(|e| e.span_id == span_id))
+        .unwrap_or(false)
+}
+
 /// Makes `ctx` current without a guard (the `tracing` Layer's `on_enter`); undone by
 /// [`exit_current`].
 #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]

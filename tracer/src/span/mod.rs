@@ -23,4 +23,4 @@ pub(crate) use context::current_context;
 #[cfg(feature = "opentelemetry")]
 pub(crate) use context::native_current_context;
 #[cfg(feature = "tracing-layer")]
-pub(crate) use context::{enter_current, exit_current};
+pub(crate) use context::{enter_current, exit_current, is_current};
