@@ -59,6 +59,11 @@
 //! parent from another process (`with_remote_span_context`, a propagator's extraction)
 //! continues its trace; the sampled flag becomes the sampling priority.
 //!
+//! The OpenTelemetry span context of a bridge span always has the sampled flag: the
+//! Datadog sampling decision is taken later (when the trace ends or is propagated). To
+//! propagate downstream, inject with [`crate::propagation::Propagator`] (which takes the
+//! decision first) rather than an OpenTelemetry propagator.
+//!
 //! A `Context` only carries ids, so open spans that entered a `Context` are kept in a
 //! small sharded map by span id until they end. A child of a span that already ended (or
 //! of another SDK's span) still gets the right trace and parent ids, in a chunk of its own.
