@@ -61,8 +61,9 @@
 //!
 //! The OpenTelemetry span context of a bridge span always has the sampled flag: the
 //! Datadog sampling decision is taken later (when the trace ends or is propagated). To
-//! propagate downstream, inject with [`crate::propagation::Propagator`] (which takes the
-//! decision first) rather than an OpenTelemetry propagator.
+//! propagate downstream, inject [`context_of_otel`]'s result with
+//! [`crate::propagation::Propagator`] (which takes the decision first) rather than with an
+//! OpenTelemetry propagator.
 //!
 //! A `Context` only carries ids, so open spans that entered a `Context` are kept in a
 //! small sharded map by span id until they end. A child of a span that already ended (or
@@ -108,15 +109,20 @@ fn context_of(sc: &OtelSpanContext) -> Option<SpanContext> {
     ))
 }
 
+/// This tracer's context for the span of an OpenTelemetry `Context` (to inject it with
+/// [`crate::propagation::Propagator`], or to parent native spans explicitly); `None` when
+/// the `Context` has no valid span.
+pub fn context_of_otel(cx: &opentelemetry::Context) -> Option<SpanContext> {
+    if cx.has_active_span() {
+        context_of(cx.span().span_context())
+    } else {
+        None
+    }
+}
+
 /// The span of OpenTelemetry's current `Context`, as our context.
 fn current_otel_span() -> Option<SpanContext> {
-    opentelemetry::Context::map_current(|cx| {
-        if cx.has_active_span() {
-            context_of(cx.span().span_context())
-        } else {
-            None
-        }
-    })
+    opentelemetry::Context::map_current(context_of_otel)
 }
 
 /// The innermost current span: this tracer's current span or OpenTelemetry's current

@@ -270,6 +270,11 @@ fn parentage_through_context_in_span_and_native_spans() {
         // Explicit context.
         let mut s = otel.start_with_context("explicit", &cx);
         s.end();
+        let ours = super::context_of_otel(&cx);
+        assert_eq!(
+            ours.map(|c| c.span_id().to_u64()),
+            Some(u64::from_be_bytes(cx.span().span_context().span_id().to_bytes()))
+        );
     });
     let chunk = t.pop_chunk().unwrap_or_default();
     assert_eq!(chunk.len(), 5, "{chunk:?}");
