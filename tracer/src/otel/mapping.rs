@@ -139,6 +139,19 @@ pub(crate) fn apply_attribute(data: &mut SpanData, pending: &mut Pending, kv: Ke
             data.push_meta(k, v);
         }
     };
+    // Most keys (`http.*`, `db.*`, `url.*`, `component`, …) cannot be special: skip the
+    // comparisons below by their first byte.
+    if !matches!(
+        key.as_str().as_bytes().first(),
+        Some(b'o' | b'r' | b's' | b'd' | b'_' | b'a')
+    ) {
+        match value {
+            Value::I64(i) => metric(data, key_str(key), i as f64, replace),
+            Value::F64(f) => metric(data, key_str(key), f, replace),
+            other => meta(data, key_str(key), value_str(other)),
+        }
+        return;
+    }
     match key.as_str() {
         "operation.name" | "datadog.name" => pending.op_name = Some(value_str(value)),
         "resource.name" | "datadog.resource" => data.resource = Some(value_str(value)),
