@@ -2,7 +2,12 @@
 //! (`BatchSpanProcessor` + an exporter that discards), in the same run.
 //!
 //! Cases: a root span with 5 string tags; a 4-span tree (cost per span = time / 4); the
-//! 5-tag root on 2 threads at once. Spans are timed in bursts of 4096 with a flush between
+//! 5-tag root on 2 threads at once. Then the integrations, each next to its peer: a
+//! `tracing` span (`info_span!` with 5 fields, entered, exited and closed) through our
+//! `DatadogLayer` and through `tracing-opentelemetry` + the OpenTelemetry SDK; and the
+//! OpenTelemetry API (start with 5 attributes, end) through our bridge and through the SDK.
+//! `registry_only_baseline` is the `tracing` registry without any layer: what `tracing`
+//! itself costs before either layer records anything. Spans are timed in bursts of 4096 with a flush between
 //! bursts (untimed), for both tracers: what is measured is the application thread's cost,
 //! not how the exporters compete with it for the machine's 2 cores. Before the timings,
 //! the bench prints allocations per span made on the application thread (a counting
@@ -153,7 +158,7 @@ fn ours_root_5_tags(t: &tracer::Tracer) {
     drop(black_box(span));
 }
 
-fn otel_root_5_attrs(t: &opentelemetry_sdk::trace::SdkTracer) {
+fn otel_root_5_attrs<T: opentelemetry::trace::Tracer>(t: &T) {
     let mut span = t
         .span_builder("http.request")
         .with_attributes([
@@ -200,6 +205,30 @@ fn otel_tree_4(t: &opentelemetry_sdk::trace::SdkTracer) {
     let mut render = t.start_with_context("render", &cx);
     render.end();
     cx.span().end();
+}
+
+/// The same `tracing` span for every subscriber: 5 fields, entered, exited, closed.
+fn tracing_span_5_fields() {
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = "GET",
+        http.route = "/api/trace",
+        http.url = "http://127.0.0.1:5050/api/trace",
+        span.kind = "server",
+        component = "axum",
+    );
+    drop(black_box(span.enter()));
+    drop(span);
+}
+
+fn our_layer(t: tracer::Tracer) -> tracing::Dispatch {
+    use tracing_subscriber::prelude::*;
+    tracing::Dispatch::new(tracing_subscriber::registry().with(tracer::layer::DatadogLayer::new(t)))
+}
+
+fn tracing_otel_layer(t: opentelemetry_sdk::trace::SdkTracer) -> tracing::Dispatch {
+    use tracing_subscriber::prelude::*;
+    tracing::Dispatch::new(tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(t)))
 }
 
 /// Spans per timed burst: well under the queue capacity (16 Ki chunks, worker woken at
@@ -329,6 +358,58 @@ fn bench(c: &mut Criterion) {
     });
     g.bench_function("otel_sdk_bsp", |b| {
         b.iter_custom(|n| two_threads(n, &|| otel_root_5_attrs(&otel), &otel_settle))
+    });
+    g.finish();
+
+    // ---- integrations ----
+    let ours_layer = our_layer(ours);
+    let otel_layer = tracing_otel_layer(otel.clone());
+    {
+        let _d = tracing::dispatcher::set_default(&ours_layer);
+        allocs_per_span("ours tracing Layer 5 fields", 1, tracing_span_5_fields, ours_settle);
+    }
+    {
+        let _d = tracing::dispatcher::set_default(&otel_layer);
+        allocs_per_span(
+            "tracing-opentelemetry + SDK 5 fields",
+            1,
+            tracing_span_5_fields,
+            otel_settle,
+        );
+    }
+    let bridge = {
+        use opentelemetry::trace::TracerProvider as _;
+        tracer::otel::TracerProvider::new(ours).tracer("bench")
+    };
+    allocs_per_span(
+        "ours OTel bridge 5 attrs",
+        1,
+        || otel_root_5_attrs(&bridge),
+        ours_settle,
+    );
+
+    let registry_only = tracing::Dispatch::new(tracing_subscriber::registry());
+    let mut g = c.benchmark_group("tracing_span_5_fields");
+    g.bench_function("registry_only_baseline", |b| {
+        let _d = tracing::dispatcher::set_default(&registry_only);
+        b.iter_custom(|n| bursts(n, &tracing_span_5_fields, &|| {}))
+    });
+    g.bench_function("ours_layer", |b| {
+        let _d = tracing::dispatcher::set_default(&ours_layer);
+        b.iter_custom(|n| bursts(n, &tracing_span_5_fields, &ours_settle))
+    });
+    g.bench_function("tracing_otel_sdk_bsp", |b| {
+        let _d = tracing::dispatcher::set_default(&otel_layer);
+        b.iter_custom(|n| bursts(n, &tracing_span_5_fields, &otel_settle))
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("otel_api_5_attrs");
+    g.bench_function("ours_bridge", |b| {
+        b.iter_custom(|n| bursts(n, &|| otel_root_5_attrs(&bridge), &ours_settle))
+    });
+    g.bench_function("otel_sdk_bsp", |b| {
+        b.iter_custom(|n| bursts(n, &|| otel_root_5_attrs(&otel), &otel_settle))
     });
     g.finish();
 

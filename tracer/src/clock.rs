@@ -74,6 +74,19 @@ pub(crate) fn unix_nanos(mono: u64) -> i64 {
     i64::try_from(a.wall_ns as i128 + delta).unwrap_or(i64::MAX)
 }
 
+/// The monotonic reading matching a wall-clock time (for APIs that pass `SystemTime`,
+/// such as OpenTelemetry's).
+#[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+pub(crate) fn from_system_time(t: SystemTime) -> u64 {
+    let a = anchor();
+    let wall = match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i128::try_from(d.as_nanos()).unwrap_or(i128::MAX),
+        Err(e) => -i128::try_from(e.duration().as_nanos()).unwrap_or(i128::MAX),
+    };
+    let mono = a.mono_ns as i128 + (wall - a.wall_ns as i128);
+    u64::try_from(mono.max(0)).unwrap_or(u64::MAX)
+}
+
 /// Nanoseconds between two readings, never negative.
 pub(crate) fn nanos_between(start: u64, end: u64) -> i64 {
     i64::try_from(end.saturating_sub(start)).unwrap_or(i64::MAX)
@@ -97,6 +110,8 @@ mod tests {
             .unwrap_or(0);
         assert!((unix_nanos(now()) - wall).abs() < 1_000_000_000);
         assert_eq!(nanos_between(m1, m0), 0);
+        let wall_t1 = UNIX_EPOCH + Duration::from_nanos(u64::try_from(unix_nanos(m1)).unwrap_or(0));
+        assert_eq!(from_system_time(wall_t1), m1);
         let a = now();
         assert!(
             from_instant(Instant::now()) >= a,

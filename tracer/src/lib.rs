@@ -41,6 +41,16 @@
 //! `DD_TRACE_PARTIAL_FLUSH_MIN_SPANS`, `DD_TRACE_AGENT_TIMEOUT` and `DD_TRACE_API_VERSION`; a
 //! bad value is an error
 //! naming the variable. Every `with_*` method overrides in code.
+//!
+//! # Integrations (cargo features)
+//!
+//! - `tracing-layer`: [`layer::DatadogLayer`], a `tracing-subscriber` layer that records
+//!   `tracing` spans (`#[instrument]`, `info_span!`) as spans of this tracer, and
+//!   [`layer::WithLogCorrelation`], a log formatter adding `dd.trace_id`/`dd.span_id`.
+//! - `opentelemetry`: [`otel::TracerProvider`], the OpenTelemetry trace API on this
+//!   tracer's pipeline, with Datadog's OpenTelemetry→Datadog span mapping.
+//!
+//! [`log_correlation`] (always available) gives the fields to put in log lines.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 
@@ -53,6 +63,16 @@ pub mod propagation;
 pub mod sampling;
 mod span;
 mod tracer;
+
+// Integrations: log correlation, the `tracing` Layer, the OpenTelemetry bridge.
+#[cfg(feature = "tracing-layer")]
+pub mod layer;
+mod log_correlation;
+#[cfg(feature = "opentelemetry")]
+pub mod otel;
+pub use log_correlation::{LogCorrelation, log_correlation};
+#[cfg(all(test, feature = "tracing-layer", feature = "opentelemetry"))]
+mod equivalence_tests;
 
 #[cfg(test)]
 mod tests;

@@ -97,7 +97,16 @@ impl Tracer {
                 *w = Some(handle);
             }
         }
-        Ok(Self { inner })
+        let tracer = Self { inner };
+        if inner.config.enabled {
+            crate::log_correlation::register_default(tracer);
+        }
+        Ok(tracer)
+    }
+
+    /// The tracer's state, for the crate's integrations.
+    pub(crate) fn inner(&self) -> &'static TracerInner {
+        self.inner
     }
 
     /// A tracer whose chunks stay in its queue, for the crate's own tests.

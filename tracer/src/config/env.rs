@@ -40,6 +40,8 @@ pub mod vars {
     pub const AGENT_TIMEOUT: &str = "DD_TRACE_AGENT_TIMEOUT";
     /// `v0.4` or `v0.5`: the trace intake to use (default: v0.5 when the agent lists it).
     pub const API_VERSION: &str = "DD_TRACE_API_VERSION";
+    /// `false`: log correlation writes the low 64 bits of the trace id in decimal.
+    pub const TRACE_ID_128_BIT_LOGGING: &str = "DD_TRACE_128_BIT_TRACEID_LOGGING_ENABLED";
 }
 
 /// Where configuration values come from.
@@ -222,6 +224,9 @@ pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> 
         }
         cfg.agent_timeout = Duration::from_secs_f64(secs);
     }
+    if let Some(v) = get(src, vars::TRACE_ID_128_BIT_LOGGING) {
+        cfg.log_128bit_trace_id = parse_bool(vars::TRACE_ID_128_BIT_LOGGING, &v)?;
+    }
     Ok(cfg)
 }
 
@@ -356,9 +361,12 @@ mod tests {
             ("DD_TRACE_AGENT_TIMEOUT", "0.5"),
             ("DD_VERSION", " "),
             ("DD_TRACE_API_VERSION", "v0.4"),
+            ("DD_TRACE_128_BIT_TRACEID_LOGGING_ENABLED", "false"),
         ])
         .unwrap_or_default();
         assert!(!c.enabled);
+        assert!(!c.log_128bit_trace_id);
+        assert!(TracerConfig::default().log_128bit_trace_id);
         assert_eq!(c.sample_rate, Some(0.25));
         assert_eq!(c.sampling_rules.len(), 1);
         assert_eq!(c.rate_limit, 10.0);

@@ -127,6 +127,7 @@ pub struct TracerConfig {
     pub(crate) max_spans_per_trace: usize,
     pub(crate) send_retries: u32,
     pub(crate) trace_api: TraceApi,
+    pub(crate) log_128bit_trace_id: bool,
 }
 
 /// The service used when neither code nor `DD_SERVICE` names one and the executable's
@@ -154,6 +155,7 @@ impl Default for TracerConfig {
             max_spans_per_trace: 100_000,
             send_retries: 2,
             trace_api: TraceApi::Auto,
+            log_128bit_trace_id: true,
         }
     }
 }
@@ -315,6 +317,20 @@ impl TracerConfig {
     pub fn with_trace_api(mut self, api: TraceApi) -> Self {
         self.trace_api = api;
         self
+    }
+
+    /// Whether log correlation writes `dd.trace_id` as 32 hex digits (the full 128-bit
+    /// id) rather than the low 64 bits in decimal
+    /// (`DD_TRACE_128_BIT_TRACEID_LOGGING_ENABLED`, default true).
+    #[must_use]
+    pub fn with_128bit_trace_id_logging(mut self, enabled: bool) -> Self {
+        self.log_128bit_trace_id = enabled;
+        self
+    }
+
+    /// Whether log correlation writes 128-bit trace ids.
+    pub fn logs_128bit_trace_id(&self) -> bool {
+        self.log_128bit_trace_id
     }
 
     /// The service.

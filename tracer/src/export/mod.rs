@@ -7,6 +7,8 @@ mod transport;
 mod worker;
 
 pub(crate) use encode::EncodeContext;
+#[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
+pub(crate) use worker::on_export_thread;
 pub(crate) use worker::{Control, WorkerHandle, spawn};
 
 /// Why a flush or shutdown did not deliver everything.

@@ -36,6 +36,17 @@ pub(crate) struct WorkerHandle {
     pub(crate) thread: JoinHandle<()>,
 }
 
+thread_local! {
+    static ON_EXPORT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the caller runs on an export thread: the `tracing` Layer and the
+/// OpenTelemetry bridge record nothing there, so the tracer never traces itself.
+#[cfg_attr(not(any(feature = "tracing-layer", feature = "opentelemetry")), allow(dead_code))]
+pub(crate) fn on_export_thread() -> bool {
+    ON_EXPORT_THREAD.try_with(std::cell::Cell::get).unwrap_or(false)
+}
+
 /// How long to wait before asking `/info` again after it failed.
 const INFO_RETRY: Duration = Duration::from_secs(30);
 
@@ -44,6 +55,7 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
     let transport = Transport::new(tracer.config.agent.clone())?;
     let ctx = tracer.encode_context();
     let thread = thread::Builder::new().name("dd-trace-export".into()).spawn(move || {
+        let _ = ON_EXPORT_THREAD.try_with(|f| f.set(true));
         let mut worker = Worker {
             tracer,
             transport,

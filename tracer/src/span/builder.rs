@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use super::Str;
 use super::guard::{ActiveSpan, TraceSlot};
-use super::{Span, SpanBox, SpanContext, SpanId, TraceId, current_context};
+use super::{Span, SpanBox, SpanContext, SpanData, SpanId, TraceId, current_context};
 use crate::clock;
 use crate::health::AppCounters;
 use crate::tracer::TracerInner;
@@ -116,6 +116,20 @@ impl SpanBuilder {
     /// Uses `start` instead of now as the start time.
     pub fn start_at(mut self, start: Instant) -> Self {
         self.start = Some(clock::from_instant(start));
+        self
+    }
+
+    /// The span's data before it starts (the `tracing` Layer and the OpenTelemetry bridge
+    /// record fields straight into it).
+    #[cfg_attr(not(any(feature = "tracing-layer", feature = "opentelemetry")), allow(dead_code))]
+    pub(crate) fn data_mut(&mut self) -> &mut SpanData {
+        &mut self.data
+    }
+
+    /// Uses a monotonic reading (see `clock`) as the start time.
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) fn start_at_mono(mut self, start: u64) -> Self {
+        self.start = Some(start);
         self
     }
 

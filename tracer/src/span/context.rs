@@ -96,8 +96,54 @@ thread_local! {
 }
 
 /// The innermost current span context of this thread, if any.
+///
+/// With the `opentelemetry` feature, the span of OpenTelemetry's current `Context` counts
+/// too (the innermost of the two), so native spans nest under OpenTelemetry-instrumented
+/// code as well.
 pub(crate) fn current_context() -> Option<SpanContext> {
+    #[cfg(feature = "opentelemetry")]
+    {
+        crate::otel::innermost_current()
+    }
+    #[cfg(not(feature = "opentelemetry"))]
+    {
+        native_current_context()
+    }
+}
+
+/// The innermost span context on this thread's stack (ours and entered `tracing` spans).
+pub(crate) fn native_current_context() -> Option<SpanContext> {
     CURRENT.try_with(|c| c.borrow().last().cloned()).ok().flatten()
+}
+
+/// Whether `span_id` is on this thread's stack of current spans.
+#[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+pub(crate) fn is_current(span_id: SpanId) -> bool {
+    CURRENT
+        .try_with(|c| c.borrow().iter().any(|e| e.span_id == span_id))
+        .unwrap_or(false)
+}
+
+/// Makes `ctx` current without a guard (the `tracing` Layer's `on_enter`); undone by
+/// [`exit_current`].
+#[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+pub(crate) fn enter_current(ctx: SpanContext) {
+    let _ = CURRENT.try_with(|c| c.borrow_mut().push(ctx));
+}
+
+/// Removes the innermost entry of `span_id` from this thread's stack (the `tracing`
+/// Layer's `on_exit`). `tracing` lets spans exit out of order, so this searches from the
+/// top instead of popping blindly.
+#[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+pub(crate) fn exit_current(span_id: SpanId) {
+    let _ = CURRENT.try_with(|c| {
+        let mut stack = c.borrow_mut();
+        if stack.last().is_some_and(|top| top.span_id == span_id) {
+            stack.pop();
+        } else if let Some(i) = stack.iter().rposition(|e| e.span_id == span_id) {
+            stack.remove(i);
+        }
+    });
 }
 
 /// Guard of [`Span::enter`]: the span stays current on this thread until it drops.

@@ -126,7 +126,7 @@ impl Span {
         f()
     }
 
-    fn data_mut(&mut self) -> Option<&mut SpanData> {
+    pub(crate) fn data_mut(&mut self) -> Option<&mut SpanData> {
         self.active.as_mut().map(|a| &mut *a.data)
     }
 
@@ -229,6 +229,12 @@ impl Span {
     /// Finishes the span with an explicit end time.
     pub fn finish_at(mut self, end: Instant) {
         self.finish_inner(clock::from_instant(end));
+    }
+
+    /// Finishes the span at a monotonic reading (see `clock`).
+    #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
+    pub(crate) fn finish_at_mono(mut self, end: u64) {
+        self.finish_inner(end);
     }
 
     fn finish_inner(&mut self, end: u64) {

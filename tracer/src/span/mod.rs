@@ -6,6 +6,8 @@ mod context;
 mod data;
 mod guard;
 mod ids;
+#[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
+pub(crate) mod intern;
 mod str;
 
 pub use builder::SpanBuilder;
@@ -18,3 +20,7 @@ pub use str::Str;
 pub(crate) use data::SpanBox;
 
 pub(crate) use context::current_context;
+#[cfg(feature = "opentelemetry")]
+pub(crate) use context::native_current_context;
+#[cfg(feature = "tracing-layer")]
+pub(crate) use context::{enter_current, exit_current, is_current};

@@ -1,0 +1,222 @@
+//! `tracing` integration: [`DatadogLayer`] records `tracing` spans (`#[instrument]`,
+//! `info_span!`, …) as spans of this tracer, and [`WithLogCorrelation`] adds
+//! `dd.trace_id`/`dd.span_id` (and service, env, version) to formatted log lines.
+//!
+//! ```no_run
+//! use tracing_subscriber::prelude::*;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let tracer = tracer::Tracer::from_env()?;
+//! tracing_subscriber::registry()
+//!     .with(tracer::layer::DatadogLayer::new(tracer))
+//!     .with(
+//!         tracing_subscriber::fmt::layer()
+//!             .event_format(tracer::layer::WithLogCorrelation::new(tracing_subscriber::fmt::format())),
+//!     )
+//!     .init();
+//!
+//! let span = tracing::info_span!("checkout", resource.name = "POST /cart", user.id = 42);
+//! let _entered = span.enter();
+//! tracing::info!("logged with dd.trace_id and dd.span_id");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # How spans map
+//!
+//! - The `tracing` span's name (`Metadata::name`, the function name for `#[instrument]`)
+//!   is the operation name; the resource defaults to it.
+//! - Parentage follows the `tracing` span tree: an explicit `parent:` is used as given, a
+//!   contextual span nests under the current span — the innermost of the entered `tracing`
+//!   spans and of this tracer's own current span (the Layer makes an entered `tracing`
+//!   span current for the native API too, so both kinds nest in either order, also across
+//!   `.await` with `tracing::Instrument`).
+//! - Fields become tags: strings, `Debug`/`Display` values and booleans go to `meta`,
+//!   integers and floats to `metrics`. These field names are special:
+//!
+//! | field | effect |
+//! |---|---|
+//! | `service.name`, `dd.service` | the span's service |
+//! | `resource.name`, `dd.resource` | the resource |
+//! | `span.type`, `dd.span_type` | the span type (`web`, `sql`, …) |
+//! | `otel.name`, `operation.name`, `dd.operation` | replaces the operation name |
+//! | `otel.kind`, `span.kind` | `span.kind` tag (`server`, `client`, …) |
+//! | `error` | `true`, a message or an `&dyn Error`: marks the span as an error (with `error.message`, and `error.stack` for an `Error`) |
+//! | `error.message`, `error.type`, `error.stack` | these tags, and marks the span as an error |
+//! | `otel.status_code` | `ERROR` marks the span as an error (`otel.status_message`/`otel.status_description` → `error.message`) |
+//! | `dd.measured` | `true`: stats are computed for the span (`_dd.measured`) |
+//!
+//! - An event at `ERROR` level, or with an `error` field, marks its span as an error:
+//!   `error.message` is the `error` field (else the message), `error.type` and
+//!   `error.stack` come from the fields of those names (or the `Error`'s source chain).
+//!   Other events are not recorded (the Datadog span model has no logs).
+//! - The span finishes when the `tracing` span closes (its last handle drops).
+//!
+//! # Not tracing itself
+//!
+//! Spans and events with the targets of the tracer's own logs (`tracer::health`,
+//! `tracer::export`), and everything on the export thread (its HTTP client logs through
+//! `tracing`), are ignored.
+
+mod fields;
+mod fmt;
+#[cfg(test)]
+mod tests;
+
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+pub use fmt::WithLogCorrelation;
+
+use crate::export::on_export_thread;
+use crate::span::{SpanContext, enter_current, exit_current, is_current};
+use crate::{Span, Str, Tracer};
+
+/// The span of this tracer that a `tracing` span records into, kept in the `tracing`
+/// span's extensions from `on_new_span` to `on_close`.
+struct DdSpan(Span);
+
+/// A `tracing-subscriber` [`Layer`](tracing_subscriber::Layer) that records `tracing`
+/// spans as spans of a [`Tracer`]. See the [module docs](self) for the mapping.
+#[derive(Debug, Clone, Copy)]
+pub struct DatadogLayer {
+    tracer: Tracer,
+}
+
+impl DatadogLayer {
+    /// A layer recording into `tracer`.
+    pub fn new(tracer: Tracer) -> Self {
+        Self { tracer }
+    }
+}
+
+/// Targets of the tracer's own logs (the export worker's, the health reports): never
+/// traced. The crate logs only under these.
+const OWN_TARGETS: [&str; 2] = ["tracer::health", "tracer::export"];
+
+fn is_own_target(target: &str) -> bool {
+    OWN_TARGETS.iter().any(|own| {
+        target
+            .strip_prefix(own)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    })
+}
+
+fn ignored(meta: &tracing::Metadata<'_>) -> bool {
+    is_own_target(meta.target()) || on_export_thread()
+}
+
+/// The context of the nearest span (`id` itself or an ancestor) that this layer records.
+fn recorded_context<S>(ctx: &Context<'_, S>, id: &Id) -> Option<SpanContext>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let span = ctx.span(id)?;
+    span.scope()
+        .find_map(|s| s.extensions().get::<DdSpan>().and_then(|d| d.0.context()))
+}
+
+impl<S> tracing_subscriber::Layer<S> for DatadogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let meta = attrs.metadata();
+        if ignored(meta) {
+            return;
+        }
+        let Some(span_ref) = ctx.span(id) else {
+            return;
+        };
+        let mut builder = self.tracer.span(Str::from_static(meta.name()));
+        if let Some(parent) = attrs.parent() {
+            // Explicit parent: the nearest recorded ancestor, else whatever is current.
+            if let Some(p) = recorded_context(&ctx, parent) {
+                builder = builder.child_of(&p);
+            }
+        } else if attrs.is_root() {
+            builder = builder.root();
+        } else if let Some(current) = ctx.lookup_current() {
+            // Contextual: the builder's default parent is this thread's current span,
+            // which includes entered `tracing` spans (see `on_enter`) and anything entered
+            // inside them. Only a `tracing` span entered without this layer seeing it
+            // (another dispatcher at the time) is missing there: then it is the parent.
+            if let Some(p) = recorded_context(&ctx, &current.id()) {
+                if !is_current(p.span_id) {
+                    builder = builder.child_of(&p);
+                }
+            }
+        }
+        let mut visitor = fields::SpanFields::new(builder.data_mut(), false);
+        attrs.record(&mut visitor);
+        visitor.finish();
+        let span = builder.start();
+        span_ref.extensions_mut().insert(DdSpan(span));
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span_ref) = ctx.span(id) else {
+            return;
+        };
+        let mut ext = span_ref.extensions_mut();
+        let Some(data) = ext.get_mut::<DdSpan>().and_then(|d| d.0.data_mut()) else {
+            return;
+        };
+        let mut visitor = fields::SpanFields::new(data, true);
+        values.record(&mut visitor);
+        visitor.finish();
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let is_error = *meta.level() == tracing::Level::ERROR;
+        if !is_error && meta.fields().field("error").is_none() {
+            return;
+        }
+        if ignored(meta) {
+            return;
+        }
+        let Some(scope) = ctx.event_scope(event) else {
+            return;
+        };
+        for span_ref in scope {
+            let mut ext = span_ref.extensions_mut();
+            if let Some(DdSpan(span)) = ext.get_mut::<DdSpan>() {
+                let mut visitor = fields::ErrorEvent::new(is_error);
+                event.record(&mut visitor);
+                visitor.apply(span);
+                return;
+            }
+        }
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span_ref) = ctx.span(id) else {
+            return;
+        };
+        if let Some(ctx) = span_ref.extensions().get::<DdSpan>().and_then(|d| d.0.context()) {
+            enter_current(ctx);
+        }
+    }
+
+    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span_ref) = ctx.span(id) else {
+            return;
+        };
+        if let Some(DdSpan(span)) = span_ref.extensions().get::<DdSpan>() {
+            if span.is_recording() {
+                exit_current(span.span_id());
+            }
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span_ref) = ctx.span(&id) else {
+            return;
+        };
+        let span = span_ref.extensions_mut().remove::<DdSpan>();
+        drop(span); // finishes it
+    }
+}
