@@ -43,6 +43,8 @@ impl Harness {
             .build()
             .unwrap();
         config.receiver_port = apm::free_port();
+        // These tests look at the receiver: no local store or web view.
+        config.local.mode = trace_agent::local::LocalMode::Off;
         let agent = rt.block_on(trace_agent::start(config)).unwrap();
         let addr = agent.tcp_addr().unwrap();
         Self {
@@ -613,8 +615,7 @@ fn live_unix_socket_is_not_stolen_by_a_second_agent() {
         .unwrap();
     let second = AgentConfig {
         receiver_socket: Some(sock.clone()),
-        receiver_port: 0,
-        ..AgentConfig::default()
+        ..AgentConfig::local(0)
     };
     let err = rt.block_on(trace_agent::start(second)).unwrap_err().to_string();
     assert!(err.contains("already in use") && err.contains("apm.socket"), "{err}");

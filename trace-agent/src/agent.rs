@@ -127,6 +127,12 @@ pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
     if !config.local_mode_active() {
         return start_with_upstreams(config, upstreams, StatsFlush::Standard).await;
     }
+    // A taken receiver port is the error to report, before the store and web view start.
+    if let Some(addr) = config.tcp_addr()?
+        && addr.port() != 0
+    {
+        drop(bind_tcp(addr).await?);
+    }
     let local = crate::local::LocalService::start(config.local.clone()).await?;
     // Alone, the local store gets every open stats bucket each second (it sums partial rows),
     // so numbers show up at once; next to the intake, buckets leave as the Datadog agent's do.

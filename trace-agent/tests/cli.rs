@@ -18,6 +18,7 @@ fn start_agent(extra_env: &[(&str, &str)]) -> (Child, u16) {
     cmd.args(["run", "--port", &port.to_string()])
         .env_clear()
         .env("DD_APM_RECEIVER_SOCKET", "")
+        .env("DD_APM_LOCAL_ENABLED", "false")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in extra_env {
@@ -99,6 +100,7 @@ fn taken_port_is_one_line_without_backtrace() {
         .env_clear()
         .env("RUST_BACKTRACE", "1")
         .env("DD_APM_RECEIVER_SOCKET", "")
+        .env("DD_APM_LOCAL_ENABLED", "false")
         .output()
         .unwrap();
     assert_ne!(out.status.code(), Some(0));

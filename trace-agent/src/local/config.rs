@@ -86,7 +86,7 @@ impl Default for LocalConfig {
     fn default() -> Self {
         Self {
             mode: LocalMode::Auto,
-            data_dir: PathBuf::from(".trace-agent"),
+            data_dir: std::env::temp_dir().join("trace-agent"),
             retention: DEFAULT_RETENTION,
             max_size_bytes: DEFAULT_MAX_SIZE_MB * 1024 * 1024,
             web_port: DEFAULT_WEB_PORT,
@@ -120,7 +120,8 @@ impl LocalConfig {
     }
 }
 
-/// `$XDG_DATA_HOME/trace-agent`, else `$HOME/.local/share/trace-agent`, else `./.trace-agent`.
+/// `$XDG_DATA_HOME/trace-agent`, else `$HOME/.local/share/trace-agent`, else
+/// `<temp dir>/trace-agent` (never the working directory).
 pub fn default_data_dir(env: &dyn EnvSource) -> PathBuf {
     let non_empty = |v: &str| env.get(v).filter(|s| !s.trim().is_empty()).map(PathBuf::from);
     if let Some(xdg) = non_empty("XDG_DATA_HOME") {
@@ -129,7 +130,7 @@ pub fn default_data_dir(env: &dyn EnvSource) -> PathBuf {
     if let Some(home) = non_empty("HOME") {
         return home.join(".local").join("share").join("trace-agent");
     }
-    PathBuf::from(".trace-agent")
+    std::env::temp_dir().join("trace-agent")
 }
 
 /// Parses a duration: a number of seconds, or a number with a unit `s`, `m`, `h` or `d`
