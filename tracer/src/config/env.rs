@@ -40,6 +40,31 @@ pub mod vars {
     pub const AGENT_TIMEOUT: &str = "DD_TRACE_AGENT_TIMEOUT";
     /// `v0.4` or `v0.5`: the trace intake to use (default: v0.5 when the agent lists it).
     pub const API_VERSION: &str = "DD_TRACE_API_VERSION";
+
+    /// Propagation styles, both directions (`datadog,tracecontext,baggage`).
+    pub const PROPAGATION_STYLE: &str = "DD_TRACE_PROPAGATION_STYLE";
+    /// Propagation styles read from incoming requests (wins over [`PROPAGATION_STYLE`]).
+    pub const PROPAGATION_STYLE_EXTRACT: &str = "DD_TRACE_PROPAGATION_STYLE_EXTRACT";
+    /// Propagation styles written to outgoing requests (wins over [`PROPAGATION_STYLE`]).
+    pub const PROPAGATION_STYLE_INJECT: &str = "DD_TRACE_PROPAGATION_STYLE_INJECT";
+    /// Stop at the first style that yields a context.
+    pub const PROPAGATION_EXTRACT_FIRST: &str = "DD_TRACE_PROPAGATION_EXTRACT_FIRST";
+    /// OpenTelemetry's propagator list, used when no `DD_TRACE_PROPAGATION_STYLE*` is set.
+    pub const OTEL_PROPAGATORS: &str = "OTEL_PROPAGATORS";
+    /// Statuses that make a server span an error (`500-599`).
+    pub const HTTP_SERVER_ERROR_STATUSES: &str = "DD_TRACE_HTTP_SERVER_ERROR_STATUSES";
+    /// Statuses that make a client span an error (`400-499`).
+    pub const HTTP_CLIENT_ERROR_STATUSES: &str = "DD_TRACE_HTTP_CLIENT_ERROR_STATUSES";
+    /// Tag server spans with the client IP.
+    pub const CLIENT_IP_ENABLED: &str = "DD_TRACE_CLIENT_IP_ENABLED";
+    /// The header holding the client IP (default: the usual forwarding headers).
+    pub const CLIENT_IP_HEADER: &str = "DD_TRACE_CLIENT_IP_HEADER";
+    /// Regex of what to redact in `http.url` query strings; empty: redact nothing.
+    pub const QUERY_STRING_REGEXP: &str = "DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP";
+    /// `true`: leave query strings out of `http.url`.
+    pub const HTTP_URL_QUERY_STRING_DISABLED: &str = "DD_TRACE_HTTP_URL_QUERY_STRING_DISABLED";
+    /// Baggage keys copied to server spans as `baggage.<key>`.
+    pub const BAGGAGE_TAG_KEYS: &str = "DD_TRACE_BAGGAGE_TAG_KEYS";
 }
 
 /// Where configuration values come from.
@@ -222,6 +247,8 @@ pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> 
         }
         cfg.agent_timeout = Duration::from_secs_f64(secs);
     }
+    cfg.propagation = super::http::read_propagation(src)?;
+    cfg.http = super::http::read_http(src)?;
     Ok(cfg)
 }
 
