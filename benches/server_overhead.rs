@@ -229,6 +229,48 @@ fn setup() -> Bench {
     }
 }
 
+/// The layer's own cost per request, without the network: `call` + poll of a service that
+/// answers at once, bare and wrapped in `ServerLayer` (a realistic request: route known,
+/// `Host`, `User-Agent`, `Accept` headers, a query string).
+fn layer_call(c: &mut Criterion) {
+    use tower::{Layer, Service, ServiceExt};
+    let config = TracerConfig::default()
+        .with_service("layer-call")
+        .with_agent_url(&sink_agent())
+        .expect("agent url");
+    let tracer = Tracer::new(config).expect("tracer");
+    let rt = single_thread_runtime();
+    let request = || {
+        let mut req = http::Request::get("/hello/user42?lang=en")
+            .header(http::header::HOST, "127.0.0.1:5050")
+            .header(http::header::USER_AGENT, "server-overhead-bench")
+            .header(http::header::ACCEPT, "*/*")
+            .body(())
+            .expect("request");
+        req.extensions_mut().insert(tracer::http::Route::new("/hello/{name}"));
+        req
+    };
+    let bare = tower::service_fn(|_req: http::Request<()>| async {
+        Ok::<_, std::convert::Infallible>(http::Response::new(()))
+    });
+    let mut group = c.benchmark_group("layer_call");
+    group.bench_function("bare", |bench| {
+        let mut svc = bare;
+        bench.iter(|| rt.block_on(async { svc.ready().await.expect("ready").call(request()).await }));
+    });
+    let mut traced = ServerLayer::axum(tracer).layer(bare);
+    group.bench_function("server_layer", |bench| {
+        bench.iter(|| rt.block_on(async { traced.ready().await.expect("ready").call(request()).await }));
+    });
+    group.finish();
+    let _ = tracer.flush(Duration::from_secs(10));
+    let h = tracer.health();
+    println!(
+        "layer_call: tracer sent {} spans, dropped {} (queue full)",
+        h.spans_sent, h.spans_dropped_queue_full
+    );
+}
+
 fn server_overhead(c: &mut Criterion) {
     let mut b = setup();
     const BURST: u64 = 2048;
@@ -300,5 +342,5 @@ fn server_overhead(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, server_overhead);
+criterion_group!(benches, layer_call, server_overhead);
 criterion_main!(benches);

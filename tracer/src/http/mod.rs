@@ -105,7 +105,7 @@ pub struct Route(Str);
 impl Route {
     /// A route template. It must not contain ids: it is the span's resource.
     pub fn new(template: impl Into<Str>) -> Self {
-        Self(template.into())
+        Self(template.into().into_shared())
     }
 
     /// The template.

@@ -165,7 +165,7 @@ fn route_of(ext: &http::Extensions) -> Option<Str> {
     }
     #[cfg(feature = "axum")]
     if let Some(m) = ext.get::<axum::extract::MatchedPath>() {
-        return Some(Str::from(m.as_str().to_owned()));
+        return Some(Str::from(Arc::<str>::from(m.as_str())));
     }
     None
 }
@@ -196,10 +196,20 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let shared = &*self.shared;
-        let incoming = if shared.propagator.extract_styles().is_empty() {
-            Default::default()
-        } else {
-            shared.propagator.extract_incoming(req.headers())
+        if !shared.tracer.config().enabled() {
+            // DD_TRACE_ENABLED=false: no span, no header parsing.
+            return ServerFuture {
+                inner: self.inner.call(req),
+                state: None,
+            };
+        }
+        let incoming = {
+            let found = common::PropagationHeaders::collect(req.headers());
+            if found.is_empty() || shared.propagator.extract_styles().is_empty() {
+                Default::default()
+            } else {
+                shared.propagator.extract_incoming(&found)
+            }
         };
         let method = common::method_str(req.method());
         let route = route_of(req.extensions());

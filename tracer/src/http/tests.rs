@@ -581,3 +581,53 @@ fn client_to_server_is_one_trace() {
     assert_eq!(srv.trace_id(), root_trace);
     assert_eq!(srv.parent_id(), c.span_id());
 }
+
+#[test]
+fn a_disabled_tracer_passes_requests_through() {
+    let t = tracer(&[("DD_TRACE_ENABLED", "false")]);
+    let spans = serve(
+        t,
+        request(
+            "/x",
+            &[("traceparent", "00-0000000000000000000000000000002a-000000000000000b-01")],
+            Some("/x"),
+        ),
+        500,
+    );
+    assert!(spans.is_empty());
+}
+
+#[test]
+fn propagation_headers_are_found_in_one_pass() {
+    use crate::propagation::Extractor;
+    let mut h = HeaderMap::new();
+    h.insert("host", http::HeaderValue::from_static("a"));
+    h.append("x-datadog-trace-id", http::HeaderValue::from_static("1"));
+    h.append("x-datadog-trace-id", http::HeaderValue::from_static("2"));
+    h.insert("traceparent", http::HeaderValue::from_static("tp"));
+    h.insert(
+        "b3",
+        http::HeaderValue::from_bytes(b"\xff").unwrap_or_else(|_| unreachable!()),
+    );
+    h.insert("baggage", http::HeaderValue::from_static("k=v"));
+    h.insert("x-other", http::HeaderValue::from_static("o"));
+    let found = super::common::PropagationHeaders::collect(&h);
+    assert_eq!(
+        found.get("x-datadog-trace-id"),
+        Some("1"),
+        "the first value, as HeaderMap::get"
+    );
+    assert_eq!(found.get("traceparent"), Some("tp"));
+    assert_eq!(found.get("baggage"), Some("k=v"));
+    assert_eq!(found.get("b3"), None, "not UTF-8");
+    assert_eq!(found.get("host"), None);
+    assert_eq!(found.get("x-other"), None);
+    // Many propagation-looking headers: bounded, no panic.
+    let mut h = HeaderMap::new();
+    for i in 0..40 {
+        let name = http::HeaderName::from_bytes(format!("x-datadog-{i}").as_bytes()).unwrap_or_else(|_| unreachable!());
+        h.insert(name, http::HeaderValue::from_static("v"));
+    }
+    assert!(!super::common::PropagationHeaders::collect(&h).is_empty());
+    assert!(super::common::PropagationHeaders::collect(&HeaderMap::new()).is_empty());
+}
