@@ -15,6 +15,7 @@
 //! throughput of a hello-world is bound by wake-up latency as much as by CPU, so the CPU
 //! cost per request is the steadier measure of what the layer adds.
 #![allow(clippy::print_stdout)] // the bench reports the A/B summary on stdout
+#![allow(unsafe_code)] // the counting global allocator below
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -32,6 +33,39 @@ use tracer::http::ServerLayer;
 use tracer::{Tracer, TracerConfig};
 
 const CONNECTIONS: usize = 32;
+
+// ---------- allocation counting (per thread) ----------
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(std::cell::Cell::get)
+}
 
 /// A trace agent stand-in: reads each request and answers `200 {}`.
 fn sink_agent() -> String {
@@ -253,6 +287,29 @@ fn layer_call(c: &mut Criterion) {
     let bare = tower::service_fn(|_req: http::Request<()>| async {
         Ok::<_, std::convert::Infallible>(http::Response::new(()))
     });
+    // Allocations on the request's thread, in steady state.
+    let per_request = |svc: &mut dyn FnMut()| {
+        for _ in 0..1000 {
+            svc();
+        }
+        let before = allocs();
+        for _ in 0..1000 {
+            svc();
+        }
+        (allocs() - before) as f64 / 1000.0
+    };
+    let mut bare_svc = bare;
+    let bare_allocs = per_request(&mut || {
+        let _ = rt.block_on(async { bare_svc.ready().await.expect("ready").call(request()).await });
+    });
+    let mut traced_svc = ServerLayer::axum(tracer).layer(bare);
+    let traced_allocs = per_request(&mut || {
+        let _ = rt.block_on(async { traced_svc.ready().await.expect("ready").call(request()).await });
+    });
+    println!(
+        "layer_call: allocations per request on the request's thread: bare {bare_allocs:.1}, with ServerLayer {traced_allocs:.1}"
+    );
+
     let mut group = c.benchmark_group("layer_call");
     group.bench_function("bare", |bench| {
         let mut svc = bare;
