@@ -129,9 +129,10 @@ fn thread_cpu() -> Duration {
     )
 }
 
-/// CPU time (user + system) of this process's thread named `name`, from `/proc` (clock
-/// ticks of 10 ms: use over long spans only).
+/// CPU time (user + system) of this process's threads named `name`, summed, from `/proc`
+/// (clock ticks of 10 ms: use over long spans only).
 fn named_thread_cpu(name: &str) -> Option<Duration> {
+    let mut ticks = 0u64;
     for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
         let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
         if comm.trim_end() != name {
@@ -141,10 +142,9 @@ fn named_thread_cpu(name: &str) -> Option<Duration> {
         // Fields after the `(comm)`: state is field 3; utime and stime are 14 and 15.
         let rest = stat.rsplit_once(')')?.1;
         let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        return Some(Duration::from_millis(ticks * 10));
+        ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     }
-    None
+    Some(Duration::from_millis(ticks * 10))
 }
 
 /// A server on its own thread and single-thread runtime.

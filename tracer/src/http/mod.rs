@@ -32,7 +32,10 @@
 //! The incoming trace context is extracted per `DD_TRACE_PROPAGATION_STYLE` (default
 //! `datadog,tracecontext,baggage`): 128-bit trace ids, sampling priority, origin and
 //! `_dd.p.*` tags. Inside the handler the request span is the current span, so spans
-//! started there (without an explicit parent) nest under it, across `.await`.
+//! started there (without an explicit parent) nest under it, across `.await`. Incoming W3C
+//! baggage is current too ([`Baggage::current`](crate::propagation::Baggage::current), which
+//! the client layer forwards) and in the request's extensions as
+//! `Arc<`[`Baggage`](crate::propagation::Baggage)`>`.
 //!
 //! The span ends when the response head is ready (as in Go's `net/http`); streaming the
 //! body is not timed.
