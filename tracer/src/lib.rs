@@ -32,6 +32,9 @@
 //! Inside async code, [`Instrument::in_span`] keeps a span current across `.await`, so
 //! spans started without an explicit parent nest under it.
 //!
+//! With the `tower` feature (`axum` for axum's route templates), `http` has tower layers
+//! that trace an HTTP server's requests and a client's calls, with context propagation.
+//!
 //! # Configuration
 //!
 //! [`TracerConfig::from_env`] reads `DD_SERVICE`, `DD_ENV`, `DD_VERSION`, `DD_TAGS`,
@@ -59,6 +62,8 @@ mod clock;
 pub mod config;
 mod export;
 mod health;
+#[cfg(feature = "tower")]
+pub mod http;
 pub mod propagation;
 pub mod sampling;
 mod span;

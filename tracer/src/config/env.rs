@@ -42,6 +42,31 @@ pub mod vars {
     pub const API_VERSION: &str = "DD_TRACE_API_VERSION";
     /// `false`: log correlation writes the low 64 bits of the trace id in decimal.
     pub const TRACE_ID_128_BIT_LOGGING: &str = "DD_TRACE_128_BIT_TRACEID_LOGGING_ENABLED";
+
+    /// Propagation styles, both directions (`datadog,tracecontext,baggage`).
+    pub const PROPAGATION_STYLE: &str = "DD_TRACE_PROPAGATION_STYLE";
+    /// Propagation styles read from incoming requests (wins over [`PROPAGATION_STYLE`]).
+    pub const PROPAGATION_STYLE_EXTRACT: &str = "DD_TRACE_PROPAGATION_STYLE_EXTRACT";
+    /// Propagation styles written to outgoing requests (wins over [`PROPAGATION_STYLE`]).
+    pub const PROPAGATION_STYLE_INJECT: &str = "DD_TRACE_PROPAGATION_STYLE_INJECT";
+    /// Stop at the first style that yields a context.
+    pub const PROPAGATION_EXTRACT_FIRST: &str = "DD_TRACE_PROPAGATION_EXTRACT_FIRST";
+    /// OpenTelemetry's propagator list, used when no `DD_TRACE_PROPAGATION_STYLE*` is set.
+    pub const OTEL_PROPAGATORS: &str = "OTEL_PROPAGATORS";
+    /// Statuses that make a server span an error (`500-599`).
+    pub const HTTP_SERVER_ERROR_STATUSES: &str = "DD_TRACE_HTTP_SERVER_ERROR_STATUSES";
+    /// Statuses that make a client span an error (`400-499`).
+    pub const HTTP_CLIENT_ERROR_STATUSES: &str = "DD_TRACE_HTTP_CLIENT_ERROR_STATUSES";
+    /// Tag server spans with the client IP.
+    pub const CLIENT_IP_ENABLED: &str = "DD_TRACE_CLIENT_IP_ENABLED";
+    /// The header holding the client IP (default: the usual forwarding headers).
+    pub const CLIENT_IP_HEADER: &str = "DD_TRACE_CLIENT_IP_HEADER";
+    /// Regex of what to redact in `http.url` query strings; empty: redact nothing.
+    pub const QUERY_STRING_REGEXP: &str = "DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP";
+    /// `true`: leave query strings out of `http.url`.
+    pub const HTTP_URL_QUERY_STRING_DISABLED: &str = "DD_TRACE_HTTP_URL_QUERY_STRING_DISABLED";
+    /// Baggage keys copied to server spans as `baggage.<key>`.
+    pub const BAGGAGE_TAG_KEYS: &str = "DD_TRACE_BAGGAGE_TAG_KEYS";
 }
 
 /// Where configuration values come from.
@@ -227,6 +252,8 @@ pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> 
     if let Some(v) = get(src, vars::TRACE_ID_128_BIT_LOGGING) {
         cfg.log_128bit_trace_id = parse_bool(vars::TRACE_ID_128_BIT_LOGGING, &v)?;
     }
+    cfg.propagation = super::http::read_propagation(src)?;
+    cfg.http = super::http::read_http(src)?;
     Ok(cfg)
 }
 

@@ -2,11 +2,13 @@
 //! overridable in code (code > env > default).
 
 mod env;
+mod http;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use env::{ConfigSource, ProcessEnv, vars};
+pub use http::{HttpSettings, PropagationSettings, QueryStringMode, StatusRanges};
 
 use crate::sampling::SamplingRule;
 
@@ -128,6 +130,8 @@ pub struct TracerConfig {
     pub(crate) send_retries: u32,
     pub(crate) trace_api: TraceApi,
     pub(crate) log_128bit_trace_id: bool,
+    pub(crate) propagation: PropagationSettings,
+    pub(crate) http: HttpSettings,
 }
 
 /// The service used when neither code nor `DD_SERVICE` names one and the executable's
@@ -156,6 +160,8 @@ impl Default for TracerConfig {
             send_retries: 2,
             trace_api: TraceApi::Auto,
             log_128bit_trace_id: true,
+            propagation: PropagationSettings::default(),
+            http: HttpSettings::default(),
         }
     }
 }
@@ -331,6 +337,35 @@ impl TracerConfig {
     /// Whether log correlation writes 128-bit trace ids.
     pub fn logs_128bit_trace_id(&self) -> bool {
         self.log_128bit_trace_id
+    }
+
+    /// Sets the propagation styles (`DD_TRACE_PROPAGATION_STYLE_EXTRACT` / `_INJECT`).
+    #[must_use]
+    pub fn with_propagation_styles(
+        mut self,
+        extract: Vec<crate::propagation::Style>,
+        inject: Vec<crate::propagation::Style>,
+    ) -> Self {
+        self.propagation.extract = extract;
+        self.propagation.inject = inject;
+        self
+    }
+
+    /// Sets the settings of the HTTP middleware (`DD_TRACE_HTTP_*`, `DD_TRACE_CLIENT_IP_*`, …).
+    #[must_use]
+    pub fn with_http(mut self, http: HttpSettings) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Propagation styles.
+    pub fn propagation(&self) -> &PropagationSettings {
+        &self.propagation
+    }
+
+    /// Settings of the HTTP middleware.
+    pub fn http(&self) -> &HttpSettings {
+        &self.http
     }
 
     /// The service.

@@ -61,6 +61,7 @@ pub(super) fn extract(c: &dyn Extractor) -> Option<Extracted> {
         mechanism,
         origin,
         tags,
+        last_parent: None,
     })
 }
 

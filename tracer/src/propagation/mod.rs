@@ -1,15 +1,21 @@
-//! Trace context propagation over HTTP headers: Datadog (`x-datadog-*`) and W3C trace
-//! context (`traceparent`/`tracestate`), extracted and injected per
-//! `DD_TRACE_PROPAGATION_STYLE` (default `datadog,tracecontext`).
+//! Trace context propagation over HTTP headers: Datadog (`x-datadog-*`), W3C trace
+//! context (`traceparent`/`tracestate`), B3 (multi and single header) and W3C `baggage`,
+//! extracted and injected per `DD_TRACE_PROPAGATION_STYLE` (default
+//! `datadog,tracecontext,baggage`; see [`Propagator::from_config`]).
 //!
 //! Extraction never fails loudly: a malformed header is ignored (the next style is tried,
 //! or a new trace starts), never a panic.
 
+mod b3;
+mod baggage;
 mod datadog;
 mod tracecontext;
 
+pub use baggage::{Baggage, BaggageGuard, MAX_BYTES as BAGGAGE_MAX_BYTES, MAX_ITEMS as BAGGAGE_MAX_ITEMS};
+
 use std::collections::HashMap;
 
+use crate::config::TracerConfig;
 use crate::sampling::{Mechanism, SamplingDecision};
 use crate::span::{SpanContext, SpanId, Str, TraceId};
 use crate::tracer::Tracer;
@@ -52,18 +58,38 @@ impl Injector for HashMap<String, String> {
     }
 }
 
-/// A propagation format.
+/// A propagation format (`DD_TRACE_PROPAGATION_STYLE` values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Style {
-    /// `x-datadog-trace-id`, `x-datadog-parent-id`, `x-datadog-sampling-priority`,
-    /// `x-datadog-origin`, `x-datadog-tags`.
+    /// `datadog`: `x-datadog-trace-id`, `x-datadog-parent-id`,
+    /// `x-datadog-sampling-priority`, `x-datadog-origin`, `x-datadog-tags`.
     Datadog,
-    /// W3C `traceparent` and `tracestate` (with the `dd=` member).
+    /// `tracecontext`: W3C `traceparent` and `tracestate` (with the `dd=` member).
     TraceContext,
+    /// `b3multi`: `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`.
+    B3Multi,
+    /// `b3` (or `b3 single header`): the single `b3` header.
+    B3Single,
+    /// `baggage`: the W3C `baggage` header (no trace context; see [`Baggage`]).
+    Baggage,
 }
 
 impl Style {
-    /// Parses a `DD_TRACE_PROPAGATION_STYLE` list; unknown entries are returned as errors.
+    /// The name in `DD_TRACE_PROPAGATION_STYLE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Datadog => "datadog",
+            Self::TraceContext => "tracecontext",
+            Self::B3Multi => "b3multi",
+            Self::B3Single => "b3",
+            Self::Baggage => "baggage",
+        }
+    }
+
+    /// Parses a `DD_TRACE_PROPAGATION_STYLE` list (comma-separated, case-insensitive):
+    /// `datadog`, `tracecontext`, `baggage`, `b3multi`, `b3` (the single header, as in
+    /// ddtrace-py and OpenTelemetry; `b3 single header` is accepted too), `none`.
     ///
     /// # Errors
     /// The first entry that is not a supported style.
@@ -73,10 +99,13 @@ impl Style {
             let style = match item.to_ascii_lowercase().as_str() {
                 "datadog" => Style::Datadog,
                 "tracecontext" => Style::TraceContext,
+                "b3multi" => Style::B3Multi,
+                "b3" | "b3 single header" => Style::B3Single,
+                "baggage" => Style::Baggage,
                 "none" => continue,
                 other => {
                     return Err(format!(
-                        "unsupported propagation style {other:?} (supported: datadog, tracecontext, none)"
+                        "unsupported propagation style {other:?} (supported: datadog, tracecontext, baggage, b3multi, b3, none)"
                     ));
                 }
             };
@@ -85,6 +114,31 @@ impl Style {
             }
         }
         Ok(out)
+    }
+
+    /// Parses an `OTEL_PROPAGATORS` list, skipping the propagators we do not have (OTel's
+    /// rule for unknown entries).
+    pub fn parse_otel_list(list: &str) -> Vec<Style> {
+        let mut out = Vec::new();
+        for item in list.split(',').map(str::trim) {
+            let style = match item.to_ascii_lowercase().as_str() {
+                "tracecontext" => Style::TraceContext,
+                "baggage" => Style::Baggage,
+                "b3" => Style::B3Single,
+                "b3multi" => Style::B3Multi,
+                "datadog" => Style::Datadog,
+                _ => continue,
+            };
+            if !out.contains(&style) {
+                out.push(style);
+            }
+        }
+        out
+    }
+
+    /// `datadog,tracecontext,baggage`, the default of Datadog's tracers.
+    pub fn defaults() -> Vec<Style> {
+        vec![Style::Datadog, Style::TraceContext, Style::Baggage]
     }
 }
 
@@ -98,6 +152,20 @@ pub(crate) struct Extracted {
     pub(crate) origin: Option<String>,
     /// `_dd.p.*` tags other than `tid` and `dm`.
     pub(crate) tags: Vec<(String, String)>,
+    /// The `p` field of tracestate's `dd=` member: the last Datadog span upstream.
+    pub(crate) last_parent: Option<String>,
+}
+
+/// Everything read from an incoming request.
+#[derive(Debug, Clone, Default)]
+pub struct Incoming {
+    /// The remote parent, when a style found a valid one.
+    pub context: Option<SpanContext>,
+    /// The `baggage` items, when the style is enabled and the header is valid.
+    pub baggage: Option<Baggage>,
+    /// The value for the `_dd.parent_id` tag of the first local span: the last Datadog
+    /// span upstream, when W3C's parent (a non-Datadog hop in between) won over it.
+    pub reparent_id: Option<String>,
 }
 
 /// Extracts and injects trace context with a list of styles.
@@ -105,40 +173,90 @@ pub(crate) struct Extracted {
 pub struct Propagator {
     extract: Vec<Style>,
     inject: Vec<Style>,
+    extract_first: bool,
 }
 
 impl Default for Propagator {
-    /// Datadog, then W3C trace context, both ways.
+    /// `datadog,tracecontext,baggage` both ways.
     fn default() -> Self {
-        Self::new(
-            vec![Style::Datadog, Style::TraceContext],
-            vec![Style::Datadog, Style::TraceContext],
-        )
+        Self::new(Style::defaults(), Style::defaults())
     }
 }
 
 impl Propagator {
     /// A propagator with explicit extraction and injection styles (tried in order).
     pub fn new(extract: Vec<Style>, inject: Vec<Style>) -> Self {
-        Self { extract, inject }
+        Self {
+            extract,
+            inject,
+            extract_first: false,
+        }
+    }
+
+    /// The propagator `config` describes (`DD_TRACE_PROPAGATION_STYLE[_EXTRACT|_INJECT]`,
+    /// `DD_TRACE_PROPAGATION_EXTRACT_FIRST`).
+    pub fn from_config(config: &TracerConfig) -> Self {
+        let p = config.propagation();
+        Self::new(p.extract().to_vec(), p.inject().to_vec()).with_extract_first(p.extract_first())
+    }
+
+    /// Stops at the first style that yields a context (`DD_TRACE_PROPAGATION_EXTRACT_FIRST`)
+    /// instead of reconciling it with the W3C context of the same trace.
+    #[must_use]
+    pub fn with_extract_first(mut self, first: bool) -> Self {
+        self.extract_first = first;
+        self
+    }
+
+    /// The extraction styles, in order.
+    pub fn extract_styles(&self) -> &[Style] {
+        &self.extract
+    }
+
+    /// The injection styles.
+    pub fn inject_styles(&self) -> &[Style] {
+        &self.inject
     }
 
     /// Reads an incoming context: the first style that yields a valid one wins; a later
     /// W3C context of the same trace contributes its parent id (the closest hop).
     pub fn extract(&self, carrier: &dyn Extractor) -> Option<SpanContext> {
+        self.extract_incoming(carrier).context
+    }
+
+    /// Reads the trace context and the baggage of an incoming request.
+    ///
+    /// Styles are tried in order and the first valid context wins. Unless `extract_first`,
+    /// a later W3C context of the same trace supplies the parent id (it is the nearer hop)
+    /// and [`Incoming::reparent_id`] keeps the Datadog parent; a context of another trace
+    /// is ignored. Malformed headers are skipped, never an error.
+    pub fn extract_incoming(&self, carrier: &dyn Extractor) -> Incoming {
         let mut found: Option<Extracted> = None;
+        let mut reparent_id = None;
+        let mut baggage = None;
         for style in &self.extract {
-            let Some(ctx) = (match style {
+            let ctx = match style {
                 Style::Datadog => datadog::extract(carrier),
                 Style::TraceContext => tracecontext::extract(carrier),
-            }) else {
-                continue;
+                Style::B3Multi => b3::extract_multi(carrier),
+                Style::B3Single => b3::extract_single(carrier),
+                Style::Baggage => {
+                    baggage = baggage::extract(carrier);
+                    continue;
+                }
             };
+            let Some(ctx) = ctx else { continue };
             match &mut found {
                 None => found = Some(ctx),
+                Some(_) if self.extract_first => {}
                 Some(first) if *style == Style::TraceContext && first.trace_id.low() == ctx.trace_id.low() => {
                     // Same trace seen through W3C: its parent is the nearer one.
-                    if ctx.parent_id.is_valid() {
+                    if ctx.parent_id.is_valid() && ctx.parent_id != first.parent_id {
+                        reparent_id = Some(
+                            ctx.last_parent
+                                .clone()
+                                .unwrap_or_else(|| format!("{:016x}", first.parent_id.to_u64())),
+                        );
                         first.parent_id = ctx.parent_id;
                     }
                     if first.trace_id.high() == 0 {
@@ -148,18 +266,18 @@ impl Propagator {
                 Some(_) => {}
             }
         }
-        let e = found?;
-        let decision = e
-            .priority
-            .map(|p| SamplingDecision::new(p, e.mechanism.unwrap_or(Mechanism::Propagated(0))));
-        let tags = e.tags.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect();
-        Some(SpanContext::remote(
-            e.trace_id,
-            e.parent_id,
-            decision,
-            e.origin.map(Str::from),
-            tags,
-        ))
+        let context = found.map(|e| {
+            let decision = e
+                .priority
+                .map(|p| SamplingDecision::new(p, e.mechanism.unwrap_or(Mechanism::Propagated(0))));
+            let tags = e.tags.into_iter().map(|(k, v)| (Str::from(k), Str::from(v))).collect();
+            SpanContext::remote(e.trace_id, e.parent_id, decision, e.origin.map(Str::from), tags)
+        });
+        Incoming {
+            context,
+            baggage,
+            reparent_id,
+        }
     }
 
     /// Writes `ctx` into outgoing headers, taking the trace's sampling decision now if
@@ -170,7 +288,17 @@ impl Propagator {
             match style {
                 Style::Datadog => datadog::inject(ctx, decision, carrier),
                 Style::TraceContext => tracecontext::inject(ctx, decision, carrier),
+                Style::B3Multi => b3::inject_multi(ctx, decision, carrier),
+                Style::B3Single => b3::inject_single(ctx, decision, carrier),
+                Style::Baggage => {}
             }
+        }
+    }
+
+    /// Writes `baggage` into outgoing headers when the `baggage` style is enabled.
+    pub fn inject_baggage(&self, baggage: &Baggage, carrier: &mut dyn Injector) {
+        if self.inject.contains(&Style::Baggage) {
+            baggage::inject(baggage, carrier);
         }
     }
 }

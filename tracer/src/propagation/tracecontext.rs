@@ -40,6 +40,7 @@ fn parse_traceparent(v: &str) -> Option<(TraceId, SpanId, bool)> {
 pub(super) fn extract(c: &dyn Extractor) -> Option<Extracted> {
     let (trace_id, parent_id, sampled) = parse_traceparent(c.get(TRACEPARENT)?)?;
     let (mut priority, mut mechanism, mut origin, mut tags) = (None, None, None, Vec::new());
+    let mut last_parent = None;
     let dd = c
         .get(TRACESTATE)
         .and_then(|ts| ts.split(',').map(str::trim).find_map(|m| m.strip_prefix("dd=")));
@@ -49,6 +50,7 @@ pub(super) fn extract(c: &dyn Extractor) -> Option<Extracted> {
             match k {
                 "s" => priority = v.parse::<i8>().ok(),
                 "o" => origin = Some(v.replace('~', "=")),
+                "p" if v.len() == 16 && lower_hex(v) => last_parent = Some(v.to_owned()),
                 "t.dm" => mechanism = Mechanism::from_dm(v),
                 "t.tid" => {}
                 _ => {
@@ -73,6 +75,7 @@ pub(super) fn extract(c: &dyn Extractor) -> Option<Extracted> {
         mechanism,
         origin,
         tags,
+        last_parent,
     })
 }
 

@@ -1,0 +1,234 @@
+//! The client layer: one `http` span per outgoing request, its context injected into the
+//! request headers.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::common::{self, QueryPolicy};
+use crate::config::StatusRanges;
+use crate::propagation::{Baggage, Propagator};
+use crate::span::{Entered, Span, SpanContext, Str};
+use crate::tracer::Tracer;
+
+#[derive(Debug)]
+struct Shared {
+    tracer: Tracer,
+    propagator: Propagator,
+    name: Str,
+    component: Str,
+    service: Option<Str>,
+    query: QueryPolicy,
+    error_statuses: StatusRanges,
+}
+
+/// A tower [`Layer`] that traces each outgoing HTTP request and injects the trace context
+/// (and the current baggage) into its headers. The span's parent is the current span.
+#[derive(Debug, Clone)]
+pub struct ClientLayer {
+    shared: Arc<Shared>,
+}
+
+impl ClientLayer {
+    /// A client layer configured from the tracer's configuration (injection styles,
+    /// client error statuses, query-string obfuscation); component `tower`.
+    pub fn new(tracer: Tracer) -> Self {
+        let config = tracer.config();
+        Self {
+            shared: Arc::new(Shared {
+                tracer,
+                propagator: Propagator::from_config(config),
+                name: Str::from("http.request"),
+                component: Str::from("tower"),
+                service: None,
+                query: QueryPolicy::new(config.http().query_string()),
+                error_statuses: *config.http().client_error_statuses(),
+            }),
+        }
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            f(shared);
+            return self;
+        }
+        let s = &*self.shared;
+        let mut copy = Shared {
+            tracer: s.tracer,
+            propagator: s.propagator.clone(),
+            name: s.name.clone(),
+            component: s.component.clone(),
+            service: s.service.clone(),
+            query: s.query.clone(),
+            error_statuses: s.error_statuses,
+        };
+        f(&mut copy);
+        self.shared = Arc::new(copy);
+        self
+    }
+
+    /// Sets the operation name (default `http.request`).
+    #[must_use]
+    pub fn with_operation_name(self, name: impl Into<Str>) -> Self {
+        let name = name.into();
+        self.edit(|s| s.name = name)
+    }
+
+    /// Sets the `component` tag (default `tower`; e.g. `hyper`, `reqwest`).
+    #[must_use]
+    pub fn with_component(self, component: impl Into<Str>) -> Self {
+        let component = component.into();
+        self.edit(|s| s.component = component)
+    }
+
+    /// Sets the service of the client spans (default: the parent's).
+    #[must_use]
+    pub fn with_service(self, service: impl Into<Str>) -> Self {
+        let service = service.into().into_shared();
+        self.edit(|s| s.service = Some(service))
+    }
+
+    /// Sets the propagator (default: from `DD_TRACE_PROPAGATION_STYLE*`).
+    #[must_use]
+    pub fn with_propagator(self, propagator: Propagator) -> Self {
+        self.edit(|s| s.propagator = propagator)
+    }
+}
+
+impl<S> Layer<S> for ClientLayer {
+    type Service = ClientService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ClientService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service of [`ClientLayer`].
+#[derive(Debug, Clone)]
+pub struct ClientService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+impl<S, B, RB> Service<Request<B>> for ClientService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Display,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ClientFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
+        let method = common::method_str(req.method());
+        let path = common::collapse_path(req.uri().path());
+        let mut builder = shared
+            .tracer
+            .span(shared.name.clone())
+            .span_type("http")
+            .resource(format!("{method} {path}"))
+            .tag("span.kind", "client")
+            .tag("component", shared.component.clone())
+            .tag("http.method", method)
+            .tag("http.url", common::request_url(&shared.query, req.uri(), req.headers()));
+        if let Some(host) = req.uri().host() {
+            builder = builder.tag("out.host", host.to_owned());
+        }
+        if let Some(port) = req.uri().port_u16() {
+            builder = builder.metric("network.destination.port", f64::from(port));
+        }
+        if let Some(service) = &shared.service {
+            builder = builder.service(service.clone());
+        }
+        let span = builder.start();
+        let ctx = span.context();
+        if let Some(ctx) = &ctx {
+            shared.propagator.inject(&shared.tracer, ctx, req.headers_mut());
+        }
+        if let Some(baggage) = Baggage::current() {
+            shared.propagator.inject_baggage(&baggage, req.headers_mut());
+        }
+        let inner = {
+            let _entered = Entered::new(ctx.clone());
+            self.inner.call(req)
+        };
+        ClientFuture {
+            inner,
+            span: Some(span),
+            ctx,
+            error_statuses: shared.error_statuses,
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ClientService`]: finishes the client span with the
+    /// response status or the error.
+    pub struct ClientFuture<F> {
+        #[pin]
+        inner: F,
+        span: Option<Span>,
+        ctx: Option<SpanContext>,
+        error_statuses: StatusRanges,
+    }
+}
+
+impl<F> std::fmt::Debug for ClientFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientFuture")
+            .field("span", &self.span)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, RB, E> Future for ClientFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Display,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = {
+            let _entered = Entered::new(this.ctx.clone());
+            match this.inner.poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(out) => out,
+            }
+        };
+        if let Some(mut span) = this.span.take() {
+            match &out {
+                Ok(response) => {
+                    let status = response.status();
+                    span.set_tag("http.status_code", common::status_str(status.as_u16()));
+                    if this.error_statuses.contains(status.as_u16()) {
+                        span.set_error_flag(true);
+                        span.set_tag("error.type", common::status_str(status.as_u16()));
+                        span.set_tag("error.message", common::status_message(status));
+                    }
+                }
+                Err(e) => {
+                    span.set_error_flag(true);
+                    span.set_tag("error.type", std::any::type_name::<E>());
+                    span.set_tag("error.message", e.to_string());
+                }
+            }
+        }
+        Poll::Ready(out)
+    }
+}

@@ -1,0 +1,443 @@
+//! The server layer: one `web` span per request, current while the handler runs.
+
+use std::fmt::Display;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::common::{self, QueryPolicy};
+use super::{HandlerError, Route};
+use crate::config::StatusRanges;
+use crate::propagation::{Baggage, Propagator};
+use crate::span::{Entered, Span, SpanContext, Str};
+use crate::tracer::Tracer;
+
+/// Which baggage items become `baggage.<key>` tags.
+#[derive(Debug)]
+enum BaggageTags {
+    None,
+    All,
+    Keys(Vec<String>),
+}
+
+#[derive(Debug)]
+struct Shared {
+    tracer: Tracer,
+    propagator: Propagator,
+    name: Str,
+    component: Str,
+    service: Option<Str>,
+    query: QueryPolicy,
+    error_statuses: StatusRanges,
+    client_ip: Option<Option<String>>,
+    baggage_tags: BaggageTags,
+    warned_fallback: AtomicBool,
+}
+
+/// A tower [`Layer`] that traces each request of an HTTP server (see the [module
+/// docs](super) for the span and for where to add it in an axum app).
+#[derive(Debug, Clone)]
+pub struct ServerLayer {
+    shared: Arc<Shared>,
+}
+
+impl ServerLayer {
+    /// A server layer with component `tower`, configured from the tracer's configuration
+    /// (propagation styles, error statuses, client IP, query-string obfuscation).
+    pub fn new(tracer: Tracer) -> Self {
+        let config = tracer.config();
+        let http = config.http();
+        let baggage_tags = match http.baggage_tag_keys() {
+            [] => BaggageTags::None,
+            keys if keys.iter().any(|k| k == "*") => BaggageTags::All,
+            keys => BaggageTags::Keys(keys.to_vec()),
+        };
+        Self {
+            shared: Arc::new(Shared {
+                tracer,
+                propagator: Propagator::from_config(config),
+                name: Str::from("http.request"),
+                component: Str::from("tower"),
+                service: None,
+                query: QueryPolicy::new(http.query_string()),
+                error_statuses: *http.server_error_statuses(),
+                client_ip: http
+                    .client_ip_enabled()
+                    .then(|| http.client_ip_header().map(str::to_owned)),
+                baggage_tags,
+                warned_fallback: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// A server layer for axum (component `axum`); add it with `Router::layer` after the
+    /// routes so the resource is the route template.
+    #[cfg(feature = "axum")]
+    pub fn axum(tracer: Tracer) -> Self {
+        Self::new(tracer).with_component("axum")
+    }
+
+    fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => f(shared),
+            None => {
+                let s = &*self.shared;
+                let mut copy = Shared {
+                    tracer: s.tracer,
+                    propagator: s.propagator.clone(),
+                    name: s.name.clone(),
+                    component: s.component.clone(),
+                    service: s.service.clone(),
+                    query: s.query.clone(),
+                    error_statuses: s.error_statuses,
+                    client_ip: s.client_ip.clone(),
+                    baggage_tags: match &s.baggage_tags {
+                        BaggageTags::None => BaggageTags::None,
+                        BaggageTags::All => BaggageTags::All,
+                        BaggageTags::Keys(k) => BaggageTags::Keys(k.clone()),
+                    },
+                    warned_fallback: AtomicBool::new(false),
+                };
+                f(&mut copy);
+                self.shared = Arc::new(copy);
+            }
+        }
+        self
+    }
+
+    /// Sets the operation name (default `http.request`).
+    #[must_use]
+    pub fn with_operation_name(self, name: impl Into<Str>) -> Self {
+        let name = name.into();
+        self.edit(|s| s.name = name)
+    }
+
+    /// Sets the `component` tag.
+    #[must_use]
+    pub fn with_component(self, component: impl Into<Str>) -> Self {
+        let component = component.into();
+        self.edit(|s| s.component = component)
+    }
+
+    /// Sets the service of the request spans (default: the tracer's `DD_SERVICE`).
+    #[must_use]
+    pub fn with_service(self, service: impl Into<Str>) -> Self {
+        let service = service.into().into_shared();
+        self.edit(|s| s.service = Some(service))
+    }
+
+    /// Sets the propagator (default: from `DD_TRACE_PROPAGATION_STYLE*`).
+    #[must_use]
+    pub fn with_propagator(self, propagator: Propagator) -> Self {
+        self.edit(|s| s.propagator = propagator)
+    }
+}
+
+impl<S> Layer<S> for ServerLayer {
+    type Service = ServerService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerService {
+            inner,
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// The service of [`ServerLayer`].
+#[derive(Debug, Clone)]
+pub struct ServerService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// The route template: a [`Route`] extension, else axum's `MatchedPath`.
+fn route_of(ext: &http::Extensions) -> Option<Str> {
+    if let Some(r) = ext.get::<Route>() {
+        return Some(r.0.clone());
+    }
+    #[cfg(feature = "axum")]
+    if let Some(m) = ext.get::<axum::extract::MatchedPath>() {
+        return Some(Str::from(Arc::<str>::from(m.as_str())));
+    }
+    None
+}
+
+#[cfg(feature = "axum")]
+fn peer_ip(ext: &http::Extensions) -> Option<std::net::IpAddr> {
+    ext.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
+#[cfg(not(feature = "axum"))]
+fn peer_ip(_ext: &http::Extensions) -> Option<std::net::IpAddr> {
+    None
+}
+
+impl<S, B, RB> Service<Request<B>> for ServerService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+    S::Error: Display,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = ServerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let shared = &*self.shared;
+        if !shared.tracer.config().enabled() {
+            // DD_TRACE_ENABLED=false: no span, no header parsing.
+            return ServerFuture {
+                inner: self.inner.call(req),
+                state: None,
+            };
+        }
+        let incoming = {
+            let found = common::PropagationHeaders::collect(req.headers());
+            if found.is_empty() || shared.propagator.extract_styles().is_empty() {
+                Default::default()
+            } else {
+                shared.propagator.extract_incoming(&found)
+            }
+        };
+        let method = common::method_str(req.method());
+        let route = route_of(req.extensions());
+        let fallback_path = route.is_none().then(|| common::collapse_path(req.uri().path()));
+
+        let mut builder = shared
+            .tracer
+            .span(shared.name.clone())
+            .span_type("web")
+            .measured()
+            .tag("span.kind", "server")
+            .tag("component", shared.component.clone())
+            .tag("http.method", method.clone())
+            .tag("http.url", common::request_url(&shared.query, req.uri(), req.headers()));
+        builder = match &incoming.context {
+            Some(remote) => builder.child_of(remote),
+            None => builder.root(),
+        };
+        if let Some(service) = &shared.service {
+            builder = builder.service(service.clone());
+        }
+        if let Some(route) = &route {
+            builder = builder.tag("http.route", route.clone());
+        }
+        if let Some(ua) = req
+            .headers()
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+        {
+            builder = builder.tag("http.useragent", ua.to_owned());
+        }
+        if let Some(header) = &shared.client_ip {
+            if let Some(ip) = common::client_ip(req.headers(), header.as_deref()) {
+                builder = builder.tag("http.client_ip", ip.to_string());
+            }
+            if let Some(ip) = peer_ip(req.extensions()) {
+                builder = builder.tag("network.client.ip", ip.to_string());
+            }
+        }
+        if let Some(id) = incoming.reparent_id {
+            builder = builder.tag("_dd.parent_id", id);
+        }
+        let baggage = incoming.baggage.map(Arc::new);
+        if let Some(b) = &baggage {
+            for (k, v) in b.iter() {
+                let wanted = match &shared.baggage_tags {
+                    BaggageTags::None => false,
+                    BaggageTags::All => true,
+                    BaggageTags::Keys(keys) => keys.iter().any(|w| w == k),
+                };
+                if wanted {
+                    builder = builder.tag(format!("baggage.{k}"), v.to_owned());
+                }
+            }
+            req.extensions_mut().insert(Arc::clone(b));
+        }
+        let span = builder.start();
+        let ctx = span.context();
+
+        let inner = {
+            let _entered = Entered::new(ctx.clone());
+            let _baggage = baggage.clone().map(Baggage::enter);
+            self.inner.call(req)
+        };
+        ServerFuture {
+            inner,
+            state: Some(State {
+                span,
+                ctx,
+                baggage,
+                shared: Arc::clone(&self.shared),
+                method,
+                route,
+                fallback_path,
+                resolved: false,
+            }),
+        }
+    }
+}
+
+struct State {
+    span: Span,
+    ctx: Option<SpanContext>,
+    baggage: Option<Arc<Baggage>>,
+    shared: Arc<Shared>,
+    method: Str,
+    route: Option<Str>,
+    fallback_path: Option<String>,
+    /// The resource is set.
+    resolved: bool,
+}
+
+impl State {
+    /// Sets the resource: the route template, `METHOD 404` for an unmatched request, else
+    /// the collapsed path (marked and warned about once).
+    fn set_resource(&mut self, status: Option<u16>) {
+        self.resolved = true;
+        let resource = match (&self.route, status) {
+            (Some(route), _) => format!("{} {route}", self.method),
+            (None, Some(404)) => format!("{} 404", self.method),
+            (None, _) => {
+                let path = self.fallback_path.as_deref().unwrap_or("/");
+                self.span.set_tag("_dd.http.route_source", "fallback");
+                if !self.shared.warned_fallback.swap(true, Relaxed) {
+                    tracing::warn!(
+                        target: "tracer::http",
+                        "no route template for a request to {path} (status {status:?}): the resource is the path with id-like segments collapsed. \
+                         In axum, add tracer::http::ServerLayer with Router::layer after the routes (not around the Router); \
+                         elsewhere insert a tracer::http::Route into the request extensions. Logged once."
+                    );
+                }
+                format!("{} {path}", self.method)
+            }
+        };
+        self.span.set_resource(resource);
+    }
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("span", &self.span)
+            .field("route", &self.route)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for State {
+    fn drop(&mut self) {
+        if !self.resolved && self.span.is_recording() {
+            // Dropped before a response (the client went away, the server shut down).
+            self.set_resource(None);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response future of [`ServerService`]: keeps the request span current while
+    /// the handler runs and finishes it with the response.
+    pub struct ServerFuture<F> {
+        #[pin]
+        inner: F,
+        state: Option<State>,
+    }
+}
+
+impl<F> std::fmt::Debug for ServerFuture<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerFuture")
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_owned()
+    }
+}
+
+impl<F, RB, E> Future for ServerFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+    E: Display,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let polled = {
+            let (ctx, baggage) = match this.state.as_ref() {
+                Some(s) => (s.ctx.clone(), s.baggage.clone()),
+                None => (None, None),
+            };
+            let _entered = Entered::new(ctx);
+            let _baggage = baggage.map(Baggage::enter);
+            let inner = this.inner;
+            catch_unwind(AssertUnwindSafe(|| inner.poll(cx)))
+        };
+        let out = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(out)) => out,
+            Err(panic) => {
+                if let Some(mut state) = this.state.take() {
+                    let message = panic_message(&*panic);
+                    state.set_resource(None);
+                    let stack = format!(
+                        "panic: {message}\nin the handler of {}",
+                        state.span.data().map_or("", |d| d.resource())
+                    );
+                    state.span.set_error_tags("panic", message, stack);
+                }
+                resume_unwind(panic);
+            }
+        };
+        let Some(mut state) = this.state.take() else {
+            return Poll::Ready(out);
+        };
+        match &out {
+            Ok(response) => {
+                let status = response.status();
+                state.set_resource(Some(status.as_u16()));
+                state
+                    .span
+                    .set_tag("http.status_code", common::status_str(status.as_u16()));
+                if let Some(err) = response.extensions().get::<HandlerError>() {
+                    state
+                        .span
+                        .set_error_tags(err.kind.clone(), err.message.clone(), err.stack.clone());
+                } else if state.shared.error_statuses.contains(status.as_u16()) {
+                    // As Go's integrations: type and message, no stack (there is none).
+                    state.span.set_error_flag(true);
+                    state.span.set_tag("error.type", common::status_str(status.as_u16()));
+                    state.span.set_tag("error.message", common::status_message(status));
+                }
+            }
+            Err(e) => {
+                state.set_resource(None);
+                state.span.set_error_flag(true);
+                state.span.set_tag("error.type", std::any::type_name::<E>());
+                state.span.set_tag("error.message", e.to_string());
+            }
+        }
+        drop(state);
+        Poll::Ready(out)
+    }
+}
