@@ -1,34 +1,66 @@
 #!/usr/bin/env bash
-# The README's demo: starts our trace-agent on loopback, runs an instrumented example
-# against it, and prints what the agent received (`trace-agent status`).
+# The README's demo, from a fresh clone: our trace-agent in local mode (no Datadog account),
+# the Flask demo rewritten in axum and traced by our tracer, and traffic on its four routes
+# (some of them errors). Ends with the agent's per-resource table and the web view's URL;
+# when run from a terminal, everything stays up until Ctrl-C so you can look around.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$root/target}
-requests=${REQUESTS:-40}
+service=${DD_SERVICE:-flask-demo}
 
-echo "== building (release)"
-cargo build --release -q -p trace-agent -p apm --example quickstart --bin trace-agent
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+pick() { if taken "$1"; then free_port; else echo "$1"; fi; }
+wait_for() { # port pid log
+  for _ in $(seq 1 300); do
+    taken "$1" && return 0
+    kill -0 "$2" 2>/dev/null || { cat "$3"; echo "demo: process exited early (log above)"; exit 1; }
+    sleep 0.1
+  done
+  echo "demo: nothing listens on port $1 after 30 s"; cat "$3"; exit 1
+}
 
-port=${DD_APM_RECEIVER_PORT:-8126}
-if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  echo "port 8126 is taken; using $port"
+echo "== building (release; the first build takes a few minutes)"
+cargo build --release -q -p trace-agent --bin trace-agent
+cargo build --release -q -p apm --example flask_demo --example demo_traffic
+
+agent_port=$(pick "${DD_APM_RECEIVER_PORT:-8126}")
+web_port=$(pick "${DD_APM_LOCAL_WEB_PORT:-8128}")
+app_port=$(pick "${PORT:-5050}")
+data_dir=${DEMO_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/trace-agent-demo}
+rm -rf "$data_dir" # each demo run starts from an empty store
+logs=$(mktemp -d -t apm-demo.XXXX)
+
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
+
+DD_APM_LOCAL_ENABLED=true DD_APM_LOCAL_DATA_DIR="$data_dir" DD_APM_LOCAL_WEB_PORT="$web_port" \
+  "$CARGO_TARGET_DIR/release/trace-agent" run --port "$agent_port" >"$logs/agent.log" 2>&1 &
+pids+=($!)
+wait_for "$agent_port" "${pids[-1]}" "$logs/agent.log"
+wait_for "$web_port" "${pids[-1]}" "$logs/agent.log"
+echo "== trace-agent on 127.0.0.1:$agent_port, local mode (store in $data_dir)"
+
+PORT="$app_port" DD_SERVICE="$service" DD_ENV=demo DD_VERSION=1.0 \
+  DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" \
+  "$CARGO_TARGET_DIR/release/examples/flask_demo" >"$logs/app.log" 2>&1 &
+pids+=($!)
+wait_for "$app_port" "${pids[-1]}" "$logs/app.log"
+echo "== Flask demo (axum, traced) on http://127.0.0.1:$app_port, service $service"
+
+echo "== traffic"
+"$CARGO_TARGET_DIR/release/examples/demo_traffic" "127.0.0.1:$app_port" "127.0.0.1:$web_port" "$service"
+
+echo
+echo "== web view: http://127.0.0.1:$web_port/  (services → resources → traces)"
+echo "   agent status: $CARGO_TARGET_DIR/release/trace-agent status --port $agent_port"
+echo "   logs: $logs"
+if [ -t 0 ] && [ -z "${DEMO_EXIT:-}" ]; then
+  echo "   the agent and the app keep running; press Ctrl-C to stop"
+  while kill -0 "${pids[0]}" 2>/dev/null; do sleep 1; done
 fi
-agent_log=$(mktemp -t trace-agent.XXXX.log)
-"$CARGO_TARGET_DIR/release/trace-agent" run --port "$port" >"$agent_log" 2>&1 &
-agent=$!
-trap 'kill -TERM $agent 2>/dev/null; wait $agent 2>/dev/null || true' EXIT
-for _ in $(seq 1 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  kill -0 $agent 2>/dev/null || { cat "$agent_log"; exit 1; }
-  sleep 0.1
-done
-echo "== trace-agent listening on 127.0.0.1:$port (log: $agent_log)"
-
-echo "== sending $requests traced requests (service flask-demo, env demo)"
-DD_SERVICE=flask-demo DD_ENV=demo DD_VERSION=1.0 DD_TRACE_AGENT_URL="http://127.0.0.1:$port" \
-  "$CARGO_TARGET_DIR/release/examples/quickstart" "$requests"
-
-echo "== trace-agent status"
-"$CARGO_TARGET_DIR/release/trace-agent" status --port "$port"

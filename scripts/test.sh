@@ -4,8 +4,16 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+if ! command -v chromium >/dev/null 2>&1; then
+  # The headless browser of the web view test (tests/local_web_chromium.rs): Debian's package.
+  echo "== installing chromium (apt-get)" >&2
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  ($sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium) >/dev/null
+fi
 APM_PEER_VENV=$(bash scripts/peer-venv.sh)
 export APM_PEER_VENV
+# tests/http_flask_demo.rs runs the example binary itself.
+cargo build --workspace --examples -q
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --lib --bins --tests --no-fail-fast "$@"
   cargo test --workspace --doc
