@@ -140,7 +140,7 @@ where
             .tracer
             .span(shared.name.clone())
             .span_type("http")
-            .resource(format!("{method} {path}"))
+            .resource(common::join(&method, &path))
             .tag("span.kind", "client")
             .tag("component", shared.component.clone())
             .tag("http.method", method)

@@ -143,6 +143,15 @@ impl crate::propagation::Extractor for PropagationHeaders<'_> {
     }
 }
 
+/// `"<method> <rest>"` (a resource), without the formatting machinery.
+pub(crate) fn join(method: &str, rest: &str) -> String {
+    let mut s = String::with_capacity(method.len() + 1 + rest.len());
+    s.push_str(method);
+    s.push(' ');
+    s.push_str(rest);
+    s
+}
+
 /// The method as a tag value, without allocating for the standard ones.
 pub(crate) fn method_str(m: &http::Method) -> Str {
     let s: &'static str = match *m {

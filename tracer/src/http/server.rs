@@ -307,9 +307,10 @@ impl State {
     /// the collapsed path (marked and warned about once).
     fn set_resource(&mut self, status: Option<u16>) {
         self.resolved = true;
+        let method = self.method.as_str();
         let resource = match (&self.route, status) {
-            (Some(route), _) => format!("{} {route}", self.method),
-            (None, Some(404)) => format!("{} 404", self.method),
+            (Some(route), _) => common::join(method, route),
+            (None, Some(404)) => common::join(method, "404"),
             (None, _) => {
                 let path = self.fallback_path.as_deref().unwrap_or("/");
                 self.span.set_tag("_dd.http.route_source", "fallback");
@@ -321,7 +322,7 @@ impl State {
                          elsewhere insert a tracer::http::Route into the request extensions. Logged once."
                     );
                 }
-                format!("{} {path}", self.method)
+                common::join(method, path)
             }
         };
         self.span.set_resource(resource);
