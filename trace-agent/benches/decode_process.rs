@@ -28,6 +28,7 @@ use std::task::{Context, Poll, Waker};
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use libdd_trace_utils::tracer_payload::{TraceChunkProcessor, TracerPayloadCollection};
+use prost::Message;
 use trace_agent::config::AgentConfig;
 use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
 use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
@@ -185,6 +186,45 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         b.iter(|| {
             let raw = full(&mut concentrator, &mut samplers);
             black_box(zstd::bulk::compress(&raw, 1).unwrap())
+        })
+    });
+    // Ablation: the stages of the full path alone (sample, convert, encode on already-processed
+    // payloads), and the protobuf encoding as prost's nested `message::encode` does it.
+    let mut processed = decode_payload(version, Encoding::Msgpack, body).unwrap();
+    process_payload(&mut processed, &facts, &config, NOW);
+    g.bench_function("ours/stage/sample", |b| {
+        let mut samplers = Samplers::new(&agent_config);
+        b.iter_batched_ref(
+            || processed.clone(),
+            |p| black_box(samplers.sample_payload(p, 0, now)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("ours/stage/convert", |b| {
+        b.iter(|| black_box(convert::tracer_payload(black_box(&processed))))
+    });
+    let converted = Arc::new(convert::tracer_payload(&processed));
+    g.bench_function("ours/stage/encode", |b| {
+        b.iter(|| {
+            black_box(encode_agent_payload(
+                &header,
+                std::slice::from_ref(black_box(&converted)),
+            ))
+        })
+    });
+    g.bench_function("ours/stage/encode_prost_nested", |b| {
+        b.iter(|| {
+            let mut buf = Vec::with_capacity(header.encoded_len() + converted.encoded_len() + 8);
+            header.encode(&mut buf).unwrap();
+            prost::encoding::message::encode(5, converted.as_ref(), &mut buf);
+            black_box(buf)
+        })
+    });
+    g.bench_function("ours/stage/decode+process", |b| {
+        b.iter(|| {
+            let mut p = decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap();
+            black_box(process_payload(&mut p, &facts, &config, NOW));
+            black_box(p)
         })
     });
     let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
