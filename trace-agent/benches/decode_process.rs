@@ -4,17 +4,38 @@
 //! `libdd-trace-stats` concentrator) in the same run. The `stats_only` groups time the two
 //! concentrators alone on already-processed spans.
 //!
+//! The `full` cases time the whole path a payload takes through the agent, as
+//! `forward::ForwardSink` runs it, up to the bytes handed to the HTTP writer:
+//! - ours: decode → process (normalize, obfuscate, top-level) → concentrator → samplers
+//!   (`AgentConfig::default()`; the captured chunks have priority 1, so all are kept) →
+//!   `convert::tracer_payload` → protobuf `AgentPayload` (`encode_agent_payload`);
+//! - libdatadog: its protobuf path (the one its serverless mini agent uses):
+//!   `get_traces_from_request_body` / `get_v05_traces_from_request_body` (msgpack →
+//!   `pb::Span`) → `collect_pb_trace_chunks` (normalize trace and chunk, top-level, and
+//!   `obfuscate_pb_span` as the chunk processor) → `libdd-trace-stats` concentrator →
+//!   protobuf `AgentPayload`. libdatadog has no agent samplers, so that step is ours only.
+//!
+//! Compression is excluded from `full`; `full+zstd` adds the writer's zstd level 1.
+//!
 //! `cargo bench -p trace-agent --bench decode_process -- --warm-up-time 1 --measurement-time 3`
 
 use std::hint::black_box;
 use std::io::Cursor;
 use std::path::Path;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use libdd_trace_utils::tracer_payload::{TraceChunkProcessor, TracerPayloadCollection};
+use prost::Message;
+use trace_agent::config::AgentConfig;
 use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
 use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
+use trace_agent::sample::Samplers;
 use trace_agent::stats::{AgentIdentity, Concentrator, StatsConfig};
+use trace_agent::upstream::datadog::encode_agent_payload;
+use trace_agent::upstream::{convert, pb};
 
 /// Same allocator as the `trace-agent` binary, for both chains.
 #[global_allocator]
@@ -74,6 +95,37 @@ fn v05_payload() -> (Bytes, u64) {
     (out, spans)
 }
 
+/// The `AgentPayload` header both chains send (field values as a configured agent has them).
+fn agent_header() -> pb::AgentPayload {
+    pb::AgentPayload {
+        host_name: "bench-host".to_owned(),
+        env: "none".to_owned(),
+        agent_version: "7.99.0".to_owned(),
+        target_tps: 10.0,
+        error_tps: 10.0,
+        ..Default::default()
+    }
+}
+
+/// libdatadog's chunk processor as its mini agent uses it: obfuscate every span.
+struct Obfuscate<'a>(&'a libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig);
+
+impl TraceChunkProcessor for Obfuscate<'_> {
+    fn process(&mut self, chunk: &mut pb::TraceChunk, _root: usize) {
+        for s in &mut chunk.spans {
+            libdd_trace_obfuscation::obfuscate::obfuscate_pb_span(s, self.0);
+        }
+    }
+}
+
+/// Runs a future that completes without waiting (libdatadog's body readers on a full body).
+fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
+    match std::pin::pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the body is in memory"),
+    }
+}
+
 fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans: u64) {
     let config = ProcessConfig::default();
     let facts = RequestFacts {
@@ -103,7 +155,137 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
             black_box(p)
         })
     });
+    let header = agent_header();
+    let agent_config = AgentConfig::default();
+    let full = |concentrator: &mut Concentrator, samplers: &mut Samplers| {
+        let mut p = decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap();
+        process_payload(&mut p, &facts, &config, NOW);
+        concentrator.add_payload(&p, now);
+        let sampled = samplers.sample_payload(&mut p, 0, now);
+        black_box(samplers.take_rates_update());
+        black_box(sampled);
+        let out = Arc::new(convert::tracer_payload(&p));
+        encode_agent_payload(&header, &[out])
+    };
+    {
+        // Every chunk is kept: the full path converts and encodes all of them.
+        let mut p = decode_payload(version, Encoding::Msgpack, body).unwrap();
+        process_payload(&mut p, &facts, &config, NOW);
+        let before = p.chunks.len();
+        Samplers::new(&agent_config).sample_payload(&mut p, 0, now);
+        assert_eq!(p.chunks.len(), before, "the samplers keep every chunk");
+    }
+    g.bench_function("ours/full", |b| {
+        let mut concentrator = our_concentrator();
+        let mut samplers = Samplers::new(&agent_config);
+        b.iter(|| black_box(full(&mut concentrator, &mut samplers)))
+    });
+    g.bench_function("ours/full+zstd", |b| {
+        let mut concentrator = our_concentrator();
+        let mut samplers = Samplers::new(&agent_config);
+        b.iter(|| {
+            let raw = full(&mut concentrator, &mut samplers);
+            black_box(zstd::bulk::compress(&raw, 1).unwrap())
+        })
+    });
+    // Ablation: the stages of the full path alone (sample, convert, encode on already-processed
+    // payloads), and the protobuf encoding as prost's nested `message::encode` does it.
+    let mut processed = decode_payload(version, Encoding::Msgpack, body).unwrap();
+    process_payload(&mut processed, &facts, &config, NOW);
+    g.bench_function("ours/stage/sample", |b| {
+        let mut samplers = Samplers::new(&agent_config);
+        b.iter_batched_ref(
+            || processed.clone(),
+            |p| black_box(samplers.sample_payload(p, 0, now)),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    g.bench_function("ours/stage/convert", |b| {
+        b.iter(|| black_box(convert::tracer_payload(black_box(&processed))))
+    });
+    let converted = Arc::new(convert::tracer_payload(&processed));
+    g.bench_function("ours/stage/encode", |b| {
+        b.iter(|| {
+            black_box(encode_agent_payload(
+                &header,
+                std::slice::from_ref(black_box(&converted)),
+            ))
+        })
+    });
+    g.bench_function("ours/stage/encode_prost_nested", |b| {
+        b.iter(|| {
+            let mut buf = Vec::with_capacity(header.encoded_len() + converted.encoded_len() + 8);
+            header.encode(&mut buf).unwrap();
+            prost::encoding::message::encode(5, converted.as_ref(), &mut buf);
+            black_box(buf)
+        })
+    });
+    g.bench_function("ours/stage/decode+process", |b| {
+        b.iter(|| {
+            let mut p = decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap();
+            black_box(process_payload(&mut p, &facts, &config, NOW));
+            black_box(p)
+        })
+    });
     let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
+    let dd_concentrator = || {
+        libdd_trace_stats::span_concentrator::SpanConcentrator::new(
+            std::time::Duration::from_secs(10),
+            now,
+            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
+            StatsConfig::default().peer_tag_keys(),
+            None,
+            vec![],
+        )
+    };
+    let header_tags = libdd_trace_utils::trace_utils::TracerHeaderTags {
+        lang: "python",
+        generic: libdd_trace_utils::trace_utils::TracerGenericTags {
+            client_computed_top_level: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let dd_full = |concentrator: &mut libdd_trace_stats::span_concentrator::SpanConcentrator| {
+        let req = http_body_util::Full::new(black_box(body).clone());
+        let (_, traces) = match version {
+            ApiVersion::V05 => ready(libdd_trace_utils::trace_utils::get_v05_traces_from_request_body(req)),
+            _ => ready(libdd_trace_utils::trace_utils::get_traces_from_request_body(req)),
+        }
+        .unwrap();
+        let collection = libdd_trace_utils::trace_utils::collect_pb_trace_chunks(
+            traces,
+            &header_tags,
+            &mut Obfuscate(&dd_config),
+            true,
+        )
+        .unwrap();
+        let TracerPayloadCollection::V07(payloads) = collection else {
+            unreachable!("collect_pb_trace_chunks returns v0.7 payloads")
+        };
+        for tp in &payloads {
+            for chunk in &tp.chunks {
+                for s in &chunk.spans {
+                    concentrator.add_span(s);
+                }
+            }
+        }
+        prost::Message::encode_to_vec(&pb::AgentPayload {
+            tracer_payloads: payloads,
+            ..header.clone()
+        })
+    };
+    g.bench_function("libdatadog/full", |b| {
+        let mut concentrator = dd_concentrator();
+        b.iter(|| black_box(dd_full(&mut concentrator)))
+    });
+    g.bench_function("libdatadog/full+zstd", |b| {
+        let mut concentrator = dd_concentrator();
+        b.iter(|| {
+            let raw = dd_full(&mut concentrator);
+            black_box(zstd::bulk::compress(&raw, 1).unwrap())
+        })
+    });
     let tiny = libdd_tinybytes::Bytes::from(body.to_vec());
     let decode_dd = |b: libdd_tinybytes::Bytes| match version {
         ApiVersion::V05 => libdd_trace_utils::msgpack_decoder::v05::from_bytes(b).unwrap().0,
@@ -124,14 +306,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         })
     });
     g.bench_function("libdatadog/decode+obfuscate+stats", |b| {
-        let mut concentrator = libdd_trace_stats::span_concentrator::SpanConcentrator::new(
-            std::time::Duration::from_secs(10),
-            std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(NOW as u64),
-            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
-            StatsConfig::default().peer_tag_keys(),
-            None,
-            vec![],
-        );
+        let mut concentrator = dd_concentrator();
         b.iter(|| {
             let mut traces = decode_dd(black_box(tiny.clone()));
             for t in &mut traces {
@@ -163,14 +338,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         }
     }
     g.bench_function("libdatadog/concentrator", |b| {
-        let mut concentrator = libdd_trace_stats::span_concentrator::SpanConcentrator::new(
-            std::time::Duration::from_secs(10),
-            now,
-            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
-            StatsConfig::default().peer_tag_keys(),
-            None,
-            vec![],
-        );
+        let mut concentrator = dd_concentrator();
         b.iter(|| {
             for t in black_box(&dd_traces) {
                 for s in t.iter() {

@@ -26,16 +26,16 @@ pub fn undecodable_raw_fields() -> u64 {
 /// Converts a processed tracer payload (typically: only the kept chunks) to its protobuf form.
 pub fn tracer_payload(tp: &span::TracerPayload<'_>) -> pb::TracerPayload {
     pb::TracerPayload {
-        container_id: tp.container_id.to_string(),
-        language_name: tp.language_name.to_string(),
-        language_version: tp.language_version.to_string(),
-        tracer_version: tp.tracer_version.to_string(),
-        runtime_id: tp.runtime_id.to_string(),
+        container_id: owned(&tp.container_id),
+        language_name: owned(&tp.language_name),
+        language_version: owned(&tp.language_version),
+        tracer_version: owned(&tp.tracer_version),
+        runtime_id: owned(&tp.runtime_id),
         chunks: tp.chunks.iter().map(chunk).collect(),
         tags: str_map(&tp.tags),
-        env: tp.env.to_string(),
-        hostname: tp.hostname.to_string(),
-        app_version: tp.app_version.to_string(),
+        env: owned(&tp.env),
+        hostname: owned(&tp.hostname),
+        app_version: owned(&tp.app_version),
         container_debug: None,
     }
 }
@@ -44,7 +44,7 @@ pub fn tracer_payload(tp: &span::TracerPayload<'_>) -> pb::TracerPayload {
 pub fn chunk(c: &span::TraceChunk<'_>) -> pb::TraceChunk {
     pb::TraceChunk {
         priority: c.priority,
-        origin: c.origin.to_string(),
+        origin: owned(&c.origin),
         spans: c.spans.iter().map(span).collect(),
         tags: str_map(&c.tags),
         dropped_trace: c.dropped_trace,
@@ -54,9 +54,9 @@ pub fn chunk(c: &span::TraceChunk<'_>) -> pb::TraceChunk {
 /// Converts one span.
 pub fn span(s: &span::Span<'_>) -> pb::Span {
     let mut out = pb::Span {
-        service: s.service.to_string(),
-        name: s.name.to_string(),
-        resource: s.resource.to_string(),
+        service: owned(&s.service),
+        name: owned(&s.name),
+        resource: owned(&s.resource),
         trace_id: s.trace_id,
         span_id: s.span_id,
         parent_id: s.parent_id,
@@ -64,9 +64,9 @@ pub fn span(s: &span::Span<'_>) -> pb::Span {
         duration: s.duration,
         error: s.error,
         meta: str_map(&s.meta),
-        metrics: s.metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
-        r#type: s.r#type.to_string(),
-        meta_struct: s.meta_struct.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect(),
+        metrics: s.metrics.iter().map(|(k, v)| (owned(k), *v)).collect(),
+        r#type: owned(&s.r#type),
+        meta_struct: s.meta_struct.iter().map(|(k, v)| (owned(k), v.to_vec())).collect(),
         span_links: Vec::new(),
         span_events: Vec::new(),
     };
@@ -80,10 +80,16 @@ pub fn span(s: &span::Span<'_>) -> pb::Span {
     out
 }
 
+/// An owned copy, without `ToString`, which on a `Display` type goes through the formatter
+/// (measurably slower over a web span's dozen strings: `stage/convert` in the bench).
+fn owned(s: &Str<'_>) -> String {
+    s.as_str().to_owned()
+}
+
 fn str_map(tags: &[(Str<'_>, Str<'_>)]) -> HashMap<String, String> {
     let mut map = HashMap::with_capacity(tags.len());
     for (k, v) in tags {
-        map.insert(k.to_string(), v.to_string());
+        map.insert(owned(k), owned(v));
     }
     map
 }

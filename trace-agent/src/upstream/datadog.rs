@@ -31,6 +31,7 @@ use tokio::task::JoinHandle;
 use super::backoff::Backoff;
 use super::batch::{Batch, Batcher, MAX_BATCH_BYTES, spawn_ticker};
 use super::http::HttpClient;
+pub use super::pb_encode::encode_agent_payload;
 use super::sender::{self, Body, Channel, ChannelSettings, Endpoint, Job, Payload};
 use super::{DropReason, ShutdownFuture, Upstream, UpstreamError, WriterStatus, pb};
 use crate::config::{AgentConfig, Secret, WriterLimits};
@@ -307,19 +308,6 @@ impl Payload for TracesJob {
             headers,
         })
     }
-}
-
-/// Encodes `header` with `payloads` as its `tracerPayloads` (field 5) without copying them:
-/// protobuf fields may come in any order, so the header's own fields are written first.
-pub fn encode_agent_payload(header: &pb::AgentPayload, payloads: &[Arc<pb::TracerPayload>]) -> Vec<u8> {
-    let size = header.encoded_len() + payloads.iter().map(|p| p.encoded_len() + 8).sum::<usize>();
-    let mut buf = Vec::with_capacity(size);
-    // Writing into a Vec cannot run out of space.
-    let _ = header.encode(&mut buf);
-    for p in payloads {
-        prost::encoding::message::encode(5, p.as_ref(), &mut buf);
-    }
-    buf
 }
 
 /// One `StatsPayload` to encode.

@@ -37,6 +37,7 @@ pub mod convert;
 pub mod datadog;
 mod http;
 pub mod otlp;
+mod pb_encode;
 mod queue;
 mod sender;
 mod status;
