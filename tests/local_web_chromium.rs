@@ -1,12 +1,16 @@
-//! Local mode end to end in a real browser: demo traffic from our tracer → the agent → the
-//! local store → the web view, loaded by headless Chromium (Debian's `chromium`, installed by
-//! `.ci/run`). Asserts the four resources with their exact hit and error counts, ordered and
+//! Local mode end to end in a real browser: the axum Flask demo traced by our tracer → the
+//! agent → the local store → the web view, loaded by headless Chromium (Debian's `chromium`,
+//! installed by `scripts/test.sh`). Asserts the four resources with their exact hit and error counts, ordered and
 //! plausible percentiles, and a trace page with the request span and its children; saves a
 //! screenshot of every page under `target/test-runs/local-web-chromium-*/`.
 //!
 //! The agent is the real one, started in local mode (`trace_agent::start`); the traffic comes
-//! from [`send_demo_traffic`] (our tracer, the Flask demo's shape: the assertions only need
-//! [`PLAN`]'s counts).
+//! from [`send_demo_traffic`]: [`PLAN`]'s requests to the demo app over real HTTP.
+
+#[path = "../examples/flask_demo/app.rs"]
+mod app;
+#[allow(dead_code)] // shared with the http tests; this binary only serves the app
+mod http_support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -26,40 +30,24 @@ const PLAN: [(&str, usize, bool); 4] = [
     ("GET /api/trace", 6, false),
     ("GET /api/error", 5, true),
 ];
-/// The traffic source (see the module docs): [`PLAN`]'s requests, each a measured
-/// `http.request` span with a handler child and a `sqlite` query grandchild.
-fn send_demo_traffic(agent_url: &str) {
+/// The traffic source: the Flask demo's axum app (`examples/flask_demo/app.rs`, traced by
+/// `tracer::http::ServerLayer`) served on a free port, and [`PLAN`]'s requests over real HTTP.
+fn send_demo_traffic(rt: &tokio::runtime::Runtime, agent_url: &str) {
     let config = TracerConfig::default()
         .with_service(SERVICE)
         .with_env("test")
         .with_agent_url(agent_url)
         .expect("agent url");
     let tracer = Tracer::new(config).expect("tracer");
+    let server = http_support::serve(rt, app::router(tracer));
     for (resource, count, fails) in PLAN {
+        let path = resource.trim_start_matches("GET ");
         for _ in 0..count {
-            let mut request = tracer
-                .span("http.request")
-                .resource(resource)
-                .span_type("web")
-                .measured()
-                .tag("http.method", "GET")
-                .start();
-            {
-                let handler = request.child("handler").resource(resource).start();
-                let query = handler
-                    .child("sqlite.query")
-                    .service("sqlite")
-                    .resource("SELECT 1")
-                    .span_type("sql")
-                    .start();
-                drop(query);
-            }
-            if fails {
-                request.set_tag("http.status_code", "500");
-                request.set_error_tags("DbTimeout", "database timeout after 50 ms", "handler -> sqlite.query");
-            }
+            let (status, _) = apm::http_get(server.addr, path);
+            assert_eq!(status, if fails { 500 } else { 200 }, "GET {path}");
         }
     }
+    drop(server);
     tracer.flush(Duration::from_secs(20)).expect("flush to the agent");
 }
 
@@ -204,7 +192,7 @@ fn chromium_shows_the_demo_traffic() {
         .trim_start_matches("http://")
         .parse()
         .unwrap();
-    send_demo_traffic(&format!("http://{}", agent.tcp_addr().unwrap()));
+    send_demo_traffic(&rt, &format!("http://{}", agent.tcp_addr().unwrap()));
     let total: usize = PLAN.iter().map(|(_, n, _)| n).sum();
     // Readiness: every chunk and every stats row reached the store (stats go every second).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -231,7 +219,6 @@ fn chromium_shows_the_demo_traffic() {
         (num(svc, "data-hits") as usize, num(svc, "data-errors") as usize),
         (total, errors)
     );
-    element(&dom, "data-service", "sqlite");
 
     // The service's resources: exact counts, ordered and plausible percentiles.
     let dom = load(
@@ -281,23 +268,24 @@ fn chromium_shows_the_demo_traffic() {
     let root = element(&dom, "data-name", "http.request");
     assert_eq!((attr(root, "data-depth"), attr(root, "data-error")), ("0", "1"));
     let root_id = attr(root, "data-span-id").to_owned();
-    let handler = element(&dom, "data-name", "handler");
-    assert_eq!(
-        (attr(handler, "data-parent-id"), attr(handler, "data-depth")),
-        (root_id.as_str(), "1")
-    );
     let query = element(&dom, "data-name", "sqlite.query");
     assert_eq!(
         (
             attr(query, "data-parent-id"),
             attr(query, "data-depth"),
-            attr(query, "data-service")
+            attr(query, "data-service"),
+            attr(query, "data-error"),
         ),
-        (attr(handler, "data-span-id"), "2", "sqlite")
+        (root_id.as_str(), "1", SERVICE, "1"),
+        "the failing query is a child of the request span"
     );
     assert!(
-        dom.contains("database timeout after 50 ms"),
-        "the error message is shown"
+        dom.contains("database timeout after"),
+        "the query's error message is shown"
+    );
+    assert!(
+        dom.contains("the demo database is unavailable"),
+        "the request span's error message is shown"
     );
 
     let status = rt.block_on(agent.shutdown());
