@@ -9,7 +9,6 @@
 
 #[path = "../examples/flask_demo/app.rs"]
 mod app;
-#[allow(dead_code)] // shared with the http tests; this binary only serves the app
 mod http_support;
 
 use std::net::SocketAddr;
