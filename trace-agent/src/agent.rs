@@ -84,10 +84,14 @@ impl Agent {
     pub async fn shutdown(self) -> StatusSnapshot {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        // The sink flushed every writer when the pipeline closed; now let them deliver.
+        // The sink flushed every writer when the pipeline closed; now let them deliver, all at
+        // once under one deadline.
+        let mut writers = tokio::task::JoinSet::new();
         for u in &self.upstreams {
-            u.shutdown(UPSTREAM_SHUTDOWN).await;
+            let u = Arc::clone(u);
+            writers.spawn(async move { u.shutdown(UPSTREAM_SHUTDOWN).await });
         }
+        while writers.join_next().await.is_some() {}
         if let Some(local) = self.local {
             local.shutdown(UPSTREAM_SHUTDOWN).await;
         }
@@ -252,7 +256,7 @@ async fn start_inner<S: ChunkSink>(
         rates: Arc::clone(&rates),
         forward: Arc::clone(&stats.forward),
     });
-    let (pipeline, pipeline_task) = spawn_pipeline(config.pipeline_capacity, sink);
+    let (pipeline, pipeline_task) = spawn_pipeline(config.pipeline_capacity, sink, Arc::clone(&stats.sink));
     let (stop, stop_rx) = watch::channel(false);
     let ticker = tokio::spawn(tick(pipeline.clone(), stop_rx.clone()));
     let decoders = config.decoders.max(1);

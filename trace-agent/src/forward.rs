@@ -7,13 +7,14 @@
 //!   left is converted once to protobuf and handed to every [`Upstream`] (which never blocks);
 //!   new `rate_by_service` rates go to the receiver's [`RatesTable`];
 //! - a `/v0.6/stats` payload goes to the [`ClientStatsAggregator`];
-//! - a tick (every second) flushes the aggregator, and the concentrator every bucket period
+//! - a tick (every second, from the agent's timer or, when the channel is too busy for it, from
+//!   the next item) flushes the aggregator, and the concentrator every bucket period
 //!   (or, with [`StatsFlush::Eager`], all open buckets on every tick: the local store sums
 //!   partial rows, so a newcomer sees numbers within seconds), and refreshes the report
 //!   `status` shows.
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -23,6 +24,9 @@ use crate::sample::{SamplerStats, Samplers};
 use crate::stats::payload::split_stats;
 use crate::stats::{ClientStatsAggregator, ClientStatsInput, Concentrator};
 use crate::upstream::{Upstream, convert, pb};
+
+/// How often the sink flushes what is due and refreshes its report.
+const TICK: Duration = Duration::from_secs(1);
 
 /// Most grouped-stats entries in one stats payload (spec 7.3).
 pub const MAX_GROUPS_PER_STATS_PAYLOAD: usize = 4000;
@@ -92,7 +96,12 @@ pub struct ForwardSink {
     shared: Arc<ForwardShared>,
     flush_mode: StatsFlush,
     bucket: Duration,
-    next_stats_flush: SystemTime,
+    /// When the concentrator's due buckets leave next (monotonic: a wall-clock jump does not
+    /// stop the flushes).
+    next_stats_flush: Instant,
+    /// When the next tick is due: ticks also run from `consume`, because under sustained load
+    /// the agent's 1 s tick cannot get into the full channel.
+    next_tick: Instant,
     stats_payloads_sent: u64,
     trace_payloads_sent: u64,
     client_stats_payloads: u64,
@@ -134,7 +143,6 @@ pub struct ForwardParts {
 impl ForwardSink {
     /// A sink over `parts`, reading time from `clock`.
     pub fn new(parts: ForwardParts, clock: Clock) -> Self {
-        let now = clock();
         Self {
             samplers: Arc::new(Mutex::new(parts.samplers)),
             concentrator: parts.concentrator,
@@ -145,7 +153,8 @@ impl ForwardSink {
             shared: parts.shared,
             flush_mode: parts.flush_mode,
             bucket: parts.bucket.max(Duration::from_secs(1)),
-            next_stats_flush: now + parts.bucket.max(Duration::from_secs(1)),
+            next_stats_flush: Instant::now() + parts.bucket.max(Duration::from_secs(1)),
+            next_tick: Instant::now() + TICK,
             stats_payloads_sent: 0,
             trace_payloads_sent: 0,
             client_stats_payloads: 0,
@@ -168,12 +177,18 @@ impl ForwardSink {
         let p = self.client_stats.flush(now, force);
         self.send_stats(p);
         let eager = self.flush_mode == StatsFlush::Eager;
-        if force || eager || now >= self.next_stats_flush {
+        let mono = Instant::now();
+        if force || eager || mono >= self.next_stats_flush {
             let p = self.concentrator.flush(now, force || eager);
             self.send_stats(p);
-            while self.next_stats_flush <= now {
-                self.next_stats_flush += self.bucket;
-            }
+            self.next_stats_flush = mono + self.bucket;
+        }
+    }
+
+    /// Runs [`ChunkSink::tick`] when one is due (see `next_tick`).
+    fn tick_if_due(&mut self) {
+        if Instant::now() >= self.next_tick {
+            self.tick();
         }
     }
 
@@ -197,7 +212,6 @@ impl ForwardSink {
 
 impl ChunkSink for ForwardSink {
     fn consume(&mut self, mut p: ProcessedPayload) {
-        use std::sync::atomic::Ordering::Relaxed;
         let now = (self.clock)();
         // Stats first: on 100% of what the tracer sent, before sampling drops anything.
         self.concentrator.add(&p, now);
@@ -212,18 +226,10 @@ impl ChunkSink for ForwardSink {
         if let Some(rates) = rates {
             self.rates.replace_all(rates);
         }
-        if !kept {
-            return;
+        if kept {
+            self.forward(&p);
         }
-        let tp = p.payload.get();
-        self.counters.payloads.fetch_add(1, Relaxed);
-        self.counters.traces.fetch_add(tp.chunks.len() as u64, Relaxed);
-        self.counters.spans.fetch_add(tp.span_count() as u64, Relaxed);
-        let out = Arc::new(convert::tracer_payload(tp));
-        self.trace_payloads_sent += 1;
-        for u in &self.upstreams {
-            u.send_traces(Arc::clone(&out));
-        }
+        self.tick_if_due();
     }
 
     fn consume_client_stats(&mut self, input: ClientStatsInput) {
@@ -234,9 +240,11 @@ impl ChunkSink for ForwardSink {
         let now = (self.clock)();
         let out = self.client_stats.add(input.payload, now);
         self.send_stats(out);
+        self.tick_if_due();
     }
 
     fn tick(&mut self) {
+        self.next_tick = Instant::now() + TICK;
         let now = (self.clock)();
         self.flush_stats(now, false);
         self.publish_report();
@@ -250,5 +258,21 @@ impl ChunkSink for ForwardSink {
         }
         self.counters.flushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.publish_report();
+    }
+}
+
+impl ForwardSink {
+    /// Hands what sampling kept to every writer.
+    fn forward(&mut self, p: &ProcessedPayload) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let tp = p.payload.get();
+        self.counters.payloads.fetch_add(1, Relaxed);
+        self.counters.traces.fetch_add(tp.chunks.len() as u64, Relaxed);
+        self.counters.spans.fetch_add(tp.span_count() as u64, Relaxed);
+        let out = Arc::new(convert::tracer_payload(tp));
+        self.trace_payloads_sent += 1;
+        for u in &self.upstreams {
+            u.send_traces(Arc::clone(&out));
+        }
     }
 }

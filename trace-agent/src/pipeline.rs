@@ -71,6 +71,8 @@ pub struct SinkCounters {
     pub client_stats: AtomicU64,
     /// Times [`ChunkSink::flush`] ran.
     pub flushes: AtomicU64,
+    /// Items whose handling panicked (dropped; the sink carries on with the next one).
+    pub panics: AtomicU64,
 }
 
 /// A sink that only counts (stands in for samplers and writers).
@@ -111,18 +113,94 @@ pub type PipelineSender = mpsc::Sender<PipelineItem>;
 
 /// Starts the sink on its own blocking thread behind a channel of `capacity` payloads (so a
 /// slow sink never stalls the HTTP runtime). It ends, after draining and [`ChunkSink::flush`],
-/// when every sender is dropped.
-pub fn spawn_pipeline<S: ChunkSink>(capacity: usize, mut sink: S) -> (PipelineSender, JoinHandle<()>) {
+/// when every sender is dropped. An item whose handling panics is dropped, counted in
+/// `counters.panics` and logged (the first time, and then every 1000th), and the sink goes on:
+/// a bug on one odd payload must not turn the agent into a black hole.
+pub fn spawn_pipeline<S: ChunkSink>(
+    capacity: usize,
+    mut sink: S,
+    counters: Arc<SinkCounters>,
+) -> (PipelineSender, JoinHandle<()>) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
     let (tx, mut rx) = mpsc::channel::<PipelineItem>(capacity.max(1));
     let handle = tokio::task::spawn_blocking(move || {
         while let Some(item) = rx.blocking_recv() {
-            match item {
+            let handled = catch_unwind(AssertUnwindSafe(|| match item {
                 PipelineItem::Traces(p) => sink.consume(p),
                 PipelineItem::ClientStats(s) => sink.consume_client_stats(s),
                 PipelineItem::Tick => sink.tick(),
+            }));
+            if handled.is_err() {
+                let n = counters.panics.fetch_add(1, Ordering::Relaxed);
+                if n.is_multiple_of(1000) {
+                    tracing::error!(
+                        panics = n + 1,
+                        "the forwarding stage panicked on an item; it was dropped (please report this bug)"
+                    );
+                }
             }
         }
-        sink.flush();
+        if catch_unwind(AssertUnwindSafe(|| sink.flush())).is_err() {
+            counters.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("the forwarding stage panicked while flushing at shutdown");
+        }
     });
     (tx, handle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::TracerPayload;
+
+    /// Panics on its first payload, counts the others.
+    struct Flaky {
+        seen: Arc<AtomicU64>,
+        flushed: Arc<AtomicU64>,
+    }
+
+    impl ChunkSink for Flaky {
+        fn consume(&mut self, _p: ProcessedPayload) {
+            if self.seen.fetch_add(1, Ordering::Relaxed) == 0 {
+                panic!("a bug on an odd payload");
+            }
+        }
+
+        fn flush(&mut self) {
+            self.flushed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn payload() -> PipelineItem {
+        PipelineItem::Traces(ProcessedPayload {
+            payload: OwnedPayload::from_owned(TracerPayload::default()),
+            client_computed_stats: false,
+            client_dropped_p0_traces: 0,
+            received_at: SystemTime::now(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_panicking_item_is_dropped_and_counted_and_the_sink_goes_on() {
+        let counters = Arc::new(SinkCounters::default());
+        let seen = Arc::new(AtomicU64::new(0));
+        let flushed = Arc::new(AtomicU64::new(0));
+        let sink = Flaky {
+            seen: Arc::clone(&seen),
+            flushed: Arc::clone(&flushed),
+        };
+        let (tx, task) = spawn_pipeline(4, sink, Arc::clone(&counters));
+        for _ in 0..3 {
+            tx.send(payload()).await.unwrap();
+        }
+        drop(tx);
+        task.await.unwrap();
+        assert_eq!(
+            seen.load(Ordering::Relaxed),
+            3,
+            "items after the panic are still handled"
+        );
+        assert_eq!(counters.panics.load(Ordering::Relaxed), 1);
+        assert_eq!(flushed.load(Ordering::Relaxed), 1, "flushed once at the end");
+    }
 }

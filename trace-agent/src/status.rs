@@ -136,6 +136,9 @@ pub struct StatusSnapshot {
     pub client_dropped_p0: (u64, u64),
     /// Last error: unix seconds and message.
     pub last_error: Option<(u64, String)>,
+    /// Items the forwarding stage dropped because handling them panicked (a bug: report it).
+    #[serde(default)]
+    pub sink_panics: u64,
     /// Samplers and stats (when the forwarding stage runs).
     #[serde(default)]
     pub forward: Option<crate::forward::ForwardReport>,
@@ -258,6 +261,7 @@ impl AgentStats {
                 self.client_dropped_p0_spans.load(Ordering::Relaxed),
             ),
             last_error: lock(&self.last_error).clone(),
+            sink_panics: self.sink.panics.load(Ordering::Relaxed),
             forward: self.upstreams.get().map(|_| self.forward.report()),
             writers: self
                 .upstreams
@@ -380,6 +384,13 @@ pub fn render(s: &StatusSnapshot) -> String {
         s.forwarded.payloads, s.forwarded.traces, s.forwarded.spans
     );
     let _ = writeln!(o, "Upstream: {}", s.upstream);
+    if s.sink_panics > 0 {
+        let _ = writeln!(
+            o,
+            "  {} items dropped because the forwarding stage panicked on them (a bug: please report it)",
+            s.sink_panics
+        );
+    }
     if let Some(f) = &s.forward {
         o.push_str(&render_forward(f));
     }
