@@ -84,14 +84,8 @@ impl Agent {
     pub async fn shutdown(self) -> StatusSnapshot {
         let _ = self.stop.send(true);
         let _ = self.task.await;
-        // The sink flushed every writer when the pipeline closed; now let them deliver, all at
-        // once under one deadline.
-        let mut writers = tokio::task::JoinSet::new();
-        for u in &self.upstreams {
-            let u = Arc::clone(u);
-            writers.spawn(async move { u.shutdown(UPSTREAM_SHUTDOWN).await });
-        }
-        while writers.join_next().await.is_some() {}
+        // The sink flushed every writer when the pipeline closed; now let them deliver.
+        shutdown_all(&self.upstreams).await;
         if let Some(local) = self.local {
             local.shutdown(UPSTREAM_SHUTDOWN).await;
         }
@@ -127,10 +121,22 @@ pub fn upstreams_from_config(config: &AgentConfig) -> Result<Vec<Arc<dyn Upstrea
 /// Configuration, bind or writer start-up errors (a taken port is reported with how to pick
 /// another).
 pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
-    let mut upstreams = upstreams_from_config(&config)?;
-    if !config.local_mode_active() {
-        return start_with_upstreams(config, upstreams, StatsFlush::Standard).await;
+    let upstreams = upstreams_from_config(&config)?;
+    let started = upstreams.clone();
+    let result = if config.local_mode_active() {
+        start_local(config, upstreams).await
+    } else {
+        start_with_upstreams(config, upstreams, StatsFlush::Standard).await
+    };
+    if result.is_err() {
+        // Do not leave the writers' tasks behind (embedders keep their runtime).
+        shutdown_all(&started).await;
     }
+    result
+}
+
+/// [`start`] in local mode: the store and its web view next to `upstreams`.
+async fn start_local(config: AgentConfig, mut upstreams: Vec<Arc<dyn Upstream>>) -> Result<Agent, RunError> {
     // A taken receiver port is the error to report, before the store and web view start.
     if let Some(addr) = config.tcp_addr()?
         && addr.port() != 0
@@ -156,6 +162,16 @@ pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
     let _ = agent.stats.local.set((local.web_url(), local.store().clone()));
     agent.local = Some(local);
     Ok(agent)
+}
+
+/// Shuts every writer down at once, under one deadline.
+async fn shutdown_all(upstreams: &[Arc<dyn Upstream>]) {
+    let mut writers = tokio::task::JoinSet::new();
+    for u in upstreams {
+        let u = Arc::clone(u);
+        writers.spawn(async move { u.shutdown(UPSTREAM_SHUTDOWN).await });
+    }
+    while writers.join_next().await.is_some() {}
 }
 
 /// Like [`start`], with the given writers (tests pass loopback ones).
