@@ -390,8 +390,10 @@ impl LocalStore {
         if self.closed.swap(true, Ordering::AcqRel) {
             return true;
         }
+        let deadline = std::time::Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(std::time::Instant::now());
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let done = self.tx.send_timeout(Msg::Shutdown(tx), timeout).is_ok() && rx.recv_timeout(timeout).is_ok();
+        let done = self.tx.send_timeout(Msg::Shutdown(tx), left()).is_ok() && rx.recv_timeout(left()).is_ok();
         if done && let Some(h) = lock(&self.writer).take() {
             let _ = h.join();
         }
