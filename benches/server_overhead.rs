@@ -17,8 +17,7 @@
 #![allow(clippy::print_stdout)] // the bench reports the A/B summary on stdout
 #![allow(unsafe_code)] // the counting global allocator below
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -65,48 +64,6 @@ static GLOBAL: Counting = Counting;
 
 fn allocs() -> u64 {
     ALLOCS.with(std::cell::Cell::get)
-}
-
-/// A trace agent stand-in: reads each request and answers `200 {}`.
-fn sink_agent() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().expect("clone stream");
-                let mut r = BufReader::new(stream);
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end().to_ascii_lowercase();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if r.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    if writer
-                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}")
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
 }
 
 fn hello() -> Router {
@@ -241,7 +198,7 @@ struct Bench {
 fn setup() -> Bench {
     let config = TracerConfig::default()
         .with_service("server-overhead")
-        .with_agent_url(&sink_agent())
+        .with_agent_url(&apm::sink_agent())
         .expect("agent url");
     let tracer = Tracer::new(config).expect("tracer");
     let plain_server = Server::start(hello());
@@ -270,7 +227,7 @@ fn layer_call(c: &mut Criterion) {
     use tower::{Layer, Service, ServiceExt};
     let config = TracerConfig::default()
         .with_service("layer-call")
-        .with_agent_url(&sink_agent())
+        .with_agent_url(&apm::sink_agent())
         .expect("agent url");
     let tracer = Tracer::new(config).expect("tracer");
     let rt = single_thread_runtime();

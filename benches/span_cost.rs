@@ -21,8 +21,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::hint::black_box;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -67,50 +65,11 @@ fn allocs() -> u64 {
 
 // ---------- the two tracers ----------
 
-/// Answers every HTTP request with 200 `{}`: a sink agent on loopback.
-fn sink_agent() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            std::thread::spawn(move || {
-                let mut r = BufReader::new(stream);
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end().to_ascii_lowercase();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    if r.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}";
-                    if r.get_mut().write_all(ok).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
 fn ours() -> tracer::Tracer {
     let config = tracer::TracerConfig::default()
         .with_service("bench")
         .with_env("bench")
-        .with_agent_url(&sink_agent())
+        .with_agent_url(&apm::sink_agent())
         .expect("url")
         .with_queue_capacity(16 * 1024);
     tracer::Tracer::new(config).expect("tracer")
