@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the Python venv holding the real peer clients the tests drive:
-# ddtrace + Flask (the Flask demo) and ddapm-test-agent, pinned by ../shared/peer/requirements.lock.txt.
+# ddtrace + Flask (the Flask demo) and ddapm-test-agent, pinned by testdata/peer/requirements.lock.txt.
 # Prints the venv path on stdout. PyPI is the only thing it needs.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 venv=${APM_PEER_VENV:-${XDG_CACHE_HOME:-$HOME/.cache}/apm/peer-venv}
-lock="$root/../shared/peer/requirements.lock.txt"
+lock="$root/testdata/peer/requirements.lock.txt"
 stamp="$venv/.installed"
 want="ddtrace flask ddapm-test-agent msgpack"
 [ -f "$lock" ] && want=$(sha256sum "$lock" | cut -d' ' -f1)

@@ -1,6 +1,6 @@
 //! Shared harness for the workspace's end-to-end tests, benchmarks and examples:
 //! free loopback ports, child processes that are always reaped, readiness probes, and
-//! the real peers from `../shared/peer` (the Python `ddtrace` client and
+//! the real peers (the Python `ddtrace` client running `testdata/peer/flask_app.py`, and
 //! `ddapm-test-agent`, installed by `scripts/peer-venv.sh`).
 //!
 //! Everything here talks to loopback only.
@@ -26,11 +26,6 @@ pub fn free_port() -> u16 {
 /// The workspace root (where the root `Cargo.toml` lives).
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `../shared` beside the workspace: specs, the peer harness and its captures.
-pub fn shared_dir() -> PathBuf {
-    workspace_root().join("..").join("shared")
 }
 
 /// The venv with `ddtrace`, `flask` and `ddapm-test-agent`.
@@ -103,9 +98,15 @@ impl ChildGuard {
 
     /// Sends SIGTERM and waits up to `timeout` for the exit status; kills after that.
     pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        // SAFETY-free: `kill` through the command line keeps this crate free of `unsafe`.
+        self.signal_and_wait("TERM", timeout)
+    }
+
+    /// Sends `signal` (`"INT"`, `"TERM"`, …) and waits up to `timeout` for the exit status;
+    /// kills after that.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<std::process::ExitStatus> {
+        // `kill` through the command line keeps this crate free of `unsafe`.
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
             .status();
         let deadline = Instant::now() + timeout;
@@ -278,58 +279,124 @@ impl TestAgent {
     }
 }
 
-/// Outcome of one `run_flask_demo.sh` run.
+/// Outcome of one [`run_flask_demo`] run.
 #[derive(Debug)]
 pub struct FlaskDemoRun {
-    /// Output directory (app.log, requests.tsv, summary.txt).
+    /// Output directory (app.log, requests.tsv, env.txt, summary.txt).
     pub dir: PathBuf,
-    /// `summary.txt`.
+    /// `summary.txt`: statuses per route, the app's exit, the tracer's send errors.
     pub summary: String,
-    /// The count in the line `tracer send errors in app.log: N`.
+    /// Lines of `app.log` where the tracer says it could not send.
     pub send_errors: usize,
 }
 
-/// Runs the real Python `ddtrace` Flask demo from `../shared/peer` against an agent on
-/// `agent_port`, firing `requests` requests (every 4th is `/api/error`).
+/// `testdata/` of the workspace: captured payloads and the peer harness's data.
+pub fn testdata_dir() -> PathBuf {
+    workspace_root().join("testdata")
+}
+
+/// Runs the Flask demo (`testdata/peer/flask_app.py`) under the real Python `ddtrace`
+/// (`ddtrace-run`) against an agent on `127.0.0.1:agent_port`, fires `requests` GETs over
+/// `/`, `/api/apm`, `/api/trace`, `/api/error` in turn (every 4th answers 500), then stops the
+/// app with SIGINT (ddtrace flushes on exit) and writes `app.log`, `requests.tsv`, `env.txt`
+/// and `summary.txt` into `dir`.
 ///
-/// `env` adds variables (e.g. `("DD_TRACE_API_VERSION", "v0.4")`, `("STATS", "true")`).
+/// `env` adds variables for the app (any `DD_*`, e.g. `("DD_TRACE_API_VERSION", "v0.4")`),
+/// plus two knobs: `STATS=true` (`DD_TRACE_STATS_COMPUTATION_ENABLED`) and `REQ_INTERVAL`
+/// (seconds between requests, to spread them over several tracer flushes).
 ///
 /// # Panics
-/// When the script cannot run or its summary is missing.
+/// When the venv is missing or the app does not come up.
 pub fn run_flask_demo(agent_port: u16, dir: &Path, requests: usize, env: &[(&str, &str)]) -> FlaskDemoRun {
+    const ROUTES: [&str; 4] = ["/", "/api/apm", "/api/trace", "/api/error"];
     let venv = peer_venv();
-    let script = shared_dir().join("peer").join("run_flask_demo.sh");
-    let mut cmd = Command::new("bash");
-    cmd.arg(&script)
-        .arg(agent_port.to_string())
-        .arg(dir)
-        .arg(requests.to_string())
-        .env("VENV", &venv)
-        .env("APP_PORT", free_port().to_string())
-        .env("FLUSH_WAIT", "2")
-        .env("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "false")
-        .env_remove("DD_TRACE_AGENT_URL");
+    std::fs::create_dir_all(dir).expect("create the run dir");
+    let app_port = free_port();
+    let mut vars: Vec<(String, String)> = vec![
+        ("DD_SERVICE".into(), "flask-demo".into()),
+        ("DD_ENV".into(), "demo".into()),
+        ("DD_VERSION".into(), "1.0".into()),
+        ("DD_AGENT_HOST".into(), "127.0.0.1".into()),
+        ("DD_TRACE_AGENT_PORT".into(), agent_port.to_string()),
+        ("DD_TRACE_STATS_COMPUTATION_ENABLED".into(), "false".into()),
+        ("DD_INSTRUMENTATION_TELEMETRY_ENABLED".into(), "false".into()),
+        ("PORT".into(), app_port.to_string()),
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+    ];
+    let mut interval = Duration::ZERO;
     for (k, v) in env {
+        match *k {
+            "STATS" => vars.push(("DD_TRACE_STATS_COMPUTATION_ENABLED".into(), (*v).into())),
+            "REQ_INTERVAL" => {
+                interval = Duration::from_secs_f64(v.parse().expect("REQ_INTERVAL is a number of seconds"));
+            }
+            _ => vars.push(((*k).into(), (*v).into())),
+        }
+    }
+    let mut cmd = Command::new(venv.join("bin/ddtrace-run"));
+    cmd.arg(venv.join("bin/python"))
+        .arg(testdata_dir().join("peer/flask_app.py"))
+        .env_remove("DD_TRACE_AGENT_URL");
+    let mut env_txt = String::new();
+    for (k, v) in &vars {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-    let summary = std::fs::read_to_string(dir.join("summary.txt")).unwrap_or_else(|_| {
-        panic!(
-            "run_flask_demo.sh wrote no summary (exit {:?}): {}{}",
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let send_errors = summary
+    let mut sorted: Vec<_> = vars.iter().rev().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    sorted.dedup_by(|a, b| a.0 == b.0); // the last value given for a name wins, as in `cmd.env`
+    for (k, v) in sorted {
+        env_txt.push_str(&format!("{k}={v}\n"));
+    }
+    std::fs::write(dir.join("env.txt"), env_txt).expect("write env.txt");
+    let log = dir.join("app.log");
+    let mut app = ChildGuard::spawn("ddtrace-run flask_app.py", cmd, &log);
+    let addr: SocketAddr = ([127, 0, 0, 1], app_port).into();
+    // Readiness: a TCP connect, not an HTTP request (which would make a trace of its own).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            app.is_running() && Instant::now() < deadline,
+            "the Flask demo did not come up on {addr}; app.log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut tsv = String::new();
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..requests {
+        let route = ROUTES[i % ROUTES.len()];
+        let status = http_request(addr, "GET", route, &[], &[]).map_or(0, |(s, _)| s);
+        tsv.push_str(&format!("{route}\t{status}\n"));
+        *counts.entry(format!("{route} -> {status}")).or_default() += 1;
+        if !interval.is_zero() {
+            std::thread::sleep(interval);
+        }
+    }
+    std::fs::write(dir.join("requests.tsv"), &tsv).expect("write requests.tsv");
+    // SIGINT, not SIGTERM: Python turns it into KeyboardInterrupt, so the interpreter exits
+    // normally and ddtrace's exit hook flushes every trace (and client stats) it holds.
+    let exit = app.signal_and_wait("INT", Duration::from_secs(20));
+    let app_log = std::fs::read_to_string(&log).unwrap_or_default();
+    let errors: Vec<&str> = app_log
         .lines()
-        .find_map(|l| l.strip_prefix("tracer send errors in app.log: "))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no send-error line in summary:\n{summary}"));
+        .filter(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("failed to send") || l.contains("unsupported endpoint") || l.contains("connection refused")
+        })
+        .collect();
+    let mut summary = format!("agent: 127.0.0.1:{agent_port}\napp: {addr}, exit {exit:?}\nrequests: {requests}\n");
+    for (k, n) in &counts {
+        summary.push_str(&format!("  {k} x{n}\n"));
+    }
+    summary.push_str(&format!("tracer send errors in app.log: {}\n", errors.len()));
+    for e in errors.iter().take(5) {
+        summary.push_str(&format!("  {e}\n"));
+    }
+    std::fs::write(dir.join("summary.txt"), &summary).expect("write summary.txt");
     FlaskDemoRun {
         dir: dir.to_path_buf(),
         summary,
-        send_errors,
+        send_errors: errors.len(),
     }
 }
 

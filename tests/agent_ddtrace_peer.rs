@@ -1,4 +1,4 @@
-//! The real Python `ddtrace` Flask demo (../shared/peer) against our agent, started in-process
+//! The real Python `ddtrace` Flask demo (testdata/peer/flask_app.py) against our agent, started in-process
 //! on a free port: v0.5 (default), v0.4, and with client-side stats.
 
 use trace_agent::config::AgentConfig;

@@ -1,5 +1,5 @@
 //! Decode + normalize + obfuscate (+ stats) throughput on Flask-like payloads built from the
-//! real ddtrace captures (../shared/peer/captures), in spans per second, next to Datadog's own
+//! real ddtrace captures (testdata/ddtrace-captures), in spans per second, next to Datadog's own
 //! Rust chain (`libdd-trace-utils` zero-copy decoder + `libdd-trace-obfuscation` +
 //! `libdd-trace-stats` concentrator) in the same run. The `stats_only` groups time the two
 //! concentrators alone on already-processed spans.
@@ -47,7 +47,7 @@ const NOW: i64 = 1_800_000_000_000_000_000;
 
 fn capture(rel: &str) -> Vec<u8> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/peer/captures")
+        .join("../testdata/ddtrace-captures")
         .join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }

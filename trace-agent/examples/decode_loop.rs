@@ -18,7 +18,7 @@ const COPIES: usize = 50;
 fn capture(rel: &str) -> std::io::Result<Vec<u8>> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/peer/captures")
+            .join("../testdata/ddtrace-captures")
             .join(rel),
     )
 }

@@ -1,4 +1,4 @@
-//! Decoder tests from the real ddtrace payloads captured in ../shared/peer/captures: every
+//! Decoder tests from the real ddtrace payloads captured in testdata/ddtrace-captures: every
 //! captured `/v0.4/traces` and `/v0.5/traces` body decodes to exactly what the recorder decoded.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
 use trace_agent::span::Span;
 
 fn captures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/peer/captures")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ddtrace-captures")
 }
 
 /// `(version, body, expected traces as JSON)` for every capture with a decoded twin.

@@ -212,7 +212,7 @@ proptest! {
     #[test]
     fn mutated_real_payloads_never_panic(flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8)) {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/peer/captures/C_recorder_v04/agent/0007_POST_v0.4_traces.body.bin");
+            .join("../testdata/ddtrace-captures/C_recorder_v04/agent/0007_POST_v0.4_traces.body.bin");
         let mut body = std::fs::read(path).unwrap();
         for (i, b) in flips {
             let i = i.index(body.len());
