@@ -162,6 +162,22 @@ fn load_local(c: &mut Ctx<'_>, raw: super::raw::RawLocal) -> Result<(), ConfigEr
     )? {
         local.web_port = v;
     }
+    let interval = raw
+        .monitor_interval
+        .map(|v| {
+            parse_duration(&v.text()).map_err(|message| ConfigError::Invalid {
+                key: "apm_config.local.monitor_interval".to_owned(),
+                message,
+            })
+        })
+        .transpose()?;
+    local.monitors = crate::local::monitor::MonitorConfig::from_raw(
+        raw.monitors.unwrap_or_default(),
+        raw.webhooks.unwrap_or_default(),
+        raw.downtimes.unwrap_or_default(),
+        interval,
+    )
+    .map_err(|(key, message)| ConfigError::Invalid { key, message })?;
     c.config.local = local;
     Ok(())
 }

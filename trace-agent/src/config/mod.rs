@@ -366,6 +366,16 @@ impl AgentConfig {
             (l.max_size_bytes / 1_048_576).to_string(),
         );
         line("apm_config.local.web_port", l.web_port.to_string());
+        line(
+            "apm_config.local.monitors",
+            format!(
+                "{} monitors, {} webhooks, {} downtimes, every {}s",
+                l.monitors.monitors.len(),
+                l.monitors.webhooks.len(),
+                l.monitors.downtimes.len(),
+                l.monitors.interval.as_secs()
+            ),
+        );
         for (k, v) in self.upstream.describe(&self.site) {
             line(k, v);
         }

@@ -95,6 +95,13 @@ pub(crate) struct RawLocal {
     pub(crate) retention: Option<RawScalar>,
     pub(crate) max_size_mb: Option<u64>,
     pub(crate) web_port: Option<u16>,
+    /// Monitors of local mode (checked in `local::monitor::config`).
+    pub(crate) monitors: Option<Vec<crate::local::monitor::config::RawMonitor>>,
+    /// `{name: url}` notified by `@webhook-NAME` in monitor messages.
+    pub(crate) webhooks: Option<BTreeMap<String, String>>,
+    pub(crate) downtimes: Option<Vec<crate::local::monitor::config::RawDowntime>>,
+    /// Seconds, or `5s`, `1m`.
+    pub(crate) monitor_interval: Option<RawScalar>,
 }
 
 /// A YAML scalar read as text (`true`, `auto`, `3600`, `24h` all fit).
@@ -270,6 +277,10 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.local.retention",
     "apm_config.local.max_size_mb",
     "apm_config.local.web_port",
+    "apm_config.local.monitors",
+    "apm_config.local.webhooks",
+    "apm_config.local.downtimes",
+    "apm_config.local.monitor_interval",
     "apm_config.compute_stats_by_span_kind",
     "apm_config.peer_tags_aggregation",
     "apm_config.peer_tags",
@@ -293,7 +304,7 @@ pub(crate) fn unknown_keys(value: &serde_norway::Value) -> Vec<String> {
             } else {
                 format!("{prefix}.{key}")
             };
-            if path == "apm_config.global_tags" || super::upstream::FREE_FORM_MAPS.contains(&path.as_str()) {
+            if path == "apm_config.global_tags" || path == "apm_config.local.webhooks" || super::upstream::FREE_FORM_MAPS.contains(&path.as_str()) {
                 continue;
             }
             if KNOWN_KEYS.contains(&path.as_str()) || super::upstream::KNOWN_KEYS.contains(&path.as_str()) {

@@ -80,6 +80,8 @@ pub struct LocalConfig {
     pub batch_max: usize,
     /// How often retention runs.
     pub retention_interval: Duration,
+    /// `apm_config.local.monitors`, `.webhooks`, `.downtimes`, `.monitor_interval`.
+    pub monitors: super::monitor::MonitorConfig,
 }
 
 impl Default for LocalConfig {
@@ -93,6 +95,7 @@ impl Default for LocalConfig {
             queue_capacity: 1024,
             batch_max: 256,
             retention_interval: Duration::from_secs(60),
+            monitors: super::monitor::MonitorConfig::default(),
         }
     }
 }

@@ -11,8 +11,11 @@
 //!   a banner on every page) and the store runs in memory instead: the agent keeps receiving.
 //! * [`query`] — the figures behind the pages, from stored rows only: hits/errors/durations
 //!   summed and DDSketches merged over the chosen window.
-//! * [`web`] — the pages (services, a service's resources, a resource, a trace waterfall) and
-//!   the JSON API under `/api/v1`.
+//! * [`web`] — the pages (services, a service's resources, a resource, a trace waterfall,
+//!   trace search, the service map, monitors) and the JSON API under `/api/v1`.
+//! * [`search`], [`service_map`], [`versions`] — trace search, who calls whom, per-version
+//!   figures of a resource; [`anomaly`] — the expected band of a chart's points;
+//!   [`monitor`] — thresholds evaluated on the store, webhooks, downtimes.
 //!
 //! Wiring (the agent's start-up):
 //!
@@ -32,14 +35,20 @@
 //! # Ok(()) }
 //! ```
 
+pub mod anomaly;
 mod config;
 mod mode;
+pub mod monitor;
 mod quantiles;
 pub mod query;
 pub mod retention;
 mod schema;
+mod scoped;
+pub mod search;
+pub mod service_map;
 mod store;
 mod upstream;
+pub mod versions;
 pub mod web;
 mod writer;
 

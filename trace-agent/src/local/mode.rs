@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::monitor::Monitors;
 use super::{LocalConfig, LocalStore, StoreError, StoreStatus, web};
 use crate::receiver::server::BindError;
 
@@ -27,6 +28,8 @@ pub struct LocalService {
     web_addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
+    monitors: Monitors,
+    monitor_task: JoinHandle<()>,
 }
 
 impl LocalService {
@@ -38,6 +41,7 @@ impl LocalService {
     /// `apm_config.local.web_port`).
     pub async fn start(config: LocalConfig) -> Result<Self, LocalStartError> {
         let port = config.web_port;
+        let monitor_config = config.monitors.clone();
         let store = tokio::task::spawn_blocking(move || LocalStore::open(config))
             .await
             .map_err(|e| StoreError::Thread(std::io::Error::other(e.to_string())))??;
@@ -47,7 +51,13 @@ impl LocalService {
             source,
         })?;
         let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(web::serve(listener, store.clone(), shutdown));
+        let monitors = Monitors::new(
+            &monitor_config,
+            std::time::SystemTime::now(),
+            format!("http://{web_addr}/monitors"),
+        );
+        let monitor_task = monitors.start(store.clone(), shutdown.clone());
+        let task = tokio::spawn(web::serve_with(listener, store.clone(), monitors.clone(), shutdown));
         tracing::info!(
             "local mode: traces are kept in {} and shown on http://{web_addr}",
             store.status().mode
@@ -57,12 +67,19 @@ impl LocalService {
             web_addr,
             stop,
             task,
+            monitors,
+            monitor_task,
         })
     }
 
     /// The store (an [`Upstream`](crate::upstream::Upstream)).
     pub fn store(&self) -> &LocalStore {
         &self.store
+    }
+
+    /// The monitors (states, events, downtimes).
+    pub fn monitors(&self) -> &Monitors {
+        &self.monitors
     }
 
     /// Where the web view listens.
@@ -80,6 +97,7 @@ impl LocalService {
     pub async fn shutdown(self, timeout: Duration) -> StoreStatus {
         let _ = self.stop.send(true);
         let _ = tokio::time::timeout(timeout, self.task).await;
+        let _ = tokio::time::timeout(timeout, self.monitor_task).await;
         let store = self.store.clone();
         let _ = tokio::task::spawn_blocking(move || store.shutdown_blocking(timeout)).await;
         self.store.status()

@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS traces (
     error_count    INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS traces_start ON traces(start);
+-- Trace search (local/search.rs): erroneous traces only, newest first.
+CREATE INDEX IF NOT EXISTS traces_errors ON traces(start) WHERE error_count > 0;
 CREATE TABLE IF NOT EXISTS spans (
     trace_id   INTEGER NOT NULL,
     span_id    INTEGER NOT NULL,

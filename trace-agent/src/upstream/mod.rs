@@ -35,7 +35,7 @@ mod backoff;
 mod batch;
 pub mod convert;
 pub mod datadog;
-mod http;
+pub(crate) mod http;
 pub mod otlp;
 mod pb_encode;
 mod queue;

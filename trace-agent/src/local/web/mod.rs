@@ -15,6 +15,7 @@
 
 pub mod html;
 pub mod pages;
+pub mod product;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -31,8 +32,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use super::LocalStore;
+use super::monitor::{DowntimeScope, Monitors};
 use super::query::{self, Window};
+use super::search::{self, SearchQuery};
 use super::store::unix_nanos;
+use super::{service_map, versions};
 use crate::receiver::server::BindError;
 use html::{decode_component, query_params};
 use pages::Frame;
@@ -68,9 +72,21 @@ pub async fn bind(port: u16) -> Result<TcpListener, BindError> {
     })
 }
 
-/// Serves the web view on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, store: LocalStore, mut shutdown: watch::Receiver<bool>) {
-    let store = Arc::new(store);
+/// What the handlers read.
+#[derive(Debug)]
+struct Ctx {
+    store: LocalStore,
+    monitors: Monitors,
+}
+
+/// Serves the web view on `listener` until `shutdown` turns true (no monitors).
+pub async fn serve(listener: TcpListener, store: LocalStore, shutdown: watch::Receiver<bool>) {
+    serve_with(listener, store, Monitors::disabled(), shutdown).await;
+}
+
+/// Serves the web view, with `monitors`' states and downtimes, until `shutdown` turns true.
+pub async fn serve_with(listener: TcpListener, store: LocalStore, monitors: Monitors, mut shutdown: watch::Receiver<bool>) {
+    let store = Arc::new(Ctx { store, monitors });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let permit = tokio::select! {
@@ -165,8 +181,15 @@ fn loopback_host(req: &Request<hyper::body::Incoming>) -> bool {
 enum Route {
     Services,
     Service(String),
+    ServiceAnomalies(String),
     Resource(String, String),
+    ResourceVersions(String, String),
     Trace(u64),
+    Search,
+    ServiceMap,
+    Monitors,
+    MonitorEvents,
+    Downtimes,
     Status,
 }
 
@@ -183,20 +206,152 @@ fn route(path: &str) -> Option<(Route, bool)> {
         ["services"] | ["services", ""] => Route::Services,
         ["status"] if api => Route::Status,
         ["services", s] => Route::Service(dec(s)?),
+        ["services", s, "anomalies"] if api => Route::ServiceAnomalies(dec(s)?),
         ["services", s, "resources", r] => Route::Resource(dec(s)?, dec(r)?),
+        ["services", s, "resources", r, "versions"] if api => Route::ResourceVersions(dec(s)?, dec(r)?),
         ["traces", id] => Route::Trace(id.parse().ok()?),
+        ["traces"] if api => Route::Search,
+        ["search"] if !api => Route::Search,
+        ["service-map"] if api => Route::ServiceMap,
+        ["map"] if !api => Route::ServiceMap,
+        ["monitors"] => Route::Monitors,
+        ["monitors", "events"] if api => Route::MonitorEvents,
+        ["downtimes"] if api => Route::Downtimes,
         _ => return None,
     };
     Some((r, api))
 }
 
-async fn handle(store: Arc<LocalStore>, req: Request<hyper::body::Incoming>) -> Reply {
+/// Largest request body read (downtime forms and JSON).
+const MAX_BODY: usize = 16 * 1024;
+
+/// A state-changing request must come from this view: a browser's `Origin` (sent with every
+/// POST) must be a loopback origin, and `Sec-Fetch-Site` must not say cross-site.
+fn same_site(req: &Request<hyper::body::Incoming>) -> bool {
+    let h = req.headers();
+    if h.get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "cross-site")
+    {
+        return false;
+    }
+    match h.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        None => true,
+        Some(origin) => {
+            let host = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"))
+                .unwrap_or("");
+            let name = if let Some(rest) = host.strip_prefix('[') {
+                rest.split(']').next().unwrap_or("")
+            } else {
+                host.rsplit_once(':').map_or(host, |(n, _)| n)
+            };
+            matches!(name, "127.0.0.1" | "localhost" | "::1")
+        }
+    }
+}
+
+fn text(status: StatusCode, message: impl Into<String>) -> Reply {
+    reply(status, "text/plain; charset=utf-8", format!("{}\n", message.into()))
+}
+
+fn redirect(to: &str) -> Reply {
+    let mut r = reply(StatusCode::SEE_OTHER, "text/plain; charset=utf-8", "");
+    if let Ok(v) = HeaderValue::from_str(to) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// Creating and removing downtimes: `POST /api/v1/downtimes` (JSON), `DELETE
+/// /api/v1/downtimes/{id}`, and the monitors page's forms (`POST /monitors/downtimes`,
+/// `POST /monitors/downtimes/{id}/delete`, answered with a redirect to the page).
+async fn mutate(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Reply {
+    use http_body_util::BodyExt;
+    if !same_site(&req) {
+        return text(StatusCode::FORBIDDEN, "cross-site requests cannot change monitors");
+    }
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {MAX_BODY} bytes or unreadable: {e}")),
+    };
+    let now = unix_nanos(SystemTime::now());
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match (method.as_str(), segments.as_slice()) {
+        ("POST", ["api", "v1", "downtimes"]) => {
+            if !is_json {
+                return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json");
+            }
+            let fields: std::collections::BTreeMap<String, serde_json::Value> = match serde_json::from_slice(&body) {
+                Ok(f) => f,
+                Err(e) => return text(StatusCode::BAD_REQUEST, format!("not a JSON object: {e}")),
+            };
+            let get = |k: &str| fields.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            match new_downtime(&ctx.monitors, now, get("scope"), get("duration"), (get("start"), get("end"), get("daily")), get("comment")) {
+                Ok(id) => json(StatusCode::CREATED, &serde_json::json!({ "id": id })),
+                Err(e) => text(StatusCode::BAD_REQUEST, e),
+            }
+        }
+        ("DELETE", ["api", "v1", "downtimes", id]) => match id.parse() {
+            Ok(id) if ctx.monitors.remove_downtime(id) => reply(StatusCode::NO_CONTENT, "text/plain; charset=utf-8", ""),
+            _ => text(StatusCode::NOT_FOUND, "no such downtime created here (configured ones are removed from datadog.yaml)"),
+        },
+        ("POST", ["monitors", "downtimes"]) => {
+            let form = query_params(std::str::from_utf8(&body).ok());
+            let get = |k: &str| form.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
+            match new_downtime(&ctx.monitors, now, get("scope"), get("duration"), (None, None, None), get("comment")) {
+                Ok(_) => redirect("/monitors"),
+                Err(e) => text(StatusCode::BAD_REQUEST, e),
+            }
+        }
+        ("POST", ["monitors", "downtimes", id, "delete"]) => match id.parse() {
+            Ok(id) if ctx.monitors.remove_downtime(id) => redirect("/monitors"),
+            _ => text(StatusCode::NOT_FOUND, "no such downtime created here"),
+        },
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "GET only, except downtimes"),
+    }
+}
+
+/// A downtime from a request: `scope` and either `duration` (from now) or a schedule.
+fn new_downtime(
+    monitors: &Monitors,
+    now_ns: i64,
+    scope: Option<String>,
+    duration: Option<String>,
+    (start, end, daily): (Option<String>, Option<String>, Option<String>),
+    comment: Option<String>,
+) -> Result<u64, String> {
+    let scope = DowntimeScope::parse(scope.as_deref().unwrap_or("")).map_err(|e| format!("scope: {e}"))?;
+    let comment = comment.unwrap_or_default().chars().take(500).collect();
+    let id = if let Some(d) = duration {
+        let d = crate::local::parse_duration(&d).map_err(|e| format!("duration: {e}"))?;
+        monitors.mute_for(scope, now_ns, i64::try_from(d.as_nanos()).unwrap_or(i64::MAX), comment)
+    } else {
+        let schedule = crate::local::monitor::config::schedule(start.as_deref(), end.as_deref(), daily.as_deref())
+            .map_err(|(f, e)| format!("{f}: {e}"))?;
+        monitors.add_downtime(crate::local::monitor::config::DowntimeSpec { scope, schedule, comment })
+    };
+    id.ok_or_else(|| format!("at most {} downtimes", crate::local::monitor::eval::MAX_DOWNTIMES))
+}
+
+async fn handle(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Reply {
     if !loopback_host(&req) {
         return reply(
             StatusCode::FORBIDDEN,
             "text/plain; charset=utf-8",
             "the local web view answers loopback host names only\n",
         );
+    }
+    if req.method() == Method::POST || req.method() == Method::DELETE {
+        return mutate(ctx, req).await;
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return reply(
@@ -209,12 +364,8 @@ async fn handle(store: Arc<LocalStore>, req: Request<hyper::body::Incoming>) -> 
         return reply(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "no such page\n");
     };
     let params = query_params(req.uri().query());
-    let param = |k: &str| params.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-    let window = param("window").and_then(|w| Window::parse(&w)).unwrap_or_default();
-    let operation = param("operation").filter(|o| !o.is_empty());
     let now = SystemTime::now();
-    let result =
-        tokio::task::spawn_blocking(move || render(&store, &route, api, window, operation, unix_nanos(now))).await;
+    let result = tokio::task::spawn_blocking(move || render(&ctx, &route, api, &params, unix_nanos(now))).await;
     match result {
         Ok(r) => r,
         Err(e) => reply(
@@ -233,14 +384,20 @@ fn with_query(path: String, params: &str) -> String {
     }
 }
 
-fn render(
-    store: &LocalStore,
-    route: &Route,
-    api: bool,
-    window: Window,
-    operation: Option<String>,
-    now_ns: i64,
-) -> Reply {
+fn status_of<T>(v: &Option<T>) -> StatusCode {
+    if v.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+#[allow(clippy::too_many_lines)] // one arm per route, each short
+fn render(ctx: &Ctx, route: &Route, api: bool, params: &[(String, String)], now_ns: i64) -> Reply {
+    let store = &ctx.store;
+    let param = |k: &str| params.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let window = param("window").and_then(|w| Window::parse(&w)).unwrap_or_default();
+    let operation = param("operation").filter(|o| !o.is_empty());
     let status = store.status();
     let op = operation.as_deref();
     let op_q = op
@@ -293,18 +450,26 @@ fn render(
             );
             match store.read(|c| query::service(c, service, op, now_ns, window)) {
                 Err(e) => fail(e),
-                Ok(d) if api => json(
-                    if d.is_some() {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::NOT_FOUND
-                    },
-                    &d,
-                ),
-                Ok(Some(d)) => build(fr, &|f| pages::service(f, &d, window)),
+                Ok(d) if api => json(status_of(&d), &d),
+                Ok(Some(d)) => {
+                    let monitors: Vec<_> = ctx
+                        .monitors
+                        .statuses(now_ns)
+                        .into_iter()
+                        .filter(|m| m.spec.service == *service)
+                        .collect();
+                    build(fr, &|f| pages::service(f, &d, window, &monitors))
+                }
                 Ok(None) => not_found(fr, &format!("service {service}")),
             }
         }
+        Route::ServiceAnomalies(service) => match store.read(|c| query::service(c, service, op, now_ns, window)) {
+            Err(e) => fail(e),
+            Ok(d) => {
+                let a = d.map(|d| product::ServiceAnomalies::of(&d.summary));
+                json(status_of(&a), &a)
+            }
+        },
         Route::Resource(service, resource) => {
             let enc = html::encode_segment(service);
             let renc = html::encode_segment(resource);
@@ -320,32 +485,105 @@ fn render(
                 with_query(format!("/services/{enc}/resources/{renc}"), &op_q),
                 Some(window),
             );
-            match store.read(|c| query::resource(c, service, op, resource, now_ns, window)) {
+            let found = store.read(|c| {
+                let d = query::resource(c, service, op, resource, now_ns, window)?;
+                let v = match &d {
+                    Some(_) if !api => Some(versions::versions(
+                        c,
+                        service,
+                        op,
+                        resource,
+                        now_ns,
+                        window,
+                        (param("a").as_deref(), param("b").as_deref()),
+                        versions::DEFAULT_THRESHOLD,
+                    )?),
+                    _ => None,
+                };
+                Ok((d, v))
+            });
+            match found {
                 Err(e) => fail(e),
-                Ok(d) if api => json(
-                    if d.is_some() {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::NOT_FOUND
-                    },
-                    &d,
-                ),
-                Ok(Some(d)) => build(fr, &|f| pages::resource(f, &d)),
-                Ok(None) => not_found(fr, &format!("resource {resource} of {service}")),
+                Ok((d, _)) if api => json(status_of(&d), &d),
+                Ok((Some(d), v)) => build(fr, &|f| pages::resource(f, &d, v.as_ref())),
+                Ok((None, _)) => not_found(fr, &format!("resource {resource} of {service}")),
             }
         }
+        Route::ResourceVersions(service, resource) => {
+            let threshold = match param("threshold").map(|t| t.parse::<f64>()) {
+                None => versions::DEFAULT_THRESHOLD,
+                Some(Ok(t)) if t.is_finite() && t >= 0.0 => t,
+                Some(_) => return text(StatusCode::BAD_REQUEST, "threshold: a number ≥ 0 (0.2 is ±20 %)"),
+            };
+            match store.read(|c| {
+                versions::versions(
+                    c,
+                    service,
+                    op,
+                    resource,
+                    now_ns,
+                    window,
+                    (param("a").as_deref(), param("b").as_deref()),
+                    threshold,
+                )
+            }) {
+                Err(e) => fail(e),
+                Ok(v) => json(StatusCode::OK, &v),
+            }
+        }
+        Route::Search => {
+            let q = match SearchQuery::from_params(params) {
+                Ok(q) => q,
+                Err(e) if api => return text(StatusCode::BAD_REQUEST, e),
+                Err(e) => {
+                    let fr = frame("Search traces", vec![("Search".to_owned(), "/search".to_owned())], "/search".to_owned(), None);
+                    let mut r = build(fr, &|f| product::search(f, &SearchQuery::default(), None, Some(&e)));
+                    *r.status_mut() = StatusCode::BAD_REQUEST;
+                    return r;
+                }
+            };
+            match store.read(|c| search::search(c, &q, now_ns)) {
+                Err(e) => fail(e),
+                Ok(found) if api => json(StatusCode::OK, &found),
+                Ok(found) => {
+                    let fr = frame(
+                        "Search traces",
+                        vec![("Search".to_owned(), "/search".to_owned())],
+                        format!("/search?{}", q.to_query_string().replacen(&format!("window={}", q.window.as_str()), "", 1).trim_start_matches('&')),
+                        Some(q.window),
+                    );
+                    build(fr, &|f| product::search(f, &q, Some(&found), None))
+                }
+            }
+        }
+        Route::ServiceMap => match store.read(|c| service_map::service_map(c, now_ns, window)) {
+            Err(e) => fail(e),
+            Ok(m) if api => json(StatusCode::OK, &m),
+            Ok(m) => build(
+                frame("Service map", vec![("Map".to_owned(), "/map".to_owned())], "/map".to_owned(), Some(window)),
+                &|f| product::service_map(f, &m, window),
+            ),
+        },
+        Route::Monitors => {
+            let statuses = ctx.monitors.statuses(now_ns);
+            if api {
+                return json(StatusCode::OK, &statuses);
+            }
+            let events = ctx.monitors.events();
+            let downtimes = ctx.monitors.downtimes();
+            let hooks = ctx.monitors.webhook_status();
+            build(
+                frame("Monitors", vec![("Monitors".to_owned(), "/monitors".to_owned())], "/monitors".to_owned(), None),
+                &|f| product::monitors(f, &statuses, &events, &downtimes, &hooks),
+            )
+        }
+        Route::MonitorEvents => json(StatusCode::OK, &ctx.monitors.events()),
+        Route::Downtimes => json(StatusCode::OK, &ctx.monitors.downtimes()),
         Route::Trace(id) => {
             let fr = frame(&format!("Trace {id}"), vec![], format!("/traces/{id}"), None);
             match store.read(|c| query::trace(c, *id)) {
                 Err(e) => fail(e),
-                Ok(t) if api => json(
-                    if t.is_some() {
-                        StatusCode::OK
-                    } else {
-                        StatusCode::NOT_FOUND
-                    },
-                    &t,
-                ),
+                Ok(t) if api => json(status_of(&t), &t),
                 Ok(Some(t)) => {
                     let fr = match (&t.root_service, &t.root_resource) {
                         (Some(s), Some(r)) => frame(

@@ -4,7 +4,10 @@
 use std::fmt::Write;
 
 use super::html::{chart, clock, duration, encode_segment, escape, percent, rate, service_colour};
+use super::product::{self, ServiceAnomalies};
+use crate::local::monitor::MonitorStatus;
 use crate::local::query::{Figures, ResourceDetail, ServiceDetail, ServiceSummary, TraceDetail, Window};
+use crate::local::versions::VersionComparison;
 use crate::local::store::{StoreMode, StoreStatus};
 
 const CSS: &str = "
@@ -52,6 +55,21 @@ footer{color:#778;font-size:12px;padding:12px 20px}
 .legend span{margin-right:14px}
 .dist .bar{fill:#8fb0dd}.dist .mark{stroke:#e15759;stroke-width:1.5}.dist text{font-size:11px;fill:#445}
 a{color:#3b5bdb}
+header nav.main a{font-weight:400;color:#cfd5e2;margin-right:10px}
+.chart .band{fill:#f2c14e55}.chart .anomaly{fill:#e15759;stroke:#fff;stroke-width:1}
+form.search{display:flex;flex-wrap:wrap;gap:8px 14px;background:#fff;padding:10px;box-shadow:0 1px 2px #0002;margin-bottom:12px;align-items:end}
+form.search label{display:flex;flex-direction:column;font-size:12px;color:#556}
+form.search input,form.search select{font:inherit;padding:3px 6px;min-width:120px}
+form.inline{display:inline}
+.state{padding:1px 8px;border-radius:9px;font-weight:600;color:#fff;text-decoration:none}
+.state.ok{background:#59a14f}.state.warn{background:#edc948;color:#222}.state.alert{background:#e15759}.state.nodata{background:#8a8f9c}
+.monitor-badges .state{margin-right:6px}
+.mapwrap{background:#fff;box-shadow:0 1px 2px #0002;overflow:auto}
+.map .node rect{fill:#fff;stroke-width:3}.map .node.untraced rect{stroke-dasharray:6 4}
+.map .node text{font-size:12px;fill:#445}.map .node text.name{font-size:14px;font-weight:700;fill:#1d2330}
+.map .edge path{fill:none;stroke:#667;stroke-width:2}.map .edge.err path{stroke:#e15759}
+.map .edge text{font-size:11px;fill:#445;paint-order:stroke;stroke:#fff;stroke-width:3}
+tr.flag td{background:#fdecee}
 ";
 
 const JS: &str = "
@@ -141,7 +159,8 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{title} · trace-agent</title><style>{CSS}</style></head><body>\
-         <header><a href=\"/{window_q}\">trace-agent · local</a><span class=\"crumbs\"><a href=\"/{window_q}\">Services</a>{crumbs}</span>\
+         <header><a href=\"/{window_q}\">trace-agent · local</a><nav class=\"main\"><a href=\"/search{window_q}\">Search</a>\
+         <a href=\"/map{window_q}\">Map</a><a href=\"/monitors\">Monitors</a></nav><span class=\"crumbs\"><a href=\"/{window_q}\">Services</a>{crumbs}</span>\
          <span class=\"right\">{windows}</span></header><main>{banner}<h1>{title}</h1>{body}</main>\
          <footer>Store: {mode} · {size:.1} MiB used at the last retention run (cap {max:.0} MiB) · retention {ret} h · {spans} spans and {groups} stats \
          groups written since start · {dropped} payloads dropped · page generated {now} UTC · \
@@ -246,8 +265,9 @@ pub fn services(f: &Frame<'_>, services: &[ServiceSummary], window: Window) -> S
     )
 }
 
-/// One service: cards, charts, operation picker, resources table.
-pub fn service(f: &Frame<'_>, d: &ServiceDetail, window: Window) -> String {
+/// One service: cards, monitors, charts (latency and error rate with anomaly bands),
+/// operation picker, resources table.
+pub fn service(f: &Frame<'_>, d: &ServiceDetail, window: Window, monitors: &[MonitorStatus]) -> String {
     let s = &d.summary;
     let fig = &s.figures;
     let enc = encode_segment(&s.service);
@@ -266,23 +286,30 @@ pub fn service(f: &Frame<'_>, d: &ServiceDetail, window: Window) -> String {
         p95 = duration(fig.latency.p95),
         p99 = duration(fig.latency.p99),
     );
+    body.push_str(&product::monitor_badges(monitors));
+    body.push_str(&product::search_link(
+        &format!("Search traces of {}", s.service),
+        &format!("window={}&service={enc}", window.as_str()),
+    ));
     let rps: Vec<f64> = s.series.iter().map(|p| p.requests_per_second).collect();
-    let errs: Vec<f64> = s.series.iter().map(|p| p.errors as f64).collect();
-    let p95: Vec<Option<f64>> = s.series.iter().map(|p| p.p95_ns).collect();
     let max_rps = rps.iter().copied().fold(0.0, f64::max);
-    let max_p95 = p95.iter().flatten().copied().fold(0.0, f64::max);
+    let max_p95 = s.series.iter().filter_map(|p| p.p95_ns).fold(0.0, f64::max);
     let first = s.series.first().map_or(0, |p| p.start_ns);
+    let bands = ServiceAnomalies::of(s);
+    let count = |pts: &[product::BandPoint]| pts.iter().filter(|p| p.band.is_some_and(|b| b.anomaly)).count();
     let _ = write!(
         body,
         "<div class=\"charts\"><figure>{}<figcaption>requests/s per slot (max {}), {} → now</figcaption></figure>\
-         <figure>{}<figcaption>p95 latency per slot (max {})</figcaption></figure>\
-         <figure>{}<figcaption>errors per slot</figcaption></figure></div>",
+         <figure>{}<figcaption>p95 latency per slot (max {}); band: expected range, {} anomalous</figcaption></figure>\
+         <figure>{}<figcaption>error rate per slot; band: expected range, {} anomalous</figcaption></figure></div>",
         chart(&rps, &[], 420, 100, "requests per second"),
         rate(max_rps),
         clock(first),
-        chart(&vec![0.0; p95.len()], &p95, 420, 100, "p95 latency"),
+        product::band_chart("chart-p95", &bands.p95, 420, 100, "p95 latency with its anomaly band"),
         duration(Some(max_p95)),
-        chart(&errs, &[], 420, 100, "errors"),
+        count(&bands.p95),
+        product::band_chart("chart-error-rate", &bands.error_rate, 420, 100, "error rate with its anomaly band"),
+        count(&bands.error_rate),
     );
     if d.operations.len() > 1 {
         body.push_str("<p>Operation: ");
@@ -385,15 +412,25 @@ fn distribution_svg(d: &ResourceDetail) -> String {
     svg
 }
 
-/// One resource: cards, distribution, traces.
-pub fn resource(f: &Frame<'_>, d: &ResourceDetail) -> String {
+/// One resource: cards, distribution, versions, traces.
+pub fn resource(f: &Frame<'_>, d: &ResourceDetail, versions: Option<&VersionComparison>) -> String {
     let fig = &d.figures;
     let mut body = format!(
         "<div class=\"cards\" id=\"summary\" {data}><div class=\"card\"><b>{hits}</b><span>hits</span></div>\
          <div class=\"card\"><b>{errors}</b><span>errors ({erate})</span></div>\
          <div class=\"card\"><b>{p50}</b><span>p50</span></div><div class=\"card\"><b>{p95}</b><span>p95</span></div>\
          <div class=\"card\"><b>{p99}</b><span>p99</span></div><div class=\"card\"><b>{total}</b><span>total time</span></div></div>\
-         <h2>Latency distribution</h2>{dist}<h2>Traces (errors first, then slowest; {n} shown)</h2>",
+         {search}<h2>Latency distribution</h2>{dist}{versions}<h2>Traces (errors first, then slowest; {n} shown)</h2>",
+        search = product::search_link(
+            "Search traces through this resource",
+            &format!(
+                "window={}&service={}&resource={}",
+                f.window.unwrap_or_default().as_str(),
+                encode_segment(&d.service),
+                encode_segment(&d.resource)
+            )
+        ),
+        versions = versions.map(|v| product::versions_section(v, &f.self_path)).unwrap_or_default(),
         data = figure_data(fig),
         hits = fig.hits,
         errors = fig.errors,

@@ -1,0 +1,390 @@
+//! Trace search: stored traces filtered by service, resource, operation, tags, duration,
+//! error and id, newest first, paged with a cursor.
+//!
+//! * `service`, `resource`, `operation` and every `tag=k:v` match **any span** of the trace
+//!   (a trace "passes through" `GET /cart` even when it started elsewhere); they combine with
+//!   AND.
+//! * `min_duration` / `max_duration` bound the **trace's** duration (first span start to last
+//!   span end), the figure the results show.
+//! * `error=true` keeps traces with at least one error span, `error=false` those with none.
+//!
+//! How it stays fast on a day of data (see `benches/local_search.rs`): the window and the
+//! cursor are a range of the `traces(start)` index (newest first, so the page stops after
+//! `limit` rows); span filters are an `IN` set built from the `spans(service, resource, start)`
+//! index; `error=true` uses the partial index `traces_errors` of erroneous traces only. A tag
+//! alone is checked per trace (`json_extract` of each span's tags), so a rare tag over a long
+//! window is the slowest search.
+
+use rusqlite::types::Value;
+use rusqlite::{Connection, params_from_iter};
+use serde::Serialize;
+
+use super::query::Window;
+use super::writer::{id_from_sql, id_to_sql};
+
+/// Results per page by default.
+pub const DEFAULT_LIMIT: usize = 50;
+/// Most results per page.
+pub const MAX_LIMIT: usize = 500;
+/// Most `tag=` filters in one search.
+pub const MAX_TAGS: usize = 8;
+
+/// A search, parsed from the query string (see [`SearchQuery::from_params`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// Traces that started in this window.
+    pub window: Window,
+    /// A span of this service.
+    pub service: Option<String>,
+    /// A span with this resource.
+    pub resource: Option<String>,
+    /// A span with this operation name.
+    pub operation: Option<String>,
+    /// A span with each of these string tags (`k:v`).
+    pub tags: Vec<(String, String)>,
+    /// Trace duration at least this, ns.
+    pub min_duration_ns: Option<i64>,
+    /// Trace duration at most this, ns.
+    pub max_duration_ns: Option<i64>,
+    /// With (`true`) or without (`false`) an error span.
+    pub error: Option<bool>,
+    /// Exactly this trace (decimal low 64 bits, or 32 hex digits of a 128-bit id).
+    pub trace_id: Option<u64>,
+    /// Page size.
+    pub limit: usize,
+    /// Continue after this `(start_ns, trace_id)`.
+    pub cursor: Option<(i64, u64)>,
+}
+
+/// One trace found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TraceHit {
+    /// Trace id (decimal low 64 bits, a string for JavaScript).
+    pub trace_id: String,
+    /// Root span's service (`null` when the root was not stored).
+    pub root_service: Option<String>,
+    /// Root span's resource.
+    pub root_resource: Option<String>,
+    /// Root span's operation.
+    pub root_operation: Option<String>,
+    /// First span start, ns since the epoch.
+    pub start_ns: i64,
+    /// Last span end minus start, ns.
+    pub duration_ns: i64,
+    /// Spans stored.
+    pub span_count: u64,
+    /// Whether a span is an error.
+    pub error: bool,
+    /// Error spans.
+    pub error_count: u64,
+}
+
+/// A page of results.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SearchResult {
+    /// Newest first.
+    pub traces: Vec<TraceHit>,
+    /// Pass as `cursor=` for the next page; `null` on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// Parses `250ms`, `1.5s`, `300us` (or `µs`), `40ns` into nanoseconds (a unit is required).
+///
+/// # Errors
+/// What is expected.
+pub fn parse_span_duration(v: &str) -> Result<i64, String> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("{v:?}: add a unit (ns, us, ms or s), e.g. 250ms"))?;
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{v:?} is not a duration (e.g. 250ms, 1.5s)"))?;
+    let scale = match unit.trim() {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        _ => return Err(format!("{v:?}: unknown unit (use ns, us, ms or s)")),
+    };
+    let ns = n * scale;
+    if !ns.is_finite() || ns < 0.0 || ns > i64::MAX as f64 {
+        return Err(format!("{v:?} is out of range"));
+    }
+    Ok(ns as i64)
+}
+
+fn encode_cursor((start, id): (i64, u64)) -> String {
+    format!("{start}-{id}")
+}
+
+fn decode_cursor(v: &str) -> Option<(i64, u64)> {
+    let (start, id) = v.split_once('-')?;
+    Some((start.parse().ok()?, id.parse().ok()?))
+}
+
+/// A trace id as typed: decimal low 64 bits, or hex (16 or 32 digits: the low 64 bits count).
+fn parse_trace_id(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if let Ok(id) = v.parse::<u64>() {
+        return Some(id);
+    }
+    let hex = v.strip_prefix("0x").unwrap_or(v);
+    if hex.len() > 32 || hex.is_empty() {
+        return None;
+    }
+    let low = &hex[hex.len().saturating_sub(16)..];
+    u64::from_str_radix(low, 16).ok()
+}
+
+impl SearchQuery {
+    /// From query-string parameters (`tag` repeatable; empty values ignored).
+    ///
+    /// # Errors
+    /// A message naming the bad parameter (answered as 400).
+    pub fn from_params(params: &[(String, String)]) -> Result<Self, String> {
+        let mut q = Self {
+            limit: DEFAULT_LIMIT,
+            ..Self::default()
+        };
+        for (k, v) in params {
+            let v = v.trim();
+            if v.is_empty() {
+                continue;
+            }
+            match k.as_str() {
+                "window" => q.window = Window::parse(v).ok_or_else(|| format!("window={v:?}: use 5m, 1h or 1d"))?,
+                "service" => q.service = Some(v.to_owned()),
+                "resource" => q.resource = Some(v.to_owned()),
+                "operation" => q.operation = Some(v.to_owned()),
+                "tag" => {
+                    let (key, value) = v
+                        .split_once(':')
+                        .ok_or_else(|| format!("tag={v:?}: write key:value"))?;
+                    if key.is_empty() || key.contains('"') {
+                        return Err(format!("tag={v:?}: the key must be non-empty, without '\"'"));
+                    }
+                    if q.tags.len() >= MAX_TAGS {
+                        return Err(format!("at most {MAX_TAGS} tag filters"));
+                    }
+                    q.tags.push((key.to_owned(), value.to_owned()));
+                }
+                "min_duration" => q.min_duration_ns = Some(parse_span_duration(v).map_err(|e| format!("min_duration: {e}"))?),
+                "max_duration" => q.max_duration_ns = Some(parse_span_duration(v).map_err(|e| format!("max_duration: {e}"))?),
+                "error" => {
+                    q.error = Some(crate::config::parse_bool(v).ok_or_else(|| format!("error={v:?}: use true or false"))?);
+                }
+                "trace_id" => q.trace_id = Some(parse_trace_id(v).ok_or_else(|| format!("trace_id={v:?} is not a trace id"))?),
+                "limit" => {
+                    let n: usize = v.parse().map_err(|_| format!("limit={v:?} is not a number"))?;
+                    q.limit = n.clamp(1, MAX_LIMIT);
+                }
+                "cursor" => q.cursor = Some(decode_cursor(v).ok_or_else(|| format!("cursor={v:?} is not a cursor of this API"))?),
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
+
+    /// The query string of this search (without `cursor`), for links.
+    pub fn to_query_string(&self) -> String {
+        use super::web::html::encode_segment as e;
+        let mut out = format!("window={}", self.window.as_str());
+        let mut add = |k: &str, v: &str| {
+            out.push('&');
+            out.push_str(k);
+            out.push('=');
+            out.push_str(&e(v));
+        };
+        for (k, v) in [("service", &self.service), ("resource", &self.resource), ("operation", &self.operation)] {
+            if let Some(v) = v {
+                add(k, v);
+            }
+        }
+        for (k, v) in &self.tags {
+            add("tag", &format!("{k}:{v}"));
+        }
+        if let Some(ns) = self.min_duration_ns {
+            add("min_duration", &format!("{ns}ns"));
+        }
+        if let Some(ns) = self.max_duration_ns {
+            add("max_duration", &format!("{ns}ns"));
+        }
+        if let Some(err) = self.error {
+            add("error", if err { "true" } else { "false" });
+        }
+        if let Some(id) = self.trace_id {
+            add("trace_id", &id.to_string());
+        }
+        if self.limit != DEFAULT_LIMIT {
+            add("limit", &self.limit.to_string());
+        }
+        out
+    }
+}
+
+/// Runs `q` as of `now_ns`.
+///
+/// # Errors
+/// A SQLite error.
+pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Result<SearchResult> {
+    let window_ns = i64::try_from(q.window.duration().as_nanos()).unwrap_or(i64::MAX);
+    let from = now_ns.saturating_sub(window_ns);
+    let to = now_ns.saturating_add(60_000_000_000);
+    let mut sql = String::from(
+        "SELECT t.trace_id, t.root_service, t.root_resource, t.root_name, t.start, t.end - t.start, \
+         t.span_count, t.error_count FROM traces t",
+    );
+    let mut args: Vec<Value> = vec![Value::Integer(from), Value::Integer(to)];
+    let mut conds = vec!["t.start >= ?1".to_owned(), "t.start < ?2".to_owned()];
+    let arg = |v: Value, args: &mut Vec<Value>| {
+        args.push(v);
+        format!("?{}", args.len())
+    };
+    match q.error {
+        // The partial index `traces_errors` has exactly these rows.
+        Some(true) => {
+            sql.push_str(" INDEXED BY traces_errors");
+            conds.push("t.error_count > 0".to_owned());
+        }
+        Some(false) => conds.push("t.error_count = 0".to_owned()),
+        None => {}
+    }
+    if let Some(id) = q.trace_id {
+        let p = arg(Value::Integer(id_to_sql(id)), &mut args);
+        conds.push(format!("t.trace_id = {p}"));
+    }
+    if let Some(min) = q.min_duration_ns {
+        let p = arg(Value::Integer(min), &mut args);
+        conds.push(format!("t.end - t.start >= {p}"));
+    }
+    if let Some(max) = q.max_duration_ns {
+        let p = arg(Value::Integer(max), &mut args);
+        conds.push(format!("t.end - t.start <= {p}"));
+    }
+    if let Some((start, id)) = q.cursor {
+        let s = arg(Value::Integer(start), &mut args);
+        let i = arg(Value::Integer(id_to_sql(id)), &mut args);
+        conds.push(format!("(t.start < {s} OR (t.start = {s} AND t.trace_id < {i}))"));
+    }
+    let mut span_conds = Vec::new();
+    for (col, v) in [("service", &q.service), ("resource", &q.resource), ("name", &q.operation)] {
+        if let Some(v) = v {
+            let p = arg(Value::Text(v.clone()), &mut args);
+            span_conds.push(format!("s.{col} = {p}"));
+        }
+    }
+    if !span_conds.is_empty() {
+        conds.push(format!(
+            "t.trace_id IN (SELECT s.trace_id FROM spans s WHERE {} AND s.start >= ?1)",
+            span_conds.join(" AND ")
+        ));
+    }
+    for (k, v) in &q.tags {
+        let path = arg(Value::Text(format!("$.\"{k}\"")), &mut args);
+        let val = arg(Value::Text(v.clone()), &mut args);
+        conds.push(format!(
+            "EXISTS (SELECT 1 FROM spans g WHERE g.trace_id = t.trace_id AND json_extract(g.meta, {path}) = {val})"
+        ));
+    }
+    let limit = arg(Value::Integer(q.limit as i64 + 1), &mut args);
+    sql.push_str(&format!(
+        " WHERE {} ORDER BY t.start DESC, t.trace_id DESC LIMIT {limit}",
+        conds.join(" AND ")
+    ));
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
+        let errors = u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0);
+        Ok((
+            r.get::<_, i64>(0)?,
+            TraceHit {
+                trace_id: id_from_sql(r.get(0)?).to_string(),
+                root_service: r.get(1)?,
+                root_resource: r.get(2)?,
+                root_operation: r.get(3)?,
+                start_ns: r.get(4)?,
+                duration_ns: r.get(5)?,
+                span_count: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+                error: errors > 0,
+                error_count: errors,
+            },
+        ))
+    })?;
+    let mut traces = Vec::new();
+    let mut next_cursor = None;
+    for row in rows {
+        let (id, hit) = row?;
+        if traces.len() == q.limit {
+            if let Some(last) = traces.last().map(|h: &(i64, TraceHit)| (h.1.start_ns, id_from_sql(h.0))) {
+                next_cursor = Some(encode_cursor(last));
+            }
+            break;
+        }
+        traces.push((id, hit));
+    }
+    Ok(SearchResult {
+        traces: traces.into_iter().map(|(_, h)| h).collect(),
+        next_cursor,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_span_duration("250ms"), Ok(250_000_000));
+        assert_eq!(parse_span_duration("1.5s"), Ok(1_500_000_000));
+        assert_eq!(parse_span_duration("300us"), Ok(300_000));
+        assert_eq!(parse_span_duration("300µs"), Ok(300_000));
+        assert_eq!(parse_span_duration("40ns"), Ok(40));
+        assert!(parse_span_duration("40").is_err());
+        assert!(parse_span_duration("4h").is_err());
+        assert!(parse_span_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn parameters() {
+        let q = SearchQuery::from_params(&p(&[
+            ("window", "1d"),
+            ("service", "shop"),
+            ("tag", "http.status_code:500"),
+            ("tag", "peer.service:db:main"),
+            ("min_duration", "10ms"),
+            ("error", "true"),
+            ("trace_id", "0000000000000000000000000000002a"),
+            ("limit", "100000"),
+            ("cursor", "123-45"),
+            ("resource", ""),
+        ]))
+        .unwrap();
+        assert_eq!(q.window, Window::OneDay);
+        assert_eq!(q.service.as_deref(), Some("shop"));
+        assert_eq!(q.resource, None);
+        assert_eq!(
+            q.tags,
+            vec![
+                ("http.status_code".to_owned(), "500".to_owned()),
+                ("peer.service".to_owned(), "db:main".to_owned())
+            ]
+        );
+        assert_eq!((q.min_duration_ns, q.error, q.trace_id), (Some(10_000_000), Some(true), Some(42)));
+        assert_eq!((q.limit, q.cursor), (MAX_LIMIT, Some((123, 45))));
+        for bad in [("tag", "nocolon"), ("tag", "\"x:1"), ("error", "maybe"), ("cursor", "x"), ("window", "2w")] {
+            let e = SearchQuery::from_params(&p(&[bad])).unwrap_err();
+            assert!(e.contains(bad.0), "{e}");
+        }
+        let back = SearchQuery::from_params(&query_params(&q.to_query_string())).unwrap();
+        assert_eq!(back, SearchQuery { cursor: None, ..q });
+    }
+
+    fn query_params(s: &str) -> Vec<(String, String)> {
+        crate::local::web::html::query_params(Some(s))
+    }
+}
