@@ -35,6 +35,9 @@ pub enum RunError {
     /// An upstream writer could not start.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// An OTLP receiver could not start.
+    #[error(transparent)]
+    Otlp(#[from] crate::otlp_in::OtlpStartError),
     /// Neither TCP nor a Unix socket is configured.
     #[error("no listener configured: receiver_port is 0 and no receiver_socket is set")]
     NoListener,
@@ -51,6 +54,8 @@ pub struct Agent {
     task: JoinHandle<()>,
     upstreams: Vec<Arc<dyn Upstream>>,
     local: Option<crate::local::LocalService>,
+    otlp_grpc: Option<SocketAddr>,
+    otlp_http: Option<SocketAddr>,
 }
 
 impl Agent {
@@ -62,6 +67,16 @@ impl Agent {
     /// The bound TCP address (useful with port 0).
     pub fn tcp_addr(&self) -> Option<SocketAddr> {
         self.tcp_addr
+    }
+
+    /// The OTLP gRPC receiver's bound address, when it runs.
+    pub fn otlp_grpc_addr(&self) -> Option<SocketAddr> {
+        self.otlp_grpc
+    }
+
+    /// The OTLP HTTP receiver's bound address, when it runs.
+    pub fn otlp_http_addr(&self) -> Option<SocketAddr> {
+        self.otlp_http
     }
 
     /// Human-readable listening addresses.
@@ -264,7 +279,17 @@ async fn start_inner<S: ChunkSink>(
     if listeners.is_empty() {
         return Err(RunError::NoListener);
     }
+    let otlp = crate::otlp_in::bind(&config.otlp_receiver).await?;
+    let (otlp_grpc, otlp_http) = (otlp.grpc_addr(), otlp.http_addr());
+    if let Some(a) = otlp_grpc {
+        listening.push(format!("otlp+grpc://{a}"));
+    }
+    if let Some(a) = otlp_http {
+        listening.push(format!("otlp+http://{a}/v1/traces"));
+    }
+    let proxy = crate::receiver::proxy::Proxy::new(&config);
     let stats = Arc::new(AgentStats::default());
+    let _ = stats.proxy.set(Arc::clone(&proxy.counters));
     let rates = Arc::new(RatesTable::new());
     let _ = stats.upstreams.set(upstreams.clone());
     let sink = make_sink(SinkParts {
@@ -283,12 +308,13 @@ async fn start_inner<S: ChunkSink>(
         stats: Arc::clone(&stats),
         decoders: Semaphore::new(decoders),
         pipeline,
+        proxy,
         listening: listening.clone(),
         last_warn: AtomicU64::new(0),
         config: Arc::new(config),
     });
     let graceful = Arc::new(GracefulShutdown::new());
-    let loops: Vec<JoinHandle<()>> = listeners
+    let mut loops: Vec<JoinHandle<()>> = listeners
         .into_iter()
         .map(|l| {
             tokio::spawn(accept_loop(
@@ -299,6 +325,7 @@ async fn start_inner<S: ChunkSink>(
             ))
         })
         .collect();
+    loops.extend(crate::otlp_in::spawn(otlp, &state, &stop_rx));
     let drain_timeout = state.config.receiver_timeout + Duration::from_secs(5);
     let task = tokio::spawn(async move {
         for l in loops {
@@ -324,6 +351,8 @@ async fn start_inner<S: ChunkSink>(
         task,
         upstreams,
         local: None,
+        otlp_grpc,
+        otlp_http,
     })
 }
 

@@ -40,6 +40,7 @@ pub mod config;
 pub mod decode;
 pub mod forward;
 pub mod local;
+pub mod otlp_in;
 pub mod pipeline;
 pub mod process;
 pub mod receiver;

@@ -81,6 +81,10 @@ pub struct AgentStats {
     pub upstreams: std::sync::OnceLock<Vec<std::sync::Arc<dyn crate::upstream::Upstream>>>,
     /// Local mode, when it runs: the web view's URL and the store (set once at start-up).
     pub local: std::sync::OnceLock<(String, crate::local::LocalStore)>,
+    /// The OTLP receivers' counters, per protocol.
+    pub otlp: std::sync::Arc<crate::otlp_in::OtlpCounters>,
+    /// The proxy routes' counters (set once at start-up).
+    pub proxy: std::sync::OnceLock<std::sync::Arc<crate::receiver::proxy::ProxyCounters>>,
 }
 
 impl Default for AgentStats {
@@ -101,6 +105,8 @@ impl Default for AgentStats {
             forward: std::sync::Arc::default(),
             upstreams: std::sync::OnceLock::new(),
             local: std::sync::OnceLock::new(),
+            otlp: std::sync::Arc::default(),
+            proxy: std::sync::OnceLock::new(),
         }
     }
 }
@@ -148,6 +154,12 @@ pub struct StatusSnapshot {
     /// Local mode (web view URL and store counters), when it runs.
     #[serde(default)]
     pub local: Option<crate::local::LocalModeStatus>,
+    /// The OTLP receivers, per protocol.
+    #[serde(default)]
+    pub otlp: crate::otlp_in::OtlpStatus,
+    /// The proxy routes: delivered, intake errors, refused (by reason).
+    #[serde(default)]
+    pub proxy: crate::receiver::proxy::ProxyStatus,
 }
 
 impl StatusSnapshot {
@@ -272,6 +284,8 @@ impl AgentStats {
                 web_url: web_url.clone(),
                 store: store.status(),
             }),
+            otlp: self.otlp.snapshot(),
+            proxy: self.proxy.get().map(|p| p.snapshot()).unwrap_or_default(),
         }
     }
 }
@@ -400,6 +414,8 @@ pub fn render(s: &StatusSnapshot) -> String {
     if let Some(local) = &s.local {
         o.push_str(&local.render());
     }
+    o.push_str(&s.otlp.render());
+    o.push_str(&crate::receiver::proxy::render(&s.proxy));
     let _ = writeln!(
         o,
         "Tracer-computed stats payloads (/v0.6/stats): {}",

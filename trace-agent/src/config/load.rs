@@ -539,6 +539,8 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     }
     load_local(&mut c, apm.local.unwrap_or_default())?;
     super::upstream::load(&mut c, apm.upstream)?;
+    super::ingest::load_otlp(&mut c, raw.otlp_config)?;
+    super::ingest::load_proxy(&mut c, apm.evp_proxy_config, apm.telemetry)?;
     let stats = &mut c.config.stats.clone();
     if let Some(v) = c.pick(
         "apm_config.compute_stats_by_span_kind",

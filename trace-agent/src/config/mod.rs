@@ -2,12 +2,14 @@
 //! once at startup (env over file over default), remembering where each value came from.
 
 mod env;
+mod ingest;
 mod load;
 mod raw;
 mod secret;
 mod upstream;
 
 pub use env::{EnvSource, ProcessEnv, parse_bool, parse_csv, parse_list};
+pub use ingest::{DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, OtlpReceiverConfig, ProxyConfig};
 pub use load::{ConfigError, load};
 pub use raw::RawReplaceTag;
 pub use secret::{Secret, mask};
@@ -114,6 +116,10 @@ pub struct AgentConfig {
     /// `peer_tags_aggregation`, `peer_tags`, `bucket_size_seconds`,
     /// `stats_max_groups_per_bucket`; container id dimension from `features`).
     pub stats: crate::stats::StatsConfig,
+    /// `otlp_config.receiver.protocols.*`: the OTLP receivers (off unless an endpoint is set).
+    pub otlp_receiver: OtlpReceiverConfig,
+    /// `apm_config.evp_proxy_config.*`, `apm_config.telemetry.*`: the proxy routes.
+    pub proxy: ProxyConfig,
     /// Where each value came from, by key path.
     pub origins: BTreeMap<String, Origin>,
     /// Warnings found while loading (unknown keys…), logged at start.
@@ -163,6 +169,8 @@ impl Default for AgentConfig {
             local: crate::local::LocalConfig::default(),
             upstream: UpstreamConfig::default(),
             stats: crate::stats::StatsConfig::default(),
+            otlp_receiver: OtlpReceiverConfig::default(),
+            proxy: ProxyConfig::default(),
             origins: BTreeMap::new(),
             warnings: Vec::new(),
         }

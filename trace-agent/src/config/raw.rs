@@ -16,6 +16,7 @@ pub(crate) struct RawFile {
     pub(crate) tags: Option<Vec<String>>,
     pub(crate) bind_host: Option<String>,
     pub(crate) apm_config: Option<RawApm>,
+    pub(crate) otlp_config: Option<super::ingest::RawOtlpConfig>,
 }
 
 /// `apm_config:`.
@@ -54,6 +55,8 @@ pub(crate) struct RawApm {
     pub(crate) peer_tags: Option<Vec<String>>,
     pub(crate) bucket_size_seconds: Option<u64>,
     pub(crate) stats_max_groups_per_bucket: Option<usize>,
+    pub(crate) evp_proxy_config: Option<super::ingest::RawEvpProxy>,
+    pub(crate) telemetry: Option<super::ingest::RawTelemetry>,
     #[serde(flatten)]
     pub(crate) upstream: super::upstream::RawUpstream,
 }
@@ -307,7 +310,10 @@ pub(crate) fn unknown_keys(value: &serde_norway::Value) -> Vec<String> {
             if path == "apm_config.global_tags" || path == "apm_config.local.webhooks" || super::upstream::FREE_FORM_MAPS.contains(&path.as_str()) {
                 continue;
             }
-            if KNOWN_KEYS.contains(&path.as_str()) || super::upstream::KNOWN_KEYS.contains(&path.as_str()) {
+            if KNOWN_KEYS.contains(&path.as_str())
+                || super::upstream::KNOWN_KEYS.contains(&path.as_str())
+                || super::ingest::KNOWN_KEYS.contains(&path.as_str())
+            {
                 walk(&path, child, out);
             } else {
                 out.push(path);

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use super::AGENT_VERSION;
 use crate::config::AgentConfig;
 
-/// Routes listed in `/info` `endpoints` (the ones this agent serves).
+/// Routes listed in `/info` `endpoints` whatever the configuration.
 pub const ENDPOINTS: &[&str] = &[
     "/v0.3/traces",
     "/v0.3/services",
@@ -18,13 +18,26 @@ pub const ENDPOINTS: &[&str] = &[
     "/v0.5/traces",
     "/v0.7/traces",
     "/v0.6/stats",
-    "/v0.7/config",
-    "/telemetry/proxy/",
-    "/evp_proxy/v1/",
-    "/evp_proxy/v2/",
-    "/evp_proxy/v3/",
-    "/evp_proxy/v4/",
 ];
+
+/// The EVP proxy routes, listed only when they forward (an API key, not disabled).
+pub const EVP_ENDPOINTS: &[&str] = &["/evp_proxy/v1/", "/evp_proxy/v2/", "/evp_proxy/v3/", "/evp_proxy/v4/"];
+/// The telemetry proxy route, listed only when it forwards.
+pub const TELEMETRY_ENDPOINT: &str = "/telemetry/proxy/";
+
+/// The routes `/info` lists for `config`: `/v0.7/config` never (no Remote Config client), the
+/// proxies only when they can deliver (so tracers fall back instead of losing data).
+pub fn endpoints(config: &AgentConfig) -> Vec<&'static str> {
+    let mut out = ENDPOINTS.to_vec();
+    let keyed = config.api_key.is_some();
+    if keyed && config.proxy.telemetry_enabled {
+        out.push(TELEMETRY_ENDPOINT);
+    }
+    if keyed && config.proxy.evp_enabled {
+        out.extend_from_slice(EVP_ENDPOINTS);
+    }
+    out
+}
 
 /// The serialized `/info` body and its hash.
 #[derive(Debug, Clone)]
@@ -42,13 +55,13 @@ impl InfoDoc {
         let doc = json!({
             "version": AGENT_VERSION,
             "git_commit": concat!("trace-agent-rs-", env!("CARGO_PKG_VERSION")),
-            "endpoints": ENDPOINTS,
+            "endpoints": endpoints(config),
             "feature_flags": config.features,
             "client_drop_p0s": true,
             "span_meta_structs": true,
             "long_running_spans": true,
             "span_events": false,
-            "evp_proxy_allowed_headers": ["Content-Type", "Accept-Encoding", "Content-Encoding", "User-Agent", "DD-CI-PROVIDER-NAME"],
+            "evp_proxy_allowed_headers": super::proxy::EVP_ALLOWED_HEADERS,
             "config": {
                 "default_env": config.default_env,
                 "target_tps": config.max_traces_per_second,

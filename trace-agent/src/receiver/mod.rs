@@ -2,6 +2,7 @@
 //! payload handling ([`traces`]), `/info` ([`info`]) and the sampling-rates table ([`rates`]).
 
 pub mod info;
+pub mod proxy;
 pub mod rates;
 pub mod routes;
 pub mod server;
@@ -98,6 +99,8 @@ pub struct AppState {
     pub pipeline: PipelineSender,
     /// Where the receiver listens, for `status`.
     pub listening: Vec<String>,
+    /// The proxy routes (`/evp_proxy/…`, `/telemetry/proxy/…`, `/v0.7/config`).
+    pub proxy: proxy::Proxy,
     /// Unix time (s) of the last warning logged for a bad payload (rate limit).
     pub last_warn: std::sync::atomic::AtomicU64,
 }

@@ -1,0 +1,81 @@
+//! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` (tonic), gzip
+//! accepted, messages bounded by `otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib`
+//! (`RESOURCE_EXHAUSTED` beyond), overload answered `UNAVAILABLE` (retryable).
+
+use std::sync::Arc;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+
+use super::{IngestError, Protocol, RequestMeta, ingest};
+use crate::receiver::AppState;
+
+#[derive(Debug)]
+struct Service {
+    state: Arc<AppState>,
+}
+
+fn metadata_str(req: &tonic::Request<ExportTraceServiceRequest>, key: &str) -> String {
+    req.metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tonic::async_trait]
+impl TraceService for Service {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let computed = metadata_str(&request, "datadog-client-computed-stats");
+        let meta = RequestMeta {
+            client_computed_stats: !computed.is_empty() && crate::config::parse_bool(&computed) != Some(false),
+            lang_version: metadata_str(&request, "datadog-meta-lang-version"),
+        };
+        let export = request.into_inner();
+        let bytes = export.encoded_len() as u64;
+        self.state.stats.otlp.of(Protocol::Grpc).request(bytes);
+        match ingest(&self.state, Protocol::Grpc, export, meta, bytes).await {
+            Ok(done) => Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: (done.rejected > 0).then(|| ExportTracePartialSuccess {
+                    rejected_spans: i64::try_from(done.rejected).unwrap_or(i64::MAX),
+                    error_message: done.message.unwrap_or_default(),
+                }),
+            })),
+            Err(e @ IngestError::Overloaded) => Err(tonic::Status::unavailable(e.to_string())),
+            Err(e @ IngestError::Internal(_)) => Err(tonic::Status::internal(e.to_string())),
+        }
+    }
+}
+
+/// Serves the trace service on `listener` until `stop` turns true.
+pub(super) async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    let max = state.config.otlp_receiver.grpc_max_recv_msg_size;
+    let svc = TraceServiceServer::new(Service {
+        state: Arc::clone(&state),
+    })
+    .max_decoding_message_size(max)
+    .accept_compressed(CompressionEncoding::Gzip);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let signal = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    let result = tonic::transport::Server::builder()
+        .timeout(state.config.receiver_timeout + std::time::Duration::from_secs(5))
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, signal)
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the OTLP gRPC receiver stopped");
+        state.stats.record_error(format!("OTLP gRPC receiver stopped: {e}"));
+    }
+}

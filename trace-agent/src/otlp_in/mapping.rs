@@ -1,0 +1,1163 @@
+//! OTLP → Datadog span mapping, the rules of the Datadog agent's OTLP receiver
+//! (`pkg/trace/api/otlp.go` `receiveResourceSpansV2`, `pkg/trace/transform` `OtelSpanToDDSpan`,
+//! operation and resource names "v2"): pure functions from an `ExportTraceServiceRequest` to
+//! tracer payloads of the agent's own span model, one per `ResourceSpans`, spans grouped into
+//! chunks by the low 64 bits of their trace id.
+//!
+//! Every step is linear in the request (a handful of attribute scans per span).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span as OtlpSpan};
+
+use crate::span::{Span, Str, Tags, TraceChunk, TracerPayload, tag_get};
+
+/// Service of spans whose resource names none (the Datadog agent's fallback).
+pub const NO_SERVICE: &str = "otlpresourcenoservicename";
+/// Priority the agent gives a trace it keeps (`PriorityAutoKeep`).
+const PRIORITY_AUTO_KEEP: i32 = 1;
+
+/// What the mapping needs from the agent's configuration and the request.
+#[derive(Debug, Clone, Default)]
+pub struct MapOptions<'a> {
+    /// Payload env when the resource has none (`env` / `apm_config.env`).
+    pub default_env: &'a str,
+    /// Payload hostname when the resource names none (`hostname`).
+    pub hostname: &'a str,
+    /// `apm_config.probabilistic_sampler.enabled`: chunks get no priority, the probabilistic
+    /// sampler decides (as in the Datadog agent).
+    pub probabilistic_sampler: bool,
+    /// `Datadog-Client-Computed-Stats` on the request.
+    pub client_computed_stats: bool,
+}
+
+/// One `ResourceSpans`, mapped.
+#[derive(Debug)]
+pub struct MappedPayload {
+    /// The tracer payload (strings owned).
+    pub payload: TracerPayload<'static>,
+    /// The resource says stats were computed already (`_dd.stats_computed`) or the request did.
+    pub client_computed_stats: bool,
+}
+
+/// A whole request, mapped.
+#[derive(Debug, Default)]
+pub struct Mapped {
+    /// One payload per `ResourceSpans` that kept at least one span.
+    pub payloads: Vec<MappedPayload>,
+    /// Spans in the request.
+    pub spans: u64,
+    /// Spans refused (invalid ids), with the first reason.
+    pub rejected: u64,
+    /// Why the first refused span was refused.
+    pub first_rejection: Option<String>,
+}
+
+/// Maps a whole request.
+pub fn map_request(req: &ExportTraceServiceRequest, opts: &MapOptions<'_>) -> Mapped {
+    let mut out = Mapped::default();
+    for rs in &req.resource_spans {
+        map_resource_spans(rs, opts, &mut out);
+    }
+    out
+}
+
+/// The string form of an attribute value (pdata `AsString`: numbers in decimal, booleans as
+/// `true`/`false`, arrays and maps as JSON, bytes in base64).
+pub fn value_string(v: Option<&AnyValue>) -> Cow<'_, str> {
+    match v.and_then(|v| v.value.as_ref()) {
+        None => Cow::Borrowed(""),
+        Some(any_value::Value::StringValue(s)) => Cow::Borrowed(s),
+        Some(any_value::Value::BoolValue(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Some(any_value::Value::IntValue(i)) => Cow::Owned(i.to_string()),
+        Some(any_value::Value::DoubleValue(d)) => Cow::Owned(format_double(*d)),
+        Some(any_value::Value::BytesValue(b)) => Cow::Owned(base64(b)),
+        Some(other) => {
+            let mut s = String::new();
+            write_json(&mut s, Some(other));
+            Cow::Owned(s)
+        }
+    }
+}
+
+fn format_double(d: f64) -> String {
+    if d.is_finite() && d.fract() == 0.0 && d.abs() < 1e15 {
+        format!("{d:.0}")
+    } else {
+        d.to_string()
+    }
+}
+
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Base64 (standard alphabet, padded) of `bytes`.
+fn base64(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for c in bytes.chunks(3) {
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(c.get(1).copied().unwrap_or(0)) << 8)
+            | u32::from(c.get(2).copied().unwrap_or(0));
+        for i in 0..4 {
+            if i <= c.len() {
+                s.push(char::from(A[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                s.push('=');
+            }
+        }
+    }
+    s
+}
+
+fn write_json(out: &mut String, v: Option<&any_value::Value>) {
+    match v {
+        // A profiles dictionary index: meaningless in a trace.
+        None | Some(any_value::Value::StringValueStrindex(_)) => out.push_str("null"),
+        Some(any_value::Value::StringValue(s)) => json_str(out, s),
+        Some(any_value::Value::BoolValue(b)) => out.push_str(if *b { "true" } else { "false" }),
+        Some(any_value::Value::IntValue(i)) => {
+            let _ = write!(out, "{i}");
+        }
+        Some(any_value::Value::DoubleValue(d)) => {
+            if d.is_finite() {
+                out.push_str(&format_double(*d));
+            } else {
+                json_str(out, &d.to_string());
+            }
+        }
+        Some(any_value::Value::BytesValue(b)) => json_str(out, &base64(b)),
+        Some(any_value::Value::ArrayValue(a)) => {
+            out.push('[');
+            for (i, v) in a.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, v.value.as_ref());
+            }
+            out.push(']');
+        }
+        Some(any_value::Value::KvlistValue(kv)) => {
+            out.push('{');
+            for (i, kv) in kv.values.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json_str(out, &kv.key);
+                out.push(':');
+                write_json(out, kv.value.as_ref().and_then(|v| v.value.as_ref()));
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// The last value of `key` in `attrs` (OTLP keys are unique; a repeated key: the last wins).
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
+    attrs
+        .iter()
+        .rev()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+}
+
+/// The string value of the first of `keys` set (non-empty) in `attrs`.
+fn attr_str<'a>(attrs: &'a [KeyValue], keys: &[&str]) -> Option<Cow<'a, str>> {
+    keys.iter()
+        .find_map(|k| Some(value_string(attr(attrs, k))).filter(|v| !v.is_empty()))
+}
+
+fn attr_int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match attr(attrs, key)?.value.as_ref()? {
+        any_value::Value::IntValue(i) => Some(*i),
+        any_value::Value::DoubleValue(d) if d.fract() == 0.0 => Some(*d as i64),
+        any_value::Value::StringValue(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Span attributes first, then the resource's (the Datadog agent's precedence).
+struct Lookup<'a> {
+    span: &'a [KeyValue],
+    res: &'a [KeyValue],
+}
+
+impl<'a> Lookup<'a> {
+    fn get(&self, keys: &[&str]) -> Option<Cow<'a, str>> {
+        attr_str(self.span, keys).or_else(|| attr_str(self.res, keys))
+    }
+
+    fn int(&self, keys: &[&str]) -> Option<i64> {
+        keys.iter()
+            .find_map(|k| attr_int(self.span, k).or_else(|| attr_int(self.res, k)))
+    }
+}
+
+fn lower(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// The `span.kind` name of an OTLP kind.
+pub fn kind_name(kind: SpanKind) -> &'static str {
+    match kind {
+        SpanKind::Server => "server",
+        SpanKind::Client => "client",
+        SpanKind::Producer => "producer",
+        SpanKind::Consumer => "consumer",
+        SpanKind::Internal => "internal",
+        SpanKind::Unspecified => "unspecified",
+    }
+}
+
+/// The operation name from the kind and semantic conventions (agent `GetOTelOperationNameV2`).
+fn operation_name(kind: SpanKind, a: &Lookup<'_>) -> String {
+    if let Some(op) = attr_str(a.span, &["operation.name"]) {
+        return op.into_owned();
+    }
+    let client = kind == SpanKind::Client;
+    let server = kind == SpanKind::Server;
+    if a.get(&["http.request.method", "http.method"]).is_some() {
+        if server {
+            return "http.server.request".to_owned();
+        }
+        if client {
+            return "http.client.request".to_owned();
+        }
+    }
+    if client && let Some(db) = a.get(&["db.system.name", "db.system"]) {
+        return format!("{}.query", lower(&db));
+    }
+    if matches!(
+        kind,
+        SpanKind::Client | SpanKind::Server | SpanKind::Producer | SpanKind::Consumer
+    ) && let (Some(system), Some(op)) = (
+        a.get(&["messaging.system"]),
+        a.get(&["messaging.operation.type", "messaging.operation"]),
+    ) {
+        return format!("{}.{}", lower(&system), lower(&op));
+    }
+    if let Some(rpc) = a.get(&["rpc.system"]) {
+        if client && rpc == "aws-api" {
+            return match a.get(&["rpc.service"]) {
+                Some(service) => format!("aws.{}.request", lower(&service)),
+                None => "aws.client.request".to_owned(),
+            };
+        }
+        if client {
+            return format!("{}.client.request", lower(&rpc));
+        }
+        if server {
+            return format!("{}.server.request", lower(&rpc));
+        }
+    }
+    if client && let (Some(provider), Some(name)) = (a.get(&["faas.invoked_provider"]), a.get(&["faas.invoked_name"])) {
+        return format!("{}.{}.invoke", lower(&provider), lower(&name));
+    }
+    if server && let Some(trigger) = a.get(&["faas.trigger"]) {
+        return format!("{}.invoke", lower(&trigger));
+    }
+    if a.get(&["graphql.operation.type"]).is_some() {
+        return "graphql.server.request".to_owned();
+    }
+    let protocol = a.get(&["network.protocol.name"]);
+    match (kind, protocol) {
+        (SpanKind::Server, Some(p)) => format!("{}.server.request", lower(&p)),
+        (SpanKind::Server, None) => "server.request".to_owned(),
+        (SpanKind::Client, Some(p)) => format!("{}.client.request", lower(&p)),
+        (SpanKind::Client, None) => "client.request".to_owned(),
+        (other, _) => kind_name(other).to_owned(),
+    }
+}
+
+/// The resource from the semantic conventions (agent `GetOTelResourceV2`); the span name when
+/// nothing applies.
+fn resource_name(kind: SpanKind, span_name: &str, a: &Lookup<'_>) -> String {
+    if let Some(r) = attr_str(a.span, &["resource.name"]) {
+        return r.into_owned();
+    }
+    if let Some(method) = a.get(&["http.request.method", "http.method"]) {
+        let method = if method == "_OTHER" {
+            Cow::Borrowed("HTTP")
+        } else {
+            method
+        };
+        if kind == SpanKind::Server
+            && let Some(route) = a.get(&["http.route"])
+        {
+            return format!("{method} {route}");
+        }
+        return method.into_owned();
+    }
+    if let Some(op) = a.get(&["messaging.operation.type", "messaging.operation"]) {
+        return match a.get(&["messaging.destination.name", "messaging.destination"]) {
+            Some(dest) => format!("{op} {dest}"),
+            None => op.into_owned(),
+        };
+    }
+    if let Some(method) = a.get(&["rpc.method"]) {
+        return match a.get(&["rpc.service"]) {
+            Some(service) => format!("{method} {service}"),
+            None => method.into_owned(),
+        };
+    }
+    if let Some(op) = a.get(&["graphql.operation.type"]) {
+        return match a.get(&["graphql.operation.name"]) {
+            Some(name) => format!("{op} {name}"),
+            None => op.into_owned(),
+        };
+    }
+    if a.get(&["db.system.name", "db.system"]).is_some()
+        && let Some(q) = a.get(&["db.query.text", "db.statement"])
+    {
+        return q.into_owned();
+    }
+    span_name.to_owned()
+}
+
+/// The Datadog span type of a database system (agent `checkDBType`).
+fn db_type(system: &str) -> &'static str {
+    match system {
+        "other_sql"
+        | "mssql"
+        | "microsoft.sql_server"
+        | "mysql"
+        | "oracle"
+        | "oracle.db"
+        | "db2"
+        | "ibm.db2"
+        | "postgresql"
+        | "redshift"
+        | "aws.redshift"
+        | "cloudscape"
+        | "hsqldb"
+        | "maxdb"
+        | "sap.maxdb"
+        | "ingres"
+        | "firstsql"
+        | "edb"
+        | "cache"
+        | "intersystems.cache"
+        | "firebird"
+        | "firebirdsql"
+        | "derby"
+        | "informix"
+        | "mariadb"
+        | "sqlite"
+        | "sybase"
+        | "teradata"
+        | "vertica"
+        | "h2"
+        | "h2database"
+        | "coldfusion"
+        | "cockroachdb"
+        | "progress"
+        | "hanadb"
+        | "sap.hana"
+        | "adabas"
+        | "filemaker"
+        | "instantdb"
+        | "interbase"
+        | "netezza"
+        | "pervasive"
+        | "pointbase"
+        | "clickhouse"
+        | "trino"
+        | "spanner"
+        | "gcp.spanner" => "sql",
+        "cassandra" => "cassandra",
+        "redis" => "redis",
+        "memcached" => "memcached",
+        "mongodb" => "mongodb",
+        "elasticsearch" => "elasticsearch",
+        "opensearch" => "opensearch",
+        _ => "db",
+    }
+}
+
+/// The span type (agent `GetOTelSpanType`): `span.type`, else from the kind.
+fn span_type(kind: SpanKind, a: &Lookup<'_>) -> String {
+    if let Some(t) = a.get(&["span.type"]) {
+        return t.into_owned();
+    }
+    match kind {
+        SpanKind::Server => "web".to_owned(),
+        SpanKind::Client => match a.get(&["db.system.name", "db.system"]) {
+            Some(db) => db_type(&db).to_owned(),
+            None => "http".to_owned(),
+        },
+        _ => "custom".to_owned(),
+    }
+}
+
+/// OTLP HTTP keys the Datadog agent renames (opentelemetry-mapping-go `HTTPMappings`).
+fn mapped_key(k: &str) -> Option<Cow<'_, str>> {
+    let renamed = match k {
+        "service.name" | "operation.name" | "resource.name" | "span.type" => return None,
+        "client.address" => "http.client_ip",
+        "http.response.body.size" => "http.response.content_length",
+        "http.response.status_code" => "http.status_code",
+        "http.request.body.size" => "http.request.content_length",
+        "http.request.header.referrer" => "http.referrer",
+        "http.request.method" => "http.method",
+        "network.protocol.version" => "http.version",
+        "server.address" => "http.server_name",
+        "url.full" => "http.url",
+        "user_agent.original" => "http.useragent",
+        other => {
+            return Some(match other.strip_prefix("http.request.header.") {
+                Some(h) => Cow::Owned(format!("http.request.headers.{h}")),
+                None => Cow::Borrowed(other),
+            });
+        }
+    };
+    Some(Cow::Borrowed(renamed))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+fn be_u64(b: &[u8]) -> u64 {
+    b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x))
+}
+
+fn status_text(code: i64) -> Option<&'static str> {
+    http::StatusCode::from_u16(u16::try_from(code).ok()?)
+        .ok()?
+        .canonical_reason()
+}
+
+fn has_meta(meta: &Tags<'_, Str<'_>>, key: &str) -> bool {
+    tag_get(meta, key).is_some()
+}
+
+fn set_meta_if_absent(meta: &mut Tags<'static, Str<'static>>, key: &str, value: &str) {
+    if !has_meta(meta, key) {
+        meta.push((Str::from(key.to_owned()), Str::from(value.to_owned())));
+    }
+}
+
+fn set_metric_if_absent(metrics: &mut Tags<'static, f64>, key: &str, value: f64) {
+    if tag_get(metrics, key).is_none() {
+        metrics.push((Str::from(key.to_owned()), value));
+    }
+}
+
+fn marshal_events(span: &OtlpSpan) -> String {
+    let mut s = String::from("[");
+    for (i, e) in span.events.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push('{');
+        let mut sep = "";
+        if e.time_unix_nano != 0 {
+            let _ = write!(s, "\"time_unix_nano\":{}", e.time_unix_nano);
+            sep = ",";
+        }
+        if !e.name.is_empty() {
+            s.push_str(sep);
+            s.push_str("\"name\":");
+            json_str(&mut s, &e.name);
+            sep = ",";
+        }
+        if !e.attributes.is_empty() {
+            s.push_str(sep);
+            s.push_str("\"attributes\":{");
+            for (j, kv) in e.attributes.iter().enumerate() {
+                if j > 0 {
+                    s.push(',');
+                }
+                json_str(&mut s, &kv.key);
+                s.push(':');
+                write_json(&mut s, kv.value.as_ref().and_then(|v| v.value.as_ref()));
+            }
+            s.push('}');
+            sep = ",";
+        }
+        if e.dropped_attributes_count != 0 {
+            s.push_str(sep);
+            let _ = write!(s, "\"dropped_attributes_count\":{}", e.dropped_attributes_count);
+        }
+        s.push('}');
+    }
+    s.push(']');
+    s
+}
+
+fn marshal_links(span: &OtlpSpan) -> String {
+    let mut s = String::from("[");
+    for (i, l) in span.links.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(
+            s,
+            "{{\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+            hex(&l.trace_id),
+            hex(&l.span_id)
+        );
+        if !l.trace_state.is_empty() {
+            s.push_str(",\"tracestate\":");
+            json_str(&mut s, &l.trace_state);
+        }
+        if !l.attributes.is_empty() {
+            s.push_str(",\"attributes\":{");
+            for (j, kv) in l.attributes.iter().enumerate() {
+                if j > 0 {
+                    s.push(',');
+                }
+                json_str(&mut s, &kv.key);
+                s.push(':');
+                json_str(&mut s, &value_string(kv.value.as_ref()));
+            }
+            s.push('}');
+        }
+        if l.dropped_attributes_count > 0 {
+            let _ = write!(s, ",\"dropped_attributes_count\":{}", l.dropped_attributes_count);
+        }
+        s.push('}');
+    }
+    s.push(']');
+    s
+}
+
+/// Why a span cannot be mapped (it is refused and counted in the partial-success reply).
+pub fn check_ids(span: &OtlpSpan) -> Result<(), String> {
+    if span.trace_id.len() != 16 || span.trace_id.iter().all(|b| *b == 0) {
+        return Err(format!(
+            "span {:?}: trace_id must be 16 bytes, not all zero (got {} bytes)",
+            span.name,
+            span.trace_id.len()
+        ));
+    }
+    if span.span_id.len() != 8 || span.span_id.iter().all(|b| *b == 0) {
+        return Err(format!(
+            "span {:?}: span_id must be 8 bytes, not all zero (got {} bytes)",
+            span.name,
+            span.span_id.len()
+        ));
+    }
+    if !span.parent_span_id.is_empty() && span.parent_span_id.len() != 8 {
+        return Err(format!(
+            "span {:?}: parent_span_id must be empty or 8 bytes (got {} bytes)",
+            span.name,
+            span.parent_span_id.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Converts one span (agent `OtelSpanToDDSpan` with top-level by span kind).
+pub fn convert_span(span: &OtlpSpan, res: &[KeyValue], scope: Option<&InstrumentationScope>) -> Span<'static> {
+    let kind = SpanKind::try_from(span.kind).unwrap_or(SpanKind::Unspecified);
+    let a = Lookup {
+        span: &span.attributes,
+        res,
+    };
+    let mut meta: Tags<'static, Str<'static>> = Vec::with_capacity(span.attributes.len() + res.len() + 8);
+    let mut metrics: Tags<'static, f64> = Vec::new();
+    let service = a
+        .get(&["datadog.service", "service.name"])
+        .map_or_else(|| NO_SERVICE.to_owned(), Cow::into_owned);
+    let status = span.status.as_ref();
+    let status_code = status.map_or(StatusCode::Unset, |s| {
+        StatusCode::try_from(s.code).unwrap_or(StatusCode::Unset)
+    });
+    let mut error = i32::from(status_code == StatusCode::Error);
+    let name = a
+        .get(&["datadog.name"])
+        .map_or_else(|| operation_name(kind, &a), Cow::into_owned);
+    let resource = a
+        .get(&["datadog.resource"])
+        .map_or_else(|| resource_name(kind, &span.name, &a), Cow::into_owned);
+    let typ = a
+        .get(&["datadog.type"])
+        .map_or_else(|| span_type(kind, &a), Cow::into_owned);
+    meta.push((Str::from_static("span.kind"), Str::from_static(kind_name(kind))));
+    if let Some(code) = a.int(&["http.response.status_code", "http.status_code"])
+        && code >= 0
+    {
+        metrics.push((Str::from_static("http.status_code"), code as f64));
+    }
+    if let Some(code) = a.get(&["rpc.grpc.status_code"]) {
+        meta.push((Str::from_static("rpc.grpc.status_code"), Str::from(code.into_owned())));
+    }
+    let parent_id = be_u64(&span.parent_span_id);
+    // Top level by span kind (the Datadog agent's `enable_otlp_compute_top_level_by_span_kind`):
+    // roots, server and consumer spans; client and producer spans are measured.
+    if parent_id == 0 || matches!(kind, SpanKind::Server | SpanKind::Consumer) {
+        metrics.push((Str::from_static("_dd.top_level"), 1.0));
+    }
+    if a.int(&["_dd.measured"]) == Some(1) || matches!(kind, SpanKind::Client | SpanKind::Producer) {
+        metrics.push((Str::from_static("_dd.measured"), 1.0));
+    }
+    if !span.trace_state.is_empty() {
+        meta.push((Str::from_static("w3c.tracestate"), Str::from(span.trace_state.clone())));
+    }
+    for kv in &span.attributes {
+        let Some(key) = mapped_key(&kv.key) else {
+            continue;
+        };
+        match kv.value.as_ref().and_then(|v| v.value.as_ref()) {
+            Some(any_value::Value::IntValue(i)) => numeric(&mut metrics, &key, *i as f64),
+            Some(any_value::Value::DoubleValue(d)) => numeric(&mut metrics, &key, *d),
+            _ => {
+                let v = value_string(kv.value.as_ref());
+                set_meta_if_absent(&mut meta, &key, &v);
+            }
+        }
+    }
+    meta.push((Str::from_static("otel.trace_id"), Str::from(hex(&span.trace_id))));
+    if !has_meta(&meta, "version")
+        && let Some(v) = a.get(&["datadog.version", "service.version"])
+    {
+        meta.push((Str::from_static("version"), Str::from(v.into_owned())));
+    }
+    if !span.events.is_empty() {
+        meta.push((Str::from_static("events"), Str::from(marshal_events(span))));
+        if span.events.iter().any(|e| e.name == "exception") {
+            meta.push((
+                Str::from_static("_dd.span_events.has_exception"),
+                Str::from_static("true"),
+            ));
+        }
+    }
+    if !span.links.is_empty() {
+        meta.push((Str::from_static("_dd.span_links"), Str::from(marshal_links(span))));
+    }
+    if let Some(scope) = scope {
+        if !scope.name.is_empty() {
+            meta.push((Str::from_static("otel.scope.name"), Str::from(scope.name.clone())));
+            meta.push((Str::from_static("otel.library.name"), Str::from(scope.name.clone())));
+        }
+        if !scope.version.is_empty() {
+            meta.push((Str::from_static("otel.scope.version"), Str::from(scope.version.clone())));
+            meta.push((
+                Str::from_static("otel.library.version"),
+                Str::from(scope.version.clone()),
+            ));
+        }
+    }
+    let code_name = match status_code {
+        StatusCode::Unset => "Unset",
+        StatusCode::Ok => "Ok",
+        StatusCode::Error => "Error",
+    };
+    meta.push((Str::from_static("otel.status_code"), Str::from_static(code_name)));
+    let status_message = status.map_or("", |s| s.message.as_str());
+    if !status_message.is_empty() {
+        meta.push((
+            Str::from_static("otel.status_description"),
+            Str::from(status_message.to_owned()),
+        ));
+    }
+    if let Some(e) = a.get(&["datadog.error"]) {
+        error = i32::from(matches!(&*e, "true" | "1"));
+    }
+    if error == 1 {
+        error_tags(span, status_message, &mut meta, &metrics);
+    }
+    if !has_meta(&meta, "env")
+        && let Some(env) = a.get(&["datadog.env", "deployment.environment.name", "deployment.environment"])
+    {
+        meta.push((Str::from_static("env"), Str::from(env.into_owned())));
+    }
+    for kv in res {
+        if let Some(key) = mapped_key(&kv.key) {
+            set_meta_if_absent(&mut meta, &key, &value_string(kv.value.as_ref()));
+        }
+    }
+    if let Some(scope) = scope {
+        for kv in &scope.attributes {
+            set_meta_if_absent(&mut meta, &kv.key, &value_string(kv.value.as_ref()));
+        }
+    }
+    if !has_meta(&meta, "db.name")
+        && let Some(ns) = attr_str(res, &["db.namespace"]).or_else(|| attr_str(&span.attributes, &["db.namespace"]))
+    {
+        meta.push((Str::from_static("db.name"), Str::from(ns.into_owned())));
+    }
+    Span {
+        service: Str::from(service),
+        name: Str::from(name),
+        resource: Str::from(resource),
+        trace_id: be_u64(span.trace_id.get(8..).unwrap_or_default()),
+        span_id: be_u64(&span.span_id),
+        parent_id,
+        start: i64::try_from(span.start_time_unix_nano).unwrap_or(i64::MAX),
+        duration: (span.end_time_unix_nano as i128 - span.start_time_unix_nano as i128)
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
+        error,
+        meta,
+        metrics,
+        r#type: Str::from(typ),
+        meta_struct: Vec::new(),
+        raw_fields: Vec::new(),
+    }
+}
+
+/// A numeric attribute: `sampling.priority` is the Datadog sampling priority.
+fn numeric(metrics: &mut Tags<'static, f64>, key: &str, v: f64) {
+    let key = if key == "sampling.priority" {
+        "_sampling_priority_v1"
+    } else {
+        key
+    };
+    set_metric_if_absent(metrics, key, v);
+}
+
+/// `error.msg`, `error.type`, `error.stack` of an error span: from its last `exception` event,
+/// else the status message, else the HTTP status (`404 Not Found`).
+fn error_tags(
+    span: &OtlpSpan,
+    status_message: &str,
+    meta: &mut Tags<'static, Str<'static>>,
+    metrics: &Tags<'static, f64>,
+) {
+    if let Some(e) = span.events.iter().rev().find(|e| e.name == "exception") {
+        for (from, to) in [
+            ("exception.message", "error.msg"),
+            ("exception.type", "error.type"),
+            ("exception.stacktrace", "error.stack"),
+        ] {
+            if let Some(v) = attr_str(&e.attributes, &[from]) {
+                set_meta_if_absent(meta, to, &v);
+            }
+        }
+    }
+    if has_meta(meta, "error.msg") {
+        return;
+    }
+    if !status_message.is_empty() {
+        meta.push((Str::from_static("error.msg"), Str::from(status_message.to_owned())));
+    } else if let Some(code) = tag_get(metrics, "http.status_code") {
+        let code = *code as i64;
+        let msg = match status_text(code) {
+            Some(text) => format!("{code} {text}"),
+            None => code.to_string(),
+        };
+        meta.push((Str::from_static("error.msg"), Str::from(msg)));
+    }
+}
+
+fn map_resource_spans(rs: &ResourceSpans, opts: &MapOptions<'_>, out: &mut Mapped) {
+    let res: &[KeyValue] = rs.resource.as_ref().map_or(&[], |r| r.attributes.as_slice());
+    // Chunks in order of first appearance, found by the low 64 bits of the trace id.
+    let mut index: HashMap<u64, usize> = HashMap::new();
+    let mut chunks: Vec<(Vec<Span<'static>>, Option<f64>, u64)> = Vec::new();
+    for ss in &rs.scope_spans {
+        for span in &ss.spans {
+            out.spans += 1;
+            if let Err(e) = check_ids(span) {
+                out.rejected += 1;
+                out.first_rejection.get_or_insert(e);
+                continue;
+            }
+            let dd = convert_span(span, res, ss.scope.as_ref());
+            let high = be_u64(span.trace_id.get(..8).unwrap_or_default());
+            let priority = dd.metric("_sampling_priority_v1");
+            let i = *index.entry(dd.trace_id).or_insert_with(|| {
+                chunks.push((Vec::new(), None, high));
+                chunks.len() - 1
+            });
+            if let Some(chunk) = chunks.get_mut(i) {
+                if priority.is_some() {
+                    chunk.1 = priority;
+                }
+                chunk.0.push(dd);
+            }
+        }
+    }
+    if chunks.is_empty() {
+        return;
+    }
+    let chunks = chunks
+        .into_iter()
+        .map(|(mut spans, priority, high)| {
+            if high != 0
+                && let Some(first) = spans.first_mut()
+                && !has_meta(&first.meta, "_dd.p.tid")
+            {
+                first
+                    .meta
+                    .push((Str::from_static("_dd.p.tid"), Str::from(format!("{high:016x}"))));
+            }
+            let priority = if opts.probabilistic_sampler {
+                crate::span::PRIORITY_NONE
+            } else {
+                // A user decision (`sampling.priority`) wins; else the receiver's own sampler
+                // keeps everything (`otlp_config.traces.probabilistic_sampler` at 100 %).
+                let (p, dm) = match priority {
+                    Some(p) => (p as i32, "-4"),
+                    None => (PRIORITY_AUTO_KEEP, "-9"),
+                };
+                if p > 0
+                    && let Some(first) = spans.first_mut()
+                {
+                    set_meta_if_absent(&mut first.meta, "_dd.p.dm", dm);
+                }
+                p
+            };
+            TraceChunk {
+                priority,
+                origin: Str::new(),
+                spans,
+                tags: vec![(Str::from_static("_dd.otlp_sr"), Str::from_static("1.00"))],
+                dropped_trace: false,
+            }
+        })
+        .collect();
+    let hostname = attr_str(res, &["datadog.host.name", "host.name", "_dd.hostname"])
+        .map_or_else(|| opts.hostname.to_owned(), Cow::into_owned);
+    let env = attr_str(
+        res,
+        &["datadog.env", "deployment.environment.name", "deployment.environment"],
+    )
+    .map_or_else(|| opts.default_env.to_owned(), Cow::into_owned);
+    let container_id = attr_str(res, &["datadog.container.id", "container.id", "k8s.pod.uid"]).unwrap_or_default();
+    let lang = attr_str(res, &["telemetry.sdk.language"]).unwrap_or_default();
+    let sdk_version = attr_str(res, &["telemetry.sdk.version"]).unwrap_or_default();
+    let app_version = attr_str(res, &["datadog.version", "service.version"]).unwrap_or_default();
+    let runtime_id = attr_str(res, &["service.instance.id"]).unwrap_or_default();
+    let stats_computed = attr_str(res, &["_dd.stats_computed"]).is_some();
+    out.payloads.push(MappedPayload {
+        payload: TracerPayload {
+            container_id: Str::from(container_id.into_owned()),
+            language_name: Str::from(lang.into_owned()),
+            language_version: Str::new(),
+            tracer_version: Str::from(format!("otlp-{sdk_version}")),
+            runtime_id: Str::from(runtime_id.into_owned()),
+            chunks,
+            tags: Vec::new(),
+            env: Str::from(env),
+            hostname: Str::from(hostname),
+            app_version: Str::from(app_version.into_owned()),
+        },
+        client_computed_stats: stats_computed || opts.client_computed_stats,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Status, span::Event};
+
+    use super::*;
+
+    fn kv(k: &str, v: Value) -> KeyValue {
+        KeyValue {
+            key: k.to_owned(),
+            value: Some(AnyValue { value: Some(v) }),
+            ..Default::default()
+        }
+    }
+
+    fn s(v: &str) -> Value {
+        Value::StringValue(v.to_owned())
+    }
+
+    fn span(kind: SpanKind, attrs: Vec<KeyValue>) -> OtlpSpan {
+        OtlpSpan {
+            trace_id: vec![0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 42],
+            span_id: vec![0, 0, 0, 0, 0, 0, 0, 1],
+            name: "otel-name".to_owned(),
+            kind: kind as i32,
+            start_time_unix_nano: 1_000,
+            end_time_unix_nano: 3_500,
+            attributes: attrs,
+            ..Default::default()
+        }
+    }
+
+    fn request(spans: Vec<OtlpSpan>, res: Vec<KeyValue>) -> ExportTraceServiceRequest {
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: res,
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "my.lib".to_owned(),
+                        version: "1.2".to_owned(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    #[test]
+    fn server_span_maps_like_the_datadog_agent() {
+        let sp = span(
+            SpanKind::Server,
+            vec![
+                kv("http.request.method", s("GET")),
+                kv("http.route", s("/items/{id}")),
+                kv("http.response.status_code", Value::IntValue(200)),
+                kv("client.address", s("10.0.0.1")),
+            ],
+        );
+        let res = vec![
+            kv("service.name", s("shop")),
+            kv("deployment.environment.name", s("prod")),
+            kv("service.version", s("1.4")),
+            kv("telemetry.sdk.language", s("python")),
+            kv("telemetry.sdk.version", s("1.45.2")),
+            kv("host.name", s("box")),
+        ];
+        let m = map_request(&request(vec![sp], res), &MapOptions::default());
+        assert_eq!((m.spans, m.rejected), (1, 0));
+        let p = &m.payloads[0].payload;
+        assert_eq!(
+            (
+                &*p.env,
+                &*p.hostname,
+                &*p.language_name,
+                &*p.tracer_version,
+                &*p.app_version
+            ),
+            ("prod", "box", "python", "otlp-1.45.2", "1.4")
+        );
+        let c = &p.chunks[0];
+        assert_eq!(c.priority, 1);
+        assert_eq!(tag_get(&c.tags, "_dd.otlp_sr").map(|v| v.as_str()), Some("1.00"));
+        let d = &c.spans[0];
+        assert_eq!(
+            (&*d.service, &*d.name, &*d.resource, &*d.r#type),
+            ("shop", "http.server.request", "GET /items/{id}", "web")
+        );
+        assert_eq!(
+            (d.trace_id, d.span_id, d.parent_id, d.start, d.duration),
+            (42, 1, 0, 1_000, 2_500)
+        );
+        assert_eq!(d.meta("span.kind"), Some("server"));
+        assert_eq!(d.meta("http.method"), Some("GET"));
+        assert_eq!(d.meta("http.client_ip"), Some("10.0.0.1"));
+        assert_eq!(d.meta("env"), Some("prod"));
+        assert_eq!(d.meta("version"), Some("1.4"));
+        assert_eq!(d.meta("_dd.p.tid"), Some("0000000000000007"));
+        assert_eq!(d.meta("_dd.p.dm"), Some("-9"));
+        assert_eq!(d.meta("otel.trace_id"), Some("0000000000000007000000000000002a"));
+        assert_eq!(d.meta("otel.scope.name"), Some("my.lib"));
+        assert_eq!(d.meta("otel.status_code"), Some("Unset"));
+        assert_eq!(d.meta("service.name"), None, "convention keys are fields, not tags");
+        assert_eq!(d.metric("http.status_code"), Some(200.0));
+        assert_eq!(d.metric("_dd.top_level"), Some(1.0));
+        assert_eq!(d.error, 0);
+    }
+
+    #[test]
+    fn client_spans_are_measured_and_named_from_conventions() {
+        let mut db = span(
+            SpanKind::Client,
+            vec![kv("db.system", s("PostgreSQL")), kv("db.statement", s("SELECT 1"))],
+        );
+        db.parent_span_id = vec![0, 0, 0, 0, 0, 0, 0, 9];
+        let d = convert_span(&db, &[], None);
+        assert_eq!(
+            (&*d.name, &*d.resource, &*d.r#type, &*d.service),
+            ("postgresql.query", "SELECT 1", "db", NO_SERVICE)
+        );
+        assert_eq!(d.metric("_dd.measured"), Some(1.0));
+        assert_eq!(d.metric("_dd.top_level"), None, "a client child is not top level");
+        let mut rpc = span(
+            SpanKind::Client,
+            vec![
+                kv("rpc.system", s("grpc")),
+                kv("rpc.service", s("Greeter")),
+                kv("rpc.method", s("Hello")),
+            ],
+        );
+        rpc.parent_span_id = vec![0, 0, 0, 0, 0, 0, 0, 9];
+        let d = convert_span(&rpc, &[], None);
+        assert_eq!((&*d.name, &*d.resource), ("grpc.client.request", "Hello Greeter"));
+        let msg = span(
+            SpanKind::Producer,
+            vec![
+                kv("messaging.system", s("Kafka")),
+                kv("messaging.operation.type", s("publish")),
+                kv("messaging.destination.name", s("orders")),
+            ],
+        );
+        let d = convert_span(&msg, &[], None);
+        assert_eq!(
+            (&*d.name, &*d.resource, &*d.r#type),
+            ("kafka.publish", "publish orders", "custom")
+        );
+        let internal = span(SpanKind::Internal, vec![]);
+        let d = convert_span(&internal, &[], None);
+        assert_eq!((&*d.name, &*d.resource), ("internal", "otel-name"));
+    }
+
+    #[test]
+    fn explicit_names_and_priority_win() {
+        let sp = span(
+            SpanKind::Server,
+            vec![
+                kv("operation.name", s("custom.op")),
+                kv("resource.name", s("custom res")),
+                kv("span.type", s("worker")),
+                kv("sampling.priority", Value::IntValue(2)),
+                kv("service.name", s("span-level")),
+            ],
+        );
+        let m = map_request(
+            &request(vec![sp], vec![kv("service.name", s("res-level"))]),
+            &MapOptions::default(),
+        );
+        let c = &m.payloads[0].payload.chunks[0];
+        let d = &c.spans[0];
+        assert_eq!(
+            (&*d.name, &*d.resource, &*d.r#type, &*d.service),
+            ("custom.op", "custom res", "worker", "span-level")
+        );
+        assert_eq!(c.priority, 2);
+        assert_eq!(d.meta("_dd.p.dm"), Some("-4"));
+        let m = map_request(
+            &request(vec![span(SpanKind::Server, vec![])], vec![]),
+            &MapOptions {
+                probabilistic_sampler: true,
+                ..MapOptions::default()
+            },
+        );
+        assert_eq!(m.payloads[0].payload.chunks[0].priority, crate::span::PRIORITY_NONE);
+    }
+
+    #[test]
+    fn error_status_takes_the_exception_event_then_the_message() {
+        let mut sp = span(
+            SpanKind::Server,
+            vec![kv("http.response.status_code", Value::IntValue(503))],
+        );
+        sp.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: "boom".to_owned(),
+        });
+        sp.events = vec![Event {
+            name: "exception".to_owned(),
+            time_unix_nano: 5,
+            attributes: vec![
+                kv("exception.type", s("ValueError")),
+                kv("exception.message", s("bad \"value\"")),
+                kv("exception.stacktrace", s("line 1")),
+            ],
+            ..Default::default()
+        }];
+        let d = convert_span(&sp, &[], None);
+        assert_eq!(d.error, 1);
+        assert_eq!(d.meta("error.msg"), Some("bad \"value\""));
+        assert_eq!(d.meta("error.type"), Some("ValueError"));
+        assert_eq!(d.meta("error.stack"), Some("line 1"));
+        assert_eq!(d.meta("otel.status_code"), Some("Error"));
+        assert_eq!(d.meta("otel.status_description"), Some("boom"));
+        assert_eq!(d.meta("_dd.span_events.has_exception"), Some("true"));
+        let events: serde_json::Value = serde_json::from_str(d.meta("events").unwrap()).unwrap();
+        assert_eq!(events[0]["attributes"]["exception.message"], "bad \"value\"");
+        sp.events.clear();
+        assert_eq!(convert_span(&sp, &[], None).meta("error.msg"), Some("boom"));
+        sp.status = Some(Status {
+            code: StatusCode::Error as i32,
+            message: String::new(),
+        });
+        assert_eq!(
+            convert_span(&sp, &[], None).meta("error.msg"),
+            Some("503 Service Unavailable")
+        );
+    }
+
+    #[test]
+    fn spans_group_by_trace_and_bad_ids_are_refused() {
+        let a = span(SpanKind::Server, vec![]);
+        let mut b = span(SpanKind::Internal, vec![]);
+        b.parent_span_id = a.span_id.clone();
+        b.span_id = vec![0, 0, 0, 0, 0, 0, 0, 2];
+        let mut other = span(SpanKind::Server, vec![]);
+        other.trace_id[15] = 43;
+        let mut bad = span(SpanKind::Server, vec![]);
+        bad.trace_id = vec![1, 2, 3];
+        let mut zero = span(SpanKind::Server, vec![]);
+        zero.span_id = vec![0; 8];
+        let m = map_request(&request(vec![a, b, other, bad, zero], vec![]), &MapOptions::default());
+        assert_eq!((m.spans, m.rejected), (5, 2));
+        assert!(m.first_rejection.unwrap().contains("trace_id must be 16 bytes"));
+        let chunks = &m.payloads[0].payload.chunks;
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0].spans.len(), 2);
+        assert_eq!(chunks[1].spans[0].trace_id, 43);
+        let all_bad = {
+            let mut x = span(SpanKind::Server, vec![]);
+            x.span_id.clear();
+            x
+        };
+        let m = map_request(&request(vec![all_bad], vec![]), &MapOptions::default());
+        assert!(m.payloads.is_empty(), "a resource with no valid span yields no payload");
+    }
+
+    #[test]
+    fn values_stringify_like_pdata() {
+        let arr = AnyValue {
+            value: Some(Value::ArrayValue(opentelemetry_proto::tonic::common::v1::ArrayValue {
+                values: vec![
+                    AnyValue { value: Some(s("a")) },
+                    AnyValue {
+                        value: Some(Value::IntValue(3)),
+                    },
+                ],
+            })),
+        };
+        assert_eq!(value_string(Some(&arr)), "[\"a\",3]");
+        assert_eq!(
+            value_string(Some(&AnyValue {
+                value: Some(Value::BoolValue(true))
+            })),
+            "true"
+        );
+        assert_eq!(
+            value_string(Some(&AnyValue {
+                value: Some(Value::DoubleValue(2.5))
+            })),
+            "2.5"
+        );
+        assert_eq!(
+            value_string(Some(&AnyValue {
+                value: Some(Value::BytesValue(b"hi!?".to_vec()))
+            })),
+            "aGkhPw=="
+        );
+    }
+}
