@@ -7,6 +7,11 @@
 //! | `/services/{service}` | `/api/v1/services/{service}?window=&operation=` |
 //! | `/services/{service}/resources/{resource}` | `/api/v1/services/{service}/resources/{resource}?window=&operation=` |
 //! | `/traces/{trace_id}` | `/api/v1/traces/{trace_id}` |
+//! | `/search?…` | `/api/v1/traces?window=&service=&resource=&operation=&tag=k:v&min_duration=&max_duration=&error=&trace_id=&limit=&cursor=` |
+//! | `/map` | `/api/v1/service-map?window=` |
+//! | `/monitors` | `/api/v1/monitors`, `/api/v1/monitors/events`, `/api/v1/downtimes` (GET, POST; DELETE `/{id}`) |
+//! | (service page charts) | `/api/v1/services/{service}/anomalies?window=&operation=` |
+//! | (resource page, Versions) | `/api/v1/services/{service}/resources/{resource}/versions?window=&a=&b=&threshold=` |
 //! | | `/api/v1/status` (store counters) |
 //!
 //! Path segments are percent-encoded (a resource like `GET /api` is `GET%20%2Fapi`); trace ids
@@ -631,6 +636,18 @@ mod tests {
             Some((Route::Trace(u64::MAX), true))
         );
         assert_eq!(route("/traces/abc"), None);
+        assert_eq!(route("/api/v1/traces"), Some((Route::Search, true)));
+        assert_eq!(route("/traces"), None);
+        assert_eq!(route("/search"), Some((Route::Search, false)));
+        assert_eq!(route("/api/v1/service-map"), Some((Route::ServiceMap, true)));
+        assert_eq!(route("/map"), Some((Route::ServiceMap, false)));
+        assert_eq!(route("/monitors"), Some((Route::Monitors, false)));
+        assert_eq!(route("/api/v1/monitors/events"), Some((Route::MonitorEvents, true)));
+        assert_eq!(
+            route("/api/v1/services/a/resources/b/versions"),
+            Some((Route::ResourceVersions("a".to_owned(), "b".to_owned()), true))
+        );
+        assert_eq!(route("/services/a/anomalies"), None);
         assert_eq!(route("/services/%zz"), None);
         assert_eq!(route("/services/a/b"), None);
     }
