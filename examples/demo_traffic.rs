@@ -77,7 +77,9 @@ fn main() -> ExitCode {
     if steady == 0 {
         return ExitCode::SUCCESS;
     }
-    if let Some(port) = std::env::var("DEMO_WEBHOOK_PORT").ok().and_then(|p| p.trim().parse().ok())
+    if let Some(port) = std::env::var("DEMO_WEBHOOK_PORT")
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
         && let Err(e) = webhook_printer(port)
     {
         eprintln!("demo_traffic: cannot listen for the monitors' webhook on 127.0.0.1:{port}: {e}");
@@ -110,7 +112,11 @@ fn webhook_printer(port: u16) -> std::io::Result<()> {
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
                     let len = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap_or(0))
+                        })
                         .unwrap_or(0usize);
                     if body.len() >= len {
                         break Some(body.to_owned());
@@ -152,7 +158,18 @@ fn frontend_phases(app: SocketAddr, web: SocketAddr, steady: Duration) -> Result
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     let front = frontend::Frontend::new(tracer, app);
-    let routes = ["/", "/api/apm", "/api/trace", "/", "/api/apm", "/api/trace", "/", "/api/apm", "/api/trace", "/api/error"];
+    let routes = [
+        "/",
+        "/api/apm",
+        "/api/trace",
+        "/",
+        "/api/apm",
+        "/api/trace",
+        "/",
+        "/api/apm",
+        "/api/trace",
+        "/api/error",
+    ];
     // Five requests a second for `secs`; `incident` sends them to the failing route, slowly.
     let run = |secs: Duration, incident: bool, until: &dyn Fn() -> bool| -> Result<u64, String> {
         let start = Instant::now();
@@ -165,7 +182,10 @@ fn frontend_phases(app: SocketAddr, web: SocketAddr, steady: Duration) -> Result
                     let (path, think) = if incident {
                         ("/api/error", Duration::from_millis(250))
                     } else {
-                        (routes[((n + i) % routes.len() as u64) as usize], Duration::from_millis(1 + (n + i) % 3))
+                        (
+                            routes[((n + i) % routes.len() as u64) as usize],
+                            Duration::from_millis(1 + (n + i) % 3),
+                        )
                     };
                     let f = front.clone();
                     calls.push(tokio::spawn(async move { f.request(path, think).await }));

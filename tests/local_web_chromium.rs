@@ -101,7 +101,10 @@ fn webhook_receiver() -> (SocketAddr, std::sync::mpsc::Receiver<serde_json::Valu
                 }
             };
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            if tx.send(serde_json::from_str(&body).expect("a JSON notification")).is_err() {
+            if tx
+                .send(serde_json::from_str(&body).expect("a JSON notification"))
+                .is_err()
+            {
                 return;
             }
         }
@@ -408,7 +411,9 @@ monitors:
     let front = frontend::Frontend::new(front_tracer, server.addr);
     const FRONT_CALLS: usize = 4;
     for _ in 0..FRONT_CALLS {
-        let status = rt.block_on(front.request("/api/apm", Duration::ZERO)).expect("frontend call");
+        let status = rt
+            .block_on(front.request("/api/apm", Duration::ZERO))
+            .expect("frontend call");
         assert_eq!(status, 200);
     }
     front_tracer.flush(Duration::from_secs(20)).expect("flush the frontend");
@@ -437,8 +442,12 @@ monitors:
     }
     // The map: the two-service trace and the untraced cache.
     let dom = load(&browser, &dir, web_addr, "/map?window=5m", "service-map");
-    let edge = element(&dom, "data-from", FRONTEND);
-    assert_eq!(attr(edge, "data-to"), SERVICE, "frontend → app: {edge}");
+    // (the map's SVG comes first in the page; its edges carry both ends)
+    let edge = element(&dom, "data-from", &format!("{FRONTEND}\" data-to=\"{SERVICE}"));
+    assert!(
+        edge.starts_with("<g class=\"edge"),
+        "frontend → app is an SVG edge: {edge}"
+    );
     assert_eq!(num(edge, "data-hits") as usize, FRONT_CALLS);
     assert!(
         dom.contains(&format!("data-from=\"{FRONTEND}\" data-to=\"{}\"", frontend::CACHE)),
@@ -452,11 +461,18 @@ monitors:
     );
     assert_eq!(code, 200, "{body}");
     let found: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let id = found["traces"][0]["trace_id"].as_str().expect("a frontend trace").to_owned();
+    let id = found["traces"][0]["trace_id"]
+        .as_str()
+        .expect("a frontend trace")
+        .to_owned();
     assert_eq!(found["traces"][0]["root_service"], FRONTEND);
     let dom = load(&browser, &dir, web_addr, &format!("/traces/{id}"), "two-service-trace");
     let server_span = element(&dom, "data-service", SERVICE);
-    assert_eq!(attr(server_span, "data-depth"), "2", "frontend root → client call → app");
+    assert_eq!(
+        attr(server_span, "data-depth"),
+        "2",
+        "frontend root → client call → app"
+    );
 
     // The search form (GET): failing requests of the app.
     let dom = load(
@@ -475,11 +491,17 @@ monitors:
     let failing = attr(first, "data-trace").to_owned();
     assert!(dom.contains("id=\"search-form\""));
     let dom = load(&browser, &dir, web_addr, &format!("/traces/{failing}"), "search-hit");
-    assert!(dom.contains("the demo database is unavailable"), "the found trace failed");
+    assert!(
+        dom.contains("the demo database is unavailable"),
+        "the found trace failed"
+    );
 
     // Monitors: ALERT on the page and on the service page.
     let dom = load(&browser, &dir, web_addr, "/monitors", "monitors-alert");
-    assert_eq!(attr(element(&dom, "data-monitor", "demo errors"), "data-state"), "ALERT");
+    assert_eq!(
+        attr(element(&dom, "data-monitor", "demo errors"), "data-state"),
+        "ALERT"
+    );
     // Recovery: 80 successful requests → 25 / 133 = 19 % → OK, notified.
     const RECOVERY: usize = 80;
     hit(server.addr, "/api/apm", RECOVERY, false);
@@ -489,7 +511,10 @@ monitors:
     assert!((25.0 / 133.0 - 1e-9..0.25).contains(&value), "{ok}");
     let dom = load(&browser, &dir, web_addr, "/monitors", "monitors-ok");
     assert_eq!(attr(element(&dom, "data-monitor", "demo errors"), "data-state"), "OK");
-    assert!(dom.contains("data-to=\"ALERT\"") && dom.contains("data-from=\"ALERT\""), "both changes are events");
+    assert!(
+        dom.contains("data-to=\"ALERT\"") && dom.contains("data-from=\"ALERT\""),
+        "both changes are events"
+    );
     let dom = load(
         &browser,
         &dir,

@@ -67,10 +67,7 @@ impl Frontend {
             tokio::time::sleep(think).await;
         }
         let mut client = self.client.clone();
-        client
-            .ready()
-            .await
-            .map_err(|e| format!("client not ready: {e}"))?;
+        client.ready().await.map_err(|e| format!("client not ready: {e}"))?;
         let uri = format!("http://{}{path}", self.app);
         let req = http::Request::get(uri.as_str())
             .body(Empty::new())

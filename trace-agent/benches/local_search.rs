@@ -27,7 +27,14 @@ use trace_agent::upstream::pb;
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 const RESOURCES: [&str; 8] = [
-    "GET /", "GET /cart", "POST /cart", "GET /product/?", "POST /checkout", "GET /search", "GET /user/?", "POST /login",
+    "GET /",
+    "GET /cart",
+    "POST /cart",
+    "GET /product/?",
+    "POST /checkout",
+    "GET /search",
+    "GET /user/?",
+    "POST /login",
 ];
 
 /// Deterministic pseudo-random numbers (an LCG): the same day on every machine.
@@ -35,7 +42,10 @@ struct Rng(u64);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         self.0 >> 11
     }
 
@@ -68,18 +78,31 @@ fn trace(rng: &mut Rng, id: u64, start: i64) -> Vec<pb::Span> {
     let dur = 2 * MS * (1i64 << rng.below(10)) + rng.below(MS as u64) as i64;
     let failing = rng.below(50) == 0;
     let mut root = span(id, 1, 0, "web", "http.request", resource, start, dur);
-    root.meta.insert("user.id".to_owned(), format!("u{}", rng.below(100_000)));
     root.meta
-        .insert("http.status_code".to_owned(), if failing { "500" } else { "200" }.to_owned());
+        .insert("user.id".to_owned(), format!("u{}", rng.below(100_000)));
+    root.meta.insert(
+        "http.status_code".to_owned(),
+        if failing { "500" } else { "200" }.to_owned(),
+    );
     let mut api = span(id, 2, 1, "api", "http.request", resource, start + MS / 2, dur * 3 / 4);
-    let mut db = span(id, 3, 2, "api", "postgresql.query", "SELECT * FROM items WHERE id = ?", start + MS, dur / 2);
+    let mut db = span(
+        id,
+        3,
+        2,
+        "api",
+        "postgresql.query",
+        "SELECT * FROM items WHERE id = ?",
+        start + MS,
+        dur / 2,
+    );
     db.meta.insert("peer.service".to_owned(), "postgres".to_owned());
     db.r#type = "sql".to_owned();
     let cache = span(id, 4, 1, "web", "redis.command", "GET", start + MS / 4, MS / 4);
     if failing {
         root.error = 1;
         api.error = 1;
-        api.meta.insert("error.message".to_owned(), "upstream timeout".to_owned());
+        api.meta
+            .insert("error.message".to_owned(), "upstream timeout".to_owned());
     }
     vec![root, api, db, cache]
 }
@@ -94,7 +117,10 @@ fn generated_day(n: u64) -> (LocalStore, i64) {
         max_size_bytes: 64 << 30,
         ..LocalConfig::in_dir(&dir)
     };
-    if let Some(end) = std::fs::read_to_string(&end_file).ok().and_then(|s| s.trim().parse().ok()) {
+    if let Some(end) = std::fs::read_to_string(&end_file)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
         return (LocalStore::open(config).expect("open the bench database"), end);
     }
     let _ = std::fs::remove_dir_all(&dir);
@@ -151,12 +177,26 @@ fn bench(c: &mut Criterion) {
         ("errors, 1d", q(&[("window", "1d"), ("error", "true")])),
         (
             "service+resource+errors, 1d",
-            q(&[("window", "1d"), ("service", "api"), ("resource", "POST /checkout"), ("error", "true")]),
+            q(&[
+                ("window", "1d"),
+                ("service", "api"),
+                ("resource", "POST /checkout"),
+                ("error", "true"),
+            ]),
         ),
         ("min_duration 1s, 1d", q(&[("window", "1d"), ("min_duration", "1s")])),
-        ("rare tag (user.id), 1d", q(&[("window", "1d"), ("tag", "user.id:u4242")])),
-        ("common tag (status 200), 1d", q(&[("window", "1d"), ("tag", "http.status_code:200")])),
-        ("trace id, 1d", q(&[("window", "1d"), ("trace_id", &(1_000_000 + n / 2).to_string())])),
+        (
+            "rare tag (user.id), 1d",
+            q(&[("window", "1d"), ("tag", "user.id:u4242")]),
+        ),
+        (
+            "common tag (status 200), 1d",
+            q(&[("window", "1d"), ("tag", "http.status_code:200")]),
+        ),
+        (
+            "trace id, 1d",
+            q(&[("window", "1d"), ("trace_id", &(1_000_000 + n / 2).to_string())]),
+        ),
         ("service, 1h, page 1", q(&[("window", "1h"), ("service", "web")])),
     ];
     let mut g = c.benchmark_group(format!("local_search/{n}_traces"));

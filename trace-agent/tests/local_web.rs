@@ -367,7 +367,15 @@ fn json_of(addr: SocketAddr, path: &str) -> serde_json::Value {
 
 /// A stats bucket with a version, `hits` spans of `ms` ms each (the last `errors` failing).
 #[allow(clippy::too_many_arguments)]
-fn stats_at(start: i64, service: &str, resource: &str, version: &str, hits: u64, errors: u64, ms: f64) -> Arc<pb::StatsPayload> {
+fn stats_at(
+    start: i64,
+    service: &str,
+    resource: &str,
+    version: &str,
+    hits: u64,
+    errors: u64,
+    ms: f64,
+) -> Arc<pb::StatsPayload> {
     let sketch = |n: u64| {
         let mut s = Sketch::new();
         for _ in 0..n {
@@ -406,7 +414,11 @@ fn stats_at(start: i64, service: &str, resource: &str, version: &str, hits: u64,
 async fn serve(
     store: &LocalStore,
     monitors: trace_agent::local::monitor::Monitors,
-) -> (SocketAddr, tokio::sync::watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+) -> (
+    SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = web::bind(0).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
@@ -425,7 +437,14 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
     for i in 0..30u64 {
         let t = 1000 + i;
         let start = now - 60 * SEC + i as i64 * 10 * MS;
-        let root = span(t, 1, 0, ("web", "http.request", "GET /checkout"), start, (10 + i as i64) * MS);
+        let root = span(
+            t,
+            1,
+            0,
+            ("web", "http.request", "GET /checkout"),
+            start,
+            (10 + i as i64) * MS,
+        );
         let mut call = span(t, 2, 1, ("api", "http.request", "POST /pay"), start + MS, 5 * MS);
         if i % 5 == 0 {
             call.error = 1;
@@ -437,7 +456,14 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
         chunks.push(vec![root, call]);
     }
     // An old trace, outside the 5-minute window.
-    chunks.push(vec![span(9, 1, 0, ("web", "http.request", "GET /checkout"), now - 600 * SEC, MS)]);
+    chunks.push(vec![span(
+        9,
+        1,
+        0,
+        ("web", "http.request", "GET /checkout"),
+        now - 600 * SEC,
+        MS,
+    )]);
     store.push_traces(traces(chunks));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
     let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
@@ -460,11 +486,20 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
         assert_eq!(r["next_cursor"], serde_json::Value::Null);
         // A resource of the callee, a tag, a duration range.
         assert_eq!(ids(&json_of(addr, "/api/v1/traces?window=5m&tag=user.id:u7")), [1007]);
-        let r = json_of(addr, "/api/v1/traces?window=5m&service=api&resource=POST%20%2Fpay&min_duration=30ms&max_duration=32ms");
+        let r = json_of(
+            addr,
+            "/api/v1/traces?window=5m&service=api&resource=POST%20%2Fpay&min_duration=30ms&max_duration=32ms",
+        );
         assert_eq!(ids(&r), [1022, 1021, 1020]);
-        assert_eq!(ids(&json_of(addr, "/api/v1/traces?window=5m&service=api&operation=nope")), Vec::<u64>::new());
+        assert_eq!(
+            ids(&json_of(addr, "/api/v1/traces?window=5m&service=api&operation=nope")),
+            Vec::<u64>::new()
+        );
         assert_eq!(ids(&json_of(addr, "/api/v1/traces?window=1h&trace_id=9")), [9]);
-        assert_eq!(ids(&json_of(addr, "/api/v1/traces?window=5m&trace_id=9")), Vec::<u64>::new());
+        assert_eq!(
+            ids(&json_of(addr, "/api/v1/traces?window=5m&trace_id=9")),
+            Vec::<u64>::new()
+        );
         // Pages: 30 in 4 pages of 8, nothing repeated or skipped.
         let mut seen = Vec::new();
         let mut path = "/api/v1/traces?window=5m&service=web&limit=8".to_owned();
@@ -507,14 +542,27 @@ async fn the_service_map_joins_parents_and_children_across_services_and_peer_ser
         let root = span(t, 1, 0, ("frontend", "http.request", "GET /"), start, 50 * MS);
         let mut call = span(t, 2, 1, ("frontend", "http.client", "GET /api"), start + MS, 30 * MS);
         call.meta.insert("peer.service".to_owned(), "backend".to_owned());
-        let mut server = span(t, 3, 2, ("backend", "http.request", "GET /api"), start + 2 * MS, 20 * MS);
+        let mut server = span(
+            t,
+            3,
+            2,
+            ("backend", "http.request", "GET /api"),
+            start + 2 * MS,
+            20 * MS,
+        );
         server.error = i64::from(i == 0) as i32;
         let mut db = span(t, 4, 3, ("backend", "pg.query", "SELECT 1"), start + 3 * MS, 4 * MS);
         db.meta.insert("peer.service".to_owned(), "postgres".to_owned());
         chunks.push(vec![root, call, server, db]);
     }
     store.push_traces(traces(chunks));
-    store.push_stats(stats(now - now.rem_euclid(10 * SEC) - 10 * SEC, "frontend", "GET /", 4, 0));
+    store.push_stats(stats(
+        now - now.rem_euclid(10 * SEC) - 10 * SEC,
+        "frontend",
+        "GET /",
+        4,
+        0,
+    ));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
     let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
     tokio::task::spawn_blocking(move || {
@@ -547,14 +595,26 @@ async fn the_service_map_joins_parents_and_children_across_services_and_peer_ser
             .as_array()
             .unwrap()
             .iter()
-            .map(|n| (n["service"].as_str().unwrap(), n["hits"].as_u64().unwrap(), n["untraced"].as_bool().unwrap()))
+            .map(|n| {
+                (
+                    n["service"].as_str().unwrap(),
+                    n["hits"].as_u64().unwrap(),
+                    n["untraced"].as_bool().unwrap(),
+                )
+            })
             .collect();
-        assert_eq!(nodes, [("backend", 0, false), ("frontend", 4, false), ("postgres", 4, true)]);
+        assert_eq!(
+            nodes,
+            [("backend", 0, false), ("frontend", 4, false), ("postgres", 4, true)]
+        );
         let page = get(addr, "/map?window=5m").body;
         assert!(page.contains("<svg class=\"map\""));
         assert!(page.contains("data-from=\"frontend\" data-to=\"backend\""));
         assert!(page.contains("href=\"/search?window=5m&amp;service=backend&amp;tag=peer.service%3Apostgres\""));
-        assert!(page.contains("href=\"/search?window=5m&amp;service=frontend\""), "nodes link to search");
+        assert!(
+            page.contains("href=\"/search?window=5m&amp;service=frontend\""),
+            "nodes link to search"
+        );
     })
     .await
     .unwrap();
@@ -571,7 +631,15 @@ async fn versions_and_anomalies_of_the_stored_stats() {
     // 20 slots of steady traffic (10 ms, no errors) on 1.0, then the last slot on 1.1: slow
     // and failing.
     for i in 1..=20 {
-        store.push_stats(stats_at(last - (21 - i) * 10 * SEC, "shop", "GET /cart", "1.0", 100, 1, 10.0));
+        store.push_stats(stats_at(
+            last - (21 - i) * 10 * SEC,
+            "shop",
+            "GET /cart",
+            "1.0",
+            100,
+            1,
+            10.0,
+        ));
     }
     store.push_stats(stats_at(last, "shop", "GET /cart", "1.1", 100, 30, 40.0));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
@@ -587,8 +655,17 @@ async fn versions_and_anomalies_of_the_stored_stats() {
             .collect();
         assert_eq!(flagged, [("p50", true), ("p99", true), ("error_rate", true)]);
         assert_eq!(v["versions"][0]["hits"], 2000);
-        let v = json_of(addr, "/api/v1/services/shop/resources/GET%20%2Fcart/versions?window=5m&threshold=5");
-        assert!(v["changes"].as_array().unwrap().iter().all(|c| c["metric"] == "error_rate" || !c["flagged"].as_bool().unwrap()));
+        let v = json_of(
+            addr,
+            "/api/v1/services/shop/resources/GET%20%2Fcart/versions?window=5m&threshold=5",
+        );
+        assert!(
+            v["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|c| c["metric"] == "error_rate" || !c["flagged"].as_bool().unwrap())
+        );
         let page = get(addr, "/services/shop/resources/GET%20%2Fcart?window=5m").body;
         assert!(page.contains("id=\"version-changes\"") && page.contains("data-metric=\"p99\" data-flagged=\"1\""));
 
@@ -602,7 +679,12 @@ async fn versions_and_anomalies_of_the_stored_stats() {
                 .map(|(i, _)| i)
                 .collect()
         };
-        let slot_of_last = a["p95"].as_array().unwrap().iter().rposition(|p| !p["value"].is_null()).unwrap();
+        let slot_of_last = a["p95"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rposition(|p| !p["value"].is_null())
+            .unwrap();
         assert_eq!(flagged("p95"), [slot_of_last], "only the slow slot");
         assert_eq!(flagged("error_rate"), [slot_of_last], "only the failing slot");
         let page = get(addr, "/services/shop?window=5m").body;
@@ -635,15 +717,26 @@ fn webhook_receiver(fail_first: usize) -> (SocketAddr, std::sync::mpsc::Receiver
                 if let Some((head, body)) = text.split_once("\r\n\r\n") {
                     let len: usize = head
                         .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
                         .unwrap_or(0);
                     if body.len() >= len {
                         break body.to_owned();
                     }
                 }
             };
-            let status = if n < fail_first { "503 Service Unavailable" } else { "200 OK" };
-            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let status = if n < fail_first {
+                "503 Service Unavailable"
+            } else {
+                "200 OK"
+            };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
             if n >= fail_first && tx.send(serde_json::from_str(&body).unwrap()).is_err() {
                 return;
             }
@@ -707,14 +800,23 @@ monitors:
         assert!(s2.sync(Duration::from_secs(10)));
         wait_for("ALERT");
         let warn = received.recv_timeout(Duration::from_secs(20)).unwrap();
-        assert_eq!((warn["previous_state"].as_str(), warn["state"].as_str()), (Some("OK"), Some("WARN")));
+        assert_eq!(
+            (warn["previous_state"].as_str(), warn["state"].as_str()),
+            (Some("OK"), Some("WARN"))
+        );
         let alert = received.recv_timeout(Duration::from_secs(20)).unwrap();
         assert_eq!(alert["state"], "ALERT");
         assert_eq!(alert["monitor"], "cart errors");
         assert_eq!(alert["message"], "cart errors at 25.0 % @webhook-ops");
         assert!((alert["value"].as_f64().unwrap() - 0.25).abs() < 1e-9);
         // Muted from the API: evaluation goes on, no notification.
-        let cross = send(addr, "POST", "/api/v1/downtimes", &[("Content-Type", "application/json"), ("Origin", "http://evil.example")], "{}");
+        let cross = send(
+            addr,
+            "POST",
+            "/api/v1/downtimes",
+            &[("Content-Type", "application/json"), ("Origin", "http://evil.example")],
+            "{}",
+        );
         assert_eq!(cross.status, 403, "a cross-site page cannot mute monitors");
         let r = send(
             addr,
@@ -724,34 +826,60 @@ monitors:
             "{\"scope\": \"service:shop\", \"duration\": \"1h\", \"comment\": \"deploy\"}",
         );
         assert_eq!(r.status, 201, "{}", r.body);
-        let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["id"].as_u64().unwrap();
+        let id = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["id"]
+            .as_u64()
+            .unwrap();
         assert_eq!(json_of(addr, "/api/v1/monitors")[0]["muted"], true);
         s2.push_stats(stats_at(bucket, "shop", "GET /cart", "1", 200, 0, 10.0));
         assert!(s2.sync(Duration::from_secs(10)));
         wait_for("WARN"); // 60 / 440
-        assert_eq!(send(addr, "DELETE", &format!("/api/v1/downtimes/{id}"), &[], "").status, 204);
+        assert_eq!(
+            send(addr, "DELETE", &format!("/api/v1/downtimes/{id}"), &[], "").status,
+            204
+        );
         s2.push_stats(stats_at(bucket, "shop", "GET /cart", "1", 400, 0, 10.0));
         assert!(s2.sync(Duration::from_secs(10)));
         wait_for("OK");
         let ok = received.recv_timeout(Duration::from_secs(20)).unwrap();
-        assert_eq!((ok["previous_state"].as_str(), ok["state"].as_str()), (Some("WARN"), Some("OK")), "the muted change sent nothing");
+        assert_eq!(
+            (ok["previous_state"].as_str(), ok["state"].as_str()),
+            (Some("WARN"), Some("OK")),
+            "the muted change sent nothing"
+        );
         let events = json_of(addr, "/api/v1/monitors/events");
         let changes: Vec<(&str, &str, bool)> = events
             .as_array()
             .unwrap()
             .iter()
             .rev()
-            .map(|e| (e["from"].as_str().unwrap(), e["to"].as_str().unwrap(), e["muted"].as_bool().unwrap()))
+            .map(|e| {
+                (
+                    e["from"].as_str().unwrap(),
+                    e["to"].as_str().unwrap(),
+                    e["muted"].as_bool().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(
             changes,
-            [("OK", "WARN", false), ("WARN", "ALERT", false), ("ALERT", "WARN", true), ("WARN", "OK", false)]
+            [
+                ("OK", "WARN", false),
+                ("WARN", "ALERT", false),
+                ("ALERT", "WARN", true),
+                ("WARN", "OK", false)
+            ]
         );
         let page = get(addr, "/monitors").body;
         assert!(page.contains("data-monitor=\"cart errors\" data-state=\"OK\""));
-        assert!(page.contains("id=\"webhooks\" data-delivered=\"3\" data-failed=\"0\""), "the first 503 was retried");
+        assert!(
+            page.contains("id=\"webhooks\" data-delivered=\"3\" data-failed=\"0\""),
+            "the first 503 was retried"
+        );
         let page = get(addr, "/services/shop?window=5m").body;
-        assert!(page.contains("data-monitor=\"cart errors\" data-state=\"OK\""), "the state on the service page");
+        assert!(
+            page.contains("data-monitor=\"cart errors\" data-state=\"OK\""),
+            "the state on the service page"
+        );
     })
     .await
     .unwrap();

@@ -273,8 +273,14 @@ async fn deliver(client: &HttpClient, n: &Notification, c: &Counters) {
     };
     let body = Bytes::from(serde_json::to_vec(&n.body).unwrap_or_default());
     let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("trace-agent-local-monitors"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("trace-agent-local-monitors"),
+    );
     let mut wait = WEBHOOK_BACKOFF;
     for attempt in 1..=WEBHOOK_ATTEMPTS {
         match client.post(&uri, &headers, body.clone()).await {
