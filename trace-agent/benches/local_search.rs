@@ -10,6 +10,7 @@
 //! API runs it, as of the end of the generated day.
 //!
 //! `cargo bench -p trace-agent --bench local_search -- --warm-up-time 1 --measurement-time 3 --sample-size 10`
+#![allow(clippy::print_stderr)] // reports how the generated day was made
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -145,7 +146,7 @@ fn generated_day(n: u64) -> (LocalStore, i64) {
             ..pb::TracerPayload::default()
         }));
         i += per_payload;
-        if i % (per_payload * 64) == 0 {
+        if i.is_multiple_of(per_payload * 64) {
             assert!(store.sync(Duration::from_secs(600)), "the writer fell behind");
         }
     }

@@ -371,7 +371,7 @@ pub fn parse_utc(v: &str) -> Result<i64, String> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Ok(((days * 86_400 + hh * 3600 + mm * 60 + ss) as i64).saturating_mul(1_000_000_000))
+    Ok((days * 86_400 + hh * 3600 + mm * 60 + ss).saturating_mul(1_000_000_000))
 }
 
 fn parse_time_of_day(v: &str) -> Result<u32, String> {

@@ -191,7 +191,12 @@ impl Monitors {
     pub fn apply(&self, now_ns: i64, readings: &[Option<Reading>]) -> Vec<Notification> {
         let notes = self.lock().apply(now_ns, readings);
         for n in &notes {
-            tracing::info!(webhook = %n.webhook, state = %n.body["state"], monitor = %n.body["monitor"], "monitor changed state");
+            tracing::info!(
+                webhook = %n.webhook,
+                state = %n.body.get("state").unwrap_or(&serde_json::Value::Null),
+                monitor = %n.body.get("monitor").unwrap_or(&serde_json::Value::Null),
+                "monitor changed state"
+            );
         }
         notes
     }
