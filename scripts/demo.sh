@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The README's demo, from a fresh clone: our trace-agent in local mode (no Datadog account),
 # the Flask demo rewritten in axum and traced by our tracer, and traffic on its four routes
-# (some of them errors). Ends with the agent's per-resource table and the web view's URL;
-# when run from a terminal, everything stays up until Ctrl-C so you can look around.
+# (some of them errors). Prints the agent's per-resource table; then a second traced service
+# (demo-frontend) calls the app for about two minutes — steady traffic, a 12-second incident
+# (slow and failing), recovery — so the service map has edges, the demo monitor goes to ALERT
+# and back to OK (its webhook notifications are printed), and the charts show an anomaly.
+# DEMO_STEADY_SECS=0 skips that part. When run from a terminal, everything stays up until
+# Ctrl-C so you can look around.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -28,6 +32,7 @@ cargo build --release -q -p apm --example flask_demo --example demo_traffic
 agent_port=$(pick "${DD_APM_RECEIVER_PORT:-8126}")
 web_port=$(pick "${DD_APM_LOCAL_WEB_PORT:-8128}")
 app_port=$(pick "${PORT:-5050}")
+hook_port=$(free_port)
 data_dir=${DEMO_DATA_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/trace-agent-demo}
 rm -rf "$data_dir" # each demo run starts from an empty store
 logs=$(mktemp -d -t apm-demo.XXXX)
@@ -39,8 +44,31 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The demo's monitor and its webhook (demo_traffic listens there and prints notifications).
+cat >"$logs/datadog.yaml" <<YAML
+apm_config:
+  local:
+    monitor_interval: 2s
+    webhooks:
+      demo: http://127.0.0.1:$hook_port/hook
+    monitors:
+      - name: demo-frontend errors
+        service: demo-frontend
+        metric: error_rate
+        window: 30s
+        warning: 20%
+        critical: 40%
+        message: 'demo-frontend error rate {{value}} ({{state}}) @webhook-demo'
+      - name: demo-frontend p95
+        service: demo-frontend
+        metric: p95
+        window: 30s
+        warning: 100ms
+        critical: 200ms
+        message: 'demo-frontend p95 {{value}} @webhook-demo'
+YAML
 DD_APM_LOCAL_ENABLED=true DD_APM_LOCAL_DATA_DIR="$data_dir" DD_APM_LOCAL_WEB_PORT="$web_port" \
-  "$CARGO_TARGET_DIR/release/trace-agent" run --port "$agent_port" >"$logs/agent.log" 2>&1 &
+  "$CARGO_TARGET_DIR/release/trace-agent" run --config "$logs/datadog.yaml" --port "$agent_port" >"$logs/agent.log" 2>&1 &
 pids+=($!)
 wait_for "$agent_port" "${pids[-1]}" "$logs/agent.log"
 wait_for "$web_port" "${pids[-1]}" "$logs/agent.log"
@@ -54,10 +82,15 @@ wait_for "$app_port" "${pids[-1]}" "$logs/app.log"
 echo "== Flask demo (axum, traced) on http://127.0.0.1:$app_port, service $service"
 
 echo "== traffic"
-"$CARGO_TARGET_DIR/release/examples/demo_traffic" "127.0.0.1:$app_port" "127.0.0.1:$web_port" "$service"
+DEMO_WEBHOOK_PORT="$hook_port" DD_TRACE_AGENT_URL="http://127.0.0.1:$agent_port" DD_ENV=demo DD_VERSION=1.0 \
+  "$CARGO_TARGET_DIR/release/examples/demo_traffic" "127.0.0.1:$app_port" "127.0.0.1:$web_port" "$service"
 
 echo
 echo "== web view: http://127.0.0.1:$web_port/  (services → resources → traces)"
+echo "   service map:      http://127.0.0.1:$web_port/map?window=5m"
+echo "   failing requests: http://127.0.0.1:$web_port/search?window=5m&error=true"
+echo "   monitors:         http://127.0.0.1:$web_port/monitors"
+echo "   anomaly bands:    http://127.0.0.1:$web_port/services/demo-frontend?window=5m"
 echo "   agent status: $CARGO_TARGET_DIR/release/trace-agent status --port $agent_port"
 echo "   logs: $logs"
 if [ -t 0 ] && [ -z "${DEMO_EXIT:-}" ]; then

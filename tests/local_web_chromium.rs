@@ -6,9 +6,17 @@
 //!
 //! The agent is the real one, started in local mode (`trace_agent::start`); the traffic comes
 //! from [`send_demo_traffic`]: [`PLAN`]'s requests to the demo app over real HTTP.
+//!
+//! Then the local APM product: a second traced service (`examples/flask_demo/frontend.rs`)
+//! calls the app — the map shows the two-service trace and the `peer.service` cache; an
+//! incident of failing requests sends a monitor to ALERT and its webhook (a loopback receiver
+//! here) gets the notification; the search form finds a failing request; more successful
+//! traffic brings the monitor back to OK.
 
 #[path = "../examples/flask_demo/app.rs"]
 mod app;
+#[path = "../examples/flask_demo/frontend.rs"]
+mod frontend;
 mod http_support;
 
 use std::net::SocketAddr;
@@ -17,6 +25,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use trace_agent::config::AgentConfig;
+use trace_agent::local::monitor::MonitorConfig;
 use trace_agent::local::{LocalConfig, LocalMode};
 use tracer::{Tracer, TracerConfig};
 
@@ -29,9 +38,13 @@ const PLAN: [(&str, usize, bool); 4] = [
     ("GET /api/trace", 6, false),
     ("GET /api/error", 5, true),
 ];
+/// The second service: calls the demo app with the trace context propagated.
+const FRONTEND: &str = "local-frontend";
+
 /// The traffic source: the Flask demo's axum app (`examples/flask_demo/app.rs`, traced by
 /// `tracer::http::ServerLayer`) served on a free port, and [`PLAN`]'s requests over real HTTP.
-fn send_demo_traffic(rt: &tokio::runtime::Runtime, agent_url: &str) {
+/// Returns the app (still serving) and its tracer.
+fn send_demo_traffic(rt: &tokio::runtime::Runtime, agent_url: &str) -> (http_support::Server, Tracer) {
     let config = TracerConfig::default()
         .with_service(SERVICE)
         .with_env("test")
@@ -41,13 +54,93 @@ fn send_demo_traffic(rt: &tokio::runtime::Runtime, agent_url: &str) {
     let server = http_support::serve(rt, app::router(tracer));
     for (resource, count, fails) in PLAN {
         let path = resource.trim_start_matches("GET ");
-        for _ in 0..count {
-            let (status, _) = apm::http_get(server.addr, path);
-            assert_eq!(status, if fails { 500 } else { 200 }, "GET {path}");
+        hit(server.addr, path, count, fails);
+    }
+    tracer.flush(Duration::from_secs(20)).expect("flush to the agent");
+    (server, tracer)
+}
+
+/// `count` requests of `path` straight to the app.
+fn hit(app: SocketAddr, path: &str, count: usize, fails: bool) {
+    for _ in 0..count {
+        let (status, _) = apm::http_get(app, path);
+        assert_eq!(status, if fails { 500 } else { 200 }, "GET {path}");
+    }
+}
+
+/// A loopback webhook receiver: answers 200 and sends each JSON body to the channel.
+fn webhook_receiver() -> (SocketAddr, std::sync::mpsc::Receiver<serde_json::Value>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the webhook receiver");
+    let addr = listener.local_addr().expect("its address");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 8192];
+            let body = loop {
+                let Ok(n) = stream.read(&mut chunk) else { return };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).into_owned();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .and_then(|v| v.trim().parse().ok())
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break body.to_owned();
+                    }
+                }
+            };
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if tx
+                .send(serde_json::from_str(&body).expect("a JSON notification"))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+/// Waits (bounded) for a notification of `state`; returns it (earlier ones, e.g. WARN on the
+/// way, are skipped).
+fn notification(rx: &std::sync::mpsc::Receiver<serde_json::Value>, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no {state} notification within 60 s"));
+        if n["state"] == state {
+            return n;
         }
     }
-    drop(server);
-    tracer.flush(Duration::from_secs(20)).expect("flush to the agent");
+}
+
+/// The monitor's last value from the JSON API (NaN without one).
+fn monitor_value(web: SocketAddr) -> f64 {
+    let (code, body) = apm::http_get(web, "/api/v1/monitors");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v[0]["value"].as_f64().unwrap_or(f64::NAN)
+}
+
+/// The monitor's state from the JSON API.
+fn monitor_state(web: SocketAddr) -> String {
+    let (code, body) = apm::http_get(web, "/api/v1/monitors");
+    assert_eq!(code, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v[0]["state"].as_str().expect("a state").to_owned()
 }
 
 /// The Chromium binary; the test fails (never skips) without it.
@@ -184,6 +277,22 @@ fn chromium_shows_the_demo_traffic() {
     config.local = LocalConfig::in_dir(&dir.join("data"));
     config.local.mode = LocalMode::On;
     config.local.web_port = 0;
+    let (hook, notifications) = webhook_receiver();
+    config.local.monitors = MonitorConfig::from_yaml(&format!(
+        "
+webhooks: {{ops: 'http://{hook}/hook'}}
+monitors:
+  - name: demo errors
+    service: {SERVICE}
+    metric: error_rate
+    window: 5m
+    warning: 25%
+    critical: 40%
+    message: '{SERVICE} errors at {{{{value}}}} @webhook-ops'
+"
+    ))
+    .expect("monitor config");
+    config.local.monitors.interval = Duration::from_millis(200);
     let agent = rt.block_on(trace_agent::start(config)).expect("agent");
     let web_addr: SocketAddr = agent
         .web_url()
@@ -191,7 +300,8 @@ fn chromium_shows_the_demo_traffic() {
         .trim_start_matches("http://")
         .parse()
         .unwrap();
-    send_demo_traffic(&rt, &format!("http://{}", agent.tcp_addr().unwrap()));
+    let agent_url = format!("http://{}", agent.tcp_addr().unwrap());
+    let (server, app_tracer) = send_demo_traffic(&rt, &agent_url);
     let total: usize = PLAN.iter().map(|(_, n, _)| n).sum();
     // Readiness: every chunk and every stats row reached the store (stats go every second).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -287,9 +397,139 @@ fn chromium_shows_the_demo_traffic() {
         "the request span's error message is shown"
     );
 
+    assert_eq!(monitor_state(web_addr), "OK", "17 % errors is under the 25 % warning");
+
+    // A second service calling the app: one trace across both, and a peer.service cache.
+    let front_tracer = Tracer::new(
+        TracerConfig::default()
+            .with_service(FRONTEND)
+            .with_env("test")
+            .with_agent_url(&agent_url)
+            .expect("agent url"),
+    )
+    .expect("frontend tracer");
+    let front = frontend::Frontend::new(front_tracer, server.addr);
+    const FRONT_CALLS: usize = 4;
+    for _ in 0..FRONT_CALLS {
+        let status = rt
+            .block_on(front.request("/api/apm", Duration::ZERO))
+            .expect("frontend call");
+        assert_eq!(status, 200);
+    }
+    front_tracer.flush(Duration::from_secs(20)).expect("flush the frontend");
+    app_tracer.flush(Duration::from_secs(20)).expect("flush the app");
+    // An incident: 20 failing requests → (5 + 20) / (29 + 4 + 20) = 47 % errors → ALERT.
+    const INCIDENT: usize = 20;
+    hit(server.addr, "/api/error", INCIDENT, true);
+    app_tracer.flush(Duration::from_secs(20)).expect("flush the app");
+    let alert = notification(&notifications, "ALERT");
+    assert_eq!(alert["monitor"], "demo errors");
+    // The first evaluation beyond 40 % may see part of the incident (stats reach the store
+    // every second): the value is between the threshold and the final rate.
+    let value = alert["value"].as_f64().expect("a value");
+    assert!(0.40 < value && value <= 25.0 / 53.0 + 1e-9, "{alert}");
+    let message = alert["message"].as_str().expect("a message");
+    assert!(
+        message.starts_with(&format!("{SERVICE} errors at ")) && message.ends_with(" % @webhook-ops"),
+        "{message}"
+    );
+
+    // Readiness: the whole incident is in the store (the monitor's value is the final rate).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (monitor_value(web_addr) - 25.0 / 53.0).abs() > 1e-9 {
+        assert!(Instant::now() < deadline, "the incident never fully reached the store");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The map: the two-service trace and the untraced cache.
+    let dom = load(&browser, &dir, web_addr, "/map?window=5m", "service-map");
+    // (the map's SVG comes first in the page; its edges carry both ends)
+    let edge = element(&dom, "data-from", &format!("{FRONTEND}\" data-to=\"{SERVICE}"));
+    assert!(
+        edge.starts_with("<g class=\"edge"),
+        "frontend → app is an SVG edge: {edge}"
+    );
+    assert_eq!(num(edge, "data-hits") as usize, FRONT_CALLS);
+    assert!(
+        dom.contains(&format!("data-from=\"{FRONTEND}\" data-to=\"{}\"", frontend::CACHE)),
+        "the peer.service edge"
+    );
+    assert_eq!(num(element(&dom, "data-node", SERVICE), "data-errors") as usize, 25);
+    // One of those traces holds spans of both services, the app's under the frontend's call.
+    let (code, body) = apm::http_get(
+        web_addr,
+        &format!("/api/v1/traces?window=5m&service={FRONTEND}&limit=1"),
+    );
+    assert_eq!(code, 200, "{body}");
+    let found: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = found["traces"][0]["trace_id"]
+        .as_str()
+        .expect("a frontend trace")
+        .to_owned();
+    assert_eq!(found["traces"][0]["root_service"], FRONTEND);
+    let dom = load(&browser, &dir, web_addr, &format!("/traces/{id}"), "two-service-trace");
+    let server_span = element(&dom, "data-service", SERVICE);
+    assert_eq!(
+        attr(server_span, "data-depth"),
+        "2",
+        "frontend root → client call → app"
+    );
+
+    // The search form (GET): failing requests of the app.
+    let dom = load(
+        &browser,
+        &dir,
+        web_addr,
+        &format!("/search?window=5m&service={SERVICE}&resource=GET+%2Fapi%2Ferror&error=true"),
+        "search",
+    );
+    assert_eq!(
+        dom.matches("<tr data-trace=").count(),
+        5 + INCIDENT,
+        "every failing request is found"
+    );
+    let first = element(&dom, "data-error", "1");
+    let failing = attr(first, "data-trace").to_owned();
+    assert!(dom.contains("id=\"search-form\""));
+    let dom = load(&browser, &dir, web_addr, &format!("/traces/{failing}"), "search-hit");
+    assert!(
+        dom.contains("the demo database is unavailable"),
+        "the found trace failed"
+    );
+
+    // Monitors: ALERT on the page and on the service page.
+    let dom = load(&browser, &dir, web_addr, "/monitors", "monitors-alert");
+    assert_eq!(
+        attr(element(&dom, "data-monitor", "demo errors"), "data-state"),
+        "ALERT"
+    );
+    // Recovery: 80 successful requests → 25 / 133 = 19 % → OK, notified.
+    const RECOVERY: usize = 80;
+    hit(server.addr, "/api/apm", RECOVERY, false);
+    app_tracer.flush(Duration::from_secs(20)).expect("flush the app");
+    let ok = notification(&notifications, "OK");
+    let value = ok["value"].as_f64().expect("a value");
+    assert!((25.0 / 133.0 - 1e-9..0.25).contains(&value), "{ok}");
+    let dom = load(&browser, &dir, web_addr, "/monitors", "monitors-ok");
+    assert_eq!(attr(element(&dom, "data-monitor", "demo errors"), "data-state"), "OK");
+    assert!(
+        dom.contains("data-to=\"ALERT\"") && dom.contains("data-from=\"ALERT\""),
+        "both changes are events"
+    );
+    let dom = load(
+        &browser,
+        &dir,
+        web_addr,
+        &format!("/services/{SERVICE}?window=5m"),
+        "service-with-monitor",
+    );
+    assert!(dom.contains("id=\"chart-p95\"") && dom.contains("id=\"chart-error-rate\""));
+    assert_eq!(attr(element(&dom, "data-monitor", "demo errors"), "data-state"), "OK");
+
+    drop(server);
     let status = rt.block_on(agent.shutdown());
     let local = status.local.expect("local mode status");
-    assert_eq!(local.store.chunks_written, total as u64, "nothing written twice");
+    let chunks = total + 2 * FRONT_CALLS + INCIDENT + RECOVERY;
+    assert_eq!(local.store.chunks_written, chunks as u64, "nothing written twice");
 }
 
 /// Hits of [`SERVICE`] in the last 5 minutes, from the JSON API.

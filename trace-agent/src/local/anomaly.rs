@@ -90,9 +90,7 @@ pub fn bands(series: &[Option<f64>], p: &BandParams) -> Vec<Option<Band>> {
             let mut dev: Vec<f64> = h.iter().map(|x| (x - expected).abs()).collect();
             sort(&mut dev);
             let spread = 1.4826 * median(&dev);
-            let half = (p.k * spread)
-                .max(p.min_relative * expected.abs())
-                .max(p.min_absolute);
+            let half = (p.k * spread).max(p.min_relative * expected.abs()).max(p.min_absolute);
             let (lo, hi) = ((expected - half).max(0.0), expected + half);
             Some(Band {
                 expected,
@@ -129,7 +127,9 @@ mod tests {
 
     /// Deterministic noise in `[-1, 1)` (an LCG: the same series on every run).
     fn noise(seed: &mut u64) -> f64 {
-        *seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         ((*seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     }
 
@@ -160,7 +160,10 @@ mod tests {
                 assert!(found.contains(i), "seed {seed}: point {i} not flagged; found {found:?}");
             }
             let false_positives = found.len() - injected.len() - 1;
-            assert!(false_positives <= 3, "seed {seed}: {false_positives} false positives of 293: {found:?}");
+            assert!(
+                false_positives <= 3,
+                "seed {seed}: {false_positives} false positives of 293: {found:?}"
+            );
         }
     }
 
@@ -185,7 +188,19 @@ mod tests {
 
     #[test]
     fn gaps_and_short_history_have_no_band() {
-        let series = [Some(1.0), None, Some(1.0), None, Some(1.0), Some(1.0), None, Some(1.0), Some(1.0), None, Some(50.0)];
+        let series = [
+            Some(1.0),
+            None,
+            Some(1.0),
+            None,
+            Some(1.0),
+            Some(1.0),
+            None,
+            Some(1.0),
+            Some(1.0),
+            None,
+            Some(50.0),
+        ];
         let b = bands(&series, &LATENCY);
         // Five values (the minimum) come before point 8; a gap has a band but no anomaly.
         assert!(b[..8].iter().all(Option::is_none), "{b:?}");
@@ -198,9 +213,7 @@ mod tests {
     fn injected_error_bursts_are_found() {
         let mut s = 7;
         // 100 requests per slot, ~2 % errors, binomial-ish noise.
-        let mut series: Vec<Option<f64>> = (0..200)
-            .map(|_| Some((0.02 + 0.01 * noise(&mut s)).max(0.0)))
-            .collect();
+        let mut series: Vec<Option<f64>> = (0..200).map(|_| Some((0.02 + 0.01 * noise(&mut s)).max(0.0))).collect();
         for i in [30, 90, 91, 160] {
             series[i] = Some(0.35);
         }

@@ -41,7 +41,12 @@ impl Agg {
 }
 
 /// The span name with the most top-level hits of `service` in `[from, to)`.
-pub(crate) fn primary_operation(conn: &Connection, service: &str, from: i64, to: i64) -> rusqlite::Result<Option<String>> {
+pub(crate) fn primary_operation(
+    conn: &Connection,
+    service: &str,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Option<String>> {
     conn.query_row(
         "SELECT name FROM stats WHERE service = ?1 AND bucket_start >= ?2 AND bucket_start < ?3 \
          GROUP BY name ORDER BY sum(top_level_hits) DESC, sum(hits) DESC, name LIMIT 1",
@@ -61,7 +66,12 @@ fn operation_of(conn: &Connection, scope: Scope<'_>, from: i64, to: i64) -> rusq
 }
 
 /// Rows of the scope in `[from, to)`, summed per version (`""` when the tracer sent none).
-pub(crate) fn by_version(conn: &Connection, scope: Scope<'_>, from: i64, to: i64) -> rusqlite::Result<BTreeMap<String, Agg>> {
+pub(crate) fn by_version(
+    conn: &Connection,
+    scope: Scope<'_>,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<BTreeMap<String, Agg>> {
     let mut out: BTreeMap<String, Agg> = BTreeMap::new();
     let Some(op) = operation_of(conn, scope, from, to)? else {
         return Ok(out);
@@ -82,7 +92,9 @@ pub(crate) fn by_version(conn: &Connection, scope: Scope<'_>, from: i64, to: i64
     })?;
     for row in rows {
         let (version, hits, errors, ok, err) = row?;
-        out.entry(version).or_default().add(hits, errors, ok.as_deref(), err.as_deref());
+        out.entry(version)
+            .or_default()
+            .add(hits, errors, ok.as_deref(), err.as_deref());
     }
     Ok(out)
 }
@@ -99,7 +111,12 @@ pub(crate) fn aggregate(conn: &Connection, scope: Scope<'_>, from: i64, to: i64)
 }
 
 /// Last bucket start per version of the scope in `[from, to)` (newest version last).
-pub(crate) fn versions_by_recency(conn: &Connection, scope: Scope<'_>, from: i64, to: i64) -> rusqlite::Result<Vec<String>> {
+pub(crate) fn versions_by_recency(
+    conn: &Connection,
+    scope: Scope<'_>,
+    from: i64,
+    to: i64,
+) -> rusqlite::Result<Vec<String>> {
     let Some(op) = operation_of(conn, scope, from, to)? else {
         return Ok(Vec::new());
     };

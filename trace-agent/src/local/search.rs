@@ -159,9 +159,7 @@ impl SearchQuery {
                 "resource" => q.resource = Some(v.to_owned()),
                 "operation" => q.operation = Some(v.to_owned()),
                 "tag" => {
-                    let (key, value) = v
-                        .split_once(':')
-                        .ok_or_else(|| format!("tag={v:?}: write key:value"))?;
+                    let (key, value) = v.split_once(':').ok_or_else(|| format!("tag={v:?}: write key:value"))?;
                     if key.is_empty() || key.contains('"') {
                         return Err(format!("tag={v:?}: the key must be non-empty, without '\"'"));
                     }
@@ -170,17 +168,27 @@ impl SearchQuery {
                     }
                     q.tags.push((key.to_owned(), value.to_owned()));
                 }
-                "min_duration" => q.min_duration_ns = Some(parse_span_duration(v).map_err(|e| format!("min_duration: {e}"))?),
-                "max_duration" => q.max_duration_ns = Some(parse_span_duration(v).map_err(|e| format!("max_duration: {e}"))?),
-                "error" => {
-                    q.error = Some(crate::config::parse_bool(v).ok_or_else(|| format!("error={v:?}: use true or false"))?);
+                "min_duration" => {
+                    q.min_duration_ns = Some(parse_span_duration(v).map_err(|e| format!("min_duration: {e}"))?)
                 }
-                "trace_id" => q.trace_id = Some(parse_trace_id(v).ok_or_else(|| format!("trace_id={v:?} is not a trace id"))?),
+                "max_duration" => {
+                    q.max_duration_ns = Some(parse_span_duration(v).map_err(|e| format!("max_duration: {e}"))?)
+                }
+                "error" => {
+                    q.error =
+                        Some(crate::config::parse_bool(v).ok_or_else(|| format!("error={v:?}: use true or false"))?);
+                }
+                "trace_id" => {
+                    q.trace_id = Some(parse_trace_id(v).ok_or_else(|| format!("trace_id={v:?} is not a trace id"))?)
+                }
                 "limit" => {
                     let n: usize = v.parse().map_err(|_| format!("limit={v:?} is not a number"))?;
                     q.limit = n.clamp(1, MAX_LIMIT);
                 }
-                "cursor" => q.cursor = Some(decode_cursor(v).ok_or_else(|| format!("cursor={v:?} is not a cursor of this API"))?),
+                "cursor" => {
+                    q.cursor =
+                        Some(decode_cursor(v).ok_or_else(|| format!("cursor={v:?} is not a cursor of this API"))?)
+                }
                 _ => {}
             }
         }
@@ -197,7 +205,11 @@ impl SearchQuery {
             out.push('=');
             out.push_str(&e(v));
         };
-        for (k, v) in [("service", &self.service), ("resource", &self.resource), ("operation", &self.operation)] {
+        for (k, v) in [
+            ("service", &self.service),
+            ("resource", &self.resource),
+            ("operation", &self.operation),
+        ] {
             if let Some(v) = v {
                 add(k, v);
             }
@@ -269,7 +281,11 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
         conds.push(format!("(t.start < {s} OR (t.start = {s} AND t.trace_id < {i}))"));
     }
     let mut span_conds = Vec::new();
-    for (col, v) in [("service", &q.service), ("resource", &q.resource), ("name", &q.operation)] {
+    for (col, v) in [
+        ("service", &q.service),
+        ("resource", &q.resource),
+        ("name", &q.operation),
+    ] {
         if let Some(v) = v {
             let p = arg(Value::Text(v.clone()), &mut args);
             span_conds.push(format!("s.{col} = {p}"));
@@ -316,7 +332,10 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
     for row in rows {
         let (id, hit) = row?;
         if traces.len() == q.limit {
-            if let Some(last) = traces.last().map(|h: &(i64, TraceHit)| (h.1.start_ns, id_from_sql(h.0))) {
+            if let Some(last) = traces
+                .last()
+                .map(|h: &(i64, TraceHit)| (h.1.start_ns, id_from_sql(h.0)))
+            {
                 next_cursor = Some(encode_cursor(last));
             }
             break;
@@ -374,9 +393,18 @@ mod tests {
                 ("peer.service".to_owned(), "db:main".to_owned())
             ]
         );
-        assert_eq!((q.min_duration_ns, q.error, q.trace_id), (Some(10_000_000), Some(true), Some(42)));
+        assert_eq!(
+            (q.min_duration_ns, q.error, q.trace_id),
+            (Some(10_000_000), Some(true), Some(42))
+        );
         assert_eq!((q.limit, q.cursor), (MAX_LIMIT, Some((123, 45))));
-        for bad in [("tag", "nocolon"), ("tag", "\"x:1"), ("error", "maybe"), ("cursor", "x"), ("window", "2w")] {
+        for bad in [
+            ("tag", "nocolon"),
+            ("tag", "\"x:1"),
+            ("error", "maybe"),
+            ("cursor", "x"),
+            ("window", "2w"),
+        ] {
             let e = SearchQuery::from_params(&p(&[bad])).unwrap_err();
             assert!(e.contains(bad.0), "{e}");
         }

@@ -259,7 +259,12 @@ mod tests {
     fn layout_puts_callers_left_and_survives_cycles() {
         let map = ServiceMap {
             nodes: ["api", "db", "web", "cache", "lonely"].into_iter().map(node).collect(),
-            edges: vec![edge("web", "api"), edge("api", "db"), edge("web", "cache"), edge("api", "cache")],
+            edges: vec![
+                edge("web", "api"),
+                edge("api", "db"),
+                edge("web", "cache"),
+                edge("api", "cache"),
+            ],
             truncated: false,
         };
         assert_eq!(

@@ -182,7 +182,9 @@ impl Schedule {
     /// Whether `now_ns` is inside.
     pub fn active(&self, now_ns: i64) -> bool {
         match *self {
-            Self::Once { start_ns, end_ns } => start_ns.is_none_or(|s| now_ns >= s) && end_ns.is_none_or(|e| now_ns < e),
+            Self::Once { start_ns, end_ns } => {
+                start_ns.is_none_or(|s| now_ns >= s) && end_ns.is_none_or(|e| now_ns < e)
+            }
             Self::Daily { start_s, end_s } => {
                 let t = u32::try_from(now_ns.div_euclid(1_000_000_000).rem_euclid(86_400)).unwrap_or(0);
                 if start_s <= end_s {
@@ -302,10 +304,14 @@ pub fn parse_threshold(metric: Metric, v: &str) -> Result<f64, String> {
         match v.parse::<f64>() {
             Ok(ms) => ms * 1e6,
             Err(_) => crate::local::search::parse_span_duration(v)
-                .map_err(|e| format!("{e} (a latency: 250ms, 1.5s, or a number of milliseconds)"))? as f64,
+                .map_err(|e| format!("{e} (a latency: 250ms, 1.5s, or a number of milliseconds)"))?
+                as f64,
         }
     } else if let Some(p) = v.strip_suffix('%') {
-        p.trim().parse::<f64>().map_err(|_| format!("{v:?} is not a percentage"))? / 100.0
+        p.trim()
+            .parse::<f64>()
+            .map_err(|_| format!("{v:?} is not a percentage"))?
+            / 100.0
     } else {
         v.parse::<f64>().map_err(|_| format!("{v:?} is not a number"))?
     };
@@ -340,8 +346,16 @@ pub fn parse_utc(v: &str) -> Result<i64, String> {
     let bad = || format!("{v:?}: write a UTC time like 2026-12-05T22:00:00Z");
     let s = v.trim().strip_suffix('Z').ok_or_else(bad)?;
     let (date, time) = s.split_once('T').ok_or_else(bad)?;
-    let d: Vec<i64> = date.split('-').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
-    let t: Vec<i64> = time.split(':').map(str::parse).collect::<Result<_, _>>().map_err(|_| bad())?;
+    let d: Vec<i64> = date
+        .split('-')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    let t: Vec<i64> = time
+        .split(':')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
     let ([y, m, day], [hh, mm, rest @ ..]) = (d.as_slice(), t.as_slice()) else {
         return Err(bad());
     };
@@ -357,14 +371,11 @@ pub fn parse_utc(v: &str) -> Result<i64, String> {
     let doy = (153 * mp + 2) / 5 + day - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Ok(((days * 86_400 + hh * 3600 + mm * 60 + ss) as i64).saturating_mul(1_000_000_000))
+    Ok((days * 86_400 + hh * 3600 + mm * 60 + ss).saturating_mul(1_000_000_000))
 }
 
 fn parse_time_of_day(v: &str) -> Result<u32, String> {
-    let (h, m) = v
-        .trim()
-        .split_once(':')
-        .ok_or_else(|| format!("{v:?}: write HH:MM"))?;
+    let (h, m) = v.trim().split_once(':').ok_or_else(|| format!("{v:?}: write HH:MM"))?;
     let (h, m): (u32, u32) = (
         h.parse().map_err(|_| format!("{v:?}: write HH:MM"))?,
         m.parse().map_err(|_| format!("{v:?}: write HH:MM"))?,
@@ -379,7 +390,11 @@ fn parse_time_of_day(v: &str) -> Result<u32, String> {
 ///
 /// # Errors
 /// The field and the problem.
-pub fn schedule(start: Option<&str>, end: Option<&str>, daily: Option<&str>) -> Result<Schedule, (&'static str, String)> {
+pub fn schedule(
+    start: Option<&str>,
+    end: Option<&str>,
+    daily: Option<&str>,
+) -> Result<Schedule, (&'static str, String)> {
     if let Some(d) = daily {
         if start.is_some() || end.is_some() {
             return Err(("daily", "use either daily or start/end".to_owned()));
@@ -416,7 +431,9 @@ impl MonitorConfig {
     ) -> Result<Self, KeyError> {
         for (name, url) in &webhooks {
             let key = format!("apm_config.local.webhooks.{name}");
-            let uri: http::Uri = url.parse().map_err(|e| (key.clone(), format!("{url:?} is not a URL: {e}")))?;
+            let uri: http::Uri = url
+                .parse()
+                .map_err(|e| (key.clone(), format!("{url:?} is not a URL: {e}")))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                 return Err((key, format!("{url:?}: use an http:// or https:// URL")));
             }
@@ -594,7 +611,10 @@ downtimes:
         let c = MonitorConfig::from_yaml(GOOD).unwrap();
         let m = &c.monitors[0];
         assert_eq!((m.metric, m.warning, m.critical), (Metric::ErrorRate, Some(0.05), 0.1));
-        assert_eq!((m.window, m.no_data_window), (Duration::from_secs(300), Duration::from_secs(600)));
+        assert_eq!(
+            (m.window, m.no_data_window),
+            (Duration::from_secs(300), Duration::from_secs(600))
+        );
         assert_eq!(m.webhooks, vec!["ops"]);
         let s = &c.monitors[1];
         assert_eq!((s.warning, s.critical), (Some(200e6), 500e6));
@@ -616,10 +636,22 @@ downtimes:
             ("metric: p99\n    critical: fast", "monitors[0] (\"m\").critical"),
             ("metric: error_rate\n    critical: 2", "monitors[0] (\"m\").critical"),
             ("metric: hits", "monitors[0] (\"m\").critical: is required"),
-            ("metric: hits\n    critical: 5\n    warning: 9", "monitors[0] (\"m\").warning"),
-            ("metric: hits\n    critical: 5\n    window: 3w", "monitors[0] (\"m\").window"),
-            ("metric: hits\n    critical: 5\n    message: '@webhook-nope'", "monitors[0] (\"m\").message: @webhook-nope"),
-            ("metric: hits\n    critical: 5\n    comparator: sideways", "monitors[0] (\"m\").comparator"),
+            (
+                "metric: hits\n    critical: 5\n    warning: 9",
+                "monitors[0] (\"m\").warning",
+            ),
+            (
+                "metric: hits\n    critical: 5\n    window: 3w",
+                "monitors[0] (\"m\").window",
+            ),
+            (
+                "metric: hits\n    critical: 5\n    message: '@webhook-nope'",
+                "monitors[0] (\"m\").message: @webhook-nope",
+            ),
+            (
+                "metric: hits\n    critical: 5\n    comparator: sideways",
+                "monitors[0] (\"m\").comparator",
+            ),
         ];
         for (fields, want) in cases {
             let yaml = format!("monitors:\n  - name: m\n    service: s\n    {fields}\n");
@@ -634,7 +666,8 @@ downtimes:
         assert!(e.contains("webhooks.x"), "{e}");
         let e = MonitorConfig::from_yaml("downtimes:\n  - scope: team:x\n").unwrap_err();
         assert!(e.contains("downtimes[0].scope"), "{e}");
-        let e = MonitorConfig::from_yaml("downtimes:\n  - scope: '*'\n    schedule: {daily: '25:00-01:00'}\n").unwrap_err();
+        let e =
+            MonitorConfig::from_yaml("downtimes:\n  - scope: '*'\n    schedule: {daily: '25:00-01:00'}\n").unwrap_err();
         assert!(e.contains("downtimes[0].schedule.daily"), "{e}");
     }
 

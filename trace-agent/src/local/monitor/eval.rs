@@ -239,7 +239,8 @@ impl Engine {
     /// webhook calls to make.
     pub fn apply(&mut self, now_ns: i64, readings: &[Option<Reading>]) -> Vec<Notification> {
         let mut out = Vec::new();
-        self.downtimes.retain(|d| d.from_config || !d.spec.schedule.expired(now_ns));
+        self.downtimes
+            .retain(|d| d.from_config || !d.spec.schedule.expired(now_ns));
         for (i, reading) in readings.iter().enumerate() {
             let (Some(spec), Some(r)) = (self.specs.get(i), reading) else {
                 continue;
@@ -362,7 +363,14 @@ pub fn render_message(spec: &MonitorSpec, state: State, value: Option<f64>) -> S
         .replace("{{critical}}", &threshold(Some(spec.critical)))
 }
 
-fn notification_body(spec: &MonitorSpec, from: State, to: State, value: Option<f64>, now_ns: i64, page: &str) -> serde_json::Value {
+fn notification_body(
+    spec: &MonitorSpec,
+    from: State,
+    to: State,
+    value: Option<f64>,
+    now_ns: i64,
+    page: &str,
+) -> serde_json::Value {
     serde_json::json!({
         "monitor": spec.name,
         "state": to,
@@ -427,19 +435,31 @@ monitors:
         let n = e.apply(20 * S, &[r(100, 15), r(100, 0)]);
         assert_eq!(n.len(), 2, "WARN notifies both webhooks");
         assert_eq!(n[0].body["state"], "WARN");
-        assert_eq!(n[0].body["message"], "errors at 15.0 % (WARN) @webhook-ops @webhook-pager");
+        assert_eq!(
+            n[0].body["message"],
+            "errors at 15.0 % (WARN) @webhook-ops @webhook-pager"
+        );
         let n = e.apply(30 * S, &[r(100, 30), r(5, 0)]);
         assert_eq!(n.len(), 3, "errors → ALERT (2 hooks), traffic below 10 → ALERT (1)");
-        assert_eq!((n[0].body["previous_state"].as_str(), n[0].body["state"].as_str()), (Some("WARN"), Some("ALERT")));
+        assert_eq!(
+            (n[0].body["previous_state"].as_str(), n[0].body["state"].as_str()),
+            (Some("WARN"), Some("ALERT"))
+        );
         let st = e.statuses(30 * S);
-        assert_eq!((st[0].state, st[0].value, st[0].last_change_ns), (State::Alert, Some(0.3), 30 * S));
+        assert_eq!(
+            (st[0].state, st[0].value, st[0].last_change_ns),
+            (State::Alert, Some(0.3), 30 * S)
+        );
         // Exactly at the threshold is not beyond it.
         e.apply(40 * S, &[r(100, 25), r(10, 0)]);
         let st = e.statuses(40 * S);
         assert_eq!((st[0].state, st[1].state), (State::Warn, State::Ok));
         let events = e.events();
         assert_eq!(events.len(), 5);
-        assert_eq!((events[0].from, events[0].to, events[0].at_ns), (State::Alert, State::Ok, 40 * S));
+        assert_eq!(
+            (events[0].from, events[0].to, events[0].at_ns),
+            (State::Alert, State::Ok, 40 * S)
+        );
     }
 
     #[test]
@@ -458,7 +478,12 @@ monitors:
     fn downtimes_mute_but_evaluation_goes_on() {
         let mut e = Engine::new(&config(), 0);
         let id = e
-            .mute_for(DowntimeScope::Service("shop".to_owned()), 10 * S, 60 * S, "deploy".to_owned())
+            .mute_for(
+                DowntimeScope::Service("shop".to_owned()),
+                10 * S,
+                60 * S,
+                "deploy".to_owned(),
+            )
             .unwrap();
         assert!(e.statuses(10 * S).iter().all(|s| s.muted));
         let n = e.apply(20 * S, &[r(100, 50), r(100, 0)]);
@@ -470,7 +495,14 @@ monitors:
         assert_eq!(n.len(), 2);
         assert!(e.downtimes().is_empty(), "an expired created downtime is dropped");
         assert!(!e.remove_downtime(id));
-        let id = e.mute_for(DowntimeScope::Monitor("errors".to_owned()), 90 * S, 60 * S, String::new()).unwrap();
+        let id = e
+            .mute_for(
+                DowntimeScope::Monitor("errors".to_owned()),
+                90 * S,
+                60 * S,
+                String::new(),
+            )
+            .unwrap();
         assert!(e.remove_downtime(id));
         assert!(!e.statuses(90 * S)[0].muted);
     }

@@ -5,7 +5,7 @@
 //! * [`config`] — `apm_config.local.monitors` / `.webhooks` / `.downtimes`, checked at start-up.
 //! * [`eval`] — the pure part: states, events, downtimes, the notifications to send.
 //! * [`Monitors`] — the thin shell: a task that reads the store each interval and applies the
-//!   readings, and one that POSTs notifications (JSON) with bounded retries:
+//!   readings, and one that POSTs notifications (JSON), in order, with bounded retries:
 //!   [`WEBHOOK_ATTEMPTS`] attempts, [`WEBHOOK_BACKOFF`] then twice that apart, each within
 //!   [`WEBHOOK_TIMEOUT`]; at most [`WEBHOOK_QUEUE`] waiting (more are dropped and counted).
 
@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use rusqlite::Connection;
 use serde::Serialize;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 pub use config::{DowntimeScope, Metric, MonitorConfig, MonitorSpec};
@@ -38,8 +38,6 @@ pub const WEBHOOK_BACKOFF: Duration = Duration::from_secs(1);
 pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 /// Notifications waiting to be sent.
 pub const WEBHOOK_QUEUE: usize = 256;
-/// Notifications sent at once.
-const WEBHOOK_CONCURRENCY: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -193,7 +191,12 @@ impl Monitors {
     pub fn apply(&self, now_ns: i64, readings: &[Option<Reading>]) -> Vec<Notification> {
         let notes = self.lock().apply(now_ns, readings);
         for n in &notes {
-            tracing::info!(webhook = %n.webhook, state = %n.body["state"], monitor = %n.body["monitor"], "monitor changed state");
+            tracing::info!(
+                webhook = %n.webhook,
+                state = %n.body.get("state").unwrap_or(&serde_json::Value::Null),
+                monitor = %n.body.get("monitor").unwrap_or(&serde_json::Value::Null),
+                "monitor changed state"
+            );
         }
         notes
     }
@@ -255,22 +258,12 @@ impl Monitors {
     }
 }
 
+/// Sends notifications one at a time, in order (a receiver sees a monitor's changes in the
+/// order they happened; the bodies carry `at_ns` too).
 async fn send_loop(client: HttpClient, mut rx: mpsc::Receiver<Notification>, shared: Arc<Shared>) {
-    let limit = Arc::new(Semaphore::new(WEBHOOK_CONCURRENCY));
-    let mut tasks = tokio::task::JoinSet::new();
     while let Some(n) = rx.recv().await {
-        let Ok(permit) = Arc::clone(&limit).acquire_owned().await else {
-            break;
-        };
-        let client = client.clone();
-        let shared = Arc::clone(&shared);
-        tasks.spawn(async move {
-            deliver(&client, &n, &shared.counters).await;
-            drop(permit);
-        });
-        while tasks.try_join_next().is_some() {}
+        deliver(&client, &n, &shared.counters).await;
     }
-    while tasks.join_next().await.is_some() {}
 }
 
 async fn deliver(client: &HttpClient, n: &Notification, c: &Counters) {
@@ -285,8 +278,14 @@ async fn deliver(client: &HttpClient, n: &Notification, c: &Counters) {
     };
     let body = Bytes::from(serde_json::to_vec(&n.body).unwrap_or_default());
     let mut headers = http::HeaderMap::new();
-    headers.insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
-    headers.insert(http::header::USER_AGENT, http::HeaderValue::from_static("trace-agent-local-monitors"));
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("trace-agent-local-monitors"),
+    );
     let mut wait = WEBHOOK_BACKOFF;
     for attempt in 1..=WEBHOOK_ATTEMPTS {
         match client.post(&uri, &headers, body.clone()).await {

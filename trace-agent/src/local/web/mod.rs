@@ -7,6 +7,11 @@
 //! | `/services/{service}` | `/api/v1/services/{service}?window=&operation=` |
 //! | `/services/{service}/resources/{resource}` | `/api/v1/services/{service}/resources/{resource}?window=&operation=` |
 //! | `/traces/{trace_id}` | `/api/v1/traces/{trace_id}` |
+//! | `/search?…` | `/api/v1/traces?window=&service=&resource=&operation=&tag=k:v&min_duration=&max_duration=&error=&trace_id=&limit=&cursor=` |
+//! | `/map` | `/api/v1/service-map?window=` |
+//! | `/monitors` | `/api/v1/monitors`, `/api/v1/monitors/events`, `/api/v1/downtimes` (GET, POST; DELETE `/{id}`) |
+//! | (service page charts) | `/api/v1/services/{service}/anomalies?window=&operation=` |
+//! | (resource page, Versions) | `/api/v1/services/{service}/resources/{resource}/versions?window=&a=&b=&threshold=` |
 //! | | `/api/v1/status` (store counters) |
 //!
 //! Path segments are percent-encoded (a resource like `GET /api` is `GET%20%2Fapi`); trace ids
@@ -85,7 +90,12 @@ pub async fn serve(listener: TcpListener, store: LocalStore, shutdown: watch::Re
 }
 
 /// Serves the web view, with `monitors`' states and downtimes, until `shutdown` turns true.
-pub async fn serve_with(listener: TcpListener, store: LocalStore, monitors: Monitors, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve_with(
+    listener: TcpListener,
+    store: LocalStore,
+    monitors: Monitors,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let store = Arc::new(Ctx { store, monitors });
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
@@ -281,33 +291,66 @@ async fn mutate(ctx: Arc<Ctx>, req: Request<hyper::body::Incoming>) -> Reply {
         .is_some_and(|v| v.starts_with("application/json"));
     let body = match http_body_util::Limited::new(req.into_body(), MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(e) => return text(StatusCode::PAYLOAD_TOO_LARGE, format!("body over {MAX_BODY} bytes or unreadable: {e}")),
+        Err(e) => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body over {MAX_BODY} bytes or unreadable: {e}"),
+            );
+        }
     };
     let now = unix_nanos(SystemTime::now());
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match (method.as_str(), segments.as_slice()) {
         ("POST", ["api", "v1", "downtimes"]) => {
             if !is_json {
-                return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "send Content-Type: application/json");
+                return text(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "send Content-Type: application/json",
+                );
             }
             let fields: std::collections::BTreeMap<String, serde_json::Value> = match serde_json::from_slice(&body) {
                 Ok(f) => f,
                 Err(e) => return text(StatusCode::BAD_REQUEST, format!("not a JSON object: {e}")),
             };
             let get = |k: &str| fields.get(k).and_then(|v| v.as_str()).map(str::to_owned);
-            match new_downtime(&ctx.monitors, now, get("scope"), get("duration"), (get("start"), get("end"), get("daily")), get("comment")) {
+            match new_downtime(
+                &ctx.monitors,
+                now,
+                get("scope"),
+                get("duration"),
+                (get("start"), get("end"), get("daily")),
+                get("comment"),
+            ) {
                 Ok(id) => json(StatusCode::CREATED, &serde_json::json!({ "id": id })),
                 Err(e) => text(StatusCode::BAD_REQUEST, e),
             }
         }
         ("DELETE", ["api", "v1", "downtimes", id]) => match id.parse() {
-            Ok(id) if ctx.monitors.remove_downtime(id) => reply(StatusCode::NO_CONTENT, "text/plain; charset=utf-8", ""),
-            _ => text(StatusCode::NOT_FOUND, "no such downtime created here (configured ones are removed from datadog.yaml)"),
+            Ok(id) if ctx.monitors.remove_downtime(id) => {
+                reply(StatusCode::NO_CONTENT, "text/plain; charset=utf-8", "")
+            }
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "no such downtime created here (configured ones are removed from datadog.yaml)",
+            ),
         },
         ("POST", ["monitors", "downtimes"]) => {
             let form = query_params(std::str::from_utf8(&body).ok());
-            let get = |k: &str| form.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone()).filter(|v| !v.is_empty());
-            match new_downtime(&ctx.monitors, now, get("scope"), get("duration"), (None, None, None), get("comment")) {
+            let get = |k: &str| {
+                form.iter()
+                    .rev()
+                    .find(|(n, _)| n == k)
+                    .map(|(_, v)| v.clone())
+                    .filter(|v| !v.is_empty())
+            };
+            match new_downtime(
+                &ctx.monitors,
+                now,
+                get("scope"),
+                get("duration"),
+                (None, None, None),
+                get("comment"),
+            ) {
                 Ok(_) => redirect("/monitors"),
                 Err(e) => text(StatusCode::BAD_REQUEST, e),
             }
@@ -337,7 +380,11 @@ fn new_downtime(
     } else {
         let schedule = crate::local::monitor::config::schedule(start.as_deref(), end.as_deref(), daily.as_deref())
             .map_err(|(f, e)| format!("{f}: {e}"))?;
-        monitors.add_downtime(crate::local::monitor::config::DowntimeSpec { scope, schedule, comment })
+        monitors.add_downtime(crate::local::monitor::config::DowntimeSpec {
+            scope,
+            schedule,
+            comment,
+        })
     };
     id.ok_or_else(|| format!("at most {} downtimes", crate::local::monitor::eval::MAX_DOWNTIMES))
 }
@@ -536,7 +583,12 @@ fn render(ctx: &Ctx, route: &Route, api: bool, params: &[(String, String)], now_
                 Ok(q) => q,
                 Err(e) if api => return text(StatusCode::BAD_REQUEST, e),
                 Err(e) => {
-                    let fr = frame("Search traces", vec![("Search".to_owned(), "/search".to_owned())], "/search".to_owned(), None);
+                    let fr = frame(
+                        "Search traces",
+                        vec![("Search".to_owned(), "/search".to_owned())],
+                        "/search".to_owned(),
+                        None,
+                    );
                     let mut r = build(fr, &|f| product::search(f, &SearchQuery::default(), None, Some(&e)));
                     *r.status_mut() = StatusCode::BAD_REQUEST;
                     return r;
@@ -549,7 +601,12 @@ fn render(ctx: &Ctx, route: &Route, api: bool, params: &[(String, String)], now_
                     let fr = frame(
                         "Search traces",
                         vec![("Search".to_owned(), "/search".to_owned())],
-                        format!("/search?{}", q.to_query_string().replacen(&format!("window={}", q.window.as_str()), "", 1).trim_start_matches('&')),
+                        format!(
+                            "/search?{}",
+                            q.to_query_string()
+                                .replacen(&format!("window={}", q.window.as_str()), "", 1)
+                                .trim_start_matches('&')
+                        ),
                         Some(q.window),
                     );
                     build(fr, &|f| product::search(f, &q, Some(&found), None))
@@ -560,7 +617,12 @@ fn render(ctx: &Ctx, route: &Route, api: bool, params: &[(String, String)], now_
             Err(e) => fail(e),
             Ok(m) if api => json(StatusCode::OK, &m),
             Ok(m) => build(
-                frame("Service map", vec![("Map".to_owned(), "/map".to_owned())], "/map".to_owned(), Some(window)),
+                frame(
+                    "Service map",
+                    vec![("Map".to_owned(), "/map".to_owned())],
+                    "/map".to_owned(),
+                    Some(window),
+                ),
                 &|f| product::service_map(f, &m, window),
             ),
         },
@@ -573,7 +635,12 @@ fn render(ctx: &Ctx, route: &Route, api: bool, params: &[(String, String)], now_
             let downtimes = ctx.monitors.downtimes();
             let hooks = ctx.monitors.webhook_status();
             build(
-                frame("Monitors", vec![("Monitors".to_owned(), "/monitors".to_owned())], "/monitors".to_owned(), None),
+                frame(
+                    "Monitors",
+                    vec![("Monitors".to_owned(), "/monitors".to_owned())],
+                    "/monitors".to_owned(),
+                    None,
+                ),
                 &|f| product::monitors(f, &statuses, &events, &downtimes, &hooks),
             )
         }
@@ -631,6 +698,18 @@ mod tests {
             Some((Route::Trace(u64::MAX), true))
         );
         assert_eq!(route("/traces/abc"), None);
+        assert_eq!(route("/api/v1/traces"), Some((Route::Search, true)));
+        assert_eq!(route("/traces"), None);
+        assert_eq!(route("/search"), Some((Route::Search, false)));
+        assert_eq!(route("/api/v1/service-map"), Some((Route::ServiceMap, true)));
+        assert_eq!(route("/map"), Some((Route::ServiceMap, false)));
+        assert_eq!(route("/monitors"), Some((Route::Monitors, false)));
+        assert_eq!(route("/api/v1/monitors/events"), Some((Route::MonitorEvents, true)));
+        assert_eq!(
+            route("/api/v1/services/a/resources/b/versions"),
+            Some((Route::ResourceVersions("a".to_owned(), "b".to_owned()), true))
+        );
+        assert_eq!(route("/services/a/anomalies"), None);
         assert_eq!(route("/services/%zz"), None);
         assert_eq!(route("/services/a/b"), None);
     }

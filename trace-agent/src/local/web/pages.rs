@@ -7,8 +7,8 @@ use super::html::{chart, clock, duration, encode_segment, escape, percent, rate,
 use super::product::{self, ServiceAnomalies};
 use crate::local::monitor::MonitorStatus;
 use crate::local::query::{Figures, ResourceDetail, ServiceDetail, ServiceSummary, TraceDetail, Window};
-use crate::local::versions::VersionComparison;
 use crate::local::store::{StoreMode, StoreStatus};
+use crate::local::versions::VersionComparison;
 
 const CSS: &str = "
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
@@ -308,7 +308,13 @@ pub fn service(f: &Frame<'_>, d: &ServiceDetail, window: Window, monitors: &[Mon
         product::band_chart("chart-p95", &bands.p95, 420, 100, "p95 latency with its anomaly band"),
         duration(Some(max_p95)),
         count(&bands.p95),
-        product::band_chart("chart-error-rate", &bands.error_rate, 420, 100, "error rate with its anomaly band"),
+        product::band_chart(
+            "chart-error-rate",
+            &bands.error_rate,
+            420,
+            100,
+            "error rate with its anomaly band"
+        ),
         count(&bands.error_rate),
     );
     if d.operations.len() > 1 {
@@ -430,7 +436,9 @@ pub fn resource(f: &Frame<'_>, d: &ResourceDetail, versions: Option<&VersionComp
                 encode_segment(&d.resource)
             )
         ),
-        versions = versions.map(|v| product::versions_section(v, &f.self_path)).unwrap_or_default(),
+        versions = versions
+            .map(|v| product::versions_section(v, &f.self_path))
+            .unwrap_or_default(),
         data = figure_data(fig),
         hits = fig.hits,
         errors = fig.errors,

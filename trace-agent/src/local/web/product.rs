@@ -82,7 +82,13 @@ pub fn band_chart(id: &str, points: &[BandPoint], width: u32, height: u32, title
         .fold(0.0_f64, f64::max);
     let (w, h) = (f64::from(width), f64::from(height));
     let slot = w / n;
-    let y = |v: f64| if max > 0.0 { h - 2.0 - v / max * (h - 6.0) } else { h - 2.0 };
+    let y = |v: f64| {
+        if max > 0.0 {
+            h - 2.0 - v / max * (h - 6.0)
+        } else {
+            h - 2.0
+        }
+    };
     let mut svg = format!(
         "<svg class=\"chart banded\" id=\"{id}\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\" \
          role=\"img\"><title>{}</title><rect width=\"{width}\" height=\"{height}\" class=\"bg\"/>",
@@ -211,8 +217,18 @@ pub fn search(f: &Frame<'_>, q: &SearchQuery, found: Option<&SearchResult>, erro
         let tag = q.tags.get(i).map(|(k, v)| format!("{k}:{v}"));
         body.push_str(&input("tag", "Tag", tag.as_deref(), "key:value"));
     }
-    body.push_str(&input("min_duration", "Min duration", ns_text(q.min_duration_ns).as_deref(), "e.g. 250ms"));
-    body.push_str(&input("max_duration", "Max duration", ns_text(q.max_duration_ns).as_deref(), "e.g. 2s"));
+    body.push_str(&input(
+        "min_duration",
+        "Min duration",
+        ns_text(q.min_duration_ns).as_deref(),
+        "e.g. 250ms",
+    ));
+    body.push_str(&input(
+        "max_duration",
+        "Max duration",
+        ns_text(q.max_duration_ns).as_deref(),
+        "e.g. 2s",
+    ));
     let _ = write!(
         body,
         "<label>Errors<select name=\"error\"><option value=\"\">any</option><option value=\"true\"{}>with errors</option>\
@@ -327,7 +343,11 @@ pub fn service_map(f: &Frame<'_>, m: &ServiceMap, window: Window) -> String {
         let (x1, y1) = (fx + NODE_W, fy + NODE_H / 2.0);
         let (x2, y2) = (tx, ty + NODE_H / 2.0);
         let d = if x2 > x1 {
-            format!("M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}", x1 + 50.0, x2 - 50.0)
+            format!(
+                "M{x1:.1},{y1:.1} C{:.1},{y1:.1} {:.1},{y2:.1} {x2:.1},{y2:.1}",
+                x1 + 50.0,
+                x2 - 50.0
+            )
         } else {
             // A call back to a column on the left (a cycle): loop under the boxes.
             format!(
@@ -374,7 +394,11 @@ pub fn service_map(f: &Frame<'_>, m: &ServiceMap, window: Window) -> String {
         let Some(&(x, y)) = pos.get(n.service.as_str()) else {
             continue;
         };
-        let erate = if n.hits > 0 { n.errors as f64 / n.hits as f64 } else { 0.0 };
+        let erate = if n.hits > 0 {
+            n.errors as f64 / n.hits as f64
+        } else {
+            0.0
+        };
         let _ = write!(
             svg,
             "<a href=\"/search?window={wq}&amp;service={enc}\"><g class=\"node{untraced}\" data-node=\"{svc}\" data-hits=\"{hits}\" \
@@ -404,7 +428,9 @@ pub fn service_map(f: &Frame<'_>, m: &ServiceMap, window: Window) -> String {
          <div class=\"mapwrap\">{svg}</div>"
     );
     if m.truncated {
-        body.push_str("<p class=\"banner\">Too many spans in this window: the map shows the first two million of each kind.</p>");
+        body.push_str(
+            "<p class=\"banner\">Too many spans in this window: the map shows the first two million of each kind.</p>",
+        );
     }
     body.push_str(
         "<h2>Calls</h2><table id=\"edges\"><thead><tr><th>From → to</th><th>Calls</th><th>Errors</th><th>p99</th></tr></thead><tbody>",
@@ -523,7 +549,10 @@ pub fn monitors(
             scope = escape(&scope),
             win = s.window.as_secs(),
             changed = clock(m.last_change_ns),
-            form = mute_form(&format!("monitor:{}", m.name), &format!("mute-{}", encode_segment(&m.name))),
+            form = mute_form(
+                &format!("monitor:{}", m.name),
+                &format!("mute-{}", encode_segment(&m.name))
+            ),
         );
     }
     body.push_str("</tbody></table>");
@@ -584,7 +613,12 @@ pub fn monitors(
         body.push_str(
             "<table id=\"events\"><thead><tr><th>Monitor</th><th>Change</th><th>Value</th><th>At (UTC)</th><th>Notified</th></tr></thead><tbody>",
         );
-        let metric_of = |name: &str| statuses.iter().find(|m| m.name == name).map_or(Metric::Hits, |m| m.spec.metric);
+        let metric_of = |name: &str| {
+            statuses
+                .iter()
+                .find(|m| m.name == name)
+                .map_or(Metric::Hits, |m| m.spec.metric)
+        };
         for e in events.iter().take(200) {
             let _ = write!(
                 body,
@@ -649,7 +683,11 @@ pub fn versions_section(v: &VersionComparison, self_path: &str) -> String {
                 s,
                 "<option value=\"{val}\"{sel}>{val}</option>",
                 val = escape(&r.version),
-                sel = if current == Some(r.version.as_str()) { " selected" } else { "" }
+                sel = if current == Some(r.version.as_str()) {
+                    " selected"
+                } else {
+                    ""
+                }
             );
         }
         s.push_str("</select>");
@@ -659,7 +697,12 @@ pub fn versions_section(v: &VersionComparison, self_path: &str) -> String {
     let mut hidden = String::new();
     for (k, val) in super::html::query_params(Some(query)) {
         if k != "a" && k != "b" {
-            let _ = write!(hidden, "<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(&k), escape(&val));
+            let _ = write!(
+                hidden,
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                escape(&k),
+                escape(&val)
+            );
         }
     }
     let _ = write!(
@@ -691,7 +734,8 @@ pub fn versions_section(v: &VersionComparison, self_path: &str) -> String {
             "<tr data-metric=\"{m}\" data-flagged=\"{fl}\"{cls}><td>{m}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
             fmt(c.a),
             fmt(c.b),
-            c.relative.map_or_else(|| "new".to_owned(), |r| format!("{:+.0} %", r * 100.0)),
+            c.relative
+                .map_or_else(|| "new".to_owned(), |r| format!("{:+.0} %", r * 100.0)),
             if c.flagged { " ⚠" } else { "" },
             m = c.metric,
             fl = u8::from(c.flagged),
