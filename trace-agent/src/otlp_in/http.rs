@@ -164,6 +164,8 @@ fn success(enc: Encoding, rejected: u64, message: Option<String>) -> Response<Fu
     };
     let body = match enc {
         Encoding::Proto => resp.encode_to_vec(),
+        // OTLP/JSON omits an unset message (no `"partialSuccess": null`).
+        Encoding::Json if resp.partial_success.is_none() => b"{}".to_vec(),
         Encoding::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
     };
     reply(StatusCode::OK, enc, body)
