@@ -190,7 +190,7 @@ fn without_an_api_key_nothing_is_advertised_and_refusals_are_counted() {
     let agent = rt
         .block_on(trace_agent::start_with_sink(
             AgentConfig::local(apm::free_port()),
-            |c| trace_agent::pipeline::CountingSink::new(c),
+            trace_agent::pipeline::CountingSink::new,
         ))
         .expect("agent");
     let addr = agent.tcp_addr().unwrap();
@@ -270,7 +270,7 @@ fn ddtrace_telemetry_without_an_api_key_is_refused_visibly() {
     let agent = rt
         .block_on(trace_agent::start_with_sink(
             AgentConfig::local(apm::free_port()),
-            |c| trace_agent::pipeline::CountingSink::new(c),
+            trace_agent::pipeline::CountingSink::new,
         ))
         .expect("agent");
     let port = agent.tcp_addr().unwrap().port();
