@@ -354,3 +354,75 @@ fn bad_http_input_gets_a_reason_and_refused_spans_a_partial_success() {
     );
     assert_eq!(status.forwarded.spans, 6, "{status:#?}");
 }
+
+/// One OTLP span for the gRPC client test; `span_len` bytes of span id.
+fn proto_span(i: u8, span_len: usize) -> opentelemetry_proto::tonic::trace::v1::Span {
+    opentelemetry_proto::tonic::trace::v1::Span {
+        trace_id: vec![1; 16],
+        span_id: vec![i; span_len],
+        name: "rpc".to_owned(),
+        kind: 2,
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_001_000_000,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn grpc_export_reports_partial_success_and_refuses_oversized_messages() {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans};
+    let rt = runtime();
+    let mut config = AgentConfig::local(apm::free_port());
+    otlp_config(&mut config);
+    config.otlp_receiver.http_endpoint = None;
+    config.otlp_receiver.grpc_max_recv_msg_size = 64 * 1024;
+    let agent = rt
+        .block_on(trace_agent::start_with_sink(
+            config,
+            trace_agent::pipeline::CountingSink::new,
+        ))
+        .expect("agent");
+    let addr = agent.otlp_grpc_addr().unwrap();
+    let request = |spans| ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    rt.block_on(async {
+        let mut client = TraceServiceClient::connect(format!("http://{addr}"))
+            .await
+            .expect("connect to the gRPC receiver");
+        let reply = client
+            .export(request(vec![proto_span(1, 8), proto_span(2, 8), proto_span(3, 3)]))
+            .await
+            .expect("export")
+            .into_inner();
+        let partial = reply.partial_success.expect("one span was refused");
+        assert_eq!(partial.rejected_spans, 1);
+        assert!(partial.error_message.contains("span_id must be 8 bytes"), "{partial:?}");
+        let mut big = proto_span(4, 8);
+        big.name = "x".repeat(100 * 1024);
+        let err = client.export(request(vec![big])).await.expect_err("over the limit");
+        assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
+        let ok = client
+            .export(request(vec![proto_span(5, 8)]))
+            .await
+            .expect("the channel still works")
+            .into_inner();
+        assert!(ok.partial_success.is_none());
+    });
+    let status = rt.block_on(agent.shutdown());
+    let g = &status.otlp.grpc;
+    assert_eq!(
+        (g.spans_received, g.spans_accepted, g.spans_rejected),
+        (4, 3, 1),
+        "{g:#?}"
+    );
+    assert_eq!(status.forwarded.spans, 3);
+}

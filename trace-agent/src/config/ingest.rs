@@ -89,7 +89,7 @@ pub struct OtlpReceiverConfig {
     /// `otlp_config.receiver.protocols.http.endpoint` (`host:port`); `None`: no HTTP receiver.
     pub http_endpoint: Option<String>,
     /// `otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib`, in bytes (default 4 MiB,
-    /// the OpenTelemetry Collector's): larger gRPC messages get `RESOURCE_EXHAUSTED`.
+    /// the OpenTelemetry Collector's): larger gRPC messages are refused with `OUT_OF_RANGE` (tonic's code for it).
     pub grpc_max_recv_msg_size: usize,
 }
 
