@@ -194,6 +194,7 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
     let refuse = |(status, reason, message): Refusal, enc: Encoding| {
         counters.error(reason);
         state.stats.record_drop(&format!("otlp_{reason}"), 1, 0, 0);
+        super::warn_limited(&state, &format!("OTLP/HTTP export refused ({status}): {message}"));
         error(status, enc, &message)
     };
     let Some(enc) = media_type(h) else {

@@ -193,6 +193,22 @@ pub struct RequestMeta {
     pub lang_version: String,
 }
 
+/// Logs a warning about bad OTLP input at most once every 10 seconds (shared with the msgpack
+/// receivers' limiter) and remembers it as the last error.
+pub(crate) fn warn_limited(state: &AppState, msg: &str) {
+    state.stats.record_error(msg.to_owned());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = state.last_warn.load(Ordering::Relaxed);
+    if now >= last + 10
+        && state
+            .last_warn
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!("{msg}");
+    }
+}
+
 /// Drop reason of spans not queued within the receiver timeout.
 pub const DROP_QUEUE: &str = "otlp_queue_full";
 
@@ -283,6 +299,10 @@ pub async fn ingest(
     let Ok(Ok(permit)) = tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await else {
         counters.error("overload");
         state.stats.record_drop("otlp_overload", 1, 0, 0);
+        warn_limited(
+            state,
+            "OTLP export refused: no processing slot within the decoder timeout (overload)",
+        );
         return Err(IngestError::Overloaded);
     };
     let st = Arc::clone(state);
@@ -359,10 +379,7 @@ pub async fn ingest(
     if rejected > 0
         && let Some(msg) = &first_rejection
     {
-        tracing::debug!(rejected, "OTLP spans refused: {msg}");
-        state
-            .stats
-            .record_error(format!("OTLP: {rejected} span(s) refused: {msg}"));
+        warn_limited(state, &format!("OTLP: {rejected} span(s) refused: {msg}"));
     }
     Ok(Ingested {
         accepted,
