@@ -426,3 +426,91 @@ fn grpc_export_reports_partial_success_and_refuses_oversized_messages() {
     );
     assert_eq!(status.forwarded.spans, 3);
 }
+
+/// Blocks on every payload until the test opens the gate.
+struct GatedSink {
+    entered: std::sync::mpsc::Sender<()>,
+    gate: std::sync::mpsc::Receiver<()>,
+    counters: std::sync::Arc<trace_agent::pipeline::SinkCounters>,
+}
+
+impl trace_agent::pipeline::ChunkSink for GatedSink {
+    fn consume(&mut self, p: trace_agent::pipeline::ProcessedPayload) {
+        let _ = self.entered.send(());
+        let _ = self.gate.recv();
+        let c = &self.counters;
+        c.payloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.spans.fetch_add(
+            p.payload.get().span_count() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+/// A slow next stage backs up into the OTLP receiver: a request that cannot be queued within
+/// the receiver timeout gets its spans reported as rejected, one that finds no processing slot
+/// gets a retryable 503; nothing is answered "accepted" that was not queued.
+#[test]
+fn a_full_pipeline_is_a_503_or_a_partial_success_never_a_silent_drop() {
+    let rt = runtime();
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (open, gate) = std::sync::mpsc::channel();
+    let mut config = AgentConfig::local(apm::free_port());
+    config.pipeline_capacity = 1;
+    config.decoders = 1;
+    config.decoder_timeout = Duration::from_millis(50);
+    config.receiver_timeout = Duration::from_secs(1);
+    otlp_config(&mut config);
+    config.otlp_receiver.grpc_endpoint = None;
+    let agent = rt
+        .block_on(trace_agent::start_with_sink(config, |counters| GatedSink {
+            entered: entered_tx,
+            gate,
+            counters,
+        }))
+        .expect("agent");
+    let addr = agent.otlp_http_addr().unwrap();
+    let post = move || {
+        let (s, b) = apm::http_request(
+            addr,
+            "POST",
+            "/v1/traces",
+            &[("Content-Type", "application/json")],
+            &json_export(1, false),
+        )
+        .expect("exchange");
+        (s, String::from_utf8_lossy(&b).into_owned())
+    };
+    // 1: taken by the sink, which blocks; 2: waits in the channel (capacity 1).
+    assert_eq!(post(), (200, "{}".to_owned()));
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(post(), (200, "{}".to_owned()));
+    // 3: cannot be queued; it holds the only processing slot until the receiver timeout.
+    let third = std::thread::spawn(post);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.status().decoders_busy == 0 {
+        assert!(Instant::now() < deadline, "the third export never took the slot");
+        std::thread::yield_now();
+    }
+    // 4: no slot within the decoder timeout: retryable 503.
+    let (s, body) = post();
+    assert_eq!(s, 503, "{body}");
+    assert!(body.contains("overloaded"), "{body}");
+    let (s, body) = third.join().unwrap();
+    assert_eq!(s, 200, "{body}");
+    let reply: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(reply["partialSuccess"]["rejectedSpans"], 1, "{body}");
+    assert!(body.contains("pipeline is full"), "{body}");
+    open.send(()).unwrap();
+    open.send(()).unwrap();
+    let status = rt.block_on(agent.shutdown());
+    let h = &status.otlp.http;
+    assert_eq!(
+        (h.spans_received, h.spans_accepted, h.spans_rejected),
+        (3, 2, 1),
+        "{h:#?}"
+    );
+    assert_eq!(h.errors.get("overload"), Some(&1), "{h:#?}");
+    assert_eq!(status.forwarded.spans, 2);
+    assert_eq!(status.dropped.get("otlp_queue_full").map(|d| d.spans), Some(1));
+}

@@ -284,6 +284,22 @@ fn map_and_process(req: &ExportTraceServiceRequest, state: &AppState, meta: &Req
     out
 }
 
+/// A held processing slot, shown as busy in `status` (like the msgpack receivers' decoders).
+struct BusySlot<'s>(&'s AppState);
+
+impl<'s> BusySlot<'s> {
+    fn enter(state: &'s AppState) -> Self {
+        state.stats.decoders_busy.fetch_add(1, Ordering::Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for BusySlot<'_> {
+    fn drop(&mut self) {
+        self.0.stats.decoders_busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Maps, processes and queues one export request; what the reply says.
 ///
 /// # Errors
@@ -305,6 +321,7 @@ pub async fn ingest(
         );
         return Err(IngestError::Overloaded);
     };
+    let _busy = BusySlot::enter(state);
     let st = Arc::clone(state);
     let work = tokio::task::spawn_blocking(move || map_and_process(&req, &st, &meta)).await;
     let processed = match work {
