@@ -12,6 +12,9 @@ if ! command -v chromium >/dev/null 2>&1; then
 fi
 APM_PEER_VENV=$(bash scripts/peer-venv.sh)
 export APM_PEER_VENV
+# The OpenTelemetry SDK + OTLP exporters (tests/agent_otlp_ingest.rs): a venv of their own.
+APM_OTEL_VENV=$(bash scripts/otel-venv.sh)
+export APM_OTEL_VENV
 # tests/http_flask_demo.rs runs the example binary itself.
 cargo build --workspace --examples -q
 if cargo nextest --version >/dev/null 2>&1; then

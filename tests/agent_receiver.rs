@@ -340,22 +340,31 @@ fn bad_input_table() {
             400,
             "client stats payload",
         ),
-        ("remote config", "/v0.7/config", vec![], b"{}".to_vec(), 200, "{}"),
+        // No Remote Config client, no API key: nothing is served or forwarded, and the
+        // replies say so (tests/agent_proxy_routes.rs covers forwarding).
+        (
+            "remote config",
+            "/v0.7/config",
+            vec![],
+            b"{}".to_vec(),
+            404,
+            "remote configuration is not available",
+        ),
         (
             "telemetry",
             "/telemetry/proxy/api/v2/apmtelemetry",
             vec![],
             b"{}".to_vec(),
-            202,
-            "{}",
+            404,
+            "no API key",
         ),
         (
             "evp proxy",
             "/evp_proxy/v2/api/v2/citestcycle",
             vec![],
             b"{}".to_vec(),
-            202,
-            "{}",
+            405,
+            "EVPProxy is disabled",
         ),
     ];
     let (_, _, info) = h.raw(&request("GET", "/info", &[], b""));
@@ -401,9 +410,12 @@ fn info_lists_what_tracers_read_and_its_hash_is_the_agent_state() {
         "/v0.6/stats",
         "/v0.7/traces",
         "/v0.3/traces",
-        "/telemetry/proxy/",
     ] {
         assert!(endpoints.contains(&e), "{e} missing from {endpoints:?}");
+    }
+    // Not served without an API key / a Remote Config client: not advertised.
+    for e in ["/telemetry/proxy/", "/evp_proxy/v2/", "/v0.7/config"] {
+        assert!(!endpoints.contains(&e), "{e} listed in {endpoints:?}");
     }
     assert_eq!(info["client_drop_p0s"], true);
     assert_eq!(info["span_meta_structs"], true);

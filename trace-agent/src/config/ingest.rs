@@ -89,7 +89,7 @@ pub struct OtlpReceiverConfig {
     /// `otlp_config.receiver.protocols.http.endpoint` (`host:port`); `None`: no HTTP receiver.
     pub http_endpoint: Option<String>,
     /// `otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib`, in bytes (default 4 MiB,
-    /// the OpenTelemetry Collector's): larger gRPC messages get `RESOURCE_EXHAUSTED`.
+    /// the OpenTelemetry Collector's): larger gRPC messages are refused with `OUT_OF_RANGE` (tonic's code for it).
     pub grpc_max_recv_msg_size: usize,
 }
 
@@ -139,6 +139,38 @@ impl Default for ProxyConfig {
             telemetry_dd_url: None,
         }
     }
+}
+
+/// `key = value` pairs for `trace-agent config`.
+pub(super) fn describe(otlp: &OtlpReceiverConfig, proxy: &ProxyConfig) -> Vec<(&'static str, String)> {
+    let off = |v: &Option<String>| v.clone().unwrap_or_else(|| "(off)".to_owned());
+    let default = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_owned());
+    vec![
+        ("otlp_config.receiver.protocols.grpc.endpoint", off(&otlp.grpc_endpoint)),
+        ("otlp_config.receiver.protocols.http.endpoint", off(&otlp.http_endpoint)),
+        (
+            "otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib",
+            (otlp.grpc_max_recv_msg_size >> 20).to_string(),
+        ),
+        ("apm_config.evp_proxy_config.enabled", proxy.evp_enabled.to_string()),
+        (
+            "apm_config.evp_proxy_config.dd_url",
+            default(&proxy.evp_dd_url, "(site)"),
+        ),
+        (
+            "apm_config.evp_proxy_config.max_payload_size",
+            proxy.evp_max_payload_size.to_string(),
+        ),
+        (
+            "apm_config.evp_proxy_config.receiver_timeout",
+            proxy.evp_timeout.as_secs().to_string(),
+        ),
+        ("apm_config.telemetry.enabled", proxy.telemetry_enabled.to_string()),
+        (
+            "apm_config.telemetry.dd_url",
+            default(&proxy.telemetry_dd_url, "(instrumentation-telemetry-intake.<site>)"),
+        ),
+    ]
 }
 
 fn endpoint(v: &str) -> Result<String, String> {
@@ -342,5 +374,10 @@ mod tests {
         assert_eq!(c.proxy.evp_dd_url.as_deref(), Some("http://127.0.0.1:9"));
         assert!(!c.proxy.telemetry_enabled);
         assert_eq!(c.proxy.evp_max_payload_size, 5 << 20);
+        let described = c.describe();
+        assert!(
+            described.contains("otlp_config.receiver.protocols.grpc.endpoint") && described.contains("localhost:4317"),
+            "{described}"
+        );
     }
 }

@@ -387,6 +387,9 @@ impl AgentConfig {
         for (k, v) in self.upstream.describe(&self.site) {
             line(k, v);
         }
+        for (k, v) in ingest::describe(&self.otlp_receiver, &self.proxy) {
+            line(k, v);
+        }
         let st = &self.stats;
         line(
             "apm_config.compute_stats_by_span_kind",

@@ -1,6 +1,6 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` (tonic), gzip
 //! accepted, messages bounded by `otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib`
-//! (`RESOURCE_EXHAUSTED` beyond), overload answered `UNAVAILABLE` (retryable).
+//! (`OUT_OF_RANGE` beyond), overload answered `UNAVAILABLE` (retryable).
 
 use std::sync::Arc;
 
@@ -66,16 +66,27 @@ pub(super) async fn serve(listener: TcpListener, state: Arc<AppState>, mut stop:
     .max_decoding_message_size(max)
     .accept_compressed(CompressionEncoding::Gzip);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut stopped = stop.clone();
     let signal = async move {
         let _ = stop.wait_for(|s| *s).await;
     };
-    let result = tonic::transport::Server::builder()
-        .timeout(state.config.receiver_timeout + std::time::Duration::from_secs(5))
+    let drain = state.config.receiver_timeout + std::time::Duration::from_secs(5);
+    let serve = tonic::transport::Server::builder()
+        .timeout(drain)
         .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, signal)
-        .await;
-    if let Err(e) = result {
-        tracing::error!(error = %e, "the OTLP gRPC receiver stopped");
-        state.stats.record_error(format!("OTLP gRPC receiver stopped: {e}"));
+        .serve_with_incoming_shutdown(incoming, signal);
+    // Graceful shutdown waits for in-flight calls, but no longer than the HTTP receivers do.
+    let deadline = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(drain).await;
+    };
+    tokio::select! {
+        result = serve => {
+            if let Err(e) = result {
+                tracing::error!(error = %e, "the OTLP gRPC receiver stopped");
+                state.stats.record_error(format!("OTLP gRPC receiver stopped: {e}"));
+            }
+        }
+        () = deadline => tracing::warn!("OTLP gRPC calls still in flight after {drain:?}; closing them"),
     }
 }

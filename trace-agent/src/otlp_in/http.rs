@@ -164,6 +164,8 @@ fn success(enc: Encoding, rejected: u64, message: Option<String>) -> Response<Fu
     };
     let body = match enc {
         Encoding::Proto => resp.encode_to_vec(),
+        // OTLP/JSON omits an unset message (no `"partialSuccess": null`).
+        Encoding::Json if resp.partial_success.is_none() => b"{}".to_vec(),
         Encoding::Json => serde_json::to_vec(&resp).unwrap_or_else(|_| b"{}".to_vec()),
     };
     reply(StatusCode::OK, enc, body)
@@ -192,6 +194,7 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
     let refuse = |(status, reason, message): Refusal, enc: Encoding| {
         counters.error(reason);
         state.stats.record_drop(&format!("otlp_{reason}"), 1, 0, 0);
+        super::warn_limited(&state, &format!("OTLP/HTTP export refused ({status}): {message}"));
         error(status, enc, &message)
     };
     let Some(enc) = media_type(h) else {

@@ -193,6 +193,22 @@ pub struct RequestMeta {
     pub lang_version: String,
 }
 
+/// Logs a warning about bad OTLP input at most once every 10 seconds (shared with the msgpack
+/// receivers' limiter) and remembers it as the last error.
+pub(crate) fn warn_limited(state: &AppState, msg: &str) {
+    state.stats.record_error(msg.to_owned());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = state.last_warn.load(Ordering::Relaxed);
+    if now >= last + 10
+        && state
+            .last_warn
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!("{msg}");
+    }
+}
+
 /// Drop reason of spans not queued within the receiver timeout.
 pub const DROP_QUEUE: &str = "otlp_queue_full";
 
@@ -268,6 +284,22 @@ fn map_and_process(req: &ExportTraceServiceRequest, state: &AppState, meta: &Req
     out
 }
 
+/// A held processing slot, shown as busy in `status` (like the msgpack receivers' decoders).
+struct BusySlot<'s>(&'s AppState);
+
+impl<'s> BusySlot<'s> {
+    fn enter(state: &'s AppState) -> Self {
+        state.stats.decoders_busy.fetch_add(1, Ordering::Relaxed);
+        Self(state)
+    }
+}
+
+impl Drop for BusySlot<'_> {
+    fn drop(&mut self) {
+        self.0.stats.decoders_busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Maps, processes and queues one export request; what the reply says.
 ///
 /// # Errors
@@ -283,8 +315,13 @@ pub async fn ingest(
     let Ok(Ok(permit)) = tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await else {
         counters.error("overload");
         state.stats.record_drop("otlp_overload", 1, 0, 0);
+        warn_limited(
+            state,
+            "OTLP export refused: no processing slot within the decoder timeout (overload)",
+        );
         return Err(IngestError::Overloaded);
     };
+    let _busy = BusySlot::enter(state);
     let st = Arc::clone(state);
     let work = tokio::task::spawn_blocking(move || map_and_process(&req, &st, &meta)).await;
     let processed = match work {
@@ -359,10 +396,7 @@ pub async fn ingest(
     if rejected > 0
         && let Some(msg) = &first_rejection
     {
-        tracing::debug!(rejected, "OTLP spans refused: {msg}");
-        state
-            .stats
-            .record_error(format!("OTLP: {rejected} span(s) refused: {msg}"));
+        warn_limited(state, &format!("OTLP: {rejected} span(s) refused: {msg}"));
     }
     Ok(Ingested {
         accepted,

@@ -96,8 +96,17 @@ impl ProxyCounters {
         f(m.entry(route.key()).or_default());
     }
 
-    fn refused(&self, route: Route, reason: &str) {
-        self.with(route, |r| *r.refused.entry(reason.to_owned()).or_default() += 1);
+    /// Counts a refusal; the first of each (route, reason) is logged with its message.
+    fn refused(&self, route: Route, reason: &str, msg: &str) {
+        let mut first = false;
+        self.with(route, |r| {
+            let n = r.refused.entry(reason.to_owned()).or_default();
+            *n += 1;
+            first = *n == 1;
+        });
+        if first {
+            tracing::warn!("{}: {msg} (logged once; counted in `trace-agent status`)", route.key());
+        }
     }
 
     /// A copy of every counter.
@@ -227,18 +236,16 @@ impl Proxy {
             Route::Evp => self.evp(req).await,
             Route::Telemetry => self.telemetry(req).await,
             Route::RemoteConfig => {
-                self.counters.refused(route, "not_available");
-                text(
-                    StatusCode::NOT_FOUND,
-                    "remote configuration is not available: this agent has no Remote Config client \
-                     (it is not listed in /info)",
-                )
+                let msg = "remote configuration is not available: this agent has no Remote Config client \
+                           (it is not listed in /info)";
+                self.counters.refused(route, "not_available", msg);
+                text(StatusCode::NOT_FOUND, msg)
             }
         }
     }
 
     fn refuse(&self, route: Route, status: StatusCode, reason: &str, msg: &str) -> Reply {
-        self.counters.refused(route, reason);
+        self.counters.refused(route, reason, msg);
         text(status, msg)
     }
 
