@@ -285,6 +285,7 @@ async fn start_inner<S: ChunkSink>(
         pipeline,
         listening: listening.clone(),
         last_warn: AtomicU64::new(0),
+        watchdog: crate::receiver::watchdog::Watchdog::shared(&config, &stats),
         config: Arc::new(config),
     });
     let graceful = Arc::new(GracefulShutdown::new());

@@ -10,11 +10,14 @@ use super::reader::Reader;
 type R<T> = Result<T, Box<ReadError>>;
 
 fn string(r: &mut Reader<'_>) -> R<String> {
-    Ok(r.str()?.to_string())
+    let s = r.str()?.to_string();
+    r.charge(s.len(), 1)?;
+    Ok(s)
 }
 
 fn strings(r: &mut Reader<'_>) -> R<Vec<String>> {
     let n = r.array_len()?;
+    r.charge(n, std::mem::size_of::<String>())?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(string(r)?);
@@ -27,7 +30,9 @@ fn bytes(r: &mut Reader<'_>) -> R<Vec<u8>> {
         r.skip()?;
         return Ok(Vec::new());
     }
-    Ok(r.bytes()?.into_owned())
+    let b = r.bytes()?.into_owned();
+    r.charge(b.len(), 1)?;
+    Ok(b)
 }
 
 /// Decodes a `/v0.6/stats` body.
@@ -35,7 +40,18 @@ fn bytes(r: &mut Reader<'_>) -> R<Vec<u8>> {
 /// # Errors
 /// A [`DecodeError`] naming the bucket, group and field that could not be read.
 pub fn decode_client_stats(body: &[u8]) -> Result<pb::ClientStatsPayload, DecodeError> {
-    let mut r = Reader::new(body);
+    decode_client_stats_with(body, super::DecodeLimits::for_body(body.len()))
+}
+
+/// [`decode_client_stats`] within `limits` (only the memory budget applies: no spans here).
+///
+/// # Errors
+/// As [`decode_client_stats`]; [`DecodeError::is_limit`] when the budget would be exceeded.
+pub fn decode_client_stats_with(
+    body: &[u8],
+    limits: super::DecodeLimits,
+) -> Result<pb::ClientStatsPayload, DecodeError> {
+    let mut r = Reader::with_limits(body, limits);
     let mut p = pb::ClientStatsPayload::default();
     let n = r.map_len().map_err(|e| e.at(|| "client stats payload".to_owned()))?;
     for _ in 0..n {
@@ -61,7 +77,10 @@ pub fn decode_client_stats(body: &[u8]) -> Result<pb::ClientStatsPayload, Decode
             b"ProcessTagsHash" => p.process_tags_hash = r.u64().map_err(|e| e.at(field("ProcessTagsHash")))?,
             b"ProcessTags" => p.process_tags = string(r).map_err(|e| e.at(field("ProcessTags")))?,
             b"Stats" => {
-                let n = r.array_len().map_err(|e| e.at(field("Stats")))?;
+                let n = r
+                    .array_len()
+                    .and_then(|n| r.charge(n, std::mem::size_of::<pb::ClientStatsBucket>()).map(|()| n))
+                    .map_err(|e| e.at(field("Stats")))?;
                 p.stats.reserve_exact(n);
                 for b in 0..n {
                     p.stats.push(decode_bucket(r, b)?);
@@ -86,7 +105,10 @@ fn decode_bucket(r: &mut Reader<'_>, b: usize) -> Result<pb::ClientStatsBucket, 
             b"Duration" => bucket.duration = r.u64().map_err(|e| e.at(field("Duration")))?,
             b"AgentTimeShift" => bucket.agent_time_shift = r.i64().map_err(|e| e.at(field("AgentTimeShift")))?,
             b"Stats" => {
-                let n = r.array_len().map_err(|e| e.at(field("Stats")))?;
+                let n = r
+                    .array_len()
+                    .and_then(|n| r.charge(n, std::mem::size_of::<pb::ClientGroupedStats>()).map(|()| n))
+                    .map_err(|e| e.at(field("Stats")))?;
                 bucket.stats.reserve_exact(n);
                 for g in 0..n {
                     bucket.stats.push(decode_group(r, b, g)?);

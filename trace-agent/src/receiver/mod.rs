@@ -6,6 +6,7 @@ pub mod rates;
 pub mod routes;
 pub mod server;
 pub mod traces;
+pub mod watchdog;
 
 use std::sync::Arc;
 
@@ -100,4 +101,6 @@ pub struct AppState {
     pub listening: Vec<String>,
     /// Unix time (s) of the last warning logged for a bad payload (rate limit).
     pub last_warn: std::sync::atomic::AtomicU64,
+    /// `apm_config.max_memory` / `max_cpu_percent`: refuse payloads while over them.
+    pub watchdog: Arc<watchdog::Watchdog>,
 }
