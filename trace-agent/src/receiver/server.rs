@@ -106,6 +106,9 @@ pub enum Listener {
     Unix(UnixListener, PathBuf),
 }
 
+/// Largest read buffer of a connection (request head included).
+pub const READ_BUFFER_BYTES: usize = 64 * 1024;
+
 fn serve_connection<S>(
     state: &Arc<AppState>,
     graceful: &GracefulShutdown,
@@ -122,6 +125,10 @@ fn serve_connection<S>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        // hyper's read buffer grows to 400 KB per connection by default (and twice that while
+        // a body chunk still holds the old one): 1000 connections streaming bodies would pin
+        // ~1 GB. 64 KiB is ample for request heads and keeps reads large.
+        .max_buf_size(READ_BUFFER_BYTES)
         .header_read_timeout(state.config.receiver_timeout)
         .serve_connection(TokioIo::new(io), svc);
     let fut = graceful.watch(conn);
