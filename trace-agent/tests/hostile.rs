@@ -411,3 +411,15 @@ fn connections_beyond_the_lease_are_closed() {
     assert_eq!(info(), 200);
     assert_eq!(info(), 0, "the 4th connection of the lease is closed without a reply");
 }
+
+/// A request head larger than the connection's read buffer (64 KiB, reads may overshoot it:
+/// a 100 KiB head still passes) gets 431, not memory.
+#[test]
+fn oversized_request_heads_get_431() {
+    let agent = Agent::start(&[]);
+    let big = "a".repeat(128 << 10);
+    let (code, _, _) = exchange(agent.addr(), &request("GET", "/info", &[("X-Big", &big)], b""));
+    assert_eq!(code, 431);
+    let (code, _, _) = exchange(agent.addr(), &request("GET", "/info", &[("X-Small", "b")], b""));
+    assert_eq!(code, 200);
+}
