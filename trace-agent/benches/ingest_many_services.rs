@@ -27,7 +27,11 @@ fn payload(n: usize) -> Vec<u8> {
     b.extend_from_slice(&u32::try_from(n).unwrap().to_be_bytes());
     for i in 0..n {
         b.extend_from_slice(&[0x91, 0x86]);
-        for (k, v) in [(&b"service"[..], format!("svc-{i}").into_bytes()), (b"name", b"op".to_vec()), (b"resource", b"GET /".to_vec())] {
+        for (k, v) in [
+            (&b"service"[..], format!("svc-{i}").into_bytes()),
+            (b"name", b"op".to_vec()),
+            (b"resource", b"GET /".to_vec()),
+        ] {
             fixstr(&mut b, k);
             fixstr(&mut b, &v);
         }
@@ -55,7 +59,11 @@ fn post(addr: SocketAddr, body: &[u8]) {
     s.write_all(body).unwrap();
     let mut reply = Vec::new();
     s.read_to_end(&mut reply).unwrap();
-    assert!(reply.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&reply));
+    assert!(
+        reply.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 }
 
 fn bench(c: &mut Criterion) {

@@ -324,7 +324,10 @@ impl AgentStats {
                 web_url: web_url.clone(),
                 store: store.status(),
             }),
-            limits: self.watchdog.get().map(|(w, connection_limit)| w.status(*connection_limit)),
+            limits: self
+                .watchdog
+                .get()
+                .map(|(w, connection_limit)| w.status(*connection_limit)),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
         }
     }
@@ -601,7 +604,11 @@ mod tests {
         stats.record_error(long.clone());
         let snap = stats.snapshot(Vec::new());
         let (k, _) = &snap.received[0];
-        assert!(k.service.len() <= MAX_KEY_LEN && k.service.len() >= MAX_KEY_LEN - 1, "{}", k.service.len());
+        assert!(
+            k.service.len() <= MAX_KEY_LEN && k.service.len() >= MAX_KEY_LEN - 1,
+            "{}",
+            k.service.len()
+        );
         assert!(k.lang.len() <= MAX_KEY_LEN);
         let (_, msg) = snap.last_error.unwrap();
         assert!(msg.len() <= MAX_ERROR_LEN + '…'.len_utf8());

@@ -49,10 +49,7 @@ fn an_env_value_holding_the_api_key_is_masked() {
     let e = error_of(None, &[("DD_API_KEY", KEY), ("DD_APM_RECEIVER_PORT", KEY)]);
     assert!(e.contains("DD_APM_RECEIVER_PORT"), "{e}");
     // A key-named variable with a bad value: masked even without DD_API_KEY.
-    let e = error_of(
-        None,
-        &[("DD_APM_TRACE_WRITER_QUEUE_SIZE", "0"), ("DD_API_KEY", KEY)],
-    );
+    let e = error_of(None, &[("DD_APM_TRACE_WRITER_QUEUE_SIZE", "0"), ("DD_API_KEY", KEY)]);
     assert!(e.contains("queue_size"), "{e}");
 }
 
@@ -93,13 +90,19 @@ fn mistyped_additional_endpoints_in_env_do_not_print_the_key() {
     // JSON with a string where the list belongs.
     let e = error_of(
         None,
-        &[("DD_APM_ADDITIONAL_ENDPOINTS", &format!("{{\"https://x.example\": \"{KEY}\"}}"))],
+        &[(
+            "DD_APM_ADDITIONAL_ENDPOINTS",
+            &format!("{{\"https://x.example\": \"{KEY}\"}}"),
+        )],
     );
     assert!(e.contains("DD_APM_ADDITIONAL_ENDPOINTS"), "{e}");
     // URL and key swapped: valid JSON, invalid URL.
     let e = error_of(
         None,
-        &[("DD_APM_ADDITIONAL_ENDPOINTS", &format!("{{\"{KEY}\": [\"https://x.example\"]}}"))],
+        &[(
+            "DD_APM_ADDITIONAL_ENDPOINTS",
+            &format!("{{\"{KEY}\": [\"https://x.example\"]}}"),
+        )],
     );
     assert!(e.contains("additional_endpoints"), "{e}");
     // OTLP export headers without '='.
@@ -139,7 +142,11 @@ fn config_command_escapes_control_characters() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(!out.stderr.iter().any(|&b| b == 0x1b), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.stderr.iter().any(|&b| b == 0x1b),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Local data: the directory is 0700 and the database files 0600 (before: 0755 / 0644).
@@ -161,7 +168,10 @@ fn the_local_store_is_private_to_its_user() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&dir), 0o700);
     assert_eq!(mode(&config.db_path()), 0o600);
-    let wal = dir.join(format!("{}-wal", config.db_path().file_name().unwrap().to_string_lossy()));
+    let wal = dir.join(format!(
+        "{}-wal",
+        config.db_path().file_name().unwrap().to_string_lossy()
+    ));
     if wal.exists() {
         assert_eq!(mode(&wal), 0o600);
     }

@@ -93,7 +93,10 @@ impl Drop for Agent {
 }
 
 fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut r = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
         r.push_str("Host: 127.0.0.1\r\n");
     }
@@ -178,7 +181,10 @@ fn a_payload_of_200k_services_is_handled_in_linear_time() {
     let agent = Agent::start(&[]);
     let body = distinct_services(200_000);
     let started = Instant::now();
-    let (code, _, reply) = exchange(agent.addr(), &request("POST", "/v0.4/traces", &msgpack_headers(), &body));
+    let (code, _, reply) = exchange(
+        agent.addr(),
+        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
+    );
     let took = started.elapsed();
     eprintln!("TOOK {took:?}, peak RSS {} MB", agent.peak_rss() >> 20);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&reply));
@@ -204,7 +210,10 @@ fn ten_million_empty_spans_are_refused_with_bounded_memory() {
     let mut body = vec![0x91];
     array32(&mut body, n);
     body.resize(body.len() + n, 0x80);
-    let (code, _, reply) = exchange(agent.addr(), &request("POST", "/v0.4/traces", &msgpack_headers(), &body));
+    let (code, _, reply) = exchange(
+        agent.addr(),
+        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
+    );
     let reply = String::from_utf8_lossy(&reply);
     assert_eq!(code, 413, "{reply}");
     assert!(reply.contains("apm_config.max_spans_per_payload"), "{reply}");
@@ -212,7 +221,10 @@ fn ten_million_empty_spans_are_refused_with_bounded_memory() {
     let mut body = Vec::new();
     array32(&mut body, n);
     body.resize(body.len() + n, 0x90);
-    let (code, _, reply) = exchange(agent.addr(), &request("POST", "/v0.4/traces", &msgpack_headers(), &body));
+    let (code, _, reply) = exchange(
+        agent.addr(),
+        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
+    );
     let reply = String::from_utf8_lossy(&reply);
     assert_eq!(code, 413, "{reply}");
     assert!(reply.contains("apm_config.max_decoded_ratio"), "{reply}");
@@ -313,7 +325,10 @@ fn huge_service_names_are_cut_before_they_become_keys() {
         name[0] = b'x';
         let mut body = vec![0x91, 0x91];
         span(&mut body, &name, 1);
-        let (code, _, _) = exchange(agent.addr(), &request("POST", "/v0.4/traces", &msgpack_headers(), &body));
+        let (code, _, _) = exchange(
+            agent.addr(),
+            &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
+        );
         assert_eq!(code, 200);
     }
     let (code, _, raw) = exchange(agent.addr(), &request("GET", "/trace-agent/status", &[], b""));
@@ -340,7 +355,10 @@ fn status_prints_control_characters_escaped() {
     fixstr_or_str32(&mut body, key);
     body.push(0x92); // an array where a string belongs
     body.extend_from_slice(&[0x01, 0x02]);
-    let (code, _, _) = exchange(agent.addr(), &request("POST", "/v0.4/traces", &msgpack_headers(), &body));
+    let (code, _, _) = exchange(
+        agent.addr(),
+        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
+    );
     assert_eq!(code, 400);
     let last = agent.status_json()["last_error"][1].as_str().unwrap().to_owned();
     assert!(last.contains("pwned"), "{last}");
@@ -383,9 +401,15 @@ fn max_memory_refuses_payloads_with_429_and_limits_are_reported() {
         ("DD_APM_CONNECTION_LIMIT", "500"),
     ]);
     let body = distinct_services(1);
-    let (code, _, _) = exchange(agent.addr(), &request("POST", "/v0.4/traces", &msgpack_headers(), &body));
+    let (code, _, _) = exchange(
+        agent.addr(),
+        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
+    );
     assert_eq!(code, 429);
-    let (code, _, _) = exchange(agent.addr(), &request("POST", "/v0.6/stats", &msgpack_headers(), &[0x80]));
+    let (code, _, _) = exchange(
+        agent.addr(),
+        &request("POST", "/v0.6/stats", &msgpack_headers(), &[0x80]),
+    );
     assert_eq!(code, 429);
     let (_, _, info) = exchange(agent.addr(), &request("GET", "/info", &[], b""));
     let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
@@ -397,7 +421,10 @@ fn max_memory_refuses_payloads_with_429_and_limits_are_reported() {
     assert_eq!(status["limits"]["max_memory"], 1000, "{status}");
     assert!(status["limits"]["rss_bytes"].as_u64().unwrap() > 1000, "{status}");
     let text = String::from_utf8_lossy(&agent.cli(&["status"]).stdout).into_owned();
-    assert!(text.contains("REFUSING PAYLOADS: memory over apm_config.max_memory"), "{text}");
+    assert!(
+        text.contains("REFUSING PAYLOADS: memory over apm_config.max_memory"),
+        "{text}"
+    );
     assert!(text.contains("connection_limit 500 per 30 s"), "{text}");
 }
 

@@ -210,9 +210,16 @@ fn yaml_secrets(v: &serde_norway::Value, secret: bool, add: &mut dyn FnMut(&str)
                 }
                 let lower = name.to_ascii_lowercase();
                 let holds = secret
-                    || ["api_key", "additional_endpoints", "headers", "token", "secret", "password"]
-                        .iter()
-                        .any(|w| lower.contains(w));
+                    || [
+                        "api_key",
+                        "additional_endpoints",
+                        "headers",
+                        "token",
+                        "secret",
+                        "password",
+                    ]
+                    .iter()
+                    .any(|w| lower.contains(w));
                 yaml_secrets(x, holds, add);
             }
         }
@@ -474,9 +481,17 @@ fn load_unscrubbed(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConf
     )? {
         c.config.connection_limit = v;
     }
-    if let Some(v) = c.pick("apm_config.max_memory", &["DD_APM_MAX_MEMORY"], apm.max_memory, num::<f64>)? {
+    if let Some(v) = c.pick(
+        "apm_config.max_memory",
+        &["DD_APM_MAX_MEMORY"],
+        apm.max_memory,
+        num::<f64>,
+    )? {
         if !(v.is_finite() && v >= 0.0) {
-            return Err(invalid("apm_config.max_memory", format!("{v} is not a number of bytes >= 0")));
+            return Err(invalid(
+                "apm_config.max_memory",
+                format!("{v} is not a number of bytes >= 0"),
+            ));
         }
         c.config.max_memory = v as u64;
     }
@@ -487,7 +502,10 @@ fn load_unscrubbed(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConf
         num::<f64>,
     )? {
         if !(v.is_finite() && v >= 0.0) {
-            return Err(invalid("apm_config.max_cpu_percent", format!("{v} is not a percentage >= 0")));
+            return Err(invalid(
+                "apm_config.max_cpu_percent",
+                format!("{v} is not a percentage >= 0"),
+            ));
         }
         c.config.max_cpu_percent = v;
     }

@@ -307,7 +307,10 @@ impl AgentConfig {
         line("apm_config.connection_limit", self.connection_limit.to_string());
         line("apm_config.max_memory", self.max_memory.to_string());
         line("apm_config.max_cpu_percent", self.max_cpu_percent.to_string());
-        line("apm_config.max_spans_per_payload", self.max_spans_per_payload.to_string());
+        line(
+            "apm_config.max_spans_per_payload",
+            self.max_spans_per_payload.to_string(),
+        );
         line("apm_config.max_decoded_ratio", self.max_decoded_ratio.to_string());
         line("apm_config.extra_sample_rate", self.extra_sample_rate.to_string());
         line(

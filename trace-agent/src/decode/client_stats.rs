@@ -9,8 +9,18 @@ use super::reader::Reader;
 
 type R<T> = Result<T, Box<ReadError>>;
 
+/// Longest string kept of any client-stats field (the longest a span resource may be): the
+/// fields become aggregation keys, so their length is bounded before they are stored.
+pub const MAX_STATS_STRING: usize = 5_000;
+
 fn string(r: &mut Reader<'_>) -> R<String> {
-    let s = r.str()?.to_string();
+    let s = r.str()?;
+    let s = s.as_str();
+    let mut end = s.len().min(MAX_STATS_STRING);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let s = s[..end].to_owned();
     r.charge(s.len(), 1)?;
     Ok(s)
 }
@@ -250,6 +260,18 @@ mod tests {
         assert_eq!(p.stats[0].start, 1);
         assert_eq!(p.stats[0].stats[0].hits, 3);
         assert_eq!(p.stats[0].stats[0].ok_summary, b"ab");
+    }
+
+    #[test]
+    fn strings_are_cut_before_they_become_keys() {
+        let mut p = sample();
+        p.stats[0].stats[0].http_endpoint = "é".repeat(MAX_STATS_STRING);
+        p.stats[0].stats[0].peer_tags = vec![format!("peer.hostname:{}", "h".repeat(3 * MAX_STATS_STRING))];
+        let body = rmp_serde::to_vec_named(&p).unwrap();
+        let d = decode_client_stats(&body).unwrap();
+        let g = &d.stats[0].stats[0];
+        assert!(g.http_endpoint.len() <= MAX_STATS_STRING && g.http_endpoint.len() >= MAX_STATS_STRING - 1);
+        assert_eq!(g.peer_tags[0].len(), MAX_STATS_STRING);
     }
 
     #[test]

@@ -254,7 +254,9 @@ fn decode_span(v: Value, t: usize, s: usize) -> Result<Span<'static>, DecodeErro
             "metrics" => match value {
                 Value::Object(m) => {
                     for (k, v) in m {
-                        let f = match number(&v, || format!("trace {t} span {s}: metric '{}'", super::error::clip(&k)))? {
+                        let f = match number(&v, || {
+                            format!("trace {t} span {s}: metric '{}'", super::error::clip(&k))
+                        })? {
                             Some((_, _, f)) => f,
                             None => 0.0,
                         };

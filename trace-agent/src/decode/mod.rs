@@ -179,7 +179,10 @@ mod limit_tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ddtrace-captures");
         let mut checked = 0;
         for entry in walk(&dir) {
-            let name = entry.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = entry
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let version = if name.ends_with("_v0.4_traces.body.bin") {
                 ApiVersion::V04
             } else if name.ends_with("_v0.5_traces.body.bin") {
@@ -189,7 +192,9 @@ mod limit_tests {
             };
             let body = std::fs::read(&entry).unwrap();
             let need = (1..=DEFAULT_MAX_DECODED_RATIO)
-                .find(|&r| decode_payload_with(version, Encoding::Msgpack, &body, limits(usize::MAX, body.len() * r)).is_ok())
+                .find(|&r| {
+                    decode_payload_with(version, Encoding::Msgpack, &body, limits(usize::MAX, body.len() * r)).is_ok()
+                })
                 .unwrap_or_else(|| panic!("{} needs more than the default ratio", entry.display()));
             assert!(need <= DEFAULT_MAX_DECODED_RATIO / 2, "{}: {need}x", entry.display());
             checked += 1;
@@ -217,7 +222,12 @@ mod limit_tests {
         array32(&mut b, 10_000_000);
         b.resize(b.len() + 10_000_000, 0x80);
         let e = decode_payload(ApiVersion::V04, Encoding::Msgpack, &b).unwrap_err();
-        assert_eq!(e.kind, ReadErrorKind::TooManySpans { max: DEFAULT_MAX_SPANS_PER_PAYLOAD });
+        assert_eq!(
+            e.kind,
+            ReadErrorKind::TooManySpans {
+                max: DEFAULT_MAX_SPANS_PER_PAYLOAD
+            }
+        );
         assert!(e.is_limit());
         // Spans are counted over the whole payload, not per trace.
         let mut b = Vec::new();

@@ -109,7 +109,8 @@ fn decode_span<'b>(r: &mut Reader<'b>, table: &[Str<'b>], t: usize, s: usize) ->
     let mut meta = Vec::with_capacity(n);
     for _ in 0..n {
         let k = string(r, table).map_err(|e| e.at(field("meta")))?;
-        let v = string(r, table).map_err(|e| e.at(|| format!("trace {t} span {s}: meta '{}'", super::error::clip(&k))))?;
+        let v =
+            string(r, table).map_err(|e| e.at(|| format!("trace {t} span {s}: meta '{}'", super::error::clip(&k))))?;
         meta.push((k, v));
     }
     let n = r

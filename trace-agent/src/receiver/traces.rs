@@ -531,7 +531,10 @@ pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Repl
     // The same decoding budget as trace payloads: the body is read only with a decoder slot.
     let Some(_slot) = decoder_slot(state).await else {
         state.stats.record_drop(DROP_OVERLOAD, 1, 0, 0);
-        warn_limited(state, "no decoder slot available in time: stats payload refused (overload)");
+        warn_limited(
+            state,
+            "no decoder slot available in time: stats payload refused (overload)",
+        );
         drain_body(state, body).await;
         return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
     };

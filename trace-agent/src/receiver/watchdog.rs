@@ -201,7 +201,10 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(w.observe(t0, reading(99, 0.0)), None);
         assert_eq!(w.observe(t0 + SAMPLE_EVERY, reading(101, 0.0)), Some(Refusal::Memory));
-        assert_eq!(w.status(0).refusing.as_deref(), Some("memory over apm_config.max_memory"));
+        assert_eq!(
+            w.status(0).refusing.as_deref(),
+            Some("memory over apm_config.max_memory")
+        );
         assert_eq!(w.observe(t0 + 2 * SAMPLE_EVERY, reading(100, 0.0)), None);
     }
 
@@ -213,7 +216,10 @@ mod tests {
         // 0.4 s of CPU in 0.5 s: not a full window yet, no verdict.
         assert_eq!(w.observe(t0 + Duration::from_millis(500), reading(1, 10.4)), None);
         // 0.8 s of CPU in 1 s: 80 % > 50 %.
-        assert_eq!(w.observe(t0 + Duration::from_secs(1), reading(1, 10.8)), Some(Refusal::Cpu));
+        assert_eq!(
+            w.observe(t0 + Duration::from_secs(1), reading(1, 10.8)),
+            Some(Refusal::Cpu)
+        );
         assert!((w.status(0).cpu_percent - 80.0).abs() < 1e-9);
         // 0.2 s in the next second: 20 %.
         assert_eq!(w.observe(t0 + Duration::from_secs(2), reading(1, 11.0)), None);
