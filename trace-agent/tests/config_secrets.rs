@@ -142,11 +142,7 @@ fn config_command_escapes_control_characters() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(
-        !out.stderr.iter().any(|&b| b == 0x1b),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(!out.stderr.contains(&0x1b), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Local data: the directory is 0700 and the database files 0600 (before: 0755 / 0644).

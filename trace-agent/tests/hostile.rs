@@ -5,7 +5,9 @@
 //! in each test's comment, measured on the previous commit) and the new one.
 //!
 //! `HOSTILE_AGENT_BIN=/path/to/trace-agent` runs the same cases against another build (how the
-//! "before" figures were taken); by default the binary of this package.
+//! "before" figures were taken); by default the binary of this package. The measured figures
+//! are printed (`-- --nocapture`).
+#![allow(clippy::print_stderr)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

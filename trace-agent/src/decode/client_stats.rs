@@ -11,7 +11,7 @@ type R<T> = Result<T, Box<ReadError>>;
 
 /// Longest string kept of any client-stats field (the longest a span resource may be): the
 /// fields become aggregation keys, so their length is bounded before they are stored.
-pub const MAX_STATS_STRING: usize = 5_000;
+pub(crate) const MAX_STATS_STRING: usize = 5_000;
 
 fn string(r: &mut Reader<'_>) -> R<String> {
     let s = r.str()?;

@@ -210,7 +210,7 @@ pub async fn accept_loop(
                     .stats
                     .connections_refused
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if refused % 1000 == 0 {
+                if refused.is_multiple_of(1000) {
                     tracing::warn!(
                         limit = state.config.connection_limit,
                         "connection refused: apm_config.connection_limit connections already accepted in this 30 s lease"
@@ -234,6 +234,18 @@ pub async fn accept_loop(
     }
 }
 
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,17 +261,5 @@ mod tests {
         assert!(lease.admit(t0 + CONNECTION_LEASE));
         let mut off = ConnectionLease::new(0);
         assert!((0..10_000).all(|_| off.admit(t0)));
-    }
-}
-
-enum Accepted {
-    Tcp(tokio::net::TcpStream, SocketAddr),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &Listener) -> std::io::Result<Accepted> {
-    match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
     }
 }
