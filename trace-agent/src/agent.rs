@@ -311,6 +311,7 @@ async fn start_inner<S: ChunkSink>(
         proxy,
         listening: listening.clone(),
         last_warn: AtomicU64::new(0),
+        watchdog: crate::receiver::watchdog::Watchdog::shared(&config, &stats),
         config: Arc::new(config),
     });
     let graceful = Arc::new(GracefulShutdown::new());

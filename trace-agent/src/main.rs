@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         Command::Status { config, port, json } => trace_agent_cli::status(config.as_deref(), port, json),
         Command::Config { config } => load(config.as_deref(), None).map(|c| {
             for w in &c.warnings {
-                eprintln!("warning: {w}");
+                eprintln!("warning: {}", config::escape_control(w));
             }
             print!("{}", c.describe());
         }),
@@ -86,7 +86,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
-            eprintln!("trace-agent: {msg}");
+            // Messages quote config values and agent replies: no control character reaches
+            // the terminal.
+            eprintln!("trace-agent: {}", config::escape_control(&msg));
             ExitCode::FAILURE
         }
     }

@@ -28,6 +28,24 @@ pub struct TracerKey {
 pub const MAX_TRACER_KEYS: usize = 1000;
 /// Service name of the overflow bucket.
 pub const OTHER_SERVICE: &str = "(other services)";
+/// Longest text (bytes) kept of each [`TracerKey`] field: the Datadog service-name limit.
+/// Longer names (from payloads or headers) are cut on a character boundary first, so the
+/// map's memory is bounded by key count × key length whatever tracers send.
+pub const MAX_KEY_LEN: usize = 100;
+/// Longest last-error message kept (bytes).
+pub const MAX_ERROR_LEN: usize = 1024;
+
+/// `s` cut to at most `max` bytes on a character boundary.
+pub fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 
 /// Received counts for one [`TracerKey`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +91,8 @@ pub struct AgentStats {
     pub client_dropped_p0_traces: AtomicU64,
     /// P0 spans the tracers dropped themselves (`Datadog-Client-Dropped-P0-Spans`).
     pub client_dropped_p0_spans: AtomicU64,
+    /// TCP connections closed at once by `apm_config.connection_limit`.
+    pub connections_refused: AtomicU64,
     /// What the next stage consumed.
     pub sink: std::sync::Arc<SinkCounters>,
     /// The forwarding stage's report (samplers, stats), refreshed by the sink every second.
@@ -85,6 +105,8 @@ pub struct AgentStats {
     pub otlp: std::sync::Arc<crate::otlp_in::OtlpCounters>,
     /// The proxy routes' counters (set once at start-up).
     pub proxy: std::sync::OnceLock<std::sync::Arc<crate::receiver::proxy::ProxyCounters>>,
+    /// The receiver's watchdog and `connection_limit` (set once at start-up).
+    pub watchdog: std::sync::OnceLock<(std::sync::Arc<crate::receiver::watchdog::Watchdog>, usize)>,
 }
 
 impl Default for AgentStats {
@@ -101,12 +123,14 @@ impl Default for AgentStats {
             decoders_busy: AtomicU64::new(0),
             client_dropped_p0_traces: AtomicU64::new(0),
             client_dropped_p0_spans: AtomicU64::new(0),
+            connections_refused: AtomicU64::new(0),
             sink: std::sync::Arc::default(),
             forward: std::sync::Arc::default(),
             upstreams: std::sync::OnceLock::new(),
             local: std::sync::OnceLock::new(),
             otlp: std::sync::Arc::default(),
             proxy: std::sync::OnceLock::new(),
+            watchdog: std::sync::OnceLock::new(),
         }
     }
 }
@@ -160,6 +184,12 @@ pub struct StatusSnapshot {
     /// The proxy routes: delivered, intake errors, refused (by reason).
     #[serde(default)]
     pub proxy: crate::receiver::proxy::ProxyStatus,
+    /// Resource limits (`max_memory`, `max_cpu_percent`, `connection_limit`) and usage.
+    #[serde(default)]
+    pub limits: Option<crate::receiver::watchdog::WatchdogStatus>,
+    /// TCP connections closed at once by `apm_config.connection_limit`.
+    #[serde(default)]
+    pub connections_refused: u64,
 }
 
 impl StatusSnapshot {
@@ -187,7 +217,24 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl AgentStats {
     /// Counts a received payload: traces and spans per root service (`(service, traces,
     /// spans)`); the payload and its bytes go to the first service (or `""` when it was empty).
+    /// Every key field is cut to [`MAX_KEY_LEN`] bytes.
     pub fn record_payload(&self, key: impl Fn(&str) -> TracerKey, per_service: &[(String, u64, u64)], bytes: u64) {
+        let key = |service: &str| {
+            let k = key(truncate(service, MAX_KEY_LEN));
+            let cut = |s: String| {
+                if s.len() > MAX_KEY_LEN {
+                    truncate(&s, MAX_KEY_LEN).to_owned()
+                } else {
+                    s
+                }
+            };
+            TracerKey {
+                service: cut(k.service),
+                lang: cut(k.lang),
+                lang_version: cut(k.lang_version),
+                tracer_version: cut(k.tracer_version),
+            }
+        };
         let mut map = lock(&self.received);
         let bounded = |map: &BTreeMap<TracerKey, ReceivedCounts>, k: TracerKey| {
             if map.len() < MAX_TRACER_KEYS || map.contains_key(&k) {
@@ -235,8 +282,13 @@ impl AgentStats {
         }
     }
 
-    /// Remembers the last error.
-    pub fn record_error(&self, message: String) {
+    /// Remembers the last error (cut to [`MAX_ERROR_LEN`] bytes).
+    pub fn record_error(&self, mut message: String) {
+        if message.len() > MAX_ERROR_LEN {
+            let cut = truncate(&message, MAX_ERROR_LEN).len();
+            message.truncate(cut);
+            message.push('…');
+        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         *lock(&self.last_error) = Some((now, message));
     }
@@ -286,6 +338,11 @@ impl AgentStats {
             }),
             otlp: self.otlp.snapshot(),
             proxy: self.proxy.get().map(|p| p.snapshot()).unwrap_or_default(),
+            limits: self
+                .watchdog
+                .get()
+                .map(|(w, connection_limit)| w.status(*connection_limit)),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
         }
     }
 }
@@ -350,8 +407,19 @@ pub fn tracer_identity(lang: &str, lang_version: &str, tracer_version: &str) -> 
     format!("{lang}{version} (tracer {})", or_unknown(tracer_version))
 }
 
-/// The human view of a snapshot, like `datadog-agent status`.
+/// The human view of a snapshot, like `datadog-agent status`. Every control character that
+/// came from payloads, headers or upstream replies is escaped (no terminal escapes reach the
+/// terminal; no text can forge a line).
 pub fn render(s: &StatusSnapshot) -> String {
+    let raw = render_raw(s);
+    // Lines are ours; control characters inside them are not.
+    raw.split('\n')
+        .map(|line| crate::config::escape_control(line).into_owned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn render_raw(s: &StatusSnapshot) -> String {
     use std::fmt::Write;
     let mut o = String::new();
     let _ = writeln!(o, "Trace Agent (Datadog-compatible, agent version {})", s.version);
@@ -370,7 +438,7 @@ pub fn render(s: &StatusSnapshot) -> String {
             o,
             "  service {:?} from {}: {} payloads, {} traces, {} spans, {} bytes",
             k.service,
-            tracer_identity(&k.lang, &k.lang_version, &k.tracer_version),
+            crate::config::escape_control(&tracer_identity(&k.lang, &k.lang_version, &k.tracer_version)),
             c.payloads,
             c.traces,
             c.spans,
@@ -382,6 +450,7 @@ pub fn render(s: &StatusSnapshot) -> String {
         let _ = writeln!(o, "  nothing");
     }
     for (reason, d) in &s.dropped {
+        let reason = crate::config::escape_control(reason);
         let _ = writeln!(
             o,
             "  {reason}: {} payloads, {} traces, {} spans",
@@ -432,8 +501,27 @@ pub fn render(s: &StatusSnapshot) -> String {
         "Requests in flight: {}, decoder slots busy: {}",
         s.in_flight, s.decoders_busy
     );
+    if let Some(l) = &s.limits {
+        let off = |on: bool, v: String| if on { v } else { "off".to_owned() };
+        let _ = writeln!(
+            o,
+            "Limits: max_memory {} (RSS {} bytes), max_cpu_percent {} (CPU {:.1} %), connection_limit {}{}",
+            off(l.max_memory > 0, format!("{} bytes", l.max_memory)),
+            l.rss_bytes,
+            off(l.max_cpu_percent > 0.0, format!("{} %", l.max_cpu_percent)),
+            l.cpu_percent,
+            off(
+                l.connection_limit > 0,
+                format!("{} per 30 s ({} refused)", l.connection_limit, s.connections_refused)
+            ),
+            l.refusing
+                .as_ref()
+                .map_or_else(String::new, |r| format!("; REFUSING PAYLOADS: {r}"))
+        );
+    }
     match &s.last_error {
         Some((at, msg)) => {
+            let msg = crate::config::escape_control(msg);
             let _ = writeln!(o, "Last error (unix time {at}): {msg}");
         }
         None => {
@@ -489,6 +577,7 @@ fn render_writer(w: &crate::upstream::WriterStatus) -> String {
             ago(s.last_success)
         );
         if let Some((at, msg)) = &s.last_error {
+            let msg = crate::config::escape_control(msg);
             let _ = writeln!(o, "    last error ({}): {msg}", ago(Some(*at)));
         }
     }
@@ -498,6 +587,48 @@ fn render_writer(w: &crate::upstream::WriterStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn render_escapes_control_characters_from_payloads() {
+        let stats = AgentStats::default();
+        stats.record_error("bad field \x1b]0;pwned\x07\x1b[2J\nforged line".to_owned());
+        stats.record_drop("reason\x1b[31m", 1, 0, 0);
+        let key = |s: &str| TracerKey {
+            service: s.to_owned(),
+            lang: "py\x1bthon".to_owned(),
+            lang_version: String::new(),
+            tracer_version: String::new(),
+        };
+        stats.record_payload(key, &[("svc\x07".to_owned(), 1, 1)], 1);
+        let text = render(&stats.snapshot(Vec::new()));
+        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text}");
+        assert!(text.contains("pwned\\u{7}\\u{1b}[2J\\nforged line"), "{text}");
+        assert!(!text.lines().any(|l| l.starts_with("forged")), "{text}");
+    }
+
+    #[test]
+    fn keys_and_errors_are_cut_to_their_bounds() {
+        let stats = AgentStats::default();
+        let long = "é".repeat(5 << 20);
+        let key = |s: &str| TracerKey {
+            service: s.to_owned(),
+            lang: long.clone(),
+            lang_version: String::new(),
+            tracer_version: String::new(),
+        };
+        stats.record_payload(key, &[(long.clone(), 1, 1)], 1);
+        stats.record_error(long.clone());
+        let snap = stats.snapshot(Vec::new());
+        let (k, _) = &snap.received[0];
+        assert!(
+            k.service.len() <= MAX_KEY_LEN && k.service.len() >= MAX_KEY_LEN - 1,
+            "{}",
+            k.service.len()
+        );
+        assert!(k.lang.len() <= MAX_KEY_LEN);
+        let (_, msg) = snap.last_error.unwrap();
+        assert!(msg.len() <= MAX_ERROR_LEN + '…'.len_utf8());
+    }
 
     #[test]
     fn tracer_keys_are_bounded() {

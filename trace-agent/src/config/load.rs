@@ -68,7 +68,7 @@ impl Ctx<'_> {
             if let Some(v) = self.env.get(var).filter(|v| !v.trim().is_empty()) {
                 let parsed = parse(&v).map_err(|message| ConfigError::Env {
                     var: (*var).to_owned(),
-                    value: if var.contains("KEY") { mask(&v) } else { v.clone() },
+                    value: shown_env_value(var, &v),
                     message,
                 })?;
                 self.config
@@ -82,6 +82,149 @@ impl Ctx<'_> {
             return Ok(Some(value));
         }
         Ok(None)
+    }
+}
+
+/// How an environment variable's value appears in an error: API keys masked, variables that
+/// may hold keys or credentials (endpoint maps, header lists) not shown at all.
+fn shown_env_value(var: &str, v: &str) -> String {
+    if var.contains("KEY") {
+        mask(v)
+    } else if ["ENDPOINTS", "HEADERS", "TOKEN", "SECRET", "PASSWORD"]
+        .iter()
+        .any(|w| var.contains(w))
+    {
+        format!("<{} characters, not shown: may hold API keys>", v.chars().count())
+    } else {
+        v.to_owned()
+    }
+}
+
+impl ConfigError {
+    /// The same error with every occurrence of each of `secrets` masked (all but the last 5
+    /// characters), in every text it carries.
+    fn scrub(self, secrets: &[String]) -> Self {
+        let clean = |s: String| {
+            secrets.iter().fold(s, |acc, secret| {
+                if acc.contains(secret.as_str()) {
+                    acc.replace(secret.as_str(), &mask(secret))
+                } else {
+                    acc
+                }
+            })
+        };
+        match self {
+            Self::Read { path, source } => Self::Read { path, source },
+            Self::Parse { path, message } => Self::Parse {
+                path,
+                message: clean(message),
+            },
+            Self::Env { var, value, message } => Self::Env {
+                var,
+                value: clean(value),
+                message: clean(message),
+            },
+            Self::Invalid { key, message } => Self::Invalid {
+                key: clean(key),
+                message: clean(message),
+            },
+        }
+    }
+}
+
+/// Shortest text treated as a secret when scrubbing errors (shorter values would mask
+/// ordinary words).
+const MIN_SECRET_LEN: usize = 6;
+
+/// Every value that is or may be a secret, from the environment and from the file's YAML tree:
+/// `api_key`/`DD_API_KEY`, everything under `additional_endpoints` that is not a URL (the API
+/// keys, and keys typed where a URL belongs), OTLP export header values, and values of keys
+/// named like a credential.
+fn secrets_of(path: Option<&Path>, env: &dyn EnvSource) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut add = |s: &str| {
+        let s = s.trim();
+        if s.chars().count() >= MIN_SECRET_LEN && !out.iter().any(|o: &String| o == s) {
+            out.push(s.to_owned());
+        }
+    };
+    if let Some(k) = env.get("DD_API_KEY") {
+        add(&k);
+    }
+    if let Some(v) = env.get("DD_APM_ADDITIONAL_ENDPOINTS") {
+        match serde_json::from_str::<serde_json::Value>(&v) {
+            Ok(json) => json_strings(&json, &mut |s| {
+                if !looks_like_url(s) {
+                    add(s);
+                }
+            }),
+            // Unparsable: any word in it may be a key.
+            Err(_) => v
+                .split(|c: char| !(c.is_alphanumeric() || c == '-' || c == '_'))
+                .for_each(&mut add),
+        }
+    }
+    if let Some(v) = env.get("DD_APM_OTLP_EXPORT_HEADERS") {
+        for item in v.split(',') {
+            add(item.split_once('=').map_or(item, |(_, v)| v));
+        }
+    }
+    let text = path.and_then(|p| std::fs::read_to_string(p).ok());
+    if let Some(value) = text.and_then(|t| serde_norway::from_str::<serde_norway::Value>(&t).ok()) {
+        yaml_secrets(&value, false, &mut add);
+    }
+    // Longest first, so a key containing another is masked whole.
+    out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    out
+}
+
+fn looks_like_url(s: &str) -> bool {
+    let s = s.trim();
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+fn json_strings(v: &serde_json::Value, f: &mut dyn FnMut(&str)) {
+    match v {
+        serde_json::Value::String(s) => f(s),
+        serde_json::Value::Array(a) => a.iter().for_each(|x| json_strings(x, f)),
+        serde_json::Value::Object(o) => o.iter().for_each(|(k, x)| {
+            f(k);
+            json_strings(x, f);
+        }),
+        _ => {}
+    }
+}
+
+/// Walks the YAML tree; `secret` is true below a key that holds secrets.
+fn yaml_secrets(v: &serde_norway::Value, secret: bool, add: &mut dyn FnMut(&str)) {
+    use serde_norway::Value as Y;
+    match v {
+        Y::String(s) if secret && !looks_like_url(s) => add(s),
+        Y::Number(n) if secret => add(&n.to_string()),
+        Y::Sequence(items) => items.iter().for_each(|x| yaml_secrets(x, secret, add)),
+        Y::Mapping(m) => {
+            for (k, x) in m {
+                let name = k.as_str().unwrap_or("");
+                if secret && !looks_like_url(name) {
+                    add(name);
+                }
+                let lower = name.to_ascii_lowercase();
+                let holds = secret
+                    || [
+                        "api_key",
+                        "additional_endpoints",
+                        "headers",
+                        "token",
+                        "secret",
+                        "password",
+                    ]
+                    .iter()
+                    .any(|w| lower.contains(w));
+                yaml_secrets(x, holds, add);
+            }
+        }
+        Y::Tagged(t) => yaml_secrets(&t.value, secret, add),
+        _ => {}
     }
 }
 
@@ -185,8 +328,13 @@ fn load_local(c: &mut Ctx<'_>, raw: super::raw::RawLocal) -> Result<(), ConfigEr
 /// Loads the configuration: `path` (if any) and `env`, over the defaults.
 ///
 /// # Errors
-/// A [`ConfigError`] naming the file line, variable or key that is wrong.
+/// A [`ConfigError`] naming the file line, variable or key that is wrong; API keys and other
+/// secrets found in the file or the environment are masked wherever they appear in it.
 pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, ConfigError> {
+    load_unscrubbed(path, env).map_err(|e| e.scrub(&secrets_of(path, env)))
+}
+
+fn load_unscrubbed(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, ConfigError> {
     let mut warnings = Vec::new();
     let raw = match path {
         None => RawFile::default(),
@@ -340,6 +488,58 @@ pub fn load(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConfig, Con
     )? && v > 0
     {
         c.config.max_connections = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.connection_limit",
+        &["DD_APM_CONNECTION_LIMIT", "DD_CONNECTION_LIMIT"],
+        apm.connection_limit,
+        num::<usize>,
+    )? {
+        c.config.connection_limit = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.max_memory",
+        &["DD_APM_MAX_MEMORY"],
+        apm.max_memory,
+        num::<f64>,
+    )? {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(invalid(
+                "apm_config.max_memory",
+                format!("{v} is not a number of bytes >= 0"),
+            ));
+        }
+        c.config.max_memory = v as u64;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.max_cpu_percent",
+        &["DD_APM_MAX_CPU_PERCENT"],
+        apm.max_cpu_percent,
+        num::<f64>,
+    )? {
+        if !(v.is_finite() && v >= 0.0) {
+            return Err(invalid(
+                "apm_config.max_cpu_percent",
+                format!("{v} is not a percentage >= 0"),
+            ));
+        }
+        c.config.max_cpu_percent = v;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.max_spans_per_payload",
+        &["DD_APM_MAX_SPANS_PER_PAYLOAD"],
+        apm.max_spans_per_payload,
+        num::<usize>,
+    )? {
+        c.config.max_spans_per_payload = positive_key("apm_config.max_spans_per_payload", v)?;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.max_decoded_ratio",
+        &["DD_APM_MAX_DECODED_RATIO"],
+        apm.max_decoded_ratio,
+        num::<usize>,
+    )? {
+        c.config.max_decoded_ratio = positive_key("apm_config.max_decoded_ratio", v)?;
     }
     if let Some(v) = c.pick("apm_config.extra_sample_rate", &[], apm.extra_sample_rate, num)? {
         c.config.extra_sample_rate = v;
@@ -646,6 +846,13 @@ fn duration(v: &str) -> Result<Duration, String> {
         rest = next;
     }
     Duration::try_from_secs_f64(total).map_err(|e| format!("not a duration: {e}"))
+}
+
+fn positive_key(key: &str, v: usize) -> Result<usize, ConfigError> {
+    if v == 0 {
+        return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(v)
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {

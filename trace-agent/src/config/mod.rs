@@ -75,6 +75,20 @@ pub struct AgentConfig {
     pub decoder_timeout: Duration,
     /// `apm_config.max_connections`.
     pub max_connections: usize,
+    /// `apm_config.connection_limit`: TCP connections accepted per 30 s lease (0: no limit);
+    /// beyond it new connections are closed at once until the lease renews.
+    pub connection_limit: usize,
+    /// `apm_config.max_memory` in bytes (0: off): while the process RSS is above it, payloads
+    /// are refused with 429 (bodies drained, not read).
+    pub max_memory: u64,
+    /// `apm_config.max_cpu_percent` (0: off; 100 = one core): while the agent's CPU use over
+    /// the last seconds is above it, payloads are refused with 429.
+    pub max_cpu_percent: f64,
+    /// `apm_config.max_spans_per_payload`: a payload with more spans is refused (413).
+    pub max_spans_per_payload: usize,
+    /// `apm_config.max_decoded_ratio`: decoded memory allowed per body byte (at least
+    /// 4 MiB per payload); a payload that would need more is refused (413).
+    pub max_decoded_ratio: usize,
     /// `apm_config.extra_sample_rate`.
     pub extra_sample_rate: f64,
     /// `apm_config.target_traces_per_second` (or the deprecated `max_traces_per_second`):
@@ -126,6 +140,24 @@ pub struct AgentConfig {
     pub warnings: Vec<String>,
 }
 
+/// `s` with every control character (terminal escapes, newlines, NUL…) written as a Rust
+/// escape (`\u{1b}`, `\n`): for text from config files, the environment or payloads that
+/// `trace-agent status` and `trace-agent config` print.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Default receiver port.
 pub const DEFAULT_RECEIVER_PORT: u16 = 8126;
 /// Default `max_payload_size` (25 MiB).
@@ -151,6 +183,11 @@ impl Default for AgentConfig {
             decoders: (cpus / 2).max(1),
             decoder_timeout: Duration::from_millis(1000),
             max_connections: 1000,
+            connection_limit: 0,
+            max_memory: 0,
+            max_cpu_percent: 0.0,
+            max_spans_per_payload: crate::decode::DEFAULT_MAX_SPANS_PER_PAYLOAD,
+            max_decoded_ratio: crate::decode::DEFAULT_MAX_DECODED_RATIO,
             extra_sample_rate: 1.0,
             max_traces_per_second: 10.0,
             sampler: crate::sample::SamplerConfig::default(),
@@ -219,7 +256,13 @@ impl AgentConfig {
         c
     }
 
-    /// `key = value  (origin)` lines for `trace-agent config`, secrets masked.
+    /// The decoding limits for a body of `body_len` bytes.
+    pub fn decode_limits(&self, body_len: usize) -> crate::decode::DecodeLimits {
+        crate::decode::DecodeLimits::new(body_len, self.max_spans_per_payload, self.max_decoded_ratio)
+    }
+
+    /// `key = value  (origin)` lines for `trace-agent config`, secrets masked and control
+    /// characters escaped.
     pub fn describe(&self) -> String {
         // The env comes from apm_config.env, else env, else an env: tag: show where.
         let env_origin = ["apm_config.env", "env"]
@@ -241,7 +284,9 @@ impl AgentConfig {
         };
         let mut out = String::new();
         let mut line = |k: &str, v: String| {
-            out.push_str(&format!("{k:<48} = {v:<30} ({})\n", origin(k)));
+            let v = escape_control(&v);
+            let o = origin(k).to_string();
+            out.push_str(&format!("{k:<48} = {v:<30} ({})\n", escape_control(&o)));
         };
         line(
             "api_key",
@@ -267,6 +312,14 @@ impl AgentConfig {
         line("apm_config.decoders", self.decoders.to_string());
         line("apm_config.decoder_timeout", format!("{:?}", self.decoder_timeout));
         line("apm_config.max_connections", self.max_connections.to_string());
+        line("apm_config.connection_limit", self.connection_limit.to_string());
+        line("apm_config.max_memory", self.max_memory.to_string());
+        line("apm_config.max_cpu_percent", self.max_cpu_percent.to_string());
+        line(
+            "apm_config.max_spans_per_payload",
+            self.max_spans_per_payload.to_string(),
+        );
+        line("apm_config.max_decoded_ratio", self.max_decoded_ratio.to_string());
         line("apm_config.extra_sample_rate", self.extra_sample_rate.to_string());
         line(
             "apm_config.max_traces_per_second",

@@ -9,12 +9,25 @@ use super::reader::Reader;
 
 type R<T> = Result<T, Box<ReadError>>;
 
+/// Longest string kept of any client-stats field (the longest a span resource may be): the
+/// fields become aggregation keys, so their length is bounded before they are stored.
+pub(crate) const MAX_STATS_STRING: usize = 5_000;
+
 fn string(r: &mut Reader<'_>) -> R<String> {
-    Ok(r.str()?.to_string())
+    let s = r.str()?;
+    let s = s.as_str();
+    let mut end = s.len().min(MAX_STATS_STRING);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let s = s[..end].to_owned();
+    r.charge(s.len(), 1)?;
+    Ok(s)
 }
 
 fn strings(r: &mut Reader<'_>) -> R<Vec<String>> {
     let n = r.array_len()?;
+    r.charge(n, std::mem::size_of::<String>())?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(string(r)?);
@@ -27,7 +40,9 @@ fn bytes(r: &mut Reader<'_>) -> R<Vec<u8>> {
         r.skip()?;
         return Ok(Vec::new());
     }
-    Ok(r.bytes()?.into_owned())
+    let b = r.bytes()?.into_owned();
+    r.charge(b.len(), 1)?;
+    Ok(b)
 }
 
 /// Decodes a `/v0.6/stats` body.
@@ -35,7 +50,18 @@ fn bytes(r: &mut Reader<'_>) -> R<Vec<u8>> {
 /// # Errors
 /// A [`DecodeError`] naming the bucket, group and field that could not be read.
 pub fn decode_client_stats(body: &[u8]) -> Result<pb::ClientStatsPayload, DecodeError> {
-    let mut r = Reader::new(body);
+    decode_client_stats_with(body, super::DecodeLimits::for_body(body.len()))
+}
+
+/// [`decode_client_stats`] within `limits` (only the memory budget applies: no spans here).
+///
+/// # Errors
+/// As [`decode_client_stats`]; [`DecodeError::is_limit`] when the budget would be exceeded.
+pub fn decode_client_stats_with(
+    body: &[u8],
+    limits: super::DecodeLimits,
+) -> Result<pb::ClientStatsPayload, DecodeError> {
+    let mut r = Reader::with_limits(body, limits);
     let mut p = pb::ClientStatsPayload::default();
     let n = r.map_len().map_err(|e| e.at(|| "client stats payload".to_owned()))?;
     for _ in 0..n {
@@ -61,7 +87,10 @@ pub fn decode_client_stats(body: &[u8]) -> Result<pb::ClientStatsPayload, Decode
             b"ProcessTagsHash" => p.process_tags_hash = r.u64().map_err(|e| e.at(field("ProcessTagsHash")))?,
             b"ProcessTags" => p.process_tags = string(r).map_err(|e| e.at(field("ProcessTags")))?,
             b"Stats" => {
-                let n = r.array_len().map_err(|e| e.at(field("Stats")))?;
+                let n = r
+                    .array_len()
+                    .and_then(|n| r.charge(n, std::mem::size_of::<pb::ClientStatsBucket>()).map(|()| n))
+                    .map_err(|e| e.at(field("Stats")))?;
                 p.stats.reserve_exact(n);
                 for b in 0..n {
                     p.stats.push(decode_bucket(r, b)?);
@@ -86,7 +115,10 @@ fn decode_bucket(r: &mut Reader<'_>, b: usize) -> Result<pb::ClientStatsBucket, 
             b"Duration" => bucket.duration = r.u64().map_err(|e| e.at(field("Duration")))?,
             b"AgentTimeShift" => bucket.agent_time_shift = r.i64().map_err(|e| e.at(field("AgentTimeShift")))?,
             b"Stats" => {
-                let n = r.array_len().map_err(|e| e.at(field("Stats")))?;
+                let n = r
+                    .array_len()
+                    .and_then(|n| r.charge(n, std::mem::size_of::<pb::ClientGroupedStats>()).map(|()| n))
+                    .map_err(|e| e.at(field("Stats")))?;
                 bucket.stats.reserve_exact(n);
                 for g in 0..n {
                     bucket.stats.push(decode_group(r, b, g)?);
@@ -228,6 +260,18 @@ mod tests {
         assert_eq!(p.stats[0].start, 1);
         assert_eq!(p.stats[0].stats[0].hits, 3);
         assert_eq!(p.stats[0].stats[0].ok_summary, b"ab");
+    }
+
+    #[test]
+    fn strings_are_cut_before_they_become_keys() {
+        let mut p = sample();
+        p.stats[0].stats[0].http_endpoint = "é".repeat(MAX_STATS_STRING);
+        p.stats[0].stats[0].peer_tags = vec![format!("peer.hostname:{}", "h".repeat(3 * MAX_STATS_STRING))];
+        let body = rmp_serde::to_vec_named(&p).unwrap();
+        let d = decode_client_stats(&body).unwrap();
+        let g = &d.stats[0].stats[0];
+        assert!(g.http_endpoint.len() <= MAX_STATS_STRING && g.http_endpoint.len() >= MAX_STATS_STRING - 1);
+        assert_eq!(g.peer_tags[0].len(), MAX_STATS_STRING);
     }
 
     #[test]

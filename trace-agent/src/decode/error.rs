@@ -57,9 +57,46 @@ pub enum ReadErrorKind {
     /// Bytes after the end of the payload.
     #[error("{0} trailing bytes after the payload")]
     Trailing(usize),
+    /// More spans than `apm_config.max_spans_per_payload`.
+    #[error("more than {max} spans in one payload (apm_config.max_spans_per_payload)")]
+    TooManySpans {
+        /// The limit.
+        max: usize,
+    },
+    /// Decoding would take more memory than the payload's budget
+    /// (`apm_config.max_decoded_ratio` times the body size).
+    #[error(
+        "decoding this payload would take more than {max} bytes of memory \
+         (apm_config.max_decoded_ratio times the body size)"
+    )]
+    DecodedTooLarge {
+        /// The budget in bytes.
+        max: usize,
+    },
     /// JSON syntax error.
     #[error("invalid JSON: {0}")]
     Json(String),
+}
+
+/// Longest piece of payload text (a field or tag name) quoted in an error message.
+pub(crate) const MAX_QUOTED_CHARS: usize = 64;
+
+/// `s` as quoted in an error message: at most [`MAX_QUOTED_CHARS`] characters, control
+/// characters escaped (errors reach logs, `status` and HTTP replies).
+pub(crate) fn clip(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i == MAX_QUOTED_CHARS {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A low-level error with the byte offset where it happened.
@@ -100,6 +137,15 @@ impl DecodeError {
     /// Whether the body was cut short (the Go agent answers `unexpected-eof` in that case).
     pub fn is_eof(&self) -> bool {
         self.kind == ReadErrorKind::Eof
+    }
+
+    /// Whether a configured limit refused the payload (too many spans, too much memory): the
+    /// body may be well-formed, it is too big for this agent's configuration (413).
+    pub fn is_limit(&self) -> bool {
+        matches!(
+            self.kind,
+            ReadErrorKind::TooManySpans { .. } | ReadErrorKind::DecodedTooLarge { .. }
+        )
     }
 }
 

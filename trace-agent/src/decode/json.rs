@@ -5,8 +5,70 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use super::DecodeLimits;
 use super::error::{DecodeError, ReadErrorKind};
 use crate::span::{Span, Str, TraceChunk};
+
+/// An upper bound on the memory decoding `body` takes (the `serde_json::Value` tree and the
+/// spans built from it), from one pass over its structural characters: every object may become
+/// a span, every member a map entry with its key, every element a value, every string byte a
+/// copy.
+fn estimate(body: &[u8]) -> usize {
+    let (mut objects, mut members, mut elements) = (0usize, 0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => objects += 1,
+            b':' => members += 1,
+            b',' | b'[' => elements += 1,
+            _ => {}
+        }
+    }
+    let value = std::mem::size_of::<Value>();
+    let entry = value + std::mem::size_of::<String>() + std::mem::size_of::<(Str<'_>, Str<'_>)>();
+    objects
+        .saturating_mul(std::mem::size_of::<Span<'_>>() + value)
+        .saturating_add(members.saturating_mul(entry))
+        .saturating_add(elements.saturating_mul(value))
+        .saturating_add(body.len())
+}
+
+/// Refuses `body` before parsing when its estimated decoded size exceeds `limits`.
+fn check_estimate(body: &[u8], limits: DecodeLimits) -> Result<(), DecodeError> {
+    if estimate(body) > limits.max_decoded_bytes {
+        return Err(DecodeError {
+            location: "payload".to_owned(),
+            kind: ReadErrorKind::DecodedTooLarge {
+                max: limits.max_decoded_bytes,
+            },
+            offset: None,
+        });
+    }
+    Ok(())
+}
+
+/// Refuses decoded `chunks` holding more spans than `limits` allow.
+fn check_spans(chunks: &[TraceChunk<'_>], limits: DecodeLimits) -> Result<(), DecodeError> {
+    let spans: usize = chunks.iter().map(|c| c.spans.len()).sum();
+    if spans > limits.max_spans {
+        return Err(DecodeError {
+            location: "payload".to_owned(),
+            kind: ReadErrorKind::TooManySpans { max: limits.max_spans },
+            offset: None,
+        });
+    }
+    Ok(())
+}
 
 fn type_name(v: &Value) -> &'static str {
     match v {
@@ -53,6 +115,21 @@ fn top_level_array(body: &[u8], what: &str) -> Result<Vec<Value>, DecodeError> {
 /// # Errors
 /// A [`DecodeError`] naming the trace, span and field that could not be read.
 pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
+    decode_with(body, DecodeLimits::for_body(body.len()))
+}
+
+/// [`decode`] within `limits`.
+///
+/// # Errors
+/// As [`decode`]; a limit error when the payload would exceed `limits`.
+pub fn decode_with(body: &[u8], limits: DecodeLimits) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
+    check_estimate(body, limits)?;
+    let chunks = decode_unchecked(body)?;
+    check_spans(&chunks, limits)?;
+    Ok(chunks)
+}
+
+fn decode_unchecked(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
     let traces = top_level_array(body, "payload: list of traces")?;
     let mut chunks = Vec::with_capacity(traces.len());
     for (t, trace) in traces.into_iter().enumerate() {
@@ -76,6 +153,21 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
 /// # Errors
 /// A [`DecodeError`] naming the span and field that could not be read.
 pub fn decode_flat_spans(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
+    decode_flat_spans_with(body, DecodeLimits::for_body(body.len()))
+}
+
+/// [`decode_flat_spans`] within `limits`.
+///
+/// # Errors
+/// As [`decode_flat_spans`]; a limit error when the payload would exceed `limits`.
+pub fn decode_flat_spans_with(body: &[u8], limits: DecodeLimits) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
+    check_estimate(body, limits)?;
+    let chunks = decode_flat_unchecked(body)?;
+    check_spans(&chunks, limits)?;
+    Ok(chunks)
+}
+
+fn decode_flat_unchecked(body: &[u8]) -> Result<Vec<TraceChunk<'static>>, DecodeError> {
     let spans = top_level_array(body, "payload: list of spans")?;
     let mut chunks: Vec<TraceChunk<'static>> = Vec::new();
     let mut index: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
@@ -152,7 +244,7 @@ fn decode_span(v: Value, t: usize, s: usize) -> Result<Span<'static>, DecodeErro
             "meta" => match value {
                 Value::Object(m) => {
                     for (k, v) in m {
-                        let v = string(v, || format!("trace {t} span {s}: meta '{k}'"))?;
+                        let v = string(v, || format!("trace {t} span {s}: meta '{}'", super::error::clip(&k)))?;
                         span.meta.push((Str::from(k), v));
                     }
                 }
@@ -162,7 +254,9 @@ fn decode_span(v: Value, t: usize, s: usize) -> Result<Span<'static>, DecodeErro
             "metrics" => match value {
                 Value::Object(m) => {
                     for (k, v) in m {
-                        let f = match number(&v, || format!("trace {t} span {s}: metric '{k}'"))? {
+                        let f = match number(&v, || {
+                            format!("trace {t} span {s}: metric '{}'", super::error::clip(&k))
+                        })? {
                             Some((_, _, f)) => f,
                             None => 0.0,
                         };

@@ -5,8 +5,9 @@
 
 use rmp::Marker;
 
+use super::DecodeLimits;
 use super::error::{ReadError, ReadErrorKind};
-use crate::span::{RawBytes, Str};
+use crate::span::{RawBytes, Span, Str};
 
 /// Deepest nesting accepted when skipping unknown values.
 pub(crate) const MAX_SKIP_DEPTH: u32 = 64;
@@ -16,6 +17,10 @@ pub(crate) const MAX_SKIP_DEPTH: u32 = 64;
 pub(crate) struct Reader<'b> {
     owner: &'b [u8],
     pos: usize,
+    /// What this payload may still allocate (checked before each allocation, from the headers).
+    limits: DecodeLimits,
+    spans_left: usize,
+    bytes_left: usize,
 }
 
 /// Human name of a marker's type, for error messages.
@@ -59,9 +64,46 @@ enum Num {
 }
 
 impl<'b> Reader<'b> {
-    /// A cursor at the start of `owner`.
-    pub(crate) fn new(owner: &'b [u8]) -> Self {
-        Self { owner, pos: 0 }
+    /// A cursor at the start of `owner` that refuses to decode more than `limits` allow.
+    pub(crate) fn with_limits(owner: &'b [u8], limits: DecodeLimits) -> Self {
+        Self {
+            owner,
+            pos: 0,
+            limits,
+            spans_left: limits.max_spans,
+            bytes_left: limits.max_decoded_bytes,
+        }
+    }
+
+    /// Charges `n` items of `each` bytes of decoded memory to the payload's budget.
+    ///
+    /// # Errors
+    /// [`ReadErrorKind::DecodedTooLarge`] when the budget would be exceeded.
+    #[inline]
+    pub(crate) fn charge(&mut self, n: usize, each: usize) -> Result<(), Box<ReadError>> {
+        let cost = n.saturating_mul(each);
+        if cost > self.bytes_left {
+            return Err(self.err(ReadErrorKind::DecodedTooLarge {
+                max: self.limits.max_decoded_bytes,
+            }));
+        }
+        self.bytes_left -= cost;
+        Ok(())
+    }
+
+    /// Charges `n` spans (count and memory) to the payload's budget.
+    ///
+    /// # Errors
+    /// [`ReadErrorKind::TooManySpans`] or [`ReadErrorKind::DecodedTooLarge`].
+    #[inline]
+    pub(crate) fn charge_spans(&mut self, n: usize) -> Result<(), Box<ReadError>> {
+        if n > self.spans_left {
+            return Err(self.err(ReadErrorKind::TooManySpans {
+                max: self.limits.max_spans,
+            }));
+        }
+        self.spans_left -= n;
+        self.charge(n, std::mem::size_of::<Span<'_>>())
     }
 
     /// Byte offset of the cursor.
@@ -224,7 +266,11 @@ impl<'b> Reader<'b> {
         let raw: &'b [u8] = self.owner.get(start..start + len).unwrap_or_default();
         Ok(match std::str::from_utf8(raw) {
             Ok(s) => Str::borrowed(s),
-            Err(_) => Str::from(String::from_utf8_lossy(raw).into_owned()),
+            Err(_) => {
+                // Repairing can triple the length (each bad byte becomes U+FFFD).
+                self.charge(len, 3)?;
+                Str::from(String::from_utf8_lossy(raw).into_owned())
+            }
         })
     }
 

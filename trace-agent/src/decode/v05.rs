@@ -1,6 +1,9 @@
 //! v0.5: `[string_table, traces]`, each span a 12-element array whose strings are indices into
 //! the table (spec 2.3). Table entries are decoded once and shared by every span using them.
 
+use std::mem::size_of;
+
+use super::DecodeLimits;
 use super::error::{DecodeError, ReadError, ReadErrorKind};
 use super::reader::Reader;
 use crate::span::{Span, Str, TraceChunk};
@@ -13,7 +16,15 @@ const SPAN_FIELDS: usize = 12;
 /// # Errors
 /// A [`DecodeError`] naming the trace, span and field that could not be read.
 pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
-    let mut r = Reader::new(body);
+    decode_with(body, DecodeLimits::for_body(body.len()))
+}
+
+/// [`decode`] within `limits`.
+///
+/// # Errors
+/// As [`decode`]; a limit error when the payload would exceed `limits`.
+pub fn decode_with(body: &[u8], limits: DecodeLimits) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
+    let mut r = Reader::with_limits(body, limits);
     let at = r.pos();
     let top = r.array_len().map_err(|e| e.at(|| "payload".to_owned()))?;
     if top != 2 {
@@ -23,15 +34,24 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
         })
         .at(|| "payload: [string_table, traces]".to_owned()));
     }
-    let n = r.array_len().map_err(|e| e.at(|| "string table".to_owned()))?;
+    let n = r
+        .array_len()
+        .and_then(|n| r.charge(n, size_of::<Str<'_>>()).map(|()| n))
+        .map_err(|e| e.at(|| "string table".to_owned()))?;
     let mut table = Vec::with_capacity(n);
     for i in 0..n {
         table.push(r.str().map_err(|e| e.at(|| format!("string table entry {i}")))?);
     }
-    let n = r.array_len().map_err(|e| e.at(|| "list of traces".to_owned()))?;
+    let n = r
+        .array_len()
+        .and_then(|n| r.charge(n, size_of::<TraceChunk<'_>>()).map(|()| n))
+        .map_err(|e| e.at(|| "list of traces".to_owned()))?;
     let mut chunks = Vec::with_capacity(n);
     for t in 0..n {
-        let count = r.array_len().map_err(|e| e.at(|| format!("trace {t}")))?;
+        let count = r
+            .array_len()
+            .and_then(|n| r.charge_spans(n).map(|()| n))
+            .map_err(|e| e.at(|| format!("trace {t}")))?;
         let mut spans = Vec::with_capacity(count);
         for s in 0..count {
             spans.push(decode_span(&mut r, &table, t, s)?);
@@ -82,20 +102,27 @@ fn decode_span<'b>(r: &mut Reader<'b>, table: &[Str<'b>], t: usize, s: usize) ->
     let start = r.i64().map_err(|e| e.at(field("start")))?;
     let duration = r.i64().map_err(|e| e.at(field("duration")))?;
     let error = r.i32().map_err(|e| e.at(field("error")))?;
-    let n = r.map_len().map_err(|e| e.at(field("meta")))?;
+    let n = r
+        .map_len()
+        .and_then(|n| r.charge(n, size_of::<(Str<'_>, Str<'_>)>()).map(|()| n))
+        .map_err(|e| e.at(field("meta")))?;
     let mut meta = Vec::with_capacity(n);
     for _ in 0..n {
         let k = string(r, table).map_err(|e| e.at(field("meta")))?;
-        let v = string(r, table).map_err(|e| e.at(|| format!("trace {t} span {s}: meta '{k}'")))?;
+        let v =
+            string(r, table).map_err(|e| e.at(|| format!("trace {t} span {s}: meta '{}'", super::error::clip(&k))))?;
         meta.push((k, v));
     }
-    let n = r.map_len().map_err(|e| e.at(field("metrics")))?;
+    let n = r
+        .map_len()
+        .and_then(|n| r.charge(n, size_of::<(Str<'_>, f64)>()).map(|()| n))
+        .map_err(|e| e.at(field("metrics")))?;
     let mut metrics = Vec::with_capacity(n);
     for _ in 0..n {
         let k = string(r, table).map_err(|e| e.at(field("metrics")))?;
         let v = r
             .f64()
-            .map_err(|e| e.at(|| format!("trace {t} span {s}: metric '{k}'")))?;
+            .map_err(|e| e.at(|| format!("trace {t} span {s}: metric '{}'", super::error::clip(&k))))?;
         metrics.push((k, v));
     }
     let r#type = string(r, table).map_err(|e| e.at(field("type")))?;

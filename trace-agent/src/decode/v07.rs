@@ -1,5 +1,8 @@
 //! v0.7: one msgpack `TracerPayload` map with explicit chunks (spec 2.4).
 
+use std::mem::size_of;
+
+use super::DecodeLimits;
 use super::error::DecodeError;
 use super::reader::Reader;
 use super::v04::decode_span_into;
@@ -10,7 +13,15 @@ use crate::span::{Str, Tags, TraceChunk, TracerPayload};
 /// # Errors
 /// A [`DecodeError`] naming the chunk, span and field that could not be read.
 pub fn decode(body: &[u8]) -> Result<TracerPayload<'_>, DecodeError> {
-    let mut r = Reader::new(body);
+    decode_with(body, DecodeLimits::for_body(body.len()))
+}
+
+/// [`decode`] within `limits`.
+///
+/// # Errors
+/// As [`decode`]; a limit error when the payload would exceed `limits`.
+pub fn decode_with(body: &[u8], limits: DecodeLimits) -> Result<TracerPayload<'_>, DecodeError> {
+    let mut r = Reader::with_limits(body, limits);
     let mut p = TracerPayload::default();
     let n = r.map_len().map_err(|e| e.at(|| "tracer payload".to_owned()))?;
     for _ in 0..n {
@@ -27,7 +38,10 @@ pub fn decode(body: &[u8]) -> Result<TracerPayload<'_>, DecodeError> {
             b"app_version" => p.app_version = r.str().map_err(|e| e.at(field("app_version")))?,
             b"tags" => p.tags = str_map(&mut r).map_err(|e| e.at(field("tags")))?,
             b"chunks" => {
-                let n = r.array_len().map_err(|e| e.at(field("chunks")))?;
+                let n = r
+                    .array_len()
+                    .and_then(|n| r.charge(n, size_of::<TraceChunk<'_>>()).map(|()| n))
+                    .map_err(|e| e.at(field("chunks")))?;
                 p.chunks.reserve_exact(n);
                 for c in 0..n {
                     p.chunks.push(decode_chunk(&mut r, c)?);
@@ -43,6 +57,7 @@ pub fn decode(body: &[u8]) -> Result<TracerPayload<'_>, DecodeError> {
 
 fn str_map<'b>(r: &mut Reader<'b>) -> Result<Tags<'b, Str<'b>>, Box<super::error::ReadError>> {
     let n = r.map_len()?;
+    r.charge(n, size_of::<(Str<'_>, Str<'_>)>())?;
     let mut tags = Vec::with_capacity(n);
     for _ in 0..n {
         let k = r.str()?;
@@ -64,7 +79,10 @@ fn decode_chunk<'b>(r: &mut Reader<'b>, c: usize) -> Result<TraceChunk<'b>, Deco
             b"tags" => chunk.tags = str_map(r).map_err(|e| e.at(field("tags")))?,
             b"dropped_trace" => chunk.dropped_trace = r.bool().map_err(|e| e.at(field("dropped_trace")))?,
             b"spans" => {
-                let n = r.array_len().map_err(|e| e.at(field("spans")))?;
+                let n = r
+                    .array_len()
+                    .and_then(|n| r.charge_spans(n).map(|()| n))
+                    .map_err(|e| e.at(field("spans")))?;
                 chunk.spans.reserve_exact(n);
                 for s in 0..n {
                     decode_span_into(r, c, s, &mut chunk.spans)?;

@@ -258,6 +258,40 @@ pub struct LocalStore {
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
 
+/// Creates `dir` (and missing parents) with mode 0700, and takes group and other access away
+/// from it when it already exists: stored traces hold request data.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
+/// Creates the database file with mode 0600 before SQLite opens it (SQLite gives its `-wal`
+/// and `-shm` files the database file's mode), and sets 0600 on those that already exist.
+fn private_files(db: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(db)?;
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let p = std::path::PathBuf::from(p);
+        if let Ok(meta) = std::fs::metadata(&p)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 impl LocalStore {
     /// Opens the database in `config.data_dir` (creating both if needed) and starts the writer
     /// thread. When the file cannot be used (corrupt, locked by another process, unwritable
@@ -268,12 +302,16 @@ impl LocalStore {
     /// Only when even the in-memory database cannot be created, or the thread not started.
     pub fn open(config: LocalConfig) -> Result<Self, StoreError> {
         let path = config.db_path();
-        let opened = std::fs::create_dir_all(&config.data_dir)
+        let opened = private_dir(&config.data_dir)
             .map_err(|source| StoreError::DataDir {
                 path: config.data_dir.clone(),
                 source,
             })
             .and_then(|()| {
+                private_files(&path).map_err(|source| StoreError::DataDir {
+                    path: config.data_dir.clone(),
+                    source,
+                })?;
                 let write = schema::open_file(&path)?;
                 let read = schema::open_reader(&path)?;
                 Ok(Db {

@@ -7,6 +7,7 @@ pub mod rates;
 pub mod routes;
 pub mod server;
 pub mod traces;
+pub mod watchdog;
 
 use std::sync::Arc;
 
@@ -103,4 +104,6 @@ pub struct AppState {
     pub proxy: proxy::Proxy,
     /// Unix time (s) of the last warning logged for a bad payload (rate limit).
     pub last_warn: std::sync::atomic::AtomicU64,
+    /// `apm_config.max_memory` / `max_cpu_percent`: refuse payloads while over them.
+    pub watchdog: Arc<watchdog::Watchdog>,
 }

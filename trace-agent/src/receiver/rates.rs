@@ -87,6 +87,39 @@ impl RatesTable {
         });
     }
 
+    /// [`observe`](Self::observe) for every `(service, env)` of a payload under one lock and
+    /// one version bump (a payload with N new services costs O(N log N), not N rebuilds of
+    /// the reply body).
+    pub fn observe_all(&self, keys: &[(String, String)]) {
+        let new: Vec<String> = {
+            let g = self.inner.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if g.rates.len() >= MAX_ENTRIES {
+                return;
+            }
+            keys.iter()
+                .map(|(s, e)| rate_key(s, e))
+                .filter(|k| !g.rates.contains_key(k))
+                .collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        let started = self.started;
+        self.with_write(|i| {
+            let default = i.rates.get(DEFAULT_KEY).copied().unwrap_or(1.0);
+            let mut changed = false;
+            for key in new {
+                if i.rates.len() >= MAX_ENTRIES {
+                    break;
+                }
+                changed |= i.rates.insert(key, default).is_none();
+            }
+            if changed {
+                Self::refresh(started, i);
+            }
+        });
+    }
+
     /// Sets rates (used by the sampler; bumps the version when anything changed). New keys
     /// beyond [`MAX_ENTRIES`] are ignored.
     pub fn set_rates(&self, rates: impl IntoIterator<Item = (String, f64)>) {

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 
 use super::AppState;
@@ -59,7 +59,7 @@ pub async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Incoming>) ->
             discard(&state, req).await;
             text(StatusCode::OK, "OK")
         }
-        STATUS_PATH => status(&state, peer),
+        STATUS_PATH => status(&state, peer, req.headers()),
         p if p.starts_with(super::proxy::TELEMETRY_PREFIX) => {
             state.proxy.handle(super::proxy::Route::Telemetry, req).await
         }
@@ -90,16 +90,39 @@ impl Drop for InFlight {
     }
 }
 
-/// Reads and drops a body (bounded by the payload limit and the read timeout).
+/// Reads a body into nothing (bounded by the payload limit and the read timeout).
 async fn discard(state: &AppState, req: Request<Incoming>) {
-    let limit = usize::try_from(state.config.max_payload_size).unwrap_or(usize::MAX);
-    let body = Limited::new(req.into_body(), limit);
-    let _ = tokio::time::timeout(state.config.receiver_timeout, body.collect()).await;
+    traces::drain_body(state, req.into_body()).await;
 }
 
-fn status(state: &AppState, peer: Peer) -> Reply {
+/// Whether the `Host` header names this machine by a loopback name (`localhost`,
+/// `127.x.x.x`, `[::1]`, any port) or is absent. A page reached under any other name came
+/// through a DNS-rebinding page in a browser: refused, like the web view does.
+pub fn host_is_loopback(h: &http::HeaderMap) -> bool {
+    let Some(host) = h.get(header::HOST) else {
+        return true;
+    };
+    let Ok(host) = host.to_str() else {
+        return false;
+    };
+    let host = host.trim();
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or("", |(ip, _)| ip)
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+fn status(state: &AppState, peer: Peer, h: &http::HeaderMap) -> Reply {
     if !peer.is_local() {
         return text(StatusCode::FORBIDDEN, "status is only served to local clients");
+    }
+    if !host_is_loopback(h) {
+        return text(
+            StatusCode::FORBIDDEN,
+            "status is only served under a loopback host name (localhost, 127.0.0.1, [::1])",
+        );
     }
     let listening = state.listening.clone();
     let snapshot = state.stats.snapshot(listening);

@@ -1,6 +1,7 @@
 //! Trace and client-stats payload handling: limits, decoding, processing, the hand-off to the
 //! pipeline and the rates reply.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +14,7 @@ use hyper::body::Incoming;
 use super::AppState;
 use super::routes::{Reply, reply, text};
 use crate::config::parse_bool;
-use crate::decode::{self, ApiVersion, DecodeError, Encoding};
+use crate::decode::{self, ApiVersion, DecodeError, DecodeLimits, Encoding, ReadErrorKind};
 use crate::pipeline::{PipelineItem, ProcessedPayload};
 use crate::process::{self, RequestFacts};
 use crate::process::{ProcessConfig, toplevel};
@@ -36,6 +37,14 @@ pub const DROP_STATS_DECODE: &str = "stats_decode_error";
 pub const DROP_STATS_QUEUE: &str = "stats_queue_full";
 /// Drop reason: `Sec-Fetch-Site: cross-site`.
 pub const DROP_CROSS_SITE: &str = "cross_site";
+/// Drop reason: more spans than `apm_config.max_spans_per_payload`.
+pub const DROP_TOO_MANY_SPANS: &str = "too_many_spans";
+/// Drop reason: decoding would exceed `apm_config.max_decoded_ratio` × the body size.
+pub const DROP_DECODED_TOO_LARGE: &str = "decoded_too_large";
+/// Drop reason: the process RSS is over `apm_config.max_memory`.
+pub const DROP_MEMORY: &str = "max_memory";
+/// Drop reason: the process CPU use is over `apm_config.max_cpu_percent`.
+pub const DROP_CPU: &str = "max_cpu_percent";
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
@@ -68,6 +77,66 @@ async fn read_body(state: &AppState, body: Incoming) -> Result<Bytes, BodyError>
         Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
         Ok(Err(e)) => Err(BodyError::Io(e.to_string())),
     }
+}
+
+/// Reads a refused body into nothing (frame by frame, nothing kept), at most
+/// `max_payload_size` bytes and within the receiver timeout, so the connection stays usable
+/// without the body costing memory (the Go agent's `io.Copy(io.Discard, body)`).
+pub async fn drain_body(state: &AppState, mut body: Incoming) {
+    let limit = state.config.max_payload_size;
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return };
+            if let Some(data) = frame.data_ref() {
+                seen += data.len() as u64;
+                if seen > limit {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(state.config.receiver_timeout, drain).await;
+}
+
+/// A decoder slot within `decoder_timeout`, or `None` (overload). Every route that buffers and
+/// decodes a body (traces, `/v0.6/stats`, proxies) takes one, so the bodies held at once are
+/// bounded by `apm_config.decoders` × `max_payload_size` whatever the route.
+pub async fn decoder_slot(state: &AppState) -> Option<DecoderSlot<'_>> {
+    match tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await {
+        Ok(Ok(p)) => Some(DecoderSlot::new(p, state)),
+        _ => None,
+    }
+}
+
+/// The watchdog's refusal (memory or CPU over its limit), counted, logged and drained; `Some`
+/// is the reply (429 whatever the tracer asked for: the agent cannot take more right now).
+async fn watchdog_refusal(state: &AppState, h: &HeaderMap, body: Incoming) -> Result<Incoming, StatusCode> {
+    let Some(why) = state.watchdog.check() else {
+        return Ok(body);
+    };
+    let (reason, msg) = match why {
+        super::watchdog::Refusal::Memory => (
+            DROP_MEMORY,
+            format!(
+                "process memory over apm_config.max_memory ({} bytes): payload refused (429)",
+                state.config.max_memory
+            ),
+        ),
+        super::watchdog::Refusal::Cpu => (
+            DROP_CPU,
+            format!(
+                "process CPU over apm_config.max_cpu_percent ({} %): payload refused (429)",
+                state.config.max_cpu_percent
+            ),
+        ),
+    };
+    state
+        .stats
+        .record_drop(reason, 1, count_header(h, "x-datadog-trace-count"), 0);
+    warn_limited(state, &msg);
+    drain_body(state, body).await;
+    Err(StatusCode::TOO_MANY_REQUESTS)
 }
 
 /// Checks shared by traces and stats: cross-site, declared size. `Some` is the early reply.
@@ -131,6 +200,19 @@ fn body_error_reply(state: &AppState, h: &HeaderMap, e: BodyError) -> Reply {
     }
 }
 
+/// 413 for a payload a configured decoding limit refused, naming the limit; counted.
+fn limit_reply(state: &AppState, h: &HeaderMap, e: &DecodeError, what: &str) -> Reply {
+    let reason = match e.kind {
+        ReadErrorKind::TooManySpans { .. } => DROP_TOO_MANY_SPANS,
+        _ => DROP_DECODED_TOO_LARGE,
+    };
+    state
+        .stats
+        .record_drop(reason, 1, count_header(h, "x-datadog-trace-count"), 0);
+    warn_limited(state, &format!("{what} refused: {}", e.kind));
+    text(StatusCode::PAYLOAD_TOO_LARGE, &e.kind.to_string())
+}
+
 fn rates_reply(state: &AppState, version: ApiVersion, h: &HeaderMap, status: StatusCode) -> Reply {
     if matches!(version, ApiVersion::V01 | ApiVersion::V02 | ApiVersion::V03) {
         return text(status, "OK");
@@ -147,7 +229,8 @@ fn rates_reply(state: &AppState, version: ApiVersion, h: &HeaderMap, status: Sta
 }
 
 /// A held decoder slot, counted in `status` while held.
-struct DecoderSlot<'s> {
+#[derive(Debug)]
+pub struct DecoderSlot<'s> {
     _permit: tokio::sync::SemaphorePermit<'s>,
     state: &'s AppState,
 }
@@ -197,6 +280,7 @@ fn decode_and_process(
     id: &Identity,
     client_computed_top_level: bool,
     config: &ProcessConfig,
+    limits: DecodeLimits,
 ) -> Result<Decoded, DecodeError> {
     let mut received: Vec<(String, u64, u64)> = Vec::new();
     let mut report = process::ProcessReport::default();
@@ -205,20 +289,26 @@ fn decode_and_process(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
     let payload = OwnedPayload::try_new(body, |b| {
-        let mut p = decode::decode_payload(version, encoding, b)?;
+        let mut p = decode::decode_payload_with(version, encoding, b, limits)?;
+        // Hash maps, not scans: a payload of N traces with N services is O(N).
+        let mut index: HashMap<&str, usize> = HashMap::new();
         for chunk in &p.chunks {
             let service = toplevel::root_index(&chunk.spans)
                 .and_then(|i| chunk.spans.get(i))
                 .map_or("", |s| s.service.as_str());
             let spans = chunk.spans.len() as u64;
-            match received.iter_mut().find(|(s, _, _)| s == service) {
+            match index.get(service).and_then(|&i| received.get_mut(i)) {
                 Some(entry) => {
                     entry.1 += 1;
                     entry.2 += spans;
                 }
-                None => received.push((service.to_owned(), 1, spans)),
+                None => {
+                    index.insert(service, received.len());
+                    received.push((service.to_owned(), 1, spans));
+                }
             }
         }
+        drop(index);
         let facts = RequestFacts {
             lang: &id.lang,
             client_computed_top_level,
@@ -248,14 +338,16 @@ fn decode_and_process(
                 p.tags.push((Str::from_static(PROCESS_TAGS_KEY), Str::from(tags)));
             }
         }
+        let mut seen: HashSet<(&str, &str)> = HashSet::new();
         for chunk in &p.chunks {
             if let Some(root) = toplevel::root_index(&chunk.spans).and_then(|i| chunk.spans.get(i)) {
                 let env = tag_get(&root.meta, "env").map_or(p.env.as_str(), Str::as_str);
-                if !rate_keys.iter().any(|(s, e)| s == root.service.as_str() && e == env) {
+                if seen.insert((root.service.as_str(), env)) {
                     rate_keys.push((root.service.to_string(), env.to_owned()));
                 }
             }
         }
+        drop(seen);
         Ok(p)
     })?;
     Ok(Decoded {
@@ -288,23 +380,24 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     if let Some(early) = precheck(state, h) {
         return early;
     }
-    let permit = match tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await {
-        Ok(Ok(p)) => DecoderSlot::new(p, state),
-        _ => {
-            state
-                .stats
-                .record_drop(DROP_OVERLOAD, 1, count_header(h, "x-datadog-trace-count"), 0);
-            warn_limited(state, "no decoder slot available in time: payload refused (overload)");
-            // Like the Go agent, drain the body (bounded) so the connection stays usable.
-            let _ = read_body(state, body).await;
-            let status =
-                if truthy(h, "datadog-send-real-http-status") || state.config.features.iter().any(|f| f == "429") {
-                    StatusCode::TOO_MANY_REQUESTS
-                } else {
-                    StatusCode::OK
-                };
-            return rates_reply(state, version, h, status);
-        }
+    let body = match watchdog_refusal(state, h, body).await {
+        Ok(body) => body,
+        Err(status) => return rates_reply(state, version, h, status),
+    };
+    let Some(permit) = decoder_slot(state).await else {
+        state
+            .stats
+            .record_drop(DROP_OVERLOAD, 1, count_header(h, "x-datadog-trace-count"), 0);
+        warn_limited(state, "no decoder slot available in time: payload refused (overload)");
+        // Like the Go agent, drain the body (bounded, into nothing) so the connection stays
+        // usable.
+        drain_body(state, body).await;
+        let status = if truthy(h, "datadog-send-real-http-status") || state.config.features.iter().any(|f| f == "429") {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::OK
+        };
+        return rates_reply(state, version, h, status);
     };
     let bytes = match read_body(state, body).await {
         Ok(b) => b,
@@ -330,14 +423,18 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     };
     let top_level = truthy(h, "datadog-client-computed-top-level");
     let config = Arc::clone(&state.process);
+    let limits = state.config.decode_limits(bytes.len());
     let work = tokio::task::spawn_blocking(move || {
         let body = Vec::from(bytes);
-        let out = decode_and_process(version, encoding, body, &id, top_level, &config);
+        let out = decode_and_process(version, encoding, body, &id, top_level, &config, limits);
         (out, id)
     })
     .await;
     let (decoded, id) = match work {
         Ok((Ok(d), id)) => (d, id),
+        Ok((Err(e), _)) if e.is_limit() => {
+            return limit_reply(state, h, &e, &format!("{} traces payload", version.as_str()));
+        }
         Ok((Err(e), id)) => {
             let lang = id.lang;
             state
@@ -398,9 +495,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         }
     }
     state.stats.record_fixes(&report.fixed);
-    for (service, env) in &rate_keys {
-        state.rates.observe(service, env);
-    }
+    state.rates.observe_all(&rate_keys);
     if !payload.get().chunks.is_empty() {
         let processed = ProcessedPayload {
             payload,
@@ -429,17 +524,32 @@ pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Repl
     if let Some(early) = precheck(state, h) {
         return early;
     }
+    let body = match watchdog_refusal(state, h, body).await {
+        Ok(body) => body,
+        Err(status) => return text(status, "too many requests"),
+    };
+    // The same decoding budget as trace payloads: the body is read only with a decoder slot.
+    let Some(_slot) = decoder_slot(state).await else {
+        state.stats.record_drop(DROP_OVERLOAD, 1, 0, 0);
+        warn_limited(
+            state,
+            "no decoder slot available in time: stats payload refused (overload)",
+        );
+        drain_body(state, body).await;
+        return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+    };
     let bytes = match read_body(state, body).await {
         Ok(b) => b,
         Err(e) => return body_error_reply(state, h, e),
     };
+    let limits = state.config.decode_limits(bytes.len());
     let lang = header_str(h, "datadog-meta-lang").to_owned();
     let tracer_version = header_str(h, "datadog-meta-tracer-version").to_owned();
     let cid = container_id(h);
     let tracer_obfuscated = !header_str(h, "datadog-obfuscation-version").trim().is_empty();
     let (process, stats_config) = (Arc::clone(&state.process), Arc::clone(&state.config));
     let work = tokio::task::spawn_blocking(move || {
-        let mut payload = decode::decode_client_stats(&bytes)?;
+        let mut payload = decode::decode_client_stats_with(&bytes, limits)?;
         let facts = ClientStatsFacts {
             lang: &lang,
             tracer_version: &tracer_version,
@@ -452,6 +562,7 @@ pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Repl
     .await;
     let (payload, report) = match work {
         Ok(Ok(done)) => done,
+        Ok(Err(e)) if e.is_limit() => return limit_reply(state, h, &e, "/v0.6/stats payload"),
         Ok(Err(e)) => {
             state.stats.record_drop(DROP_STATS_DECODE, 1, 0, 0);
             warn_limited(state, &format!("cannot decode /v0.6/stats payload: {e}"));
