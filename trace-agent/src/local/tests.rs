@@ -332,44 +332,53 @@ fn retention_deletes_data_older_than_the_age() {
 }
 
 #[test]
-fn retention_keeps_the_database_under_its_size() {
+fn the_size_cap_holds_after_every_batch_wal_included_and_keeps_stats_rows() {
     let dir = tempfile::tempdir().unwrap();
     let max = 512 * 1024;
+    let batch_bytes = 64 * 1024;
     let cfg = LocalConfig {
         max_size_bytes: max,
+        batch_max_bytes: batch_bytes,
         ..config(dir.path())
     };
     let store = LocalStore::open(cfg).unwrap();
     let t0 = now_ns() - 3600 * SEC;
-    // ~3 MB of spans over an hour: 300 traces with a 10 kB tag each.
+    let files = || {
+        std::fs::metadata(dir.path().join("local.sqlite3")).unwrap().len()
+            + std::fs::metadata(dir.path().join("local.sqlite3-wal")).map_or(0, |m| m.len())
+    };
+    // Stats rows from the start of the hour: the size cap must not take them.
+    store.push_stats(stats(t0, "web", "http.request", "GET /r", 10, 2, true));
+    // ~3 MB of spans over an hour (6× the cap): 300 traces with a 10 kB tag each.
+    let mut peak = 0;
     for i in 0..300u64 {
         let mut spans = request_trace(i + 1, t0 + i as i64 * 12 * SEC, false);
         if let Some(s) = spans.first_mut() {
             s.meta.insert("payload".to_owned(), format!("{i:0>10000}"));
         }
         store.push_traces(payload(vec![spans]));
-        if i % 50 == 49 {
+        if i % 10 == 9 {
             assert!(store.sync(WAIT));
+            peak = peak.max(files());
         }
     }
     assert!(store.sync(WAIT));
-    let before = std::fs::metadata(dir.path().join("local.sqlite3")).unwrap().len()
-        + std::fs::metadata(dir.path().join("local.sqlite3-wal")).map_or(0, |m| m.len());
-    assert!(before > 2 * max, "the test must write more than the cap: {before}");
-    let report = store.run_retention(SystemTime::now()).unwrap();
-    assert!(report.size_before > max && report.size_after <= max, "{report:?}");
-    assert!(report.size_passes >= 1 && report.traces > 0, "{report:?}");
-    // The oldest went first, the newest stayed.
+    // Never more than the cap plus one batch (the batch's pages in the WAL, some slack for
+    // the pages SQLite writes per transaction), checked continuously, not once a minute.
+    let bound = max + 2 * batch_bytes as u64 + 64 * 1024;
+    assert!(peak <= bound, "peak {peak} > {bound}");
+    let st = store.status();
+    assert!(st.retention_deleted.spans > 0, "{st:?}");
+    assert_eq!(st.retention_deleted.stats_rows, 0, "stats rows are kept");
+    assert!(st.size_bytes > 0 && st.size_bytes <= bound, "status shows the size: {}", st.size_bytes);
+    // The oldest went first, the newest stayed, the stats row too.
     assert!(store.read(|c| query::trace(c, 1)).unwrap().is_none());
     assert!(store.read(|c| query::trace(c, 300)).unwrap().is_some());
-    // Pages went back to the file system (incremental vacuum + WAL truncate).
-    let main = std::fs::metadata(dir.path().join("local.sqlite3")).unwrap().len();
-    let wal = std::fs::metadata(dir.path().join("local.sqlite3-wal")).map_or(0, |m| m.len());
-    let after = main + wal;
-    assert!(
-        after <= max + 64 * 1024,
-        "file shrank to {main} + WAL {wal} (was {before})"
-    );
+    let day = store.read(|c| query::services(c, t0 + 60 * SEC, Window::OneDay)).unwrap();
+    assert_eq!(day.iter().map(|s| s.service.as_str()).collect::<Vec<_>>(), ["web"]);
+    // The age pass still deletes everything old, stats included.
+    let report = store.run_retention(at(t0 + 48 * 3600 * SEC)).unwrap();
+    assert!(report.stats_rows >= 1, "{report:?}");
 }
 
 #[test]
@@ -452,10 +461,13 @@ fn a_full_queue_drops_and_counts_without_blocking() {
     let cfg = LocalConfig {
         queue_capacity: 4,
         batch_max: 1,
+        offer_wait: Duration::ZERO,
         ..config(dir.path())
     };
     let store = LocalStore::open(cfg).unwrap();
     let now = now_ns();
+    // The writer is past its start-up work (first retention pass).
+    assert!(store.sync(WAIT));
     // A slow disk: the writer's connection is busy elsewhere.
     let conn = store.writer_connection();
     let guard = conn.lock().unwrap();
