@@ -53,9 +53,35 @@ pub struct Agent {
     task: JoinHandle<()>,
     upstreams: Vec<Arc<dyn Upstream>>,
     local: Option<crate::local::LocalService>,
+    /// The receiver's state while it serves (weak: shutdown drops the last strong reference
+    /// to close the pipeline).
+    state: std::sync::Weak<AppState>,
 }
 
 impl Agent {
+    /// Serves one HTTP/1 connection over `io` with the receiver's service, as if from a
+    /// loopback TCP client, until the client closes it (or the agent stops serving). For
+    /// embedders and for the end-to-end fuzz target, which drives the whole request path
+    /// in-process without sockets.
+    pub async fn serve_io<S>(&self, io: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        let peer = crate::receiver::server::Peer::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let svc = hyper::service::service_fn(move |req| {
+            let st = Arc::clone(&state);
+            async move { Ok::<_, std::convert::Infallible>(crate::receiver::routes::handle(st, peer, req).await) }
+        });
+        // Half-close allowed: a client may send its request, then shut its write side.
+        let _ = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+            .await;
+    }
+
     /// The local web view's URL, when local mode runs.
     pub fn web_url(&self) -> Option<String> {
         self.local.as_ref().map(crate::local::LocalService::web_url)
@@ -328,6 +354,7 @@ async fn start_inner<S: ChunkSink>(
         })
         .collect();
     let drain_timeout = state.config.receiver_timeout + Duration::from_secs(5);
+    let weak_state = Arc::downgrade(&state);
     let task = tokio::spawn(async move {
         for l in loops {
             let _ = l.await;
@@ -352,6 +379,7 @@ async fn start_inner<S: ChunkSink>(
         task,
         upstreams,
         local: None,
+        state: weak_state,
     })
 }
 

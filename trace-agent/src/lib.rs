@@ -48,6 +48,8 @@ pub mod span;
 pub mod stats;
 pub mod status;
 pub mod upstream;
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod agent;
 
