@@ -75,7 +75,12 @@ fn intake(port_file: &str, counts_file: &str) {
                     let (counts, counts_file) = (Arc::clone(&counts), Arc::clone(&counts_file));
                     async move {
                         let path = req.uri().path().to_owned();
-                        let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                        let body = req
+                            .into_body()
+                            .collect()
+                            .await
+                            .map(|c| c.to_bytes())
+                            .unwrap_or_default();
                         let status = {
                             let mut c = counts.lock().expect("counts");
                             let status = match path.as_str() {
@@ -165,7 +170,9 @@ impl Rng {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// Sends one request; the status code (0 when the connection failed or timed out).
@@ -225,14 +232,24 @@ fn valid(rng: &mut Rng, next: &AtomicU64) -> (&'static str, Vec<u8>, u64) {
     let n = rng.below(1, 51);
     let start = now_ns();
     let traces: Vec<(u64, String)> = (0..n)
-        .map(|_| (next.fetch_add(1, Ordering::Relaxed), format!("svc-{}", rng.below(0, 2000))))
+        .map(|_| {
+            (
+                next.fetch_add(1, Ordering::Relaxed),
+                format!("svc-{}", rng.below(0, 2000)),
+            )
+        })
         .collect();
     match rng.below(0, 3) {
         0 => {
             let body = V::Array(
                 traces
                     .iter()
-                    .map(|(t, s)| V::Array(vec![span_map(*t, t * 2, 0, s, start), span_map(*t, t * 2 + 1, t * 2, s, start)]))
+                    .map(|(t, s)| {
+                        V::Array(vec![
+                            span_map(*t, t * 2, 0, s, start),
+                            span_map(*t, t * 2 + 1, t * 2, s, start),
+                        ])
+                    })
                     .collect(),
             );
             ("/v0.4/traces", encode(&body), n)
@@ -265,7 +282,10 @@ fn valid(rng: &mut Rng, next: &AtomicU64) -> (&'static str, Vec<u8>, u64) {
                 })
                 .collect::<Vec<_>>();
             table.push("_sampling_priority_v1".into());
-            let body = V::Array(vec![V::Array(table.into_iter().map(V::from).collect()), V::Array(spans)]);
+            let body = V::Array(vec![
+                V::Array(table.into_iter().map(V::from).collect()),
+                V::Array(spans),
+            ]);
             ("/v0.5/traces", encode(&body), n)
         }
         _ => {
@@ -276,7 +296,10 @@ fn valid(rng: &mut Rng, next: &AtomicU64) -> (&'static str, Vec<u8>, u64) {
                         (V::from("priority"), V::from(2)),
                         (
                             V::from("spans"),
-                            V::Array(vec![span_map(*t, t * 2, 0, s, start), span_map(*t, t * 2 + 1, t * 2, s, start)]),
+                            V::Array(vec![
+                                span_map(*t, t * 2, 0, s, start),
+                                span_map(*t, t * 2 + 1, t * 2, s, start),
+                            ]),
                         ),
                     ])
                 })

@@ -71,8 +71,8 @@ impl Target {
                 let Some((first, rest)) = data.split_first() else {
                     return;
                 };
-                let version = [ApiVersion::V01, ApiVersion::V02, ApiVersion::V03, ApiVersion::V04]
-                    [usize::from(*first) % 4];
+                let version =
+                    [ApiVersion::V01, ApiVersion::V02, ApiVersion::V03, ApiVersion::V04][usize::from(*first) % 4];
                 decode_and_process(version, Encoding::Json, rest);
             }
             Self::DecodeStats => stats(data),

@@ -39,6 +39,8 @@
 pub mod config;
 pub mod decode;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod local;
 pub mod pipeline;
 pub mod process;
@@ -48,8 +50,6 @@ pub mod span;
 pub mod stats;
 pub mod status;
 pub mod upstream;
-#[doc(hidden)]
-pub mod fuzzing;
 
 mod agent;
 

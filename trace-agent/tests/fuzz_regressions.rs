@@ -8,7 +8,10 @@ use std::path::PathBuf;
 use trace_agent::fuzzing::Target;
 
 fn inputs(kind: &str, target: Target) -> Vec<(PathBuf, Vec<u8>)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz").join(kind).join(target.name());
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz")
+        .join(kind)
+        .join(target.name());
     let Ok(rd) = std::fs::read_dir(&dir) else {
         return Vec::new();
     };
@@ -37,5 +40,8 @@ fn every_regression_input_and_seed_runs_through_its_target() {
             }
         }
     }
-    assert!(ran >= Target::ALL.len(), "every target has at least a seed ({ran} inputs)");
+    assert!(
+        ran >= Target::ALL.len(),
+        "every target has at least a seed ({ran} inputs)"
+    );
 }

@@ -672,8 +672,12 @@ impl LocalStore {
             - before.stats_payloads_written;
         let spooled = after.spooled_payloads - before.spooled_payloads;
         let lost = after.pending_payloads
-            + (after.dropped_trace_payloads_write_error + after.dropped_stats_payloads_write_error + after.dropped_after_shutdown)
-            - (before.dropped_trace_payloads_write_error + before.dropped_stats_payloads_write_error + before.dropped_after_shutdown);
+            + (after.dropped_trace_payloads_write_error
+                + after.dropped_stats_payloads_write_error
+                + after.dropped_after_shutdown)
+            - (before.dropped_trace_payloads_write_error
+                + before.dropped_stats_payloads_write_error
+                + before.dropped_after_shutdown);
         let took = started.elapsed();
         if spooled > 0 || lost > 0 || late {
             tracing::warn!(

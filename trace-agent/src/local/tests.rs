@@ -370,11 +370,17 @@ fn the_size_cap_holds_after_every_batch_wal_included_and_keeps_stats_rows() {
     let st = store.status();
     assert!(st.retention_deleted.spans > 0, "{st:?}");
     assert_eq!(st.retention_deleted.stats_rows, 0, "stats rows are kept");
-    assert!(st.size_bytes > 0 && st.size_bytes <= bound, "status shows the size: {}", st.size_bytes);
+    assert!(
+        st.size_bytes > 0 && st.size_bytes <= bound,
+        "status shows the size: {}",
+        st.size_bytes
+    );
     // The oldest went first, the newest stayed, the stats row too.
     assert!(store.read(|c| query::trace(c, 1)).unwrap().is_none());
     assert!(store.read(|c| query::trace(c, 300)).unwrap().is_some());
-    let day = store.read(|c| query::services(c, t0 + 60 * SEC, Window::OneDay)).unwrap();
+    let day = store
+        .read(|c| query::services(c, t0 + 60 * SEC, Window::OneDay))
+        .unwrap();
     assert_eq!(day.iter().map(|s| s.service.as_str()).collect::<Vec<_>>(), ["web"]);
     // The age pass still deletes everything old, stats included.
     let report = store.run_retention(at(t0 + 48 * 3600 * SEC)).unwrap();
@@ -580,7 +586,10 @@ fn shutdown_writes_or_spools_everything_accepted_and_the_next_start_writes_the_r
     assert!(all_kept, "{st:?}");
     assert_eq!(st.pending_payloads, 0);
     assert_eq!(st.dropped_after_shutdown, 0);
-    assert!(st.spooled_payloads > 0, "the deadline passed with payloads queued: {st:?}");
+    assert!(
+        st.spooled_payloads > 0,
+        "the deadline passed with payloads queued: {st:?}"
+    );
     assert_eq!(st.trace_payloads_written + st.spooled_payloads, 100, "{st:?}");
     let written_before = count(&store, "traces");
     drop(store);
@@ -589,7 +598,11 @@ fn shutdown_writes_or_spools_everything_accepted_and_the_next_start_writes_the_r
     let again = LocalStore::open_in_background(cfg, Some(spool_lane(&spool_dir))).unwrap();
     assert!(again.sync(Duration::from_secs(60)));
     assert_eq!(again.status().replayed_payloads, st.spooled_payloads);
-    assert_eq!(count(&again, "traces"), 100_000, "wrote {written_before} before the restart");
+    assert_eq!(
+        count(&again, "traces"),
+        100_000,
+        "wrote {written_before} before the restart"
+    );
     assert_eq!(count(&again, "spans"), 100_000);
     assert!(spool_lane(&spool_dir).files().is_empty(), "the spool is emptied");
     assert!(again.shutdown_blocking(WAIT));
@@ -664,7 +677,9 @@ async fn a_slow_store_never_delays_the_start() {
     let service = super::LocalService::start(cfg).await.unwrap();
     let st = service.store().status();
     assert!(st.opening, "{st:?}");
-    service.store().push_traces(payload(vec![request_trace(1, now_ns(), false)]));
+    service
+        .store()
+        .push_traces(payload(vec![request_trace(1, now_ns(), false)]));
     locker.execute_batch("COMMIT").unwrap();
     drop(locker);
     let store = service.store().clone();

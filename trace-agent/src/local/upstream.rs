@@ -67,7 +67,9 @@ pub fn writer_status(s: &StoreStatus) -> WriterStatus {
         queue_capacity: s.queue_capacity,
         queue_bytes: usize::try_from(s.pending_bytes).unwrap_or(usize::MAX),
         queue_capacity_bytes: usize::try_from(s.queue_max_bytes).unwrap_or(usize::MAX),
-        in_flight: usize::try_from(s.pending_payloads).unwrap_or(usize::MAX).saturating_sub(s.queue_depth),
+        in_flight: usize::try_from(s.pending_payloads)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(s.queue_depth),
         last_success: (written > 0).then(SystemTime::now),
         last_error: last_error.clone(),
         ..SignalStatus::default()

@@ -39,7 +39,11 @@ pub(crate) struct Queued {
 impl Queued {
     /// A control message (sync, shutdown): not counted in the bounds.
     pub(crate) fn control(msg: Msg) -> Self {
-        Self { msg, bytes: 0, chunks: 0 }
+        Self {
+            msg,
+            bytes: 0,
+            chunks: 0,
+        }
     }
 
     fn is_data(&self) -> bool {
@@ -193,7 +197,10 @@ fn replay_spool(inner: &Inner) {
                     }
                 }
                 Ok(None) => break,
-                Err(path) => tracing::warn!("local store: spool file {} is not a valid record: removed", path.display()),
+                Err(path) => tracing::warn!(
+                    "local store: spool file {} is not a valid record: removed",
+                    path.display()
+                ),
             }
         }
         if data.is_empty() {

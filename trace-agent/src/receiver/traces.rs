@@ -291,7 +291,9 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     // A writer behind (upstream::Pressure): 429 rather than accept what would be dropped.
     let real_status = truthy(h, "datadog-send-real-http-status") || state.config.features.iter().any(|f| f == "429");
     if (state.stats.upstreams.get()).is_some_and(|u| crate::upstream::pressure_of(u).refuse(real_status)) {
-        state.stats.record_drop("writer_backpressure", 1, count_header(h, "x-datadog-trace-count"), 0);
+        state
+            .stats
+            .record_drop("writer_backpressure", 1, count_header(h, "x-datadog-trace-count"), 0);
         let _ = read_body(state, body).await;
         return rates_reply(state, version, h, StatusCode::TOO_MANY_REQUESTS);
     }

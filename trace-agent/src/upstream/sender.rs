@@ -222,8 +222,9 @@ pub(crate) struct Channel {
 
 /// A stable short name of a URL for a spool lane (FNV-1a; the URL itself may be long).
 fn url_hash(url: &str) -> u64 {
-    url.bytes()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Channel {
@@ -634,7 +635,13 @@ async fn worker(settings: ChannelSettings, lane: Arc<Lane>, counters: Arc<Counte
 /// Sends one job to one endpoint, with retries; records the result. Returns true when the
 /// retries ran out and a spool can take the job (the caller spools it; without a spool it was
 /// counted as dropped here).
-async fn send(settings: &ChannelSettings, lane: &Lane, counters: &Counters, client: &HttpClient, job: &Arc<Job>) -> bool {
+async fn send(
+    settings: &ChannelSettings,
+    lane: &Lane,
+    counters: &Counters,
+    client: &HttpClient,
+    job: &Arc<Job>,
+) -> bool {
     let items = job.payload.items();
     let body = match job.body().await {
         Ok(b) => b,

@@ -346,7 +346,9 @@ impl SpoolLane {
         };
         let parsed = fs::read(&path).ok().and_then(|b| Record::decode(&b));
         if fs::remove_file(&path).is_ok() {
-            self.dir.used.fetch_sub(size.min(self.dir.used_bytes()), Ordering::AcqRel);
+            self.dir
+                .used
+                .fetch_sub(size.min(self.dir.used_bytes()), Ordering::AcqRel);
         }
         parsed.map(Some).ok_or(path)
     }
