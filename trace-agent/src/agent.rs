@@ -18,7 +18,9 @@ use crate::receiver::{AppState, compile_process_config, info::InfoDoc, rates::Ra
 use crate::sample::Samplers;
 use crate::stats::{AgentIdentity, ClientStatsAggregator, Concentrator};
 use crate::status::{AgentStats, StatusSnapshot};
-use crate::upstream::{DatadogWriter, DatadogWriterConfig, OtlpWriter, OtlpWriterConfig, Upstream, UpstreamError};
+use crate::upstream::{
+    DatadogWriter, DatadogWriterConfig, OtlpWriter, OtlpWriterConfig, SpoolDir, Upstream, UpstreamError,
+};
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -56,9 +58,35 @@ pub struct Agent {
     local: Option<crate::local::LocalService>,
     otlp_grpc: Option<SocketAddr>,
     otlp_http: Option<SocketAddr>,
+    /// The receiver's state while it serves (weak: shutdown drops the last strong reference
+    /// to close the pipeline).
+    state: std::sync::Weak<AppState>,
 }
 
 impl Agent {
+    /// Serves one HTTP/1 connection over `io` with the receiver's service, as if from a
+    /// loopback TCP client, until the client closes it (or the agent stops serving). For
+    /// embedders and for the end-to-end fuzz target, which drives the whole request path
+    /// in-process without sockets.
+    pub async fn serve_io<S>(&self, io: S)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(state) = self.state.upgrade() else {
+            return;
+        };
+        let peer = crate::receiver::server::Peer::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let svc = hyper::service::service_fn(move |req| {
+            let st = Arc::clone(&state);
+            async move { Ok::<_, std::convert::Infallible>(crate::receiver::routes::handle(st, peer, req).await) }
+        });
+        // Half-close allowed: a client may send its request, then shut its write side.
+        let _ = hyper::server::conn::http1::Builder::new()
+            .half_close(true)
+            .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+            .await;
+    }
+
     /// The local web view's URL, when local mode runs.
     pub fn web_url(&self) -> Option<String> {
         self.local.as_ref().map(crate::local::LocalService::web_url)
@@ -116,14 +144,35 @@ const UPSTREAM_SHUTDOWN: Duration = Duration::from_secs(5);
 /// # Errors
 /// A writer that cannot start (bad URL, unusable key).
 pub fn upstreams_from_config(config: &AgentConfig) -> Result<Vec<Arc<dyn Upstream>>, UpstreamError> {
+    upstreams_with_spool(config, open_spool(config).as_ref())
+}
+
+/// The spool of `config` (`apm_config.spool`), or `None` when it is off or cannot be created
+/// (logged: undeliverable payloads are then dropped and counted).
+pub(crate) fn open_spool(config: &AgentConfig) -> Option<Arc<SpoolDir>> {
+    match SpoolDir::open(&config.upstream.spool) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("{e}: payloads that cannot be delivered will be dropped (and counted) instead");
+            None
+        }
+    }
+}
+
+fn upstreams_with_spool(
+    config: &AgentConfig,
+    spool: Option<&Arc<SpoolDir>>,
+) -> Result<Vec<Arc<dyn Upstream>>, UpstreamError> {
     let mut out: Vec<Arc<dyn Upstream>> = Vec::new();
     if config.api_key.is_some() {
         let mut dd = DatadogWriterConfig::from_agent(config)?;
         dd.error_tps = config.sampler.errors_per_second;
         dd.rare_sampler_enabled = config.sampler.rare.enabled;
+        dd.spool = spool.cloned();
         out.push(Arc::new(DatadogWriter::start(dd)?));
     }
-    if let Some(otlp) = OtlpWriterConfig::from_agent(config) {
+    if let Some(mut otlp) = OtlpWriterConfig::from_agent(config) {
+        otlp.spool = spool.cloned();
         out.push(Arc::new(OtlpWriter::start(otlp)?));
     }
     Ok(out)
@@ -136,10 +185,11 @@ pub fn upstreams_from_config(config: &AgentConfig) -> Result<Vec<Arc<dyn Upstrea
 /// Configuration, bind or writer start-up errors (a taken port is reported with how to pick
 /// another).
 pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
-    let upstreams = upstreams_from_config(&config)?;
+    let spool = open_spool(&config);
+    let upstreams = upstreams_with_spool(&config, spool.as_ref())?;
     let started = upstreams.clone();
     let result = if config.local_mode_active() {
-        start_local(config, upstreams).await
+        start_local(config, upstreams, spool).await
     } else {
         start_with_upstreams(config, upstreams, StatsFlush::Standard).await
     };
@@ -151,14 +201,18 @@ pub async fn start(config: AgentConfig) -> Result<Agent, RunError> {
 }
 
 /// [`start`] in local mode: the store and its web view next to `upstreams`.
-async fn start_local(config: AgentConfig, mut upstreams: Vec<Arc<dyn Upstream>>) -> Result<Agent, RunError> {
+async fn start_local(
+    config: AgentConfig,
+    mut upstreams: Vec<Arc<dyn Upstream>>,
+    spool: Option<Arc<SpoolDir>>,
+) -> Result<Agent, RunError> {
     // A taken receiver port is the error to report, before the store and web view start.
     if let Some(addr) = config.tcp_addr()?
         && addr.port() != 0
     {
         drop(bind_tcp(addr).await?);
     }
-    let local = crate::local::LocalService::start(config.local.clone()).await?;
+    let local = crate::local::LocalService::start_with_spool(config.local.clone(), spool).await?;
     // Alone, the local store gets every open stats bucket each second (it sums partial rows),
     // so numbers show up at once; next to the intake, buckets leave as the Datadog agent's do.
     let flush = if upstreams.is_empty() {
@@ -328,6 +382,7 @@ async fn start_inner<S: ChunkSink>(
         .collect();
     loops.extend(crate::otlp_in::spawn(otlp, &state, &stop_rx));
     let drain_timeout = state.config.receiver_timeout + Duration::from_secs(5);
+    let weak_state = Arc::downgrade(&state);
     let task = tokio::spawn(async move {
         for l in loops {
             let _ = l.await;
@@ -354,6 +409,7 @@ async fn start_inner<S: ChunkSink>(
         local: None,
         otlp_grpc,
         otlp_http,
+        state: weak_state,
     })
 }
 

@@ -39,6 +39,8 @@
 pub mod config;
 pub mod decode;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod local;
 pub mod otlp_in;
 pub mod pipeline;

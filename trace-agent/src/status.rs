@@ -576,6 +576,13 @@ fn render_writer(w: &crate::upstream::WriterStatus) -> String {
             s.queue_bytes,
             ago(s.last_success)
         );
+        if s.spooled_payloads + s.replayed_payloads + s.spooled_now_payloads > 0 {
+            let _ = writeln!(
+                o,
+                "    spool: {} payloads ({} items) spooled, {} ({} items) sent again, {} waiting",
+                s.spooled_payloads, s.spooled_items, s.replayed_payloads, s.replayed_items, s.spooled_now_payloads
+            );
+        }
         if let Some((at, msg)) = &s.last_error {
             let msg = crate::config::escape_control(msg);
             let _ = writeln!(o, "    last error ({}): {msg}", ago(Some(*at)));

@@ -19,6 +19,15 @@ pub(crate) struct RawUpstream {
     pub(crate) trace_writer: Option<RawWriter>,
     pub(crate) stats_writer: Option<RawWriter>,
     pub(crate) otlp_export: Option<RawOtlpExport>,
+    pub(crate) spool: Option<RawSpool>,
+}
+
+/// `apm_config.spool`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(crate) struct RawSpool {
+    pub(crate) dir: Option<String>,
+    pub(crate) max_size: Option<u64>,
 }
 
 /// `apm_config.trace_writer` / `apm_config.stats_writer`.
@@ -56,6 +65,9 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.otlp_export",
     "apm_config.otlp_export.endpoint",
     "apm_config.otlp_export.headers",
+    "apm_config.spool",
+    "apm_config.spool.dir",
+    "apm_config.spool.max_size",
 ];
 
 /// Maps whose children are user data (URLs, header names), not keys.
@@ -109,6 +121,10 @@ pub struct UpstreamConfig {
     pub stats_writer: WriterLimits,
     /// `apm_config.otlp_export.*`; `None`: no OTLP export.
     pub otlp_export: Option<OtlpExportConfig>,
+    /// `apm_config.spool.*`: where undeliverable payloads wait for the next start. Off in
+    /// [`Default`] (tests, embedders); a loaded configuration puts it in
+    /// `<apm_config.local.data_dir>/spool`.
+    pub spool: crate::upstream::SpoolConfig,
 }
 
 impl Default for UpstreamConfig {
@@ -129,6 +145,7 @@ impl Default for UpstreamConfig {
                 max_queue_bytes: 32 << 20,
             },
             otlp_export: None,
+            spool: crate::upstream::SpoolConfig::default(),
         }
     }
 }
@@ -171,6 +188,14 @@ impl UpstreamConfig {
             ("apm_config.stats_writer.connection_limit", sc),
             ("apm_config.stats_writer.queue_size", sq),
             ("apm_config.stats_writer.max_queue_bytes", sb),
+            (
+                "apm_config.spool.dir",
+                self.spool
+                    .dir
+                    .as_ref()
+                    .map_or_else(|| "(off)".to_owned(), |d| d.display().to_string()),
+            ),
+            ("apm_config.spool.max_size", self.spool.max_bytes.to_string()),
             (
                 "apm_config.otlp_export.endpoint",
                 self.otlp_export
@@ -313,6 +338,20 @@ pub(super) fn load(c: &mut Ctx<'_>, raw: RawUpstream) -> Result<(), ConfigError>
         } else {
             c.config.upstream.stats_writer = limits;
         }
+    }
+    let spool = raw.spool.unwrap_or_default();
+    c.config.upstream.spool.dir = Some(c.config.local.data_dir.join("spool"));
+    if let Some(v) = c.pick("apm_config.spool.dir", &["DD_APM_SPOOL_DIR"], spool.dir, string)? {
+        // An empty value turns the spool off.
+        c.config.upstream.spool.dir = (!v.trim().is_empty()).then(|| std::path::PathBuf::from(v.trim()));
+    }
+    if let Some(v) = c.pick(
+        "apm_config.spool.max_size",
+        &["DD_APM_SPOOL_MAX_SIZE"],
+        spool.max_size,
+        num,
+    )? {
+        c.config.upstream.spool.max_bytes = v;
     }
     let otlp = raw.otlp_export.unwrap_or_default();
     if let Some(endpoint) = c.pick(

@@ -74,10 +74,19 @@ pub struct LocalConfig {
     pub max_size_bytes: u64,
     /// `apm_config.local.web_port` (0: an ephemeral port); bound on 127.0.0.1 only.
     pub web_port: u16,
-    /// Payloads waiting for the writer thread; more are dropped and counted.
+    /// Payloads accepted and not yet written; past it (or [`Self::queue_max_bytes`]) the
+    /// pipeline waits for room (bounded), then drops and counts.
     pub queue_capacity: usize,
+    /// Estimated bytes (decoded payloads in memory) accepted and not yet written.
+    pub queue_max_bytes: usize,
+    /// How long the pipeline waits for room in a full queue before it drops and counts (the
+    /// receiver answers 429 well before: see `LocalStore::pressure`).
+    pub offer_wait: Duration,
     /// Most payloads written in one transaction.
     pub batch_max: usize,
+    /// Most estimated bytes written in one transaction (a batch is also what the files may
+    /// exceed the size cap by).
+    pub batch_max_bytes: usize,
     /// How often retention runs.
     pub retention_interval: Duration,
     /// `apm_config.local.monitors`, `.webhooks`, `.downtimes`, `.monitor_interval`.
@@ -93,7 +102,10 @@ impl Default for LocalConfig {
             max_size_bytes: DEFAULT_MAX_SIZE_MB * 1024 * 1024,
             web_port: DEFAULT_WEB_PORT,
             queue_capacity: 1024,
+            queue_max_bytes: 64 << 20,
+            offer_wait: Duration::from_secs(5),
             batch_max: 256,
+            batch_max_bytes: 8 << 20,
             retention_interval: Duration::from_secs(60),
             monitors: super::monitor::MonitorConfig::default(),
         }

@@ -101,6 +101,20 @@ impl LocalModeStatus {
             s.queue_depth,
             s.queue_capacity
         ));
+        out.push_str(&format!(
+            "  Accepted, not yet written: {} payloads ({} trace chunks, {:.1} of {:.1} MiB queued){}\n",
+            s.pending_payloads,
+            s.pending_chunks,
+            s.pending_bytes as f64 / 1_048_576.0,
+            s.queue_max_bytes as f64 / 1_048_576.0,
+            if s.opening { "; opening the database file" } else { "" }
+        ));
+        if s.spooled_payloads + s.replayed_payloads > 0 {
+            out.push_str(&format!(
+                "  Spool: {} payloads spooled at shutdown, {} written back after a start\n",
+                s.spooled_payloads, s.replayed_payloads
+            ));
+        }
         out
     }
 }

@@ -33,23 +33,35 @@ pub struct LocalService {
 }
 
 impl LocalService {
-    /// Opens the store (off the runtime's workers) and serves the web view on
-    /// `127.0.0.1:<config.web_port>`, on the current runtime.
+    /// Starts the store and serves the web view on `127.0.0.1:<config.web_port>`, on the
+    /// current runtime. The store opens its file on its own thread (see
+    /// [`LocalStore::open_in_background`]): a large or damaged file never delays the start.
     ///
     /// # Errors
     /// [`LocalStartError::Bind`] when the port is taken (the message names
     /// `apm_config.local.web_port`).
     pub async fn start(config: LocalConfig) -> Result<Self, LocalStartError> {
+        Self::start_with_spool(config, None).await
+    }
+
+    /// [`Self::start`] with a spool: payloads not written by the shutdown deadline go there
+    /// (lane `local`) and are written after the next start.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_with_spool(
+        config: LocalConfig,
+        spool: Option<std::sync::Arc<crate::upstream::SpoolDir>>,
+    ) -> Result<Self, LocalStartError> {
         let port = config.web_port;
         let monitor_config = config.monitors.clone();
-        let store = tokio::task::spawn_blocking(move || LocalStore::open(config))
-            .await
-            .map_err(|e| StoreError::Thread(std::io::Error::other(e.to_string())))??;
         let listener = web::bind(port).await?;
         let web_addr = listener.local_addr().map_err(|source| BindError::Other {
             addr: format!("127.0.0.1:{port}"),
             source,
         })?;
+        let lane = spool.map(|s| s.lane("local"));
+        let store = LocalStore::open_in_background(config, lane)?;
         let (stop, shutdown) = watch::channel(false);
         let monitors = Monitors::new(
             &monitor_config,

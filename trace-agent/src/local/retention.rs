@@ -1,7 +1,13 @@
-//! Retention: delete data older than the configured age, then the oldest data while the
-//! database is larger than the configured size, and give the freed pages back to the disk.
-//! Ages are measured on the data's own timestamps (span start, stats bucket start), the clock
-//! the views use; the size cap bounds whatever a skewed tracer clock leaves behind.
+//! Retention: delete data older than the configured age, then the oldest **spans** (with their
+//! trace summaries) while the database is larger than the configured size, and give the freed
+//! pages back to the disk. Stats rows are small and make the service pages: the size cap
+//! deletes them only once no span is left. Ages are measured on the data's own timestamps
+//! (span start, stats bucket start), the clock the views use; the size cap bounds whatever a
+//! skewed tracer clock leaves behind.
+//!
+//! The writer runs the age pass every `retention_interval` and the size pass after every
+//! batch that took the files (database + WAL) past the cap, down to 90 % of it, so the disk
+//! never holds more than the cap plus one batch.
 
 use std::time::Duration;
 
@@ -44,31 +50,42 @@ pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
     Ok(u64::try_from((pages - free).max(0) * size).unwrap_or(0))
 }
 
-fn delete_before(conn: &mut Connection, cutoff: i64, report: &mut RetentionReport) -> rusqlite::Result<u64> {
+fn delete_spans_before(conn: &mut Connection, cutoff: i64, report: &mut RetentionReport) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
     let spans = tx.execute("DELETE FROM spans WHERE start < ?1", params![cutoff])? as u64;
     let traces = tx.execute("DELETE FROM traces WHERE start < ?1", params![cutoff])? as u64;
-    let stats = tx.execute("DELETE FROM stats WHERE bucket_start < ?1", params![cutoff])? as u64;
     tx.commit()?;
     report.spans += spans;
     report.traces += traces;
-    report.stats_rows += stats;
-    Ok(spans + traces + stats)
+    Ok(spans + traces)
 }
 
-/// Time range (oldest, newest) of everything stored, in ns.
-fn time_range(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+fn delete_stats_before(conn: &mut Connection, cutoff: i64, report: &mut RetentionReport) -> rusqlite::Result<u64> {
+    let stats = conn.execute("DELETE FROM stats WHERE bucket_start < ?1", params![cutoff])? as u64;
+    report.stats_rows += stats;
+    Ok(stats)
+}
+
+/// Time range (oldest, newest) of the spans and trace summaries, in ns.
+fn span_range(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
     conn.query_row(
         "SELECT min(lo), max(hi) FROM ( \
            SELECT min(start) AS lo, max(start) AS hi FROM spans \
-           UNION ALL SELECT min(start), max(start) FROM traces \
-           UNION ALL SELECT min(bucket_start), max(bucket_start) FROM stats)",
+           UNION ALL SELECT min(start), max(start) FROM traces)",
         [],
         |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
     )
 }
 
-/// Runs retention at `now_ns` (ns since the Unix epoch).
+/// Time range (oldest, newest) of the stats rows, in ns.
+fn stats_range(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
+    conn.query_row("SELECT min(bucket_start), max(bucket_start) FROM stats", [], |r| {
+        Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
+    })
+}
+
+/// Runs retention at `now_ns` (ns since the Unix epoch): the age pass, then the size pass
+/// down to `max_size_bytes`.
 ///
 /// # Errors
 /// A SQLite error; what was deleted before it stays deleted.
@@ -78,18 +95,55 @@ pub fn retain(conn: &mut Connection, now_ns: i64, policy: RetentionPolicy) -> ru
         ..RetentionReport::default()
     };
     let max_age = i64::try_from(policy.max_age.as_nanos()).unwrap_or(i64::MAX);
-    delete_before(conn, now_ns.saturating_sub(max_age), &mut report)?;
-    while used_bytes(conn)? > policy.max_size_bytes {
-        let Some((oldest, newest)) = time_range(conn)? else {
-            break;
-        };
-        // The oldest tenth of what is stored, at least one second, at least one row.
-        let step = ((newest - oldest) / 10).max(1_000_000_000);
+    let cutoff = now_ns.saturating_sub(max_age);
+    delete_spans_before(conn, cutoff, &mut report)?;
+    delete_stats_before(conn, cutoff, &mut report)?;
+    shrink_to(conn, policy.max_size_bytes, &mut report)?;
+    release(conn, &report)?;
+    report.size_after = used_bytes(conn)?;
+    Ok(report)
+}
+
+/// The size pass alone, down to `target` bytes in use (the writer's continuous check).
+///
+/// # Errors
+/// A SQLite error; what was deleted before it stays deleted.
+pub fn shrink(conn: &mut Connection, target: u64) -> rusqlite::Result<RetentionReport> {
+    let mut report = RetentionReport {
+        size_before: used_bytes(conn)?,
+        ..RetentionReport::default()
+    };
+    shrink_to(conn, target, &mut report)?;
+    release(conn, &report)?;
+    report.size_after = used_bytes(conn)?;
+    Ok(report)
+}
+
+/// Deletes the oldest spans (then, once none is left, the oldest stats rows), a tenth of
+/// their time range at a time, while more than `target` bytes are in use.
+fn shrink_to(conn: &mut Connection, target: u64, report: &mut RetentionReport) -> rusqlite::Result<()> {
+    while used_bytes(conn)? > target {
         report.size_passes += 1;
-        if delete_before(conn, oldest.saturating_add(step), &mut report)? == 0 {
+        let deleted = if let Some((oldest, newest)) = span_range(conn)? {
+            // The oldest tenth of what is stored, at least one second, at least one row.
+            let step = ((newest - oldest) / 10).max(1_000_000_000);
+            delete_spans_before(conn, oldest.saturating_add(step), report)?
+        } else if let Some((oldest, newest)) = stats_range(conn)? {
+            let step = ((newest - oldest) / 10).max(1_000_000_000);
+            delete_stats_before(conn, oldest.saturating_add(step), report)?
+        } else {
+            0
+        };
+        if deleted == 0 {
             break;
         }
     }
+    Ok(())
+}
+
+/// Gives freed pages back to the file system: incremental vacuum, then a truncating WAL
+/// checkpoint (a reader in the way makes it partial, which is fine).
+fn release(conn: &mut Connection, report: &RetentionReport) -> rusqlite::Result<()> {
     if report.spans + report.traces + report.stats_rows > 0 {
         // Each step of this pragma frees pages; run it to the end.
         let mut stmt = conn.prepare("PRAGMA incremental_vacuum")?;
@@ -97,10 +151,16 @@ pub fn retain(conn: &mut Connection, now_ns: i64, policy: RetentionPolicy) -> ru
         while rows.next()?.is_some() {}
         drop(rows);
         drop(stmt);
-        // In WAL mode the freed pages reach the file at the checkpoint; TRUNCATE also empties
-        // the WAL file. A reader in the way makes it partial, which is fine.
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        checkpoint(conn)?;
     }
-    report.size_after = used_bytes(conn)?;
-    Ok(report)
+    Ok(())
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`: the WAL's pages go to the database file and the WAL
+/// file is emptied (partial when a reader holds an old snapshot).
+///
+/// # Errors
+/// A SQLite error.
+pub fn checkpoint(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
 }

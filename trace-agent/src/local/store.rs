@@ -1,19 +1,21 @@
 //! [`LocalStore`]: the handle the pipeline writes to and the web view reads from.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::upstream::pb;
-use crossbeam_channel::{Sender, TrySendError};
+use crate::upstream::spool::{Record, RecordKind, SpoolLane};
+use crossbeam_channel::Sender;
+use prost::Message;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::LocalConfig;
 use super::retention::{self, RetentionPolicy, RetentionReport};
 use super::schema::{self, StoreError};
-use super::writer::{self, Msg, Written};
+use super::writer::{self, Msg, Queued, Written};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -99,6 +101,27 @@ pub struct StoreStatus {
     pub retention_seconds: u64,
     /// Last error: unix seconds and message.
     pub last_error: Option<(u64, String)>,
+    /// Payloads accepted and not yet written (queued, or in the batch being written).
+    #[serde(default)]
+    pub pending_payloads: u64,
+    /// Trace chunks accepted and not yet written.
+    #[serde(default)]
+    pub pending_chunks: u64,
+    /// Estimated bytes accepted and not yet written.
+    #[serde(default)]
+    pub pending_bytes: u64,
+    /// Bound of `pending_bytes`.
+    #[serde(default)]
+    pub queue_max_bytes: u64,
+    /// Payloads not written by the shutdown deadline, put in the spool instead.
+    #[serde(default)]
+    pub spooled_payloads: u64,
+    /// Spooled payloads written after a start.
+    #[serde(default)]
+    pub replayed_payloads: u64,
+    /// The file is still being opened (integrity check, retention): readers see nothing yet.
+    #[serde(default)]
+    pub opening: bool,
 }
 
 #[derive(Debug, Default)]
@@ -118,6 +141,46 @@ struct Counters {
     write_errors: AtomicU64,
     retention_runs: AtomicU64,
     size_bytes: AtomicU64,
+    spooled: AtomicU64,
+    replayed: AtomicU64,
+}
+
+/// What was accepted and is not written yet (the queue plus the batch being written).
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    pub(crate) payloads: AtomicUsize,
+    pub(crate) chunks: AtomicU64,
+    pub(crate) bytes: AtomicUsize,
+    /// Paired with `room`: the writer notifies after each batch.
+    lock: Mutex<()>,
+    room: Condvar,
+}
+
+impl Pending {
+    pub(crate) fn add(&self, q: &Queued) {
+        self.payloads.fetch_add(1, Ordering::AcqRel);
+        self.chunks.fetch_add(q.chunks, Ordering::AcqRel);
+        self.bytes.fetch_add(q.bytes, Ordering::AcqRel);
+    }
+
+    /// Called by the writer once `q` is written (or spooled, or lost).
+    pub(crate) fn done(&self, bytes: usize, chunks: u64) {
+        self.payloads.fetch_sub(1, Ordering::AcqRel);
+        self.chunks.fetch_sub(chunks, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    pub(crate) fn notify(&self) {
+        let _g = lock(&self.lock);
+        self.room.notify_all();
+    }
+}
+
+/// Estimated memory of a decoded payload: its protobuf size plus the per-span overhead of
+/// the decoded form (structs, maps, string headers).
+pub(crate) fn estimate_traces(p: &pb::TracerPayload) -> (usize, u64) {
+    let spans: usize = p.chunks.iter().map(|c| c.spans.len()).sum();
+    (p.encoded_len() + 256 * spans + 256, p.chunks.len() as u64)
 }
 
 /// The two connections: the writer's and the readers' (the same one in memory).
@@ -138,6 +201,14 @@ pub(crate) struct Inner {
     last_error: Mutex<Option<(u64, String)>>,
     /// Set once the last write error was logged; cleared by the next success (log once).
     error_logged: AtomicBool,
+    /// Accepted, not yet written.
+    pub(crate) pending: Pending,
+    /// Where payloads not written by the shutdown deadline go.
+    pub(crate) spool: Option<SpoolLane>,
+    /// Set by shutdown when its deadline passed: the writer spools what is left.
+    pub(crate) spool_now: AtomicBool,
+    /// The writer thread still opens the file (deferred open).
+    pub(crate) opening: AtomicBool,
 }
 
 impl Inner {
@@ -242,6 +313,109 @@ impl Inner {
         }
     }
 
+    /// Writes `msgs` to the spool (the writer at a shutdown past its deadline); returns how
+    /// many could not be spooled.
+    pub(crate) fn spool_messages(&self, msgs: &[Msg]) -> u64 {
+        let mut lost = 0;
+        for m in msgs {
+            let record = match m {
+                Msg::Traces(p) => Record {
+                    kind: RecordKind::Traces,
+                    items: p.chunks.len() as u64,
+                    headers: Vec::new(),
+                    body: p.encode_to_vec(),
+                },
+                Msg::Stats(p) => Record {
+                    kind: RecordKind::Stats,
+                    items: 0,
+                    headers: Vec::new(),
+                    body: p.encode_to_vec(),
+                },
+                Msg::Sync(_) | Msg::Shutdown(_) => continue,
+            };
+            match self.spool.as_ref().map(|s| s.put(&record)) {
+                Some(Ok(())) => {
+                    self.counters.spooled.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(Err(e)) => {
+                    lost += 1;
+                    self.record_error(format!("local store: cannot spool at shutdown: {e}"));
+                }
+                None => lost += 1,
+            }
+        }
+        lost
+    }
+
+    /// Counts payloads lost at shutdown (neither written nor spooled).
+    pub(crate) fn count_lost_at_shutdown(&self, n: u64) {
+        self.counters.dropped_shutdown.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Counts payloads written back from the spool.
+    pub(crate) fn count_replayed(&self, n: u64) {
+        self.counters.replayed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records the size of the files (database + WAL) for `status`.
+    pub(crate) fn set_size(&self, bytes: u64) {
+        self.counters.size_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Opens the database file (the deferred open of [`LocalStore::open_in_background`]),
+    /// swapping it in for the placeholder; falls back to memory on failure.
+    pub(crate) fn open_file_now(&self) {
+        match open_db(&self.config) {
+            Ok(db) => {
+                *lock(&self.db) = db;
+                tracing::info!(path = %self.config.db_path().display(), "local store opened");
+            }
+            Err(e) => {
+                // The placeholder is an in-memory database already.
+                tracing::error!(
+                    "{e}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit"
+                );
+                self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
+                self.record_error(e.to_string());
+                *lock(&self.mode) = StoreMode::Memory {
+                    path: self.config.db_path(),
+                    reason: e.to_string(),
+                };
+            }
+        }
+        self.opening.store(false, Ordering::Release);
+    }
+
+    /// The size pass alone, down to `target` bytes in use (after a batch took the files past
+    /// the cap); logs and counts like [`Self::retain_now`].
+    pub(crate) fn shrink_now(&self, target: u64) {
+        let write = Arc::clone(&lock(&self.db).write);
+        let result = retention::shrink(&mut lock(&write), target);
+        self.counters.retention_runs.fetch_add(1, Ordering::Relaxed);
+        match result {
+            Ok(r) => {
+                let mut d = lock(&self.deleted);
+                d.spans += r.spans;
+                d.traces += r.traces;
+                d.stats_rows += r.stats_rows;
+                d.size_passes += r.size_passes;
+            }
+            Err(e) => {
+                let msg = format!("local store: size retention failed: {e}");
+                tracing::warn!("{msg}");
+                self.record_error(msg);
+            }
+        }
+    }
+
+    /// Checkpoints the WAL into the database file and truncates it.
+    pub(crate) fn checkpoint_now(&self) {
+        let write = Arc::clone(&lock(&self.db).write);
+        if let Err(e) = retention::checkpoint(&lock(&write)) {
+            tracing::debug!("local store: WAL checkpoint failed: {e}");
+        }
+    }
+
     /// The readers' connection (the current one: after a fallback, the in-memory database).
     pub(crate) fn reader(&self) -> Arc<Mutex<Connection>> {
         Arc::clone(&lock(&self.db).read)
@@ -249,11 +423,12 @@ impl Inner {
 }
 
 /// The local store: an embedded SQLite database of kept traces and stats buckets, written by
-/// its own thread from a bounded queue (see the [module docs](super)). Cheap to clone.
+/// its own thread from a queue bounded in payloads and bytes (see the [module docs](super)).
+/// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     inner: Arc<Inner>,
-    tx: Sender<Msg>,
+    tx: Sender<Queued>,
     closed: Arc<AtomicBool>,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
 }
@@ -292,34 +467,35 @@ fn private_files(db: &std::path::Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Creates the data directory (0700, see [`private_dir`]) and the database files (0600) and
+/// opens the writer's and readers' connections.
+fn open_db(config: &LocalConfig) -> Result<Db, StoreError> {
+    let path = config.db_path();
+    let data_dir_error = |source| StoreError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    };
+    private_dir(&config.data_dir).map_err(data_dir_error)?;
+    private_files(&path).map_err(data_dir_error)?;
+    let write = schema::open_file(&path)?;
+    let read = schema::open_reader(&path)?;
+    Ok(Db {
+        write: Arc::new(Mutex::new(write)),
+        read: Arc::new(Mutex::new(read)),
+    })
+}
+
 impl LocalStore {
     /// Opens the database in `config.data_dir` (creating both if needed) and starts the writer
     /// thread. When the file cannot be used (corrupt, locked by another process, unwritable
     /// directory, newer schema), logs the error clearly, counts it and runs **in memory**
-    /// instead ([`StoreStatus::mode`]): the agent keeps receiving and showing traces.
+    /// instead ([`StoreStatus::mode`]): the agent keeps receiving and showing traces. The first
+    /// retention pass runs on the writer thread.
     ///
     /// # Errors
     /// Only when even the in-memory database cannot be created, or the thread not started.
     pub fn open(config: LocalConfig) -> Result<Self, StoreError> {
-        let path = config.db_path();
-        let opened = private_dir(&config.data_dir)
-            .map_err(|source| StoreError::DataDir {
-                path: config.data_dir.clone(),
-                source,
-            })
-            .and_then(|()| {
-                private_files(&path).map_err(|source| StoreError::DataDir {
-                    path: config.data_dir.clone(),
-                    source,
-                })?;
-                let write = schema::open_file(&path)?;
-                let read = schema::open_reader(&path)?;
-                Ok(Db {
-                    write: Arc::new(Mutex::new(write)),
-                    read: Arc::new(Mutex::new(read)),
-                })
-            });
-        let (db, error) = match opened {
+        let (db, error) = match open_db(&config) {
             Ok(db) => (db, None),
             Err(e) => {
                 let conn = Arc::new(Mutex::new(schema::open_memory()?));
@@ -332,29 +508,55 @@ impl LocalStore {
                 )
             }
         };
-        let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
-        let inner = Arc::new(Inner {
-            config,
-            db: Mutex::new(db),
-            mode: Mutex::new(StoreMode::File { path: path.clone() }),
-            counters: Counters::default(),
-            deleted: Mutex::default(),
-            last_error: Mutex::default(),
-            error_logged: AtomicBool::new(false),
-        });
+        let store = Self::start(config, db, None, false)?;
         if let Some(e) = error {
+            let inner = &store.inner;
             tracing::error!("{e}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit");
             inner.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
             inner.record_error(e.to_string());
             *lock(&inner.mode) = StoreMode::Memory {
-                path,
+                path: inner.config.db_path(),
                 reason: e.to_string(),
             };
         } else {
-            tracing::info!(path = %path.display(), "local store opened");
+            tracing::info!(path = %store.inner.config.db_path().display(), "local store opened");
         }
-        // First retention pass now: a restart after a long pause sheds the expired data at once.
-        inner.retain_now(SystemTime::now());
+        Ok(store)
+    }
+
+    /// Like [`LocalStore::open`], but returns at once: the writer thread opens the file
+    /// (integrity check included), writes back what `spool` holds, runs the first retention
+    /// pass, then takes the queue. Until the file is open, readers see an empty database and
+    /// [`StoreStatus::opening`] is set; accepted payloads wait in the queue. A large store
+    /// never delays the agent's start.
+    ///
+    /// # Errors
+    /// Only when the placeholder in-memory database cannot be created, or the thread not started.
+    pub fn open_in_background(config: LocalConfig, spool: Option<SpoolLane>) -> Result<Self, StoreError> {
+        let conn = Arc::new(Mutex::new(schema::open_memory()?));
+        let db = Db {
+            write: Arc::clone(&conn),
+            read: conn,
+        };
+        Self::start(config, db, spool, true)
+    }
+
+    fn start(config: LocalConfig, db: Db, spool: Option<SpoolLane>, deferred: bool) -> Result<Self, StoreError> {
+        let path = config.db_path();
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let inner = Arc::new(Inner {
+            config,
+            db: Mutex::new(db),
+            mode: Mutex::new(StoreMode::File { path }),
+            counters: Counters::default(),
+            deleted: Mutex::default(),
+            last_error: Mutex::default(),
+            error_logged: AtomicBool::new(false),
+            pending: Pending::default(),
+            spool,
+            spool_now: AtomicBool::new(false),
+            opening: AtomicBool::new(deferred),
+        });
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
             .name("local-store-writer".to_owned())
@@ -368,6 +570,8 @@ impl LocalStore {
         })
     }
 
+    /// Queues `msg`, waiting (at most `offer_wait`) while the queue is full in payloads or
+    /// bytes; then drops and counts it.
     fn offer(&self, msg: Msg) {
         let is_traces = matches!(msg, Msg::Traces(_));
         let c = &self.inner.counters;
@@ -375,33 +579,77 @@ impl LocalStore {
             c.dropped_shutdown.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                let counter = if is_traces {
-                    &c.dropped_traces_full
-                } else {
-                    &c.dropped_stats_full
-                };
-                if counter.fetch_add(1, Ordering::Relaxed) == 0 {
-                    tracing::warn!(
-                        "local store: the writer is behind (slow disk?); payloads are dropped and counted \
-                         (see trace-agent status)"
-                    );
+        let (bytes, chunks) = match &msg {
+            Msg::Traces(p) => estimate_traces(p),
+            Msg::Stats(p) => (p.encoded_len() + 256, 0),
+            Msg::Sync(_) | Msg::Shutdown(_) => (0, 0),
+        };
+        let cfg = &self.inner.config;
+        let pending = &self.inner.pending;
+        let fits = || {
+            let b = pending.bytes.load(Ordering::Acquire);
+            self.tx.len() < cfg.queue_capacity.max(1) && (b == 0 || b.saturating_add(bytes) <= cfg.queue_max_bytes)
+        };
+        if !fits() {
+            let deadline = Instant::now() + cfg.offer_wait;
+            let mut guard = lock(&pending.lock);
+            while !fits() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    drop(guard);
+                    let counter = if is_traces {
+                        &c.dropped_traces_full
+                    } else {
+                        &c.dropped_stats_full
+                    };
+                    if counter.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            "local store: the writer is behind (slow disk?); payloads are dropped and counted \
+                             (see trace-agent status)"
+                        );
+                    }
+                    return;
                 }
+                guard = pending
+                    .room
+                    .wait_timeout(guard, left.min(Duration::from_millis(50)))
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
             }
-            Err(TrySendError::Disconnected(_)) => {
-                c.dropped_shutdown.fetch_add(1, Ordering::Relaxed);
-            }
+        }
+        let q = Queued { msg, bytes, chunks };
+        pending.add(&q);
+        if let Err(e) = self.tx.send(q) {
+            pending.done(e.0.bytes, e.0.chunks);
+            c.dropped_shutdown.fetch_add(1, Ordering::Relaxed);
         }
     }
 
-    /// Queues kept trace chunks for writing. Never blocks: a full queue drops and counts.
+    /// How far behind the writer is: [`Pressure::High`](crate::upstream::Pressure::High) past
+    /// half of the queue bounds, `Full` past 80 % (the pipeline's payloads in flight still fit).
+    pub fn pressure(&self) -> crate::upstream::Pressure {
+        use crate::upstream::Pressure;
+        let cfg = &self.inner.config;
+        let b = self.inner.pending.bytes.load(Ordering::Relaxed);
+        let n = self.tx.len();
+        let cap = cfg.queue_capacity.max(1);
+        let max = cfg.queue_max_bytes.max(1);
+        if b.saturating_mul(10) >= max.saturating_mul(8) || n * 10 >= cap * 8 {
+            Pressure::Full
+        } else if b.saturating_mul(2) >= max || n * 2 >= cap {
+            Pressure::High
+        } else {
+            Pressure::Normal
+        }
+    }
+
+    /// Queues kept trace chunks for writing. A full queue waits (at most `offer_wait`), then
+    /// drops and counts.
     pub fn push_traces(&self, payload: Arc<pb::TracerPayload>) {
         self.offer(Msg::Traces(payload));
     }
 
-    /// Queues a stats payload for writing. Never blocks: a full queue drops and counts.
+    /// Queues a stats payload for writing (like [`Self::push_traces`]).
     pub fn push_stats(&self, payload: Arc<pb::StatsPayload>) {
         self.offer(Msg::Stats(payload));
     }
@@ -410,7 +658,7 @@ impl LocalStore {
     /// false on timeout or after shutdown.
     pub fn sync(&self, timeout: Duration) -> bool {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        if self.tx.send_timeout(Msg::Sync(tx), timeout).is_err() {
+        if self.tx.send(Queued::control(Msg::Sync(tx))).is_err() {
             return false;
         }
         rx.recv_timeout(timeout).is_ok()
@@ -422,20 +670,58 @@ impl LocalStore {
         self.inner.retain_now(now)
     }
 
-    /// Writes what is queued and stops the writer thread (blocking, at most `timeout`); later
-    /// payloads are dropped and counted. Returns whether everything was written in time.
+    /// Writes what is queued and stops the writer thread (blocking). Until `timeout` the writer
+    /// writes; then what is left goes to the spool (without a spool, the writer goes on writing
+    /// for at most ten times `timeout`). Later payloads are dropped and counted. Logs what was
+    /// written, spooled and lost. Returns whether everything was written or spooled.
     pub fn shutdown_blocking(&self, timeout: Duration) -> bool {
         if self.closed.swap(true, Ordering::AcqRel) {
             return true;
         }
-        let deadline = std::time::Instant::now() + timeout;
-        let left = || deadline.saturating_duration_since(std::time::Instant::now());
+        let started = Instant::now();
+        let before = self.status();
         let (tx, rx) = crossbeam_channel::bounded(1);
-        let done = self.tx.send_timeout(Msg::Shutdown(tx), left()).is_ok() && rx.recv_timeout(left()).is_ok();
+        let mut done = self.tx.send(Queued::control(Msg::Shutdown(tx))).is_ok() && rx.recv_timeout(timeout).is_ok();
+        let mut late = false;
+        if !done {
+            late = true;
+            self.inner.spool_now.store(true, Ordering::Release);
+            let cap = if self.inner.spool.is_some() {
+                timeout.max(Duration::from_secs(30))
+            } else {
+                timeout.saturating_mul(10)
+            };
+            done = rx.recv_timeout(cap).is_ok();
+        }
         if done && let Some(h) = lock(&self.writer).take() {
             let _ = h.join();
         }
-        done
+        let after = self.status();
+        let written = after.trace_payloads_written + after.stats_payloads_written
+            - before.trace_payloads_written
+            - before.stats_payloads_written;
+        let spooled = after.spooled_payloads - before.spooled_payloads;
+        let lost = after.pending_payloads
+            + (after.dropped_trace_payloads_write_error
+                + after.dropped_stats_payloads_write_error
+                + after.dropped_after_shutdown)
+            - (before.dropped_trace_payloads_write_error
+                + before.dropped_stats_payloads_write_error
+                + before.dropped_after_shutdown);
+        let took = started.elapsed();
+        if spooled > 0 || lost > 0 || late {
+            tracing::warn!(
+                "local store: shutdown wrote {written} payloads in {took:.1?}; {spooled} payloads not written by \
+                 the deadline were spooled to {} (written after the next start); {lost} lost",
+                self.inner
+                    .spool
+                    .as_ref()
+                    .map_or_else(|| "(no spool)".to_owned(), |s| s.path().display().to_string())
+            );
+        } else {
+            tracing::info!("local store: shutdown wrote the {written} payloads still queued in {took:.1?}");
+        }
+        done && lost == 0
     }
 
     /// A copy of the counters.
@@ -447,6 +733,13 @@ impl LocalStore {
             fallbacks: l(&c.fallbacks),
             queue_depth: self.tx.len(),
             queue_capacity: self.inner.config.queue_capacity.max(1),
+            pending_payloads: self.inner.pending.payloads.load(Ordering::Relaxed) as u64,
+            pending_chunks: self.inner.pending.chunks.load(Ordering::Relaxed),
+            pending_bytes: self.inner.pending.bytes.load(Ordering::Relaxed) as u64,
+            queue_max_bytes: self.inner.config.queue_max_bytes as u64,
+            spooled_payloads: l(&c.spooled),
+            replayed_payloads: l(&c.replayed),
+            opening: self.inner.opening.load(Ordering::Relaxed),
             trace_payloads_written: l(&c.trace_payloads),
             chunks_written: l(&c.chunks),
             spans_written: l(&c.spans),

@@ -332,44 +332,59 @@ fn retention_deletes_data_older_than_the_age() {
 }
 
 #[test]
-fn retention_keeps_the_database_under_its_size() {
+fn the_size_cap_holds_after_every_batch_wal_included_and_keeps_stats_rows() {
     let dir = tempfile::tempdir().unwrap();
     let max = 512 * 1024;
+    let batch_bytes = 64 * 1024;
     let cfg = LocalConfig {
         max_size_bytes: max,
+        batch_max_bytes: batch_bytes,
         ..config(dir.path())
     };
     let store = LocalStore::open(cfg).unwrap();
     let t0 = now_ns() - 3600 * SEC;
-    // ~3 MB of spans over an hour: 300 traces with a 10 kB tag each.
+    let files = || {
+        std::fs::metadata(dir.path().join("local.sqlite3")).unwrap().len()
+            + std::fs::metadata(dir.path().join("local.sqlite3-wal")).map_or(0, |m| m.len())
+    };
+    // Stats rows from the start of the hour: the size cap must not take them.
+    store.push_stats(stats(t0, "web", "http.request", "GET /r", 10, 2, true));
+    // ~3 MB of spans over an hour (6× the cap): 300 traces with a 10 kB tag each.
+    let mut peak = 0;
     for i in 0..300u64 {
         let mut spans = request_trace(i + 1, t0 + i as i64 * 12 * SEC, false);
         if let Some(s) = spans.first_mut() {
             s.meta.insert("payload".to_owned(), format!("{i:0>10000}"));
         }
         store.push_traces(payload(vec![spans]));
-        if i % 50 == 49 {
+        if i % 10 == 9 {
             assert!(store.sync(WAIT));
+            peak = peak.max(files());
         }
     }
     assert!(store.sync(WAIT));
-    let before = std::fs::metadata(dir.path().join("local.sqlite3")).unwrap().len()
-        + std::fs::metadata(dir.path().join("local.sqlite3-wal")).map_or(0, |m| m.len());
-    assert!(before > 2 * max, "the test must write more than the cap: {before}");
-    let report = store.run_retention(SystemTime::now()).unwrap();
-    assert!(report.size_before > max && report.size_after <= max, "{report:?}");
-    assert!(report.size_passes >= 1 && report.traces > 0, "{report:?}");
-    // The oldest went first, the newest stayed.
+    // Never more than the cap plus one batch (the batch's pages in the WAL, some slack for
+    // the pages SQLite writes per transaction), checked continuously, not once a minute.
+    let bound = max + 2 * batch_bytes as u64 + 64 * 1024;
+    assert!(peak <= bound, "peak {peak} > {bound}");
+    let st = store.status();
+    assert!(st.retention_deleted.spans > 0, "{st:?}");
+    assert_eq!(st.retention_deleted.stats_rows, 0, "stats rows are kept");
+    assert!(
+        st.size_bytes > 0 && st.size_bytes <= bound,
+        "status shows the size: {}",
+        st.size_bytes
+    );
+    // The oldest went first, the newest stayed, the stats row too.
     assert!(store.read(|c| query::trace(c, 1)).unwrap().is_none());
     assert!(store.read(|c| query::trace(c, 300)).unwrap().is_some());
-    // Pages went back to the file system (incremental vacuum + WAL truncate).
-    let main = std::fs::metadata(dir.path().join("local.sqlite3")).unwrap().len();
-    let wal = std::fs::metadata(dir.path().join("local.sqlite3-wal")).map_or(0, |m| m.len());
-    let after = main + wal;
-    assert!(
-        after <= max + 64 * 1024,
-        "file shrank to {main} + WAL {wal} (was {before})"
-    );
+    let day = store
+        .read(|c| query::services(c, t0 + 60 * SEC, Window::OneDay))
+        .unwrap();
+    assert_eq!(day.iter().map(|s| s.service.as_str()).collect::<Vec<_>>(), ["web"]);
+    // The age pass still deletes everything old, stats included.
+    let report = store.run_retention(at(t0 + 48 * 3600 * SEC)).unwrap();
+    assert!(report.stats_rows >= 1, "{report:?}");
 }
 
 #[test]
@@ -452,10 +467,13 @@ fn a_full_queue_drops_and_counts_without_blocking() {
     let cfg = LocalConfig {
         queue_capacity: 4,
         batch_max: 1,
+        offer_wait: Duration::ZERO,
         ..config(dir.path())
     };
     let store = LocalStore::open(cfg).unwrap();
     let now = now_ns();
+    // The writer is past its start-up work (first retention pass).
+    assert!(store.sync(WAIT));
     // A slow disk: the writer's connection is busy elsewhere.
     let conn = store.writer_connection();
     let guard = conn.lock().unwrap();
@@ -514,4 +532,161 @@ fn status_shows_the_web_view_and_the_store() {
         ),
         ("local", 2, 5)
     );
+}
+
+fn spool_lane(dir: &Path) -> crate::upstream::spool::SpoolLane {
+    crate::upstream::SpoolDir::open(&crate::upstream::SpoolConfig {
+        dir: Some(dir.to_owned()),
+        max_bytes: 1 << 30,
+    })
+    .unwrap()
+    .unwrap()
+    .lane("local")
+}
+
+fn count(store: &LocalStore, table: &str) -> i64 {
+    store
+        .read(|c| c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)))
+        .unwrap()
+}
+
+/// Issue 10: 100 000 traces accepted, then SIGTERM: the store held 40 000 and said nothing.
+/// Now what the writer did not write by the deadline is spooled, and written after a start.
+#[test]
+fn shutdown_writes_or_spools_everything_accepted_and_the_next_start_writes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool_dir = dir.path().join("spool");
+    let cfg = LocalConfig {
+        batch_max: 4,
+        ..config(dir.path())
+    };
+    let store = LocalStore::open_in_background(cfg.clone(), Some(spool_lane(&spool_dir))).unwrap();
+    let now = now_ns();
+    // 100 payloads of 1000 single-span traces.
+    let traces_per_payload = 1000u64;
+    for p in 0..100u64 {
+        let chunks = (0..traces_per_payload)
+            .map(|i| {
+                let t = p * traces_per_payload + i + 1;
+                vec![span(t, t * 10, 0, ("web", "http.request", "GET /"), now, MS)]
+            })
+            .collect();
+        store.push_traces(payload(chunks));
+    }
+    let accepted = store.status();
+    assert_eq!(accepted.dropped_trace_payloads_queue_full, 0);
+    assert_eq!(
+        accepted.pending_payloads + accepted.trace_payloads_written,
+        100,
+        "status shows what is accepted but not yet written: {accepted:?}"
+    );
+    // A deadline far too short to write 100 000 traces.
+    let all_kept = store.shutdown_blocking(Duration::from_millis(1));
+    let st = store.status();
+    assert!(all_kept, "{st:?}");
+    assert_eq!(st.pending_payloads, 0);
+    assert_eq!(st.dropped_after_shutdown, 0);
+    assert!(
+        st.spooled_payloads > 0,
+        "the deadline passed with payloads queued: {st:?}"
+    );
+    assert_eq!(st.trace_payloads_written + st.spooled_payloads, 100, "{st:?}");
+    let written_before = count(&store, "traces");
+    drop(store);
+
+    // The next start writes the spooled payloads back (on the writer thread).
+    let again = LocalStore::open_in_background(cfg, Some(spool_lane(&spool_dir))).unwrap();
+    assert!(again.sync(Duration::from_secs(60)));
+    assert_eq!(again.status().replayed_payloads, st.spooled_payloads);
+    assert_eq!(
+        count(&again, "traces"),
+        100_000,
+        "wrote {written_before} before the restart"
+    );
+    assert_eq!(count(&again, "spans"), 100_000);
+    assert!(spool_lane(&spool_dir).files().is_empty(), "the spool is emptied");
+    assert!(again.shutdown_blocking(WAIT));
+}
+
+/// Issue 10: at saturation the queue (1024 payloads) held 3.6 GB. Now it is bounded in bytes:
+/// with the writer stuck, accepted-and-unwritten bytes stay under the bound plus one payload,
+/// the pressure signal turns `Full` (the receiver answers 429), and what did not fit after
+/// the bounded wait is counted.
+#[test]
+fn the_queue_is_bounded_in_bytes_and_signals_pressure() {
+    use crate::upstream::Pressure;
+    let dir = tempfile::tempdir().unwrap();
+    let max = 4 << 20;
+    let cfg = LocalConfig {
+        queue_max_bytes: max,
+        offer_wait: Duration::from_millis(20),
+        ..config(dir.path())
+    };
+    let store = LocalStore::open(cfg).unwrap();
+    assert!(store.sync(WAIT));
+    assert_eq!(store.pressure(), Pressure::Normal);
+    let conn = store.writer_connection();
+    let guard = conn.lock().unwrap();
+    let now = now_ns();
+    let big = |p: u64| {
+        payload(
+            (0..1000u64)
+                .map(|i| {
+                    let t = p * 1000 + i + 1;
+                    vec![span(t, t, 0, ("web", "http.request", "GET /"), now, MS)]
+                })
+                .collect(),
+        )
+    };
+    let one = super::store::estimate_traces(&big(0)).0;
+    let mut peak = 0;
+    let mut saw_high = false;
+    for p in 0..200 {
+        store.push_traces(big(p));
+        let st = store.status();
+        peak = peak.max(st.pending_bytes);
+        saw_high |= store.pressure() == Pressure::High;
+    }
+    assert!(peak <= (max + one) as u64, "peak {peak} > {max} + {one}");
+    assert!(saw_high, "half full is High (429 for tracers asking for real statuses)");
+    assert_eq!(store.pressure(), Pressure::Full);
+    let st = store.status();
+    assert!(st.dropped_trace_payloads_queue_full > 0, "{st:?}");
+    drop(guard);
+    assert!(store.sync(WAIT));
+    let st = store.status();
+    assert_eq!(st.trace_payloads_written + st.dropped_trace_payloads_queue_full, 200);
+    assert_eq!(store.pressure(), Pressure::Normal);
+}
+
+/// Issue 10: restarting on a 5.7 GB store kept the port closed 243 s. The file is now opened
+/// (integrity check, first retention pass) on the writer thread: with the file locked by
+/// another process for longer than the open takes, `LocalService::start` still returns at
+/// once, `status` says the store is opening, and accepted payloads wait in the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_store_never_delays_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LocalConfig {
+        web_port: 0,
+        ..config(dir.path())
+    };
+    // Create the file, then hold an exclusive lock on it (as a long integrity check would).
+    drop(LocalStore::open(cfg.clone()).unwrap());
+    let locker = rusqlite::Connection::open(cfg.db_path()).unwrap();
+    locker.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let service = super::LocalService::start(cfg).await.unwrap();
+    let st = service.store().status();
+    assert!(st.opening, "{st:?}");
+    service
+        .store()
+        .push_traces(payload(vec![request_trace(1, now_ns(), false)]));
+    locker.execute_batch("COMMIT").unwrap();
+    drop(locker);
+    let store = service.store().clone();
+    let synced = tokio::task::spawn_blocking(move || store.sync(WAIT)).await.unwrap();
+    assert!(synced);
+    let st = service.store().status();
+    assert!(!st.opening);
+    assert_eq!(st.trace_payloads_written, 1, "{st:?}");
+    service.shutdown(WAIT).await;
 }

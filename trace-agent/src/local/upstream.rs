@@ -23,6 +23,10 @@ impl Upstream for LocalStore {
         writer_status(&self.status())
     }
 
+    fn pressure(&self) -> crate::upstream::Pressure {
+        LocalStore::pressure(self)
+    }
+
     fn shutdown(&self, timeout: Duration) -> ShutdownFuture<'_> {
         let store = self.clone();
         Box::pin(async move {
@@ -61,6 +65,11 @@ pub fn writer_status(s: &StoreStatus) -> WriterStatus {
         .collect(),
         queue_depth: s.queue_depth,
         queue_capacity: s.queue_capacity,
+        queue_bytes: usize::try_from(s.pending_bytes).unwrap_or(usize::MAX),
+        queue_capacity_bytes: usize::try_from(s.queue_max_bytes).unwrap_or(usize::MAX),
+        in_flight: usize::try_from(s.pending_payloads)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(s.queue_depth),
         last_success: (written > 0).then(SystemTime::now),
         last_error: last_error.clone(),
         ..SignalStatus::default()

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::upstream::pb;
@@ -25,6 +26,31 @@ pub(crate) enum Msg {
     Shutdown(Sender<()>),
 }
 
+/// A message with what it counts for in the queue's bounds.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) msg: Msg,
+    /// Estimated bytes in memory.
+    pub(crate) bytes: usize,
+    /// Trace chunks inside.
+    pub(crate) chunks: u64,
+}
+
+impl Queued {
+    /// A control message (sync, shutdown): not counted in the bounds.
+    pub(crate) fn control(msg: Msg) -> Self {
+        Self {
+            msg,
+            bytes: 0,
+            chunks: 0,
+        }
+    }
+
+    fn is_data(&self) -> bool {
+        matches!(self.msg, Msg::Traces(_) | Msg::Stats(_))
+    }
+}
+
 /// What one batch wrote.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Written {
@@ -35,29 +61,58 @@ pub(crate) struct Written {
     pub(crate) stats_groups: u64,
 }
 
-/// Runs until a [`Msg::Shutdown`] arrives or every sender is gone.
-pub(crate) fn run(inner: &Inner, rx: &Receiver<Msg>) {
+/// Bytes on disk: the database file and its WAL.
+pub(crate) fn disk_bytes(inner: &Inner) -> u64 {
+    let db = inner.config.db_path();
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    let len = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+    len(&db) + len(std::path::Path::new(&wal))
+}
+
+/// Runs until a [`Msg::Shutdown`] arrives or every sender is gone: opens the file when the
+/// open was deferred, writes back the spool, runs the first retention pass, then writes
+/// batches (bounded in payloads and bytes), keeps the files under the size cap after every
+/// batch and runs the age retention every `retention_interval`.
+pub(crate) fn run(inner: &Inner, rx: &Receiver<Queued>) {
+    if inner.opening.load(Ordering::Acquire) {
+        inner.open_file_now();
+    }
+    replay_spool(inner);
+    // First retention pass: a restart after a long pause sheds the expired data at once.
+    inner.retain_now(SystemTime::now());
+    inner.set_size(disk_bytes(inner));
     let interval = inner.config.retention_interval.max(Duration::from_millis(10));
     let mut next_retention = Instant::now() + interval;
-    let mut batch = Vec::with_capacity(inner.config.batch_max);
+    let mut batch: Vec<Queued> = Vec::with_capacity(inner.config.batch_max);
     loop {
         let wait = next_retention.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(first) => {
+                let mut bytes = first.bytes;
                 batch.push(first);
-                while batch.len() < inner.config.batch_max.max(1) {
+                while batch.len() < inner.config.batch_max.max(1) && bytes < inner.config.batch_max_bytes {
                     match rx.try_recv() {
-                        Ok(m) => batch.push(m),
+                        Ok(m) => {
+                            bytes += m.bytes;
+                            batch.push(m);
+                        }
                         Err(_) => break,
                     }
                 }
                 let stop = write_batch(inner, &mut batch);
+                enforce_size(inner);
+                if inner.spool_now.load(Ordering::Acquire) && inner.spool.is_some() {
+                    spool_rest(inner, rx);
+                    return;
+                }
                 if stop {
                     return;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
                 inner.retain_now(SystemTime::now());
+                inner.set_size(disk_bytes(inner));
                 next_retention = Instant::now() + interval;
             }
             Err(RecvTimeoutError::Disconnected) => return,
@@ -65,14 +120,112 @@ pub(crate) fn run(inner: &Inner, rx: &Receiver<Msg>) {
     }
 }
 
+/// After a batch: when the files (database + WAL) are past the cap, deletes the oldest spans
+/// down to 90 % of it and gives the pages back (vacuum, WAL truncated); when only the WAL is
+/// large (a reader held it), checkpoints it. Records the size for `status`.
+fn enforce_size(inner: &Inner) {
+    let cap = inner.config.max_size_bytes;
+    let size = disk_bytes(inner);
+    if size > cap {
+        inner.shrink_now(cap / 10 * 9);
+    } else if size > cap / 2 {
+        let wal_limit = (cap / 8).min(64 << 20);
+        let db = std::fs::metadata(inner.config.db_path()).map_or(0, |m| m.len());
+        if size.saturating_sub(db) > wal_limit {
+            inner.checkpoint_now();
+        }
+    }
+    inner.set_size(disk_bytes(inner));
+}
+
+/// Shutdown past its deadline: everything still queued goes to the spool; sync and shutdown
+/// messages are answered.
+fn spool_rest(inner: &Inner, rx: &Receiver<Queued>) {
+    let mut replies = Vec::new();
+    let mut data = Vec::new();
+    let mut counted = Vec::new();
+    while let Ok(q) = rx.try_recv() {
+        match q.msg {
+            Msg::Sync(tx) | Msg::Shutdown(tx) => replies.push(tx),
+            m => {
+                counted.push((q.bytes, q.chunks));
+                data.push(m);
+            }
+        }
+    }
+    let lost = inner.spool_messages(&data);
+    inner.count_lost_at_shutdown(lost);
+    for (bytes, chunks) in counted {
+        inner.pending.done(bytes, chunks);
+    }
+    inner.pending.notify();
+    for r in replies {
+        let _ = r.send(());
+    }
+}
+
+/// Writes back what the spool holds (payloads a previous shutdown could not write), in
+/// batches, oldest first.
+fn replay_spool(inner: &Inner) {
+    use prost::Message;
+    let Some(spool) = &inner.spool else { return };
+    let files = spool.files().len();
+    if files == 0 {
+        return;
+    }
+    tracing::info!(
+        "local store: writing {files} payloads spooled at the last shutdown ({})",
+        spool.path().display()
+    );
+    let mut total = 0;
+    loop {
+        let mut data = Vec::new();
+        while data.len() < inner.config.batch_max.max(1) {
+            match spool.take_oldest() {
+                Ok(Some(r)) => {
+                    let msg = match r.kind {
+                        crate::upstream::spool::RecordKind::Traces => {
+                            pb::TracerPayload::decode(r.body.as_slice()).map(|p| Msg::Traces(Arc::new(p)))
+                        }
+                        crate::upstream::spool::RecordKind::Stats => {
+                            pb::StatsPayload::decode(r.body.as_slice()).map(|p| Msg::Stats(Arc::new(p)))
+                        }
+                    };
+                    match msg {
+                        Ok(m) => data.push(m),
+                        Err(e) => tracing::warn!("local store: a spooled payload does not decode, skipped: {e}"),
+                    }
+                }
+                Ok(None) => break,
+                Err(path) => tracing::warn!(
+                    "local store: spool file {} is not a valid record: removed",
+                    path.display()
+                ),
+            }
+        }
+        if data.is_empty() {
+            break;
+        }
+        total += data.len() as u64;
+        inner.write(|conn| write_messages(conn, &data), &data);
+        inner.count_replayed(data.len() as u64);
+        enforce_size(inner);
+    }
+    tracing::info!("local store: {total} spooled payloads written");
+}
+
 /// Writes the data messages of `batch` in one transaction, then answers the sync messages.
 /// Returns whether a shutdown was asked.
-fn write_batch(inner: &Inner, batch: &mut Vec<Msg>) -> bool {
+fn write_batch(inner: &Inner, batch: &mut Vec<Queued>) -> bool {
     let mut replies = Vec::new();
     let mut stop = false;
     let mut data = Vec::with_capacity(batch.len());
-    for m in batch.drain(..) {
-        match m {
+    let mut counted = Vec::with_capacity(batch.len());
+    for q in batch.drain(..) {
+        if q.is_data() {
+            counted.push((q.bytes, q.chunks));
+        }
+        match q.msg {
             Msg::Sync(tx) => replies.push(tx),
             Msg::Shutdown(tx) => {
                 replies.push(tx);
@@ -84,6 +237,10 @@ fn write_batch(inner: &Inner, batch: &mut Vec<Msg>) -> bool {
     if !data.is_empty() {
         inner.write(|conn| write_messages(conn, &data), &data);
     }
+    for (bytes, chunks) in counted {
+        inner.pending.done(bytes, chunks);
+    }
+    inner.pending.notify();
     for r in replies {
         let _ = r.send(());
     }

@@ -384,6 +384,15 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         Ok(body) => body,
         Err(status) => return rates_reply(state, version, h, status),
     };
+    // A writer behind (upstream::Pressure): 429 rather than accept what would be dropped.
+    let real_status = truthy(h, "datadog-send-real-http-status") || state.config.features.iter().any(|f| f == "429");
+    if (state.stats.upstreams.get()).is_some_and(|u| crate::upstream::pressure_of(u).refuse(real_status)) {
+        state
+            .stats
+            .record_drop("writer_backpressure", 1, count_header(h, "x-datadog-trace-count"), 0);
+        drain_body(state, body).await;
+        return rates_reply(state, version, h, StatusCode::TOO_MANY_REQUESTS);
+    }
     let Some(permit) = decoder_slot(state).await else {
         state
             .stats
@@ -392,11 +401,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         // Like the Go agent, drain the body (bounded, into nothing) so the connection stays
         // usable.
         drain_body(state, body).await;
-        let status = if truthy(h, "datadog-send-real-http-status") || state.config.features.iter().any(|f| f == "429") {
-            StatusCode::TOO_MANY_REQUESTS
-        } else {
-            StatusCode::OK
-        };
+        let status = if real_status { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
         return rates_reply(state, version, h, status);
     };
     let bytes = match read_body(state, body).await {

@@ -87,6 +87,8 @@ pub struct DatadogWriterConfig {
     pub request_timeout: Duration,
     /// Retry delays.
     pub backoff: Backoff,
+    /// Where undeliverable payloads go (`apm_config.spool`); `None`: dropped and counted.
+    pub spool: Option<Arc<crate::upstream::SpoolDir>>,
 }
 
 impl DatadogWriterConfig {
@@ -134,6 +136,7 @@ impl DatadogWriterConfig {
             max_batch_bytes: MAX_BATCH_BYTES,
             request_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
+            spool: None,
         })
     }
 }
@@ -220,8 +223,9 @@ impl DatadogWriter {
             max_retries: config.max_retries,
             backoff: config.backoff,
         };
-        let traces = Channel::start(settings("traces", &config.traces), trace_endpoints, &client);
-        let stats = Channel::start(settings("stats", &config.stats), stats_endpoints, &client);
+        let spool = config.spool.as_ref();
+        let traces = Channel::start(settings("traces", &config.traces), trace_endpoints, &client, spool);
+        let stats = Channel::start(settings("stats", &config.stats), stats_endpoints, &client, spool);
         let header = pb::AgentPayload {
             host_name: config.hostname.clone(),
             env: config.env.clone(),
@@ -414,6 +418,10 @@ impl Upstream for DatadogWriter {
 
     fn flush(&self) {
         self.inner.wake.notify_one();
+    }
+
+    fn pressure(&self) -> crate::upstream::Pressure {
+        self.inner.traces.pressure().max(self.inner.stats.pressure())
     }
 
     fn status(&self) -> WriterStatus {

@@ -40,6 +40,7 @@ pub mod otlp;
 mod pb_encode;
 mod queue;
 mod sender;
+pub mod spool;
 mod status;
 
 use std::future::Future;
@@ -53,6 +54,7 @@ pub use datadog::{DatadogEndpoint, DatadogWriter, DatadogWriterConfig};
 pub use http::ClientError;
 pub use libdd_trace_protobuf::pb;
 pub use otlp::{OtlpWriter, OtlpWriterConfig};
+pub use spool::{SpoolConfig, SpoolDir};
 pub use status::{DropReason, SignalStatus, WriterStatus};
 
 /// Why a writer could not start.
@@ -108,9 +110,50 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     /// A copy of the destination's counters.
     fn status(&self) -> WriterStatus;
 
+    /// How far behind the destination is (cheap: atomics and a lock or two, no I/O): the
+    /// receiver refuses new payloads with 429 rather than accept what would be dropped. The
+    /// default: never behind.
+    fn pressure(&self) -> Pressure {
+        Pressure::Normal
+    }
+
     /// Flushes what is buffered and waits up to `timeout` for queued and in-flight payloads to
     /// be delivered; afterwards the destination accepts nothing more (later payloads are
     /// dropped with [`DropReason::Shutdown`]). Resolves to the final counters. Calling it twice
     /// is harmless.
     fn shutdown(&self, timeout: Duration) -> ShutdownFuture<'_>;
+}
+
+/// How far behind a writer is, for the receiver's push-back (see [`Upstream::pressure`]).
+///
+/// Tracers that ask for real status codes (`Datadog-Send-Real-Http-Status`, or the agent's
+/// `429` feature) get 429 from [`Pressure::High`] on and retry later or count the payload as
+/// dropped on their side; every tracer gets 429 at [`Pressure::Full`], where accepting would
+/// mean dropping data we answered 200 for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Pressure {
+    /// Room to spare.
+    #[default]
+    Normal,
+    /// Queues more than half full (local store) or nearly full with a spool behind them.
+    High,
+    /// The next payloads would be dropped (queue and spool full).
+    Full,
+}
+
+impl Pressure {
+    /// Whether the receiver should refuse a payload, given whether the tracer asked for real
+    /// status codes.
+    pub fn refuse(self, real_status: bool) -> bool {
+        match self {
+            Self::Normal => false,
+            Self::High => real_status,
+            Self::Full => true,
+        }
+    }
+}
+
+/// The highest pressure among `writers`.
+pub fn pressure_of(writers: &[Arc<dyn Upstream>]) -> Pressure {
+    writers.iter().map(|w| w.pressure()).max().unwrap_or_default()
 }

@@ -7,9 +7,15 @@
 //! again, at most `max_retries` times, then drop ([`DropReason::RetriesExhausted`]); on any
 //! other non-2xx drop at once ([`DropReason::Rejected`]). A 403 is logged once per endpoint
 //! with the masked API key; other rejections once per endpoint and status.
+//!
+//! With a spool ([`super::spool`]), what would be lost is written there instead (per endpoint):
+//! payloads evicted from a full queue, payloads whose retries ran out, and at shutdown what is
+//! still queued or in flight when the deadline passes. Each lane replays its spool, oldest
+//! first, while its queue is less than half full and its last request succeeded (so at once
+//! after a start, and again after an outage).
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -20,7 +26,8 @@ use tokio::task::JoinHandle;
 use super::backoff::{Attempts, Backoff};
 use super::http::{HttpClient, Outcome};
 use super::queue::{BoundedQueue, Push};
-use super::{DropReason, SignalStatus};
+use super::spool::{Record, RecordKind, SpoolDir, SpoolLane};
+use super::{DropReason, Pressure, SignalStatus};
 use crate::config::mask;
 
 /// An encoded request body.
@@ -65,6 +72,22 @@ impl Job {
         })
     }
 
+    /// A job whose body is already encoded (a spooled payload).
+    pub(crate) fn encoded(items: u64, body: Body) -> Arc<Self> {
+        let estimated = body.bytes.len();
+        let job = Self {
+            payload: Box::new(Encoded { items, estimated }),
+            body: OnceLock::new(),
+        };
+        let _ = job.body.set(Ok(body));
+        Arc::new(job)
+    }
+
+    /// The encoded body, encoding it on the calling thread the first time (blocking).
+    fn body_blocking(&self) -> Result<Body, String> {
+        self.body.get_or_init(|| self.payload.encode()).clone()
+    }
+
     /// The encoded body, encoding it on a blocking thread the first time.
     async fn body(self: &Arc<Self>) -> Result<Body, String> {
         if let Some(b) = self.body.get() {
@@ -74,6 +97,26 @@ impl Job {
         tokio::task::spawn_blocking(move || job.body.get_or_init(|| job.payload.encode()).clone())
             .await
             .unwrap_or_else(|e| Err(format!("encoder task failed: {e}")))
+    }
+}
+
+/// A payload read back from the spool: its body is set at construction.
+struct Encoded {
+    items: u64,
+    estimated: usize,
+}
+
+impl Payload for Encoded {
+    fn items(&self) -> u64 {
+        self.items
+    }
+
+    fn estimated_bytes(&self) -> usize {
+        self.estimated
+    }
+
+    fn encode(&self) -> Result<Body, String> {
+        Err("spooled payload without its body".to_owned())
     }
 }
 
@@ -129,6 +172,12 @@ impl Counters {
         self.status.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn spooled(&self, payloads: u64, items: u64) {
+        let mut s = self.lock();
+        s.spooled_payloads += payloads;
+        s.spooled_items += items;
+    }
+
     fn dropped(&self, reason: DropReason, payloads: u64, items: u64) {
         if payloads == 0 {
             return;
@@ -146,7 +195,18 @@ struct Lane {
     queue: BoundedQueue<Arc<Job>>,
     attempts: Attempts,
     logged: Mutex<HashSet<u16>>,
+    /// Where this endpoint's undeliverable payloads go.
+    spool: Option<SpoolLane>,
+    /// Jobs being sent by the workers, by a per-lane id (spooled if shutdown aborts them).
+    in_flight: Mutex<HashMap<u64, Arc<Job>>>,
+    next_id: AtomicU64,
+    /// The last request to this endpoint succeeded (or none was made yet): replay the spool.
+    healthy: AtomicBool,
 }
+
+/// Log keys of [`Channel::log_once`] that are not HTTP statuses.
+const LOG_QUEUE_FULL: u16 = 0;
+const LOG_SPOOL_FAILED: u16 = 1;
 
 /// Fan-out of jobs to the endpoints of one signal, with their worker tasks.
 #[derive(Debug)]
@@ -155,25 +215,54 @@ pub(crate) struct Channel {
     lanes: Vec<Arc<Lane>>,
     counters: Arc<Counters>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    replayers: Mutex<Vec<JoinHandle<()>>>,
+    spool: Option<Arc<SpoolDir>>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// A stable short name of a URL for a spool lane (FNV-1a; the URL itself may be long).
+fn url_hash(url: &str) -> u64 {
+    url.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 impl Channel {
-    /// Starts `connection_limit` workers (split across `endpoints`) on the current runtime.
-    pub(crate) fn start(settings: ChannelSettings, endpoints: Vec<Endpoint>, client: &HttpClient) -> Self {
+    /// Starts `connection_limit` workers (split across `endpoints`) on the current runtime, and,
+    /// with a `spool`, one replay task per endpoint.
+    pub(crate) fn start(
+        settings: ChannelSettings,
+        endpoints: Vec<Endpoint>,
+        client: &HttpClient,
+        spool: Option<&Arc<SpoolDir>>,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let per_lane = (settings.connection_limit / endpoints.len().max(1)).max(1);
         let lanes: Vec<Arc<Lane>> = endpoints
             .into_iter()
             .map(|endpoint| {
+                let spool = spool.map(|d| {
+                    d.lane(&format!(
+                        "{}-{}-{:016x}",
+                        settings.writer,
+                        settings.signal,
+                        url_hash(&endpoint.uri.to_string())
+                    ))
+                });
                 Arc::new(Lane {
                     endpoint,
                     queue: BoundedQueue::new(settings.queue_size, settings.max_queue_bytes),
                     attempts: Attempts::default(),
                     logged: Mutex::new(HashSet::new()),
+                    spool,
+                    in_flight: Mutex::new(HashMap::new()),
+                    next_id: AtomicU64::new(0),
+                    healthy: AtomicBool::new(true),
                 })
             })
             .collect();
         let mut workers = Vec::new();
+        let mut replayers = Vec::new();
         for lane in &lanes {
             for _ in 0..per_lane {
                 workers.push(tokio::spawn(worker(
@@ -183,12 +272,38 @@ impl Channel {
                     client.clone(),
                 )));
             }
+            if lane.spool.is_some() {
+                replayers.push(tokio::spawn(replay(
+                    settings.clone(),
+                    Arc::clone(lane),
+                    Arc::clone(&counters),
+                )));
+            }
         }
         Self {
             settings,
             lanes,
             counters,
             workers: Mutex::new(workers),
+            replayers: Mutex::new(replayers),
+            spool: spool.cloned(),
+            runtime: tokio::runtime::Handle::current(),
+        }
+    }
+
+    /// How full the queues are: [`Pressure::High`] when one is at 90 % (in payloads or bytes)
+    /// and a spool takes the overflow; [`Pressure::Full`] when one is at 90 % and nothing can
+    /// take the overflow (no spool, or a spool at 90 %).
+    pub(crate) fn pressure(&self) -> Pressure {
+        let high = self.lanes.iter().any(|l| {
+            let (n, b) = l.queue.depth();
+            let (cn, cb) = l.queue.capacity();
+            n * 10 >= cn * 9 || b.saturating_mul(10) >= cb.saturating_mul(9)
+        });
+        match (high, &self.spool) {
+            (false, _) => Pressure::Normal,
+            (true, Some(s)) if !s.nearly_full() => Pressure::High,
+            (true, _) => Pressure::Full,
         }
     }
 
@@ -197,7 +312,8 @@ impl Channel {
         self.lanes.iter().map(|l| l.endpoint.uri.to_string()).collect()
     }
 
-    /// Queues `job` for every endpoint. Never blocks; evictions and refusals are counted.
+    /// Queues `job` for every endpoint. Never blocks; evicted payloads go to the spool (on a
+    /// blocking thread) or are counted as dropped, refusals are counted.
     pub(crate) fn submit(&self, job: Arc<Job>) {
         let items = job.payload.items();
         let bytes = job.payload.estimated_bytes();
@@ -205,20 +321,33 @@ impl Channel {
             match lane.queue.push(Arc::clone(&job), bytes) {
                 Push::Accepted { evicted } => {
                     if !evicted.is_empty() {
-                        let n = evicted.len() as u64;
-                        let items: u64 = evicted.iter().map(|j| j.payload.items()).sum();
-                        self.counters.dropped(DropReason::QueueFull, n, items);
-                        self.log_once(lane, 0, || {
+                        self.log_once(lane, LOG_QUEUE_FULL, || {
                             format!(
-                                "{} {} queue to {} is full ({} payloads / {} bytes): dropping the oldest payloads \
-                                 (counted as queue_full)",
+                                "{} {} queue to {} is full ({} payloads / {} bytes): the oldest payloads are {} \
+                                 (see trace-agent status)",
                                 self.settings.writer,
                                 self.settings.signal,
                                 lane.endpoint.uri,
                                 self.settings.queue_size,
-                                self.settings.max_queue_bytes
+                                self.settings.max_queue_bytes,
+                                if lane.spool.is_some() {
+                                    "spooled to disk"
+                                } else {
+                                    "dropped (queue_full)"
+                                }
                             )
                         });
+                        if lane.spool.is_some() {
+                            let (settings, lane, counters) =
+                                (self.settings.clone(), Arc::clone(lane), Arc::clone(&self.counters));
+                            self.runtime.spawn_blocking(move || {
+                                spool_jobs(&settings, &lane, &counters, evicted, DropReason::QueueFull);
+                            });
+                        } else {
+                            let n = evicted.len() as u64;
+                            let items: u64 = evicted.iter().map(|j| j.payload.items()).sum();
+                            self.counters.dropped(DropReason::QueueFull, n, items);
+                        }
                     }
                 }
                 Push::TooLarge(_) => self.counters.dropped(DropReason::TooLarge, 1, items),
@@ -233,14 +362,7 @@ impl Channel {
     }
 
     fn log_once(&self, lane: &Lane, key: u16, message: impl FnOnce() -> String) {
-        let first = lane
-            .logged
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(key);
-        if first {
-            tracing::warn!("{}", message());
-        }
+        log_once(lane, key, message);
     }
 
     /// A copy of the counters, with the current queue depths.
@@ -255,12 +377,24 @@ impl Channel {
             s.queue_capacity_bytes += cb;
         }
         s.in_flight = self.counters.in_flight.load(Ordering::Relaxed);
+        s.spooled_now_payloads = self
+            .lanes
+            .iter()
+            .filter_map(|l| l.spool.as_ref())
+            .map(|sp| sp.files().len() as u64)
+            .sum();
         s
     }
 
-    /// Stops accepting, lets the workers drain the queues until `deadline`, then stops them
-    /// and counts what is left (queued or in flight) as dropped with [`DropReason::Shutdown`].
+    /// Stops accepting, lets the workers drain the queues until `deadline`, then stops them;
+    /// what is left (queued or in flight) goes to the spool, or is counted as dropped with
+    /// [`DropReason::Shutdown`]. Logs what was spooled and dropped.
     pub(crate) async fn shutdown(&self, deadline: tokio::time::Instant) {
+        let replayers = std::mem::take(&mut *self.replayers.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        for r in replayers {
+            r.abort();
+            let _ = r.await;
+        }
         for lane in &self.lanes {
             lane.queue.close();
         }
@@ -271,24 +405,202 @@ impl Channel {
                 let _ = w.await;
             }
         };
-        if tokio::time::timeout_at(deadline, all).await.is_err() {
+        tokio::pin!(all);
+        if tokio::time::timeout_at(deadline, &mut all).await.is_err() {
             for a in &aborts {
                 a.abort();
             }
-            // Aborted workers never decrement: what they held is lost.
-            let n = self.counters.in_flight.swap(0, Ordering::Relaxed) as u64;
-            let items = self.counters.in_flight_items.swap(0, Ordering::Relaxed);
-            self.counters.dropped(DropReason::Shutdown, n, items);
-            tracing::warn!(
-                "{} {}: shutdown timeout reached with payloads still queued or in flight; dropping them",
+            // Aborted tasks end at their next await point.
+            all.await;
+            self.counters.in_flight.store(0, Ordering::Relaxed);
+            self.counters.in_flight_items.store(0, Ordering::Relaxed);
+        }
+        let before = self.counters.lock().clone();
+        let mut left = Vec::new();
+        for lane in &self.lanes {
+            let mut jobs: Vec<Arc<Job>> = lane
+                .in_flight
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .drain()
+                .map(|(_, j)| j)
+                .collect();
+            jobs.extend(lane.queue.drain());
+            if !jobs.is_empty() {
+                left.push((Arc::clone(lane), jobs));
+            }
+        }
+        if left.is_empty() {
+            return;
+        }
+        let (settings, counters) = (self.settings.clone(), Arc::clone(&self.counters));
+        let spooling = tokio::task::spawn_blocking(move || {
+            for (lane, jobs) in left {
+                spool_jobs(&settings, &lane, &counters, jobs, DropReason::Shutdown);
+            }
+        });
+        let _ = spooling.await;
+        let after = self.counters.lock().clone();
+        let spooled = after.spooled_items - before.spooled_items;
+        let dropped = after.dropped_items.get(&DropReason::Shutdown).copied().unwrap_or(0)
+            - before.dropped_items.get(&DropReason::Shutdown).copied().unwrap_or(0);
+        let spooled_payloads = after.spooled_payloads - before.spooled_payloads;
+        match &self.spool {
+            Some(dir) => tracing::warn!(
+                "{} {}: shutdown deadline passed with payloads undelivered: {spooled_payloads} payloads \
+                 ({spooled} items) spooled to {} and sent after the next start, {dropped} items dropped",
+                self.settings.writer,
+                self.settings.signal,
+                dir.path().display()
+            ),
+            None => tracing::warn!(
+                "{} {}: shutdown deadline passed with payloads undelivered: {dropped} items dropped \
+                 (no apm_config.spool)",
                 self.settings.writer,
                 self.settings.signal
-            );
+            ),
         }
-        for lane in &self.lanes {
-            let left = lane.queue.drain();
-            let items = left.iter().map(|j| j.payload.items()).sum();
-            self.counters.dropped(DropReason::Shutdown, left.len() as u64, items);
+    }
+}
+
+fn log_once(lane: &Lane, key: u16, message: impl FnOnce() -> String) {
+    let first = lane
+        .logged
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(key);
+    if first {
+        tracing::warn!("{}", message());
+    }
+}
+
+/// Writes `jobs` to `lane`'s spool (blocking: encodes bodies not yet encoded, writes files);
+/// what cannot be spooled is counted as dropped with `reason`.
+fn spool_jobs(settings: &ChannelSettings, lane: &Lane, counters: &Counters, jobs: Vec<Arc<Job>>, reason: DropReason) {
+    let kind = if settings.signal == "stats" {
+        RecordKind::Stats
+    } else {
+        RecordKind::Traces
+    };
+    for job in jobs {
+        let items = job.payload.items();
+        let Some(spool) = &lane.spool else {
+            counters.dropped(reason, 1, items);
+            continue;
+        };
+        let body = match job.body_blocking() {
+            Ok(b) => b,
+            Err(_) => {
+                counters.dropped(DropReason::Encode, 1, items);
+                continue;
+            }
+        };
+        let record = Record {
+            kind,
+            items,
+            headers: body
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            body: body.bytes.to_vec(),
+        };
+        match spool.put(&record) {
+            Ok(()) => counters.spooled(1, items),
+            Err(e) => {
+                counters.dropped(reason, 1, items);
+                log_once(lane, LOG_SPOOL_FAILED, || {
+                    format!(
+                        "{} {}: payloads to {} cannot be spooled, they are dropped ({reason}): {e}",
+                        settings.writer, settings.signal, lane.endpoint.uri
+                    )
+                });
+            }
+        }
+    }
+}
+
+/// Feeds `lane`'s spool back into its queue, oldest first, while the queue is less than half
+/// full and the endpoint's last request succeeded.
+async fn replay(settings: ChannelSettings, lane: Arc<Lane>, counters: Arc<Counters>) {
+    let Some(spool) = lane.spool.clone() else { return };
+    let mut logged = false;
+    loop {
+        let (n, b) = lane.queue.depth();
+        let (cn, cb) = lane.queue.capacity();
+        let room = n * 2 < cn && b * 2 < cb;
+        if !(room && lane.healthy.load(Ordering::Relaxed)) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        let sp = spool.clone();
+        let taken = tokio::task::spawn_blocking(move || sp.take_oldest()).await;
+        match taken {
+            Ok(Ok(Some(record))) => {
+                if !logged {
+                    logged = true;
+                    tracing::info!(
+                        "{} {}: sending payloads spooled earlier to {} ({} files left in {})",
+                        settings.writer,
+                        settings.signal,
+                        lane.endpoint.uri,
+                        spool.files().len() + 1,
+                        spool.path().display()
+                    );
+                }
+                let mut headers = HeaderMap::new();
+                for (k, v) in &record.headers {
+                    if let (Ok(k), Ok(v)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v)) {
+                        headers.insert(k, v);
+                    }
+                }
+                let items = record.items;
+                let job = Job::encoded(
+                    items,
+                    Body {
+                        bytes: Bytes::from(record.body),
+                        headers,
+                    },
+                );
+                let bytes = job.payload.estimated_bytes();
+                match lane.queue.push(Arc::clone(&job), bytes) {
+                    Push::Accepted { evicted } => {
+                        {
+                            let mut s = counters.lock();
+                            s.replayed_payloads += 1;
+                            s.replayed_items += items;
+                        }
+                        if !evicted.is_empty() {
+                            let (st, l, c) = (settings.clone(), Arc::clone(&lane), Arc::clone(&counters));
+                            let _ = tokio::task::spawn_blocking(move || {
+                                spool_jobs(&st, &l, &c, evicted, DropReason::QueueFull);
+                            })
+                            .await;
+                        }
+                    }
+                    Push::TooLarge(j) | Push::Closed(j) => {
+                        let (st, l, c) = (settings.clone(), Arc::clone(&lane), Arc::clone(&counters));
+                        let _ = tokio::task::spawn_blocking(move || {
+                            spool_jobs(&st, &l, &c, vec![j], DropReason::Shutdown);
+                            // Not a new spooling: it was there already.
+                            let mut s = c.lock();
+                            s.spooled_payloads = s.spooled_payloads.saturating_sub(1);
+                            s.spooled_items = s.spooled_items.saturating_sub(items);
+                        })
+                        .await;
+                        return;
+                    }
+                }
+            }
+            Ok(Ok(None)) => {
+                logged = false;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Ok(Err(path)) => {
+                counters.dropped(DropReason::Encode, 1, 0);
+                tracing::warn!("spool file {} is not a valid record: removed", path.display());
+            }
+            Err(_) => return,
         }
     }
 }
@@ -296,16 +608,40 @@ impl Channel {
 async fn worker(settings: ChannelSettings, lane: Arc<Lane>, counters: Arc<Counters>, client: HttpClient) {
     while let Some(job) = lane.queue.pop().await {
         let items = job.payload.items();
+        let id = lane.next_id.fetch_add(1, Ordering::Relaxed);
+        lane.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, Arc::clone(&job));
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
         counters.in_flight_items.fetch_add(items, Ordering::Relaxed);
-        send(&settings, &lane, &counters, &client, &job).await;
+        let undelivered = send(&settings, &lane, &counters, &client, &job).await;
+        lane.in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&id);
         counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         counters.in_flight_items.fetch_sub(items, Ordering::Relaxed);
+        if undelivered {
+            let (st, l, c) = (settings.clone(), Arc::clone(&lane), Arc::clone(&counters));
+            let _ = tokio::task::spawn_blocking(move || {
+                spool_jobs(&st, &l, &c, vec![job], DropReason::RetriesExhausted);
+            })
+            .await;
+        }
     }
 }
 
-/// Sends one job to one endpoint, with retries; records the result.
-async fn send(settings: &ChannelSettings, lane: &Lane, counters: &Counters, client: &HttpClient, job: &Arc<Job>) {
+/// Sends one job to one endpoint, with retries; records the result. Returns true when the
+/// retries ran out and a spool can take the job (the caller spools it; without a spool it was
+/// counted as dropped here).
+async fn send(
+    settings: &ChannelSettings,
+    lane: &Lane,
+    counters: &Counters,
+    client: &HttpClient,
+    job: &Arc<Job>,
+) -> bool {
     let items = job.payload.items();
     let body = match job.body().await {
         Ok(b) => b,
@@ -316,7 +652,7 @@ async fn send(settings: &ChannelSettings, lane: &Lane, counters: &Counters, clie
                 settings.writer,
                 settings.signal
             );
-            return;
+            return false;
         }
     };
     let mut headers = lane.endpoint.headers.clone();
@@ -332,14 +668,16 @@ async fn send(settings: &ChannelSettings, lane: &Lane, counters: &Counters, clie
         match outcome {
             Outcome::Success => {
                 lane.attempts.success();
+                lane.healthy.store(true, Ordering::Relaxed);
                 let mut s = counters.lock();
                 s.payloads_sent += 1;
                 s.items_sent += items;
                 s.bytes_sent += body.bytes.len() as u64;
                 s.last_success = Some(now);
-                return;
+                return false;
             }
             Outcome::Retriable { cause, message } => {
+                lane.healthy.store(false, Ordering::Relaxed);
                 let message = masked(&message);
                 {
                     let mut s = counters.lock();
@@ -347,15 +685,19 @@ async fn send(settings: &ChannelSettings, lane: &Lane, counters: &Counters, clie
                     s.last_error = Some((now, format!("{}: {message}", lane.endpoint.uri)));
                 }
                 if retries >= settings.max_retries {
-                    counters.dropped(DropReason::RetriesExhausted, 1, items);
+                    let spooled = lane.spool.is_some();
+                    if !spooled {
+                        counters.dropped(DropReason::RetriesExhausted, 1, items);
+                    }
                     tracing::warn!(
-                        "{} {}: failed to send to {} after {} retries, dropping {items} items: {message}",
+                        "{} {}: failed to send to {} after {} retries, {} {items} items: {message}",
                         settings.writer,
                         settings.signal,
                         lane.endpoint.uri,
-                        settings.max_retries
+                        settings.max_retries,
+                        if spooled { "spooling" } else { "dropping" }
                     );
-                    return;
+                    return spooled;
                 }
                 retries += 1;
                 counters.lock().retries += 1;
@@ -406,7 +748,7 @@ async fn send(settings: &ChannelSettings, lane: &Lane, counters: &Counters, clie
                         );
                     }
                 }
-                return;
+                return false;
             }
         }
     }

@@ -76,6 +76,23 @@ pub struct SignalStatus {
     pub queue_capacity_bytes: usize,
     /// Payloads being sent (or waiting between retries) right now.
     pub in_flight: usize,
+    /// Payloads written to the spool (undelivered at the shutdown deadline, evicted from a full
+    /// queue, or out of retries), to be sent later.
+    #[serde(default)]
+    pub spooled_payloads: u64,
+    /// Items in the spooled payloads.
+    #[serde(default)]
+    pub spooled_items: u64,
+    /// Spooled payloads read back and queued again (after a start, or once the destination
+    /// answered again).
+    #[serde(default)]
+    pub replayed_payloads: u64,
+    /// Items in the replayed payloads.
+    #[serde(default)]
+    pub replayed_items: u64,
+    /// Payloads in the spool now, waiting to be sent.
+    #[serde(default)]
+    pub spooled_now_payloads: u64,
     /// When a payload was last accepted.
     pub last_success: Option<SystemTime>,
     /// When and why the last request failed (masked: never contains an API key).

@@ -81,6 +81,8 @@ pub struct OtlpWriterConfig {
     pub request_timeout: Duration,
     /// Retry delays.
     pub backoff: Backoff,
+    /// Where undeliverable payloads go (`apm_config.spool`); `None`: dropped and counted.
+    pub spool: Option<Arc<crate::upstream::SpoolDir>>,
 }
 
 impl OtlpWriterConfig {
@@ -97,6 +99,7 @@ impl OtlpWriterConfig {
             max_batch_bytes: MAX_BATCH_BYTES,
             request_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
+            spool: None,
         })
     }
 
@@ -174,6 +177,7 @@ impl OtlpWriter {
                 api_key: None,
             }],
             &client,
+            config.spool.as_ref(),
         );
         let inner = Arc::new(Inner {
             batcher: Batcher::new(config.max_batch_bytes),
@@ -252,6 +256,10 @@ impl Upstream for OtlpWriter {
 
     fn flush(&self) {
         self.inner.wake.notify_one();
+    }
+
+    fn pressure(&self) -> crate::upstream::Pressure {
+        self.inner.traces.pressure()
     }
 
     fn status(&self) -> WriterStatus {
