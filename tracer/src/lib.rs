@@ -67,6 +67,7 @@ pub mod http;
 pub mod propagation;
 pub mod sampling;
 mod span;
+mod stats;
 mod tracer;
 
 // Integrations: log correlation, the `tracing` Layer, the OpenTelemetry bridge.
