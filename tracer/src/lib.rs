@@ -88,6 +88,7 @@ pub use config::{AgentEndpoint, ConfigError, TraceApi, TracerConfig};
 pub use export::FlushError;
 pub use health::Health;
 pub use span::{
-    Entered, Instrument, Instrumented, Span, SpanBuilder, SpanContext, SpanData, SpanId, Str, TraceId, WithContext,
+    AttributeValue, Entered, Instrument, Instrumented, Span, SpanBuilder, SpanContext, SpanData, SpanEvent, SpanId,
+    SpanLink, Str, TraceId, WithContext,
 };
 pub use tracer::{ShutdownGuard, Tracer, TracerError};

@@ -58,16 +58,18 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
     let thread = thread::Builder::new().name("dd-trace-export".into()).spawn(move || {
         let _ = ON_EXPORT_THREAD.try_with(|f| f.set(true));
         let runtime_id = ctx.runtime_id.clone();
+        // DD_TRACE_API_VERSION=v0.5 holds from the first payload on.
+        let format = match tracer.config.trace_api {
+            TraceApi::V05 => Format::V05,
+            TraceApi::V04 | TraceApi::Auto => Format::V04,
+        };
         let mut worker = Worker {
             tracer,
             transport,
             control: rx,
-            payload: Payload::new(Format::V04),
+            payload: Payload::new(format),
             returns: PoolReturn::default(),
-            format: match tracer.config.trace_api {
-                TraceApi::V05 => Format::V05,
-                TraceApi::V04 | TraceApi::Auto => Format::V04,
-            },
+            format,
             ctx,
             last_send: Instant::now(),
             info: None,
@@ -264,6 +266,7 @@ impl Worker {
                 self.info = Some(AgentInfo::parse(&resp.body).unwrap_or_default());
                 self.agent_state = resp.agent_state;
                 self.next_info = Instant::now() + Duration::from_secs(3600);
+                self.ctx.native_span_events = self.info.as_ref().is_some_and(|i| i.span_events);
                 self.configure_stats(deadline);
                 if let Some(info) = &self.info {
                     tracing::debug!(target: "tracer::export", version = ?info.version, endpoints = ?info.endpoints, "agent info");
