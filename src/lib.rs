@@ -406,6 +406,15 @@ pub fn run_flask_demo(agent_port: u16, dir: &Path, requests: usize, env: &[(&str
 /// # Panics
 /// When no loopback port can be bound.
 pub fn sink_agent() -> String {
+    sink_agent_with_info("{}")
+}
+
+/// [`sink_agent`] whose `GET /info` answers `info` (a JSON document), e.g. one listing
+/// `/v0.6/stats` so a tracer turns client-side stats on; everything else gets `200 {}`.
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub fn sink_agent_with_info(info: &'static str) -> String {
     use std::io::{BufRead, BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
@@ -416,6 +425,7 @@ pub fn sink_agent() -> String {
                 loop {
                     let mut len = 0usize;
                     let mut line = String::new();
+                    let mut is_info = false;
                     loop {
                         line.clear();
                         if r.read_line(&mut line).unwrap_or(0) == 0 {
@@ -425,6 +435,9 @@ pub fn sink_agent() -> String {
                         if l.is_empty() {
                             break;
                         }
+                        if l.starts_with("get /info ") {
+                            is_info = true;
+                        }
                         if let Some(v) = l.strip_prefix("content-length:") {
                             len = v.trim().parse().unwrap_or(0);
                         }
@@ -433,8 +446,12 @@ pub fn sink_agent() -> String {
                     if r.read_exact(&mut body).is_err() {
                         return;
                     }
-                    let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json\r\n\r\n{}";
-                    if r.get_mut().write_all(ok).is_err() {
+                    let reply = if is_info { info } else { "{}" };
+                    let ok = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                    if r.get_mut().write_all(ok.as_bytes()).is_err() {
                         return;
                     }
                 }

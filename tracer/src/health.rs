@@ -78,6 +78,10 @@ pub(crate) struct Counters {
     pub(crate) bytes_sent: AtomicU64,
     pub(crate) agent_rate_updates: AtomicU64,
     pub(crate) info_fetches: AtomicU64,
+    pub(crate) p0_traces_dropped: AtomicU64,
+    pub(crate) p0_spans_dropped: AtomicU64,
+    pub(crate) stats_payloads_sent: AtomicU64,
+    pub(crate) stats_payloads_failed: AtomicU64,
     pub(crate) last_error: Mutex<Option<String>>,
 }
 
@@ -119,6 +123,16 @@ pub struct Health {
     pub agent_rate_updates: u64,
     /// `GET /info` requests made.
     pub info_fetches: u64,
+    /// Trace chunks not sent because the sampler rejected them and client-side stats
+    /// already counted them (`DD_TRACE_STATS_COMPUTATION_ENABLED` with an agent that
+    /// says `client_drop_p0s`); reported to the agent in `Datadog-Client-Dropped-P0-*`.
+    pub p0_traces_dropped: u64,
+    /// Spans of those chunks.
+    pub p0_spans_dropped: u64,
+    /// `/v0.6/stats` payloads the agent accepted.
+    pub stats_payloads_sent: u64,
+    /// `/v0.6/stats` payloads given up on.
+    pub stats_payloads_failed: u64,
     /// The last problem seen, if any.
     pub last_error: Option<String>,
 }
@@ -144,6 +158,10 @@ impl Counters {
             bytes_sent: l(&self.bytes_sent),
             agent_rate_updates: l(&self.agent_rate_updates),
             info_fetches: l(&self.info_fetches),
+            p0_traces_dropped: l(&self.p0_traces_dropped),
+            p0_spans_dropped: l(&self.p0_spans_dropped),
+            stats_payloads_sent: l(&self.stats_payloads_sent),
+            stats_payloads_failed: l(&self.stats_payloads_failed),
             last_error: self.last_error.lock().ok().and_then(|e| e.clone()),
         }
     }

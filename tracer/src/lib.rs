@@ -41,7 +41,8 @@
 //! `DD_AGENT_HOST`, `DD_TRACE_AGENT_PORT`, `DD_TRACE_AGENT_URL` (`http://` or `unix://`),
 //! `DD_TRACE_ENABLED`, `DD_TRACE_SAMPLE_RATE`, `DD_TRACE_SAMPLING_RULES`,
 //! `DD_TRACE_RATE_LIMIT`, `DD_TRACE_PARTIAL_FLUSH_ENABLED`,
-//! `DD_TRACE_PARTIAL_FLUSH_MIN_SPANS`, `DD_TRACE_AGENT_TIMEOUT` and `DD_TRACE_API_VERSION`; a
+//! `DD_TRACE_PARTIAL_FLUSH_MIN_SPANS`, `DD_TRACE_AGENT_TIMEOUT`, `DD_TRACE_API_VERSION` and
+//! `DD_TRACE_STATS_COMPUTATION_ENABLED` (client-side stats and P0 dropping); a
 //! bad value is an error
 //! naming the variable. Every `with_*` method overrides in code.
 //!
@@ -67,6 +68,7 @@ pub mod http;
 pub mod propagation;
 pub mod sampling;
 mod span;
+mod stats;
 mod tracer;
 
 // Integrations: log correlation, the `tracing` Layer, the OpenTelemetry bridge.
@@ -86,6 +88,7 @@ pub use config::{AgentEndpoint, ConfigError, TraceApi, TracerConfig};
 pub use export::FlushError;
 pub use health::Health;
 pub use span::{
-    Entered, Instrument, Instrumented, Span, SpanBuilder, SpanContext, SpanData, SpanId, Str, TraceId, WithContext,
+    AttributeValue, Entered, Instrument, Instrumented, Span, SpanBuilder, SpanContext, SpanData, SpanEvent, SpanId,
+    SpanLink, Str, TraceId, WithContext,
 };
 pub use tracer::{ShutdownGuard, Tracer, TracerError};

@@ -269,6 +269,7 @@ impl TracerInner {
             global_tags: self.config.global_tags.clone(),
             runtime_id: self.runtime_id.clone(),
             process_id: f64::from(std::process::id()),
+            native_span_events: false,
         }
     }
 

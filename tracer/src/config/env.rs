@@ -40,6 +40,8 @@ pub mod vars {
     pub const AGENT_TIMEOUT: &str = "DD_TRACE_AGENT_TIMEOUT";
     /// `v0.4` or `v0.5`: the trace intake to use (default: v0.5 when the agent lists it).
     pub const API_VERSION: &str = "DD_TRACE_API_VERSION";
+    /// `true`: compute trace stats in the tracer and drop unsampled traces (default false).
+    pub const STATS_COMPUTATION_ENABLED: &str = "DD_TRACE_STATS_COMPUTATION_ENABLED";
     /// `false`: log correlation writes the low 64 bits of the trace id in decimal.
     pub const TRACE_ID_128_BIT_LOGGING: &str = "DD_TRACE_128_BIT_TRACEID_LOGGING_ENABLED";
 
@@ -65,7 +67,10 @@ pub mod vars {
     pub const QUERY_STRING_REGEXP: &str = "DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP";
     /// `true`: leave query strings out of `http.url`.
     pub const HTTP_URL_QUERY_STRING_DISABLED: &str = "DD_TRACE_HTTP_URL_QUERY_STRING_DISABLED";
-    /// Baggage keys copied to server spans as `baggage.<key>`.
+    /// `header` or `header:tag` items (comma- or space-separated): request and response
+    /// headers copied to HTTP spans as tags.
+    pub const HEADER_TAGS: &str = "DD_TRACE_HEADER_TAGS";
+    /// Baggage keys copied to server spans as `baggage.<key>` (`*`: all).
     pub const BAGGAGE_TAG_KEYS: &str = "DD_TRACE_BAGGAGE_TAG_KEYS";
 }
 
@@ -249,6 +254,9 @@ pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> 
         }
         cfg.agent_timeout = Duration::from_secs_f64(secs);
     }
+    if let Some(v) = get(src, vars::STATS_COMPUTATION_ENABLED) {
+        cfg.stats_computation = parse_bool(vars::STATS_COMPUTATION_ENABLED, &v)?;
+    }
     if let Some(v) = get(src, vars::TRACE_ID_128_BIT_LOGGING) {
         cfg.log_128bit_trace_id = parse_bool(vars::TRACE_ID_128_BIT_LOGGING, &v)?;
     }
@@ -275,6 +283,9 @@ mod tests {
             }
         );
         assert!(c.enabled);
+        assert!(!c.stats_computation, "off by default, as in the other tracers");
+        assert!(cfg(&[("DD_TRACE_STATS_COMPUTATION_ENABLED", "true")]).is_ok_and(|c| c.stats_computation));
+        assert!(cfg(&[("DD_TRACE_STATS_COMPUTATION_ENABLED", "maybe")]).is_err());
         assert_eq!(c.rate_limit, 100.0);
         assert_eq!(c.partial_flush_min_spans, None);
         assert!(!c.service.is_empty());

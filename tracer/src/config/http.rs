@@ -123,6 +123,95 @@ pub struct HttpSettings {
     pub(crate) client_ip_header: Option<String>,
     pub(crate) query_string: QueryStringMode,
     pub(crate) baggage_tag_keys: Vec<String>,
+    pub(crate) header_tags: Vec<HeaderTag>,
+}
+
+/// One `DD_TRACE_HEADER_TAGS` item: a header copied to HTTP spans as a tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderTag {
+    /// The header, lower case.
+    pub(crate) header: http::HeaderName,
+    /// The tag for the request header: the mapped name, else
+    /// `http.request.headers.<normalized header>`.
+    pub(crate) request_tag: String,
+    /// The tag for the response header: the mapped name, else
+    /// `http.response.headers.<normalized header>`.
+    pub(crate) response_tag: String,
+}
+
+impl HeaderTag {
+    /// The header.
+    pub fn header(&self) -> &str {
+        self.header.as_str()
+    }
+
+    /// The tag of the request header.
+    pub fn request_tag(&self) -> &str {
+        &self.request_tag
+    }
+
+    /// The tag of the response header.
+    pub fn response_tag(&self) -> &str {
+        &self.response_tag
+    }
+
+    /// Parses `DD_TRACE_HEADER_TAGS`: items separated by commas (or by spaces when there is
+    /// no comma), each `header` or `header:tag` (split at the last colon). As Datadog's
+    /// tracers do: header names are case-insensitive; a mapped tag is used as given; a bare
+    /// header becomes `http.request.headers.<h>` / `http.response.headers.<h>` with `<h>`
+    /// the lower-cased name in which every character other than `a-z 0-9 _ - /` is `_`
+    /// (so `X-Request.Id` → `x-request_id`). `x-datadog-*` headers are ignored.
+    ///
+    /// # Errors
+    /// An item whose header is not a valid HTTP header name.
+    pub fn parse_list(v: &str) -> Result<Vec<Self>, String> {
+        let items: Vec<&str> = if v.contains(',') {
+            v.split(',').collect()
+        } else {
+            v.split_whitespace().collect()
+        };
+        let mut out: Vec<Self> = Vec::new();
+        for item in items.into_iter().map(str::trim).filter(|i| !i.is_empty()) {
+            let (header, tag) = match item.rsplit_once(':') {
+                Some((h, t)) if !t.trim().is_empty() => (h.trim(), Some(t.trim())),
+                Some((h, _)) => (h.trim(), None),
+                None => (item, None),
+            };
+            let lower = header.to_ascii_lowercase();
+            let name = http::HeaderName::from_bytes(lower.as_bytes())
+                .map_err(|_| format!("{header:?} is not an HTTP header name"))?;
+            if lower.starts_with("x-datadog-") {
+                continue;
+            }
+            let (request_tag, response_tag) = match tag {
+                Some(t) => (t.to_owned(), t.to_owned()),
+                None => {
+                    let n: String = lower
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '/') {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect();
+                    (
+                        format!("http.request.headers.{n}"),
+                        format!("http.response.headers.{n}"),
+                    )
+                }
+            };
+            // A header named twice: the last item wins.
+            out.retain(|h| h.header != name);
+            out.push(Self {
+                header: name,
+                request_tag,
+                response_tag,
+            });
+        }
+        Ok(out)
+    }
 }
 
 impl Default for HttpSettings {
@@ -134,6 +223,7 @@ impl Default for HttpSettings {
             client_ip_header: None,
             query_string: QueryStringMode::DefaultObfuscation,
             baggage_tag_keys: DEFAULT_BAGGAGE_TAG_KEYS.iter().map(|k| (*k).to_owned()).collect(),
+            header_tags: Vec::new(),
         }
     }
 }
@@ -170,6 +260,21 @@ impl HttpSettings {
     /// Baggage keys copied to server spans as `baggage.<key>` (`*`: all).
     pub fn baggage_tag_keys(&self) -> &[String] {
         &self.baggage_tag_keys
+    }
+
+    /// Headers copied to server and client spans as tags (`DD_TRACE_HEADER_TAGS`).
+    pub fn header_tags(&self) -> &[HeaderTag] {
+        &self.header_tags
+    }
+
+    /// Sets the headers copied to HTTP spans, in `DD_TRACE_HEADER_TAGS` syntax
+    /// (see [`HeaderTag::parse_list`]).
+    ///
+    /// # Errors
+    /// An item that names no valid HTTP header.
+    pub fn with_header_tags(mut self, spec: &str) -> Result<Self, ConfigError> {
+        self.header_tags = HeaderTag::parse_list(spec).map_err(|r| invalid(vars::HEADER_TAGS, spec, r))?;
+        Ok(self)
     }
 }
 
@@ -252,6 +357,9 @@ pub(super) fn read_http<S: ConfigSource + ?Sized>(src: &S) -> Result<HttpSetting
     }
     if bool_var(src, vars::HTTP_URL_QUERY_STRING_DISABLED)?.unwrap_or(false) {
         h.query_string = QueryStringMode::Drop;
+    }
+    if let Some(v) = get(src, vars::HEADER_TAGS) {
+        h.header_tags = HeaderTag::parse_list(&v).map_err(|r| invalid(vars::HEADER_TAGS, &v, r))?;
     }
     if let Some(v) = src.get(vars::BAGGAGE_TAG_KEYS) {
         h.baggage_tag_keys = v
@@ -339,6 +447,58 @@ mod tests {
     }
 
     #[test]
+    fn header_tags_as_the_datadog_tracers_parse_them() {
+        assert!(cfg(&[]).is_ok_and(|c| c.http().header_tags().is_empty()));
+        let tags = |spec: &str| -> Vec<(String, String, String)> {
+            cfg(&[("DD_TRACE_HEADER_TAGS", spec)])
+                .unwrap_or_default()
+                .http()
+                .header_tags()
+                .iter()
+                .map(|h| {
+                    (
+                        h.header().to_owned(),
+                        h.request_tag().to_owned(),
+                        h.response_tag().to_owned(),
+                    )
+                })
+                .collect()
+        };
+        let want = |items: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+            items
+                .iter()
+                .map(|(a, b, c)| ((*a).to_owned(), (*b).to_owned(), (*c).to_owned()))
+                .collect()
+        };
+        let expected = want(&[
+            (
+                "x-request.id",
+                "http.request.headers.x-request_id",
+                "http.response.headers.x-request_id",
+            ),
+            ("user-agent", "ua.copy", "ua.copy"),
+            ("accept", "http.request.headers.accept", "http.response.headers.accept"),
+        ]);
+        assert_eq!(
+            tags(" X-Request.ID , User-Agent:ua.copy,x-datadog-trace-id,Accept:"),
+            expected
+        );
+        assert_eq!(
+            tags("X-Request.ID User-Agent:ua.copy Accept: x-datadog-origin"),
+            expected
+        );
+        assert_eq!(
+            tags("accept,Accept:mine"),
+            want(&[("accept", "mine", "mine")]),
+            "the last item for a header wins"
+        );
+        assert!(
+            cfg(&[("DD_TRACE_HEADER_TAGS", "x-b3:a:b")]).is_err(),
+            "x-b3:a is no header name"
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_variable() {
         let cases: &[(&str, &str)] = &[
             ("DD_TRACE_PROPAGATION_STYLE", "datadog,jaeger"),
@@ -350,6 +510,7 @@ mod tests {
             ("DD_TRACE_HTTP_CLIENT_ERROR_STATUSES", "-"),
             ("DD_TRACE_CLIENT_IP_ENABLED", "2"),
             ("DD_TRACE_CLIENT_IP_HEADER", "bad header"),
+            ("DD_TRACE_HEADER_TAGS", "x-ok,bad header:tag"),
             #[cfg(feature = "tower")]
             ("DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP", "(unclosed"),
         ];

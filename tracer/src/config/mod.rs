@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use env::{ConfigSource, ProcessEnv, vars};
-pub use http::{HttpSettings, PropagationSettings, QueryStringMode, StatusRanges};
+pub use http::{HeaderTag, HttpSettings, PropagationSettings, QueryStringMode, StatusRanges};
 
 use crate::sampling::SamplingRule;
 
@@ -129,6 +129,7 @@ pub struct TracerConfig {
     pub(crate) max_spans_per_trace: usize,
     pub(crate) send_retries: u32,
     pub(crate) trace_api: TraceApi,
+    pub(crate) stats_computation: bool,
     pub(crate) log_128bit_trace_id: bool,
     pub(crate) propagation: PropagationSettings,
     pub(crate) http: HttpSettings,
@@ -159,6 +160,7 @@ impl Default for TracerConfig {
             max_spans_per_trace: 100_000,
             send_retries: 2,
             trace_api: TraceApi::Auto,
+            stats_computation: false,
             log_128bit_trace_id: true,
             propagation: PropagationSettings::default(),
             http: HttpSettings::default(),
@@ -323,6 +325,22 @@ impl TracerConfig {
     pub fn with_trace_api(mut self, api: TraceApi) -> Self {
         self.trace_api = api;
         self
+    }
+
+    /// Computes trace stats in the tracer (`DD_TRACE_STATS_COMPUTATION_ENABLED`, default
+    /// off): when the agent's `/info` lists `/v0.6/stats`, the export worker aggregates
+    /// top-level and measured spans before sampling and sends them there, and, when `/info`
+    /// also says `client_drop_p0s`, does not send traces the sampler rejected (those with
+    /// no error and no single-span-sampled span), counting them.
+    #[must_use]
+    pub fn with_stats_computation(mut self, enabled: bool) -> Self {
+        self.stats_computation = enabled;
+        self
+    }
+
+    /// Whether client-side stats are on.
+    pub fn stats_computation(&self) -> bool {
+        self.stats_computation
     }
 
     /// Whether log correlation writes `dd.trace_id` as 32 hex digits (the full 128-bit

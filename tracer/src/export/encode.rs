@@ -28,6 +28,9 @@ pub(crate) struct EncodeContext {
     pub(crate) global_tags: Vec<(String, String)>,
     pub(crate) runtime_id: String,
     pub(crate) process_id: f64,
+    /// The agent's `/info` says `span_events: true`: v0.4 spans carry `span_events`
+    /// natively (else, and always in v0.5, the `events` JSON tag).
+    pub(crate) native_span_events: bool,
 }
 
 /// Trace-level facts that go on the first span of a chunk.
@@ -228,6 +231,14 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
 fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_>>, ctx: &EncodeContext) {
     let service = span.service.as_deref().unwrap_or(&ctx.service);
     let entry = span.top_level || first.is_some();
+    let v05 = out.table.is_some();
+    // Links: a native field in v0.4, the `_dd.span_links` JSON tag in v0.5 (as ddtrace).
+    // Events: native in v0.4 when the agent takes them, else the `events` JSON tag.
+    let native_links = !v05 && !span.links.is_empty();
+    let native_events = !v05 && ctx.native_span_events && !span.events.is_empty();
+    let links_json = (v05 && !span.links.is_empty()).then(|| links::links_json(&span.links));
+    let events_json = (!native_events && !span.events.is_empty()).then(|| links::events_json(&span.events));
+    let has_exception = span.events.iter().any(|e| e.name == "exception");
 
     // --- meta the worker adds, skipping keys the span set itself ---
     let mut tid_buf = [0u8; 16];
@@ -279,6 +290,20 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
         }
     }
 
+    if let Some(j) = links_json.as_deref() {
+        if !has(&extra, "_dd.span_links") {
+            extra.push(("_dd.span_links", j));
+        }
+    }
+    if let Some(j) = events_json.as_deref() {
+        if !has(&extra, "events") {
+            extra.push(("events", j));
+        }
+    }
+    if has_exception && !has(&extra, "_dd.span_events.has_exception") {
+        extra.push(("_dd.span_events.has_exception", "true"));
+    }
+
     // --- metrics the worker adds ---
     let mut extra_metrics: SmallVec<[(&str, f64); 8]> = SmallVec::new();
     let has_metric = |extra: &SmallVec<[(&str, f64); 8]>, k: &str| {
@@ -320,14 +345,14 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     let resource = span.resource.as_deref().unwrap_or(&span.name);
     let span_type = span.span_type.as_deref().unwrap_or("");
 
-    let v05 = out.table.is_some();
     if v05 {
         let _ = rmp::encode::write_array_len(out.buf, 12);
         out.string(service);
         out.string(&span.name);
         out.string(resource);
     } else {
-        let _ = rmp::encode::write_map_len(out.buf, 12);
+        let fields = 12 + u32::from(native_links) + u32::from(native_events);
+        let _ = rmp::encode::write_map_len(out.buf, fields);
     }
     out.field("trace_id");
     let _ = rmp::encode::write_uint(out.buf, span.trace_id.low());
@@ -372,7 +397,14 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     if v05 {
         out.string(span_type);
     }
+    if native_links {
+        links::write_links(out.buf, &span.links);
+    }
+    if native_events {
+        links::write_events(out.buf, &span.events);
+    }
 }
 
+mod links;
 #[cfg(test)]
 mod tests;

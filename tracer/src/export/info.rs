@@ -8,6 +8,12 @@ pub(crate) struct AgentInfo {
     pub(crate) version: Option<String>,
     pub(crate) endpoints: Vec<String>,
     pub(crate) client_drop_p0s: bool,
+    /// `peer_tags`: keys of the peer tags stats aggregate on (absent or null: none).
+    pub(crate) peer_tags: Vec<String>,
+    /// `span_kinds_stats_computed`: span kinds whose spans always count in stats.
+    pub(crate) span_kinds_stats_computed: Vec<String>,
+    /// `span_events`: the agent takes native span events.
+    pub(crate) span_events: bool,
 }
 
 impl AgentInfo {
@@ -15,7 +21,16 @@ impl AgentInfo {
     pub(crate) fn parse(body: &[u8]) -> Option<Self> {
         let v: Value = serde_json::from_slice(body).ok()?;
         let obj = v.as_object()?;
+        let strings = |key: &str| -> Vec<String> {
+            obj.get(key)
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
         Some(Self {
+            peer_tags: strings("peer_tags"),
+            span_kinds_stats_computed: strings("span_kinds_stats_computed"),
+            span_events: obj.get("span_events").and_then(Value::as_bool).unwrap_or(false),
             version: obj.get("version").and_then(Value::as_str).map(str::to_owned),
             endpoints: obj
                 .get("endpoints")
@@ -45,6 +60,13 @@ mod tests {
         assert!(info.has_endpoint("/v0.5/traces"));
         assert!(!info.has_endpoint("/v0.6/stats"));
         assert!(info.client_drop_p0s);
+        let body = br#"{"peer_tags":["out.host","db.name"],"span_kinds_stats_computed":["server","client"],"span_events":true}"#;
+        let info = AgentInfo::parse(body).unwrap_or_default();
+        assert_eq!(info.peer_tags, ["out.host", "db.name"]);
+        assert_eq!(info.span_kinds_stats_computed, ["server", "client"]);
+        assert!(info.span_events);
+        let info = AgentInfo::parse(br#"{"peer_tags":null}"#).unwrap_or_default();
+        assert!(info.peer_tags.is_empty() && !info.span_events);
         assert_eq!(AgentInfo::parse(b"not json"), None);
         assert_eq!(AgentInfo::parse(b"{}"), Some(AgentInfo::default()));
     }

@@ -16,6 +16,7 @@ use crate::buffer::{Chunk, PoolReturn};
 use crate::config::TraceApi;
 use crate::health::Problem;
 use crate::sampling::{AgentRates, RuleInput, SamplingInput};
+use crate::stats::{Concentrator, PayloadIdentity, StatsSettings, encode_payload};
 use crate::tracer::TracerInner;
 
 /// Requests from application threads.
@@ -56,21 +57,35 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
     let ctx = tracer.encode_context();
     let thread = thread::Builder::new().name("dd-trace-export".into()).spawn(move || {
         let _ = ON_EXPORT_THREAD.try_with(|f| f.set(true));
+        let runtime_id = ctx.runtime_id.clone();
+        // DD_TRACE_API_VERSION=v0.5 holds from the first payload on.
+        let format = match tracer.config.trace_api {
+            TraceApi::V05 => Format::V05,
+            TraceApi::V04 | TraceApi::Auto => Format::V04,
+        };
         let mut worker = Worker {
             tracer,
             transport,
             control: rx,
-            payload: Payload::new(Format::V04),
+            payload: Payload::new(format),
             returns: PoolReturn::default(),
-            format: match tracer.config.trace_api {
-                TraceApi::V05 => Format::V05,
-                TraceApi::V04 | TraceApi::Auto => Format::V04,
-            },
+            format,
             ctx,
             last_send: Instant::now(),
             info: None,
             agent_state: None,
             next_info: Instant::now(),
+            stats: None,
+            drop_p0s: false,
+            stats_sequence: 0,
+            p0_pending: (0, 0),
+            stats_id: PayloadIdentity {
+                service: tracer.config.service.clone(),
+                env: tracer.config.env.clone().unwrap_or_default(),
+                version: tracer.config.version.clone().unwrap_or_default(),
+                runtime_id: runtime_id.clone(),
+                tracer_version: env!("CARGO_PKG_VERSION").to_owned(),
+            },
         };
         // A bug here must not take tracing down for good: log it once and go on with
         // an empty payload (the spans of the payload being built are lost, and counted).
@@ -105,6 +120,23 @@ struct Worker {
     agent_state: Option<String>,
     /// When to (re)fetch `/info`.
     next_info: Instant,
+    /// Client-side stats, while on and the agent takes `/v0.6/stats`.
+    stats: Option<Concentrator>,
+    /// Whether rejected chunks are dropped here (stats on and `client_drop_p0s`).
+    drop_p0s: bool,
+    /// `Sequence` of the next stats payload.
+    stats_sequence: u64,
+    /// P0 chunks and spans dropped since the last trace payload went out.
+    p0_pending: (u64, u64),
+    stats_id: PayloadIdentity,
+}
+
+/// Unix nanoseconds now.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 impl Worker {
@@ -139,6 +171,8 @@ impl Worker {
                     result = sent;
                 }
             }
+            // Buckets that are over (every bucket when asked to flush or stop).
+            self.send_stats(forced, deadline);
             for reply in flushes {
                 let _ = reply.send(result.clone());
             }
@@ -182,10 +216,33 @@ impl Worker {
             };
             sampler.decide(&input, now)
         };
+        if let Some(stats) = self.stats.as_mut() {
+            let synthetics = chunk
+                .trace
+                .as_ref()
+                .and_then(|t| t.tags.origin.as_deref())
+                .is_some_and(|o| o.starts_with("synthetics"));
+            let now_ns = unix_now();
+            for span in &chunk.spans {
+                stats.add(span, &self.ctx.service, synthetics, now_ns);
+            }
+        }
         let decision = match &chunk.trace {
             Some(t) => *t.decision.get_or_init(decide),
             None => decide(),
         };
+        if self.drop_p0s && decision.priority <= 0 && !must_keep(&chunk.spans) {
+            // Counted in the stats just above; the agent learns of it from the headers.
+            let n = chunk.spans.len() as u64;
+            self.p0_pending.0 += 1;
+            self.p0_pending.1 += n;
+            self.tracer.counters.p0_traces_dropped.fetch_add(1, Relaxed);
+            self.tracer.counters.p0_spans_dropped.fetch_add(n, Relaxed);
+            for span in chunk.spans {
+                self.returns.give(&self.tracer.pool, span);
+            }
+            return;
+        }
         let header = ChunkHeader {
             decision,
             tags: chunk.trace.as_ref().map(|t| &t.tags),
@@ -209,6 +266,8 @@ impl Worker {
                 self.info = Some(AgentInfo::parse(&resp.body).unwrap_or_default());
                 self.agent_state = resp.agent_state;
                 self.next_info = Instant::now() + Duration::from_secs(3600);
+                self.ctx.native_span_events = self.info.as_ref().is_some_and(|i| i.span_events);
+                self.configure_stats(deadline);
                 if let Some(info) = &self.info {
                     tracing::debug!(target: "tracer::export", version = ?info.version, endpoints = ?info.endpoints, "agent info");
                     if self.tracer.config.trace_api == TraceApi::Auto {
@@ -233,6 +292,85 @@ impl Worker {
         }
     }
 
+    /// Turns client-side stats and P0 dropping on or off after `/info`.
+    fn configure_stats(&mut self, deadline: Instant) {
+        let info = self.info.clone().unwrap_or_default();
+        let on = self.tracer.config.stats_computation && info.has_endpoint(STATS_PATH);
+        if on {
+            let mut peer_tag_keys = info.peer_tags.clone();
+            peer_tag_keys.sort();
+            peer_tag_keys.dedup();
+            let settings = StatsSettings {
+                peer_tag_keys,
+                span_kinds: info.span_kinds_stats_computed.clone(),
+            };
+            match self.stats.as_mut() {
+                Some(s) => s.set_settings(settings),
+                None => self.stats = Some(Concentrator::new(settings)),
+            }
+        } else if self.stats.is_some() {
+            // The agent stopped taking stats: send what is aggregated, then stop.
+            self.send_stats(true, deadline);
+            self.stats = None;
+        }
+        self.drop_p0s = on && info.client_drop_p0s;
+    }
+
+    /// Sends the stats buckets that are over at `now` (all of them with `force`).
+    fn send_stats(&mut self, force: bool, deadline: Instant) {
+        let Some(stats) = self.stats.as_mut() else {
+            return;
+        };
+        if stats.is_empty() {
+            return;
+        }
+        let buckets = stats.flush(unix_now(), force);
+        if buckets.is_empty() {
+            return;
+        }
+        let body = Bytes::from(encode_payload(&self.stats_id, &buckets, self.stats_sequence));
+        self.stats_sequence += 1;
+        let headers = self.base_headers();
+        let counters = &self.tracer.counters;
+        let cfg = &self.tracer.config;
+        let mut attempt = 0u32;
+        loop {
+            let now = Instant::now();
+            let failure = if now >= deadline {
+                Some("the send deadline passed".to_owned())
+            } else {
+                let timeout = cfg.agent_timeout.min(deadline - now);
+                match self
+                    .transport
+                    .request(Method::POST, STATS_PATH, &headers, body.clone(), timeout)
+                {
+                    Ok(resp) if (200..300).contains(&resp.status) => {
+                        counters.stats_payloads_sent.fetch_add(1, Relaxed);
+                        return;
+                    }
+                    Ok(resp) if !(matches!(resp.status, 408 | 429) || resp.status >= 500) => {
+                        attempt = cfg.send_retries;
+                        format!("the agent answered {} to {STATS_PATH}", resp.status).into()
+                    }
+                    Ok(resp) => Some(format!("the agent answered {} to {STATS_PATH}", resp.status)),
+                    Err(e) => Some(describe(&e)),
+                }
+            };
+            let reason = failure.unwrap_or_default();
+            if attempt >= cfg.send_retries || Instant::now() >= deadline {
+                counters.stats_payloads_failed.fetch_add(1, Relaxed);
+                self.tracer.problems.raise(Problem::AgentRejected, || {
+                    format!("trace stats were not delivered: {reason} (counted in Health)")
+                });
+                return;
+            }
+            attempt += 1;
+            let backoff =
+                Duration::from_millis(50u64 << attempt.min(6)).min(deadline.saturating_duration_since(Instant::now()));
+            thread::sleep(backoff);
+        }
+    }
+
     /// Uses `format` for the next payloads (the current one, if it holds traces, is sent
     /// as it is).
     fn use_format(&mut self, format: Format) {
@@ -242,8 +380,9 @@ impl Worker {
         }
     }
 
-    fn headers(&self, traces: u32) -> [(&'static str, String); 8] {
-        [
+    /// The headers of every request to the agent.
+    fn base_headers(&self) -> Vec<(&'static str, String)> {
+        vec![
             ("content-type", "application/msgpack".to_owned()),
             ("datadog-meta-lang", "rust".to_owned()),
             ("datadog-meta-lang-version", env!("TRACER_RUSTC_VERSION").to_owned()),
@@ -252,23 +391,40 @@ impl Worker {
                 format!("rustc-{}-{}", std::env::consts::ARCH, std::env::consts::OS),
             ),
             ("datadog-meta-tracer-version", env!("CARGO_PKG_VERSION").to_owned()),
-            ("x-datadog-trace-count", traces.to_string()),
-            ("datadog-client-computed-top-level", "yes".to_owned()),
-            ("datadog-send-real-http-status", "1".to_owned()),
         ]
+    }
+
+    /// The headers of a trace payload; `p0` the rejected chunks and spans dropped since the
+    /// last payload.
+    fn headers(&self, traces: u32, p0: (u64, u64)) -> Vec<(&'static str, String)> {
+        let mut h = self.base_headers();
+        h.push(("x-datadog-trace-count", traces.to_string()));
+        h.push(("datadog-client-computed-top-level", "yes".to_owned()));
+        h.push(("datadog-send-real-http-status", "1".to_owned()));
+        if self.stats.is_some() {
+            h.push(("datadog-client-computed-stats", "yes".to_owned()));
+        }
+        if self.drop_p0s || p0 != (0, 0) {
+            h.push(("datadog-client-dropped-p0-traces", p0.0.to_string()));
+            h.push(("datadog-client-dropped-p0-spans", p0.1.to_string()));
+        }
+        h
     }
 
     /// Sends the current payload (if any) with bounded retries before `deadline`.
     fn send(&mut self, deadline: Instant) -> Result<(), FlushError> {
         self.last_send = Instant::now();
-        if self.payload.is_empty() {
+        // An empty payload still goes out when it is the only way to tell the agent about
+        // dropped P0 traces (as ddtrace does).
+        if self.payload.is_empty() && self.p0_pending == (0, 0) {
             return Ok(());
         }
         let payload = std::mem::replace(&mut self.payload, Payload::new(self.format));
         let path = payload.format().path();
         let (traces, spans) = (payload.traces(), payload.spans());
         let body = Bytes::from(payload.finish());
-        let headers = self.headers(traces);
+        let p0 = std::mem::take(&mut self.p0_pending);
+        let headers = self.headers(traces, p0);
         let cfg = &self.tracer.config;
         let counters = &self.tracer.counters;
         let problems = &self.tracer.problems;
@@ -329,6 +485,9 @@ impl Worker {
                 Duration::from_millis(50u64 << attempt.min(6)).min(deadline.saturating_duration_since(Instant::now()));
             thread::sleep(backoff);
         };
+        // The next payload tells the agent about these P0 drops instead.
+        self.p0_pending.0 += p0.0;
+        self.p0_pending.1 += p0.1;
         counters.payloads_failed.fetch_add(1, Relaxed);
         counters
             .traces_dropped_send_failed
@@ -357,6 +516,17 @@ impl Worker {
             self.next_info = Instant::now();
         }
     }
+}
+
+/// Where client-computed stats go.
+const STATS_PATH: &str = "/v0.6/stats";
+
+/// Whether a rejected chunk must still be sent: it holds an error or a span kept by
+/// single-span sampling (`_dd.span_sampling.mechanism`).
+fn must_keep(spans: &[crate::span::SpanBox]) -> bool {
+    spans
+        .iter()
+        .any(|s| s.error || s.metric("_dd.span_sampling.mechanism").is_some())
 }
 
 fn describe(e: &TransportError) -> String {

@@ -12,20 +12,103 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::common::{self, QueryPolicy};
-use crate::config::StatusRanges;
+use crate::config::{HeaderTag, StatusRanges};
 use crate::propagation::{Baggage, Propagator};
 use crate::span::{Entered, Span, SpanContext, Str};
 use crate::tracer::Tracer;
 
-#[derive(Debug)]
-struct Shared {
-    tracer: Tracer,
-    propagator: Propagator,
-    name: Str,
-    component: Str,
-    service: Option<Str>,
-    query: QueryPolicy,
-    error_statuses: StatusRanges,
+/// What every client span of one layer (or middleware) shares.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) tracer: Tracer,
+    pub(crate) propagator: Propagator,
+    pub(crate) name: Str,
+    pub(crate) component: Str,
+    pub(crate) service: Option<Str>,
+    pub(crate) query: QueryPolicy,
+    pub(crate) error_statuses: StatusRanges,
+    pub(crate) header_tags: Vec<HeaderTag>,
+}
+
+impl Shared {
+    /// From the tracer's configuration, with `component`.
+    pub(crate) fn new(tracer: Tracer, component: &'static str) -> Self {
+        let config = tracer.config();
+        Self {
+            tracer,
+            propagator: Propagator::from_config(config),
+            name: Str::from("http.request"),
+            component: Str::from(component),
+            service: None,
+            query: QueryPolicy::new(config.http().query_string()),
+            error_statuses: *config.http().client_error_statuses(),
+            header_tags: config.http().header_tags().to_vec(),
+        }
+    }
+
+    /// Starts the client span of a request (a child of the current span) and injects its
+    /// context and the current baggage into `headers`.
+    pub(crate) fn start(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        headers: &mut http::HeaderMap,
+    ) -> (Span, Option<SpanContext>) {
+        let method = common::method_str(method);
+        let path = common::collapse_path(uri.path());
+        let mut builder = self
+            .tracer
+            .span(self.name.clone())
+            .span_type("http")
+            .resource(common::join(&method, &path))
+            .tag("span.kind", "client")
+            .tag("component", self.component.clone())
+            .tag("http.method", method)
+            .tag("http.url", common::request_url(&self.query, uri, headers));
+        if let Some(host) = uri.host() {
+            builder = builder.tag("out.host", host.to_owned());
+        }
+        if let Some(port) = uri.port_u16() {
+            builder = builder.metric("network.destination.port", f64::from(port));
+        }
+        if let Some(service) = &self.service {
+            builder = builder.service(service.clone());
+        }
+        // The application's headers, before ours are added.
+        for (tag, value) in common::header_tags(headers, &self.header_tags, false) {
+            builder = builder.tag(tag, value);
+        }
+        let span = builder.start();
+        let ctx = span.context();
+        if let Some(ctx) = &ctx {
+            self.propagator.inject(&self.tracer, ctx, headers);
+        }
+        if let Some(baggage) = Baggage::current() {
+            self.propagator.inject_baggage(&baggage, headers);
+        }
+        (span, ctx)
+    }
+
+    /// Finishes `span` with a response: status code, header tags, error for a client
+    /// error status.
+    pub(crate) fn on_response(&self, span: &mut Span, status: http::StatusCode, headers: &http::HeaderMap) {
+        span.set_tag("http.status_code", common::status_str(status.as_u16()));
+        for (tag, value) in common::header_tags(headers, &self.header_tags, true) {
+            span.set_tag(tag, value);
+        }
+        if self.error_statuses.contains(status.as_u16()) {
+            span.set_error_flag(true);
+            span.set_tag("error.type", common::status_str(status.as_u16()));
+            span.set_tag("error.message", common::status_message(status));
+        }
+    }
+
+    /// Finishes `span` with an error that produced no response.
+    pub(crate) fn on_error(span: &mut Span, error_type: &str, message: String) {
+        span.set_error_flag(true);
+        span.set_tag("error.type", error_type.to_owned());
+        span.set_tag("error.message", message);
+    }
 }
 
 /// A tower [`Layer`] that traces each outgoing HTTP request and injects the trace context
@@ -39,17 +122,8 @@ impl ClientLayer {
     /// A client layer configured from the tracer's configuration (injection styles,
     /// client error statuses, query-string obfuscation); component `tower`.
     pub fn new(tracer: Tracer) -> Self {
-        let config = tracer.config();
         Self {
-            shared: Arc::new(Shared {
-                tracer,
-                propagator: Propagator::from_config(config),
-                name: Str::from("http.request"),
-                component: Str::from("tower"),
-                service: None,
-                query: QueryPolicy::new(config.http().query_string()),
-                error_statuses: *config.http().client_error_statuses(),
-            }),
+            shared: Arc::new(Shared::new(tracer, "tower")),
         }
     }
 
@@ -58,16 +132,7 @@ impl ClientLayer {
             f(shared);
             return self;
         }
-        let s = &*self.shared;
-        let mut copy = Shared {
-            tracer: s.tracer,
-            propagator: s.propagator.clone(),
-            name: s.name.clone(),
-            component: s.component.clone(),
-            service: s.service.clone(),
-            query: s.query.clone(),
-            error_statuses: s.error_statuses,
-        };
+        let mut copy = (*self.shared).clone();
         f(&mut copy);
         self.shared = Arc::new(copy);
         self
@@ -133,35 +198,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        let shared = &*self.shared;
-        let method = common::method_str(req.method());
-        let path = common::collapse_path(req.uri().path());
-        let mut builder = shared
-            .tracer
-            .span(shared.name.clone())
-            .span_type("http")
-            .resource(common::join(&method, &path))
-            .tag("span.kind", "client")
-            .tag("component", shared.component.clone())
-            .tag("http.method", method)
-            .tag("http.url", common::request_url(&shared.query, req.uri(), req.headers()));
-        if let Some(host) = req.uri().host() {
-            builder = builder.tag("out.host", host.to_owned());
-        }
-        if let Some(port) = req.uri().port_u16() {
-            builder = builder.metric("network.destination.port", f64::from(port));
-        }
-        if let Some(service) = &shared.service {
-            builder = builder.service(service.clone());
-        }
-        let span = builder.start();
-        let ctx = span.context();
-        if let Some(ctx) = &ctx {
-            shared.propagator.inject(&shared.tracer, ctx, req.headers_mut());
-        }
-        if let Some(baggage) = Baggage::current() {
-            shared.propagator.inject_baggage(&baggage, req.headers_mut());
-        }
+        let (method, uri) = (req.method().clone(), req.uri().clone());
+        let (span, ctx) = self.shared.start(&method, &uri, req.headers_mut());
         let inner = {
             let _entered = Entered::new(ctx.clone());
             self.inner.call(req)
@@ -170,7 +208,7 @@ where
             inner,
             span: Some(span),
             ctx,
-            error_statuses: shared.error_statuses,
+            shared: Arc::clone(&self.shared),
         }
     }
 }
@@ -183,7 +221,7 @@ pin_project_lite::pin_project! {
         inner: F,
         span: Option<Span>,
         ctx: Option<SpanContext>,
-        error_statuses: StatusRanges,
+        shared: Arc<Shared>,
     }
 }
 
@@ -213,20 +251,10 @@ where
         };
         if let Some(mut span) = this.span.take() {
             match &out {
-                Ok(response) => {
-                    let status = response.status();
-                    span.set_tag("http.status_code", common::status_str(status.as_u16()));
-                    if this.error_statuses.contains(status.as_u16()) {
-                        span.set_error_flag(true);
-                        span.set_tag("error.type", common::status_str(status.as_u16()));
-                        span.set_tag("error.message", common::status_message(status));
-                    }
-                }
-                Err(e) => {
-                    span.set_error_flag(true);
-                    span.set_tag("error.type", std::any::type_name::<E>());
-                    span.set_tag("error.message", e.to_string());
-                }
+                Ok(response) => this
+                    .shared
+                    .on_response(&mut span, response.status(), response.headers()),
+                Err(e) => Shared::on_error(&mut span, std::any::type_name::<E>(), e.to_string()),
             }
         }
         Poll::Ready(out)

@@ -318,3 +318,26 @@ pub(crate) fn error_chain<E: std::error::Error + ?Sized>(kind: &str, err: &E) ->
     }
     stack
 }
+
+/// The `DD_TRACE_HEADER_TAGS` tags of `headers`: `(tag, value)` for each configured header
+/// present (several values joined with `,`), with the request or the response tag name.
+pub(crate) fn header_tags(
+    headers: &http::HeaderMap,
+    tags: &[crate::config::HeaderTag],
+    response: bool,
+) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for t in tags {
+        let mut values = headers.get_all(&t.header).iter().peekable();
+        if values.peek().is_none() {
+            continue;
+        }
+        let joined = values
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).trim().to_owned())
+            .collect::<Vec<_>>()
+            .join(",");
+        let tag = if response { &t.response_tag } else { &t.request_tag };
+        out.push((tag.clone(), joined));
+    }
+    out
+}

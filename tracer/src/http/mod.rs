@@ -90,12 +90,16 @@
 
 mod client;
 mod common;
+#[cfg(feature = "reqwest")]
+mod reqwest_mw;
 mod server;
 
 #[cfg(test)]
 mod tests;
 
 pub use client::{ClientFuture, ClientLayer, ClientService};
+#[cfg(feature = "reqwest")]
+pub use reqwest_mw::ReqwestMiddleware;
 pub use server::{ServerFuture, ServerLayer, ServerService};
 
 use crate::span::Str;

@@ -14,7 +14,7 @@ use tower_service::Service;
 
 use super::common::{self, QueryPolicy};
 use super::{HandlerError, Route};
-use crate::config::StatusRanges;
+use crate::config::{HeaderTag, StatusRanges};
 use crate::propagation::{Baggage, Propagator};
 use crate::span::{Entered, Span, SpanContext, Str};
 use crate::tracer::Tracer;
@@ -38,6 +38,7 @@ struct Shared {
     error_statuses: StatusRanges,
     client_ip: Option<Option<String>>,
     baggage_tags: BaggageTags,
+    header_tags: Vec<HeaderTag>,
     warned_fallback: AtomicBool,
 }
 
@@ -72,6 +73,7 @@ impl ServerLayer {
                     .client_ip_enabled()
                     .then(|| http.client_ip_header().map(str::to_owned)),
                 baggage_tags,
+                header_tags: http.header_tags().to_vec(),
                 warned_fallback: AtomicBool::new(false),
             }),
         }
@@ -103,6 +105,7 @@ impl ServerLayer {
                         BaggageTags::All => BaggageTags::All,
                         BaggageTags::Keys(k) => BaggageTags::Keys(k.clone()),
                     },
+                    header_tags: s.header_tags.clone(),
                     warned_fallback: AtomicBool::new(false),
                 };
                 f(&mut copy);
@@ -248,6 +251,9 @@ where
             if let Some(ip) = peer_ip(req.extensions()) {
                 builder = builder.tag("network.client.ip", ip.to_string());
             }
+        }
+        for (tag, value) in common::header_tags(req.headers(), &shared.header_tags, false) {
+            builder = builder.tag(tag, value);
         }
         if let Some(id) = incoming.reparent_id {
             builder = builder.tag("_dd.parent_id", id);
@@ -417,6 +423,9 @@ where
             Ok(response) => {
                 let status = response.status();
                 state.set_resource(Some(status.as_u16()));
+                for (tag, value) in common::header_tags(response.headers(), &state.shared.header_tags, true) {
+                    state.span.set_tag(tag, value);
+                }
                 state
                     .span
                     .set_tag("http.status_code", common::status_str(status.as_u16()));

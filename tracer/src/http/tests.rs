@@ -631,3 +631,45 @@ fn propagation_headers_are_found_in_one_pass() {
     assert!(!super::common::PropagationHeaders::collect(&h).is_empty());
     assert!(super::common::PropagationHeaders::collect(&HeaderMap::new()).is_empty());
 }
+
+#[test]
+fn header_tags_on_server_and_client_spans() {
+    let t = tracer(&[(
+        "DD_TRACE_HEADER_TAGS",
+        "X-Request-Id, x-tenant:tenant, x-resp, x-absent",
+    )]);
+    let reply = || {
+        let mut r = status(200);
+        r.headers_mut().insert("x-resp", http::HeaderValue::from_static("r1"));
+        r.headers_mut().append("x-resp", http::HeaderValue::from_static("r2"));
+        r.headers_mut()
+            .insert("x-tenant", http::HeaderValue::from_static("from-response"));
+        r
+    };
+    let mut svc = ServerLayer::new(t).layer(Fn(move |_req: Request<()>| async move { Ok::<_, Infallible>(reply()) }));
+    let _ = block_on(svc.call(request(
+        "/a",
+        &[("x-request-id", " abc "), ("X-Tenant", "acme"), ("x-other", "no")],
+        Some("/a"),
+    )));
+    let spans = t.pop_chunk().unwrap_or_default();
+    let [s] = spans.as_slice() else { panic!("{spans:?}") };
+    assert_eq!(s.tag("http.request.headers.x-request-id"), Some("abc"));
+    assert_eq!(
+        s.tag("tenant"),
+        Some("from-response"),
+        "a mapped tag: the response's value is the last set"
+    );
+    assert_eq!(s.tag("http.response.headers.x-resp"), Some("r1,r2"));
+    assert!(s.tags().all(|(k, _)| !k.contains("x-other") && !k.contains("x-absent")));
+
+    let mut client =
+        ClientLayer::new(t).layer(Fn(move |_req: Request<()>| async move { Ok::<_, Infallible>(reply()) }));
+    let _ = block_on(client.call(request("http://b/x", &[("x-request-id", "req-1")], None)));
+    let spans = t.pop_chunk().unwrap_or_default();
+    let [c] = spans.as_slice() else { panic!("{spans:?}") };
+    assert_eq!(c.tag("span.kind"), Some("client"));
+    assert_eq!(c.tag("http.request.headers.x-request-id"), Some("req-1"));
+    assert_eq!(c.tag("http.response.headers.x-resp"), Some("r1,r2"));
+    assert_eq!(c.tag("tenant"), Some("from-response"));
+}

@@ -288,3 +288,59 @@ impl Visit for ErrorEvent {
         }
     }
 }
+
+/// The fields of a `tracing` event recorded as a span event.
+#[derive(Default)]
+pub(super) struct EventFields {
+    message: Option<String>,
+    attributes: Vec<(String, crate::AttributeValue)>,
+}
+
+impl EventFields {
+    pub(super) fn into_event(self, meta: &tracing::Metadata<'_>) -> crate::SpanEvent {
+        let mut attributes = self.attributes;
+        attributes.push(("level".to_owned(), meta.level().as_str().into()));
+        attributes.push(("target".to_owned(), meta.target().into()));
+        let now = crate::clock::unix_nanos(crate::clock::now());
+        crate::SpanEvent::new(self.message.unwrap_or_else(|| meta.name().to_owned()), now, attributes)
+    }
+
+    fn push(&mut self, field: &Field, value: crate::AttributeValue) {
+        if field.name() == "message" {
+            self.message = Some(value.to_string_value());
+        } else if self.attributes.len() < 64 {
+            self.attributes.push((field.name().to_owned(), value));
+        }
+    }
+}
+
+impl Visit for EventFields {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, value.into());
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.push(field, format!("{value:?}").into());
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        let v = i64::try_from(value).map_or_else(|_| crate::AttributeValue::from(value.to_string()), Into::into);
+        self.push(field, v);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, value.into());
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, value.to_string().into());
+    }
+}

@@ -83,12 +83,26 @@ struct DdSpan(Span);
 #[derive(Debug, Clone, Copy)]
 pub struct DatadogLayer {
     tracer: Tracer,
+    span_events: bool,
 }
 
 impl DatadogLayer {
     /// A layer recording into `tracer`.
     pub fn new(tracer: Tracer) -> Self {
-        Self { tracer }
+        Self {
+            tracer,
+            span_events: false,
+        }
+    }
+
+    /// Also records every `tracing` event inside a recorded span (`info!`, `warn!`, …) as a
+    /// span event of that span (off by default): the event's message is its name (else the
+    /// callsite name), its other fields and `level` / `target` its attributes, its time the
+    /// moment it was emitted.
+    #[must_use]
+    pub fn with_span_events(mut self, enabled: bool) -> Self {
+        self.span_events = enabled;
+        self
     }
 }
 
@@ -172,11 +186,27 @@ where
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
         let is_error = *meta.level() == tracing::Level::ERROR;
-        if !is_error && meta.fields().field("error").is_none() {
+        if !self.span_events && !is_error && meta.fields().field("error").is_none() {
             return;
         }
         if ignored(meta) {
             return;
+        }
+        if self.span_events {
+            if let Some(scope) = ctx.event_scope(event) {
+                for span_ref in scope {
+                    let mut ext = span_ref.extensions_mut();
+                    if let Some(DdSpan(span)) = ext.get_mut::<DdSpan>() {
+                        let mut visitor = fields::EventFields::default();
+                        event.record(&mut visitor);
+                        span.push_event(visitor.into_event(meta));
+                        break;
+                    }
+                }
+            }
+            if !is_error && meta.fields().field("error").is_none() {
+                return;
+            }
         }
         let Some(scope) = ctx.event_scope(event) else {
             return;

@@ -547,3 +547,48 @@ pub(crate) fn finish(data: &mut SpanData, kind: &SpanKind, status: &Status, pend
         }
     }
 }
+
+/// An OpenTelemetry attribute value as a span-event attribute.
+pub(crate) fn attribute_value(v: opentelemetry::Value) -> crate::AttributeValue {
+    use crate::AttributeValue as A;
+    use opentelemetry::{Array, Value};
+    match v {
+        Value::Bool(b) => A::Bool(b),
+        Value::I64(i) => A::Int(i),
+        Value::F64(f) => A::Double(f),
+        Value::String(s) => A::String(s.to_string()),
+        Value::Array(Array::Bool(a)) => A::Array(a.into_iter().map(A::Bool).collect()),
+        Value::Array(Array::I64(a)) => A::Array(a.into_iter().map(A::Int).collect()),
+        Value::Array(Array::F64(a)) => A::Array(a.into_iter().map(A::Double).collect()),
+        Value::Array(Array::String(a)) => A::Array(a.into_iter().map(|s| A::String(s.to_string())).collect()),
+        other => A::String(other.to_string()),
+    }
+}
+
+/// An OpenTelemetry link as a span link: ids, attributes (arrays flattened), the W3C
+/// flags and `tracestate` of the linked context.
+pub(crate) fn link(ctx: &opentelemetry::trace::SpanContext, attributes: Vec<KeyValue>) -> crate::SpanLink {
+    let trace_id = crate::TraceId::from_u128(u128::from_be_bytes(ctx.trace_id().to_bytes()));
+    let span_id = crate::SpanId::from_u64(u64::from_be_bytes(ctx.span_id().to_bytes()));
+    let link = crate::SpanLink::new(
+        trace_id,
+        span_id,
+        attributes
+            .into_iter()
+            .map(|kv| (kv.key.to_string(), attribute_value(kv.value))),
+    )
+    .with_flags(u32::from(ctx.trace_flags().to_u8()));
+    let ts = ctx.trace_state().header();
+    if ts.is_empty() { link } else { link.with_tracestate(ts) }
+}
+
+/// An OpenTelemetry event as a span event.
+pub(crate) fn event(name: &str, time_unix_nano: i64, attributes: Vec<KeyValue>) -> crate::SpanEvent {
+    crate::SpanEvent::new(
+        name,
+        time_unix_nano,
+        attributes
+            .into_iter()
+            .map(|kv| (kv.key.to_string(), attribute_value(kv.value))),
+    )
+}

@@ -101,6 +101,7 @@ impl Tracer {
             start_time,
             attributes,
             events,
+            links,
             ..
         } = builder;
         let kind = span_kind.unwrap_or(SpanKind::Internal);
@@ -137,12 +138,21 @@ impl Tracer {
                 data.push_meta(Str::from_static("otel.scope.version"), v.clone());
             }
         }
-        for event in events.into_iter().flatten() {
-            if event.name.eq_ignore_ascii_case("exception") {
-                mapping::exception_event(&mut pending, event.attributes);
+        for link in links.into_iter().flatten() {
+            if link.span_context.is_valid() {
+                b.data_mut()
+                    .push_link(mapping::link(&link.span_context, link.attributes));
             }
         }
-        Span::new(b.start(), kind, pending)
+        let mut span = b.start();
+        for event in events.into_iter().flatten() {
+            if event.name.eq_ignore_ascii_case("exception") {
+                mapping::exception_event(&mut pending, event.attributes.clone());
+            }
+            let time = clock::unix_nanos(clock::from_system_time(event.timestamp));
+            span.push_event(mapping::event(&event.name, time, event.attributes));
+        }
+        Span::new(span, kind, pending)
     }
 }
 

@@ -94,14 +94,20 @@ impl Span {
 }
 
 impl otel::Span for Span {
-    fn add_event_with_timestamp<T>(&mut self, name: T, _timestamp: SystemTime, attributes: Vec<KeyValue>)
+    fn add_event_with_timestamp<T>(&mut self, name: T, timestamp: SystemTime, attributes: Vec<KeyValue>)
     where
         T: Into<Cow<'static, str>>,
     {
-        // Datadog spans have no events here; exceptions become the error tags.
-        if self.span.is_recording() && name.into().eq_ignore_ascii_case("exception") {
-            mapping::exception_event(&mut self.pending, attributes);
+        if !self.span.is_recording() {
+            return;
         }
+        let name = name.into();
+        // An exception also becomes the span's error tags.
+        if name.eq_ignore_ascii_case("exception") {
+            mapping::exception_event(&mut self.pending, attributes.clone());
+        }
+        let time = clock::unix_nanos(clock::from_system_time(timestamp));
+        self.span.push_event(mapping::event(&name, time, attributes));
     }
 
     fn record_error(&mut self, err: &dyn std::error::Error) {
@@ -159,8 +165,10 @@ impl otel::Span for Span {
         self.span.set_name(new_name.into());
     }
 
-    fn add_link(&mut self, _span_context: otel::SpanContext, _attributes: Vec<KeyValue>) {
-        // Span links are not recorded.
+    fn add_link(&mut self, span_context: otel::SpanContext, attributes: Vec<KeyValue>) {
+        if span_context.is_valid() {
+            self.span.push_link(mapping::link(&span_context, attributes));
+        }
     }
 
     fn end(&mut self) {

@@ -2,6 +2,7 @@
 
 use smallvec::SmallVec;
 
+use super::links::{SpanEvent, SpanLink};
 use super::{SpanContext, SpanId, Str, TraceId};
 
 /// String tags (`meta`); the first eight live inline in the span, without allocation.
@@ -43,6 +44,10 @@ pub struct SpanData {
     pub(crate) local_root: bool,
     pub(crate) meta: Meta,
     pub(crate) metrics: Metrics,
+    /// Links to other spans (`span_links`).
+    pub(crate) links: Vec<SpanLink>,
+    /// Span events (`span_events`, or the `events` tag).
+    pub(crate) events: Vec<SpanEvent>,
     /// Only while a builder holds the span: the explicit parent it was given.
     pub(crate) explicit_parent: Option<SpanContext>,
 }
@@ -65,6 +70,8 @@ impl SpanData {
             local_root: false,
             meta: Meta::new(),
             metrics: Metrics::new(),
+            links: Vec::new(),
+            events: Vec::new(),
             explicit_parent: None,
         }
     }
@@ -86,6 +93,8 @@ impl SpanData {
         self.local_root = false;
         self.meta.clear();
         self.metrics.clear();
+        self.links.clear();
+        self.events.clear();
         self.explicit_parent = None;
     }
 
@@ -165,6 +174,28 @@ impl SpanData {
     /// All string tags, in insertion order.
     pub fn tags(&self) -> impl Iterator<Item = (&str, &str)> {
         self.meta.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Links to other spans.
+    pub fn links(&self) -> &[SpanLink] {
+        &self.links
+    }
+
+    /// Span events, in the order they were added.
+    pub fn events(&self) -> &[SpanEvent] {
+        &self.events
+    }
+
+    pub(crate) fn push_link(&mut self, link: SpanLink) {
+        if self.links.len() < super::links::MAX_LINKS {
+            self.links.push(link);
+        }
+    }
+
+    pub(crate) fn push_event(&mut self, event: SpanEvent) {
+        if self.events.len() < super::links::MAX_EVENTS {
+            self.events.push(event);
+        }
     }
 
     /// All numeric tags, in insertion order.

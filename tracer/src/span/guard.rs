@@ -135,6 +135,44 @@ impl Span {
         self.active.as_ref().map(|a| &*a.data)
     }
 
+    /// Links this span to the span of `ctx` (of this trace or another: a batch job's
+    /// inputs, a message's producer), with attributes (arrays flattened to `key.N`).
+    pub fn add_link<K, V>(&mut self, ctx: &SpanContext, attributes: impl IntoIterator<Item = (K, V)>)
+    where
+        K: Into<String>,
+        V: Into<super::AttributeValue>,
+    {
+        if let Some(d) = self.data_mut() {
+            d.push_link(super::SpanLink::to_context(ctx, attributes));
+        }
+    }
+
+    /// Adds a link built by hand (e.g. to a context from another tracer).
+    pub fn push_link(&mut self, link: super::SpanLink) {
+        if let Some(d) = self.data_mut() {
+            d.push_link(link);
+        }
+    }
+
+    /// Records an event (something that happened at this moment) with typed attributes.
+    pub fn add_event<K, V>(&mut self, name: impl Into<String>, attributes: impl IntoIterator<Item = (K, V)>)
+    where
+        K: Into<String>,
+        V: Into<super::AttributeValue>,
+    {
+        if let Some(d) = self.data_mut() {
+            let now = crate::clock::unix_nanos(crate::clock::now());
+            d.push_event(super::SpanEvent::new(name, now, attributes));
+        }
+    }
+
+    /// Records an event at a given time (nanoseconds since the unix epoch).
+    pub fn push_event(&mut self, event: super::SpanEvent) {
+        if let Some(d) = self.data_mut() {
+            d.push_event(event);
+        }
+    }
+
     /// Sets a string tag, replacing any previous value of the key.
     pub fn set_tag(&mut self, key: impl Into<Str>, value: impl Into<Str>) {
         if let Some(d) = self.data_mut() {

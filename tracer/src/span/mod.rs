@@ -8,6 +8,7 @@ mod guard;
 mod ids;
 #[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
 pub(crate) mod intern;
+mod links;
 mod str;
 
 pub use builder::SpanBuilder;
@@ -15,6 +16,7 @@ pub use context::{Entered, Instrument, Instrumented, SpanContext, WithContext};
 pub use data::SpanData;
 pub use guard::Span;
 pub use ids::{SpanId, TraceId};
+pub use links::{AttributeValue, SpanEvent, SpanLink};
 pub use str::Str;
 
 pub(crate) use data::SpanBox;

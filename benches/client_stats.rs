@@ -1,0 +1,109 @@
+//! The export worker's cost per span with client-side stats
+//! (`DD_TRACE_STATS_COMPUTATION_ENABLED`), next to the same tracer without them, in the same
+//! run. Stats are computed on the export thread, never on the application thread, so what
+//! this measures is the worker: a burst of 4-span traces is created (untimed), then the
+//! flush that samples, aggregates, encodes and sends it to a loopback sink is timed.
+//! Throughput is per span.
+//!
+//! - `stats_off`: today's path (sample, encode, send).
+//! - `stats_on_kept`: stats on, every trace kept (sample rate 1): the added aggregation cost.
+//! - `stats_on_p0_dropped`: stats on, every trace rejected (sample rate 0) and dropped in the
+//!   tracer: aggregation instead of encoding and sending.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+/// What an agent that takes client stats says in `/info`.
+const INFO: &str = r#"{"version":"7.60.0","endpoints":["/v0.4/traces","/v0.5/traces","/v0.6/stats"],"client_drop_p0s":true,"span_kinds_stats_computed":["server","client","producer","consumer"]}"#;
+
+fn tracer(stats: bool, rate: f64) -> tracer::Tracer {
+    let config = tracer::TracerConfig::default()
+        .with_service("bench")
+        .with_env("bench")
+        .with_agent_url(&apm::sink_agent_with_info(INFO))
+        .expect("url")
+        .with_queue_capacity(64 * 1024)
+        .with_flush_interval(Duration::from_secs(3600))
+        .with_sample_rate(rate)
+        .with_rate_limit(1e12)
+        .with_stats_computation(stats);
+    tracer::Tracer::new(config).expect("tracer")
+}
+
+fn tree_4(t: &tracer::Tracer, i: u64) {
+    let resource = ["GET /cart", "POST /pay", "GET /items/{id}", "GET /"][(i % 4) as usize];
+    let root = t
+        .span("http.request")
+        .resource(resource)
+        .span_type("web")
+        .tag("http.method", "GET")
+        .tag("span.kind", "server")
+        .tag("http.status_code", "200")
+        .start();
+    {
+        let child = root.child("handler").start();
+        drop(
+            child
+                .child("db.query")
+                .resource("SELECT 1")
+                .span_type("sql")
+                .measured()
+                .start(),
+        );
+    }
+    drop(root.child("render").start());
+    drop(black_box(root));
+}
+
+/// Creates `iters` traces in bursts (untimed) and times the flushes that export them.
+fn export_time(t: &tracer::Tracer, iters: u64) -> Duration {
+    const BURST: u64 = 2048;
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let n = left.min(BURST);
+        for i in 0..n {
+            tree_4(t, i);
+        }
+        let start = Instant::now();
+        let _ = t.flush(Duration::from_secs(30));
+        total += start.elapsed();
+        left -= n;
+    }
+    total
+}
+
+fn bench(c: &mut Criterion) {
+    let cases = [
+        ("stats_off", tracer(false, 1.0)),
+        ("stats_on_kept", tracer(true, 1.0)),
+        ("stats_on_p0_dropped", tracer(true, 0.0)),
+    ];
+    for (_, t) in &cases {
+        // /info first, so the stats decision is taken before the timings.
+        let _ = export_time(t, 64);
+    }
+    let mut g = c.benchmark_group("export_per_span");
+    g.throughput(Throughput::Elements(4));
+    for (name, t) in &cases {
+        g.bench_function(*name, |b| b.iter_custom(|n| export_time(t, n)));
+    }
+    g.finish();
+    for (name, t) in &cases {
+        let h = t.health();
+        assert!(
+            h.p0_traces_dropped == 0 || *name == "stats_on_p0_dropped",
+            "{name}: {h:?}"
+        );
+        let _ = t.shutdown(Duration::from_secs(10));
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

@@ -1,0 +1,299 @@
+//! Span links and span events through the native API, the OpenTelemetry bridge and the
+//! `tracing` layer (opt-in events), sent to Datadog's `ddapm-test-agent`: v0.4 carries them
+//! natively (`span_links`; `span_events` because the test agent's `/info` says
+//! `span_events: true`), v0.5 as the JSON tags the Datadog tracers use (`_dd.span_links`,
+//! `events`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{
+    Link, Span as _, SpanContext, SpanId, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
+};
+use serde_json::{Value, json};
+use tracer::{AttributeValue, TraceApi, Tracer, TracerConfig};
+use tracing_subscriber::prelude::*;
+
+struct Sent {
+    linked_trace: u128,
+    linked_span: u64,
+    remote_trace: u128,
+    remote_span: u64,
+}
+
+/// Makes the spans; returns the ids the links point at.
+fn make_spans(tracer: Tracer) -> Sent {
+    let first = tracer.span("batch.item").start();
+    let first_ctx = first.context().expect("recording");
+    let sent = Sent {
+        linked_trace: first.trace_id().to_u128(),
+        linked_span: first.span_id().to_u64(),
+        remote_trace: 0x1234_5678_9abc_def0_0fed_cba9_8765_4321,
+        remote_span: 0x0102_0304_0506_0708,
+    };
+    drop(first);
+
+    // Native API: a link at start, one added later (array attributes flattened), an event.
+    let mut consumer = tracer
+        .span("batch.process")
+        .link(&first_ctx, [("link.kind", "follows_from")])
+        .start();
+    consumer.add_link(&first_ctx, [("array", AttributeValue::from(vec!["a", "b"]))]);
+    consumer.add_event(
+        "cache.miss",
+        [
+            ("key", AttributeValue::from("user:1")),
+            ("attempt", AttributeValue::from(2)),
+            ("hit", AttributeValue::from(false)),
+            ("ratio", AttributeValue::from(0.5)),
+            ("tags", AttributeValue::from(vec!["x", "y"])),
+        ],
+    );
+    drop(consumer);
+
+    // OpenTelemetry bridge: a link at start (a remote context with flags and tracestate),
+    // one added later, an event and an exception event.
+    let otel = tracer::otel::TracerProvider::new(tracer).tracer("links-test");
+    let remote = SpanContext::new(
+        TraceId::from(sent.remote_trace),
+        SpanId::from(sent.remote_span),
+        TraceFlags::SAMPLED,
+        true,
+        TraceState::from_key_value([("dd", "s:2;o:rum")]).expect("tracestate"),
+    );
+    let mut span = otel
+        .span_builder("otel.op")
+        .with_links(vec![Link::with_context(remote.clone())])
+        .start(&otel);
+    span.add_link(remote, vec![KeyValue::new("peer", "queue")]);
+    span.add_event("retry", vec![KeyValue::new("attempt", 3)]);
+    span.add_event(
+        "exception",
+        vec![
+            KeyValue::new("exception.type", "Timeout"),
+            KeyValue::new("exception.message", "took too long"),
+        ],
+    );
+    span.set_status(opentelemetry::trace::Status::error("timed out"));
+    span.end();
+
+    // The tracing layer, with span events on: an info! inside a span becomes its event.
+    let subscriber =
+        tracing_subscriber::registry().with(tracer::layer::DatadogLayer::new(tracer).with_span_events(true));
+    tracing::subscriber::with_default(subscriber, || {
+        let s = tracing::info_span!("tracing.op");
+        let _e = s.enter();
+        tracing::info!(user = "u1", count = 3, "user logged in");
+    });
+    sent
+}
+
+/// Spans by resource (the OpenTelemetry bridge names spans as the agent's OTel mapping
+/// does; the resource is the span name given), and the raw trace payloads.
+fn run(api: TraceApi, token: &str) -> (HashMap<String, Value>, Sent, Vec<u8>) {
+    let dir = apm::run_dir(token);
+    let agent = apm::TestAgent::start(&dir);
+    assert_eq!(
+        agent.get(&format!("/test/session/start?test_session_token={token}")).0,
+        200
+    );
+    let tracer = Tracer::new(
+        TracerConfig::default()
+            .with_service("links-svc")
+            .with_env("test")
+            .with_agent_url(&agent.url())
+            .unwrap()
+            .with_trace_api(api),
+    )
+    .unwrap();
+    let sent = make_spans(tracer);
+    tracer.flush(Duration::from_secs(10)).expect("delivered");
+    let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
+    assert_eq!(status, 200, "{body}");
+    let traces: Vec<Vec<Value>> = serde_json::from_str(&body).unwrap();
+    let (status, failures) = agent.get("/test/trace_check/failures");
+    assert_eq!(status, 200, "test agent checks: {failures}");
+    let (_, requests) = agent.get(&format!("/test/session/requests?test_session_token={token}"));
+    let requests: Vec<Value> = serde_json::from_str(&requests).unwrap();
+    let raw: Vec<u8> = requests
+        .iter()
+        .filter(|r| r["url"].as_str().is_some_and(|u| u.ends_with("/traces")))
+        .flat_map(|r| b64(r["body"].as_str().unwrap_or_default()))
+        .collect();
+    agent.stop();
+    let by_name = traces
+        .into_iter()
+        .flatten()
+        .map(|s| (s["resource"].as_str().unwrap_or_default().to_owned(), s))
+        .collect();
+    (by_name, sent, raw)
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+fn hex32(v: u128) -> String {
+    format!("{v:032x}")
+}
+
+#[test]
+fn v04_carries_links_and_events_natively() {
+    let (spans, sent, raw) = run(TraceApi::V04, "links-events-v04");
+    assert!(
+        contains(&raw, "span_links") && contains(&raw, "span_events"),
+        "native fields on the wire"
+    );
+    assert!(!contains(&raw, "_dd.span_links"));
+    let consumer = &spans["batch.process"];
+    let links = consumer["span_links"].as_array().expect("span_links");
+    assert_eq!(links.len(), 2);
+    for l in links {
+        assert_eq!(l["trace_id"], json!(sent.linked_trace as u64));
+        assert_eq!(l["trace_id_high"], json!((sent.linked_trace >> 64) as u64));
+        assert_eq!(l["span_id"], json!(sent.linked_span));
+    }
+    assert_eq!(links[0]["attributes"], json!({"link.kind": "follows_from"}));
+    assert_eq!(links[1]["attributes"], json!({"array.0": "a", "array.1": "b"}));
+    let events = consumer["span_events"]
+        .as_array()
+        .expect("span_events (the test agent says span_events: true)");
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["name"], "cache.miss");
+    assert!(
+        events[0]["time_unix_nano"]
+            .as_u64()
+            .is_some_and(|t| t > 1_600_000_000_000_000_000)
+    );
+    assert_eq!(
+        events[0]["attributes"],
+        json!({
+            "key": {"type": 0, "string_value": "user:1"},
+            "attempt": {"type": 2, "int_value": 2},
+            "hit": {"type": 1, "bool_value": false},
+            "ratio": {"type": 3, "double_value": 0.5},
+            "tags": {"type": 4, "array_value": {"values": [
+                {"type": 0, "string_value": "x"}, {"type": 0, "string_value": "y"}
+            ]}},
+        })
+    );
+    assert!(consumer["meta"].get("events").is_none(), "native, not the tag");
+
+    let otel = &spans["otel.op"];
+    let links = otel["span_links"].as_array().expect("otel links");
+    assert_eq!(links.len(), 2, "the link at start and the one added");
+    for l in links {
+        assert_eq!(l["trace_id"], json!(sent.remote_trace as u64));
+        assert_eq!(l["trace_id_high"], json!((sent.remote_trace >> 64) as u64));
+        assert_eq!(l["span_id"], json!(sent.remote_span));
+        assert_eq!(l["flags"], json!(1));
+        assert_eq!(l["tracestate"], "dd=s:2;o:rum");
+    }
+    assert_eq!(links[1]["attributes"], json!({"peer": "queue"}));
+    let names: Vec<&str> = otel["span_events"]
+        .as_array()
+        .expect("otel events")
+        .iter()
+        .map(|e| e["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["retry", "exception"]);
+    assert_eq!(otel["error"], 1);
+    assert_eq!(
+        otel["meta"]["error.type"], "Timeout",
+        "the exception event also gives the error tags"
+    );
+    assert_eq!(otel["meta"]["_dd.span_events.has_exception"], "true");
+
+    let layer = &spans["tracing.op"];
+    let events = layer["span_events"].as_array().expect("tracing events");
+    assert_eq!(events[0]["name"], "user logged in");
+    assert_eq!(
+        events[0]["attributes"]["user"],
+        json!({"type": 0, "string_value": "u1"})
+    );
+    assert_eq!(events[0]["attributes"]["count"], json!({"type": 2, "int_value": 3}));
+    assert_eq!(
+        events[0]["attributes"]["level"],
+        json!({"type": 0, "string_value": "INFO"})
+    );
+}
+
+#[test]
+fn v05_carries_links_and_events_as_json_tags() {
+    let (spans, sent, raw) = run(TraceApi::V05, "links-events-v05");
+    // On the wire: the JSON tags (v0.5 spans have no field for them).
+    let trace_json = format!(r#""trace_id":"{}""#, hex32(sent.linked_trace));
+    let span_json = format!(r#""span_id":"{:016x}""#, sent.linked_span);
+    assert!(
+        contains(&raw, "_dd.span_links") && contains(&raw, &trace_json) && contains(&raw, &span_json),
+        "_dd.span_links JSON"
+    );
+    assert!(contains(&raw, r#""name":"cache.miss""#), "events JSON");
+    let json_tag = |span: &Value, key: &str| -> Value {
+        let text = span["meta"][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} tag: {span:#}"));
+        serde_json::from_str(text).unwrap_or_else(|e| panic!("{key} is not JSON ({e}): {text}"))
+    };
+    let consumer = &spans["batch.process"];
+    assert!(consumer.get("span_links").is_none() && consumer.get("span_events").is_none());
+    let links = json_tag(consumer, "_dd.span_links");
+    let links = links.as_array().expect("an array");
+    assert_eq!(links.len(), 2);
+    for l in links {
+        assert_eq!(l["trace_id"], hex32(sent.linked_trace), "32 hex digits");
+        assert_eq!(l["span_id"], format!("{:016x}", sent.linked_span), "16 hex digits");
+    }
+    assert_eq!(links[0]["attributes"], json!({"link.kind": "follows_from"}));
+    assert_eq!(links[1]["attributes"], json!({"array.0": "a", "array.1": "b"}));
+    let events = json_tag(consumer, "events");
+    assert_eq!(events[0]["name"], "cache.miss");
+    assert!(
+        events[0]["time_unix_nano"]
+            .as_u64()
+            .is_some_and(|t| t > 1_600_000_000_000_000_000)
+    );
+    assert_eq!(
+        events[0]["attributes"],
+        json!({"key": "user:1", "attempt": 2, "hit": false, "ratio": 0.5, "tags": ["x", "y"]})
+    );
+    let otel = &spans["otel.op"];
+    let links = json_tag(otel, "_dd.span_links");
+    assert_eq!(links[0]["trace_id"], hex32(sent.remote_trace));
+    assert_eq!(links[0]["span_id"], format!("{:016x}", sent.remote_span));
+    assert_eq!(links[0]["flags"], 1);
+    assert_eq!(links[0]["tracestate"], "dd=s:2;o:rum");
+    assert_eq!(links[1]["attributes"], json!({"peer": "queue"}));
+    let events = json_tag(otel, "events");
+    assert_eq!(events[0]["name"], "retry");
+    assert_eq!(events[0]["attributes"]["attempt"], 3);
+    assert_eq!(events[1]["name"], "exception");
+    assert_eq!(otel["meta"]["_dd.span_events.has_exception"], "true");
+    let layer = json_tag(&spans["tracing.op"], "events");
+    assert_eq!(layer[0]["name"], "user logged in");
+    assert_eq!(layer[0]["attributes"]["user"], "u1");
+    assert_eq!(layer[0]["attributes"]["count"], 3);
+}
