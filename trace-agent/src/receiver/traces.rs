@@ -109,8 +109,9 @@ pub async fn decoder_slot(state: &AppState) -> Option<DecoderSlot<'_>> {
     }
 }
 
-/// The watchdog's refusal (memory or CPU over its limit), counted, logged and drained; `Some`
-/// is the reply (429 whatever the tracer asked for: the agent cannot take more right now).
+/// The watchdog's refusal (memory or CPU over its limit): counted, logged, the body drained,
+/// and `Err` with the status to answer (429 whatever the tracer asked for: the agent cannot
+/// take more right now). `Ok` gives the body back when nothing is over its limit.
 async fn watchdog_refusal(state: &AppState, h: &HeaderMap, body: Incoming) -> Result<Incoming, StatusCode> {
     let Some(why) = state.watchdog.check() else {
         return Ok(body);
