@@ -297,3 +297,66 @@ fn v05_carries_links_and_events_as_json_tags() {
     assert_eq!(layer[0]["attributes"]["user"], "u1");
     assert_eq!(layer[0]["attributes"]["count"], 3);
 }
+
+/// Our agent in local mode stores the span's `_dd.span_links` / `events` tags (v0.5, the
+/// default with our agent) and its trace page lists them, each link pointing at its trace.
+#[test]
+fn our_agents_trace_page_lists_links_and_events() {
+    use trace_agent::config::AgentConfig;
+    use trace_agent::local::{LocalConfig, LocalMode};
+
+    let dir = apm::run_dir("links-events-local-web");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut config = AgentConfig::local(apm::free_port());
+    config.local = LocalConfig::in_dir(&dir.join("data"));
+    config.local.mode = LocalMode::On;
+    config.local.web_port = 0;
+    let agent = rt.block_on(trace_agent::start(config)).expect("agent");
+    let web: std::net::SocketAddr = agent
+        .web_url()
+        .expect("local mode runs")
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let tracer = Tracer::new(
+        TracerConfig::default()
+            .with_service("links-svc")
+            .with_agent_url(&format!("http://{}", agent.tcp_addr().unwrap()))
+            .unwrap(),
+    )
+    .unwrap();
+    let first = tracer.span("batch.item").start();
+    let first_ctx = first.context().expect("recording");
+    let linked_trace = first.trace_id().low();
+    drop(first);
+    let mut consumer = tracer.span("batch.process").link(&first_ctx, [("k", "v")]).start();
+    consumer.add_event("cache.miss", [("attempt", AttributeValue::from(2))]);
+    let trace = consumer.trace_id().low();
+    drop(consumer);
+    tracer.flush(Duration::from_secs(10)).expect("delivered");
+
+    // Readiness: both traces are in the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while agent.status().local.as_ref().map_or(0, |l| l.store.chunks_written) < 2 {
+        assert!(std::time::Instant::now() < deadline, "{:#?}", agent.status());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, page) = apm::http_get(web, &format!("/traces/{trace}"));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-links=\"1\""), "{page}");
+    assert!(
+        page.contains(&format!("<a href=\"/traces/{linked_trace}\">trace {linked_trace}</a>")),
+        "the link points at the linked trace: {page}"
+    );
+    assert!(
+        page.contains("data-event=\"cache.miss\"") && page.contains("attempt=2"),
+        "{page}"
+    );
+    let (status, _) = apm::http_get(web, &format!("/traces/{linked_trace}"));
+    assert_eq!(status, 200, "the linked trace is there too");
+    drop(rt.block_on(agent.shutdown()));
+}

@@ -55,6 +55,11 @@
 //!   tracer's pipeline, with Datadog's OpenTelemetry→Datadog span mapping.
 //!
 //! [`log_correlation`] (always available) gives the fields to put in log lines.
+//!
+//! Spans carry links ([`Span::add_link`], [`SpanBuilder::link`]) and events
+//! ([`Span::add_event`]), sent as the Datadog tracers send them (native `span_links` /
+//! `span_events` in v0.4, the `_dd.span_links` / `events` JSON tags otherwise). With the
+//! `reqwest` feature, `http::ReqwestMiddleware` traces `reqwest` calls.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 #![warn(missing_docs)]
 

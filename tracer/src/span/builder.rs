@@ -82,7 +82,6 @@ impl SpanBuilder {
 
     /// Links the span to the span of `ctx` from the start (OpenTelemetry: links given at
     /// creation are the ones samplers can see), with attributes.
-    #[must_use]
     pub fn link<K, V>(mut self, ctx: &SpanContext, attributes: impl IntoIterator<Item = (K, V)>) -> Self
     where
         K: Into<String>,
@@ -94,7 +93,6 @@ impl SpanBuilder {
 
     /// Marks the span as measured: the agent computes stats for it even when it is not a
     /// service-entry span (`_dd.measured`).
-    #[must_use]
     pub fn measured(mut self) -> Self {
         self.data.measured = true;
         self

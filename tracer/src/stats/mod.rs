@@ -20,8 +20,9 @@
 mod payload;
 mod sketch;
 
+use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 
 use smallvec::SmallVec;
 
@@ -86,10 +87,10 @@ struct KeyRef<'a> {
 }
 
 impl KeyRef<'_> {
-    fn hash64(&self) -> u64 {
-        let mut h = DefaultHasher::new();
-        self.hash(&mut h);
-        h.finish()
+    /// SipHash with this process's random keys: span fields (a resource from a request
+    /// path) cannot be chosen to collide.
+    fn hash64(&self, keys: &RandomState) -> u64 {
+        keys.hash_one(self)
     }
 
     fn matches(&self, k: &GroupKey) -> bool {
@@ -193,6 +194,8 @@ pub(crate) struct Concentrator {
     flushed_until: i64,
     /// Spans aggregated.
     spans: u64,
+    /// Keys of the group-key hash.
+    keys: RandomState,
 }
 
 fn align(ts: i64) -> i64 {
@@ -252,8 +255,9 @@ impl Concentrator {
             ts = current.max(self.flushed_until);
         }
         let bucket = self.buckets.entry(ts).or_default();
+        let keys = &self.keys;
         let (key, hash) = if bucket.len >= MAX_GROUPS {
-            let h = key.hash64();
+            let h = key.hash64(keys);
             let known = bucket
                 .groups
                 .get(&h)
@@ -262,11 +266,11 @@ impl Concentrator {
                 (key, h)
             } else {
                 let o = KeyRef::overflow();
-                let h = o.hash64();
+                let h = o.hash64(keys);
                 (o, h)
             }
         } else {
-            let h = key.hash64();
+            let h = key.hash64(keys);
             (key, h)
         };
         let list = bucket.groups.entry(hash).or_default();

@@ -558,6 +558,7 @@ pub fn trace(f: &Frame<'_>, t: &TraceDetail) -> String {
                 get("error.stack").map_or_else(String::new, |st| format!("<pre>{}</pre>", escape(st)))
             );
         }
+        body.push_str(&links_and_events(&s.meta, s.start_ns));
         let _ = write!(
             body,
             "<table><tr><td>span id</td><td>{}</td></tr><tr><td>parent id</td><td>{}</td></tr>\
@@ -613,4 +614,109 @@ pub fn not_found(f: &Frame<'_>, what: &str) -> String {
             escape(what)
         ),
     )
+}
+
+/// A span's links (`_dd.span_links`) and events (`events`), the JSON tags tracers send in
+/// v0.5, as lists: each link goes to the linked trace's page (by its low 64 bits). Tags that
+/// are not the expected JSON are left to the tag table only.
+fn links_and_events(meta: &std::collections::BTreeMap<String, String>, span_start_ns: i64) -> String {
+    use serde_json::Value;
+    let mut out = String::new();
+    let parse = |k: &str| {
+        meta.get(k)
+            .and_then(|v| serde_json::from_str::<Value>(v).ok())
+            .and_then(|v| v.as_array().cloned())
+    };
+    let attrs = |v: &Value| -> String {
+        v.get("attributes")
+            .and_then(Value::as_object)
+            .map(|o| {
+                o.iter()
+                    .map(|(k, v)| {
+                        format!(
+                            "{}={}",
+                            escape(k),
+                            escape(&v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default()
+    };
+    if let Some(links) = parse("_dd.span_links") {
+        let _ = write!(
+            out,
+            "<div class=\"span-links\" data-links=\"{}\"><b>Links</b><ul>",
+            links.len()
+        );
+        for l in &links {
+            let hex = |k: &str, tail: usize| {
+                l.get(k)
+                    .and_then(Value::as_str)
+                    .and_then(|h| h.get(h.len().saturating_sub(tail)..))
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+            };
+            let (Some(trace), Some(span)) = (hex("trace_id", 16), hex("span_id", 16)) else {
+                continue;
+            };
+            let _ = write!(
+                out,
+                "<li data-link-trace=\"{trace}\" data-link-span=\"{span}\"><a href=\"/traces/{trace}\">trace {trace}</a> span {span} {}</li>",
+                attrs(l)
+            );
+        }
+        out.push_str("</ul></div>");
+    }
+    if let Some(events) = parse("events") {
+        let _ = write!(
+            out,
+            "<div class=\"span-events\" data-events=\"{}\"><b>Events</b><ul>",
+            events.len()
+        );
+        for e in &events {
+            let name = e.get("name").and_then(Value::as_str).unwrap_or("");
+            let at = e.get("time_unix_nano").and_then(Value::as_i64).unwrap_or(span_start_ns);
+            let _ = write!(
+                out,
+                "<li data-event=\"{n}\">+{d} <b>{n}</b> {a}</li>",
+                n = escape(name),
+                d = duration(Some(at.saturating_sub(span_start_ns) as f64)),
+                a = attrs(e)
+            );
+        }
+        out.push_str("</ul></div>");
+    }
+    out
+}
+
+#[cfg(test)]
+mod links_events_tests {
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn links_and_events_are_listed() {
+        let mut meta = BTreeMap::new();
+        meta.insert(
+            "_dd.span_links".to_owned(),
+            r#"[{"trace_id":"6b13e91800000000000000000000002a","span_id":"0000000000000007","attributes":{"k":"<v>"}}]"#
+                .to_owned(),
+        );
+        meta.insert(
+            "events".to_owned(),
+            r#"[{"name":"cache.miss","time_unix_nano":1500,"attributes":{"attempt":2}}]"#.to_owned(),
+        );
+        let html = super::links_and_events(&meta, 1000);
+        assert!(
+            html.contains("<a href=\"/traces/42\">trace 42</a> span 7 k=&lt;v&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains("data-event=\"cache.miss\"") && html.contains("attempt=2"),
+            "{html}"
+        );
+        meta.insert("events".to_owned(), "not json".to_owned());
+        meta.remove("_dd.span_links");
+        assert_eq!(super::links_and_events(&meta, 0), "");
+    }
 }

@@ -15,6 +15,7 @@ fn ctx() -> EncodeContext {
         global_tags: vec![("team".into(), "apm".into())],
         runtime_id: "rid".into(),
         process_id: 42.0,
+        native_span_events: false,
     }
 }
 
