@@ -373,16 +373,16 @@ pub fn service_map(f: &Frame<'_>, m: &ServiceMap, window: Window) -> String {
         };
         // Above the arrow's end, where the curve is flat: labels of edges leaving one node
         // for different rows do not overlap.
-        let (lx, ly) = if x2 > x1 {
-            ((x1 + x2) / 2.0 + 25.0, y2 - 8.0)
+        let (lx, ly, anchor) = if x2 > x1 {
+            (x2 - 14.0, y2 - 8.0, "end")
         } else {
-            ((fx + tx) / 2.0 + NODE_W / 2.0, fy.max(ty) + NODE_H + 55.0)
+            ((fx + tx) / 2.0 + NODE_W / 2.0, fy.max(ty) + NODE_H + 55.0, "middle")
         };
         let _ = write!(
             svg,
             "<a href=\"{href}\"><g class=\"edge{err}\" data-from=\"{from}\" data-to=\"{to}\" data-hits=\"{hits}\" \
              data-errors=\"{errors}\"><path d=\"{d}\" marker-end=\"url(#arrow)\"/><text x=\"{lx:.1}\" y=\"{ly:.1}\" \
-             text-anchor=\"middle\">{hits} calls · p99 {p99}{errtext}</text><title>{from} → {to}</title></g></a>",
+             text-anchor=\"{anchor}\">{hits} calls · p99 {p99}{errtext}</text><title>{from} → {to}</title></g></a>",
             err = if e.errors > 0 { " err" } else { "" },
             from = escape(&e.from),
             to = escape(&e.to),
