@@ -292,16 +292,37 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
         }
     }
     if !span_conds.is_empty() {
-        conds.push(format!(
-            "t.trace_id IN (SELECT s.trace_id FROM spans s WHERE {} AND s.start >= ?1)",
-            span_conds.join(" AND ")
-        ));
+        if q.service.is_some() && q.resource.is_some() {
+            // A range of spans(service, resource, start): the set of matching traces is small.
+            conds.push(format!(
+                "t.trace_id IN (SELECT s.trace_id FROM spans s WHERE {} AND s.start >= ?1)",
+                span_conds.join(" AND ")
+            ));
+        } else {
+            // No index ranges over a service (or an operation) alone: check each trace,
+            // newest first, which stops after `limit` matches.
+            conds.push(format!(
+                "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND {})",
+                span_conds.join(" AND ")
+            ));
+        }
     }
     for (k, v) in &q.tags {
+        // The stored tags are compact JSON with serde_json's escaping: `"key":"value"` appears
+        // verbatim in the span's `meta` exactly when the tag is there (a quote inside a value
+        // is escaped), so a substring test (`instr`, no JSON parsing) does the work and
+        // `json_extract` only confirms the candidates.
+        let needle = format!(
+            "{}:{}",
+            serde_json::to_string(k).unwrap_or_default(),
+            serde_json::to_string(v).unwrap_or_default()
+        );
+        let needle = arg(Value::Text(needle), &mut args);
         let path = arg(Value::Text(format!("$.\"{k}\"")), &mut args);
         let val = arg(Value::Text(v.clone()), &mut args);
         conds.push(format!(
-            "EXISTS (SELECT 1 FROM spans g WHERE g.trace_id = t.trace_id AND json_extract(g.meta, {path}) = {val})"
+            "EXISTS (SELECT 1 FROM spans g WHERE g.trace_id = t.trace_id AND instr(g.meta, {needle}) > 0 \
+             AND json_extract(g.meta, {path}) = {val})"
         ));
     }
     let limit = arg(Value::Integer(q.limit as i64 + 1), &mut args);
