@@ -8,9 +8,10 @@
 //!
 //! 1. steady traffic for `DEMO_STEADY_SECS` (default 60: six 10-second chart slots, the
 //!    baseline the anomaly band needs), ~10 % of it to the failing route;
-//! 2. a 12-second incident: slow frontend requests (+250 ms) to the failing route — an anomaly
-//!    on the frontend's p95 and error-rate charts, and the demo monitor goes to ALERT;
-//! 3. steady traffic again until the monitor is back to OK (its window is 30 s).
+//! 2. a 12-second incident, as if version 1.1 were deployed: slow frontend requests (+250 ms)
+//!    to the failing route — an anomaly on the frontend's p95 and error-rate charts, the demo
+//!    monitors go to ALERT, and the resource pages compare 1.1 with 1.0;
+//! 3. back on 1.0, steady traffic until the monitor is back to OK (its window is 30 s).
 //!
 //! With `DEMO_WEBHOOK_PORT`, it listens on that loopback port as the monitors' webhook and
 //! prints each notification the agent POSTs.
@@ -151,13 +152,17 @@ fn frontend_phases(app: SocketAddr, web: SocketAddr, steady: Duration) -> Result
     let config = TracerConfig::from_env()
         .map_err(|e| e.to_string())?
         .with_service("demo-frontend");
-    let tracer = Tracer::new(config).map_err(|e| e.to_string())?;
+    // Version 1.0 runs the steady traffic; "1.1" (a bad deploy) the incident; then a rollback
+    // to 1.0: the resource pages compare the two versions.
+    let good = Tracer::new(config.clone().with_version("1.0")).map_err(|e| e.to_string())?;
+    let bad = Tracer::new(config.with_version("1.1")).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-    let front = frontend::Frontend::new(tracer, app);
+    let stable = frontend::Frontend::new(good, app);
+    let deploy = frontend::Frontend::new(bad, app);
     let routes = [
         "/",
         "/api/apm",
@@ -187,7 +192,7 @@ fn frontend_phases(app: SocketAddr, web: SocketAddr, steady: Duration) -> Result
                             Duration::from_millis(1 + (n + i) % 3),
                         )
                     };
-                    let f = front.clone();
+                    let f = if incident { deploy.clone() } else { stable.clone() };
                     calls.push(tokio::spawn(async move { f.request(path, think).await }));
                 }
                 for c in calls {
@@ -207,7 +212,7 @@ fn frontend_phases(app: SocketAddr, web: SocketAddr, steady: Duration) -> Result
         steady.as_secs()
     );
     let a = run(steady, false, &never)?;
-    println!("   {a} frontend requests; now a 12 s incident: slow and failing");
+    println!("   {a} frontend requests (version 1.0); now version 1.1 for 12 s: slow and failing");
     let b = run(Duration::from_secs(12), true, &never)?;
     println!("   {b} failing requests sent; waiting for the monitor to go to ALERT…");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -224,16 +229,17 @@ fn frontend_phases(app: SocketAddr, web: SocketAddr, steady: Duration) -> Result
             _ => run(Duration::from_secs(1), false, &never).map(|_| ())?,
         }
     }
-    println!("   steady traffic again until the monitor recovers (its window is 30 s)…");
+    println!("   rolled back to 1.0: steady traffic until the monitor recovers (its window is 30 s)…");
     let recovered = || monitor_state(web).is_none_or(|(_, s)| s == "OK");
     let c = run(Duration::from_secs(120), false, &recovered)?;
     match monitor_state(web) {
         Some((name, state)) => println!("   {c} more requests; monitor {name:?} is {state}"),
         None => println!("   {c} more requests"),
     }
-    tracer
-        .shutdown(Duration::from_secs(10))
-        .map_err(|e| format!("flushing the frontend's traces: {e}"))?;
+    for t in [good, bad] {
+        t.shutdown(Duration::from_secs(10))
+            .map_err(|e| format!("flushing the frontend's traces: {e}"))?;
+    }
     Ok(())
 }
 

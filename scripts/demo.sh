@@ -2,9 +2,10 @@
 # The README's demo, from a fresh clone: our trace-agent in local mode (no Datadog account),
 # the Flask demo rewritten in axum and traced by our tracer, and traffic on its four routes
 # (some of them errors). Prints the agent's per-resource table; then a second traced service
-# (demo-frontend) calls the app for about two minutes — steady traffic, a 12-second incident
-# (slow and failing), recovery — so the service map has edges, the demo monitor goes to ALERT
-# and back to OK (its webhook notifications are printed), and the charts show an anomaly.
+# (demo-frontend) calls the app for about two minutes — steady traffic on version 1.0, a
+# 12-second incident on version 1.1 (slow and failing), recovery on 1.0 — so the service map has
+# edges, the demo monitors go to ALERT and back to OK (their webhook notifications are printed),
+# the charts show an anomaly and the resource pages compare the two versions.
 # DEMO_STEADY_SECS=0 skips that part. When run from a terminal, everything stays up until
 # Ctrl-C so you can look around.
 set -euo pipefail
@@ -91,6 +92,7 @@ echo "   service map:      http://127.0.0.1:$web_port/map?window=5m"
 echo "   failing requests: http://127.0.0.1:$web_port/search?window=5m&error=true"
 echo "   monitors:         http://127.0.0.1:$web_port/monitors"
 echo "   anomaly bands:    http://127.0.0.1:$web_port/services/demo-frontend?window=5m"
+echo "   versions:         http://127.0.0.1:$web_port/services/demo-frontend/resources/GET%20%2Fshop%2Fapi%2Ferror?window=5m"
 echo "   agent status: $CARGO_TARGET_DIR/release/trace-agent status --port $agent_port"
 echo "   logs: $logs"
 if [ -t 0 ] && [ -z "${DEMO_EXIT:-}" ]; then

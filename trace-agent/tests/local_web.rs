@@ -453,6 +453,14 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
         if i == 7 {
             call.meta.insert("user.id".to_owned(), "u7".to_owned());
         }
+        if i == 3 {
+            call.meta.insert("note".to_owned(), "a\"b:c\\".to_owned());
+        }
+        if i == 4 {
+            // The same characters, but inside another tag's value: not a match.
+            call.meta
+                .insert("other".to_owned(), "\"note\":\"a\\\"b:c\\\\\"".to_owned());
+        }
         chunks.push(vec![root, call]);
     }
     // An old trace, outside the 5-minute window.
@@ -486,6 +494,14 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
         assert_eq!(r["next_cursor"], serde_json::Value::Null);
         // A resource of the callee, a tag, a duration range.
         assert_eq!(ids(&json_of(addr, "/api/v1/traces?window=5m&tag=user.id:u7")), [1007]);
+        assert_eq!(
+            ids(&json_of(addr, "/api/v1/traces?window=5m&tag=note:a%22b%3Ac%5C")),
+            [1003]
+        );
+        assert_eq!(
+            ids(&json_of(addr, "/api/v1/traces?window=5m&tag=user.id:U7")),
+            Vec::<u64>::new()
+        );
         let r = json_of(
             addr,
             "/api/v1/traces?window=5m&service=api&resource=POST%20%2Fpay&min_duration=30ms&max_duration=32ms",

@@ -280,6 +280,9 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
         let i = arg(Value::Integer(id_to_sql(id)), &mut args);
         conds.push(format!("(t.start < {s} OR (t.start = {s} AND t.trace_id < {i}))"));
     }
+    // A range of spans(service, resource, start) gives a small set of traces, unless the
+    // erroneous traces (their own small index) are fewer: then each is checked.
+    let by_set = q.service.is_some() && q.resource.is_some() && q.error != Some(true);
     let mut span_conds = Vec::new();
     for (col, v) in [
         ("service", &q.service),
@@ -288,20 +291,43 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
     ] {
         if let Some(v) = v {
             let p = arg(Value::Text(v.clone()), &mut args);
-            span_conds.push(format!("s.{col} = {p}"));
+            // `+col`: per trace, SQLite must look spans up by the primary key (trace_id), not
+            // scan an index of the column (its choice without the hint: seconds instead of µs).
+            let plus = if by_set { "" } else { "+" };
+            span_conds.push(format!("{plus}s.{col} = {p}"));
         }
     }
     if !span_conds.is_empty() {
-        conds.push(format!(
-            "t.trace_id IN (SELECT s.trace_id FROM spans s WHERE {} AND s.start >= ?1)",
-            span_conds.join(" AND ")
-        ));
+        if by_set {
+            // A range of spans(service, resource, start): the set of matching traces is small.
+            conds.push(format!(
+                "t.trace_id IN (SELECT s.trace_id FROM spans s WHERE {} AND s.start >= ?1)",
+                span_conds.join(" AND ")
+            ));
+        } else {
+            // Check each trace, newest first, which stops after `limit` matches.
+            conds.push(format!(
+                "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND {})",
+                span_conds.join(" AND ")
+            ));
+        }
     }
     for (k, v) in &q.tags {
+        // The stored tags are compact JSON with serde_json's escaping: `"key":"value"` appears
+        // verbatim in the span's `meta` exactly when the tag is there (a quote inside a value
+        // is escaped), so a substring test (`instr`, no JSON parsing) does the work and
+        // `json_extract` only confirms the candidates.
+        let needle = format!(
+            "{}:{}",
+            serde_json::to_string(k).unwrap_or_default(),
+            serde_json::to_string(v).unwrap_or_default()
+        );
+        let needle = arg(Value::Text(needle), &mut args);
         let path = arg(Value::Text(format!("$.\"{k}\"")), &mut args);
         let val = arg(Value::Text(v.clone()), &mut args);
         conds.push(format!(
-            "EXISTS (SELECT 1 FROM spans g WHERE g.trace_id = t.trace_id AND json_extract(g.meta, {path}) = {val})"
+            "EXISTS (SELECT 1 FROM spans g WHERE g.trace_id = t.trace_id AND instr(+g.meta, {needle}) > 0 \
+             AND json_extract(g.meta, {path}) = {val})"
         ));
     }
     let limit = arg(Value::Integer(q.limit as i64 + 1), &mut args);

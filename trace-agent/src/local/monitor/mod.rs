@@ -136,6 +136,11 @@ impl Monitors {
     /// turns true. Returns the evaluation task (the webhook sender ends with it).
     pub fn start(&self, store: LocalStore, mut shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
         let me = self.clone();
+        if me.lock().specs().is_empty() {
+            return tokio::spawn(async move {
+                let _ = shutdown.wait_for(|s| *s).await;
+            });
+        }
         let (tx, rx) = mpsc::channel(WEBHOOK_QUEUE);
         let sender = match HttpClient::new(WEBHOOK_TIMEOUT) {
             Ok(client) => Some(tokio::spawn(send_loop(client, rx, Arc::clone(&self.shared)))),
@@ -145,10 +150,6 @@ impl Monitors {
             }
         };
         tokio::spawn(async move {
-            if me.lock().specs().is_empty() {
-                let _ = shutdown.wait_for(|s| *s).await;
-                return;
-            }
             let mut ticker = tokio::time::interval(me.shared.interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

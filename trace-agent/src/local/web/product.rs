@@ -303,7 +303,7 @@ pub fn search(f: &Frame<'_>, q: &SearchQuery, found: Option<&SearchResult>, erro
 
 const NODE_W: f64 = 190.0;
 const NODE_H: f64 = 66.0;
-const COL_W: f64 = 300.0;
+const COL_W: f64 = 400.0;
 const ROW_H: f64 = 100.0;
 
 /// The service map page: an SVG (callers left of callees) and the edges as a table.
@@ -371,12 +371,18 @@ pub fn service_map(f: &Frame<'_>, m: &ServiceMap, window: Window) -> String {
         } else {
             format!("/search?window={wq}&amp;service={}", encode_segment(&e.to))
         };
-        let (lx, ly) = ((x1.min(x2) + x1.max(x2)) / 2.0, (y1 + y2) / 2.0 - 6.0);
+        // Above the arrow's end, where the curve is flat: labels of edges leaving one node
+        // for different rows do not overlap.
+        let (lx, ly, anchor) = if x2 > x1 {
+            (x2 - 14.0, y2 - 8.0, "end")
+        } else {
+            ((fx + tx) / 2.0 + NODE_W / 2.0, fy.max(ty) + NODE_H + 55.0, "middle")
+        };
         let _ = write!(
             svg,
             "<a href=\"{href}\"><g class=\"edge{err}\" data-from=\"{from}\" data-to=\"{to}\" data-hits=\"{hits}\" \
              data-errors=\"{errors}\"><path d=\"{d}\" marker-end=\"url(#arrow)\"/><text x=\"{lx:.1}\" y=\"{ly:.1}\" \
-             text-anchor=\"middle\">{hits} calls · p99 {p99}{errtext}</text><title>{from} → {to}</title></g></a>",
+             text-anchor=\"{anchor}\">{hits} calls · p99 {p99}{errtext}</text><title>{from} → {to}</title></g></a>",
             err = if e.errors > 0 { " err" } else { "" },
             from = escape(&e.from),
             to = escape(&e.to),
