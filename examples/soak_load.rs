@@ -264,7 +264,14 @@ fn valid(rng: &mut Rng, next: &AtomicU64) -> (&'static str, Vec<u8>, u64) {
         }
         1 => {
             // v0.5: [string table, traces of 12-element span arrays].
-            let mut table: Vec<String> = vec![String::new(), "soak.request".into(), "GET /soak/?".into(), "web".into()];
+            // Index 4: the priority metric's key; services follow.
+            let mut table: Vec<String> = vec![
+                String::new(),
+                "soak.request".into(),
+                "GET /soak/?".into(),
+                "web".into(),
+                "_sampling_priority_v1".into(),
+            ];
             let spans = traces
                 .iter()
                 .map(|(t, s)| {
@@ -282,14 +289,13 @@ fn valid(rng: &mut Rng, next: &AtomicU64) -> (&'static str, Vec<u8>, u64) {
                             V::from(1_000_000u64),
                             V::from(0),
                             V::Map(vec![]),
-                            V::Map(vec![(V::from(table.len() as u64), V::from(2.0))]),
+                            V::Map(vec![(V::from(4u64), V::from(2.0))]),
                             V::from(3u64),
                         ])
                     };
                     V::Array(vec![one(t * 2, 0), one(t * 2 + 1, t * 2)])
                 })
                 .collect::<Vec<_>>();
-            table.push("_sampling_priority_v1".into());
             let body = V::Array(vec![
                 V::Array(table.into_iter().map(V::from).collect()),
                 V::Array(spans),
