@@ -3,6 +3,7 @@
 //! ```text
 //! soak_load intake <port file> <counts file>   # a fake Datadog intake that counts what arrives
 //! soak_load load <agent addr> <seconds> <summary file>
+//! soak_load burst <agent addr> <payloads> <traces per payload>   # v0.4, sequential; prints accepted
 //! ```
 //!
 //! `intake` serves `/api/v0.2/traces` (zstd `AgentPayload`: counts trace chunks and spans) and
@@ -34,6 +35,13 @@ fn main() {
             assert!(addr.ip().is_loopback(), "loopback only");
             let secs: u64 = args[3].parse().expect("seconds");
             load(addr, Duration::from_secs(secs), &args[4]);
+        }
+        Some("burst") if args.len() == 5 => {
+            let addr: SocketAddr = args[2].parse().expect("agent address host:port");
+            assert!(addr.ip().is_loopback(), "loopback only");
+            let payloads: u64 = args[3].parse().expect("payloads");
+            let per: u64 = args[4].parse().expect("traces per payload");
+            burst(addr, payloads, per);
         }
         _ => {
             eprintln!("usage: soak_load intake <port file> <counts file> | load <addr> <seconds> <summary file>");
@@ -256,7 +264,14 @@ fn valid(rng: &mut Rng, next: &AtomicU64) -> (&'static str, Vec<u8>, u64) {
         }
         1 => {
             // v0.5: [string table, traces of 12-element span arrays].
-            let mut table: Vec<String> = vec![String::new(), "soak.request".into(), "GET /soak/?".into(), "web".into()];
+            // Index 4: the priority metric's key; services follow.
+            let mut table: Vec<String> = vec![
+                String::new(),
+                "soak.request".into(),
+                "GET /soak/?".into(),
+                "web".into(),
+                "_sampling_priority_v1".into(),
+            ];
             let spans = traces
                 .iter()
                 .map(|(t, s)| {
@@ -274,14 +289,13 @@ fn valid(rng: &mut Rng, next: &AtomicU64) -> (&'static str, Vec<u8>, u64) {
                             V::from(1_000_000u64),
                             V::from(0),
                             V::Map(vec![]),
-                            V::Map(vec![(V::from(table.len() as u64), V::from(2.0))]),
+                            V::Map(vec![(V::from(4u64), V::from(2.0))]),
                             V::from(3u64),
                         ])
                     };
                     V::Array(vec![one(t * 2, 0), one(t * 2 + 1, t * 2)])
                 })
                 .collect::<Vec<_>>();
-            table.push("_sampling_priority_v1".into());
             let body = V::Array(vec![
                 V::Array(table.into_iter().map(V::from).collect()),
                 V::Array(spans),
@@ -311,6 +325,29 @@ fn valid(rng: &mut Rng, next: &AtomicU64) -> (&'static str, Vec<u8>, u64) {
             ("/v0.7/traces", encode(&body), n)
         }
     }
+}
+
+/// `payloads` v0.4 payloads of `per` one-span traces each, sent one after the other.
+fn burst(addr: SocketAddr, payloads: u64, per: u64) {
+    let mut accepted = 0;
+    let mut codes = BTreeMap::<u16, u64>::new();
+    let start = now_ns();
+    for p in 0..payloads {
+        let body = rmpv::Value::Array(
+            (0..per)
+                .map(|i| {
+                    let t = 1 + p * per + i;
+                    rmpv::Value::Array(vec![span_map(t, t, 0, &format!("svc-{}", t % 100), start)])
+                })
+                .collect(),
+        );
+        let code = send(addr, "/v0.4/traces", "application/msgpack", per, &encode(&body));
+        *codes.entry(code).or_default() += 1;
+        if code == 200 {
+            accepted += per;
+        }
+    }
+    println!("{{\"accepted_traces\": {accepted}, \"codes\": {codes:?}}}");
 }
 
 fn load(addr: SocketAddr, duration: Duration, summary: &str) {

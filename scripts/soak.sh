@@ -65,7 +65,7 @@ pids+=($!)
 
 # Real clients, bounded in time: the Flask demo under ddtrace-run, and our tracer's example.
 venv=${APM_PEER_VENV:-}
-if [ -z "$venv" ] && [ -x scripts/peer-venv.sh ] || [ -f scripts/peer-venv.sh ]; then
+if [ -z "$venv" ] && [ -f scripts/peer-venv.sh ]; then
   venv=$(bash scripts/peer-venv.sh 2>>"$dir/peer-venv.log" || true)
 fi
 if [ -n "$venv" ] && [ -x "$venv/bin/ddtrace-run" ]; then

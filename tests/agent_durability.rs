@@ -6,6 +6,7 @@
 //! * writers that cannot keep up push back: the receiver answers 429 instead of accepting
 //!   payloads that would be dropped.
 
+#[allow(dead_code)] // the intake helpers are shared with tests/agent_upstream.rs
 mod support;
 
 use std::collections::{BTreeSet, HashMap};

@@ -34,8 +34,8 @@ fn every_regression_input_and_seed_runs_through_its_target() {
     for target in Target::ALL {
         for kind in ["regressions", "seeds"] {
             for (path, data) in inputs(kind, target) {
-                eprintln!("{} {}", target.name(), path.display());
-                target.run(&data);
+                let run = std::panic::catch_unwind(|| target.run(&data));
+                assert!(run.is_ok(), "{} failed on {}", target.name(), path.display());
                 ran += 1;
             }
         }

@@ -616,14 +616,17 @@ async fn worker(settings: ChannelSettings, lane: Arc<Lane>, counters: Arc<Counte
         counters.in_flight.fetch_add(1, Ordering::Relaxed);
         counters.in_flight_items.fetch_add(items, Ordering::Relaxed);
         let undelivered = send(&settings, &lane, &counters, &client, &job).await;
-        lane.in_flight
+        // Out of the in-flight set only once spooled: an abort meanwhile leaves it to shutdown.
+        let taken = lane
+            .in_flight
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&id);
         counters.in_flight.fetch_sub(1, Ordering::Relaxed);
         counters.in_flight_items.fetch_sub(items, Ordering::Relaxed);
-        if undelivered {
+        if undelivered && let Some(job) = taken {
             let (st, l, c) = (settings.clone(), Arc::clone(&lane), Arc::clone(&counters));
+            // Spooling runs to its end even if this task is aborted (a blocking task is not).
             let _ = tokio::task::spawn_blocking(move || {
                 spool_jobs(&st, &l, &c, vec![job], DropReason::RetriesExhausted);
             })

@@ -101,7 +101,7 @@ impl Record {
         if r.take(MAGIC.len())? != MAGIC {
             return None;
         }
-        let kind = match r.take(1)?[0] {
+        let kind = match r.take(1)?.first()? {
             0 => RecordKind::Traces,
             1 => RecordKind::Stats,
             _ => return None,
