@@ -579,3 +579,26 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_and_deliveries_are_counted_per_route() {
+        let c = ProxyCounters::default();
+        c.refused(Route::Evp, "no_api_key", "EVPProxy is disabled");
+        c.refused(Route::Evp, "no_api_key", "EVPProxy is disabled");
+        c.refused(Route::Telemetry, "too_large", "body too large");
+        c.with(Route::Telemetry, |r| {
+            r.delivered += 1;
+            r.bytes += 10;
+        });
+        let s = c.snapshot();
+        assert_eq!(s["evp_proxy"].refused["no_api_key"], 2);
+        assert_eq!(s["telemetry_proxy"].refused["too_large"], 1);
+        assert_eq!((s["telemetry_proxy"].delivered, s["telemetry_proxy"].bytes), (1, 10));
+        let text = render(&s);
+        assert!(text.contains("Proxy evp_proxy: 0 delivered"), "{text}");
+    }
+}
