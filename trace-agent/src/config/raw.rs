@@ -296,7 +296,10 @@ pub(crate) fn unknown_keys(value: &serde_norway::Value) -> Vec<String> {
             } else {
                 format!("{prefix}.{key}")
             };
-            if path == "apm_config.global_tags" || super::upstream::FREE_FORM_MAPS.contains(&path.as_str()) {
+            if path == "apm_config.global_tags"
+                || super::upstream::FREE_FORM_MAPS.contains(&path.as_str())
+                || super::ingest::FREE_FORM_MAPS.contains(&path.as_str())
+            {
                 continue;
             }
             if KNOWN_KEYS.contains(&path.as_str())
