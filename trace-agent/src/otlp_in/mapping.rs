@@ -455,30 +455,45 @@ fn status_text(code: i64) -> Option<&'static str> {
         .canonical_reason()
 }
 
-/// Tags being built, with a set of their keys: "is it there already" stays O(1), so a span
-/// with many attributes costs linear time, not quadratic.
+/// Most tags searched by a linear scan; beyond, a key set keeps "is it there already" O(1),
+/// so a span with many attributes costs linear time, not quadratic.
+const SCAN_MAX: usize = 32;
+
+/// Tags being built, with a set of their keys once they are many.
 struct Keyed<V> {
     tags: Tags<'static, V>,
-    keys: HashSet<String>,
+    keys: Option<HashSet<String>>,
 }
 
 impl<V> Keyed<V> {
     fn with_capacity(n: usize) -> Self {
         Self {
             tags: Vec::with_capacity(n),
-            keys: HashSet::with_capacity(n),
+            keys: None,
         }
     }
 
     fn push(&mut self, (k, v): (Str<'static>, V)) {
-        if !self.keys.contains(k.as_str()) {
-            self.keys.insert(k.as_str().to_owned());
+        match &mut self.keys {
+            Some(keys) if !keys.contains(k.as_str()) => {
+                keys.insert(k.as_str().to_owned());
+            }
+            Some(_) => {}
+            None if self.tags.len() >= SCAN_MAX => {
+                let mut keys: HashSet<String> = self.tags.iter().map(|(k, _)| k.as_str().to_owned()).collect();
+                keys.insert(k.as_str().to_owned());
+                self.keys = Some(keys);
+            }
+            None => {}
         }
         self.tags.push((k, v));
     }
 
     fn has(&self, key: &str) -> bool {
-        self.keys.contains(key)
+        match &self.keys {
+            Some(keys) => keys.contains(key),
+            None => self.tags.iter().any(|(k, _)| k.as_str() == key),
+        }
     }
 
     fn get(&self, key: &str) -> Option<&V> {
