@@ -289,3 +289,48 @@ fn ddtrace_telemetry_without_an_api_key_is_refused_visibly() {
     assert!(t.refused.get("no_api_key").copied().unwrap_or(0) >= 1, "{t:?}");
     assert_eq!(t.delivered, 0);
 }
+
+/// `evp_proxy_config.api_key` and `additional_endpoints`: the main answer is relayed, each
+/// (endpoint, key) pair gets a copy, their failures are counted, not relayed.
+#[test]
+fn evp_copies_go_to_additional_endpoints_with_their_keys() {
+    let rt = runtime();
+    let main = rt.block_on(Intake::start());
+    let other = rt.block_on(Intake::start());
+    let mut config = keyed_config(&main);
+    config.proxy.evp_api_key = Some(Secret::new("evp-main-key"));
+    config.proxy.evp_additional_endpoints =
+        std::collections::BTreeMap::from([(other.url(), vec![Secret::new("k2"), Secret::new("k3")])]);
+    let agent = rt.block_on(trace_agent::start(config)).expect("agent");
+    other.fail_next(1, 500);
+    let (s, body) = post(
+        agent.tcp_addr().unwrap(),
+        "/evp_proxy/v2/api/v2/citestcycle",
+        &[
+            ("X-Datadog-EVP-Subdomain", "citestcycle-intake"),
+            ("Content-Type", "application/json"),
+        ],
+        b"{\"n\": 1}",
+    );
+    assert_eq!((s, body.as_str()), (200, "{}"), "the main intake's answer");
+    let got = main.requests_to("/api/v2/citestcycle");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].header("dd-api-key"), "evp-main-key");
+    let mut keys: Vec<String> = other
+        .requests_to("/api/v2/citestcycle")
+        .iter()
+        .map(|r| {
+            assert_eq!(r.body, b"{\"n\": 1}");
+            r.header("dd-api-key")
+        })
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["k2", "k3"]);
+    let status = rt.block_on(agent.shutdown());
+    let evp = &status.proxy["evp_proxy"];
+    assert_eq!(
+        (evp.delivered, evp.additional_delivered, evp.additional_failed),
+        (1, 1, 1),
+        "{evp:?}"
+    );
+}

@@ -1,12 +1,13 @@
 //! Keys of the OTLP receivers (`otlp_config.receiver.protocols.*`, the Datadog agent's names)
 //! and of the proxy routes (`apm_config.evp_proxy_config.*`, `apm_config.telemetry.*`).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ConfigError;
 use super::load::{Ctx, boolean, num, string};
+use super::{ConfigError, Secret};
 
 /// `otlp_config:` (top level of `datadog.yaml`).
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +47,8 @@ pub(crate) struct RawEvpProxy {
     pub(crate) dd_url: Option<String>,
     pub(crate) max_payload_size: Option<u64>,
     pub(crate) receiver_timeout: Option<u64>,
+    pub(crate) api_key: Option<String>,
+    pub(crate) additional_endpoints: Option<BTreeMap<String, Vec<String>>>,
 }
 
 /// `apm_config.telemetry`.
@@ -71,10 +74,15 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
     "apm_config.evp_proxy_config.dd_url",
     "apm_config.evp_proxy_config.max_payload_size",
     "apm_config.evp_proxy_config.receiver_timeout",
+    "apm_config.evp_proxy_config.api_key",
+    "apm_config.evp_proxy_config.additional_endpoints",
     "apm_config.telemetry",
     "apm_config.telemetry.enabled",
     "apm_config.telemetry.dd_url",
 ];
+
+/// Maps whose children are user data (hosts), not keys.
+pub(crate) const FREE_FORM_MAPS: &[&str] = &["apm_config.evp_proxy_config.additional_endpoints"];
 
 /// Default gRPC endpoint when the `grpc` section is present without an endpoint.
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "localhost:4317";
@@ -111,13 +119,18 @@ impl OtlpReceiverConfig {
 }
 
 /// The proxy routes (`/evp_proxy/v1..v4/`, `/telemetry/proxy/`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
     /// `apm_config.evp_proxy_config.enabled` (default true).
     pub evp_enabled: bool,
     /// `apm_config.evp_proxy_config.dd_url`: a host (`datadoghq.eu`: requests go to
     /// `https://<X-Datadog-EVP-Subdomain>.<host>`) or a full `http(s)://` URL used as is.
     pub evp_dd_url: Option<String>,
+    /// `apm_config.evp_proxy_config.api_key`: the key of the main EVP endpoint (default: `api_key`).
+    pub evp_api_key: Option<Secret>,
+    /// `apm_config.evp_proxy_config.additional_endpoints`: host (or URL) → API keys; every
+    /// request also goes to each pair, their answers are not relayed.
+    pub evp_additional_endpoints: BTreeMap<String, Vec<Secret>>,
     /// `apm_config.evp_proxy_config.max_payload_size` (default 5 MiB).
     pub evp_max_payload_size: u64,
     /// `apm_config.evp_proxy_config.receiver_timeout` (default 30 s): the whole exchange.
@@ -133,6 +146,8 @@ impl Default for ProxyConfig {
         Self {
             evp_enabled: true,
             evp_dd_url: None,
+            evp_api_key: None,
+            evp_additional_endpoints: BTreeMap::new(),
             evp_max_payload_size: 5 << 20,
             evp_timeout: Duration::from_secs(30),
             telemetry_enabled: true,
@@ -158,6 +173,24 @@ pub(super) fn describe(otlp: &OtlpReceiverConfig, proxy: &ProxyConfig) -> Vec<(&
             default(&proxy.evp_dd_url, "(site)"),
         ),
         (
+            "apm_config.evp_proxy_config.api_key",
+            proxy
+                .evp_api_key
+                .as_ref()
+                .map_or_else(|| "(api_key)".to_owned(), Secret::masked),
+        ),
+        (
+            "apm_config.evp_proxy_config.additional_endpoints",
+            format!(
+                "{:?}",
+                proxy
+                    .evp_additional_endpoints
+                    .iter()
+                    .map(|(h, keys)| (h, keys.iter().map(Secret::masked).collect::<Vec<_>>()))
+                    .collect::<BTreeMap<_, _>>()
+            ),
+        ),
+        (
             "apm_config.evp_proxy_config.max_payload_size",
             proxy.evp_max_payload_size.to_string(),
         ),
@@ -171,6 +204,24 @@ pub(super) fn describe(otlp: &OtlpReceiverConfig, proxy: &ProxyConfig) -> Vec<(&
             default(&proxy.telemetry_dd_url, "(instrumentation-telemetry-intake.<site>)"),
         ),
     ]
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("evp_enabled", &self.evp_enabled)
+            .field("evp_dd_url", &self.evp_dd_url)
+            .field("evp_api_key", &self.evp_api_key.as_ref().map(Secret::masked))
+            .field(
+                "evp_additional_endpoints",
+                &self.evp_additional_endpoints.keys().collect::<Vec<_>>(),
+            )
+            .field("evp_max_payload_size", &self.evp_max_payload_size)
+            .field("evp_timeout", &self.evp_timeout)
+            .field("telemetry_enabled", &self.telemetry_enabled)
+            .field("telemetry_dd_url", &self.telemetry_dd_url)
+            .finish()
+    }
 }
 
 fn endpoint(v: &str) -> Result<String, String> {
@@ -278,6 +329,40 @@ pub(super) fn load_proxy(
     {
         p.evp_dd_url = Some(url_or_host(&v).map_err(|m| invalid(key, m))?);
     }
+    if let Some(v) = c.pick(
+        "apm_config.evp_proxy_config.api_key",
+        &["DD_APM_EVP_PROXY_CONFIG_API_KEY"],
+        evp.api_key,
+        string,
+    )? && !v.is_empty()
+    {
+        p.evp_api_key = Some(Secret::new(v));
+    }
+    let key = "apm_config.evp_proxy_config.additional_endpoints";
+    if let Some(map) = c.pick(
+        key,
+        &["DD_APM_EVP_PROXY_CONFIG_ADDITIONAL_ENDPOINTS"],
+        evp.additional_endpoints,
+        |v| {
+            serde_json::from_str::<BTreeMap<String, Vec<String>>>(v)
+                .map_err(|e| format!("not a JSON map of host to a list of API keys: {e}"))
+        },
+    )? {
+        let mut out = BTreeMap::new();
+        for (host, keys) in map {
+            let host = url_or_host(&host).map_err(|m| invalid(key, m))?;
+            let keys: Vec<Secret> = keys
+                .into_iter()
+                .map(|k| k.trim().to_owned())
+                .filter(|k| !k.is_empty())
+                .map(Secret::new)
+                .collect();
+            if !keys.is_empty() {
+                out.insert(host, keys);
+            }
+        }
+        p.evp_additional_endpoints = out;
+    }
     let key = "apm_config.evp_proxy_config.max_payload_size";
     if let Some(v) = c.pick(
         key,
@@ -350,6 +435,21 @@ mod tests {
         assert_eq!(c.otlp_receiver.grpc_endpoint.as_deref(), Some("127.0.0.1:14317"));
         assert_eq!(c.otlp_receiver.http_endpoint.as_deref(), Some("localhost:14318"));
         assert_eq!(c.otlp_receiver.grpc_max_recv_msg_size, 8 << 20);
+        let c = load(
+            None,
+            &env(&[
+                ("DD_APM_EVP_PROXY_CONFIG_API_KEY", "evpkey123456"),
+                (
+                    "DD_APM_EVP_PROXY_CONFIG_ADDITIONAL_ENDPOINTS",
+                    r#"{"datadoghq.eu": ["k1", " "], "http://127.0.0.1:9": ["k2"]}"#,
+                ),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.proxy.evp_api_key.as_ref().unwrap().expose(), "evpkey123456");
+        assert_eq!(c.proxy.evp_additional_endpoints["datadoghq.eu"].len(), 1);
+        assert_eq!(c.proxy.evp_additional_endpoints.len(), 2);
+        assert!(!c.describe().contains("evpkey123456"));
         let bad = load(
             None,
             &env(&[("DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT", "collector:4318")]),

@@ -320,6 +320,7 @@ pub(crate) fn unknown_keys(value: &serde_norway::Value) -> Vec<String> {
             if path == "apm_config.global_tags"
                 || path == "apm_config.local.webhooks"
                 || super::upstream::FREE_FORM_MAPS.contains(&path.as_str())
+                || super::ingest::FREE_FORM_MAPS.contains(&path.as_str())
             {
                 continue;
             }

@@ -7,7 +7,7 @@
 //! Every step is linear in the request (a handful of attribute scans per span).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -455,18 +455,64 @@ fn status_text(code: i64) -> Option<&'static str> {
         .canonical_reason()
 }
 
-fn has_meta(meta: &Tags<'_, Str<'_>>, key: &str) -> bool {
-    tag_get(meta, key).is_some()
+/// Most tags searched by a linear scan; beyond, a key set keeps "is it there already" O(1),
+/// so a span with many attributes costs linear time, not quadratic.
+const SCAN_MAX: usize = 32;
+
+/// Tags being built, with a set of their keys once they are many.
+struct Keyed<V> {
+    tags: Tags<'static, V>,
+    keys: Option<HashSet<String>>,
 }
 
-fn set_meta_if_absent(meta: &mut Tags<'static, Str<'static>>, key: &str, value: &str) {
-    if !has_meta(meta, key) {
+impl<V> Keyed<V> {
+    fn with_capacity(n: usize) -> Self {
+        Self {
+            tags: Vec::with_capacity(n),
+            keys: None,
+        }
+    }
+
+    fn push(&mut self, (k, v): (Str<'static>, V)) {
+        match &mut self.keys {
+            Some(keys) if !keys.contains(k.as_str()) => {
+                keys.insert(k.as_str().to_owned());
+            }
+            Some(_) => {}
+            None if self.tags.len() >= SCAN_MAX => {
+                let mut keys: HashSet<String> = self.tags.iter().map(|(k, _)| k.as_str().to_owned()).collect();
+                keys.insert(k.as_str().to_owned());
+                self.keys = Some(keys);
+            }
+            None => {}
+        }
+        self.tags.push((k, v));
+    }
+
+    fn has(&self, key: &str) -> bool {
+        match &self.keys {
+            Some(keys) => keys.contains(key),
+            None => self.tags.iter().any(|(k, _)| k.as_str() == key),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&V> {
+        if self.has(key) { tag_get(&self.tags, key) } else { None }
+    }
+}
+
+fn has_meta(meta: &Keyed<Str<'static>>, key: &str) -> bool {
+    meta.has(key)
+}
+
+fn set_meta_if_absent(meta: &mut Keyed<Str<'static>>, key: &str, value: &str) {
+    if !meta.has(key) {
         meta.push((Str::from(key.to_owned()), Str::from(value.to_owned())));
     }
 }
 
-fn set_metric_if_absent(metrics: &mut Tags<'static, f64>, key: &str, value: f64) {
-    if tag_get(metrics, key).is_none() {
+fn set_metric_if_absent(metrics: &mut Keyed<f64>, key: &str, value: f64) {
+    if !metrics.has(key) {
         metrics.push((Str::from(key.to_owned()), value));
     }
 }
@@ -583,8 +629,8 @@ pub fn convert_span(span: &OtlpSpan, res: &[KeyValue], scope: Option<&Instrument
         span: &span.attributes,
         res,
     };
-    let mut meta: Tags<'static, Str<'static>> = Vec::with_capacity(span.attributes.len() + res.len() + 8);
-    let mut metrics: Tags<'static, f64> = Vec::new();
+    let mut meta: Keyed<Str<'static>> = Keyed::with_capacity(span.attributes.len() + res.len() + 8);
+    let mut metrics: Keyed<f64> = Keyed::with_capacity(4);
     let service = a
         .get(&["datadog.service", "service.name"])
         .map_or_else(|| NO_SERVICE.to_owned(), Cow::into_owned);
@@ -717,8 +763,8 @@ pub fn convert_span(span: &OtlpSpan, res: &[KeyValue], scope: Option<&Instrument
         duration: (span.end_time_unix_nano as i128 - span.start_time_unix_nano as i128)
             .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64,
         error,
-        meta,
-        metrics,
+        meta: meta.tags,
+        metrics: metrics.tags,
         r#type: Str::from(typ),
         meta_struct: Vec::new(),
         raw_fields: Vec::new(),
@@ -726,7 +772,7 @@ pub fn convert_span(span: &OtlpSpan, res: &[KeyValue], scope: Option<&Instrument
 }
 
 /// A numeric attribute: `sampling.priority` is the Datadog sampling priority.
-fn numeric(metrics: &mut Tags<'static, f64>, key: &str, v: f64) {
+fn numeric(metrics: &mut Keyed<f64>, key: &str, v: f64) {
     let key = if key == "sampling.priority" {
         "_sampling_priority_v1"
     } else {
@@ -737,12 +783,7 @@ fn numeric(metrics: &mut Tags<'static, f64>, key: &str, v: f64) {
 
 /// `error.msg`, `error.type`, `error.stack` of an error span: from its last `exception` event,
 /// else the status message, else the HTTP status (`404 Not Found`).
-fn error_tags(
-    span: &OtlpSpan,
-    status_message: &str,
-    meta: &mut Tags<'static, Str<'static>>,
-    metrics: &Tags<'static, f64>,
-) {
+fn error_tags(span: &OtlpSpan, status_message: &str, meta: &mut Keyed<Str<'static>>, metrics: &Keyed<f64>) {
     if let Some(e) = span.events.iter().rev().find(|e| e.name == "exception") {
         for (from, to) in [
             ("exception.message", "error.msg"),
@@ -759,7 +800,7 @@ fn error_tags(
     }
     if !status_message.is_empty() {
         meta.push((Str::from_static("error.msg"), Str::from(status_message.to_owned())));
-    } else if let Some(code) = tag_get(metrics, "http.status_code") {
+    } else if let Some(code) = metrics.get("http.status_code") {
         let code = *code as i64;
         let msg = match status_text(code) {
             Some(text) => format!("{code} {text}"),
@@ -805,7 +846,7 @@ fn map_resource_spans(rs: &ResourceSpans, opts: &MapOptions<'_>, out: &mut Mappe
         .map(|(mut spans, priority, high)| {
             if high != 0
                 && let Some(first) = spans.first_mut()
-                && !has_meta(&first.meta, "_dd.p.tid")
+                && tag_get(&first.meta, "_dd.p.tid").is_none()
             {
                 first
                     .meta
@@ -822,8 +863,9 @@ fn map_resource_spans(rs: &ResourceSpans, opts: &MapOptions<'_>, out: &mut Mappe
                 };
                 if p > 0
                     && let Some(first) = spans.first_mut()
+                    && tag_get(&first.meta, "_dd.p.dm").is_none()
                 {
-                    set_meta_if_absent(&mut first.meta, "_dd.p.dm", dm);
+                    first.meta.push((Str::from_static("_dd.p.dm"), Str::from_static(dm)));
                 }
                 p
             };
@@ -1158,5 +1200,36 @@ mod tests {
             })),
             "aGkhPw=="
         );
+    }
+}
+
+#[cfg(test)]
+mod scale_tests {
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+
+    use super::*;
+
+    /// 50 000 attributes on one span map in linear time (a quadratic "already set?" scan
+    /// would take seconds); every attribute is kept once.
+    #[test]
+    fn many_attributes_map_in_linear_time() {
+        let attrs: Vec<KeyValue> = (0..50_000)
+            .map(|i| KeyValue {
+                key: format!("attr.{i}"),
+                value: Some(AnyValue {
+                    value: Some(Value::StringValue("v".to_owned())),
+                }),
+                ..Default::default()
+            })
+            .collect();
+        let span = OtlpSpan {
+            trace_id: vec![1; 16],
+            span_id: vec![2; 8],
+            kind: SpanKind::Server as i32,
+            attributes: attrs.clone(),
+            ..Default::default()
+        };
+        let d = convert_span(&span, &attrs, None);
+        assert_eq!(d.meta.iter().filter(|(k, _)| k.starts_with("attr.")).count(), 50_000);
     }
 }

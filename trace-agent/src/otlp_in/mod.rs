@@ -507,3 +507,30 @@ pub fn spawn(listeners: OtlpListeners, state: &Arc<AppState>, stop: &watch::Rece
     }
     tasks
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_shows_only_running_receivers_and_bounds_error_reasons() {
+        let c = OtlpCounters::default();
+        assert_eq!(c.snapshot().render(), "", "both receivers off: nothing to show");
+        c.set_listening(None, Some("http://127.0.0.1:4318/v1/traces".to_owned()));
+        c.of(Protocol::Http).request(120);
+        for i in 0..(MAX_ERROR_KEYS + 10) {
+            c.of(Protocol::Http).error(&format!("reason{i}"));
+        }
+        c.of(Protocol::Http).error("reason0");
+        let s = c.snapshot();
+        assert_eq!(s.http.errors.len(), MAX_ERROR_KEYS);
+        assert_eq!(s.http.errors["reason0"], 2);
+        assert_eq!((s.http.requests, s.http.bytes), (1, 120));
+        let text = s.render();
+        assert!(
+            text.starts_with("OTLP HTTP receiver (http://127.0.0.1:4318/v1/traces): 1 requests, 120 bytes"),
+            "{text}"
+        );
+        assert!(!text.contains("gRPC"), "{text}");
+    }
+}

@@ -78,6 +78,12 @@ pub struct RouteStatus {
     /// Requests not forwarded, by reason (`no_api_key`, `disabled`, `too_large`,
     /// `bad_subdomain`, `network`, `timeout`, …).
     pub refused: BTreeMap<String, u64>,
+    /// Copies sent to the additional endpoints and answered 2xx.
+    #[serde(default)]
+    pub additional_delivered: u64,
+    /// Copies to the additional endpoints that failed (any non-2xx, network error, timeout).
+    #[serde(default)]
+    pub additional_failed: u64,
 }
 
 /// What `status` shows of the proxy routes.
@@ -259,7 +265,8 @@ impl Proxy {
                 "EVPProxy is disabled: Has been disabled in config",
             );
         }
-        let (Some(client), Some(key)) = (&self.client, &self.api_key) else {
+        let key = self.config.evp_api_key.as_ref().or(self.api_key.as_ref());
+        let (Some(client), Some(key)) = (&self.client, key) else {
             return self.refuse(
                 route,
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -295,15 +302,27 @@ impl Proxy {
                 "EVPProxy: this request needs an application key, which this agent does not have",
             );
         }
-        let base = match &self.config.evp_dd_url {
-            Some(u) if u.starts_with("http://") || u.starts_with("https://") => u.clone(),
-            Some(host) => format!("https://{subdomain}.{host}"),
-            None => format!("https://{subdomain}.{}", self.site),
+        let base_of = |host: &str| {
+            if host.starts_with("http://") || host.starts_with("https://") {
+                host.to_owned()
+            } else {
+                format!("https://{subdomain}.{host}")
+            }
         };
-        let target = match req.uri().query() {
+        let url_of = |base: String| match req.uri().query() {
             Some(q) => format!("{base}{rest}?{q}"),
             None => format!("{base}{rest}"),
         };
+        let target = url_of(base_of(self.config.evp_dd_url.as_deref().unwrap_or(&self.site)));
+        let copies: Vec<(String, Secret)> = self
+            .config
+            .evp_additional_endpoints
+            .iter()
+            .flat_map(|(host, keys)| {
+                let url = url_of(base_of(host));
+                keys.iter().map(move |k| (url.clone(), k.clone()))
+            })
+            .collect();
         let mut out = HeaderMap::new();
         for name in EVP_ALLOWED_HEADERS {
             if let Some(v) = h.get(*name) {
@@ -323,7 +342,29 @@ impl Proxy {
             Ok(b) => b,
             Err((status, reason, msg)) => return self.refuse(route, status, reason, &msg),
         };
-        self.forward(route, client, method, &target, out, body, timeout).await
+        // Copies to the additional endpoints go at the same time; only the main answer is
+        // relayed (the Datadog agent's behaviour), the others are counted.
+        let mut extra = tokio::task::JoinSet::new();
+        for (url, k) in copies {
+            let mut headers = out.clone();
+            if let Ok(v) = HeaderValue::from_str(k.expose()) {
+                headers.insert("dd-api-key", v);
+            }
+            let (client, method, body) = (client.clone(), method.clone(), body.clone());
+            extra.spawn(async move { send_once(&client, method, &url, headers, body, timeout).await });
+        }
+        let reply = self.forward(route, client, method, &target, out, body, timeout).await;
+        while let Some(done) = extra.join_next().await {
+            let ok = matches!(done, Ok(Ok(status)) if status.is_success());
+            self.counters.with(route, |r| {
+                if ok {
+                    r.additional_delivered += 1;
+                } else {
+                    r.additional_failed += 1;
+                }
+            });
+        }
+        reply
     }
 
     async fn telemetry(&self, req: Request<Incoming>) -> Reply {
@@ -455,6 +496,33 @@ impl Proxy {
     }
 }
 
+/// One exchange whose answer is only classified (copies to additional endpoints).
+async fn send_once(
+    client: &HttpsClient,
+    method: http::Method,
+    target: &str,
+    headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+) -> Result<StatusCode, String> {
+    let uri: Uri = target.parse().map_err(|e| format!("{target:?}: {e}"))?;
+    let mut builder = Request::builder().method(method).uri(uri);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+    }
+    let request = builder.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let exchange = async {
+        let resp = client.request(request).await.map_err(|e| error_chain(&e))?;
+        let status = resp.status();
+        let _ = Limited::new(resp.into_body(), MAX_REPLY).collect().await;
+        Ok::<_, String>(status)
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Err(format!("no answer within {timeout:?}")),
+        Ok(r) => r,
+    }
+}
+
 fn lower_static(name: &'static str) -> &'static str {
     match name {
         "Content-Type" => "content-type",
@@ -577,5 +645,28 @@ mod tests {
                 .unwrap_err()
                 .contains("invalid query")
         );
+    }
+}
+
+#[cfg(test)]
+mod counter_tests {
+    use super::*;
+
+    #[test]
+    fn refusals_and_deliveries_are_counted_per_route() {
+        let c = ProxyCounters::default();
+        c.refused(Route::Evp, "no_api_key", "EVPProxy is disabled");
+        c.refused(Route::Evp, "no_api_key", "EVPProxy is disabled");
+        c.refused(Route::Telemetry, "too_large", "body too large");
+        c.with(Route::Telemetry, |r| {
+            r.delivered += 1;
+            r.bytes += 10;
+        });
+        let s = c.snapshot();
+        assert_eq!(s["evp_proxy"].refused["no_api_key"], 2);
+        assert_eq!(s["telemetry_proxy"].refused["too_large"], 1);
+        assert_eq!((s["telemetry_proxy"].delivered, s["telemetry_proxy"].bytes), (1, 10));
+        let text = render(&s);
+        assert!(text.contains("Proxy evp_proxy: 0 delivered"), "{text}");
     }
 }
