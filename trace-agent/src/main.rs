@@ -113,7 +113,7 @@ fn run(path: Option<&std::path::Path>, port: Option<u16>) -> Result<(), String> 
             wait_for_signal().await;
             let _ = tx.send(true);
         });
-        trace_agent::run(config, rx).await.map_err(|e| e.to_string())
+        Box::pin(trace_agent::run(config, rx)).await.map_err(|e| e.to_string())
     })
 }
 

@@ -402,7 +402,11 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         // Like the Go agent, drain the body (bounded, into nothing) so the connection stays
         // usable.
         drain_body(state, body).await;
-        let status = if real_status { StatusCode::TOO_MANY_REQUESTS } else { StatusCode::OK };
+        let status = if real_status {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::OK
+        };
         return rates_reply(state, version, h, status);
     };
     let bytes = match read_body(state, body).await {
