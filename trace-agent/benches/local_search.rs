@@ -5,9 +5,10 @@
 //! 100 000 values, durations spread over two orders of magnitude.
 //!
 //! The data is written once through the real write path (`LocalStore::push_traces`) into
-//! `$CARGO_TARGET_DIR/local-search-bench/<traces>/` and reused by later runs (delete it to
-//! regenerate); `LOCAL_SEARCH_TRACES` sets the size. Each benchmark is one search as the JSON
-//! API runs it, as of the end of the generated day.
+//! `$CARGO_TARGET_DIR/local-search-bench/v<schema version>-<traces>/` and reused by later runs
+//! (delete it to regenerate; a new schema version regenerates it); `LOCAL_SEARCH_TRACES` sets
+//! the size. Each benchmark is one search as the JSON API runs it, as of the end of the
+//! generated day.
 //!
 //! `cargo bench -p trace-agent --bench local_search -- --warm-up-time 1 --measurement-time 3 --sample-size 10`
 #![allow(clippy::print_stderr)] // reports how the generated day was made
@@ -111,7 +112,10 @@ fn trace(rng: &mut Rng, id: u64, start: i64) -> Vec<pb::Span> {
 /// The database of `n` traces over one day, and the end of that day (ns).
 fn generated_day(n: u64) -> (LocalStore, i64) {
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    let dir = target.join("local-search-bench").join(n.to_string());
+    // Keyed by the schema version: a database of an older schema is regenerated.
+    let dir = target
+        .join("local-search-bench")
+        .join(format!("v{}-{n}", LocalStore::SCHEMA_VERSION));
     let end_file = dir.join("day_end_ns");
     let config = LocalConfig {
         retention: Duration::from_secs(3650 * 86_400),

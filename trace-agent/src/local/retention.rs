@@ -1,5 +1,5 @@
 //! Retention: delete data older than the configured age, then the oldest **spans** (with their
-//! trace summaries) while the database is larger than the configured size, and give the freed
+//! trace summaries and tag index rows) while the database is larger than the configured size, and give the freed
 //! pages back to the disk. Stats rows are small and make the service pages: the size cap
 //! deletes them only once no span is left. Ages are measured on the data's own timestamps
 //! (span start, stats bucket start), the clock the views use; the size cap bounds whatever a
@@ -54,6 +54,8 @@ fn delete_spans_before(conn: &mut Connection, cutoff: i64, report: &mut Retentio
     let tx = conn.transaction()?;
     let spans = tx.execute("DELETE FROM spans WHERE start < ?1", params![cutoff])? as u64;
     let traces = tx.execute("DELETE FROM traces WHERE start < ?1", params![cutoff])? as u64;
+    // A chunk's tag rows start at its first span, never before its trace: they go with it.
+    tx.execute("DELETE FROM trace_tags WHERE start < ?1", params![cutoff])?;
     tx.commit()?;
     report.spans += spans;
     report.traces += traces;

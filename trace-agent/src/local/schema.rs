@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
-/// Version of the schema below, in `PRAGMA user_version`.
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+/// Version of the schema below, in `PRAGMA user_version` (2: `trace_tags`).
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// Longest tag key and value (bytes) kept in `trace_tags`; a search for a longer one checks
+/// the spans' tags per trace instead.
+pub const MAX_INDEXED_TAG_BYTES: usize = 128;
 
 const DDL: &str = "
 CREATE TABLE IF NOT EXISTS traces (
@@ -47,6 +51,17 @@ CREATE TABLE IF NOT EXISTS spans (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS spans_resource ON spans(service, resource, start);
 CREATE INDEX IF NOT EXISTS spans_start ON spans(start);
+-- Tag search (local/search.rs): one row per distinct string tag (key and value at most
+-- MAX_INDEXED_TAG_BYTES) per trace chunk, `start` being the chunk's first span start (never
+-- before its trace's start); deleted by retention with the spans.
+CREATE TABLE IF NOT EXISTS trace_tags (
+    key       TEXT NOT NULL,
+    value     TEXT NOT NULL,
+    start     INTEGER NOT NULL,
+    trace_id  INTEGER NOT NULL,
+    PRIMARY KEY (key, value, start, trace_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS trace_tags_start ON trace_tags(start);
 CREATE TABLE IF NOT EXISTS stats (
     bucket_start     INTEGER NOT NULL,
     bucket_duration  INTEGER NOT NULL,
@@ -69,6 +84,16 @@ CREATE TABLE IF NOT EXISTS stats (
 );
 CREATE INDEX IF NOT EXISTS stats_service ON stats(service, bucket_start);
 CREATE INDEX IF NOT EXISTS stats_start ON stats(bucket_start);
+";
+
+/// Fills `trace_tags` from the stored spans (upgrade from version 1), with the trace's start.
+const BACKFILL_TAGS: &str = "
+INSERT OR IGNORE INTO trace_tags (key, value, start, trace_id)
+SELECT j.key, j.value, t.start, t.trace_id
+FROM traces t JOIN spans s ON s.trace_id = t.trace_id,
+     json_each(CASE WHEN json_valid(s.meta) THEN s.meta ELSE '{}' END) j
+WHERE j.type = 'text'
+  AND length(CAST(j.key AS BLOB)) <= ?1 AND length(CAST(j.value AS BLOB)) <= ?1
 ";
 
 /// Why the database could not be opened or used.
@@ -243,6 +268,11 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             });
         }
         conn.execute_batch(DDL).map_err(err("create tables"))?;
+        if found == 1 {
+            // Version 1 had no `trace_tags`: index the tags of the traces already stored.
+            conn.execute(BACKFILL_TAGS, [MAX_INDEXED_TAG_BYTES as i64])
+                .map_err(err("index the stored tags"))?;
+        }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
             .map_err(err("write schema version"))?;
         Ok(())
@@ -253,5 +283,39 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             let _ = conn.execute_batch("ROLLBACK;");
             Err(e)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_gets_the_tags_of_its_stored_traces_indexed() {
+        let conn = open_memory().unwrap();
+        let long = "x".repeat(MAX_INDEXED_TAG_BYTES + 1);
+        let meta = serde_json::json!({"user.id": "u1", "env": "prod", "sql": long}).to_string();
+        conn.execute_batch(&format!(
+            "INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (7, 100, 200, 2, 0);
+             INSERT INTO spans VALUES (7, 1, 0, 's', 'n', 'r', 'web', 100, 100, 0, '{meta}', '{{}}');
+             INSERT INTO spans VALUES (7, 2, 1, 's', 'n', 'r', 'web', 150, 10, 0, '{{\"user.id\":\"u1\"}}', '{{}}');
+             DROP TABLE trace_tags;
+             PRAGMA user_version = 1;"
+        ))
+        .unwrap();
+        create_schema(&conn, Path::new(":memory:")).unwrap();
+        let rows: Vec<(String, String, i64, i64)> = conn
+            .prepare("SELECT key, value, start, trace_id FROM trace_tags ORDER BY key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [("env", "prod", 100, 7), ("user.id", "u1", 100, 7)].map(|(k, v, s, t)| (k.to_owned(), v.to_owned(), s, t))
+        );
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
     }
 }

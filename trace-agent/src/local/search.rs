@@ -11,15 +11,20 @@
 //! How it stays fast on a day of data (see `benches/local_search.rs`): the window and the
 //! cursor are a range of the `traces(start)` index (newest first, so the page stops after
 //! `limit` rows); span filters are an `IN` set built from the `spans(service, resource, start)`
-//! index; `error=true` uses the partial index `traces_errors` of erroneous traces only. A tag
-//! alone is checked per trace (`json_extract` of each span's tags), so a rare tag over a long
-//! window is the slowest search.
+//! index; `error=true` uses the partial index `traces_errors` of erroneous traces only. Tags:
+//! the writer keeps one `trace_tags(key, value, start, trace_id)` row per distinct tag (key and
+//! value up to [`MAX_INDEXED_TAG_BYTES`]) per trace chunk. The search first counts, up to
+//! [`TAG_SET_MAX`], the rows of each tag in the window: the rarest tag under that bound gives
+//! the set of candidate traces (a range of the `trace_tags` primary key); a common one (or a
+//! longer key or value) is checked per trace, newest first, so the page stops after `limit`
+//! matches. Every tag is still confirmed on the spans' stored tags (`json_extract`).
 
 use rusqlite::types::Value;
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::{Connection, params, params_from_iter};
 use serde::Serialize;
 
 use super::query::Window;
+pub use super::schema::MAX_INDEXED_TAG_BYTES;
 use super::writer::{id_from_sql, id_to_sql};
 
 /// Results per page by default.
@@ -28,6 +33,9 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
 /// Most `tag=` filters in one search.
 pub const MAX_TAGS: usize = 8;
+/// A tag with fewer `trace_tags` rows than this in the window is looked up there (the set of
+/// its traces); a more common one is checked per trace, newest first.
+pub const TAG_SET_MAX: i64 = 10_000;
 
 /// A search, parsed from the query string (see [`SearchQuery::from_params`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -312,7 +320,33 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
             ));
         }
     }
-    for (k, v) in &q.tags {
+    // The rarest indexed tag, if rare enough, gives the candidate traces.
+    let mut set_tag = None;
+    let mut fewest = TAG_SET_MAX;
+    for (i, (k, v)) in q.tags.iter().enumerate() {
+        if k.len() > MAX_INDEXED_TAG_BYTES || v.len() > MAX_INDEXED_TAG_BYTES {
+            continue;
+        }
+        let rows: i64 = conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM trace_tags WHERE key = ?1 AND value = ?2 AND start >= ?3 \
+                 LIMIT ?4)",
+            )?
+            .query_row(params![k, v, from, TAG_SET_MAX], |r| r.get(0))?;
+        if rows < fewest {
+            fewest = rows;
+            set_tag = Some(i);
+        }
+    }
+    for (i, (k, v)) in q.tags.iter().enumerate() {
+        if set_tag == Some(i) {
+            let key = arg(Value::Text(k.clone()), &mut args);
+            let val = arg(Value::Text(v.clone()), &mut args);
+            conds.push(format!(
+                "t.trace_id IN (SELECT r.trace_id FROM trace_tags r WHERE r.key = {key} AND r.value = {val} \
+                 AND r.start >= ?1)"
+            ));
+        }
         // The stored tags are compact JSON with serde_json's escaping: `"key":"value"` appears
         // verbatim in the span's `meta` exactly when the tag is there (a quote inside a value
         // is escaped), so a substring test (`instr`, no JSON parsing) does the work and
@@ -376,7 +410,11 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use super::super::writer::{Msg, write_messages};
     use super::*;
+    use crate::upstream::pb;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
@@ -440,5 +478,120 @@ mod tests {
 
     fn query_params(s: &str) -> Vec<(String, String)> {
         crate::local::web::html::query_params(Some(s))
+    }
+
+    const SEC: i64 = 1_000_000_000;
+
+    fn tagged(trace: u64, id: u64, parent: u64, start: i64, tags: &[(&str, &str)]) -> pb::Span {
+        let mut s = crate::local::tests::span(trace, id, parent, ("web", "op", "res"), start, SEC / 10);
+        s.meta
+            .extend(tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        s
+    }
+
+    /// Writes each chunk as the writer does (one chunk per payload).
+    fn db(chunks: Vec<Vec<pb::Span>>) -> Connection {
+        let mut conn = super::super::schema::open_memory().unwrap();
+        let msgs: Vec<Msg> = chunks
+            .into_iter()
+            .map(|spans| {
+                Msg::Traces(Arc::new(pb::TracerPayload {
+                    chunks: vec![pb::TraceChunk {
+                        priority: 1,
+                        spans,
+                        ..pb::TraceChunk::default()
+                    }],
+                    ..pb::TracerPayload::default()
+                }))
+            })
+            .collect();
+        write_messages(&mut conn, &msgs).unwrap();
+        conn
+    }
+
+    fn found(conn: &Connection, tags: &[(&str, &str)], now: i64) -> Vec<String> {
+        let mut params = p(&[("window", "1h")]);
+        params.extend(tags.iter().map(|(k, v)| ("tag".to_owned(), format!("{k}:{v}"))));
+        let q = SearchQuery::from_params(&params).unwrap();
+        search(conn, &q, now)
+            .unwrap()
+            .traces
+            .into_iter()
+            .map(|h| h.trace_id)
+            .collect()
+    }
+
+    fn tag_rows(conn: &Connection, trace: i64) -> Vec<(String, String)> {
+        let mut stmt = conn
+            .prepare("SELECT key, value FROM trace_tags WHERE trace_id = ?1 ORDER BY key, value")
+            .unwrap();
+        stmt.query_map([trace], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn tags_are_indexed_per_trace_and_found_in_any_chunk_long_values_per_trace() {
+        let now = 10_000 * SEC;
+        let long = "x".repeat(MAX_INDEXED_TAG_BYTES + 1);
+        let conn = db(vec![
+            // Trace 1 in two chunks (a partial flush): the child first, then the root.
+            vec![tagged(
+                1,
+                11,
+                10,
+                now - 20 * SEC,
+                &[("peer.service", "pg"), ("user.id", "u1")],
+            )],
+            vec![tagged(1, 10, 0, now - 21 * SEC, &[("user.id", "u1"), ("sql", &long)])],
+            vec![tagged(
+                2,
+                20,
+                0,
+                now - 10 * SEC,
+                &[("user.id", "u2"), ("note", "a\"b:c")],
+            )],
+        ]);
+        // One row per distinct short tag per chunk; the long value is not indexed.
+        assert_eq!(
+            tag_rows(&conn, 1),
+            [
+                ("env", "test"),
+                ("env", "test"),
+                ("peer.service", "pg"),
+                ("user.id", "u1"),
+                ("user.id", "u1")
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert_eq!(found(&conn, &[("user.id", "u1")], now), ["1"]);
+        assert_eq!(found(&conn, &[("peer.service", "pg")], now), ["1"]);
+        assert_eq!(found(&conn, &[("user.id", "u1"), ("sql", &long)], now), ["1"]);
+        assert_eq!(found(&conn, &[("sql", &long)], now), ["1"]);
+        assert_eq!(found(&conn, &[("note", "a\"b:c")], now), ["2"]);
+        assert_eq!(found(&conn, &[("env", "test")], now), ["2", "1"]);
+        assert!(found(&conn, &[("user.id", "u2"), ("peer.service", "pg")], now).is_empty());
+        assert!(found(&conn, &[("user.id", "U1")], now).is_empty());
+        assert!(found(&conn, &[("sql", "x")], now).is_empty());
+        // Outside the window.
+        assert!(found(&conn, &[("user.id", "u1")], now + 3600 * SEC).is_empty());
+    }
+
+    #[test]
+    fn retention_deletes_the_tag_rows_with_their_traces() {
+        let now = 10_000 * SEC;
+        let mut conn = db(vec![
+            vec![tagged(1, 10, 0, now - 7200 * SEC, &[("user.id", "u1")])],
+            vec![tagged(2, 20, 0, now - 10 * SEC, &[("user.id", "u2")])],
+        ]);
+        let policy = super::super::retention::RetentionPolicy {
+            max_age: std::time::Duration::from_secs(3600),
+            max_size_bytes: u64::MAX,
+        };
+        super::super::retention::retain(&mut conn, now, policy).unwrap();
+        assert!(tag_rows(&conn, 1).is_empty());
+        assert_eq!(tag_rows(&conn, 2).len(), 2);
+        assert_eq!(found(&conn, &[("user.id", "u2")], now), ["2"]);
     }
 }

@@ -486,6 +486,10 @@ fn open_db(config: &LocalConfig) -> Result<Db, StoreError> {
 }
 
 impl LocalStore {
+    /// Version of the database schema (`PRAGMA user_version`): files written by an older
+    /// agent are upgraded at open, newer ones are refused.
+    pub const SCHEMA_VERSION: i64 = schema::SCHEMA_VERSION;
+
     /// Opens the database in `config.data_dir` (creating both if needed) and starts the writer
     /// thread. When the file cannot be used (corrupt, locked by another process, unwritable
     /// directory, newer schema), logs the error clearly, counts it and runs **in memory**

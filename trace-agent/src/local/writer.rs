@@ -11,6 +11,7 @@ use crate::upstream::pb;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{Connection, Transaction, params};
 
+use super::schema::MAX_INDEXED_TAG_BYTES;
 use super::store::Inner;
 
 /// A message to the writer thread.
@@ -303,7 +304,15 @@ fn insert_chunk(tx: &Transaction<'_>, payload: &pb::TracerPayload, chunk: &pb::T
     let mut start = i64::MAX;
     let mut end = i64::MIN;
     let mut errors = 0i64;
+    // Distinct string tags of the chunk small enough for `trace_tags`.
+    let mut tags: HashSet<(&str, &str)> = HashSet::new();
     for s in &chunk.spans {
+        tags.extend(
+            s.meta
+                .iter()
+                .filter(|(k, v)| k.len() <= MAX_INDEXED_TAG_BYTES && v.len() <= MAX_INDEXED_TAG_BYTES)
+                .map(|(k, v)| (k.as_str(), v.as_str())),
+        );
         // Sorted tags: stable JSON, easier to read.
         let meta: BTreeMap<&String, &String> = s.meta.iter().collect();
         let metrics: BTreeMap<&String, f64> = s
@@ -331,6 +340,11 @@ fn insert_chunk(tx: &Transaction<'_>, payload: &pb::TracerPayload, chunk: &pb::T
         start = start.min(s.start);
         end = end.max(s.start.saturating_add(s.duration));
         errors += i64::from(s.error != 0);
+    }
+    let mut tag_stmt =
+        tx.prepare_cached("INSERT OR IGNORE INTO trace_tags (key, value, start, trace_id) VALUES (?1, ?2, ?3, ?4)")?;
+    for (k, v) in tags {
+        tag_stmt.execute(params![k, v, start, id_to_sql(first.trace_id)])?;
     }
     // The root: the span without a parent (rank 2), else one whose parent is not in this chunk
     // (rank 1: a partial flush, or a service called by another one).
