@@ -284,22 +284,6 @@ fn map_and_process(req: &ExportTraceServiceRequest, state: &AppState, meta: &Req
     out
 }
 
-/// A held processing slot, shown as busy in `status` (like the msgpack receivers' decoders).
-struct BusySlot<'s>(&'s AppState);
-
-impl<'s> BusySlot<'s> {
-    fn enter(state: &'s AppState) -> Self {
-        state.stats.decoders_busy.fetch_add(1, Ordering::Relaxed);
-        Self(state)
-    }
-}
-
-impl Drop for BusySlot<'_> {
-    fn drop(&mut self) {
-        self.0.stats.decoders_busy.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 /// Maps, processes and queues one export request; what the reply says.
 ///
 /// # Errors
@@ -312,7 +296,8 @@ pub async fn ingest(
     bytes: u64,
 ) -> Result<Ingested, IngestError> {
     let counters = state.stats.otlp.of(protocol);
-    let Ok(Ok(permit)) = tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await else {
+    // The msgpack receivers' decoder slots: one budget for every ingest route.
+    let Some(slot) = crate::receiver::traces::decoder_slot(state).await else {
         counters.error("overload");
         state.stats.record_drop("otlp_overload", 1, 0, 0);
         warn_limited(
@@ -321,7 +306,6 @@ pub async fn ingest(
         );
         return Err(IngestError::Overloaded);
     };
-    let _busy = BusySlot::enter(state);
     let st = Arc::clone(state);
     let work = tokio::task::spawn_blocking(move || map_and_process(&req, &st, &meta)).await;
     let processed = match work {
@@ -390,7 +374,7 @@ pub async fn ingest(
             }
         }
     }
-    drop(permit);
+    drop(slot);
     counters.spans_accepted.fetch_add(accepted, Ordering::Relaxed);
     counters.spans_rejected.fetch_add(rejected, Ordering::Relaxed);
     if rejected > 0
