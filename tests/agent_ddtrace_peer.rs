@@ -127,9 +127,10 @@ fn ddtrace_client_stats_agree_with_our_concentrator() {
     use std::collections::BTreeMap;
     use std::sync::{Arc, Mutex};
     use std::time::SystemTime;
+    use trace_agent::identity::AgentIdentity;
     use trace_agent::pipeline::{ChunkSink, ProcessedPayload};
     use trace_agent::stats::sketch::Sketch;
-    use trace_agent::stats::{AgentIdentity, ClientStatsInput, Concentrator, pb};
+    use trace_agent::stats::{ClientStatsInput, Concentrator, pb};
 
     type Captured = Arc<Mutex<(Vec<pb::StatsPayload>, Vec<pb::ClientStatsPayload>, usize)>>;
     struct StatsSink {

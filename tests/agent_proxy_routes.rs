@@ -102,7 +102,7 @@ fn with_an_api_key_evp_and_telemetry_are_forwarded_and_errors_relayed() {
     assert_eq!(r.header("content-type"), "application/json");
     assert_eq!(
         r.header("via"),
-        format!("trace-agent {}", trace_agent::receiver::AGENT_VERSION)
+        format!("trace-agent {}", trace_agent::identity::AGENT_VERSION)
     );
     assert_eq!(r.header("x-datadog-hostname"), "proxy-host");
     assert_eq!(r.header("x-datadog-agentdefaultenv"), "proxy-env");

@@ -186,7 +186,7 @@ async fn agent_payload_carries_the_tracer_payloads_with_headers_to_every_endpoin
         req.header("user-agent"),
         format!(
             "Datadog Trace Agent/{}/trace-agent-rs-0.1.0",
-            trace_agent::receiver::AGENT_VERSION
+            trace_agent::identity::AGENT_VERSION
         )
     );
     assert_eq!(req.header("x-datadog-reported-languages"), "python|rust");
@@ -194,7 +194,7 @@ async fn agent_payload_carries_the_tracer_payloads_with_headers_to_every_endpoin
     let ap = &main.agent_payloads()[0];
     assert_eq!(ap.host_name, "test-host");
     assert_eq!(ap.env, "staging");
-    assert_eq!(ap.agent_version, trace_agent::receiver::AGENT_VERSION);
+    assert_eq!(ap.agent_version, trace_agent::identity::AGENT_VERSION);
     assert_eq!(ap.target_tps, 10.0);
     assert_eq!(ap.error_tps, 10.0);
     assert!(!ap.rare_sampler_enabled);

@@ -31,9 +31,10 @@ use libdd_trace_utils::tracer_payload::{TraceChunkProcessor, TracerPayloadCollec
 use prost::Message;
 use trace_agent::config::AgentConfig;
 use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
+use trace_agent::identity::AgentIdentity;
 use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
 use trace_agent::sample::Samplers;
-use trace_agent::stats::{AgentIdentity, Concentrator, StatsConfig};
+use trace_agent::stats::{Concentrator, StatsConfig};
 use trace_agent::upstream::datadog::encode_agent_payload;
 use trace_agent::upstream::{convert, pb};
 

@@ -12,11 +12,13 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, ConfigError};
 use crate::forward::{ForwardParts, ForwardShared, ForwardSink, StatsFlush};
+use crate::identity::AgentIdentity;
+use crate::net::{BindError, bind_tcp, bind_unix};
 use crate::pipeline::{ChunkSink, PipelineItem, SinkCounters, spawn_pipeline};
-use crate::receiver::server::{BindError, Listener, accept_loop, bind_tcp, bind_unix};
+use crate::receiver::server::{Listener, accept_loop};
 use crate::receiver::{AppState, compile_process_config, info::InfoDoc, rates::RatesTable};
 use crate::sample::Samplers;
-use crate::stats::{AgentIdentity, ClientStatsAggregator, Concentrator};
+use crate::stats::{ClientStatsAggregator, Concentrator};
 use crate::status::{AgentStats, StatusSnapshot};
 use crate::upstream::{
     DatadogWriter, DatadogWriterConfig, OtlpWriter, OtlpWriterConfig, SpoolDir, Upstream, UpstreamError,
@@ -252,16 +254,7 @@ pub async fn start_with_upstreams(
     upstreams: Vec<Arc<dyn Upstream>>,
     flush_mode: StatsFlush,
 ) -> Result<Agent, RunError> {
-    let hostname = if config.hostname.is_empty() {
-        crate::upstream::datadog::system_hostname()
-    } else {
-        config.hostname.clone()
-    };
-    let identity = AgentIdentity {
-        hostname,
-        env: config.default_env.clone(),
-        version: crate::receiver::AGENT_VERSION.to_owned(),
-    };
+    let identity = AgentIdentity::from_config(&config);
     let now = std::time::SystemTime::now();
     let samplers = Samplers::new(&config);
     let concentrator = Concentrator::new(&config.stats, identity.clone(), now);

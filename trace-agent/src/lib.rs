@@ -41,7 +41,9 @@ pub mod decode;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 pub mod local;
+pub mod net;
 pub mod otlp_in;
 pub mod pipeline;
 pub mod process;

@@ -296,7 +296,7 @@ impl AgentStats {
     /// Copies every counter.
     pub fn snapshot(&self, listening: Vec<String>) -> StatusSnapshot {
         StatusSnapshot {
-            version: crate::receiver::AGENT_VERSION.to_owned(),
+            version: crate::identity::AGENT_VERSION.to_owned(),
             listening,
             uptime_seconds: self.started.elapsed().as_secs(),
             received: lock(&self.received)

@@ -8,7 +8,7 @@ use tokio::task::JoinHandle;
 
 use super::monitor::Monitors;
 use super::{LocalConfig, LocalStore, StoreError, StoreStatus, web};
-use crate::receiver::server::BindError;
+use crate::net::BindError;
 
 /// Why local mode could not start (a store problem alone never stops it: see [`LocalStore::open`]).
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,8 @@ use serde::Serialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::AGENT_VERSION;
 use crate::config::AgentConfig;
+use crate::identity::AGENT_VERSION;
 
 /// Routes listed in `/info` `endpoints` whatever the configuration.
 pub const ENDPOINTS: &[&str] = &[

@@ -21,10 +21,6 @@ use crate::process::filter::{Filters, ReplaceRule, TagRegexRule, TagRule};
 use crate::process::normalize::NormalizeConfig;
 use crate::status::AgentStats;
 
-/// Version reported in `Datadog-Agent-Version` and `/info` (the Datadog agent release whose
-/// behaviour this agent follows; tracers gate features on it).
-pub const AGENT_VERSION: &str = "7.70.0";
-
 /// Compiles the processing stages' configuration (regexes, rules) from `config`.
 ///
 /// # Errors

@@ -196,11 +196,7 @@ fn https_client() -> Result<HttpsClient, String> {
 
 /// The hostname the proxies report (`hostname`, else the system's).
 fn agent_hostname(config: &AgentConfig) -> String {
-    if config.hostname.is_empty() {
-        crate::upstream::datadog::system_hostname()
-    } else {
-        config.hostname.clone()
-    }
+    crate::identity::hostname(config)
 }
 
 impl Proxy {
@@ -418,7 +414,10 @@ impl Proxy {
         if let Ok(v) = HeaderValue::from_str(key.expose()) {
             out.insert("dd-api-key", v);
         }
-        out.insert("via", header_value(&format!("trace-agent {}", super::AGENT_VERSION)));
+        out.insert(
+            "via",
+            header_value(&format!("trace-agent {}", crate::identity::AGENT_VERSION)),
+        );
     }
 
     #[allow(clippy::too_many_arguments)]

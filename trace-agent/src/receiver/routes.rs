@@ -67,7 +67,10 @@ pub async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Incoming>) ->
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     };
     let h = resp.headers_mut();
-    h.insert(AGENT_VERSION_HEADER, HeaderValue::from_static(super::AGENT_VERSION));
+    h.insert(
+        AGENT_VERSION_HEADER,
+        HeaderValue::from_static(crate::identity::AGENT_VERSION),
+    );
     if let Ok(v) = HeaderValue::from_str(&state.info.state) {
         h.insert(AGENT_STATE_HEADER, v);
     }

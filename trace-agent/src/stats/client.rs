@@ -25,7 +25,8 @@ use std::time::SystemTime;
 use libdd_trace_protobuf::pb;
 
 use super::key::{GroupKey, GroupKeyRef, PayloadKey, PayloadKeyRef};
-use super::{AgentIdentity, StatsConfig, align, unix_nanos};
+use super::{StatsConfig, align, unix_nanos};
+use crate::identity::AgentIdentity;
 use crate::process::ProcessConfig;
 use crate::process::filter::apply_replace_rules;
 use crate::process::normalize::{

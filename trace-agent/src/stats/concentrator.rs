@@ -35,7 +35,8 @@ use libdd_trace_protobuf::pb;
 
 use super::key::{GroupKey, GroupKeyRef, PayloadKey, PayloadKeyRef, span_stats};
 use super::sketch::Sketch;
-use super::{AgentIdentity, Rng, StatsConfig, align, truncate_duration, unix_nanos};
+use super::{Rng, StatsConfig, align, truncate_duration, unix_nanos};
+use crate::identity::AgentIdentity;
 use crate::pipeline::ProcessedPayload;
 use crate::process::toplevel::root_index;
 use crate::span::{TracerPayload, tag_get};

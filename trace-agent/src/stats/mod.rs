@@ -87,30 +87,6 @@ impl StatsConfig {
     }
 }
 
-/// The agent's identity written on every stats payload (`AgentHostname`, `AgentEnv`,
-/// `AgentVersion`) and used as the fallback hostname/env of payload keys.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AgentIdentity {
-    /// Agent hostname.
-    pub hostname: String,
-    /// Agent default env (`apm_config.env`, never empty in practice).
-    pub env: String,
-    /// Agent version.
-    pub version: String,
-}
-
-impl AgentIdentity {
-    /// The identity of an agent running `config`: its `hostname`, default env, and the agent
-    /// version it reports to tracers.
-    pub fn from_config(config: &crate::config::AgentConfig) -> Self {
-        Self {
-            hostname: config.hostname.clone(),
-            env: config.default_env.clone(),
-            version: crate::receiver::AGENT_VERSION.to_owned(),
-        }
-    }
-}
-
 /// Nanoseconds since the Unix epoch (0 before it, saturating far after it).
 pub(crate) fn unix_nanos(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH)

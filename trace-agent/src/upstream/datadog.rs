@@ -114,16 +114,12 @@ impl DatadogWriterConfig {
                 });
             }
         }
-        let hostname = if config.hostname.is_empty() {
-            system_hostname()
-        } else {
-            config.hostname.clone()
-        };
+        let hostname = crate::identity::hostname(config);
         Ok(Self {
             endpoints,
             hostname,
             env: config.default_env.clone(),
-            agent_version: crate::receiver::AGENT_VERSION.to_owned(),
+            agent_version: crate::identity::AGENT_VERSION.to_owned(),
             git_commit: concat!("trace-agent-rs-", env!("CARGO_PKG_VERSION")).to_owned(),
             tags: HashMap::new(),
             target_tps: config.max_traces_per_second,
@@ -139,13 +135,6 @@ impl DatadogWriterConfig {
             spool: None,
         })
     }
-}
-
-/// The kernel's host name (Linux), or empty.
-pub fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
 }
 
 /// Sends kept traces and stats to the Datadog intake. Cheap to clone.

@@ -42,7 +42,7 @@ use super::query::{self, Window};
 use super::search::{self, SearchQuery};
 use super::store::unix_nanos;
 use super::{service_map, versions};
-use crate::receiver::server::BindError;
+use crate::net::BindError;
 use html::{decode_component, query_params};
 use pages::Frame;
 
