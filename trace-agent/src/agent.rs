@@ -16,8 +16,9 @@ use crate::identity::AgentIdentity;
 use crate::net::{BindError, bind_tcp, bind_unix};
 use crate::pipeline::{ChunkSink, PipelineItem, SinkCounters, spawn_pipeline};
 use crate::receiver::server::{Listener, accept_loop};
-use crate::receiver::{AppState, compile_process_config, info::InfoDoc, rates::RatesTable};
+use crate::receiver::{AppState, compile_process_config, info::InfoDoc};
 use crate::sample::Samplers;
+use crate::sample::rates::RatesTable;
 use crate::stats::{ClientStatsAggregator, Concentrator};
 use crate::status::{AgentStats, StatusSnapshot};
 use crate::upstream::{

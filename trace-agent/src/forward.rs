@@ -19,7 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::{ChunkSink, ProcessedPayload, SinkCounters};
-use crate::receiver::rates::RatesTable;
+use crate::sample::rates::RatesTable;
 use crate::sample::{SamplerStats, Samplers};
 use crate::stats::payload::split_stats;
 use crate::stats::{ClientStatsAggregator, ClientStatsInput, Concentrator};

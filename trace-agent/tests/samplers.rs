@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use trace_agent::config::{AgentConfig, ConfigError, Origin, load};
-use trace_agent::receiver::rates::{DEFAULT_KEY, RatesTable};
+use trace_agent::sample::rates::{DEFAULT_KEY, RatesTable};
 use trace_agent::sample::{
     ChunkContext, KEY_AGENT_RATE, KEY_ERRORS_RATE, Reason, SamplerName, Samplers, sample_by_rate,
 };

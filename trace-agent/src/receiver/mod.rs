@@ -1,9 +1,9 @@
 //! The HTTP receiver: listeners and limits ([`server`]), the route table ([`routes`]), trace
-//! payload handling ([`traces`]), `/info` ([`info`]) and the sampling-rates table ([`rates`]).
+//! payload handling ([`traces`]) and `/info` ([`info`]); the sampling-rates table it replies
+//! with is [`crate::sample::rates`].
 
 pub mod info;
 pub mod proxy;
-pub mod rates;
 pub mod routes;
 pub mod server;
 pub mod traces;
@@ -87,7 +87,7 @@ pub struct AppState {
     /// `/info`.
     pub info: info::InfoDoc,
     /// Rates returned on trace replies.
-    pub rates: Arc<rates::RatesTable>,
+    pub rates: Arc<crate::sample::rates::RatesTable>,
     /// Counters.
     pub stats: Arc<AgentStats>,
     /// Decoder slots (`apm_config.decoders`).

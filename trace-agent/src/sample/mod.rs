@@ -34,6 +34,7 @@ mod engine;
 mod priority;
 mod probabilistic;
 mod rare;
+pub mod rates;
 mod samplers;
 mod score;
 mod signature;

@@ -324,7 +324,7 @@ impl Samplers {
     /// The new `rate_by_service` table when the priority rates were recomputed since the last
     /// call (at most once per 5 s bucket), else `None`. Keys are `service:S,env:E`,
     /// `service:S,env:` (when E is the agent env) and `service:,env:`; push them with
-    /// [`crate::receiver::rates::RatesTable::replace_all`].
+    /// [`crate::sample::rates::RatesTable::replace_all`].
     pub fn take_rates_update(&mut self) -> Option<BTreeMap<String, f64>> {
         if !std::mem::take(&mut self.rates_changed) {
             return None;
