@@ -75,25 +75,27 @@ const BASE_SERVICE: &str = "_dd.base_service";
 /// One peer tag of a span: configured key and (quantized) value.
 pub type PeerTag<'a> = (&'a str, Cow<'a, str>);
 
-/// A group key borrowed from a span (or a client group).
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupKeyRef<'a> {
+/// An aggregation key, generic over how its strings are held: [`GroupKeyRef`] borrows them from
+/// a span (peer-tag values may be quantized copies), [`GroupKey`] owns them and is stored once
+/// per group. One definition, so hashing and equality cannot drift between the two forms.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct GroupKey<S = String, P = S> {
     /// Service.
-    pub service: &'a str,
+    pub service: S,
     /// Operation name.
-    pub name: &'a str,
+    pub name: S,
     /// Resource (obfuscated).
-    pub resource: &'a str,
+    pub resource: S,
     /// Span type.
-    pub span_type: &'a str,
+    pub span_type: S,
     /// `span.kind` as sent.
-    pub span_kind: &'a str,
+    pub span_kind: S,
     /// HTTP method.
-    pub http_method: &'a str,
+    pub http_method: S,
     /// HTTP endpoint (route).
-    pub http_endpoint: &'a str,
+    pub http_endpoint: S,
     /// `_dd.svc_src`.
-    pub service_source: &'a str,
+    pub service_source: S,
     /// HTTP status code (0: none).
     pub http_status_code: u32,
     /// gRPC status code.
@@ -102,55 +104,27 @@ pub struct GroupKeyRef<'a> {
     pub synthetics: bool,
     /// `pb::Trilean`: 1 root, 2 not root, 0 unknown (client stats of old tracers).
     pub is_trace_root: i32,
-    /// Peer tags in key order.
-    pub peer_tags: Vec<PeerTag<'a>>,
+    /// Peer tags `(key, value)` in key order.
+    pub peer_tags: Vec<(S, P)>,
 }
 
-/// The owned form of [`GroupKeyRef`], stored once per group.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub struct GroupKey {
-    /// Service.
-    pub service: String,
-    /// Operation name.
-    pub name: String,
-    /// Resource.
-    pub resource: String,
-    /// Span type.
-    pub span_type: String,
-    /// `span.kind`.
-    pub span_kind: String,
-    /// HTTP method.
-    pub http_method: String,
-    /// HTTP endpoint.
-    pub http_endpoint: String,
-    /// `_dd.svc_src`.
-    pub service_source: String,
-    /// HTTP status code.
-    pub http_status_code: u32,
-    /// gRPC status code.
-    pub grpc_status_code: Option<u32>,
-    /// Synthetics.
-    pub synthetics: bool,
-    /// `pb::Trilean`.
-    pub is_trace_root: i32,
-    /// Peer tags `(key, value)`.
-    pub peer_tags: Vec<(String, String)>,
-}
+/// A group key borrowed from a span (or a client group).
+pub type GroupKeyRef<'a> = GroupKey<&'a str, Cow<'a, str>>;
 
-impl GroupKeyRef<'_> {
-    /// Hashes the fields the same way as [`GroupKey::hash_fields`]: resource, name and service
-    /// in full, the rest through their lengths and values packed in one word (equality decides;
-    /// hashing fewer bytes is what makes a lookup cheap).
+impl<S: AsRef<str>, P: AsRef<str>> GroupKey<S, P> {
+    /// Hashes resource, name and service in full, the rest through their lengths and values
+    /// packed in one word (equality decides; hashing fewer bytes is what makes a lookup cheap).
+    /// The same for every string form.
     pub fn hash_fields<H: Hasher>(&self, h: &mut H) {
         hash_key(
             h,
-            [self.resource, self.name, self.service],
+            [self.resource.as_ref(), self.name.as_ref(), self.service.as_ref()],
             [
-                self.span_type.len(),
-                self.span_kind.len(),
-                self.http_method.len(),
-                self.http_endpoint.len(),
-                self.service_source.len(),
+                self.span_type.as_ref().len(),
+                self.span_kind.as_ref().len(),
+                self.http_method.as_ref().len(),
+                self.http_endpoint.as_ref().len(),
+                self.service_source.as_ref().len(),
                 self.peer_tags.len(),
             ],
             (
@@ -162,39 +136,49 @@ impl GroupKeyRef<'_> {
         );
     }
 
-    /// Field-by-field equality with a stored key.
-    pub fn matches(&self, k: &GroupKey) -> bool {
+    /// Field-by-field equality with a key in another string form.
+    pub fn matches<T: AsRef<str>, Q: AsRef<str>>(&self, k: &GroupKey<T, Q>) -> bool {
         self.http_status_code == k.http_status_code
             && self.grpc_status_code == k.grpc_status_code
             && self.synthetics == k.synthetics
             && self.is_trace_root == k.is_trace_root
-            && self.resource == k.resource
-            && self.name == k.name
-            && self.service == k.service
-            && self.span_type == k.span_type
-            && self.span_kind == k.span_kind
-            && self.http_method == k.http_method
-            && self.http_endpoint == k.http_endpoint
-            && self.service_source == k.service_source
+            && self.resource.as_ref() == k.resource.as_ref()
+            && self.name.as_ref() == k.name.as_ref()
+            && self.service.as_ref() == k.service.as_ref()
+            && self.span_type.as_ref() == k.span_type.as_ref()
+            && self.span_kind.as_ref() == k.span_kind.as_ref()
+            && self.http_method.as_ref() == k.http_method.as_ref()
+            && self.http_endpoint.as_ref() == k.http_endpoint.as_ref()
+            && self.service_source.as_ref() == k.service_source.as_ref()
             && self.peer_tags.len() == k.peer_tags.len()
             && self
                 .peer_tags
                 .iter()
                 .zip(&k.peer_tags)
-                .all(|((a, b), (c, d))| *a == c.as_str() && b.as_ref() == d.as_str())
+                .all(|((a, b), (c, d))| a.as_ref() == c.as_ref() && b.as_ref() == d.as_ref())
     }
 
     /// The owned copy.
     pub fn to_owned_key(&self) -> GroupKey {
+        self.map(|s| s.to_owned(), |s| s.to_owned())
+    }
+
+    /// A borrowed view.
+    pub fn as_ref(&self) -> GroupKeyRef<'_> {
+        self.map(|s| s, Cow::Borrowed)
+    }
+
+    /// The key with every string converted.
+    fn map<'s, T, Q>(&'s self, f: impl Fn(&'s str) -> T, g: impl Fn(&'s str) -> Q) -> GroupKey<T, Q> {
         GroupKey {
-            service: self.service.to_owned(),
-            name: self.name.to_owned(),
-            resource: self.resource.to_owned(),
-            span_type: self.span_type.to_owned(),
-            span_kind: self.span_kind.to_owned(),
-            http_method: self.http_method.to_owned(),
-            http_endpoint: self.http_endpoint.to_owned(),
-            service_source: self.service_source.to_owned(),
+            service: f(self.service.as_ref()),
+            name: f(self.name.as_ref()),
+            resource: f(self.resource.as_ref()),
+            span_type: f(self.span_type.as_ref()),
+            span_kind: f(self.span_kind.as_ref()),
+            http_method: f(self.http_method.as_ref()),
+            http_endpoint: f(self.http_endpoint.as_ref()),
+            service_source: f(self.service_source.as_ref()),
             http_status_code: self.http_status_code,
             grpc_status_code: self.grpc_status_code,
             synthetics: self.synthetics,
@@ -202,14 +186,41 @@ impl GroupKeyRef<'_> {
             peer_tags: self
                 .peer_tags
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), v.clone().into_owned()))
+                .map(|(k, v)| (f(k.as_ref()), g(v.as_ref())))
                 .collect(),
         }
     }
 
+    /// The exported `ClientGroupedStats` with this key and no counts.
+    pub fn to_grouped_stats(&self) -> pb::ClientGroupedStats {
+        let s = |v: &S| v.as_ref().to_owned();
+        pb::ClientGroupedStats {
+            service: s(&self.service),
+            name: s(&self.name),
+            resource: s(&self.resource),
+            http_status_code: self.http_status_code,
+            r#type: s(&self.span_type),
+            span_kind: s(&self.span_kind),
+            peer_tags: self
+                .peer_tags
+                .iter()
+                .map(|(k, v)| format!("{}:{}", k.as_ref(), v.as_ref()))
+                .collect(),
+            is_trace_root: self.is_trace_root,
+            grpc_status_code: self.grpc_status_code.map(|c| c.to_string()).unwrap_or_default(),
+            http_method: s(&self.http_method),
+            http_endpoint: s(&self.http_endpoint),
+            service_source: s(&self.service_source),
+            synthetics: self.synthetics,
+            ..Default::default()
+        }
+    }
+}
+
+impl GroupKeyRef<'_> {
     /// The key of the overflow group.
     pub fn overflow() -> GroupKeyRef<'static> {
-        GroupKeyRef {
+        GroupKey {
             service: OVERFLOW_VALUE,
             name: OVERFLOW_VALUE,
             resource: OVERFLOW_VALUE,
@@ -228,7 +239,7 @@ impl GroupKeyRef<'_> {
 
     /// The key of a client-computed group (`peer_tags` only when peer aggregation is on).
     pub fn from_client_group(g: &pb::ClientGroupedStats, with_peer_tags: bool) -> GroupKeyRef<'_> {
-        GroupKeyRef {
+        GroupKey {
             service: &g.service,
             name: &g.name,
             resource: &g.resource,
@@ -256,74 +267,7 @@ impl GroupKeyRef<'_> {
     }
 }
 
-impl GroupKey {
-    /// Hashes the fields the same way as [`GroupKeyRef::hash_fields`].
-    pub fn hash_fields<H: Hasher>(&self, h: &mut H) {
-        hash_key(
-            h,
-            [&self.resource, &self.name, &self.service],
-            [
-                self.span_type.len(),
-                self.span_kind.len(),
-                self.http_method.len(),
-                self.http_endpoint.len(),
-                self.service_source.len(),
-                self.peer_tags.len(),
-            ],
-            (
-                self.http_status_code,
-                self.grpc_status_code,
-                self.synthetics,
-                self.is_trace_root,
-            ),
-        );
-    }
-
-    /// A borrowed view.
-    pub fn as_ref(&self) -> GroupKeyRef<'_> {
-        GroupKeyRef {
-            service: &self.service,
-            name: &self.name,
-            resource: &self.resource,
-            span_type: &self.span_type,
-            span_kind: &self.span_kind,
-            http_method: &self.http_method,
-            http_endpoint: &self.http_endpoint,
-            service_source: &self.service_source,
-            http_status_code: self.http_status_code,
-            grpc_status_code: self.grpc_status_code,
-            synthetics: self.synthetics,
-            is_trace_root: self.is_trace_root,
-            peer_tags: self
-                .peer_tags
-                .iter()
-                .map(|(k, v)| (k.as_str(), Cow::Borrowed(v.as_str())))
-                .collect(),
-        }
-    }
-
-    /// The exported `ClientGroupedStats` with this key and no counts.
-    pub fn to_grouped_stats(&self) -> pb::ClientGroupedStats {
-        pb::ClientGroupedStats {
-            service: self.service.clone(),
-            name: self.name.clone(),
-            resource: self.resource.clone(),
-            http_status_code: self.http_status_code,
-            r#type: self.span_type.clone(),
-            span_kind: self.span_kind.clone(),
-            peer_tags: self.peer_tags.iter().map(|(k, v)| format!("{k}:{v}")).collect(),
-            is_trace_root: self.is_trace_root,
-            grpc_status_code: self.grpc_status_code.map(|c| c.to_string()).unwrap_or_default(),
-            http_method: self.http_method.clone(),
-            http_endpoint: self.http_endpoint.clone(),
-            service_source: self.service_source.clone(),
-            synthetics: self.synthetics,
-            ..Default::default()
-        }
-    }
-}
-
-impl Hash for GroupKey {
+impl<S: AsRef<str> + Eq, P: AsRef<str> + Eq> Hash for GroupKey<S, P> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.hash_fields(state);
     }
@@ -342,95 +286,73 @@ fn hash_key<H: Hasher>(h: &mut H, strs: [&str; 3], lens: [usize; 6], scalars: (u
     h.write_u64(u64::from(grpc.map_or(u32::MAX, |g| g)) << 8 | u64::from(synthetics) << 4 | (root as u64 & 0xf));
 }
 
-/// A payload key borrowed from a tracer payload (spec 6.2 "per-payload").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct PayloadKeyRef<'a> {
+/// A payload key (spec 6.2 "per-payload"), generic over how its strings are held like
+/// [`GroupKey`]: [`PayloadKeyRef`] borrows from a tracer payload, `PayloadKey` owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct PayloadKey<S = String> {
     /// Env (tracer env, else agent env).
-    pub env: &'a str,
+    pub env: S,
     /// Hostname (tracer hostname, else agent hostname).
-    pub hostname: &'a str,
+    pub hostname: S,
     /// Application version.
-    pub version: &'a str,
+    pub version: S,
     /// Container id (only as a configured dimension).
-    pub container_id: &'a str,
+    pub container_id: S,
     /// Git commit sha.
-    pub git_commit_sha: &'a str,
+    pub git_commit_sha: S,
     /// Image tag.
-    pub image_tag: &'a str,
+    pub image_tag: S,
     /// Tracer language.
-    pub lang: &'a str,
+    pub lang: S,
     /// Process tags.
-    pub process_tags: &'a str,
+    pub process_tags: S,
 }
 
-/// The owned form of [`PayloadKeyRef`].
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct PayloadKey {
-    /// Env.
-    pub env: String,
-    /// Hostname.
-    pub hostname: String,
-    /// Version.
-    pub version: String,
-    /// Container id.
-    pub container_id: String,
-    /// Git commit sha.
-    pub git_commit_sha: String,
-    /// Image tag.
-    pub image_tag: String,
-    /// Language.
-    pub lang: String,
-    /// Process tags.
-    pub process_tags: String,
-}
+/// A payload key borrowed from a tracer payload.
+pub type PayloadKeyRef<'a> = PayloadKey<&'a str>;
 
-impl PayloadKeyRef<'_> {
+impl<S: AsRef<str>> PayloadKey<S> {
+    /// The key with every string converted.
+    fn map<'s, T>(&'s self, f: impl Fn(&'s str) -> T) -> PayloadKey<T> {
+        PayloadKey {
+            env: f(self.env.as_ref()),
+            hostname: f(self.hostname.as_ref()),
+            version: f(self.version.as_ref()),
+            container_id: f(self.container_id.as_ref()),
+            git_commit_sha: f(self.git_commit_sha.as_ref()),
+            image_tag: f(self.image_tag.as_ref()),
+            lang: f(self.lang.as_ref()),
+            process_tags: f(self.process_tags.as_ref()),
+        }
+    }
+
     /// The owned copy.
     pub fn to_owned_key(&self) -> PayloadKey {
-        PayloadKey {
-            env: self.env.to_owned(),
-            hostname: self.hostname.to_owned(),
-            version: self.version.to_owned(),
-            container_id: self.container_id.to_owned(),
-            git_commit_sha: self.git_commit_sha.to_owned(),
-            image_tag: self.image_tag.to_owned(),
-            lang: self.lang.to_owned(),
-            process_tags: self.process_tags.to_owned(),
-        }
+        self.map(str::to_owned)
     }
 
-    /// Field-by-field equality with a stored key.
-    pub fn matches(&self, k: &PayloadKey) -> bool {
-        *self == k.as_ref()
-    }
-}
-
-impl PayloadKey {
     /// A borrowed view.
     pub fn as_ref(&self) -> PayloadKeyRef<'_> {
-        PayloadKeyRef {
-            env: &self.env,
-            hostname: &self.hostname,
-            version: &self.version,
-            container_id: &self.container_id,
-            git_commit_sha: &self.git_commit_sha,
-            image_tag: &self.image_tag,
-            lang: &self.lang,
-            process_tags: &self.process_tags,
-        }
+        self.map(|s| s)
+    }
+
+    /// Field-by-field equality with a key in another string form.
+    pub fn matches<T: AsRef<str>>(&self, k: &PayloadKey<T>) -> bool {
+        self.as_ref() == k.as_ref()
     }
 
     /// A `ClientStatsPayload` with this key and no buckets.
     pub fn to_client_payload(&self) -> pb::ClientStatsPayload {
+        let k = self.map(str::to_owned);
         pb::ClientStatsPayload {
-            env: self.env.clone(),
-            hostname: self.hostname.clone(),
-            version: self.version.clone(),
-            container_id: self.container_id.clone(),
-            git_commit_sha: self.git_commit_sha.clone(),
-            image_tag: self.image_tag.clone(),
-            lang: self.lang.clone(),
-            process_tags: self.process_tags.clone(),
+            env: k.env,
+            hostname: k.hostname,
+            version: k.version,
+            container_id: k.container_id,
+            git_commit_sha: k.git_commit_sha,
+            image_tag: k.image_tag,
+            lang: k.lang,
+            process_tags: k.process_tags,
             ..Default::default()
         }
     }
