@@ -214,7 +214,7 @@ impl ChunkSink for ForwardSink {
     fn consume(&mut self, mut p: ProcessedPayload) {
         let now = (self.clock)();
         // Stats first: on 100% of what the tracer sent, before sampling drops anything.
-        self.concentrator.add(&p, now);
+        self.concentrator.add(p.payload.get(), p.client_computed_stats, now);
         let samplers = Arc::clone(&self.samplers);
         let dropped_p0 = p.client_dropped_p0_traces;
         let received_at = p.received_at;

@@ -1,7 +1,7 @@
 //! The agent-side stats concentrator (spec 6.1–6.3): spans in, `pb::StatsPayload` out.
 //!
 //! ```text
-//! add(&ProcessedPayload, now)        skips client-computed payloads, else add_payload
+//! add(&TracerPayload, client, now)   skips client-computed payloads, else add_payload
 //! add_payload(&TracerPayload, now)   every eligible span → bucket(end time) → group(key) += weight
 //! flush(now, force)                  buckets older than 2 × bucket size (all when forced) → StatsPayload
 //! ```
@@ -37,7 +37,6 @@ use super::key::{GroupKey, GroupKeyRef, PayloadKey, PayloadKeyRef, span_stats};
 use super::sketch::Sketch;
 use super::{Rng, StatsConfig, align, truncate_duration, unix_nanos};
 use crate::identity::AgentIdentity;
-use crate::pipeline::ProcessedPayload;
 use crate::process::toplevel::root_index;
 use crate::span::{TracerPayload, tag_get};
 
@@ -226,13 +225,14 @@ impl Concentrator {
     }
 
     /// Adds a processed payload — unless its tracer computed the stats itself
-    /// (`client_computed_stats`), which is counted and skipped. Returns whether it was added.
-    pub fn add(&mut self, p: &ProcessedPayload, now: SystemTime) -> bool {
-        if p.client_computed_stats {
+    /// (`client_computed_stats`, from `Datadog-Client-Computed-Stats`), which is counted and
+    /// skipped. Returns whether it was added.
+    pub fn add(&mut self, payload: &TracerPayload<'_>, client_computed_stats: bool, now: SystemTime) -> bool {
+        if client_computed_stats {
             self.counters.skipped_client_computed += 1;
             return false;
         }
-        self.add_payload(p.payload.get(), now);
+        self.add_payload(payload, now);
         true
     }
 

@@ -1,7 +1,7 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::span::{OwnedPayload, Span, Str, TraceChunk};
+use crate::span::{Span, Str, TraceChunk};
 use crate::stats::key::{OVERFLOW_VALUE, TRILEAN_FALSE, TRILEAN_TRUE};
 
 const SEC: i64 = 1_000_000_000;
@@ -390,16 +390,11 @@ fn cardinality_is_capped_with_an_overflow_group() {
 #[test]
 fn client_computed_payloads_are_skipped() {
     let mut c = concentrator(T0);
-    let processed = |client: bool| ProcessedPayload {
-        payload: OwnedPayload::from_owned(payload(vec![chunk(&[top("a", T0, SEC)])])),
-        client_computed_stats: client,
-        client_dropped_p0_traces: 0,
-        received_at: at(T0),
-    };
-    assert!(!c.add(&processed(true), at(T0)));
+    let p = payload(vec![chunk(&[top("a", T0, SEC)])]);
+    assert!(!c.add(&p, true, at(T0)));
     assert_eq!(c.counters().skipped_client_computed, 1);
     assert!(c.flush(at(T0), true).is_none());
-    assert!(c.add(&processed(false), at(T0)));
+    assert!(c.add(&p, false, at(T0)));
     assert!(c.flush(at(T0), true).is_some());
 }
 
