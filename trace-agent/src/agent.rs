@@ -255,7 +255,7 @@ pub async fn start_with_upstreams(
     upstreams: Vec<Arc<dyn Upstream>>,
     flush_mode: StatsFlush,
 ) -> Result<Agent, RunError> {
-    let identity = AgentIdentity::from_config(&config);
+    let identity = AgentIdentity::new(&config.hostname, &config.default_env);
     let now = std::time::SystemTime::now();
     let samplers = Samplers::new(&config);
     let concentrator = Concentrator::new(&config.stats, identity.clone(), now);

@@ -1,7 +1,5 @@
 //! Who this agent is: the version it reports, its hostname (one fallback rule), and the identity
-//! written on stats payloads. A leaf: it imports nothing above `config`.
-
-use crate::config::AgentConfig;
+//! written on stats payloads. A leaf: it imports nothing of this crate.
 
 /// Version reported in `Datadog-Agent-Version`, `/info`, `Via` and stats payloads (the Datadog
 /// agent release whose behaviour this agent follows; tracers gate features on it).
@@ -14,12 +12,13 @@ pub fn system_hostname() -> String {
         .unwrap_or_default()
 }
 
-/// The agent's hostname: `hostname` from the config, else the system's.
-pub fn hostname(config: &AgentConfig) -> String {
-    if config.hostname.is_empty() {
+/// The agent's hostname: `configured` (`hostname` in datadog.yaml / `DD_HOSTNAME`), else the
+/// system's.
+pub fn hostname(configured: &str) -> String {
+    if configured.is_empty() {
         system_hostname()
     } else {
-        config.hostname.clone()
+        configured.to_owned()
     }
 }
 
@@ -36,12 +35,12 @@ pub struct AgentIdentity {
 }
 
 impl AgentIdentity {
-    /// The identity of an agent running `config`: its [`hostname`], default env, and
+    /// The identity of this agent: [`hostname`] of the configured one, its default env, and
     /// [`AGENT_VERSION`].
-    pub fn from_config(config: &AgentConfig) -> Self {
+    pub fn new(configured_hostname: &str, env: &str) -> Self {
         Self {
-            hostname: hostname(config),
-            env: config.default_env.clone(),
+            hostname: hostname(configured_hostname),
+            env: env.to_owned(),
             version: AGENT_VERSION.to_owned(),
         }
     }

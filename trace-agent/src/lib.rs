@@ -38,6 +38,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod env;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -49,9 +50,11 @@ pub mod pipeline;
 pub mod process;
 pub mod receiver;
 pub mod sample;
+pub mod secret;
 pub mod span;
 pub mod stats;
 pub mod status;
+pub mod text;
 pub mod upstream;
 
 mod agent;

@@ -414,7 +414,7 @@ pub fn render(s: &StatusSnapshot) -> String {
     let raw = render_raw(s);
     // Lines are ours; control characters inside them are not.
     raw.split('\n')
-        .map(|line| crate::config::escape_control(line).into_owned())
+        .map(|line| crate::text::escape_control(line).into_owned())
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -438,7 +438,7 @@ fn render_raw(s: &StatusSnapshot) -> String {
             o,
             "  service {:?} from {}: {} payloads, {} traces, {} spans, {} bytes",
             k.service,
-            crate::config::escape_control(&tracer_identity(&k.lang, &k.lang_version, &k.tracer_version)),
+            crate::text::escape_control(&tracer_identity(&k.lang, &k.lang_version, &k.tracer_version)),
             c.payloads,
             c.traces,
             c.spans,
@@ -450,7 +450,7 @@ fn render_raw(s: &StatusSnapshot) -> String {
         let _ = writeln!(o, "  nothing");
     }
     for (reason, d) in &s.dropped {
-        let reason = crate::config::escape_control(reason);
+        let reason = crate::text::escape_control(reason);
         let _ = writeln!(
             o,
             "  {reason}: {} payloads, {} traces, {} spans",
@@ -521,7 +521,7 @@ fn render_raw(s: &StatusSnapshot) -> String {
     }
     match &s.last_error {
         Some((at, msg)) => {
-            let msg = crate::config::escape_control(msg);
+            let msg = crate::text::escape_control(msg);
             let _ = writeln!(o, "Last error (unix time {at}): {msg}");
         }
         None => {
@@ -584,7 +584,7 @@ fn render_writer(w: &crate::upstream::WriterStatus) -> String {
             );
         }
         if let Some((at, msg)) = &s.last_error {
-            let msg = crate::config::escape_control(msg);
+            let msg = crate::text::escape_control(msg);
             let _ = writeln!(o, "    last error ({}): {msg}", ago(Some(*at)));
         }
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::env::{EnvSource, parse_bool, parse_csv, parse_list};
+use crate::env::{EnvSource, parse_bool, parse_csv, parse_list};
 use super::raw::{RawDuration, RawFile, RawProbabilistic, RawRareSampler, RawReplaceTag, unknown_keys};
 use super::{AgentConfig, Origin, Secret, mask};
 use crate::process::normalize::normalize_tag_value;

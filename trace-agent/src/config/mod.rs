@@ -1,18 +1,17 @@
 //! Agent configuration: `datadog.yaml` and `DD_*` environment variables, typed and validated
 //! once at startup (env over file over default), remembering where each value came from.
 
-mod env;
 mod ingest;
 mod load;
 mod raw;
-mod secret;
 mod upstream;
 
-pub use env::{EnvSource, ProcessEnv, parse_bool, parse_csv, parse_list};
+pub use crate::env::{EnvSource, ProcessEnv, parse_bool, parse_csv, parse_list};
+pub use crate::secret::{Secret, mask};
+pub use crate::text::escape_control;
 pub use ingest::{DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, OtlpReceiverConfig, ProxyConfig};
 pub use load::{ConfigError, load};
 pub use raw::RawReplaceTag;
-pub use secret::{Secret, mask};
 pub use upstream::{OtlpExportConfig, UpstreamConfig, WriterLimits};
 
 use std::collections::BTreeMap;
@@ -138,24 +137,6 @@ pub struct AgentConfig {
     pub origins: BTreeMap<String, Origin>,
     /// Warnings found while loading (unknown keys…), logged at start.
     pub warnings: Vec<String>,
-}
-
-/// `s` with every control character (terminal escapes, newlines, NUL…) written as a Rust
-/// escape (`\u{1b}`, `\n`): for text from config files, the environment or payloads that
-/// `trace-agent status` and `trace-agent config` print.
-pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(s);
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    std::borrow::Cow::Owned(out)
 }
 
 /// Default receiver port.

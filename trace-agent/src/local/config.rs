@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::EnvSource;
+use crate::env::EnvSource;
 
 /// Default port of the web view (loopback only).
 pub const DEFAULT_WEB_PORT: u16 = 8128;
@@ -35,7 +35,7 @@ impl LocalMode {
         if v.trim().eq_ignore_ascii_case("auto") {
             return Ok(Self::Auto);
         }
-        match crate::config::parse_bool(v) {
+        match crate::env::parse_bool(v) {
             Some(true) => Ok(Self::On),
             Some(false) => Ok(Self::Off),
             None => Err("expected auto, true or false".to_owned()),

@@ -183,8 +183,7 @@ impl SearchQuery {
                     q.max_duration_ns = Some(parse_span_duration(v).map_err(|e| format!("max_duration: {e}"))?)
                 }
                 "error" => {
-                    q.error =
-                        Some(crate::config::parse_bool(v).ok_or_else(|| format!("error={v:?}: use true or false"))?);
+                    q.error = Some(crate::env::parse_bool(v).ok_or_else(|| format!("error={v:?}: use true or false"))?);
                 }
                 "trace_id" => {
                     q.trace_id = Some(parse_trace_id(v).ok_or_else(|| format!("trace_id={v:?} is not a trace id"))?)

@@ -196,7 +196,7 @@ fn https_client() -> Result<HttpsClient, String> {
 
 /// The hostname the proxies report (`hostname`, else the system's).
 fn agent_hostname(config: &AgentConfig) -> String {
-    crate::identity::hostname(config)
+    crate::identity::hostname(&config.hostname)
 }
 
 impl Proxy {

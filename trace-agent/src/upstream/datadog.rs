@@ -114,7 +114,7 @@ impl DatadogWriterConfig {
                 });
             }
         }
-        let hostname = crate::identity::hostname(config);
+        let hostname = crate::identity::hostname(&config.hostname);
         Ok(Self {
             endpoints,
             hostname,

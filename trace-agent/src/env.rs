@@ -1,4 +1,6 @@
-//! The only place that reads the process environment, behind [`EnvSource`] so tests pass a map.
+//! The only place that reads the process environment, behind [`EnvSource`] so tests pass a map,
+//! and the parsers of `DD_*` values (Go-style booleans, lists). A leaf: config and the components
+//! that read their own settings both use it.
 
 use std::collections::HashMap;
 

@@ -1,0 +1,19 @@
+//! Text from outside (config files, the environment, payloads) made safe to print.
+
+/// `s` with every control character (terminal escapes, newlines, NUL…) written as a Rust
+/// escape (`\u{1b}`, `\n`): for text from config files, the environment or payloads that
+/// `trace-agent status` and `trace-agent config` print.
+pub fn escape_control(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
