@@ -173,17 +173,17 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         let mut p = decode_payload(version, Encoding::Msgpack, body).unwrap();
         process_payload(&mut p, &facts, &config, NOW);
         let before = p.chunks.len();
-        Samplers::new(&agent_config).sample_payload(&mut p, 0, now);
+        Samplers::new(&trace_agent::config::compile::samplers(&agent_config)).sample_payload(&mut p, 0, now);
         assert_eq!(p.chunks.len(), before, "the samplers keep every chunk");
     }
     g.bench_function("ours/full", |b| {
         let mut concentrator = our_concentrator();
-        let mut samplers = Samplers::new(&agent_config);
+        let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
         b.iter(|| black_box(full(&mut concentrator, &mut samplers)))
     });
     g.bench_function("ours/full+zstd", |b| {
         let mut concentrator = our_concentrator();
-        let mut samplers = Samplers::new(&agent_config);
+        let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
         b.iter(|| {
             let raw = full(&mut concentrator, &mut samplers);
             black_box(zstd::bulk::compress(&raw, 1).unwrap())
@@ -194,7 +194,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
     let mut processed = decode_payload(version, Encoding::Msgpack, body).unwrap();
     process_payload(&mut processed, &facts, &config, NOW);
     g.bench_function("ours/stage/sample", |b| {
-        let mut samplers = Samplers::new(&agent_config);
+        let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
         b.iter_batched_ref(
             || processed.clone(),
             |p| black_box(samplers.sample_payload(p, 0, now)),

@@ -141,7 +141,7 @@ fn benches(c: &mut Criterion) {
     let body = request().encode_to_vec();
     let spans = 1000u64;
     let config = AgentConfig::default();
-    let process = trace_agent::receiver::compile_process_config(&config).expect("default config compiles");
+    let process = trace_agent::config::compile::process(&config).expect("default config compiles");
     let opts = MapOptions {
         default_env: "none",
         hostname: "agent-host",

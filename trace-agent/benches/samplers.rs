@@ -83,7 +83,7 @@ fn bench(c: &mut Criterion) {
             ..AgentConfig::default()
         };
         config.sampler.rare.enabled = rare;
-        let mut samplers = Samplers::new(&config);
+        let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&config));
         let ctx = ChunkContext::new("prod", 0, 1);
         let tick = Cell::new(0u64);
         group.bench_function(name, |b| {

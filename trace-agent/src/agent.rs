@@ -10,13 +10,14 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 
+use crate::config::compile;
 use crate::config::{AgentConfig, ConfigError};
 use crate::forward::{ForwardParts, ForwardShared, ForwardSink, StatsFlush};
 use crate::identity::AgentIdentity;
 use crate::net::{BindError, bind_tcp, bind_unix};
 use crate::pipeline::{ChunkSink, PipelineItem, SinkCounters, spawn_pipeline};
 use crate::receiver::server::{Listener, accept_loop};
-use crate::receiver::{AppState, compile_process_config, info::InfoDoc};
+use crate::receiver::{AppState, info::InfoDoc};
 use crate::sample::Samplers;
 use crate::sample::rates::RatesTable;
 use crate::stats::{ClientStatsAggregator, Concentrator};
@@ -257,7 +258,7 @@ pub async fn start_with_upstreams(
 ) -> Result<Agent, RunError> {
     let identity = AgentIdentity::new(&config.hostname, &config.default_env);
     let now = std::time::SystemTime::now();
-    let samplers = Samplers::new(&config);
+    let samplers = Samplers::new(&crate::config::compile::samplers(&config));
     let concentrator = Concentrator::new(&config.stats, identity.clone(), now);
     let client_stats = ClientStatsAggregator::new(&config.stats, identity, now);
     let bucket = config.stats.bucket_size;
@@ -306,7 +307,7 @@ async fn start_inner<S: ChunkSink>(
     upstreams: Vec<Arc<dyn Upstream>>,
     make_sink: impl FnOnce(SinkParts) -> S,
 ) -> Result<Agent, RunError> {
-    let process = compile_process_config(&config)?;
+    let process = compile::process(&config)?;
     let mut listeners = Vec::new();
     let mut listening = Vec::new();
     let mut tcp_addr = None;

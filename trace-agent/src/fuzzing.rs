@@ -91,7 +91,7 @@ fn process_config() -> &'static ProcessConfig {
         let mut c = AgentConfig::default();
         c.obfuscation.http_remove_query_string = true;
         c.obfuscation.http_remove_paths_with_digits = true;
-        crate::receiver::compile_process_config(&c).unwrap_or_else(|e| panic!("default config: {e}"))
+        crate::config::compile::process(&c).unwrap_or_else(|e| panic!("default config: {e}"))
     })
 }
 

@@ -75,10 +75,10 @@ fn tracer_rate(table: &RatesTable) -> f64 {
 }
 
 fn agent() -> Samplers {
-    Samplers::new(&AgentConfig {
+    Samplers::new(&trace_agent::config::compile::samplers(&AgentConfig {
         default_env: "prod".to_owned(),
         ..AgentConfig::default()
-    })
+    }))
 }
 
 #[test]

@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::env::{EnvSource, parse_bool, parse_csv, parse_list};
 use super::raw::{RawDuration, RawFile, RawProbabilistic, RawRareSampler, RawReplaceTag, unknown_keys};
 use super::{AgentConfig, Origin, Secret, mask};
+use crate::env::{EnvSource, parse_bool, parse_csv, parse_list};
 use crate::process::normalize::normalize_tag_value;
 
 /// A configuration that cannot be used; the agent does not start.
@@ -798,7 +798,7 @@ fn load_unscrubbed(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConf
     }
     c.config.warnings = warnings;
     // Validate what can only fail later: regexes and the bind address.
-    crate::receiver::compile_process_config(&c.config)?;
+    super::compile::process(&c.config)?;
     c.config.tcp_addr()?;
     Ok(c.config)
 }

@@ -1,6 +1,7 @@
 //! Agent configuration: `datadog.yaml` and `DD_*` environment variables, typed and validated
 //! once at startup (env over file over default), remembering where each value came from.
 
+pub mod compile;
 mod ingest;
 mod load;
 mod raw;

@@ -24,6 +24,21 @@ pub struct SamplerConfig {
     pub error_tracking_standalone: bool,
 }
 
+/// Everything the samplers are built from (see `config::compile::samplers`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SamplersConfig {
+    /// The `apm_config` sampler keys.
+    pub sampler: SamplerConfig,
+    /// `apm_config.max_traces_per_second`: target of the priority and no-priority samplers.
+    pub max_traces_per_second: f64,
+    /// `apm_config.extra_sample_rate`.
+    pub extra_sample_rate: f64,
+    /// The agent's default env.
+    pub default_env: String,
+    /// `apm_config.features`.
+    pub features: Vec<String>,
+}
+
 impl Default for SamplerConfig {
     fn default() -> Self {
         Self {

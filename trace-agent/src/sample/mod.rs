@@ -16,7 +16,8 @@
 //! use trace_agent::sample::{ChunkContext, Samplers};
 //! use trace_agent::span::{Span, TraceChunk};
 //!
-//! let mut samplers = Samplers::new(&trace_agent::config::AgentConfig::default());
+//! let config = trace_agent::config::AgentConfig::default();
+//! let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&config));
 //! let mut chunk = TraceChunk::from_spans(vec![Span { trace_id: 1, span_id: 1, ..Span::default() }]);
 //! chunk.priority = 1;
 //! let outcome = samplers.sample(&mut chunk, &ChunkContext::new("prod", 0, 1), SystemTime::now());
@@ -40,7 +41,7 @@ mod score;
 mod signature;
 
 pub use catalog::{DEFAULT_MAX_CATALOG_ENTRIES, DEFAULT_RATE_KEY, ServiceCatalog, rate_key};
-pub use config::{DEFAULT_ERROR_TPS, SamplerConfig};
+pub use config::{DEFAULT_ERROR_TPS, SamplerConfig, SamplersConfig};
 pub use counters::{
     DecisionCount, KeyCounts, MAX_KEYS, OtherCounts, Reason, SamplerName, SamplerStats, SignatureCounts,
 };

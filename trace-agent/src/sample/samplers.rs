@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::config::SamplersConfig;
 use super::counters::{Counters, Reason, SamplerName, SamplerStats, SignatureCounts};
 use super::priority::PrioritySampler;
 use super::probabilistic::{self, ProbabilisticSampler};
 use super::rare::RareSampler;
 use super::score::ScoreSampler;
-use crate::config::AgentConfig;
 use crate::process::toplevel::root_index;
 use crate::span::{PRIORITY_NONE, Span, Str, TraceChunk, TracerPayload, tag_get, tag_set};
 
@@ -114,9 +114,10 @@ fn since_epoch(now: SystemTime) -> Duration {
 }
 
 impl Samplers {
-    /// Samplers configured from `config`: `max_traces_per_second` (target of the priority and
-    /// no-priority samplers), `extra_sample_rate`, `default_env`, `features` and `sampler`.
-    pub fn new(config: &AgentConfig) -> Self {
+    /// Samplers configured from their section (`config::compile::samplers`):
+    /// `max_traces_per_second` (target of the priority and no-priority samplers),
+    /// `extra_sample_rate`, `default_env`, `features` and `sampler`.
+    pub fn new(config: &SamplersConfig) -> Self {
         let s = &config.sampler;
         let feature = |f: &str| config.features.iter().any(|x| x == f);
         Self {

@@ -59,7 +59,7 @@ fn with_ssp(mut c: TraceChunk<'static>) -> TraceChunk<'static> {
 
 #[test]
 fn tracer_keep_is_kept_and_p0_without_rescue_is_dropped() {
-    let mut s = Samplers::new(&config(|_| {}));
+    let mut s = Samplers::new(&crate::config::compile::samplers(&config(|_| {})));
     let mut kept = chunk("web", 1, 1, false);
     let o = s.sample(&mut kept, &ctx(), at(0));
     assert_eq!(
@@ -81,7 +81,7 @@ fn tracer_keep_is_kept_and_p0_without_rescue_is_dropped() {
 
 #[test]
 fn p0_chunks_are_rescued_by_errors_single_span_and_rare() {
-    let mut s = Samplers::new(&config(|_| {}));
+    let mut s = Samplers::new(&crate::config::compile::samplers(&config(|_| {})));
     let mut err = chunk("web", 10, 0, true);
     let o = s.sample(&mut err, &ctx(), at(0));
     assert_eq!(
@@ -102,7 +102,7 @@ fn p0_chunks_are_rescued_by_errors_single_span_and_rare() {
 
     let mut rare_cfg = config(|c| c.sampler.rare.enabled = true);
     rare_cfg.sampler.rare.enabled = true;
-    let mut r = Samplers::new(&rare_cfg);
+    let mut r = Samplers::new(&crate::config::compile::samplers(&rare_cfg));
     let mut first = chunk("web", 12, 0, false);
     let o = r.sample(&mut first, &ctx(), at(0));
     assert_eq!((o.keep, o.sampler, o.reason), (true, SamplerName::Rare, Reason::Rare));
@@ -122,7 +122,7 @@ fn p0_chunks_are_rescued_by_errors_single_span_and_rare() {
 #[test]
 fn user_drop_is_never_rescued_as_a_trace() {
     let cfg = config(|c| c.sampler.rare.enabled = true);
-    let mut s = Samplers::new(&cfg);
+    let mut s = Samplers::new(&crate::config::compile::samplers(&cfg));
     let mut c = chunk("web", 20, -1, true);
     let o = s.sample(&mut c, &ctx(), at(0));
     assert_eq!(
@@ -140,7 +140,7 @@ fn user_drop_is_never_rescued_as_a_trace() {
 #[test]
 fn error_rare_sample_tracer_drop_only_hard_drops_manual_drops() {
     let cfg = config(|c| c.features = vec!["error_rare_sample_tracer_drop".to_owned()]);
-    let mut s = Samplers::new(&cfg);
+    let mut s = Samplers::new(&crate::config::compile::samplers(&cfg));
     let mut auto = chunk("web", 30, -1, true);
     assert_eq!(s.sample(&mut auto, &ctx(), at(0)).reason, Reason::ErrorsKeep);
     let mut manual = chunk("web", 31, -1, true);
@@ -150,7 +150,7 @@ fn error_rare_sample_tracer_drop_only_hard_drops_manual_drops() {
 
 #[test]
 fn no_priority_chunks_use_the_no_priority_sampler() {
-    let mut s = Samplers::new(&config(|_| {}));
+    let mut s = Samplers::new(&crate::config::compile::samplers(&config(|_| {})));
     let mut c = chunk("web", 40, PRIORITY_NONE, false);
     let o = s.sample(&mut c, &ctx(), at(0));
     assert_eq!(
@@ -163,7 +163,7 @@ fn no_priority_chunks_use_the_no_priority_sampler() {
 
 #[test]
 fn priority_rate_metric_is_written_on_true_roots_without_a_rate() {
-    let mut s = Samplers::new(&config(|_| {}));
+    let mut s = Samplers::new(&crate::config::compile::samplers(&config(|_| {})));
     let mut c = chunk("web", 50, 1, false);
     s.sample(&mut c, &ctx(), at(0));
     assert_eq!(c.spans[0].metric(KEY_PRIORITY_RATE), Some(1.0));
@@ -191,7 +191,7 @@ fn probabilistic_mode_overrides_priority() {
             hash_seed: 0,
         }
     });
-    let mut s = Samplers::new(&all);
+    let mut s = Samplers::new(&crate::config::compile::samplers(&all));
     let mut c = chunk("web", 60, 0, false);
     let o = s.sample(&mut c, &ctx(), at(0));
     assert_eq!(
@@ -203,7 +203,7 @@ fn probabilistic_mode_overrides_priority() {
     assert_eq!(c.spans[0].metric(KEY_PROB_RATE), Some(1.0));
 
     let none = config(|c| c.sampler.probabilistic.enabled = true);
-    let mut s = Samplers::new(&none);
+    let mut s = Samplers::new(&crate::config::compile::samplers(&none));
     let mut c = chunk("web", 61, 2, false);
     let o = s.sample(&mut c, &ctx(), at(0));
     assert_eq!(
@@ -221,7 +221,7 @@ fn probabilistic_mode_overrides_priority() {
 #[test]
 fn error_tracking_standalone_keeps_only_errors() {
     let cfg = config(|c| c.sampler.error_tracking_standalone = true);
-    let mut s = Samplers::new(&cfg);
+    let mut s = Samplers::new(&crate::config::compile::samplers(&cfg));
     let mut ok = with_ssp(chunk("web", 70, 2, false));
     let o = s.sample(&mut ok, &ctx(), at(0));
     assert_eq!((o.keep, o.reason), (false, Reason::NoError));
@@ -242,7 +242,7 @@ fn error_tracking_standalone_keeps_only_errors() {
 
 #[test]
 fn rates_by_service_has_env_alias_and_default() {
-    let mut s = Samplers::new(&config(|_| {}));
+    let mut s = Samplers::new(&crate::config::compile::samplers(&config(|_| {})));
     for i in 0..500 {
         s.sample(&mut chunk("web", i, 1, false), &ctx(), at(0));
         s.sample(
@@ -281,7 +281,7 @@ fn rates_by_service_has_env_alias_and_default() {
 #[test]
 fn the_catalog_is_capped() {
     let cfg = config(|c| c.sampler.max_catalog_entries = 3);
-    let mut s = Samplers::new(&cfg);
+    let mut s = Samplers::new(&crate::config::compile::samplers(&cfg));
     for svc in 0..10 {
         s.sample(&mut chunk(&format!("svc{svc}"), 1, 1, false), &ctx(), at(0));
     }
@@ -296,7 +296,7 @@ fn the_catalog_is_capped() {
 #[test]
 fn counters_add_up_and_keys_are_bounded() {
     let cfg = config(|c| c.sampler.rare.enabled = true);
-    let mut s = Samplers::new(&cfg);
+    let mut s = Samplers::new(&crate::config::compile::samplers(&cfg));
     let mut seen = 0u64;
     let mut kept = 0u64;
     for i in 0..3000u64 {
@@ -349,7 +349,7 @@ fn counters_add_up_and_keys_are_bounded() {
 
 #[test]
 fn sample_payload_removes_dropped_chunks_and_spreads_client_drops() {
-    let mut s = Samplers::new(&config(|_| {}));
+    let mut s = Samplers::new(&crate::config::compile::samplers(&config(|_| {})));
     let mut p = TracerPayload {
         env: Str::from("prod"),
         chunks: vec![

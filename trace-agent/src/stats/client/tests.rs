@@ -1,8 +1,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
+use crate::config::compile;
 use crate::config::{AgentConfig, RawReplaceTag};
-use crate::receiver::compile_process_config;
 use crate::stats::key::OVERFLOW_VALUE;
 
 /// An even second: aggregation windows start one second later.
@@ -59,7 +59,7 @@ fn aggregator(now: i64) -> ClientStatsAggregator {
 // === process_client_stats ===
 
 fn process_config() -> ProcessConfig {
-    compile_process_config(&AgentConfig {
+    compile::process(&AgentConfig {
         ignore_resources: vec!["^GET /health".into()],
         replace_tags: vec![
             RawReplaceTag {
