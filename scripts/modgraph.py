@@ -12,6 +12,18 @@ for dp,_,fs in os.walk(root):
         top=rel.split(os.sep)[0].removesuffix('.rs')
         if top in ('lib','main'): continue
         mods.setdefault(top,[]).append(p)
+# crate-root re-exports (`pub use span::{Span, Str};` in lib.rs) name the module they come from
+reexp={}
+lib=os.path.join(root,'lib.rs')
+if os.path.exists(lib):
+    for m in re.finditer(r'pub use (?:self::|crate::)?([a-z_]+)::(\{[^}]*\}|[A-Za-z_][A-Za-z0-9_]*)', open(lib).read()):
+        for name in re.findall(r'[A-Za-z_][A-Za-z0-9_]*', m.group(2)):
+            reexp.setdefault(name, m.group(1))
+def targets(code):
+    out=re.findall(r'crate::([A-Za-z_][A-Za-z0-9_]*)',code)
+    for grp in re.findall(r'crate::\{([^}]*)\}',code):
+        out+=re.findall(r'(?:^|,)\s*([A-Za-z_][A-Za-z0-9_]*)',grp)
+    return [reexp.get(t,t) for t in out]
 edges=collections.defaultdict(lambda: collections.Counter())
 for m,files in mods.items():
     for p in files:
@@ -21,7 +33,7 @@ for m,files in mods.items():
         if cut>=0: txt=txt[:cut]
         if p.endswith('tests.rs') or '/tests/' in p: continue
         code='\n'.join(l for l in txt.split('\n') if not l.lstrip().startswith('//'))
-        for t in re.findall(r'crate::([a-z_]+)',code):
+        for t in targets(code):
             if t!=m and t in mods: edges[m][t]+=1
         if os.path.dirname(p)!=root or True:
             pass
