@@ -41,6 +41,7 @@ pub mod decode;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod ledger;
 pub mod local;
 pub mod otlp_in;
 pub mod pipeline;
