@@ -73,7 +73,17 @@ pub struct TracerCounts {
 
 impl TracerCounts {
     fn from_fields(f: &[u64; 9]) -> Self {
-        let [finished, acked, in_flight, queue_full, shutdown, client_p0, encode_error, agent_unreachable, agent_refused] = *f;
+        let [
+            finished,
+            acked,
+            in_flight,
+            queue_full,
+            shutdown,
+            client_p0,
+            encode_error,
+            agent_unreachable,
+            agent_refused,
+        ] = *f;
         Self {
             finished,
             acked,
@@ -478,11 +488,7 @@ impl Ledger {
                 t.counts.add(c);
                 let earlier = rt.first_acked.get(name).copied().unwrap_or(0);
                 t.earlier_agent += earlier;
-                let (sent_now, refused_now) = if accepted {
-                    (c.in_flight, 0)
-                } else {
-                    (0, c.in_flight)
-                };
+                let (sent_now, refused_now) = if accepted { (c.in_flight, 0) } else { (0, c.in_flight) };
                 t.sent += (c.acked - earlier.min(c.acked)) + sent_now + c.agent_refused + refused_now;
                 t.refused += c.agent_refused + refused_now;
             }
@@ -494,7 +500,12 @@ impl Ledger {
                 created: rt.report.totals[0],
                 finished: rt.report.totals[1],
                 too_large: rt.report.totals[2],
-                refused_by_status: rt.report.refused_by_status.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                refused_by_status: rt
+                    .report
+                    .refused_by_status
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect(),
             });
         }
         runtimes.sort_by(|a, b| a.runtime_id.cmp(&b.runtime_id));
@@ -635,7 +646,10 @@ fn service_ledger(name: &str, h: &Hops, t: Option<&TracerSide>) -> ServiceLedger
         .collect();
     let in_pipeline = sub(h.survived, h.before_sampling);
     let tracer_pending = tracer.as_ref().map_or(0, |t| t.pending);
-    let writers_pending = writers.iter().map(|w: &WriterLedger| w.pending.unsigned_abs()).sum::<u64>();
+    let writers_pending = writers
+        .iter()
+        .map(|w: &WriterLedger| w.pending.unsigned_abs())
+        .sum::<u64>();
     let unexplained = t.map_or(0, |t| sub(t.sent - t.refused.min(t.sent), h.received_reported));
     ServiceLedger {
         service: name.to_owned(),
@@ -757,6 +771,134 @@ pub struct LedgerSnapshot {
     pub last_bad_header: Option<String>,
     /// Runtime ids forgotten to make room.
     pub runtimes_evicted: u64,
+}
+
+fn named(m: &BTreeMap<String, u64>) -> String {
+    m.iter()
+        .filter(|(_, v)| **v > 0)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl ServiceLedger {
+    /// `created 10 → sent 8 → received 8 → kept 6 → delivered local 6`.
+    pub fn headline(&self) -> String {
+        let mut o = match &self.tracer {
+            Some(t) => format!("created {} → sent {} → ", t.created, t.sent),
+            None => "tracer: not reported → ".to_owned(),
+        };
+        o.push_str(&format!("received {} → kept {}", self.received, self.kept));
+        for w in &self.writers {
+            o.push_str(&format!(" → delivered {} {}", w.writer, w.delivered));
+        }
+        o
+    }
+
+    /// Each loss (and what is still on its way), named: one line per hop.
+    pub fn losses(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(t) = &self.tracer {
+            let mut l = format!("tracer ({} runtime id(s)): ", t.runtimes);
+            let dropped = named(&t.dropped);
+            l.push_str(if dropped.is_empty() {
+                "dropped nothing"
+            } else {
+                "dropped "
+            });
+            l.push_str(&dropped);
+            if t.refused_by_agent > 0 {
+                l.push_str(&format!("; refused by the agent {}", t.refused_by_agent));
+            }
+            if t.earlier_agent > 0 {
+                l.push_str(&format!("; delivered to an earlier agent run {}", t.earlier_agent));
+            }
+            if t.pending != 0 {
+                l.push_str(&format!("; still in the tracer {}", t.pending));
+            }
+            lines.push(l);
+        }
+        let mut l = String::from("agent: ");
+        let processing = named(&self.dropped_processing);
+        if processing.is_empty() {
+            l.push_str("nothing dropped in processing");
+        } else {
+            l.push_str("dropped in processing ");
+            l.push_str(&processing);
+        }
+        l.push_str(&format!("; sampled out {}", self.sampled_out));
+        if self.in_pipeline != 0 {
+            l.push_str(&format!("; in the pipeline {}", self.in_pipeline));
+        }
+        if self.unexplained != 0 {
+            l.push_str(&format!(
+                "; UNEXPLAINED {} (sent − refused − received from reporting tracers)",
+                self.unexplained
+            ));
+        }
+        if self.tracer.is_some() && self.received != self.received_from_reporting_tracers {
+            l.push_str(&format!(
+                "; {} received from tracers that do not report",
+                self.received - self.received_from_reporting_tracers.min(self.received)
+            ));
+        }
+        lines.push(l);
+        for w in &self.writers {
+            lines.push(format!(
+                "writer {}: delivered {}, dropped {}, spooled {}, on its way {}",
+                w.writer, w.delivered, w.dropped, w.spooled, w.pending
+            ));
+        }
+        lines
+    }
+}
+
+/// The `status` text: per service, the chain and its losses.
+pub fn render(s: &LedgerSnapshot) -> String {
+    use std::fmt::Write;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "\nSpan ledger (spans per service since start: tracer → agent → writers)"
+    );
+    if s.services.is_empty() {
+        let _ = writeln!(o, "  nothing yet");
+    }
+    for svc in &s.services {
+        let mark = if svc.balanced { "balanced" } else { "not settled" };
+        let _ = writeln!(o, "  service {:?}: {} [{mark}]", svc.service, svc.headline());
+        for line in svc.losses() {
+            let _ = writeln!(o, "    {line}");
+        }
+    }
+    for r in &s.runtimes {
+        let _ = writeln!(
+            o,
+            "  tracer {} ({}) report {} (answered {}): created {}, finished {}, refused at start (trace too large) {}{}",
+            r.runtime_id,
+            r.lang,
+            r.seq,
+            r.last_status,
+            r.created,
+            r.finished,
+            r.too_large,
+            if r.refused_by_status.is_empty() {
+                String::new()
+            } else {
+                format!("; refused by the agent by status: {}", named(&r.refused_by_status))
+            }
+        );
+    }
+    if s.bad_headers > 0 || s.runtimes_evicted > 0 {
+        let _ = writeln!(
+            o,
+            "  unreadable ledger headers: {} (last: {}); runtime ids forgotten: {}",
+            s.bad_headers,
+            s.last_bad_header.as_deref().unwrap_or("-"),
+            s.runtimes_evicted
+        );
+    }
+    o
 }
 
 #[cfg(test)]

@@ -39,7 +39,10 @@ fn parses_what_the_tracer_renders() {
         }
     );
     assert_eq!(r.services[1].0, "a b:c");
-    assert_eq!((r.services[1].1.agent_unreachable, r.services[1].1.agent_refused), (2, 1));
+    assert_eq!(
+        (r.services[1].1.agent_unreachable, r.services[1].1.agent_refused),
+        (2, 1)
+    );
     assert_eq!(r.services[2].0, TRACER_OVERFLOW);
     assert_eq!(r.refused_by_status, vec![(413, 1)]);
 }
@@ -85,7 +88,13 @@ fn every_hop_joins_per_service_and_balances() {
     let l = Arc::new(Ledger::default());
     // The tracer: 10 finished for "web", 2 dropped on a full queue, 8 in this payload.
     let r = parse_header(b"v1 rid=r1 seq=1 g=10,10,0 s=web:10,0,8,2").unwrap();
-    l.received("rust", &[("web".to_owned(), 3, 8)], &[("web".to_owned(), 6)], &["ignore_resources"], true);
+    l.received(
+        "rust",
+        &[("web".to_owned(), 3, 8)],
+        &[("web".to_owned(), 6)],
+        &["ignore_resources"],
+        true,
+    );
     l.report(r, "rust", 200);
     l.sampled(&[("web".to_owned(), 6)], &[("web".to_owned(), 4)]);
     let t1 = l.ticket("datadog", &pb_payload(&[("web", 3)]));
@@ -104,7 +113,10 @@ fn every_hop_joins_per_service_and_balances() {
     let t = web.tracer.as_ref().unwrap();
     assert_eq!((t.created, t.sent, t.pending), (10, 8, 0));
     assert_eq!(t.dropped.get("queue_full"), Some(&2));
-    assert_eq!((web.received, web.dropped_processing.get("ignore_resources")), (8, Some(&2)));
+    assert_eq!(
+        (web.received, web.dropped_processing.get("ignore_resources")),
+        (8, Some(&2))
+    );
     assert_eq!((web.sampled_out, web.kept), (2, 4));
     assert_eq!(
         (web.writers[0].delivered, web.writers[0].spooled, web.writers[0].pending),
@@ -117,21 +129,40 @@ fn every_hop_joins_per_service_and_balances() {
 fn refusals_restarts_and_unreported_tracers() {
     let l = Ledger::default();
     // An earlier agent instance got 5; this one refuses the next payload with 413.
-    l.report(parse_header(b"v1 rid=r1 seq=4 g=9,9,0 s=web:9,5,4").unwrap(), "rust", 413);
+    l.report(
+        parse_header(b"v1 rid=r1 seq=4 g=9,9,0 s=web:9,5,4").unwrap(),
+        "rust",
+        413,
+    );
     let web = l.snapshot().services.remove(0);
     let t = web.tracer.unwrap();
     assert_eq!((t.earlier_agent, t.sent, t.refused_by_agent, t.pending), (5, 4, 4, 0));
     assert_eq!(web.unexplained, 0);
     // The tracer's next report counts the refusal itself (and an old report changes nothing).
-    l.report(parse_header(b"v1 rid=r1 seq=5 g=9,9,0 s=web:9,5,0,0,0,0,0,0,4 r=413:4").unwrap(), "rust", 200);
+    l.report(
+        parse_header(b"v1 rid=r1 seq=5 g=9,9,0 s=web:9,5,0,0,0,0,0,0,4 r=413:4").unwrap(),
+        "rust",
+        200,
+    );
     l.report(parse_header(b"v1 rid=r1 seq=3 g=1,1,0 s=web:1").unwrap(), "rust", 200);
     let snap = l.snapshot();
     let t = snap.services[0].tracer.clone().unwrap();
     assert_eq!((t.earlier_agent, t.sent, t.refused_by_agent, t.pending), (5, 4, 4, 0));
     assert_eq!(snap.runtimes[0].refused_by_status.get("413"), Some(&4));
     // ddtrace: no header.
-    l.received("python", &[("flask".to_owned(), 1, 3)], &[("flask".to_owned(), 3)], &[], false);
-    let flask = l.snapshot().services.into_iter().find(|s| s.service == "flask").unwrap();
+    l.received(
+        "python",
+        &[("flask".to_owned(), 1, 3)],
+        &[("flask".to_owned(), 3)],
+        &[],
+        false,
+    );
+    let flask = l
+        .snapshot()
+        .services
+        .into_iter()
+        .find(|s| s.service == "flask")
+        .unwrap();
     assert!(flask.tracer.is_none());
     assert_eq!((flask.received, flask.received_from_reporting_tracers), (3, 0));
 }
@@ -139,8 +170,18 @@ fn refusals_restarts_and_unreported_tracers() {
 #[test]
 fn names_are_normalized_and_cardinality_is_bounded() {
     let l = Ledger::default();
-    l.report(parse_header(b"v1 rid=r1 seq=1 s=My%20Service:2,0,2").unwrap(), "rust", 200);
-    l.received("rust", &[("My Service".to_owned(), 1, 2)], &[("my_service".to_owned(), 2)], &[], true);
+    l.report(
+        parse_header(b"v1 rid=r1 seq=1 s=My%20Service:2,0,2").unwrap(),
+        "rust",
+        200,
+    );
+    l.received(
+        "rust",
+        &[("My Service".to_owned(), 1, 2)],
+        &[("my_service".to_owned(), 2)],
+        &[],
+        true,
+    );
     let snap = l.snapshot();
     assert_eq!(snap.services.len(), 1, "{:?}", snap.services);
     assert_eq!(snap.services[0].service, "my_service");
@@ -150,7 +191,11 @@ fn names_are_normalized_and_cardinality_is_bounded() {
     }
     assert_eq!(l.snapshot().services.len(), MAX_SERVICES + 1);
     for i in 0..MAX_RUNTIMES + 5 {
-        l.report(parse_header(format!("v1 rid=x{i} seq=1 s=a:1").as_bytes()).unwrap(), "rust", 200);
+        l.report(
+            parse_header(format!("v1 rid=x{i} seq=1 s=a:1").as_bytes()).unwrap(),
+            "rust",
+            200,
+        );
     }
     let snap = l.snapshot();
     assert_eq!((snap.runtimes.len(), snap.runtimes_evicted), (MAX_RUNTIMES, 6));
