@@ -658,6 +658,11 @@ impl LocalStore {
         let _ = self.inner.ledger.set(ledger);
     }
 
+    /// The span ledger's snapshot, when one is attached.
+    pub fn ledger_snapshot(&self) -> Option<crate::ledger::LedgerSnapshot> {
+        self.inner.ledger.get().map(|l| l.snapshot())
+    }
+
     /// Queues kept trace chunks for writing. A full queue waits (at most `offer_wait`), then
     /// drops and counts.
     pub fn push_traces(&self, payload: Arc<pb::TracerPayload>) {
