@@ -323,6 +323,8 @@ struct Runtime {
 
 #[derive(Debug, Default)]
 struct State {
+    /// Writers attached (each service's ledger lists them all).
+    writers: Vec<String>,
     services: HashMap<String, Hops>,
     runtimes: HashMap<String, Runtime>,
     tick: u64,
@@ -354,6 +356,14 @@ pub struct Ledger {
 impl Ledger {
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A writer that settles tickets (or reports writes) from now on.
+    pub fn register_writer(&self, writer: &str) {
+        let mut s = self.lock();
+        if !s.writers.iter().any(|w| w == writer) {
+            s.writers.push(writer.to_owned());
+        }
     }
 
     /// A header that could not be read: counted, the payload goes on without it.
@@ -515,7 +525,10 @@ impl Ledger {
         let services = names
             .into_iter()
             .map(|name| {
-                let h = s.services.get(name).cloned().unwrap_or_default();
+                let mut h = s.services.get(name).cloned().unwrap_or_default();
+                for w in &s.writers {
+                    h.writers.entry(w.clone()).or_default();
+                }
                 let t = tracer.get(name);
                 service_ledger(name, &h, t)
             })

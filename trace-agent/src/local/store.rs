@@ -655,6 +655,7 @@ impl LocalStore {
 
     /// Tells the span ledger what each batch wrote from now on (see [`crate::ledger`]).
     pub(crate) fn attach_ledger_inner(&self, ledger: Arc<crate::ledger::Ledger>) {
+        ledger.register_writer("local");
         let _ = self.inner.ledger.set(ledger);
     }
 

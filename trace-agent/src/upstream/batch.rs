@@ -48,6 +48,7 @@ impl Batcher {
 
     /// Batches from now on carry a ledger ticket for `writer`.
     pub(crate) fn attach_ledger(&self, ledger: Arc<crate::ledger::Ledger>, writer: &str) {
+        ledger.register_writer(writer);
         let _ = self.ledger.set((ledger, writer.to_owned()));
     }
 
