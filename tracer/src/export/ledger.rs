@@ -394,6 +394,44 @@ mod tests {
     }
 
     #[test]
+    fn header_sizes_for_64_services() {
+        // Typical: 64 services, five-digit finished/acked counts, a three-digit payload.
+        let l = Ledger::default();
+        for i in 0..MAX_SERVICES {
+            let chunk = [span(1, 0, Some(&format!("service-name-{i:02}")))];
+            for _ in 0..3 {
+                l.add(&chunk, "web");
+            }
+        }
+        let mut t = l.lock();
+        for (_, r) in &mut t.rows {
+            r.counts[FINISHED] = 12_345;
+            r.counts[ACKED] = 12_045;
+            r.building = 300;
+        }
+        drop(t);
+        let rid = "0f8e6b2a-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
+        let typical = l.seal(rid, Totals { created: 790_080, finished: 790_080, too_large: 0 });
+        assert_eq!(typical.len(), 2_433, "{typical}");
+        // Worst case: every name 100 bytes of two-byte characters (300 encoded), every counter
+        // at u64::MAX, every status slot used: still under the agent's 32 KiB header limit.
+        let l = Ledger::default();
+        for i in 0..MAX_SERVICES + 1 {
+            let name = format!("{i:02}{}", "é".repeat(49));
+            l.add(&[span(1, 0, Some(&name))], "web");
+        }
+        let mut t = l.lock();
+        for (_, r) in &mut t.rows {
+            r.counts = [u64::MAX; FIELDS];
+        }
+        t.statuses = (0..MAX_STATUSES as u16).map(|s| (500 + s, u64::MAX)).collect();
+        drop(t);
+        let worst = l.seal(&"f".repeat(80), Totals { created: u64::MAX, finished: u64::MAX, too_large: u64::MAX });
+        assert!(worst.len() <= 32 * 1024, "{}", worst.len());
+        assert!(worst.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "a valid header value");
+    }
+
+    #[test]
     fn services_past_the_cap_share_one_row_and_a_panic_loses_the_payload() {
         let l = Ledger::default();
         for i in 0..MAX_SERVICES + 10 {
