@@ -98,15 +98,15 @@ impl TracerCounts {
     }
 
     fn add(&mut self, o: &Self) {
-        self.finished += o.finished;
-        self.acked += o.acked;
-        self.in_flight += o.in_flight;
-        self.queue_full += o.queue_full;
-        self.shutdown += o.shutdown;
-        self.client_p0 += o.client_p0;
-        self.encode_error += o.encode_error;
-        self.agent_unreachable += o.agent_unreachable;
-        self.agent_refused += o.agent_refused;
+        self.finished = self.finished.saturating_add(o.finished);
+        self.acked = self.acked.saturating_add(o.acked);
+        self.in_flight = self.in_flight.saturating_add(o.in_flight);
+        self.queue_full = self.queue_full.saturating_add(o.queue_full);
+        self.shutdown = self.shutdown.saturating_add(o.shutdown);
+        self.client_p0 = self.client_p0.saturating_add(o.client_p0);
+        self.encode_error = self.encode_error.saturating_add(o.encode_error);
+        self.agent_unreachable = self.agent_unreachable.saturating_add(o.agent_unreachable);
+        self.agent_refused = self.agent_refused.saturating_add(o.agent_refused);
     }
 }
 
@@ -497,10 +497,14 @@ impl Ledger {
                 t.runtimes += 1;
                 t.counts.add(c);
                 let earlier = rt.first_acked.get(name).copied().unwrap_or(0);
-                t.earlier_agent += earlier;
+                t.earlier_agent = t.earlier_agent.saturating_add(earlier);
                 let (sent_now, refused_now) = if accepted { (c.in_flight, 0) } else { (0, c.in_flight) };
-                t.sent += (c.acked - earlier.min(c.acked)) + sent_now + c.agent_refused + refused_now;
-                t.refused += c.agent_refused + refused_now;
+                let sent = (c.acked - earlier.min(c.acked))
+                    .saturating_add(sent_now)
+                    .saturating_add(c.agent_refused)
+                    .saturating_add(refused_now);
+                t.sent = t.sent.saturating_add(sent);
+                t.refused = t.refused.saturating_add(c.agent_refused.saturating_add(refused_now));
             }
             runtimes.push(RuntimeLedger {
                 runtime_id: rt.report.runtime_id.clone(),
@@ -634,7 +638,7 @@ fn service_ledger(name: &str, h: &Hops, t: Option<&TracerSide>) -> ServiceLedger
                 drops.insert(k.to_owned(), v);
             }
         }
-        let dropped: u64 = drops.values().sum();
+        let dropped = drops.values().fold(0u64, |a, v| a.saturating_add(*v));
         let pending = i128::from(c.finished) - i128::from(t.earlier_agent) - i128::from(t.sent) - i128::from(dropped);
         TracerLedger {
             runtimes: t.runtimes,
@@ -654,7 +658,7 @@ fn service_ledger(name: &str, h: &Hops, t: Option<&TracerSide>) -> ServiceLedger
             delivered: c.delivered,
             dropped: c.dropped,
             spooled: c.spooled,
-            pending: sub(h.kept, c.delivered + c.dropped + c.spooled),
+            pending: sub(h.kept, c.delivered.saturating_add(c.dropped).saturating_add(c.spooled)),
         })
         .collect();
     let in_pipeline = sub(h.survived, h.before_sampling);

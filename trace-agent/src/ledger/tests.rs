@@ -200,3 +200,19 @@ fn names_are_normalized_and_cardinality_is_bounded() {
     let snap = l.snapshot();
     assert_eq!((snap.runtimes.len(), snap.runtimes_evicted), (MAX_RUNTIMES, 6));
 }
+
+#[test]
+fn huge_counts_from_a_header_never_overflow() {
+    let l = Ledger::default();
+    let max = u64::MAX;
+    for rid in ["a", "b"] {
+        let h = format!(
+            "v1 rid={rid} seq=1 g={max},{max},{max} s=web:{max},{max},{max},{max},{max},{max},{max},{max},{max}"
+        );
+        l.report(parse_header(h.as_bytes()).unwrap(), "rust", 200);
+    }
+    let snap = l.snapshot();
+    let t = snap.services[0].tracer.as_ref().unwrap();
+    assert_eq!(t.sent, max);
+    assert!(!render(&snap).is_empty());
+}

@@ -27,8 +27,9 @@
 //! - `r=` runtime-wide spans refused by the agent per HTTP status (at most
 //!   [`MAX_STATUSES`] statuses; later ones under status 0).
 //!
-//! Size: 64 services named like `service-name-12` with five-digit counts take about
-//! 3.2 KiB; the bound is 64 × (300 + 9 × 21) + 100 bytes ≈ 31 KiB.
+//! Size: 64 services named like `service-name-12` with five-digit counts take 2 243 bytes;
+//! whatever the names and counts, at most 32 KiB (65 rows × (300 + 9 × 21) bytes and the
+//! rest; both tested), the agent's limit.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -118,13 +119,13 @@ impl Table {
         &mut self.rows[i].1
     }
 
-    /// Moves every row's `from` spans into counter `to`.
+    /// Moves every row's in-flight spans into counter `to`; returns how many.
     fn settle(&mut self, to: usize) -> u64 {
-        let mut n = 0;
+        let mut n: u64 = 0;
         for (_, r) in &mut self.rows {
             let v = std::mem::take(&mut r.counts[IN_FLIGHT]);
-            r.counts[to] += v;
-            n += v;
+            r.counts[to] = r.counts[to].saturating_add(v);
+            n = n.saturating_add(v);
         }
         n
     }
@@ -166,8 +167,8 @@ impl Ledger {
         let n = spans.len() as u64;
         let mut t = self.lock();
         let row = t.row(service);
-        row.counts[FINISHED] += n;
-        row.building += n;
+        row.counts[FINISHED] = row.counts[FINISHED].saturating_add(n);
+        row.building = row.building.saturating_add(n);
     }
 
     /// A finished chunk dropped before it reached a payload.
@@ -178,8 +179,8 @@ impl Ledger {
         let n = spans.len() as u64;
         let mut t = self.lock();
         let row = t.row(service);
-        row.counts[FINISHED] += n;
-        row.counts[why as usize] += n;
+        row.counts[FINISHED] = row.counts[FINISHED].saturating_add(n);
+        row.counts[why as usize] = row.counts[why as usize].saturating_add(n);
         t.changes += 1;
     }
 
@@ -232,7 +233,7 @@ impl Ledger {
                 },
             };
             if let Some(e) = t.statuses.get_mut(slot) {
-                e.1 += n;
+                e.1 = e.1.saturating_add(n);
             }
         }
         t.changes += 1;
@@ -245,7 +246,7 @@ impl Ledger {
         t.settle(Self::ENCODE);
         for (_, r) in &mut t.rows {
             let v = std::mem::take(&mut r.building);
-            r.counts[Self::ENCODE] += v;
+            r.counts[Self::ENCODE] = r.counts[Self::ENCODE].saturating_add(v);
         }
         t.changes += 1;
     }
@@ -411,8 +412,15 @@ mod tests {
         }
         drop(t);
         let rid = "0f8e6b2a-1c3d-4e5f-8a9b-0c1d2e3f4a5b";
-        let typical = l.seal(rid, Totals { created: 790_080, finished: 790_080, too_large: 0 });
-        assert_eq!(typical.len(), 2_433, "{typical}");
+        let typical = l.seal(
+            rid,
+            Totals {
+                created: 790_080,
+                finished: 790_080,
+                too_large: 0,
+            },
+        );
+        assert_eq!(typical.len(), 2_243, "{typical}");
         // Worst case: every name 100 bytes of two-byte characters (300 encoded), every counter
         // at u64::MAX, every status slot used: still under the agent's 32 KiB header limit.
         let l = Ledger::default();
@@ -423,12 +431,24 @@ mod tests {
         let mut t = l.lock();
         for (_, r) in &mut t.rows {
             r.counts = [u64::MAX; FIELDS];
+            r.counts[IN_FLIGHT] = 0;
+            r.building = u64::MAX;
         }
         t.statuses = (0..MAX_STATUSES as u16).map(|s| (500 + s, u64::MAX)).collect();
         drop(t);
-        let worst = l.seal(&"f".repeat(80), Totals { created: u64::MAX, finished: u64::MAX, too_large: u64::MAX });
+        let worst = l.seal(
+            &"f".repeat(80),
+            Totals {
+                created: u64::MAX,
+                finished: u64::MAX,
+                too_large: u64::MAX,
+            },
+        );
         assert!(worst.len() <= 32 * 1024, "{}", worst.len());
-        assert!(worst.bytes().all(|b| b.is_ascii_graphic() || b == b' '), "a valid header value");
+        assert!(
+            worst.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
+            "a valid header value"
+        );
     }
 
     #[test]
