@@ -341,6 +341,9 @@ async fn start_inner<S: ChunkSink>(
     let _ = stats.proxy.set(Arc::clone(&proxy.counters));
     let rates = Arc::new(RatesTable::new());
     let _ = stats.upstreams.set(upstreams.clone());
+    for u in &upstreams {
+        u.attach_ledger(Arc::clone(&stats.forward.ledger));
+    }
     let sink = make_sink(SinkParts {
         counters: Arc::clone(&stats.sink),
         rates: Arc::clone(&rates),

@@ -69,6 +69,9 @@ pub struct ForwardReport {
 #[derive(Debug, Default)]
 pub struct ForwardShared {
     report: Mutex<ForwardReport>,
+    /// The span ledger (`crate::ledger`), shared by the receiver, this stage, the writers and
+    /// `status`.
+    pub ledger: Arc<crate::ledger::Ledger>,
 }
 
 impl ForwardShared {
@@ -215,6 +218,7 @@ impl ChunkSink for ForwardSink {
         let now = (self.clock)();
         // Stats first: on 100% of what the tracer sent, before sampling drops anything.
         self.concentrator.add(p.payload.get(), p.client_computed_stats, now);
+        let ledger_before = crate::ledger::count_payload(p.payload.get());
         let samplers = Arc::clone(&self.samplers);
         let dropped_p0 = p.client_dropped_p0_traces;
         let received_at = p.received_at;
@@ -226,6 +230,12 @@ impl ChunkSink for ForwardSink {
         if let Some(rates) = rates {
             self.rates.replace_all(rates);
         }
+        let ledger_after = if kept {
+            crate::ledger::count_payload(p.payload.get())
+        } else {
+            Vec::new()
+        };
+        self.shared.ledger.sampled(&ledger_before, &ledger_after);
         if kept {
             self.forward(&p);
         }

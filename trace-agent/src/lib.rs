@@ -43,6 +43,7 @@ pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub mod ledger;
 pub mod local;
 pub mod net;
 pub mod otlp_in;

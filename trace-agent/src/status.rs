@@ -190,6 +190,9 @@ pub struct StatusSnapshot {
     /// TCP connections closed at once by `apm_config.connection_limit`.
     #[serde(default)]
     pub connections_refused: u64,
+    /// The span ledger: per service, created → sent → received → kept → delivered.
+    #[serde(default)]
+    pub ledger: crate::ledger::LedgerSnapshot,
 }
 
 impl StatusSnapshot {
@@ -343,6 +346,7 @@ impl AgentStats {
                 .get()
                 .map(|(w, connection_limit)| w.status(*connection_limit)),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            ledger: self.forward.ledger.snapshot(),
         }
     }
 }
@@ -483,6 +487,7 @@ fn render_raw(s: &StatusSnapshot) -> String {
     if let Some(local) = &s.local {
         o.push_str(&local.render());
     }
+    o.push_str(&crate::ledger::render(&s.ledger));
     o.push_str(&s.otlp.render());
     o.push_str(&crate::receiver::proxy::render(&s.proxy));
     let _ = writeln!(

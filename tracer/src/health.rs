@@ -55,6 +55,16 @@ impl PerThread {
         self.sets.get_or_default()
     }
 
+    /// Spans created, over every thread.
+    pub(crate) fn created(&self) -> u64 {
+        self.sum(|c| &c.spans_created)
+    }
+
+    /// Spans finished, over every thread.
+    pub(crate) fn finished(&self) -> u64 {
+        self.sum(|c| &c.spans_finished)
+    }
+
     fn sum(&self, f: impl Fn(&AppCounters) -> &AtomicU64) -> u64 {
         self.sets.iter().map(|c| f(c).load(Relaxed)).sum()
     }

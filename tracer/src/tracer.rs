@@ -31,6 +31,8 @@ pub(crate) struct TracerInner {
     pub(crate) pool: SpanPool,
     pub(crate) counters: Counters,
     pub(crate) problems: ProblemLog,
+    /// The span ledger (export/ledger.rs), reported to the agent with every payload.
+    pub(crate) ledger: export::Ledger,
     shut_down: AtomicBool,
     worker: Mutex<Option<WorkerHandle>>,
     worker_thread: OnceLock<std::thread::Thread>,
@@ -247,6 +249,7 @@ impl TracerInner {
             sampler,
             counters: Counters::default(),
             problems: ProblemLog::default(),
+            ledger: export::Ledger::default(),
             shut_down: AtomicBool::new(false),
             worker: Mutex::new(None),
             worker_thread: OnceLock::new(),
@@ -279,6 +282,7 @@ impl TracerInner {
         let local = self.counters.app.local();
         AppCounters::bump(&local.spans_finished, n);
         if self.shut_down.load(Relaxed) {
+            self.ledger.dropped(export::LedgerDrop::Shutdown, &spans, &self.service);
             self.counters.spans_dropped_shutdown.fetch_add(n, Relaxed);
             self.problems.raise(Problem::FinishedAfterShutdown, || {
                 "spans finished after the tracer was shut down are dropped".to_owned()
@@ -293,6 +297,8 @@ impl TracerInner {
                 }
             }
             Err(dropped) => {
+                self.ledger
+                    .dropped(export::LedgerDrop::QueueFull, &dropped.spans, &self.service);
                 for span in dropped.spans {
                     self.pool.keep_local(span);
                 }

@@ -209,6 +209,8 @@ pub(crate) struct Inner {
     pub(crate) spool_now: AtomicBool,
     /// The writer thread still opens the file (deferred open).
     pub(crate) opening: AtomicBool,
+    /// The span ledger, once attached: told what each batch wrote, per service.
+    pub(crate) ledger: std::sync::OnceLock<Arc<crate::ledger::Ledger>>,
 }
 
 impl Inner {
@@ -236,7 +238,8 @@ impl Inner {
 
     /// Runs one write transaction; counts what it wrote, or the loss. A corrupt file switches
     /// the store to memory (the batch is retried there once).
-    pub(crate) fn write(&self, f: impl Fn(&mut Connection) -> rusqlite::Result<Written>, data: &[Msg]) {
+    /// Writes `data` with `f`; returns whether it was written.
+    pub(crate) fn write(&self, f: impl Fn(&mut Connection) -> rusqlite::Result<Written>, data: &[Msg]) -> bool {
         let mut result = {
             let write = Arc::clone(&lock(&self.db).write);
             let mut conn = lock(&write);
@@ -266,6 +269,7 @@ impl Inner {
                 c.stats_payloads.fetch_add(w.stats_payloads, Ordering::Relaxed);
                 c.stats_groups.fetch_add(w.stats_groups, Ordering::Relaxed);
                 self.error_logged.store(false, Ordering::Relaxed);
+                true
             }
             Err(e) => {
                 c.write_errors.fetch_add(1, Ordering::Relaxed);
@@ -278,6 +282,7 @@ impl Inner {
                     tracing::error!("{msg}");
                 }
                 self.record_error(msg);
+                false
             }
         }
     }
@@ -560,6 +565,7 @@ impl LocalStore {
             spool,
             spool_now: AtomicBool::new(false),
             opening: AtomicBool::new(deferred),
+            ledger: std::sync::OnceLock::new(),
         });
         let thread_inner = Arc::clone(&inner);
         let handle = std::thread::Builder::new()
@@ -645,6 +651,17 @@ impl LocalStore {
         } else {
             Pressure::Normal
         }
+    }
+
+    /// Tells the span ledger what each batch wrote from now on (see [`crate::ledger`]).
+    pub(crate) fn attach_ledger_inner(&self, ledger: Arc<crate::ledger::Ledger>) {
+        ledger.register_writer("local");
+        let _ = self.inner.ledger.set(ledger);
+    }
+
+    /// The span ledger's snapshot, when one is attached.
+    pub fn ledger_snapshot(&self) -> Option<crate::ledger::LedgerSnapshot> {
+        self.inner.ledger.get().map(|l| l.snapshot())
     }
 
     /// Queues kept trace chunks for writing. A full queue waits (at most `offer_wait`), then

@@ -23,6 +23,10 @@ impl Upstream for LocalStore {
         writer_status(&self.status())
     }
 
+    fn attach_ledger(&self, ledger: Arc<crate::ledger::Ledger>) {
+        self.attach_ledger_inner(ledger);
+    }
+
     fn pressure(&self) -> crate::upstream::Pressure {
         LocalStore::pressure(self)
     }

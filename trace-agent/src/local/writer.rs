@@ -208,7 +208,7 @@ fn replay_spool(inner: &Inner) {
             break;
         }
         total += data.len() as u64;
-        inner.write(|conn| write_messages(conn, &data), &data);
+        let _ = inner.write(|conn| write_messages(conn, &data), &data);
         inner.count_replayed(data.len() as u64);
         enforce_size(inner);
     }
@@ -235,8 +235,15 @@ fn write_batch(inner: &Inner, batch: &mut Vec<Queued>) -> bool {
             m => data.push(m),
         }
     }
-    if !data.is_empty() {
-        inner.write(|conn| write_messages(conn, &data), &data);
+    if !data.is_empty() && inner.write(|conn| write_messages(conn, &data), &data) {
+        // The span ledger: what this run received and the store wrote, per service.
+        if let Some(ledger) = inner.ledger.get() {
+            for m in &data {
+                if let Msg::Traces(p) = m {
+                    ledger.written("local", &crate::ledger::count_pb(p));
+                }
+            }
+        }
     }
     for (bytes, chunks) in counted {
         inner.pending.done(bytes, chunks);

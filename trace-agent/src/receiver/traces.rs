@@ -374,8 +374,25 @@ fn container_id(h: &HeaderMap) -> String {
         .to_owned()
 }
 
-/// Handles `/v0.x/traces`.
+/// Handles `/v0.x/traces`; the span ledger's report (`X-Span-Ledger`) is kept with the status
+/// answered (see `crate::ledger`).
 pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Incoming>) -> Reply {
+    let report = req
+        .headers()
+        .get(crate::ledger::HEADER)
+        .map(|v| crate::ledger::parse_header(v.as_bytes()));
+    let lang = header_str(req.headers(), "datadog-meta-lang").to_owned();
+    let reply = handle_payload(state, version, req, matches!(report, Some(Ok(_)))).await;
+    let ledger = &state.stats.forward.ledger;
+    match report {
+        Some(Ok(r)) => ledger.report(r, &lang, reply.status().as_u16()),
+        Some(Err(e)) => ledger.bad_header(&e),
+        None => {}
+    }
+    reply
+}
+
+async fn handle_payload(state: &Arc<AppState>, version: ApiVersion, req: Request<Incoming>, reported: bool) -> Reply {
     let (parts, body) = req.into_parts();
     let h = &parts.headers;
     if let Some(early) = precheck(state, h) {
@@ -504,6 +521,9 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
             );
         }
     }
+    let reasons: Vec<&str> = report.dropped.keys().map(|r| r.as_str()).collect();
+    let survived = crate::ledger::count_payload(payload.get());
+    (state.stats.forward.ledger).received(&id.lang, &received, &survived, &reasons, reported);
     state.stats.record_fixes(&report.fixed);
     state.rates.observe_all(&rate_keys);
     if !payload.get().chunks.is_empty() {

@@ -23,6 +23,9 @@ pub(crate) struct Batch {
     pub(crate) bytes: usize,
     /// Trace chunks inside.
     pub(crate) chunks: u64,
+    /// The span ledger's per-service counts, settled when the batch is dropped (empty when no
+    /// ledger is attached).
+    pub(crate) ledger: crate::ledger::Ticket,
 }
 
 /// The batch being built.
@@ -30,6 +33,8 @@ pub(crate) struct Batch {
 pub(crate) struct Batcher {
     pending: Mutex<Batch>,
     max_bytes: usize,
+    /// The span ledger and the writer's name, once attached.
+    ledger: std::sync::OnceLock<(Arc<crate::ledger::Ledger>, String)>,
 }
 
 impl Batcher {
@@ -37,7 +42,14 @@ impl Batcher {
         Self {
             pending: Mutex::new(Batch::default()),
             max_bytes: max_bytes.max(1),
+            ledger: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Batches from now on carry a ledger ticket for `writer`.
+    pub(crate) fn attach_ledger(&self, ledger: Arc<crate::ledger::Ledger>, writer: &str) {
+        ledger.register_writer(writer);
+        let _ = self.ledger.set((ledger, writer.to_owned()));
     }
 
     /// Adds `tp`; returns the batches sealed on the way (zero, one, or — for a payload larger
@@ -54,6 +66,9 @@ impl Batcher {
         for (part, size) in parts {
             if !pending.payloads.is_empty() && pending.bytes + size > self.max_bytes {
                 sealed.push(std::mem::take(&mut *pending));
+            }
+            if let Some((ledger, writer)) = self.ledger.get() {
+                pending.ledger.merge(ledger.ticket(writer, &part));
             }
             pending.chunks += part.chunks.len() as u64;
             pending.bytes += size;

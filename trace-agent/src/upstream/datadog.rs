@@ -276,6 +276,14 @@ struct TracesJob {
 }
 
 impl Payload for TracesJob {
+    fn on_delivered(&self) {
+        self.batch.ledger.delivered();
+    }
+
+    fn on_spooled(&self) {
+        self.batch.ledger.spooled();
+    }
+
     fn items(&self) -> u64 {
         self.batch.chunks
     }
@@ -374,6 +382,10 @@ impl Upstream for DatadogWriter {
         for batch in inner.batcher.add(payload) {
             inner.submit_batch(batch);
         }
+    }
+
+    fn attach_ledger(&self, ledger: Arc<crate::ledger::Ledger>) {
+        self.inner.batcher.attach_ledger(ledger, "datadog");
     }
 
     fn send_stats(&self, payload: Arc<pb::StatsPayload>) {

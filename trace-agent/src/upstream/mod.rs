@@ -110,6 +110,10 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     /// A copy of the destination's counters.
     fn status(&self) -> WriterStatus;
 
+    /// Span ledger hook (`crate::ledger`): from now on, report per service what becomes of
+    /// the spans handed over (delivered, spooled, dropped). The default reports nothing.
+    fn attach_ledger(&self, _ledger: Arc<crate::ledger::Ledger>) {}
+
     /// How far behind the destination is (cheap: atomics and a lock or two, no I/O): the
     /// receiver refuses new payloads with 429 rather than accept what would be dropped. The
     /// default: never behind.

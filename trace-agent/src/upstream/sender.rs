@@ -47,6 +47,10 @@ pub(crate) trait Payload: Send + Sync + 'static {
     fn estimated_bytes(&self) -> usize;
     /// Encodes and compresses the body (CPU work: called on a blocking thread, once).
     fn encode(&self) -> Result<Body, String>;
+    /// Span ledger hook: an endpoint answered 2xx.
+    fn on_delivered(&self) {}
+    /// Span ledger hook: the payload went to the spool.
+    fn on_spooled(&self) {}
 }
 
 /// A payload on its way, shared by the queues of all endpoints.
@@ -506,7 +510,10 @@ fn spool_jobs(settings: &ChannelSettings, lane: &Lane, counters: &Counters, jobs
             body: body.bytes.to_vec(),
         };
         match spool.put(&record) {
-            Ok(()) => counters.spooled(1, items),
+            Ok(()) => {
+                counters.spooled(1, items);
+                job.payload.on_spooled();
+            }
             Err(e) => {
                 counters.dropped(reason, 1, items);
                 log_once(lane, LOG_SPOOL_FAILED, || {
@@ -677,6 +684,7 @@ async fn send(
                 s.items_sent += items;
                 s.bytes_sent += body.bytes.len() as u64;
                 s.last_success = Some(now);
+                job.payload.on_delivered();
                 return false;
             }
             Outcome::Retriable { cause, message } => {

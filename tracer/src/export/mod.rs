@@ -3,10 +3,12 @@
 
 mod encode;
 mod info;
+mod ledger;
 mod transport;
 mod worker;
 
 pub(crate) use encode::EncodeContext;
+pub(crate) use ledger::{Ledger, LedgerDrop};
 #[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
 pub(crate) use worker::on_export_thread;
 pub(crate) use worker::{Control, WorkerHandle, spawn};

@@ -91,6 +91,7 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
         // an empty payload (the spans of the payload being built are lost, and counted).
         while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
             let lost = worker.payload.spans();
+            worker.tracer.ledger.lost();
             worker
                 .tracer
                 .counters
@@ -238,6 +239,7 @@ impl Worker {
             self.p0_pending.1 += n;
             self.tracer.counters.p0_traces_dropped.fetch_add(1, Relaxed);
             self.tracer.counters.p0_spans_dropped.fetch_add(n, Relaxed);
+            (self.tracer.ledger).dropped(super::LedgerDrop::ClientP0, &chunk.spans, &self.ctx.service);
             for span in chunk.spans {
                 self.returns.give(&self.tracer.pool, span);
             }
@@ -248,6 +250,7 @@ impl Worker {
             tags: chunk.trace.as_ref().map(|t| &t.tags),
         };
         self.payload.push_chunk(&chunk.spans, header, &self.ctx);
+        self.tracer.ledger.add(&chunk.spans, &self.ctx.service);
         for span in chunk.spans {
             self.returns.give(&self.tracer.pool, span);
         }
@@ -416,7 +419,7 @@ impl Worker {
         self.last_send = Instant::now();
         // An empty payload still goes out when it is the only way to tell the agent about
         // dropped P0 traces (as ddtrace does).
-        if self.payload.is_empty() && self.p0_pending == (0, 0) {
+        if self.payload.is_empty() && self.p0_pending == (0, 0) && !self.tracer.ledger.report_due(Instant::now()) {
             return Ok(());
         }
         let payload = std::mem::replace(&mut self.payload, Payload::new(self.format));
@@ -424,11 +427,14 @@ impl Worker {
         let (traces, spans) = (payload.traces(), payload.spans());
         let body = Bytes::from(payload.finish());
         let p0 = std::mem::take(&mut self.p0_pending);
-        let headers = self.headers(traces, p0);
+        let mut headers = self.headers(traces, p0);
+        // The span ledger's report (export/ledger.rs): the one place it joins the headers.
+        headers.push((super::ledger::HEADER, self.ledger_header()));
         let cfg = &self.tracer.config;
         let counters = &self.tracer.counters;
         let problems = &self.tracer.problems;
         let mut attempt = 0u32;
+        let mut last_status = None;
         let failure = loop {
             let now = Instant::now();
             if now >= deadline {
@@ -444,12 +450,14 @@ impl Worker {
                     counters.traces_sent.fetch_add(u64::from(traces), Relaxed);
                     counters.spans_sent.fetch_add(spans, Relaxed);
                     counters.bytes_sent.fetch_add(body.len() as u64, Relaxed);
+                    self.tracer.ledger.acked();
                     problems.clear(Problem::AgentUnreachable, "the agent is reachable again");
                     problems.clear(Problem::AgentRejected, "the agent accepts traces again");
                     self.on_reply(&resp);
                     return Ok(());
                 }
                 Ok(resp) => {
+                    last_status = Some(resp.status);
                     if matches!(resp.status, 404 | 415) && path == Format::V05.path() {
                         // The agent does not take v0.5 after all: v0.4 from now on.
                         self.use_format(Format::V04);
@@ -470,7 +478,10 @@ impl Worker {
                         ),
                     )
                 }
-                Err(e) => (true, (Problem::AgentUnreachable, describe(&e))),
+                Err(e) => {
+                    last_status = None;
+                    (true, (Problem::AgentUnreachable, describe(&e)))
+                }
             };
             if !retryable || attempt >= cfg.send_retries {
                 let (problem, msg) = reason;
@@ -485,6 +496,7 @@ impl Worker {
                 Duration::from_millis(50u64 << attempt.min(6)).min(deadline.saturating_duration_since(Instant::now()));
             thread::sleep(backoff);
         };
+        self.tracer.ledger.failed(last_status, Instant::now());
         // The next payload tells the agent about these P0 drops instead.
         self.p0_pending.0 += p0.0;
         self.p0_pending.1 += p0.1;
@@ -495,6 +507,17 @@ impl Worker {
         counters.spans_dropped_send_failed.fetch_add(spans, Relaxed);
         counters.set_last_error(&failure);
         Err(FlushError::Send(failure))
+    }
+
+    /// Seals the ledger's in-flight payload and renders its report.
+    fn ledger_header(&self) -> String {
+        let c = &self.tracer.counters;
+        let totals = super::ledger::Totals {
+            created: c.app.created(),
+            finished: c.app.finished(),
+            too_large: c.spans_dropped_trace_too_large.load(Relaxed),
+        };
+        self.tracer.ledger.seal(&self.ctx.runtime_id, totals)
     }
 
     fn on_reply(&mut self, resp: &AgentResponse) {

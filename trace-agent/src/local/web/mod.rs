@@ -19,6 +19,7 @@
 //! rebinding); queries run on blocking threads, never on the runtime's workers.
 
 pub mod html;
+pub mod ledger;
 pub mod pages;
 pub mod product;
 
@@ -201,6 +202,7 @@ enum Route {
     MonitorEvents,
     Downtimes,
     Status,
+    Ledger,
 }
 
 /// `(route, is_api)`, `None` for an unknown or malformed path.
@@ -227,6 +229,7 @@ fn route(path: &str) -> Option<(Route, bool)> {
         ["monitors"] => Route::Monitors,
         ["monitors", "events"] if api => Route::MonitorEvents,
         ["downtimes"] if api => Route::Downtimes,
+        ["ledger"] => Route::Ledger,
         _ => return None,
     };
     Some((r, api))
@@ -644,6 +647,21 @@ fn render(ctx: &Ctx, route: &Route, api: bool, params: &[(String, String)], now_
                 &|f| product::monitors(f, &statuses, &events, &downtimes, &hooks),
             )
         }
+        Route::Ledger => {
+            let snapshot = store.ledger_snapshot();
+            if api {
+                return json(StatusCode::OK, &snapshot);
+            }
+            build(
+                frame(
+                    "Span ledger",
+                    vec![("Ledger".to_owned(), "/ledger".to_owned())],
+                    "/ledger".to_owned(),
+                    None,
+                ),
+                &|f| ledger::ledger(f, snapshot.as_ref()),
+            )
+        }
         Route::MonitorEvents => json(StatusCode::OK, &ctx.monitors.events()),
         Route::Downtimes => json(StatusCode::OK, &ctx.monitors.downtimes()),
         Route::Trace(id) => {
@@ -704,6 +722,8 @@ mod tests {
         assert_eq!(route("/api/v1/service-map"), Some((Route::ServiceMap, true)));
         assert_eq!(route("/map"), Some((Route::ServiceMap, false)));
         assert_eq!(route("/monitors"), Some((Route::Monitors, false)));
+        assert_eq!(route("/ledger"), Some((Route::Ledger, false)));
+        assert_eq!(route("/api/v1/ledger"), Some((Route::Ledger, true)));
         assert_eq!(route("/api/v1/monitors/events"), Some((Route::MonitorEvents, true)));
         assert_eq!(
             route("/api/v1/services/a/resources/b/versions"),

@@ -160,7 +160,7 @@ pub fn page(f: &Frame<'_>, body: &str) -> String {
          <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
          <title>{title} · trace-agent</title><style>{CSS}</style></head><body>\
          <header><a href=\"/{window_q}\">trace-agent · local</a><nav class=\"main\"><a href=\"/search{window_q}\">Search</a>\
-         <a href=\"/map{window_q}\">Map</a><a href=\"/monitors\">Monitors</a></nav><span class=\"crumbs\"><a href=\"/{window_q}\">Services</a>{crumbs}</span>\
+         <a href=\"/map{window_q}\">Map</a><a href=\"/monitors\">Monitors</a><a href=\"/ledger\">Ledger</a></nav><span class=\"crumbs\"><a href=\"/{window_q}\">Services</a>{crumbs}</span>\
          <span class=\"right\">{windows}</span></header><main>{banner}<h1>{title}</h1>{body}</main>\
          <footer>Store: {mode} · {size:.1} MiB used at the last retention run (cap {max:.0} MiB) · retention {ret} h · {spans} spans and {groups} stats \
          groups written since start · {dropped} payloads dropped · page generated {now} UTC · \

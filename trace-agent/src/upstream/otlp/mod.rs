@@ -205,6 +205,14 @@ impl OtlpWriter {
 struct OtlpJob(Batch);
 
 impl Payload for OtlpJob {
+    fn on_delivered(&self) {
+        self.0.ledger.delivered();
+    }
+
+    fn on_spooled(&self) {
+        self.0.ledger.spooled();
+    }
+
     fn items(&self) -> u64 {
         self.0.chunks
     }
@@ -250,6 +258,10 @@ impl Upstream for OtlpWriter {
         for batch in inner.batcher.add(payload) {
             inner.traces.submit(Job::new(OtlpJob(batch)));
         }
+    }
+
+    fn attach_ledger(&self, ledger: Arc<crate::ledger::Ledger>) {
+        self.inner.batcher.attach_ledger(ledger, "otlp");
     }
 
     fn send_stats(&self, _payload: Arc<pb::StatsPayload>) {}
