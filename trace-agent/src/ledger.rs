@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::{Deserialize, Serialize};
 
 use crate::process::normalize::normalize_service;
-use crate::upstream::pb;
+use libdd_trace_protobuf::pb;
 
 /// The request header carrying a tracer's report.
 pub const HEADER: &str = "x-span-ledger";
@@ -402,7 +402,7 @@ impl Ledger {
             report.runtime_id.clone(),
             Runtime {
                 report,
-                lang: crate::status::truncate(lang, 32).to_owned(),
+                lang: crate::text::truncate(lang, 32).to_owned(),
                 status,
                 first_acked,
                 touched: tick,

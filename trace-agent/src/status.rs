@@ -9,6 +9,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::SinkCounters;
+use crate::text::truncate;
 
 /// Receiver dimensions: who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -34,18 +35,6 @@ pub const OTHER_SERVICE: &str = "(other services)";
 pub const MAX_KEY_LEN: usize = 100;
 /// Longest last-error message kept (bytes).
 pub const MAX_ERROR_LEN: usize = 1024;
-
-/// `s` cut to at most `max` bytes on a character boundary.
-pub fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
 
 /// Received counts for one [`TracerKey`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
