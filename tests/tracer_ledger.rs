@@ -290,3 +290,34 @@ fn ddtrace_without_a_ledger_shows_not_reported() {
     tracer.shutdown(Duration::from_secs(10)).unwrap();
     rt.block_on(agent.shutdown());
 }
+
+#[test]
+fn otlp_spans_are_in_the_ledger_as_not_reported() {
+    let rt = runtime();
+    let mut config = local_config("ledger_otlp", apm::free_port());
+    config.otlp_receiver.http_endpoint = Some("127.0.0.1:0".to_owned());
+    let agent = rt.block_on(trace_agent::start(config)).unwrap();
+    let addr = agent.otlp_http_addr().expect("OTLP/HTTP on");
+    let body = serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otlp-svc"}}]},
+        "scopeSpans": [{"spans": [
+            {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "root",
+             "kind": 2, "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000100000000"},
+            {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203332", "parentSpanId": "b7ad6b7169203331",
+             "name": "child", "startTimeUnixNano": "1700000000000000000", "endTimeUnixNano": "1700000000050000000"}
+        ]}]
+    }]});
+    let (code, reply) = apm::http_request(
+        addr,
+        "POST",
+        "/v1/traces",
+        &[("Content-Type", "application/json")],
+        body.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&reply));
+    let s = wait_for(&agent, "otlp-svc", |s| s.balanced);
+    assert!(s.tracer.is_none());
+    assert_eq!((s.received, s.kept, s.writers[0].delivered), (2, 2, 2), "{s:#?}");
+    rt.block_on(agent.shutdown());
+}

@@ -342,6 +342,18 @@ pub async fn ingest(
             bytes,
         );
     }
+    // The span ledger (`crate::ledger`): received and what survived processing, per service.
+    let survived: Vec<(String, u64)> = payloads
+        .iter()
+        .flat_map(|(p, _)| crate::ledger::count_payload(p.get()))
+        .collect();
+    let mut reasons: Vec<&str> = reports
+        .iter()
+        .flat_map(|r| r.dropped.keys().map(|k| k.as_str()))
+        .collect();
+    reasons.sort_unstable();
+    reasons.dedup();
+    (state.stats.forward.ledger).received("", &per_service, &survived, &reasons, false);
     for report in &reports {
         for (reason, (traces, spans)) in &report.dropped {
             state.stats.record_drop(reason.as_str(), 0, *traces, *spans);
