@@ -262,12 +262,18 @@ impl TracerInner {
     }
 
     pub(crate) fn encode_context(&self) -> EncodeContext {
+        let shared = |s: &String| Str::from(s.clone()).into_shared();
         EncodeContext {
-            service: self.config.service.clone(),
-            env: self.config.env.clone(),
-            version: self.config.version.clone(),
-            global_tags: self.config.global_tags.clone(),
-            runtime_id: self.runtime_id.clone(),
+            service: self.service.clone(),
+            env: self.config.env.as_ref().map(shared),
+            version: self.config.version.as_ref().map(shared),
+            global_tags: self
+                .config
+                .global_tags
+                .iter()
+                .map(|(k, v)| (shared(k), shared(v)))
+                .collect(),
+            runtime_id: shared(&self.runtime_id),
             process_id: f64::from(std::process::id()),
             native_span_events: false,
         }

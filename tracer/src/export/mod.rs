@@ -3,6 +3,7 @@
 
 mod encode;
 mod info;
+mod stages;
 mod transport;
 mod worker;
 
