@@ -37,7 +37,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{Span as _, TracerProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 
@@ -750,8 +750,60 @@ fn ratio_row(ours: &Figures, peer: &Figures) {
     );
 }
 
+/// `--callgrind <subject> <root|tree> <traces>`: only that subject, `traces` traces back
+/// to back after a warm-up, then a flush; for `valgrind --tool=callgrind
+/// --separate-threads=yes`, where two runs with different counts give the instructions
+/// per trace on the application thread and on the export thread (see README).
+fn callgrind(args: &[String]) {
+    let subject = args.first().map_or("ours", String::as_str);
+    let workload = match args.get(1).map(String::as_str) {
+        Some("tree") => Workload::Tree,
+        _ => Workload::Root,
+    };
+    let traces: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let s = match subject {
+        "bridge" => subject_bridge(),
+        "layer" => subject_layer(),
+        "sdk" => subject_sdk("OTel SDK + BSP"),
+        "tracing-otel" => subject_tracing_otel(),
+        _ => subject_ours(),
+    };
+    let make: &dyn Fn() = match workload {
+        Workload::Root => &*s.root,
+        Workload::Tree => &*s.tree,
+    };
+    (s.scope)(&mut || {
+        for _ in 0..1000 {
+            make();
+        }
+        (s.flush)();
+        // Small batches with a flush after each keep the queue from overflowing under
+        // valgrind's serialised threads.
+        let mut left = traces;
+        while left > 0 {
+            let n = left.min(500);
+            for _ in 0..n {
+                make();
+            }
+            (s.flush)();
+            left -= n;
+        }
+    });
+    println!(
+        "{} {}: {} traces, {} spans delivered",
+        s.name,
+        workload.label(),
+        traces + 1000,
+        s.delivered_spans(workload.spans())
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--callgrind") {
+        callgrind(args.get(i + 1..).unwrap_or_default());
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick" || a == "--test")
         || std::env::var_os("SPAN_LOAD_QUICK").is_some_and(|v| v == "1");
     // `cargo bench` passes `--bench`; any other filter argument is ignored.
