@@ -213,10 +213,11 @@ impl PoolReturn {
 /// Shards of the chunk queue: each application thread writes to one (by its
 /// [`stripe`](crate::health::stripe)), so threads finishing traces at once do not contend
 /// on one tail; the worker drains them all.
-const SHARDS: usize = 4;
+pub(crate) const SHARDS: usize = 4;
 
 /// The bounded queue between application threads and the export worker: [`SHARDS`]
-/// lock-free array queues of `capacity` chunks each.
+/// lock-free array queues of `capacity` chunks each; a thread whose shard is full pushes
+/// into the others.
 #[derive(Debug)]
 pub(crate) struct ChunkQueue {
     shards: Box<[CachePadded<ArrayQueue<Chunk>>]>,

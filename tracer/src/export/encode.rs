@@ -113,7 +113,7 @@ impl Payload {
     /// Appends one chunk as one trace.
     pub(crate) fn push_chunk(&mut self, spans: &[SpanBox], header: ChunkHeader<'_>, ctx: &EncodeContext) {
         let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
-        let _ = rmp::encode::write_array_len(&mut self.buf, len);
+        mp::array_len(&mut self.buf, len);
         for (i, span) in spans.iter().enumerate() {
             let mut out = Out {
                 buf: &mut self.buf,
@@ -136,9 +136,9 @@ impl Payload {
             None => self.buf,
             Some(table) => {
                 let mut out = Vec::with_capacity(16 + table.encoded.len() + self.buf.len());
-                let _ = rmp::encode::write_array_len(&mut out, 2);
+                mp::array_len(&mut out, 2);
                 let strings = u32::try_from(table.len()).unwrap_or(u32::MAX);
-                let _ = rmp::encode::write_array_len(&mut out, strings);
+                mp::array_len(&mut out, strings);
                 out.extend_from_slice(&table.encoded);
                 out.extend_from_slice(&self.buf);
                 out
@@ -162,7 +162,7 @@ impl Out<'_> {
             None => write_str(self.buf, s.as_str()),
             Some(t) => {
                 let i = t.intern_text(s);
-                let _ = rmp::encode::write_uint(self.buf, u64::from(i));
+                mp::uint(self.buf, u64::from(i));
             }
         }
     }
@@ -177,7 +177,7 @@ impl Out<'_> {
     /// A metrics key: inline (v0.4) or an index (v0.5); the value is always a float.
     fn metric<'t>(&mut self, key: impl Into<Text<'t>>, value: f64) {
         self.string(key);
-        let _ = rmp::encode::write_f64(self.buf, value);
+        mp::f64(self.buf, value);
     }
 }
 
@@ -210,7 +210,7 @@ fn last_of_key<T>(items: &[(crate::span::Str, T)]) -> SmallVec<[bool; 16]> {
 }
 
 fn write_str(buf: &mut Vec<u8>, s: &str) {
-    let _ = rmp::encode::write_str(buf, s);
+    mp::str(buf, s);
 }
 
 /// Tag keys the worker may add to a span, a bit each: one pass over the span's own tags
@@ -432,20 +432,20 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     let span_type = span.span_type.as_ref().map_or(Text::Static(""), Text::from);
 
     if v05 {
-        let _ = rmp::encode::write_array_len(out.buf, 12);
+        mp::array_len(out.buf, 12);
         out.string(service);
         out.string(&span.name);
         out.string(resource);
     } else {
         let fields = 12 + u32::from(native_links) + u32::from(native_events);
-        let _ = rmp::encode::write_map_len(out.buf, fields);
+        mp::map_len(out.buf, fields);
     }
     out.field("trace_id");
-    let _ = rmp::encode::write_uint(out.buf, span.trace_id.low());
+    mp::uint(out.buf, span.trace_id.low());
     out.field("span_id");
-    let _ = rmp::encode::write_uint(out.buf, span.span_id.to_u64());
+    mp::uint(out.buf, span.span_id.to_u64());
     out.field("parent_id");
-    let _ = rmp::encode::write_uint(out.buf, span.parent_id.to_u64());
+    mp::uint(out.buf, span.parent_id.to_u64());
     if !v05 {
         out.field("name");
         out.string(&span.name);
@@ -457,13 +457,13 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
         out.string(span_type);
     }
     out.field("start");
-    let _ = rmp::encode::write_sint(out.buf, span.start);
+    mp::sint(out.buf, span.start);
     out.field("duration");
-    let _ = rmp::encode::write_sint(out.buf, span.duration.max(0));
+    mp::sint(out.buf, span.duration.max(0));
     out.field("error");
-    let _ = rmp::encode::write_uint(out.buf, u64::from(span.error));
+    mp::uint(out.buf, u64::from(span.error));
     out.field("meta");
-    let _ = rmp::encode::write_map_len(out.buf, meta_len);
+    mp::map_len(out.buf, meta_len);
     for ((k, v), _) in span.meta.iter().zip(&keep_meta).filter(|(_, keep)| **keep) {
         out.string(k);
         out.string(v);
@@ -473,7 +473,7 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
         out.string(*v);
     }
     out.field("metrics");
-    let _ = rmp::encode::write_map_len(out.buf, metrics_len);
+    mp::map_len(out.buf, metrics_len);
     for ((k, v), _) in span.metrics.iter().zip(&keep_metrics).filter(|(_, keep)| **keep) {
         out.metric(k, *v);
     }
@@ -492,6 +492,7 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
 }
 
 mod links;
+mod mp;
 mod table;
 #[cfg(test)]
 mod tests;

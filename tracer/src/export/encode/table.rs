@@ -162,7 +162,7 @@ impl StringTable {
             return *i;
         }
         let i = u32::try_from(self.index.len()).unwrap_or(u32::MAX);
-        let _ = rmp::encode::write_str(&mut self.encoded, s);
+        super::mp::str(&mut self.encoded, s);
         self.index.insert(s.into(), i);
         i
     }
