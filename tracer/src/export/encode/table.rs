@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use crate::span::Str;
 
 /// Slots of the address cache (a power of two).
-const CACHE_SLOTS: usize = 256;
+const CACHE_SLOTS: usize = 1024;
 
 #[derive(Debug, Clone, Default)]
 struct Slot {
@@ -175,7 +175,7 @@ impl StringTable {
             Text::Static(s) => (s.as_ptr() as usize, s.len()),
             Text::Shared(s) => (s.as_ptr() as usize, s.len()),
         };
-        let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 24) & (CACHE_SLOTS - 1);
+        let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 20) & (CACHE_SLOTS - 1);
         if let Some(hit) = self.cache.get(slot) {
             if hit.addr == addr && hit.len == len && addr != 0 {
                 return hit.index;
