@@ -99,7 +99,8 @@ impl Encoder {
         let flush_size = self.tracer.config.flush_size;
         let mut taken = 0usize;
         loop {
-            if self.payload.size() >= flush_size {
+            // (A payload holds at least one chunk, whatever `flush_size`.)
+            if !self.payload.is_empty() && self.payload.size() >= flush_size {
                 return Drained::Full;
             }
             if taken >= max {
@@ -184,4 +185,73 @@ fn must_keep(spans: &[SpanBox]) -> bool {
     spans
         .iter()
         .any(|s| s.error || s.metric("_dd.span_sampling.mechanism").is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Tracer, TracerConfig};
+
+    fn encoder(config: TracerConfig) -> (Tracer, Encoder) {
+        let t = Tracer::without_worker(config);
+        let enc = Encoder::new(t.inner(), Format::V05, t.inner().encode_context());
+        (t, enc)
+    }
+
+    #[test]
+    fn drains_in_steps_and_stops_at_empty() {
+        let (t, mut enc) = encoder(TracerConfig::default());
+        for _ in 0..3 {
+            drop(t.span("op").start());
+        }
+        assert_eq!(enc.drain_some(2), Drained::More);
+        assert_eq!(enc.payload.traces(), 2);
+        assert_eq!(enc.drain_some(usize::MAX), Drained::Empty);
+        assert_eq!((enc.payload.traces(), enc.payload.spans()), (3, 3));
+        let sent = enc.take_payload();
+        assert_eq!(sent.traces(), 3);
+        assert!(enc.payload.is_empty());
+    }
+
+    #[test]
+    fn stops_when_the_payload_is_full() {
+        let (t, mut enc) = encoder(TracerConfig::default().with_flush_size(1));
+        drop(t.span("a").start());
+        drop(t.span("b").start());
+        assert_eq!(enc.drain_some(usize::MAX), Drained::Full, "a payload at flush_size");
+        assert_eq!(enc.payload.traces(), 1);
+        let _ = enc.take_payload();
+        assert_eq!(enc.drain_some(usize::MAX), Drained::Full);
+        let _ = enc.take_payload();
+        assert_eq!(enc.drain_some(usize::MAX), Drained::Empty);
+    }
+
+    #[test]
+    fn agent_rate_changes_reach_cached_decisions() {
+        use crate::sampling::{AUTO_KEEP, AUTO_REJECT, AgentRates, Mechanism};
+        let (t, mut enc) = encoder(TracerConfig::default().with_service("web").with_env("prod"));
+        let take = |enc: &mut Encoder| {
+            drop(t.span("op").start());
+            let chunk = t.inner().queue.pop();
+            chunk.map(|c| {
+                let root = c.spans.first().cloned();
+                root.map(|r| enc.sample(&c, &r))
+            })
+        };
+        let first = take(&mut enc).flatten();
+        assert_eq!(
+            first.map(|d| (d.priority, d.mechanism)),
+            Some((AUTO_KEEP, Mechanism::Default))
+        );
+        let zero = AgentRates::from_response(br#"{"rate_by_service":{"service:web,env:prod":0}}"#)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        t.inner().sampler.set_agent_rates(zero);
+        let second = take(&mut enc).flatten();
+        assert_eq!(
+            second.map(|d| (d.priority, d.mechanism, d.agent_rate)),
+            Some((AUTO_REJECT, Mechanism::AgentRate, Some(0.0)))
+        );
+    }
 }

@@ -147,6 +147,24 @@ impl Worker {
                     result = sent;
                 }
             }
+            // Chunks drained while that payload was on its way: at shutdown they are sent
+            // too (no new ones come: spans finished after shutdown are dropped and counted).
+            while shutdown.is_some() && !self.enc.payload.is_empty() {
+                let sent = self.send(deadline);
+                if sent.is_err() {
+                    if result.is_ok() {
+                        result = sent;
+                    }
+                    // The agent is failing: what is left is dropped, and counted.
+                    let left = self.enc.take_payload();
+                    let counters = &self.tracer.counters;
+                    counters.spans_dropped_send_failed.fetch_add(left.spans(), Relaxed);
+                    counters
+                        .traces_dropped_send_failed
+                        .fetch_add(u64::from(left.traces()), Relaxed);
+                    break;
+                }
+            }
             // Buckets that are over (every bucket when asked to flush or stop).
             self.send_stats(forced, deadline);
             for reply in flushes {
