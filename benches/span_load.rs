@@ -419,7 +419,7 @@ struct Subject {
     /// Sends everything finished so far; returns once the sink has it.
     flush: Box<dyn Fn()>,
     /// Runs the closure with the subject's `tracing` dispatcher (if any) as the default.
-    scope: Box<dyn Fn(&mut dyn FnMut())>,
+    scope: Scope,
     /// Prefix of the export thread's name (15 characters at most on Linux).
     export_thread: &'static str,
     /// Whether the sink counts traces (Datadog protocol) or spans (OTLP).
@@ -439,12 +439,15 @@ impl Subject {
 const OURS_THREAD: &str = "dd-trace-export";
 const SDK_THREAD: &str = "OpenTelemetry.T";
 
-fn no_scope() -> Box<dyn Fn(&mut dyn FnMut())> {
+/// Runs a closure in a subject's context.
+type Scope = Box<dyn Fn(&mut dyn FnMut())>;
+
+fn no_scope() -> Scope {
     Box::new(|f| f())
 }
 
-fn dispatch_scope(d: tracing::Dispatch) -> Box<dyn Fn(&mut dyn FnMut())> {
-    Box::new(move |f| tracing::dispatcher::with_default(&d, || f()))
+fn dispatch_scope(d: tracing::Dispatch) -> Scope {
+    Box::new(move |f| tracing::dispatcher::with_default(&d, f))
 }
 
 fn ours_flush(t: tracer::Tracer) -> Box<dyn Fn()> {
