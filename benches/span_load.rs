@@ -832,6 +832,7 @@ fn main() {
         (subject_layer(), subject_tracing_otel()),
     ];
 
+    let mut broken = Vec::new();
     println!(
         "span_load ({} mode): continuous {:?} x {} passes (median), paced 10 k traces/s in bursts of 32 for {:?}",
         if quick { "quick" } else { "full" },
@@ -850,6 +851,11 @@ fn main() {
             row(ours.name, &a);
             row(peer.name, &b);
             ratio_row(&a, &b);
+            for (s, f) in [(ours, &a), (peer, &b)] {
+                if f.flood_lost_pct >= 100.0 {
+                    broken.push(format!("{}: nothing reached the sink ({})", s.name, w.label()));
+                }
+            }
         }
     }
 
@@ -860,8 +866,13 @@ fn main() {
     );
     println!("| subject                | offered/s | achieved/s | created | delivered | lost % |");
     println!("|---|---|---|---|---|---|");
+    let mut done = Vec::new();
     for (ours, peer) in &pairs {
         for s in [ours, peer] {
+            if done.contains(&s.name) {
+                continue;
+            }
+            done.push(s.name);
             for rate in [250_000, 500_000, 1_000_000] {
                 let o = offered(s, rate, set.offered);
                 println!(
@@ -875,5 +886,12 @@ fn main() {
                 );
             }
         }
+    }
+    if !broken.is_empty() {
+        println!();
+        for b in &broken {
+            println!("BROKEN: {b}");
+        }
+        std::process::exit(1);
     }
 }
