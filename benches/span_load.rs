@@ -198,6 +198,9 @@ fn serve(stream: std::net::TcpStream, traces: &AtomicU64, spans: &AtomicU64) {
         if r.read_exact(&mut body).is_err() {
             return;
         }
+        // Counted before the answer: what a flush waited for is counted when it returns.
+        traces.fetch_add(t, Relaxed);
+        spans.fetch_add(s, Relaxed);
         let reply = if is_info { INFO } else { "{}" };
         let ok = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{reply}",
@@ -206,9 +209,6 @@ fn serve(stream: std::net::TcpStream, traces: &AtomicU64, spans: &AtomicU64) {
         if r.get_mut().write_all(ok.as_bytes()).is_err() {
             return;
         }
-        // Counted once answered: what a flush waited for is counted when it returns.
-        traces.fetch_add(t, Relaxed);
-        spans.fetch_add(s, Relaxed);
     }
 }
 
