@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::buffer::{Chunk, ChunkQueue, ChunkSpans, SpanPool, TraceState};
+use crate::buffer::{Chunk, ChunkQueue, ChunkSpans, SHARDS, SpanPool, TraceState};
 use crate::config::{ConfigError, TracerConfig};
 use crate::export::{self, Control, EncodeContext, FlushError, WorkerHandle};
 use crate::health::{AppCounters, Counters, Health, Problem, ProblemLog};
@@ -244,8 +244,9 @@ impl TracerInner {
         );
         Box::leak(Box::new(Self {
             service: Str::from(config.service.clone()).into_shared(),
-            queue: ChunkQueue::new(config.queue_capacity),
-            pool: SpanPool::new(config.queue_capacity.saturating_mul(4).clamp(64, 64 * 1024)),
+            // `queue_capacity` chunks in all, spread over the shards.
+            queue: ChunkQueue::new(config.queue_capacity.div_ceil(SHARDS)),
+            pool: SpanPool::new(config.queue_capacity.clamp(64, 16 * 1024)),
             sampler,
             counters: Counters::default(),
             problems: ProblemLog::default(),
@@ -265,12 +266,18 @@ impl TracerInner {
     }
 
     pub(crate) fn encode_context(&self) -> EncodeContext {
+        let shared = |s: &String| Str::from(s.clone()).into_shared();
         EncodeContext {
-            service: self.config.service.clone(),
-            env: self.config.env.clone(),
-            version: self.config.version.clone(),
-            global_tags: self.config.global_tags.clone(),
-            runtime_id: self.runtime_id.clone(),
+            service: self.service.clone(),
+            env: self.config.env.as_ref().map(shared),
+            version: self.config.version.as_ref().map(shared),
+            global_tags: self
+                .config
+                .global_tags
+                .iter()
+                .map(|(k, v)| (shared(k), shared(v)))
+                .collect(),
+            runtime_id: shared(&self.runtime_id),
             process_id: f64::from(std::process::id()),
             native_span_events: false,
         }

@@ -213,10 +213,11 @@ impl PoolReturn {
 /// Shards of the chunk queue: each application thread writes to one (by its
 /// [`stripe`](crate::health::stripe)), so threads finishing traces at once do not contend
 /// on one tail; the worker drains them all.
-const SHARDS: usize = 4;
+pub(crate) const SHARDS: usize = 4;
 
 /// The bounded queue between application threads and the export worker: [`SHARDS`]
-/// lock-free array queues of `capacity` chunks each.
+/// lock-free array queues of `capacity` chunks each; a thread whose shard is full pushes
+/// into the others.
 #[derive(Debug)]
 pub(crate) struct ChunkQueue {
     shards: Box<[CachePadded<ArrayQueue<Chunk>>]>,
@@ -239,10 +240,25 @@ impl ChunkQueue {
     /// Pushes without blocking. `Ok(true)` when the thread's shard is half full and the
     /// worker should be woken (reported once until the worker has drained).
     pub(crate) fn push(&self, chunk: Chunk) -> Result<bool, Chunk> {
-        let Some(shard) = self.shards.get(crate::health::stripe() % SHARDS) else {
+        let home = crate::health::stripe() % SHARDS;
+        let Some(shard) = self.shards.get(home) else {
             return Err(chunk);
         };
-        shard.push(chunk)?;
+        if let Err(rejected) = shard.push(chunk) {
+            // The thread's shard is full: the others take the overflow (the queue's whole
+            // capacity serves one busy thread), and the worker is woken at once.
+            let mut chunk = rejected;
+            for i in 1..SHARDS {
+                let Some(other) = self.shards.get((home + i) % SHARDS) else {
+                    continue;
+                };
+                match other.push(chunk) {
+                    Ok(()) => return Ok(!self.wake_pending.swap(true, Ordering::AcqRel)),
+                    Err(c) => chunk = c,
+                }
+            }
+            return Err(chunk);
+        }
         // Reading the length costs more than the push: look every 16 pushes of this thread
         // (or every push for tiny queues); the half-full threshold leaves room for that.
         let check = self.wake_at <= 16
@@ -329,6 +345,14 @@ mod tests {
         assert_eq!(q.push(chunk()).ok(), Some(true));
         assert_eq!(q.push(chunk()).ok(), Some(false), "already woken");
         assert!(q.push(chunk()).is_ok());
+        // This thread's shard is full: the other shards take the overflow, then the
+        // queue is full.
+        q.rearm();
+        assert_eq!(q.push(chunk()).ok(), Some(true), "overflow wakes the worker");
+        for _ in 0..(SHARDS - 1) * 4 - 1 {
+            assert!(q.push(chunk()).is_ok());
+        }
+        assert_eq!(q.len(), SHARDS * 4);
         assert!(q.push(chunk()).is_err(), "full");
         q.rearm();
         while q.pop().is_some() {}

@@ -11,22 +11,22 @@
 //! the payload's string table, `""` at index 0. Repeated strings (service, tag keys,
 //! resources) are sent once per payload.
 
-use std::collections::HashMap;
-
 use smallvec::SmallVec;
+
+use self::table::{StringTable, Text};
 
 use crate::buffer::TraceTags;
 use crate::sampling::SamplingDecision;
-use crate::span::{SpanBox, SpanData};
+use crate::span::{SpanBox, SpanData, Str};
 
 /// What the worker adds to every span: process-wide tags and identity.
 #[derive(Debug, Clone)]
 pub(crate) struct EncodeContext {
-    pub(crate) service: String,
-    pub(crate) env: Option<String>,
-    pub(crate) version: Option<String>,
-    pub(crate) global_tags: Vec<(String, String)>,
-    pub(crate) runtime_id: String,
+    pub(crate) service: Str,
+    pub(crate) env: Option<Str>,
+    pub(crate) version: Option<Str>,
+    pub(crate) global_tags: Vec<(Str, Str)>,
+    pub(crate) runtime_id: Str,
     pub(crate) process_id: f64,
     /// The agent's `/info` says `span_events: true`: v0.4 spans carry `span_events`
     /// natively (else, and always in v0.5, the `events` JSON tag).
@@ -60,34 +60,6 @@ impl Format {
     }
 }
 
-/// The v0.5 string table: each distinct string once, in first-use order.
-#[derive(Debug)]
-struct StringTable {
-    index: HashMap<Box<str>, u32>,
-    encoded: Vec<u8>,
-}
-
-impl StringTable {
-    fn new() -> Self {
-        let mut t = Self {
-            index: HashMap::new(),
-            encoded: Vec::with_capacity(4096),
-        };
-        t.intern("");
-        t
-    }
-
-    fn intern(&mut self, s: &str) -> u32 {
-        if let Some(i) = self.index.get(s) {
-            return *i;
-        }
-        let i = u32::try_from(self.index.len()).unwrap_or(u32::MAX);
-        write_str(&mut self.encoded, s);
-        self.index.insert(s.into(), i);
-        i
-    }
-}
-
 /// A payload under construction.
 #[derive(Debug)]
 pub(crate) struct Payload {
@@ -100,7 +72,12 @@ pub(crate) struct Payload {
 
 impl Payload {
     pub(crate) fn new(format: Format) -> Self {
-        let mut buf = Vec::with_capacity(64 * 1024);
+        Self::with_capacity(format, 0)
+    }
+
+    /// An empty payload with room for `bytes` (the previous payload's size, say).
+    pub(crate) fn with_capacity(format: Format, bytes: usize) -> Self {
+        let mut buf = Vec::with_capacity(bytes.clamp(64 * 1024, 4 * 1024 * 1024));
         buf.resize(HEADER_LEN, 0);
         let table = (format == Format::V05).then(StringTable::new);
         Self {
@@ -136,7 +113,7 @@ impl Payload {
     /// Appends one chunk as one trace.
     pub(crate) fn push_chunk(&mut self, spans: &[SpanBox], header: ChunkHeader<'_>, ctx: &EncodeContext) {
         let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
-        let _ = rmp::encode::write_array_len(&mut self.buf, len);
+        mp::array_len(&mut self.buf, len);
         for (i, span) in spans.iter().enumerate() {
             let mut out = Out {
                 buf: &mut self.buf,
@@ -159,9 +136,9 @@ impl Payload {
             None => self.buf,
             Some(table) => {
                 let mut out = Vec::with_capacity(16 + table.encoded.len() + self.buf.len());
-                let _ = rmp::encode::write_array_len(&mut out, 2);
-                let strings = u32::try_from(table.index.len()).unwrap_or(u32::MAX);
-                let _ = rmp::encode::write_array_len(&mut out, strings);
+                mp::array_len(&mut out, 2);
+                let strings = u32::try_from(table.len()).unwrap_or(u32::MAX);
+                mp::array_len(&mut out, strings);
                 out.extend_from_slice(&table.encoded);
                 out.extend_from_slice(&self.buf);
                 out
@@ -178,12 +155,14 @@ struct Out<'a> {
 
 impl Out<'_> {
     /// A string: inline (v0.4) or as its string-table index (v0.5).
-    fn string(&mut self, s: &str) {
+    #[inline]
+    fn string<'t>(&mut self, s: impl Into<Text<'t>>) {
+        let s = s.into();
         match self.table.as_deref_mut() {
-            None => write_str(self.buf, s),
+            None => write_str(self.buf, s.as_str()),
             Some(t) => {
-                let i = t.intern(s);
-                let _ = rmp::encode::write_uint(self.buf, u64::from(i));
+                let i = t.intern_text(s);
+                mp::uint(self.buf, u64::from(i));
             }
         }
     }
@@ -196,9 +175,15 @@ impl Out<'_> {
     }
 
     /// A metrics key: inline (v0.4) or an index (v0.5); the value is always a float.
-    fn metric(&mut self, key: &str, value: f64) {
+    fn metric<'t>(&mut self, key: impl Into<Text<'t>>, value: f64) {
         self.string(key);
-        let _ = rmp::encode::write_f64(self.buf, value);
+        mp::f64(self.buf, value);
+    }
+}
+
+impl<'a> From<&'a str> for Text<'a> {
+    fn from(s: &'a str) -> Self {
+        Text::Other(s)
     }
 }
 
@@ -225,11 +210,131 @@ fn last_of_key<T>(items: &[(crate::span::Str, T)]) -> SmallVec<[bool; 16]> {
 }
 
 fn write_str(buf: &mut Vec<u8>, s: &str) {
-    let _ = rmp::encode::write_str(buf, s);
+    mp::str(buf, s);
+}
+
+/// Tag keys the worker may add to a span, a bit each: one pass over the span's own tags
+/// tells which of them it set (the span's value wins).
+mod reserved {
+    pub(super) const ENV: u16 = 1;
+    pub(super) const VERSION: u16 = 1 << 1;
+    pub(super) const LANGUAGE: u16 = 1 << 2;
+    pub(super) const RUNTIME_ID: u16 = 1 << 3;
+    pub(super) const DM: u16 = 1 << 4;
+    pub(super) const TID: u16 = 1 << 5;
+    pub(super) const ORIGIN: u16 = 1 << 6;
+    pub(super) const LINKS: u16 = 1 << 7;
+    pub(super) const EVENTS: u16 = 1 << 8;
+    pub(super) const HAS_EXCEPTION: u16 = 1 << 9;
+
+    pub(super) fn meta_bit(key: &str) -> u16 {
+        match key {
+            "env" => ENV,
+            "version" => VERSION,
+            "language" => LANGUAGE,
+            "runtime-id" => RUNTIME_ID,
+            "_dd.p.dm" => DM,
+            "_dd.p.tid" => TID,
+            "_dd.origin" => ORIGIN,
+            "_dd.span_links" => LINKS,
+            "events" => EVENTS,
+            "_dd.span_events.has_exception" => HAS_EXCEPTION,
+            _ => 0,
+        }
+    }
+
+    pub(super) const TOP_LEVEL: u8 = 1;
+    pub(super) const MEASURED: u8 = 1 << 1;
+    pub(super) const PROCESS_ID: u8 = 1 << 2;
+    pub(super) const PRIORITY: u8 = 1 << 3;
+    pub(super) const AGENT_PSR: u8 = 1 << 4;
+    pub(super) const RULE_PSR: u8 = 1 << 5;
+    pub(super) const LIMIT_PSR: u8 = 1 << 6;
+
+    pub(super) fn metric_bit(key: &str) -> u8 {
+        match key {
+            "_dd.top_level" => TOP_LEVEL,
+            "_dd.measured" => MEASURED,
+            "process_id" => PROCESS_ID,
+            "_sampling_priority_v1" => PRIORITY,
+            "_dd.agent_psr" => AGENT_PSR,
+            "_dd.rule_psr" => RULE_PSR,
+            "_dd.limit_psr" => LIMIT_PSR,
+            _ => 0,
+        }
+    }
+}
+
+/// The meta the worker adds to a span, skipping keys the span (or an earlier addition)
+/// already has.
+struct ExtraMeta<'a> {
+    items: SmallVec<[(Text<'a>, Text<'a>); 16]>,
+    /// Reserved keys present, in the span or added.
+    bits: u16,
+}
+
+impl<'a> ExtraMeta<'a> {
+    fn new(span: &SpanData) -> Self {
+        let bits = span.meta.iter().fold(0, |b, (k, _)| b | reserved::meta_bit(k));
+        Self {
+            items: SmallVec::new(),
+            bits,
+        }
+    }
+
+    /// A reserved key.
+    fn fixed(&mut self, bit: u16, key: &'static str, value: Text<'a>) {
+        if self.bits & bit == 0 {
+            self.bits |= bit;
+            self.items.push((Text::Static(key), value));
+        }
+    }
+
+    /// A key from configuration or upstream (global tags, propagated tags).
+    fn dynamic(&mut self, span: &SpanData, key: Text<'a>, value: Text<'a>) {
+        let k = key.as_str();
+        match reserved::meta_bit(k) {
+            0 => {
+                if span.meta.iter().any(|(m, _)| m.as_str() == k) || self.items.iter().any(|(e, _)| e.as_str() == k) {
+                    return;
+                }
+            }
+            bit => {
+                if self.bits & bit != 0 {
+                    return;
+                }
+                self.bits |= bit;
+            }
+        }
+        self.items.push((key, value));
+    }
+}
+
+/// The metrics the worker adds, skipping keys the span has.
+struct ExtraMetrics {
+    items: SmallVec<[(&'static str, f64); 8]>,
+    bits: u8,
+}
+
+impl ExtraMetrics {
+    fn new(span: &SpanData) -> Self {
+        let bits = span.metrics.iter().fold(0, |b, (k, _)| b | reserved::metric_bit(k));
+        Self {
+            items: SmallVec::new(),
+            bits,
+        }
+    }
+
+    fn add(&mut self, bit: u8, key: &'static str, value: f64) {
+        if self.bits & bit == 0 {
+            self.bits |= bit;
+            self.items.push((key, value));
+        }
+    }
 }
 
 fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_>>, ctx: &EncodeContext) {
-    let service = span.service.as_deref().unwrap_or(&ctx.service);
+    let service: Text<'_> = span.service.as_ref().unwrap_or(&ctx.service).into();
     let entry = span.top_level || first.is_some();
     let v05 = out.table.is_some();
     // Links: a native field in v0.4, the `_dd.span_links` JSON tag in v0.5 (as ddtrace).
@@ -242,124 +347,105 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
 
     // --- meta the worker adds, skipping keys the span set itself ---
     let mut tid_buf = [0u8; 16];
-    let mut extra: SmallVec<[(&str, &str); 16]> = SmallVec::new();
-    let has = |extra: &SmallVec<[(&str, &str); 16]>, k: &str| {
-        span.meta.iter().any(|(key, _)| key.as_str() == k) || extra.iter().any(|(key, _)| *key == k)
-    };
-    if let Some(env) = ctx.env.as_deref() {
-        if !has(&extra, "env") {
-            extra.push(("env", env));
-        }
+    let mut extra = ExtraMeta::new(span);
+    if let Some(env) = &ctx.env {
+        extra.fixed(reserved::ENV, "env", env.into());
     }
-    if let Some(version) = ctx.version.as_deref() {
-        if service == ctx.service && !has(&extra, "version") {
-            extra.push(("version", version));
+    if let Some(version) = &ctx.version {
+        if service.as_str() == ctx.service.as_str() {
+            extra.fixed(reserved::VERSION, "version", version.into());
         }
     }
     for (k, v) in &ctx.global_tags {
-        if !has(&extra, k) {
-            extra.push((k.as_str(), v.as_str()));
-        }
+        extra.dynamic(span, k.into(), v.into());
     }
     if entry {
-        if !has(&extra, "language") {
-            extra.push(("language", "rust"));
-        }
-        if !has(&extra, "runtime-id") {
-            extra.push(("runtime-id", ctx.runtime_id.as_str()));
-        }
+        extra.fixed(reserved::LANGUAGE, "language", Text::Static("rust"));
+        extra.fixed(reserved::RUNTIME_ID, "runtime-id", (&ctx.runtime_id).into());
     }
     if let Some(h) = first {
-        if h.decision.priority > 0 && !has(&extra, "_dd.p.dm") {
-            extra.push(("_dd.p.dm", h.decision.mechanism.as_dm()));
+        if h.decision.priority > 0 {
+            extra.fixed(reserved::DM, "_dd.p.dm", Text::Static(h.decision.mechanism.as_dm()));
         }
-        if span.trace_id.high() != 0 && !has(&extra, "_dd.p.tid") {
-            extra.push(("_dd.p.tid", hex16(span.trace_id.high(), &mut tid_buf)));
+        if span.trace_id.high() != 0 {
+            extra.fixed(
+                reserved::TID,
+                "_dd.p.tid",
+                Text::Other(hex16(span.trace_id.high(), &mut tid_buf)),
+            );
         }
         if let Some(tags) = h.tags {
-            if let Some(origin) = tags.origin.as_deref() {
-                if !has(&extra, "_dd.origin") {
-                    extra.push(("_dd.origin", origin));
-                }
+            if let Some(origin) = &tags.origin {
+                extra.fixed(reserved::ORIGIN, "_dd.origin", origin.into());
             }
             for (k, v) in &tags.propagated {
-                if !has(&extra, k) {
-                    extra.push((k.as_str(), v.as_str()));
-                }
+                extra.dynamic(span, k.into(), v.into());
             }
         }
     }
-
     if let Some(j) = links_json.as_deref() {
-        if !has(&extra, "_dd.span_links") {
-            extra.push(("_dd.span_links", j));
-        }
+        extra.fixed(reserved::LINKS, "_dd.span_links", Text::Other(j));
     }
     if let Some(j) = events_json.as_deref() {
-        if !has(&extra, "events") {
-            extra.push(("events", j));
-        }
+        extra.fixed(reserved::EVENTS, "events", Text::Other(j));
     }
-    if has_exception && !has(&extra, "_dd.span_events.has_exception") {
-        extra.push(("_dd.span_events.has_exception", "true"));
+    if has_exception {
+        extra.fixed(
+            reserved::HAS_EXCEPTION,
+            "_dd.span_events.has_exception",
+            Text::Static("true"),
+        );
     }
 
     // --- metrics the worker adds ---
-    let mut extra_metrics: SmallVec<[(&str, f64); 8]> = SmallVec::new();
-    let has_metric = |extra: &SmallVec<[(&str, f64); 8]>, k: &str| {
-        span.metrics.iter().any(|(key, _)| key.as_str() == k) || extra.iter().any(|(key, _)| *key == k)
-    };
-    if span.top_level && !has_metric(&extra_metrics, "_dd.top_level") {
-        extra_metrics.push(("_dd.top_level", 1.0));
+    let mut extra_metrics = ExtraMetrics::new(span);
+    if span.top_level {
+        extra_metrics.add(reserved::TOP_LEVEL, "_dd.top_level", 1.0);
     }
-    if span.measured && !has_metric(&extra_metrics, "_dd.measured") {
-        extra_metrics.push(("_dd.measured", 1.0));
+    if span.measured {
+        extra_metrics.add(reserved::MEASURED, "_dd.measured", 1.0);
     }
-    if entry && !has_metric(&extra_metrics, "process_id") {
-        extra_metrics.push(("process_id", ctx.process_id));
+    if entry {
+        extra_metrics.add(reserved::PROCESS_ID, "process_id", ctx.process_id);
     }
     if let Some(h) = first {
         let d = h.decision;
-        if !has_metric(&extra_metrics, "_sampling_priority_v1") {
-            extra_metrics.push(("_sampling_priority_v1", f64::from(d.priority)));
-        }
-        for (k, v) in [
-            ("_dd.agent_psr", d.agent_rate),
-            ("_dd.rule_psr", d.rule_rate),
-            ("_dd.limit_psr", d.limit_rate),
+        extra_metrics.add(reserved::PRIORITY, "_sampling_priority_v1", f64::from(d.priority));
+        for (bit, k, v) in [
+            (reserved::AGENT_PSR, "_dd.agent_psr", d.agent_rate),
+            (reserved::RULE_PSR, "_dd.rule_psr", d.rule_rate),
+            (reserved::LIMIT_PSR, "_dd.limit_psr", d.limit_rate),
         ] {
             if let Some(v) = v {
-                if !has_metric(&extra_metrics, k) {
-                    extra_metrics.push((k, v));
-                }
+                extra_metrics.add(bit, k, v);
             }
         }
     }
 
     let keep_meta = last_of_key(&span.meta);
     let own_meta = keep_meta.iter().filter(|k| **k).count();
-    let meta_len = u32::try_from(own_meta + extra.len()).unwrap_or(u32::MAX);
+    let meta_len = u32::try_from(own_meta + extra.items.len()).unwrap_or(u32::MAX);
     let keep_metrics = last_of_key(&span.metrics);
     let own_metrics = keep_metrics.iter().filter(|k| **k).count();
-    let metrics_len = u32::try_from(own_metrics + extra_metrics.len()).unwrap_or(u32::MAX);
-    let resource = span.resource.as_deref().unwrap_or(&span.name);
-    let span_type = span.span_type.as_deref().unwrap_or("");
+    let metrics_len = u32::try_from(own_metrics + extra_metrics.items.len()).unwrap_or(u32::MAX);
+    let resource = span.resource.as_ref().unwrap_or(&span.name);
+    let span_type = span.span_type.as_ref().map_or(Text::Static(""), Text::from);
 
     if v05 {
-        let _ = rmp::encode::write_array_len(out.buf, 12);
+        mp::array_len(out.buf, 12);
         out.string(service);
         out.string(&span.name);
         out.string(resource);
     } else {
         let fields = 12 + u32::from(native_links) + u32::from(native_events);
-        let _ = rmp::encode::write_map_len(out.buf, fields);
+        mp::map_len(out.buf, fields);
     }
     out.field("trace_id");
-    let _ = rmp::encode::write_uint(out.buf, span.trace_id.low());
+    mp::uint(out.buf, span.trace_id.low());
     out.field("span_id");
-    let _ = rmp::encode::write_uint(out.buf, span.span_id.to_u64());
+    mp::uint(out.buf, span.span_id.to_u64());
     out.field("parent_id");
-    let _ = rmp::encode::write_uint(out.buf, span.parent_id.to_u64());
+    mp::uint(out.buf, span.parent_id.to_u64());
     if !v05 {
         out.field("name");
         out.string(&span.name);
@@ -371,28 +457,28 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
         out.string(span_type);
     }
     out.field("start");
-    let _ = rmp::encode::write_sint(out.buf, span.start);
+    mp::sint(out.buf, span.start);
     out.field("duration");
-    let _ = rmp::encode::write_sint(out.buf, span.duration.max(0));
+    mp::sint(out.buf, span.duration.max(0));
     out.field("error");
-    let _ = rmp::encode::write_uint(out.buf, u64::from(span.error));
+    mp::uint(out.buf, u64::from(span.error));
     out.field("meta");
-    let _ = rmp::encode::write_map_len(out.buf, meta_len);
+    mp::map_len(out.buf, meta_len);
     for ((k, v), _) in span.meta.iter().zip(&keep_meta).filter(|(_, keep)| **keep) {
         out.string(k);
         out.string(v);
     }
-    for (k, v) in &extra {
-        out.string(k);
-        out.string(v);
+    for (k, v) in &extra.items {
+        out.string(*k);
+        out.string(*v);
     }
     out.field("metrics");
-    let _ = rmp::encode::write_map_len(out.buf, metrics_len);
+    mp::map_len(out.buf, metrics_len);
     for ((k, v), _) in span.metrics.iter().zip(&keep_metrics).filter(|(_, keep)| **keep) {
         out.metric(k, *v);
     }
-    for (k, v) in &extra_metrics {
-        out.metric(k, *v);
+    for (k, v) in &extra_metrics.items {
+        out.metric(Text::Static(k), *v);
     }
     if v05 {
         out.string(span_type);
@@ -406,5 +492,7 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
 }
 
 mod links;
+mod mp;
+mod table;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 mod encode;
 mod info;
 mod ledger;
+mod stages;
 mod transport;
 mod worker;
 

@@ -80,6 +80,21 @@ impl Transport {
         body: Bytes,
         timeout: Duration,
     ) -> Result<AgentResponse, TransportError> {
+        self.request_while(method, path, headers, body, timeout, &mut || false)
+    }
+
+    /// [`Transport::request`], calling `meanwhile` whenever the exchange waits for the
+    /// agent: `true` means it did some work and wants to be called again at once, `false`
+    /// that it has nothing to do (it is asked again a millisecond later).
+    pub(crate) fn request_while(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&'static str, String)],
+        body: Bytes,
+        timeout: Duration,
+        meanwhile: &mut dyn FnMut() -> bool,
+    ) -> Result<AgentResponse, TransportError> {
         let Self {
             rt,
             endpoint,
@@ -141,7 +156,18 @@ impl Transport {
             ))
         };
         // The timer must be created inside the runtime, hence the extra async block.
-        match rt.block_on(async { tokio::time::timeout(timeout, exchange).await }) {
+        let outcome = rt.block_on(async {
+            let exchange = tokio::time::timeout(timeout, exchange);
+            tokio::pin!(exchange);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut exchange => break r,
+                    () = pause(meanwhile()) => {}
+                }
+            }
+        });
+        match outcome {
             Ok(Ok((conn, resp))) => {
                 *sender = Some(conn);
                 Ok(resp)
@@ -152,6 +178,15 @@ impl Transport {
                 timeout,
             }),
         }
+    }
+}
+
+/// Lets the exchange progress: a yield after useful work, else a short sleep.
+async fn pause(busy: bool) {
+    if busy {
+        tokio::task::yield_now().await;
+    } else {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

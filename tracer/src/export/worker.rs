@@ -9,13 +9,13 @@ use bytes::Bytes;
 use http::Method;
 
 use super::FlushError;
-use super::encode::{ChunkHeader, EncodeContext, Format, Payload};
+use super::encode::{Format, Payload};
 use super::info::AgentInfo;
+use super::stages::{Drained, Encoder, unix_now};
 use super::transport::{AgentResponse, Transport, TransportError};
-use crate::buffer::{Chunk, PoolReturn};
 use crate::config::TraceApi;
 use crate::health::Problem;
-use crate::sampling::{AgentRates, RuleInput, SamplingInput};
+use crate::sampling::AgentRates;
 use crate::stats::{Concentrator, PayloadIdentity, StatsSettings, encode_payload};
 use crate::tracer::TracerInner;
 
@@ -57,7 +57,7 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
     let ctx = tracer.encode_context();
     let thread = thread::Builder::new().name("dd-trace-export".into()).spawn(move || {
         let _ = ON_EXPORT_THREAD.try_with(|f| f.set(true));
-        let runtime_id = ctx.runtime_id.clone();
+        let runtime_id = ctx.runtime_id.to_string();
         // DD_TRACE_API_VERSION=v0.5 holds from the first payload on.
         let format = match tracer.config.trace_api {
             TraceApi::V05 => Format::V05,
@@ -67,18 +67,12 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
             tracer,
             transport,
             control: rx,
-            payload: Payload::new(format),
-            returns: PoolReturn::default(),
-            format,
-            ctx,
+            enc: Encoder::new(tracer, format, ctx),
             last_send: Instant::now(),
             info: None,
             agent_state: None,
             next_info: Instant::now(),
-            stats: None,
-            drop_p0s: false,
             stats_sequence: 0,
-            p0_pending: (0, 0),
             stats_id: PayloadIdentity {
                 service: tracer.config.service.clone(),
                 env: tracer.config.env.clone().unwrap_or_default(),
@@ -90,14 +84,14 @@ pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandl
         // A bug here must not take tracing down for good: log it once and go on with
         // an empty payload (the spans of the payload being built are lost, and counted).
         while std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run())).is_err() {
-            let lost = worker.payload.spans();
+            let lost = worker.enc.payload.spans();
             worker.tracer.ledger.lost();
             worker
                 .tracer
                 .counters
                 .spans_dropped_send_failed
                 .fetch_add(lost, Relaxed);
-            worker.payload = Payload::new(worker.format);
+            worker.enc.payload = Payload::new(worker.enc.format);
             worker.tracer.problems.raise(Problem::WorkerPanic, || {
                 "the trace export thread panicked; restarted it".to_owned()
             });
@@ -110,34 +104,16 @@ struct Worker {
     tracer: &'static TracerInner,
     transport: Transport,
     control: Receiver<Control>,
-    payload: Payload,
-    /// Cleared span boxes on their way back to the pool.
-    returns: PoolReturn,
-    /// The format of the next payload.
-    format: Format,
-    ctx: EncodeContext,
+    /// The drain → sample → tag and encode stages, filling the next payload.
+    enc: Encoder,
     last_send: Instant,
     info: Option<AgentInfo>,
     agent_state: Option<String>,
     /// When to (re)fetch `/info`.
     next_info: Instant,
-    /// Client-side stats, while on and the agent takes `/v0.6/stats`.
-    stats: Option<Concentrator>,
-    /// Whether rejected chunks are dropped here (stats on and `client_drop_p0s`).
-    drop_p0s: bool,
     /// `Sequence` of the next stats payload.
     stats_sequence: u64,
-    /// P0 chunks and spans dropped since the last trace payload went out.
-    p0_pending: (u64, u64),
     stats_id: PayloadIdentity,
-}
-
-/// Unix nanoseconds now.
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 impl Worker {
@@ -165,11 +141,29 @@ impl Worker {
             }
             self.tracer.queue.rearm();
             let mut result = self.drain(deadline);
-            let due = self.last_send.elapsed() >= cfg.flush_interval || self.payload.size() >= cfg.flush_size;
+            let due = self.last_send.elapsed() >= cfg.flush_interval || self.enc.payload.size() >= cfg.flush_size;
             if forced || due {
                 let sent = self.send(deadline);
                 if result.is_ok() {
                     result = sent;
+                }
+            }
+            // Chunks drained while that payload was on its way: at shutdown they are sent
+            // too (no new ones come: spans finished after shutdown are dropped and counted).
+            while shutdown.is_some() && !self.enc.payload.is_empty() {
+                let sent = self.send(deadline);
+                if sent.is_err() {
+                    if result.is_ok() {
+                        result = sent;
+                    }
+                    // The agent is failing: what is left is dropped, and counted.
+                    let left = self.enc.take_payload();
+                    let counters = &self.tracer.counters;
+                    counters.spans_dropped_send_failed.fetch_add(left.spans(), Relaxed);
+                    counters
+                        .traces_dropped_send_failed
+                        .fetch_add(u64::from(left.traces()), Relaxed);
+                    break;
                 }
             }
             // Buckets that are over (every bucket when asked to flush or stop).
@@ -187,73 +181,12 @@ impl Worker {
     /// Pops and encodes every waiting chunk, sending whenever the payload is full.
     fn drain(&mut self, deadline: Instant) -> Result<(), FlushError> {
         let mut result = Ok(());
-        while let Some(chunk) = self.tracer.queue.pop() {
-            self.encode(chunk);
-            if self.payload.size() >= self.tracer.config.flush_size {
-                if let Err(e) = self.send(deadline) {
-                    result = Err(e);
-                }
+        while self.enc.drain_some(usize::MAX) == Drained::Full {
+            if let Err(e) = self.send(deadline) {
+                result = Err(e);
             }
         }
         result
-    }
-
-    fn encode(&mut self, chunk: Chunk) {
-        let Some(root) = chunk.spans.first() else {
-            return;
-        };
-        let now = Instant::now();
-        let sampler = &self.tracer.sampler;
-        let decide = || {
-            let input = SamplingInput {
-                trace_id_low: root.trace_id.low(),
-                root: RuleInput {
-                    service: root.service.as_deref().unwrap_or(&self.ctx.service),
-                    name: &root.name,
-                    resource: root.resource.as_deref().unwrap_or(&root.name),
-                    meta: &root.meta,
-                    metrics: &root.metrics,
-                },
-            };
-            sampler.decide(&input, now)
-        };
-        if let Some(stats) = self.stats.as_mut() {
-            let synthetics = chunk
-                .trace
-                .as_ref()
-                .and_then(|t| t.tags.origin.as_deref())
-                .is_some_and(|o| o.starts_with("synthetics"));
-            let now_ns = unix_now();
-            for span in &chunk.spans {
-                stats.add(span, &self.ctx.service, synthetics, now_ns);
-            }
-        }
-        let decision = match &chunk.trace {
-            Some(t) => *t.decision.get_or_init(decide),
-            None => decide(),
-        };
-        if self.drop_p0s && decision.priority <= 0 && !must_keep(&chunk.spans) {
-            // Counted in the stats just above; the agent learns of it from the headers.
-            let n = chunk.spans.len() as u64;
-            self.p0_pending.0 += 1;
-            self.p0_pending.1 += n;
-            self.tracer.counters.p0_traces_dropped.fetch_add(1, Relaxed);
-            self.tracer.counters.p0_spans_dropped.fetch_add(n, Relaxed);
-            (self.tracer.ledger).dropped(super::LedgerDrop::ClientP0, &chunk.spans, &self.ctx.service);
-            for span in chunk.spans {
-                self.returns.give(&self.tracer.pool, span);
-            }
-            return;
-        }
-        let header = ChunkHeader {
-            decision,
-            tags: chunk.trace.as_ref().map(|t| &t.tags),
-        };
-        self.payload.push_chunk(&chunk.spans, header, &self.ctx);
-        self.tracer.ledger.add(&chunk.spans, &self.ctx.service);
-        for span in chunk.spans {
-            self.returns.give(&self.tracer.pool, span);
-        }
     }
 
     fn fetch_info(&mut self, deadline: Instant) {
@@ -269,7 +202,7 @@ impl Worker {
                 self.info = Some(AgentInfo::parse(&resp.body).unwrap_or_default());
                 self.agent_state = resp.agent_state;
                 self.next_info = Instant::now() + Duration::from_secs(3600);
-                self.ctx.native_span_events = self.info.as_ref().is_some_and(|i| i.span_events);
+                self.enc.ctx.native_span_events = self.info.as_ref().is_some_and(|i| i.span_events);
                 self.configure_stats(deadline);
                 if let Some(info) = &self.info {
                     tracing::debug!(target: "tracer::export", version = ?info.version, endpoints = ?info.endpoints, "agent info");
@@ -307,21 +240,21 @@ impl Worker {
                 peer_tag_keys,
                 span_kinds: info.span_kinds_stats_computed.clone(),
             };
-            match self.stats.as_mut() {
+            match self.enc.stats.as_mut() {
                 Some(s) => s.set_settings(settings),
-                None => self.stats = Some(Concentrator::new(settings)),
+                None => self.enc.stats = Some(Concentrator::new(settings)),
             }
-        } else if self.stats.is_some() {
+        } else if self.enc.stats.is_some() {
             // The agent stopped taking stats: send what is aggregated, then stop.
             self.send_stats(true, deadline);
-            self.stats = None;
+            self.enc.stats = None;
         }
-        self.drop_p0s = on && info.client_drop_p0s;
+        self.enc.drop_p0s = on && info.client_drop_p0s;
     }
 
     /// Sends the stats buckets that are over at `now` (all of them with `force`).
     fn send_stats(&mut self, force: bool, deadline: Instant) {
-        let Some(stats) = self.stats.as_mut() else {
+        let Some(stats) = self.enc.stats.as_mut() else {
             return;
         };
         if stats.is_empty() {
@@ -377,10 +310,7 @@ impl Worker {
     /// Uses `format` for the next payloads (the current one, if it holds traces, is sent
     /// as it is).
     fn use_format(&mut self, format: Format) {
-        self.format = format;
-        if self.payload.is_empty() && self.payload.format() != format {
-            self.payload = Payload::new(format);
-        }
+        self.enc.use_format(format);
     }
 
     /// The headers of every request to the agent.
@@ -404,10 +334,10 @@ impl Worker {
         h.push(("x-datadog-trace-count", traces.to_string()));
         h.push(("datadog-client-computed-top-level", "yes".to_owned()));
         h.push(("datadog-send-real-http-status", "1".to_owned()));
-        if self.stats.is_some() {
+        if self.enc.stats.is_some() {
             h.push(("datadog-client-computed-stats", "yes".to_owned()));
         }
-        if self.drop_p0s || p0 != (0, 0) {
+        if self.enc.drop_p0s || p0 != (0, 0) {
             h.push(("datadog-client-dropped-p0-traces", p0.0.to_string()));
             h.push(("datadog-client-dropped-p0-spans", p0.1.to_string()));
         }
@@ -419,14 +349,17 @@ impl Worker {
         self.last_send = Instant::now();
         // An empty payload still goes out when it is the only way to tell the agent about
         // dropped P0 traces (as ddtrace does).
-        if self.payload.is_empty() && self.p0_pending == (0, 0) && !self.tracer.ledger.report_due(Instant::now()) {
+        if self.enc.payload.is_empty()
+            && self.enc.p0_pending == (0, 0)
+            && !self.tracer.ledger.report_due(Instant::now())
+        {
             return Ok(());
         }
-        let payload = std::mem::replace(&mut self.payload, Payload::new(self.format));
+        let payload = self.enc.take_payload();
         let path = payload.format().path();
         let (traces, spans) = (payload.traces(), payload.spans());
         let body = Bytes::from(payload.finish());
-        let p0 = std::mem::take(&mut self.p0_pending);
+        let p0 = std::mem::take(&mut self.enc.p0_pending);
         let mut headers = self.headers(traces, p0);
         // The span ledger's report (export/ledger.rs): the one place it joins the headers.
         headers.push((super::ledger::HEADER, self.ledger_header()));
@@ -441,9 +374,14 @@ impl Worker {
                 break format!("gave up after {attempt} retries: the send deadline passed");
             }
             let timeout = cfg.agent_timeout.min(deadline - now);
-            let outcome = self
-                .transport
-                .request(Method::POST, path, &headers, body.clone(), timeout);
+            // While the agent reads the payload, the next one is built (bounded by
+            // `flush_size`): the queue keeps draining during the send.
+            let enc = &mut self.enc;
+            let outcome =
+                self.transport
+                    .request_while(Method::POST, path, &headers, body.clone(), timeout, &mut || {
+                        enc.drain_some(DRAIN_STEP) == Drained::More
+                    });
             let (retryable, reason) = match outcome {
                 Ok(resp) if (200..300).contains(&resp.status) => {
                     counters.payloads_sent.fetch_add(1, Relaxed);
@@ -498,8 +436,8 @@ impl Worker {
         };
         self.tracer.ledger.failed(last_status, Instant::now());
         // The next payload tells the agent about these P0 drops instead.
-        self.p0_pending.0 += p0.0;
-        self.p0_pending.1 += p0.1;
+        self.enc.p0_pending.0 += p0.0;
+        self.enc.p0_pending.1 += p0.1;
         counters.payloads_failed.fetch_add(1, Relaxed);
         counters
             .traces_dropped_send_failed
@@ -517,7 +455,7 @@ impl Worker {
             finished: c.app.finished(),
             too_large: c.spans_dropped_trace_too_large.load(Relaxed),
         };
-        self.tracer.ledger.seal(&self.ctx.runtime_id, totals)
+        self.tracer.ledger.seal(&self.enc.ctx.runtime_id, totals)
     }
 
     fn on_reply(&mut self, resp: &AgentResponse) {
@@ -541,16 +479,11 @@ impl Worker {
     }
 }
 
+/// Chunks encoded between two looks at a send in flight.
+const DRAIN_STEP: usize = 64;
+
 /// Where client-computed stats go.
 const STATS_PATH: &str = "/v0.6/stats";
-
-/// Whether a rejected chunk must still be sent: it holds an error or a span kept by
-/// single-span sampling (`_dd.span_sampling.mechanism`).
-fn must_keep(spans: &[crate::span::SpanBox]) -> bool {
-    spans
-        .iter()
-        .any(|s| s.error || s.metric("_dd.span_sampling.mechanism").is_some())
-}
 
 fn describe(e: &TransportError) -> String {
     match e {

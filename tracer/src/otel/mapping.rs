@@ -97,9 +97,39 @@ const KNOWN_KEYS: &[&str] = &[
     "enduser.id",
 ];
 
+/// Slots of [`known_key`]'s table (a power of two, over twice the known keys).
+const KNOWN_SLOTS: usize = 256;
+
+/// `key` as one of [`KNOWN_KEYS`]: a hash and usually one comparison (an open-addressing
+/// table built once), instead of comparing against each known key.
+fn known_key(key: &str) -> Option<&'static str> {
+    static TABLE: std::sync::OnceLock<Vec<Option<&'static str>>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        let mut t = vec![None; KNOWN_SLOTS];
+        for k in KNOWN_KEYS {
+            let mut i = crate::span::intern::hash(k) as usize % KNOWN_SLOTS;
+            while let Some(Some(_)) = t.get(i) {
+                i = (i + 1) % KNOWN_SLOTS;
+            }
+            if let Some(slot) = t.get_mut(i) {
+                *slot = Some(*k);
+            }
+        }
+        t
+    });
+    let mut i = crate::span::intern::hash(key) as usize % KNOWN_SLOTS;
+    loop {
+        match table.get(i).copied().flatten() {
+            None => return None,
+            Some(k) if k == key => return Some(k),
+            Some(_) => i = (i + 1) % KNOWN_SLOTS,
+        }
+    }
+}
+
 /// A key as a span string, static for [`KNOWN_KEYS`].
 pub(crate) fn key_str(key: Key) -> Str {
-    match KNOWN_KEYS.iter().find(|k| **k == key.as_str()) {
+    match known_key(key.as_str()) {
         Some(k) => Str::from_static(k),
         None => lookup_interned(key.as_str()).unwrap_or_else(|| Str::from(String::from(key))),
     }
@@ -591,4 +621,16 @@ pub(crate) fn event(name: &str, time_unix_nano: i64, attributes: Vec<KeyValue>) 
             .into_iter()
             .map(|kv| (kv.key.to_string(), attribute_value(kv.value))),
     )
+}
+
+#[cfg(test)]
+mod known_key_tests {
+    #[test]
+    fn every_known_key_is_found_and_others_are_not() {
+        for k in super::KNOWN_KEYS {
+            assert_eq!(super::known_key(k), Some(*k));
+            assert_eq!(super::known_key(&format!("{k}x")), None);
+        }
+        assert_eq!(super::known_key(""), None);
+    }
 }

@@ -5,6 +5,7 @@ mod priority;
 mod rate_limiter;
 mod rules;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 use std::time::Instant;
 
@@ -100,7 +101,19 @@ pub struct Sampler {
     rules: Vec<SamplingRule>,
     limiter: Mutex<RateLimiter>,
     agent_rates: RwLock<AgentRates>,
+    /// Bumped at every change of `agent_rates` (what a [`RateCache`] checks).
+    rates_generation: AtomicU64,
     env: String,
+}
+
+/// The agent rate last looked up, for the export worker's chunk after chunk of one
+/// service: valid while the agent rates have not changed.
+#[derive(Debug, Default)]
+pub struct RateCache {
+    generation: u64,
+    service: String,
+    rate: Option<f64>,
+    valid: bool,
 }
 
 /// What the sampler sees of a trace: its id and its local root.
@@ -124,12 +137,19 @@ impl Sampler {
             rules,
             limiter: Mutex::new(RateLimiter::new(rate_limit)),
             agent_rates: RwLock::new(AgentRates::default()),
+            rates_generation: AtomicU64::new(0),
             env: env.to_owned(),
         }
     }
 
     /// Decides for a trace at `now`.
     pub fn decide(&self, input: &SamplingInput<'_>, now: Instant) -> SamplingDecision {
+        self.decide_cached(input, now, &mut RateCache::default())
+    }
+
+    /// [`Sampler::decide`], looking the agent rate up in `cache` first (the export worker
+    /// keeps one: consecutive chunks mostly share their service).
+    pub fn decide_cached(&self, input: &SamplingInput<'_>, now: Instant, cache: &mut RateCache) -> SamplingDecision {
         if let Some(rule) = self.rules.iter().find(|r| r.matches(&input.root)) {
             let rate = rule.sample_rate;
             if !sampled_by_rate(input.trace_id_low, rate) {
@@ -149,9 +169,20 @@ impl Sampler {
                 ..SamplingDecision::new(priority, Mechanism::Rule)
             };
         }
-        let rate = match self.agent_rates.read() {
-            Ok(r) => r.rate_for(input.root.service, &self.env),
-            Err(poisoned) => poisoned.into_inner().rate_for(input.root.service, &self.env),
+        let generation = self.rates_generation.load(Ordering::Acquire);
+        let service = input.root.service;
+        let rate = if cache.valid && cache.generation == generation && cache.service == service {
+            cache.rate
+        } else {
+            let rate = match self.agent_rates.read() {
+                Ok(r) => r.rate_for(service, &self.env),
+                Err(poisoned) => poisoned.into_inner().rate_for(service, &self.env),
+            };
+            cache.generation = generation;
+            service.clone_into(&mut cache.service);
+            cache.rate = rate;
+            cache.valid = true;
+            rate
         };
         let (rate, mechanism) = match rate {
             Some(r) => (r, Mechanism::AgentRate),
@@ -174,6 +205,7 @@ impl Sampler {
             Ok(mut r) => *r = rates,
             Err(poisoned) => *poisoned.into_inner() = rates,
         }
+        self.rates_generation.fetch_add(1, Ordering::Release);
     }
 
     /// The current agent rates.

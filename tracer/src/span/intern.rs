@@ -28,7 +28,7 @@ thread_local! {
 
 /// FxHash-style multiplicative hash over 8-byte words (not DoS-resistant; the cache is
 /// bounded and per thread, so a collision only costs an allocation).
-fn hash(s: &str) -> u64 {
+pub(crate) fn hash(s: &str) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut h = s.len() as u64;
     let mut chunks = s.as_bytes().chunks_exact(8);

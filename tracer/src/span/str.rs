@@ -36,6 +36,22 @@ impl Str {
         }
     }
 
+    /// The text when it is a `&'static str` (its address never holds other text).
+    pub(crate) fn as_static(&self) -> Option<&'static str> {
+        match &self.0 {
+            Repr::Static(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// The shared text when it is an `Arc<str>` (immutable while a clone is held).
+    pub(crate) fn as_shared(&self) -> Option<&Arc<str>> {
+        match &self.0 {
+            Repr::Shared(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// The same text in a form whose clones never allocate (owned text moves to an `Arc`).
     pub fn into_shared(self) -> Self {
         match self.0 {

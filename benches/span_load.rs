@@ -1,0 +1,897 @@
+//! The tracer under production load, next to its peers in the same run.
+//!
+//! Every subject exports for real to its own loopback sink (an HTTP server that reads each
+//! request, counts what it carries and answers 200), while the application thread creates
+//! spans on the same machine: what is measured is what an application lives with, the
+//! exporter competing for the cores included.
+//!
+//! Subjects, each next to its peer:
+//! - `ours`: the native API, vs the OpenTelemetry SDK (`BatchSpanProcessor`, defaults) with
+//!   an OTLP/HTTP-protobuf exporter (the proto encoding of `opentelemetry-proto`, POSTed
+//!   to the sink);
+//! - `ours bridge`: the same OpenTelemetry API calls through `tracer::otel`, vs the SDK;
+//! - `ours layer`: a `tracing` span with 5 fields through `tracer::layer::DatadogLayer`,
+//!   vs `tracing-opentelemetry` + the same SDK pipeline.
+//!
+//! Figures, per subject and workload (a root span with 5 tags; a 4-span tree):
+//! - continuous: traces created back to back for a few seconds, ns per span;
+//! - allocations per span on the application thread (a counting global allocator) in that
+//!   run, and what was lost in that flood (created − delivered to the sink);
+//! - export-thread CPU per delivered span (the thread's CPU clock, read from here);
+//! - paced: 10 k traces/s in bursts of 32, ns per span of each burst, p50 and p99;
+//! - offered load: 250 k, 500 k and 1 M single-span traces/s (1 ms slots) for a few
+//!   seconds, then a flush: created, delivered, lost.
+//!
+//! `cargo bench --bench span_load` (about 2 minutes); `-- --quick` (or `--test`, as CI and
+//! `cargo test --benches` run it) is a short pass that checks that everything works.
+//! Timings are only meaningful as ratios to the peer of the same run on a busy machine.
+#![allow(unsafe_code)] // the counting global allocator and the thread CPU clocks below
+#![allow(clippy::print_stdout)] // the bench reports its table on stdout
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use opentelemetry::trace::{Span as _, TracerProvider as _};
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
+
+// ---------- allocation counting (per thread) ----------
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs() -> u64 {
+    ALLOCS.with(Cell::get)
+}
+
+// ---------- export-thread CPU ----------
+
+/// CPU time of this process's threads whose name starts with `prefix`, summed.
+fn threads_cpu(prefix: &str) -> Duration {
+    let mut total = Duration::ZERO;
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return total;
+    };
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.trim_end().starts_with(prefix) {
+            continue;
+        }
+        let Some(tid) = task.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        total += thread_cpu(tid);
+    }
+    total
+}
+
+/// The CPU clock of thread `tid` of this process (Linux: `MAKE_THREAD_CPUCLOCK(tid,
+/// CPUCLOCK_SCHED)`, nanosecond resolution).
+#[cfg(target_os = "linux")]
+fn thread_cpu(tid: i32) -> Duration {
+    let clock = ((!tid) << 3) | 6;
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; a bad clock id only makes the call fail.
+    if unsafe { libc::clock_gettime(clock, &mut ts) } != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn thread_cpu(_tid: i32) -> Duration {
+    Duration::ZERO
+}
+
+// ---------- the sink ----------
+
+/// A loopback HTTP server that answers 200 to everything and counts what it was sent:
+/// traces from `X-Datadog-Trace-Count`, spans from `X-Bench-Span-Count` (set by the
+/// OTLP exporter below).
+#[derive(Clone)]
+struct Sink {
+    url: String,
+    traces: Arc<AtomicU64>,
+    spans: Arc<AtomicU64>,
+}
+
+/// What the sink's `/info` says: the endpoints of a current Datadog agent.
+const INFO: &str = r#"{"version":"7.60.0","endpoints":["/v0.4/traces","/v0.5/traces","/v0.7/traces","/info"],"client_drop_p0s":false}"#;
+
+impl Sink {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let addr = listener.local_addr().expect("local address");
+        let traces = Arc::new(AtomicU64::new(0));
+        let spans = Arc::new(AtomicU64::new(0));
+        let (t, s) = (Arc::clone(&traces), Arc::clone(&spans));
+        std::thread::Builder::new()
+            .name("sink".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let (t, s) = (Arc::clone(&t), Arc::clone(&s));
+                    let _ = std::thread::Builder::new()
+                        .name("sink-conn".into())
+                        .spawn(move || serve(stream, &t, &s));
+                }
+            })
+            .expect("sink thread");
+        Self {
+            url: format!("http://{addr}"),
+            traces,
+            spans,
+        }
+    }
+
+    fn traces(&self) -> u64 {
+        self.traces.load(Relaxed)
+    }
+
+    fn spans(&self) -> u64 {
+        self.spans.load(Relaxed)
+    }
+}
+
+fn serve(stream: std::net::TcpStream, traces: &AtomicU64, spans: &AtomicU64) {
+    let mut r = BufReader::with_capacity(256 * 1024, stream);
+    let mut line = String::new();
+    let mut body = Vec::new();
+    loop {
+        let (mut len, mut is_info, mut t, mut s) = (0usize, false, 0u64, 0u64);
+        loop {
+            line.clear();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let l = line.trim_end().to_ascii_lowercase();
+            if l.is_empty() {
+                break;
+            }
+            if l.starts_with("get /info ") {
+                is_info = true;
+            }
+            let value = |name: &str| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok());
+            if let Some(v) = value("content-length:") {
+                len = usize::try_from(v).unwrap_or(0);
+            }
+            if let Some(v) = value("x-datadog-trace-count:") {
+                t = v;
+            }
+            if let Some(v) = value("x-bench-span-count:") {
+                s = v;
+            }
+        }
+        body.resize(len, 0);
+        if r.read_exact(&mut body).is_err() {
+            return;
+        }
+        // Counted before the answer: what a flush waited for is counted when it returns.
+        traces.fetch_add(t, Relaxed);
+        spans.fetch_add(s, Relaxed);
+        let reply = if is_info { INFO } else { "{}" };
+        let ok = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{reply}",
+            reply.len()
+        );
+        if r.get_mut().write_all(ok.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+// ---------- the OpenTelemetry SDK peer ----------
+
+/// An OTLP/HTTP exporter: the batch in OTLP protobuf (`opentelemetry-proto`'s mapping),
+/// POSTed to the sink on a kept-alive connection.
+#[derive(Debug)]
+struct OtlpHttp {
+    addr: String,
+    conn: std::sync::Mutex<Option<BufReader<std::net::TcpStream>>>,
+    resource: opentelemetry_sdk::Resource,
+}
+
+impl OtlpHttp {
+    fn new(sink: &Sink) -> Self {
+        Self {
+            addr: sink.url.trim_start_matches("http://").to_owned(),
+            conn: std::sync::Mutex::new(None),
+            resource: opentelemetry_sdk::Resource::builder()
+                .with_service_name("bench")
+                .build(),
+        }
+    }
+
+    fn post(&self, body: &[u8], spans: usize) -> std::io::Result<()> {
+        let mut guard = self.conn.lock().map_err(|_| std::io::Error::other("poisoned"))?;
+        if guard.is_none() {
+            let s = std::net::TcpStream::connect(&self.addr)?;
+            s.set_nodelay(true)?;
+            *guard = Some(BufReader::new(s));
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(std::io::Error::other("no connection"));
+        };
+        let head = format!(
+            "POST /v1/traces HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\nContent-Length: {}\r\nX-Bench-Span-Count: {spans}\r\n\r\n",
+            self.addr,
+            body.len()
+        );
+        let result = (|| {
+            let s = conn.get_mut();
+            s.write_all(head.as_bytes())?;
+            s.write_all(body)?;
+            let mut len = 0usize;
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if conn.read_line(&mut line)? == 0 {
+                    return Err(std::io::Error::other("closed"));
+                }
+                let l = line.trim_end().to_ascii_lowercase();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some(v) = l.strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut reply = vec![0; len];
+            conn.read_exact(&mut reply)
+        })();
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+}
+
+impl SpanExporter for OtlpHttp {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+        use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
+        use opentelemetry_proto::transform::trace::tonic::group_spans_by_resource_and_scope;
+        use prost::Message as _;
+        let n = batch.len();
+        let resource = ResourceAttributesWithSchema::from(&self.resource);
+        let request = ExportTraceServiceRequest {
+            resource_spans: group_spans_by_resource_and_scope(batch, &resource),
+        };
+        let body = request.encode_to_vec();
+        self.post(&body, n)
+            .map_err(|e| opentelemetry_sdk::error::OTelSdkError::InternalFailure(e.to_string()))
+    }
+}
+
+fn otel_sdk(sink: &Sink) -> (SdkTracerProvider, opentelemetry_sdk::trace::SdkTracer) {
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(BatchSpanProcessor::builder(OtlpHttp::new(sink)).build())
+        .build();
+    let tracer = provider.tracer("bench");
+    (provider, tracer)
+}
+
+fn ours(sink: &Sink) -> tracer::Tracer {
+    let config = tracer::TracerConfig::default()
+        .with_service("bench")
+        .with_env("bench")
+        .with_agent_url(&sink.url)
+        .expect("url");
+    tracer::Tracer::new(config).expect("tracer")
+}
+
+// ---------- the workloads ----------
+
+fn ours_root(t: &tracer::Tracer) {
+    let span = t
+        .span("http.request")
+        .resource("GET /api/trace")
+        .span_type("web")
+        .tag("http.method", "GET")
+        .tag("http.route", "/api/trace")
+        .tag("http.url", "http://127.0.0.1:5050/api/trace")
+        .tag("span.kind", "server")
+        .tag("component", "axum")
+        .start();
+    drop(black_box(span));
+}
+
+fn ours_tree(t: &tracer::Tracer) {
+    let root = t
+        .span("http.request")
+        .resource("GET /api/trace")
+        .span_type("web")
+        .tag("http.method", "GET")
+        .start();
+    {
+        let child = root.child("handler").start();
+        drop(child.child("db.query").resource("SELECT 1").span_type("sql").start());
+    }
+    drop(root.child("render").start());
+    drop(black_box(root));
+}
+
+fn otel_root<T: opentelemetry::trace::Tracer>(t: &T) {
+    let mut span = t
+        .span_builder("http.request")
+        .with_attributes([
+            KeyValue::new("http.method", "GET"),
+            KeyValue::new("http.route", "/api/trace"),
+            KeyValue::new("http.url", "http://127.0.0.1:5050/api/trace"),
+            KeyValue::new("span.kind", "server"),
+            KeyValue::new("component", "axum"),
+        ])
+        .start(t);
+    span.end();
+}
+
+fn otel_tree<T>(t: &T)
+where
+    T: opentelemetry::trace::Tracer,
+    T::Span: Send + Sync + 'static,
+{
+    use opentelemetry::Context;
+    use opentelemetry::trace::TraceContextExt;
+    let root = t
+        .span_builder("http.request")
+        .with_attributes([KeyValue::new("http.method", "GET")])
+        .start(t);
+    let cx = Context::new().with_span(root);
+    {
+        let child = t.start_with_context("handler", &cx);
+        let ccx = cx.with_span(child);
+        let mut db = t.start_with_context("db.query", &ccx);
+        db.end();
+        ccx.span().end();
+    }
+    let mut render = t.start_with_context("render", &cx);
+    render.end();
+    cx.span().end();
+}
+
+fn tracing_root() {
+    let span = tracing::info_span!(
+        "http.request",
+        http.method = "GET",
+        http.route = "/api/trace",
+        http.url = "http://127.0.0.1:5050/api/trace",
+        span.kind = "server",
+        component = "axum",
+    );
+    drop(black_box(span.enter()));
+    drop(span);
+}
+
+fn tracing_tree() {
+    let root = tracing::info_span!("http.request", http.method = "GET");
+    let _r = root.enter();
+    {
+        let handler = tracing::info_span!("handler");
+        let _h = handler.enter();
+        let db = tracing::info_span!("db.query", resource.name = "SELECT 1");
+        drop(black_box(db.enter()));
+    }
+    let render = tracing::info_span!("render");
+    drop(black_box(render.enter()));
+}
+
+// ---------- subjects ----------
+
+/// One tracer set-up, exporting to its own sink.
+struct Subject {
+    name: &'static str,
+    sink: Sink,
+    /// Creates one trace of the workload.
+    root: Box<dyn Fn()>,
+    tree: Box<dyn Fn()>,
+    /// Sends everything finished so far; returns once the sink has it.
+    flush: Box<dyn Fn()>,
+    /// Runs the closure with the subject's `tracing` dispatcher (if any) as the default.
+    scope: Scope,
+    /// Prefix of the export thread's name (15 characters at most on Linux).
+    export_thread: &'static str,
+    /// Whether the sink counts traces (Datadog protocol) or spans (OTLP).
+    counts_traces: bool,
+}
+
+impl Subject {
+    fn delivered_spans(&self, spans_per_trace: u64) -> u64 {
+        if self.counts_traces {
+            self.sink.traces() * spans_per_trace
+        } else {
+            self.sink.spans()
+        }
+    }
+}
+
+const OURS_THREAD: &str = "dd-trace-export";
+const SDK_THREAD: &str = "OpenTelemetry.T";
+
+/// Runs a closure in a subject's context.
+type Scope = Box<dyn Fn(&mut dyn FnMut())>;
+
+fn no_scope() -> Scope {
+    Box::new(|f| f())
+}
+
+fn dispatch_scope(d: tracing::Dispatch) -> Scope {
+    Box::new(move |f| tracing::dispatcher::with_default(&d, f))
+}
+
+fn ours_flush(t: tracer::Tracer) -> Box<dyn Fn()> {
+    Box::new(move || {
+        let _ = t.flush(Duration::from_secs(60));
+    })
+}
+
+fn sdk_flush(p: SdkTracerProvider) -> Box<dyn Fn()> {
+    Box::new(move || {
+        let _ = p.force_flush();
+    })
+}
+
+fn subject_ours() -> Subject {
+    let sink = Sink::start();
+    let t = ours(&sink);
+    Subject {
+        name: "ours native",
+        sink,
+        root: Box::new(move || ours_root(&t)),
+        tree: Box::new(move || ours_tree(&t)),
+        flush: ours_flush(t),
+        scope: no_scope(),
+        export_thread: OURS_THREAD,
+        counts_traces: true,
+    }
+}
+
+fn subject_sdk(name: &'static str) -> Subject {
+    let sink = Sink::start();
+    let (p, t) = otel_sdk(&sink);
+    let t2 = t.clone();
+    Subject {
+        name,
+        sink,
+        root: Box::new(move || otel_root(&t)),
+        tree: Box::new(move || otel_tree(&t2)),
+        flush: sdk_flush(p),
+        scope: no_scope(),
+        export_thread: SDK_THREAD,
+        counts_traces: false,
+    }
+}
+
+fn subject_bridge() -> Subject {
+    let sink = Sink::start();
+    let t = ours(&sink);
+    let bridge = tracer::otel::TracerProvider::new(t).tracer("bench");
+    let b2 = bridge.clone();
+    Subject {
+        name: "ours OTel bridge",
+        sink,
+        root: Box::new(move || otel_root(&bridge)),
+        tree: Box::new(move || otel_tree(&b2)),
+        flush: ours_flush(t),
+        scope: no_scope(),
+        export_thread: OURS_THREAD,
+        counts_traces: true,
+    }
+}
+
+fn subject_layer() -> Subject {
+    use tracing_subscriber::prelude::*;
+    let sink = Sink::start();
+    let t = ours(&sink);
+    let d = tracing::Dispatch::new(tracing_subscriber::registry().with(tracer::layer::DatadogLayer::new(t)));
+    Subject {
+        name: "ours tracing Layer",
+        sink,
+        root: Box::new(tracing_root),
+        tree: Box::new(tracing_tree),
+        flush: ours_flush(t),
+        scope: dispatch_scope(d),
+        export_thread: OURS_THREAD,
+        counts_traces: true,
+    }
+}
+
+fn subject_tracing_otel() -> Subject {
+    use tracing_subscriber::prelude::*;
+    let sink = Sink::start();
+    let (p, t) = otel_sdk(&sink);
+    let d = tracing::Dispatch::new(tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(t)));
+    Subject {
+        name: "tracing-otel + SDK",
+        sink,
+        root: Box::new(tracing_root),
+        tree: Box::new(tracing_tree),
+        flush: sdk_flush(p),
+        scope: dispatch_scope(d),
+        export_thread: SDK_THREAD,
+        counts_traces: false,
+    }
+}
+
+// ---------- measurements ----------
+
+#[derive(Clone, Copy)]
+enum Workload {
+    Root,
+    Tree,
+}
+
+impl Workload {
+    fn spans(self) -> u64 {
+        match self {
+            Self::Root => 1,
+            Self::Tree => 4,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Root => "root + 5 tags",
+            Self::Tree => "4-span tree",
+        }
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Figures {
+    continuous_ns: f64,
+    allocs: f64,
+    flood_lost_pct: f64,
+    export_cpu_ns: f64,
+    paced_p50: f64,
+    paced_p99: f64,
+}
+
+struct Settings {
+    continuous: Duration,
+    paced: Duration,
+    offered: Duration,
+    passes: usize,
+}
+
+/// Traces back to back for `secs`, then a flush. Returns ns/span, allocations per span,
+/// lost %, export CPU per delivered span.
+fn continuous(s: &Subject, w: Workload, run: Duration) -> (f64, f64, f64, f64) {
+    let make: &dyn Fn() = match w {
+        Workload::Root => &*s.root,
+        Workload::Tree => &*s.tree,
+    };
+    let mut out = (0.0, 0.0, 0.0, 0.0);
+    (s.scope)(&mut || {
+        // Warm-up: pools, thread-locals, lazily created state.
+        for _ in 0..20_000 {
+            make();
+        }
+        (s.flush)();
+        let delivered_before = s.delivered_spans(w.spans());
+        let cpu_before = threads_cpu(s.export_thread);
+        let allocs_before = allocs();
+        let start = Instant::now();
+        let mut traces = 0u64;
+        while start.elapsed() < run {
+            for _ in 0..256 {
+                make();
+            }
+            traces += 256;
+        }
+        let elapsed = start.elapsed();
+        let app_allocs = allocs() - allocs_before;
+        (s.flush)();
+        let cpu = threads_cpu(s.export_thread).saturating_sub(cpu_before);
+        let spans = traces * w.spans();
+        let delivered = s.delivered_spans(w.spans()) - delivered_before;
+        let lost = spans.saturating_sub(delivered) as f64 * 100.0 / spans as f64;
+        out = (
+            elapsed.as_nanos() as f64 / spans as f64,
+            app_allocs as f64 / spans as f64,
+            lost,
+            cpu.as_nanos() as f64 / delivered.max(1) as f64,
+        );
+    });
+    out
+}
+
+/// 10 k traces/s in bursts of 32; returns p50 and p99 of the ns per span of each burst.
+fn paced(s: &Subject, w: Workload, run: Duration) -> (f64, f64) {
+    const BURST: u32 = 32;
+    let period = Duration::from_micros(3200);
+    let make: &dyn Fn() = match w {
+        Workload::Root => &*s.root,
+        Workload::Tree => &*s.tree,
+    };
+    let mut samples = Vec::new();
+    (s.scope)(&mut || {
+        let start = Instant::now();
+        let mut next = start;
+        while start.elapsed() < run {
+            let t = Instant::now();
+            for _ in 0..BURST {
+                make();
+            }
+            samples.push(t.elapsed().as_nanos() as f64 / f64::from(BURST) / w.spans() as f64);
+            next += period;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            } else {
+                next = now;
+            }
+        }
+        (s.flush)();
+    });
+    samples.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        samples
+            .get(((samples.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    (at(0.5), at(0.99))
+}
+
+struct Offered {
+    rate: u64,
+    created: u64,
+    achieved: f64,
+    delivered: u64,
+}
+
+/// `rate` single-span traces/s in 1 ms slots for `run`, then a flush.
+fn offered(s: &Subject, rate: u64, run: Duration) -> Offered {
+    let per_slot = rate / 1000;
+    let slot = Duration::from_millis(1);
+    let mut out = Offered {
+        rate,
+        created: 0,
+        achieved: 0.0,
+        delivered: 0,
+    };
+    (s.scope)(&mut || {
+        let before = s.delivered_spans(1);
+        let start = Instant::now();
+        let mut next = start;
+        let mut created = 0u64;
+        while start.elapsed() < run {
+            for _ in 0..per_slot {
+                (s.root)();
+            }
+            created += per_slot;
+            next += slot;
+            let now = Instant::now();
+            if next > now {
+                std::thread::sleep(next - now);
+            }
+        }
+        let elapsed = start.elapsed();
+        (s.flush)();
+        out.created = created;
+        out.achieved = created as f64 / elapsed.as_secs_f64();
+        out.delivered = s.delivered_spans(1) - before;
+    });
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn measure(s: &Subject, w: Workload, set: &Settings) -> Figures {
+    let mut runs = Vec::new();
+    for _ in 0..set.passes {
+        runs.push(continuous(s, w, set.continuous));
+    }
+    let mut ns: Vec<f64> = runs.iter().map(|r| r.0).collect();
+    let mut al: Vec<f64> = runs.iter().map(|r| r.1).collect();
+    let mut lost: Vec<f64> = runs.iter().map(|r| r.2).collect();
+    let mut cpu: Vec<f64> = runs.iter().map(|r| r.3).collect();
+    let (p50, p99) = paced(s, w, set.paced);
+    Figures {
+        continuous_ns: median(&mut ns),
+        allocs: median(&mut al),
+        flood_lost_pct: median(&mut lost),
+        export_cpu_ns: median(&mut cpu),
+        paced_p50: p50,
+        paced_p99: p99,
+    }
+}
+
+fn row(name: &str, f: &Figures) {
+    println!(
+        "| {name:<22} | {:>8.0} | {:>6.0} ({:>5.0}) | {:>6.2} | {:>6.1} | {:>8.0} |",
+        f.continuous_ns, f.paced_p50, f.paced_p99, f.allocs, f.flood_lost_pct, f.export_cpu_ns
+    );
+}
+
+fn ratio_row(ours: &Figures, peer: &Figures) {
+    let r = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    println!(
+        "| {:<22} | {:>8.2} | {:>6.2} ({:>5.2}) | {:>6} | {:>6} | {:>8.2} |",
+        "  ratio ours / peer",
+        r(ours.continuous_ns, peer.continuous_ns),
+        r(ours.paced_p50, peer.paced_p50),
+        r(ours.paced_p99, peer.paced_p99),
+        "",
+        "",
+        r(ours.export_cpu_ns, peer.export_cpu_ns),
+    );
+}
+
+/// `--callgrind <subject> <root|tree> <traces>`: only that subject, `traces` traces back
+/// to back after a warm-up, then a flush; for `valgrind --tool=callgrind
+/// --separate-threads=yes`, where two runs with different counts give the instructions
+/// per trace on the application thread and on the export thread (see README).
+fn callgrind(args: &[String]) {
+    let subject = args.first().map_or("ours", String::as_str);
+    let workload = match args.get(1).map(String::as_str) {
+        Some("tree") => Workload::Tree,
+        _ => Workload::Root,
+    };
+    let traces: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let s = match subject {
+        "bridge" => subject_bridge(),
+        "layer" => subject_layer(),
+        "sdk" => subject_sdk("OTel SDK + BSP"),
+        "tracing-otel" => subject_tracing_otel(),
+        _ => subject_ours(),
+    };
+    let make: &dyn Fn() = match workload {
+        Workload::Root => &*s.root,
+        Workload::Tree => &*s.tree,
+    };
+    (s.scope)(&mut || {
+        for _ in 0..1000 {
+            make();
+        }
+        (s.flush)();
+        // Small batches with a flush after each keep the queue from overflowing under
+        // valgrind's serialised threads.
+        let mut left = traces;
+        while left > 0 {
+            let n = left.min(500);
+            for _ in 0..n {
+                make();
+            }
+            (s.flush)();
+            left -= n;
+        }
+    });
+    println!(
+        "{} {}: {} traces, {} spans delivered",
+        s.name,
+        workload.label(),
+        traces + 1000,
+        s.delivered_spans(workload.spans())
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--callgrind") {
+        callgrind(args.get(i + 1..).unwrap_or_default());
+        return;
+    }
+    let quick = args.iter().any(|a| a == "--quick" || a == "--test")
+        || std::env::var_os("SPAN_LOAD_QUICK").is_some_and(|v| v == "1");
+    // `cargo bench` passes `--bench`; any other filter argument is ignored.
+    let set = if quick {
+        Settings {
+            continuous: Duration::from_millis(150),
+            paced: Duration::from_millis(150),
+            offered: Duration::from_millis(200),
+            passes: 1,
+        }
+    } else {
+        Settings {
+            continuous: Duration::from_secs(2),
+            paced: Duration::from_secs(3),
+            offered: Duration::from_secs(3),
+            passes: 3,
+        }
+    };
+
+    let pairs: Vec<(Subject, Subject)> = vec![
+        (subject_ours(), subject_sdk("OTel SDK + BSP")),
+        (subject_bridge(), subject_sdk("OTel SDK + BSP")),
+        (subject_layer(), subject_tracing_otel()),
+    ];
+
+    let mut broken = Vec::new();
+    println!(
+        "span_load ({} mode): continuous {:?} x {} passes (median), paced 10 k traces/s in bursts of 32 for {:?}",
+        if quick { "quick" } else { "full" },
+        set.continuous,
+        set.passes,
+        set.paced
+    );
+    for w in [Workload::Root, Workload::Tree] {
+        println!();
+        println!("{} (ns per span; export CPU per delivered span)", w.label());
+        println!("| subject                | continuous | paced p50 (p99) | allocs | lost % | export CPU |");
+        println!("|---|---|---|---|---|---|");
+        for (ours, peer) in &pairs {
+            let a = measure(ours, w, &set);
+            let b = measure(peer, w, &set);
+            row(ours.name, &a);
+            row(peer.name, &b);
+            ratio_row(&a, &b);
+            for (s, f) in [(ours, &a), (peer, &b)] {
+                if f.flood_lost_pct >= 100.0 {
+                    broken.push(format!("{}: nothing reached the sink ({})", s.name, w.label()));
+                }
+            }
+        }
+    }
+
+    println!();
+    println!(
+        "offered load: single-span traces (root + 5 tags) in 1 ms slots for {:?}, then flush",
+        set.offered
+    );
+    println!("| subject                | offered/s | achieved/s | created | delivered | lost % |");
+    println!("|---|---|---|---|---|---|");
+    let mut done = Vec::new();
+    for (ours, peer) in &pairs {
+        for s in [ours, peer] {
+            if done.contains(&s.name) {
+                continue;
+            }
+            done.push(s.name);
+            for rate in [250_000, 500_000, 1_000_000] {
+                let o = offered(s, rate, set.offered);
+                println!(
+                    "| {:<22} | {:>9} | {:>10.0} | {:>7} | {:>9} | {:>6.2} |",
+                    s.name,
+                    o.rate,
+                    o.achieved,
+                    o.created,
+                    o.delivered,
+                    o.created.saturating_sub(o.delivered) as f64 * 100.0 / o.created.max(1) as f64
+                );
+            }
+        }
+    }
+    if !broken.is_empty() {
+        println!();
+        for b in &broken {
+            println!("BROKEN: {b}");
+        }
+        std::process::exit(1);
+    }
+}
