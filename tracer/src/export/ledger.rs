@@ -82,6 +82,8 @@ struct Row {
 struct Table {
     rows: Vec<(String, Row)>,
     index: HashMap<String, usize>,
+    /// The row used last.
+    last: usize,
     statuses: Vec<(u16, u64)>,
     seq: u64,
     /// Drops and failures so far, and how many of them the last acked report carried.
@@ -94,6 +96,10 @@ struct Table {
 
 impl Table {
     fn row(&mut self, service: &str) -> &mut Row {
+        // Most chunks have the service of the one before: no hashing then.
+        if self.rows.get(self.last).is_some_and(|(name, _)| name == service) {
+            return &mut self.rows[self.last].1;
+        }
         let i = match self.index.get(service) {
             Some(&i) => i,
             None => {
@@ -115,6 +121,10 @@ impl Table {
         // `i` comes from `index`, which only holds positions of `rows`.
         if i >= self.rows.len() {
             return unreachable_row(&mut self.rows);
+        }
+        // Only a service's own row is remembered (not the overflow row it landed in).
+        if self.rows[i].0 == service {
+            self.last = i;
         }
         &mut self.rows[i].1
     }
