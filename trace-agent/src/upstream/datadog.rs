@@ -29,9 +29,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::backoff::Backoff;
-use super::batch::{Batch, Batcher, MAX_BATCH_BYTES, spawn_ticker};
+use super::batch::{BatchMeta, EncodedBatch, EncodedBatcher, MAX_BATCH_BYTES, spawn_ticker};
 use super::http::HttpClient;
 pub use super::pb_encode::encode_agent_payload;
+use super::pb_encode::{EncodedPayload, Part, encode_agent_payload_parts};
 use super::sender::{self, Body, Channel, ChannelSettings, Endpoint, Job, Payload};
 use super::{DropReason, ShutdownFuture, Upstream, UpstreamError, WriterStatus, pb};
 use crate::config::{AgentConfig, Secret, WriterLimits};
@@ -156,11 +157,11 @@ pub struct DatadogWriter {
 
 #[derive(Debug)]
 struct Inner {
-    header: pb::AgentPayload,
+    header: Arc<pb::AgentPayload>,
     agent_hostname: String,
     agent_env: String,
     agent_version: String,
-    batcher: Batcher,
+    batcher: EncodedBatcher,
     traces: Channel,
     stats: Channel,
     languages: Mutex<BTreeSet<String>>,
@@ -238,11 +239,11 @@ impl DatadogWriter {
             idx_tracer_payloads: Vec::new(),
         };
         let inner = Arc::new(Inner {
-            header,
+            header: Arc::new(header),
             agent_hostname: config.hostname,
             agent_env: config.env,
             agent_version: config.agent_version,
-            batcher: Batcher::new(config.max_batch_bytes),
+            batcher: EncodedBatcher::new(config.max_batch_bytes),
             traces,
             stats,
             languages: Mutex::new(BTreeSet::new()),
@@ -266,37 +267,69 @@ impl DatadogWriter {
 }
 
 impl Inner {
-    fn submit_batch(&self, batch: Batch) {
+    fn submit_batch(&self, batch: EncodedBatch) {
         let languages = {
             let langs = self.languages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             langs.iter().cloned().collect::<Vec<_>>().join("|")
         };
         self.traces.submit(Job::new(TracesJob {
-            header: self.header.clone(),
-            batch,
+            header: Arc::clone(&self.header),
+            meta: batch.meta,
+            parts: Mutex::new(Some(batch.parts)),
             languages,
         }));
     }
+
+    /// Batches one encoded tracer payload (the `Upstream` entry points end here).
+    fn add(&self, payload: Arc<EncodedPayload>) {
+        if self.closed.load(Ordering::Acquire) {
+            self.traces.count_dropped(DropReason::Shutdown, payload.chunks() as u64);
+            return;
+        }
+        if payload.chunks() == 0 {
+            return;
+        }
+        let lang = &payload.meta.language_name;
+        if !lang.is_empty() {
+            let mut langs = self.languages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if langs.len() < MAX_LANGUAGES && !langs.contains(lang) {
+                langs.insert(lang.clone());
+            }
+        }
+        for batch in self.batcher.add(payload) {
+            self.submit_batch(batch);
+        }
+    }
 }
 
-/// One `AgentPayload` to encode.
+/// One `AgentPayload` to encode: chunk ranges of encoded tracer payloads, released once the
+/// body is encoded (the queue then holds only the compressed bytes).
 struct TracesJob {
-    header: pb::AgentPayload,
-    batch: Batch,
+    header: Arc<pb::AgentPayload>,
+    meta: BatchMeta,
+    parts: Mutex<Option<Vec<Part>>>,
     languages: String,
 }
 
 impl Payload for TracesJob {
     fn items(&self) -> u64 {
-        self.batch.chunks
+        self.meta.chunks
     }
 
     fn estimated_bytes(&self) -> usize {
-        self.batch.bytes
+        self.meta.bytes
     }
 
     fn encode(&self) -> Result<Body, String> {
-        let raw = encode_agent_payload(&self.header, &self.batch.payloads);
+        let parts = self
+            .parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| "batch already encoded".to_owned())?;
+        let mut raw = Vec::new();
+        encode_agent_payload_parts(&self.header, &parts, &mut raw);
+        drop(parts);
         let bytes = zstd::bulk::compress(&raw, 1).map_err(|e| format!("zstd: {e}"))?;
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -363,28 +396,15 @@ impl Upstream for DatadogWriter {
     }
 
     fn send_traces(&self, payload: Arc<pb::TracerPayload>) {
-        let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            inner
-                .traces
-                .count_dropped(DropReason::Shutdown, payload.chunks.len() as u64);
-            return;
-        }
-        if payload.chunks.is_empty() {
-            return;
-        }
-        if !payload.language_name.is_empty() {
-            let mut langs = inner
-                .languages
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if langs.len() < MAX_LANGUAGES && !langs.contains(&payload.language_name) {
-                langs.insert(payload.language_name.clone());
-            }
-        }
-        for batch in inner.batcher.add(payload) {
-            inner.submit_batch(batch);
-        }
+        self.inner.add(Arc::new(EncodedPayload::from_pb(&payload)));
+    }
+
+    fn takes_encoded_traces(&self) -> bool {
+        true
+    }
+
+    fn send_encoded_traces(&self, payload: Arc<EncodedPayload>) {
+        self.inner.add(payload);
     }
 
     fn send_stats(&self, payload: Arc<pb::StatsPayload>) {
@@ -458,7 +478,7 @@ impl Upstream for DatadogWriter {
             tokio::join!(inner.traces.shutdown(deadline), inner.stats.shutdown(deadline));
             // A payload that raced the closing flag into the batcher.
             if let Some(late) = inner.batcher.take() {
-                inner.traces.count_dropped(DropReason::Shutdown, late.chunks);
+                inner.traces.count_dropped(DropReason::Shutdown, late.meta.chunks);
             }
             self.status()
         })
