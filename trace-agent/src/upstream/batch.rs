@@ -200,8 +200,13 @@ impl EncodedBatcher {
 
     /// Takes the pending batch, if it holds anything.
     pub(crate) fn take(&self) -> Option<EncodedBatch> {
+        self.take_if(|_| true)
+    }
+
+    /// Takes the pending batch if it holds anything and `ready(its meta)`.
+    pub(crate) fn take_if(&self, ready: impl FnOnce(&BatchMeta) -> bool) -> Option<EncodedBatch> {
         let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        (!pending.parts.is_empty()).then(|| std::mem::take(&mut *pending))
+        (!pending.parts.is_empty() && ready(&pending.meta)).then(|| std::mem::take(&mut *pending))
     }
 }
 

@@ -111,8 +111,12 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     }
 
     /// Takes one tracer payload encoded as protobuf (see
-    /// [`takes_encoded_traces`](Upstream::takes_encoded_traces)). Never blocks. The default
-    /// decodes it and calls [`send_traces`](Upstream::send_traces).
+    /// [`takes_encoded_traces`](Upstream::takes_encoded_traces)), from the forwarding stage's
+    /// blocking thread. Unlike [`send_traces`](Upstream::send_traces) it **may block** for a
+    /// bounded time when the destination is merely slower than its input (the Datadog writer:
+    /// up to `enqueue_timeout` for room in its queue), so that a slow writer backs up into the
+    /// pipeline and the receiver's 429s instead of evicting accepted data; never call it on a
+    /// runtime worker. The default decodes it and calls `send_traces`.
     fn send_encoded_traces(&self, payload: Arc<EncodedPayload>) {
         self.send_traces(Arc::new(payload.to_pb()));
     }
