@@ -17,6 +17,8 @@
 //! agent answers or paced to `<spans/s>`; then writes to `<summary file>` what the agent
 //! answered: spans and traces accepted (200), refused (429), other codes.
 
+#![allow(clippy::print_stderr)] // a command-line program reports its usage on stderr
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -269,7 +271,10 @@ fn repeat(traces: &[rmpv::Value], first_id: u64) -> Vec<rmpv::Value> {
 fn payload(version: &str, first_id: u64) -> (String, Vec<u8>, u64) {
     use rmpv::Value as V;
     let (rel, path) = match version {
-        "v0.5" => ("A_recorder_default/agent/0007_POST_v0.5_traces.body.bin", "/v0.5/traces"),
+        "v0.5" => (
+            "A_recorder_default/agent/0007_POST_v0.5_traces.body.bin",
+            "/v0.5/traces",
+        ),
         _ => ("C_recorder_v04/agent/0007_POST_v0.4_traces.body.bin", "/v0.4/traces"),
     };
     let body = capture(rel);
@@ -382,10 +387,10 @@ fn load(addr: SocketAddr, version: &str, duration: Duration, connections: usize,
                             break;
                         }
                     }
-                    let Some(c) = conn.as_mut().or_else(|| {
+                    if conn.is_none() {
                         conn = connect(addr);
-                        conn.as_mut()
-                    }) else {
+                    }
+                    let Some(c) = conn.as_mut() else {
                         std::thread::sleep(Duration::from_millis(50));
                         continue;
                     };

@@ -288,10 +288,18 @@ mod tests {
         let rest = b.take().unwrap();
         let chunks: u64 = sealed.iter().chain([&rest]).map(|s| s.meta.chunks).sum();
         assert_eq!(chunks, 6000, "no chunk lost or duplicated");
-        assert_eq!(sealed.len(), 7, "6000 chunks in batches of ~835, not 12 payloads of 835 + 165");
+        assert_eq!(
+            sealed.len(),
+            7,
+            "6000 chunks in batches of ~835, not 12 payloads of 835 + 165"
+        );
         for s in &sealed {
             assert!(s.meta.bytes <= max, "{} > {max}", s.meta.bytes);
-            assert!(s.meta.bytes + chunk + p.header_len() > max, "filled: {} of {max}", s.meta.bytes);
+            assert!(
+                s.meta.bytes + chunk + p.header_len() > max,
+                "filled: {} of {max}",
+                s.meta.bytes
+            );
             let exact: usize = s.parts.iter().map(|p| p.payload.message_len(p.chunks.clone())).sum();
             assert_eq!(exact, s.meta.bytes);
             assert_eq!(s.meta.spans, s.meta.chunks * 2);

@@ -292,7 +292,8 @@ impl Inner {
             parts: Mutex::new(Some(batch.parts)),
             languages,
         });
-        let deadline = (wait && !self.enqueue_timeout.is_zero()).then(|| std::time::Instant::now() + self.enqueue_timeout);
+        let deadline =
+            (wait && !self.enqueue_timeout.is_zero()).then(|| std::time::Instant::now() + self.enqueue_timeout);
         self.traces.submit_waiting(job, deadline);
     }
 
@@ -539,7 +540,12 @@ mod tests {
                             let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
                             st.max_in_flight.fetch_max(now, Ordering::SeqCst);
                             let traces = req.uri().path() == TRACES_PATH;
-                            let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
                             tokio::time::sleep(latency).await;
                             if traces {
                                 let raw = zstd::decode_all(&body[..]).unwrap_or_default();
@@ -641,7 +647,10 @@ mod tests {
         assert!(t.payloads_sent < 80, "batches stay full: {} requests", t.payloads_sent);
         assert_eq!(intake.chunks.load(Ordering::SeqCst), 1200);
         let max = intake.max_in_flight.load(Ordering::SeqCst);
-        assert!((2..=4).contains(&max), "{max} requests in flight at most (connection_limit 4)");
+        assert!(
+            (2..=4).contains(&max),
+            "{max} requests in flight at most (connection_limit 4)"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

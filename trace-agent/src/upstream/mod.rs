@@ -54,9 +54,9 @@ pub use backoff::Backoff;
 pub use batch::MAX_BATCH_BYTES;
 pub use datadog::{DatadogEndpoint, DatadogWriter, DatadogWriterConfig};
 pub use http::ClientError;
-pub use pb_encode::{EncodedPayload, Part, PayloadMeta, encode_agent_payload_parts};
 pub use libdd_trace_protobuf::pb;
 pub use otlp::{OtlpWriter, OtlpWriterConfig};
+pub use pb_encode::{EncodedPayload, Part, PayloadMeta, encode_agent_payload_parts};
 pub use spool::{SpoolConfig, SpoolDir};
 pub use status::{DropReason, SignalStatus, WriterStatus};
 

@@ -176,7 +176,6 @@ fn write_tags(tag: u32, tags: &std::collections::HashMap<String, String>, buf: &
     );
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // Straight from the borrowed span model.
 // ---------------------------------------------------------------------------------------------
@@ -296,12 +295,17 @@ impl EncodedPayload {
     }
 
     fn chunk(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { self.pre_end } else { self.chunk_ends[i - 1] };
-        &self.buf[start..self.chunk_ends[i]]
+        let start = match i.checked_sub(1) {
+            Some(prev) => self.chunk_ends.get(prev).copied().unwrap_or(self.pre_end),
+            None => self.pre_end,
+        };
+        let end = self.chunk_ends.get(i).copied().unwrap_or(start);
+        self.buf.get(start..end).unwrap_or_default()
     }
 
     fn post(&self) -> &[u8] {
-        &self.buf[self.chunk_ends.last().copied().unwrap_or(self.pre_end)..]
+        let start = self.chunk_ends.last().copied().unwrap_or(self.pre_end);
+        self.buf.get(start..).unwrap_or_default()
     }
 
     /// Encoded length of chunk `i` as a `chunks` field (key, length, body).
@@ -321,7 +325,7 @@ impl EncodedPayload {
 
     /// Writes the `TracerPayload` message body made of chunks `range`.
     fn write(&self, range: Range<usize>, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.buf[..self.pre_end]);
+        out.extend_from_slice(self.buf.get(..self.pre_end).unwrap_or_default());
         for i in range {
             let c = self.chunk(i);
             delimiter(PAYLOAD_CHUNKS, c.len(), out);
@@ -358,10 +362,7 @@ impl Part {
 /// [`encode_agent_payload`] writes for the same payloads.
 pub fn encode_agent_payload_parts(header: &pb::AgentPayload, parts: &[Part], out: &mut Vec<u8>) {
     out.clear();
-    let lens: Vec<usize> = parts
-        .iter()
-        .map(|p| p.payload.message_len(p.chunks.clone()))
-        .collect();
+    let lens: Vec<usize> = parts.iter().map(|p| p.payload.message_len(p.chunks.clone())).collect();
     let size = header.encoded_len()
         + lens
             .iter()
@@ -422,7 +423,11 @@ fn str_field(tag: u8, s: &str, buf: &mut Vec<u8>) {
 /// `1 + varint + len` of an entry field (0 when left out as a default).
 #[inline]
 fn inner_len(len: usize) -> usize {
-    if len == 0 { 0 } else { 1 + encoded_len_varint(len as u64) + len }
+    if len == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(len as u64) + len
+    }
 }
 
 /// Marks in `keep` the entries of `tags` that are the last with their key.
@@ -431,14 +436,13 @@ fn last_of_each_key<V>(tags: &[(Str<'_>, V)], keep: &mut Vec<bool>) {
     let n = tags.len();
     if n <= SCAN_DEDUP_MAX {
         for (i, (k, _)) in tags.iter().enumerate() {
-            keep.push(!tags[i + 1..].iter().any(|(l, _)| l.as_str() == k.as_str()));
+            let later = tags.get(i + 1..).unwrap_or_default();
+            keep.push(!later.iter().any(|(l, _)| l.as_str() == k.as_str()));
         }
     } else {
-        keep.resize(n, false);
         let mut seen = std::collections::HashSet::with_capacity(n);
-        for (i, (k, _)) in tags.iter().enumerate().rev() {
-            keep[i] = seen.insert(k.as_str());
-        }
+        keep.extend(tags.iter().rev().map(|(k, _)| seen.insert(k.as_str())));
+        keep.reverse();
     }
 }
 
@@ -498,12 +502,16 @@ fn nested(tag: u8, buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
         buf.copy_within(at + 2..end, at + n);
         buf.truncate(at + n + len);
     }
-    let mut v = len as u64;
-    for slot in &mut buf[at..at + n] {
-        *slot = (v as u8 & 0x7f) | 0x80;
-        v >>= 7;
+    if let Some(slots) = buf.get_mut(at..at + n) {
+        let mut v = len as u64;
+        for slot in slots.iter_mut() {
+            *slot = (v as u8 & 0x7f) | 0x80;
+            v >>= 7;
+        }
+        if let Some(last) = slots.last_mut() {
+            *last &= 0x7f;
+        }
     }
-    buf[at + n - 1] &= 0x7f;
 }
 
 fn write_borrowed_chunk(c: &span::TraceChunk<'_>, buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
@@ -736,11 +744,20 @@ mod tests {
                 (s(""), 3.0),
             ],
             r#type: s(""),
-            meta_struct: vec![(s("appsec"), Cow::Borrowed(&[0x80u8][..])), (s("e"), Cow::Borrowed(&[][..]))],
+            meta_struct: vec![
+                (s("appsec"), Cow::Borrowed(&[0x80u8][..])),
+                (s("e"), Cow::Borrowed(&[][..])),
+            ],
             raw_fields: vec![
                 (s("span_links"), Cow::Owned(vec![0x90])),
-                (s("span_links"), Cow::Owned(rmp_serde::to_vec_named(&vec![link]).unwrap_or_default())),
-                (s("span_events"), Cow::Owned(serde_json::to_vec(&vec![event]).unwrap_or_default())),
+                (
+                    s("span_links"),
+                    Cow::Owned(rmp_serde::to_vec_named(&vec![link]).unwrap_or_default()),
+                ),
+                (
+                    s("span_events"),
+                    Cow::Owned(serde_json::to_vec(&vec![event]).unwrap_or_default()),
+                ),
             ],
         }
     }
@@ -778,7 +795,14 @@ mod tests {
     #[test]
     fn borrowed_encoding_decodes_as_the_previous_path_on_edge_cases() {
         let p = edge_payload();
-        assert!(p.chunks[2].spans[0].meta.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>() > 16_384);
+        assert!(
+            p.chunks[2].spans[0]
+                .meta
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+                > 16_384
+        );
         let ours = agent_bytes(&p);
         let previous = previous_bytes(&p);
         assert_eq!(decoded(&ours), decoded(&previous));
@@ -868,7 +892,10 @@ mod tests {
         ];
         let mut out = Vec::new();
         encode_agent_payload_parts(&header(), &parts, &mut out);
-        assert_eq!(out.len(), header().encoded_len() + parts.iter().map(Part::field_len).sum::<usize>());
+        assert_eq!(
+            out.len(),
+            header().encoded_len() + parts.iter().map(Part::field_len).sum::<usize>()
+        );
         let d = decoded(&out);
         let full = convert::tracer_payload(&p);
         let with = |chunks: &[pb::TraceChunk]| pb::TracerPayload {

@@ -214,7 +214,10 @@ mod tests {
         assert!(q.wait_for_room(10, Instant::now()), "room: no wait");
         q.push(2, 10);
         let start = Instant::now();
-        assert!(!q.wait_for_room(10, start + std::time::Duration::from_millis(20)), "full until the deadline");
+        assert!(
+            !q.wait_for_room(10, start + std::time::Duration::from_millis(20)),
+            "full until the deadline"
+        );
         let consumer = {
             let q = std::sync::Arc::clone(&q);
             std::thread::spawn(move || {
