@@ -8,7 +8,11 @@
 //! `forward::ForwardSink` runs it, up to the bytes handed to the HTTP writer:
 //! - ours: decode → process (normalize, obfuscate, top-level) → concentrator → samplers
 //!   (`AgentConfig::default()`; the captured chunks have priority 1, so all are kept) →
-//!   `convert::tracer_payload` → protobuf `AgentPayload` (`encode_agent_payload`);
+//!   `EncodedPayload::from_borrowed` (protobuf straight from the borrowed span model) →
+//!   `AgentPayload` (`encode_agent_payload_parts`, into a reused buffer), as the Datadog
+//!   writer gets it; `ours/full_via_pb` is the previous path (`convert::tracer_payload`, an
+//!   owned `pb::TracerPayload`, then `encode_agent_payload`), which the OTLP and local writers
+//!   still take;
 //! - libdatadog: its protobuf path (the one its serverless mini agent uses):
 //!   `get_traces_from_request_body` / `get_v05_traces_from_request_body` (msgpack →
 //!   `pb::Span`) → `collect_pb_trace_chunks` (normalize trace and chunk, top-level, and
@@ -36,7 +40,7 @@ use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
 use trace_agent::sample::Samplers;
 use trace_agent::stats::{Concentrator, StatsConfig};
 use trace_agent::upstream::datadog::encode_agent_payload;
-use trace_agent::upstream::{convert, pb};
+use trace_agent::upstream::{EncodedPayload, Part, convert, encode_agent_payload_parts, pb};
 
 /// Same allocator as the `trace-agent` binary, for both chains.
 #[global_allocator]
@@ -158,7 +162,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
     });
     let header = agent_header();
     let agent_config = AgentConfig::default();
-    let full = |concentrator: &mut Concentrator, samplers: &mut Samplers| {
+    let full_via_pb = |concentrator: &mut Concentrator, samplers: &mut Samplers| {
         let mut p = decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap();
         process_payload(&mut p, &facts, &config, NOW);
         concentrator.add_payload(&p, now);
@@ -167,6 +171,20 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         black_box(sampled);
         let out = Arc::new(convert::tracer_payload(&p));
         encode_agent_payload(&header, &[out])
+    };
+    let full = |concentrator: &mut Concentrator, samplers: &mut Samplers, out: &mut Vec<u8>| {
+        let mut p = decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap();
+        process_payload(&mut p, &facts, &config, NOW);
+        concentrator.add_payload(&p, now);
+        let sampled = samplers.sample_payload(&mut p, 0, now);
+        black_box(samplers.take_rates_update());
+        black_box(sampled);
+        let e = Arc::new(EncodedPayload::from_borrowed(&p));
+        let parts = [Part {
+            chunks: 0..e.chunks(),
+            payload: e,
+        }];
+        encode_agent_payload_parts(&header, &parts, out);
     };
     {
         // Every chunk is kept: the full path converts and encodes all of them.
@@ -179,15 +197,26 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
     g.bench_function("ours/full", |b| {
         let mut concentrator = our_concentrator();
         let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
-        b.iter(|| black_box(full(&mut concentrator, &mut samplers)))
+        let mut out = Vec::new();
+        b.iter(|| {
+            full(&mut concentrator, &mut samplers, &mut out);
+            black_box(out.len())
+        })
     });
     g.bench_function("ours/full+zstd", |b| {
         let mut concentrator = our_concentrator();
         let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
+        let mut out = Vec::new();
+        let mut zstd = zstd::bulk::Compressor::new(1).unwrap();
         b.iter(|| {
-            let raw = full(&mut concentrator, &mut samplers);
-            black_box(zstd::bulk::compress(&raw, 1).unwrap())
+            full(&mut concentrator, &mut samplers, &mut out);
+            black_box(zstd.compress(&out).unwrap())
         })
+    });
+    g.bench_function("ours/full_via_pb", |b| {
+        let mut concentrator = our_concentrator();
+        let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
+        b.iter(|| black_box(full_via_pb(&mut concentrator, &mut samplers)))
     });
     // Ablation: the stages of the full path alone (sample, convert, encode on already-processed
     // payloads), and the protobuf encoding as prost's nested `message::encode` does it.
@@ -200,6 +229,21 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
             |p| black_box(samplers.sample_payload(p, 0, now)),
             criterion::BatchSize::SmallInput,
         )
+    });
+    g.bench_function("ours/stage/encode_borrowed", |b| {
+        b.iter(|| black_box(EncodedPayload::from_borrowed(black_box(&processed))))
+    });
+    let encoded = Arc::new(EncodedPayload::from_borrowed(&processed));
+    g.bench_function("ours/stage/assemble", |b| {
+        let parts = [Part {
+            chunks: 0..encoded.chunks(),
+            payload: Arc::clone(&encoded),
+        }];
+        let mut out = Vec::new();
+        b.iter(|| {
+            encode_agent_payload_parts(&header, black_box(&parts), &mut out);
+            black_box(out.len())
+        })
     });
     g.bench_function("ours/stage/convert", |b| {
         b.iter(|| black_box(convert::tracer_payload(black_box(&processed))))

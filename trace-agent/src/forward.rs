@@ -4,7 +4,8 @@
 //! [`ForwardSink`] runs on the pipeline's own thread, one item at a time:
 //! - a trace payload goes to the [`Concentrator`] (unless `Datadog-Client-Computed-Stats`), then
 //!   through [`Samplers::sample_payload`], which rewrites or removes chunks in place; what is
-//!   left is converted once to protobuf and handed to every [`Upstream`] (which never blocks);
+//!   left is encoded once to protobuf bytes and/or converted once to `pb` types (whichever the
+//!   writers take) and handed to every [`Upstream`] (which never blocks);
 //!   new `rate_by_service` rates go to the receiver's [`RatesTable`];
 //! - a `/v0.6/stats` payload goes to the [`ClientStatsAggregator`];
 //! - a tick (every second, from the agent's timer or, when the channel is too busy for it, from
@@ -23,7 +24,7 @@ use crate::sample::rates::RatesTable;
 use crate::sample::{SamplerStats, Samplers};
 use crate::stats::payload::split_stats;
 use crate::stats::{ClientStatsAggregator, ClientStatsInput, Concentrator};
-use crate::upstream::{Upstream, convert, pb};
+use crate::upstream::{EncodedPayload, Upstream, convert, pb};
 
 /// How often the sink flushes what is due and refreshes its report.
 const TICK: Duration = Duration::from_secs(1);
@@ -279,10 +280,19 @@ impl ForwardSink {
         self.counters.payloads.fetch_add(1, Relaxed);
         self.counters.traces.fetch_add(tp.chunks.len() as u64, Relaxed);
         self.counters.spans.fetch_add(tp.span_count() as u64, Relaxed);
-        let out = Arc::new(convert::tracer_payload(tp));
+        // Each form at most once: protobuf bytes straight from the borrowed spans for writers
+        // that take them (Datadog), an owned `pb` copy for the others (OTLP, local store).
+        let mut encoded: Option<Arc<EncodedPayload>> = None;
+        let mut converted: Option<Arc<pb::TracerPayload>> = None;
         self.trace_payloads_sent += 1;
         for u in &self.upstreams {
-            u.send_traces(Arc::clone(&out));
+            if u.takes_encoded_traces() {
+                let e = encoded.get_or_insert_with(|| Arc::new(EncodedPayload::from_borrowed(tp)));
+                u.send_encoded_traces(Arc::clone(e));
+            } else {
+                let c = converted.get_or_insert_with(|| Arc::new(convert::tracer_payload(tp)));
+                u.send_traces(Arc::clone(c));
+            }
         }
     }
 }

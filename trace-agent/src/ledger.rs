@@ -74,20 +74,25 @@ pub fn count_payload(p: &crate::span::TracerPayload<'_>) -> Vec<(String, u64)> {
     out
 }
 
+/// The root span of a converted chunk (the same rule as [`crate::process::toplevel::root_index`]).
+pub fn pb_root(spans: &[pb::Span]) -> Option<&pb::Span> {
+    let root = spans.iter().rposition(|s| s.parent_id == 0).or_else(|| {
+        let ids: std::collections::HashSet<u64> = spans.iter().map(|s| s.span_id).collect();
+        spans
+            .iter()
+            .rposition(|s| !ids.contains(&s.parent_id))
+            .or(spans.len().checked_sub(1))
+    });
+    root.and_then(|i| spans.get(i))
+}
+
 /// Per-service span counts of a converted payload (the same root rule as
 /// [`crate::process::toplevel::root_index`]).
 pub fn count_pb(p: &pb::TracerPayload) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = Vec::new();
     for chunk in &p.chunks {
         let spans = &chunk.spans;
-        let root = spans.iter().rposition(|s| s.parent_id == 0).or_else(|| {
-            let ids: std::collections::HashSet<u64> = spans.iter().map(|s| s.span_id).collect();
-            spans
-                .iter()
-                .rposition(|s| !ids.contains(&s.parent_id))
-                .or(spans.len().checked_sub(1))
-        });
-        let Some(root) = root.and_then(|i| spans.get(i)) else {
+        let Some(root) = pb_root(spans) else {
             continue;
         };
         let n = spans.len() as u64;
@@ -362,10 +367,15 @@ impl Ledger {
     /// A ticket for `payload` handed to `writer`: settled as delivered, spooled or dropped
     /// when the writer lets go of it (see [`Ticket`]).
     pub fn ticket(self: &Arc<Self>, writer: &str, payload: &pb::TracerPayload) -> Ticket {
+        self.ticket_for(writer, count_pb(payload))
+    }
+
+    /// A ticket for per-service span `counts` handed to `writer` (see [`Ledger::ticket`]).
+    pub fn ticket_for(self: &Arc<Self>, writer: &str, counts: Vec<(String, u64)>) -> Ticket {
         Ticket {
             ledger: Some(Arc::clone(self)),
             writer: writer.to_owned(),
-            counts: count_pb(payload),
+            counts,
             outcome: AtomicU8::new(DROPPED),
         }
     }

@@ -1,6 +1,13 @@
 //! Batching of tracer payloads before they are encoded into one request (spec 7.2): a batch is
 //! sealed when the flush period passes or when adding a payload would take its estimated size
 //! (protobuf encoded length) past the maximum (3.2 MB for the Datadog intake).
+//!
+//! * [`EncodedBatcher`] (Datadog writer): payloads already encoded as protobuf
+//!   ([`EncodedPayload`]); a batch is **filled** up to the maximum across requests, cutting a
+//!   payload at a chunk boundary when only part of it fits (the rest starts the next batch), so
+//!   a stream of 1000-trace requests becomes full 3.2 MB payloads instead of two per request;
+//! * [`Batcher`] (OTLP writer): `pb` payloads, sealed before the one that would not fit
+//!   (split by chunks only when a payload is larger than the maximum on its own).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,6 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::pb;
+use super::pb_encode::{EncodedPayload, Part};
 
 /// Largest estimated batch: the Datadog intake's limit (`3 200 000` bytes).
 pub const MAX_BATCH_BYTES: usize = 3_200_000;
@@ -128,6 +136,110 @@ fn without_chunks(tp: &pb::TracerPayload) -> pb::TracerPayload {
     }
 }
 
+/// What a sealed [`EncodedBatch`] carries besides its parts, read by the sender's counters
+/// (and, e.g., an acknowledgement hook) without decoding anything: add fields here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct BatchMeta {
+    /// Sum of the parts' `TracerPayload` message lengths (the estimate of [`MAX_BATCH_BYTES`]).
+    pub(crate) bytes: usize,
+    /// Trace chunks inside.
+    pub(crate) chunks: u64,
+    /// Spans inside.
+    pub(crate) spans: u64,
+}
+
+/// A sealed batch of encoded payloads: one `AgentPayload`.
+#[derive(Debug, Default)]
+pub(crate) struct EncodedBatch {
+    /// Chunk ranges of encoded payloads, in arrival order.
+    pub(crate) parts: Vec<Part>,
+    /// Counts.
+    pub(crate) meta: BatchMeta,
+    /// The span ledger's per-service counts (empty when no ledger is attached).
+    pub(crate) ledger: crate::ledger::Ticket,
+}
+
+/// Fills batches of [`EncodedPayload`]s up to a maximum size.
+#[derive(Debug)]
+pub(crate) struct EncodedBatcher {
+    pending: Mutex<EncodedBatch>,
+    max_bytes: usize,
+    /// The span ledger and the writer's name, once attached.
+    ledger: std::sync::OnceLock<(Arc<crate::ledger::Ledger>, String)>,
+}
+
+impl EncodedBatcher {
+    pub(crate) fn new(max_bytes: usize) -> Self {
+        Self {
+            pending: Mutex::new(EncodedBatch::default()),
+            max_bytes: max_bytes.max(1),
+            ledger: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Batches from now on carry a ledger ticket for `writer`.
+    pub(crate) fn attach_ledger(&self, ledger: Arc<crate::ledger::Ledger>, writer: &str) {
+        ledger.register_writer(writer);
+        let _ = self.ledger.set((ledger, writer.to_owned()));
+    }
+
+    /// Adds `payload`'s chunks, filling the pending batch up to the maximum and cutting
+    /// `payload` at a chunk boundary where it does not fit; returns the batches filled on the
+    /// way. A batch always takes at least one chunk (a chunk larger than the maximum travels
+    /// alone; the intake decides about it). Work is linear in the chunks.
+    pub(crate) fn add(&self, payload: Arc<EncodedPayload>) -> Vec<EncodedBatch> {
+        let n = payload.chunks();
+        let mut sealed = Vec::new();
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut start = 0;
+        while start < n {
+            let mut len = payload.header_len();
+            let mut end = start;
+            while end < n {
+                let add = payload.chunk_field_len(end);
+                let fits = pending.meta.bytes + len + add <= self.max_bytes;
+                if !fits && (end > start || !pending.parts.is_empty()) {
+                    break;
+                }
+                len += add;
+                end += 1;
+            }
+            if end == start {
+                // Not even one chunk fits next to what is pending: seal it and start anew.
+                sealed.push(std::mem::take(&mut *pending));
+                continue;
+            }
+            pending.meta.bytes += len;
+            pending.meta.chunks += (end - start) as u64;
+            pending.meta.spans += payload.spans(start..end);
+            if let Some((ledger, writer)) = self.ledger.get() {
+                let ticket = ledger.ticket_for(writer, payload.service_spans(start..end));
+                pending.ledger.merge(ticket);
+            }
+            pending.parts.push(Part {
+                payload: Arc::clone(&payload),
+                chunks: start..end,
+            });
+            start = end;
+            if start < n || pending.meta.bytes >= self.max_bytes {
+                sealed.push(std::mem::take(&mut *pending));
+            }
+        }
+        sealed
+    }
+
+    /// Takes the pending batch, if it holds anything.
+    pub(crate) fn take(&self) -> Option<EncodedBatch> {
+        self.take_if(|_| true)
+    }
+
+    /// Takes the pending batch if it holds anything and `ready(its meta)`.
+    pub(crate) fn take_if(&self, ready: impl FnOnce(&BatchMeta) -> bool) -> Option<EncodedBatch> {
+        let mut pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!pending.parts.is_empty() && ready(&pending.meta)).then(|| std::mem::take(&mut *pending))
+    }
+}
+
 /// Calls `tick` every `period`, and whenever `wake` is notified, until `tick` returns false.
 pub(crate) fn spawn_ticker(
     period: Duration,
@@ -185,6 +297,61 @@ mod tests {
         assert_eq!(sealed[0].bytes, size * 3);
         let rest = b.take().unwrap();
         assert_eq!((rest.payloads.len(), rest.chunks), (1, 1));
+        assert!(b.take().is_none());
+    }
+
+    fn encoded(chunks: usize, spans_per_chunk: usize) -> Arc<EncodedPayload> {
+        Arc::new(EncodedPayload::from_pb(&payload(chunks, spans_per_chunk)))
+    }
+
+    #[test]
+    fn encoded_batches_are_filled_across_payloads_cutting_at_chunk_boundaries() {
+        // 1000-chunk payloads where ~835 chunks fit in a batch (the 835 + 165 split).
+        let p = encoded(1000, 2);
+        let chunk = p.chunk_field_len(0);
+        let max = p.header_len() + chunk * 835;
+        let b = EncodedBatcher::new(max);
+        let mut sealed = Vec::new();
+        for _ in 0..6 {
+            sealed.extend(b.add(Arc::clone(&p)));
+        }
+        let rest = b.take().unwrap();
+        let chunks: u64 = sealed.iter().chain([&rest]).map(|s| s.meta.chunks).sum();
+        assert_eq!(chunks, 6000, "no chunk lost or duplicated");
+        assert_eq!(
+            sealed.len(),
+            7,
+            "6000 chunks in batches of ~835, not 12 payloads of 835 + 165"
+        );
+        for s in &sealed {
+            assert!(s.meta.bytes <= max, "{} > {max}", s.meta.bytes);
+            assert!(
+                s.meta.bytes + chunk + p.header_len() > max,
+                "filled: {} of {max}",
+                s.meta.bytes
+            );
+            let exact: usize = s.parts.iter().map(|p| p.payload.message_len(p.chunks.clone())).sum();
+            assert_eq!(exact, s.meta.bytes);
+            assert_eq!(s.meta.spans, s.meta.chunks * 2);
+        }
+        // The parts follow each other: every chunk of every payload exactly once, in order.
+        let mut next = 0;
+        for part in sealed.iter().chain([&rest]).flat_map(|s| &s.parts) {
+            assert_eq!(part.chunks.start, next % 1000);
+            next += part.chunks.len();
+        }
+        assert_eq!(next, 6000);
+    }
+
+    #[test]
+    fn an_encoded_chunk_larger_than_the_maximum_travels_alone() {
+        let small = encoded(1, 1);
+        let big = encoded(1, 50);
+        let b = EncodedBatcher::new(big.message_len(0..1) / 2);
+        assert!(b.add(Arc::clone(&small)).is_empty());
+        let sealed = b.add(Arc::clone(&big));
+        assert_eq!(sealed.iter().map(|s| s.meta.chunks).collect::<Vec<_>>(), vec![1, 1]);
+        assert_eq!(sealed[1].parts[0].chunks, 0..1);
         assert!(b.take().is_none());
     }
 

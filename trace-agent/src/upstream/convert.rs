@@ -95,7 +95,7 @@ fn str_map(tags: &[(Str<'_>, Str<'_>)]) -> HashMap<String, String> {
 }
 
 /// Decodes a raw list field: JSON when it starts with `[` (the JSON decoder), msgpack otherwise.
-fn raw_list<T: DeserializeOwned>(field: &str, raw: &[u8]) -> Vec<T> {
+pub(crate) fn raw_list<T: DeserializeOwned>(field: &str, raw: &[u8]) -> Vec<T> {
     let decoded = if raw.first() == Some(&b'[') {
         serde_json::from_slice::<Vec<T>>(raw).map_err(|e| e.to_string())
     } else {

@@ -29,9 +29,10 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::backoff::Backoff;
-use super::batch::{Batch, Batcher, MAX_BATCH_BYTES, spawn_ticker};
+use super::batch::{BatchMeta, EncodedBatch, EncodedBatcher, MAX_BATCH_BYTES, spawn_ticker};
 use super::http::HttpClient;
 pub use super::pb_encode::encode_agent_payload;
+use super::pb_encode::{EncodedPayload, Part, encode_agent_payload_parts};
 use super::sender::{self, Body, Channel, ChannelSettings, Endpoint, Job, Payload};
 use super::{DropReason, ShutdownFuture, Upstream, UpstreamError, WriterStatus, pb};
 use crate::config::{AgentConfig, Secret, WriterLimits};
@@ -40,6 +41,9 @@ use crate::config::{AgentConfig, Secret, WriterLimits};
 pub const TRACES_PATH: &str = "/api/v0.2/traces";
 /// Path of the stats intake.
 pub const STATS_PATH: &str = "/api/v0.2/stats";
+/// Default [`DatadogWriterConfig::enqueue_timeout`]: the request timeout, so a writer that
+/// keeps up (even slowly) never evicts what it accepted.
+pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most distinct languages listed in `X-Datadog-Reported-Languages`.
 const MAX_LANGUAGES: usize = 32;
 
@@ -89,6 +93,10 @@ pub struct DatadogWriterConfig {
     pub backoff: Backoff,
     /// Where undeliverable payloads go (`apm_config.spool`); `None`: dropped and counted.
     pub spool: Option<Arc<crate::upstream::SpoolDir>>,
+    /// How long the forwarding stage waits for room when the trace queue to a healthy
+    /// endpoint is full, before the oldest queued payload is evicted (see
+    /// [`Upstream::send_encoded_traces`]); zero: never waits.
+    pub enqueue_timeout: Duration,
 }
 
 impl DatadogWriterConfig {
@@ -133,6 +141,7 @@ impl DatadogWriterConfig {
             request_timeout: Duration::from_secs(10),
             backoff: Backoff::default(),
             spool: None,
+            enqueue_timeout: ENQUEUE_TIMEOUT,
         })
     }
 }
@@ -145,15 +154,16 @@ pub struct DatadogWriter {
 
 #[derive(Debug)]
 struct Inner {
-    header: pb::AgentPayload,
+    header: Arc<pb::AgentPayload>,
     agent_hostname: String,
     agent_env: String,
     agent_version: String,
-    batcher: Batcher,
+    batcher: EncodedBatcher,
     traces: Channel,
     stats: Channel,
     languages: Mutex<BTreeSet<String>>,
     closed: AtomicBool,
+    enqueue_timeout: Duration,
     wake: Arc<Notify>,
     ticker: Mutex<Option<JoinHandle<()>>>,
 }
@@ -227,15 +237,16 @@ impl DatadogWriter {
             idx_tracer_payloads: Vec::new(),
         };
         let inner = Arc::new(Inner {
-            header,
+            header: Arc::new(header),
             agent_hostname: config.hostname,
             agent_env: config.env,
             agent_version: config.agent_version,
-            batcher: Batcher::new(config.max_batch_bytes),
+            batcher: EncodedBatcher::new(config.max_batch_bytes),
             traces,
             stats,
             languages: Mutex::new(BTreeSet::new()),
             closed: AtomicBool::new(false),
+            enqueue_timeout: config.enqueue_timeout,
             wake: Arc::new(Notify::new()),
             ticker: Mutex::new(None),
         });
@@ -244,8 +255,10 @@ impl DatadogWriter {
             let Some(inner) = weak.upgrade() else {
                 return false;
             };
-            if let Some(batch) = inner.batcher.take() {
-                inner.submit_batch(batch);
+            // The flush tick cannot wait for room (it runs on the runtime): while the queue to
+            // a healthy endpoint is full, the batch stays pending (and keeps filling).
+            if let Some(batch) = inner.batcher.take_if(|m| inner.traces.has_room(m.bytes)) {
+                inner.submit_batch(batch, false);
             }
             !inner.closed.load(Ordering::Acquire)
         });
@@ -255,45 +268,86 @@ impl DatadogWriter {
 }
 
 impl Inner {
-    fn submit_batch(&self, batch: Batch) {
+    /// Queues a sealed batch; with `wait`, first waits for room (see
+    /// [`Channel::submit_waiting`]).
+    fn submit_batch(&self, batch: EncodedBatch, wait: bool) {
         let languages = {
             let langs = self.languages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             langs.iter().cloned().collect::<Vec<_>>().join("|")
         };
-        self.traces.submit(Job::new(TracesJob {
-            header: self.header.clone(),
-            batch,
+        let job = Job::new(TracesJob {
+            header: Arc::clone(&self.header),
+            meta: batch.meta,
+            parts: Mutex::new(Some(batch.parts)),
             languages,
-        }));
+            ledger: batch.ledger,
+        });
+        let deadline =
+            (wait && !self.enqueue_timeout.is_zero()).then(|| std::time::Instant::now() + self.enqueue_timeout);
+        self.traces.submit_waiting(job, deadline);
+    }
+
+    /// Batches one encoded tracer payload (the `Upstream` entry points end here); `wait`: may
+    /// block the calling thread for room in the queue.
+    fn add(&self, payload: Arc<EncodedPayload>, wait: bool) {
+        if self.closed.load(Ordering::Acquire) {
+            self.traces.count_dropped(DropReason::Shutdown, payload.chunks() as u64);
+            return;
+        }
+        if payload.chunks() == 0 {
+            return;
+        }
+        let lang = &payload.meta.language_name;
+        if !lang.is_empty() {
+            let mut langs = self.languages.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if langs.len() < MAX_LANGUAGES && !langs.contains(lang) {
+                langs.insert(lang.clone());
+            }
+        }
+        for batch in self.batcher.add(payload) {
+            self.submit_batch(batch, wait);
+        }
     }
 }
 
-/// One `AgentPayload` to encode.
+/// One `AgentPayload` to encode: chunk ranges of encoded tracer payloads, released once the
+/// body is encoded (the queue then holds only the compressed bytes).
 struct TracesJob {
-    header: pb::AgentPayload,
-    batch: Batch,
+    header: Arc<pb::AgentPayload>,
+    meta: BatchMeta,
+    parts: Mutex<Option<Vec<Part>>>,
     languages: String,
+    /// Settled when the job is dropped: delivered, spooled or dropped (`ledger::Ticket`).
+    ledger: crate::ledger::Ticket,
 }
 
 impl Payload for TracesJob {
     fn on_delivered(&self) {
-        self.batch.ledger.delivered();
+        self.ledger.delivered();
     }
 
     fn on_spooled(&self) {
-        self.batch.ledger.spooled();
+        self.ledger.spooled();
     }
 
     fn items(&self) -> u64 {
-        self.batch.chunks
+        self.meta.chunks
     }
 
     fn estimated_bytes(&self) -> usize {
-        self.batch.bytes
+        self.meta.bytes
     }
 
     fn encode(&self) -> Result<Body, String> {
-        let raw = encode_agent_payload(&self.header, &self.batch.payloads);
+        let parts = self
+            .parts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .ok_or_else(|| "batch already encoded".to_owned())?;
+        let mut raw = Vec::new();
+        encode_agent_payload_parts(&self.header, &parts, &mut raw);
+        drop(parts);
         let bytes = zstd::bulk::compress(&raw, 1).map_err(|e| format!("zstd: {e}"))?;
         let mut headers = HeaderMap::new();
         headers.insert(
@@ -360,28 +414,19 @@ impl Upstream for DatadogWriter {
     }
 
     fn send_traces(&self, payload: Arc<pb::TracerPayload>) {
-        let inner = &self.inner;
-        if inner.closed.load(Ordering::Acquire) {
-            inner
-                .traces
-                .count_dropped(DropReason::Shutdown, payload.chunks.len() as u64);
-            return;
-        }
-        if payload.chunks.is_empty() {
-            return;
-        }
-        if !payload.language_name.is_empty() {
-            let mut langs = inner
-                .languages
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if langs.len() < MAX_LANGUAGES && !langs.contains(&payload.language_name) {
-                langs.insert(payload.language_name.clone());
-            }
-        }
-        for batch in inner.batcher.add(payload) {
-            inner.submit_batch(batch);
-        }
+        self.inner.add(Arc::new(EncodedPayload::from_pb(&payload)), false);
+    }
+
+    fn takes_encoded_traces(&self) -> bool {
+        true
+    }
+
+    /// Called by the forwarding stage on its own (blocking) thread: when the queue to a healthy
+    /// endpoint is full, waits up to `enqueue_timeout` for room — push-back through the
+    /// pipeline to 429s — rather than evict what was accepted. ([`Upstream::send_traces`]
+    /// never waits.)
+    fn send_encoded_traces(&self, payload: Arc<EncodedPayload>) {
+        self.inner.add(payload, true);
     }
 
     fn attach_ledger(&self, ledger: Arc<crate::ledger::Ledger>) {
@@ -454,14 +499,171 @@ impl Upstream for DatadogWriter {
                 t.abort();
             }
             if let Some(batch) = inner.batcher.take() {
-                inner.submit_batch(batch);
+                inner.submit_batch(batch, false);
             }
             tokio::join!(inner.traces.shutdown(deadline), inner.stats.shutdown(deadline));
             // A payload that raced the closing flag into the batcher.
             if let Some(late) = inner.batcher.take() {
-                inner.traces.count_dropped(DropReason::Shutdown, late.chunks);
+                inner.traces.count_dropped(DropReason::Shutdown, late.meta.chunks);
             }
             self.status()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU64, AtomicUsize};
+
+    use http_body_util::{BodyExt, Full};
+    use prost::Message;
+
+    use super::*;
+
+    /// A loopback intake answering 202 after `latency`: counts the trace chunks it received
+    /// and the most requests it held at once.
+    #[derive(Default)]
+    struct SlowIntake {
+        chunks: AtomicU64,
+        in_flight: AtomicUsize,
+        max_in_flight: AtomicUsize,
+    }
+
+    async fn slow_intake(latency: Duration) -> (Arc<SlowIntake>, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(SlowIntake::default());
+        let st = Arc::clone(&state);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let st = Arc::clone(&st);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let st = Arc::clone(&st);
+                        async move {
+                            let now = st.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                            st.max_in_flight.fetch_max(now, Ordering::SeqCst);
+                            let traces = req.uri().path() == TRACES_PATH;
+                            let body = req
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|c| c.to_bytes())
+                                .unwrap_or_default();
+                            tokio::time::sleep(latency).await;
+                            if traces {
+                                let raw = zstd::decode_all(&body[..]).unwrap_or_default();
+                                let p = pb::AgentPayload::decode(raw.as_slice()).unwrap_or_default();
+                                let n: usize = p.tracer_payloads.iter().map(|t| t.chunks.len()).sum();
+                                st.chunks.fetch_add(n as u64, Ordering::SeqCst);
+                            }
+                            st.in_flight.fetch_sub(1, Ordering::SeqCst);
+                            let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
+                            *r.status_mut() = http::StatusCode::ACCEPTED;
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (state, url)
+    }
+
+    fn config(url: &str, enqueue_timeout: Duration) -> DatadogWriterConfig {
+        let mut c = AgentConfig::local(0);
+        c.api_key = Some(Secret::new("0123456789abcdef0123456789abcdef"));
+        c.hostname = "h".to_owned();
+        c.upstream.apm_dd_url = Some(url.to_owned());
+        let mut w = DatadogWriterConfig::from_agent(&c).unwrap();
+        w.traces.connection_limit = 4;
+        w.traces.queue_size = 4;
+        w.flush_period = Duration::from_millis(50);
+        w.enqueue_timeout = enqueue_timeout;
+        w.backoff = Backoff {
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(5),
+        };
+        w
+    }
+
+    /// 20 one-span chunks: one batch per payload with `max_batch_bytes` set to its size.
+    fn payload(id: u64) -> Arc<EncodedPayload> {
+        let span = |i| pb::Span {
+            service: "svc".to_owned(),
+            name: "op".to_owned(),
+            resource: "GET /".to_owned(),
+            trace_id: id * 100 + i,
+            span_id: i + 1,
+            duration: 1,
+            ..Default::default()
+        };
+        Arc::new(EncodedPayload::from_pb(&pb::TracerPayload {
+            language_name: "python".to_owned(),
+            chunks: (0..20)
+                .map(|i| pb::TraceChunk {
+                    priority: 1,
+                    spans: vec![span(i)],
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }))
+    }
+
+    /// Feeds `n` payloads from a plain thread, as the forwarding stage does, as fast as the
+    /// writer takes them; then waits until the intake has `n × 20` chunks or `limit` passed.
+    async fn saturate(enqueue_timeout: Duration, n: u64) -> (Arc<SlowIntake>, WriterStatus) {
+        let (intake, url) = slow_intake(Duration::from_millis(20)).await;
+        let mut cfg = config(&url, enqueue_timeout);
+        cfg.max_batch_bytes = payload(0).message_len(0..20);
+        let writer = DatadogWriter::start(cfg).unwrap();
+        let w = writer.clone();
+        tokio::task::spawn_blocking(move || {
+            for id in 0..n {
+                w.send_encoded_traces(payload(id));
+            }
+        })
+        .await
+        .unwrap();
+        writer.flush();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = writer.status().traces;
+            let dropped: u64 = s.dropped_items.values().sum();
+            if s.items_sent + dropped >= n * 20 || tokio::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let status = writer.shutdown(Duration::from_secs(5)).await;
+        (intake, status)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn at_saturation_everything_accepted_is_delivered_by_concurrent_senders() {
+        let (intake, status) = saturate(Duration::from_secs(10), 60).await;
+        let t = &status.traces;
+        assert!(t.dropped_items.is_empty(), "{t:?}");
+        assert_eq!(t.items_sent, 1200);
+        assert!(t.payloads_sent < 80, "batches stay full: {} requests", t.payloads_sent);
+        assert_eq!(intake.chunks.load(Ordering::SeqCst), 1200);
+        let max = intake.max_in_flight.load(Ordering::SeqCst);
+        assert!(
+            (2..=4).contains(&max),
+            "{max} requests in flight at most (connection_limit 4)"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_waiting_a_full_queue_evicts_what_was_accepted() {
+        // The same load, with the forwarding stage never waiting: the queue of 4 overflows.
+        let (intake, status) = saturate(Duration::ZERO, 60).await;
+        let t = &status.traces;
+        let evicted = t.dropped_items.get(&DropReason::QueueFull).copied().unwrap_or(0);
+        assert!(evicted > 0, "{t:?}");
+        assert_eq!(intake.chunks.load(Ordering::SeqCst) + evicted, 1200);
     }
 }

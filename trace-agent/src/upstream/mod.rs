@@ -2,12 +2,14 @@
 //!
 //! Every destination implements [`Upstream`]: the Datadog intake (`datadog`), an OTLP/HTTP
 //! collector (`otlp`) and the local store (`local`, another module). The pipeline sink, which
-//! runs on its own blocking thread, hands each destination an [`Arc`] of the converted payload
-//! (one conversion, shared by all destinations); a destination **never blocks** that thread:
+//! runs on its own blocking thread, hands each destination an [`Arc`] of the converted or
+//! encoded payload (each form built at most once, shared by the destinations that take it); a destination **never blocks** that thread:
 //! it enqueues into its own bounded queue, or drops and counts (see [`DropReason`]).
 //!
 //! * [`convert`] — the borrowed span model ([`crate::span`]) → the protobuf types of
-//!   `libdd-trace-protobuf` ([`pb`]), the common currency of every writer;
+//!   `libdd-trace-protobuf` ([`pb`]), which the OTLP writer and the local store take;
+//! * `pb_encode` — the borrowed span model → protobuf bytes ([`EncodedPayload`]), which the
+//!   Datadog writer takes (no owned copy of the spans on its path);
 //! * [`datadog`] — [`DatadogWriter`]: `AgentPayload` protobuf + zstd to `/api/v0.2/traces`,
 //!   `StatsPayload` msgpack + gzip to `/api/v0.2/stats`, to the main and additional endpoints;
 //! * [`otlp`] — [`OtlpWriter`]: kept traces as OTLP/HTTP protobuf to `<endpoint>/v1/traces`
@@ -54,6 +56,7 @@ pub use datadog::{DatadogEndpoint, DatadogWriter, DatadogWriterConfig};
 pub use http::ClientError;
 pub use libdd_trace_protobuf::pb;
 pub use otlp::{OtlpWriter, OtlpWriterConfig};
+pub use pb_encode::{EncodedPayload, Part, PayloadMeta, encode_agent_payload_parts};
 pub use spool::{SpoolConfig, SpoolDir};
 pub use status::{DropReason, SignalStatus, WriterStatus};
 
@@ -98,6 +101,25 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     /// removed; `dropped_trace` chunks carry only single-span-sampled spans). Never blocks:
     /// enqueues, or drops and counts when the destination's queue is full.
     fn send_traces(&self, payload: Arc<pb::TracerPayload>);
+
+    /// Whether the destination takes kept traces already encoded as protobuf
+    /// ([`send_encoded_traces`](Upstream::send_encoded_traces)) rather than as `pb` types: the
+    /// forwarding stage then encodes straight from the borrowed span model, and builds the
+    /// owned `pb` copy only when some destination takes that. The default: `pb` types.
+    fn takes_encoded_traces(&self) -> bool {
+        false
+    }
+
+    /// Takes one tracer payload encoded as protobuf (see
+    /// [`takes_encoded_traces`](Upstream::takes_encoded_traces)), from the forwarding stage's
+    /// blocking thread. Unlike [`send_traces`](Upstream::send_traces) it **may block** for a
+    /// bounded time when the destination is merely slower than its input (the Datadog writer:
+    /// up to `enqueue_timeout` for room in its queue), so that a slow writer backs up into the
+    /// pipeline and the receiver's 429s instead of evicting accepted data; never call it on a
+    /// runtime worker. The default decodes it and calls `send_traces`.
+    fn send_encoded_traces(&self, payload: Arc<EncodedPayload>) {
+        self.send_traces(Arc::new(payload.to_pb()));
+    }
 
     /// Takes one stats payload (a concentrator or client-stats flush). Never blocks. A
     /// destination that does not carry stats ignores it (and says so in its docs).

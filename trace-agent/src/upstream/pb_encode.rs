@@ -1,13 +1,19 @@
-//! Protobuf encoding of an `AgentPayload` whose tracer payloads are shared (`Arc`), byte for
-//! byte what prost writes, but computing each span's length once.
+//! Protobuf encoding of `AgentPayload`s, byte for byte what prost writes.
 //!
-//! prost's nested `message::encode` asks every message for its length before writing it, so a
-//! span's length is computed once per enclosing message (payload, chunk, span: three times, four
-//! with the buffer's capacity) before it is written; on web spans with a dozen tags that was
-//! half the encoding time. Here the lengths of spans and chunks are computed once, kept in two
-//! vectors, and written from there; the spans themselves are still written by prost
-//! (`encode_raw`), as are the header and every other field.
+//! * [`EncodedPayload::from_borrowed`]: a processed tracer payload straight from the borrowed
+//!   span model ([`crate::span`]) to protobuf bytes, chunk by chunk, with no owned `pb::Span`
+//!   in between (that copy, a `String` per field and tag and a hash map per span, was 57 % of
+//!   the full path); [`encode_agent_payload_parts`] then writes an `AgentPayload` from chunk
+//!   ranges of such payloads by copying bytes (the Datadog writer's batches).
+//! * [`encode_agent_payload`]: from owned `pb::TracerPayload`s, computing each span's length
+//!   once (prost's nested `message::encode` asks every message for its length before writing
+//!   it, so a span's length was computed once per enclosing message); kept for writers and
+//!   tests that hold `pb` types.
+//!
+//! Nested lengths are written without a length pass: two bytes are set aside and the body is
+//! moved in the rare case its length needs another number of bytes ([`nested`]).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use prost::Message;
@@ -16,7 +22,8 @@ use prost::encoding::{
 };
 use prost::encoding::{message, string};
 
-use super::pb;
+use super::{convert, pb};
+use crate::span::{self, Str};
 
 /// `AgentPayload.tracerPayloads`.
 const AGENT_TRACER_PAYLOADS: u32 = 5;
@@ -169,6 +176,452 @@ fn write_tags(tag: u32, tags: &std::collections::HashMap<String, String>, buf: &
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// Straight from the borrowed span model.
+// ---------------------------------------------------------------------------------------------
+
+/// One tracer payload encoded as protobuf `TracerPayload` fields, chunk by chunk, straight from
+/// the borrowed span model (no owned `pb::Span` in between): the Datadog writer cuts batches
+/// out of it at chunk boundaries and writes `AgentPayload`s by copying bytes.
+///
+/// Layout of `buf`: the payload's fields 1–5, then each chunk's `TraceChunk` message body (no
+/// key, no length: those depend on nothing but the body's length and are written when the
+/// chunk is put into a payload), then fields 7–11. Written in field order with proto3's rules
+/// (defaults left out, map entries skipping an empty key or value), this is what prost writes
+/// for the converted `pb::TracerPayload` (`upstream::convert`); maps are written in the order
+/// of the span model's tag list, keeping only the last entry of a repeated key (where
+/// `convert` builds a `HashMap`, whose order is random).
+#[derive(Debug, Clone, Default)]
+pub struct EncodedPayload {
+    buf: Vec<u8>,
+    /// End of fields 1–5 (start of the first chunk).
+    pre_end: usize,
+    /// End offset of each chunk's body; the last one is where fields 7–11 start.
+    chunk_ends: Vec<usize>,
+    /// Metadata the writers read without decoding (extend here, not by decoding `buf`).
+    pub meta: PayloadMeta,
+}
+
+/// What a writer needs to know about an [`EncodedPayload`] without decoding it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PayloadMeta {
+    /// `TracerPayload.languageName` (`X-Datadog-Reported-Languages`).
+    pub language_name: String,
+    /// Spans in each chunk, in order.
+    pub chunk_spans: Vec<u32>,
+    /// Service of each chunk's root span (the span ledger's per-service counts), as an index
+    /// into `services`.
+    pub chunk_service: Vec<u32>,
+    /// Distinct root services, in first-seen order.
+    pub services: Vec<String>,
+}
+
+impl PayloadMeta {
+    /// Records one chunk: its span count and root service.
+    fn push_chunk(&mut self, spans: usize, root_service: &str) {
+        self.chunk_spans.push(u32::try_from(spans).unwrap_or(u32::MAX));
+        // Payloads hold few services, mostly one: the last one first, then a short scan.
+        let i = match self.services.iter().rposition(|s| s == root_service) {
+            Some(i) => i,
+            None => {
+                self.services.push(root_service.to_owned());
+                self.services.len() - 1
+            }
+        };
+        self.chunk_service.push(u32::try_from(i).unwrap_or(u32::MAX));
+    }
+}
+
+impl EncodedPayload {
+    /// Encodes a processed payload (typically: the kept chunks).
+    pub fn from_borrowed(tp: &span::TracerPayload<'_>) -> Self {
+        let spans = tp.span_count();
+        let mut buf = Vec::with_capacity(64 + spans * ESTIMATED_SPAN_BYTES);
+        let mut scratch = Vec::new();
+        str_field(1, &tp.container_id, &mut buf);
+        str_field(2, &tp.language_name, &mut buf);
+        str_field(3, &tp.language_version, &mut buf);
+        str_field(4, &tp.tracer_version, &mut buf);
+        str_field(5, &tp.runtime_id, &mut buf);
+        let pre_end = buf.len();
+        let mut chunk_ends = Vec::with_capacity(tp.chunks.len());
+        let mut meta = PayloadMeta {
+            language_name: tp.language_name.as_str().to_owned(),
+            chunk_spans: Vec::with_capacity(tp.chunks.len()),
+            chunk_service: Vec::with_capacity(tp.chunks.len()),
+            services: Vec::new(),
+        };
+        for c in &tp.chunks {
+            write_borrowed_chunk(c, &mut buf, &mut scratch);
+            chunk_ends.push(buf.len());
+            let root = crate::process::toplevel::root_index(&c.spans).and_then(|i| c.spans.get(i));
+            meta.push_chunk(c.spans.len(), root.map_or("", |s| s.service.as_str()));
+        }
+        str_map_field(7, &tp.tags, &mut buf, &mut scratch);
+        str_field(8, &tp.env, &mut buf);
+        str_field(9, &tp.hostname, &mut buf);
+        str_field(10, &tp.app_version, &mut buf);
+        Self {
+            buf,
+            pre_end,
+            chunk_ends,
+            meta,
+        }
+    }
+
+    /// Encodes an owned payload (writers fed `pb` types, tests): the same bytes prost writes.
+    pub fn from_pb(tp: &pb::TracerPayload) -> Self {
+        let mut buf = Vec::new();
+        write_string(1, &tp.container_id, &mut buf);
+        write_string(2, &tp.language_name, &mut buf);
+        write_string(3, &tp.language_version, &mut buf);
+        write_string(4, &tp.tracer_version, &mut buf);
+        write_string(5, &tp.runtime_id, &mut buf);
+        let pre_end = buf.len();
+        let mut chunk_ends = Vec::with_capacity(tp.chunks.len());
+        let mut meta = PayloadMeta {
+            language_name: tp.language_name.clone(),
+            ..PayloadMeta::default()
+        };
+        for c in &tp.chunks {
+            c.encode_raw(&mut buf);
+            chunk_ends.push(buf.len());
+            let root = crate::ledger::pb_root(&c.spans);
+            meta.push_chunk(c.spans.len(), root.map_or("", |s| s.service.as_str()));
+        }
+        write_tags(7, &tp.tags, &mut buf);
+        write_string(8, &tp.env, &mut buf);
+        write_string(9, &tp.hostname, &mut buf);
+        write_string(10, &tp.app_version, &mut buf);
+        if let Some(d) = &tp.container_debug {
+            message::encode(11, d, &mut buf);
+        }
+        Self {
+            buf,
+            pre_end,
+            chunk_ends,
+            meta,
+        }
+    }
+
+    /// Trace chunks inside.
+    pub fn chunks(&self) -> usize {
+        self.chunk_ends.len()
+    }
+
+    /// Spans per root service inside chunks `range` (the span ledger's ticket).
+    pub fn service_spans(&self, range: Range<usize>) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = Vec::new();
+        let (Some(spans), Some(services)) = (
+            self.meta.chunk_spans.get(range.clone()),
+            self.meta.chunk_service.get(range),
+        ) else {
+            return out;
+        };
+        for (&n, &s) in spans.iter().zip(services) {
+            let Some(name) = self.meta.services.get(s as usize) else {
+                continue;
+            };
+            match out.iter_mut().find(|(k, _)| k == name) {
+                Some(e) => e.1 += u64::from(n),
+                None => out.push((name.clone(), u64::from(n))),
+            }
+        }
+        out
+    }
+
+    /// Spans inside chunks `range`.
+    pub fn spans(&self, range: Range<usize>) -> u64 {
+        self.meta
+            .chunk_spans
+            .get(range)
+            .map_or(0, |s| s.iter().map(|&n| u64::from(n)).sum())
+    }
+
+    fn chunk(&self, i: usize) -> &[u8] {
+        let start = match i.checked_sub(1) {
+            Some(prev) => self.chunk_ends.get(prev).copied().unwrap_or(self.pre_end),
+            None => self.pre_end,
+        };
+        let end = self.chunk_ends.get(i).copied().unwrap_or(start);
+        self.buf.get(start..end).unwrap_or_default()
+    }
+
+    fn post(&self) -> &[u8] {
+        let start = self.chunk_ends.last().copied().unwrap_or(self.pre_end);
+        self.buf.get(start..).unwrap_or_default()
+    }
+
+    /// Encoded length of chunk `i` as a `chunks` field (key, length, body).
+    pub fn chunk_field_len(&self, i: usize) -> usize {
+        delimited_len(PAYLOAD_CHUNKS, self.chunk(i).len())
+    }
+
+    /// Length of a `TracerPayload` message holding this payload's fields and no chunk.
+    pub fn header_len(&self) -> usize {
+        self.pre_end + self.post().len()
+    }
+
+    /// Length of the `TracerPayload` message made of chunks `range` (with every other field).
+    pub fn message_len(&self, range: Range<usize>) -> usize {
+        self.header_len() + range.map(|i| self.chunk_field_len(i)).sum::<usize>()
+    }
+
+    /// Writes the `TracerPayload` message body made of chunks `range`.
+    fn write(&self, range: Range<usize>, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.buf.get(..self.pre_end).unwrap_or_default());
+        for i in range {
+            let c = self.chunk(i);
+            delimiter(PAYLOAD_CHUNKS, c.len(), out);
+            out.extend_from_slice(c);
+        }
+        out.extend_from_slice(self.post());
+    }
+
+    /// The `pb` form (decoded back with prost), for writers that take owned types.
+    pub fn to_pb(&self) -> pb::TracerPayload {
+        let mut out = Vec::with_capacity(self.message_len(0..self.chunks()));
+        self.write(0..self.chunks(), &mut out);
+        pb::TracerPayload::decode(out.as_slice()).unwrap_or_default()
+    }
+}
+
+/// Chunks `range` of one encoded payload: a part of an `AgentPayload`.
+#[derive(Debug, Clone)]
+pub struct Part {
+    /// The payload.
+    pub payload: Arc<EncodedPayload>,
+    /// Which of its chunks.
+    pub chunks: Range<usize>,
+}
+
+impl Part {
+    /// Encoded length of this part as an `AgentPayload.tracerPayloads` field.
+    pub fn field_len(&self) -> usize {
+        delimited_len(AGENT_TRACER_PAYLOADS, self.payload.message_len(self.chunks.clone()))
+    }
+}
+
+/// Writes `header` with `parts` as its `tracerPayloads` into `out` (cleared first): the bytes
+/// [`encode_agent_payload`] writes for the same payloads.
+pub fn encode_agent_payload_parts(header: &pb::AgentPayload, parts: &[Part], out: &mut Vec<u8>) {
+    out.clear();
+    let lens: Vec<usize> = parts.iter().map(|p| p.payload.message_len(p.chunks.clone())).collect();
+    let size = header.encoded_len()
+        + lens
+            .iter()
+            .map(|&l| delimited_len(AGENT_TRACER_PAYLOADS, l))
+            .sum::<usize>();
+    out.reserve(size);
+    // Writing into a Vec cannot run out of space.
+    let _ = header.encode(out);
+    for (p, len) in parts.iter().zip(lens) {
+        delimiter(AGENT_TRACER_PAYLOADS, len, out);
+        p.payload.write(p.chunks.clone(), out);
+    }
+}
+
+/// A first guess of a span's encoded size, for the buffer's capacity (web spans: 250–450).
+const ESTIMATED_SPAN_BYTES: usize = 320;
+/// Tag lists up to this length are de-duplicated by scanning; longer ones with a hash map.
+const SCAN_DEDUP_MAX: usize = 16;
+
+const LEN: u8 = 2;
+
+#[inline]
+fn key(tag: u8, wire: u8, buf: &mut Vec<u8>) {
+    buf.push((tag << 3) | wire);
+}
+
+#[inline]
+fn varint(mut v: u64, buf: &mut Vec<u8>) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
+
+#[inline]
+fn varint_field(tag: u8, v: u64, buf: &mut Vec<u8>) {
+    if v != 0 {
+        key(tag, 0, buf);
+        varint(v, buf);
+    }
+}
+
+#[inline]
+fn bytes_field(tag: u8, s: &[u8], buf: &mut Vec<u8>) {
+    if !s.is_empty() {
+        key(tag, LEN, buf);
+        varint(s.len() as u64, buf);
+        buf.extend_from_slice(s);
+    }
+}
+
+#[inline]
+fn str_field(tag: u8, s: &str, buf: &mut Vec<u8>) {
+    bytes_field(tag, s.as_bytes(), buf);
+}
+
+/// `1 + varint + len` of an entry field (0 when left out as a default).
+#[inline]
+fn inner_len(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        1 + encoded_len_varint(len as u64) + len
+    }
+}
+
+/// Marks in `keep` the entries of `tags` that are the last with their key.
+fn last_of_each_key<V>(tags: &[(Str<'_>, V)], keep: &mut Vec<bool>) {
+    keep.clear();
+    let n = tags.len();
+    if n <= SCAN_DEDUP_MAX {
+        for (i, (k, _)) in tags.iter().enumerate() {
+            let later = tags.get(i + 1..).unwrap_or_default();
+            keep.push(!later.iter().any(|(l, _)| l.as_str() == k.as_str()));
+        }
+    } else {
+        let mut seen = std::collections::HashSet::with_capacity(n);
+        keep.extend(tags.iter().rev().map(|(k, _)| seen.insert(k.as_str())));
+        keep.reverse();
+    }
+}
+
+/// A `map<string, X>` field from a tag list; `entry` writes one entry's value and returns
+/// nothing, `value_len` is the entry's value field length (0: left out).
+fn map_field<V>(
+    tag: u8,
+    tags: &[(Str<'_>, V)],
+    buf: &mut Vec<u8>,
+    keep: &mut Vec<bool>,
+    value_len: impl Fn(&V) -> usize,
+    write_value: impl Fn(&V, &mut Vec<u8>),
+) {
+    if tags.is_empty() {
+        return;
+    }
+    last_of_each_key(tags, keep);
+    for ((k, v), &kept) in tags.iter().zip(keep.iter()) {
+        if !kept {
+            continue;
+        }
+        let len = inner_len(k.len()) + value_len(v);
+        key(tag, LEN, buf);
+        varint(len as u64, buf);
+        bytes_field(1, k.as_bytes(), buf);
+        write_value(v, buf);
+    }
+}
+
+fn str_map_field(tag: u8, tags: &[(Str<'_>, Str<'_>)], buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
+    map_field(
+        tag,
+        tags,
+        buf,
+        keep,
+        |v| inner_len(v.len()),
+        |v, buf| bytes_field(2, v.as_bytes(), buf),
+    );
+}
+
+/// Writes a length-delimited field whose body `body` writes, without knowing its length in
+/// advance: two bytes are set aside for the length (bodies of 128 B–16 KiB, most spans) and
+/// the body is moved when its length needs fewer or more.
+#[inline]
+fn nested(tag: u8, buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
+    key(tag, LEN, buf);
+    let at = buf.len();
+    buf.extend_from_slice(&[0, 0]);
+    body(buf);
+    let len = buf.len() - at - 2;
+    let n = encoded_len_varint(len as u64);
+    if n != 2 {
+        let end = buf.len();
+        if n > 2 {
+            buf.resize(end + n - 2, 0);
+        }
+        buf.copy_within(at + 2..end, at + n);
+        buf.truncate(at + n + len);
+    }
+    if let Some(slots) = buf.get_mut(at..at + n) {
+        let mut v = len as u64;
+        for slot in slots.iter_mut() {
+            *slot = (v as u8 & 0x7f) | 0x80;
+            v >>= 7;
+        }
+        if let Some(last) = slots.last_mut() {
+            *last &= 0x7f;
+        }
+    }
+}
+
+fn write_borrowed_chunk(c: &span::TraceChunk<'_>, buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
+    // int32: negative values are sign-extended to 64 bits.
+    varint_field(1, i64::from(c.priority) as u64, buf);
+    str_field(2, &c.origin, buf);
+    for s in &c.spans {
+        nested(CHUNK_SPANS as u8, buf, |buf| write_borrowed_span(s, buf, keep));
+    }
+    str_map_field(4, &c.tags, buf, keep);
+    if c.dropped_trace {
+        key(5, 0, buf);
+        buf.push(1);
+    }
+}
+
+fn write_borrowed_span(s: &span::Span<'_>, buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
+    str_field(1, &s.service, buf);
+    str_field(2, &s.name, buf);
+    str_field(3, &s.resource, buf);
+    varint_field(4, s.trace_id, buf);
+    varint_field(5, s.span_id, buf);
+    varint_field(6, s.parent_id, buf);
+    varint_field(7, s.start as u64, buf);
+    varint_field(8, s.duration as u64, buf);
+    varint_field(9, i64::from(s.error) as u64, buf);
+    str_map_field(10, &s.meta, buf, keep);
+    map_field(
+        11,
+        &s.metrics,
+        buf,
+        keep,
+        // proto3 leaves a 0.0 (and -0.0) double out.
+        |v| if *v == 0.0 { 0 } else { 9 },
+        |v, buf| {
+            if *v != 0.0 {
+                key(2, 1, buf);
+                buf.extend_from_slice(&v.to_le_bytes());
+            }
+        },
+    );
+    str_field(12, &s.r#type, buf);
+    map_field(
+        13,
+        &s.meta_struct,
+        buf,
+        keep,
+        |v| inner_len(v.len()),
+        |v, buf| bytes_field(2, v, buf),
+    );
+    if !s.raw_fields.is_empty() {
+        // The last `span_links` / `span_events` field wins, as in `convert::span`.
+        let last = |name: &str| s.raw_fields.iter().rev().find(|(k, _)| k.as_str() == name);
+        if let Some((k, raw)) = last("span_links") {
+            for link in convert::raw_list::<pb::SpanLink>(k, raw) {
+                message::encode(14, &link, buf);
+            }
+        }
+        if let Some((k, raw)) = last("span_events") {
+            for event in convert::raw_list::<pb::SpanEvent>(k, raw) {
+                message::encode(15, &event, buf);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -262,5 +715,245 @@ mod tests {
         };
         assert_eq!(decoded, expected);
         assert_eq!(bytes.len(), expected.encoded_len());
+    }
+
+    // --- straight from the borrowed model ---
+
+    use std::borrow::Cow;
+
+    use crate::decode::{ApiVersion, Encoding, decode_payload};
+    use crate::process::{ProcessConfig, RequestFacts, process_payload};
+
+    fn agent_bytes(p: &span::TracerPayload<'_>) -> Vec<u8> {
+        let e = Arc::new(EncodedPayload::from_borrowed(p));
+        let parts = [Part {
+            chunks: 0..e.chunks(),
+            payload: e,
+        }];
+        let mut out = vec![0xff; 3]; // cleared first
+        encode_agent_payload_parts(&header(), &parts, &mut out);
+        out
+    }
+
+    /// The previous path: owned `pb` copy, then `encode_agent_payload`.
+    fn previous_bytes(p: &span::TracerPayload<'_>) -> Vec<u8> {
+        encode_agent_payload(&header(), &[Arc::new(convert::tracer_payload(p))])
+    }
+
+    fn decoded(bytes: &[u8]) -> pb::AgentPayload {
+        pb::AgentPayload::decode(bytes).expect("valid protobuf")
+    }
+
+    fn s(v: &'static str) -> Str<'static> {
+        Str::from_static(v)
+    }
+
+    /// Every field set, including what proto3 leaves out (zero, empty) and what needs care
+    /// (negative int32/int64, repeated keys, empty keys and values, -0.0, raw links/events).
+    fn edge_span(i: u64, meta: usize) -> span::Span<'static> {
+        let link = pb::SpanLink {
+            trace_id: 10 + i,
+            span_id: 12,
+            attributes: HashMap::from([("a".to_owned(), "b".to_owned())]),
+            ..Default::default()
+        };
+        let event = pb::SpanEvent {
+            time_unix_nano: 99,
+            name: "exception".to_owned(),
+            attributes: HashMap::new(),
+        };
+        let mut m = vec![
+            (s("dup"), s("first")),
+            (s(""), s("empty key")),
+            (s("empty value"), s("")),
+            (s("dup"), s("last")),
+        ];
+        m.extend((0..meta).map(|t| (Str::from(format!("k{}", t % (meta / 2 + 1))), Str::from("v".repeat(t)))));
+        span::Span {
+            service: s("web"),
+            name: s("flask.request"),
+            resource: Str::from(format!("GET /{i}")),
+            trace_id: u64::MAX - i,
+            span_id: i,
+            parent_id: 0,
+            start: 1_700_000_000_000_000_000,
+            duration: -5,
+            error: -1,
+            meta: m,
+            metrics: vec![
+                (s("zero"), 0.0),
+                (s("negzero"), -0.0),
+                (s("x"), 1.5),
+                (s("x"), -2.5),
+                (s(""), 3.0),
+            ],
+            r#type: s(""),
+            meta_struct: vec![
+                (s("appsec"), Cow::Borrowed(&[0x80u8][..])),
+                (s("e"), Cow::Borrowed(&[][..])),
+            ],
+            raw_fields: vec![
+                (s("span_links"), Cow::Owned(vec![0x90])),
+                (
+                    s("span_links"),
+                    Cow::Owned(rmp_serde::to_vec_named(&vec![link]).unwrap_or_default()),
+                ),
+                (
+                    s("span_events"),
+                    Cow::Owned(serde_json::to_vec(&vec![event]).unwrap_or_default()),
+                ),
+            ],
+        }
+    }
+
+    fn edge_payload() -> span::TracerPayload<'static> {
+        let mut chunks = Vec::new();
+        // A tiny span (< 128 B), web-sized ones, one over 16 KiB, one with more tags than the
+        // scanning de-duplication handles.
+        for (n, meta) in [(1, 0), (3, 6), (1, 300), (2, 40)] {
+            let mut c = span::TraceChunk::from_spans((0..n).map(|i| edge_span(i, meta)).collect());
+            c.priority = -1;
+            c.origin = s("rum");
+            c.tags = vec![(s("_dd.p.dm"), s("-4")), (s("_dd.p.dm"), s("-3"))];
+            c.dropped_trace = meta == 6;
+            chunks.push(c);
+        }
+        chunks[0].spans[0] = span::Span {
+            service: s("a"),
+            ..Default::default()
+        };
+        span::TracerPayload {
+            container_id: s("cid"),
+            language_name: s("python"),
+            language_version: s(""),
+            tracer_version: s("4.16"),
+            runtime_id: s("rid"),
+            chunks,
+            tags: vec![(s("_dd.apm.mode"), s("edge"))],
+            env: s("prod"),
+            hostname: s(""),
+            app_version: s("1.0"),
+        }
+    }
+
+    #[test]
+    fn borrowed_encoding_decodes_as_the_previous_path_on_edge_cases() {
+        let p = edge_payload();
+        assert!(
+            p.chunks[2].spans[0]
+                .meta
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
+                > 16_384
+        );
+        let ours = agent_bytes(&p);
+        let previous = previous_bytes(&p);
+        assert_eq!(decoded(&ours), decoded(&previous));
+        assert_eq!(ours.len(), previous.len(), "same fields, same lengths");
+        let d = decoded(&ours);
+        let span = &d.tracer_payloads[0].chunks[1].spans[0];
+        assert_eq!(span.meta.get("dup").map(String::as_str), Some("last"));
+        assert_eq!(span.metrics.get("x"), Some(&-2.5));
+        assert_eq!(span.span_links.len(), 1, "the last span_links field wins");
+        assert_eq!(span.span_events[0].name, "exception");
+        assert_eq!(span.duration, -5);
+        assert_eq!(d.tracer_payloads[0].chunks[1].priority, -1);
+    }
+
+    #[test]
+    fn borrowed_encoding_is_prost_bytes_when_maps_have_one_entry() {
+        // With at most one entry per map there is no order to differ: byte-identical.
+        let mut p = edge_payload();
+        for c in &mut p.chunks {
+            c.tags.truncate(1);
+            for sp in &mut c.spans {
+                sp.meta.truncate(1);
+                sp.metrics.truncate(1);
+                sp.meta_struct.truncate(1);
+            }
+        }
+        assert_eq!(agent_bytes(&p), previous_bytes(&p));
+    }
+
+    #[test]
+    fn borrowed_encoding_decodes_as_the_previous_path_on_real_captures() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ddtrace-captures");
+        let mut checked = 0;
+        let mut stack = vec![dir];
+        while let Some(d) = stack.pop() {
+            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                let name = path.to_string_lossy().into_owned();
+                let version = if name.ends_with("_v0.4_traces.body.bin") {
+                    ApiVersion::V04
+                } else if name.ends_with("_v0.5_traces.body.bin") {
+                    ApiVersion::V05
+                } else {
+                    continue;
+                };
+                let body = std::fs::read(&path).unwrap_or_default();
+                let Ok(mut p) = decode_payload(version, Encoding::Msgpack, &body) else {
+                    continue;
+                };
+                let facts = RequestFacts {
+                    lang: "python",
+                    client_computed_top_level: true,
+                };
+                process_payload(&mut p, &facts, &ProcessConfig::default(), 1_800_000_000_000_000_000);
+                let ours = agent_bytes(&p);
+                let previous = previous_bytes(&p);
+                assert_eq!(decoded(&ours), decoded(&previous), "{name}");
+                assert_eq!(ours.len(), previous.len(), "{name}");
+                checked += 1;
+            }
+        }
+        assert!(checked >= 5, "captures found: {checked}");
+    }
+
+    #[test]
+    fn parts_cut_payloads_at_chunk_boundaries() {
+        let p = edge_payload();
+        let e = Arc::new(EncodedPayload::from_borrowed(&p));
+        assert_eq!((e.chunks(), e.spans(0..4), e.spans(1..3)), (4, 7, 4));
+        let parts = vec![
+            Part {
+                payload: Arc::clone(&e),
+                chunks: 1..3,
+            },
+            Part {
+                payload: Arc::clone(&e),
+                chunks: 3..4,
+            },
+            Part {
+                payload: Arc::clone(&e),
+                chunks: 0..0,
+            },
+        ];
+        let mut out = Vec::new();
+        encode_agent_payload_parts(&header(), &parts, &mut out);
+        assert_eq!(
+            out.len(),
+            header().encoded_len() + parts.iter().map(Part::field_len).sum::<usize>()
+        );
+        let d = decoded(&out);
+        let full = convert::tracer_payload(&p);
+        let with = |chunks: &[pb::TraceChunk]| pb::TracerPayload {
+            chunks: chunks.to_vec(),
+            ..full.clone()
+        };
+        assert_eq!(
+            d.tracer_payloads,
+            vec![with(&full.chunks[1..3]), with(&full.chunks[3..4]), with(&[])]
+        );
+        assert_eq!(e.to_pb(), full);
+        // The owned form encodes to the same parts.
+        let from_pb = EncodedPayload::from_pb(&full);
+        assert_eq!(from_pb.meta, e.meta);
+        assert_eq!(from_pb.to_pb(), full);
     }
 }

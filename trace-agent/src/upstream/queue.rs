@@ -9,7 +9,8 @@
 
 use std::collections::VecDeque;
 use std::pin::pin;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
@@ -39,6 +40,8 @@ struct Inner<T> {
 pub(crate) struct BoundedQueue<T> {
     inner: Mutex<Inner<T>>,
     notify: Notify,
+    /// Signalled when an item leaves (for producers waiting for room).
+    room: Condvar,
     max_items: usize,
     max_bytes: usize,
 }
@@ -53,6 +56,7 @@ impl<T> BoundedQueue<T> {
                 closed: false,
             }),
             notify: Notify::new(),
+            room: Condvar::new(),
             max_items: max_items.max(1),
             max_bytes: max_bytes.max(1),
         }
@@ -100,6 +104,7 @@ impl<T> BoundedQueue<T> {
                     inner.bytes -= b;
                     let more = !inner.items.is_empty();
                     drop(inner);
+                    self.room.notify_all();
                     if more {
                         // Pass the wake-up on: another consumer may be waiting.
                         self.notify.notify_one();
@@ -114,17 +119,48 @@ impl<T> BoundedQueue<T> {
         }
     }
 
+    /// Whether an item of `bytes` fits now without evicting (an empty queue takes anything).
+    pub(crate) fn fits(&self, bytes: usize) -> bool {
+        let inner = self.lock();
+        inner.items.is_empty() || (inner.items.len() < self.max_items && inner.bytes + bytes <= self.max_bytes)
+    }
+
+    /// Waits (blocking the calling thread: never call it on a runtime worker) until an item
+    /// of `bytes` fits without evicting anything, the queue is closed, or `deadline` passes;
+    /// returns whether it fits. An empty queue always fits.
+    pub(crate) fn wait_for_room(&self, bytes: usize, deadline: Instant) -> bool {
+        let mut inner = self.lock();
+        loop {
+            let full = inner.items.len() >= self.max_items || inner.bytes + bytes > self.max_bytes;
+            if !full || inner.items.is_empty() || inner.closed {
+                return !full || inner.items.is_empty();
+            }
+            let Some(left) = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) else {
+                return false;
+            };
+            inner = self
+                .room
+                .wait_timeout(inner, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
     /// Refuses further pushes; consumers drain what is queued, then get `None`.
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.notify.notify_waiters();
+        self.room.notify_all();
     }
 
     /// Removes and returns everything still queued.
     pub(crate) fn drain(&self) -> Vec<T> {
         let mut inner = self.lock();
         inner.bytes = 0;
-        inner.items.drain(..).map(|(t, _)| t).collect()
+        let out = inner.items.drain(..).map(|(t, _)| t).collect();
+        drop(inner);
+        self.room.notify_all();
+        out
     }
 
     /// `(items, bytes)` queued now.
@@ -169,6 +205,29 @@ mod tests {
         assert_eq!(q.depth(), (2, 85));
         assert!(matches!(q.push(10, 101), Push::TooLarge(10)));
         assert_eq!(q.depth(), (2, 85), "a refused item evicts nothing");
+    }
+
+    #[test]
+    fn a_producer_waits_for_room_until_a_consumer_pops_or_the_deadline() {
+        let q = std::sync::Arc::new(BoundedQueue::new(2, 1000));
+        q.push(1, 10);
+        assert!(q.wait_for_room(10, Instant::now()), "room: no wait");
+        q.push(2, 10);
+        let start = Instant::now();
+        assert!(
+            !q.wait_for_room(10, start + std::time::Duration::from_millis(20)),
+            "full until the deadline"
+        );
+        let consumer = {
+            let q = std::sync::Arc::clone(&q);
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                rt.block_on(q.pop())
+            })
+        };
+        assert!(q.wait_for_room(10, Instant::now() + std::time::Duration::from_secs(30)));
+        assert_eq!(consumer.join().unwrap(), Some(1));
+        assert!(evicted(q.push(3, 10)).is_empty(), "fits without evicting");
     }
 
     #[tokio::test]

@@ -319,9 +319,25 @@ impl Channel {
     /// Queues `job` for every endpoint. Never blocks; evicted payloads go to the spool (on a
     /// blocking thread) or are counted as dropped, refusals are counted.
     pub(crate) fn submit(&self, job: Arc<Job>) {
+        self.submit_waiting(job, None);
+    }
+
+    /// [`submit`](Self::submit), but first waits (blocking the calling thread, until `deadline`)
+    /// for room in the queue of every endpoint whose last request succeeded: a writer that is
+    /// merely slower than its input pushes back on its caller (the forwarding stage, whose
+    /// stall backs up into the pipeline and 429s) instead of evicting what it accepted. An
+    /// endpoint that is failing does not hold the caller: its queue evicts (to the spool) as
+    /// before. Never call it with a deadline on a runtime worker thread.
+    pub(crate) fn submit_waiting(&self, job: Arc<Job>, deadline: Option<std::time::Instant>) {
         let items = job.payload.items();
         let bytes = job.payload.estimated_bytes();
         for lane in &self.lanes {
+            if let Some(deadline) = deadline
+                && lane.healthy.load(Ordering::Relaxed)
+                && !lane.queue.wait_for_room(bytes, deadline)
+            {
+                self.counters.lock().enqueue_timeouts += 1;
+            }
             match lane.queue.push(Arc::clone(&job), bytes) {
                 Push::Accepted { evicted } => {
                     if !evicted.is_empty() {
@@ -358,6 +374,14 @@ impl Channel {
                 Push::Closed(_) => self.counters.dropped(DropReason::Shutdown, 1, items),
             }
         }
+    }
+
+    /// Whether a payload of `bytes` fits now, without evicting, in the queue of every
+    /// endpoint whose last request succeeded.
+    pub(crate) fn has_room(&self, bytes: usize) -> bool {
+        self.lanes
+            .iter()
+            .all(|l| !l.healthy.load(Ordering::Relaxed) || l.queue.fits(bytes))
     }
 
     /// Counts a payload dropped before reaching the queues.

@@ -93,6 +93,11 @@ pub struct SignalStatus {
     /// Payloads in the spool now, waiting to be sent.
     #[serde(default)]
     pub spooled_now_payloads: u64,
+    /// Times the forwarding stage waited for room in a full queue to a healthy endpoint until
+    /// its deadline passed (the queue then evicted its oldest payload: to the spool, else
+    /// counted as `queue_full`). Non-zero: the destination is slower than the input.
+    #[serde(default)]
+    pub enqueue_timeouts: u64,
     /// When a payload was last accepted.
     pub last_success: Option<SystemTime>,
     /// When and why the last request failed (masked: never contains an API key).
