@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{AgentConfig, ConfigError};
 use crate::forward::{ForwardParts, ForwardShared, ForwardSink, StatsFlush};
-use crate::pipeline::{ChunkSink, PipelineItem, SinkCounters, spawn_pipeline};
+use crate::pipeline::{ChunkSink, PipelineItem, SinkCounters};
 use crate::receiver::server::{BindError, Listener, accept_loop, bind_tcp, bind_unix};
 use crate::receiver::{AppState, compile_process_config, info::InfoDoc, rates::RatesTable};
 use crate::sample::Samplers;
@@ -351,7 +351,12 @@ async fn start_inner<S: ChunkSink>(
         rates: Arc::clone(&rates),
         forward: Arc::clone(&stats.forward),
     });
-    let (pipeline, pipeline_task) = spawn_pipeline(config.pipeline_capacity, sink, Arc::clone(&stats.sink));
+    let (pipeline, pipeline_task) = crate::pipeline::spawn_pipeline_bounded(
+        config.pipeline_capacity,
+        config.pipeline_max_bytes,
+        sink,
+        Arc::clone(&stats.sink),
+    );
     let (stop, stop_rx) = watch::channel(false);
     let ticker = tokio::spawn(tick(pipeline.clone(), stop_rx.clone()));
     let decoders = config.decoders.max(1);
@@ -361,6 +366,7 @@ async fn start_inner<S: ChunkSink>(
         rates: Arc::clone(&rates),
         stats: Arc::clone(&stats),
         decoders: Semaphore::new(decoders),
+        body_budget: crate::receiver::budget::shared(&config, &stats, &pipeline),
         pipeline,
         proxy,
         listening: listening.clone(),

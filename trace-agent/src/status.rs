@@ -107,6 +107,11 @@ pub struct AgentStats {
     pub proxy: std::sync::OnceLock<std::sync::Arc<crate::receiver::proxy::ProxyCounters>>,
     /// The receiver's watchdog and `connection_limit` (set once at start-up).
     pub watchdog: std::sync::OnceLock<(std::sync::Arc<crate::receiver::watchdog::Watchdog>, usize)>,
+    /// The receivers' body budget and the pipeline's byte budget (set once at start-up).
+    pub budgets: std::sync::OnceLock<(
+        std::sync::Arc<crate::pipeline::ByteBudget>,
+        std::sync::Arc<crate::pipeline::ByteBudget>,
+    )>,
 }
 
 impl Default for AgentStats {
@@ -131,6 +136,7 @@ impl Default for AgentStats {
             otlp: std::sync::Arc::default(),
             proxy: std::sync::OnceLock::new(),
             watchdog: std::sync::OnceLock::new(),
+            budgets: std::sync::OnceLock::new(),
         }
     }
 }
@@ -190,6 +196,10 @@ pub struct StatusSnapshot {
     /// TCP connections closed at once by `apm_config.connection_limit`.
     #[serde(default)]
     pub connections_refused: u64,
+    /// Bytes held by request bodies and by payloads waiting for the forwarding stage, and
+    /// their bounds.
+    #[serde(default)]
+    pub buffers: Option<crate::pipeline::BufferStatus>,
 }
 
 impl StatusSnapshot {
@@ -343,6 +353,12 @@ impl AgentStats {
                 .get()
                 .map(|(w, connection_limit)| w.status(*connection_limit)),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            buffers: self.budgets.get().map(|(body, pipeline)| crate::pipeline::BufferStatus {
+                body_bytes: body.held(),
+                body_bytes_max: body.total(),
+                pipeline_bytes: pipeline.held(),
+                pipeline_bytes_max: pipeline.total(),
+            }),
         }
     }
 }
@@ -501,6 +517,13 @@ fn render_raw(s: &StatusSnapshot) -> String {
         "Requests in flight: {}, decoder slots busy: {}",
         s.in_flight, s.decoders_busy
     );
+    if let Some(b) = &s.buffers {
+        let _ = writeln!(
+            o,
+            "Buffers: request bodies {} of {} bytes (receiver_max_buffered_bytes), pipeline {} of {} bytes (pipeline_max_bytes)",
+            b.body_bytes, b.body_bytes_max, b.pipeline_bytes, b.pipeline_bytes_max
+        );
+    }
     if let Some(l) = &s.limits {
         let off = |on: bool, v: String| if on { v } else { "off".to_owned() };
         let _ = writeln!(

@@ -541,6 +541,22 @@ fn load_unscrubbed(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConf
     )? {
         c.config.max_decoded_ratio = positive_key("apm_config.max_decoded_ratio", v)?;
     }
+    if let Some(v) = c.pick(
+        "apm_config.receiver_max_buffered_bytes",
+        &["DD_APM_RECEIVER_MAX_BUFFERED_BYTES"],
+        apm.receiver_max_buffered_bytes,
+        num::<u64>,
+    )? {
+        c.config.receiver_max_buffered_bytes = positive_bytes("apm_config.receiver_max_buffered_bytes", v)?;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.pipeline_max_bytes",
+        &["DD_APM_PIPELINE_MAX_BYTES"],
+        apm.pipeline_max_bytes,
+        num::<u64>,
+    )? {
+        c.config.pipeline_max_bytes = positive_bytes("apm_config.pipeline_max_bytes", v)?;
+    }
     if let Some(v) = c.pick("apm_config.extra_sample_rate", &[], apm.extra_sample_rate, num)? {
         c.config.extra_sample_rate = v;
     }
@@ -851,6 +867,13 @@ fn duration(v: &str) -> Result<Duration, String> {
 fn positive_key(key: &str, v: usize) -> Result<usize, ConfigError> {
     if v == 0 {
         return Err(invalid(key, "must be at least 1"));
+    }
+    Ok(v)
+}
+
+fn positive_bytes(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        return Err(invalid(key, "must be at least 1 (bytes)"));
     }
     Ok(v)
 }

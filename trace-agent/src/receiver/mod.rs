@@ -1,6 +1,7 @@
 //! The HTTP receiver: listeners and limits ([`server`]), the route table ([`routes`]), trace
 //! payload handling ([`traces`]), `/info` ([`info`]) and the sampling-rates table ([`rates`]).
 
+pub mod budget;
 pub mod info;
 pub mod proxy;
 pub mod rates;
@@ -94,8 +95,11 @@ pub struct AppState {
     pub rates: Arc<rates::RatesTable>,
     /// Counters.
     pub stats: Arc<AgentStats>,
-    /// Decoder slots (`apm_config.decoders`).
+    /// Decoder slots (`apm_config.decoders`): held for the CPU-bound decoding only.
     pub decoders: Semaphore,
+    /// Bytes of request bodies held at once, every route together
+    /// (`apm_config.receiver_max_buffered_bytes`, see [`budget`]).
+    pub body_budget: Arc<crate::pipeline::ByteBudget>,
     /// Hand-off to the next stage.
     pub pipeline: PipelineSender,
     /// Where the receiver listens, for `status`.
