@@ -34,21 +34,45 @@ fn main() {
     };
     let only: Vec<usize> = args[3..].iter().filter_map(|a| a.parse().ok()).collect();
     let cases: Vec<(&str, fn(&Ctx) -> Outcome)> = vec![
-        ("v0.4 payload of 200 000 single-span traces, distinct services", case_many_services),
-        ("10 MB body: one trace of 10 M empty spans; 10 M empty traces", case_empty_spans),
+        (
+            "v0.4 payload of 200 000 single-span traces, distinct services",
+            case_many_services,
+        ),
+        (
+            "10 MB body: one trace of 10 M empty spans; 10 M empty traces",
+            case_empty_spans,
+        ),
         ("100 concurrent 24 MB bodies to /v0.6/stats", case_stats_bodies),
         ("40 × 24 MB /v0.4/traces while the decoder is busy", case_busy_decoder),
         ("20 payloads, each with a distinct 5 MB service name", case_huge_names),
-        ("a field name with terminal escapes, then `trace-agent status`", case_escapes),
+        (
+            "a field name with terminal escapes, then `trace-agent status`",
+            case_escapes,
+        ),
         ("GET /trace-agent/status with Host: evil.example", case_rebinding),
-        ("a mistyped additional_endpoints (env and YAML) holding the API key", case_secret),
+        (
+            "a mistyped additional_endpoints (env and YAML) holding the API key",
+            case_secret,
+        ),
         ("local mode: data directory and database file modes", case_modes),
-        ("local size cap 16 MiB under a burst: stats kept, disk bounded", case_size_cap),
+        (
+            "local size cap 16 MiB under a burst: stats kept, disk bounded",
+            case_size_cap,
+        ),
         ("SIGTERM while the intake hangs (Datadog mode)", case_sigterm_hang),
         ("local mode: 100 000 traces accepted, then SIGTERM", case_local_sigterm),
-        ("local mode at saturation (1000-trace payloads, 10 s), status while writing", case_local_saturation),
-        ("Datadog mode, intake down, 15 s of 1000-trace payloads", case_intake_down),
-        ("8 slow clients trickling bodies while a fast tracer sends", case_slow_clients),
+        (
+            "local mode at saturation (1000-trace payloads, 10 s), status while writing",
+            case_local_saturation,
+        ),
+        (
+            "Datadog mode, intake down, 15 s of 1000-trace payloads",
+            case_intake_down,
+        ),
+        (
+            "8 slow clients trickling bodies while a fast tracer sends",
+            case_slow_clients,
+        ),
         ("OTLP/HTTP: 200 KB protobuf of 100 000 empty spans", case_otlp_bomb),
     ];
     let _ = std::fs::create_dir_all(&ctx.dir);
@@ -66,10 +90,18 @@ fn main() {
         let codes = if o.codes.is_empty() {
             "—".to_owned()
         } else {
-            o.codes.iter().map(|(c, n)| format!("{c}×{n}")).collect::<Vec<_>>().join(" ")
+            o.codes
+                .iter()
+                .map(|(c, n)| format!("{c}×{n}"))
+                .collect::<Vec<_>>()
+                .join(" ")
         };
         let peak = o.peak.map_or_else(|| "—".to_owned(), |p| format!("{} MB", p / MB));
-        let result = if o.ok { "ok".to_owned() } else { format!("**FAIL** {}", o.note) };
+        let result = if o.ok {
+            "ok".to_owned()
+        } else {
+            format!("**FAIL** {}", o.note)
+        };
         if !o.ok {
             failed += 1;
         }
@@ -154,7 +186,11 @@ impl Agent {
         };
         let deadline = Instant::now() + Duration::from_secs(30);
         while TcpStream::connect_timeout(&agent.addr(), Duration::from_millis(100)).is_err() {
-            assert!(Instant::now() < deadline, "the agent did not listen on {}", agent.addr());
+            assert!(
+                Instant::now() < deadline,
+                "the agent did not listen on {}",
+                agent.addr()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         agent
@@ -290,7 +326,11 @@ fn now_ns() -> u64 {
 /// metrics: {_sampling_priority_v1: 2}}`.
 fn span(buf: &mut Vec<u8>, service: &[u8], trace_id: u64, span_id: u64, parent: u64, start: u64) {
     buf.push(0x89);
-    for (k, v) in [(&b"service"[..], service), (b"name", b"hostile.op"), (b"resource", b"GET /h")] {
+    for (k, v) in [
+        (&b"service"[..], service),
+        (b"name", b"hostile.op"),
+        (b"resource", b"GET /h"),
+    ] {
         str_or_str32(buf, k);
         str_or_str32(buf, v);
     }
@@ -312,14 +352,26 @@ fn span(buf: &mut Vec<u8>, service: &[u8], trace_id: u64, span_id: u64, parent: 
     buf.extend_from_slice(&2.0f64.to_be_bytes());
 }
 
-/// `n` single-span traces, each with its own service.
+/// `n` single-span traces, each with its own service: `{service, name, resource, trace_id,
+/// span_id}` (200 000 of them: 9 MB, as in the issue).
 fn distinct_services(n: usize) -> Vec<u8> {
-    let mut b = Vec::with_capacity(n * 160);
+    let mut b = Vec::with_capacity(n * 48);
     array32(&mut b, n);
-    let start = now_ns();
-    for i in 0..n as u64 {
-        b.push(0x91);
-        span(&mut b, format!("svc-{i}").as_bytes(), i + 1, i + 1, 0, start);
+    for i in 0..n as u32 {
+        b.extend_from_slice(&[0x91, 0x85]);
+        for (k, v) in [
+            (&b"service"[..], format!("svc-{i}").into_bytes()),
+            (b"name", b"op".to_vec()),
+            (b"resource", b"res".to_vec()),
+        ] {
+            str_or_str32(&mut b, k);
+            str_or_str32(&mut b, &v);
+        }
+        str_or_str32(&mut b, b"trace_id");
+        b.push(0xce);
+        b.extend_from_slice(&(i + 1).to_be_bytes());
+        str_or_str32(&mut b, b"span_id");
+        b.push(0x01);
     }
     b
 }
@@ -343,7 +395,13 @@ fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> 
 }
 
 /// `clients` concurrent requests of the same `body`; their status codes.
-fn concurrent(addr: SocketAddr, path: &'static str, headers: Vec<(&'static str, &'static str)>, clients: usize, body: &Arc<Vec<u8>>) -> Vec<u16> {
+fn concurrent(
+    addr: SocketAddr,
+    path: &'static str,
+    headers: Vec<(&'static str, &'static str)>,
+    clients: usize,
+    body: &Arc<Vec<u8>>,
+) -> Vec<u16> {
     let raw = Arc::new(request("POST", path, &headers, body));
     let threads: Vec<_> = (0..clients)
         .map(|_| {
@@ -426,7 +484,14 @@ fn case_busy_decoder(ctx: &Ctx) -> Outcome {
     let mut o = outcome("200/429/400, ≤ 400 MB");
     let agent = Agent::start(ctx, "04-busy-decoder", &[("DD_APM_DECODERS", "1".to_owned())]);
     let addr = agent.addr();
-    let busy = std::thread::spawn(move || post(addr, "/v0.4/traces", &[MSGPACK, REAL_STATUS], &distinct_services(200_000)));
+    let busy = std::thread::spawn(move || {
+        post(
+            addr,
+            "/v0.4/traces",
+            &[MSGPACK, REAL_STATUS],
+            &distinct_services(200_000),
+        )
+    });
     let body = Arc::new(vec![0xc1u8; 24_000_000]);
     for c in concurrent(addr, "/v0.4/traces", vec![MSGPACK, REAL_STATUS], 40, &body) {
         o.code(c);
@@ -476,7 +541,11 @@ fn case_escapes(ctx: &Ctx) -> Outcome {
     let text = String::from_utf8_lossy(&out.stdout);
     bound(&mut o, code == 400, format!("status {code}"));
     bound(&mut o, text.contains("pwned"), "the error is not shown");
-    bound(&mut o, !out.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "raw control characters printed");
+    bound(
+        &mut o,
+        !out.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+        "raw control characters printed",
+    );
     o.peak = Some(agent.peak());
     o
 }
@@ -484,7 +553,13 @@ fn case_escapes(ctx: &Ctx) -> Outcome {
 fn case_rebinding(ctx: &Ctx) -> Outcome {
     let mut o = outcome("403 (evil Host), 200 (localhost)");
     let agent = Agent::start(ctx, "07-rebinding", &[]);
-    let get = |host: &str| exchange(agent.addr(), &request("GET", "/trace-agent/status", &[("Host", host)], b"")).0;
+    let get = |host: &str| {
+        exchange(
+            agent.addr(),
+            &request("GET", "/trace-agent/status", &[("Host", host)], b""),
+        )
+        .0
+    };
     let evil = get("evil.example");
     let good = get("localhost");
     o.code(evil);
@@ -502,14 +577,17 @@ fn case_secret(ctx: &Ctx) -> Outcome {
     let yaml = dir.join("datadog.yaml");
     let _ = std::fs::write(
         &yaml,
-        format!("api_key: {key}\nadditional_endpoints:\n  \"https://intake.example\": {key}\n"),
+        format!("api_key: {key}\napm_config:\n  additional_endpoints:\n    \"https://intake.example\": {key}\n"),
     );
     let runs = [
         Command::new(&ctx.bin)
             .args(["config"])
             .env_clear()
             .env("DD_API_KEY", key)
-            .env("DD_APM_ADDITIONAL_ENDPOINTS", format!("{{\"https://intake.example\": \"{key}\"}}"))
+            .env(
+                "DD_APM_ADDITIONAL_ENDPOINTS",
+                format!("{{\"https://intake.example\": \"{key}\"}}"),
+            )
             .output(),
         Command::new(&ctx.bin)
             .args(["config", "--config"])
@@ -522,9 +600,17 @@ fn case_secret(ctx: &Ctx) -> Outcome {
             bound(&mut o, false, "cannot run `trace-agent config`");
             continue;
         };
-        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         bound(&mut o, !out.status.success(), "a mistyped value was accepted");
-        bound(&mut o, !all.contains(key) && !all.contains("SECRETKEY"), format!("the key was printed: {all}"));
+        bound(
+            &mut o,
+            !all.contains(key) && !all.contains("SECRETKEY"),
+            format!("the key was printed: {all}"),
+        );
     }
     o
 }
@@ -568,7 +654,9 @@ fn case_modes(ctx: &Ctx) -> Outcome {
     let _ = std::fs::remove_dir_all(&data);
     let agent = Agent::start(ctx, "09-modes", &local_env(&data, None));
     o.code(post(agent.addr(), "/v0.4/traces", &[MSGPACK], &traces(1, 10)));
-    let written = wait_for(Duration::from_secs(20), || store(&agent)["chunks_written"].as_u64() == Some(10));
+    let written = wait_for(Duration::from_secs(20), || {
+        store(&agent)["chunks_written"].as_u64() == Some(10)
+    });
     bound(&mut o, written, "the traces were not written");
     let dir_mode = mode(&data);
     bound(&mut o, dir_mode == 0o700, format!("dir {dir_mode:o}"));
@@ -599,11 +687,20 @@ fn case_size_cap(ctx: &Ctx) -> Outcome {
     let data = ctx.dir.join("10-size-cap").join("data");
     let _ = std::fs::remove_dir_all(&data);
     let env = local_env(&data, Some(16));
-    let web = env.iter().find(|(k, _)| *k == "DD_APM_LOCAL_WEB_PORT").map(|(_, v)| v.clone()).unwrap_or_default();
+    let web = env
+        .iter()
+        .find(|(k, _)| *k == "DD_APM_LOCAL_WEB_PORT")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
     let agent = Agent::start(ctx, "10-size-cap", &env);
     let mut max_disk = 0;
     for p in 0..120u64 {
-        o.code(post(agent.addr(), "/v0.4/traces", &[MSGPACK, REAL_STATUS], &traces(1 + p * 1000, 1000)));
+        o.code(post(
+            agent.addr(),
+            "/v0.4/traces",
+            &[MSGPACK, REAL_STATUS],
+            &traces(1 + p * 1000, 1000),
+        ));
         max_disk = max_disk.max(disk(&data));
     }
     wait_for(Duration::from_secs(60), || {
@@ -615,7 +712,10 @@ fn case_size_cap(ctx: &Ctx) -> Outcome {
     // Stats buckets reach the store every second in local mode.
     let mut services = 0;
     wait_for(Duration::from_secs(15), || {
-        let (_, _, body) = exchange(web_addr, &request("GET", "/api/v1/services?window=1h", &[("Host", "127.0.0.1")], b""));
+        let (_, _, body) = exchange(
+            web_addr,
+            &request("GET", "/api/v1/services?window=1h", &[("Host", "127.0.0.1")], b""),
+        );
         services = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.as_array().map(Vec::len))
@@ -623,9 +723,22 @@ fn case_size_cap(ctx: &Ctx) -> Outcome {
         services > 0
     });
     o.peak = Some(agent.peak());
-    bound(&mut o, max_disk <= 24 * MB, format!("disk {} MB", max_disk / MB));
+    let end_disk = disk(&data);
+    bound(
+        &mut o,
+        max_disk <= 24 * MB,
+        format!(
+            "disk {:.1} MB (after the burst: {:.1} MB)",
+            max_disk as f64 / MB as f64,
+            end_disk as f64 / MB as f64
+        ),
+    );
     bound(&mut o, services > 0, "services page empty");
-    o.note = format!("largest DB+WAL seen {:.1} MB, {services} services listed", max_disk as f64 / MB as f64);
+    o.note = format!(
+        "largest DB+WAL seen {:.1} MB, {:.1} MB after the burst, {services} services listed",
+        max_disk as f64 / MB as f64,
+        end_disk as f64 / MB as f64
+    );
     o
 }
 
@@ -685,7 +798,12 @@ fn case_sigterm_hang(ctx: &Ctx) -> Outcome {
     );
     let mut accepted = 0;
     for p in 0..30u64 {
-        let c = post(agent.addr(), "/v0.4/traces", &[MSGPACK, REAL_STATUS], &traces(1 + p * 100, 100));
+        let c = post(
+            agent.addr(),
+            "/v0.4/traces",
+            &[MSGPACK, REAL_STATUS],
+            &traces(1 + p * 100, 100),
+        );
         o.code(c);
         if c == 200 {
             accepted += 100;
@@ -696,8 +814,16 @@ fn case_sigterm_hang(ctx: &Ctx) -> Outcome {
     stop.store(true, Ordering::Relaxed);
     o.wall = took;
     let (payloads, items, dropped) = spooled_from_log(&agent.log_text());
-    bound(&mut o, took.is_some_and(|t| t <= Duration::from_secs(15)), format!("exit after {took:?}"));
-    bound(&mut o, items == accepted && dropped == 0, format!("{accepted} accepted, {items} spooled, {dropped} dropped"));
+    bound(
+        &mut o,
+        took.is_some_and(|t| t <= Duration::from_secs(15)),
+        format!("exit after {took:?}"),
+    );
+    bound(
+        &mut o,
+        items == accepted && dropped == 0,
+        format!("{accepted} accepted, {items} spooled, {dropped} dropped"),
+    );
     o.note = format!("{accepted} traces accepted; {payloads} payloads ({items} traces) spooled, {dropped} dropped");
     o
 }
@@ -709,7 +835,12 @@ fn case_local_sigterm(ctx: &Ctx) -> Outcome {
     let mut agent = Agent::start(ctx, "12-local-sigterm", &local_env(&data, None));
     let mut accepted = 0;
     for p in 0..100u64 {
-        let c = post(agent.addr(), "/v0.4/traces", &[MSGPACK, REAL_STATUS], &traces(1 + p * 1000, 1000));
+        let c = post(
+            agent.addr(),
+            "/v0.4/traces",
+            &[MSGPACK, REAL_STATUS],
+            &traces(1 + p * 1000, 1000),
+        );
         o.code(c);
         if c == 200 {
             accepted += 1000;
@@ -719,13 +850,21 @@ fn case_local_sigterm(ctx: &Ctx) -> Outcome {
     let (took, rc) = agent.terminate(Duration::from_secs(60));
     o.wall = took;
     let log = agent.log_text();
-    let line = log.lines().find(|l| l.contains("local store: shutdown wrote")).unwrap_or("").to_owned();
+    let line = log
+        .lines()
+        .find(|l| l.contains("local store: shutdown wrote"))
+        .unwrap_or("")
+        .to_owned();
     let lost = line
         .split("; ")
         .find_map(|p| p.strip_suffix(" lost"))
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    bound(&mut o, took.is_some_and(|t| t <= Duration::from_secs(15)) && rc == Some(0), format!("exit {took:?} rc {rc:?}"));
+    bound(
+        &mut o,
+        took.is_some_and(|t| t <= Duration::from_secs(15)) && rc == Some(0),
+        format!("exit {took:?} rc {rc:?}"),
+    );
     bound(&mut o, !line.is_empty(), "no shutdown line in the log");
     bound(&mut o, lost == 0, format!("{lost} lost"));
     let tail = line.find("local store").map_or(line.as_str(), |i| &line[i..]);
@@ -784,7 +923,10 @@ fn case_local_saturation(ctx: &Ctx) -> Outcome {
     let after = agent.rss();
     bound(&mut o, agent.peak() <= 512 * MB, "peak RSS");
     bound(&mut o, max_pending > 0, "status never showed pending traces");
-    o.note = format!("most traces accepted and not yet written seen in status: {max_pending}; RSS after {} MB", after / MB);
+    o.note = format!(
+        "most traces accepted and not yet written seen in status: {max_pending}; RSS after {} MB",
+        after / MB
+    );
     o
 }
 
@@ -813,7 +955,10 @@ fn case_slow_clients(ctx: &Ctx) -> Outcome {
     let agent = Agent::start(
         ctx,
         "15-slow-clients",
-        &[("DD_APM_DECODERS", "1".to_owned()), ("DD_APM_RECEIVER_TIMEOUT", "30".to_owned())],
+        &[
+            ("DD_APM_DECODERS", "1".to_owned()),
+            ("DD_APM_RECEIVER_TIMEOUT", "30".to_owned()),
+        ],
     );
     let slow: Vec<TcpStream> = (0..8)
         .filter_map(|_| {
@@ -824,10 +969,17 @@ fn case_slow_clients(ctx: &Ctx) -> Outcome {
             Some(s)
         })
         .collect();
-    wait_for(Duration::from_secs(10), || agent.status()["in_flight"].as_u64().unwrap_or(0) >= 9);
+    wait_for(Duration::from_secs(10), || {
+        agent.status()["in_flight"].as_u64().unwrap_or(0) >= 9
+    });
     let started = Instant::now();
     for i in 0..20 {
-        o.code(post(agent.addr(), "/v0.4/traces", &[MSGPACK, REAL_STATUS], &traces(1 + i * 10, 10)));
+        o.code(post(
+            agent.addr(),
+            "/v0.4/traces",
+            &[MSGPACK, REAL_STATUS],
+            &traces(1 + i * 10, 10),
+        ));
     }
     o.wall = Some(started.elapsed());
     o.peak = Some(agent.peak());
@@ -843,7 +995,10 @@ fn case_otlp_bomb(ctx: &Ctx) -> Outcome {
     let agent = Agent::start(
         ctx,
         "16-otlp-bomb",
-        &[("DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT", format!("127.0.0.1:{port}"))],
+        &[(
+            "DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT",
+            format!("127.0.0.1:{port}"),
+        )],
     );
     let field = |f: u8, inner: &[u8]| {
         let mut out = vec![(f << 3) | 2];
@@ -863,11 +1018,23 @@ fn case_otlp_bomb(ctx: &Ctx) -> Outcome {
     let spans = [0x12u8, 0x00].repeat(100_000);
     let body = field(1, &field(2, &spans));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let (code, _, reply) = exchange(addr, &request("POST", "/v1/traces", &[("Content-Type", "application/x-protobuf")], &body));
+    let (code, _, reply) = exchange(
+        addr,
+        &request(
+            "POST",
+            "/v1/traces",
+            &[("Content-Type", "application/x-protobuf")],
+            &body,
+        ),
+    );
     o.code(code);
     o.peak = Some(agent.peak());
     bound(&mut o, code == 413, format!("status {code}"));
-    bound(&mut o, String::from_utf8_lossy(&reply).contains("apm_config.max_decoded_ratio"), "the limit is not named");
+    bound(
+        &mut o,
+        String::from_utf8_lossy(&reply).contains("apm_config.max_decoded_ratio"),
+        "the limit is not named",
+    );
     bound(&mut o, agent.peak() <= 100 * MB, "peak RSS");
     o
 }

@@ -553,7 +553,12 @@ fn overload_answers_429_only_to_tracers_that_ask_for_it() {
     assert_eq!(status, 200, "without the header the Go agent answers 200");
     assert!(String::from_utf8_lossy(&body).contains("rate_by_service"));
     let s = h.status();
-    assert_eq!(s.dropped.get("body_budget").map(|d| d.payloads), Some(2), "{:?}", s.dropped);
+    assert_eq!(
+        s.dropped.get("body_budget").map(|d| d.payloads),
+        Some(2),
+        "{:?}",
+        s.dropped
+    );
     assert_eq!(s.total_received().traces, 0);
     drop(holder);
     wait_until("the budget is free again", || body_bytes(&h) == 0);
@@ -606,8 +611,14 @@ fn bodies_beyond_the_budget_are_refused_and_drained() {
     let mut s = TcpStream::connect(h.addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let big = vec![0x80u8; 2 << 20];
-    s.write_all(format!("POST /v0.6/stats HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", big.len()).as_bytes())
-        .unwrap();
+    s.write_all(
+        format!(
+            "POST /v0.6/stats HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
     s.write_all(&big).unwrap();
     let mut head = [0u8; 12];
     s.read_exact(&mut head).unwrap();
@@ -782,7 +793,14 @@ impl trace_agent::pipeline::ChunkSink for GatedSink {
 }
 
 /// An agent whose next stage is a [`GatedSink`], on a runtime of its own.
-fn gated_agent(config: AgentConfig) -> (tokio::runtime::Runtime, trace_agent::Agent, std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+fn gated_agent(
+    config: AgentConfig,
+) -> (
+    tokio::runtime::Runtime,
+    trace_agent::Agent,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -837,8 +855,15 @@ fn a_slow_next_stage_backs_up_into_429_with_bounded_memory() {
     }
     let status = rt.block_on(agent.shutdown());
     assert_eq!(status.forwarded.payloads, 2);
-    assert_eq!(status.total_received().traces, 2, "refused payloads are not counted as received");
-    assert_eq!(status.dropped.get("pipeline_full").map(|d| (d.payloads, d.traces)), Some((2, 2)));
+    assert_eq!(
+        status.total_received().traces,
+        2,
+        "refused payloads are not counted as received"
+    );
+    assert_eq!(
+        status.dropped.get("pipeline_full").map(|d| (d.payloads, d.traces)),
+        Some((2, 2))
+    );
     assert_eq!(status.dropped.get("stats_queue_full").map(|d| d.payloads), Some(1));
 }
 
@@ -1152,6 +1177,11 @@ fn otlp_http_bodies_that_would_decode_too_large_get_413_naming_the_limit() {
     let (status, _, body) = raw_exchange(otlp, &request("POST", "/v1/traces", &proto, &one));
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     let s = h.status();
-    assert_eq!(s.otlp.http.errors.get("decoded_too_large"), Some(&1), "{:?}", s.otlp.http);
+    assert_eq!(
+        s.otlp.http.errors.get("decoded_too_large"),
+        Some(&1),
+        "{:?}",
+        s.otlp.http
+    );
     assert_eq!(s.otlp.http.spans_received, 1);
 }

@@ -471,7 +471,11 @@ mod tests {
         tx.reserve(400, long).await.unwrap().send(payload());
         open.send(()).unwrap();
         tokio::task::block_in_place(|| entered.recv_timeout(long)).unwrap();
-        assert_eq!(tx.queued_bytes(), 400, "the first payload's bytes came back once consumed");
+        assert_eq!(
+            tx.queued_bytes(),
+            400,
+            "the first payload's bytes came back once consumed"
+        );
         open.send(()).unwrap();
         let whole = tx.reserve(5_000, long).await.unwrap();
         assert_eq!(tx.queued_bytes(), 1000);
@@ -489,8 +493,10 @@ mod tests {
         let empty = estimated_bytes(&p, 1000);
         assert!(empty >= 1000);
         let mut p = crate::span::TracerPayload::default();
-        p.chunks
-            .push(crate::span::TraceChunk::from_spans(vec![crate::span::Span::default(); 100]));
+        p.chunks.push(crate::span::TraceChunk::from_spans(vec![
+            crate::span::Span::default();
+            100
+        ]));
         let full = estimated_bytes(&p, 1000);
         assert!(full >= empty + 100 * std::mem::size_of::<crate::span::Span<'_>>() as u64);
     }

@@ -353,12 +353,15 @@ impl AgentStats {
                 .get()
                 .map(|(w, connection_limit)| w.status(*connection_limit)),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
-            buffers: self.budgets.get().map(|(body, pipeline)| crate::pipeline::BufferStatus {
-                body_bytes: body.held(),
-                body_bytes_max: body.total(),
-                pipeline_bytes: pipeline.held(),
-                pipeline_bytes_max: pipeline.total(),
-            }),
+            buffers: self
+                .budgets
+                .get()
+                .map(|(body, pipeline)| crate::pipeline::BufferStatus {
+                    body_bytes: body.held(),
+                    body_bytes_max: body.total(),
+                    pipeline_bytes: pipeline.held(),
+                    pipeline_bytes_max: pipeline.total(),
+                }),
         }
     }
 }

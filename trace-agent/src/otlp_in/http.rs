@@ -112,7 +112,12 @@ type Refusal = (StatusCode, &'static str, String);
 
 /// Undoes `Content-Encoding`, reading at most `limit` bytes of output, charged to `budget` as
 /// it grows (the permit comes back with the bytes; `None` when nothing was inflated).
-fn decompress(encoding: &str, raw: Bytes, limit: u64, budget: &ByteBudget) -> Result<(Bytes, Option<BytePermit>), Refusal> {
+fn decompress(
+    encoding: &str,
+    raw: Bytes,
+    limit: u64,
+    budget: &ByteBudget,
+) -> Result<(Bytes, Option<BytePermit>), Refusal> {
     match encoding {
         "" | "identity" => Ok((raw, None)),
         "gzip" => {
@@ -313,7 +318,10 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
         counters.request(0);
         counters.error("pipeline_full");
         state.stats.record_drop("otlp_pipeline_full", 1, 0, 0);
-        super::warn_limited(&state, "OTLP/HTTP export refused: the pipeline to the forwarding stage is full");
+        super::warn_limited(
+            &state,
+            "OTLP/HTTP export refused: the pipeline to the forwarding stage is full",
+        );
         crate::receiver::traces::drain_body(&state, body).await;
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -534,17 +542,35 @@ mod tests {
         let (status, reason, msg) = check_decoded_size(Encoding::Proto, &body, limits, 16).unwrap_err();
         assert_eq!((status, reason), (StatusCode::PAYLOAD_TOO_LARGE, "decoded_too_large"));
         assert!(msg.contains("apm_config.max_decoded_ratio"), "{msg}");
-        let (_, reason, msg) =
-            check_decoded_size(Encoding::Proto, &body, DecodeLimits::new(body.len(), 100, 10_000), 10_000).unwrap_err();
+        let (_, reason, msg) = check_decoded_size(
+            Encoding::Proto,
+            &body,
+            DecodeLimits::new(body.len(), 100, 10_000),
+            10_000,
+        )
+        .unwrap_err();
         assert_eq!(reason, "too_many_spans");
         assert!(msg.contains("apm_config.max_spans_per_payload (100)"), "{msg}");
-        assert!(check_decoded_size(Encoding::Proto, &body, DecodeLimits::new(body.len(), 1_000_000, 1_000), 1_000).is_ok());
+        assert!(
+            check_decoded_size(
+                Encoding::Proto,
+                &body,
+                DecodeLimits::new(body.len(), 1_000_000, 1_000),
+                1_000
+            )
+            .is_ok()
+        );
         let json = format!(
             "{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}]}}]}}]}}",
             vec!["{}"; 100_000].join(",")
         );
-        let (_, reason, _) =
-            check_decoded_size(Encoding::Json, json.as_bytes(), DecodeLimits::new(json.len(), 1_000_000, 16), 16).unwrap_err();
+        let (_, reason, _) = check_decoded_size(
+            Encoding::Json,
+            json.as_bytes(),
+            DecodeLimits::new(json.len(), 1_000_000, 16),
+            16,
+        )
+        .unwrap_err();
         assert_eq!(reason, "decoded_too_large");
     }
 

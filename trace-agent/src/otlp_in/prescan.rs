@@ -131,9 +131,10 @@ pub fn protobuf(body: &[u8]) -> Result<Estimate, String> {
             5 => at += 4,
             2 => {
                 let len = usize::try_from(varint(body, &mut at)?).unwrap_or(usize::MAX);
-                let inner_end = at.checked_add(len).filter(|e| *e <= end).ok_or_else(|| {
-                    format!("a length of {len} at byte {at} runs past the end of its message")
-                })?;
+                let inner_end = at
+                    .checked_add(len)
+                    .filter(|e| *e <= end)
+                    .ok_or_else(|| format!("a length of {len} at byte {at} runs past the end of its message"))?;
                 match msg.child(field) {
                     Some(child) => {
                         est.bytes = est.bytes.saturating_add(child.size());
@@ -153,10 +154,16 @@ pub fn protobuf(body: &[u8]) -> Result<Estimate, String> {
                     }
                 }
             }
-            w => return Err(format!("wire type {w} (field {field}) at byte {at} is not used by OTLP")),
+            w => {
+                return Err(format!(
+                    "wire type {w} (field {field}) at byte {at} is not used by OTLP"
+                ));
+            }
         }
         if at > end {
-            return Err(format!("a fixed-size field runs past the end of its message at byte {at}"));
+            return Err(format!(
+                "a fixed-size field runs past the end of its message at byte {at}"
+            ));
         }
     }
     Ok(est)
@@ -209,7 +216,9 @@ pub fn decoded(req: &ExportTraceServiceRequest) -> Estimate {
         own + match &v.value {
             Some(Value::StringValue(s)) => s.len(),
             Some(Value::BytesValue(b)) => b.len(),
-            Some(Value::ArrayValue(a)) => size_of::<ArrayValue>() + a.values.iter().map(|v| any(v, depth + 1)).sum::<usize>(),
+            Some(Value::ArrayValue(a)) => {
+                size_of::<ArrayValue>() + a.values.iter().map(|v| any(v, depth + 1)).sum::<usize>()
+            }
             Some(Value::KvlistValue(l)) => size_of::<KeyValueList>() + kvs(&l.values, depth + 1),
             _ => 0,
         }
@@ -231,7 +240,10 @@ pub fn decoded(req: &ExportTraceServiceRequest) -> Estimate {
         for ss in &rs.scope_spans {
             est.bytes += size_of::<ScopeSpans>() + ss.schema_url.len();
             if let Some(scope) = &ss.scope {
-                est.bytes += size_of::<InstrumentationScope>() + scope.name.len() + scope.version.len() + kvs(&scope.attributes, 0);
+                est.bytes += size_of::<InstrumentationScope>()
+                    + scope.name.len()
+                    + scope.version.len()
+                    + kvs(&scope.attributes, 0);
             }
             est.spans += ss.spans.len();
             for span in &ss.spans {
@@ -246,7 +258,11 @@ pub fn decoded(req: &ExportTraceServiceRequest) -> Estimate {
                     est.bytes += size_of::<Event>() + e.name.len() + kvs(&e.attributes, 0);
                 }
                 for l in &span.links {
-                    est.bytes += size_of::<Link>() + l.trace_state.len() + l.trace_id.len() + l.span_id.len() + kvs(&l.attributes, 0);
+                    est.bytes += size_of::<Link>()
+                        + l.trace_state.len()
+                        + l.trace_id.len()
+                        + l.span_id.len()
+                        + kvs(&l.attributes, 0);
                 }
                 if let Some(st) = &span.status {
                     est.bytes += size_of::<Status>() + st.message.len();
@@ -317,7 +333,12 @@ mod tests {
         assert_eq!(ExportTraceServiceRequest::decode(body.as_slice()).unwrap(), req);
         let after = decoded(&req);
         assert_eq!(after.spans, 50);
-        assert!(after.bytes >= floor && after.bytes <= est.bytes, "{} vs {}", after.bytes, est.bytes);
+        assert!(
+            after.bytes >= floor && after.bytes <= est.bytes,
+            "{} vs {}",
+            after.bytes,
+            est.bytes
+        );
     }
 
     #[test]
@@ -385,7 +406,10 @@ mod tests {
 
     #[test]
     fn the_json_estimate_charges_every_object_as_a_span() {
-        let body = format!("{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}]}}]}}]}}", vec!["{}"; 10_000].join(","));
+        let body = format!(
+            "{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}]}}]}}]}}",
+            vec!["{}"; 10_000].join(",")
+        );
         let est = json(body.as_bytes());
         assert!(est.bytes >= 10_000 * size_of::<Span>());
     }

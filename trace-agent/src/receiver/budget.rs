@@ -149,7 +149,11 @@ mod tests {
         drop((bytes, permit));
         assert_eq!(budget.held(), 0);
         let mut third = Full::new(Bytes::from_static(&[7u8; 600]));
-        assert!(read_body(&budget, &mut third, Some(600), 800, LONG, Duration::ZERO).await.is_ok());
+        assert!(
+            read_body(&budget, &mut third, Some(600), 800, LONG, Duration::ZERO)
+                .await
+                .is_ok()
+        );
         assert_eq!(
             read_body(&budget, &mut Full::new(Bytes::new()), Some(900), 800, LONG, LONG)
                 .await
@@ -166,7 +170,11 @@ mod tests {
         let mut body = Frames(std::iter::repeat_n(frame.clone(), 4).collect());
         let (bytes, permit) = read_body(&budget, &mut body, None, 300_000, LONG, LONG).await.unwrap();
         assert_eq!(bytes.len(), 200_000);
-        assert!(permit.bytes() >= 200_000 && permit.bytes() <= 300_000, "{}", permit.bytes());
+        assert!(
+            permit.bytes() >= 200_000 && permit.bytes() <= 300_000,
+            "{}",
+            permit.bytes()
+        );
         drop(permit);
         let mut body = Frames(std::iter::repeat_n(frame.clone(), 7).collect());
         let cut = read_body(&budget, &mut body, None, 300_000, LONG, LONG).await;

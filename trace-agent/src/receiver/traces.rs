@@ -223,7 +223,13 @@ fn body_error_reply(state: &AppState, h: &HeaderMap, e: ReadRefusal) -> Reply {
 }
 
 /// The pipeline has no room (`Full`) or is gone (`Closed`): counted, and the reply to give.
-fn hand_off_refusal(state: &AppState, e: HandOffError, reason: &str, traces: u64, spans: u64) -> (StatusCode, &'static str) {
+fn hand_off_refusal(
+    state: &AppState,
+    e: HandOffError,
+    reason: &str,
+    traces: u64,
+    spans: u64,
+) -> (StatusCode, &'static str) {
     match e {
         HandOffError::Full => {
             state.stats.record_drop(reason, 1, traces, spans);
