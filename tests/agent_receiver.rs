@@ -1185,3 +1185,35 @@ fn otlp_http_bodies_that_would_decode_too_large_get_413_naming_the_limit() {
     );
     assert_eq!(s.otlp.http.spans_received, 1);
 }
+
+/// The proxy routes read their bodies under the same byte budget: with the budget held by a
+/// slow trace body, an EVP request is refused (503, counted `overload`) without being read or
+/// forwarded. (Before: proxies buffered up to 5 MiB each outside any budget.)
+#[test]
+fn proxy_bodies_share_the_body_budget() {
+    let closed = format!("http://127.0.0.1:{}", apm::free_port());
+    let mut config = AgentConfig {
+        max_payload_size: 6 << 20,
+        receiver_max_buffered_bytes: 1,
+        decoder_timeout: Duration::from_millis(50),
+        receiver_timeout: Duration::from_secs(30),
+        ..AgentConfig::default()
+    };
+    config.api_key = Some(trace_agent::config::Secret::new("proxykey0000000000000000000000000"));
+    config.upstream.apm_dd_url = Some(closed.clone());
+    config.proxy.evp_dd_url = Some(closed);
+    let h = Harness::start(config);
+    let holder = trickle(h.addr, "/v0.4/traces", 6 << 20);
+    wait_until("the slow body holds the budget", || body_bytes(&h) == 6 << 20);
+    let evp = [("X-Datadog-EVP-Subdomain", "citestcycle-intake")];
+    let (status, _, body) = h.raw(&request("POST", "/evp_proxy/v2/api/v2/citestcycle", &evp, &[b'x'; 1000]));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("receiver_max_buffered_bytes"), "{text}");
+    assert_eq!(h.status().proxy["evp_proxy"].refused.get("overload"), Some(&1));
+    drop(holder);
+    wait_until("the budget is free again", || body_bytes(&h) == 0);
+    // With room, the body is read and forwarded (here to a closed port: 502, not delivered).
+    let (status, _, _) = h.raw(&request("POST", "/evp_proxy/v2/api/v2/citestcycle", &evp, &[b'x'; 1000]));
+    assert_eq!(status, 502);
+}
