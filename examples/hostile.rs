@@ -33,7 +33,7 @@ fn main() {
         dir: PathBuf::from(&args[2]),
     };
     let only: Vec<usize> = args[3..].iter().filter_map(|a| a.parse().ok()).collect();
-    let cases: Vec<(&str, fn(&Ctx) -> Outcome)> = vec![
+    let cases: Vec<(&str, Case)> = vec![
         (
             "v0.4 payload of 200 000 single-span traces, distinct services",
             case_many_services,
@@ -119,6 +119,9 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// One case of the table: plays the client against agents it starts.
+type Case = fn(&Ctx) -> Outcome;
 
 struct Ctx {
     bin: PathBuf,

@@ -1206,7 +1206,12 @@ fn proxy_bodies_share_the_body_budget() {
     let holder = trickle(h.addr, "/v0.4/traces", 6 << 20);
     wait_until("the slow body holds the budget", || body_bytes(&h) == 6 << 20);
     let evp = [("X-Datadog-EVP-Subdomain", "citestcycle-intake")];
-    let (status, _, body) = h.raw(&request("POST", "/evp_proxy/v2/api/v2/citestcycle", &evp, &[b'x'; 1000]));
+    let (status, _, body) = h.raw(&request(
+        "POST",
+        "/evp_proxy/v2/api/v2/citestcycle",
+        &evp,
+        &[b'x'; 1000],
+    ));
     let text = String::from_utf8_lossy(&body);
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("receiver_max_buffered_bytes"), "{text}");
@@ -1214,6 +1219,11 @@ fn proxy_bodies_share_the_body_budget() {
     drop(holder);
     wait_until("the budget is free again", || body_bytes(&h) == 0);
     // With room, the body is read and forwarded (here to a closed port: 502, not delivered).
-    let (status, _, _) = h.raw(&request("POST", "/evp_proxy/v2/api/v2/citestcycle", &evp, &[b'x'; 1000]));
+    let (status, _, _) = h.raw(&request(
+        "POST",
+        "/evp_proxy/v2/api/v2/citestcycle",
+        &evp,
+        &[b'x'; 1000],
+    ));
     assert_eq!(status, 502);
 }

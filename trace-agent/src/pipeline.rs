@@ -315,15 +315,16 @@ impl PipelineSender {
             .map_err(|e| mpsc::error::SendError(e.0.item))
     }
 
-    /// Sends `item` without a byte charge if an item slot is free.
+    /// Sends `item` without a byte charge if an item slot is free (ticks: the item is dropped
+    /// when there is no room).
     ///
     /// # Errors
-    /// The item back when the channel is full or closed.
-    pub fn try_send(&self, item: PipelineItem) -> Result<(), mpsc::error::TrySendError<PipelineItem>> {
+    /// Why it was not sent (full or closed).
+    pub fn try_send(&self, item: PipelineItem) -> Result<(), mpsc::error::TrySendError<()>> {
         use mpsc::error::TrySendError;
         self.tx.try_send(Envelope { item, charge: None }).map_err(|e| match e {
-            TrySendError::Full(e) => TrySendError::Full(e.item),
-            TrySendError::Closed(e) => TrySendError::Closed(e.item),
+            TrySendError::Full(_) => TrySendError::Full(()),
+            TrySendError::Closed(_) => TrySendError::Closed(()),
         })
     }
 

@@ -163,7 +163,7 @@ fn decompress(
                     }
                     out.reserve_exact(usize::try_from(want).unwrap_or(0).saturating_sub(out.len()));
                 }
-                out.extend_from_slice(&chunk[..n]);
+                out.extend_from_slice(chunk.get(..n).unwrap_or_default());
             }
             Ok((Bytes::from(out), charge))
         }
