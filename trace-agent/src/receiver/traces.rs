@@ -210,16 +210,23 @@ fn body_error_reply(state: &AppState, h: &HeaderMap, e: ReadRefusal) -> Reply {
             warn_limited(state, &format!("error reading a payload: {msg}"));
             text(StatusCode::BAD_REQUEST, &msg)
         }
-        // Callers drain and answer "overloaded" themselves; counted here.
         ReadRefusal::NoBudget => {
-            state.stats.record_drop(DROP_BODY_BUDGET, 1, traces, 0);
-            warn_limited(
-                state,
-                "request bodies already fill apm_config.receiver_max_buffered_bytes: payload refused (overload)",
-            );
+            count_no_budget(state, h);
             text(StatusCode::TOO_MANY_REQUESTS, "too many requests")
         }
     }
+}
+
+/// Counts a body refused because request bodies already fill the budget (the caller drains it
+/// and answers as for an overload).
+fn count_no_budget(state: &AppState, h: &HeaderMap) {
+    state
+        .stats
+        .record_drop(DROP_BODY_BUDGET, 1, count_header(h, "x-datadog-trace-count"), 0);
+    warn_limited(
+        state,
+        "request bodies already fill apm_config.receiver_max_buffered_bytes: payload refused (overload)",
+    );
 }
 
 /// The pipeline has no room (`Full`) or is gone (`Closed`): counted, and the reply to give.
@@ -464,8 +471,8 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
     // holds its own bytes, not the decoder.
     let (bytes, body_permit) = match read_body(state, h, &mut body).await {
         Ok(b) => b,
-        Err(e @ ReadRefusal::NoBudget) => {
-            body_error_reply(state, h, e);
+        Err(ReadRefusal::NoBudget) => {
+            count_no_budget(state, h);
             // Like the Go agent, drain the body (bounded, into nothing) so the connection
             // stays usable.
             drain_body(state, body).await;
