@@ -328,8 +328,20 @@ impl PipelineSender {
         })
     }
 
+    /// Whether there is room (an item slot and at least one byte) within `wait`, without
+    /// reserving it: handlers ask before reading a body, so that a full pipeline refuses the
+    /// payload before it costs anything (a slot only taken for a moment, e.g. by the 1 s tick,
+    /// does not count as full).
+    pub async fn has_room(&self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        let Some(_byte) = self.bytes.acquire(1, wait).await else {
+            return false;
+        };
+        matches!(tokio::time::timeout_at(deadline, self.tx.reserve()).await, Ok(Ok(_)))
+    }
+
     /// Whether a payload of `bytes` would find no room right now (no item slot, or fewer free
-    /// bytes): handlers check it before reading a body.
+    /// bytes).
     pub fn is_full(&self, bytes: u64) -> bool {
         self.tx.capacity() == 0 || self.bytes.short_of(bytes)
     }

@@ -314,7 +314,7 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
     }
     // The forwarding stage is behind: refuse before reading (503 + Retry-After, retried by the
     // SDKs) rather than take spans that could not be queued.
-    if state.pipeline.is_full(1) {
+    if !state.pipeline.has_room(state.config.decoder_timeout).await {
         counters.request(0);
         counters.error("pipeline_full");
         state.stats.record_drop("otlp_pipeline_full", 1, 0, 0);

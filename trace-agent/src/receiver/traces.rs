@@ -463,7 +463,7 @@ pub async fn handle(state: &Arc<AppState>, version: ApiVersion, req: Request<Inc
         return rates_reply(state, version, h, StatusCode::TOO_MANY_REQUESTS);
     }
     // The forwarding stage is behind: refuse before reading rather than accept and drop.
-    if state.pipeline.is_full(1) {
+    if !state.pipeline.has_room(state.config.decoder_timeout).await {
         refuse_pipeline_full(state, h, body, DROP_PIPELINE_FULL).await;
         return rates_reply(state, version, h, StatusCode::TOO_MANY_REQUESTS);
     }
@@ -627,7 +627,7 @@ pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Repl
         Err(status) => return text(status, "too many requests"),
     };
     // Push-back: the stats path is full, refuse before reading.
-    if state.pipeline.is_full(1) {
+    if !state.pipeline.has_room(state.config.decoder_timeout).await {
         refuse_pipeline_full(state, h, body, DROP_STATS_QUEUE).await;
         return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
     }
