@@ -10,6 +10,7 @@
 #
 #   bash scripts/soak.sh            # 10 minutes
 #   SOAK_SECONDS=60 bash scripts/soak.sh   # the CI run
+#   SOAK_AGENT_BIN=/path/to/trace-agent bash scripts/soak.sh   # another build (before/after figures)
 #
 # Output: the summary on stdout, every file (agent.log, rss.tsv, status.json, load.json,
 # intake.json) in $SOAK_DIR (default a new directory under target/soak).
@@ -22,10 +23,11 @@ dir=${SOAK_DIR:-$root/target/soak/$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$dir"
 echo "== soak: ${seconds} s, files in $dir" >&2
 
-cargo build --release -q -p trace-agent --bin trace-agent
+[ -n "${SOAK_AGENT_BIN:-}" ] || cargo build --release -q -p trace-agent --bin trace-agent
 cargo build --release -q --example soak_load --example quickstart
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 load="$bin/examples/soak_load"
+agent_bin=${SOAK_AGENT_BIN:-$bin/trace-agent}
 
 pids=()
 cleanup() {
@@ -47,7 +49,7 @@ intake_port=$(cat "$dir/intake.port")
 port=$(free_port)
 DD_API_KEY=soak00000000000000000000000000000 DD_APM_DD_URL="http://127.0.0.1:$intake_port" \
   DD_HOSTNAME=soak DD_APM_LOCAL_ENABLED=false DD_APM_SPOOL_DIR="$dir/spool" \
-  RUST_LOG=${RUST_LOG:-info} "$bin/trace-agent" run --port "$port" >"$dir/agent.log" 2>&1 &
+  RUST_LOG=${RUST_LOG:-info} "$agent_bin" run --port "$port" >"$dir/agent.log" 2>&1 &
 agent_pid=$!
 pids+=("$agent_pid")
 for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.1; done
@@ -113,7 +115,7 @@ fi
 
 # Let the writers deliver what they hold (bounded), take the agent's counters, stop it.
 for _ in $(seq 300); do
-  "$bin/trace-agent" status --port "$port" --json >"$dir/status.json" 2>/dev/null || true
+  "$agent_bin" status --port "$port" --json >"$dir/status.json" 2>/dev/null || true
   if python3 - "$dir/status.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -124,7 +126,7 @@ EOF
   sleep 0.1
 done
 sleep 6 # one flush period (5 s) for the batch being built, so the count below is final
-"$bin/trace-agent" status --port "$port" --json >"$dir/status.json"
+"$agent_bin" status --port "$port" --json >"$dir/status.json"
 kill -TERM "$agent_pid"
 for _ in $(seq 300); do kill -0 "$agent_pid" 2>/dev/null || break; sleep 0.1; done
 if kill -0 "$agent_pid" 2>/dev/null; then echo "FAIL: the agent did not exit 30 s after SIGTERM" >&2; exit 1; fi

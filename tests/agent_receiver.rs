@@ -499,40 +499,132 @@ fn slow_body_times_out_with_408() {
     assert_eq!((status, body.as_slice()), (408, &b"timeout\n"[..]));
 }
 
+/// Polls `ready` until it holds (a readiness probe, bounded at 10 s).
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ready() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::yield_now();
+    }
+}
+
+/// A client that declares a `declared`-byte v0.4 body, sends one byte of it and goes silent.
+fn trickle(addr: SocketAddr, path: &str, declared: usize) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: {declared}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&[0x91]).unwrap();
+    s
+}
+
+/// The bytes of request bodies the agent holds right now.
+fn body_bytes(h: &Harness) -> u64 {
+    h.status().buffers.map_or(0, |b| b.body_bytes)
+}
+
 #[test]
 fn overload_answers_429_only_to_tracers_that_ask_for_it() {
+    // The body budget is max_payload_size (6 MiB) here: one slow client declaring 6 MiB holds
+    // all of it.
     let h = Harness::start(AgentConfig {
-        decoders: 1,
+        max_payload_size: 6 << 20,
+        receiver_max_buffered_bytes: 1,
         decoder_timeout: Duration::from_millis(50),
         receiver_timeout: Duration::from_secs(30),
         ..AgentConfig::default()
     });
-    // Hold the only decoder slot: the handler takes it before reading this unfinished body.
-    let mut holder = TcpStream::connect(h.addr).unwrap();
-    holder
-        .write_all(
-            b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 1\r\n\r\n",
-        )
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let holder = trickle(h.addr, "/v0.4/traces", 6 << 20);
+    wait_until("the slow body holds the budget", || body_bytes(&h) == 6 << 20);
     let real = [
         MSGPACK,
         ("Datadog-Send-Real-Http-Status", "1"),
         ("X-Datadog-Trace-Count", "1"),
     ];
-    loop {
-        let (status, _, body) = h.raw(&request("POST", "/v0.4/traces", &real, &v04(1, "a")));
-        if status == 429 {
-            assert!(String::from_utf8_lossy(&body).contains("rate_by_service"));
-            break;
-        }
-        assert!(Instant::now() < deadline, "never overloaded");
-    }
+    let (status, _, body) = h.raw(&request("POST", "/v0.4/traces", &real, &v04(1, "a")));
+    assert_eq!(status, 429);
+    assert!(String::from_utf8_lossy(&body).contains("rate_by_service"));
     let (status, _, body) = h.raw(&request("POST", "/v0.4/traces", &[MSGPACK], &v04(1, "a")));
     assert_eq!(status, 200, "without the header the Go agent answers 200");
     assert!(String::from_utf8_lossy(&body).contains("rate_by_service"));
-    holder.write_all(&[0x90]).unwrap();
-    assert!(h.status().dropped.get("overload").map_or(0, |d| d.payloads) >= 2);
+    let s = h.status();
+    assert_eq!(
+        s.dropped.get("body_budget").map(|d| d.payloads),
+        Some(2),
+        "{:?}",
+        s.dropped
+    );
+    assert_eq!(s.total_received().traces, 0);
+    drop(holder);
+    wait_until("the budget is free again", || body_bytes(&h) == 0);
+    let (status, _, _) = h.raw(&request("POST", "/v0.4/traces", &real, &v04(1, "a")));
+    assert_eq!(status, 200);
+}
+
+/// Slow clients hold their bytes of the body budget, not the decoder: with one decoder slot and
+/// 8 connections trickling bodies, a fast client's payload is still decoded and accepted.
+/// (Before: the first slow body held the only decoder slot until the read timeout, and the fast
+/// client got 429.)
+#[test]
+fn slow_clients_do_not_block_a_fast_one() {
+    let h = Harness::start(AgentConfig {
+        decoders: 1,
+        decoder_timeout: Duration::from_millis(200),
+        receiver_timeout: Duration::from_secs(30),
+        ..AgentConfig::default()
+    });
+    let slow: Vec<TcpStream> = (0..8).map(|_| trickle(h.addr, "/v0.4/traces", 100_000)).collect();
+    wait_until("the 8 slow bodies are being read", || body_bytes(&h) == 8 * 100_000);
+    assert_eq!(h.status().decoders_busy, 0, "reading a body takes no decoder slot");
+    let real = [MSGPACK, ("Datadog-Send-Real-Http-Status", "1")];
+    for i in 0..3 {
+        let (status, _, _) = h.raw(&request("POST", "/v0.4/traces", &real, &v04(2, "fast")));
+        assert_eq!(status, 200, "fast payload {i}");
+    }
+    let (status, _, _) = h.raw(&request("POST", "/v0.6/stats", &[MSGPACK], &[0x80]));
+    assert_eq!(status, 200, "stats too");
+    assert_eq!(h.status().total_received().traces, 6);
+    assert!(!h.status().dropped.contains_key("overload"));
+    drop(slow);
+}
+
+/// A body that finds the budget full waits at most `decoder_timeout`, is drained into nothing
+/// and counted; memory held stays at the budget.
+#[test]
+fn bodies_beyond_the_budget_are_refused_and_drained() {
+    let h = Harness::start(AgentConfig {
+        max_payload_size: 6 << 20,
+        receiver_max_buffered_bytes: 1,
+        decoder_timeout: Duration::from_millis(50),
+        receiver_timeout: Duration::from_secs(30),
+        ..AgentConfig::default()
+    });
+    let _holders: Vec<TcpStream> = (0..6).map(|_| trickle(h.addr, "/v0.6/stats", 1 << 20)).collect();
+    wait_until("6 × 1 MiB held", || body_bytes(&h) == 6 << 20);
+    // A 2 MiB stats body on a keep-alive connection: refused, drained, and the same
+    // connection still answers.
+    let mut s = TcpStream::connect(h.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let big = vec![0x80u8; 2 << 20];
+    s.write_all(
+        format!(
+            "POST /v0.6/stats HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    s.write_all(&big).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 429");
+    assert!(body_bytes(&h) <= 6 << 20);
+    assert_eq!(h.status().dropped.get("body_budget").map(|d| d.payloads), Some(1));
 }
 
 #[test]
@@ -700,8 +792,15 @@ impl trace_agent::pipeline::ChunkSink for GatedSink {
     }
 }
 
-#[test]
-fn a_slow_next_stage_backs_up_into_429_with_bounded_memory() {
+/// An agent whose next stage is a [`GatedSink`], on a runtime of its own.
+fn gated_agent(
+    config: AgentConfig,
+) -> (
+    tokio::runtime::Runtime,
+    trace_agent::Agent,
+    std::sync::mpsc::Receiver<()>,
+    std::sync::mpsc::Sender<()>,
+) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -711,10 +810,7 @@ fn a_slow_next_stage_backs_up_into_429_with_bounded_memory() {
     let (open, gate) = std::sync::mpsc::channel();
     let config = AgentConfig {
         receiver_port: apm::free_port(),
-        pipeline_capacity: 1,
-        decoders: 1,
-        decoder_timeout: Duration::from_millis(50),
-        ..AgentConfig::default()
+        ..config
     };
     let agent = rt
         .block_on(trace_agent::start_with_sink(config, |counters| GatedSink {
@@ -723,36 +819,90 @@ fn a_slow_next_stage_backs_up_into_429_with_bounded_memory() {
             counters,
         }))
         .unwrap();
-    let addr = agent.tcp_addr().unwrap();
-    let post = move |real_status: bool| {
-        let mut headers = vec![MSGPACK];
-        if real_status {
-            headers.push(("Datadog-Send-Real-Http-Status", "1"));
-        }
-        raw_exchange(addr, &request("POST", "/v0.4/traces", &headers, &v04(1, "bp"))).0
-    };
-    // 1: taken by the sink, which blocks.
-    assert_eq!(post(true), 200);
-    entered.recv_timeout(Duration::from_secs(10)).unwrap();
-    // 2: waits in the channel (capacity 1).
-    assert_eq!(post(true), 200);
-    // 3: cannot be queued; its handler waits, holding the only decoder slot.
-    let third = std::thread::spawn(move || post(true));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while agent.status().decoders_busy == 0 {
-        assert!(Instant::now() < deadline, "third request never took the decoder slot");
-        std::thread::yield_now();
+    (rt, agent, entered, open)
+}
+
+fn post_traces(addr: SocketAddr, real_status: bool) -> u16 {
+    let mut headers = vec![MSGPACK, ("X-Datadog-Trace-Count", "1")];
+    if real_status {
+        headers.push(("Datadog-Send-Real-Http-Status", "1"));
     }
-    // 4: no decoder slot => overloaded.
-    assert_eq!(post(true), 429);
-    assert_eq!(post(false), 200, "without the header the Go agent answers 200");
-    for _ in 0..3 {
+    raw_exchange(addr, &request("POST", "/v0.4/traces", &headers, &v04(1, "bp"))).0
+}
+
+/// A full pipeline (items) is a 429 for every tracer, counted: never accepted then dropped.
+/// `/v0.6/stats` gets the same push-back (before: 408 after the receiver timeout).
+#[test]
+fn a_slow_next_stage_backs_up_into_429_with_bounded_memory() {
+    let (rt, agent, entered, open) = gated_agent(AgentConfig {
+        pipeline_capacity: 1,
+        decoder_timeout: Duration::from_millis(50),
+        ..AgentConfig::default()
+    });
+    let addr = agent.tcp_addr().unwrap();
+    // 1: taken by the sink, which blocks.
+    assert_eq!(post_traces(addr, true), 200);
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    // Then the channel (capacity 1) fills: with the next payload, or with the agent's 1 s tick.
+    let mut accepted = 1;
+    let refused = loop {
+        match post_traces(addr, true) {
+            200 if accepted < 3 => accepted += 1,
+            code => break code,
+        }
+    };
+    assert_eq!(refused, 429, "no room: 429 (a 200 would hide the loss)");
+    assert!(accepted <= 2, "{accepted} accepted with room for 1 queued");
+    assert_eq!(post_traces(addr, false), 429, "whatever the tracer asked for");
+    let (status, _, _) = raw_exchange(addr, &request("POST", "/v0.6/stats", &[MSGPACK], &[0x80]));
+    assert_eq!(status, 429, "stats are pushed back too");
+    for _ in 0..accepted {
         open.send(()).unwrap();
     }
-    assert_eq!(third.join().unwrap(), 200, "completes once the next stage catches up");
     let status = rt.block_on(agent.shutdown());
-    assert_eq!(status.forwarded.payloads, 3);
-    assert_eq!(status.dropped.get("overload").map(|d| d.payloads), Some(2));
+    assert_eq!(status.forwarded.payloads, accepted);
+    assert_eq!(
+        status.total_received().traces,
+        accepted,
+        "refused payloads are not counted as received"
+    );
+    assert_eq!(
+        status.dropped.get("pipeline_full").map(|d| (d.payloads, d.traces)),
+        Some((2, 2))
+    );
+    assert_eq!(status.dropped.get("stats_queue_full").map(|d| d.payloads), Some(1));
+}
+
+/// The pipeline is bounded in bytes too: with room for 32 payloads but `pipeline_max_bytes` of
+/// 1 byte (every payload is charged at least the whole budget), one payload held by the sink
+/// makes the next one a 429 until the sink has consumed it.
+#[test]
+fn the_pipeline_is_bounded_in_bytes_and_frees_them_after_the_stage() {
+    let (rt, agent, entered, open) = gated_agent(AgentConfig {
+        pipeline_capacity: 32,
+        pipeline_max_bytes: 1,
+        decoder_timeout: Duration::from_millis(50),
+        ..AgentConfig::default()
+    });
+    let addr = agent.tcp_addr().unwrap();
+    assert_eq!(post_traces(addr, true), 200);
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    let buffers = agent.status().buffers.unwrap();
+    assert_eq!((buffers.pipeline_bytes, buffers.pipeline_bytes_max), (1, 1));
+    assert_eq!(post_traces(addr, true), 429, "32 item slots free, no bytes");
+    open.send(()).unwrap();
+    // Once consumed, the bytes come back (readiness probe on the counter, bounded).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while agent.status().buffers.unwrap().pipeline_bytes != 0 {
+        assert!(Instant::now() < deadline, "bytes never released");
+        std::thread::yield_now();
+    }
+    assert_eq!(post_traces(addr, true), 200);
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    open.send(()).unwrap();
+    let status = rt.block_on(agent.shutdown());
+    assert_eq!(status.forwarded.payloads, 2);
+    assert_eq!(status.dropped.get("pipeline_full").map(|d| d.payloads), Some(1));
 }
 
 #[test]
@@ -991,4 +1141,95 @@ fn client_stats_reach_the_next_stage_processed() {
     );
     assert_eq!(p.stats[0].stats[0].resource, "SELECT * FROM t WHERE id = ?");
     assert_eq!(p.stats[0].stats[0].hits, 3);
+}
+
+/// A protobuf length-delimited field.
+fn pb_field(field: u8, inner: &[u8]) -> Vec<u8> {
+    let mut out = vec![(field << 3) | 2];
+    let mut n = inner.len();
+    loop {
+        let b = u8::try_from(n & 0x7f).unwrap();
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(inner);
+    out
+}
+
+/// OTLP/HTTP: a small protobuf body of 100 000 empty spans (200 KB on the wire, tens of MB once
+/// decoded) is refused before decoding: 413 with a `google.rpc.Status` naming the limit,
+/// counted. A normal request still gets 200. (Before: decoded and accepted.)
+#[test]
+fn otlp_http_bodies_that_would_decode_too_large_get_413_naming_the_limit() {
+    let mut config = AgentConfig::default();
+    config.otlp_receiver.http_endpoint = Some("127.0.0.1:0".to_owned());
+    let h = Harness::start(config);
+    let otlp = h.agent.as_ref().unwrap().otlp_http_addr().unwrap();
+    let proto = [("Content-Type", "application/x-protobuf")];
+    let spans: Vec<u8> = [0x12u8, 0x00].repeat(100_000);
+    let bomb = pb_field(1, &pb_field(2, &spans));
+    let (status, _, body) = raw_exchange(otlp, &request("POST", "/v1/traces", &proto, &bomb));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 413, "{text}");
+    assert!(text.contains("apm_config.max_decoded_ratio"), "{text}");
+    let mut span = pb_field(1, &[7u8; 16]);
+    span.extend(pb_field(2, &[9u8; 8]));
+    span.extend(pb_field(5, b"GET /"));
+    let one = pb_field(1, &pb_field(2, &pb_field(2, &span)));
+    let (status, _, body) = raw_exchange(otlp, &request("POST", "/v1/traces", &proto, &one));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let s = h.status();
+    assert_eq!(
+        s.otlp.http.errors.get("decoded_too_large"),
+        Some(&1),
+        "{:?}",
+        s.otlp.http
+    );
+    assert_eq!(s.otlp.http.spans_received, 1);
+}
+
+/// The proxy routes read their bodies under the same byte budget: with the budget held by a
+/// slow trace body, an EVP request is refused (503, counted `overload`) without being read or
+/// forwarded. (Before: proxies buffered up to 5 MiB each outside any budget.)
+#[test]
+fn proxy_bodies_share_the_body_budget() {
+    let closed = format!("http://127.0.0.1:{}", apm::free_port());
+    let mut config = AgentConfig {
+        max_payload_size: 6 << 20,
+        receiver_max_buffered_bytes: 1,
+        decoder_timeout: Duration::from_millis(50),
+        receiver_timeout: Duration::from_secs(30),
+        ..AgentConfig::default()
+    };
+    config.api_key = Some(trace_agent::config::Secret::new("proxykey0000000000000000000000000"));
+    config.upstream.apm_dd_url = Some(closed.clone());
+    config.proxy.evp_dd_url = Some(closed);
+    let h = Harness::start(config);
+    let holder = trickle(h.addr, "/v0.4/traces", 6 << 20);
+    wait_until("the slow body holds the budget", || body_bytes(&h) == 6 << 20);
+    let evp = [("X-Datadog-EVP-Subdomain", "citestcycle-intake")];
+    let (status, _, body) = h.raw(&request(
+        "POST",
+        "/evp_proxy/v2/api/v2/citestcycle",
+        &evp,
+        &[b'x'; 1000],
+    ));
+    let text = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{text}");
+    assert!(text.contains("receiver_max_buffered_bytes"), "{text}");
+    assert_eq!(h.status().proxy["evp_proxy"].refused.get("overload"), Some(&1));
+    drop(holder);
+    wait_until("the budget is free again", || body_bytes(&h) == 0);
+    // With room, the body is read and forwarded (here to a closed port: 502, not delivered).
+    let (status, _, _) = h.raw(&request(
+        "POST",
+        "/evp_proxy/v2/api/v2/citestcycle",
+        &evp,
+        &[b'x'; 1000],
+    ));
+    assert_eq!(status, 502);
 }

@@ -15,7 +15,7 @@ use crate::config::{AgentConfig, ConfigError};
 use crate::forward::{ForwardParts, ForwardShared, ForwardSink, StatsFlush};
 use crate::identity::AgentIdentity;
 use crate::net::{BindError, bind_tcp, bind_unix};
-use crate::pipeline::{ChunkSink, PipelineItem, SinkCounters, spawn_pipeline};
+use crate::pipeline::{ChunkSink, PipelineItem, SinkCounters};
 use crate::receiver::server::{Listener, accept_loop};
 use crate::receiver::{AppState, info::InfoDoc};
 use crate::sample::Samplers;
@@ -349,7 +349,12 @@ async fn start_inner<S: ChunkSink>(
         rates: Arc::clone(&rates),
         forward: Arc::clone(&stats.forward),
     });
-    let (pipeline, pipeline_task) = spawn_pipeline(config.pipeline_capacity, sink, Arc::clone(&stats.sink));
+    let (pipeline, pipeline_task) = crate::pipeline::spawn_pipeline_bounded(
+        config.pipeline_capacity,
+        config.pipeline_max_bytes,
+        sink,
+        Arc::clone(&stats.sink),
+    );
     let (stop, stop_rx) = watch::channel(false);
     let ticker = tokio::spawn(tick(pipeline.clone(), stop_rx.clone()));
     let decoders = config.decoders.max(1);
@@ -359,6 +364,7 @@ async fn start_inner<S: ChunkSink>(
         rates: Arc::clone(&rates),
         stats: Arc::clone(&stats),
         decoders: Semaphore::new(decoders),
+        body_budget: crate::receiver::budget::shared(&config, &stats, &pipeline),
         pipeline,
         proxy,
         listening: listening.clone(),

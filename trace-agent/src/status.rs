@@ -96,6 +96,11 @@ pub struct AgentStats {
     pub proxy: std::sync::OnceLock<std::sync::Arc<crate::receiver::proxy::ProxyCounters>>,
     /// The receiver's watchdog and `connection_limit` (set once at start-up).
     pub watchdog: std::sync::OnceLock<(std::sync::Arc<crate::receiver::watchdog::Watchdog>, usize)>,
+    /// The receivers' body budget and the pipeline's byte budget (set once at start-up).
+    pub budgets: std::sync::OnceLock<(
+        std::sync::Arc<crate::pipeline::ByteBudget>,
+        std::sync::Arc<crate::pipeline::ByteBudget>,
+    )>,
 }
 
 impl Default for AgentStats {
@@ -120,6 +125,7 @@ impl Default for AgentStats {
             otlp: std::sync::Arc::default(),
             proxy: std::sync::OnceLock::new(),
             watchdog: std::sync::OnceLock::new(),
+            budgets: std::sync::OnceLock::new(),
         }
     }
 }
@@ -182,6 +188,10 @@ pub struct StatusSnapshot {
     /// The span ledger: per service, created → sent → received → kept → delivered.
     #[serde(default)]
     pub ledger: crate::ledger::LedgerSnapshot,
+    /// Bytes held by request bodies and by payloads waiting for the forwarding stage, and
+    /// their bounds.
+    #[serde(default)]
+    pub buffers: Option<crate::pipeline::BufferStatus>,
 }
 
 impl StatusSnapshot {
@@ -336,6 +346,15 @@ impl AgentStats {
                 .map(|(w, connection_limit)| w.status(*connection_limit)),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             ledger: self.forward.ledger.snapshot(),
+            buffers: self
+                .budgets
+                .get()
+                .map(|(body, pipeline)| crate::pipeline::BufferStatus {
+                    body_bytes: body.held(),
+                    body_bytes_max: body.total(),
+                    pipeline_bytes: pipeline.held(),
+                    pipeline_bytes_max: pipeline.total(),
+                }),
         }
     }
 }
@@ -495,6 +514,13 @@ fn render_raw(s: &StatusSnapshot) -> String {
         "Requests in flight: {}, decoder slots busy: {}",
         s.in_flight, s.decoders_busy
     );
+    if let Some(b) = &s.buffers {
+        let _ = writeln!(
+            o,
+            "Buffers: request bodies {} of {} bytes (receiver_max_buffered_bytes), pipeline {} of {} bytes (pipeline_max_bytes)",
+            b.body_bytes, b.body_bytes_max, b.pipeline_bytes, b.pipeline_bytes_max
+        );
+    }
     if let Some(l) = &s.limits {
         let off = |on: bool, v: String| if on { v } else { "off".to_owned() };
         let _ = writeln!(

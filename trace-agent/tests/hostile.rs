@@ -262,16 +262,17 @@ fn concurrent_bodies(agent: &Agent, path: &'static str, clients: usize, size: us
     threads.into_iter().map(|t| t.join().unwrap()).collect()
 }
 
-/// Holds the only decoder slot: headers and part of a body, then silence (until the agent's
-/// read timeout).
-fn hold_the_decoder(agent: &Agent) -> TcpStream {
+/// Fills the receivers' body budget (5 MiB under [`LIMITED`]): a slow client declaring 5 MiB
+/// sends one byte, then silence (until the agent's read timeout). Reading a body takes budget,
+/// not a decoder slot.
+fn hold_the_budget(agent: &Agent) -> TcpStream {
     let mut s = TcpStream::connect(agent.addr()).unwrap();
-    s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/msgpack\r\nContent-Length: 1000\r\n\r\n\x91")
+    s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/msgpack\r\nContent-Length: 5242880\r\n\r\n\x91")
         .unwrap();
-    // The slot is taken once the agent has the request: wait until status says so.
+    // The bytes are charged once the agent has the request: wait until status says so.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while agent.status_json()["decoders_busy"] != 1 {
-        assert!(Instant::now() < deadline, "the slow request never got the decoder");
+    while agent.status_json()["buffers"]["body_bytes"] != 5_242_880 {
+        assert!(Instant::now() < deadline, "the slow request never took the budget");
         std::thread::sleep(Duration::from_millis(10));
     }
     s
@@ -280,35 +281,37 @@ fn hold_the_decoder(agent: &Agent) -> TcpStream {
 const LIMITED: &[(&str, &str)] = &[
     ("DD_APM_DECODERS", "1"),
     ("DD_APM_DECODER_TIMEOUT", "100"),
-    ("DD_APM_MAX_PAYLOAD_SIZE", "5000000"),
+    ("DD_APM_MAX_PAYLOAD_SIZE", "5242880"),
+    ("DD_APM_RECEIVER_MAX_BUFFERED_BYTES", "5242880"),
     ("DD_APM_RECEIVER_TIMEOUT", "20"),
 ];
 
-/// Case 4: 40 × 4 MB `/v0.4/traces` while the decoder is busy. Before: every refused body was
-/// read into memory (issue: 40 × 24 MB → RSS 76 → 712 MB; here 40 × 4 MB). Now they are
-/// drained into nothing: the peak grows by less than 30 MB (measured: 142 MB before, 11 MB now).
+/// Case 4: 40 × 4 MB `/v0.4/traces` while the agent is busy. Before: every refused body was
+/// read into memory (issue: 40 × 24 MB → RSS 76 → 712 MB; here 40 × 4 MB). Now bodies are
+/// read only within the shared byte budget (here full) and the others drained into nothing:
+/// the peak grows by less than 30 MB (measured: 142 MB before, 11 MB now).
 #[test]
 fn bodies_refused_for_overload_are_drained_not_buffered() {
     let agent = Agent::start(LIMITED);
     let before = agent.peak_rss();
-    let _held = hold_the_decoder(&agent);
+    let _held = hold_the_budget(&agent);
     let codes = concurrent_bodies(&agent, "/v0.4/traces", 40, 4_000_000);
     let grew = agent.peak_rss().saturating_sub(before);
     eprintln!("GREW {} KB (before {} KB)", grew >> 10, before >> 10);
     assert!(grew < 30 << 20, "peak RSS grew by {} MB", grew >> 20);
     assert!(codes.iter().all(|&c| c == 200 || c == 429), "{codes:?}");
     let status = agent.status_json();
-    assert_eq!(status["dropped"]["overload"]["payloads"], 40, "{status}");
+    assert_eq!(status["dropped"]["body_budget"]["payloads"], 40, "{status}");
 }
 
 /// Case 3: concurrent large bodies to `/v0.6/stats`. Before: each was read whole without a
 /// decoder slot (issue: 100 × 24 MB → RSS 123 → 1519 MB; here 40 × 4 MB). Now `/v0.6/stats`
-/// takes a decoder slot like traces: one body in memory at a time, the others drained.
+/// reads under the same byte budget as traces (here full): the others are drained.
 #[test]
 fn stats_bodies_share_the_decoding_budget() {
     let agent = Agent::start(LIMITED);
     let before = agent.peak_rss();
-    let _held = hold_the_decoder(&agent);
+    let _held = hold_the_budget(&agent);
     let codes = concurrent_bodies(&agent, "/v0.6/stats", 40, 4_000_000);
     let grew = agent.peak_rss().saturating_sub(before);
     eprintln!("GREW {} KB (before {} KB)", grew >> 10, before >> 10);

@@ -541,6 +541,22 @@ fn load_unscrubbed(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConf
     )? {
         c.config.max_decoded_ratio = positive_key("apm_config.max_decoded_ratio", v)?;
     }
+    if let Some(v) = c.pick(
+        "apm_config.receiver_max_buffered_bytes",
+        &["DD_APM_RECEIVER_MAX_BUFFERED_BYTES"],
+        apm.receiver_max_buffered_bytes,
+        num::<u64>,
+    )? {
+        c.config.receiver_max_buffered_bytes = positive_bytes("apm_config.receiver_max_buffered_bytes", v)?;
+    }
+    if let Some(v) = c.pick(
+        "apm_config.pipeline_max_bytes",
+        &["DD_APM_PIPELINE_MAX_BYTES"],
+        apm.pipeline_max_bytes,
+        num::<u64>,
+    )? {
+        c.config.pipeline_max_bytes = positive_bytes("apm_config.pipeline_max_bytes", v)?;
+    }
     if let Some(v) = c.pick("apm_config.extra_sample_rate", &[], apm.extra_sample_rate, num)? {
         c.config.extra_sample_rate = v;
     }
@@ -855,6 +871,13 @@ fn positive_key(key: &str, v: usize) -> Result<usize, ConfigError> {
     Ok(v)
 }
 
+fn positive_bytes(key: &str, v: u64) -> Result<u64, ConfigError> {
+    if v == 0 {
+        return Err(invalid(key, "must be at least 1 (bytes)"));
+    }
+    Ok(v)
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_owned(),
@@ -939,4 +962,47 @@ fn load_sampler_keys(c: &mut Ctx<'_>, raw: &mut SamplerRaw) -> Result<Vec<String
     }
     c.config.sampler = s.clone();
     Ok(warnings)
+}
+
+#[cfg(test)]
+mod buffer_key_tests {
+    use std::collections::HashMap;
+
+    use super::load;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn buffer_keys_load_from_env_and_yaml_and_zero_is_refused() {
+        let c = load(None, &env(&[])).unwrap();
+        assert_eq!(c.receiver_max_buffered_bytes, 64 << 20);
+        assert_eq!(c.pipeline_max_bytes, 128 << 20);
+        let c = load(
+            None,
+            &env(&[
+                ("DD_APM_RECEIVER_MAX_BUFFERED_BYTES", "1000"),
+                ("DD_APM_PIPELINE_MAX_BYTES", "2000"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!((c.receiver_max_buffered_bytes, c.pipeline_max_bytes), (1000, 2000));
+        // One largest body always fits: the budget is raised to max_payload_size.
+        assert_eq!(c.body_budget_bytes(), c.max_payload_size.max(5 << 20));
+        assert!(c.describe().contains("apm_config.pipeline_max_bytes"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("datadog.yaml");
+        std::fs::write(
+            &path,
+            "apm_config:\n  receiver_max_buffered_bytes: 300000000\n  pipeline_max_bytes: 4000\n",
+        )
+        .unwrap();
+        let c = load(Some(&path), &env(&[])).unwrap();
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(c.body_budget_bytes(), 300_000_000);
+        assert_eq!(c.pipeline_max_bytes, 4000);
+        let e = load(None, &env(&[("DD_APM_PIPELINE_MAX_BYTES", "0")])).unwrap_err();
+        assert!(e.to_string().contains("apm_config.pipeline_max_bytes"), "{e}");
+    }
 }

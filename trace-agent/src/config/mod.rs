@@ -89,6 +89,13 @@ pub struct AgentConfig {
     /// `apm_config.max_decoded_ratio`: decoded memory allowed per body byte (at least
     /// 4 MiB per payload); a payload that would need more is refused (413).
     pub max_decoded_ratio: usize,
+    /// `apm_config.receiver_max_buffered_bytes`: request bodies held at once by the receivers
+    /// (being read, decompressed or decoded; every trace, stats, OTLP/HTTP and proxy route),
+    /// in bytes. At least `max_payload_size` is used (one largest body must fit).
+    pub receiver_max_buffered_bytes: u64,
+    /// `apm_config.pipeline_max_bytes`: estimated bytes of processed payloads waiting for the
+    /// forwarding stage (next to `pipeline_capacity` items); when full, payloads get 429.
+    pub pipeline_max_bytes: u64,
     /// `apm_config.extra_sample_rate`.
     pub extra_sample_rate: f64,
     /// `apm_config.target_traces_per_second` (or the deprecated `max_traces_per_second`):
@@ -144,6 +151,10 @@ pub struct AgentConfig {
 pub const DEFAULT_RECEIVER_PORT: u16 = 8126;
 /// Default `max_payload_size` (25 MiB).
 pub const DEFAULT_MAX_PAYLOAD_SIZE: u64 = 26_214_400;
+/// Default `apm_config.receiver_max_buffered_bytes` (64 MiB).
+pub const DEFAULT_RECEIVER_MAX_BUFFERED_BYTES: u64 = 64 << 20;
+/// Default `apm_config.pipeline_max_bytes` (128 MiB).
+pub const DEFAULT_PIPELINE_MAX_BYTES: u64 = 128 << 20;
 /// Default Unix socket path (started only when its directory exists).
 pub const DEFAULT_RECEIVER_SOCKET: &str = "/var/run/datadog/apm.socket";
 
@@ -170,6 +181,8 @@ impl Default for AgentConfig {
             max_cpu_percent: 0.0,
             max_spans_per_payload: crate::decode::DEFAULT_MAX_SPANS_PER_PAYLOAD,
             max_decoded_ratio: crate::decode::DEFAULT_MAX_DECODED_RATIO,
+            receiver_max_buffered_bytes: DEFAULT_RECEIVER_MAX_BUFFERED_BYTES,
+            pipeline_max_bytes: DEFAULT_PIPELINE_MAX_BYTES,
             extra_sample_rate: 1.0,
             max_traces_per_second: 10.0,
             sampler: crate::sample::SamplerConfig::default(),
@@ -238,6 +251,15 @@ impl AgentConfig {
         c
     }
 
+    /// The receivers' shared body budget in bytes: `receiver_max_buffered_bytes`, raised to
+    /// `max_payload_size` (and the proxies' body limits) so that one largest body always fits.
+    pub fn body_budget_bytes(&self) -> u64 {
+        self.receiver_max_buffered_bytes
+            .max(self.max_payload_size)
+            .max(self.proxy.evp_max_payload_size)
+            .max(crate::receiver::proxy::TELEMETRY_MAX_BODY)
+    }
+
     /// The decoding limits for a body of `body_len` bytes.
     pub fn decode_limits(&self, body_len: usize) -> crate::decode::DecodeLimits {
         crate::decode::DecodeLimits::new(body_len, self.max_spans_per_payload, self.max_decoded_ratio)
@@ -302,6 +324,11 @@ impl AgentConfig {
             self.max_spans_per_payload.to_string(),
         );
         line("apm_config.max_decoded_ratio", self.max_decoded_ratio.to_string());
+        line(
+            "apm_config.receiver_max_buffered_bytes",
+            self.receiver_max_buffered_bytes.to_string(),
+        );
+        line("apm_config.pipeline_max_bytes", self.pipeline_max_bytes.to_string());
         line("apm_config.extra_sample_rate", self.extra_sample_rate.to_string());
         line(
             "apm_config.max_traces_per_second",

@@ -1,6 +1,9 @@
 //! OTLP/gRPC: `opentelemetry.proto.collector.trace.v1.TraceService/Export` (tonic), gzip
 //! accepted, messages bounded by `otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib`
-//! (`OUT_OF_RANGE` beyond), overload answered `UNAVAILABLE` (retryable).
+//! (`OUT_OF_RANGE` beyond), overload answered `UNAVAILABLE` (retryable). tonic decodes before
+//! the handler; the handler then charges the message to the receivers' byte budget and refuses
+//! (`RESOURCE_EXHAUSTED`, naming the key) a message past `apm_config.max_spans_per_payload` or
+//! `apm_config.max_decoded_ratio` before mapping it.
 
 use std::sync::Arc;
 
@@ -14,7 +17,7 @@ use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
 
-use super::{IngestError, Protocol, RequestMeta, ingest};
+use super::{IngestError, Protocol, RequestMeta, ingest, prescan};
 use crate::receiver::AppState;
 
 #[derive(Debug)]
@@ -43,8 +46,45 @@ impl TraceService for Service {
         };
         let export = request.into_inner();
         let bytes = export.encoded_len() as u64;
-        self.state.stats.otlp.of(Protocol::Grpc).request(bytes);
-        match ingest(&self.state, Protocol::Grpc, export, meta, bytes).await {
+        let state = &self.state;
+        let counters = state.stats.otlp.of(Protocol::Grpc);
+        counters.request(bytes);
+        let refuse = |reason: &str, message: String| {
+            counters.error(reason);
+            state.stats.record_drop(&format!("otlp_{reason}"), 1, 0, 0);
+            super::warn_limited(state, &format!("OTLP/gRPC export refused: {message}"));
+            message
+        };
+        // The decoded message is held while it is mapped: charged like an HTTP body.
+        let Some(_permit) = state.body_budget.acquire(bytes, state.config.decoder_timeout).await else {
+            return Err(tonic::Status::unavailable(refuse(
+                "overload",
+                "the agent is overloaded: request bodies already fill apm_config.receiver_max_buffered_bytes; retry later"
+                    .to_owned(),
+            )));
+        };
+        let est = prescan::decoded(&export);
+        let limits = state.config.decode_limits(usize::try_from(bytes).unwrap_or(usize::MAX));
+        if est.spans > limits.max_spans {
+            return Err(tonic::Status::resource_exhausted(refuse(
+                "too_many_spans",
+                format!(
+                    "the request holds {} spans, more than apm_config.max_spans_per_payload ({})",
+                    est.spans, limits.max_spans
+                ),
+            )));
+        }
+        if est.bytes > limits.max_decoded_bytes {
+            return Err(tonic::Status::resource_exhausted(refuse(
+                "decoded_too_large",
+                format!(
+                    "this {bytes}-byte message decodes to about {} bytes, more than apm_config.max_decoded_ratio ({}) \
+                     times its size allows ({} bytes)",
+                    est.bytes, state.config.max_decoded_ratio, limits.max_decoded_bytes
+                ),
+            )));
+        }
+        match ingest(state, Protocol::Grpc, export, meta, bytes).await {
             Ok(done) => Ok(tonic::Response::new(ExportTraceServiceResponse {
                 partial_success: (done.rejected > 0).then(|| ExportTracePartialSuccess {
                     rejected_spans: i64::try_from(done.rejected).unwrap_or(i64::MAX),

@@ -1,9 +1,12 @@
 //! OTLP/HTTP: `POST /v1/traces` with an `ExportTraceServiceRequest` in protobuf
 //! (`application/x-protobuf`) or JSON (`application/json`), optionally gzip-compressed. Bodies
-//! are bounded by `apm_config.max_payload_size` as sent and again after decompression; errors
-//! are 4xx with a `google.rpc.Status` body (in the request's encoding) naming the problem;
-//! success is 200 with an `ExportTraceServiceResponse` whose `partial_success` counts the
-//! refused spans.
+//! are bounded by `apm_config.max_payload_size` as sent and again after decompression, read
+//! under the receivers' shared byte budget (as sent and decompressed; no decoder slot while
+//! reading), and what they would decode to is bounded before decoding
+//! (`apm_config.max_spans_per_payload`, `apm_config.max_decoded_ratio`, see [`super::prescan`]);
+//! errors are 4xx/503 with a `google.rpc.Status` body (in the request's encoding) naming the
+//! problem or the limit; success is 200 with an `ExportTraceServiceResponse` whose
+//! `partial_success` counts the refused spans.
 
 use std::convert::Infallible;
 use std::io::Read;
@@ -11,7 +14,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -24,8 +27,11 @@ use prost::Message;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
-use super::{IngestError, Protocol, RequestMeta, ingest};
+use super::{IngestError, Protocol, RequestMeta, ingest_with_slot, prescan, processing_slot};
+use crate::decode::DecodeLimits;
+use crate::pipeline::{ByteBudget, BytePermit};
 use crate::receiver::AppState;
+use crate::receiver::budget::{self, ReadRefusal};
 
 /// Path of the trace export.
 pub(super) const TRACES_PATH: &str = "/v1/traces";
@@ -104,28 +110,62 @@ fn media_type(h: &HeaderMap) -> Option<Encoding> {
 /// Why a body could not be turned into a request; `(status, counter reason, message)`.
 type Refusal = (StatusCode, &'static str, String);
 
-/// Undoes `Content-Encoding`, reading at most `limit` bytes of output.
-fn decompress(encoding: &str, raw: Bytes, limit: u64) -> Result<Bytes, Refusal> {
+/// Undoes `Content-Encoding`, reading at most `limit` bytes of output, charged to `budget` as
+/// it grows (the permit comes back with the bytes; `None` when nothing was inflated).
+fn decompress(
+    encoding: &str,
+    raw: Bytes,
+    limit: u64,
+    budget: &ByteBudget,
+) -> Result<(Bytes, Option<BytePermit>), Refusal> {
     match encoding {
-        "" | "identity" => Ok(raw),
+        "" | "identity" => Ok((raw, None)),
         "gzip" => {
-            let mut out = Vec::new();
-            let mut reader = flate2::read::GzDecoder::new(raw.as_ref()).take(limit + 1);
-            reader.read_to_end(&mut out).map_err(|e| {
+            let corrupt = |e: std::io::Error| {
                 (
                     StatusCode::BAD_REQUEST,
                     "corrupt_gzip",
                     format!("cannot decompress the gzip body: {e}"),
                 )
-            })?;
-            if out.len() as u64 > limit {
-                return Err((
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "too_large",
-                    format!("the decompressed body exceeds max_payload_size ({limit} bytes)"),
-                ));
+            };
+            let mut out: Vec<u8> = Vec::new();
+            let mut charge: Option<BytePermit> = None;
+            let mut reader = flate2::read::GzDecoder::new(raw.as_ref()).take(limit + 1);
+            let mut chunk = vec![0u8; 64 * 1024];
+            loop {
+                let n = reader.read(&mut chunk).map_err(corrupt)?;
+                if n == 0 {
+                    break;
+                }
+                let need = (out.len() + n) as u64;
+                if need > limit {
+                    return Err((
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_large",
+                        format!("the decompressed body exceeds max_payload_size ({limit} bytes)"),
+                    ));
+                }
+                let held = charge.as_ref().map_or(0, BytePermit::bytes);
+                if need > held {
+                    let want = need.max(held.saturating_mul(2)).max(budget::CHUNKED_STEP).min(limit);
+                    let more = budget.try_acquire(want - held).ok_or_else(|| {
+                        (
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "overload",
+                            "request bodies already fill apm_config.receiver_max_buffered_bytes: no room to \
+                             decompress this one; retry later"
+                                .to_owned(),
+                        )
+                    })?;
+                    match &mut charge {
+                        Some(c) => c.merge(more),
+                        None => charge = Some(more),
+                    }
+                    out.reserve_exact(usize::try_from(want).unwrap_or(0).saturating_sub(out.len()));
+                }
+                out.extend_from_slice(chunk.get(..n).unwrap_or_default());
             }
-            Ok(Bytes::from(out))
+            Ok((Bytes::from(out), charge))
         }
         other => Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -133,6 +173,51 @@ fn decompress(encoding: &str, raw: Bytes, limit: u64) -> Result<Bytes, Refusal> 
             format!("Content-Encoding {other:?} is not supported (gzip or none)"),
         )),
     }
+}
+
+/// Refuses a (decompressed) body whose decoding would pass `limits`, before decoding it: 413
+/// naming the key, or 400 for a protobuf body whose wire format is broken.
+fn check_decoded_size(enc: Encoding, body: &[u8], limits: DecodeLimits, ratio: usize) -> Result<(), Refusal> {
+    let est = match enc {
+        Encoding::Proto => prescan::protobuf(body).map_err(|e| {
+            (
+                StatusCode::BAD_REQUEST,
+                "decode_proto",
+                format!("not a valid protobuf ExportTraceServiceRequest: {e}"),
+            )
+        })?,
+        Encoding::Json => prescan::json(body),
+    };
+    spans_within(est.spans, limits)?;
+    if est.bytes > limits.max_decoded_bytes {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "decoded_too_large",
+            format!(
+                "decoding this {}-byte body would take about {} bytes, more than apm_config.max_decoded_ratio \
+                 ({ratio}) times its size allows ({} bytes)",
+                body.len(),
+                est.bytes,
+                limits.max_decoded_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// 413 naming `apm_config.max_spans_per_payload` when `spans` exceeds it.
+fn spans_within(spans: usize, limits: DecodeLimits) -> Result<(), Refusal> {
+    if spans > limits.max_spans {
+        return Err((
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_spans",
+            format!(
+                "the request holds {spans} spans, more than apm_config.max_spans_per_payload ({})",
+                limits.max_spans
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Decodes a (decompressed) body.
@@ -227,9 +312,52 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
             enc,
         );
     }
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let raw = match tokio::time::timeout(state.config.receiver_timeout, limited.collect()).await {
-        Err(_) => {
+    // The forwarding stage is behind: refuse before reading (503 + Retry-After, retried by the
+    // SDKs) rather than take spans that could not be queued.
+    if !state.pipeline.has_room(state.config.decoder_timeout).await {
+        counters.request(0);
+        counters.error("pipeline_full");
+        state.stats.record_drop("otlp_pipeline_full", 1, 0, 0);
+        super::warn_limited(
+            &state,
+            "OTLP/HTTP export refused: the pipeline to the forwarding stage is full",
+        );
+        crate::receiver::traces::drain_body(&state, body).await;
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            enc,
+            "the agent's pipeline is full (pipeline_capacity / apm_config.pipeline_max_bytes); retry later",
+        );
+    }
+    // Read under the shared byte budget, without a decoder slot.
+    let mut body = body;
+    let read = budget::read_body(
+        &state.body_budget,
+        &mut body,
+        declared,
+        limit,
+        state.config.receiver_timeout,
+        state.config.decoder_timeout,
+    )
+    .await;
+    let (raw, body_permit) = match read {
+        Ok(r) => r,
+        Err(ReadRefusal::NoBudget) => {
+            counters.request(0);
+            counters.error("overload");
+            state.stats.record_drop("otlp_body_budget", 1, 0, 0);
+            super::warn_limited(
+                &state,
+                "OTLP/HTTP export refused: request bodies already fill apm_config.receiver_max_buffered_bytes",
+            );
+            crate::receiver::traces::drain_body(&state, body).await;
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                enc,
+                "the agent is overloaded: request bodies already fill apm_config.receiver_max_buffered_bytes; retry later",
+            );
+        }
+        Err(ReadRefusal::Timeout) => {
             counters.request(0);
             return refuse(
                 (
@@ -240,8 +368,7 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
                 enc,
             );
         }
-        Ok(Ok(c)) => c.to_bytes(),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(ReadRefusal::TooLarge) => {
             counters.request(0);
             return refuse(
                 (
@@ -252,7 +379,7 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
                 enc,
             );
         }
-        Ok(Err(e)) => {
+        Err(ReadRefusal::Io(e)) => {
             counters.request(0);
             return refuse(
                 (
@@ -272,12 +399,24 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
+    // The decoder slot covers decompression, decoding, mapping and processing (CPU-bound).
+    let slot = match processing_slot(&state, Protocol::Http).await {
+        Ok(slot) => slot,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, enc, &e.to_string()),
+    };
+    let budget = Arc::clone(&state.body_budget);
+    let (max_spans, ratio) = (state.config.max_spans_per_payload, state.config.max_decoded_ratio);
     let decoded = tokio::task::spawn_blocking(move || {
-        let body = decompress(&content_encoding, raw, limit)?;
-        decode(enc, &body)
+        let (body, inflated) = decompress(&content_encoding, raw, limit, &budget)?;
+        let limits = DecodeLimits::new(body.len(), max_spans, ratio);
+        check_decoded_size(enc, &body, limits, ratio)?;
+        let export = decode(enc, &body)?;
+        // JSON's pre-scan bounds memory but cannot count spans: count them now, before mapping.
+        spans_within(prescan::span_count(&export), limits)?;
+        Ok::<_, Refusal>((export, inflated))
     })
     .await;
-    let export = match decoded {
+    let (export, inflated) = match decoded {
         Ok(Ok(r)) => r,
         Ok(Err(refusal)) => return refuse(refusal, enc),
         Err(e) => {
@@ -299,7 +438,10 @@ pub(super) async fn handle(state: Arc<AppState>, req: Request<Incoming>) -> Resp
             .unwrap_or("")
             .to_owned(),
     };
-    match ingest(&state, Protocol::Http, export, meta, bytes).await {
+    let result = ingest_with_slot(&state, Protocol::Http, export, meta, bytes, slot).await;
+    // The decoded request is gone: its bytes are free (the payloads are charged to the pipeline).
+    drop((body_permit, inflated));
+    match result {
         Ok(done) => success(enc, done.rejected, done.message),
         Err(e @ IngestError::Overloaded) => error(StatusCode::SERVICE_UNAVAILABLE, enc, &e.to_string()),
         Err(e @ IngestError::Internal(_)) => error(StatusCode::INTERNAL_SERVER_ERROR, enc, &e.to_string()),
@@ -363,13 +505,73 @@ mod tests {
         gz.write_all(&vec![0u8; 10_000]).unwrap();
         let raw = Bytes::from(gz.finish().unwrap());
         assert!(raw.len() < 1_000, "a small body that inflates 10 000 bytes");
-        let (status, reason, _) = decompress("gzip", raw.clone(), 9_999).unwrap_err();
+        let budget = ByteBudget::new(1 << 20);
+        let (status, reason, _) = decompress("gzip", raw.clone(), 9_999, &budget).unwrap_err();
         assert_eq!((status, reason), (StatusCode::PAYLOAD_TOO_LARGE, "too_large"));
-        assert_eq!(decompress("gzip", raw, 10_000).unwrap().len(), 10_000);
-        let (status, reason, _) = decompress("gzip", Bytes::from_static(b"not gzip"), 100).unwrap_err();
+        let (out, charge) = decompress("gzip", raw.clone(), 10_000, &budget).unwrap();
+        assert_eq!(out.len(), 10_000);
+        assert_eq!(budget.held(), charge.as_ref().map_or(0, BytePermit::bytes));
+        assert!(budget.held() >= 10_000, "the inflated bytes are charged");
+        drop(charge);
+        assert_eq!(budget.held(), 0);
+        let (status, reason, _) = decompress("gzip", Bytes::from_static(b"not gzip"), 100, &budget).unwrap_err();
         assert_eq!((status, reason), (StatusCode::BAD_REQUEST, "corrupt_gzip"));
-        let (status, _, _) = decompress("br", Bytes::new(), 100).unwrap_err();
+        let (status, _, _) = decompress("br", Bytes::new(), 100, &budget).unwrap_err();
         assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        // No room in the budget for the inflated bytes: overload (503, retryable).
+        let full = ByteBudget::new(5_000);
+        let _held = full.try_acquire(5_000).unwrap();
+        let (status, reason, _) = decompress("gzip", raw, 10_000, &full).unwrap_err();
+        assert_eq!((status, reason), (StatusCode::SERVICE_UNAVAILABLE, "overload"));
+    }
+
+    #[test]
+    fn what_a_body_decodes_to_is_bounded_before_decoding() {
+        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+        let req = ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                scope_spans: vec![ScopeSpans {
+                    spans: vec![Span::default(); 100_000],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        };
+        let body = req.encode_to_vec();
+        let limits = DecodeLimits::new(body.len(), 1_000_000, 16);
+        let (status, reason, msg) = check_decoded_size(Encoding::Proto, &body, limits, 16).unwrap_err();
+        assert_eq!((status, reason), (StatusCode::PAYLOAD_TOO_LARGE, "decoded_too_large"));
+        assert!(msg.contains("apm_config.max_decoded_ratio"), "{msg}");
+        let (_, reason, msg) = check_decoded_size(
+            Encoding::Proto,
+            &body,
+            DecodeLimits::new(body.len(), 100, 10_000),
+            10_000,
+        )
+        .unwrap_err();
+        assert_eq!(reason, "too_many_spans");
+        assert!(msg.contains("apm_config.max_spans_per_payload (100)"), "{msg}");
+        assert!(
+            check_decoded_size(
+                Encoding::Proto,
+                &body,
+                DecodeLimits::new(body.len(), 1_000_000, 1_000),
+                1_000
+            )
+            .is_ok()
+        );
+        let json = format!(
+            "{{\"resourceSpans\":[{{\"scopeSpans\":[{{\"spans\":[{}]}}]}}]}}",
+            vec!["{}"; 100_000].join(",")
+        );
+        let (_, reason, _) = check_decoded_size(
+            Encoding::Json,
+            json.as_bytes(),
+            DecodeLimits::new(json.len(), 1_000_000, 16),
+            16,
+        )
+        .unwrap_err();
+        assert_eq!(reason, "decoded_too_large");
     }
 
     #[test]

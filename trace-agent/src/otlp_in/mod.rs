@@ -7,6 +7,7 @@
 mod grpc;
 mod http;
 pub mod mapping;
+pub mod prescan;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -209,7 +210,8 @@ pub(crate) fn warn_limited(state: &AppState, msg: &str) {
     }
 }
 
-/// Drop reason of spans not queued within the receiver timeout.
+/// Drop reason of spans not queued: the pipeline to the forwarding stage had no room (items or
+/// `apm_config.pipeline_max_bytes`) within `decoder_timeout`.
 pub const DROP_QUEUE: &str = "otlp_queue_full";
 
 struct Processed {
@@ -284,6 +286,27 @@ fn map_and_process(req: &ExportTraceServiceRequest, state: &AppState, meta: &Req
     out
 }
 
+/// A decoder slot (the msgpack receivers' slots: one budget for every ingest route), or the
+/// overload refusal, counted.
+///
+/// # Errors
+/// [`IngestError::Overloaded`] when no slot frees up within the decoder timeout.
+pub(crate) async fn processing_slot(
+    state: &AppState,
+    protocol: Protocol,
+) -> Result<crate::receiver::traces::DecoderSlot<'_>, IngestError> {
+    if let Some(slot) = crate::receiver::traces::decoder_slot(state).await {
+        return Ok(slot);
+    }
+    state.stats.otlp.of(protocol).error("overload");
+    state.stats.record_drop("otlp_overload", 1, 0, 0);
+    warn_limited(
+        state,
+        "OTLP export refused: no processing slot within the decoder timeout (overload)",
+    );
+    Err(IngestError::Overloaded)
+}
+
 /// Maps, processes and queues one export request; what the reply says.
 ///
 /// # Errors
@@ -295,19 +318,28 @@ pub async fn ingest(
     meta: RequestMeta,
     bytes: u64,
 ) -> Result<Ingested, IngestError> {
+    let slot = processing_slot(state, protocol).await?;
+    ingest_with_slot(state, protocol, req, meta, bytes, slot).await
+}
+
+/// [`ingest`] with a decoder slot already held (OTLP/HTTP takes it before decoding); the slot
+/// is released once mapping and processing are done, before the hand-off.
+///
+/// # Errors
+/// [`IngestError::Internal`] when the processing task fails.
+pub(crate) async fn ingest_with_slot(
+    state: &Arc<AppState>,
+    protocol: Protocol,
+    req: ExportTraceServiceRequest,
+    meta: RequestMeta,
+    bytes: u64,
+    slot: crate::receiver::traces::DecoderSlot<'_>,
+) -> Result<Ingested, IngestError> {
     let counters = state.stats.otlp.of(protocol);
-    // The msgpack receivers' decoder slots: one budget for every ingest route.
-    let Some(slot) = crate::receiver::traces::decoder_slot(state).await else {
-        counters.error("overload");
-        state.stats.record_drop("otlp_overload", 1, 0, 0);
-        warn_limited(
-            state,
-            "OTLP export refused: no processing slot within the decoder timeout (overload)",
-        );
-        return Err(IngestError::Overloaded);
-    };
     let st = Arc::clone(state);
     let work = tokio::task::spawn_blocking(move || map_and_process(&req, &st, &meta)).await;
+    // The slot covers the CPU-bound work only.
+    drop(slot);
     let processed = match work {
         Ok(p) => p,
         Err(e) => {
@@ -364,29 +396,33 @@ pub async fn ingest(
     for (payload, client_computed_stats) in payloads {
         let n = payload.get().span_count() as u64;
         let traces = payload.get().chunks.len() as u64;
-        let item = PipelineItem::Traces(ProcessedPayload {
-            payload,
-            client_computed_stats,
-            client_dropped_p0_traces: 0,
-            received_at: SystemTime::now(),
-        });
-        match tokio::time::timeout(state.config.receiver_timeout, state.pipeline.send(item)).await {
-            Ok(Ok(())) => accepted += n,
-            Ok(Err(_)) => {
+        let charge = crate::pipeline::estimated_bytes(payload.get(), 0);
+        match state.pipeline.reserve(charge, state.config.decoder_timeout).await {
+            Ok(room) => {
+                room.send(PipelineItem::Traces(ProcessedPayload {
+                    payload,
+                    client_computed_stats,
+                    client_dropped_p0_traces: 0,
+                    received_at: SystemTime::now(),
+                }));
+                accepted += n;
+            }
+            Err(crate::pipeline::HandOffError::Closed) => {
                 rejected += n;
                 first_rejection.get_or_insert_with(|| "the agent is shutting down".to_owned());
                 state.stats.record_drop(DROP_QUEUE, 0, traces, n);
             }
-            Err(_) => {
+            Err(crate::pipeline::HandOffError::Full) => {
                 rejected += n;
                 first_rejection.get_or_insert_with(|| {
-                    "the agent's pipeline is full: spans not queued within the receiver timeout".to_owned()
+                    "the agent's pipeline is full (pipeline_capacity / apm_config.pipeline_max_bytes): \
+                     spans not queued within the decoder timeout; retry later"
+                        .to_owned()
                 });
                 state.stats.record_drop(DROP_QUEUE, 0, traces, n);
             }
         }
     }
-    drop(slot);
     counters.spans_accepted.fetch_add(accepted, Ordering::Relaxed);
     counters.spans_rejected.fetch_add(rejected, Ordering::Relaxed);
     if rejected > 0

@@ -2,6 +2,7 @@
 //! payload handling ([`traces`]) and `/info` ([`info`]); the sampling-rates table it replies
 //! with is [`crate::sample::rates`].
 
+pub mod budget;
 pub mod info;
 pub mod proxy;
 pub mod routes;
@@ -31,8 +32,11 @@ pub struct AppState {
     pub rates: Arc<crate::sample::rates::RatesTable>,
     /// Counters.
     pub stats: Arc<AgentStats>,
-    /// Decoder slots (`apm_config.decoders`).
+    /// Decoder slots (`apm_config.decoders`): held for the CPU-bound decoding only.
     pub decoders: Semaphore,
+    /// Bytes of request bodies held at once, every route together
+    /// (`apm_config.receiver_max_buffered_bytes`, see [`budget`]).
+    pub body_budget: Arc<crate::pipeline::ByteBudget>,
     /// Hand-off to the next stage.
     pub pipeline: PipelineSender,
     /// Where the receiver listens, for `status`.

@@ -231,12 +231,14 @@ impl Proxy {
         self.config.telemetry_enabled && self.api_key.is_some()
     }
 
-    /// Handles a request for `route`.
-    pub async fn handle(&self, route: Route, req: Request<Incoming>) -> Reply {
+    /// Handles a request for `route`. Bodies are read under the receivers' shared byte budget
+    /// (`state.body_budget`; no decoder slot is taken, also while forwarding); a body that
+    /// finds no room within `decoder_timeout` is drained and refused with 503.
+    pub async fn handle(&self, state: &super::AppState, route: Route, req: Request<Incoming>) -> Reply {
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         match route {
-            Route::Evp => self.evp(req).await,
-            Route::Telemetry => self.telemetry(req).await,
+            Route::Evp => self.evp(state, req).await,
+            Route::Telemetry => self.telemetry(state, req).await,
             Route::RemoteConfig => {
                 let msg = "remote configuration is not available: this agent has no Remote Config client \
                            (it is not listed in /info)";
@@ -251,7 +253,7 @@ impl Proxy {
         text(status, msg)
     }
 
-    async fn evp(&self, req: Request<Incoming>) -> Reply {
+    async fn evp(&self, state: &super::AppState, req: Request<Incoming>) -> Reply {
         let route = Route::Evp;
         if !self.config.evp_enabled {
             return self.refuse(
@@ -334,7 +336,8 @@ impl Proxy {
         let method = req.method().clone();
         let limit = self.config.evp_max_payload_size;
         let timeout = self.config.evp_timeout;
-        let body = match read_bounded(req.into_body(), limit, timeout).await {
+        let declared = super::budget::declared_length(h);
+        let (body, _permit) = match read_bounded(state, req.into_body(), declared, limit, timeout).await {
             Ok(b) => b,
             Err((status, reason, msg)) => return self.refuse(route, status, reason, &msg),
         };
@@ -363,7 +366,7 @@ impl Proxy {
         reply
     }
 
-    async fn telemetry(&self, req: Request<Incoming>) -> Reply {
+    async fn telemetry(&self, state: &super::AppState, req: Request<Incoming>) -> Reply {
         let route = Route::Telemetry;
         if !self.config.telemetry_enabled {
             return self.refuse(
@@ -402,7 +405,9 @@ impl Proxy {
         out.insert("dd-agent-hostname", header_value(&self.hostname));
         out.insert("dd-agent-env", header_value(&self.default_env));
         let method = req.method().clone();
-        let body = match read_bounded(req.into_body(), TELEMETRY_MAX_BODY, TELEMETRY_TIMEOUT).await {
+        let declared = super::budget::declared_length(req.headers());
+        let read = read_bounded(state, req.into_body(), declared, TELEMETRY_MAX_BODY, TELEMETRY_TIMEOUT).await;
+        let (body, _permit) = match read {
             Ok(b) => b,
             Err((status, reason, msg)) => return self.refuse(route, status, reason, &msg),
         };
@@ -591,26 +596,53 @@ pub fn check_evp(subdomain: &str, path: &str, query: &str) -> Result<(), String>
 
 type Refusal = (StatusCode, &'static str, String);
 
-/// Reads a body of at most `limit` bytes within `timeout`.
-async fn read_bounded(body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, Refusal> {
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    match tokio::time::timeout(timeout, limited.collect()).await {
-        Err(_) => Err((
+/// Reads a body of at most `limit` bytes within `timeout`, under the receivers' byte budget
+/// (the permit pays for the bytes until the exchange is over). No room within
+/// `decoder_timeout`: the body is drained into nothing and the request refused (503).
+async fn read_bounded(
+    state: &super::AppState,
+    mut body: Incoming,
+    declared: Option<u64>,
+    limit: u64,
+    timeout: Duration,
+) -> Result<(Bytes, crate::pipeline::BytePermit), Refusal> {
+    use super::budget::ReadRefusal;
+    let read = super::budget::read_body(
+        &state.body_budget,
+        &mut body,
+        declared,
+        limit,
+        timeout,
+        state.config.decoder_timeout,
+    )
+    .await;
+    match read {
+        Ok(done) => Ok(done),
+        Err(ReadRefusal::Timeout) => Err((
             StatusCode::REQUEST_TIMEOUT,
             "read_timeout",
             "the body was not received in time: not forwarded".to_owned(),
         )),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err((
+        Err(ReadRefusal::TooLarge) => Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             "too_large",
             format!("the body exceeds {limit} bytes: not forwarded"),
         )),
-        Ok(Err(e)) => Err((
+        Err(ReadRefusal::Io(e)) => Err((
             StatusCode::BAD_REQUEST,
             "read_error",
             format!("cannot read the body: {e}"),
         )),
+        Err(ReadRefusal::NoBudget) => {
+            super::traces::drain_body(state, body).await;
+            Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overload",
+                "the agent is overloaded: request bodies already fill apm_config.receiver_max_buffered_bytes; \
+                 not forwarded, retry later"
+                    .to_owned(),
+            ))
+        }
     }
 }
 

@@ -54,16 +54,16 @@ pub async fn handle(state: Arc<AppState>, peer: Peer, req: Request<Incoming>) ->
             state.stats.info_requests.fetch_add(1, Ordering::Relaxed);
             reply(StatusCode::OK, "application/json", state.info.body.clone())
         }
-        "/v0.7/config" => state.proxy.handle(super::proxy::Route::RemoteConfig, req).await,
+        "/v0.7/config" => state.proxy.handle(&state, super::proxy::Route::RemoteConfig, req).await,
         "/services" | "/v0.1/services" | "/v0.2/services" | "/v0.3/services" | "/v0.4/services" => {
             discard(&state, req).await;
             text(StatusCode::OK, "OK")
         }
         STATUS_PATH => status(&state, peer, req.headers()),
         p if p.starts_with(super::proxy::TELEMETRY_PREFIX) => {
-            state.proxy.handle(super::proxy::Route::Telemetry, req).await
+            state.proxy.handle(&state, super::proxy::Route::Telemetry, req).await
         }
-        p if p.starts_with(super::proxy::EVP_PREFIX) => state.proxy.handle(super::proxy::Route::Evp, req).await,
+        p if p.starts_with(super::proxy::EVP_PREFIX) => state.proxy.handle(&state, super::proxy::Route::Evp, req).await,
         _ => text(StatusCode::NOT_FOUND, "404 page not found"),
     };
     let h = resp.headers_mut();

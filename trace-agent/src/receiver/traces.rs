@@ -8,14 +8,15 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::AppState;
+use super::budget::{self, ReadRefusal};
 use super::routes::{Reply, reply, text};
 use crate::config::parse_bool;
 use crate::decode::{self, ApiVersion, DecodeError, DecodeLimits, Encoding, ReadErrorKind};
-use crate::pipeline::{PipelineItem, ProcessedPayload};
+use crate::pipeline::{BytePermit, HandOffError, PipelineItem, ProcessedPayload};
 use crate::process::{self, RequestFacts};
 use crate::process::{ProcessConfig, toplevel};
 use crate::span::{OwnedPayload, Str, tag_get};
@@ -45,6 +46,12 @@ pub const DROP_DECODED_TOO_LARGE: &str = "decoded_too_large";
 pub const DROP_MEMORY: &str = "max_memory";
 /// Drop reason: the process CPU use is over `apm_config.max_cpu_percent`.
 pub const DROP_CPU: &str = "max_cpu_percent";
+/// Drop reason: request bodies already held fill `apm_config.receiver_max_buffered_bytes`
+/// (no room within `decoder_timeout`); the body was drained, not read.
+pub const DROP_BODY_BUDGET: &str = "body_budget";
+/// Drop reason: the pipeline to the forwarding stage was full (`pipeline_capacity` payloads or
+/// `apm_config.pipeline_max_bytes`) within `decoder_timeout`: answered 429, never accepted.
+pub const DROP_PIPELINE_FULL: &str = "pipeline_full";
 
 fn header_str<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
@@ -60,22 +67,27 @@ fn count_header(h: &HeaderMap, name: &str) -> u64 {
     header_str(h, name).trim().parse().unwrap_or(0)
 }
 
-/// Why a body could not be read.
-enum BodyError {
-    TooLarge,
-    Timeout,
-    Io(String),
+/// Reads the body under the receivers' shared byte budget (see [`budget`]), within
+/// `max_payload_size` and the read timeout; no decoder slot is held meanwhile.
+async fn read_body(state: &AppState, h: &HeaderMap, body: &mut Incoming) -> Result<(Bytes, BytePermit), ReadRefusal> {
+    budget::read_body(
+        &state.body_budget,
+        body,
+        budget::declared_length(h),
+        state.config.max_payload_size,
+        state.config.receiver_timeout,
+        state.config.decoder_timeout,
+    )
+    .await
 }
 
-/// Reads the body within the payload limit and the read timeout.
-async fn read_body(state: &AppState, body: Incoming) -> Result<Bytes, BodyError> {
-    let limit = usize::try_from(state.config.max_payload_size).unwrap_or(usize::MAX);
-    let limited = Limited::new(body, limit);
-    match tokio::time::timeout(state.config.receiver_timeout, limited.collect()).await {
-        Err(_) => Err(BodyError::Timeout),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err(BodyError::TooLarge),
-        Ok(Err(e)) => Err(BodyError::Io(e.to_string())),
+/// What an overloaded agent answers a trace payload: 429 to tracers that ask for real statuses
+/// (`Datadog-Send-Real-Http-Status` or feature `429`), else 200 like the Go agent.
+fn overload_status(real_status: bool) -> StatusCode {
+    if real_status {
+        StatusCode::TOO_MANY_REQUESTS
+    } else {
+        StatusCode::OK
     }
 }
 
@@ -99,9 +111,9 @@ pub async fn drain_body(state: &AppState, mut body: Incoming) {
     let _ = tokio::time::timeout(state.config.receiver_timeout, drain).await;
 }
 
-/// A decoder slot within `decoder_timeout`, or `None` (overload). Every route that buffers and
-/// decodes a body (traces, `/v0.6/stats`, proxies) takes one, so the bodies held at once are
-/// bounded by `apm_config.decoders` × `max_payload_size` whatever the route.
+/// A decoder slot within `decoder_timeout`, or `None` (overload). Routes that decode a body
+/// (traces, `/v0.6/stats`, OTLP) take one after the body is read (under the byte budget) and
+/// hold it for the CPU-bound decoding only; proxies never take one.
 pub async fn decoder_slot(state: &AppState) -> Option<DecoderSlot<'_>> {
     match tokio::time::timeout(state.config.decoder_timeout, state.decoders.acquire()).await {
         Ok(Ok(p)) => Some(DecoderSlot::new(p, state)),
@@ -180,25 +192,81 @@ fn warn_limited(state: &AppState, msg: &str) {
     }
 }
 
-fn body_error_reply(state: &AppState, h: &HeaderMap, e: BodyError) -> Reply {
+fn body_error_reply(state: &AppState, h: &HeaderMap, e: ReadRefusal) -> Reply {
     let traces = count_header(h, "x-datadog-trace-count");
     match e {
-        BodyError::TooLarge => {
+        ReadRefusal::TooLarge => {
             state.stats.record_drop(DROP_TOO_LARGE, 1, traces, 0);
             warn_limited(state, "payload exceeds max_payload_size while reading");
             text(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large")
         }
-        BodyError::Timeout => {
+        ReadRefusal::Timeout => {
             state.stats.record_drop(DROP_READ, 1, traces, 0);
             warn_limited(state, "timeout reading a payload");
             text(StatusCode::REQUEST_TIMEOUT, "timeout")
         }
-        BodyError::Io(msg) => {
+        ReadRefusal::Io(msg) => {
             state.stats.record_drop(DROP_READ, 1, traces, 0);
             warn_limited(state, &format!("error reading a payload: {msg}"));
             text(StatusCode::BAD_REQUEST, &msg)
         }
+        ReadRefusal::NoBudget => {
+            count_no_budget(state, h);
+            text(StatusCode::TOO_MANY_REQUESTS, "too many requests")
+        }
     }
+}
+
+/// Counts a body refused because request bodies already fill the budget (the caller drains it
+/// and answers as for an overload).
+fn count_no_budget(state: &AppState, h: &HeaderMap) {
+    state
+        .stats
+        .record_drop(DROP_BODY_BUDGET, 1, count_header(h, "x-datadog-trace-count"), 0);
+    warn_limited(
+        state,
+        "request bodies already fill apm_config.receiver_max_buffered_bytes: payload refused (overload)",
+    );
+}
+
+/// The pipeline has no room (`Full`) or is gone (`Closed`): counted, and the reply to give.
+fn hand_off_refusal(
+    state: &AppState,
+    e: HandOffError,
+    reason: &str,
+    traces: u64,
+    spans: u64,
+) -> (StatusCode, &'static str) {
+    match e {
+        HandOffError::Full => {
+            state.stats.record_drop(reason, 1, traces, spans);
+            warn_limited(
+                state,
+                "the forwarding stage is behind (pipeline_capacity / apm_config.pipeline_max_bytes full): payload refused (429)",
+            );
+            (StatusCode::TOO_MANY_REQUESTS, "too many requests")
+        }
+        HandOffError::Closed => {
+            state.stats.record_drop(reason, 1, traces, spans);
+            state
+                .stats
+                .record_error("pipeline closed: payload refused during shutdown".to_owned());
+            (StatusCode::SERVICE_UNAVAILABLE, "shutting down")
+        }
+    }
+}
+
+/// Refuses a payload before reading its body because the pipeline is full: counted, the body
+/// drained (429 for every tracer: what cannot be queued is not accepted).
+async fn refuse_pipeline_full(state: &AppState, h: &HeaderMap, body: Incoming, reason: &str) {
+    hand_off_refusal(
+        state,
+        HandOffError::Full,
+        reason,
+        count_header(h, "x-datadog-trace-count"),
+        0,
+    );
+    drain_body(state, body).await;
 }
 
 /// 413 for a payload a configured decoding limit refused, naming the limit; counted.
@@ -398,7 +466,7 @@ async fn handle_payload(state: &Arc<AppState>, version: ApiVersion, req: Request
     if let Some(early) = precheck(state, h) {
         return early;
     }
-    let body = match watchdog_refusal(state, h, body).await {
+    let mut body = match watchdog_refusal(state, h, body).await {
         Ok(body) => body,
         Err(status) => return rates_reply(state, version, h, status),
     };
@@ -411,23 +479,22 @@ async fn handle_payload(state: &Arc<AppState>, version: ApiVersion, req: Request
         drain_body(state, body).await;
         return rates_reply(state, version, h, StatusCode::TOO_MANY_REQUESTS);
     }
-    let Some(permit) = decoder_slot(state).await else {
-        state
-            .stats
-            .record_drop(DROP_OVERLOAD, 1, count_header(h, "x-datadog-trace-count"), 0);
-        warn_limited(state, "no decoder slot available in time: payload refused (overload)");
-        // Like the Go agent, drain the body (bounded, into nothing) so the connection stays
-        // usable.
-        drain_body(state, body).await;
-        let status = if real_status {
-            StatusCode::TOO_MANY_REQUESTS
-        } else {
-            StatusCode::OK
-        };
-        return rates_reply(state, version, h, status);
-    };
-    let bytes = match read_body(state, body).await {
+    // The forwarding stage is behind: refuse before reading rather than accept and drop.
+    if !state.pipeline.has_room(state.config.decoder_timeout).await {
+        refuse_pipeline_full(state, h, body, DROP_PIPELINE_FULL).await;
+        return rates_reply(state, version, h, StatusCode::TOO_MANY_REQUESTS);
+    }
+    // The body is read under the shared byte budget, without a decoder slot: a slow client
+    // holds its own bytes, not the decoder.
+    let (bytes, body_permit) = match read_body(state, h, &mut body).await {
         Ok(b) => b,
+        Err(ReadRefusal::NoBudget) => {
+            count_no_budget(state, h);
+            // Like the Go agent, drain the body (bounded, into nothing) so the connection
+            // stays usable.
+            drain_body(state, body).await;
+            return rates_reply(state, version, h, overload_status(real_status));
+        }
         Err(e) => return body_error_reply(state, h, e),
     };
     let body_len = bytes.len() as u64;
@@ -451,12 +518,21 @@ async fn handle_payload(state: &Arc<AppState>, version: ApiVersion, req: Request
     let top_level = truthy(h, "datadog-client-computed-top-level");
     let config = Arc::clone(&state.process);
     let limits = state.config.decode_limits(bytes.len());
+    let Some(slot) = decoder_slot(state).await else {
+        state
+            .stats
+            .record_drop(DROP_OVERLOAD, 1, count_header(h, "x-datadog-trace-count"), 0);
+        warn_limited(state, "no decoder slot available in time: payload refused (overload)");
+        return rates_reply(state, version, h, overload_status(real_status));
+    };
     let work = tokio::task::spawn_blocking(move || {
         let body = Vec::from(bytes);
         let out = decode_and_process(version, encoding, body, &id, top_level, &config, limits);
         (out, id)
     })
     .await;
+    // The decoder slot covers the CPU-bound decoding only.
+    drop(slot);
     let (decoded, id) = match work {
         Ok((Ok(d), id)) => (d, id),
         Ok((Err(e), _)) if e.is_limit() => {
@@ -489,6 +565,21 @@ async fn handle_payload(state: &Arc<AppState>, version: ApiVersion, req: Request
         report,
         rate_keys,
     } = decoded;
+    // Room in the pipeline (items and bytes) before anything counts as received: a payload
+    // that cannot be queued is refused with 429, never accepted and then dropped.
+    let reservation = if payload.get().chunks.is_empty() {
+        None
+    } else {
+        let charge = crate::pipeline::estimated_bytes(payload.get(), payload_len(body_len));
+        match state.pipeline.reserve(charge, state.config.decoder_timeout).await {
+            Ok(r) => Some(r),
+            Err(e) => {
+                let (traces, spans) = (payload.get().chunks.len() as u64, payload.get().span_count() as u64);
+                let (status, _) = hand_off_refusal(state, e, DROP_PIPELINE_FULL, traces, spans);
+                return rates_reply(state, version, h, status);
+            }
+        }
+    };
     let dropped_p0 = (
         count_header(h, "datadog-client-dropped-p0-traces"),
         count_header(h, "datadog-client-dropped-p0-spans"),
@@ -526,52 +617,59 @@ async fn handle_payload(state: &Arc<AppState>, version: ApiVersion, req: Request
     (state.stats.forward.ledger).received(&id.lang, &received, &survived, &reasons, reported);
     state.stats.record_fixes(&report.fixed);
     state.rates.observe_all(&rate_keys);
-    if !payload.get().chunks.is_empty() {
+    if let Some(reservation) = reservation {
         let processed = ProcessedPayload {
             payload,
             client_computed_stats: truthy(h, "datadog-client-computed-stats"),
             client_dropped_p0_traces: dropped_p0.0,
             received_at: SystemTime::now(),
         };
-        if state.pipeline.send(PipelineItem::Traces(processed)).await.is_err() {
-            state
-                .stats
-                .record_error("pipeline closed: payload dropped during shutdown".to_owned());
-        }
+        reservation.send(PipelineItem::Traces(processed));
     }
-    // The decoder slot is held until the payload is handed off: a full pipeline backs up into
-    // the decoders and then into 429/overload replies, so memory stays bounded.
-    drop(permit);
+    // The body now lives in the pipeline, charged to its byte budget.
+    drop(body_permit);
     rates_reply(state, version, h, StatusCode::OK)
 }
 
-/// Handles `/v0.6/stats`: decodes the `ClientStatsPayload`, normalizes and obfuscates its groups
-/// (on a blocking thread) and hands it to the pipeline's client-stats aggregator. 400 on a decode
-/// error; 408 when the pipeline does not take it within the receiver timeout.
+/// Handles `/v0.6/stats`: reads the body under the shared byte budget, decodes the
+/// `ClientStatsPayload`, normalizes and obfuscates its groups (on a blocking thread, with a
+/// decoder slot) and hands it to the pipeline's client-stats aggregator. 400 on a decode error;
+/// 429 (counted `stats_queue_full`) when the pipeline is full — checked before the body is
+/// read, and again at the hand-off within `decoder_timeout`.
 pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Reply {
     let (parts, body) = req.into_parts();
     let h = &parts.headers;
     if let Some(early) = precheck(state, h) {
         return early;
     }
-    let body = match watchdog_refusal(state, h, body).await {
+    let mut body = match watchdog_refusal(state, h, body).await {
         Ok(body) => body,
         Err(status) => return text(status, "too many requests"),
     };
-    // The same decoding budget as trace payloads: the body is read only with a decoder slot.
-    let Some(_slot) = decoder_slot(state).await else {
+    // Push-back: the stats path is full, refuse before reading.
+    if !state.pipeline.has_room(state.config.decoder_timeout).await {
+        refuse_pipeline_full(state, h, body, DROP_STATS_QUEUE).await;
+        return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
+    }
+    // The same byte budget as trace payloads, and a decoder slot for the decoding only.
+    let (bytes, body_permit) = match read_body(state, h, &mut body).await {
+        Ok(b) => b,
+        Err(e @ ReadRefusal::NoBudget) => {
+            let reply = body_error_reply(state, h, e);
+            drain_body(state, body).await;
+            return reply;
+        }
+        Err(e) => return body_error_reply(state, h, e),
+    };
+    let Some(slot) = decoder_slot(state).await else {
         state.stats.record_drop(DROP_OVERLOAD, 1, 0, 0);
         warn_limited(
             state,
             "no decoder slot available in time: stats payload refused (overload)",
         );
-        drain_body(state, body).await;
         return text(StatusCode::TOO_MANY_REQUESTS, "too many requests");
     };
-    let bytes = match read_body(state, body).await {
-        Ok(b) => b,
-        Err(e) => return body_error_reply(state, h, e),
-    };
+    let body_len = bytes.len();
     let limits = state.config.decode_limits(bytes.len());
     let lang = header_str(h, "datadog-meta-lang").to_owned();
     let tracer_version = header_str(h, "datadog-meta-tracer-version").to_owned();
@@ -590,6 +688,7 @@ pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Repl
         Ok::<_, DecodeError>((payload, report))
     })
     .await;
+    drop(slot);
     let (payload, report) = match work {
         Ok(Ok(done)) => done,
         Ok(Err(e)) if e.is_limit() => return limit_reply(state, h, &e, "/v0.6/stats payload"),
@@ -610,22 +709,35 @@ pub async fn handle_stats(state: &Arc<AppState>, req: Request<Incoming>) -> Repl
             "client stats groups dropped by ignore_resources"
         );
     }
-    let item = PipelineItem::ClientStats(ClientStatsInput {
-        payload,
-        received_at: SystemTime::now(),
-    });
-    match tokio::time::timeout(state.config.receiver_timeout, state.pipeline.send(item)).await {
-        Ok(Ok(())) => reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new()),
-        Ok(Err(_)) => {
-            state
-                .stats
-                .record_error("pipeline closed: client stats dropped during shutdown".to_owned());
+    let charge = client_stats_bytes(&payload, body_len);
+    match state.pipeline.reserve(charge, state.config.decoder_timeout).await {
+        Ok(reservation) => {
+            reservation.send(PipelineItem::ClientStats(ClientStatsInput {
+                payload,
+                received_at: SystemTime::now(),
+            }));
+            drop(body_permit);
             reply(StatusCode::OK, "text/plain; charset=utf-8", Bytes::new())
         }
-        Err(_) => {
-            state.stats.record_drop(DROP_STATS_QUEUE, 1, 0, 0);
-            warn_limited(state, "client stats payload not queued within the receiver timeout");
-            text(StatusCode::REQUEST_TIMEOUT, "timeout")
+        Err(e) => {
+            let (status, msg) = hand_off_refusal(state, e, DROP_STATS_QUEUE, 0, 0);
+            text(status, msg)
         }
     }
+}
+
+/// The memory a decoded client-stats payload is charged for in the pipeline: its buckets and
+/// groups by their sizes, plus the body's length for the strings copied from it.
+fn client_stats_bytes(payload: &libdd_trace_protobuf::pb::ClientStatsPayload, body_len: usize) -> u64 {
+    let structs: usize = payload
+        .stats
+        .iter()
+        .map(|b| std::mem::size_of_val(b) + b.stats.iter().map(std::mem::size_of_val).sum::<usize>())
+        .sum();
+    (body_len + structs) as u64
+}
+
+/// A body length as `usize` (bodies are bounded by `max_payload_size`).
+fn payload_len(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
