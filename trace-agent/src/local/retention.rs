@@ -127,8 +127,9 @@ fn shrink_to(conn: &mut Connection, target: u64, report: &mut RetentionReport) -
     while used_bytes(conn)? > target {
         report.size_passes += 1;
         let deleted = if let Some((oldest, newest)) = span_range(conn)? {
-            // The oldest tenth of what is stored, at least one second, at least one row.
-            let step = ((newest - oldest) / 10).max(1_000_000_000);
+            // The oldest tenth of what is stored, at least a millisecond, at least one row (a
+            // burst of a few seconds must not lose half of itself in one step).
+            let step = ((newest - oldest) / 10).max(1_000_000);
             delete_spans_before(conn, oldest.saturating_add(step), report)?
         } else if let Some((oldest, newest)) = stats_range(conn)? {
             let step = ((newest - oldest) / 10).max(1_000_000_000);

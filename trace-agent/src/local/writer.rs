@@ -86,13 +86,21 @@ pub(crate) fn run(inner: &Inner, rx: &Receiver<Queued>) {
     let interval = inner.config.retention_interval.max(Duration::from_millis(10));
     let mut next_retention = Instant::now() + interval;
     let mut batch: Vec<Queued> = Vec::with_capacity(inner.config.batch_max);
+    // A batch is at most a quarter of the size cap, so that the cap plus one batch bounds the
+    // files whatever the configured batch size.
+    let cap = inner.config.max_size_bytes;
+    let batch_max_bytes = inner
+        .config
+        .batch_max_bytes
+        .min(usize::try_from(cap / 4).unwrap_or(usize::MAX))
+        .max(1);
     loop {
         let wait = next_retention.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
             Ok(first) => {
                 let mut bytes = first.bytes;
                 batch.push(first);
-                while batch.len() < inner.config.batch_max.max(1) && bytes < inner.config.batch_max_bytes {
+                while batch.len() < inner.config.batch_max.max(1) && bytes < batch_max_bytes {
                     match rx.try_recv() {
                         Ok(m) => {
                             bytes += m.bytes;
@@ -101,6 +109,7 @@ pub(crate) fn run(inner: &Inner, rx: &Receiver<Queued>) {
                         Err(_) => break,
                     }
                 }
+                make_room(inner, bytes as u64);
                 let stop = write_batch(inner, &mut batch);
                 enforce_size(inner);
                 if inner.spool_now.load(Ordering::Acquire) && inner.spool.is_some() {
@@ -121,14 +130,30 @@ pub(crate) fn run(inner: &Inner, rx: &Receiver<Queued>) {
     }
 }
 
-/// After a batch: when the files (database + WAL) are past the cap, deletes the oldest spans
-/// down to 90 % of it and gives the pages back (vacuum, WAL truncated); when only the WAL is
-/// large (a reader held it), checkpoints it. Records the size for `status`.
+/// Before a batch of about `incoming` bytes: when the files and the batch would pass the cap,
+/// deletes the oldest spans first (down to 90 % of the cap less the batch), so that writing
+/// the batch does not take the files past the cap plus one batch.
+fn make_room(inner: &Inner, incoming: u64) {
+    let cap = inner.config.max_size_bytes;
+    if disk_bytes(inner).saturating_add(incoming) > cap {
+        inner.checkpoint_now();
+        inner.shrink_now((cap / 10 * 9).saturating_sub(incoming));
+    }
+}
+
+/// After a batch: when the files (database + WAL) are past the cap, moves the WAL into the
+/// database (truncating it) and, if still past the cap, deletes the oldest spans down to 90 %
+/// of it and gives the pages back (vacuum, WAL truncated); when only the WAL is large (a reader
+/// held it), checkpoints it. Records the size for `status`.
 fn enforce_size(inner: &Inner) {
     let cap = inner.config.max_size_bytes;
     let size = disk_bytes(inner);
     if size > cap {
-        inner.shrink_now(cap / 10 * 9);
+        // The WAL first: deleting rows writes pages to it, on top of the batch's.
+        inner.checkpoint_now();
+        if disk_bytes(inner) > cap {
+            inner.shrink_now(cap / 10 * 9);
+        }
     } else if size > cap / 2 {
         let wal_limit = (cap / 8).min(64 << 20);
         let db = std::fs::metadata(inner.config.db_path()).map_or(0, |m| m.len());
