@@ -84,6 +84,10 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
 /// Maps whose children are user data (hosts), not keys.
 pub(crate) const FREE_FORM_MAPS: &[&str] = &["apm_config.evp_proxy_config.additional_endpoints"];
 
+/// Most bytes of a telemetry body (the Datadog agent's in-flight bound); the receivers' body
+/// budget is never below it.
+pub const TELEMETRY_MAX_BODY: u64 = 5 << 20;
+
 /// Default gRPC endpoint when the `grpc` section is present without an endpoint.
 pub const DEFAULT_OTLP_GRPC_ENDPOINT: &str = "localhost:4317";
 /// Default HTTP endpoint when the `http` section is present without an endpoint.

@@ -10,7 +10,9 @@ mod upstream;
 pub use crate::env::{EnvSource, ProcessEnv, parse_bool, parse_csv, parse_list};
 pub use crate::secret::{Secret, mask};
 pub use crate::text::escape_control;
-pub use ingest::{DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, OtlpReceiverConfig, ProxyConfig};
+pub use ingest::{
+    DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, OtlpReceiverConfig, ProxyConfig, TELEMETRY_MAX_BODY,
+};
 pub use load::{ConfigError, load};
 pub use raw::RawReplaceTag;
 pub use upstream::{OtlpExportConfig, UpstreamConfig, WriterLimits};
@@ -257,7 +259,7 @@ impl AgentConfig {
         self.receiver_max_buffered_bytes
             .max(self.max_payload_size)
             .max(self.proxy.evp_max_payload_size)
-            .max(crate::receiver::proxy::TELEMETRY_MAX_BODY)
+            .max(ingest::TELEMETRY_MAX_BODY)
     }
 
     /// The decoding limits for a body of `body_len` bytes.

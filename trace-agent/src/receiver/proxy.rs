@@ -24,14 +24,12 @@ use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 
 use super::routes::{Reply, reply, text};
-use crate::config::{AgentConfig, ProxyConfig, Secret};
+use crate::config::{AgentConfig, ProxyConfig, Secret, TELEMETRY_MAX_BODY};
 
 /// Path prefix of the EVP proxy (followed by `v1/` … `v4/`).
 pub const EVP_PREFIX: &str = "/evp_proxy/";
 /// Path prefix of the telemetry proxy.
 pub const TELEMETRY_PREFIX: &str = "/telemetry/proxy/";
-/// Most bytes of a telemetry body (the Datadog agent's in-flight bound).
-pub const TELEMETRY_MAX_BODY: u64 = 5 << 20;
 /// Timeout of one telemetry exchange.
 pub const TELEMETRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most bytes of an intake reply relayed back (the rest is cut).
