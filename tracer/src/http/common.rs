@@ -304,19 +304,8 @@ pub(crate) fn client_ip(headers: &http::HeaderMap, only: Option<&str>) -> Option
 
 /// `error.stack` for an error: its type and message, then its chain of sources.
 pub(crate) fn error_chain<E: std::error::Error + ?Sized>(kind: &str, err: &E) -> String {
-    let mut stack = format!("{kind}: {err}");
-    let mut source = err.source();
-    let mut depth = 0;
-    while let Some(cause) = source {
-        stack.push_str("\ncaused by: ");
-        stack.push_str(&cause.to_string());
-        source = cause.source();
-        depth += 1;
-        if depth >= 32 {
-            break;
-        }
-    }
-    stack
+    use crate::span::error::{CAUSED_BY, with_causes};
+    with_causes(format!("{kind}: {err}"), err, CAUSED_BY)
 }
 
 /// The `DD_TRACE_HEADER_TAGS` tags of `headers`: `(tag, value)` for each configured header

@@ -81,14 +81,7 @@ impl Middleware for ReqwestMiddleware {
                 } else {
                     "reqwest::Error"
                 };
-                let mut message = e.to_string();
-                let mut source = std::error::Error::source(e);
-                for _ in 0..32 {
-                    let Some(cause) = source else { break };
-                    message.push_str(": ");
-                    message.push_str(&cause.to_string());
-                    source = cause.source();
-                }
+                let message = crate::span::error::with_causes(e.to_string(), e, ": ");
                 Shared::on_error(&mut span, kind, message);
                 span.set_tag("error.stack", super::common::error_chain(kind, e));
             }

@@ -189,19 +189,9 @@ impl Visit for SpanFields<'_> {
 /// An error's message and its chain of sources (`error.stack`, as [`Span::set_error`]
 /// writes it, without the type name the `dyn Error` no longer has).
 fn error_parts(err: &(dyn std::error::Error + 'static)) -> (String, String) {
+    use crate::span::error::{CAUSED_BY, with_causes};
     let message = err.to_string();
-    let mut stack = message.clone();
-    let mut source = err.source();
-    let mut depth = 0;
-    while let Some(cause) = source {
-        stack.push_str("\ncaused by: ");
-        let _ = write!(stack, "{cause}");
-        source = cause.source();
-        depth += 1;
-        if depth >= 32 {
-            break;
-        }
-    }
+    let stack = with_causes(message.clone(), err, CAUSED_BY);
     (message, stack)
 }
 

@@ -115,18 +115,7 @@ impl otel::Span for Span {
             return;
         }
         let message = err.to_string();
-        let mut stack = message.clone();
-        let mut source = err.source();
-        let mut depth = 0;
-        while let Some(cause) = source {
-            stack.push_str("\ncaused by: ");
-            stack.push_str(&cause.to_string());
-            source = cause.source();
-            depth += 1;
-            if depth >= 32 {
-                break;
-            }
-        }
+        let stack = crate::span::error::with_causes(message.clone(), err, crate::span::error::CAUSED_BY);
         self.pending.exception = mapping::Exception {
             message: Some(message.into()),
             kind: None,

@@ -234,18 +234,8 @@ impl Span {
     /// (its `Display`) and `error.stack` (the error and its chain of sources, one per line),
     /// the three tags Error Tracking needs on a service-entry span.
     pub fn set_error<E: std::error::Error + ?Sized>(&mut self, err: &E) {
-        let mut stack = format!("{}: {err}", std::any::type_name::<E>());
-        let mut source = err.source();
-        let mut depth = 0;
-        while let Some(cause) = source {
-            stack.push_str("\ncaused by: ");
-            stack.push_str(&cause.to_string());
-            source = cause.source();
-            depth += 1;
-            if depth >= 32 {
-                break;
-            }
-        }
+        let first = format!("{}: {err}", std::any::type_name::<E>());
+        let stack = super::error::with_causes(first, err, super::error::CAUSED_BY);
         self.set_error_tags(std::any::type_name::<E>(), err.to_string(), stack);
     }
 

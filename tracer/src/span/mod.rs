@@ -4,6 +4,7 @@
 mod builder;
 mod context;
 mod data;
+pub(crate) mod error;
 mod guard;
 mod ids;
 #[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
