@@ -55,7 +55,7 @@ fn agent_config(url: &str) -> AgentConfig {
 }
 
 fn writer_config(url: &str, spool: &Arc<SpoolDir>) -> DatadogWriterConfig {
-    let mut c = DatadogWriterConfig::from_agent(&agent_config(url)).unwrap();
+    let mut c = trace_agent::config::compile::datadog_writer(&agent_config(url)).unwrap();
     c.backoff = Backoff {
         base: Duration::from_millis(1),
         max: Duration::from_millis(5),

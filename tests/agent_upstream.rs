@@ -77,7 +77,7 @@ fn agent_config(url: &str, key: &str) -> AgentConfig {
 }
 
 fn dd_config(url: &str, key: &str) -> DatadogWriterConfig {
-    fast(DatadogWriterConfig::from_agent(&agent_config(url, key)).unwrap())
+    fast(trace_agent::config::compile::datadog_writer(&agent_config(url, key)).unwrap())
 }
 
 fn otlp_config(url: &str) -> OtlpWriterConfig {
@@ -86,7 +86,7 @@ fn otlp_config(url: &str) -> OtlpWriterConfig {
         endpoint: url.to_owned(),
         headers: BTreeMap::from([("x-collector-token".to_owned(), Secret::new("tok-123"))]),
     });
-    let mut o = OtlpWriterConfig::from_agent(&c).unwrap();
+    let mut o = trace_agent::config::compile::otlp_writer(&c).unwrap();
     o.backoff = Backoff {
         base: Duration::from_millis(1),
         max: Duration::from_millis(5),
@@ -151,7 +151,7 @@ async fn agent_payload_carries_the_tracer_payloads_with_headers_to_every_endpoin
         extra.url(),
         vec![Secret::new("extra-key-one-11111"), Secret::new("extra-key-two-22222")],
     )]);
-    let writer = DatadogWriter::start(fast(DatadogWriterConfig::from_agent(&cfg).unwrap())).unwrap();
+    let writer = DatadogWriter::start(fast(trace_agent::config::compile::datadog_writer(&cfg).unwrap())).unwrap();
     let mut python = (*payload(1)).clone();
     python.language_name = "python".to_owned();
     let sent = [payload(7), Arc::new(python)];

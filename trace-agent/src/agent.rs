@@ -22,9 +22,7 @@ use crate::sample::Samplers;
 use crate::sample::rates::RatesTable;
 use crate::stats::{ClientStatsAggregator, Concentrator};
 use crate::status::{AgentStats, StatusSnapshot};
-use crate::upstream::{
-    DatadogWriter, DatadogWriterConfig, OtlpWriter, OtlpWriterConfig, SpoolDir, Upstream, UpstreamError,
-};
+use crate::upstream::{DatadogWriter, OtlpWriter, SpoolDir, Upstream, UpstreamError};
 
 /// Why the agent could not run.
 #[derive(Debug, thiserror::Error)]
@@ -169,13 +167,13 @@ fn upstreams_with_spool(
 ) -> Result<Vec<Arc<dyn Upstream>>, UpstreamError> {
     let mut out: Vec<Arc<dyn Upstream>> = Vec::new();
     if config.api_key.is_some() {
-        let mut dd = DatadogWriterConfig::from_agent(config)?;
+        let mut dd = compile::datadog_writer(config)?;
         dd.error_tps = config.sampler.errors_per_second;
         dd.rare_sampler_enabled = config.sampler.rare.enabled;
         dd.spool = spool.cloned();
         out.push(Arc::new(DatadogWriter::start(dd)?));
     }
-    if let Some(mut otlp) = OtlpWriterConfig::from_agent(config) {
+    if let Some(mut otlp) = compile::otlp_writer(config) {
         otlp.spool = spool.cloned();
         out.push(Arc::new(OtlpWriter::start(otlp)?));
     }

@@ -1,8 +1,10 @@
 //! Compiled sections: what each component is built from, derived once from [`AgentConfig`] so
 //! components take their own section and never the whole config (the processing stages'
-//! regexes and rules; the samplers' targets).
+//! regexes and rules; the samplers' targets; the upstream writers).
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use regex::{Regex, RegexSet};
 
@@ -11,6 +13,10 @@ use crate::process::ProcessConfig;
 use crate::process::filter::{Filters, ReplaceRule, TagRegexRule, TagRule};
 use crate::process::normalize::NormalizeConfig;
 use crate::sample::SamplersConfig;
+use crate::upstream::datadog::ENQUEUE_TIMEOUT;
+use crate::upstream::{
+    Backoff, DatadogEndpoint, DatadogWriterConfig, MAX_BATCH_BYTES, OtlpWriterConfig, UpstreamError,
+};
 
 /// Compiles the processing stages' configuration (regexes, rules) from `config`.
 ///
@@ -78,4 +84,66 @@ pub fn samplers(config: &AgentConfig) -> SamplersConfig {
         default_env: config.default_env.clone(),
         features: config.features.clone(),
     }
+}
+
+/// The writer configuration of the agent: `apm_dd_url` (or `https://trace.agent.<site>`)
+/// with `api_key`, then `additional_endpoints`; hostname (`hostname`, else the system
+/// host name), default env, writer limits. `target_tps` is `max_traces_per_second`;
+/// `error_tps` (10) and `rare_sampler_enabled` (false) are for the samplers' owner to set.
+///
+/// # Errors
+/// [`UpstreamError::MissingApiKey`] when `api_key` is not set.
+pub fn datadog_writer(config: &AgentConfig) -> Result<DatadogWriterConfig, UpstreamError> {
+    let key = config.api_key.clone().ok_or(UpstreamError::MissingApiKey)?;
+    let u = &config.upstream;
+    let mut endpoints = vec![DatadogEndpoint {
+        url: u.dd_url(&config.site),
+        api_key: key,
+    }];
+    for (url, keys) in &u.additional_endpoints {
+        for k in keys {
+            endpoints.push(DatadogEndpoint {
+                url: url.clone(),
+                api_key: k.clone(),
+            });
+        }
+    }
+    let hostname = crate::identity::hostname(&config.hostname);
+    Ok(DatadogWriterConfig {
+        endpoints,
+        hostname,
+        env: config.default_env.clone(),
+        agent_version: crate::identity::AGENT_VERSION.to_owned(),
+        git_commit: concat!("trace-agent-rs-", env!("CARGO_PKG_VERSION")).to_owned(),
+        tags: HashMap::new(),
+        target_tps: config.max_traces_per_second,
+        error_tps: 10.0,
+        rare_sampler_enabled: false,
+        max_retries: u.max_sender_retries,
+        traces: u.trace_writer.clone(),
+        stats: u.stats_writer.clone(),
+        flush_period: u.trace_flush_period,
+        max_batch_bytes: MAX_BATCH_BYTES,
+        request_timeout: Duration::from_secs(10),
+        backoff: Backoff::default(),
+        spool: None,
+        enqueue_timeout: ENQUEUE_TIMEOUT,
+    })
+}
+
+/// The OTLP export of the agent, when `apm_config.otlp_export.endpoint` is set.
+pub fn otlp_writer(config: &AgentConfig) -> Option<OtlpWriterConfig> {
+    let u = &config.upstream;
+    let o = u.otlp_export.as_ref()?;
+    Some(OtlpWriterConfig {
+        endpoint: o.endpoint.clone(),
+        headers: o.headers.clone(),
+        limits: u.trace_writer.clone(),
+        max_retries: u.max_sender_retries,
+        flush_period: u.trace_flush_period,
+        max_batch_bytes: MAX_BATCH_BYTES,
+        request_timeout: Duration::from_secs(10),
+        backoff: Backoff::default(),
+        spool: None,
+    })
 }

@@ -15,7 +15,7 @@ pub use ingest::{
 };
 pub use load::{ConfigError, load};
 pub use raw::RawReplaceTag;
-pub use upstream::{OtlpExportConfig, UpstreamConfig, WriterLimits};
+pub use upstream::{OtlpExportConfig, UpstreamConfig};
 
 use std::collections::BTreeMap;
 use std::fmt;

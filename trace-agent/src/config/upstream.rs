@@ -1,6 +1,7 @@
 //! Keys of the upstream writers (spec section 7/8): where kept traces and stats go, retries,
 //! writer concurrency and queue bounds, and the optional OTLP export.
 
+use crate::upstream::WriterLimits;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -72,17 +73,6 @@ pub(crate) const KNOWN_KEYS: &[&str] = &[
 
 /// Maps whose children are user data (URLs, header names), not keys.
 pub(crate) const FREE_FORM_MAPS: &[&str] = &["apm_config.additional_endpoints", "apm_config.otlp_export.headers"];
-
-/// Concurrency and queue bounds of one writer (traces or stats).
-#[derive(Debug, Clone, PartialEq)]
-pub struct WriterLimits {
-    /// `connection_limit`: requests in flight at once (split across endpoints).
-    pub connection_limit: usize,
-    /// `queue_size`: payloads waiting to be sent, per endpoint.
-    pub queue_size: usize,
-    /// `max_queue_bytes`: estimated uncompressed bytes waiting to be sent, per endpoint.
-    pub max_queue_bytes: usize,
-}
 
 /// Where traces also go over OTLP/HTTP (`apm_config.otlp_export`).
 #[derive(Clone, PartialEq)]

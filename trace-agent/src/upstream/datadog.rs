@@ -28,14 +28,15 @@ use prost::Message;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::WriterLimits;
 use super::backoff::Backoff;
-use super::batch::{BatchMeta, EncodedBatch, EncodedBatcher, MAX_BATCH_BYTES, spawn_ticker};
+use super::batch::{BatchMeta, EncodedBatch, EncodedBatcher, spawn_ticker};
 use super::http::HttpClient;
 pub use super::pb_encode::encode_agent_payload;
 use super::pb_encode::{EncodedPayload, Part, encode_agent_payload_parts};
 use super::sender::{self, Body, Channel, ChannelSettings, Endpoint, Job, Payload};
 use super::{DropReason, ShutdownFuture, Upstream, UpstreamError, WriterStatus, pb};
-use crate::config::{AgentConfig, Secret, WriterLimits};
+use crate::secret::Secret;
 
 /// Path of the trace intake.
 pub const TRACES_PATH: &str = "/api/v0.2/traces";
@@ -97,53 +98,6 @@ pub struct DatadogWriterConfig {
     /// endpoint is full, before the oldest queued payload is evicted (see
     /// [`Upstream::send_encoded_traces`]); zero: never waits.
     pub enqueue_timeout: Duration,
-}
-
-impl DatadogWriterConfig {
-    /// The writer configuration of the agent: `apm_dd_url` (or `https://trace.agent.<site>`)
-    /// with `api_key`, then `additional_endpoints`; hostname (`hostname`, else the system
-    /// host name), default env, writer limits. `target_tps` is `max_traces_per_second`;
-    /// `error_tps` (10) and `rare_sampler_enabled` (false) are for the samplers' owner to set.
-    ///
-    /// # Errors
-    /// [`UpstreamError::MissingApiKey`] when `api_key` is not set.
-    pub fn from_agent(config: &AgentConfig) -> Result<Self, UpstreamError> {
-        let key = config.api_key.clone().ok_or(UpstreamError::MissingApiKey)?;
-        let u = &config.upstream;
-        let mut endpoints = vec![DatadogEndpoint {
-            url: u.dd_url(&config.site),
-            api_key: key,
-        }];
-        for (url, keys) in &u.additional_endpoints {
-            for k in keys {
-                endpoints.push(DatadogEndpoint {
-                    url: url.clone(),
-                    api_key: k.clone(),
-                });
-            }
-        }
-        let hostname = crate::identity::hostname(&config.hostname);
-        Ok(Self {
-            endpoints,
-            hostname,
-            env: config.default_env.clone(),
-            agent_version: crate::identity::AGENT_VERSION.to_owned(),
-            git_commit: concat!("trace-agent-rs-", env!("CARGO_PKG_VERSION")).to_owned(),
-            tags: HashMap::new(),
-            target_tps: config.max_traces_per_second,
-            error_tps: 10.0,
-            rare_sampler_enabled: false,
-            max_retries: u.max_sender_retries,
-            traces: u.trace_writer.clone(),
-            stats: u.stats_writer.clone(),
-            flush_period: u.trace_flush_period,
-            max_batch_bytes: MAX_BATCH_BYTES,
-            request_timeout: Duration::from_secs(10),
-            backoff: Backoff::default(),
-            spool: None,
-            enqueue_timeout: ENQUEUE_TIMEOUT,
-        })
-    }
 }
 
 /// Sends kept traces and stats to the Datadog intake. Cheap to clone.
@@ -573,11 +527,11 @@ mod tests {
     }
 
     fn config(url: &str, enqueue_timeout: Duration) -> DatadogWriterConfig {
-        let mut c = AgentConfig::local(0);
+        let mut c = crate::config::AgentConfig::local(0);
         c.api_key = Some(Secret::new("0123456789abcdef0123456789abcdef"));
         c.hostname = "h".to_owned();
         c.upstream.apm_dd_url = Some(url.to_owned());
-        let mut w = DatadogWriterConfig::from_agent(&c).unwrap();
+        let mut w = crate::config::compile::datadog_writer(&c).unwrap();
         w.traces.connection_limit = 4;
         w.traces.queue_size = 4;
         w.flush_period = Duration::from_millis(50);

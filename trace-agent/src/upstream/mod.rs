@@ -60,6 +60,17 @@ pub use pb_encode::{EncodedPayload, Part, PayloadMeta, encode_agent_payload_part
 pub use spool::{SpoolConfig, SpoolDir};
 pub use status::{DropReason, SignalStatus, WriterStatus};
 
+/// Concurrency and queue bounds of one writer (traces or stats).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriterLimits {
+    /// `connection_limit`: requests in flight at once (split across endpoints).
+    pub connection_limit: usize,
+    /// `queue_size`: payloads waiting to be sent, per endpoint.
+    pub queue_size: usize,
+    /// `max_queue_bytes`: estimated uncompressed bytes waiting to be sent, per endpoint.
+    pub max_queue_bytes: usize,
+}
+
 /// Why a writer could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {

@@ -28,7 +28,7 @@ use super::http::{HttpClient, Outcome};
 use super::queue::{BoundedQueue, Push};
 use super::spool::{Record, RecordKind, SpoolDir, SpoolLane};
 use super::{DropReason, Pressure, SignalStatus};
-use crate::config::mask;
+use crate::secret::mask;
 
 /// An encoded request body.
 #[derive(Debug, Clone)]

@@ -53,11 +53,12 @@ use tokio::task::JoinHandle;
 pub use map::{OPERATION_NAME, RESOURCE_NAME, SCOPE_NAME, SPAN_TYPE, export_request, kind, span};
 
 use super::backoff::Backoff;
-use super::batch::{Batch, Batcher, MAX_BATCH_BYTES, spawn_ticker};
+use super::batch::{Batch, Batcher, spawn_ticker};
 use super::http::HttpClient;
 use super::sender::{self, Body, Channel, ChannelSettings, Endpoint, Job, Payload};
 use super::{DropReason, ShutdownFuture, Upstream, UpstreamError, WriterStatus, pb};
-use crate::config::{AgentConfig, Secret, WriterLimits};
+use crate::secret::Secret;
+use crate::upstream::WriterLimits;
 
 /// Path appended to the endpoint.
 pub const TRACES_PATH: &str = "/v1/traces";
@@ -86,23 +87,6 @@ pub struct OtlpWriterConfig {
 }
 
 impl OtlpWriterConfig {
-    /// The OTLP export of the agent, when `apm_config.otlp_export.endpoint` is set.
-    pub fn from_agent(config: &AgentConfig) -> Option<Self> {
-        let u = &config.upstream;
-        let o = u.otlp_export.as_ref()?;
-        Some(Self {
-            endpoint: o.endpoint.clone(),
-            headers: o.headers.clone(),
-            limits: u.trace_writer.clone(),
-            max_retries: u.max_sender_retries,
-            flush_period: u.trace_flush_period,
-            max_batch_bytes: MAX_BATCH_BYTES,
-            request_timeout: Duration::from_secs(10),
-            backoff: Backoff::default(),
-            spool: None,
-        })
-    }
-
     /// The URL traces are POSTed to.
     pub fn traces_url(&self) -> String {
         let base = self.endpoint.trim_end_matches('/');
