@@ -15,7 +15,6 @@
 //! throughput of a hello-world is bound by wake-up latency as much as by CPU, so the CPU
 //! cost per request is the steadier measure of what the layer adds.
 #![allow(clippy::print_stdout)] // the bench reports the A/B summary on stdout
-#![allow(unsafe_code)] // the counting global allocator below
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -33,38 +32,12 @@ use tracer::{Tracer, TracerConfig};
 
 const CONNECTIONS: usize = 32;
 
-// ---------- allocation counting (per thread) ----------
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl std::alloc::GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
-    }
-}
+// ---------- allocation counting (per thread, apm::CountingAllocator) ----------
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: apm::CountingAllocator = apm::CountingAllocator;
 
-fn allocs() -> u64 {
-    ALLOCS.with(std::cell::Cell::get)
-}
+use apm::allocations as allocs;
 
 fn hello() -> Router {
     Router::new().route("/hello/{name}", get(|| async { "Hello, World!" }))

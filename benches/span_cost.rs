@@ -15,11 +15,9 @@
 //!
 //! Our tracer exports to a loopback sink that answers 200 to everything, so its worker
 //! encodes and sends for real on the other core, as in production.
-#![allow(unsafe_code)] // the counting global allocator below
+
 #![allow(clippy::print_stdout)] // the bench reports allocation counts on stdout
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -30,38 +28,12 @@ use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 
-// ---------- allocation counting (per thread) ----------
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+// ---------- allocation counting (per thread, apm::CountingAllocator) ----------
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: apm::CountingAllocator = apm::CountingAllocator;
 
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+use apm::allocations as allocs;
 
 // ---------- the two tracers ----------
 

@@ -25,11 +25,9 @@
 //! `cargo bench --bench span_load` (about 2 minutes); `-- --quick` (or `--test`, as CI and
 //! `cargo test --benches` run it) is a short pass that checks that everything works.
 //! Timings are only meaningful as ratios to the peer of the same run on a busy machine.
-#![allow(unsafe_code)] // the counting global allocator and the thread CPU clocks below
+#![allow(unsafe_code)] // the thread CPU clocks below
 #![allow(clippy::print_stdout)] // the bench reports its table on stdout
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
@@ -41,38 +39,12 @@ use opentelemetry::trace::{Span as _, TracerProvider as _};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 
-// ---------- allocation counting (per thread) ----------
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+// ---------- allocation counting (per thread, apm::CountingAllocator) ----------
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: apm::CountingAllocator = apm::CountingAllocator;
 
-fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
-}
+use apm::allocations as allocs;
 
 // ---------- export-thread CPU ----------
 
