@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Import cycles between the top-level modules of a crate: an edge A -> B when code (not
 comments, not test modules) under module A names crate::B. Prints each cycle with its edges.
-Usage: python3 scripts/modgraph.py trace-agent/src   (or tracer/src)"""
+Usage: python3 scripts/modgraph.py trace-agent/src [--check]   (or tracer/src)
+--check: exit 1 when there is a cycle (CI runs it on the agent)."""
 import os,re,sys,collections
 root=sys.argv[1]  # e.g. trace-agent/src
 mods={}
@@ -61,3 +62,5 @@ for c in big:
         for b in sorted(edges[a]):
             if b in c: print(f"   {a} -> {b} ({edges[a][b]})")
 if not big: print("no cycles")
+if big and "--check" in sys.argv[2:]:
+    sys.exit(1)

@@ -336,7 +336,10 @@ async fn start_inner<S: ChunkSink>(
     }
     let proxy = crate::receiver::proxy::Proxy::new(&config);
     let stats = Arc::new(AgentStats::default());
-    let _ = stats.proxy.set(Arc::clone(&proxy.counters));
+    let proxy_counters = Arc::clone(&proxy.counters);
+    let _ = stats
+        .proxy
+        .set(crate::status::Source::new(move || proxy_counters.snapshot()));
     let rates = Arc::new(RatesTable::new());
     let _ = stats.upstreams.set(upstreams.clone());
     for u in &upstreams {

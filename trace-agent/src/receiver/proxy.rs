@@ -21,7 +21,6 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde::{Deserialize, Serialize};
 
 use super::routes::{Reply, reply, text};
 use crate::config::{AgentConfig, ProxyConfig, Secret, TELEMETRY_MAX_BODY};
@@ -64,28 +63,7 @@ impl Route {
     }
 }
 
-/// Counters of one route, shown by `trace-agent status`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteStatus {
-    /// Requests forwarded and answered 2xx by the intake.
-    pub delivered: u64,
-    /// Request bytes forwarded.
-    pub bytes: u64,
-    /// Intake answers that were not 2xx, by status (relayed to the client).
-    pub intake_errors: BTreeMap<u16, u64>,
-    /// Requests not forwarded, by reason (`no_api_key`, `disabled`, `too_large`,
-    /// `bad_subdomain`, `network`, `timeout`, …).
-    pub refused: BTreeMap<String, u64>,
-    /// Copies sent to the additional endpoints and answered 2xx.
-    #[serde(default)]
-    pub additional_delivered: u64,
-    /// Copies to the additional endpoints that failed (any non-2xx, network error, timeout).
-    #[serde(default)]
-    pub additional_failed: u64,
-}
-
-/// What `status` shows of the proxy routes.
-pub type ProxyStatus = BTreeMap<String, RouteStatus>;
+pub use crate::status::proxy::{ProxyStatus, RouteStatus};
 
 /// The proxy routes' counters.
 #[derive(Debug, Default)]
@@ -127,20 +105,6 @@ impl ProxyCounters {
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
-}
-
-/// The `status` text of the proxy routes (empty when none was used).
-pub fn render(s: &ProxyStatus) -> String {
-    use std::fmt::Write;
-    let mut o = String::new();
-    for (route, r) in s {
-        let _ = writeln!(
-            o,
-            "Proxy {route}: {} delivered ({} bytes), intake errors {:?}, refused {:?}",
-            r.delivered, r.bytes, r.intake_errors, r.refused
-        );
-    }
-    o
 }
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -695,7 +659,7 @@ mod counter_tests {
         assert_eq!(s["evp_proxy"].refused["no_api_key"], 2);
         assert_eq!(s["telemetry_proxy"].refused["too_large"], 1);
         assert_eq!((s["telemetry_proxy"].delivered, s["telemetry_proxy"].bytes), (1, 10));
-        let text = render(&s);
+        let text = crate::status::proxy::render(&s);
         assert!(text.contains("Proxy evp_proxy: 0 delivered"), "{text}");
     }
 }

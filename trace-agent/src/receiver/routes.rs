@@ -21,7 +21,7 @@ pub const AGENT_VERSION_HEADER: &str = "datadog-agent-version";
 /// Header carrying the `/info` hash.
 pub const AGENT_STATE_HEADER: &str = "datadog-agent-state";
 /// Path of the JSON status endpoint used by `trace-agent status` (loopback only).
-pub const STATUS_PATH: &str = "/trace-agent/status";
+pub use crate::status::STATUS_PATH;
 
 /// A plain reply with `body` and content type.
 pub fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Reply {

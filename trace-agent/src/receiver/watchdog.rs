@@ -11,8 +11,6 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 /// Least time between two samples of `/proc/self`.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(250);
 /// Least wall time over which CPU use is averaged.
@@ -36,22 +34,7 @@ pub struct Reading {
     pub cpu_seconds: f64,
 }
 
-/// What `status` shows of the watchdog.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WatchdogStatus {
-    /// `apm_config.max_memory` (0: off).
-    pub max_memory: u64,
-    /// `apm_config.max_cpu_percent` (0: off).
-    pub max_cpu_percent: f64,
-    /// `apm_config.connection_limit` (0: off).
-    pub connection_limit: usize,
-    /// RSS at the last sample (0: not sampled, limits off).
-    pub rss_bytes: u64,
-    /// CPU use over the last window, percent of one core.
-    pub cpu_percent: f64,
-    /// Whether payloads are being refused, and why.
-    pub refusing: Option<String>,
-}
+pub use crate::status::WatchdogStatus;
 
 #[derive(Debug, Default)]
 struct State {
@@ -84,7 +67,10 @@ impl Watchdog {
     /// The watchdog for `config`, registered in `stats` so that `status` shows it.
     pub fn shared(config: &crate::config::AgentConfig, stats: &crate::status::AgentStats) -> std::sync::Arc<Self> {
         let w = std::sync::Arc::new(Self::new(config.max_memory, config.max_cpu_percent));
-        let _ = stats.watchdog.set((std::sync::Arc::clone(&w), config.connection_limit));
+        let (shown, limit) = (std::sync::Arc::clone(&w), config.connection_limit);
+        let _ = stats
+            .watchdog
+            .set(crate::status::Source::new(move || shown.status(limit)));
         w
     }
 

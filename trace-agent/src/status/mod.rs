@@ -11,6 +11,51 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::SinkCounters;
 use crate::text::truncate;
 
+pub mod otlp;
+pub mod proxy;
+
+/// Where the receiver serves the status document (`trace-agent status` reads it).
+pub const STATUS_PATH: &str = "/trace-agent/status";
+
+/// What `status` shows of the watchdog.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WatchdogStatus {
+    /// `apm_config.max_memory` (0: off).
+    pub max_memory: u64,
+    /// `apm_config.max_cpu_percent` (0: off).
+    pub max_cpu_percent: f64,
+    /// `apm_config.connection_limit` (0: off).
+    pub connection_limit: usize,
+    /// RSS at the last sample (0: not sampled, limits off).
+    pub rss_bytes: u64,
+    /// CPU use over the last window, percent of one core.
+    pub cpu_percent: f64,
+    /// Whether payloads are being refused, and why.
+    pub refusing: Option<String>,
+}
+
+/// A component's report, read when a status snapshot is taken (set once at start-up by the
+/// component, which stays the owner of its state).
+pub struct Source<T>(std::sync::Arc<dyn Fn() -> T + Send + Sync>);
+
+impl<T> Source<T> {
+    /// A source reading `f`.
+    pub fn new(f: impl Fn() -> T + Send + Sync + 'static) -> Self {
+        Self(std::sync::Arc::new(f))
+    }
+
+    /// The report now.
+    pub fn read(&self) -> T {
+        (self.0)()
+    }
+}
+
+impl<T> std::fmt::Debug for Source<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Source(..)")
+    }
+}
+
 /// Receiver dimensions: who sent it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TracerKey {
@@ -91,11 +136,11 @@ pub struct AgentStats {
     /// Local mode, when it runs: the web view's URL and the store (set once at start-up).
     pub local: std::sync::OnceLock<(String, crate::local::LocalStore)>,
     /// The OTLP receivers' counters, per protocol.
-    pub otlp: std::sync::Arc<crate::otlp_in::OtlpCounters>,
+    pub otlp: std::sync::Arc<otlp::OtlpCounters>,
     /// The proxy routes' counters (set once at start-up).
-    pub proxy: std::sync::OnceLock<std::sync::Arc<crate::receiver::proxy::ProxyCounters>>,
+    pub proxy: std::sync::OnceLock<Source<proxy::ProxyStatus>>,
     /// The receiver's watchdog and `connection_limit` (set once at start-up).
-    pub watchdog: std::sync::OnceLock<(std::sync::Arc<crate::receiver::watchdog::Watchdog>, usize)>,
+    pub watchdog: std::sync::OnceLock<Source<WatchdogStatus>>,
     /// The receivers' body budget and the pipeline's byte budget (set once at start-up).
     pub budgets: std::sync::OnceLock<(
         std::sync::Arc<crate::pipeline::ByteBudget>,
@@ -175,13 +220,13 @@ pub struct StatusSnapshot {
     pub local: Option<crate::local::LocalModeStatus>,
     /// The OTLP receivers, per protocol.
     #[serde(default)]
-    pub otlp: crate::otlp_in::OtlpStatus,
+    pub otlp: otlp::OtlpStatus,
     /// The proxy routes: delivered, intake errors, refused (by reason).
     #[serde(default)]
-    pub proxy: crate::receiver::proxy::ProxyStatus,
+    pub proxy: proxy::ProxyStatus,
     /// Resource limits (`max_memory`, `max_cpu_percent`, `connection_limit`) and usage.
     #[serde(default)]
-    pub limits: Option<crate::receiver::watchdog::WatchdogStatus>,
+    pub limits: Option<WatchdogStatus>,
     /// TCP connections closed at once by `apm_config.connection_limit`.
     #[serde(default)]
     pub connections_refused: u64,
@@ -339,11 +384,8 @@ impl AgentStats {
                 store: store.status(),
             }),
             otlp: self.otlp.snapshot(),
-            proxy: self.proxy.get().map(|p| p.snapshot()).unwrap_or_default(),
-            limits: self
-                .watchdog
-                .get()
-                .map(|(w, connection_limit)| w.status(*connection_limit)),
+            proxy: self.proxy.get().map(Source::read).unwrap_or_default(),
+            limits: self.watchdog.get().map(Source::read),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             ledger: self.forward.ledger.snapshot(),
             buffers: self
@@ -383,7 +425,7 @@ pub fn fetch_status(port: u16) -> Result<StatusSnapshot, FetchError> {
     write!(
         s,
         "GET {} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n",
-        crate::receiver::routes::STATUS_PATH
+        STATUS_PATH
     )?;
     let mut raw = Vec::new();
     s.take(64 * 1024 * 1024).read_to_end(&mut raw)?;
@@ -497,7 +539,7 @@ fn render_raw(s: &StatusSnapshot) -> String {
     }
     o.push_str(&crate::ledger::render(&s.ledger));
     o.push_str(&s.otlp.render());
-    o.push_str(&crate::receiver::proxy::render(&s.proxy));
+    o.push_str(&proxy::render(&s.proxy));
     let _ = writeln!(
         o,
         "Tracer-computed stats payloads (/v0.6/stats): {}",
