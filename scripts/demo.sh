@@ -91,6 +91,7 @@ echo "== web view: http://127.0.0.1:$web_port/  (services → resources → trac
 echo "   service map:      http://127.0.0.1:$web_port/map?window=5m"
 echo "   failing requests: http://127.0.0.1:$web_port/search?window=5m&error=true"
 echo "   monitors:         http://127.0.0.1:$web_port/monitors"
+echo "   span ledger:      http://127.0.0.1:$web_port/ledger  (per service: created → sent → received → kept → delivered)"
 echo "   anomaly bands:    http://127.0.0.1:$web_port/services/demo-frontend?window=5m"
 echo "   versions:         http://127.0.0.1:$web_port/services/demo-frontend/resources/GET%20%2Fshop%2Fapi%2Ferror?window=5m"
 echo "   agent status: $CARGO_TARGET_DIR/release/trace-agent status --port $agent_port"
