@@ -9,31 +9,59 @@ use super::DecodeLimits;
 use super::error::{DecodeError, ReadErrorKind};
 use crate::span::{Span, Str, TraceChunk};
 
-/// An upper bound on the memory decoding `body` takes (the `serde_json::Value` tree and the
-/// spans built from it), from one pass over its structural characters: every object may become
-/// a span, every member a map entry with its key, every element a value, every string byte a
-/// copy.
-fn estimate(body: &[u8]) -> usize {
-    let (mut objects, mut members, mut elements) = (0usize, 0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+/// Counts of a JSON text's structural characters outside strings, from one pass: what any
+/// decoded-size bound of a JSON body is computed from (every object may become a struct, every
+/// member a map entry with its key, every element a value).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JsonShape {
+    /// `{`: objects.
+    pub objects: usize,
+    /// `:`: object members.
+    pub members: usize,
+    /// `,` and `[`: array elements (and members after the first).
+    pub elements: usize,
+}
+
+impl JsonShape {
+    /// The shape of `body` (not validated: a malformed text still gets counts).
+    pub fn of(body: &[u8]) -> Self {
+        let (mut objects, mut members, mut elements) = (0usize, 0usize, 0usize);
+        let (mut in_string, mut escaped) = (false, false);
+        for &b in body {
+            if in_string {
+                match (escaped, b) {
+                    (true, _) => escaped = false,
+                    (false, b'\\') => escaped = true,
+                    (false, b'"') => in_string = false,
+                    _ => {}
+                }
+                continue;
+            }
+            match b {
+                b'"' => in_string = true,
+                b'{' => objects += 1,
+                b':' => members += 1,
+                b',' | b'[' => elements += 1,
                 _ => {}
             }
-            continue;
         }
-        match b {
-            b'"' => in_string = true,
-            b'{' => objects += 1,
-            b':' => members += 1,
-            b',' | b'[' => elements += 1,
-            _ => {}
+        Self {
+            objects,
+            members,
+            elements,
         }
     }
+}
+
+/// An upper bound on the memory decoding `body` takes (the `serde_json::Value` tree and the
+/// spans built from it): every object may become a span, every member a map entry with its
+/// key, every element a value, every string byte a copy.
+fn estimate(body: &[u8]) -> usize {
+    let JsonShape {
+        objects,
+        members,
+        elements,
+    } = JsonShape::of(body);
     let value = std::mem::size_of::<Value>();
     let entry = value + std::mem::size_of::<String>() + std::mem::size_of::<(Str<'_>, Str<'_>)>();
     objects

@@ -173,26 +173,11 @@ pub fn protobuf(body: &[u8]) -> Result<Estimate, String> {
 /// every object may be the largest OTLP struct (a span), every member a `KeyValue` with its key,
 /// every array element an `AnyValue`, every byte a copy.
 pub fn json(body: &[u8]) -> Estimate {
-    let (mut objects, mut members, mut elements) = (0usize, 0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &b in body {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'{' => objects += 1,
-            b':' => members += 1,
-            b',' | b'[' => elements += 1,
-            _ => {}
-        }
-    }
+    let crate::decode::json::JsonShape {
+        objects,
+        members,
+        elements,
+    } = crate::decode::json::JsonShape::of(body);
     let largest = size_of::<Span>().max(size_of::<ResourceSpans>());
     Estimate {
         spans: 0,
