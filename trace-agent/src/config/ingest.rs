@@ -1,88 +1,12 @@
 //! Keys of the OTLP receivers (`otlp_config.receiver.protocols.*`, the Datadog agent's names)
 //! and of the proxy routes (`apm_config.evp_proxy_config.*`, `apm_config.telemetry.*`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::Deserialize;
-
-use super::load::{Ctx, boolean, num, string};
-use super::{ConfigError, Secret};
-
-/// `otlp_config:` (top level of `datadog.yaml`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawOtlpConfig {
-    pub(crate) receiver: Option<RawOtlpReceiver>,
-}
-
-/// `otlp_config.receiver`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawOtlpReceiver {
-    pub(crate) protocols: Option<RawOtlpProtocols>,
-}
-
-/// `otlp_config.receiver.protocols`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawOtlpProtocols {
-    pub(crate) grpc: Option<RawOtlpProtocol>,
-    pub(crate) http: Option<RawOtlpProtocol>,
-}
-
-/// `otlp_config.receiver.protocols.grpc` / `.http`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawOtlpProtocol {
-    pub(crate) endpoint: Option<String>,
-    pub(crate) max_recv_msg_size_mib: Option<u64>,
-}
-
-/// `apm_config.evp_proxy_config`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawEvpProxy {
-    pub(crate) enabled: Option<bool>,
-    pub(crate) dd_url: Option<String>,
-    pub(crate) max_payload_size: Option<u64>,
-    pub(crate) receiver_timeout: Option<u64>,
-    pub(crate) api_key: Option<String>,
-    pub(crate) additional_endpoints: Option<BTreeMap<String, Vec<String>>>,
-}
-
-/// `apm_config.telemetry`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawTelemetry {
-    pub(crate) enabled: Option<bool>,
-    pub(crate) dd_url: Option<String>,
-}
-
-/// Key paths of this module, for the unknown-key check.
-pub(crate) const KNOWN_KEYS: &[&str] = &[
-    "otlp_config",
-    "otlp_config.receiver",
-    "otlp_config.receiver.protocols",
-    "otlp_config.receiver.protocols.grpc",
-    "otlp_config.receiver.protocols.grpc.endpoint",
-    "otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib",
-    "otlp_config.receiver.protocols.http",
-    "otlp_config.receiver.protocols.http.endpoint",
-    "apm_config.evp_proxy_config",
-    "apm_config.evp_proxy_config.enabled",
-    "apm_config.evp_proxy_config.dd_url",
-    "apm_config.evp_proxy_config.max_payload_size",
-    "apm_config.evp_proxy_config.receiver_timeout",
-    "apm_config.evp_proxy_config.api_key",
-    "apm_config.evp_proxy_config.additional_endpoints",
-    "apm_config.telemetry",
-    "apm_config.telemetry.enabled",
-    "apm_config.telemetry.dd_url",
-];
-
-/// Maps whose children are user data (hosts), not keys.
-pub(crate) const FREE_FORM_MAPS: &[&str] = &["apm_config.evp_proxy_config.additional_endpoints"];
+use super::key::{Key, Kind, Secrecy, Value};
+use super::load::Scratch;
+use super::{AgentConfig, Secret};
 
 /// Most bytes of a telemetry body (the Datadog agent's in-flight bound); the receivers' body
 /// budget is never below it.
@@ -160,56 +84,6 @@ impl Default for ProxyConfig {
     }
 }
 
-/// `key = value` pairs for `trace-agent config`.
-pub(super) fn describe(otlp: &OtlpReceiverConfig, proxy: &ProxyConfig) -> Vec<(&'static str, String)> {
-    let off = |v: &Option<String>| v.clone().unwrap_or_else(|| "(off)".to_owned());
-    let default = |v: &Option<String>, d: &str| v.clone().unwrap_or_else(|| d.to_owned());
-    vec![
-        ("otlp_config.receiver.protocols.grpc.endpoint", off(&otlp.grpc_endpoint)),
-        ("otlp_config.receiver.protocols.http.endpoint", off(&otlp.http_endpoint)),
-        (
-            "otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib",
-            (otlp.grpc_max_recv_msg_size >> 20).to_string(),
-        ),
-        ("apm_config.evp_proxy_config.enabled", proxy.evp_enabled.to_string()),
-        (
-            "apm_config.evp_proxy_config.dd_url",
-            default(&proxy.evp_dd_url, "(site)"),
-        ),
-        (
-            "apm_config.evp_proxy_config.api_key",
-            proxy
-                .evp_api_key
-                .as_ref()
-                .map_or_else(|| "(api_key)".to_owned(), Secret::masked),
-        ),
-        (
-            "apm_config.evp_proxy_config.additional_endpoints",
-            format!(
-                "{:?}",
-                proxy
-                    .evp_additional_endpoints
-                    .iter()
-                    .map(|(h, keys)| (h, keys.iter().map(Secret::masked).collect::<Vec<_>>()))
-                    .collect::<BTreeMap<_, _>>()
-            ),
-        ),
-        (
-            "apm_config.evp_proxy_config.max_payload_size",
-            proxy.evp_max_payload_size.to_string(),
-        ),
-        (
-            "apm_config.evp_proxy_config.receiver_timeout",
-            proxy.evp_timeout.as_secs().to_string(),
-        ),
-        ("apm_config.telemetry.enabled", proxy.telemetry_enabled.to_string()),
-        (
-            "apm_config.telemetry.dd_url",
-            default(&proxy.telemetry_dd_url, "(instrumentation-telemetry-intake.<site>)"),
-        ),
-    ]
-}
-
 impl std::fmt::Debug for ProxyConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProxyConfig")
@@ -255,162 +129,155 @@ fn url_or_host(v: &str) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
-/// Reads the OTLP receiver keys (top-level `otlp_config`) into `c.config.otlp_receiver`.
-pub(super) fn load_otlp(c: &mut Ctx<'_>, raw: Option<RawOtlpConfig>) -> Result<(), ConfigError> {
-    let protocols = raw
-        .and_then(|r| r.receiver)
-        .and_then(|r| r.protocols)
-        .unwrap_or_default();
-    let grpc_present = protocols.grpc.is_some();
-    let http_present = protocols.http.is_some();
-    let grpc = protocols.grpc.unwrap_or_default();
-    let http = protocols.http.unwrap_or_default();
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        key: key.to_owned(),
-        message,
+/// An OTLP receiver's endpoint key; empty turns it off even when its section is present.
+macro_rules! otlp_endpoint {
+    ($proto:literal, $upper:literal, $field:ident, $set:ident) => {
+        Key::new(
+            concat!("otlp_config.receiver.protocols.", $proto, ".endpoint"),
+            Kind::Text,
+            |l, v| {
+                let v = v.text()?;
+                if !v.is_empty() {
+                    l.config.otlp_receiver.$field = Some(endpoint(&v)?);
+                }
+                l.scratch.$set = true;
+                Ok(())
+            },
+        )
+        .env(&[concat!("DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_", $upper, "_ENDPOINT")])
+        .example("127.0.0.1:14317")
+        .show(|c| c.otlp_receiver.$field.clone().unwrap_or_else(|| "(off)".to_owned()))
     };
-    let grpc_key = "otlp_config.receiver.protocols.grpc.endpoint";
-    let http_key = "otlp_config.receiver.protocols.http.endpoint";
-    let g = c.pick(
-        grpc_key,
-        &["DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_GRPC_ENDPOINT"],
-        grpc.endpoint,
-        string,
-    )?;
-    let g = g.or_else(|| grpc_present.then(|| DEFAULT_OTLP_GRPC_ENDPOINT.to_owned()));
-    if let Some(v) = g.filter(|v| !v.is_empty()) {
-        c.config.otlp_receiver.grpc_endpoint = Some(endpoint(&v).map_err(|m| invalid(grpc_key, m))?);
-    }
-    let h = c.pick(
-        http_key,
-        &["DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT"],
-        http.endpoint,
-        string,
-    )?;
-    let h = h.or_else(|| http_present.then(|| DEFAULT_OTLP_HTTP_ENDPOINT.to_owned()));
-    if let Some(v) = h.filter(|v| !v.is_empty()) {
-        c.config.otlp_receiver.http_endpoint = Some(endpoint(&v).map_err(|m| invalid(http_key, m))?);
-    }
-    let size_key = "otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib";
-    if let Some(mib) = c.pick(
-        size_key,
-        &["DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_GRPC_MAX_RECV_MSG_SIZE_MIB"],
-        grpc.max_recv_msg_size_mib,
-        num::<u64>,
-    )? {
-        if !(1..=1024).contains(&mib) {
-            return Err(invalid(size_key, format!("{mib} is not within 1..=1024")));
-        }
-        c.config.otlp_receiver.grpc_max_recv_msg_size = usize::try_from(mib << 20).unwrap_or(usize::MAX);
-    }
-    Ok(())
 }
 
-/// Reads the proxy keys (`apm_config.evp_proxy_config`, `apm_config.telemetry`).
-pub(super) fn load_proxy(
-    c: &mut Ctx<'_>,
-    evp: Option<RawEvpProxy>,
-    telemetry: Option<RawTelemetry>,
-) -> Result<(), ConfigError> {
-    let evp = evp.unwrap_or_default();
-    let telemetry = telemetry.unwrap_or_default();
-    let invalid = |key: &str, message: String| ConfigError::Invalid {
-        key: key.to_owned(),
-        message,
-    };
-    let p = &mut c.config.proxy.clone();
-    if let Some(v) = c.pick(
-        "apm_config.evp_proxy_config.enabled",
-        &["DD_APM_EVP_PROXY_CONFIG_ENABLED"],
-        evp.enabled,
-        boolean,
-    )? {
-        p.evp_enabled = v;
-    }
-    let key = "apm_config.evp_proxy_config.dd_url";
-    if let Some(v) = c.pick(key, &["DD_APM_EVP_PROXY_CONFIG_DD_URL"], evp.dd_url, string)?
-        && !v.is_empty()
-    {
-        p.evp_dd_url = Some(url_or_host(&v).map_err(|m| invalid(key, m))?);
-    }
-    if let Some(v) = c.pick(
-        "apm_config.evp_proxy_config.api_key",
-        &["DD_APM_EVP_PROXY_CONFIG_API_KEY"],
-        evp.api_key,
-        string,
-    )? && !v.is_empty()
-    {
-        p.evp_api_key = Some(Secret::new(v));
-    }
-    let key = "apm_config.evp_proxy_config.additional_endpoints";
-    if let Some(map) = c.pick(
-        key,
-        &["DD_APM_EVP_PROXY_CONFIG_ADDITIONAL_ENDPOINTS"],
-        evp.additional_endpoints,
-        |v| {
-            serde_json::from_str::<BTreeMap<String, Vec<String>>>(v)
-                .map_err(|e| format!("not a JSON map of host to a list of API keys: {e}"))
-        },
-    )? {
-        let mut out = BTreeMap::new();
-        for (host, keys) in map {
-            let host = url_or_host(&host).map_err(|m| invalid(key, m))?;
-            let keys: Vec<Secret> = keys
-                .into_iter()
-                .map(|k| k.trim().to_owned())
-                .filter(|k| !k.is_empty())
-                .map(Secret::new)
-                .collect();
-            if !keys.is_empty() {
-                out.insert(host, keys);
+/// The OTLP receivers' and the proxies' keys.
+pub(crate) static KEYS: &[Key] = &[
+    otlp_endpoint!("grpc", "GRPC", grpc_endpoint, grpc_set),
+    otlp_endpoint!("http", "HTTP", http_endpoint, http_set),
+    Key::new(
+        "otlp_config.receiver.protocols.grpc.max_recv_msg_size_mib",
+        Kind::U64,
+        |l, v| {
+            let mib: u64 = v.int()?;
+            if !(1..=1024).contains(&mib) {
+                return Err(format!("{mib} is not within 1..=1024"));
             }
+            l.config.otlp_receiver.grpc_max_recv_msg_size = usize::try_from(mib << 20).unwrap_or(usize::MAX);
+            Ok(())
+        },
+    )
+    .env(&["DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_GRPC_MAX_RECV_MSG_SIZE_MIB"])
+    .show(|c| (c.otlp_receiver.grpc_max_recv_msg_size >> 20).to_string()),
+    Key::new("apm_config.evp_proxy_config.enabled", Kind::Bool, |l, v| {
+        l.config.proxy.evp_enabled = v.bool()?;
+        Ok(())
+    })
+    .env(&["DD_APM_EVP_PROXY_CONFIG_ENABLED"])
+    .example("false")
+    .show(|c| c.proxy.evp_enabled.to_string()),
+    Key::new("apm_config.evp_proxy_config.dd_url", Kind::Text, |l, v| {
+        let v = v.text()?;
+        if !v.is_empty() {
+            l.config.proxy.evp_dd_url = Some(url_or_host(&v)?);
         }
-        p.evp_additional_endpoints = out;
-    }
-    let key = "apm_config.evp_proxy_config.max_payload_size";
-    if let Some(v) = c.pick(
-        key,
-        &["DD_APM_EVP_PROXY_CONFIG_MAX_PAYLOAD_SIZE"],
-        evp.max_payload_size,
-        num::<u64>,
-    )? {
+        Ok(())
+    })
+    .env(&["DD_APM_EVP_PROXY_CONFIG_DD_URL"])
+    .example("datadoghq.eu")
+    .show(|c| c.proxy.evp_dd_url.clone().unwrap_or_else(|| "(site)".to_owned())),
+    Key::new("apm_config.evp_proxy_config.api_key", Kind::Text, |l, v| {
+        let v = v.text()?;
+        if !v.is_empty() {
+            l.config.proxy.evp_api_key = Some(Secret::new(v));
+        }
+        Ok(())
+    })
+    .env(&["DD_APM_EVP_PROXY_CONFIG_API_KEY"])
+    .secret(Secrecy::Masked)
+    .show(|c| {
+        c.proxy
+            .evp_api_key
+            .as_ref()
+            .map_or_else(|| "(api_key)".to_owned(), Secret::masked)
+    }),
+    Key::new("apm_config.evp_proxy_config.additional_endpoints", Kind::ListMap, |l, v| {
+        l.config.proxy.evp_additional_endpoints = super::upstream::endpoint_keys(v.list_map()?, url_or_host, false)?;
+        Ok(())
+    })
+    .env(&["DD_APM_EVP_PROXY_CONFIG_ADDITIONAL_ENDPOINTS"])
+    .parse_env(|v| {
+        serde_json::from_str(v)
+            .map(Value::ListMap)
+            .map_err(|e| format!("not a JSON map of host to a list of API keys: {e}"))
+    })
+    .secret(Secrecy::Hidden)
+    .show(|c| {
+        format!(
+            "{:?}",
+            c.proxy
+                .evp_additional_endpoints
+                .iter()
+                .map(|(h, keys)| (h, keys.iter().map(Secret::masked).collect::<Vec<_>>()))
+                .collect::<BTreeMap<_, _>>()
+        )
+    }),
+    Key::new("apm_config.evp_proxy_config.max_payload_size", Kind::U64, |l, v| {
+        let v: u64 = v.int()?;
         if v == 0 {
-            return Err(invalid(key, "must be at least 1".to_owned()));
+            return Err("must be at least 1".to_owned());
         }
-        p.evp_max_payload_size = v;
-    }
-    let key = "apm_config.evp_proxy_config.receiver_timeout";
-    if let Some(v) = c.pick(
-        key,
-        &["DD_APM_EVP_PROXY_CONFIG_RECEIVER_TIMEOUT"],
-        evp.receiver_timeout,
-        num::<u64>,
-    )? {
+        l.config.proxy.evp_max_payload_size = v;
+        Ok(())
+    })
+    .env(&["DD_APM_EVP_PROXY_CONFIG_MAX_PAYLOAD_SIZE"])
+    .show(|c| c.proxy.evp_max_payload_size.to_string()),
+    Key::new("apm_config.evp_proxy_config.receiver_timeout", Kind::U64, |l, v| {
+        let v: u64 = v.int()?;
         if v == 0 {
-            return Err(invalid(key, "must be at least 1 (seconds)".to_owned()));
+            return Err("must be at least 1 (seconds)".to_owned());
         }
-        p.evp_timeout = Duration::from_secs(v);
-    }
-    if let Some(v) = c.pick(
-        "apm_config.telemetry.enabled",
-        &["DD_APM_TELEMETRY_ENABLED"],
-        telemetry.enabled,
-        boolean,
-    )? {
-        p.telemetry_enabled = v;
-    }
-    let key = "apm_config.telemetry.dd_url";
-    if let Some(v) = c.pick(key, &["DD_APM_TELEMETRY_DD_URL"], telemetry.dd_url, string)?
-        && !v.is_empty()
-    {
-        let v = url_or_host(&v).map_err(|m| invalid(key, m))?;
-        if !v.starts_with("http") {
-            return Err(invalid(key, format!("{v:?} is not an http(s):// URL")));
+        l.config.proxy.evp_timeout = Duration::from_secs(v);
+        Ok(())
+    })
+    .env(&["DD_APM_EVP_PROXY_CONFIG_RECEIVER_TIMEOUT"])
+    .show(|c| c.proxy.evp_timeout.as_secs().to_string()),
+    Key::new("apm_config.telemetry.enabled", Kind::Bool, |l, v| {
+        l.config.proxy.telemetry_enabled = v.bool()?;
+        Ok(())
+    })
+    .env(&["DD_APM_TELEMETRY_ENABLED"])
+    .example("false")
+    .show(|c| c.proxy.telemetry_enabled.to_string()),
+    Key::new("apm_config.telemetry.dd_url", Kind::Text, |l, v| {
+        let v = v.text()?;
+        if !v.is_empty() {
+            let v = url_or_host(&v)?;
+            if !v.starts_with("http") {
+                return Err(format!("{v:?} is not an http(s):// URL"));
+            }
+            l.config.proxy.telemetry_dd_url = Some(v);
         }
-        p.telemetry_dd_url = Some(v);
+        Ok(())
+    })
+    .env(&["DD_APM_TELEMETRY_DD_URL"])
+    .example("http://127.0.0.1:9")
+    .show(|c| {
+        c.proxy
+            .telemetry_dd_url
+            .clone()
+            .unwrap_or_else(|| "(instrumentation-telemetry-intake.<site>)".to_owned())
+    }),
+];
+
+/// An OTLP receiver section present without an endpoint listens on its default endpoint.
+pub(super) fn finish(c: &mut AgentConfig, s: &Scratch, sections: &BTreeSet<String>) {
+    let present = |proto: &str| sections.contains(&format!("otlp_config.receiver.protocols.{proto}"));
+    if !s.grpc_set && present("grpc") {
+        c.otlp_receiver.grpc_endpoint = Some(DEFAULT_OTLP_GRPC_ENDPOINT.to_owned());
     }
-    c.config.proxy = p.clone();
-    Ok(())
+    if !s.http_set && present("http") {
+        c.otlp_receiver.http_endpoint = Some(DEFAULT_OTLP_HTTP_ENDPOINT.to_owned());
+    }
 }
 
 #[cfg(test)]

@@ -3,8 +3,11 @@
 
 pub mod compile;
 mod ingest;
+mod key;
 mod load;
-mod raw;
+mod table;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
 pub use crate::env::{EnvSource, ProcessEnv, parse_bool, parse_csv, parse_list};
@@ -14,7 +17,6 @@ pub use ingest::{
     DEFAULT_OTLP_GRPC_ENDPOINT, DEFAULT_OTLP_HTTP_ENDPOINT, OtlpReceiverConfig, ProxyConfig, TELEMETRY_MAX_BODY,
 };
 pub use load::{ConfigError, load};
-pub use raw::RawReplaceTag;
 pub use upstream::{OtlpExportConfig, UpstreamConfig};
 
 use std::collections::BTreeMap;
@@ -24,6 +26,18 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::process::obfuscate::ObfuscationConfig;
+
+/// One `apm_config.replace_tags` entry.
+#[derive(Debug, Default, Clone, serde::Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct RawReplaceTag {
+    /// `*`, `resource.name` or a tag key.
+    pub name: String,
+    /// Regex.
+    pub pattern: String,
+    /// Replacement.
+    #[serde(default)]
+    pub repl: String,
+}
 
 /// Where a configuration value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,183 +303,13 @@ impl AgentConfig {
             self.origins.get(k).cloned().unwrap_or(Origin::Default)
         };
         let mut out = String::new();
-        let mut line = |k: &str, v: String| {
-            let v = escape_control(&v);
-            let o = origin(k).to_string();
-            out.push_str(&format!("{k:<48} = {v:<30} ({})\n", escape_control(&o)));
-        };
-        line(
-            "api_key",
-            self.api_key
-                .as_ref()
-                .map_or_else(|| "(not set)".to_owned(), Secret::masked),
-        );
-        line("site", self.site.clone());
-        line("hostname", self.hostname.clone());
-        line("apm_config.env", self.default_env.clone());
-        line("tags", format!("{:?}", self.tags));
-        line("apm_config.enabled", self.enabled.to_string());
-        line("bind_host", self.receiver_host.clone());
-        line("apm_config.receiver_port", self.receiver_port.to_string());
-        line(
-            "apm_config.receiver_socket",
-            self.receiver_socket
-                .as_ref()
-                .map_or_else(|| "(off)".to_owned(), |p| p.display().to_string()),
-        );
-        line("apm_config.receiver_timeout", format!("{:?}", self.receiver_timeout));
-        line("apm_config.max_payload_size", self.max_payload_size.to_string());
-        line("apm_config.decoders", self.decoders.to_string());
-        line("apm_config.decoder_timeout", format!("{:?}", self.decoder_timeout));
-        line("apm_config.max_connections", self.max_connections.to_string());
-        line("apm_config.connection_limit", self.connection_limit.to_string());
-        line("apm_config.max_memory", self.max_memory.to_string());
-        line("apm_config.max_cpu_percent", self.max_cpu_percent.to_string());
-        line(
-            "apm_config.max_spans_per_payload",
-            self.max_spans_per_payload.to_string(),
-        );
-        line("apm_config.max_decoded_ratio", self.max_decoded_ratio.to_string());
-        line(
-            "apm_config.receiver_max_buffered_bytes",
-            self.receiver_max_buffered_bytes.to_string(),
-        );
-        line("apm_config.pipeline_max_bytes", self.pipeline_max_bytes.to_string());
-        line("apm_config.extra_sample_rate", self.extra_sample_rate.to_string());
-        line(
-            "apm_config.max_traces_per_second",
-            self.max_traces_per_second.to_string(),
-        );
-        let sc = &self.sampler;
-        line("apm_config.errors_per_second", sc.errors_per_second.to_string());
-        line("apm_config.enable_rare_sampler", sc.rare.enabled.to_string());
-        line("apm_config.rare_sampler.tps", sc.rare.tps.to_string());
-        line("apm_config.rare_sampler.cooldown", format!("{:?}", sc.rare.cooldown));
-        line("apm_config.rare_sampler.cardinality", sc.rare.cardinality.to_string());
-        let ps = &sc.probabilistic;
-        line("apm_config.probabilistic_sampler.enabled", ps.enabled.to_string());
-        line(
-            "apm_config.probabilistic_sampler.sampling_percentage",
-            ps.sampling_percentage.to_string(),
-        );
-        line("apm_config.probabilistic_sampler.hash_seed", ps.hash_seed.to_string());
-        line("apm_config.max_catalog_entries", sc.max_catalog_entries.to_string());
-        line(
-            "apm_config.error_tracking_standalone.enabled",
-            sc.error_tracking_standalone.to_string(),
-        );
-        line("apm_config.ignore_resources", format!("{:?}", self.ignore_resources));
-        line(
-            "apm_config.filter_tags.require",
-            format!("{:?}", self.filter_tags_require),
-        );
-        line(
-            "apm_config.filter_tags.reject",
-            format!("{:?}", self.filter_tags_reject),
-        );
-        line(
-            "apm_config.filter_tags_regex.require",
-            format!("{:?}", self.filter_tags_regex_require),
-        );
-        line(
-            "apm_config.filter_tags_regex.reject",
-            format!("{:?}", self.filter_tags_regex_reject),
-        );
-        line("apm_config.replace_tags", format!("{:?}", self.replace_tags));
-        line("apm_config.global_tags", format!("{:?}", self.global_tags));
-        line("apm_config.features", format!("{:?}", self.features));
-        let o = &self.obfuscation;
-        line(
-            "apm_config.obfuscation.http.remove_query_string",
-            o.http_remove_query_string.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.http.remove_paths_with_digits",
-            o.http_remove_paths_with_digits.to_string(),
-        );
-        line("apm_config.obfuscation.redis.enabled", o.redis_enabled.to_string());
-        line(
-            "apm_config.obfuscation.redis.remove_all_args",
-            o.redis_remove_all_args.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.memcached.enabled",
-            o.memcached_enabled.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.memcached.keep_command",
-            o.memcached_keep_command.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.credit_cards.enabled",
-            o.credit_cards_enabled.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.credit_cards.luhn",
-            o.credit_cards_luhn.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.credit_cards.keep_values",
-            format!("{:?}", o.credit_cards_keep_values),
-        );
-        line(
-            "apm_config.obfuscation.remove_stack_traces",
-            o.remove_stack_traces.to_string(),
-        );
-        line("apm_config.obfuscation.mongodb.enabled", o.mongodb_enabled.to_string());
-        line(
-            "apm_config.obfuscation.elasticsearch.enabled",
-            o.elasticsearch_enabled.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.opensearch.enabled",
-            o.opensearch_enabled.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.cache.enabled",
-            self.obfuscation_cache_enabled.to_string(),
-        );
-        line(
-            "apm_config.obfuscation.cache.max_size",
-            self.obfuscation_cache_max_size.to_string(),
-        );
-        let l = &self.local;
-        line("apm_config.local.enabled", l.mode.as_str().to_owned());
-        line("apm_config.local.data_dir", l.data_dir.display().to_string());
-        line("apm_config.local.retention", format!("{}s", l.retention.as_secs()));
-        line(
-            "apm_config.local.max_size_mb",
-            (l.max_size_bytes / 1_048_576).to_string(),
-        );
-        line("apm_config.local.web_port", l.web_port.to_string());
-        line(
-            "apm_config.local.monitors",
-            format!(
-                "{} monitors, {} webhooks, {} downtimes, every {}s",
-                l.monitors.monitors.len(),
-                l.monitors.webhooks.len(),
-                l.monitors.downtimes.len(),
-                l.monitors.interval.as_secs()
-            ),
-        );
-        for (k, v) in self.upstream.describe(&self.site) {
-            line(k, v);
+        for key in key::all() {
+            let Some(show) = key.show else { continue };
+            let shown = show(self);
+            let v = escape_control(&shown);
+            let o = origin(key.path).to_string();
+            out.push_str(&format!("{:<48} = {v:<30} ({})\n", key.path, escape_control(&o)));
         }
-        for (k, v) in ingest::describe(&self.otlp_receiver, &self.proxy) {
-            line(k, v);
-        }
-        let st = &self.stats;
-        line(
-            "apm_config.compute_stats_by_span_kind",
-            st.compute_stats_by_span_kind.to_string(),
-        );
-        line("apm_config.peer_tags_aggregation", st.peer_tags_aggregation.to_string());
-        line("apm_config.peer_tags", format!("{:?}", st.peer_tags));
-        line("apm_config.bucket_size_seconds", st.bucket_size.as_secs().to_string());
-        line(
-            "apm_config.stats_max_groups_per_bucket",
-            st.max_groups_per_bucket.to_string(),
-        );
         out
     }
 }

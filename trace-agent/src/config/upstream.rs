@@ -5,74 +5,10 @@ use crate::upstream::WriterLimits;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
 
-use super::load::{Ctx, num, string};
-use super::{ConfigError, Secret, mask};
-
-/// `apm_config` keys of the writers, as written in the file (flattened into `RawApm`).
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawUpstream {
-    pub(crate) apm_dd_url: Option<String>,
-    pub(crate) additional_endpoints: Option<BTreeMap<String, Vec<String>>>,
-    pub(crate) max_sender_retries: Option<u32>,
-    pub(crate) trace_writer: Option<RawWriter>,
-    pub(crate) stats_writer: Option<RawWriter>,
-    pub(crate) otlp_export: Option<RawOtlpExport>,
-    pub(crate) spool: Option<RawSpool>,
-}
-
-/// `apm_config.spool`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawSpool {
-    pub(crate) dir: Option<String>,
-    pub(crate) max_size: Option<u64>,
-}
-
-/// `apm_config.trace_writer` / `apm_config.stats_writer`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawWriter {
-    pub(crate) connection_limit: Option<usize>,
-    pub(crate) flush_period_seconds: Option<f64>,
-    pub(crate) queue_size: Option<usize>,
-    pub(crate) max_queue_bytes: Option<usize>,
-}
-
-/// `apm_config.otlp_export`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub(crate) struct RawOtlpExport {
-    pub(crate) endpoint: Option<String>,
-    pub(crate) headers: Option<BTreeMap<String, String>>,
-}
-
-/// Key paths of this module, for the unknown-key check.
-pub(crate) const KNOWN_KEYS: &[&str] = &[
-    "apm_config.apm_dd_url",
-    "apm_config.additional_endpoints",
-    "apm_config.max_sender_retries",
-    "apm_config.trace_writer",
-    "apm_config.trace_writer.connection_limit",
-    "apm_config.trace_writer.flush_period_seconds",
-    "apm_config.trace_writer.queue_size",
-    "apm_config.trace_writer.max_queue_bytes",
-    "apm_config.stats_writer",
-    "apm_config.stats_writer.connection_limit",
-    "apm_config.stats_writer.queue_size",
-    "apm_config.stats_writer.max_queue_bytes",
-    "apm_config.otlp_export",
-    "apm_config.otlp_export.endpoint",
-    "apm_config.otlp_export.headers",
-    "apm_config.spool",
-    "apm_config.spool.dir",
-    "apm_config.spool.max_size",
-];
-
-/// Maps whose children are user data (URLs, header names), not keys.
-pub(crate) const FREE_FORM_MAPS: &[&str] = &["apm_config.additional_endpoints", "apm_config.otlp_export.headers"];
+use super::key::{Key, Kind, Secrecy, Value};
+use super::load::Scratch;
+use super::{AgentConfig, ConfigError, Secret, mask};
 
 /// Where traces also go over OTLP/HTTP (`apm_config.otlp_export`).
 #[derive(Clone, PartialEq)]
@@ -147,75 +83,16 @@ impl UpstreamConfig {
             .clone()
             .unwrap_or_else(|| format!("https://trace.agent.{site}"))
     }
-
-    /// `key = value` pairs for `trace-agent config` (secrets masked).
-    pub(crate) fn describe(&self, site: &str) -> Vec<(&'static str, String)> {
-        let limits = |l: &WriterLimits| {
-            (
-                l.connection_limit.to_string(),
-                l.queue_size.to_string(),
-                l.max_queue_bytes.to_string(),
-            )
-        };
-        let (tc, tq, tb) = limits(&self.trace_writer);
-        let (sc, sq, sb) = limits(&self.stats_writer);
-        let endpoints: BTreeMap<&str, Vec<String>> = self
-            .additional_endpoints
-            .iter()
-            .map(|(u, keys)| (u.as_str(), keys.iter().map(Secret::masked).collect()))
-            .collect();
-        vec![
-            ("apm_config.apm_dd_url", self.dd_url(site)),
-            ("apm_config.additional_endpoints", format!("{endpoints:?}")),
-            ("apm_config.max_sender_retries", self.max_sender_retries.to_string()),
-            ("apm_config.trace_writer.connection_limit", tc),
-            (
-                "apm_config.trace_writer.flush_period_seconds",
-                self.trace_flush_period.as_secs_f64().to_string(),
-            ),
-            ("apm_config.trace_writer.queue_size", tq),
-            ("apm_config.trace_writer.max_queue_bytes", tb),
-            ("apm_config.stats_writer.connection_limit", sc),
-            ("apm_config.stats_writer.queue_size", sq),
-            ("apm_config.stats_writer.max_queue_bytes", sb),
-            (
-                "apm_config.spool.dir",
-                self.spool
-                    .dir
-                    .as_ref()
-                    .map_or_else(|| "(off)".to_owned(), |d| d.display().to_string()),
-            ),
-            ("apm_config.spool.max_size", self.spool.max_bytes.to_string()),
-            (
-                "apm_config.otlp_export.endpoint",
-                self.otlp_export
-                    .as_ref()
-                    .map_or_else(|| "(off)".to_owned(), |o| o.endpoint.clone()),
-            ),
-            (
-                "apm_config.otlp_export.headers",
-                self.otlp_export.as_ref().map_or_else(String::new, |o| {
-                    format!(
-                        "{:?}",
-                        o.headers.iter().map(|(k, v)| (k, v.masked())).collect::<Vec<_>>()
-                    )
-                }),
-            ),
-        ]
-    }
 }
 
-fn positive(v: usize, key: &str) -> Result<usize, ConfigError> {
+fn positive(v: usize) -> Result<usize, String> {
     if v == 0 {
-        return Err(ConfigError::Invalid {
-            key: key.to_owned(),
-            message: "must be at least 1".to_owned(),
-        });
+        return Err("must be at least 1".to_owned());
     }
     Ok(v)
 }
 
-fn url(v: &str) -> Result<String, String> {
+pub(super) fn url(v: &str) -> Result<String, String> {
     let v = v.trim().trim_end_matches('/');
     let uri: http::Uri = v.parse().map_err(|e| format!("not a URL: {e}"))?;
     match (uri.scheme_str(), uri.host()) {
@@ -241,134 +118,162 @@ fn headers_list(v: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
-/// Reads the writer keys into `c.config.upstream`.
-pub(super) fn load(c: &mut Ctx<'_>, raw: RawUpstream) -> Result<(), ConfigError> {
-    let key_err = |key: &str, message: String| ConfigError::Invalid {
-        key: key.to_owned(),
-        message,
+fn masked_map(m: &BTreeMap<String, Vec<Secret>>) -> String {
+    format!(
+        "{:?}",
+        m.iter()
+            .map(|(u, keys)| (u.as_str(), keys.iter().map(Secret::masked).collect::<Vec<_>>()))
+            .collect::<BTreeMap<_, _>>()
+    )
+}
+
+/// `{url or host: [keys]}` with each URL checked by `check`, blank keys dropped, hosts without
+/// keys dropped.
+pub(super) fn endpoint_keys(
+    map: BTreeMap<String, Vec<String>>,
+    check: fn(&str) -> Result<String, String>,
+    with_url: bool,
+) -> Result<BTreeMap<String, Vec<Secret>>, String> {
+    let mut out = BTreeMap::new();
+    for (u, keys) in map {
+        let u = check(&u).map_err(|m| if with_url { format!("{u}: {m}") } else { m })?;
+        let keys: Vec<Secret> = keys
+            .into_iter()
+            .map(|k| k.trim().to_owned())
+            .filter(|k| !k.is_empty())
+            .map(Secret::new)
+            .collect();
+        if !keys.is_empty() {
+            out.insert(u, keys);
+        }
+    }
+    Ok(out)
+}
+
+/// A writer key: `apm_config.<writer>.<field>`, `DD_APM_<WRITER>_<FIELD>`, at least 1.
+macro_rules! writer_limit {
+    ($writer:ident, $upper:literal, $field:ident, $field_upper:literal) => {
+        Key::new(
+            concat!("apm_config.", stringify!($writer), ".", stringify!($field)),
+            Kind::Usize,
+            |l, v| {
+                l.config.upstream.$writer.$field = positive(v.int()?)?;
+                Ok(())
+            },
+        )
+        .env(&[concat!("DD_APM_", $upper, "_", $field_upper)])
+        .show(|c| c.upstream.$writer.$field.to_string())
     };
-    if let Some(v) = c.pick("apm_config.apm_dd_url", &["DD_APM_DD_URL"], raw.apm_dd_url, string)?
-        && !v.is_empty()
-    {
-        c.config.upstream.apm_dd_url = Some(url(&v).map_err(|m| key_err("apm_config.apm_dd_url", m))?);
-    }
-    if let Some(map) = c.pick(
-        "apm_config.additional_endpoints",
-        &["DD_APM_ADDITIONAL_ENDPOINTS"],
-        raw.additional_endpoints,
-        endpoints_json,
-    )? {
-        let mut out = BTreeMap::new();
-        for (u, keys) in map {
-            let u = url(&u).map_err(|m| key_err("apm_config.additional_endpoints", format!("{u}: {m}")))?;
-            let keys: Vec<Secret> = keys
-                .into_iter()
-                .map(|k| k.trim().to_owned())
-                .filter(|k| !k.is_empty())
-                .map(Secret::new)
-                .collect();
-            if !keys.is_empty() {
-                out.insert(u, keys);
-            }
+}
+
+/// The writers' keys.
+pub(crate) static KEYS: &[Key] = &[
+    Key::new("apm_config.apm_dd_url", Kind::Text, |l, v| {
+        let v = v.text()?;
+        if !v.is_empty() {
+            l.config.upstream.apm_dd_url = Some(url(&v)?);
         }
-        c.config.upstream.additional_endpoints = out;
-    }
-    if let Some(v) = c.pick(
-        "apm_config.max_sender_retries",
-        &["DD_APM_MAX_SENDER_RETRIES"],
-        raw.max_sender_retries,
-        num,
-    )? {
-        c.config.upstream.max_sender_retries = v;
-    }
-    for (section, raw_writer) in [("trace_writer", raw.trace_writer), ("stats_writer", raw.stats_writer)] {
-        let w = raw_writer.unwrap_or_default();
-        let env = |field: &str| format!("DD_APM_{}_{}", section.to_uppercase(), field.to_uppercase());
-        let key = |field: &str| format!("apm_config.{section}.{field}");
-        let mut limits = if section == "trace_writer" {
-            c.config.upstream.trace_writer.clone()
-        } else {
-            c.config.upstream.stats_writer.clone()
-        };
-        if let Some(v) = c.pick(
-            &key("connection_limit"),
-            &[&env("connection_limit")],
-            w.connection_limit,
-            num,
-        )? {
-            limits.connection_limit = positive(v, &key("connection_limit"))?;
+        Ok(())
+    })
+    .env(&["DD_APM_DD_URL"])
+    .example("http://127.0.0.1:9")
+    .show(|c| c.upstream.dd_url(&c.site)),
+    Key::new("apm_config.additional_endpoints", Kind::ListMap, |l, v| {
+        l.config.upstream.additional_endpoints = endpoint_keys(v.list_map()?, url, true)?;
+        Ok(())
+    })
+    .env(&["DD_APM_ADDITIONAL_ENDPOINTS"])
+    .parse_env(|v| endpoints_json(v).map(Value::ListMap))
+    .secret(Secrecy::Hidden)
+    .show(|c| masked_map(&c.upstream.additional_endpoints)),
+    Key::new("apm_config.max_sender_retries", Kind::U32, |l, v| {
+        l.config.upstream.max_sender_retries = v.int()?;
+        Ok(())
+    })
+    .env(&["DD_APM_MAX_SENDER_RETRIES"])
+    .show(|c| c.upstream.max_sender_retries.to_string()),
+    writer_limit!(trace_writer, "TRACE_WRITER", connection_limit, "CONNECTION_LIMIT"),
+    Key::new("apm_config.trace_writer.flush_period_seconds", Kind::F64, |l, v| {
+        let v = v.float()?;
+        if !(v > 0.0 && v <= 3600.0) {
+            return Err(format!("{v} is not within (0, 3600]"));
         }
-        if let Some(v) = c.pick(&key("queue_size"), &[&env("queue_size")], w.queue_size, num)? {
-            limits.queue_size = positive(v, &key("queue_size"))?;
+        l.config.upstream.trace_flush_period = Duration::from_secs_f64(v);
+        Ok(())
+    })
+    .env(&["DD_APM_TRACE_WRITER_FLUSH_PERIOD_SECONDS"])
+    .show(|c| c.upstream.trace_flush_period.as_secs_f64().to_string()),
+    writer_limit!(trace_writer, "TRACE_WRITER", queue_size, "QUEUE_SIZE"),
+    writer_limit!(trace_writer, "TRACE_WRITER", max_queue_bytes, "MAX_QUEUE_BYTES"),
+    writer_limit!(stats_writer, "STATS_WRITER", connection_limit, "CONNECTION_LIMIT"),
+    writer_limit!(stats_writer, "STATS_WRITER", queue_size, "QUEUE_SIZE"),
+    writer_limit!(stats_writer, "STATS_WRITER", max_queue_bytes, "MAX_QUEUE_BYTES"),
+    Key::new("apm_config.spool.dir", Kind::Text, |l, v| {
+        l.scratch.spool_dir = Some(v.text()?);
+        Ok(())
+    })
+    .env(&["DD_APM_SPOOL_DIR"])
+    .show(|c| {
+        c.upstream
+            .spool
+            .dir
+            .as_ref()
+            .map_or_else(|| "(off)".to_owned(), |d| d.display().to_string())
+    }),
+    Key::new("apm_config.spool.max_size", Kind::U64, |l, v| {
+        l.config.upstream.spool.max_bytes = v.int()?;
+        Ok(())
+    })
+    .env(&["DD_APM_SPOOL_MAX_SIZE"])
+    .show(|c| c.upstream.spool.max_bytes.to_string()),
+    Key::new("apm_config.otlp_export.endpoint", Kind::Text, |l, v| {
+        let v = v.text()?;
+        if !v.is_empty() {
+            l.scratch.otlp_export_endpoint = Some(url(&v)?);
         }
-        if let Some(v) = c.pick(
-            &key("max_queue_bytes"),
-            &[&env("max_queue_bytes")],
-            w.max_queue_bytes,
-            num,
-        )? {
-            limits.max_queue_bytes = positive(v, &key("max_queue_bytes"))?;
-        }
-        if section == "trace_writer" {
-            if let Some(v) = c.pick(
-                &key("flush_period_seconds"),
-                &[&env("flush_period_seconds")],
-                w.flush_period_seconds,
-                num::<f64>,
-            )? {
-                if !(v > 0.0 && v <= 3600.0) {
-                    return Err(key_err(
-                        &key("flush_period_seconds"),
-                        format!("{v} is not within (0, 3600]"),
-                    ));
-                }
-                c.config.upstream.trace_flush_period = Duration::from_secs_f64(v);
-            }
-            c.config.upstream.trace_writer = limits;
-        } else {
-            c.config.upstream.stats_writer = limits;
-        }
-    }
-    let spool = raw.spool.unwrap_or_default();
-    c.config.upstream.spool.dir = Some(c.config.local.data_dir.join("spool"));
-    if let Some(v) = c.pick("apm_config.spool.dir", &["DD_APM_SPOOL_DIR"], spool.dir, string)? {
-        // An empty value turns the spool off.
-        c.config.upstream.spool.dir = (!v.trim().is_empty()).then(|| std::path::PathBuf::from(v.trim()));
-    }
-    if let Some(v) = c.pick(
-        "apm_config.spool.max_size",
-        &["DD_APM_SPOOL_MAX_SIZE"],
-        spool.max_size,
-        num,
-    )? {
-        c.config.upstream.spool.max_bytes = v;
-    }
-    let otlp = raw.otlp_export.unwrap_or_default();
-    if let Some(endpoint) = c.pick(
-        "apm_config.otlp_export.endpoint",
-        &["DD_APM_OTLP_EXPORT_ENDPOINT"],
-        otlp.endpoint,
-        string,
-    )? && !endpoint.is_empty()
-    {
-        let endpoint = url(&endpoint).map_err(|m| key_err("apm_config.otlp_export.endpoint", m))?;
-        let headers = c
-            .pick(
-                "apm_config.otlp_export.headers",
-                &["DD_APM_OTLP_EXPORT_HEADERS"],
-                otlp.headers,
-                headers_list,
-            )?
-            .unwrap_or_default();
+        Ok(())
+    })
+    .env(&["DD_APM_OTLP_EXPORT_ENDPOINT"])
+    .example("http://127.0.0.1:9")
+    .show(|c| {
+        c.upstream
+            .otlp_export
+            .as_ref()
+            .map_or_else(|| "(off)".to_owned(), |o| o.endpoint.clone())
+    }),
+    Key::new("apm_config.otlp_export.headers", Kind::StrMap, |l, v| {
+        let headers = v.str_map()?;
         for name in headers.keys() {
-            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-                key_err(
-                    "apm_config.otlp_export.headers",
-                    format!("{name:?} is not a header name"),
-                )
-            })?;
+            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a header name"))?;
         }
-        c.config.upstream.otlp_export = Some(OtlpExportConfig {
+        l.scratch.otlp_export_headers = Some(headers);
+        Ok(())
+    })
+    .env(&["DD_APM_OTLP_EXPORT_HEADERS"])
+    .parse_env(|v| headers_list(v).map(Value::StrMap))
+    .secret(Secrecy::Hidden)
+    .env_example("a=b")
+    .show(|c| {
+        c.upstream.otlp_export.as_ref().map_or_else(String::new, |o| {
+            format!(
+                "{:?}",
+                o.headers.iter().map(|(k, v)| (k, v.masked())).collect::<Vec<_>>()
+            )
+        })
+    }),
+];
+
+/// The spool directory (default `<local data dir>/spool`, empty: off) and the OTLP export
+/// (on when an endpoint is set).
+pub(super) fn finish(c: &mut AgentConfig, s: &mut Scratch) -> Result<(), ConfigError> {
+    c.upstream.spool.dir = match s.spool_dir.take() {
+        // An empty value turns the spool off.
+        Some(v) => (!v.trim().is_empty()).then(|| std::path::PathBuf::from(v.trim())),
+        None => Some(c.local.data_dir.join("spool")),
+    };
+    if let Some(endpoint) = s.otlp_export_endpoint.take() {
+        let headers = s.otlp_export_headers.take().unwrap_or_default();
+        c.upstream.otlp_export = Some(OtlpExportConfig {
             endpoint,
             headers: headers.into_iter().map(|(k, v)| (k, Secret::new(v))).collect(),
         });
