@@ -200,10 +200,15 @@ pub(crate) static KEYS: &[Key] = &[
             .as_ref()
             .map_or_else(|| "(api_key)".to_owned(), Secret::masked)
     }),
-    Key::new("apm_config.evp_proxy_config.additional_endpoints", Kind::ListMap, |l, v| {
-        l.config.proxy.evp_additional_endpoints = super::upstream::endpoint_keys(v.list_map()?, url_or_host, false)?;
-        Ok(())
-    })
+    Key::new(
+        "apm_config.evp_proxy_config.additional_endpoints",
+        Kind::ListMap,
+        |l, v| {
+            l.config.proxy.evp_additional_endpoints =
+                super::upstream::endpoint_keys(v.list_map()?, url_or_host, false)?;
+            Ok(())
+        },
+    )
     .env(&["DD_APM_EVP_PROXY_CONFIG_ADDITIONAL_ENDPOINTS"])
     .parse_env(|v| {
         serde_json::from_str(v)

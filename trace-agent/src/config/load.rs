@@ -309,7 +309,13 @@ fn load_unscrubbed(path: Option<&Path>, env: &dyn EnvSource) -> Result<AgentConf
 fn finish(l: &mut Loading, sections: &BTreeSet<String>) -> Result<(), ConfigError> {
     let (c, s) = (&mut l.config, &mut l.scratch);
     let tag_env = c.tags.iter().find_map(|t| t.strip_prefix("env:").map(str::to_owned));
-    if let Some(env) = s.apm_env.take().or(s.top_env.take()).or(tag_env).filter(|e| !e.is_empty()) {
+    if let Some(env) = s
+        .apm_env
+        .take()
+        .or(s.top_env.take())
+        .or(tag_env)
+        .filter(|e| !e.is_empty())
+    {
         let normalized = normalize_tag_value(&env).into_owned();
         c.default_env = if normalized.is_empty() {
             "none".to_owned()

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::key::{Key, Kind, Secrecy, Value};
 use super::Secret;
+use super::key::{Key, Kind, Secrecy, Value};
 use super::load::duration;
 
 fn list(v: &[String]) -> String {
@@ -282,14 +282,18 @@ pub(crate) static KEYS: &[Key] = &[
     })
     .env(&["DD_APM_PROBABILISTIC_SAMPLER_ENABLED"])
     .show(|c| c.sampler.probabilistic.enabled.to_string()),
-    Key::new("apm_config.probabilistic_sampler.sampling_percentage", Kind::F32, |l, v| {
-        let v = v.float()? as f32;
-        if !(0.0..=100.0).contains(&v) {
-            return Err(format!("{v} is not a percentage within 0..=100"));
-        }
-        l.config.sampler.probabilistic.sampling_percentage = v;
-        Ok(())
-    })
+    Key::new(
+        "apm_config.probabilistic_sampler.sampling_percentage",
+        Kind::F32,
+        |l, v| {
+            let v = v.float()? as f32;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("{v} is not a percentage within 0..=100"));
+            }
+            l.config.sampler.probabilistic.sampling_percentage = v;
+            Ok(())
+        },
+    )
     .env(&["DD_APM_PROBABILISTIC_SAMPLER_SAMPLING_PERCENTAGE"])
     .show(|c| c.sampler.probabilistic.sampling_percentage.to_string()),
     Key::new("apm_config.probabilistic_sampler.hash_seed", Kind::U32, |l, v| {
@@ -381,7 +385,11 @@ pub(crate) static KEYS: &[Key] = &[
     .example("[\"a\", \"b\"]")
     .env_example("a,b")
     .show(|c| list(&c.features)),
-    obfuscation_flag!("http.remove_query_string", "HTTP_REMOVE_QUERY_STRING", http_remove_query_string),
+    obfuscation_flag!(
+        "http.remove_query_string",
+        "HTTP_REMOVE_QUERY_STRING",
+        http_remove_query_string
+    ),
     obfuscation_flag!(
         "http.remove_paths_with_digits",
         "HTTP_REMOVE_PATHS_WITH_DIGITS",
@@ -390,7 +398,11 @@ pub(crate) static KEYS: &[Key] = &[
     obfuscation_flag!("redis.enabled", "REDIS_ENABLED", redis_enabled),
     obfuscation_flag!("redis.remove_all_args", "REDIS_REMOVE_ALL_ARGS", redis_remove_all_args),
     obfuscation_flag!("memcached.enabled", "MEMCACHED_ENABLED", memcached_enabled),
-    obfuscation_flag!("memcached.keep_command", "MEMCACHED_KEEP_COMMAND", memcached_keep_command),
+    obfuscation_flag!(
+        "memcached.keep_command",
+        "MEMCACHED_KEEP_COMMAND",
+        memcached_keep_command
+    ),
     obfuscation_flag!("credit_cards.enabled", "CREDIT_CARDS_ENABLED", credit_cards_enabled),
     obfuscation_flag!("credit_cards.luhn", "CREDIT_CARDS_LUHN", credit_cards_luhn),
     Key::new("apm_config.obfuscation.credit_cards.keep_values", Kind::List, |l, v| {
@@ -531,4 +543,3 @@ pub(crate) static KEYS: &[Key] = &[
     .env(&["DD_APM_STATS_MAX_GROUPS_PER_BUCKET"])
     .show(|c| c.stats.max_groups_per_bucket.to_string()),
 ];
-

@@ -5,7 +5,6 @@ use crate::upstream::WriterLimits;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-
 use super::key::{Key, Kind, Secrecy, Value};
 use super::load::Scratch;
 use super::{AgentConfig, ConfigError, Secret, mask};
