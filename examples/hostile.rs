@@ -1003,21 +1003,7 @@ fn case_otlp_bomb(ctx: &Ctx) -> Outcome {
             format!("127.0.0.1:{port}"),
         )],
     );
-    let field = |f: u8, inner: &[u8]| {
-        let mut out = vec![(f << 3) | 2];
-        let mut n = inner.len();
-        loop {
-            let b = u8::try_from(n & 0x7f).unwrap_or(0);
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
-        out.extend_from_slice(inner);
-        out
-    };
+    let field = apm::pb_field;
     let spans = [0x12u8, 0x00].repeat(100_000);
     let body = field(1, &field(2, &spans));
     let addr = SocketAddr::from(([127, 0, 0, 1], port));

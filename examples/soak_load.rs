@@ -22,14 +22,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use prost::Message;
+#[path = "support/fake_intake.rs"]
+mod fake_intake;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("intake") if args.len() == 4 => intake(&args[2], &args[3]),
+        Some("intake") if args.len() == 4 => {
+            fake_intake::serve(&args[2], &args[3], 200, fake_intake::Write::EveryRequest);
+        }
         Some("load") if args.len() == 5 => {
             let addr: SocketAddr = args[2].parse().expect("agent address host:port");
             assert!(addr.ip().is_loopback(), "loopback only");
@@ -48,91 +49,6 @@ fn main() {
             std::process::exit(2);
         }
     }
-}
-
-// ---- the fake intake ----
-
-#[derive(Default, serde::Serialize)]
-struct Counts {
-    trace_requests: u64,
-    trace_chunks: u64,
-    spans: u64,
-    stats_requests: u64,
-    bad_requests: u64,
-}
-
-fn intake(port_file: &str, counts_file: &str) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        std::fs::write(port_file, port.to_string()).expect("port file");
-        let counts = Arc::new(Mutex::new(Counts::default()));
-        let counts_file = Arc::new(counts_file.to_owned());
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (counts, counts_file) = (Arc::clone(&counts), Arc::clone(&counts_file));
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let (counts, counts_file) = (Arc::clone(&counts), Arc::clone(&counts_file));
-                    async move {
-                        let path = req.uri().path().to_owned();
-                        let body = req
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|c| c.to_bytes())
-                            .unwrap_or_default();
-                        let status = {
-                            let mut c = counts.lock().expect("counts");
-                            let status = match path.as_str() {
-                                "/api/v0.2/traces" => match zstd::decode_all(&body[..])
-                                    .ok()
-                                    .and_then(|raw| libdd_trace_protobuf::pb::AgentPayload::decode(&raw[..]).ok())
-                                {
-                                    Some(ap) => {
-                                        c.trace_requests += 1;
-                                        for tp in &ap.tracer_payloads {
-                                            c.trace_chunks += tp.chunks.len() as u64;
-                                            c.spans += tp.chunks.iter().map(|ch| ch.spans.len() as u64).sum::<u64>();
-                                        }
-                                        200
-                                    }
-                                    None => {
-                                        c.bad_requests += 1;
-                                        400
-                                    }
-                                },
-                                "/api/v0.2/stats" => {
-                                    c.stats_requests += 1;
-                                    200
-                                }
-                                _ => 404,
-                            };
-                            let json = serde_json::to_vec(&*c).unwrap_or_default();
-                            let tmp = format!("{counts_file}.tmp");
-                            if std::fs::write(&tmp, json).is_ok() {
-                                let _ = std::fs::rename(&tmp, counts_file.as_str());
-                            }
-                            status
-                        };
-                        let mut r = hyper::Response::new(Full::new(Bytes::from_static(b"{}")));
-                        *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::OK);
-                        Ok::<_, std::convert::Infallible>(r)
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
 }
 
 // ---- the load ----

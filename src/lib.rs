@@ -464,3 +464,21 @@ pub fn sink_agent_with_info(info: &'static str) -> String {
     });
     format!("http://{addr}")
 }
+
+/// A protobuf length-delimited field: the key of `field` (wire type 2), the varint length of
+/// `inner`, then `inner` (hand-built protobuf bodies for decoder limits).
+pub fn pb_field(field: u8, inner: &[u8]) -> Vec<u8> {
+    let mut out = vec![(field << 3) | 2];
+    let mut n = inner.len();
+    loop {
+        let b = u8::try_from(n & 0x7f).unwrap_or(0);
+        n >>= 7;
+        if n == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+    out.extend_from_slice(inner);
+    out
+}

@@ -16,20 +16,13 @@ use std::time::{Duration, Instant};
 
 use prost::Message;
 use support::intake::Intake;
+use support::runtime;
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::local::{LocalConfig, LocalMode};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 /// Server spans per exporter run (and as many client spans).
 const REQUESTS: u64 = 40;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The venv with the OpenTelemetry SDK and exporters (`scripts/otel-venv.sh`).
 fn otel_venv() -> PathBuf {

@@ -12,19 +12,12 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use support::intake::Intake;
+use support::runtime;
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// The agent as `trace-agent run` would start it with `api_key` and `apm_dd_url` set.
 fn start_agent(rt: &tokio::runtime::Runtime, intake: &Intake) -> trace_agent::Agent {

@@ -11,17 +11,10 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use support::intake::Intake;
+use support::runtime;
 use trace_agent::config::{AgentConfig, Secret};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn keyed_config(intake: &Intake) -> AgentConfig {
     let mut config = AgentConfig::local(apm::free_port());

@@ -1,6 +1,7 @@
 //! Our agent's receiver over real HTTP: the bad-input table (each with its status), headers on
 //! every reply, rates, limits, overload, timeouts and graceful shutdown.
 
+use apm::pb_field;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -1141,23 +1142,6 @@ fn client_stats_reach_the_next_stage_processed() {
     );
     assert_eq!(p.stats[0].stats[0].resource, "SELECT * FROM t WHERE id = ?");
     assert_eq!(p.stats[0].stats[0].hits, 3);
-}
-
-/// A protobuf length-delimited field.
-fn pb_field(field: u8, inner: &[u8]) -> Vec<u8> {
-    let mut out = vec![(field << 3) | 2];
-    let mut n = inner.len();
-    loop {
-        let b = u8::try_from(n & 0x7f).unwrap();
-        n >>= 7;
-        if n == 0 {
-            out.push(b);
-            break;
-        }
-        out.push(b | 0x80);
-    }
-    out.extend_from_slice(inner);
-    out
 }
 
 /// OTLP/HTTP: a small protobuf body of 100 000 empty spans (200 KB on the wire, tens of MB once

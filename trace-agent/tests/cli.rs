@@ -1,36 +1,24 @@
 //! The `trace-agent` binary: run + SIGTERM (graceful, exit 0), a taken port, `status`, `config`.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trace-agent");
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::{BIN, free_port, run_command, wait_listening};
 
 /// Starts `trace-agent run` on a free port with a clean environment; waits until it listens.
 fn start_agent(extra_env: &[(&str, &str)]) -> (Child, u16) {
     let port = free_port();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--port", &port.to_string()])
-        .env_clear()
-        .env("DD_APM_RECEIVER_SOCKET", "")
-        .env("DD_APM_LOCAL_ENABLED", "false")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut cmd = run_command(BIN, port);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
     let child = cmd.spawn().unwrap();
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-        assert!(Instant::now() < deadline, "agent did not listen on {addr}");
-        std::thread::yield_now();
-    }
+    wait_listening(port);
     (child, port)
 }
 

@@ -10,7 +10,7 @@
 #![allow(clippy::print_stderr)]
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,9 +18,9 @@ fn bin() -> String {
     std::env::var("HOSTILE_AGENT_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_trace-agent").to_owned())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+mod common;
+
+use common::{free_port, run_command, wait_listening};
 
 /// A running agent, killed on drop.
 struct Agent {
@@ -32,24 +32,15 @@ impl Agent {
     /// `trace-agent run` on a free port, no local mode, no socket; waits until it listens.
     fn start(env: &[(&str, &str)]) -> Self {
         let port = free_port();
-        let mut cmd = Command::new(bin());
-        cmd.args(["run", "--port", &port.to_string()])
-            .env_clear()
-            .env("DD_APM_RECEIVER_SOCKET", "")
-            .env("DD_APM_LOCAL_ENABLED", "false")
-            .env("DD_LOG_LEVEL", "error")
+        let mut cmd = run_command(&bin(), port);
+        cmd.env("DD_LOG_LEVEL", "error")
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-            assert!(Instant::now() < deadline, "agent did not listen on {addr}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_listening(port);
         Self { child, port }
     }
 

@@ -3,35 +3,20 @@
 //! the agent with the key to change.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_trace-agent");
+mod common;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_listening(port: u16) {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr}");
-        std::thread::yield_now();
-    }
-}
+use common::{BIN, free_port, run_command, wait_listening};
 
 fn command(port: u16, otlp_port: u16) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["run", "--port", &port.to_string()])
-        .env_clear()
-        .env("DD_APM_RECEIVER_SOCKET", "")
-        .env("DD_APM_LOCAL_ENABLED", "false")
-        .env(
-            "DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT",
-            format!("127.0.0.1:{otlp_port}"),
-        );
+    let mut cmd = run_command(BIN, port);
+    cmd.env(
+        "DD_OTLP_CONFIG_RECEIVER_PROTOCOLS_HTTP_ENDPOINT",
+        format!("127.0.0.1:{otlp_port}"),
+    );
     cmd
 }
 

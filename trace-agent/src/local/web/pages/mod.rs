@@ -494,6 +494,7 @@ pub fn resource(f: &Frame<'_>, d: &ResourceDetail, versions: Option<&VersionComp
     page(f, &body)
 }
 
+/// A 404 page.
 pub fn not_found(f: &Frame<'_>, what: &str) -> String {
     page(
         f,

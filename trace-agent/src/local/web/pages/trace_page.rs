@@ -117,8 +117,6 @@ pub fn trace(f: &Frame<'_>, t: &TraceDetail) -> String {
     page(f, &body)
 }
 
-/// A 404 page.
-
 /// A span's links (`_dd.span_links`) and events (`events`), the JSON tags tracers send in
 /// v0.5, as lists: each link goes to the linked trace's page (by its low 64 bits). Tags that
 /// are not the expected JSON are left to the tag table only.
