@@ -15,6 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use support::gated_sink::GatedSink;
 use support::intake::Intake;
 use support::runtime;
 use trace_agent::config::{AgentConfig, Secret};
@@ -424,26 +425,6 @@ fn grpc_export_reports_partial_success_and_refuses_oversized_messages() {
         "{g:#?}"
     );
     assert_eq!(status.forwarded.spans, 3);
-}
-
-/// Blocks on every payload until the test opens the gate.
-struct GatedSink {
-    entered: std::sync::mpsc::Sender<()>,
-    gate: std::sync::mpsc::Receiver<()>,
-    counters: std::sync::Arc<trace_agent::pipeline::SinkCounters>,
-}
-
-impl trace_agent::pipeline::ChunkSink for GatedSink {
-    fn consume(&mut self, p: trace_agent::pipeline::ProcessedPayload) {
-        let _ = self.entered.send(());
-        let _ = self.gate.recv();
-        let c = &self.counters;
-        c.payloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        c.spans.fetch_add(
-            p.payload.get().span_count() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
 }
 
 /// A slow next stage backs up into the OTLP receiver: a request that finds the pipeline full is

@@ -1,11 +1,15 @@
 //! Our agent's receiver over real HTTP: the bad-input table (each with its status), headers on
 //! every reply, rates, limits, overload, timeouts and graceful shutdown.
 
-use apm::pb_field;
+#[path = "support/gated_sink.rs"]
+mod gated_sink;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
+use apm::pb_field;
+use gated_sink::GatedSink;
 use sha2_free::sha256_hex;
 use trace_agent::config::AgentConfig;
 
@@ -771,26 +775,6 @@ fn headers_not_sent_in_time_close_the_connection() {
     s.read_to_end(&mut rest).unwrap();
     let text = String::from_utf8_lossy(&rest);
     assert!(rest.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
-}
-
-/// A sink that blocks in `consume` until the test opens its gate, and says when it is blocked.
-struct GatedSink {
-    entered: std::sync::mpsc::Sender<()>,
-    gate: std::sync::mpsc::Receiver<()>,
-    counters: std::sync::Arc<trace_agent::pipeline::SinkCounters>,
-}
-
-impl trace_agent::pipeline::ChunkSink for GatedSink {
-    fn consume(&mut self, p: trace_agent::pipeline::ProcessedPayload) {
-        let _ = self.entered.send(());
-        let _ = self.gate.recv();
-        let c = &self.counters;
-        c.payloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        c.spans.fetch_add(
-            p.payload.get().span_count() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
-    }
 }
 
 /// An agent whose next stage is a [`GatedSink`], on a runtime of its own.

@@ -1,5 +1,7 @@
 //! Helpers shared by the upstream and agent end-to-end tests.
 
+#[allow(dead_code)] // used by the backpressure tests only
+pub(crate) mod gated_sink;
 pub(crate) mod intake;
 
 /// A two-thread runtime for an in-process agent and its peers.

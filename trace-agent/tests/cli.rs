@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, free_port, run_command, wait_listening};
+use common::{BIN, free_port, run_command, sigterm, wait_listening};
 
 /// Starts `trace-agent run` on a free port with a clean environment; waits until it listens.
 fn start_agent(extra_env: &[(&str, &str)]) -> (Child, u16) {
@@ -48,16 +48,6 @@ fn post_trace(port: u16) -> String {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     out
-}
-
-fn sigterm(child: &Child) {
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
 }
 
 fn wait(child: Child) -> Output {

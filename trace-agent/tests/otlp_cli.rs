@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{BIN, free_port, run_command, wait_listening};
+use common::{BIN, free_port, run_command, sigterm, wait_listening};
 
 fn command(port: u16, otlp_port: u16) -> Command {
     let mut cmd = run_command(BIN, port);
@@ -46,13 +46,7 @@ fn post_export(port: u16) -> String {
 }
 
 fn stop(child: Child) -> std::process::Output {
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success()
-    );
+    sigterm(&child);
     child.wait_with_output().unwrap()
 }
 

@@ -216,16 +216,7 @@ pub(crate) static KEYS: &[Key] = &[
             .map_err(|e| format!("not a JSON map of host to a list of API keys: {e}"))
     })
     .secret(Secrecy::Hidden)
-    .show(|c| {
-        format!(
-            "{:?}",
-            c.proxy
-                .evp_additional_endpoints
-                .iter()
-                .map(|(h, keys)| (h, keys.iter().map(Secret::masked).collect::<Vec<_>>()))
-                .collect::<BTreeMap<_, _>>()
-        )
-    }),
+    .show(|c| super::upstream::masked_map(&c.proxy.evp_additional_endpoints)),
     Key::new("apm_config.evp_proxy_config.max_payload_size", Kind::U64, |l, v| {
         let v: u64 = v.int()?;
         if v == 0 {

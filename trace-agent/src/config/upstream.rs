@@ -117,7 +117,8 @@ fn headers_list(v: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(out)
 }
 
-fn masked_map(m: &BTreeMap<String, Vec<Secret>>) -> String {
+/// `{url: ["***…abcde"]}`: endpoint keys masked.
+pub(super) fn masked_map(m: &BTreeMap<String, Vec<Secret>>) -> String {
     format!(
         "{:?}",
         m.iter()
