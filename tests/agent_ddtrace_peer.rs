@@ -1,6 +1,10 @@
 //! The real Python `ddtrace` Flask demo (testdata/peer/flask_app.py) against our agent, started in-process
 //! on a free port: v0.5 (default), v0.4, and with client-side stats.
 
+#[path = "support/runtime.rs"]
+mod runtime;
+
+use runtime::runtime;
 use trace_agent::config::AgentConfig;
 use trace_agent::status::StatusSnapshot;
 
@@ -14,11 +18,7 @@ fn start_agent() -> (tokio::runtime::Runtime, u16, trace_agent::Agent) {
 }
 
 fn start_agent_with(edit: impl FnOnce(&mut AgentConfig)) -> (tokio::runtime::Runtime, u16, trace_agent::Agent) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let port = apm::free_port();
     let mut config = AgentConfig::local(port);
     edit(&mut config);
@@ -157,11 +157,7 @@ fn ddtrace_client_stats_agree_with_our_concentrator() {
         }
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let port = apm::free_port();
     let config = AgentConfig::local(port);
     let out: Captured = Arc::default();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use support::gated_sink::GatedSink;
 use support::intake::Intake;
-use support::runtime;
+use support::runtime::runtime;
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::local::{LocalConfig, LocalMode};
 

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::{Duration, Instant};
 
 use support::intake::Intake;
-use support::runtime;
+use support::runtime::runtime;
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::net::SocketAddr;
 
 use support::intake::Intake;
-use support::runtime;
+use support::runtime::runtime;
 use trace_agent::config::{AgentConfig, Secret};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";

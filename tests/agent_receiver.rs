@@ -3,6 +3,8 @@
 
 #[path = "support/gated_sink.rs"]
 mod gated_sink;
+#[path = "support/runtime.rs"]
+mod runtime;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -10,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use apm::pb_field;
 use gated_sink::GatedSink;
+use runtime::runtime;
 use sha2_free::sha256_hex;
 use trace_agent::config::AgentConfig;
 
@@ -42,11 +45,7 @@ struct Harness {
 
 impl Harness {
     fn start(mut config: AgentConfig) -> Self {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = runtime();
         config.receiver_port = apm::free_port();
         // These tests look at the receiver: no local store or web view.
         config.local.mode = trace_agent::local::LocalMode::Off;
@@ -786,11 +785,7 @@ fn gated_agent(
     std::sync::mpsc::Receiver<()>,
     std::sync::mpsc::Sender<()>,
 ) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let (entered_tx, entered) = std::sync::mpsc::channel();
     let (open, gate) = std::sync::mpsc::channel();
     let config = AgentConfig {
@@ -1022,11 +1017,7 @@ impl trace_agent::pipeline::ChunkSink for CapturingSink {
 
 #[test]
 fn the_next_stage_gets_the_tracer_identity_and_payload_fields() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let seen = Seen::default();
     let sink_seen = seen.clone();
     let config = AgentConfig {
@@ -1073,11 +1064,7 @@ fn client_stats_reach_the_next_stage_processed() {
             self.0.lock().unwrap().push(input.payload);
         }
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let seen = std::sync::Arc::default();
     let sink = StatsSink(std::sync::Arc::clone(&seen));
     let config = AgentConfig {

@@ -1,18 +1,18 @@
 //! Our tracer sending to our agent end to end (both in-process): every span arrives, nothing is
 //! dropped, and the agent learns the service for its rates.
 
+#[path = "support/runtime.rs"]
+mod runtime;
+
 use std::time::Duration;
 
+use runtime::runtime;
 use trace_agent::config::AgentConfig;
 use tracer::{Tracer, TracerConfig};
 
 #[test]
 fn our_tracer_to_our_agent() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let agent = rt
         .block_on(trace_agent::start(AgentConfig::local(apm::free_port())))
         .unwrap();

@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
 use support::intake::Intake;
+use support::runtime::runtime;
 use trace_agent::config::{AgentConfig, OtlpExportConfig, Secret};
 use trace_agent::pipeline::{ChunkSink, ProcessedPayload, SinkCounters};
 use trace_agent::upstream::{
@@ -654,11 +655,7 @@ const EXPECTED_SPANS: usize = 6 * 9 + 2 * 11;
 
 #[test]
 fn real_ddtrace_traces_arrive_complete_in_agent_payload_and_otlp() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let port = apm::free_port();
     let (intake, dd, otlp, agent) = rt.block_on(async {
         let intake = Intake::start().await;
