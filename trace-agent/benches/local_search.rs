@@ -13,7 +13,9 @@
 //! `cargo bench -p trace-agent --bench local_search -- --warm-up-time 1 --measurement-time 3 --sample-size 10`
 #![allow(clippy::print_stderr)] // reports how the generated day was made
 
-use std::collections::HashMap;
+#[path = "../tests/common/spans.rs"]
+mod spans;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -58,19 +60,13 @@ impl Rng {
 
 #[allow(clippy::too_many_arguments)]
 fn span(trace: u64, id: u64, parent: u64, service: &str, name: &str, resource: &str, start: i64, dur: i64) -> pb::Span {
-    pb::Span {
-        service: service.to_owned(),
-        name: name.to_owned(),
-        resource: resource.to_owned(),
-        trace_id: trace,
-        span_id: id,
-        parent_id: parent,
+    spans::span(
+        (trace, id, parent),
+        (service, name, resource),
         start,
-        duration: dur,
-        r#type: "web".to_owned(),
-        meta: HashMap::from([("env".to_owned(), "prod".to_owned())]),
-        ..pb::Span::default()
-    }
+        dur,
+        ("env", "prod"),
+    )
 }
 
 /// One trace starting at `start`: (trace id, spans).

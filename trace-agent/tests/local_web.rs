@@ -2,6 +2,9 @@
 //! (exact hits and errors, ordered percentiles), escape stored strings, and refuse what a
 //! loopback-only view must refuse.
 
+#[path = "common/spans.rs"]
+mod spans;
+
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -15,39 +18,13 @@ use trace_agent::upstream::pb;
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 
-fn span(
-    trace: u64,
-    id: u64,
-    parent: u64,
-    (service, name, resource): (&str, &str, &str),
-    start: i64,
-    dur: i64,
-) -> pb::Span {
-    pb::Span {
-        service: service.to_owned(),
-        name: name.to_owned(),
-        resource: resource.to_owned(),
-        trace_id: trace,
-        span_id: id,
-        parent_id: parent,
-        start,
-        duration: dur,
-        r#type: "web".to_owned(),
-        meta: HashMap::from([("http.method".to_owned(), "GET".to_owned())]),
-        ..pb::Span::default()
-    }
+fn span(trace: u64, id: u64, parent: u64, names: (&str, &str, &str), start: i64, dur: i64) -> pb::Span {
+    spans::span((trace, id, parent), names, start, dur, ("http.method", "GET"))
 }
 
 fn traces(chunks: Vec<Vec<pb::Span>>) -> Arc<pb::TracerPayload> {
     Arc::new(pb::TracerPayload {
-        chunks: chunks
-            .into_iter()
-            .map(|spans| pb::TraceChunk {
-                priority: 1,
-                spans,
-                ..pb::TraceChunk::default()
-            })
-            .collect(),
+        chunks: spans::kept_chunks(chunks),
         ..pb::TracerPayload::default()
     })
 }

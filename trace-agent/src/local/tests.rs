@@ -1,12 +1,14 @@
 //! Store tests: write then query, restart, retention by age and by size, corrupt and locked
 //! files, a full queue.
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::upstream::pb;
+
+#[path = "../../tests/common/spans.rs"]
+mod spans;
 
 use super::query::{self, Window};
 use super::{LocalConfig, LocalStore, StoreMode};
@@ -16,41 +18,15 @@ const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 const WAIT: Duration = Duration::from_secs(10);
 
-pub(crate) fn span(
-    trace: u64,
-    id: u64,
-    parent: u64,
-    (service, name, resource): (&str, &str, &str),
-    start: i64,
-    dur: i64,
-) -> pb::Span {
-    pb::Span {
-        service: service.to_owned(),
-        name: name.to_owned(),
-        resource: resource.to_owned(),
-        trace_id: trace,
-        span_id: id,
-        parent_id: parent,
-        start,
-        duration: dur,
-        r#type: "web".to_owned(),
-        meta: HashMap::from([("env".to_owned(), "test".to_owned())]),
-        ..pb::Span::default()
-    }
+pub(crate) fn span(trace: u64, id: u64, parent: u64, names: (&str, &str, &str), start: i64, dur: i64) -> pb::Span {
+    spans::span((trace, id, parent), names, start, dur, ("env", "test"))
 }
 
 fn payload(chunks: Vec<Vec<pb::Span>>) -> Arc<pb::TracerPayload> {
     Arc::new(pb::TracerPayload {
         language_name: "rust".to_owned(),
         env: "test".to_owned(),
-        chunks: chunks
-            .into_iter()
-            .map(|spans| pb::TraceChunk {
-                priority: 1,
-                spans,
-                ..pb::TraceChunk::default()
-            })
-            .collect(),
+        chunks: spans::kept_chunks(chunks),
         ..pb::TracerPayload::default()
     })
 }
