@@ -381,11 +381,15 @@ impl<'de> Visitor<'de> for Section<'_> {
         if !self.prefix.is_empty() {
             self.out.sections.insert(self.prefix.clone());
         }
+        let mut seen = BTreeSet::new();
         while let Some(name) = map.next_key::<serde_norway::Value>()? {
             let name = match name {
                 serde_norway::Value::String(s) => s,
                 other => format!("{other:?}"),
             };
+            if !seen.insert(name.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate key {name:?}")));
+            }
             let path = if self.prefix.is_empty() {
                 name
             } else {

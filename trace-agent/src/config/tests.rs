@@ -149,3 +149,12 @@ fn the_readme_lists_every_key_of_the_table() {
     let want = readme_table();
     assert_eq!(block, Some(want.as_str()), "replace the README block with:\n{want}");
 }
+
+#[test]
+fn a_key_written_twice_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("datadog.yaml");
+    std::fs::write(&path, "apm_config:\n  receiver_port: 1\n  receiver_port: 2\n").unwrap();
+    let e = load(Some(&path), &env(&[])).unwrap_err().to_string();
+    assert!(e.contains("duplicate key \"receiver_port\""), "{e}");
+}
