@@ -14,7 +14,8 @@ use tower_service::Service;
 use super::common::{self, QueryPolicy};
 use crate::config::{HeaderTag, StatusRanges};
 use crate::propagation::{Baggage, Propagator};
-use crate::span::{Entered, Span, SpanContext, Str};
+use crate::span::{Entered, SpanContext, Str};
+use crate::tracer::Span;
 use crate::tracer::Tracer;
 
 /// What every client span of one layer (or middleware) shares.

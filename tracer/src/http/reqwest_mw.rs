@@ -6,7 +6,8 @@ use std::sync::Arc;
 use reqwest_middleware::{Middleware, Next};
 
 use super::client::Shared;
-use crate::span::{Instrument, Str};
+use crate::span::Str;
+use crate::tracer::Instrument;
 use crate::tracer::Tracer;
 
 /// A `reqwest-middleware` middleware that traces each request: an `http.request` span of

@@ -16,7 +16,8 @@ use super::common::{self, QueryPolicy};
 use super::{HandlerError, Route};
 use crate::config::{HeaderTag, StatusRanges};
 use crate::propagation::{Baggage, Propagator};
-use crate::span::{Entered, Span, SpanContext, Str};
+use crate::span::{Entered, SpanContext, Str};
+use crate::tracer::Span;
 use crate::tracer::Tracer;
 
 /// Which baggage items become `baggage.<key>` tags.
