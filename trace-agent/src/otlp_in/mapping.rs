@@ -338,66 +338,6 @@ fn resource_name(kind: SpanKind, span_name: &str, a: &Lookup<'_>) -> String {
     span_name.to_owned()
 }
 
-/// The Datadog span type of a database system (agent `checkDBType`).
-fn db_type(system: &str) -> &'static str {
-    match system {
-        "other_sql"
-        | "mssql"
-        | "microsoft.sql_server"
-        | "mysql"
-        | "oracle"
-        | "oracle.db"
-        | "db2"
-        | "ibm.db2"
-        | "postgresql"
-        | "redshift"
-        | "aws.redshift"
-        | "cloudscape"
-        | "hsqldb"
-        | "maxdb"
-        | "sap.maxdb"
-        | "ingres"
-        | "firstsql"
-        | "edb"
-        | "cache"
-        | "intersystems.cache"
-        | "firebird"
-        | "firebirdsql"
-        | "derby"
-        | "informix"
-        | "mariadb"
-        | "sqlite"
-        | "sybase"
-        | "teradata"
-        | "vertica"
-        | "h2"
-        | "h2database"
-        | "coldfusion"
-        | "cockroachdb"
-        | "progress"
-        | "hanadb"
-        | "sap.hana"
-        | "adabas"
-        | "filemaker"
-        | "instantdb"
-        | "interbase"
-        | "netezza"
-        | "pervasive"
-        | "pointbase"
-        | "clickhouse"
-        | "trino"
-        | "spanner"
-        | "gcp.spanner" => "sql",
-        "cassandra" => "cassandra",
-        "redis" => "redis",
-        "memcached" => "memcached",
-        "mongodb" => "mongodb",
-        "elasticsearch" => "elasticsearch",
-        "opensearch" => "opensearch",
-        _ => "db",
-    }
-}
-
 /// The span type (agent `GetOTelSpanType`): `span.type`, else from the kind.
 fn span_type(kind: SpanKind, a: &Lookup<'_>) -> String {
     if let Some(t) = a.get(&["span.type"]) {
@@ -406,7 +346,7 @@ fn span_type(kind: SpanKind, a: &Lookup<'_>) -> String {
     match kind {
         SpanKind::Server => "web".to_owned(),
         SpanKind::Client => match a.get(&["db.system.name", "db.system"]) {
-            Some(db) => db_type(&db).to_owned(),
+            Some(db) => apm_conventions::db::span_type(&db).to_owned(),
             None => "http".to_owned(),
         },
         _ => "custom".to_owned(),
