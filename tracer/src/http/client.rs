@@ -11,7 +11,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::common;
-use super::shell::{LayerState, Settings, layer_shell};
+use super::shell::{Settings, layer_shell};
 use crate::propagation::{Baggage, Propagator};
 use crate::span::{Entered, SpanContext, Str};
 use crate::tracer::Span;
@@ -20,21 +20,7 @@ use crate::tracer::Tracer;
 /// What every client span of one layer (or middleware) shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
-    settings: Settings,
-}
-
-impl std::ops::Deref for Shared {
-    type Target = Settings;
-
-    fn deref(&self) -> &Settings {
-        &self.settings
-    }
-}
-
-impl LayerState for Shared {
-    fn settings_mut(&mut self) -> &mut Settings {
-        &mut self.settings
-    }
+    pub(crate) settings: Settings,
 }
 
 impl Shared {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use reqwest_middleware::{Middleware, Next};
 
 use super::client::Shared;
-use super::shell::LayerState;
 use crate::span::Str;
 use crate::tracer::Instrument;
 use crate::tracer::Tracer;
@@ -44,14 +43,14 @@ impl ReqwestMiddleware {
     /// Sets the operation name (default `http.request`).
     #[must_use]
     pub fn with_operation_name(mut self, name: impl Into<Str>) -> Self {
-        Arc::make_mut(&mut self.shared).settings_mut().name = name.into();
+        Arc::make_mut(&mut self.shared).settings.name = name.into();
         self
     }
 
     /// Sets the service of the client spans (default: the parent's).
     #[must_use]
     pub fn with_service(mut self, service: impl Into<Str>) -> Self {
-        Arc::make_mut(&mut self.shared).settings_mut().service = Some(service.into().into_shared());
+        Arc::make_mut(&mut self.shared).settings.service = Some(service.into().into_shared());
         self
     }
 }

@@ -12,7 +12,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::common;
-use super::shell::{LayerState, Settings, layer_shell};
+use super::shell::{Settings, layer_shell};
 use super::{HandlerError, Route};
 use crate::propagation::{Baggage, Propagator};
 use crate::span::{Entered, SpanContext, Str};
@@ -35,14 +35,6 @@ struct Shared {
     warned_fallback: AtomicBool,
 }
 
-impl std::ops::Deref for Shared {
-    type Target = Settings;
-
-    fn deref(&self) -> &Settings {
-        &self.settings
-    }
-}
-
 impl Clone for Shared {
     /// A copy for a reconfigured layer, which warns about its own fallback routes.
     fn clone(&self) -> Self {
@@ -52,12 +44,6 @@ impl Clone for Shared {
             baggage_tags: self.baggage_tags.clone(),
             warned_fallback: AtomicBool::new(false),
         }
-    }
-}
-
-impl LayerState for Shared {
-    fn settings_mut(&mut self) -> &mut Settings {
-        &mut self.settings
     }
 }
 

@@ -40,22 +40,24 @@ impl Settings {
     }
 }
 
-/// A layer's shared state: its [`Settings`] and whatever else its side keeps.
-pub(crate) trait LayerState: Clone {
-    fn settings_mut(&mut self) -> &mut Settings;
-}
-
 /// The builder methods (`with_operation_name`, `with_component`, `with_service`,
 /// `with_propagator`), the `Layer` impl and the service type of a layer whose state is
-/// `shared: Arc<$state>` (a [`LayerState`]).
+/// `shared: Arc<$state>`, a `Clone` struct with a `settings: Settings` field (which it
+/// dereferences to).
 macro_rules! layer_shell {
     ($layer:ident, $service:ident, $state:ty, $service_default:literal) => {
+        impl std::ops::Deref for $state {
+            type Target = $crate::http::shell::Settings;
+
+            fn deref(&self) -> &Self::Target {
+                &self.settings
+            }
+        }
+
         impl $layer {
             /// Edits the settings, copying them when another layer or service shares them.
             fn edit(mut self, f: impl FnOnce(&mut $crate::http::shell::Settings)) -> Self {
-                f($crate::http::shell::LayerState::settings_mut(
-                    std::sync::Arc::make_mut(&mut self.shared),
-                ));
+                f(&mut std::sync::Arc::make_mut(&mut self.shared).settings);
                 self
             }
 
