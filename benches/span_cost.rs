@@ -23,8 +23,7 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use opentelemetry::KeyValue;
-use opentelemetry::trace::{Span as _, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 
@@ -34,6 +33,9 @@ use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, 
 static GLOBAL: apm::CountingAllocator = apm::CountingAllocator;
 
 use apm::allocations as allocs;
+
+mod common;
+use common::*;
 
 // ---------- the two tracers ----------
 
@@ -75,92 +77,8 @@ fn otel() -> (SdkTracerProvider, opentelemetry_sdk::trace::SdkTracer) {
 
 // ---------- the workloads ----------
 
-fn ours_root_5_tags(t: &tracer::Tracer) {
-    let span = t
-        .span("http.request")
-        .resource("GET /api/trace")
-        .span_type("web")
-        .tag("http.method", "GET")
-        .tag("http.route", "/api/trace")
-        .tag("http.url", "http://127.0.0.1:5050/api/trace")
-        .tag("span.kind", "server")
-        .tag("component", "axum")
-        .start();
-    drop(black_box(span));
-}
-
-fn otel_root_5_attrs<T: opentelemetry::trace::Tracer>(t: &T) {
-    let mut span = t
-        .span_builder("http.request")
-        .with_attributes([
-            KeyValue::new("http.method", "GET"),
-            KeyValue::new("http.route", "/api/trace"),
-            KeyValue::new("http.url", "http://127.0.0.1:5050/api/trace"),
-            KeyValue::new("span.kind", "server"),
-            KeyValue::new("component", "axum"),
-        ])
-        .start(t);
-    span.end();
-}
-
-fn ours_tree_4(t: &tracer::Tracer) {
-    let root = t
-        .span("http.request")
-        .resource("GET /api/trace")
-        .span_type("web")
-        .tag("http.method", "GET")
-        .start();
-    {
-        let child = root.child("handler").start();
-        drop(child.child("db.query").resource("SELECT 1").span_type("sql").start());
-    }
-    drop(root.child("render").start());
-    drop(black_box(root));
-}
-
-fn otel_tree_4(t: &opentelemetry_sdk::trace::SdkTracer) {
-    use opentelemetry::Context;
-    use opentelemetry::trace::TraceContextExt;
-    let root = t
-        .span_builder("http.request")
-        .with_attributes([KeyValue::new("http.method", "GET")])
-        .start(t);
-    let cx = Context::current_with_span(root);
-    {
-        let child = t.start_with_context("handler", &cx);
-        let ccx = cx.with_span(child);
-        let mut db = t.start_with_context("db.query", &ccx);
-        db.end();
-        ccx.span().end();
-    }
-    let mut render = t.start_with_context("render", &cx);
-    render.end();
-    cx.span().end();
-}
-
-/// The same `tracing` span for every subscriber: 5 fields, entered, exited, closed.
-fn tracing_span_5_fields() {
-    let span = tracing::info_span!(
-        "http.request",
-        http.method = "GET",
-        http.route = "/api/trace",
-        http.url = "http://127.0.0.1:5050/api/trace",
-        span.kind = "server",
-        component = "axum",
-    );
-    drop(black_box(span.enter()));
-    drop(span);
-}
-
-fn our_layer(t: tracer::Tracer) -> tracing::Dispatch {
-    use tracing_subscriber::prelude::*;
-    tracing::Dispatch::new(tracing_subscriber::registry().with(tracer::layer::DatadogLayer::new(t)))
-}
-
-fn tracing_otel_layer(t: opentelemetry_sdk::trace::SdkTracer) -> tracing::Dispatch {
-    use tracing_subscriber::prelude::*;
-    tracing::Dispatch::new(tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(t)))
-}
+// ours_root, otel_root, ours_tree, otel_tree, tracing_root and the two subscribers'
+// dispatchers are in benches/common (shared with span_load).
 
 /// Spans per timed burst: well under the queue capacity (16 Ki chunks, worker woken at
 /// half), so the export worker sleeps while the application thread is timed.
@@ -260,35 +178,35 @@ fn bench(c: &mut Criterion) {
         let _ = provider.force_flush();
     };
 
-    allocs_per_span("ours root+5 tags", 1, || ours_root_5_tags(&ours), ours_settle);
-    allocs_per_span("otel root+5 attrs", 1, || otel_root_5_attrs(&otel), otel_settle);
-    allocs_per_span("ours 4-span tree", 4, || ours_tree_4(&ours), ours_settle);
-    allocs_per_span("otel 4-span tree", 4, || otel_tree_4(&otel), otel_settle);
+    allocs_per_span("ours root+5 tags", 1, || ours_root(&ours), ours_settle);
+    allocs_per_span("otel root+5 attrs", 1, || otel_root(&otel), otel_settle);
+    allocs_per_span("ours 4-span tree", 4, || ours_tree(&ours), ours_settle);
+    allocs_per_span("otel 4-span tree", 4, || otel_tree(&otel), otel_settle);
 
     let mut g = c.benchmark_group("root_5_tags");
     g.bench_function("ours", |b| {
-        b.iter_custom(|n| bursts(n, &|| ours_root_5_tags(&ours), &ours_settle))
+        b.iter_custom(|n| bursts(n, &|| ours_root(&ours), &ours_settle))
     });
     g.bench_function("otel_sdk_bsp", |b| {
-        b.iter_custom(|n| bursts(n, &|| otel_root_5_attrs(&otel), &otel_settle))
+        b.iter_custom(|n| bursts(n, &|| otel_root(&otel), &otel_settle))
     });
     g.finish();
 
     let mut g = c.benchmark_group("tree_4_spans");
     g.bench_function("ours", |b| {
-        b.iter_custom(|n| bursts(n, &|| ours_tree_4(&ours), &ours_settle))
+        b.iter_custom(|n| bursts(n, &|| ours_tree(&ours), &ours_settle))
     });
     g.bench_function("otel_sdk_bsp", |b| {
-        b.iter_custom(|n| bursts(n, &|| otel_tree_4(&otel), &otel_settle))
+        b.iter_custom(|n| bursts(n, &|| otel_tree(&otel), &otel_settle))
     });
     g.finish();
 
     let mut g = c.benchmark_group("root_5_tags_2_threads");
     g.bench_function("ours", |b| {
-        b.iter_custom(|n| two_threads(n, &|| ours_root_5_tags(&ours), &ours_settle))
+        b.iter_custom(|n| two_threads(n, &|| ours_root(&ours), &ours_settle))
     });
     g.bench_function("otel_sdk_bsp", |b| {
-        b.iter_custom(|n| two_threads(n, &|| otel_root_5_attrs(&otel), &otel_settle))
+        b.iter_custom(|n| two_threads(n, &|| otel_root(&otel), &otel_settle))
     });
     g.finish();
 
@@ -297,50 +215,40 @@ fn bench(c: &mut Criterion) {
     let otel_layer = tracing_otel_layer(otel.clone());
     {
         let _d = tracing::dispatcher::set_default(&ours_layer);
-        allocs_per_span("ours tracing Layer 5 fields", 1, tracing_span_5_fields, ours_settle);
+        allocs_per_span("ours tracing Layer 5 fields", 1, tracing_root, ours_settle);
     }
     {
         let _d = tracing::dispatcher::set_default(&otel_layer);
-        allocs_per_span(
-            "tracing-opentelemetry + SDK 5 fields",
-            1,
-            tracing_span_5_fields,
-            otel_settle,
-        );
+        allocs_per_span("tracing-opentelemetry + SDK 5 fields", 1, tracing_root, otel_settle);
     }
     let bridge = {
         use opentelemetry::trace::TracerProvider as _;
         tracer::otel::TracerProvider::new(ours).tracer("bench")
     };
-    allocs_per_span(
-        "ours OTel bridge 5 attrs",
-        1,
-        || otel_root_5_attrs(&bridge),
-        ours_settle,
-    );
+    allocs_per_span("ours OTel bridge 5 attrs", 1, || otel_root(&bridge), ours_settle);
 
     let registry_only = tracing::Dispatch::new(tracing_subscriber::registry());
-    let mut g = c.benchmark_group("tracing_span_5_fields");
+    let mut g = c.benchmark_group("tracing_root");
     g.bench_function("registry_only_baseline", |b| {
         let _d = tracing::dispatcher::set_default(&registry_only);
-        b.iter_custom(|n| bursts(n, &tracing_span_5_fields, &|| {}))
+        b.iter_custom(|n| bursts(n, &tracing_root, &|| {}))
     });
     g.bench_function("ours_layer", |b| {
         let _d = tracing::dispatcher::set_default(&ours_layer);
-        b.iter_custom(|n| bursts(n, &tracing_span_5_fields, &ours_settle))
+        b.iter_custom(|n| bursts(n, &tracing_root, &ours_settle))
     });
     g.bench_function("tracing_otel_sdk_bsp", |b| {
         let _d = tracing::dispatcher::set_default(&otel_layer);
-        b.iter_custom(|n| bursts(n, &tracing_span_5_fields, &otel_settle))
+        b.iter_custom(|n| bursts(n, &tracing_root, &otel_settle))
     });
     g.finish();
 
     let mut g = c.benchmark_group("otel_api_5_attrs");
     g.bench_function("ours_bridge", |b| {
-        b.iter_custom(|n| bursts(n, &|| otel_root_5_attrs(&bridge), &ours_settle))
+        b.iter_custom(|n| bursts(n, &|| otel_root(&bridge), &ours_settle))
     });
     g.bench_function("otel_sdk_bsp", |b| {
-        b.iter_custom(|n| bursts(n, &|| otel_root_5_attrs(&otel), &otel_settle))
+        b.iter_custom(|n| bursts(n, &|| otel_root(&otel), &otel_settle))
     });
     g.finish();
 

@@ -28,14 +28,12 @@
 #![allow(unsafe_code)] // the thread CPU clocks below
 #![allow(clippy::print_stdout)] // the bench reports its table on stdout
 
-use std::hint::black_box;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use opentelemetry::KeyValue;
-use opentelemetry::trace::{Span as _, TracerProvider as _};
+use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, SpanExporter};
 
@@ -45,6 +43,9 @@ use opentelemetry_sdk::trace::{BatchSpanProcessor, SdkTracerProvider, SpanData, 
 static GLOBAL: apm::CountingAllocator = apm::CountingAllocator;
 
 use apm::allocations as allocs;
+
+mod common;
+use common::*;
 
 // ---------- export-thread CPU ----------
 
@@ -286,98 +287,8 @@ fn ours(sink: &Sink) -> tracer::Tracer {
 
 // ---------- the workloads ----------
 
-fn ours_root(t: &tracer::Tracer) {
-    let span = t
-        .span("http.request")
-        .resource("GET /api/trace")
-        .span_type("web")
-        .tag("http.method", "GET")
-        .tag("http.route", "/api/trace")
-        .tag("http.url", "http://127.0.0.1:5050/api/trace")
-        .tag("span.kind", "server")
-        .tag("component", "axum")
-        .start();
-    drop(black_box(span));
-}
-
-fn ours_tree(t: &tracer::Tracer) {
-    let root = t
-        .span("http.request")
-        .resource("GET /api/trace")
-        .span_type("web")
-        .tag("http.method", "GET")
-        .start();
-    {
-        let child = root.child("handler").start();
-        drop(child.child("db.query").resource("SELECT 1").span_type("sql").start());
-    }
-    drop(root.child("render").start());
-    drop(black_box(root));
-}
-
-fn otel_root<T: opentelemetry::trace::Tracer>(t: &T) {
-    let mut span = t
-        .span_builder("http.request")
-        .with_attributes([
-            KeyValue::new("http.method", "GET"),
-            KeyValue::new("http.route", "/api/trace"),
-            KeyValue::new("http.url", "http://127.0.0.1:5050/api/trace"),
-            KeyValue::new("span.kind", "server"),
-            KeyValue::new("component", "axum"),
-        ])
-        .start(t);
-    span.end();
-}
-
-fn otel_tree<T>(t: &T)
-where
-    T: opentelemetry::trace::Tracer,
-    T::Span: Send + Sync + 'static,
-{
-    use opentelemetry::Context;
-    use opentelemetry::trace::TraceContextExt;
-    let root = t
-        .span_builder("http.request")
-        .with_attributes([KeyValue::new("http.method", "GET")])
-        .start(t);
-    let cx = Context::new().with_span(root);
-    {
-        let child = t.start_with_context("handler", &cx);
-        let ccx = cx.with_span(child);
-        let mut db = t.start_with_context("db.query", &ccx);
-        db.end();
-        ccx.span().end();
-    }
-    let mut render = t.start_with_context("render", &cx);
-    render.end();
-    cx.span().end();
-}
-
-fn tracing_root() {
-    let span = tracing::info_span!(
-        "http.request",
-        http.method = "GET",
-        http.route = "/api/trace",
-        http.url = "http://127.0.0.1:5050/api/trace",
-        span.kind = "server",
-        component = "axum",
-    );
-    drop(black_box(span.enter()));
-    drop(span);
-}
-
-fn tracing_tree() {
-    let root = tracing::info_span!("http.request", http.method = "GET");
-    let _r = root.enter();
-    {
-        let handler = tracing::info_span!("handler");
-        let _h = handler.enter();
-        let db = tracing::info_span!("db.query", resource.name = "SELECT 1");
-        drop(black_box(db.enter()));
-    }
-    let render = tracing::info_span!("render");
-    drop(black_box(render.enter()));
-}
+// In benches/common (shared with span_cost): ours_root, ours_tree, otel_root, otel_tree,
+// tracing_root, tracing_tree.
 
 // ---------- subjects ----------
 
@@ -483,10 +394,9 @@ fn subject_bridge() -> Subject {
 }
 
 fn subject_layer() -> Subject {
-    use tracing_subscriber::prelude::*;
     let sink = Sink::start();
     let t = ours(&sink);
-    let d = tracing::Dispatch::new(tracing_subscriber::registry().with(tracer::layer::DatadogLayer::new(t)));
+    let d = our_layer(t);
     Subject {
         name: "ours tracing Layer",
         sink,
@@ -500,10 +410,9 @@ fn subject_layer() -> Subject {
 }
 
 fn subject_tracing_otel() -> Subject {
-    use tracing_subscriber::prelude::*;
     let sink = Sink::start();
     let (p, t) = otel_sdk(&sink);
-    let d = tracing::Dispatch::new(tracing_subscriber::registry().with(tracing_opentelemetry::layer().with_tracer(t)));
+    let d = tracing_otel_layer(t);
     Subject {
         name: "tracing-otel + SDK",
         sink,

@@ -66,10 +66,12 @@
 mod buffer;
 mod clock;
 pub mod config;
+mod core;
 mod export;
 mod health;
 #[cfg(feature = "tower")]
 pub mod http;
+mod ledger;
 pub mod propagation;
 pub mod sampling;
 mod span;
@@ -90,10 +92,7 @@ mod equivalence_tests;
 mod tests;
 
 pub use config::{AgentEndpoint, ConfigError, TraceApi, TracerConfig};
-pub use export::FlushError;
+pub use core::FlushError;
 pub use health::Health;
-pub use span::{
-    AttributeValue, Entered, Instrument, Instrumented, Span, SpanBuilder, SpanContext, SpanData, SpanEvent, SpanId,
-    SpanLink, Str, TraceId, WithContext,
-};
-pub use tracer::{ShutdownGuard, Tracer, TracerError};
+pub use span::{AttributeValue, Entered, SpanContext, SpanData, SpanEvent, SpanId, SpanLink, Str, TraceId};
+pub use tracer::{Instrument, Instrumented, ShutdownGuard, Span, SpanBuilder, Tracer, TracerError, WithContext};

@@ -7,22 +7,13 @@
 //! bits, else the low 64 bits in decimal, as Datadog's tracers log it.
 
 use std::fmt;
-use std::sync::OnceLock;
 
 use crate::span::{SpanContext, current_context};
 use crate::{SpanId, TraceId, Tracer};
 
-static DEFAULT: OnceLock<Tracer> = OnceLock::new();
-
-/// Remembers the first tracer built, for [`log_correlation`].
-pub(crate) fn register_default(tracer: Tracer) {
-    let _ = DEFAULT.set(tracer);
-}
-
-/// The first tracer built, if any.
-#[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+/// The first tracer built (`core` remembers it), for [`log_correlation`].
 pub(crate) fn default_tracer() -> Option<Tracer> {
-    DEFAULT.get().copied()
+    crate::core::default_tracer().map(Tracer::from_inner)
 }
 
 /// What a log line needs to link to the current span. `Display` writes
@@ -141,7 +132,7 @@ impl fmt::Display for LogCorrelation {
 /// # let _ = line;
 /// ```
 pub fn log_correlation() -> LogCorrelation {
-    LogCorrelation::new(DEFAULT.get().copied(), current_context().as_ref())
+    LogCorrelation::new(default_tracer(), current_context().as_ref())
 }
 
 impl Tracer {

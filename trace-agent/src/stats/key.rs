@@ -563,47 +563,9 @@ fn status_code(metric: Option<f64>, meta: Option<&str>, otel_metric: Option<f64>
         .unwrap_or(0)
 }
 
-fn float_code(f: f64) -> Option<u32> {
-    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= f64::from(u32::MAX)).then_some(f as u32)
-}
-
-/// A gRPC status code from a number or a code name (`NOT_FOUND`, `NotFound`,
-/// `StatusCode.NOT_FOUND`, case-insensitive).
-pub fn grpc_code_from_str(v: &str) -> Option<u32> {
-    let v = v.trim();
-    if let Ok(n) = v.parse::<u32>() {
-        return Some(n);
-    }
-    let name = v
-        .strip_prefix("StatusCode.")
-        .or_else(|| v.strip_prefix("STATUSCODE."))
-        .unwrap_or(v);
-    let upper: String = name
-        .chars()
-        .filter(|c| *c != '_')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    Some(match upper.as_str() {
-        "OK" => 0,
-        "CANCELLED" | "CANCELED" => 1,
-        "UNKNOWN" => 2,
-        "INVALIDARGUMENT" => 3,
-        "DEADLINEEXCEEDED" => 4,
-        "NOTFOUND" => 5,
-        "ALREADYEXISTS" => 6,
-        "PERMISSIONDENIED" => 7,
-        "RESOURCEEXHAUSTED" => 8,
-        "FAILEDPRECONDITION" => 9,
-        "ABORTED" => 10,
-        "OUTOFRANGE" => 11,
-        "UNIMPLEMENTED" => 12,
-        "INTERNAL" => 13,
-        "UNAVAILABLE" => 14,
-        "DATALOSS" => 15,
-        "UNAUTHENTICATED" => 16,
-        _ => return None,
-    })
-}
+use apm_conventions::grpc::code_from_f64 as float_code;
+/// The gRPC status code parsers are shared with the tracer (`apm-conventions`).
+pub use apm_conventions::grpc::code_from_str as grpc_code_from_str;
 
 /// FNV-1a 64 of the peer tags joined by `\0` (Go `peerTagsHash`), 0 for none.
 pub fn peer_tags_hash(tags: &[String]) -> u64 {

@@ -1,4 +1,18 @@
 //! The only reader of the environment: `DD_*` variables through a [`ConfigSource`].
+//!
+//! Every variable is read here, `config/http.rs` included, with one set of rules:
+//! - a value is trimmed, and a blank value counts as unset — except where empty has a
+//!   meaning of its own (`DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP`: do not redact;
+//!   `DD_TRACE_BAGGAGE_TAG_KEYS`: no keys), read with [`ConfigSource::get`] directly;
+//! - booleans are `1/true/t/yes/y/on` or `0/false/f/no/n/off`, any case;
+//! - a value that cannot be used is an error naming the variable, never ignored;
+//! - precedence, highest first: `TracerConfig::with_*` in code (applied after reading);
+//!   a specific variable over its general one (`DD_TRACE_PROPAGATION_STYLE_EXTRACT` over
+//!   `DD_TRACE_PROPAGATION_STYLE` over `OTEL_PROPAGATORS`; `DD_TRACE_AGENT_URL` over
+//!   `DD_AGENT_HOST` over `DD_TRACE_AGENT_HOSTNAME`, and over `DD_TRACE_AGENT_PORT`;
+//!   `DD_TRACE_HTTP_URL_QUERY_STRING_DISABLED` over the query-string regex);
+//!   `DD_SERVICE`/`DD_ENV`/`DD_VERSION` over the same keys inside `DD_TAGS`; then the
+//!   defaults.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -108,7 +122,7 @@ impl<const N: usize> ConfigSource for [(&str, &str); N] {
     }
 }
 
-fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
+pub(super) fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
         value: value.to_owned(),
@@ -116,8 +130,8 @@ fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> ConfigE
     }
 }
 
-/// A set, non-blank value.
-fn get<S: ConfigSource + ?Sized>(src: &S, key: &str) -> Option<String> {
+/// A set, non-blank value, trimmed.
+pub(super) fn get<S: ConfigSource + ?Sized>(src: &S, key: &str) -> Option<String> {
     src.get(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
@@ -127,6 +141,11 @@ fn parse_bool(key: &'static str, v: &str) -> Result<bool, ConfigError> {
         "0" | "false" | "f" | "no" | "n" | "off" => Ok(false),
         _ => Err(invalid(key, v, "expected true or false")),
     }
+}
+
+/// A boolean variable, if set.
+pub(super) fn bool_var<S: ConfigSource + ?Sized>(src: &S, key: &'static str) -> Result<Option<bool>, ConfigError> {
+    get(src, key).map(|v| parse_bool(key, &v)).transpose()
 }
 
 fn parse_f64(key: &'static str, v: &str) -> Result<f64, ConfigError> {
@@ -207,8 +226,8 @@ pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> 
         }
     }
 
-    if let Some(v) = get(src, vars::ENABLED) {
-        cfg.enabled = parse_bool(vars::ENABLED, &v)?;
+    if let Some(enabled) = bool_var(src, vars::ENABLED)? {
+        cfg.enabled = enabled;
     }
     if let Some(v) = get(src, vars::SAMPLE_RATE) {
         let rate = parse_f64(vars::SAMPLE_RATE, &v)?;
@@ -227,10 +246,7 @@ pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> 
         }
         cfg.rate_limit = limit;
     }
-    let partial = match get(src, vars::PARTIAL_FLUSH_ENABLED) {
-        Some(v) => parse_bool(vars::PARTIAL_FLUSH_ENABLED, &v)?,
-        None => false,
-    };
+    let partial = bool_var(src, vars::PARTIAL_FLUSH_ENABLED)?.unwrap_or(false);
     let min_spans = match get(src, vars::PARTIAL_FLUSH_MIN_SPANS) {
         Some(v) => v
             .parse::<usize>()
@@ -254,11 +270,11 @@ pub(super) fn read<S: ConfigSource + ?Sized>(src: &S, mut cfg: TracerConfig) -> 
         }
         cfg.agent_timeout = Duration::from_secs_f64(secs);
     }
-    if let Some(v) = get(src, vars::STATS_COMPUTATION_ENABLED) {
-        cfg.stats_computation = parse_bool(vars::STATS_COMPUTATION_ENABLED, &v)?;
+    if let Some(on) = bool_var(src, vars::STATS_COMPUTATION_ENABLED)? {
+        cfg.stats_computation = on;
     }
-    if let Some(v) = get(src, vars::TRACE_ID_128_BIT_LOGGING) {
-        cfg.log_128bit_trace_id = parse_bool(vars::TRACE_ID_128_BIT_LOGGING, &v)?;
+    if let Some(on) = bool_var(src, vars::TRACE_ID_128_BIT_LOGGING)? {
+        cfg.log_128bit_trace_id = on;
     }
     cfg.propagation = super::http::read_propagation(src)?;
     cfg.http = super::http::read_http(src)?;

@@ -3,44 +3,8 @@
 //! `DD_TRACE_OBFUSCATION_QUERY_STRING_REGEXP` and `DD_TRACE_BAGGAGE_TAG_KEYS`.
 
 use super::ConfigError;
-use super::env::{ConfigSource, vars};
-use crate::propagation::Style;
-
-/// Which propagation formats are read from incoming and written to outgoing requests.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PropagationSettings {
-    pub(crate) extract: Vec<Style>,
-    pub(crate) inject: Vec<Style>,
-    pub(crate) extract_first: bool,
-}
-
-impl Default for PropagationSettings {
-    /// `datadog,tracecontext,baggage` both ways.
-    fn default() -> Self {
-        Self {
-            extract: Style::defaults(),
-            inject: Style::defaults(),
-            extract_first: false,
-        }
-    }
-}
-
-impl PropagationSettings {
-    /// Styles tried on incoming requests, in order.
-    pub fn extract(&self) -> &[Style] {
-        &self.extract
-    }
-
-    /// Styles written on outgoing requests.
-    pub fn inject(&self) -> &[Style] {
-        &self.inject
-    }
-
-    /// Whether extraction stops at the first valid context.
-    pub fn extract_first(&self) -> bool {
-        self.extract_first
-    }
-}
+use super::env::{ConfigSource, bool_var, get, invalid, vars};
+use crate::propagation::{PropagationSettings, Style};
 
 /// A set of HTTP status codes (`DD_TRACE_HTTP_SERVER_ERROR_STATUSES` syntax:
 /// `500-599,404`).
@@ -278,32 +242,9 @@ impl HttpSettings {
     }
 }
 
-fn invalid(key: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        value: value.to_owned(),
-        reason: reason.into(),
-    }
-}
-
-fn get<S: ConfigSource + ?Sized>(src: &S, key: &str) -> Option<String> {
-    src.get(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
-}
-
 fn styles<S: ConfigSource + ?Sized>(src: &S, key: &'static str) -> Result<Option<Vec<Style>>, ConfigError> {
     match get(src, key) {
         Some(v) => Style::parse_list(&v).map(Some).map_err(|r| invalid(key, &v, r)),
-        None => Ok(None),
-    }
-}
-
-fn bool_var<S: ConfigSource + ?Sized>(src: &S, key: &'static str) -> Result<Option<bool>, ConfigError> {
-    match get(src, key) {
-        Some(v) => match v.to_ascii_lowercase().as_str() {
-            "1" | "true" | "t" | "yes" | "y" | "on" => Ok(Some(true)),
-            "0" | "false" | "f" | "no" | "n" | "off" => Ok(Some(false)),
-            _ => Err(invalid(key, &v, "expected true or false")),
-        },
         None => Ok(None),
     }
 }

@@ -7,8 +7,9 @@ mod http;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::propagation::PropagationSettings;
 pub use env::{ConfigSource, ProcessEnv, vars};
-pub use http::{HeaderTag, HttpSettings, PropagationSettings, QueryStringMode, StatusRanges};
+pub use http::{HeaderTag, HttpSettings, QueryStringMode, StatusRanges};
 
 use crate::sampling::SamplingRule;
 
@@ -435,5 +436,13 @@ impl TracerConfig {
     /// The sampling rules.
     pub fn sampling_rules(&self) -> &[SamplingRule] {
         &self.sampling_rules
+    }
+}
+
+impl crate::propagation::Propagator {
+    /// The propagator `config` describes (`DD_TRACE_PROPAGATION_STYLE[_EXTRACT|_INJECT]`,
+    /// `DD_TRACE_PROPAGATION_EXTRACT_FIRST`).
+    pub fn from_config(config: &TracerConfig) -> Self {
+        Self::from_settings(config.propagation())
     }
 }

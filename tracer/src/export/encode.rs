@@ -15,8 +15,8 @@ use smallvec::SmallVec;
 
 use self::table::{StringTable, Text};
 
-use crate::buffer::TraceTags;
 use crate::sampling::SamplingDecision;
+use crate::span::TraceTags;
 use crate::span::{SpanBox, SpanData, Str};
 
 /// What the worker adds to every span: process-wide tags and identity.

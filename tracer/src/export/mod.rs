@@ -3,27 +3,33 @@
 
 mod encode;
 mod info;
-mod ledger;
 mod stages;
 mod transport;
 mod worker;
 
 pub(crate) use encode::EncodeContext;
-pub(crate) use ledger::{Ledger, LedgerDrop};
 #[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
 pub(crate) use worker::on_export_thread;
-pub(crate) use worker::{Control, WorkerHandle, spawn};
+pub(crate) use worker::spawn;
 
-/// Why a flush or shutdown did not deliver everything.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum FlushError {
-    /// The worker did not answer in time (the agent may be hanging).
-    #[error("the flush did not finish within {0:?}")]
-    Timeout(std::time::Duration),
-    /// The agent refused or never received the payload; its spans are counted as dropped.
-    #[error("the agent did not accept the payload: {0}")]
-    Send(String),
-    /// The tracer was already shut down.
-    #[error("the tracer is shut down")]
-    ShutDown,
+impl EncodeContext {
+    /// What every payload of `tracer` repeats: its service, env, version, global tags,
+    /// runtime id and process id.
+    pub(crate) fn of(tracer: &crate::core::TracerInner) -> Self {
+        let shared = |s: &String| crate::span::Str::from(s.clone()).into_shared();
+        Self {
+            service: tracer.service.clone(),
+            env: tracer.config.env.as_ref().map(shared),
+            version: tracer.config.version.as_ref().map(shared),
+            global_tags: tracer
+                .config
+                .global_tags
+                .iter()
+                .map(|(k, v)| (shared(k), shared(v)))
+                .collect(),
+            runtime_id: shared(&tracer.runtime_id),
+            process_id: f64::from(std::process::id()),
+            native_span_events: false,
+        }
+    }
 }

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use super::encode::{ChunkHeader, EncodeContext, Format, Payload};
 use crate::buffer::{Chunk, PoolReturn};
+use crate::core::TracerInner;
 use crate::sampling::{RateCache, RuleInput, SamplingDecision, SamplingInput};
 use crate::span::SpanBox;
 use crate::stats::Concentrator;
-use crate::tracer::TracerInner;
 
 /// Unix nanoseconds now.
 pub(super) fn unix_now() -> i64 {
@@ -166,7 +166,7 @@ impl Encoder {
             self.p0_pending.1 += n;
             self.tracer.counters.p0_traces_dropped.fetch_add(1, Relaxed);
             self.tracer.counters.p0_spans_dropped.fetch_add(n, Relaxed);
-            (self.tracer.ledger).dropped(super::LedgerDrop::ClientP0, &chunk.spans, &self.ctx.service);
+            (self.tracer.ledger).dropped(crate::ledger::LedgerDrop::ClientP0, &chunk.spans, &self.ctx.service);
         } else {
             let header = ChunkHeader {
                 decision,
@@ -196,7 +196,7 @@ mod tests {
 
     fn encoder(config: TracerConfig) -> (Tracer, Encoder) {
         let t = Tracer::without_worker(config);
-        let enc = Encoder::new(t.inner(), Format::V05, t.inner().encode_context());
+        let enc = Encoder::new(t.inner(), Format::V05, EncodeContext::of(t.inner()));
         (t, enc)
     }
 

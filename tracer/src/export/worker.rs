@@ -1,41 +1,22 @@
 //! The export thread's loop.
 
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, Sender, channel};
-use std::thread::{self, JoinHandle};
+use std::sync::mpsc::{Receiver, channel};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Method;
 
-use super::FlushError;
 use super::encode::{Format, Payload};
 use super::info::AgentInfo;
 use super::stages::{Drained, Encoder, unix_now};
 use super::transport::{AgentResponse, Transport, TransportError};
 use crate::config::TraceApi;
+use crate::core::{Control, FlushError, TracerInner, WorkerHandle};
 use crate::health::Problem;
 use crate::sampling::AgentRates;
 use crate::stats::{Concentrator, PayloadIdentity, StatsSettings, encode_payload};
-use crate::tracer::TracerInner;
-
-/// Requests from application threads.
-#[derive(Debug)]
-pub(crate) enum Control {
-    /// Send everything finished so far; reply when done. The caller waits for the reply
-    /// with its own timeout; the worker sends with its usual deadline either way, so a
-    /// caller that gave up never makes it drop a payload it could still deliver.
-    Flush { reply: Sender<Result<(), FlushError>> },
-    /// Send everything, then stop.
-    Shutdown { reply: Sender<Result<(), FlushError>> },
-}
-
-/// The running worker.
-#[derive(Debug)]
-pub(crate) struct WorkerHandle {
-    pub(crate) control: Sender<Control>,
-    pub(crate) thread: JoinHandle<()>,
-}
 
 thread_local! {
     static ON_EXPORT_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
@@ -54,7 +35,7 @@ const INFO_RETRY: Duration = Duration::from_secs(30);
 pub(crate) fn spawn(tracer: &'static TracerInner) -> std::io::Result<WorkerHandle> {
     let (control, rx) = channel();
     let transport = Transport::new(tracer.config.agent.clone())?;
-    let ctx = tracer.encode_context();
+    let ctx = super::EncodeContext::of(tracer);
     let thread = thread::Builder::new().name("dd-trace-export".into()).spawn(move || {
         let _ = ON_EXPORT_THREAD.try_with(|f| f.set(true));
         let runtime_id = ctx.runtime_id.to_string();
@@ -361,8 +342,8 @@ impl Worker {
         let body = Bytes::from(payload.finish());
         let p0 = std::mem::take(&mut self.enc.p0_pending);
         let mut headers = self.headers(traces, p0);
-        // The span ledger's report (export/ledger.rs): the one place it joins the headers.
-        headers.push((super::ledger::HEADER, self.ledger_header()));
+        // The span ledger's report (ledger.rs): the one place it joins the headers.
+        headers.push((crate::ledger::HEADER, self.ledger_header()));
         let cfg = &self.tracer.config;
         let counters = &self.tracer.counters;
         let problems = &self.tracer.problems;
@@ -450,7 +431,7 @@ impl Worker {
     /// Seals the ledger's in-flight payload and renders its report.
     fn ledger_header(&self) -> String {
         let c = &self.tracer.counters;
-        let totals = super::ledger::Totals {
+        let totals = crate::ledger::Totals {
             created: c.app.created(),
             finished: c.app.finished(),
             too_large: c.spans_dropped_trace_too_large.load(Relaxed),

@@ -8,41 +8,27 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tower_layer::Layer;
 use tower_service::Service;
 
-use super::common::{self, QueryPolicy};
-use crate::config::{HeaderTag, StatusRanges};
+use super::common;
+use super::shell::{Settings, layer_shell};
 use crate::propagation::{Baggage, Propagator};
-use crate::span::{Entered, Span, SpanContext, Str};
+use crate::span::{Entered, SpanContext, Str};
+use crate::tracer::Span;
 use crate::tracer::Tracer;
 
 /// What every client span of one layer (or middleware) shares.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
-    pub(crate) tracer: Tracer,
-    pub(crate) propagator: Propagator,
-    pub(crate) name: Str,
-    pub(crate) component: Str,
-    pub(crate) service: Option<Str>,
-    pub(crate) query: QueryPolicy,
-    pub(crate) error_statuses: StatusRanges,
-    pub(crate) header_tags: Vec<HeaderTag>,
+    pub(crate) settings: Settings,
 }
 
 impl Shared {
     /// From the tracer's configuration, with `component`.
     pub(crate) fn new(tracer: Tracer, component: &'static str) -> Self {
-        let config = tracer.config();
+        let errors = *tracer.config().http().client_error_statuses();
         Self {
-            tracer,
-            propagator: Propagator::from_config(config),
-            name: Str::from("http.request"),
-            component: Str::from(component),
-            service: None,
-            query: QueryPolicy::new(config.http().query_string()),
-            error_statuses: *config.http().client_error_statuses(),
-            header_tags: config.http().header_tags().to_vec(),
+            settings: Settings::new(tracer, component, errors),
         }
     }
 
@@ -126,63 +112,9 @@ impl ClientLayer {
             shared: Arc::new(Shared::new(tracer, "tower")),
         }
     }
-
-    fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            f(shared);
-            return self;
-        }
-        let mut copy = (*self.shared).clone();
-        f(&mut copy);
-        self.shared = Arc::new(copy);
-        self
-    }
-
-    /// Sets the operation name (default `http.request`).
-    #[must_use]
-    pub fn with_operation_name(self, name: impl Into<Str>) -> Self {
-        let name = name.into();
-        self.edit(|s| s.name = name)
-    }
-
-    /// Sets the `component` tag (default `tower`; e.g. `hyper`, `reqwest`).
-    #[must_use]
-    pub fn with_component(self, component: impl Into<Str>) -> Self {
-        let component = component.into();
-        self.edit(|s| s.component = component)
-    }
-
-    /// Sets the service of the client spans (default: the parent's).
-    #[must_use]
-    pub fn with_service(self, service: impl Into<Str>) -> Self {
-        let service = service.into().into_shared();
-        self.edit(|s| s.service = Some(service))
-    }
-
-    /// Sets the propagator (default: from `DD_TRACE_PROPAGATION_STYLE*`).
-    #[must_use]
-    pub fn with_propagator(self, propagator: Propagator) -> Self {
-        self.edit(|s| s.propagator = propagator)
-    }
 }
 
-impl<S> Layer<S> for ClientLayer {
-    type Service = ClientService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ClientService {
-            inner,
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-/// The service of [`ClientLayer`].
-#[derive(Debug, Clone)]
-pub struct ClientService<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
+layer_shell!(ClientLayer, ClientService, Shared, "the parent's");
 
 impl<S, B, RB> Service<Request<B>> for ClientService<S>
 where

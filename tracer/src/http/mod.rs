@@ -93,6 +93,7 @@ mod common;
 #[cfg(feature = "reqwest")]
 mod reqwest_mw;
 mod server;
+mod shell;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use reqwest_middleware::{Middleware, Next};
 
 use super::client::Shared;
-use crate::span::{Instrument, Str};
+use crate::span::Str;
+use crate::tracer::Instrument;
 use crate::tracer::Tracer;
 
 /// A `reqwest-middleware` middleware that traces each request: an `http.request` span of
@@ -42,14 +43,14 @@ impl ReqwestMiddleware {
     /// Sets the operation name (default `http.request`).
     #[must_use]
     pub fn with_operation_name(mut self, name: impl Into<Str>) -> Self {
-        Arc::make_mut(&mut self.shared).name = name.into();
+        Arc::make_mut(&mut self.shared).settings.name = name.into();
         self
     }
 
     /// Sets the service of the client spans (default: the parent's).
     #[must_use]
     pub fn with_service(mut self, service: impl Into<Str>) -> Self {
-        Arc::make_mut(&mut self.shared).service = Some(service.into().into_shared());
+        Arc::make_mut(&mut self.shared).settings.service = Some(service.into().into_shared());
         self
     }
 }

@@ -9,18 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
-use tower_layer::Layer;
 use tower_service::Service;
 
-use super::common::{self, QueryPolicy};
+use super::common;
+use super::shell::{Settings, layer_shell};
 use super::{HandlerError, Route};
-use crate::config::{HeaderTag, StatusRanges};
 use crate::propagation::{Baggage, Propagator};
-use crate::span::{Entered, Span, SpanContext, Str};
+use crate::span::{Entered, SpanContext, Str};
+use crate::tracer::Span;
 use crate::tracer::Tracer;
 
 /// Which baggage items become `baggage.<key>` tags.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum BaggageTags {
     None,
     All,
@@ -29,17 +29,22 @@ enum BaggageTags {
 
 #[derive(Debug)]
 struct Shared {
-    tracer: Tracer,
-    propagator: Propagator,
-    name: Str,
-    component: Str,
-    service: Option<Str>,
-    query: QueryPolicy,
-    error_statuses: StatusRanges,
+    settings: Settings,
     client_ip: Option<Option<String>>,
     baggage_tags: BaggageTags,
-    header_tags: Vec<HeaderTag>,
     warned_fallback: AtomicBool,
+}
+
+impl Clone for Shared {
+    /// A copy for a reconfigured layer, which warns about its own fallback routes.
+    fn clone(&self) -> Self {
+        Self {
+            settings: self.settings.clone(),
+            client_ip: self.client_ip.clone(),
+            baggage_tags: self.baggage_tags.clone(),
+            warned_fallback: AtomicBool::new(false),
+        }
+    }
 }
 
 /// A tower [`Layer`] that traces each request of an HTTP server (see the [module
@@ -60,20 +65,15 @@ impl ServerLayer {
             keys if keys.iter().any(|k| k == "*") => BaggageTags::All,
             keys => BaggageTags::Keys(keys.to_vec()),
         };
+        let client_ip = http
+            .client_ip_enabled()
+            .then(|| http.client_ip_header().map(str::to_owned));
+        let errors = *http.server_error_statuses();
         Self {
             shared: Arc::new(Shared {
-                tracer,
-                propagator: Propagator::from_config(config),
-                name: Str::from("http.request"),
-                component: Str::from("tower"),
-                service: None,
-                query: QueryPolicy::new(http.query_string()),
-                error_statuses: *http.server_error_statuses(),
-                client_ip: http
-                    .client_ip_enabled()
-                    .then(|| http.client_ip_header().map(str::to_owned)),
+                settings: Settings::new(tracer, "tower", errors),
+                client_ip,
                 baggage_tags,
-                header_tags: http.header_tags().to_vec(),
                 warned_fallback: AtomicBool::new(false),
             }),
         }
@@ -85,81 +85,9 @@ impl ServerLayer {
     pub fn axum(tracer: Tracer) -> Self {
         Self::new(tracer).with_component("axum")
     }
-
-    fn edit(mut self, f: impl FnOnce(&mut Shared)) -> Self {
-        match Arc::get_mut(&mut self.shared) {
-            Some(shared) => f(shared),
-            None => {
-                let s = &*self.shared;
-                let mut copy = Shared {
-                    tracer: s.tracer,
-                    propagator: s.propagator.clone(),
-                    name: s.name.clone(),
-                    component: s.component.clone(),
-                    service: s.service.clone(),
-                    query: s.query.clone(),
-                    error_statuses: s.error_statuses,
-                    client_ip: s.client_ip.clone(),
-                    baggage_tags: match &s.baggage_tags {
-                        BaggageTags::None => BaggageTags::None,
-                        BaggageTags::All => BaggageTags::All,
-                        BaggageTags::Keys(k) => BaggageTags::Keys(k.clone()),
-                    },
-                    header_tags: s.header_tags.clone(),
-                    warned_fallback: AtomicBool::new(false),
-                };
-                f(&mut copy);
-                self.shared = Arc::new(copy);
-            }
-        }
-        self
-    }
-
-    /// Sets the operation name (default `http.request`).
-    #[must_use]
-    pub fn with_operation_name(self, name: impl Into<Str>) -> Self {
-        let name = name.into();
-        self.edit(|s| s.name = name)
-    }
-
-    /// Sets the `component` tag.
-    #[must_use]
-    pub fn with_component(self, component: impl Into<Str>) -> Self {
-        let component = component.into();
-        self.edit(|s| s.component = component)
-    }
-
-    /// Sets the service of the request spans (default: the tracer's `DD_SERVICE`).
-    #[must_use]
-    pub fn with_service(self, service: impl Into<Str>) -> Self {
-        let service = service.into().into_shared();
-        self.edit(|s| s.service = Some(service))
-    }
-
-    /// Sets the propagator (default: from `DD_TRACE_PROPAGATION_STYLE*`).
-    #[must_use]
-    pub fn with_propagator(self, propagator: Propagator) -> Self {
-        self.edit(|s| s.propagator = propagator)
-    }
 }
 
-impl<S> Layer<S> for ServerLayer {
-    type Service = ServerService<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        ServerService {
-            inner,
-            shared: Arc::clone(&self.shared),
-        }
-    }
-}
-
-/// The service of [`ServerLayer`].
-#[derive(Debug, Clone)]
-pub struct ServerService<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
+layer_shell!(ServerLayer, ServerService, Shared, "the tracer's `DD_SERVICE`");
 
 /// The route template: a [`Route`] extension, else axum's `MatchedPath`.
 fn route_of(ext: &http::Extensions) -> Option<Str> {

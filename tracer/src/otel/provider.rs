@@ -40,6 +40,9 @@ pub struct TracerProvider {
 impl TracerProvider {
     /// A provider recording into `tracer`.
     pub fn new(tracer: crate::Tracer) -> Self {
+        // From now on a native span's parent is the innermost of our current span and
+        // OpenTelemetry's current span.
+        crate::span::set_current_hook(super::innermost_current);
         Self {
             inner: Arc::new(ProviderInner { tracer, service: None }),
         }

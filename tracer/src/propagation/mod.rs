@@ -1,7 +1,7 @@
 //! Trace context propagation over HTTP headers: Datadog (`x-datadog-*`), W3C trace
 //! context (`traceparent`/`tracestate`), B3 (multi and single header) and W3C `baggage`,
 //! extracted and injected per `DD_TRACE_PROPAGATION_STYLE` (default
-//! `datadog,tracecontext,baggage`; see [`Propagator::from_config`]).
+//! `datadog,tracecontext,baggage`; see `Propagator::from_config`).
 //!
 //! Extraction never fails loudly: a malformed header is ignored (the next style is tried,
 //! or a new trace starts), never a panic.
@@ -9,16 +9,17 @@
 mod b3;
 mod baggage;
 mod datadog;
+mod style;
 mod tracecontext;
+
+pub use style::{PropagationSettings, Style};
 
 pub use baggage::{Baggage, BaggageGuard, MAX_BYTES as BAGGAGE_MAX_BYTES, MAX_ITEMS as BAGGAGE_MAX_ITEMS};
 
 use std::collections::HashMap;
 
-use crate::config::TracerConfig;
 use crate::sampling::{Mechanism, SamplingDecision};
 use crate::span::{SpanContext, SpanId, Str, TraceId};
-use crate::tracer::Tracer;
 
 /// Reads request headers (names are looked up in lower case).
 pub trait Extractor {
@@ -55,90 +56,6 @@ impl Extractor for HashMap<String, String> {
 impl Injector for HashMap<String, String> {
     fn set(&mut self, name: &'static str, value: String) {
         self.insert(name.to_owned(), value);
-    }
-}
-
-/// A propagation format (`DD_TRACE_PROPAGATION_STYLE` values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Style {
-    /// `datadog`: `x-datadog-trace-id`, `x-datadog-parent-id`,
-    /// `x-datadog-sampling-priority`, `x-datadog-origin`, `x-datadog-tags`.
-    Datadog,
-    /// `tracecontext`: W3C `traceparent` and `tracestate` (with the `dd=` member).
-    TraceContext,
-    /// `b3multi`: `x-b3-traceid`, `x-b3-spanid`, `x-b3-sampled`.
-    B3Multi,
-    /// `b3` (or `b3 single header`): the single `b3` header.
-    B3Single,
-    /// `baggage`: the W3C `baggage` header (no trace context; see [`Baggage`]).
-    Baggage,
-}
-
-impl Style {
-    /// The name in `DD_TRACE_PROPAGATION_STYLE`.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Datadog => "datadog",
-            Self::TraceContext => "tracecontext",
-            Self::B3Multi => "b3multi",
-            Self::B3Single => "b3",
-            Self::Baggage => "baggage",
-        }
-    }
-
-    /// Parses a `DD_TRACE_PROPAGATION_STYLE` list (comma-separated, case-insensitive):
-    /// `datadog`, `tracecontext`, `baggage`, `b3multi`, `b3` (the single header, as in
-    /// ddtrace-py and OpenTelemetry; `b3 single header` is accepted too), `none`.
-    ///
-    /// # Errors
-    /// The first entry that is not a supported style.
-    pub fn parse_list(list: &str) -> Result<Vec<Style>, String> {
-        let mut out = Vec::new();
-        for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-            let style = match item.to_ascii_lowercase().as_str() {
-                "datadog" => Style::Datadog,
-                "tracecontext" => Style::TraceContext,
-                "b3multi" => Style::B3Multi,
-                "b3" | "b3 single header" => Style::B3Single,
-                "baggage" => Style::Baggage,
-                "none" => continue,
-                other => {
-                    return Err(format!(
-                        "unsupported propagation style {other:?} (supported: datadog, tracecontext, baggage, b3multi, b3, none)"
-                    ));
-                }
-            };
-            if !out.contains(&style) {
-                out.push(style);
-            }
-        }
-        Ok(out)
-    }
-
-    /// Parses an `OTEL_PROPAGATORS` list, skipping the propagators we do not have (OTel's
-    /// rule for unknown entries).
-    pub fn parse_otel_list(list: &str) -> Vec<Style> {
-        let mut out = Vec::new();
-        for item in list.split(',').map(str::trim) {
-            let style = match item.to_ascii_lowercase().as_str() {
-                "tracecontext" => Style::TraceContext,
-                "baggage" => Style::Baggage,
-                "b3" => Style::B3Single,
-                "b3multi" => Style::B3Multi,
-                "datadog" => Style::Datadog,
-                _ => continue,
-            };
-            if !out.contains(&style) {
-                out.push(style);
-            }
-        }
-        out
-    }
-
-    /// `datadog,tracecontext,baggage`, the default of Datadog's tracers.
-    pub fn defaults() -> Vec<Style> {
-        vec![Style::Datadog, Style::TraceContext, Style::Baggage]
     }
 }
 
@@ -193,11 +110,11 @@ impl Propagator {
         }
     }
 
-    /// The propagator `config` describes (`DD_TRACE_PROPAGATION_STYLE[_EXTRACT|_INJECT]`,
-    /// `DD_TRACE_PROPAGATION_EXTRACT_FIRST`).
-    pub fn from_config(config: &TracerConfig) -> Self {
-        let p = config.propagation();
-        Self::new(p.extract().to_vec(), p.inject().to_vec()).with_extract_first(p.extract_first())
+    /// The propagator `settings` describe (`DD_TRACE_PROPAGATION_STYLE[_EXTRACT|_INJECT]`,
+    /// `DD_TRACE_PROPAGATION_EXTRACT_FIRST`); `Propagator::from_config` takes them from a
+    /// `TracerConfig`.
+    pub fn from_settings(settings: &PropagationSettings) -> Self {
+        Self::new(settings.extract().to_vec(), settings.inject().to_vec()).with_extract_first(settings.extract_first())
     }
 
     /// Stops at the first style that yields a context (`DD_TRACE_PROPAGATION_EXTRACT_FIRST`)
@@ -280,10 +197,9 @@ impl Propagator {
         }
     }
 
-    /// Writes `ctx` into outgoing headers, taking the trace's sampling decision now if
-    /// nobody has yet (it is then final for the trace).
-    pub fn inject(&self, tracer: &Tracer, ctx: &SpanContext, carrier: &mut dyn Injector) {
-        let decision = tracer.sampling_decision(ctx);
+    /// Writes `ctx` into outgoing headers with the trace's `decision` (`Propagator::inject`
+    /// takes it from the tracer first).
+    pub(crate) fn inject_decided(&self, ctx: &SpanContext, decision: SamplingDecision, carrier: &mut dyn Injector) {
         for style in &self.inject {
             match style {
                 Style::Datadog => datadog::inject(ctx, decision, carrier),

@@ -1,8 +1,8 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::TracerConfig;
 use crate::sampling::{AUTO_KEEP, AUTO_REJECT, USER_KEEP};
+use crate::{Tracer, TracerConfig};
 
 fn headers(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()

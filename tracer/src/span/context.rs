@@ -2,15 +2,12 @@
 //! on every poll, so the current span follows a task across `.await` and threads.
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::marker::PhantomData;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
-use super::{Span, SpanId, Str, TraceId};
-use crate::buffer::{TraceState, TraceTags};
-use crate::sampling::SamplingDecision;
+use super::decision::SamplingDecision;
+use super::trace::{TraceState, TraceTags};
+use super::{SpanId, Str, TraceId};
 
 /// What a child needs from its parent: ids, the parent's service and the trace's shared
 /// state. Cheap to clone, `Send + Sync`; pass it to other threads and tasks freely.
@@ -102,13 +99,24 @@ thread_local! {
 /// code as well.
 pub(crate) fn current_context() -> Option<SpanContext> {
     #[cfg(feature = "opentelemetry")]
-    {
-        crate::otel::innermost_current()
+    if let Some(hook) = CURRENT_HOOK.get() {
+        return hook();
     }
-    #[cfg(not(feature = "opentelemetry"))]
-    {
-        native_current_context()
-    }
+    native_current_context()
+}
+
+/// Finds the current span context when another context API may hold it too.
+#[cfg(feature = "opentelemetry")]
+pub(crate) type CurrentHook = fn() -> Option<SpanContext>;
+
+#[cfg(feature = "opentelemetry")]
+static CURRENT_HOOK: std::sync::OnceLock<CurrentHook> = std::sync::OnceLock::new();
+
+/// Makes [`current_context`] ask `hook` (the OpenTelemetry bridge: the innermost of our
+/// current span and OpenTelemetry's). Set once; the span model stays below the bridge.
+#[cfg(feature = "opentelemetry")]
+pub(crate) fn set_current_hook(hook: CurrentHook) {
+    let _ = CURRENT_HOOK.set(hook);
 }
 
 /// The innermost span context on this thread's stack (ours and entered `tracing` spans).
@@ -180,97 +188,3 @@ impl Drop for Entered {
         }
     }
 }
-
-pin_project_lite::pin_project! {
-    /// A future that runs with its span current on every poll and finishes the span when
-    /// the future completes or is dropped. Made by [`Instrument::in_span`].
-    pub struct Instrumented<F> {
-        #[pin]
-        inner: F,
-        span: Option<Span>,
-        ctx: Option<SpanContext>,
-    }
-}
-
-impl<F> std::fmt::Debug for Instrumented<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Instrumented")
-            .field("span", &self.span)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F: Future> Future for Instrumented<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let out = {
-            let _entered = Entered::new(this.ctx.clone());
-            this.inner.poll(cx)
-        };
-        if out.is_ready() {
-            // Finish the span as soon as the work is done, not whenever the future is dropped.
-            drop(this.span.take());
-        }
-        out
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A future that runs with a span context current on every poll. Made by
-    /// [`Instrument::with_context`].
-    pub struct WithContext<F> {
-        #[pin]
-        inner: F,
-        ctx: Option<SpanContext>,
-    }
-}
-
-impl<F> std::fmt::Debug for WithContext<F> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WithContext")
-            .field("ctx", &self.ctx)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F: Future> Future for WithContext<F> {
-    type Output = F::Output;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = self.project();
-        let _entered = Entered::new(this.ctx.clone());
-        this.inner.poll(cx)
-    }
-}
-
-/// Attaches spans to futures so the current span follows them across `.await`, tasks
-/// and threads.
-pub trait Instrument: Future + Sized {
-    /// Runs the future with `span` current; the span finishes when the future completes.
-    fn in_span(self, span: Span) -> Instrumented<Self> {
-        let ctx = span.context();
-        Instrumented {
-            inner: self,
-            span: Some(span),
-            ctx,
-        }
-    }
-
-    /// Runs the future with `ctx` current (e.g. inside `tokio::spawn`).
-    fn with_context(self, ctx: Option<SpanContext>) -> WithContext<Self> {
-        WithContext { inner: self, ctx }
-    }
-
-    /// Runs the future with the caller's current span current, e.g.
-    /// `tokio::spawn(work().in_current_span())`.
-    fn in_current_span(self) -> WithContext<Self> {
-        WithContext {
-            inner: self,
-            ctx: current_context(),
-        }
-    }
-}
-
-impl<F: Future> Instrument for F {}

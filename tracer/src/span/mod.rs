@@ -1,29 +1,31 @@
-//! Spans: identifiers, the finished-span model, the builder, the guard that finishes on
-//! drop, and the context that follows a request across threads and `.await`.
+//! The span model: identifiers, the finished-span data, links and events, errors, the
+//! context that follows a request across threads and `.await`, and the per-trace state
+//! its spans share (with the trace's sampling decision). The API that starts and
+//! finishes spans (`SpanBuilder`, `Span`) is `tracer/`.
 
-mod builder;
 mod context;
 mod data;
+mod decision;
 pub(crate) mod error;
-mod guard;
 mod ids;
 #[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]
 pub(crate) mod intern;
 mod links;
 mod str;
+mod trace;
 
-pub use builder::SpanBuilder;
-pub use context::{Entered, Instrument, Instrumented, SpanContext, WithContext};
+pub use context::{Entered, SpanContext};
 pub use data::SpanData;
-pub use guard::Span;
+pub use decision::{Mechanism, SamplingDecision};
 pub use ids::{SpanId, TraceId};
 pub use links::{AttributeValue, SpanEvent, SpanLink};
 pub use str::Str;
 
 pub(crate) use data::SpanBox;
+pub(crate) use trace::{ChunkSpans, TraceState, TraceTags};
 
 pub(crate) use context::current_context;
-#[cfg(feature = "opentelemetry")]
-pub(crate) use context::native_current_context;
 #[cfg(feature = "tracing-layer")]
 pub(crate) use context::{enter_current, exit_current, is_current};
+#[cfg(feature = "opentelemetry")]
+pub(crate) use context::{native_current_context, set_current_hook};

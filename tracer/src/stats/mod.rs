@@ -29,6 +29,8 @@ use smallvec::SmallVec;
 pub(crate) use payload::{PayloadIdentity, encode_payload};
 pub(crate) use sketch::Sketch;
 
+use apm_conventions::grpc;
+
 use crate::span::SpanData;
 
 /// Bucket width (the agent's and every tracer's).
@@ -331,16 +333,6 @@ impl Concentrator {
     }
 }
 
-fn grpc_index(key: &str) -> Option<usize> {
-    match key {
-        "rpc.grpc.status_code" => Some(0),
-        "grpc.code" => Some(1),
-        "rpc.grpc.status.code" => Some(2),
-        "grpc.status.code" => Some(3),
-        _ => None,
-    }
-}
-
 fn key_of<'a>(span: &'a SpanData, service: &'a str, synthetics: bool, peer_keys: &[String]) -> KeyRef<'a> {
     let mut status_metric = None;
     let mut otel_status_metric = None;
@@ -350,7 +342,7 @@ fn key_of<'a>(span: &'a SpanData, service: &'a str, synthetics: bool, peer_keys:
             "http.status_code" => status_metric = Some(*v),
             "http.response.status_code" => otel_status_metric = Some(*v),
             other => {
-                if let Some(slot) = grpc_index(other).and_then(|i| grpc_metric.get_mut(i)) {
+                if let Some(slot) = grpc::key_index(other).and_then(|i| grpc_metric.get_mut(i)) {
                     *slot = Some(*v);
                 }
             }
@@ -376,7 +368,7 @@ fn key_of<'a>(span: &'a SpanData, service: &'a str, synthetics: bool, peer_keys:
             "_dd.svc_src" => svc_src = v,
             "_dd.base_service" => base = v,
             other => {
-                if let Some(slot) = grpc_index(other).and_then(|i| grpc_meta.get_mut(i)) {
+                if let Some(slot) = grpc::key_index(other).and_then(|i| grpc_meta.get_mut(i)) {
                     *slot = Some(v);
                 }
             }
@@ -398,11 +390,7 @@ fn key_of<'a>(span: &'a SpanData, service: &'a str, synthetics: bool, peer_keys:
         }
     }
     let status = status_code(status_metric, status_meta, otel_status_metric, otel_status_meta);
-    let grpc = grpc_meta
-        .iter()
-        .flatten()
-        .find_map(|v| grpc_code_from_str(v))
-        .or_else(|| grpc_metric.iter().flatten().find_map(|f| float_code(*f)));
+    let grpc = grpc::status_code(grpc_meta, grpc_metric);
     KeyRef {
         service: span.service.as_deref().unwrap_or(service),
         name: &span.name,
@@ -422,62 +410,17 @@ fn key_of<'a>(span: &'a SpanData, service: &'a str, synthetics: bool, peer_keys:
 
 fn status_code(metric: Option<f64>, meta: Option<&str>, otel_metric: Option<f64>, otel_meta: Option<&str>) -> u32 {
     if let Some(m) = metric {
-        return float_code(m).unwrap_or(0);
+        return apm_conventions::code_from_f64(m).unwrap_or(0);
     }
     if let Some(s) = meta {
         return s.trim().parse().unwrap_or(0);
     }
     let valid = |c: &u32| (100..600).contains(c);
     otel_metric
-        .and_then(float_code)
+        .and_then(apm_conventions::code_from_f64)
         .filter(valid)
         .or_else(|| otel_meta.and_then(|s| s.trim().parse().ok()).filter(valid))
         .unwrap_or(0)
-}
-
-fn float_code(f: f64) -> Option<u32> {
-    (f.is_finite() && f >= 0.0 && f.fract() == 0.0 && f <= f64::from(u32::MAX)).then_some(f as u32)
-}
-
-/// A gRPC status code from a number or a code name (`NOT_FOUND`, `NotFound`,
-/// `StatusCode.NOT_FOUND`, any case).
-fn grpc_code_from_str(v: &str) -> Option<u32> {
-    let v = v.trim();
-    if let Ok(n) = v.parse::<u32>() {
-        return Some(n);
-    }
-    let name = v
-        .strip_prefix("StatusCode.")
-        .or_else(|| v.strip_prefix("STATUSCODE."))
-        .unwrap_or(v);
-    let upper: String = name
-        .chars()
-        .filter(|c| *c != '_')
-        .map(|c| c.to_ascii_uppercase())
-        .collect();
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALIDARGUMENT",
-        "DEADLINEEXCEEDED",
-        "NOTFOUND",
-        "ALREADYEXISTS",
-        "PERMISSIONDENIED",
-        "RESOURCEEXHAUSTED",
-        "FAILEDPRECONDITION",
-        "ABORTED",
-        "OUTOFRANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATALOSS",
-        "UNAUTHENTICATED",
-    ];
-    if upper == "CANCELED" {
-        return Some(1);
-    }
-    NAMES.iter().position(|n| *n == upper).map(|i| i as u32)
 }
 
 #[cfg(test)]

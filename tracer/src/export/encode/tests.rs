@@ -3,8 +3,8 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::*;
-use crate::buffer::TraceTags;
 use crate::sampling::{Mechanism, SamplingDecision};
+use crate::span::TraceTags;
 use crate::span::{SpanId, Str, TraceId};
 
 fn ctx() -> EncodeContext {

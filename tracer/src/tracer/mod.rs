@@ -1,15 +1,23 @@
 //! `Tracer`: the handle applications start spans from.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock};
+mod builder;
+mod guard;
+mod instrument;
+
+pub use builder::SpanBuilder;
+pub use guard::Span;
+pub use instrument::{Instrument, Instrumented, WithContext};
+
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use crate::buffer::{Chunk, ChunkQueue, ChunkSpans, SHARDS, SpanPool, TraceState};
 use crate::config::{ConfigError, TracerConfig};
-use crate::export::{self, Control, EncodeContext, FlushError, WorkerHandle};
-use crate::health::{AppCounters, Counters, Health, Problem, ProblemLog};
-use crate::sampling::{RuleInput, Sampler, SamplingDecision, SamplingInput};
-use crate::span::{SpanBuilder, SpanContext, SpanId, Str, TraceId, current_context};
+use crate::core::{Control, FlushError, TracerInner};
+use crate::export;
+use crate::health::Health;
+use crate::propagation::{Injector, Propagator};
+use crate::sampling::{RuleInput, SamplingDecision, SamplingInput};
+use crate::span::{SpanContext, SpanId, Str, current_context};
 
 /// Why a tracer could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -20,31 +28,6 @@ pub enum TracerError {
     /// The export thread could not be started.
     #[error("cannot start the trace export thread: {0}")]
     Worker(#[source] std::io::Error),
-}
-
-pub(crate) struct TracerInner {
-    pub(crate) config: TracerConfig,
-    /// The tracer's service, shared by every span that does not set one.
-    pub(crate) service: Str,
-    pub(crate) sampler: Sampler,
-    pub(crate) queue: ChunkQueue,
-    pub(crate) pool: SpanPool,
-    pub(crate) counters: Counters,
-    pub(crate) problems: ProblemLog,
-    /// The span ledger (export/ledger.rs), reported to the agent with every payload.
-    pub(crate) ledger: export::Ledger,
-    shut_down: AtomicBool,
-    worker: Mutex<Option<WorkerHandle>>,
-    worker_thread: OnceLock<std::thread::Thread>,
-    runtime_id: String,
-}
-
-impl std::fmt::Debug for TracerInner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TracerInner")
-            .field("service", &self.service)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The tracer: starts spans and owns the background export worker.
@@ -68,22 +51,6 @@ impl std::fmt::Debug for Tracer {
     }
 }
 
-fn runtime_id() -> String {
-    let a = TraceId::generate(0).low();
-    let b = TraceId::generate(0).low();
-    // UUID v4 layout.
-    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    )
-}
-
 impl Tracer {
     /// Builds a tracer from `config` and starts its export thread (none when tracing is
     /// disabled).
@@ -101,7 +68,7 @@ impl Tracer {
         }
         let tracer = Self { inner };
         if inner.config.enabled {
-            crate::log_correlation::register_default(tracer);
+            crate::core::register_default(inner);
         }
         Ok(tracer)
     }
@@ -109,6 +76,11 @@ impl Tracer {
     /// The tracer's state, for the crate's integrations.
     pub(crate) fn inner(&self) -> &'static TracerInner {
         self.inner
+    }
+
+    /// The tracer of `inner` (the state of a tracer built earlier).
+    pub(crate) fn from_inner(inner: &'static TracerInner) -> Self {
+        Self { inner }
     }
 
     /// A tracer whose chunks stay in its queue, for the crate's own tests.
@@ -233,121 +205,6 @@ impl Tracer {
     }
 }
 
-impl TracerInner {
-    /// Builds the tracer's state for the life of the process (see [`Tracer`]).
-    fn leak(config: TracerConfig) -> &'static Self {
-        let sampler = Sampler::new(
-            config.sampling_rules.clone(),
-            config.sample_rate,
-            config.rate_limit,
-            config.env.as_deref().unwrap_or(""),
-        );
-        Box::leak(Box::new(Self {
-            service: Str::from(config.service.clone()).into_shared(),
-            // `queue_capacity` chunks in all, spread over the shards.
-            queue: ChunkQueue::new(config.queue_capacity.div_ceil(SHARDS)),
-            pool: SpanPool::new(config.queue_capacity.clamp(64, 16 * 1024)),
-            sampler,
-            counters: Counters::default(),
-            problems: ProblemLog::default(),
-            ledger: export::Ledger::default(),
-            shut_down: AtomicBool::new(false),
-            worker: Mutex::new(None),
-            worker_thread: OnceLock::new(),
-            runtime_id: runtime_id(),
-            config,
-        }))
-    }
-
-    pub(crate) fn wake_worker(&self) {
-        if let Some(t) = self.worker_thread.get() {
-            t.unpark();
-        }
-    }
-
-    pub(crate) fn encode_context(&self) -> EncodeContext {
-        let shared = |s: &String| Str::from(s.clone()).into_shared();
-        EncodeContext {
-            service: self.service.clone(),
-            env: self.config.env.as_ref().map(shared),
-            version: self.config.version.as_ref().map(shared),
-            global_tags: self
-                .config
-                .global_tags
-                .iter()
-                .map(|(k, v)| (shared(k), shared(v)))
-                .collect(),
-            runtime_id: shared(&self.runtime_id),
-            process_id: f64::from(std::process::id()),
-            native_span_events: false,
-        }
-    }
-
-    /// Hands finished spans to the queue; never blocks.
-    pub(crate) fn emit(&self, spans: ChunkSpans, trace: Option<Arc<TraceState>>) {
-        let n = spans.len() as u64;
-        let local = self.counters.app.local();
-        AppCounters::bump(&local.spans_finished, n);
-        if self.shut_down.load(Relaxed) {
-            self.ledger.dropped(export::LedgerDrop::Shutdown, &spans, &self.service);
-            self.counters.spans_dropped_shutdown.fetch_add(n, Relaxed);
-            self.problems.raise(Problem::FinishedAfterShutdown, || {
-                "spans finished after the tracer was shut down are dropped".to_owned()
-            });
-            return;
-        }
-        match self.queue.push(Chunk { spans, trace }) {
-            Ok(wake) => {
-                AppCounters::bump(&local.traces_enqueued, 1);
-                if wake {
-                    self.wake_worker();
-                }
-            }
-            Err(dropped) => {
-                self.ledger
-                    .dropped(export::LedgerDrop::QueueFull, &dropped.spans, &self.service);
-                for span in dropped.spans {
-                    self.pool.keep_local(span);
-                }
-                self.counters.spans_dropped_queue_full.fetch_add(n, Relaxed);
-                self.counters.traces_dropped_queue_full.fetch_add(1, Relaxed);
-                self.problems.raise(Problem::QueueFull, || {
-                    format!(
-                        "the trace queue is full ({} chunks waiting for the export thread); dropping traces, counted in Health",
-                        self.queue.len()
-                    )
-                });
-            }
-        }
-    }
-
-    pub(crate) fn span_over_trace_cap(&self) {
-        self.counters.spans_dropped_trace_too_large.fetch_add(1, Relaxed);
-        self.problems.raise(Problem::TraceTooLarge, || {
-            format!(
-                "a trace passed {} spans; its further spans are dropped (set partial flush with DD_TRACE_PARTIAL_FLUSH_ENABLED)",
-                self.config.max_spans_per_trace
-            )
-        });
-    }
-}
-
-/// A disabled tracer for the children of no-op spans.
-pub(crate) fn noop_tracer() -> Tracer {
-    static NOOP: OnceLock<Tracer> = OnceLock::new();
-    *NOOP.get_or_init(|| {
-        let config = TracerConfig::default().with_enabled(false);
-        Tracer::new(config).unwrap_or_else(|_| unreachable_disabled())
-    })
-}
-
-/// A disabled tracer never starts a thread, so `Tracer::new` cannot fail for it.
-fn unreachable_disabled() -> Tracer {
-    Tracer {
-        inner: TracerInner::leak(TracerConfig::default().with_enabled(false)),
-    }
-}
-
 /// Shuts the tracer down when dropped: keep it alive in `main` so that every span is
 /// sent when the program ends, however it returns.
 #[derive(Debug)]
@@ -374,11 +231,22 @@ impl Drop for ShutdownGuard {
     }
 }
 
+impl Propagator {
+    /// Writes `ctx` into outgoing headers, taking the trace's sampling decision now if
+    /// nobody has yet (it is then final for the trace).
+    ///
+    /// (Defined beside [`Tracer`], which takes the decision, so that `propagation` stays
+    /// below the tracer.)
+    pub fn inject(&self, tracer: &Tracer, ctx: &SpanContext, carrier: &mut dyn Injector) {
+        self.inject_decided(ctx, tracer.sampling_decision(ctx), carrier);
+    }
+}
+
 #[allow(dead_code)]
 fn _assert_send_sync() {
     fn is<T: Send + Sync>() {}
     is::<Tracer>();
     is::<SpanContext>();
-    is::<crate::Span>();
+    is::<Span>();
     let _ = SpanId::default();
 }

@@ -5,10 +5,10 @@ use std::time::Instant;
 
 use smallvec::SmallVec;
 
-use super::{Entered, SpanBox, SpanBuilder, SpanContext, SpanData, SpanId, Str, TraceId};
-use crate::buffer::TraceState;
+use super::SpanBuilder;
 use crate::clock;
-use crate::tracer::TracerInner;
+use crate::core::TracerInner;
+use crate::span::{Entered, SpanBox, SpanContext, SpanData, SpanId, Str, TraceId, TraceState};
 
 /// A span's reference to its trace's shared state.
 pub(crate) enum TraceSlot {
@@ -110,7 +110,7 @@ impl Span {
     pub fn child(&self, name: impl Into<Str>) -> SpanBuilder {
         match &self.active {
             Some(a) => SpanBuilder::new(a.tracer, name.into()).with_parent(self.context()),
-            None => crate::tracer::noop_tracer().span(name).root(),
+            None => super::SpanBuilder::new(TracerInner::noop(), name.into()).root(),
         }
     }
 
@@ -140,15 +140,15 @@ impl Span {
     pub fn add_link<K, V>(&mut self, ctx: &SpanContext, attributes: impl IntoIterator<Item = (K, V)>)
     where
         K: Into<String>,
-        V: Into<super::AttributeValue>,
+        V: Into<crate::span::AttributeValue>,
     {
         if let Some(d) = self.data_mut() {
-            d.push_link(super::SpanLink::to_context(ctx, attributes));
+            d.push_link(crate::span::SpanLink::to_context(ctx, attributes));
         }
     }
 
     /// Adds a link built by hand (e.g. to a context from another tracer).
-    pub fn push_link(&mut self, link: super::SpanLink) {
+    pub fn push_link(&mut self, link: crate::span::SpanLink) {
         if let Some(d) = self.data_mut() {
             d.push_link(link);
         }
@@ -158,16 +158,16 @@ impl Span {
     pub fn add_event<K, V>(&mut self, name: impl Into<String>, attributes: impl IntoIterator<Item = (K, V)>)
     where
         K: Into<String>,
-        V: Into<super::AttributeValue>,
+        V: Into<crate::span::AttributeValue>,
     {
         if let Some(d) = self.data_mut() {
             let now = crate::clock::unix_nanos(crate::clock::now());
-            d.push_event(super::SpanEvent::new(name, now, attributes));
+            d.push_event(crate::span::SpanEvent::new(name, now, attributes));
         }
     }
 
     /// Records an event at a given time (nanoseconds since the unix epoch).
-    pub fn push_event(&mut self, event: super::SpanEvent) {
+    pub fn push_event(&mut self, event: crate::span::SpanEvent) {
         if let Some(d) = self.data_mut() {
             d.push_event(event);
         }
@@ -235,7 +235,7 @@ impl Span {
     /// the three tags Error Tracking needs on a service-entry span.
     pub fn set_error<E: std::error::Error + ?Sized>(&mut self, err: &E) {
         let first = format!("{}: {err}", std::any::type_name::<E>());
-        let stack = super::error::with_causes(first, err, super::error::CAUSED_BY);
+        let stack = crate::span::error::with_causes(first, err, crate::span::error::CAUSED_BY);
         self.set_error_tags(std::any::type_name::<E>(), err.to_string(), stack);
     }
 

@@ -3,12 +3,12 @@
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use super::Str;
+use super::Span;
 use super::guard::{ActiveSpan, TraceSlot};
-use super::{Span, SpanBox, SpanContext, SpanData, SpanId, TraceId, current_context};
 use crate::clock;
+use crate::core::TracerInner;
 use crate::health::AppCounters;
-use crate::tracer::TracerInner;
+use crate::span::{SpanBox, SpanContext, SpanData, SpanId, Str, TraceId, current_context};
 
 #[derive(Clone, Copy)]
 enum Parent {
@@ -85,9 +85,10 @@ impl SpanBuilder {
     pub fn link<K, V>(mut self, ctx: &SpanContext, attributes: impl IntoIterator<Item = (K, V)>) -> Self
     where
         K: Into<String>,
-        V: Into<super::AttributeValue>,
+        V: Into<crate::span::AttributeValue>,
     {
-        self.data_mut().push_link(super::SpanLink::to_context(ctx, attributes));
+        self.data_mut()
+            .push_link(crate::span::SpanLink::to_context(ctx, attributes));
         self
     }
 
