@@ -97,7 +97,7 @@ impl Shared {
     }
 }
 
-/// A tower [`Layer`] that traces each outgoing HTTP request and injects the trace context
+/// A tower [`Layer`](tower_layer::Layer) that traces each outgoing HTTP request and injects the trace context
 /// (and the current baggage) into its headers. The span's parent is the current span.
 #[derive(Debug, Clone)]
 pub struct ClientLayer {

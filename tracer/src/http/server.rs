@@ -47,7 +47,7 @@ impl Clone for Shared {
     }
 }
 
-/// A tower [`Layer`] that traces each request of an HTTP server (see the [module
+/// A tower [`Layer`](tower_layer::Layer) that traces each request of an HTTP server (see the [module
 /// docs](super) for the span and for where to add it in an axum app).
 #[derive(Debug, Clone)]
 pub struct ServerLayer {

@@ -14,7 +14,7 @@ pub enum Style {
     B3Multi,
     /// `b3` (or `b3 single header`): the single `b3` header.
     B3Single,
-    /// `baggage`: the W3C `baggage` header (no trace context; see [`Baggage`]).
+    /// `baggage`: the W3C `baggage` header (no trace context; see [`Baggage`](super::Baggage)).
     Baggage,
 }
 

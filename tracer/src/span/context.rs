@@ -154,7 +154,7 @@ pub(crate) fn exit_current(span_id: SpanId) {
     });
 }
 
-/// Guard of [`Span::enter`]: the span stays current on this thread until it drops.
+/// Guard of [`Span::enter`](crate::Span::enter): the span stays current on this thread until it drops.
 /// Not `Send`: it must drop on the thread that entered.
 #[must_use = "the span is current only while the guard lives"]
 pub struct Entered {

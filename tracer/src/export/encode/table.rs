@@ -157,6 +157,7 @@ impl StringTable {
     }
 
     /// The index of `s`, adding it if new.
+    #[inline]
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
         if let Some(i) = self.index.get(s) {
             return *i;
