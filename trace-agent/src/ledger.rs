@@ -2,7 +2,7 @@
 //! the destination — `created → sent → received → kept → delivered` — with each loss named.
 //!
 //! Tracers that know the ledger (ours) send their own cumulative counters with every trace
-//! payload in the `X-Span-Ledger` header (format: the tracer's `export/ledger.rs`, summed up
+//! payload in the `X-Span-Ledger` header (format: the tracer's `ledger.rs`, summed up
 //! in the README). This module parses it (bounded, never panics; a bad header is counted and
 //! ignored, the payload is still taken), keeps the latest report per runtime id, and joins it
 //! with the agent's own per-service counts at every hop:

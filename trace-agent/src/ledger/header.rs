@@ -1,5 +1,5 @@
 //! The `X-Span-Ledger` header: parsing, bounded and linear (format in the tracer's
-//! `export/ledger.rs` and the README).
+//! `tracer/src/ledger.rs` and the README).
 
 use super::{
     MAX_ENCODED_NAME, MAX_HEADER_LEN, MAX_REPORT_SERVICES, MAX_REPORT_STATUSES, MAX_RUNTIME_ID, TRACER_OVERFLOW,
