@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::intake::Intake;
+use support::runtime::runtime;
+use support::test_agent::{assert_no_check_failed, session_requests, session_traces, start_session};
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;
@@ -143,39 +145,12 @@ struct Sums {
     err: Option<Sketch>,
 }
 
-fn b64(s: &str) -> Vec<u8> {
-    // The test agent returns bodies in standard base64.
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
 #[test]
 fn test_agent_gets_exact_stats_and_no_rejected_traces() {
     let dir = apm::run_dir("tracer-client-stats");
     let agent = apm::TestAgent::start(&dir);
     let token = "rust-client-stats";
-    assert_eq!(
-        agent.get(&format!("/test/session/start?test_session_token={token}")).0,
-        200
-    );
+    start_session(&agent, token);
     let tracer = Tracer::new(config(&agent.url())).expect("tracer");
     let sent = workload(&tracer);
     tracer.shutdown(Duration::from_secs(20)).expect("everything delivered");
@@ -191,9 +166,7 @@ fn test_agent_gets_exact_stats_and_no_rejected_traces() {
     );
 
     // Traces: exactly the kept ones and the rejected ones holding an error.
-    let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
-    assert_eq!(status, 200, "{body}");
-    let traces: Vec<Vec<Value>> = serde_json::from_str(&body).unwrap();
+    let traces = session_traces(&agent, token);
     let got: BTreeSet<u64> = traces
         .iter()
         .map(|t| t[0]["trace_id"].as_u64().expect("trace id"))
@@ -238,9 +211,7 @@ fn test_agent_gets_exact_stats_and_no_rejected_traces() {
     );
 
     // The raw requests: headers of the trace payloads, and the sketches decoded.
-    let (status, body) = agent.get(&format!("/test/session/requests?test_session_token={token}"));
-    assert_eq!(status, 200);
-    let requests: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let requests = session_requests(&agent, token);
     let (mut p0_traces, mut p0_spans, mut trace_payloads) = (0, 0, 0);
     let mut by_resource: BTreeMap<String, Sums> = BTreeMap::new();
     for r in &requests {
@@ -258,7 +229,7 @@ fn test_agent_gets_exact_stats_and_no_rejected_traces() {
             p0_traces += header("Datadog-Client-Dropped-P0-Traces").map_or(0, |v| v.parse::<u64>().unwrap());
             p0_spans += header("Datadog-Client-Dropped-P0-Spans").map_or(0, |v| v.parse::<u64>().unwrap());
         } else if url.ends_with("/v0.6/stats") {
-            let body = b64(r["body"].as_str().unwrap());
+            let body = apm::base64_decode(r["body"].as_str().unwrap());
             let p = trace_agent::decode::decode_client_stats(&body).expect("our agent decodes it too");
             for b in p.stats {
                 for g in b.stats {
@@ -276,18 +247,8 @@ fn test_agent_gets_exact_stats_and_no_rejected_traces() {
         check_sketches(resource, s.ok.as_ref(), s.err.as_ref(), durations);
     }
 
-    // 200 when no enabled check failed (the test agent answers 400 with the failures).
-    let (status, failures) = agent.get("/test/trace_check/failures");
-    assert_eq!(status, 200, "test agent checks: {failures}");
+    assert_no_check_failed(&agent);
     agent.stop();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -10,18 +10,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::runtime::runtime;
 use trace_agent::config::AgentConfig;
 use trace_agent::ledger::ServiceLedger;
 use trace_agent::local::{LocalConfig, LocalMode};
 use tracer::{Tracer, TracerConfig};
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// An agent config on `port` in local mode (store + web view) in its own directory.
 fn local_config(name: &str, port: u16) -> AgentConfig {

@@ -4,6 +4,9 @@
 //! `span_events: true`), v0.5 as the JSON tags the Datadog tracers use (`_dd.span_links`,
 //! `events`).
 
+#[path = "support/test_agent.rs"]
+mod test_agent;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -12,6 +15,7 @@ use opentelemetry::trace::{
     Link, Span as _, SpanContext, SpanId, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
 use serde_json::{Value, json};
+use test_agent::{assert_no_check_failed, session_requests, session_traces, start_session};
 use tracer::{AttributeValue, TraceApi, Tracer, TracerConfig};
 use tracing_subscriber::prelude::*;
 
@@ -94,10 +98,7 @@ fn make_spans(tracer: Tracer) -> Sent {
 fn run(api: TraceApi, token: &str) -> (HashMap<String, Value>, Sent, Vec<u8>) {
     let dir = apm::run_dir(token);
     let agent = apm::TestAgent::start(&dir);
-    assert_eq!(
-        agent.get(&format!("/test/session/start?test_session_token={token}")).0,
-        200
-    );
+    start_session(&agent, token);
     let tracer = Tracer::new(
         TracerConfig::default()
             .with_service("links-svc")
@@ -109,17 +110,13 @@ fn run(api: TraceApi, token: &str) -> (HashMap<String, Value>, Sent, Vec<u8>) {
     .unwrap();
     let sent = make_spans(tracer);
     tracer.flush(Duration::from_secs(10)).expect("delivered");
-    let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
-    assert_eq!(status, 200, "{body}");
-    let traces: Vec<Vec<Value>> = serde_json::from_str(&body).unwrap();
-    let (status, failures) = agent.get("/test/trace_check/failures");
-    assert_eq!(status, 200, "test agent checks: {failures}");
-    let (_, requests) = agent.get(&format!("/test/session/requests?test_session_token={token}"));
-    let requests: Vec<Value> = serde_json::from_str(&requests).unwrap();
+    let traces = session_traces(&agent, token);
+    assert_no_check_failed(&agent);
+    let requests = session_requests(&agent, token);
     let raw: Vec<u8> = requests
         .iter()
         .filter(|r| r["url"].as_str().is_some_and(|u| u.ends_with("/traces")))
-        .flat_map(|r| b64(r["body"].as_str().unwrap_or_default()))
+        .flat_map(|r| apm::base64_decode(r["body"].as_str().unwrap_or_default()))
         .collect();
     agent.stop();
     let by_name = traces
@@ -128,28 +125,6 @@ fn run(api: TraceApi, token: &str) -> (HashMap<String, Value>, Sent, Vec<u8>) {
         .map(|s| (s["resource"].as_str().unwrap_or_default().to_owned(), s))
         .collect();
     (by_name, sent, raw)
-}
-
-fn b64(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {

@@ -5,3 +5,4 @@ pub(crate) mod gated_sink;
 pub(crate) mod intake;
 #[allow(dead_code)] // not every test binary that includes this module starts a runtime
 pub(crate) mod runtime;
+pub(crate) mod test_agent;
