@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use test_agent::{assert_no_check_failed, session_traces, start_session};
+use test_agent::{assert_no_check_failed, session_traces, start_in_session};
 use tracer::{Tracer, TracerConfig};
 
 /// Every span the agent received in the session, by name.
@@ -37,10 +37,8 @@ fn tracer_for(agent: &apm::TestAgent, service: &str) -> Tracer {
 fn tracing_layer_spans_reach_the_test_agent_and_the_tracer_does_not_trace_itself() {
     use tracing_subscriber::prelude::*;
 
-    let dir = apm::run_dir("bridges-layer");
-    let agent = apm::TestAgent::start(&dir);
     let token = "rust-tracing-layer";
-    start_session(&agent, token);
+    let agent = start_in_session("bridges-layer", token);
     let tracer = tracer_for(&agent, "layer-svc");
     tracing_subscriber::registry()
         .with(tracer::layer::DatadogLayer::new(tracer))
@@ -97,10 +95,8 @@ fn otel_bridge_spans_reach_the_test_agent_mapped() {
     use opentelemetry::KeyValue;
     use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
 
-    let dir = apm::run_dir("bridges-otel");
-    let agent = apm::TestAgent::start(&dir);
     let token = "rust-otel-bridge";
-    start_session(&agent, token);
+    let agent = start_in_session("bridges-otel", token);
     let tracer = tracer_for(&agent, "otel-svc");
     let otel = tracer::otel::TracerProvider::new(tracer).tracer("bridge-test");
 

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_support::{Got, OurAgent, runtime, serve};
-use test_agent::{assert_every_check_passed, session_traces, start_session};
+use test_agent::{assert_every_check_passed, session_traces, start_in_session};
 use tracer::{Tracer, TracerConfig};
 
 const W3C_TRACE: &str = "6b01eedd00000000000000000000abcd";
@@ -157,10 +157,8 @@ fn check_spans(spans: &[Got]) {
 
 #[test]
 fn flask_demo_spans_pass_the_reference_test_agent() {
-    let dir = apm::run_dir("http-flask-demo-test-agent");
-    let agent = apm::TestAgent::start(&dir);
     let token = "axum-flask-demo";
-    start_session(&agent, token);
+    let agent = start_in_session("http-flask-demo-test-agent", token);
     let rt = runtime();
     let tracer = tracer_to(&agent.url());
     let server = serve(&rt, app::router(tracer));

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::intake::Intake;
 use support::runtime::runtime;
-use support::test_agent::{assert_no_check_failed, session_requests, session_traces, start_session};
+use support::test_agent::{assert_no_check_failed, session_requests, session_traces, start_in_session};
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;
@@ -147,10 +147,8 @@ struct Sums {
 
 #[test]
 fn test_agent_gets_exact_stats_and_no_rejected_traces() {
-    let dir = apm::run_dir("tracer-client-stats");
-    let agent = apm::TestAgent::start(&dir);
     let token = "rust-client-stats";
-    start_session(&agent, token);
+    let agent = start_in_session("tracer-client-stats", token);
     let tracer = Tracer::new(config(&agent.url())).expect("tracer");
     let sent = workload(&tracer);
     tracer.shutdown(Duration::from_secs(20)).expect("everything delivered");

@@ -15,7 +15,7 @@ use opentelemetry::trace::{
     Link, Span as _, SpanContext, SpanId, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
 use serde_json::{Value, json};
-use test_agent::{assert_no_check_failed, session_requests, session_traces, start_session};
+use test_agent::{assert_no_check_failed, session_requests, session_traces, start_in_session};
 use tracer::{AttributeValue, TraceApi, Tracer, TracerConfig};
 use tracing_subscriber::prelude::*;
 
@@ -96,9 +96,7 @@ fn make_spans(tracer: Tracer) -> Sent {
 /// Spans by resource (the OpenTelemetry bridge names spans as the agent's OTel mapping
 /// does; the resource is the span name given), and the raw trace payloads.
 fn run(api: TraceApi, token: &str) -> (HashMap<String, Value>, Sent, Vec<u8>) {
-    let dir = apm::run_dir(token);
-    let agent = apm::TestAgent::start(&dir);
-    start_session(&agent, token);
+    let agent = start_in_session(token, token);
     let tracer = Tracer::new(
         TracerConfig::default()
             .with_service("links-svc")

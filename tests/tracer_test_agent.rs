@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
-use test_agent::{assert_every_check_passed, session_requests, session_traces, start_session};
+use test_agent::{assert_every_check_passed, session_requests, session_traces, start_in_session};
 use tracer::{TraceApi, Tracer, TracerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,10 +38,8 @@ fn test_agent_accepts_and_decodes_our_v05_spans() {
 }
 
 fn check_against_test_agent(api: TraceApi, expected_path: &str) {
-    let dir = apm::run_dir("tracer-test-agent");
-    let agent = apm::TestAgent::start(&dir);
     let token = "rust-tracer-core";
-    start_session(&agent, token);
+    let agent = start_in_session("tracer-test-agent", token);
 
     let config = TracerConfig::default()
         .with_service("rust-demo")

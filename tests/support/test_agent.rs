@@ -6,10 +6,13 @@
 
 use serde_json::Value;
 
-/// Starts the session `token` (its traces and requests are kept apart from other sessions').
-pub(crate) fn start_session(agent: &apm::TestAgent, token: &str) {
+/// Starts a test agent in the run directory `run` and, on it, the session `token` (its traces
+/// and requests are kept apart from other sessions').
+pub(crate) fn start_in_session(run: &str, token: &str) -> apm::TestAgent {
+    let agent = apm::TestAgent::start(&apm::run_dir(run));
     let (status, body) = agent.get(&format!("/test/session/start?test_session_token={token}"));
     assert_eq!(status, 200, "{body}");
+    agent
 }
 
 /// The traces the session received, as the test agent decoded them.
