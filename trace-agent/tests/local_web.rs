@@ -4,6 +4,8 @@
 
 #[path = "common/spans.rs"]
 mod spans;
+#[path = "common/webhook.rs"]
+mod webhook;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -14,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use trace_agent::local::{LocalConfig, LocalStore, unix_nanos, web};
 use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;
+use webhook::webhook_receiver;
 
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
@@ -687,55 +690,6 @@ async fn versions_and_anomalies_of_the_stored_stats() {
     .unwrap();
     stop.send(true).unwrap();
     server.await.unwrap();
-}
-
-/// A loopback webhook receiver: answers `503` to the first `fail_first` requests, then 200;
-/// sends each request body to the channel.
-fn webhook_receiver(fail_first: usize) -> (SocketAddr, std::sync::mpsc::Receiver<serde_json::Value>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { return };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body = loop {
-                let Ok(k) = stream.read(&mut chunk) else { return };
-                if k == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&chunk[..k]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        break body.to_owned();
-                    }
-                }
-            };
-            let status = if n < fail_first {
-                "503 Service Unavailable"
-            } else {
-                "200 OK"
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            if n >= fail_first && tx.send(serde_json::from_str(&body).unwrap()).is_err() {
-                return;
-            }
-        }
-    });
-    (addr, rx)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
