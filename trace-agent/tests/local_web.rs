@@ -217,24 +217,14 @@ async fn pages_and_api_show_the_stored_figures() {
         assert_eq!((shop["hits"].as_u64(), shop["errors"].as_u64()), (Some(25), Some(8)));
         assert_eq!(shop["series"].as_array().unwrap().len(), 30);
         let svc: serde_json::Value = serde_json::from_str(&get(addr, "/api/v1/services/shop?window=5m").body).unwrap();
-        let resources: Vec<(&str, u64)> = svc["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| (r["resource"].as_str().unwrap(), r["hits"].as_u64().unwrap()))
-            .collect();
+        let resources = rows(&svc["resources"], |r| (str_of(r, "resource"), u64_of(r, "hits")));
         assert_eq!(resources, [("GET /cart", 20), ("POST /pay <b>", 5)]);
         let res: serde_json::Value =
             serde_json::from_str(&get(addr, "/api/v1/services/shop/resources/GET%20%2Fcart?window=5m").body).unwrap();
         assert_eq!(res["figures"]["hits"], 20);
         assert_eq!(res["traces"][0]["trace_id"], "42");
         let trace: serde_json::Value = serde_json::from_str(&get(addr, "/api/v1/traces/42").body).unwrap();
-        let depths: Vec<u64> = trace["spans"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["depth"].as_u64().unwrap())
-            .collect();
+        let depths = rows(&trace["spans"], |s| u64_of(s, "depth"));
         assert_eq!(depths, [0, 1, 2]);
         assert_eq!(trace["spans"][2]["meta"]["error.type"], "IOError");
         let status: serde_json::Value = serde_json::from_str(&get(addr, "/api/v1/status").body).unwrap();
@@ -347,6 +337,28 @@ fn json_of(addr: SocketAddr, path: &str) -> serde_json::Value {
 
 /// A stats bucket with a version, `hits` spans of `ms` ms each (the last `errors` failing).
 #[allow(clippy::too_many_arguments)]
+/// `f` of each element of the JSON array `list` (a panic when it is not one).
+fn rows<'a, T>(list: &'a serde_json::Value, f: impl FnMut(&'a serde_json::Value) -> T) -> Vec<T> {
+    list.as_array().unwrap().iter().map(f).collect()
+}
+
+/// The string field `key` of `v` (a panic when it is not one).
+fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
+}
+
+/// The unsigned field `key` of `v`.
+fn u64_of(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} is not a u64 in {v}"))
+}
+
+/// The boolean field `key` of `v`.
+fn bool_of(v: &serde_json::Value, key: &str) -> bool {
+    v[key].as_bool().unwrap_or_else(|| panic!("{key} is not a bool in {v}"))
+}
+
 fn stats_at(
     start: i64,
     service: &str,
@@ -456,14 +468,8 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
     let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
     tokio::task::spawn_blocking(move || {
-        let ids = |v: &serde_json::Value| -> Vec<u64> {
-            v["traces"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["trace_id"].as_str().unwrap().parse().unwrap())
-                .collect()
-        };
+        let ids =
+            |v: &serde_json::Value| -> Vec<u64> { rows(&v["traces"], |t| str_of(t, "trace_id").parse().unwrap()) };
         // Errors (in a child span of another service), newest first.
         let r = json_of(addr, "/api/v1/traces?window=5m&error=true");
         assert_eq!(ids(&r), [1025, 1020, 1015, 1010, 1005, 1000]);
@@ -563,42 +569,22 @@ async fn the_service_map_joins_parents_and_children_across_services_and_peer_ser
     let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
     tokio::task::spawn_blocking(move || {
         let m = json_of(addr, "/api/v1/service-map?window=5m");
-        let edges: Vec<(String, String, u64, u64)> = m["edges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
-                    e["from"].as_str().unwrap().to_owned(),
-                    e["to"].as_str().unwrap().to_owned(),
-                    e["hits"].as_u64().unwrap(),
-                    e["errors"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let edges = rows(&m["edges"], |e| {
+            (
+                str_of(e, "from"),
+                str_of(e, "to"),
+                u64_of(e, "hits"),
+                u64_of(e, "errors"),
+            )
+        });
         // frontend → backend once per trace (the peer.service of the client span is not
         // counted again: backend has a child span there); backend → postgres by peer.service.
-        assert_eq!(
-            edges,
-            [
-                ("backend".to_owned(), "postgres".to_owned(), 4, 0),
-                ("frontend".to_owned(), "backend".to_owned(), 4, 1)
-            ]
-        );
+        assert_eq!(edges, [("backend", "postgres", 4, 0), ("frontend", "backend", 4, 1)]);
         let p99 = m["edges"][1]["p99_ns"].as_f64().unwrap();
         assert!((p99 - 20e6).abs() < 20e6 * 0.02, "p99 of the backend spans: {p99}");
-        let nodes: Vec<(&str, u64, bool)> = m["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["service"].as_str().unwrap(),
-                    n["hits"].as_u64().unwrap(),
-                    n["untraced"].as_bool().unwrap(),
-                )
-            })
-            .collect();
+        let nodes = rows(&m["nodes"], |n| {
+            (str_of(n, "service"), u64_of(n, "hits"), bool_of(n, "untraced"))
+        });
         assert_eq!(
             nodes,
             [("backend", 0, false), ("frontend", 4, false), ("postgres", 4, true)]
@@ -643,12 +629,7 @@ async fn versions_and_anomalies_of_the_stored_stats() {
     tokio::task::spawn_blocking(move || {
         let v = json_of(addr, "/api/v1/services/shop/resources/GET%20%2Fcart/versions?window=5m");
         assert_eq!((v["a"].as_str(), v["b"].as_str()), (Some("1.0"), Some("1.1")));
-        let flagged: Vec<(&str, bool)> = v["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["metric"].as_str().unwrap(), c["flagged"].as_bool().unwrap()))
-            .collect();
+        let flagged = rows(&v["changes"], |c| (str_of(c, "metric"), bool_of(c, "flagged")));
         assert_eq!(flagged, [("p50", true), ("p99", true), ("error_rate", true)]);
         assert_eq!(v["versions"][0]["hits"], 2000);
         let v = json_of(
@@ -794,19 +775,8 @@ monitors:
             "the muted change sent nothing"
         );
         let events = json_of(addr, "/api/v1/monitors/events");
-        let changes: Vec<(&str, &str, bool)> = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .rev()
-            .map(|e| {
-                (
-                    e["from"].as_str().unwrap(),
-                    e["to"].as_str().unwrap(),
-                    e["muted"].as_bool().unwrap(),
-                )
-            })
-            .collect();
+        let mut changes = rows(&events, |e| (str_of(e, "from"), str_of(e, "to"), bool_of(e, "muted")));
+        changes.reverse(); // oldest first
         assert_eq!(
             changes,
             [
