@@ -152,13 +152,8 @@ async fn pages_and_api_show_the_stored_figures() {
     store.push_traces(traces(vec![vec![root, child, failing]]));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
 
-    let listener = web::bind(0).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    assert!(addr.ip().is_loopback());
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(web::serve(listener, store.clone(), shutdown));
-
-    let checks = tokio::task::spawn_blocking(move || {
+    check_view(&store, move |addr| {
+        assert!(addr.ip().is_loopback());
         // Services.
         let page = get(addr, "/?window=5m").body;
         let shop = row_attrs(&page, "data-service", "shop");
@@ -242,13 +237,8 @@ async fn pages_and_api_show_the_stored_figures() {
         );
         let r = get(addr, "/");
         assert!(r.headers.to_ascii_lowercase().contains("content-security-policy"));
-    });
-    checks.await.unwrap();
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap();
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,18 +246,12 @@ async fn an_empty_store_says_how_to_send_traces_and_a_fallback_is_shown() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("local.sqlite3"), vec![7u8; 4096]).unwrap();
     let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
-    let listener = web::bind(0).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(web::serve(listener, store, shutdown));
-    let page = tokio::task::spawn_blocking(move || get(addr, "/").body).await.unwrap();
-    assert!(page.contains("id=\"no-data\"") && page.contains("DD_TRACE_AGENT_URL"));
-    assert!(page.contains("id=\"store-fallback\"") && page.contains("not a usable database"));
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap();
+    check_view(&store, move |addr| {
+        let page = get(addr, "/").body;
+        assert!(page.contains("id=\"no-data\"") && page.contains("DD_TRACE_AGENT_URL"));
+        assert!(page.contains("id=\"store-fallback\"") && page.contains("not a usable database"));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,20 +386,19 @@ fn stats_at(
     })
 }
 
-/// Serves the web view of `store` (with `monitors`) on a free port.
-async fn serve(
-    store: &LocalStore,
-    monitors: trace_agent::local::monitor::Monitors,
-) -> (
-    SocketAddr,
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<()>,
-) {
+/// Serves the web view of `store` on a free port, runs the blocking `checks` against its
+/// address, then stops it (within 10 s).
+async fn check_view(store: &LocalStore, checks: impl FnOnce(SocketAddr) + Send + 'static) {
     let listener = web::bind(0).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(web::serve_with(listener, store.clone(), monitors, shutdown));
-    (addr, stop, server)
+    let server = tokio::spawn(web::serve(listener, store.clone(), shutdown));
+    tokio::task::spawn_blocking(move || checks(addr)).await.unwrap();
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -466,8 +449,7 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
     )]);
     store.push_traces(traces(chunks));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
-    let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
-    tokio::task::spawn_blocking(move || {
+    check_view(&store, move |addr| {
         let ids =
             |v: &serde_json::Value| -> Vec<u64> { rows(&v["traces"], |t| str_of(t, "trace_id").parse().unwrap()) };
         // Errors (in a child span of another service), newest first.
@@ -526,10 +508,7 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
         assert!(page.contains("<option value=\"true\" selected>"));
         assert_eq!(request(addr, "GET", "/search?limit=x", &addr.to_string()).status, 400);
     })
-    .await
-    .unwrap();
-    stop.send(true).unwrap();
-    server.await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -566,8 +545,7 @@ async fn the_service_map_joins_parents_and_children_across_services_and_peer_ser
         0,
     ));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
-    let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
-    tokio::task::spawn_blocking(move || {
+    check_view(&store, move |addr| {
         let m = json_of(addr, "/api/v1/service-map?window=5m");
         let edges = rows(&m["edges"], |e| {
             (
@@ -598,10 +576,7 @@ async fn the_service_map_joins_parents_and_children_across_services_and_peer_ser
             "nodes link to search"
         );
     })
-    .await
-    .unwrap();
-    stop.send(true).unwrap();
-    server.await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,8 +600,7 @@ async fn versions_and_anomalies_of_the_stored_stats() {
     }
     store.push_stats(stats_at(last, "shop", "GET /cart", "1.1", 100, 30, 40.0));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
-    let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
-    tokio::task::spawn_blocking(move || {
+    check_view(&store, move |addr| {
         let v = json_of(addr, "/api/v1/services/shop/resources/GET%20%2Fcart/versions?window=5m");
         assert_eq!((v["a"].as_str(), v["b"].as_str()), (Some("1.0"), Some("1.1")));
         let flagged = rows(&v["changes"], |c| (str_of(c, "metric"), bool_of(c, "flagged")));
@@ -667,10 +641,7 @@ async fn versions_and_anomalies_of_the_stored_stats() {
         let page = get(addr, "/services/shop?window=5m").body;
         assert_eq!(page.matches("data-anomaly=").count(), 2, "one mark on each chart");
     })
-    .await
-    .unwrap();
-    stop.send(true).unwrap();
-    server.await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
