@@ -18,6 +18,10 @@ mod app;
 #[path = "../examples/flask_demo/frontend.rs"]
 mod frontend;
 mod http_support;
+#[path = "support/local_agent.rs"]
+mod local_agent;
+#[path = "support/runtime.rs"]
+mod runtime;
 #[path = "../trace-agent/tests/common/webhook.rs"]
 mod webhook;
 
@@ -26,9 +30,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use trace_agent::config::AgentConfig;
+use local_agent::{local_config, web_addr};
+use runtime::runtime;
 use trace_agent::local::monitor::MonitorConfig;
-use trace_agent::local::{LocalConfig, LocalMode};
 use tracer::{Tracer, TracerConfig};
 use webhook::webhook_receiver;
 
@@ -226,16 +230,9 @@ fn num(element: &str, name: &str) -> f64 {
 fn chromium_shows_the_demo_traffic() {
     let browser = chromium();
     let dir = apm::run_dir("local-web-chromium");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     // The real agent in local mode: receiver → stats → samplers → the store, web view on a free port.
-    let mut config = AgentConfig::local(apm::free_port());
-    config.local = LocalConfig::in_dir(&dir.join("data"));
-    config.local.mode = LocalMode::On;
-    config.local.web_port = 0;
+    let mut config = local_config(&dir, apm::free_port());
     let (hook, notifications) = webhook_receiver(0);
     config.local.monitors = MonitorConfig::from_yaml(&format!(
         "
@@ -253,12 +250,7 @@ monitors:
     .expect("monitor config");
     config.local.monitors.interval = Duration::from_millis(200);
     let agent = rt.block_on(trace_agent::start(config)).expect("agent");
-    let web_addr: SocketAddr = agent
-        .web_url()
-        .expect("local mode runs")
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let web_addr = web_addr(&agent);
     let agent_url = format!("http://{}", agent.tcp_addr().unwrap());
     let (server, app_tracer) = send_demo_traffic(&rt, &agent_url);
     let total: usize = PLAN.iter().map(|(_, n, _)| n).sum();
