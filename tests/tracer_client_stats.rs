@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::intake::Intake;
 use support::runtime::runtime;
+use support::sketches::{Sums, check_sketches, merge, recorded};
 use support::test_agent::{assert_no_check_failed, session_requests, session_traces, start_in_session};
 use trace_agent::config::{AgentConfig, Secret};
-use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;
 use tracer::{Tracer, TracerConfig};
 
@@ -57,7 +57,7 @@ fn workload(tracer: &Tracer) -> Sent {
         }
         span.finish_at(start + duration);
         let (ok, err) = sent.by_resource.entry(resource).or_default();
-        if fails { err } else { ok }.push(trace_agent::stats::truncate_duration(duration.as_nanos() as i64));
+        if fails { err } else { ok }.push(recorded(duration.as_nanos() as i64));
         if fails || tracer::sampling::sampled_by_rate(trace, 0.5) {
             sent.must_send.insert(trace);
         } else {
@@ -82,67 +82,6 @@ fn config(url: &str) -> TracerConfig {
         .with_sample_rate(0.5)
         .with_rate_limit(1e9)
         .with_stats_computation(true)
-}
-
-/// The sample at rank `q × (n − 1)` of `sorted` (the DDSketch rank convention).
-fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
-}
-
-fn assert_within_1pct(what: &str, got: f64, want: f64) {
-    assert!(
-        (got - want).abs() <= want * 0.01,
-        "{what}: sketch says {got}, exact is {want} ({:.3}% off)",
-        (got - want).abs() / want * 100.0
-    );
-}
-
-/// Checks merged sketches against the exact quantiles of `sent`.
-fn check_sketches(resource: &str, ok: Option<&Sketch>, err: Option<&Sketch>, sent: &(Vec<f64>, Vec<f64>)) {
-    let (mut want_ok, mut want_err) = sent.clone();
-    want_ok.sort_by(f64::total_cmp);
-    want_err.sort_by(f64::total_cmp);
-    let ok = ok.unwrap_or_else(|| panic!("{resource}: no ok sketch"));
-    assert_eq!(ok.count() as usize, want_ok.len(), "{resource}");
-    for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
-        assert_within_1pct(
-            &format!("{resource} ok q{q}"),
-            ok.quantile(q).unwrap(),
-            exact_quantile(&want_ok, q),
-        );
-    }
-    if !want_err.is_empty() {
-        let err = err.unwrap_or_else(|| panic!("{resource}: no error sketch"));
-        assert_eq!(err.count() as usize, want_err.len());
-        assert_within_1pct(
-            &format!("{resource} error p50"),
-            err.quantile(0.5).unwrap(),
-            exact_quantile(&want_err, 0.5),
-        );
-    }
-}
-
-fn merge(into: &mut Option<Sketch>, bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
-    }
-    let s = Sketch::decode(bytes).expect("our sketch decodes with the agent's decoder");
-    if s.is_empty() {
-        return;
-    }
-    match into {
-        Some(m) => m.merge(&s).expect("same mapping"),
-        None => *into = Some(s),
-    }
-}
-
-#[derive(Default, Debug)]
-struct Sums {
-    hits: u64,
-    errors: u64,
-    top_level_hits: u64,
-    ok: Option<Sketch>,
-    err: Option<Sketch>,
 }
 
 #[test]

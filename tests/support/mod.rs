@@ -6,4 +6,6 @@ pub(crate) mod intake;
 pub(crate) mod local_agent;
 #[allow(dead_code)] // not every test binary that includes this module starts a runtime
 pub(crate) mod runtime;
+#[allow(dead_code)] // the stats tests only
+pub(crate) mod sketches;
 pub(crate) mod test_agent;

@@ -116,8 +116,7 @@ fn attr<'a>(attrs: &'a str, name: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_api_show_the_stored_figures() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    let (_dir, store) = temp_store();
     let now = unix_nanos(SystemTime::now());
     let bucket = now - now.rem_euclid(10 * SEC) - 10 * SEC;
     store.push_stats(stats(bucket, "shop", "GET /cart", 12, 3));
@@ -386,6 +385,13 @@ fn stats_at(
     })
 }
 
+/// A store in a fresh temporary directory (removed when the returned guard drops).
+fn temp_store() -> (tempfile::TempDir, LocalStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    (dir, store)
+}
+
 /// Serves the web view of `store` on a free port, runs the blocking `checks` against its
 /// address, then stops it (within 10 s).
 async fn check_view(store: &LocalStore, checks: impl FnOnce(SocketAddr) + Send + 'static) {
@@ -403,8 +409,7 @@ async fn check_view(store: &LocalStore, checks: impl FnOnce(SocketAddr) + Send +
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    let (_dir, store) = temp_store();
     let now = unix_nanos(SystemTime::now());
     let mut chunks = Vec::new();
     // 30 traces of `web` calling `api`, 10 ms apart; every 5th fails in `api`; trace i lasts
@@ -513,8 +518,7 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_map_joins_parents_and_children_across_services_and_peer_services() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    let (_dir, store) = temp_store();
     let now = unix_nanos(SystemTime::now());
     let mut chunks = Vec::new();
     for i in 0..4u64 {
@@ -581,8 +585,7 @@ async fn the_service_map_joins_parents_and_children_across_services_and_peer_ser
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_and_anomalies_of_the_stored_stats() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    let (_dir, store) = temp_store();
     let now = unix_nanos(SystemTime::now());
     let last = now - now.rem_euclid(10 * SEC);
     // 20 slots of steady traffic (10 ms, no errors) on 1.0, then the last slot on 1.1: slow
