@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::intake::Intake;
 use support::runtime::runtime;
-use support::sketches::{Sums, assert_within_1pct, check_sketches, exact_quantile, merge, recorded};
+use support::sketches::{CheckoutRequest, Sums, assert_within_1pct, check_sketches, exact_quantile, merge, recorded};
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::upstream::pb;
 
@@ -69,9 +69,11 @@ fn our_tracer_stats_are_exact_and_quantiles_within_one_percent() {
     let start = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
     let mut sent: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for i in 0..200u64 {
-        let resource = if i % 2 == 0 { "GET /cart" } else { "POST /pay" };
-        let fails = resource == "POST /pay" && i % 10 == 1;
-        let duration = Duration::from_micros(1000 + 997 * (i % 100) + i);
+        let CheckoutRequest {
+            resource,
+            fails,
+            duration,
+        } = CheckoutRequest::nth(i);
         let mut span = tracer
             .span("http.request")
             .resource(resource)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::intake::Intake;
 use support::runtime::runtime;
-use support::sketches::{Sums, check_sketches, merge, recorded};
+use support::sketches::{CheckoutRequest, Sums, check_sketches, merge, recorded};
 use support::test_agent::{assert_no_check_failed, session_requests, session_traces, start_in_session};
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::upstream::pb;
@@ -36,9 +36,11 @@ fn workload(tracer: &Tracer) -> Sent {
     let mut sent = Sent::default();
     let start = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
     for i in 0..200u64 {
-        let resource = if i % 2 == 0 { "GET /cart" } else { "POST /pay" };
-        let fails = resource == "POST /pay" && i % 10 == 1;
-        let duration = Duration::from_micros(1000 + 997 * (i % 100) + i);
+        let CheckoutRequest {
+            resource,
+            fails,
+            duration,
+        } = CheckoutRequest::nth(i);
         let mut span = tracer
             .span("http.request")
             .resource(resource)

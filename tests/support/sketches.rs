@@ -1,7 +1,30 @@
 //! Latency sketches received by an intake or a test agent, checked against the exact durations
 //! that were sent (the 1 % relative accuracy DDSketch promises).
 
+use std::time::Duration;
+
 use trace_agent::stats::sketch::Sketch;
+
+/// The stats tests' workload, one server span a request: requests alternate between `GET /cart`
+/// and `POST /pay`; every 10th `POST /pay` fails; the durations (1 to 100 ms) are distinct.
+#[derive(Debug)]
+pub(crate) struct CheckoutRequest {
+    pub(crate) resource: &'static str,
+    pub(crate) fails: bool,
+    pub(crate) duration: Duration,
+}
+
+impl CheckoutRequest {
+    /// Request number `i`.
+    pub(crate) fn nth(i: u64) -> Self {
+        let resource = if i % 2 == 0 { "GET /cart" } else { "POST /pay" };
+        Self {
+            resource,
+            fails: resource == "POST /pay" && i % 10 == 1,
+            duration: Duration::from_micros(1000 + 997 * (i % 100) + i),
+        }
+    }
+}
 
 /// Stats summed over payloads for one key: hits, errors, top-level hits, and the ok / error
 /// sketches merged.
