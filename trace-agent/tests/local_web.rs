@@ -32,39 +32,59 @@ fn traces(chunks: Vec<Vec<pb::Span>>) -> Arc<pb::TracerPayload> {
     })
 }
 
-/// A bucket of `hits` spans of `resource` with latencies 1..=hits ms, the last `errors` failing.
-fn stats(start: i64, service: &str, resource: &str, hits: u64, errors: u64) -> Arc<pb::StatsPayload> {
-    let sketch = |range: std::ops::RangeInclusive<u64>| {
-        let mut s = Sketch::new();
-        for v in range {
-            s.add(v as f64 * 1e6).unwrap();
-        }
-        if s.is_empty() { Vec::new() } else { s.encode() }
-    };
+/// An encoded sketch of `latencies_ms` (empty bytes for none).
+fn sketch_of(latencies_ms: impl IntoIterator<Item = f64>) -> Vec<u8> {
+    let mut s = Sketch::new();
+    for ms in latencies_ms {
+        s.add(ms * 1e6).unwrap();
+    }
+    if s.is_empty() { Vec::new() } else { s.encode() }
+}
+
+/// `hits` top-level `http.request` spans of `service`/`resource`, `errors` of them failing
+/// (durations and sketches left to the caller).
+fn group(service: &str, resource: &str, hits: u64, errors: u64) -> pb::ClientGroupedStats {
+    pb::ClientGroupedStats {
+        service: service.to_owned(),
+        name: "http.request".to_owned(),
+        resource: resource.to_owned(),
+        hits,
+        errors,
+        top_level_hits: hits,
+        ..pb::ClientGroupedStats::default()
+    }
+}
+
+/// A stats payload of env `test` and `version` holding `group` in the 10 s bucket at `start`.
+fn group_payload(start: i64, version: &str, group: pb::ClientGroupedStats) -> Arc<pb::StatsPayload> {
     Arc::new(pb::StatsPayload {
         stats: vec![pb::ClientStatsPayload {
             env: "test".to_owned(),
+            version: version.to_owned(),
             stats: vec![pb::ClientStatsBucket {
                 start: start as u64,
                 duration: 10 * SEC as u64,
-                stats: vec![pb::ClientGroupedStats {
-                    service: service.to_owned(),
-                    name: "http.request".to_owned(),
-                    resource: resource.to_owned(),
-                    hits,
-                    errors,
-                    duration: (1..=hits).sum::<u64>() * MS as u64,
-                    top_level_hits: hits,
-                    ok_summary: sketch(1..=hits - errors),
-                    error_summary: sketch(hits - errors + 1..=hits),
-                    ..pb::ClientGroupedStats::default()
-                }],
+                stats: vec![group],
                 ..pb::ClientStatsBucket::default()
             }],
             ..pb::ClientStatsPayload::default()
         }],
         ..pb::StatsPayload::default()
     })
+}
+
+/// A bucket of `hits` spans of `resource` with latencies 1..=hits ms, the last `errors` failing.
+fn stats(start: i64, service: &str, resource: &str, hits: u64, errors: u64) -> Arc<pb::StatsPayload> {
+    group_payload(
+        start,
+        "",
+        pb::ClientGroupedStats {
+            duration: (1..=hits).sum::<u64>() * MS as u64,
+            ok_summary: sketch_of((1..=hits - errors).map(|v| v as f64)),
+            error_summary: sketch_of((hits - errors + 1..=hits).map(|v| v as f64)),
+            ..group(service, resource, hits, errors)
+        },
+    )
 }
 
 struct Reply {
@@ -342,6 +362,7 @@ fn bool_of(v: &serde_json::Value, key: &str) -> bool {
     v[key].as_bool().unwrap_or_else(|| panic!("{key} is not a bool in {v}"))
 }
 
+/// A bucket of `hits` spans of `resource` on `version`, each lasting `ms`, `errors` failing.
 fn stats_at(
     start: i64,
     service: &str,
@@ -351,38 +372,16 @@ fn stats_at(
     errors: u64,
     ms: f64,
 ) -> Arc<pb::StatsPayload> {
-    let sketch = |n: u64| {
-        let mut s = Sketch::new();
-        for _ in 0..n {
-            s.add(ms * 1e6).unwrap();
-        }
-        if s.is_empty() { Vec::new() } else { s.encode() }
-    };
-    Arc::new(pb::StatsPayload {
-        stats: vec![pb::ClientStatsPayload {
-            env: "test".to_owned(),
-            version: version.to_owned(),
-            stats: vec![pb::ClientStatsBucket {
-                start: start as u64,
-                duration: 10 * SEC as u64,
-                stats: vec![pb::ClientGroupedStats {
-                    service: service.to_owned(),
-                    name: "http.request".to_owned(),
-                    resource: resource.to_owned(),
-                    hits,
-                    errors,
-                    duration: (ms * 1e6) as u64 * hits,
-                    top_level_hits: hits,
-                    ok_summary: sketch(hits - errors),
-                    error_summary: sketch(errors),
-                    ..pb::ClientGroupedStats::default()
-                }],
-                ..pb::ClientStatsBucket::default()
-            }],
-            ..pb::ClientStatsPayload::default()
-        }],
-        ..pb::StatsPayload::default()
-    })
+    group_payload(
+        start,
+        version,
+        pb::ClientGroupedStats {
+            duration: (ms * 1e6) as u64 * hits,
+            ok_summary: sketch_of((0..hits - errors).map(|_| ms)),
+            error_summary: sketch_of((0..errors).map(|_| ms)),
+            ..group(service, resource, hits, errors)
+        },
+    )
 }
 
 /// A store in a fresh temporary directory (removed when the returned guard drops).
