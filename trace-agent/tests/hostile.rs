@@ -63,6 +63,11 @@ impl Agent {
         self.proc_status("VmHWM:")
     }
 
+    /// POSTs the msgpack `body` to `path`: status, head, body.
+    fn post_msgpack(&self, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+        exchange(self.addr(), &request("POST", path, &msgpack_headers(), body))
+    }
+
     fn status_json(&self) -> serde_json::Value {
         let (code, _, body) = exchange(self.addr(), &request("GET", "/trace-agent/status", &[], b""));
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
@@ -108,10 +113,7 @@ fn a_payload_of_200k_services_is_handled_in_linear_time() {
     let agent = Agent::start(&[]);
     let body = distinct_services(200_000);
     let started = Instant::now();
-    let (code, _, reply) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, reply) = agent.post_msgpack("/v0.4/traces", &body);
     let took = started.elapsed();
     eprintln!("TOOK {took:?}, peak RSS {} MB", agent.peak_rss() >> 20);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&reply));
@@ -137,10 +139,7 @@ fn ten_million_empty_spans_are_refused_with_bounded_memory() {
     let mut body = vec![0x91];
     array32(&mut body, n);
     body.resize(body.len() + n, 0x80);
-    let (code, _, reply) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, reply) = agent.post_msgpack("/v0.4/traces", &body);
     let reply = String::from_utf8_lossy(&reply);
     assert_eq!(code, 413, "{reply}");
     assert!(reply.contains("apm_config.max_spans_per_payload"), "{reply}");
@@ -148,10 +147,7 @@ fn ten_million_empty_spans_are_refused_with_bounded_memory() {
     let mut body = Vec::new();
     array32(&mut body, n);
     body.resize(body.len() + n, 0x90);
-    let (code, _, reply) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, reply) = agent.post_msgpack("/v0.4/traces", &body);
     let reply = String::from_utf8_lossy(&reply);
     assert_eq!(code, 413, "{reply}");
     assert!(reply.contains("apm_config.max_decoded_ratio"), "{reply}");
@@ -255,10 +251,7 @@ fn huge_service_names_are_cut_before_they_become_keys() {
         name[0] = b'x';
         let mut body = vec![0x91, 0x91];
         small_span(&mut body, &name, 1);
-        let (code, _, _) = exchange(
-            agent.addr(),
-            &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-        );
+        let (code, _, _) = agent.post_msgpack("/v0.4/traces", &body);
         assert_eq!(code, 200);
     }
     let (code, _, raw) = exchange(agent.addr(), &request("GET", "/trace-agent/status", &[], b""));
@@ -285,10 +278,7 @@ fn status_prints_control_characters_escaped() {
     str_or_str32(&mut body, key);
     body.push(0x92); // an array where a string belongs
     body.extend_from_slice(&[0x01, 0x02]);
-    let (code, _, _) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, _) = agent.post_msgpack("/v0.4/traces", &body);
     assert_eq!(code, 400);
     let last = agent.status_json()["last_error"][1].as_str().unwrap().to_owned();
     assert!(last.contains("pwned"), "{last}");
@@ -331,15 +321,9 @@ fn max_memory_refuses_payloads_with_429_and_limits_are_reported() {
         ("DD_APM_CONNECTION_LIMIT", "500"),
     ]);
     let body = distinct_services(1);
-    let (code, _, _) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, _) = agent.post_msgpack("/v0.4/traces", &body);
     assert_eq!(code, 429);
-    let (code, _, _) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.6/stats", &msgpack_headers(), &[0x80]),
-    );
+    let (code, _, _) = agent.post_msgpack("/v0.6/stats", &[0x80]);
     assert_eq!(code, 429);
     let (_, _, info) = exchange(agent.addr(), &request("GET", "/info", &[], b""));
     let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
