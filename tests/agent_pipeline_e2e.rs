@@ -69,18 +69,13 @@ fn our_tracer_stats_are_exact_and_quantiles_within_one_percent() {
     let start = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
     let mut sent: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for i in 0..200u64 {
+        let request = CheckoutRequest::nth(i);
         let CheckoutRequest {
             resource,
             fails,
             duration,
-        } = CheckoutRequest::nth(i);
-        let mut span = tracer
-            .span("http.request")
-            .resource(resource)
-            .span_type("web")
-            .tag("span.kind", "server")
-            .start_at(start)
-            .start();
+        } = request;
+        let mut span = request.span(&tracer).start_at(start).start();
         if fails {
             span.set_error_tags("PaymentDeclined", "card declined", "");
         }

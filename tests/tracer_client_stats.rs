@@ -36,16 +36,14 @@ fn workload(tracer: &Tracer) -> Sent {
     let mut sent = Sent::default();
     let start = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
     for i in 0..200u64 {
+        let request = CheckoutRequest::nth(i);
         let CheckoutRequest {
             resource,
             fails,
             duration,
-        } = CheckoutRequest::nth(i);
-        let mut span = tracer
-            .span("http.request")
-            .resource(resource)
-            .span_type("web")
-            .tag("span.kind", "server")
+        } = request;
+        let mut span = request
+            .span(tracer)
             .tag("http.method", if i % 2 == 0 { "GET" } else { "POST" })
             .start_at(start)
             .start();

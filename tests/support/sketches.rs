@@ -7,7 +7,7 @@ use trace_agent::stats::sketch::Sketch;
 
 /// The stats tests' workload, one server span a request: requests alternate between `GET /cart`
 /// and `POST /pay`; every 10th `POST /pay` fails; the durations (1 to 100 ms) are distinct.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct CheckoutRequest {
     pub(crate) resource: &'static str,
     pub(crate) fails: bool,
@@ -23,6 +23,15 @@ impl CheckoutRequest {
             fails: resource == "POST /pay" && i % 10 == 1,
             duration: Duration::from_micros(1000 + 997 * (i % 100) + i),
         }
+    }
+
+    /// Its server span, `http.request` of type `web`, not started yet.
+    pub(crate) fn span(&self, tracer: &tracer::Tracer) -> tracer::SpanBuilder {
+        tracer
+            .span("http.request")
+            .resource(self.resource)
+            .span_type("web")
+            .tag("span.kind", "server")
     }
 }
 
