@@ -70,18 +70,8 @@ fn our_tracer_stats_are_exact_and_quantiles_within_one_percent() {
     let mut sent: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for i in 0..200u64 {
         let request = CheckoutRequest::nth(i);
-        let CheckoutRequest {
-            resource,
-            fails,
-            duration,
-        } = request;
-        let mut span = request.span(&tracer).start_at(start).start();
-        if fails {
-            span.set_error_tags("PaymentDeclined", "card declined", "");
-        }
-        span.finish_at(start + duration);
-        let (ok, err) = sent.entry(resource).or_default();
-        if fails { err } else { ok }.push(recorded(duration.as_nanos() as i64));
+        let span = request.span(&tracer).start_at(start).start();
+        request.finish(span, start, sent.entry(request.resource).or_default());
     }
     tracer.flush(Duration::from_secs(20)).expect("flush to our agent");
     let status = rt.block_on(agent.shutdown());

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use support::intake::Intake;
 use support::runtime::runtime;
-use support::sketches::{CheckoutRequest, Sums, check_sketches, merge, recorded};
+use support::sketches::{CheckoutRequest, Sums, check_sketches, merge};
 use support::test_agent::{assert_no_check_failed, session_requests, session_traces, start_in_session};
 use trace_agent::config::{AgentConfig, Secret};
 use trace_agent::upstream::pb;
@@ -37,12 +37,7 @@ fn workload(tracer: &Tracer) -> Sent {
     let start = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
     for i in 0..200u64 {
         let request = CheckoutRequest::nth(i);
-        let CheckoutRequest {
-            resource,
-            fails,
-            duration,
-        } = request;
-        let mut span = request
+        let span = request
             .span(tracer)
             .tag("http.method", if i % 2 == 0 { "GET" } else { "POST" })
             .start_at(start)
@@ -50,15 +45,10 @@ fn workload(tracer: &Tracer) -> Sent {
         let trace = span.trace_id().low();
         {
             let child = span.child("db.query").start_at(start).start();
-            child.finish_at(start + duration / 2);
+            child.finish_at(start + request.duration / 2);
         }
-        if fails {
-            span.set_error_tags("PaymentDeclined", "card declined", "");
-        }
-        span.finish_at(start + duration);
-        let (ok, err) = sent.by_resource.entry(resource).or_default();
-        if fails { err } else { ok }.push(recorded(duration.as_nanos() as i64));
-        if fails || tracer::sampling::sampled_by_rate(trace, 0.5) {
+        request.finish(span, start, sent.by_resource.entry(request.resource).or_default());
+        if request.fails || tracer::sampling::sampled_by_rate(trace, 0.5) {
             sent.must_send.insert(trace);
         } else {
             sent.dropped_traces += 1;

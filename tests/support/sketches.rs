@@ -1,7 +1,7 @@
 //! Latency sketches received by an intake or a test agent, checked against the exact durations
 //! that were sent (the 1 % relative accuracy DDSketch promises).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use trace_agent::stats::sketch::Sketch;
 
@@ -23,6 +23,17 @@ impl CheckoutRequest {
             fails: resource == "POST /pay" && i % 10 == 1,
             duration: Duration::from_micros(1000 + 997 * (i % 100) + i),
         }
+    }
+
+    /// Ends its server `span` (an error when the request fails) `duration` after `start`, and
+    /// adds the duration, as sketches record it, to the (ok, error) lists of `sent`.
+    pub(crate) fn finish(&self, mut span: tracer::Span, start: Instant, sent: &mut (Vec<f64>, Vec<f64>)) {
+        if self.fails {
+            span.set_error_tags("PaymentDeclined", "card declined", "");
+        }
+        span.finish_at(start + self.duration);
+        let (ok, err) = sent;
+        if self.fails { err } else { ok }.push(recorded(self.duration.as_nanos() as i64));
     }
 
     /// Its server span, `http.request` of type `web`, not started yet.
