@@ -12,13 +12,20 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)] // a command-line program reports on stdout
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+// The raw HTTP and msgpack bytes of a hostile client, shared with the agent's own
+// `trace-agent/tests/hostile.rs`.
+#[path = "../trace-agent/tests/common/raw_http.rs"]
+mod raw_http;
+
+use raw_http::{array32, distinct_services, request, str_or_str32, try_exchange};
 
 const MB: u64 = 1 << 20;
 
@@ -266,58 +273,13 @@ impl Drop for Agent {
     }
 }
 
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        r.push_str("Host: 127.0.0.1\r\n");
-    }
-    for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
-    }
-    r.push_str("\r\n");
-    let mut out = r.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
 /// Sends `raw` and reads the whole reply: status (0: no reply), head, body.
 fn exchange(addr: SocketAddr, raw: &[u8]) -> (u16, String, Vec<u8>) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(5)) else {
-        return (0, String::new(), Vec::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(120)));
-    let _ = s.set_write_timeout(Some(Duration::from_secs(120)));
-    // The agent may answer (413, 429) before reading everything: a failed write is fine.
-    let _ = s.write_all(raw);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(buf.len());
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let body = buf.get(split + 4..).unwrap_or_default().to_vec();
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, head, body)
+    try_exchange(addr, raw).unwrap_or_default()
 }
 
 const MSGPACK: (&str, &str) = ("Content-Type", "application/msgpack");
 const REAL_STATUS: (&str, &str) = ("Datadog-Send-Real-Http-Status", "true");
-
-fn str_or_str32(buf: &mut Vec<u8>, s: &[u8]) {
-    if s.len() < 32 {
-        buf.push(0xa0 | u8::try_from(s.len()).unwrap_or(0));
-    } else {
-        buf.push(0xdb);
-        buf.extend_from_slice(&u32::try_from(s.len()).unwrap_or(0).to_be_bytes());
-    }
-    buf.extend_from_slice(s);
-}
-
-fn array32(buf: &mut Vec<u8>, n: usize) {
-    buf.push(0xdd);
-    buf.extend_from_slice(&u32::try_from(n).unwrap_or(0).to_be_bytes());
-}
 
 fn now_ns() -> u64 {
     SystemTime::now()
@@ -353,30 +315,6 @@ fn span(buf: &mut Vec<u8>, service: &[u8], trace_id: u64, span_id: u64, parent: 
     str_or_str32(buf, b"_sampling_priority_v1");
     buf.push(0xcb);
     buf.extend_from_slice(&2.0f64.to_be_bytes());
-}
-
-/// `n` single-span traces, each with its own service: `{service, name, resource, trace_id,
-/// span_id}` (200 000 of them: 9 MB, as in the issue).
-fn distinct_services(n: usize) -> Vec<u8> {
-    let mut b = Vec::with_capacity(n * 48);
-    array32(&mut b, n);
-    for i in 0..n as u32 {
-        b.extend_from_slice(&[0x91, 0x85]);
-        for (k, v) in [
-            (&b"service"[..], format!("svc-{i}").into_bytes()),
-            (b"name", b"op".to_vec()),
-            (b"resource", b"res".to_vec()),
-        ] {
-            str_or_str32(&mut b, k);
-            str_or_str32(&mut b, &v);
-        }
-        str_or_str32(&mut b, b"trace_id");
-        b.push(0xce);
-        b.extend_from_slice(&(i + 1).to_be_bytes());
-        str_or_str32(&mut b, b"span_id");
-        b.push(0x01);
-    }
-    b
 }
 
 /// `n` two-span traces (ids from `first`) over 50 services.

@@ -283,6 +283,30 @@ impl TestAgent {
     }
 }
 
+/// Decodes standard base64 (characters outside the alphabet, such as padding, are skipped): the
+/// test agent's `/test/session/requests` returns request bodies so.
+pub fn base64_decode(s: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
+
 /// Outcome of one [`run_flask_demo`] run.
 #[derive(Debug)]
 pub struct FlaskDemoRun {

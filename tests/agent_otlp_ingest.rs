@@ -17,9 +17,9 @@ use std::time::{Duration, Instant};
 use prost::Message;
 use support::gated_sink::GatedSink;
 use support::intake::Intake;
+use support::local_agent::{local_config, web_addr};
 use support::runtime::runtime;
 use trace_agent::config::{AgentConfig, Secret};
-use trace_agent::local::{LocalConfig, LocalMode};
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 /// Server spans per exporter run (and as many client spans).
@@ -164,18 +164,10 @@ fn api_get(addr: SocketAddr, path: &str) -> serde_json::Value {
 fn sdk_spans_show_up_exactly_in_the_local_view() {
     let rt = runtime();
     let dir = apm::run_dir("otlp-local");
-    let mut config = AgentConfig::local(apm::free_port());
-    config.local = LocalConfig::in_dir(&dir.join("data"));
-    config.local.mode = LocalMode::On;
-    config.local.web_port = 0;
+    let mut config = local_config(&dir, apm::free_port());
     otlp_config(&mut config);
     let agent = rt.block_on(trace_agent::start(config)).expect("agent");
-    let web: SocketAddr = agent
-        .web_url()
-        .expect("local mode runs")
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let web = web_addr(&agent);
     export(
         "grpc",
         &format!("http://{}", agent.otlp_grpc_addr().unwrap()),

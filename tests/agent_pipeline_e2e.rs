@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use support::intake::Intake;
 use support::runtime::runtime;
+use support::sketches::{CheckoutRequest, Sums, assert_within_1pct, check_sketches, exact_quantile, merge, recorded};
 use trace_agent::config::{AgentConfig, Secret};
-use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
@@ -26,28 +26,6 @@ fn start_agent(rt: &tokio::runtime::Runtime, intake: &Intake) -> trace_agent::Ag
     config.upstream.apm_dd_url = Some(intake.url());
     config.default_env = "test".to_owned();
     rt.block_on(trace_agent::start(config)).unwrap()
-}
-
-/// Everything the intake got, summed per (service, name, resource): hits, errors, top-level
-/// hits, and the ok / error sketches merged.
-#[derive(Default)]
-struct Sums {
-    hits: u64,
-    errors: u64,
-    top_level_hits: u64,
-    ok: Option<Sketch>,
-    err: Option<Sketch>,
-}
-
-fn merge(into: &mut Option<Sketch>, bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
-    }
-    let s = Sketch::decode(bytes).expect("the intake's sketch decodes");
-    match into {
-        Some(m) => m.merge(&s).expect("same mapping"),
-        None => *into = Some(s),
-    }
 }
 
 fn stats_by_resource(payloads: &[pb::StatsPayload]) -> BTreeMap<(String, String, String), Sums> {
@@ -73,26 +51,6 @@ fn stats_by_resource(payloads: &[pb::StatsPayload]) -> BTreeMap<(String, String,
     out
 }
 
-/// A duration as every Datadog agent puts it into a latency sketch: truncated to a 10-bit
-/// mantissa (at most 0.2 % lower). The 1 % guarantee of the sketch is relative to this value.
-fn recorded(ns: i64) -> f64 {
-    trace_agent::stats::truncate_duration(ns)
-}
-
-/// The sample at rank `q × (n − 1)` of `sorted` (the DDSketch rank convention).
-fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
-    let rank = (q * (sorted.len() - 1) as f64).floor() as usize;
-    sorted[rank]
-}
-
-fn assert_within_1pct(what: &str, got: f64, want: f64) {
-    assert!(
-        (got - want).abs() <= want * 0.01,
-        "{what}: sketch says {got}, exact is {want} ({:.3}% off)",
-        (got - want).abs() / want * 100.0
-    );
-}
-
 /// Our tracer with durations we choose: exact counts and quantiles are known in advance.
 #[test]
 fn our_tracer_stats_are_exact_and_quantiles_within_one_percent() {
@@ -111,22 +69,9 @@ fn our_tracer_stats_are_exact_and_quantiles_within_one_percent() {
     let start = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
     let mut sent: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for i in 0..200u64 {
-        let resource = if i % 2 == 0 { "GET /cart" } else { "POST /pay" };
-        let fails = resource == "POST /pay" && i % 10 == 1;
-        let duration = Duration::from_micros(1000 + 997 * (i % 100) + i);
-        let mut span = tracer
-            .span("http.request")
-            .resource(resource)
-            .span_type("web")
-            .tag("span.kind", "server")
-            .start_at(start)
-            .start();
-        if fails {
-            span.set_error_tags("PaymentDeclined", "card declined", "");
-        }
-        span.finish_at(start + duration);
-        let (ok, err) = sent.entry(resource).or_default();
-        if fails { err } else { ok }.push(recorded(duration.as_nanos() as i64));
+        let request = CheckoutRequest::nth(i);
+        let span = request.span(&tracer).start_at(start).start();
+        request.finish(span, start, sent.entry(request.resource).or_default());
     }
     tracer.flush(Duration::from_secs(20)).expect("flush to our agent");
     let status = rt.block_on(agent.shutdown());
@@ -144,35 +89,16 @@ fn our_tracer_stats_are_exact_and_quantiles_within_one_percent() {
     );
 
     let stats = stats_by_resource(&intake.stats_payloads());
-    for (resource, (mut ok, mut err)) in sent {
-        let key = ("checkout".to_owned(), "http.request".to_owned(), resource.to_owned());
+    for (resource, durations) in &sent {
+        let key = ("checkout".to_owned(), "http.request".to_owned(), (*resource).to_owned());
         let got = stats.get(&key).unwrap_or_else(|| panic!("no stats for {key:?}"));
-        let n = (ok.len() + err.len()) as u64;
+        let n = (durations.0.len() + durations.1.len()) as u64;
         assert_eq!(
             (got.hits, got.errors, got.top_level_hits),
-            (n, err.len() as u64, n),
+            (n, durations.1.len() as u64, n),
             "{resource}"
         );
-        ok.sort_by(f64::total_cmp);
-        let sketch = got.ok.as_ref().expect("ok latencies");
-        assert_eq!(sketch.count() as usize, ok.len());
-        for q in [0.5, 0.99] {
-            let want = exact_quantile(&ok, q);
-            assert_within_1pct(
-                &format!("{resource} ok p{}", q * 100.0),
-                sketch.quantile(q).unwrap(),
-                want,
-            );
-        }
-        if !err.is_empty() {
-            err.sort_by(f64::total_cmp);
-            let sketch = got.err.as_ref().expect("error latencies");
-            assert_within_1pct(
-                &format!("{resource} error p50"),
-                sketch.quantile(0.5).unwrap(),
-                exact_quantile(&err, 0.5),
-            );
-        }
+        check_sketches(resource, got.ok.as_ref(), got.err.as_ref(), durations);
     }
     let dd = status
         .writers

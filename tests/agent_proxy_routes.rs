@@ -27,6 +27,15 @@ fn keyed_config(intake: &Intake) -> AgentConfig {
     config
 }
 
+/// An agent without an API key (local mode, a counting sink) on a free port.
+fn keyless_agent(rt: &tokio::runtime::Runtime) -> trace_agent::Agent {
+    rt.block_on(trace_agent::start_with_sink(
+        AgentConfig::local(apm::free_port()),
+        trace_agent::pipeline::CountingSink::new,
+    ))
+    .expect("agent")
+}
+
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     e.write_all(data).unwrap();
@@ -180,12 +189,7 @@ fn an_unreachable_intake_is_a_502_not_a_success() {
 #[test]
 fn without_an_api_key_nothing_is_advertised_and_refusals_are_counted() {
     let rt = runtime();
-    let agent = rt
-        .block_on(trace_agent::start_with_sink(
-            AgentConfig::local(apm::free_port()),
-            trace_agent::pipeline::CountingSink::new,
-        ))
-        .expect("agent");
+    let agent = keyless_agent(&rt);
     let addr = agent.tcp_addr().unwrap();
     let endpoints = info_endpoints(addr);
     assert!(
@@ -213,6 +217,20 @@ fn without_an_api_key_nothing_is_advertised_and_refusals_are_counted() {
     assert_eq!(status.proxy["telemetry_proxy"].refused.get("no_api_key"), Some(&1));
 }
 
+/// The real `ddtrace` (8 requests of the Flask demo, run directory `run`) against the agent on
+/// `port`, with instrumentation telemetry on and a heartbeat every second.
+fn ddtrace_with_telemetry(port: u16, run: &str) -> apm::FlaskDemoRun {
+    apm::run_flask_demo(
+        port,
+        &apm::run_dir(run),
+        8,
+        &[
+            ("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "true"),
+            ("DD_TELEMETRY_HEARTBEAT_INTERVAL", "1"),
+        ],
+    )
+}
+
 /// The real `ddtrace` with instrumentation telemetry on: its events reach the intake through
 /// the agent with the API key.
 #[test]
@@ -221,15 +239,7 @@ fn ddtrace_telemetry_goes_through_the_agent_to_the_intake() {
     let intake = rt.block_on(Intake::start());
     let agent = rt.block_on(trace_agent::start(keyed_config(&intake))).expect("agent");
     let port = agent.tcp_addr().unwrap().port();
-    let run = apm::run_flask_demo(
-        port,
-        &apm::run_dir("proxy-ddtrace-telemetry"),
-        8,
-        &[
-            ("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "true"),
-            ("DD_TELEMETRY_HEARTBEAT_INTERVAL", "1"),
-        ],
-    );
+    let run = ddtrace_with_telemetry(port, "proxy-ddtrace-telemetry");
     let status = rt.block_on(agent.shutdown());
     let got = intake.requests_to("/api/v2/apmtelemetry");
     assert!(
@@ -260,22 +270,9 @@ fn ddtrace_telemetry_goes_through_the_agent_to_the_intake() {
 #[test]
 fn ddtrace_telemetry_without_an_api_key_is_refused_visibly() {
     let rt = runtime();
-    let agent = rt
-        .block_on(trace_agent::start_with_sink(
-            AgentConfig::local(apm::free_port()),
-            trace_agent::pipeline::CountingSink::new,
-        ))
-        .expect("agent");
+    let agent = keyless_agent(&rt);
     let port = agent.tcp_addr().unwrap().port();
-    let run = apm::run_flask_demo(
-        port,
-        &apm::run_dir("proxy-ddtrace-telemetry-local"),
-        8,
-        &[
-            ("DD_INSTRUMENTATION_TELEMETRY_ENABLED", "true"),
-            ("DD_TELEMETRY_HEARTBEAT_INTERVAL", "1"),
-        ],
-    );
+    let run = ddtrace_with_telemetry(port, "proxy-ddtrace-telemetry-local");
     let status = rt.block_on(agent.shutdown());
     assert_eq!(status.total_received().traces, 8, "{}\n{status:#?}", run.summary);
     let t = status.proxy.get("telemetry_proxy").expect("ddtrace sent telemetry");

@@ -83,10 +83,16 @@ impl Drop for Harness {
 }
 
 fn raw_exchange(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    read_response(&mut connect_and_send(addr, Duration::from_secs(20), request))
+}
+
+/// A connection to `addr` that has sent `bytes` (maybe a part of a request) and reads with
+/// `read_timeout`.
+fn connect_and_send(addr: SocketAddr, read_timeout: Duration, bytes: &[u8]) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(request).unwrap();
-    read_response(&mut s)
+    s.set_read_timeout(Some(read_timeout)).unwrap();
+    s.write_all(bytes).unwrap();
+    s
 }
 
 fn read_response(s: &mut TcpStream) -> (u16, String, Vec<u8>) {
@@ -463,11 +469,12 @@ fn content_length_over_the_limit_is_refused_before_the_body_is_sent() {
         max_payload_size: 1000,
         ..AgentConfig::default()
     });
-    let mut s = TcpStream::connect(h.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     // Announce 10 MB and send nothing: the reply must come without the body.
-    s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 10000000\r\n\r\n")
-        .unwrap();
+    let mut s = connect_and_send(
+        h.addr,
+        Duration::from_secs(10),
+        b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 10000000\r\n\r\n",
+    );
     let (status, _, body) = read_response(&mut s);
     assert_eq!((status, body.as_slice()), (413, &b"payload-too-large\n"[..]));
 }
@@ -495,10 +502,7 @@ fn slow_body_times_out_with_408() {
         receiver_timeout: Duration::from_millis(300),
         ..AgentConfig::default()
     });
-    let mut s = TcpStream::connect(h.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 100\r\n\r\n\x91")
-        .unwrap();
+    let mut s = connect_and_send(h.addr, Duration::from_secs(10), b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: 100\r\n\r\n\x91");
     let (status, _, body) = read_response(&mut s);
     assert_eq!((status, body.as_slice()), (408, &b"timeout\n"[..]));
 }
@@ -514,15 +518,10 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
 
 /// A client that declares a `declared`-byte v0.4 body, sends one byte of it and goes silent.
 fn trickle(addr: SocketAddr, path: &str, declared: usize) -> TcpStream {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: {declared}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    let mut s = connect_and_send(addr, Duration::from_secs(30), head.as_bytes());
     s.write_all(&[0x91]).unwrap();
     s
 }
@@ -612,17 +611,12 @@ fn bodies_beyond_the_budget_are_refused_and_drained() {
     wait_until("6 × 1 MiB held", || body_bytes(&h) == 6 << 20);
     // A 2 MiB stats body on a keep-alive connection: refused, drained, and the same
     // connection still answers.
-    let mut s = TcpStream::connect(h.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let big = vec![0x80u8; 2 << 20];
-    s.write_all(
-        format!(
-            "POST /v0.6/stats HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
-            big.len()
-        )
-        .as_bytes(),
-    )
-    .unwrap();
+    let head = format!(
+        "POST /v0.6/stats HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        big.len()
+    );
+    let mut s = connect_and_send(h.addr, Duration::from_secs(20), head.as_bytes());
     s.write_all(&big).unwrap();
     let mut head = [0u8; 12];
     s.read_exact(&mut head).unwrap();
@@ -677,13 +671,11 @@ fn taken_port_is_one_clear_error() {
 fn graceful_shutdown_finishes_in_flight_requests_and_drains_the_pipeline() {
     let mut h = Harness::start(AgentConfig::default());
     let body = v04(4, "drain");
-    let mut s = TcpStream::connect(h.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let head = format!(
         "POST /v0.4/traces HTTP/1.1\r\nHost: x\r\nContent-Type: application/msgpack\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).unwrap();
+    let mut s = connect_and_send(h.addr, Duration::from_secs(10), head.as_bytes());
     s.write_all(&body[..10]).unwrap();
     // The request is in flight once the agent has read its head (readiness probe, bounded).
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -740,18 +732,20 @@ fn connections_beyond_max_connections_wait_for_a_free_slot() {
         ..AgentConfig::default()
     });
     // The first connection holds the only slot (keep-alive, idle).
-    let mut first = TcpStream::connect(h.addr).unwrap();
-    first.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    first.write_all(b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut first = connect_and_send(
+        h.addr,
+        Duration::from_secs(10),
+        b"GET /info HTTP/1.1\r\nHost: x\r\n\r\n",
+    );
     let mut buf = [0u8; 12];
     first.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
     // A second client connects at TCP level (backlog) but is not served while the slot is held.
-    let mut second = TcpStream::connect(h.addr).unwrap();
-    second.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
-    second
-        .write_all(b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    let mut second = connect_and_send(
+        h.addr,
+        Duration::from_millis(300),
+        b"GET /info HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
     let mut one = [0u8; 1];
     assert!(second.read(&mut one).is_err(), "served beyond max_connections");
     drop(first);
@@ -766,9 +760,11 @@ fn headers_not_sent_in_time_close_the_connection() {
         receiver_timeout: Duration::from_millis(200),
         ..AgentConfig::default()
     });
-    let mut s = TcpStream::connect(h.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut s = connect_and_send(
+        h.addr,
+        Duration::from_secs(10),
+        b"POST /v0.4/traces HTTP/1.1\r\nHost: x\r\n",
+    );
     let mut rest = Vec::new();
     // The agent gives up on the unfinished head and closes (EOF, possibly after a 408).
     s.read_to_end(&mut rest).unwrap();

@@ -3,33 +3,25 @@
 //! the tracer does not trace itself (the Layer is the global subscriber here, so the
 //! export thread's own `tracing` output goes through it).
 
+#[path = "support/test_agent.rs"]
+mod test_agent;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use test_agent::{assert_no_check_failed, session_traces, start_in_session};
 use tracer::{Tracer, TracerConfig};
-
-fn session(agent: &apm::TestAgent, token: &str) {
-    let (status, body) = agent.get(&format!("/test/session/start?test_session_token={token}"));
-    assert_eq!(status, 200, "{body}");
-}
 
 /// Every span the agent received in the session, by name.
 fn received(agent: &apm::TestAgent, token: &str) -> (usize, HashMap<String, Value>) {
-    let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
-    assert_eq!(status, 200, "{body}");
-    let traces: Vec<Vec<Value>> = serde_json::from_str(&body).expect("traces json");
+    let traces = session_traces(agent, token);
     let spans: Vec<&Value> = traces.iter().flatten().collect();
     let by_name = spans
         .iter()
         .map(|s| (s["name"].as_str().unwrap_or_default().to_owned(), (*s).clone()))
         .collect();
     (spans.len(), by_name)
-}
-
-fn checks_pass(agent: &apm::TestAgent) {
-    let (status, failures) = agent.get("/test/trace_check/failures");
-    assert_eq!(status, 200, "check failures: {failures}");
 }
 
 fn tracer_for(agent: &apm::TestAgent, service: &str) -> Tracer {
@@ -45,10 +37,8 @@ fn tracer_for(agent: &apm::TestAgent, service: &str) -> Tracer {
 fn tracing_layer_spans_reach_the_test_agent_and_the_tracer_does_not_trace_itself() {
     use tracing_subscriber::prelude::*;
 
-    let dir = apm::run_dir("bridges-layer");
-    let agent = apm::TestAgent::start(&dir);
     let token = "rust-tracing-layer";
-    session(&agent, token);
+    let agent = start_in_session("bridges-layer", token);
     let tracer = tracer_for(&agent, "layer-svc");
     tracing_subscriber::registry()
         .with(tracer::layer::DatadogLayer::new(tracer))
@@ -79,7 +69,7 @@ fn tracing_layer_spans_reach_the_test_agent_and_the_tracer_does_not_trace_itself
         .flush(Duration::from_secs(20))
         .expect("second flush sends anything the first created");
 
-    checks_pass(&agent);
+    assert_no_check_failed(&agent);
     let (count, spans) = received(&agent, token);
     assert_eq!(count, 2, "exactly the two spans the test made: {spans:?}");
     let request = &spans["http.request"];
@@ -105,10 +95,8 @@ fn otel_bridge_spans_reach_the_test_agent_mapped() {
     use opentelemetry::KeyValue;
     use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt as _, Tracer as _, TracerProvider as _};
 
-    let dir = apm::run_dir("bridges-otel");
-    let agent = apm::TestAgent::start(&dir);
     let token = "rust-otel-bridge";
-    session(&agent, token);
+    let agent = start_in_session("bridges-otel", token);
     let tracer = tracer_for(&agent, "otel-svc");
     let otel = tracer::otel::TracerProvider::new(tracer).tracer("bridge-test");
 
@@ -138,7 +126,7 @@ fn otel_bridge_spans_reach_the_test_agent_mapped() {
     cx.span().end();
     tracer.flush(Duration::from_secs(20)).expect("flush");
 
-    checks_pass(&agent);
+    assert_no_check_failed(&agent);
     let (count, spans) = received(&agent, token);
     assert_eq!(count, 2, "{spans:?}");
     let server = &spans["http.server.request"];

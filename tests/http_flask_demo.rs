@@ -7,13 +7,15 @@
 #[path = "../examples/flask_demo/app.rs"]
 mod app;
 mod http_support;
+#[path = "support/test_agent.rs"]
+mod test_agent;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use http_support::{Got, OurAgent, runtime, serve};
-use serde_json::Value;
+use test_agent::{assert_every_check_passed, session_traces, start_in_session};
 use tracer::{Tracer, TracerConfig};
 
 const W3C_TRACE: &str = "6b01eedd00000000000000000000abcd";
@@ -155,13 +157,8 @@ fn check_spans(spans: &[Got]) {
 
 #[test]
 fn flask_demo_spans_pass_the_reference_test_agent() {
-    let dir = apm::run_dir("http-flask-demo-test-agent");
-    let agent = apm::TestAgent::start(&dir);
     let token = "axum-flask-demo";
-    assert_eq!(
-        agent.get(&format!("/test/session/start?test_session_token={token}")).0,
-        200
-    );
+    let agent = start_in_session("http-flask-demo-test-agent", token);
     let rt = runtime();
     let tracer = tracer_to(&agent.url());
     let server = serve(&rt, app::router(tracer));
@@ -170,20 +167,8 @@ fn flask_demo_spans_pass_the_reference_test_agent() {
     drop(server);
     tracer.flush(Duration::from_secs(20)).expect("flush to the test agent");
 
-    let (status, failures) = agent.get("/test/trace_check/failures");
-    assert_eq!(status, 200, "check failures: {failures}");
-    let (_, summary) = agent.get("/test/trace_check/summary");
-    let summary: Value = serde_json::from_str(&summary).expect("summary json");
-    for check in apm::TestAgent::CHECKS.split(',') {
-        assert!(
-            summary[check]["Passed_Checks"].as_u64().unwrap_or(0) >= 1,
-            "{check} did not pass: {summary}"
-        );
-        assert_eq!(summary[check]["Failed_Checks"].as_u64(), Some(0), "{check}: {summary}");
-    }
-    let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
-    assert_eq!(status, 200, "{body}");
-    let traces: Vec<Vec<Value>> = serde_json::from_str(&body).expect("traces json");
+    assert_every_check_passed(&agent);
+    let traces = session_traces(&agent, token);
     let spans: Vec<Got> = traces
         .iter()
         .flatten()

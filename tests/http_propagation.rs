@@ -48,6 +48,21 @@ async fn call_b(State(app): State<AppA>) -> String {
     }
 }
 
+/// Service A, traced by `tracer_a`: its `/call` calls B at `b` through a traced client.
+fn serve_a(rt: &tokio::runtime::Runtime, tracer_a: Tracer, b: std::net::SocketAddr) -> http_support::Server {
+    let client = ClientLayer::new(tracer_a).layer(Client::builder(TokioExecutor::new()).build_http());
+    serve(
+        rt,
+        Router::new()
+            .route("/call", get(call_b))
+            .with_state(AppA {
+                client,
+                b: format!("http://{b}"),
+            })
+            .layer(ServerLayer::axum(tracer_a)),
+    )
+}
+
 fn tracer(service: &str, agent: &str, inject: Vec<Style>) -> Tracer {
     let config = TracerConfig::default()
         .with_service(service)
@@ -77,17 +92,7 @@ fn one_call_across_two_services(inject: Vec<Style>, baggage: Option<&str>) -> (V
             .layer(ServerLayer::axum(tracer_b)),
     );
     let tracer_a = tracer("svc-a", &agent.url(), inject);
-    let client = ClientLayer::new(tracer_a).layer(Client::builder(TokioExecutor::new()).build_http());
-    let a = serve(
-        &rt,
-        Router::new()
-            .route("/call", get(call_b))
-            .with_state(AppA {
-                client,
-                b: format!("http://{}", b.addr),
-            })
-            .layer(ServerLayer::axum(tracer_a)),
-    );
+    let a = serve_a(&rt, tracer_a, b.addr);
     let headers: Vec<(&str, &str)> = baggage.map(|b| ("baggage", b)).into_iter().collect();
     let (status, body) = apm::http_request(a.addr, "GET", "/call", &headers, &[]).expect("call A");
     assert_eq!(status, 200);
@@ -163,17 +168,7 @@ fn a_call_carrying_only_b3_is_continued() {
                 .layer(ServerLayer::axum(tracer_b)),
         );
         let tracer_a = tracer("svc-a", &agent.url(), vec![style]);
-        let client = ClientLayer::new(tracer_a).layer(Client::builder(TokioExecutor::new()).build_http());
-        let a = serve(
-            &rt,
-            Router::new()
-                .route("/call", get(call_b))
-                .with_state(AppA {
-                    client,
-                    b: format!("http://{}", b.addr),
-                })
-                .layer(ServerLayer::axum(tracer_a)),
-        );
+        let a = serve_a(&rt, tracer_a, b.addr);
         assert_eq!(apm::http_get(a.addr, "/call").0, 200);
         drop((a, b));
         tracer_a.flush(Duration::from_secs(20)).expect("flush A");

@@ -18,16 +18,23 @@ mod app;
 #[path = "../examples/flask_demo/frontend.rs"]
 mod frontend;
 mod http_support;
+#[path = "support/local_agent.rs"]
+mod local_agent;
+#[path = "support/runtime.rs"]
+mod runtime;
+#[path = "../trace-agent/tests/common/webhook.rs"]
+mod webhook;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use trace_agent::config::AgentConfig;
+use local_agent::{local_config, web_addr};
+use runtime::runtime;
 use trace_agent::local::monitor::MonitorConfig;
-use trace_agent::local::{LocalConfig, LocalMode};
 use tracer::{Tracer, TracerConfig};
+use webhook::webhook_receiver;
 
 /// Service of the demo requests.
 const SERVICE: &str = "local-demo";
@@ -66,50 +73,6 @@ fn hit(app: SocketAddr, path: &str, count: usize, fails: bool) {
         let (status, _) = apm::http_get(app, path);
         assert_eq!(status, if fails { 500 } else { 200 }, "GET {path}");
     }
-}
-
-/// A loopback webhook receiver: answers 200 and sends each JSON body to the channel.
-fn webhook_receiver() -> (SocketAddr, std::sync::mpsc::Receiver<serde_json::Value>) {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the webhook receiver");
-    let addr = listener.local_addr().expect("its address");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 8192];
-            let body = loop {
-                let Ok(n) = stream.read(&mut chunk) else { return };
-                if n == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).into_owned();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .and_then(|v| v.trim().parse().ok())
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        break body.to_owned();
-                    }
-                }
-            };
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            if tx
-                .send(serde_json::from_str(&body).expect("a JSON notification"))
-                .is_err()
-            {
-                return;
-            }
-        }
-    });
-    (addr, rx)
 }
 
 /// Waits (bounded) for a notification of `state`; returns it (earlier ones, e.g. WARN on the
@@ -267,17 +230,10 @@ fn num(element: &str, name: &str) -> f64 {
 fn chromium_shows_the_demo_traffic() {
     let browser = chromium();
     let dir = apm::run_dir("local-web-chromium");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     // The real agent in local mode: receiver → stats → samplers → the store, web view on a free port.
-    let mut config = AgentConfig::local(apm::free_port());
-    config.local = LocalConfig::in_dir(&dir.join("data"));
-    config.local.mode = LocalMode::On;
-    config.local.web_port = 0;
-    let (hook, notifications) = webhook_receiver();
+    let mut config = local_config(&dir, apm::free_port());
+    let (hook, notifications) = webhook_receiver(0);
     config.local.monitors = MonitorConfig::from_yaml(&format!(
         "
 webhooks: {{ops: 'http://{hook}/hook'}}
@@ -294,12 +250,7 @@ monitors:
     .expect("monitor config");
     config.local.monitors.interval = Duration::from_millis(200);
     let agent = rt.block_on(trace_agent::start(config)).expect("agent");
-    let web_addr: SocketAddr = agent
-        .web_url()
-        .expect("local mode runs")
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let web_addr = web_addr(&agent);
     let agent_url = format!("http://{}", agent.tcp_addr().unwrap());
     let (server, app_tracer) = send_demo_traffic(&rt, &agent_url);
     let total: usize = PLAN.iter().map(|(_, n, _)| n).sum();

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::intake::Intake;
+use support::runtime::runtime;
+use support::sketches::{CheckoutRequest, Sums, check_sketches, merge};
+use support::test_agent::{assert_no_check_failed, session_requests, session_traces, start_in_session};
 use trace_agent::config::{AgentConfig, Secret};
-use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;
 use tracer::{Tracer, TracerConfig};
 
@@ -34,29 +36,19 @@ fn workload(tracer: &Tracer) -> Sent {
     let mut sent = Sent::default();
     let start = Instant::now().checked_sub(Duration::from_secs(1)).unwrap();
     for i in 0..200u64 {
-        let resource = if i % 2 == 0 { "GET /cart" } else { "POST /pay" };
-        let fails = resource == "POST /pay" && i % 10 == 1;
-        let duration = Duration::from_micros(1000 + 997 * (i % 100) + i);
-        let mut span = tracer
-            .span("http.request")
-            .resource(resource)
-            .span_type("web")
-            .tag("span.kind", "server")
+        let request = CheckoutRequest::nth(i);
+        let span = request
+            .span(tracer)
             .tag("http.method", if i % 2 == 0 { "GET" } else { "POST" })
             .start_at(start)
             .start();
         let trace = span.trace_id().low();
         {
             let child = span.child("db.query").start_at(start).start();
-            child.finish_at(start + duration / 2);
+            child.finish_at(start + request.duration / 2);
         }
-        if fails {
-            span.set_error_tags("PaymentDeclined", "card declined", "");
-        }
-        span.finish_at(start + duration);
-        let (ok, err) = sent.by_resource.entry(resource).or_default();
-        if fails { err } else { ok }.push(trace_agent::stats::truncate_duration(duration.as_nanos() as i64));
-        if fails || tracer::sampling::sampled_by_rate(trace, 0.5) {
+        request.finish(span, start, sent.by_resource.entry(request.resource).or_default());
+        if request.fails || tracer::sampling::sampled_by_rate(trace, 0.5) {
             sent.must_send.insert(trace);
         } else {
             sent.dropped_traces += 1;
@@ -82,100 +74,10 @@ fn config(url: &str) -> TracerConfig {
         .with_stats_computation(true)
 }
 
-/// The sample at rank `q × (n − 1)` of `sorted` (the DDSketch rank convention).
-fn exact_quantile(sorted: &[f64], q: f64) -> f64 {
-    sorted[(q * (sorted.len() - 1) as f64).floor() as usize]
-}
-
-fn assert_within_1pct(what: &str, got: f64, want: f64) {
-    assert!(
-        (got - want).abs() <= want * 0.01,
-        "{what}: sketch says {got}, exact is {want} ({:.3}% off)",
-        (got - want).abs() / want * 100.0
-    );
-}
-
-/// Checks merged sketches against the exact quantiles of `sent`.
-fn check_sketches(resource: &str, ok: Option<&Sketch>, err: Option<&Sketch>, sent: &(Vec<f64>, Vec<f64>)) {
-    let (mut want_ok, mut want_err) = sent.clone();
-    want_ok.sort_by(f64::total_cmp);
-    want_err.sort_by(f64::total_cmp);
-    let ok = ok.unwrap_or_else(|| panic!("{resource}: no ok sketch"));
-    assert_eq!(ok.count() as usize, want_ok.len(), "{resource}");
-    for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
-        assert_within_1pct(
-            &format!("{resource} ok q{q}"),
-            ok.quantile(q).unwrap(),
-            exact_quantile(&want_ok, q),
-        );
-    }
-    if !want_err.is_empty() {
-        let err = err.unwrap_or_else(|| panic!("{resource}: no error sketch"));
-        assert_eq!(err.count() as usize, want_err.len());
-        assert_within_1pct(
-            &format!("{resource} error p50"),
-            err.quantile(0.5).unwrap(),
-            exact_quantile(&want_err, 0.5),
-        );
-    }
-}
-
-fn merge(into: &mut Option<Sketch>, bytes: &[u8]) {
-    if bytes.is_empty() {
-        return;
-    }
-    let s = Sketch::decode(bytes).expect("our sketch decodes with the agent's decoder");
-    if s.is_empty() {
-        return;
-    }
-    match into {
-        Some(m) => m.merge(&s).expect("same mapping"),
-        None => *into = Some(s),
-    }
-}
-
-#[derive(Default, Debug)]
-struct Sums {
-    hits: u64,
-    errors: u64,
-    top_level_hits: u64,
-    ok: Option<Sketch>,
-    err: Option<Sketch>,
-}
-
-fn b64(s: &str) -> Vec<u8> {
-    // The test agent returns bodies in standard base64.
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
-}
-
 #[test]
 fn test_agent_gets_exact_stats_and_no_rejected_traces() {
-    let dir = apm::run_dir("tracer-client-stats");
-    let agent = apm::TestAgent::start(&dir);
     let token = "rust-client-stats";
-    assert_eq!(
-        agent.get(&format!("/test/session/start?test_session_token={token}")).0,
-        200
-    );
+    let agent = start_in_session("tracer-client-stats", token);
     let tracer = Tracer::new(config(&agent.url())).expect("tracer");
     let sent = workload(&tracer);
     tracer.shutdown(Duration::from_secs(20)).expect("everything delivered");
@@ -191,9 +93,7 @@ fn test_agent_gets_exact_stats_and_no_rejected_traces() {
     );
 
     // Traces: exactly the kept ones and the rejected ones holding an error.
-    let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
-    assert_eq!(status, 200, "{body}");
-    let traces: Vec<Vec<Value>> = serde_json::from_str(&body).unwrap();
+    let traces = session_traces(&agent, token);
     let got: BTreeSet<u64> = traces
         .iter()
         .map(|t| t[0]["trace_id"].as_u64().expect("trace id"))
@@ -238,9 +138,7 @@ fn test_agent_gets_exact_stats_and_no_rejected_traces() {
     );
 
     // The raw requests: headers of the trace payloads, and the sketches decoded.
-    let (status, body) = agent.get(&format!("/test/session/requests?test_session_token={token}"));
-    assert_eq!(status, 200);
-    let requests: Vec<Value> = serde_json::from_str(&body).unwrap();
+    let requests = session_requests(&agent, token);
     let (mut p0_traces, mut p0_spans, mut trace_payloads) = (0, 0, 0);
     let mut by_resource: BTreeMap<String, Sums> = BTreeMap::new();
     for r in &requests {
@@ -258,7 +156,7 @@ fn test_agent_gets_exact_stats_and_no_rejected_traces() {
             p0_traces += header("Datadog-Client-Dropped-P0-Traces").map_or(0, |v| v.parse::<u64>().unwrap());
             p0_spans += header("Datadog-Client-Dropped-P0-Spans").map_or(0, |v| v.parse::<u64>().unwrap());
         } else if url.ends_with("/v0.6/stats") {
-            let body = b64(r["body"].as_str().unwrap());
+            let body = apm::base64_decode(r["body"].as_str().unwrap());
             let p = trace_agent::decode::decode_client_stats(&body).expect("our agent decodes it too");
             for b in p.stats {
                 for g in b.stats {
@@ -276,18 +174,8 @@ fn test_agent_gets_exact_stats_and_no_rejected_traces() {
         check_sketches(resource, s.ok.as_ref(), s.err.as_ref(), durations);
     }
 
-    // 200 when no enabled check failed (the test agent answers 400 with the failures).
-    let (status, failures) = agent.get("/test/trace_check/failures");
-    assert_eq!(status, 200, "test agent checks: {failures}");
+    assert_no_check_failed(&agent);
     agent.stop();
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

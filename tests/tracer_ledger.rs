@@ -10,27 +10,23 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use support::local_agent::{local_config, web_addr};
+use support::runtime::runtime;
 use trace_agent::config::AgentConfig;
 use trace_agent::ledger::ServiceLedger;
-use trace_agent::local::{LocalConfig, LocalMode};
 use tracer::{Tracer, TracerConfig};
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// An agent config on `port` in local mode (store + web view) in its own directory.
-fn local_config(name: &str, port: u16) -> AgentConfig {
-    let dir = apm::run_dir(name);
-    let mut config = AgentConfig::local(port);
-    config.local = LocalConfig::in_dir(&dir.join("data"));
-    config.local.mode = LocalMode::On;
-    config.local.web_port = 0;
-    config
+/// Our agent on `port` in local mode (store + web view) in the run directory `name`, its
+/// config changed by `tweak` first.
+fn start_agent(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    port: u16,
+    tweak: impl FnOnce(&mut AgentConfig),
+) -> trace_agent::Agent {
+    let mut config = local_config(&apm::run_dir(name), port);
+    tweak(&mut config);
+    rt.block_on(trace_agent::start(config)).unwrap()
 }
 
 fn tracer_to(service: &str, port: u16, tweak: impl FnOnce(TracerConfig) -> TracerConfig) -> Tracer {
@@ -116,9 +112,7 @@ fn agent_down_for_a_while_then_back() {
     assert!(tracer.flush(Duration::from_secs(20)).is_err(), "no agent yet");
     assert_eq!(tracer.health().spans_dropped_send_failed, 10);
     // The agent comes up on that port; the next payload carries the whole story.
-    let agent = rt
-        .block_on(trace_agent::start(local_config("ledger_down", port)))
-        .unwrap();
+    let agent = start_agent(&rt, "ledger_down", port, |_| {});
     apm::wait_for_tcp(agent.tcp_addr().unwrap(), Duration::from_secs(10));
     traces(&tracer, 3, 2);
     tracer.flush(Duration::from_secs(20)).expect("the agent is back");
@@ -139,7 +133,7 @@ fn agent_down_for_a_while_then_back() {
         "{text}"
     );
     assert!(text.contains("dropped agent_unreachable 10"), "{text}");
-    let web: std::net::SocketAddr = agent.web_url().unwrap().trim_start_matches("http://").parse().unwrap();
+    let web = web_addr(&agent);
     let (code, page) = apm::http_get(web, "/ledger");
     assert_eq!(code, 200);
     assert!(
@@ -158,9 +152,7 @@ fn agent_down_for_a_while_then_back() {
 fn queue_full_in_the_tracer() {
     let rt = runtime();
     let port = apm::free_port();
-    let agent = rt
-        .block_on(trace_agent::start(local_config("ledger_queue", port)))
-        .unwrap();
+    let agent = start_agent(&rt, "ledger_queue", port, |_| {});
     let tracer = tracer_to("ledger-queue", port, |c| c.with_queue_capacity(1));
     // Far more single-span traces than a one-chunk queue holds while the worker sleeps.
     traces(&tracer, 20_000, 1);
@@ -182,9 +174,7 @@ fn queue_full_in_the_tracer() {
 fn a_413_from_the_agent_is_named() {
     let rt = runtime();
     let port = apm::free_port();
-    let mut config = local_config("ledger_413", port);
-    config.max_payload_size = 4096;
-    let agent = rt.block_on(trace_agent::start(config)).unwrap();
+    let agent = start_agent(&rt, "ledger_413", port, |c| c.max_payload_size = 4096);
     let tracer = tracer_to("ledger-413", port, |c| c);
     // 50 traces of 4 spans: well over 4 KiB in one payload.
     traces(&tracer, 50, 4);
@@ -264,9 +254,7 @@ fn an_intake_outage_is_named_per_service() {
 fn ddtrace_without_a_ledger_shows_not_reported() {
     let rt = runtime();
     let port = apm::free_port();
-    let agent = rt
-        .block_on(trace_agent::start(local_config("ledger_ddtrace", port)))
-        .unwrap();
+    let agent = start_agent(&rt, "ledger_ddtrace", port, |_| {});
     let run = apm::run_flask_demo(port, &apm::run_dir("ledger_ddtrace_app"), 8, &[]);
     assert_eq!(run.send_errors, 0, "{}", run.summary);
     // Our tracer next to it.
@@ -294,9 +282,9 @@ fn ddtrace_without_a_ledger_shows_not_reported() {
 #[test]
 fn otlp_spans_are_in_the_ledger_as_not_reported() {
     let rt = runtime();
-    let mut config = local_config("ledger_otlp", apm::free_port());
-    config.otlp_receiver.http_endpoint = Some("127.0.0.1:0".to_owned());
-    let agent = rt.block_on(trace_agent::start(config)).unwrap();
+    let agent = start_agent(&rt, "ledger_otlp", apm::free_port(), |c| {
+        c.otlp_receiver.http_endpoint = Some("127.0.0.1:0".to_owned());
+    });
     let addr = agent.otlp_http_addr().expect("OTLP/HTTP on");
     let body = serde_json::json!({"resourceSpans": [{
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "otlp-svc"}}]},

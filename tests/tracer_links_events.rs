@@ -4,14 +4,24 @@
 //! `span_events: true`), v0.5 as the JSON tags the Datadog tracers use (`_dd.span_links`,
 //! `events`).
 
+#[path = "support/local_agent.rs"]
+mod local_agent;
+#[path = "support/runtime.rs"]
+mod runtime;
+#[path = "support/test_agent.rs"]
+mod test_agent;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
+use local_agent::{local_config, web_addr};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::{
     Link, Span as _, SpanContext, SpanId, TraceFlags, TraceId, TraceState, Tracer as _, TracerProvider as _,
 };
+use runtime::runtime;
 use serde_json::{Value, json};
+use test_agent::{assert_no_check_failed, session_requests, session_traces, start_in_session};
 use tracer::{AttributeValue, TraceApi, Tracer, TracerConfig};
 use tracing_subscriber::prelude::*;
 
@@ -92,12 +102,7 @@ fn make_spans(tracer: Tracer) -> Sent {
 /// Spans by resource (the OpenTelemetry bridge names spans as the agent's OTel mapping
 /// does; the resource is the span name given), and the raw trace payloads.
 fn run(api: TraceApi, token: &str) -> (HashMap<String, Value>, Sent, Vec<u8>) {
-    let dir = apm::run_dir(token);
-    let agent = apm::TestAgent::start(&dir);
-    assert_eq!(
-        agent.get(&format!("/test/session/start?test_session_token={token}")).0,
-        200
-    );
+    let agent = start_in_session(token, token);
     let tracer = Tracer::new(
         TracerConfig::default()
             .with_service("links-svc")
@@ -109,17 +114,13 @@ fn run(api: TraceApi, token: &str) -> (HashMap<String, Value>, Sent, Vec<u8>) {
     .unwrap();
     let sent = make_spans(tracer);
     tracer.flush(Duration::from_secs(10)).expect("delivered");
-    let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
-    assert_eq!(status, 200, "{body}");
-    let traces: Vec<Vec<Value>> = serde_json::from_str(&body).unwrap();
-    let (status, failures) = agent.get("/test/trace_check/failures");
-    assert_eq!(status, 200, "test agent checks: {failures}");
-    let (_, requests) = agent.get(&format!("/test/session/requests?test_session_token={token}"));
-    let requests: Vec<Value> = serde_json::from_str(&requests).unwrap();
+    let traces = session_traces(&agent, token);
+    assert_no_check_failed(&agent);
+    let requests = session_requests(&agent, token);
     let raw: Vec<u8> = requests
         .iter()
         .filter(|r| r["url"].as_str().is_some_and(|u| u.ends_with("/traces")))
-        .flat_map(|r| b64(r["body"].as_str().unwrap_or_default()))
+        .flat_map(|r| apm::base64_decode(r["body"].as_str().unwrap_or_default()))
         .collect();
     agent.stop();
     let by_name = traces
@@ -130,26 +131,17 @@ fn run(api: TraceApi, token: &str) -> (HashMap<String, Value>, Sent, Vec<u8>) {
     (by_name, sent, raw)
 }
 
-fn b64(s: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => continue,
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    out
+/// What both encodings carry alike: the consumer's two link attribute sets, its event's name
+/// and a plausible event time.
+fn assert_link_attributes_and_event(links: &[Value], event: &Value) {
+    assert_eq!(links[0]["attributes"], json!({"link.kind": "follows_from"}));
+    assert_eq!(links[1]["attributes"], json!({"array.0": "a", "array.1": "b"}));
+    assert_eq!(event["name"], "cache.miss");
+    assert!(
+        event["time_unix_nano"]
+            .as_u64()
+            .is_some_and(|t| t > 1_600_000_000_000_000_000)
+    );
 }
 
 fn contains(hay: &[u8], needle: &str) -> bool {
@@ -176,18 +168,11 @@ fn v04_carries_links_and_events_natively() {
         assert_eq!(l["trace_id_high"], json!((sent.linked_trace >> 64) as u64));
         assert_eq!(l["span_id"], json!(sent.linked_span));
     }
-    assert_eq!(links[0]["attributes"], json!({"link.kind": "follows_from"}));
-    assert_eq!(links[1]["attributes"], json!({"array.0": "a", "array.1": "b"}));
     let events = consumer["span_events"]
         .as_array()
         .expect("span_events (the test agent says span_events: true)");
     assert_eq!(events.len(), 1);
-    assert_eq!(events[0]["name"], "cache.miss");
-    assert!(
-        events[0]["time_unix_nano"]
-            .as_u64()
-            .is_some_and(|t| t > 1_600_000_000_000_000_000)
-    );
+    assert_link_attributes_and_event(links, &events[0]);
     assert_eq!(
         events[0]["attributes"],
         json!({
@@ -267,15 +252,8 @@ fn v05_carries_links_and_events_as_json_tags() {
         assert_eq!(l["trace_id"], hex32(sent.linked_trace), "32 hex digits");
         assert_eq!(l["span_id"], format!("{:016x}", sent.linked_span), "16 hex digits");
     }
-    assert_eq!(links[0]["attributes"], json!({"link.kind": "follows_from"}));
-    assert_eq!(links[1]["attributes"], json!({"array.0": "a", "array.1": "b"}));
     let events = json_tag(consumer, "events");
-    assert_eq!(events[0]["name"], "cache.miss");
-    assert!(
-        events[0]["time_unix_nano"]
-            .as_u64()
-            .is_some_and(|t| t > 1_600_000_000_000_000_000)
-    );
+    assert_link_attributes_and_event(links, &events[0]);
     assert_eq!(
         events[0]["attributes"],
         json!({"key": "user:1", "attempt": 2, "hit": false, "ratio": 0.5, "tags": ["x", "y"]})
@@ -302,26 +280,11 @@ fn v05_carries_links_and_events_as_json_tags() {
 /// default with our agent) and its trace page lists them, each link pointing at its trace.
 #[test]
 fn our_agents_trace_page_lists_links_and_events() {
-    use trace_agent::config::AgentConfig;
-    use trace_agent::local::{LocalConfig, LocalMode};
-
     let dir = apm::run_dir("links-events-local-web");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut config = AgentConfig::local(apm::free_port());
-    config.local = LocalConfig::in_dir(&dir.join("data"));
-    config.local.mode = LocalMode::On;
-    config.local.web_port = 0;
+    let rt = runtime();
+    let config = local_config(&dir, apm::free_port());
     let agent = rt.block_on(trace_agent::start(config)).expect("agent");
-    let web: std::net::SocketAddr = agent
-        .web_url()
-        .expect("local mode runs")
-        .trim_start_matches("http://")
-        .parse()
-        .unwrap();
+    let web = web_addr(&agent);
     let tracer = Tracer::new(
         TracerConfig::default()
             .with_service("links-svc")

@@ -1,10 +1,14 @@
 //! Our tracer against Datadog's reference test agent (`ddapm-test-agent` from PyPI):
 //! every enabled check passes and the spans it decoded equal what the test created.
 
+#[path = "support/test_agent.rs"]
+mod test_agent;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::Value;
+use test_agent::{assert_every_check_passed, session_requests, session_traces, start_in_session};
 use tracer::{TraceApi, Tracer, TracerConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -34,13 +38,8 @@ fn test_agent_accepts_and_decodes_our_v05_spans() {
 }
 
 fn check_against_test_agent(api: TraceApi, expected_path: &str) {
-    let dir = apm::run_dir("tracer-test-agent");
-    let agent = apm::TestAgent::start(&dir);
     let token = "rust-tracer-core";
-    assert_eq!(
-        agent.get(&format!("/test/session/start?test_session_token={token}")).0,
-        200
-    );
+    let agent = start_in_session("tracer-test-agent", token);
 
     let config = TracerConfig::default()
         .with_service("rust-demo")
@@ -97,22 +96,10 @@ fn check_against_test_agent(api: TraceApi, expected_path: &str) {
         "{health:?}"
     );
 
-    let (status, failures) = agent.get("/test/trace_check/failures");
-    assert_eq!(status, 200, "check failures: {failures}");
-    let (_, summary) = agent.get("/test/trace_check/summary");
-    let summary: Value = serde_json::from_str(&summary).expect("summary json");
-    for check in apm::TestAgent::CHECKS.split(',') {
-        assert!(
-            summary[check]["Passed_Checks"].as_u64().unwrap_or(0) >= 1,
-            "{check} did not pass: {summary}"
-        );
-        assert_eq!(summary[check]["Failed_Checks"].as_u64(), Some(0), "{check}: {summary}");
-    }
+    assert_every_check_passed(&agent);
 
-    let (status, body) = agent.get(&format!("/test/session/traces?test_session_token={token}"));
-    assert_eq!(status, 200, "{body}");
-    let traces: Vec<Vec<Value>> = serde_json::from_str(&body).expect("traces json");
-    assert_eq!(traces.len(), 2, "{body}");
+    let traces = session_traces(&agent, token);
+    assert_eq!(traces.len(), 2, "{traces:?}");
     let spans = by_name(&traces);
     assert_eq!(spans.len(), 4);
 
@@ -191,8 +178,7 @@ fn check_against_test_agent(api: TraceApi, expected_path: &str) {
     assert_ne!(other["trace_id"], root["trace_id"]);
     assert_eq!(other["resource"], "cleanup");
 
-    let (_, requests) = agent.get(&format!("/test/session/requests?test_session_token={token}"));
-    let requests: Vec<Value> = serde_json::from_str(&requests).expect("requests json");
+    let requests = session_requests(&agent, token);
     assert!(!requests.is_empty());
     for r in &requests {
         let url = r["url"].as_str().unwrap_or_default();

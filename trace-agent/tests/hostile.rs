@@ -9,7 +9,7 @@
 //! are printed (`-- --nocapture`).
 #![allow(clippy::print_stderr)]
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ fn bin() -> String {
 
 mod common;
 
+use common::raw_http::{array32, distinct_services, request, small_span, str_or_str32, try_exchange};
 use common::{free_port, run_command, wait_listening};
 
 /// A running agent, killed on drop.
@@ -62,6 +63,11 @@ impl Agent {
         self.proc_status("VmHWM:")
     }
 
+    /// POSTs the msgpack `body` to `path`: status, head, body.
+    fn post_msgpack(&self, path: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+        exchange(self.addr(), &request("POST", path, &msgpack_headers(), body))
+    }
+
     fn status_json(&self) -> serde_json::Value {
         let (code, _, body) = exchange(self.addr(), &request("GET", "/trace-agent/status", &[], b""));
         assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
@@ -85,36 +91,9 @@ impl Drop for Agent {
     }
 }
 
-fn request(method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
-    let mut r = format!(
-        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
-        r.push_str("Host: 127.0.0.1\r\n");
-    }
-    for (k, v) in headers {
-        r.push_str(&format!("{k}: {v}\r\n"));
-    }
-    r.push_str("\r\n");
-    let mut out = r.into_bytes();
-    out.extend_from_slice(body);
-    out
-}
-
 /// Sends `raw` and reads the whole reply: status, head, body.
 fn exchange(addr: SocketAddr, raw: &[u8]) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-    // The agent may answer (413, 429) before reading everything: a failed write is fine.
-    let _ = s.write_all(raw);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(buf.len());
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let body = buf.get(split + 4..).unwrap_or_default().to_vec();
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, head, body)
+    try_exchange(addr, raw).expect("connect to the agent")
 }
 
 fn msgpack_headers() -> Vec<(&'static str, &'static str)> {
@@ -123,46 +102,6 @@ fn msgpack_headers() -> Vec<(&'static str, &'static str)> {
         ("Datadog-Meta-Lang", "rust"),
         ("Datadog-Meta-Tracer-Version", "0.1.0"),
     ]
-}
-
-fn fixstr_or_str32(buf: &mut Vec<u8>, s: &[u8]) {
-    if s.len() < 32 {
-        buf.push(0xa0 | s.len() as u8);
-    } else {
-        buf.push(0xdb);
-        buf.extend_from_slice(&u32::try_from(s.len()).unwrap().to_be_bytes());
-    }
-    buf.extend_from_slice(s);
-}
-
-fn array32(buf: &mut Vec<u8>, n: usize) {
-    buf.push(0xdd);
-    buf.extend_from_slice(&u32::try_from(n).unwrap().to_be_bytes());
-}
-
-/// One span map `{service, name, resource, trace_id, span_id}`.
-fn span(buf: &mut Vec<u8>, service: &[u8], trace_id: u32) {
-    buf.push(0x85);
-    for (k, v) in [(&b"service"[..], service), (b"name", b"op"), (b"resource", b"res")] {
-        fixstr_or_str32(buf, k);
-        fixstr_or_str32(buf, v);
-    }
-    fixstr_or_str32(buf, b"trace_id");
-    buf.push(0xce);
-    buf.extend_from_slice(&trace_id.to_be_bytes());
-    fixstr_or_str32(buf, b"span_id");
-    buf.push(0x01);
-}
-
-/// `n` single-span traces, each with its own service.
-fn distinct_services(n: usize) -> Vec<u8> {
-    let mut b = Vec::with_capacity(n * 64);
-    array32(&mut b, n);
-    for i in 0..n {
-        b.push(0x91);
-        span(&mut b, format!("svc-{i}").as_bytes(), u32::try_from(i + 1).unwrap());
-    }
-    b
 }
 
 /// Case 1: 200 000 single-span traces with distinct services in one payload. Before: 74 s in a
@@ -174,10 +113,7 @@ fn a_payload_of_200k_services_is_handled_in_linear_time() {
     let agent = Agent::start(&[]);
     let body = distinct_services(200_000);
     let started = Instant::now();
-    let (code, _, reply) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, reply) = agent.post_msgpack("/v0.4/traces", &body);
     let took = started.elapsed();
     eprintln!("TOOK {took:?}, peak RSS {} MB", agent.peak_rss() >> 20);
     assert_eq!(code, 200, "{}", String::from_utf8_lossy(&reply));
@@ -203,10 +139,7 @@ fn ten_million_empty_spans_are_refused_with_bounded_memory() {
     let mut body = vec![0x91];
     array32(&mut body, n);
     body.resize(body.len() + n, 0x80);
-    let (code, _, reply) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, reply) = agent.post_msgpack("/v0.4/traces", &body);
     let reply = String::from_utf8_lossy(&reply);
     assert_eq!(code, 413, "{reply}");
     assert!(reply.contains("apm_config.max_spans_per_payload"), "{reply}");
@@ -214,10 +147,7 @@ fn ten_million_empty_spans_are_refused_with_bounded_memory() {
     let mut body = Vec::new();
     array32(&mut body, n);
     body.resize(body.len() + n, 0x90);
-    let (code, _, reply) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, reply) = agent.post_msgpack("/v0.4/traces", &body);
     let reply = String::from_utf8_lossy(&reply);
     assert_eq!(code, 413, "{reply}");
     assert!(reply.contains("apm_config.max_decoded_ratio"), "{reply}");
@@ -320,11 +250,8 @@ fn huge_service_names_are_cut_before_they_become_keys() {
         let mut name = vec![b'a' + i; 5 << 20];
         name[0] = b'x';
         let mut body = vec![0x91, 0x91];
-        span(&mut body, &name, 1);
-        let (code, _, _) = exchange(
-            agent.addr(),
-            &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-        );
+        small_span(&mut body, &name, 1);
+        let (code, _, _) = agent.post_msgpack("/v0.4/traces", &body);
         assert_eq!(code, 200);
     }
     let (code, _, raw) = exchange(agent.addr(), &request("GET", "/trace-agent/status", &[], b""));
@@ -346,15 +273,12 @@ fn status_prints_control_characters_escaped() {
     // A span whose meta value has the wrong type under a key full of terminal escapes.
     let key = b"\x1b]0;pwned\x07\x1b[2Jk";
     let mut body = vec![0x91, 0x91, 0x81];
-    fixstr_or_str32(&mut body, b"meta");
+    str_or_str32(&mut body, b"meta");
     body.push(0x81);
-    fixstr_or_str32(&mut body, key);
+    str_or_str32(&mut body, key);
     body.push(0x92); // an array where a string belongs
     body.extend_from_slice(&[0x01, 0x02]);
-    let (code, _, _) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, _) = agent.post_msgpack("/v0.4/traces", &body);
     assert_eq!(code, 400);
     let last = agent.status_json()["last_error"][1].as_str().unwrap().to_owned();
     assert!(last.contains("pwned"), "{last}");
@@ -397,15 +321,9 @@ fn max_memory_refuses_payloads_with_429_and_limits_are_reported() {
         ("DD_APM_CONNECTION_LIMIT", "500"),
     ]);
     let body = distinct_services(1);
-    let (code, _, _) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.4/traces", &msgpack_headers(), &body),
-    );
+    let (code, _, _) = agent.post_msgpack("/v0.4/traces", &body);
     assert_eq!(code, 429);
-    let (code, _, _) = exchange(
-        agent.addr(),
-        &request("POST", "/v0.6/stats", &msgpack_headers(), &[0x80]),
-    );
+    let (code, _, _) = agent.post_msgpack("/v0.6/stats", &[0x80]);
     assert_eq!(code, 429);
     let (_, _, info) = exchange(agent.addr(), &request("GET", "/info", &[], b""));
     let info: serde_json::Value = serde_json::from_slice(&info).unwrap();

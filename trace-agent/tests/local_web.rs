@@ -4,6 +4,8 @@
 
 #[path = "common/spans.rs"]
 mod spans;
+#[path = "common/webhook.rs"]
+mod webhook;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -14,6 +16,7 @@ use std::time::{Duration, SystemTime};
 use trace_agent::local::{LocalConfig, LocalStore, unix_nanos, web};
 use trace_agent::stats::sketch::Sketch;
 use trace_agent::upstream::pb;
+use webhook::webhook_receiver;
 
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
@@ -29,39 +32,59 @@ fn traces(chunks: Vec<Vec<pb::Span>>) -> Arc<pb::TracerPayload> {
     })
 }
 
-/// A bucket of `hits` spans of `resource` with latencies 1..=hits ms, the last `errors` failing.
-fn stats(start: i64, service: &str, resource: &str, hits: u64, errors: u64) -> Arc<pb::StatsPayload> {
-    let sketch = |range: std::ops::RangeInclusive<u64>| {
-        let mut s = Sketch::new();
-        for v in range {
-            s.add(v as f64 * 1e6).unwrap();
-        }
-        if s.is_empty() { Vec::new() } else { s.encode() }
-    };
+/// An encoded sketch of `latencies_ms` (empty bytes for none).
+fn sketch_of(latencies_ms: impl IntoIterator<Item = f64>) -> Vec<u8> {
+    let mut s = Sketch::new();
+    for ms in latencies_ms {
+        s.add(ms * 1e6).unwrap();
+    }
+    if s.is_empty() { Vec::new() } else { s.encode() }
+}
+
+/// `hits` top-level `http.request` spans of `service`/`resource`, `errors` of them failing
+/// (durations and sketches left to the caller).
+fn group(service: &str, resource: &str, hits: u64, errors: u64) -> pb::ClientGroupedStats {
+    pb::ClientGroupedStats {
+        service: service.to_owned(),
+        name: "http.request".to_owned(),
+        resource: resource.to_owned(),
+        hits,
+        errors,
+        top_level_hits: hits,
+        ..pb::ClientGroupedStats::default()
+    }
+}
+
+/// A stats payload of env `test` and `version` holding `group` in the 10 s bucket at `start`.
+fn group_payload(start: i64, version: &str, group: pb::ClientGroupedStats) -> Arc<pb::StatsPayload> {
     Arc::new(pb::StatsPayload {
         stats: vec![pb::ClientStatsPayload {
             env: "test".to_owned(),
+            version: version.to_owned(),
             stats: vec![pb::ClientStatsBucket {
                 start: start as u64,
                 duration: 10 * SEC as u64,
-                stats: vec![pb::ClientGroupedStats {
-                    service: service.to_owned(),
-                    name: "http.request".to_owned(),
-                    resource: resource.to_owned(),
-                    hits,
-                    errors,
-                    duration: (1..=hits).sum::<u64>() * MS as u64,
-                    top_level_hits: hits,
-                    ok_summary: sketch(1..=hits - errors),
-                    error_summary: sketch(hits - errors + 1..=hits),
-                    ..pb::ClientGroupedStats::default()
-                }],
+                stats: vec![group],
                 ..pb::ClientStatsBucket::default()
             }],
             ..pb::ClientStatsPayload::default()
         }],
         ..pb::StatsPayload::default()
     })
+}
+
+/// A bucket of `hits` spans of `resource` with latencies 1..=hits ms, the last `errors` failing.
+fn stats(start: i64, service: &str, resource: &str, hits: u64, errors: u64) -> Arc<pb::StatsPayload> {
+    group_payload(
+        start,
+        "",
+        pb::ClientGroupedStats {
+            duration: (1..=hits).sum::<u64>() * MS as u64,
+            ok_summary: sketch_of((1..=hits - errors).map(|v| v as f64)),
+            error_summary: sketch_of((hits - errors + 1..=hits).map(|v| v as f64)),
+            ..group(service, resource, hits, errors)
+        },
+    )
 }
 
 struct Reply {
@@ -113,8 +136,7 @@ fn attr<'a>(attrs: &'a str, name: &str) -> &'a str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_and_api_show_the_stored_figures() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    let (_dir, store) = temp_store();
     let now = unix_nanos(SystemTime::now());
     let bucket = now - now.rem_euclid(10 * SEC) - 10 * SEC;
     store.push_stats(stats(bucket, "shop", "GET /cart", 12, 3));
@@ -149,13 +171,8 @@ async fn pages_and_api_show_the_stored_figures() {
     store.push_traces(traces(vec![vec![root, child, failing]]));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
 
-    let listener = web::bind(0).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    assert!(addr.ip().is_loopback());
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(web::serve(listener, store.clone(), shutdown));
-
-    let checks = tokio::task::spawn_blocking(move || {
+    check_view(&store, move |addr| {
+        assert!(addr.ip().is_loopback());
         // Services.
         let page = get(addr, "/?window=5m").body;
         let shop = row_attrs(&page, "data-service", "shop");
@@ -214,24 +231,14 @@ async fn pages_and_api_show_the_stored_figures() {
         assert_eq!((shop["hits"].as_u64(), shop["errors"].as_u64()), (Some(25), Some(8)));
         assert_eq!(shop["series"].as_array().unwrap().len(), 30);
         let svc: serde_json::Value = serde_json::from_str(&get(addr, "/api/v1/services/shop?window=5m").body).unwrap();
-        let resources: Vec<(&str, u64)> = svc["resources"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| (r["resource"].as_str().unwrap(), r["hits"].as_u64().unwrap()))
-            .collect();
+        let resources = rows(&svc["resources"], |r| (str_of(r, "resource"), u64_of(r, "hits")));
         assert_eq!(resources, [("GET /cart", 20), ("POST /pay <b>", 5)]);
         let res: serde_json::Value =
             serde_json::from_str(&get(addr, "/api/v1/services/shop/resources/GET%20%2Fcart?window=5m").body).unwrap();
         assert_eq!(res["figures"]["hits"], 20);
         assert_eq!(res["traces"][0]["trace_id"], "42");
         let trace: serde_json::Value = serde_json::from_str(&get(addr, "/api/v1/traces/42").body).unwrap();
-        let depths: Vec<u64> = trace["spans"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["depth"].as_u64().unwrap())
-            .collect();
+        let depths = rows(&trace["spans"], |s| u64_of(s, "depth"));
         assert_eq!(depths, [0, 1, 2]);
         assert_eq!(trace["spans"][2]["meta"]["error.type"], "IOError");
         let status: serde_json::Value = serde_json::from_str(&get(addr, "/api/v1/status").body).unwrap();
@@ -249,13 +256,8 @@ async fn pages_and_api_show_the_stored_figures() {
         );
         let r = get(addr, "/");
         assert!(r.headers.to_ascii_lowercase().contains("content-security-policy"));
-    });
-    checks.await.unwrap();
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap();
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,18 +265,12 @@ async fn an_empty_store_says_how_to_send_traces_and_a_fallback_is_shown() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("local.sqlite3"), vec![7u8; 4096]).unwrap();
     let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
-    let listener = web::bind(0).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(web::serve(listener, store, shutdown));
-    let page = tokio::task::spawn_blocking(move || get(addr, "/").body).await.unwrap();
-    assert!(page.contains("id=\"no-data\"") && page.contains("DD_TRACE_AGENT_URL"));
-    assert!(page.contains("id=\"store-fallback\"") && page.contains("not a usable database"));
-    stop.send(true).unwrap();
-    tokio::time::timeout(Duration::from_secs(10), server)
-        .await
-        .unwrap()
-        .unwrap();
+    check_view(&store, move |addr| {
+        let page = get(addr, "/").body;
+        assert!(page.contains("id=\"no-data\"") && page.contains("DD_TRACE_AGENT_URL"));
+        assert!(page.contains("id=\"store-fallback\"") && page.contains("not a usable database"));
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,6 +340,29 @@ fn json_of(addr: SocketAddr, path: &str) -> serde_json::Value {
 
 /// A stats bucket with a version, `hits` spans of `ms` ms each (the last `errors` failing).
 #[allow(clippy::too_many_arguments)]
+/// `f` of each element of the JSON array `list` (a panic when it is not one).
+fn rows<'a, T>(list: &'a serde_json::Value, f: impl FnMut(&'a serde_json::Value) -> T) -> Vec<T> {
+    list.as_array().unwrap().iter().map(f).collect()
+}
+
+/// The string field `key` of `v` (a panic when it is not one).
+fn str_of<'a>(v: &'a serde_json::Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} is not a string in {v}"))
+}
+
+/// The unsigned field `key` of `v`.
+fn u64_of(v: &serde_json::Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} is not a u64 in {v}"))
+}
+
+/// The boolean field `key` of `v`.
+fn bool_of(v: &serde_json::Value, key: &str) -> bool {
+    v[key].as_bool().unwrap_or_else(|| panic!("{key} is not a bool in {v}"))
+}
+
+/// A bucket of `hits` spans of `resource` on `version`, each lasting `ms`, `errors` failing.
 fn stats_at(
     start: i64,
     service: &str,
@@ -353,60 +372,43 @@ fn stats_at(
     errors: u64,
     ms: f64,
 ) -> Arc<pb::StatsPayload> {
-    let sketch = |n: u64| {
-        let mut s = Sketch::new();
-        for _ in 0..n {
-            s.add(ms * 1e6).unwrap();
-        }
-        if s.is_empty() { Vec::new() } else { s.encode() }
-    };
-    Arc::new(pb::StatsPayload {
-        stats: vec![pb::ClientStatsPayload {
-            env: "test".to_owned(),
-            version: version.to_owned(),
-            stats: vec![pb::ClientStatsBucket {
-                start: start as u64,
-                duration: 10 * SEC as u64,
-                stats: vec![pb::ClientGroupedStats {
-                    service: service.to_owned(),
-                    name: "http.request".to_owned(),
-                    resource: resource.to_owned(),
-                    hits,
-                    errors,
-                    duration: (ms * 1e6) as u64 * hits,
-                    top_level_hits: hits,
-                    ok_summary: sketch(hits - errors),
-                    error_summary: sketch(errors),
-                    ..pb::ClientGroupedStats::default()
-                }],
-                ..pb::ClientStatsBucket::default()
-            }],
-            ..pb::ClientStatsPayload::default()
-        }],
-        ..pb::StatsPayload::default()
-    })
+    group_payload(
+        start,
+        version,
+        pb::ClientGroupedStats {
+            duration: (ms * 1e6) as u64 * hits,
+            ok_summary: sketch_of((0..hits - errors).map(|_| ms)),
+            error_summary: sketch_of((0..errors).map(|_| ms)),
+            ..group(service, resource, hits, errors)
+        },
+    )
 }
 
-/// Serves the web view of `store` (with `monitors`) on a free port.
-async fn serve(
-    store: &LocalStore,
-    monitors: trace_agent::local::monitor::Monitors,
-) -> (
-    SocketAddr,
-    tokio::sync::watch::Sender<bool>,
-    tokio::task::JoinHandle<()>,
-) {
+/// A store in a fresh temporary directory (removed when the returned guard drops).
+fn temp_store() -> (tempfile::TempDir, LocalStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    (dir, store)
+}
+
+/// Serves the web view of `store` on a free port, runs the blocking `checks` against its
+/// address, then stops it (within 10 s).
+async fn check_view(store: &LocalStore, checks: impl FnOnce(SocketAddr) + Send + 'static) {
     let listener = web::bind(0).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, shutdown) = tokio::sync::watch::channel(false);
-    let server = tokio::spawn(web::serve_with(listener, store.clone(), monitors, shutdown));
-    (addr, stop, server)
+    let server = tokio::spawn(web::serve(listener, store.clone(), shutdown));
+    tokio::task::spawn_blocking(move || checks(addr)).await.unwrap();
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    let (_dir, store) = temp_store();
     let now = unix_nanos(SystemTime::now());
     let mut chunks = Vec::new();
     // 30 traces of `web` calling `api`, 10 ms apart; every 5th fails in `api`; trace i lasts
@@ -451,16 +453,9 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
     )]);
     store.push_traces(traces(chunks));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
-    let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
-    tokio::task::spawn_blocking(move || {
-        let ids = |v: &serde_json::Value| -> Vec<u64> {
-            v["traces"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|t| t["trace_id"].as_str().unwrap().parse().unwrap())
-                .collect()
-        };
+    check_view(&store, move |addr| {
+        let ids =
+            |v: &serde_json::Value| -> Vec<u64> { rows(&v["traces"], |t| str_of(t, "trace_id").parse().unwrap()) };
         // Errors (in a child span of another service), newest first.
         let r = json_of(addr, "/api/v1/traces?window=5m&error=true");
         assert_eq!(ids(&r), [1025, 1020, 1015, 1010, 1005, 1000]);
@@ -517,16 +512,12 @@ async fn search_finds_traces_by_span_tag_duration_and_error_and_pages() {
         assert!(page.contains("<option value=\"true\" selected>"));
         assert_eq!(request(addr, "GET", "/search?limit=x", &addr.to_string()).status, 400);
     })
-    .await
-    .unwrap();
-    stop.send(true).unwrap();
-    server.await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_service_map_joins_parents_and_children_across_services_and_peer_services() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    let (_dir, store) = temp_store();
     let now = unix_nanos(SystemTime::now());
     let mut chunks = Vec::new();
     for i in 0..4u64 {
@@ -557,45 +548,24 @@ async fn the_service_map_joins_parents_and_children_across_services_and_peer_ser
         0,
     ));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
-    let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
-    tokio::task::spawn_blocking(move || {
+    check_view(&store, move |addr| {
         let m = json_of(addr, "/api/v1/service-map?window=5m");
-        let edges: Vec<(String, String, u64, u64)> = m["edges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                (
-                    e["from"].as_str().unwrap().to_owned(),
-                    e["to"].as_str().unwrap().to_owned(),
-                    e["hits"].as_u64().unwrap(),
-                    e["errors"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let edges = rows(&m["edges"], |e| {
+            (
+                str_of(e, "from"),
+                str_of(e, "to"),
+                u64_of(e, "hits"),
+                u64_of(e, "errors"),
+            )
+        });
         // frontend → backend once per trace (the peer.service of the client span is not
         // counted again: backend has a child span there); backend → postgres by peer.service.
-        assert_eq!(
-            edges,
-            [
-                ("backend".to_owned(), "postgres".to_owned(), 4, 0),
-                ("frontend".to_owned(), "backend".to_owned(), 4, 1)
-            ]
-        );
+        assert_eq!(edges, [("backend", "postgres", 4, 0), ("frontend", "backend", 4, 1)]);
         let p99 = m["edges"][1]["p99_ns"].as_f64().unwrap();
         assert!((p99 - 20e6).abs() < 20e6 * 0.02, "p99 of the backend spans: {p99}");
-        let nodes: Vec<(&str, u64, bool)> = m["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| {
-                (
-                    n["service"].as_str().unwrap(),
-                    n["hits"].as_u64().unwrap(),
-                    n["untraced"].as_bool().unwrap(),
-                )
-            })
-            .collect();
+        let nodes = rows(&m["nodes"], |n| {
+            (str_of(n, "service"), u64_of(n, "hits"), bool_of(n, "untraced"))
+        });
         assert_eq!(
             nodes,
             [("backend", 0, false), ("frontend", 4, false), ("postgres", 4, true)]
@@ -609,16 +579,12 @@ async fn the_service_map_joins_parents_and_children_across_services_and_peer_ser
             "nodes link to search"
         );
     })
-    .await
-    .unwrap();
-    stop.send(true).unwrap();
-    server.await.unwrap();
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn versions_and_anomalies_of_the_stored_stats() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = LocalStore::open(LocalConfig::in_dir(dir.path())).unwrap();
+    let (_dir, store) = temp_store();
     let now = unix_nanos(SystemTime::now());
     let last = now - now.rem_euclid(10 * SEC);
     // 20 slots of steady traffic (10 ms, no errors) on 1.0, then the last slot on 1.1: slow
@@ -636,16 +602,10 @@ async fn versions_and_anomalies_of_the_stored_stats() {
     }
     store.push_stats(stats_at(last, "shop", "GET /cart", "1.1", 100, 30, 40.0));
     assert!(tokio::task::block_in_place(|| store.sync(Duration::from_secs(10))));
-    let (addr, stop, server) = serve(&store, trace_agent::local::monitor::Monitors::disabled()).await;
-    tokio::task::spawn_blocking(move || {
+    check_view(&store, move |addr| {
         let v = json_of(addr, "/api/v1/services/shop/resources/GET%20%2Fcart/versions?window=5m");
         assert_eq!((v["a"].as_str(), v["b"].as_str()), (Some("1.0"), Some("1.1")));
-        let flagged: Vec<(&str, bool)> = v["changes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| (c["metric"].as_str().unwrap(), c["flagged"].as_bool().unwrap()))
-            .collect();
+        let flagged = rows(&v["changes"], |c| (str_of(c, "metric"), bool_of(c, "flagged")));
         assert_eq!(flagged, [("p50", true), ("p99", true), ("error_rate", true)]);
         assert_eq!(v["versions"][0]["hits"], 2000);
         let v = json_of(
@@ -683,59 +643,7 @@ async fn versions_and_anomalies_of_the_stored_stats() {
         let page = get(addr, "/services/shop?window=5m").body;
         assert_eq!(page.matches("data-anomaly=").count(), 2, "one mark on each chart");
     })
-    .await
-    .unwrap();
-    stop.send(true).unwrap();
-    server.await.unwrap();
-}
-
-/// A loopback webhook receiver: answers `503` to the first `fail_first` requests, then 200;
-/// sends each request body to the channel.
-fn webhook_receiver(fail_first: usize) -> (SocketAddr, std::sync::mpsc::Receiver<serde_json::Value>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for (n, stream) in listener.incoming().enumerate() {
-            let Ok(mut stream) = stream else { return };
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body = loop {
-                let Ok(k) = stream.read(&mut chunk) else { return };
-                if k == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&chunk[..k]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        break body.to_owned();
-                    }
-                }
-            };
-            let status = if n < fail_first {
-                "503 Service Unavailable"
-            } else {
-                "200 OK"
-            };
-            let _ = write!(
-                stream,
-                "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            );
-            if n >= fail_first && tx.send(serde_json::from_str(&body).unwrap()).is_err() {
-                return;
-            }
-        }
-    });
-    (addr, rx)
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -840,19 +748,8 @@ monitors:
             "the muted change sent nothing"
         );
         let events = json_of(addr, "/api/v1/monitors/events");
-        let changes: Vec<(&str, &str, bool)> = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .rev()
-            .map(|e| {
-                (
-                    e["from"].as_str().unwrap(),
-                    e["to"].as_str().unwrap(),
-                    e["muted"].as_bool().unwrap(),
-                )
-            })
-            .collect();
+        let mut changes = rows(&events, |e| (str_of(e, "from"), str_of(e, "to"), bool_of(e, "muted")));
+        changes.reverse(); // oldest first
         assert_eq!(
             changes,
             [

@@ -32,6 +32,14 @@ fn with_meta(mut s: Span<'static>, k: &str, v: &str) -> Span<'static> {
     s
 }
 
+/// `s` as a span of type `kind` carrying the tag `key: value`, after obfuscation under `config`.
+fn obfuscated(s: Span<'static>, kind: &str, (key, value): (&str, &str), config: &ObfuscationConfig) -> Span<'static> {
+    let mut s = with_meta(s, key, value);
+    s.r#type = Str::from(kind.to_owned());
+    obfuscate_span(&mut s, config);
+    s
+}
+
 #[test]
 fn tag_normalization_follows_the_go_table() {
     for (input, tag, value) in [
@@ -174,36 +182,30 @@ fn truncation_of_tags() {
 
 #[test]
 fn sql_obfuscation() {
-    let mut s = with_meta(
+    let s = obfuscated(
         span("db", "q", "SELECT * FROM users WHERE id = 42 AND name = 'bob'"),
-        "sql.query",
-        "SELECT 1 FROM t WHERE a IN (1, 2, 3)",
+        "sql",
+        ("sql.query", "SELECT 1 FROM t WHERE a IN (1, 2, 3)"),
+        &ObfuscationConfig::default(),
     );
-    s.r#type = Str::from("sql");
-    obfuscate_span(&mut s, &ObfuscationConfig::default());
     assert_eq!(&*s.resource, "SELECT * FROM users WHERE id = ? AND name = ?");
     assert_eq!(s.meta("sql.query"), Some("SELECT ? FROM t WHERE a IN ( ? )"));
 }
 
 #[test]
 fn redis_quantize_and_redact() {
-    let mut s = with_meta(
+    let s = obfuscated(
         span("cache", "redis.command", "SET k v\nGET k"),
-        "redis.raw_command",
-        "SET key secret",
+        "redis",
+        ("redis.raw_command", "SET key secret"),
+        &ObfuscationConfig::default(),
     );
-    s.r#type = Str::from("redis");
-    obfuscate_span(&mut s, &ObfuscationConfig::default());
     assert_eq!(&*s.resource, "SET GET");
     assert_eq!(s.meta("redis.raw_command"), Some("SET key ?"));
-    let mut s = with_meta(
+    let s = obfuscated(
         span("cache", "redis.command", "SET k v"),
-        "redis.raw_command",
-        "SET key secret",
-    );
-    s.r#type = Str::from("redis");
-    obfuscate_span(
-        &mut s,
+        "redis",
+        ("redis.raw_command", "SET key secret"),
         &ObfuscationConfig {
             redis_enabled: false,
             ..ObfuscationConfig::default()
@@ -214,52 +216,40 @@ fn redis_quantize_and_redact() {
 
 #[test]
 fn memcached_command_is_emptied_unless_kept() {
-    let mk = || {
-        let mut s = with_meta(
+    let mk = |config: &ObfuscationConfig| {
+        obfuscated(
             span("mc", "memcached.cmd", "set"),
-            "memcached.command",
-            "set key 0 0 5\r\nvalue",
-        );
-        s.r#type = Str::from("memcached");
-        s
+            "memcached",
+            ("memcached.command", "set key 0 0 5\r\nvalue"),
+            config,
+        )
     };
-    let mut s = mk();
-    obfuscate_span(&mut s, &ObfuscationConfig::default());
+    let s = mk(&ObfuscationConfig::default());
     assert_eq!(s.meta("memcached.command"), Some(""));
-    let mut s = mk();
-    obfuscate_span(
-        &mut s,
-        &ObfuscationConfig {
-            memcached_keep_command: true,
-            ..ObfuscationConfig::default()
-        },
-    );
+    let s = mk(&ObfuscationConfig {
+        memcached_keep_command: true,
+        ..ObfuscationConfig::default()
+    });
     assert_eq!(s.meta("memcached.command"), Some("set key 0 0 5"));
 }
 
 #[test]
 fn http_url_userinfo_always_and_query_on_request() {
-    let mk = || {
-        let mut s = with_meta(
+    let mk = |config: &ObfuscationConfig| {
+        obfuscated(
             span("web", "req", "GET /"),
-            "http.url",
-            "http://user:pass@host/path/123?token=abc",
-        );
-        s.r#type = Str::from("web");
-        s
+            "web",
+            ("http.url", "http://user:pass@host/path/123?token=abc"),
+            config,
+        )
     };
-    let mut s = mk();
-    obfuscate_span(&mut s, &ObfuscationConfig::default());
+    let s = mk(&ObfuscationConfig::default());
     assert_eq!(s.meta("http.url"), Some("http://host/path/123?token=abc"));
-    let mut s = mk();
-    obfuscate_span(
-        &mut s,
-        &ObfuscationConfig {
-            http_remove_query_string: true,
-            http_remove_paths_with_digits: true,
-            ..ObfuscationConfig::default()
-        },
-    );
+    let s = mk(&ObfuscationConfig {
+        http_remove_query_string: true,
+        http_remove_paths_with_digits: true,
+        ..ObfuscationConfig::default()
+    });
     assert_eq!(s.meta("http.url"), Some("http://host/path/??"));
 }
 
@@ -503,24 +493,19 @@ fn client_computed_top_level_is_trusted() {
 
 #[test]
 fn json_obfuscation_for_mongodb_and_elasticsearch() {
-    let mut s = with_meta(
+    let s = obfuscated(
         span("mongo", "q", "find"),
-        "mongodb.query",
-        r#"{"find":"users","filter":{"name":"bob","age":42}}"#,
+        "mongodb",
+        ("mongodb.query", r#"{"find":"users","filter":{"name":"bob","age":42}}"#),
+        &ObfuscationConfig::default(),
     );
-    s.r#type = Str::from_static("mongodb");
-    obfuscate_span(&mut s, &ObfuscationConfig::default());
     let q = s.meta("mongodb.query").unwrap();
     assert!(!q.contains("bob") && !q.contains("42"), "{q}");
     assert!(q.contains("\"name\""), "keys kept: {q}");
-    let mut s = with_meta(
+    let s = obfuscated(
         span("es", "q", "search"),
-        "elasticsearch.body",
-        r#"{"query":{"match":{"user":"kimchy"}}}"#,
-    );
-    s.r#type = Str::from_static("elasticsearch");
-    obfuscate_span(
-        &mut s,
+        "elasticsearch",
+        ("elasticsearch.body", r#"{"query":{"match":{"user":"kimchy"}}}"#),
         &ObfuscationConfig {
             elasticsearch_enabled: false,
             ..ObfuscationConfig::default()

@@ -1,12 +1,15 @@
 //! Helpers shared by the integration tests that run the `trace-agent` binary (`cli.rs`,
 //! `hostile.rs`, `otlp_cli.rs`): a free loopback port, `trace-agent run` with a clean
-//! environment, and waiting until something listens.
+//! environment, waiting until something listens, and the raw HTTP and msgpack bytes of a hostile
+//! client (`raw_http`, also included by `examples/hostile.rs`).
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
+
+pub(crate) mod raw_http;
 
 /// This package's binary.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_trace-agent");
