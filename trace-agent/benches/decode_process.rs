@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use libdd_trace_utils::tracer_payload::{TraceChunkProcessor, TracerPayloadCollection};
 use prost::Message;
 use trace_agent::config::AgentConfig;
@@ -402,5 +402,110 @@ fn benches(c: &mut Criterion) {
     ours(c, "v0.5_flask", ApiVersion::V05, &v05, spans05);
 }
 
+/// Fixed-iteration mode for instruction counts (`valgrind --tool=callgrind`), instead of
+/// criterion's timed loops: `DECODE_PROCESS_ITERS=N` runs the full path `N` times on one payload
+/// (`DECODE_PROCESS_CASE`: `v0.4` (default) or `v0.5`, optionally `/libdatadog` for its chain)
+/// and exits. Per-iteration counts are the difference of two runs (N and N + 10) divided by 10;
+/// the stages are the inclusive costs of `decode_payload`, `process_payload`,
+/// `Concentrator::add_payload`, `Samplers::sample_payload`, `EncodedPayload::from_borrowed` and
+/// `encode_agent_payload_parts` (`callgrind_annotate --inclusive=yes`).
+#[allow(clippy::print_stdout)] // reports what it ran
+fn fixed_iterations() -> Option<()> {
+    let iters: usize = std::env::var("DECODE_PROCESS_ITERS").ok()?.parse().ok()?;
+    let case = std::env::var("DECODE_PROCESS_CASE").unwrap_or_else(|_| "v0.4".to_owned());
+    let (version, (body, spans)) = if case.starts_with("v0.5") {
+        (ApiVersion::V05, v05_payload())
+    } else {
+        (ApiVersion::V04, v04_payload())
+    };
+    let config = ProcessConfig::default();
+    let facts = RequestFacts {
+        lang: "python",
+        client_computed_top_level: true,
+    };
+    let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(NOW as u64);
+    let header = agent_header();
+    let mut out_len = 0;
+    if case.ends_with("/libdatadog") {
+        let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
+        let mut concentrator = libdd_trace_stats::span_concentrator::SpanConcentrator::new(
+            std::time::Duration::from_secs(10),
+            now,
+            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
+            StatsConfig::default().peer_tag_keys(),
+            None,
+            vec![],
+        );
+        let header_tags = libdd_trace_utils::trace_utils::TracerHeaderTags {
+            lang: "python",
+            generic: libdd_trace_utils::trace_utils::TracerGenericTags {
+                client_computed_top_level: true,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        for _ in 0..iters {
+            let req = http_body_util::Full::new(body.clone());
+            let (_, traces) = match version {
+                ApiVersion::V05 => ready(libdd_trace_utils::trace_utils::get_v05_traces_from_request_body(req)),
+                _ => ready(libdd_trace_utils::trace_utils::get_traces_from_request_body(req)),
+            }
+            .ok()?;
+            let collection = libdd_trace_utils::trace_utils::collect_pb_trace_chunks(
+                traces,
+                &header_tags,
+                &mut Obfuscate(&dd_config),
+                true,
+            )
+            .ok()?;
+            let TracerPayloadCollection::V07(payloads) = collection else {
+                return None;
+            };
+            for tp in &payloads {
+                for chunk in &tp.chunks {
+                    for s in &chunk.spans {
+                        concentrator.add_span(s);
+                    }
+                }
+            }
+            out_len += black_box(
+                prost::Message::encode_to_vec(&pb::AgentPayload {
+                    tracer_payloads: payloads,
+                    ..header.clone()
+                })
+                .len(),
+            );
+        }
+    } else {
+        let agent_config = AgentConfig::default();
+        let mut concentrator = Concentrator::new(&StatsConfig::default(), AgentIdentity::default(), now);
+        let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
+        let mut out = Vec::new();
+        for _ in 0..iters {
+            let mut p = decode_payload(version, Encoding::Msgpack, black_box(&body)).ok()?;
+            process_payload(&mut p, &facts, &config, NOW);
+            concentrator.add_payload(&p, now);
+            black_box(samplers.sample_payload(&mut p, 0, now));
+            black_box(samplers.take_rates_update());
+            let e = Arc::new(EncodedPayload::from_borrowed(&p));
+            let parts = [Part {
+                chunks: 0..e.chunks(),
+                payload: e,
+            }];
+            encode_agent_payload_parts(&header, &parts, &mut out);
+            out_len += black_box(out.len());
+        }
+    }
+    println!("{case}: {iters} iterations of {spans} spans, {out_len} bytes out");
+    Some(())
+}
+
 criterion_group!(group, benches);
-criterion_main!(group);
+
+fn main() {
+    if fixed_iterations().is_some() {
+        return;
+    }
+    group();
+    Criterion::default().configure_from_args().final_summary();
+}
