@@ -20,7 +20,7 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
 /// # Errors
 /// As [`decode`]; a limit error when the payload would exceed `limits`.
 pub fn decode_with(body: &[u8], limits: DecodeLimits) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
-    let mut r = Reader::with_limits(body, limits);
+    let mut r = Reader::with_limits(body, limits).with_str_cache();
     let n = r
         .array_len()
         .and_then(|n| r.charge(n, size_of::<TraceChunk<'_>>()).map(|()| n))

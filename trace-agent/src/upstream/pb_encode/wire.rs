@@ -138,14 +138,29 @@ fn map_field<V>(
 
 /// A `map<string, string>` field from a tag list.
 pub(super) fn str_map_field(tag: u8, tags: &[(Str<'_>, Str<'_>)], buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
-    map_field(
-        tag,
-        tags,
-        buf,
-        keep,
-        |v| inner_len(v.len()),
-        |v, buf| bytes_field(2, v.as_bytes(), buf),
-    );
+    if tags.is_empty() {
+        return;
+    }
+    let repeated = repeated_keys(tags, keep);
+    for (i, (k, v)) in tags.iter().enumerate() {
+        if repeated && keep.get(i) == Some(&false) {
+            continue;
+        }
+        let (k, v) = (k.as_bytes(), v.as_bytes());
+        // Usual tag: non-empty key and value, entry under 128 bytes: every length is one byte.
+        let len = k.len() + v.len() + 4;
+        if !k.is_empty() && !v.is_empty() && len < 0x80 {
+            buf.extend_from_slice(&[(tag << 3) | LEN, len as u8, (1 << 3) | LEN, k.len() as u8]);
+            buf.extend_from_slice(k);
+            buf.extend_from_slice(&[(2 << 3) | LEN, v.len() as u8]);
+            buf.extend_from_slice(v);
+            continue;
+        }
+        key(tag, LEN, buf);
+        varint((inner_len(k.len()) + inner_len(v.len())) as u64, buf);
+        bytes_field(1, k, buf);
+        bytes_field(2, v, buf);
+    }
 }
 
 /// Writes a length-delimited field whose body `body` writes, without knowing its length in
