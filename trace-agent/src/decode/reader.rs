@@ -281,7 +281,11 @@ impl<'b> Reader<'b> {
         let start = self.pos;
         self.pos += len;
         let raw: &'b [u8] = self.owner.get(start..start + len).unwrap_or_default();
-        Ok(match std::str::from_utf8(raw) {
+        let valid = match &mut self.strings {
+            Some(cache) if len <= str_cache::MAX_LEN => cache.get(raw).ok_or(()),
+            _ => std::str::from_utf8(raw).map_err(|_| ()),
+        };
+        Ok(match valid {
             Ok(s) => Str::borrowed(s),
             Err(_) => {
                 // Repairing can triple the length (each bad byte becomes U+FFFD).

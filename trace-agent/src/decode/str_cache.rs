@@ -8,8 +8,8 @@
 //! the first and last 8 bytes, and for strings over 16 bytes the bytes between, are equal; a
 //! miss validates with `str::from_utf8` and remembers the result.
 
-/// Longest string looked up (a msgpack fixstr holds up to 31 bytes).
-pub(crate) const MAX_LEN: usize = 32;
+/// Longest string looked up (fixstrs, up to 31 bytes, and short str8s such as ids and paths).
+pub(crate) const MAX_LEN: usize = 64;
 /// Slots in the table (direct-mapped: a new string replaces the one in its slot).
 const SLOTS: usize = 256;
 
@@ -105,7 +105,9 @@ mod tests {
             strings in prop::collection::vec(
                 prop_oneof![
                     prop::collection::vec(prop::sample::select(b"ab\xc3\xa9\xff_".to_vec()), 0..=MAX_LEN),
-                    "[a-d]{0,32}".prop_map(String::into_bytes),
+                    "[a-d]{0,64}".prop_map(String::into_bytes),
+                    // Same length, first and last bytes: only the middle differs.
+                    "_dd\\.[ab]{10,50}\\.line".prop_map(String::into_bytes),
                     "\\PC{0,8}".prop_map(String::into_bytes)
                         .prop_filter("fits", |b| b.len() <= MAX_LEN),
                 ],
