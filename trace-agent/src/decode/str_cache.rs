@@ -28,7 +28,8 @@ pub(crate) struct StrCache<'b> {
 
 #[inline(always)]
 fn word8(s: Option<&[u8]>) -> u64 {
-    s.and_then(|s| <[u8; 8]>::try_from(s).ok()).map_or(0, u64::from_le_bytes)
+    s.and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map_or(0, u64::from_le_bytes)
 }
 
 #[inline(always)]

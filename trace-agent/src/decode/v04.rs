@@ -154,7 +154,11 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ddtrace-captures");
         let mut checked = 0;
         for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            for file in std::fs::read_dir(entry.path().join("agent")).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(entry.path().join("agent"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if !file.file_name().to_string_lossy().ends_with("_v0.4_traces.body.bin") {
                     continue;
                 }

@@ -23,8 +23,8 @@ use crate::span::Span;
 
 mod codes;
 
-use codes::{float_code, grpc_index, status_code};
 pub use codes::grpc_code_from_str;
+use codes::{float_code, grpc_index, status_code};
 
 /// Value of every string field of the overflow group that collects spans past the cardinality
 /// cap (the sentinel libdatadog's tracer-side concentrator uses for the same purpose).

@@ -14,7 +14,12 @@ pub(super) fn grpc_index(key: &str) -> Option<usize> {
 
 /// HTTP status code: `http.status_code` metric (as is), else its meta (parsed, 0 if invalid);
 /// else the OTel `http.response.status_code`, only when a valid code (100–599).
-pub(super) fn status_code(metric: Option<f64>, meta: Option<&str>, otel_metric: Option<f64>, otel_meta: Option<&str>) -> u32 {
+pub(super) fn status_code(
+    metric: Option<f64>,
+    meta: Option<&str>,
+    otel_metric: Option<f64>,
+    otel_meta: Option<&str>,
+) -> u32 {
     if let Some(m) = metric {
         return m as u32;
     }

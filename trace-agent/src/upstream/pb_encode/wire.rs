@@ -64,7 +64,10 @@ fn inner_len(len: usize) -> usize {
 #[inline]
 fn fingerprint(k: &[u8]) -> u32 {
     let n = k.len();
-    let word = |s: Option<&[u8]>| s.and_then(|s| <[u8; 8]>::try_from(s).ok()).map_or(0, u64::from_le_bytes);
+    let word = |s: Option<&[u8]>| {
+        s.and_then(|s| <[u8; 8]>::try_from(s).ok())
+            .map_or(0, u64::from_le_bytes)
+    };
     let (a, b) = if n >= 8 {
         (word(k.get(..8)), word(k.get(n - 8..)))
     } else {
