@@ -131,6 +131,65 @@ fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
     }
 }
 
+/// libdatadog's stats concentrator as the bench configures it (peer tags as ours).
+fn dd_concentrator(now: std::time::SystemTime) -> libdd_trace_stats::span_concentrator::SpanConcentrator {
+    libdd_trace_stats::span_concentrator::SpanConcentrator::new(
+        std::time::Duration::from_secs(10),
+        now,
+        vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
+        StatsConfig::default().peer_tag_keys(),
+        None,
+        vec![],
+    )
+}
+
+/// The request facts libdatadog's chain gets (a Python tracer that computed top-level).
+fn dd_header_tags() -> libdd_trace_utils::trace_utils::TracerHeaderTags<'static> {
+    libdd_trace_utils::trace_utils::TracerHeaderTags {
+        lang: "python",
+        generic: libdd_trace_utils::trace_utils::TracerGenericTags {
+            client_computed_top_level: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// libdatadog's full chain on one body: msgpack → `pb` → normalize, top-level, obfuscate →
+/// concentrator → protobuf `AgentPayload`.
+fn dd_full(
+    version: ApiVersion,
+    body: &Bytes,
+    header: &pb::AgentPayload,
+    header_tags: &libdd_trace_utils::trace_utils::TracerHeaderTags<'_>,
+    dd_config: &libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig,
+    concentrator: &mut libdd_trace_stats::span_concentrator::SpanConcentrator,
+) -> Vec<u8> {
+    let req = http_body_util::Full::new(body.clone());
+    let (_, traces) = match version {
+        ApiVersion::V05 => ready(libdd_trace_utils::trace_utils::get_v05_traces_from_request_body(req)),
+        _ => ready(libdd_trace_utils::trace_utils::get_traces_from_request_body(req)),
+    }
+    .unwrap();
+    let collection =
+        libdd_trace_utils::trace_utils::collect_pb_trace_chunks(traces, header_tags, &mut Obfuscate(dd_config), true)
+            .unwrap();
+    let TracerPayloadCollection::V07(payloads) = collection else {
+        unreachable!("collect_pb_trace_chunks returns v0.7 payloads")
+    };
+    for tp in &payloads {
+        for chunk in &tp.chunks {
+            for s in &chunk.spans {
+                concentrator.add_span(s);
+            }
+        }
+    }
+    prost::Message::encode_to_vec(&pb::AgentPayload {
+        tracer_payloads: payloads,
+        ..header.clone()
+    })
+}
+
 fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans: u64) {
     let config = ProcessConfig::default();
     let facts = RequestFacts {
@@ -273,61 +332,26 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         })
     });
     let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
-    let dd_concentrator = || {
-        libdd_trace_stats::span_concentrator::SpanConcentrator::new(
-            std::time::Duration::from_secs(10),
-            now,
-            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
-            StatsConfig::default().peer_tag_keys(),
-            None,
-            vec![],
-        )
-    };
-    let header_tags = libdd_trace_utils::trace_utils::TracerHeaderTags {
-        lang: "python",
-        generic: libdd_trace_utils::trace_utils::TracerGenericTags {
-            client_computed_top_level: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let dd_full = |concentrator: &mut libdd_trace_stats::span_concentrator::SpanConcentrator| {
-        let req = http_body_util::Full::new(black_box(body).clone());
-        let (_, traces) = match version {
-            ApiVersion::V05 => ready(libdd_trace_utils::trace_utils::get_v05_traces_from_request_body(req)),
-            _ => ready(libdd_trace_utils::trace_utils::get_traces_from_request_body(req)),
-        }
-        .unwrap();
-        let collection = libdd_trace_utils::trace_utils::collect_pb_trace_chunks(
-            traces,
+    let new_dd_concentrator = || dd_concentrator(now);
+    let header_tags = dd_header_tags();
+    let dd_run = |concentrator: &mut libdd_trace_stats::span_concentrator::SpanConcentrator| {
+        dd_full(
+            version,
+            black_box(body),
+            &header,
             &header_tags,
-            &mut Obfuscate(&dd_config),
-            true,
+            &dd_config,
+            concentrator,
         )
-        .unwrap();
-        let TracerPayloadCollection::V07(payloads) = collection else {
-            unreachable!("collect_pb_trace_chunks returns v0.7 payloads")
-        };
-        for tp in &payloads {
-            for chunk in &tp.chunks {
-                for s in &chunk.spans {
-                    concentrator.add_span(s);
-                }
-            }
-        }
-        prost::Message::encode_to_vec(&pb::AgentPayload {
-            tracer_payloads: payloads,
-            ..header.clone()
-        })
     };
     g.bench_function("libdatadog/full", |b| {
-        let mut concentrator = dd_concentrator();
-        b.iter(|| black_box(dd_full(&mut concentrator)))
+        let mut concentrator = new_dd_concentrator();
+        b.iter(|| black_box(dd_run(&mut concentrator)))
     });
     g.bench_function("libdatadog/full+zstd", |b| {
-        let mut concentrator = dd_concentrator();
+        let mut concentrator = new_dd_concentrator();
         b.iter(|| {
-            let raw = dd_full(&mut concentrator);
+            let raw = dd_run(&mut concentrator);
             black_box(zstd::bulk::compress(&raw, 1).unwrap())
         })
     });
@@ -351,7 +375,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         })
     });
     g.bench_function("libdatadog/decode+obfuscate+stats", |b| {
-        let mut concentrator = dd_concentrator();
+        let mut concentrator = new_dd_concentrator();
         b.iter(|| {
             let mut traces = decode_dd(black_box(tiny.clone()));
             for t in &mut traces {
@@ -383,7 +407,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         }
     }
     g.bench_function("libdatadog/concentrator", |b| {
-        let mut concentrator = dd_concentrator();
+        let mut concentrator = new_dd_concentrator();
         b.iter(|| {
             for t in black_box(&dd_traces) {
                 for s in t.iter() {
@@ -428,53 +452,10 @@ fn fixed_iterations() -> Option<()> {
     let mut out_len = 0;
     if case.ends_with("/libdatadog") {
         let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
-        let mut concentrator = libdd_trace_stats::span_concentrator::SpanConcentrator::new(
-            std::time::Duration::from_secs(10),
-            now,
-            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
-            StatsConfig::default().peer_tag_keys(),
-            None,
-            vec![],
-        );
-        let header_tags = libdd_trace_utils::trace_utils::TracerHeaderTags {
-            lang: "python",
-            generic: libdd_trace_utils::trace_utils::TracerGenericTags {
-                client_computed_top_level: true,
-                ..Default::default()
-            },
-            ..Default::default()
-        };
+        let mut concentrator = dd_concentrator(now);
+        let header_tags = dd_header_tags();
         for _ in 0..iters {
-            let req = http_body_util::Full::new(body.clone());
-            let (_, traces) = match version {
-                ApiVersion::V05 => ready(libdd_trace_utils::trace_utils::get_v05_traces_from_request_body(req)),
-                _ => ready(libdd_trace_utils::trace_utils::get_traces_from_request_body(req)),
-            }
-            .ok()?;
-            let collection = libdd_trace_utils::trace_utils::collect_pb_trace_chunks(
-                traces,
-                &header_tags,
-                &mut Obfuscate(&dd_config),
-                true,
-            )
-            .ok()?;
-            let TracerPayloadCollection::V07(payloads) = collection else {
-                return None;
-            };
-            for tp in &payloads {
-                for chunk in &tp.chunks {
-                    for s in &chunk.spans {
-                        concentrator.add_span(s);
-                    }
-                }
-            }
-            out_len += black_box(
-                prost::Message::encode_to_vec(&pb::AgentPayload {
-                    tracer_payloads: payloads,
-                    ..header.clone()
-                })
-                .len(),
-            );
+            out_len += black_box(dd_full(version, &body, &header, &header_tags, &dd_config, &mut concentrator).len());
         }
     } else {
         let agent_config = AgentConfig::default();

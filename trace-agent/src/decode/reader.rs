@@ -243,25 +243,32 @@ impl<'b> Reader<'b> {
         }))
     }
 
+    /// The bytes of a complete fixstr (< 32 bytes) at the cursor and the offset after it, without
+    /// moving the cursor; `None` for anything else.
+    #[inline(always)]
+    fn fixstr(&self) -> Option<(&'b [u8], usize)> {
+        let b = *self.owner.get(self.pos)?;
+        if b & 0xe0 != 0xa0 {
+            return None;
+        }
+        let start = self.pos + 1;
+        let end = start + usize::from(b & 0x1f);
+        let owner: &'b [u8] = self.owner;
+        owner.get(start..end).map(|raw| (raw, end))
+    }
+
     /// A string (`str`, `bin` or `nil`), sliced from the body; invalid UTF-8 is repaired.
     #[inline(always)]
     pub(crate) fn str(&mut self) -> Result<Str<'b>, Box<ReadError>> {
         // Fast path: a fixstr (< 32 bytes) that is complete and valid UTF-8.
-        if let Some(&b) = self.owner.get(self.pos)
-            && b & 0xe0 == 0xa0
-        {
-            let start = self.pos + 1;
-            let end = start + usize::from(b & 0x1f);
-            let owner: &'b [u8] = self.owner;
-            if let Some(raw) = owner.get(start..end) {
-                let valid = match &mut self.strings {
-                    Some(cache) if raw.len() <= str_cache::MAX_LEN => cache.get(raw),
-                    _ => std::str::from_utf8(raw).ok(),
-                };
-                if let Some(s) = valid {
-                    self.pos = end;
-                    return Ok(Str::borrowed(s));
-                }
+        if let Some((raw, end)) = self.fixstr() {
+            let valid = match &mut self.strings {
+                Some(cache) if raw.len() <= str_cache::MAX_LEN => cache.get(raw),
+                _ => std::str::from_utf8(raw).ok(),
+            };
+            if let Some(s) = valid {
+                self.pos = end;
+                return Ok(Str::borrowed(s));
             }
         }
         self.str_slow()
@@ -509,16 +516,9 @@ impl<'b> Reader<'b> {
     #[inline]
     pub(crate) fn key(&mut self) -> Result<&'b [u8], Box<ReadError>> {
         // Fast path: a complete fixstr (field names are short).
-        if let Some(&b) = self.owner.get(self.pos)
-            && b & 0xe0 == 0xa0
-        {
-            let start = self.pos + 1;
-            let end = start + usize::from(b & 0x1f);
-            let owner: &'b [u8] = self.owner;
-            if let Some(raw) = owner.get(start..end) {
-                self.pos = end;
-                return Ok(raw);
-            }
+        if let Some((raw, end)) = self.fixstr() {
+            self.pos = end;
+            return Ok(raw);
         }
         let at = self.pos;
         let m = self.marker()?;

@@ -271,6 +271,7 @@ pub fn normalize_tag_value(s: &str) -> Cow<'_, str> {
 }
 
 /// Byte classes of span names: 1 letter or digit, 2 `.`, 3 `_`, 0 anything else.
+#[allow(clippy::indexing_slicing)] // `b < 256` by the loop condition, at compile time
 const NAME_CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
     let mut b = 0;
@@ -300,7 +301,7 @@ fn is_normalized_name(s: &[u8]) -> bool {
     }
     let mut prev = 1u8;
     for &b in s.iter().skip(1) {
-        let class = NAME_CLASS[usize::from(b)];
+        let class = NAME_CLASS.get(usize::from(b)).copied().unwrap_or(0);
         // After `_` only a letter or digit; after `.` anything but `_`.
         let ok = match class {
             1 => true,

@@ -113,6 +113,20 @@ pub(super) fn repeated_keys<V>(tags: &[(Str<'_>, V)], keep: &mut Vec<bool>) -> b
     repeated
 }
 
+/// The entries of `tags` a map keeps: each key's last entry, in list order.
+#[inline]
+fn last_entries<'t, 'a, V>(
+    tags: &'t [(Str<'a>, V)],
+    keep: &'t mut Vec<bool>,
+) -> impl Iterator<Item = &'t (Str<'a>, V)> {
+    let repeated = !tags.is_empty() && repeated_keys(tags, keep);
+    let keep: &'t Vec<bool> = keep;
+    tags.iter()
+        .enumerate()
+        .filter(move |(i, _)| !repeated || keep.get(*i) != Some(&false))
+        .map(|(_, e)| e)
+}
+
 /// A `map<string, X>` field from a tag list; `value_len` is an entry's value field length
 /// (0: left out), `write_value` writes it.
 fn map_field<V>(
@@ -123,14 +137,7 @@ fn map_field<V>(
     value_len: impl Fn(&V) -> usize,
     write_value: impl Fn(&V, &mut Vec<u8>),
 ) {
-    if tags.is_empty() {
-        return;
-    }
-    let repeated = repeated_keys(tags, keep);
-    for (i, (k, v)) in tags.iter().enumerate() {
-        if repeated && keep.get(i) == Some(&false) {
-            continue;
-        }
+    for (k, v) in last_entries(tags, keep) {
         let len = inner_len(k.len()) + value_len(v);
         key(tag, LEN, buf);
         varint(len as u64, buf);
@@ -141,14 +148,7 @@ fn map_field<V>(
 
 /// A `map<string, string>` field from a tag list.
 pub(super) fn str_map_field(tag: u8, tags: &[(Str<'_>, Str<'_>)], buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
-    if tags.is_empty() {
-        return;
-    }
-    let repeated = repeated_keys(tags, keep);
-    for (i, (k, v)) in tags.iter().enumerate() {
-        if repeated && keep.get(i) == Some(&false) {
-            continue;
-        }
+    for (k, v) in last_entries(tags, keep) {
         let (k, v) = (k.as_bytes(), v.as_bytes());
         // Usual tag: non-empty key and value, entry under 128 bytes: every length is one byte.
         let len = k.len() + v.len() + 4;
