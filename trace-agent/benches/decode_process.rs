@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use libdd_trace_utils::tracer_payload::{TraceChunkProcessor, TracerPayloadCollection};
 use prost::Message;
 use trace_agent::config::AgentConfig;
@@ -129,6 +129,65 @@ fn ready<T>(f: impl std::future::Future<Output = T>) -> T {
         Poll::Ready(v) => v,
         Poll::Pending => panic!("the body is in memory"),
     }
+}
+
+/// libdatadog's stats concentrator as the bench configures it (peer tags as ours).
+fn dd_concentrator(now: std::time::SystemTime) -> libdd_trace_stats::span_concentrator::SpanConcentrator {
+    libdd_trace_stats::span_concentrator::SpanConcentrator::new(
+        std::time::Duration::from_secs(10),
+        now,
+        vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
+        StatsConfig::default().peer_tag_keys(),
+        None,
+        vec![],
+    )
+}
+
+/// The request facts libdatadog's chain gets (a Python tracer that computed top-level).
+fn dd_header_tags() -> libdd_trace_utils::trace_utils::TracerHeaderTags<'static> {
+    libdd_trace_utils::trace_utils::TracerHeaderTags {
+        lang: "python",
+        generic: libdd_trace_utils::trace_utils::TracerGenericTags {
+            client_computed_top_level: true,
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// libdatadog's full chain on one body: msgpack → `pb` → normalize, top-level, obfuscate →
+/// concentrator → protobuf `AgentPayload`.
+fn dd_full(
+    version: ApiVersion,
+    body: &Bytes,
+    header: &pb::AgentPayload,
+    header_tags: &libdd_trace_utils::trace_utils::TracerHeaderTags<'_>,
+    dd_config: &libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig,
+    concentrator: &mut libdd_trace_stats::span_concentrator::SpanConcentrator,
+) -> Vec<u8> {
+    let req = http_body_util::Full::new(body.clone());
+    let (_, traces) = match version {
+        ApiVersion::V05 => ready(libdd_trace_utils::trace_utils::get_v05_traces_from_request_body(req)),
+        _ => ready(libdd_trace_utils::trace_utils::get_traces_from_request_body(req)),
+    }
+    .unwrap();
+    let collection =
+        libdd_trace_utils::trace_utils::collect_pb_trace_chunks(traces, header_tags, &mut Obfuscate(dd_config), true)
+            .unwrap();
+    let TracerPayloadCollection::V07(payloads) = collection else {
+        unreachable!("collect_pb_trace_chunks returns v0.7 payloads")
+    };
+    for tp in &payloads {
+        for chunk in &tp.chunks {
+            for s in &chunk.spans {
+                concentrator.add_span(s);
+            }
+        }
+    }
+    prost::Message::encode_to_vec(&pb::AgentPayload {
+        tracer_payloads: payloads,
+        ..header.clone()
+    })
 }
 
 fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans: u64) {
@@ -273,61 +332,26 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         })
     });
     let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
-    let dd_concentrator = || {
-        libdd_trace_stats::span_concentrator::SpanConcentrator::new(
-            std::time::Duration::from_secs(10),
-            now,
-            vec!["server".into(), "client".into(), "producer".into(), "consumer".into()],
-            StatsConfig::default().peer_tag_keys(),
-            None,
-            vec![],
-        )
-    };
-    let header_tags = libdd_trace_utils::trace_utils::TracerHeaderTags {
-        lang: "python",
-        generic: libdd_trace_utils::trace_utils::TracerGenericTags {
-            client_computed_top_level: true,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    let dd_full = |concentrator: &mut libdd_trace_stats::span_concentrator::SpanConcentrator| {
-        let req = http_body_util::Full::new(black_box(body).clone());
-        let (_, traces) = match version {
-            ApiVersion::V05 => ready(libdd_trace_utils::trace_utils::get_v05_traces_from_request_body(req)),
-            _ => ready(libdd_trace_utils::trace_utils::get_traces_from_request_body(req)),
-        }
-        .unwrap();
-        let collection = libdd_trace_utils::trace_utils::collect_pb_trace_chunks(
-            traces,
+    let new_dd_concentrator = || dd_concentrator(now);
+    let header_tags = dd_header_tags();
+    let dd_run = |concentrator: &mut libdd_trace_stats::span_concentrator::SpanConcentrator| {
+        dd_full(
+            version,
+            black_box(body),
+            &header,
             &header_tags,
-            &mut Obfuscate(&dd_config),
-            true,
+            &dd_config,
+            concentrator,
         )
-        .unwrap();
-        let TracerPayloadCollection::V07(payloads) = collection else {
-            unreachable!("collect_pb_trace_chunks returns v0.7 payloads")
-        };
-        for tp in &payloads {
-            for chunk in &tp.chunks {
-                for s in &chunk.spans {
-                    concentrator.add_span(s);
-                }
-            }
-        }
-        prost::Message::encode_to_vec(&pb::AgentPayload {
-            tracer_payloads: payloads,
-            ..header.clone()
-        })
     };
     g.bench_function("libdatadog/full", |b| {
-        let mut concentrator = dd_concentrator();
-        b.iter(|| black_box(dd_full(&mut concentrator)))
+        let mut concentrator = new_dd_concentrator();
+        b.iter(|| black_box(dd_run(&mut concentrator)))
     });
     g.bench_function("libdatadog/full+zstd", |b| {
-        let mut concentrator = dd_concentrator();
+        let mut concentrator = new_dd_concentrator();
         b.iter(|| {
-            let raw = dd_full(&mut concentrator);
+            let raw = dd_run(&mut concentrator);
             black_box(zstd::bulk::compress(&raw, 1).unwrap())
         })
     });
@@ -351,7 +375,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         })
     });
     g.bench_function("libdatadog/decode+obfuscate+stats", |b| {
-        let mut concentrator = dd_concentrator();
+        let mut concentrator = new_dd_concentrator();
         b.iter(|| {
             let mut traces = decode_dd(black_box(tiny.clone()));
             for t in &mut traces {
@@ -383,7 +407,7 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         }
     }
     g.bench_function("libdatadog/concentrator", |b| {
-        let mut concentrator = dd_concentrator();
+        let mut concentrator = new_dd_concentrator();
         b.iter(|| {
             for t in black_box(&dd_traces) {
                 for s in t.iter() {
@@ -402,5 +426,67 @@ fn benches(c: &mut Criterion) {
     ours(c, "v0.5_flask", ApiVersion::V05, &v05, spans05);
 }
 
+/// Fixed-iteration mode for instruction counts (`valgrind --tool=callgrind`), instead of
+/// criterion's timed loops: `DECODE_PROCESS_ITERS=N` runs the full path `N` times on one payload
+/// (`DECODE_PROCESS_CASE`: `v0.4` (default) or `v0.5`, optionally `/libdatadog` for its chain)
+/// and exits. Per-iteration counts are the difference of two runs (N and N + 10) divided by 10;
+/// the stages are the inclusive costs of `decode_payload`, `process_payload`,
+/// `Concentrator::add_payload`, `Samplers::sample_payload`, `EncodedPayload::from_borrowed` and
+/// `encode_agent_payload_parts` (`callgrind_annotate --inclusive=yes`).
+#[allow(clippy::print_stdout)] // reports what it ran
+fn fixed_iterations() -> Option<()> {
+    let iters: usize = std::env::var("DECODE_PROCESS_ITERS").ok()?.parse().ok()?;
+    let case = std::env::var("DECODE_PROCESS_CASE").unwrap_or_else(|_| "v0.4".to_owned());
+    let (version, (body, spans)) = if case.starts_with("v0.5") {
+        (ApiVersion::V05, v05_payload())
+    } else {
+        (ApiVersion::V04, v04_payload())
+    };
+    let config = ProcessConfig::default();
+    let facts = RequestFacts {
+        lang: "python",
+        client_computed_top_level: true,
+    };
+    let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_nanos(NOW as u64);
+    let header = agent_header();
+    let mut out_len = 0;
+    if case.ends_with("/libdatadog") {
+        let dd_config = libdd_trace_obfuscation::obfuscation_config::ObfuscationConfig::default();
+        let mut concentrator = dd_concentrator(now);
+        let header_tags = dd_header_tags();
+        for _ in 0..iters {
+            out_len += black_box(dd_full(version, &body, &header, &header_tags, &dd_config, &mut concentrator).len());
+        }
+    } else {
+        let agent_config = AgentConfig::default();
+        let mut concentrator = Concentrator::new(&StatsConfig::default(), AgentIdentity::default(), now);
+        let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
+        let mut out = Vec::new();
+        for _ in 0..iters {
+            let mut p = decode_payload(version, Encoding::Msgpack, black_box(&body)).ok()?;
+            process_payload(&mut p, &facts, &config, NOW);
+            concentrator.add_payload(&p, now);
+            black_box(samplers.sample_payload(&mut p, 0, now));
+            black_box(samplers.take_rates_update());
+            let e = Arc::new(EncodedPayload::from_borrowed(&p));
+            let parts = [Part {
+                chunks: 0..e.chunks(),
+                payload: e,
+            }];
+            encode_agent_payload_parts(&header, &parts, &mut out);
+            out_len += black_box(out.len());
+        }
+    }
+    println!("{case}: {iters} iterations of {spans} spans, {out_len} bytes out");
+    Some(())
+}
+
 criterion_group!(group, benches);
-criterion_main!(group);
+
+fn main() {
+    if fixed_iterations().is_some() {
+        return;
+    }
+    group();
+    Criterion::default().configure_from_args().final_summary();
+}

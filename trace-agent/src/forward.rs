@@ -220,6 +220,7 @@ impl ChunkSink for ForwardSink {
         // Stats first: on 100% of what the tracer sent, before sampling drops anything.
         self.concentrator.add(p.payload.get(), p.client_computed_stats, now);
         let ledger_before = crate::ledger::count_payload(p.payload.get());
+        let spans_before = p.payload.get().span_count();
         let samplers = Arc::clone(&self.samplers);
         let dropped_p0 = p.client_dropped_p0_traces;
         let received_at = p.received_at;
@@ -231,10 +232,14 @@ impl ChunkSink for ForwardSink {
         if let Some(rates) = rates {
             self.rates.replace_all(rates);
         }
-        let ledger_after = if kept {
-            crate::ledger::count_payload(p.payload.get())
-        } else {
+        // Sampling only removes spans and chunks: when every span is still there, the counts
+        // per root service are the same (no second pass over the chunks).
+        let ledger_after = if !kept {
             Vec::new()
+        } else if p.payload.get().span_count() == spans_before {
+            ledger_before.clone()
+        } else {
+            crate::ledger::count_payload(p.payload.get())
         };
         self.shared.ledger.sampled(&ledger_before, &ledger_after);
         if kept {

@@ -10,6 +10,7 @@ mod client_stats;
 mod error;
 pub mod json;
 mod reader;
+mod str_cache;
 pub mod v04;
 pub mod v05;
 pub mod v07;

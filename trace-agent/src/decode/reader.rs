@@ -7,6 +7,7 @@ use rmp::Marker;
 
 use super::DecodeLimits;
 use super::error::{ReadError, ReadErrorKind};
+use super::str_cache::{self, StrCache};
 use crate::span::{RawBytes, Span, Str};
 
 /// Deepest nesting accepted when skipping unknown values.
@@ -21,6 +22,9 @@ pub(crate) struct Reader<'b> {
     limits: DecodeLimits,
     spans_left: usize,
     bytes_left: usize,
+    /// Short strings already validated (payloads whose spans repeat their strings: v0.4, v0.7);
+    /// `None`: every string is validated.
+    strings: Option<StrCache<'b>>,
 }
 
 /// Human name of a marker's type, for error messages.
@@ -72,7 +76,15 @@ impl<'b> Reader<'b> {
             limits,
             spans_left: limits.max_spans,
             bytes_left: limits.max_decoded_bytes,
+            strings: None,
         }
+    }
+
+    /// Finds repeated short strings again instead of validating each copy
+    /// ([`str_cache`](super::str_cache)); for bodies whose spans carry their own strings.
+    pub(crate) fn with_str_cache(mut self) -> Self {
+        self.strings = Some(StrCache::default());
+        self
     }
 
     /// Charges `n` items of `each` bytes of decoded memory to the payload's budget.
@@ -231,18 +243,30 @@ impl<'b> Reader<'b> {
         }))
     }
 
+    /// The bytes of a complete fixstr (< 32 bytes) at the cursor and the offset after it, without
+    /// moving the cursor; `None` for anything else.
+    #[inline(always)]
+    fn fixstr(&self) -> Option<(&'b [u8], usize)> {
+        let b = *self.owner.get(self.pos)?;
+        if b & 0xe0 != 0xa0 {
+            return None;
+        }
+        let start = self.pos + 1;
+        let end = start + usize::from(b & 0x1f);
+        let owner: &'b [u8] = self.owner;
+        owner.get(start..end).map(|raw| (raw, end))
+    }
+
     /// A string (`str`, `bin` or `nil`), sliced from the body; invalid UTF-8 is repaired.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn str(&mut self) -> Result<Str<'b>, Box<ReadError>> {
         // Fast path: a fixstr (< 32 bytes) that is complete and valid UTF-8.
-        if let Some(&b) = self.owner.get(self.pos)
-            && b & 0xe0 == 0xa0
-        {
-            let start = self.pos + 1;
-            let end = start + usize::from(b & 0x1f);
-            if let Some(raw) = self.owner.get(start..end)
-                && let Ok(s) = std::str::from_utf8(raw)
-            {
+        if let Some((raw, end)) = self.fixstr() {
+            let valid = match &mut self.strings {
+                Some(cache) if raw.len() <= str_cache::MAX_LEN => cache.get(raw),
+                _ => std::str::from_utf8(raw).ok(),
+            };
+            if let Some(s) = valid {
                 self.pos = end;
                 return Ok(Str::borrowed(s));
             }
@@ -264,7 +288,11 @@ impl<'b> Reader<'b> {
         let start = self.pos;
         self.pos += len;
         let raw: &'b [u8] = self.owner.get(start..start + len).unwrap_or_default();
-        Ok(match std::str::from_utf8(raw) {
+        let valid = match &mut self.strings {
+            Some(cache) if len <= str_cache::MAX_LEN => cache.get(raw).ok_or(()),
+            _ => std::str::from_utf8(raw).map_err(|_| ()),
+        };
+        Ok(match valid {
             Ok(s) => Str::borrowed(s),
             Err(_) => {
                 // Repairing can triple the length (each bad byte becomes U+FFFD).
@@ -344,6 +372,14 @@ impl<'b> Reader<'b> {
     #[inline]
     pub(crate) fn i64(&mut self) -> Result<i64, Box<ReadError>> {
         let at = self.pos;
+        // Fast path: int64 (how some tracers send `start` and `duration`).
+        if self.owner.get(at) == Some(&0xd3)
+            && let Some(raw) = self.owner.get(at + 1..at + 9)
+            && let Ok(bytes) = <[u8; 8]>::try_from(raw)
+        {
+            self.pos = at + 9;
+            return Ok(i64::from_be_bytes(bytes));
+        }
         if let Some(u) = self.uint_fast() {
             if let Ok(i) = i64::try_from(u) {
                 return Ok(i);
@@ -479,6 +515,11 @@ impl<'b> Reader<'b> {
     /// A map key (`str`, `bin` or `nil`) as borrowed bytes, for matching field names.
     #[inline]
     pub(crate) fn key(&mut self) -> Result<&'b [u8], Box<ReadError>> {
+        // Fast path: a complete fixstr (field names are short).
+        if let Some((raw, end)) = self.fixstr() {
+            self.pos = end;
+            return Ok(raw);
+        }
         let at = self.pos;
         let m = self.marker()?;
         let Some(len) = self.str_len(m)? else {

@@ -20,7 +20,10 @@ pub fn decode(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
 /// # Errors
 /// As [`decode`]; a limit error when the payload would exceed `limits`.
 pub fn decode_with(body: &[u8], limits: DecodeLimits) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
-    let mut r = Reader::with_limits(body, limits);
+    decode_from(Reader::with_limits(body, limits).with_str_cache())
+}
+
+fn decode_from(mut r: Reader<'_>) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
     let n = r
         .array_len()
         .and_then(|n| r.charge(n, size_of::<TraceChunk<'_>>()).map(|()| n))
@@ -133,4 +136,77 @@ pub(crate) fn decode_span_into<'b>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Without the string cache: every string validated on its own.
+    fn decode_uncached(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
+        decode_from(Reader::with_limits(body, DecodeLimits::for_body(body.len())))
+    }
+
+    #[test]
+    fn the_string_cache_changes_nothing_on_the_captures() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ddtrace-captures");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(entry.path().join("agent"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                if !file.file_name().to_string_lossy().ends_with("_v0.4_traces.body.bin") {
+                    continue;
+                }
+                let body = std::fs::read(file.path()).unwrap();
+                assert_eq!(decode(&body), decode_uncached(&body), "{}", file.path().display());
+                checked += 1;
+            }
+        }
+        assert!(checked >= 1, "captures found: {checked}");
+    }
+
+    proptest! {
+        /// Spans whose strings repeat, nearly repeat (same length, first and last bytes) and
+        /// hold invalid UTF-8, as fixstr and str8: the same chunks with and without the cache.
+        #[test]
+        fn the_string_cache_changes_nothing_on_generated_spans(
+            strings in prop::collection::vec(
+                prop_oneof![
+                    prop::collection::vec(prop::sample::select(b"ab\xc3\xa9\xff".to_vec()), 0..70),
+                    "[ab]{0,3}".prop_map(String::into_bytes),
+                    "_dd\\.[ab]{5,50}\\.line".prop_map(String::into_bytes),
+                ],
+                1..40,
+            ),
+        ) {
+            let mut body = Vec::new();
+            let spans = strings.len().div_ceil(4);
+            rmp::encode::write_array_len(&mut body, 1).unwrap();
+            rmp::encode::write_array_len(&mut body, spans as u32).unwrap();
+            for group in strings.chunks(4) {
+                rmp::encode::write_map_len(&mut body, 3).unwrap();
+                rmp::encode::write_str(&mut body, "span_id").unwrap();
+                rmp::encode::write_uint(&mut body, 1).unwrap();
+                rmp::encode::write_str(&mut body, "service").unwrap();
+                rmp::encode::write_str_len(&mut body, group[0].len() as u32).unwrap();
+                body.extend_from_slice(&group[0]);
+                rmp::encode::write_str(&mut body, "meta").unwrap();
+                rmp::encode::write_map_len(&mut body, (group.len() / 2) as u32).unwrap();
+                for pair in group.chunks_exact(2) {
+                    for s in pair {
+                        rmp::encode::write_str_len(&mut body, s.len() as u32).unwrap();
+                        body.extend_from_slice(s);
+                    }
+                }
+            }
+            let cached = decode(&body);
+            prop_assert!(cached.is_ok());
+            prop_assert_eq!(cached, decode_uncached(&body));
+        }
+    }
 }

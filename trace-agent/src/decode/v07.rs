@@ -21,7 +21,7 @@ pub fn decode(body: &[u8]) -> Result<TracerPayload<'_>, DecodeError> {
 /// # Errors
 /// As [`decode`]; a limit error when the payload would exceed `limits`.
 pub fn decode_with(body: &[u8], limits: DecodeLimits) -> Result<TracerPayload<'_>, DecodeError> {
-    let mut r = Reader::with_limits(body, limits);
+    let mut r = Reader::with_limits(body, limits).with_str_cache();
     let mut p = TracerPayload::default();
     let n = r.map_len().map_err(|e| e.at(|| "tracer payload".to_owned()))?;
     for _ in 0..n {

@@ -124,7 +124,8 @@ pub fn process_payload(
         }
         if let Some(dm) = tag_get(&root.meta, "_dd.p.dm") {
             let dm = dm.clone();
-            tag_set(&mut chunk.tags, "_dd.p.dm", dm);
+            chunk.tags.retain(|(k, _)| k.as_str() != "_dd.p.dm");
+            chunk.tags.push((Str::from_static("_dd.p.dm"), dm));
         }
         if let Err(reason) = config.filters.check(root) {
             drop(DropReason::Filter(reason), n);

@@ -270,24 +270,49 @@ pub fn normalize_tag_value(s: &str) -> Cow<'_, str> {
     normalize_tag_impl(s, false)
 }
 
+/// Byte classes of span names: 1 letter or digit, 2 `.`, 3 `_`, 0 anything else.
+#[allow(clippy::indexing_slicing)] // `b < 256` by the loop condition, at compile time
+const NAME_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = if c.is_ascii_alphanumeric() {
+            1
+        } else if c == b'.' {
+            2
+        } else if c == b'_' {
+            3
+        } else {
+            0
+        };
+        b += 1;
+    }
+    t
+};
+
+/// Whether `s` is already a normalized span name: an ASCII letter, then letters, digits, `.`
+/// and `_` with no `_` after `_` or `.`, no `.` after `_`, and no trailing `_`.
 #[inline]
 fn is_normalized_name(s: &[u8]) -> bool {
     let Some(&first) = s.first() else { return false };
     if !first.is_ascii_alphabetic() || s.last() == Some(&b'_') {
         return false;
     }
-    let mut prev = first;
+    let mut prev = 1u8;
     for &b in s.iter().skip(1) {
-        let ok = match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => true,
-            b'.' => prev != b'_',
-            b'_' => prev != b'_' && prev != b'.',
+        let class = NAME_CLASS.get(usize::from(b)).copied().unwrap_or(0);
+        // After `_` only a letter or digit; after `.` anything but `_`.
+        let ok = match class {
+            1 => true,
+            2 => prev != 3,
+            3 => prev == 1,
             _ => false,
         };
         if !ok {
             return false;
         }
-        prev = b;
+        prev = class;
     }
     true
 }
@@ -492,4 +517,40 @@ pub fn normalize_chunk_counted(
         normalize_span_counted(span, lang, now_ns, config, fixes);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The byte-by-byte rule the class table replaced.
+    fn is_normalized_name_by_bytes(s: &[u8]) -> bool {
+        let Some(&first) = s.first() else { return false };
+        if !first.is_ascii_alphabetic() || s.last() == Some(&b'_') {
+            return false;
+        }
+        let mut prev = first;
+        for &b in s.iter().skip(1) {
+            let ok = match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' => true,
+                b'.' => prev != b'_',
+                b'_' => prev != b'_' && prev != b'.',
+                _ => false,
+            };
+            if !ok {
+                return false;
+            }
+            prev = b;
+        }
+        true
+    }
+
+    proptest! {
+        #[test]
+        fn name_fast_check_agrees_with_the_byte_rule(s in "[a-cA-Z0-9._\\-é ]{0,12}") {
+            prop_assert_eq!(is_normalized_name(s.as_bytes()), is_normalized_name_by_bytes(s.as_bytes()));
+        }
+    }
 }

@@ -123,15 +123,16 @@ pub fn strip_url_credentials(value: &str) -> Option<String> {
     Some(format!("{}{}", value.get(..scheme_end)?, rest.get(at + 1..)?))
 }
 
-/// Whether `v` has `://` right after its first `:` (cheap pre-check for URL credentials).
+/// Whether `v` has `://` right after its first `:` and an `@` after it (cheap pre-check for
+/// URL credentials: [`strip_url_credentials`] finds none without both).
 fn has_scheme_separator(v: &str) -> bool {
     let b = v.as_bytes();
     // `a://b@c` is the shortest URL with credentials, and schemes start with a letter.
     b.len() >= 7
         && b.first().is_some_and(u8::is_ascii_alphabetic)
-        && b.iter()
-            .position(|&c| c == b':')
-            .is_some_and(|i| b.get(i + 1..i + 3) == Some(b"//"))
+        && b.iter().position(|&c| c == b':').is_some_and(|i| {
+            b.get(i + 1..i + 3) == Some(b"//") && b.get(i + 3..).is_some_and(|rest| rest.contains(&b'@'))
+        })
 }
 
 fn set(field: &mut Str<'_>, value: String) {
@@ -283,6 +284,35 @@ pub fn obfuscate_span_cached(span: &mut Span<'_>, config: &ObfuscationConfig, ca
             if k.as_str() == "error.stack" {
                 *v = Str::from_static("?");
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The pre-check before the `@` test was added.
+    fn scheme_separator_only(v: &str) -> bool {
+        let b = v.as_bytes();
+        b.len() >= 7
+            && b.first().is_some_and(u8::is_ascii_alphabetic)
+            && b.iter()
+                .position(|&c| c == b':')
+                .is_some_and(|i| b.get(i + 1..i + 3) == Some(b"//"))
+    }
+
+    proptest! {
+        /// Looking for an `@` first strips exactly the same values.
+        #[test]
+        fn the_at_pre_check_strips_the_same_values(v in "[a-z]{0,4}(:(//)?)?[a-z@:/?#]{0,14}") {
+            let stripped = strip_url_credentials(&v);
+            prop_assert_eq!(
+                has_scheme_separator(&v) && stripped.is_some(),
+                scheme_separator_only(&v) && stripped.is_some()
+            );
         }
     }
 }

@@ -21,6 +21,11 @@ use libdd_trace_protobuf::pb;
 
 use crate::span::Span;
 
+mod codes;
+
+pub use codes::grpc_code_from_str;
+use codes::{float_code, grpc_index, status_code};
+
 /// Value of every string field of the overflow group that collects spans past the cardinality
 /// cap (the sentinel libdatadog's tracer-side concentrator uses for the same purpose).
 pub const OVERFLOW_VALUE: &str = "tracer_blocked_value";
@@ -535,37 +540,6 @@ impl KindClass {
         }
     }
 }
-
-fn grpc_index(key: &str) -> Option<usize> {
-    match key {
-        "rpc.grpc.status_code" => Some(0),
-        "grpc.code" => Some(1),
-        "rpc.grpc.status.code" => Some(2),
-        "grpc.status.code" => Some(3),
-        _ => None,
-    }
-}
-
-/// HTTP status code: `http.status_code` metric (as is), else its meta (parsed, 0 if invalid);
-/// else the OTel `http.response.status_code`, only when a valid code (100–599).
-fn status_code(metric: Option<f64>, meta: Option<&str>, otel_metric: Option<f64>, otel_meta: Option<&str>) -> u32 {
-    if let Some(m) = metric {
-        return m as u32;
-    }
-    if let Some(s) = meta {
-        return s.trim().parse().unwrap_or(0);
-    }
-    let valid = |c: u32| (100..600).contains(&c);
-    otel_metric
-        .and_then(float_code)
-        .filter(|c| valid(*c))
-        .or_else(|| otel_meta.and_then(|s| s.trim().parse().ok()).filter(|c| valid(*c)))
-        .unwrap_or(0)
-}
-
-use apm_conventions::grpc::code_from_f64 as float_code;
-/// The gRPC status code parsers are shared with the tracer (`apm-conventions`).
-pub use apm_conventions::grpc::code_from_str as grpc_code_from_str;
 
 /// FNV-1a 64 of the peer tags joined by `\0` (Go `peerTagsHash`), 0 for none.
 pub fn peer_tags_hash(tags: &[String]) -> u64 {

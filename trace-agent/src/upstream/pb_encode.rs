@@ -22,8 +22,11 @@ use prost::encoding::{
 };
 use prost::encoding::{message, string};
 
-use super::{convert, pb};
-use crate::span::{self, Str};
+use super::pb;
+use crate::span;
+use wire::{estimated_chunk_len, str_field, str_map_field, write_borrowed_chunk};
+
+mod wire;
 
 /// `AgentPayload.tracerPayloads`.
 const AGENT_TRACER_PAYLOADS: u32 = 5;
@@ -235,8 +238,8 @@ impl PayloadMeta {
 impl EncodedPayload {
     /// Encodes a processed payload (typically: the kept chunks).
     pub fn from_borrowed(tp: &span::TracerPayload<'_>) -> Self {
-        let spans = tp.span_count();
-        let mut buf = Vec::with_capacity(64 + spans * ESTIMATED_SPAN_BYTES);
+        let estimate: usize = tp.chunks.iter().map(estimated_chunk_len).sum();
+        let mut buf = Vec::with_capacity(256 + estimate);
         let mut scratch = Vec::new();
         str_field(1, &tp.container_id, &mut buf);
         str_field(2, &tp.language_name, &mut buf);
@@ -421,212 +424,13 @@ pub fn encode_agent_payload_parts(header: &pb::AgentPayload, parts: &[Part], out
     }
 }
 
-/// A first guess of a span's encoded size, for the buffer's capacity (web spans: 250–450).
-const ESTIMATED_SPAN_BYTES: usize = 320;
-/// Tag lists up to this length are de-duplicated by scanning; longer ones with a hash map.
-const SCAN_DEDUP_MAX: usize = 16;
-
-const LEN: u8 = 2;
-
-#[inline]
-fn key(tag: u8, wire: u8, buf: &mut Vec<u8>) {
-    buf.push((tag << 3) | wire);
-}
-
-#[inline]
-fn varint(mut v: u64, buf: &mut Vec<u8>) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-#[inline]
-fn varint_field(tag: u8, v: u64, buf: &mut Vec<u8>) {
-    if v != 0 {
-        key(tag, 0, buf);
-        varint(v, buf);
-    }
-}
-
-#[inline]
-fn bytes_field(tag: u8, s: &[u8], buf: &mut Vec<u8>) {
-    if !s.is_empty() {
-        key(tag, LEN, buf);
-        varint(s.len() as u64, buf);
-        buf.extend_from_slice(s);
-    }
-}
-
-#[inline]
-fn str_field(tag: u8, s: &str, buf: &mut Vec<u8>) {
-    bytes_field(tag, s.as_bytes(), buf);
-}
-
-/// `1 + varint + len` of an entry field (0 when left out as a default).
-#[inline]
-fn inner_len(len: usize) -> usize {
-    if len == 0 {
-        0
-    } else {
-        1 + encoded_len_varint(len as u64) + len
-    }
-}
-
-/// Marks in `keep` the entries of `tags` that are the last with their key.
-fn last_of_each_key<V>(tags: &[(Str<'_>, V)], keep: &mut Vec<bool>) {
-    keep.clear();
-    let n = tags.len();
-    if n <= SCAN_DEDUP_MAX {
-        for (i, (k, _)) in tags.iter().enumerate() {
-            let later = tags.get(i + 1..).unwrap_or_default();
-            keep.push(!later.iter().any(|(l, _)| l.as_str() == k.as_str()));
-        }
-    } else {
-        let mut seen = std::collections::HashSet::with_capacity(n);
-        keep.extend(tags.iter().rev().map(|(k, _)| seen.insert(k.as_str())));
-        keep.reverse();
-    }
-}
-
-/// A `map<string, X>` field from a tag list; `entry` writes one entry's value and returns
-/// nothing, `value_len` is the entry's value field length (0: left out).
-fn map_field<V>(
-    tag: u8,
-    tags: &[(Str<'_>, V)],
-    buf: &mut Vec<u8>,
-    keep: &mut Vec<bool>,
-    value_len: impl Fn(&V) -> usize,
-    write_value: impl Fn(&V, &mut Vec<u8>),
-) {
-    if tags.is_empty() {
-        return;
-    }
-    last_of_each_key(tags, keep);
-    for ((k, v), &kept) in tags.iter().zip(keep.iter()) {
-        if !kept {
-            continue;
-        }
-        let len = inner_len(k.len()) + value_len(v);
-        key(tag, LEN, buf);
-        varint(len as u64, buf);
-        bytes_field(1, k.as_bytes(), buf);
-        write_value(v, buf);
-    }
-}
-
-fn str_map_field(tag: u8, tags: &[(Str<'_>, Str<'_>)], buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
-    map_field(
-        tag,
-        tags,
-        buf,
-        keep,
-        |v| inner_len(v.len()),
-        |v, buf| bytes_field(2, v.as_bytes(), buf),
-    );
-}
-
-/// Writes a length-delimited field whose body `body` writes, without knowing its length in
-/// advance: two bytes are set aside for the length (bodies of 128 B–16 KiB, most spans) and
-/// the body is moved when its length needs fewer or more.
-#[inline]
-fn nested(tag: u8, buf: &mut Vec<u8>, body: impl FnOnce(&mut Vec<u8>)) {
-    key(tag, LEN, buf);
-    let at = buf.len();
-    buf.extend_from_slice(&[0, 0]);
-    body(buf);
-    let len = buf.len() - at - 2;
-    let n = encoded_len_varint(len as u64);
-    if n != 2 {
-        let end = buf.len();
-        if n > 2 {
-            buf.resize(end + n - 2, 0);
-        }
-        buf.copy_within(at + 2..end, at + n);
-        buf.truncate(at + n + len);
-    }
-    if let Some(slots) = buf.get_mut(at..at + n) {
-        let mut v = len as u64;
-        for slot in slots.iter_mut() {
-            *slot = (v as u8 & 0x7f) | 0x80;
-            v >>= 7;
-        }
-        if let Some(last) = slots.last_mut() {
-            *last &= 0x7f;
-        }
-    }
-}
-
-fn write_borrowed_chunk(c: &span::TraceChunk<'_>, buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
-    // int32: negative values are sign-extended to 64 bits.
-    varint_field(1, i64::from(c.priority) as u64, buf);
-    str_field(2, &c.origin, buf);
-    for s in &c.spans {
-        nested(CHUNK_SPANS as u8, buf, |buf| write_borrowed_span(s, buf, keep));
-    }
-    str_map_field(4, &c.tags, buf, keep);
-    if c.dropped_trace {
-        key(5, 0, buf);
-        buf.push(1);
-    }
-}
-
-fn write_borrowed_span(s: &span::Span<'_>, buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
-    str_field(1, &s.service, buf);
-    str_field(2, &s.name, buf);
-    str_field(3, &s.resource, buf);
-    varint_field(4, s.trace_id, buf);
-    varint_field(5, s.span_id, buf);
-    varint_field(6, s.parent_id, buf);
-    varint_field(7, s.start as u64, buf);
-    varint_field(8, s.duration as u64, buf);
-    varint_field(9, i64::from(s.error) as u64, buf);
-    str_map_field(10, &s.meta, buf, keep);
-    map_field(
-        11,
-        &s.metrics,
-        buf,
-        keep,
-        // proto3 leaves a 0.0 (and -0.0) double out.
-        |v| if *v == 0.0 { 0 } else { 9 },
-        |v, buf| {
-            if *v != 0.0 {
-                key(2, 1, buf);
-                buf.extend_from_slice(&v.to_le_bytes());
-            }
-        },
-    );
-    str_field(12, &s.r#type, buf);
-    map_field(
-        13,
-        &s.meta_struct,
-        buf,
-        keep,
-        |v| inner_len(v.len()),
-        |v, buf| bytes_field(2, v, buf),
-    );
-    if !s.raw_fields.is_empty() {
-        // The last `span_links` / `span_events` field wins, as in `convert::span`.
-        let last = |name: &str| s.raw_fields.iter().rev().find(|(k, _)| k.as_str() == name);
-        if let Some((k, raw)) = last("span_links") {
-            for link in convert::raw_list::<pb::SpanLink>(k, raw) {
-                message::encode(14, &link, buf);
-            }
-        }
-        if let Some((k, raw)) = last("span_events") {
-            for event in convert::raw_list::<pb::SpanEvent>(k, raw) {
-                message::encode(15, &event, buf);
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::span::Str;
+    use crate::upstream::convert;
 
     fn span(i: u64, tags: usize) -> pb::Span {
         pb::Span {
