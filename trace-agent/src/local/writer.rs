@@ -2,7 +2,7 @@
 //! transaction per batch) and runs retention periodically. Converts the protobuf payloads into
 //! rows here, off the ingest path.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,7 +11,7 @@ use crate::upstream::pb;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use rusqlite::{Connection, Transaction, params};
 
-use super::schema::MAX_INDEXED_TAG_BYTES;
+use super::schema::{tag_hash, tag_indexed};
 use super::store::Inner;
 
 /// A message to the writer thread.
@@ -284,20 +284,23 @@ fn write_batch(inner: &Inner, batch: &mut Vec<Queued>) -> bool {
 pub(crate) fn write_messages(conn: &mut Connection, data: &[Msg]) -> rusqlite::Result<Written> {
     let tx = conn.transaction()?;
     let mut w = Written::default();
-    for m in data {
-        match m {
-            Msg::Traces(p) => {
-                w.trace_payloads += 1;
-                for chunk in &p.chunks {
-                    w.chunks += 1;
-                    w.spans += insert_chunk(&tx, p, chunk)?;
+    {
+        let mut rows = TraceRows::prepare(&tx)?;
+        for m in data {
+            match m {
+                Msg::Traces(p) => {
+                    w.trace_payloads += 1;
+                    for chunk in &p.chunks {
+                        w.chunks += 1;
+                        w.spans += rows.insert_chunk(p, chunk)?;
+                    }
                 }
+                Msg::Stats(p) => {
+                    w.stats_payloads += 1;
+                    w.stats_groups += insert_stats(&tx, p)?;
+                }
+                Msg::Sync(_) | Msg::Shutdown(_) => {}
             }
-            Msg::Stats(p) => {
-                w.stats_payloads += 1;
-                w.stats_groups += insert_stats(&tx, p)?;
-            }
-            Msg::Sync(_) | Msg::Shutdown(_) => {}
         }
     }
     tx.commit()?;
@@ -325,104 +328,195 @@ fn trace_id_high(payload: &pb::TracerPayload, chunk: &pb::TraceChunk) -> u64 {
         .unwrap_or(0)
 }
 
-fn insert_chunk(tx: &Transaction<'_>, payload: &pb::TracerPayload, chunk: &pb::TraceChunk) -> rusqlite::Result<u64> {
-    let Some(first) = chunk.spans.first() else {
-        return Ok(0);
-    };
-    let mut span_stmt = tx.prepare_cached(
-        "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, service, name, resource, type, start, \
-         duration, error, meta, metrics) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )?;
-    let mut start = i64::MAX;
-    let mut end = i64::MIN;
-    let mut errors = 0i64;
-    // Distinct string tags of the chunk small enough for `trace_tags`.
-    let mut tags: HashSet<(&str, &str)> = HashSet::new();
-    for s in &chunk.spans {
-        tags.extend(
-            s.meta
-                .iter()
-                .filter(|(k, v)| k.len() <= MAX_INDEXED_TAG_BYTES && v.len() <= MAX_INDEXED_TAG_BYTES)
-                .map(|(k, v)| (k.as_str(), v.as_str())),
-        );
-        // Sorted tags: stable JSON, easier to read.
-        let meta: BTreeMap<&String, &String> = s.meta.iter().collect();
-        let metrics: BTreeMap<&String, f64> = s
-            .metrics
+const INSERT_SPAN: &str = "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, service, name, resource, \
+     type, start, duration, error, meta, metrics) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+
+const INSERT_TAG: &str = "INSERT OR IGNORE INTO trace_tags (tag, start, trace_id) VALUES (?1, ?2, ?3)";
+
+const UPSERT_TRACE: &str = "INSERT INTO traces (trace_id, trace_id_high, start, end, root_rank, root_service, \
+     root_name, root_resource, root_duration, env, span_count, error_count) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+     ON CONFLICT (trace_id) DO UPDATE SET \
+       trace_id_high = max(trace_id_high, excluded.trace_id_high), \
+       start = min(start, excluded.start), \
+       end = max(end, excluded.end), \
+       root_service = CASE WHEN excluded.root_rank > root_rank THEN excluded.root_service ELSE root_service END, \
+       root_name = CASE WHEN excluded.root_rank > root_rank THEN excluded.root_name ELSE root_name END, \
+       root_resource = CASE WHEN excluded.root_rank > root_rank THEN excluded.root_resource ELSE root_resource END, \
+       root_duration = CASE WHEN excluded.root_rank > root_rank THEN excluded.root_duration ELSE root_duration END, \
+       root_rank = max(root_rank, excluded.root_rank), \
+       span_count = span_count + excluded.span_count, \
+       error_count = error_count + excluded.error_count";
+
+/// The statements of one transaction's trace rows, prepared once, and the buffers reused
+/// from span to span.
+struct TraceRows<'t> {
+    span: rusqlite::CachedStatement<'t>,
+    tag: rusqlite::CachedStatement<'t>,
+    trace: rusqlite::CachedStatement<'t>,
+    meta: String,
+    metrics: String,
+    tags: HashSet<i64>,
+    ids: HashSet<u64>,
+}
+
+impl<'t> TraceRows<'t> {
+    fn prepare(tx: &'t Transaction<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            span: tx.prepare_cached(INSERT_SPAN)?,
+            tag: tx.prepare_cached(INSERT_TAG)?,
+            trace: tx.prepare_cached(UPSERT_TRACE)?,
+            meta: String::with_capacity(1024),
+            metrics: String::with_capacity(256),
+            tags: HashSet::new(),
+            ids: HashSet::new(),
+        })
+    }
+
+    fn insert_chunk(&mut self, payload: &pb::TracerPayload, chunk: &pb::TraceChunk) -> rusqlite::Result<u64> {
+        let Some(first) = chunk.spans.first() else {
+            return Ok(0);
+        };
+        let mut start = i64::MAX;
+        let mut end = i64::MIN;
+        let mut errors = 0i64;
+        // Distinct indexed string tags of the chunk (`trace_tags`), by hash.
+        self.tags.clear();
+        for s in &chunk.spans {
+            self.tags.extend(
+                s.meta
+                    .iter()
+                    .filter(|(k, v)| tag_indexed(k, v))
+                    .map(|(k, v)| tag_hash(k, v)),
+            );
+            json_strings(&mut self.meta, &s.meta);
+            json_numbers(&mut self.metrics, &s.metrics);
+            self.span.execute(params![
+                id_to_sql(s.trace_id),
+                id_to_sql(s.span_id),
+                id_to_sql(s.parent_id),
+                s.service,
+                s.name,
+                s.resource,
+                s.r#type,
+                s.start,
+                s.duration,
+                s.error,
+                self.meta,
+                self.metrics,
+            ])?;
+            start = start.min(s.start);
+            end = end.max(s.start.saturating_add(s.duration));
+            errors += i64::from(s.error != 0);
+        }
+        for tag in &self.tags {
+            self.tag.execute(params![tag, start, id_to_sql(first.trace_id)])?;
+        }
+        // The root: the span without a parent (rank 2), else one whose parent is not in this
+        // chunk (rank 1: a partial flush, or a service called by another one).
+        self.ids.clear();
+        self.ids.extend(chunk.spans.iter().map(|s| s.span_id));
+        let ids = &self.ids;
+        let root = chunk
+            .spans
             .iter()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| (k, *v))
-            .collect();
-        let meta = serde_json::to_string(&meta).unwrap_or_else(|_| "{}".to_owned());
-        let metrics = serde_json::to_string(&metrics).unwrap_or_else(|_| "{}".to_owned());
-        span_stmt.execute(params![
-            id_to_sql(s.trace_id),
-            id_to_sql(s.span_id),
-            id_to_sql(s.parent_id),
-            s.service,
-            s.name,
-            s.resource,
-            s.r#type,
-            s.start,
-            s.duration,
-            s.error,
-            meta,
-            metrics,
+            .find(|s| s.parent_id == 0)
+            .map(|s| (s, 2))
+            .or_else(|| chunk.spans.iter().find(|s| !ids.contains(&s.parent_id)).map(|s| (s, 1)));
+        let env = chunk
+            .spans
+            .iter()
+            .find_map(|s| s.meta.get("env"))
+            .unwrap_or(&payload.env);
+        self.trace.execute(params![
+            id_to_sql(first.trace_id),
+            id_to_sql(trace_id_high(payload, chunk)),
+            start,
+            end,
+            root.map_or(0, |(_, r)| r),
+            root.map(|(s, _)| s.service.as_str()),
+            root.map(|(s, _)| s.name.as_str()),
+            root.map(|(s, _)| s.resource.as_str()),
+            root.map(|(s, _)| s.duration),
+            env,
+            chunk.spans.len() as i64,
+            errors,
         ])?;
-        start = start.min(s.start);
-        end = end.max(s.start.saturating_add(s.duration));
-        errors += i64::from(s.error != 0);
+        Ok(chunk.spans.len() as u64)
     }
-    let mut tag_stmt =
-        tx.prepare_cached("INSERT OR IGNORE INTO trace_tags (key, value, start, trace_id) VALUES (?1, ?2, ?3, ?4)")?;
-    for (k, v) in tags {
-        tag_stmt.execute(params![k, v, start, id_to_sql(first.trace_id)])?;
+}
+
+/// `map` as a JSON object with sorted keys into `out` (cleared first): the text
+/// `serde_json::to_string` gives for a `BTreeMap` (search relies on its escaping), without
+/// the map and string copies.
+fn json_strings(out: &mut String, map: &std::collections::HashMap<String, String>) {
+    let mut pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.clear();
+    out.push('{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, k);
+        out.push(':');
+        json_str(out, v);
     }
-    // The root: the span without a parent (rank 2), else one whose parent is not in this chunk
-    // (rank 1: a partial flush, or a service called by another one).
-    let ids: HashSet<u64> = chunk.spans.iter().map(|s| s.span_id).collect();
-    let root = chunk
-        .spans
+    out.push('}');
+}
+
+/// Like [`json_strings`] for the numeric tags; non-finite values (not JSON) are left out.
+fn json_numbers(out: &mut String, map: &std::collections::HashMap<String, f64>) {
+    let mut pairs: Vec<(&str, f64)> = map
         .iter()
-        .find(|s| s.parent_id == 0)
-        .map(|s| (s, 2))
-        .or_else(|| chunk.spans.iter().find(|s| !ids.contains(&s.parent_id)).map(|s| (s, 1)));
-    let env = chunk
-        .spans
-        .iter()
-        .find_map(|s| s.meta.get("env"))
-        .unwrap_or(&payload.env);
-    let mut trace_stmt = tx.prepare_cached(
-        "INSERT INTO traces (trace_id, trace_id_high, start, end, root_rank, root_service, root_name, \
-         root_resource, root_duration, env, span_count, error_count) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-         ON CONFLICT (trace_id) DO UPDATE SET \
-           trace_id_high = max(trace_id_high, excluded.trace_id_high), \
-           start = min(start, excluded.start), \
-           end = max(end, excluded.end), \
-           root_service = CASE WHEN excluded.root_rank > root_rank THEN excluded.root_service ELSE root_service END, \
-           root_name = CASE WHEN excluded.root_rank > root_rank THEN excluded.root_name ELSE root_name END, \
-           root_resource = CASE WHEN excluded.root_rank > root_rank THEN excluded.root_resource ELSE root_resource END, \
-           root_duration = CASE WHEN excluded.root_rank > root_rank THEN excluded.root_duration ELSE root_duration END, \
-           root_rank = max(root_rank, excluded.root_rank), \
-           span_count = span_count + excluded.span_count, \
-           error_count = error_count + excluded.error_count",
-    )?;
-    trace_stmt.execute(params![
-        id_to_sql(first.trace_id),
-        id_to_sql(trace_id_high(payload, chunk)),
-        start,
-        end,
-        root.map_or(0, |(_, r)| r),
-        root.map(|(s, _)| s.service.as_str()),
-        root.map(|(s, _)| s.name.as_str()),
-        root.map(|(s, _)| s.resource.as_str()),
-        root.map(|(s, _)| s.duration),
-        env,
-        chunk.spans.len() as i64,
-        errors,
-    ])?;
-    Ok(chunk.spans.len() as u64)
+        .filter(|(_, v)| v.is_finite())
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect();
+    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    out.clear();
+    out.push('{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, k);
+        out.push(':');
+        // serde_json's number text (shortest round-trip, `1.0` for integers).
+        if let Some(n) = serde_json::Number::from_f64(*v) {
+            use std::fmt::Write;
+            let _ = write!(out, "{n}");
+        }
+    }
+    out.push('}');
+}
+
+/// `s` as a JSON string, escaped as serde_json does (`"`, `\\`, control characters).
+fn json_str(out: &mut String, s: &str) {
+    out.push('"');
+    let mut from = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let esc = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0x08 => "\\b",
+            0x0c => "\\f",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(&s[from..i]);
+        if esc.is_empty() {
+            use std::fmt::Write;
+            let _ = write!(out, "\\u{b:04x}");
+        } else {
+            out.push_str(esc);
+        }
+        from = i + 1;
+    }
+    out.push_str(&s[from..]);
+    out.push('"');
 }
 
 fn insert_stats(tx: &Transaction<'_>, payload: &pb::StatsPayload) -> rusqlite::Result<u64> {
@@ -472,4 +566,48 @@ fn insert_stats(tx: &Transaction<'_>, payload: &pb::StatsPayload) -> rusqlite::R
         }
     }
     Ok(groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    #[test]
+    fn tags_are_encoded_as_serde_json_encodes_a_sorted_map() {
+        let meta: HashMap<String, String> = [
+            ("b", "plain"),
+            ("a", "quote \" backslash \\ slash /"),
+            ("c\n", "tab\t cr\r nl\n bs\u{8} ff\u{c} nul\u{0} us\u{1f} del\u{7f} é ✓"),
+            ("", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let metrics: HashMap<String, f64> = [
+            ("x", 1.0),
+            ("y", -0.5),
+            ("z", 1e300),
+            ("nan", f64::NAN),
+            ("i", f64::INFINITY),
+            ("big", 12345678901234567.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let mut out = String::from("stale");
+        super::json_strings(&mut out, &meta);
+        assert_eq!(
+            out,
+            serde_json::to_string(&meta.iter().collect::<BTreeMap<_, _>>()).unwrap()
+        );
+        super::json_numbers(&mut out, &metrics);
+        let finite: BTreeMap<&String, f64> = metrics
+            .iter()
+            .filter(|(_, v)| v.is_finite())
+            .map(|(k, v)| (k, *v))
+            .collect();
+        assert_eq!(out, serde_json::to_string(&finite).unwrap());
+        super::json_strings(&mut out, &HashMap::new());
+        assert_eq!(out, "{}");
+    }
 }
