@@ -5,9 +5,9 @@
 //! protobuf `DDSketch` bytes of the stats payload, merged when read. The tag index keys a
 //! tag by [`tag_hash`] (one integer), not by its text.
 //!
-//! Upgrades (at open, in one transaction): version 1 and 2 files get the version 3 tag index
-//! rebuilt from the stored spans' tags (the old `trace_tags` is dropped); nothing stored is
-//! lost.
+//! Upgrades (at open, in one transaction, logged): version 1 and 2 files get their spans
+//! copied into the version 3 `spans` table (a rowid table) and the version 3 tag index built
+//! from the stored spans' tags (the old `trace_tags` is dropped); nothing stored is lost.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 /// Version of the schema below, in `PRAGMA user_version` (2: `trace_tags`; 3: `trace_tags`
-/// keyed by [`tag_hash`], without `_dd.*` tags).
+/// keyed by [`tag_hash`], without `_dd.*` tags; `spans` a rowid table).
 pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Longest tag key and value (bytes) kept in `trace_tags`; a search for a longer one checks
@@ -62,6 +62,8 @@ CREATE TABLE IF NOT EXISTS traces (
 CREATE INDEX IF NOT EXISTS traces_start ON traces(start);
 -- Trace search (local/search.rs): erroneous traces only, newest first.
 CREATE INDEX IF NOT EXISTS traces_errors ON traces(start) WHERE error_count > 0;
+-- A rowid table (version 3): spans are appended in arrival order, the random trace ids only
+-- go into the small unique index `spans_ids` (a table keyed by them moved whole rows around).
 CREATE TABLE IF NOT EXISTS spans (
     trace_id   INTEGER NOT NULL,
     span_id    INTEGER NOT NULL,
@@ -74,9 +76,9 @@ CREATE TABLE IF NOT EXISTS spans (
     duration   INTEGER NOT NULL,
     error      INTEGER NOT NULL,
     meta       TEXT NOT NULL,
-    metrics    TEXT NOT NULL,
-    PRIMARY KEY (trace_id, span_id)
-) WITHOUT ROWID;
+    metrics    TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS spans_ids ON spans(trace_id, span_id);
 CREATE INDEX IF NOT EXISTS spans_resource ON spans(service, resource, start);
 CREATE INDEX IF NOT EXISTS spans_start ON spans(start);
 -- Tag search (local/search.rs): one row per distinct indexed string tag (tag_indexed) per
@@ -231,7 +233,11 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, StoreError> {
     if !mode.eq_ignore_ascii_case("wal") {
         tracing::warn!(path = %path.display(), mode, "local store: WAL not available, using {mode}");
     }
-    conn.execute_batch("PRAGMA synchronous = NORMAL;")
+    // NORMAL: a commit does not wait for the disk (WAL keeps the file consistent; a power cut
+    // loses the last batches at most). A 16 MiB page cache keeps the indexes' hot pages of a
+    // write batch in memory; a checkpoint every 8192 pages (32 MiB of WAL) rather than 1000
+    // (the writer also checkpoints for the size cap, see writer::enforce_size).
+    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -16384; PRAGMA wal_autocheckpoint = 8192;")
         .map_err(err("set synchronous"))?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
@@ -284,10 +290,17 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
                 found,
             });
         }
-        if found == 2 {
-            // Version 2 keyed `trace_tags` by the tag's text: rebuilt below.
-            conn.execute_batch("DROP TABLE IF EXISTS trace_tags;")
-                .map_err(err("drop the version 2 tag index"))?;
+        if (1..SCHEMA_VERSION).contains(&found) {
+            // Versions 1 and 2 kept spans in a table keyed by (trace_id, span_id), and version
+            // 2 keyed `trace_tags` by the tag's text: the spans are copied into the new table,
+            // the tag index is rebuilt below.
+            conn.execute_batch(
+                "DROP TABLE IF EXISTS trace_tags;
+                 DROP INDEX IF EXISTS spans_resource;
+                 DROP INDEX IF EXISTS spans_start;
+                 ALTER TABLE spans RENAME TO spans_before_v3;",
+            )
+            .map_err(err("set the old tables aside"))?;
         }
         conn.execute_batch(DDL).map_err(err("create tables"))?;
         if (1..SCHEMA_VERSION).contains(&found) {
@@ -296,6 +309,14 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
                 "local store: upgrading the database from schema version {found} to {SCHEMA_VERSION}: \
                  re-indexing the tags of the stored traces"
             );
+            conn.execute_batch(
+                "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, service, name, resource, type, start, \
+                   duration, error, meta, metrics) \
+                 SELECT trace_id, span_id, parent_id, service, name, resource, type, start, duration, error, meta, \
+                   metrics FROM spans_before_v3 ORDER BY start; \
+                 DROP TABLE spans_before_v3;",
+            )
+            .map_err(err("copy the stored spans"))?;
             backfill_tags(conn).map_err(err("index the stored tags"))?;
         }
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
@@ -349,7 +370,14 @@ mod tests {
             ""
         };
         conn.execute_batch(&format!(
-            "INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (7, 100, 200, 2, 0);
+            "DROP TABLE spans;
+             CREATE TABLE spans (trace_id INTEGER NOT NULL, span_id INTEGER NOT NULL, parent_id INTEGER NOT NULL, \
+               service TEXT NOT NULL, name TEXT NOT NULL, resource TEXT NOT NULL, type TEXT NOT NULL, \
+               start INTEGER NOT NULL, duration INTEGER NOT NULL, error INTEGER NOT NULL, meta TEXT NOT NULL, \
+               metrics TEXT NOT NULL, PRIMARY KEY (trace_id, span_id)) WITHOUT ROWID;
+             CREATE INDEX spans_resource ON spans(service, resource, start);
+             CREATE INDEX spans_start ON spans(start);
+             INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (7, 100, 200, 2, 0);
              INSERT INTO spans VALUES (7, 1, 0, 's', 'n', 'r', 'web', 100, 100, 0, '{meta}', '{{}}');
              INSERT INTO spans VALUES (7, 2, 1, 's', 'n', 'r', 'web', 150, 10, 0, '{{\"user.id\":\"u1\"}}', '{{}}');
              DROP TABLE trace_tags;
@@ -376,6 +404,27 @@ mod tests {
             let mut want = vec![(tag_hash("env", "prod"), 100, 7), (tag_hash("user.id", "u1"), 100, 7)];
             want.sort_unstable();
             assert_eq!(rows, want, "from version {version}");
+            let spans: Vec<(i64, String)> = conn
+                .prepare("SELECT span_id, name FROM spans WHERE trace_id = 7 ORDER BY start")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(
+                spans,
+                [(1, "n".to_owned()), (2, "n".to_owned())],
+                "from version {version}"
+            );
+            let indexes: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'spans' \
+                     AND name IN ('spans_ids', 'spans_resource', 'spans_start')",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(indexes, 3);
             let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
             assert_eq!(version, SCHEMA_VERSION);
         }
