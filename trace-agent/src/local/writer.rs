@@ -280,20 +280,19 @@ fn write_batch(inner: &Inner, batch: &mut Vec<Queued>) -> bool {
     stop
 }
 
-/// Writes trace and stats messages in one transaction.
+/// Writes trace and stats messages in one transaction. The batch's trace chunks are written
+/// in trace id order and its tag rows in tag order: the random keys then walk each index
+/// once, front to back, instead of jumping to a random page per row.
 pub(crate) fn write_messages(conn: &mut Connection, data: &[Msg]) -> rusqlite::Result<Written> {
     let tx = conn.transaction()?;
     let mut w = Written::default();
     {
-        let mut rows = TraceRows::prepare(&tx)?;
+        let mut chunks: Vec<(&pb::TracerPayload, &pb::TraceChunk)> = Vec::new();
         for m in data {
             match m {
                 Msg::Traces(p) => {
                     w.trace_payloads += 1;
-                    for chunk in &p.chunks {
-                        w.chunks += 1;
-                        w.spans += rows.insert_chunk(p, chunk)?;
-                    }
+                    chunks.extend(p.chunks.iter().map(|c| (&**p, c)));
                 }
                 Msg::Stats(p) => {
                     w.stats_payloads += 1;
@@ -302,6 +301,14 @@ pub(crate) fn write_messages(conn: &mut Connection, data: &[Msg]) -> rusqlite::R
                 Msg::Sync(_) | Msg::Shutdown(_) => {}
             }
         }
+        // Stable: the chunks of one trace keep their arrival order.
+        chunks.sort_by_key(|(_, c)| c.spans.first().map_or(0, |s| id_to_sql(s.trace_id)));
+        let mut rows = TraceRows::prepare(&tx)?;
+        for (p, chunk) in chunks {
+            w.chunks += 1;
+            w.spans += rows.insert_chunk(p, chunk)?;
+        }
+        rows.insert_tags()?;
     }
     tx.commit()?;
     Ok(w)
@@ -356,7 +363,10 @@ struct TraceRows<'t> {
     trace: rusqlite::CachedStatement<'t>,
     meta: String,
     metrics: String,
+    /// Distinct tags of the chunk being written.
     tags: HashSet<i64>,
+    /// The batch's `trace_tags` rows (tag, start, trace id), written last, sorted.
+    tag_rows: Vec<(i64, i64, i64)>,
     ids: HashSet<u64>,
 }
 
@@ -369,6 +379,7 @@ impl<'t> TraceRows<'t> {
             meta: String::with_capacity(1024),
             metrics: String::with_capacity(256),
             tags: HashSet::new(),
+            tag_rows: Vec::new(),
             ids: HashSet::new(),
         })
     }
@@ -409,9 +420,9 @@ impl<'t> TraceRows<'t> {
             end = end.max(s.start.saturating_add(s.duration));
             errors += i64::from(s.error != 0);
         }
-        for tag in &self.tags {
-            self.tag.execute(params![tag, start, id_to_sql(first.trace_id)])?;
-        }
+        let trace_id = id_to_sql(first.trace_id);
+        self.tag_rows
+            .extend(self.tags.iter().map(|&tag| (tag, start, trace_id)));
         // The root: the span without a parent (rank 2), else one whose parent is not in this
         // chunk (rank 1: a partial flush, or a service called by another one).
         self.ids.clear();
@@ -443,6 +454,17 @@ impl<'t> TraceRows<'t> {
             errors,
         ])?;
         Ok(chunk.spans.len() as u64)
+    }
+}
+
+impl TraceRows<'_> {
+    /// Writes the batch's tag rows, in index order.
+    fn insert_tags(&mut self) -> rusqlite::Result<()> {
+        self.tag_rows.sort_unstable();
+        for (tag, start, trace_id) in self.tag_rows.drain(..) {
+            self.tag.execute(params![tag, start, trace_id])?;
+        }
+        Ok(())
     }
 }
 
