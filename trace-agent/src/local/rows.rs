@@ -202,42 +202,34 @@ impl TraceRows<'_> {
 /// `serde_json::to_string` gives for a `BTreeMap` (search relies on its escaping), without
 /// the map and string copies.
 fn json_strings(out: &mut String, map: &std::collections::HashMap<String, String>) {
-    let mut pairs: Vec<(&str, &str)> = map.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    out.clear();
-    out.push('{');
-    for (i, (k, v)) in pairs.iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        json_str(out, k);
-        out.push(':');
-        json_str(out, v);
-    }
-    out.push('}');
+    json_object(out, map.iter().map(|(k, v)| (k.as_str(), v.as_str())), json_str);
 }
 
 /// Like [`json_strings`] for the numeric tags; non-finite values (not JSON) are left out.
 fn json_numbers(out: &mut String, map: &std::collections::HashMap<String, f64>) {
-    let mut pairs: Vec<(&str, f64)> = map
-        .iter()
-        .filter(|(_, v)| v.is_finite())
-        .map(|(k, v)| (k.as_str(), *v))
-        .collect();
+    let finite = map.iter().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.as_str(), *v));
+    json_object(out, finite, |out, v| {
+        // serde_json's number text (shortest round-trip, `1.0` for integers).
+        if let Some(n) = serde_json::Number::from_f64(v) {
+            use std::fmt::Write;
+            let _ = write!(out, "{n}");
+        }
+    });
+}
+
+/// The pairs as a JSON object sorted by key into `out` (cleared first), values written by `value`.
+fn json_object<'a, V>(out: &mut String, pairs: impl Iterator<Item = (&'a str, V)>, value: impl Fn(&mut String, V)) {
+    let mut pairs: Vec<(&str, V)> = pairs.collect();
     pairs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     out.clear();
     out.push('{');
-    for (i, (k, v)) in pairs.iter().enumerate() {
+    for (i, (k, v)) in pairs.into_iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         json_str(out, k);
         out.push(':');
-        // serde_json's number text (shortest round-trip, `1.0` for integers).
-        if let Some(n) = serde_json::Number::from_f64(*v) {
-            use std::fmt::Write;
-            let _ = write!(out, "{n}");
-        }
+        value(out, v);
     }
     out.push('}');
 }
