@@ -12,11 +12,12 @@
 //! cursor are a range of the `traces(start)` index (newest first, so the page stops after
 //! `limit` rows); span filters are an `IN` set built from the `spans(service, resource, start)`
 //! index; `error=true` uses the partial index `traces_errors` of erroneous traces only. Tags:
-//! the writer keeps one `trace_tags(key, value, start, trace_id)` row per distinct tag (key and
-//! value up to [`MAX_INDEXED_TAG_BYTES`]) per trace chunk. The search first counts, up to
+//! the writer keeps one `trace_tags(tag, start, trace_id)` row per distinct indexed tag
+//! ([`tag_indexed`]: key and value up to [`MAX_INDEXED_TAG_BYTES`], not `_dd.*`) per trace
+//! chunk, `tag` being the tag's [`tag_hash`]. The search first counts, up to
 //! [`TAG_SET_MAX`], the rows of each tag in the window: the rarest tag under that bound gives
 //! the set of candidate traces (a range of the `trace_tags` primary key); a common one (or a
-//! longer key or value) is checked per trace, newest first, so the page stops after `limit`
+//! longer key or value, or a `_dd.*` one) is checked per trace, newest first, so the page stops after `limit`
 //! matches. Every tag is still confirmed on the spans' stored tags (`json_extract`).
 
 use rusqlite::types::Value;
@@ -24,7 +25,7 @@ use rusqlite::{Connection, params, params_from_iter};
 use serde::Serialize;
 
 use super::query::Window;
-pub use super::schema::MAX_INDEXED_TAG_BYTES;
+pub use super::schema::{MAX_INDEXED_TAG_BYTES, tag_hash, tag_indexed};
 use super::writer::{id_from_sql, id_to_sql};
 
 /// Results per page by default.
@@ -323,15 +324,12 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
     let mut set_tag = None;
     let mut fewest = TAG_SET_MAX;
     for (i, (k, v)) in q.tags.iter().enumerate() {
-        if k.len() > MAX_INDEXED_TAG_BYTES || v.len() > MAX_INDEXED_TAG_BYTES {
+        if !tag_indexed(k, v) {
             continue;
         }
         let rows: i64 = conn
-            .prepare_cached(
-                "SELECT count(*) FROM (SELECT 1 FROM trace_tags WHERE key = ?1 AND value = ?2 AND start >= ?3 \
-                 LIMIT ?4)",
-            )?
-            .query_row(params![k, v, from, TAG_SET_MAX], |r| r.get(0))?;
+            .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM trace_tags WHERE tag = ?1 AND start >= ?2 LIMIT ?3)")?
+            .query_row(params![tag_hash(k, v), from, TAG_SET_MAX], |r| r.get(0))?;
         if rows < fewest {
             fewest = rows;
             set_tag = Some(i);
@@ -339,11 +337,9 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
     }
     for (i, (k, v)) in q.tags.iter().enumerate() {
         if set_tag == Some(i) {
-            let key = arg(Value::Text(k.clone()), &mut args);
-            let val = arg(Value::Text(v.clone()), &mut args);
+            let tag = arg(Value::Integer(tag_hash(k, v)), &mut args);
             conds.push(format!(
-                "t.trace_id IN (SELECT r.trace_id FROM trace_tags r WHERE r.key = {key} AND r.value = {val} \
-                 AND r.start >= ?1)"
+                "t.trace_id IN (SELECT r.trace_id FROM trace_tags r WHERE r.tag = {tag} AND r.start >= ?1)"
             ));
         }
         // The stored tags are compact JSON with serde_json's escaping: `"key":"value"` appears
@@ -520,11 +516,11 @@ mod tests {
             .collect()
     }
 
-    fn tag_rows(conn: &Connection, trace: i64) -> Vec<(String, String)> {
+    fn tag_rows(conn: &Connection, trace: i64) -> Vec<i64> {
         let mut stmt = conn
-            .prepare("SELECT key, value FROM trace_tags WHERE trace_id = ?1 ORDER BY key, value")
+            .prepare("SELECT tag FROM trace_tags WHERE trace_id = ?1 ORDER BY tag")
             .unwrap();
-        stmt.query_map([trace], |r| Ok((r.get(0)?, r.get(1)?)))
+        stmt.query_map([trace], |r| r.get(0))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap()
@@ -549,26 +545,29 @@ mod tests {
                 20,
                 0,
                 now - 10 * SEC,
-                &[("user.id", "u2"), ("note", "a\"b:c")],
+                &[("user.id", "u2"), ("note", "a\"b:c"), ("_dd.p.dm", "-4")],
             )],
         ]);
         // One row per distinct short tag per chunk; the long value is not indexed.
-        assert_eq!(
-            tag_rows(&conn, 1),
-            [
-                ("env", "test"),
-                ("env", "test"),
-                ("peer.service", "pg"),
-                ("user.id", "u1"),
-                ("user.id", "u1")
-            ]
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        );
+        let mut want = [
+            ("env", "test"),
+            ("env", "test"),
+            ("peer.service", "pg"),
+            ("user.id", "u1"),
+            ("user.id", "u1"),
+        ]
+        .map(|(k, v)| tag_hash(k, v));
+        want.sort_unstable();
+        assert_eq!(tag_rows(&conn, 1), want);
         assert_eq!(found(&conn, &[("user.id", "u1")], now), ["1"]);
         assert_eq!(found(&conn, &[("peer.service", "pg")], now), ["1"]);
         assert_eq!(found(&conn, &[("user.id", "u1"), ("sql", &long)], now), ["1"]);
         assert_eq!(found(&conn, &[("sql", &long)], now), ["1"]);
         assert_eq!(found(&conn, &[("note", "a\"b:c")], now), ["2"]);
+        // `_dd.*` tags are not indexed (3 rows: env, user.id, note) and still found.
+        assert_eq!(tag_rows(&conn, 2).len(), 3);
+        assert_eq!(found(&conn, &[("_dd.p.dm", "-4")], now), ["2"]);
+        assert_eq!(found(&conn, &[("_dd.p.dm", "-4"), ("user.id", "u2")], now), ["2"]);
         assert_eq!(found(&conn, &[("env", "test")], now), ["2", "1"]);
         assert!(found(&conn, &[("user.id", "u2"), ("peer.service", "pg")], now).is_empty());
         assert!(found(&conn, &[("user.id", "U1")], now).is_empty());

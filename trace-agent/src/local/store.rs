@@ -1,23 +1,25 @@
 //! [`LocalStore`]: the handle the pipeline writes to and the web view reads from.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::upstream::pb;
-use crate::upstream::spool::{Record, RecordKind, SpoolLane};
+use crate::upstream::spool::SpoolLane;
 use crossbeam_channel::Sender;
 use prost::Message;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::LocalConfig;
-use super::retention::{self, RetentionPolicy, RetentionReport};
+use super::retention::RetentionReport;
 use super::schema::{self, StoreError};
-use super::writer::{self, Msg, Queued, Written};
+pub(crate) use super::state::estimate_traces;
+use super::state::{Counters, Db, Inner, Pending};
+use super::writer::{self, Msg, Queued};
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -124,309 +126,6 @@ pub struct StoreStatus {
     pub opening: bool,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    fallbacks: AtomicU64,
-    trace_payloads: AtomicU64,
-    chunks: AtomicU64,
-    spans: AtomicU64,
-    stats_payloads: AtomicU64,
-    stats_groups: AtomicU64,
-    batches: AtomicU64,
-    dropped_traces_full: AtomicU64,
-    dropped_stats_full: AtomicU64,
-    dropped_shutdown: AtomicU64,
-    dropped_traces_error: AtomicU64,
-    dropped_stats_error: AtomicU64,
-    write_errors: AtomicU64,
-    retention_runs: AtomicU64,
-    size_bytes: AtomicU64,
-    spooled: AtomicU64,
-    replayed: AtomicU64,
-}
-
-/// What was accepted and is not written yet (the queue plus the batch being written).
-#[derive(Debug, Default)]
-pub(crate) struct Pending {
-    pub(crate) payloads: AtomicUsize,
-    pub(crate) chunks: AtomicU64,
-    pub(crate) bytes: AtomicUsize,
-    /// Paired with `room`: the writer notifies after each batch.
-    lock: Mutex<()>,
-    room: Condvar,
-}
-
-impl Pending {
-    pub(crate) fn add(&self, q: &Queued) {
-        self.payloads.fetch_add(1, Ordering::AcqRel);
-        self.chunks.fetch_add(q.chunks, Ordering::AcqRel);
-        self.bytes.fetch_add(q.bytes, Ordering::AcqRel);
-    }
-
-    /// Called by the writer once `q` is written (or spooled, or lost).
-    pub(crate) fn done(&self, bytes: usize, chunks: u64) {
-        self.payloads.fetch_sub(1, Ordering::AcqRel);
-        self.chunks.fetch_sub(chunks, Ordering::AcqRel);
-        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
-    }
-
-    pub(crate) fn notify(&self) {
-        let _g = lock(&self.lock);
-        self.room.notify_all();
-    }
-}
-
-/// Estimated memory of a decoded payload: its protobuf size plus the per-span overhead of
-/// the decoded form (structs, maps, string headers).
-pub(crate) fn estimate_traces(p: &pb::TracerPayload) -> (usize, u64) {
-    let spans: usize = p.chunks.iter().map(|c| c.spans.len()).sum();
-    (p.encoded_len() + 256 * spans + 256, p.chunks.len() as u64)
-}
-
-/// The two connections: the writer's and the readers' (the same one in memory).
-#[derive(Debug, Clone)]
-struct Db {
-    write: Arc<Mutex<Connection>>,
-    read: Arc<Mutex<Connection>>,
-}
-
-/// State shared by the handle, the writer thread and the web view.
-#[derive(Debug)]
-pub(crate) struct Inner {
-    pub(crate) config: LocalConfig,
-    db: Mutex<Db>,
-    mode: Mutex<StoreMode>,
-    counters: Counters,
-    deleted: Mutex<RetentionReport>,
-    last_error: Mutex<Option<(u64, String)>>,
-    /// Set once the last write error was logged; cleared by the next success (log once).
-    error_logged: AtomicBool,
-    /// Accepted, not yet written.
-    pub(crate) pending: Pending,
-    /// Where payloads not written by the shutdown deadline go.
-    pub(crate) spool: Option<SpoolLane>,
-    /// Set by shutdown when its deadline passed: the writer spools what is left.
-    pub(crate) spool_now: AtomicBool,
-    /// The writer thread still opens the file (deferred open).
-    pub(crate) opening: AtomicBool,
-    /// The span ledger, once attached: told what each batch wrote, per service.
-    pub(crate) ledger: std::sync::OnceLock<Arc<crate::ledger::Ledger>>,
-}
-
-impl Inner {
-    fn record_error(&self, message: String) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        *lock(&self.last_error) = Some((now, message));
-    }
-
-    fn fall_back(&self, error: &StoreError) -> Result<(), StoreError> {
-        let path = self.config.db_path();
-        tracing::error!("{error}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit");
-        self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-        self.record_error(error.to_string());
-        let conn = Arc::new(Mutex::new(schema::open_memory()?));
-        *lock(&self.db) = Db {
-            write: Arc::clone(&conn),
-            read: conn,
-        };
-        *lock(&self.mode) = StoreMode::Memory {
-            path,
-            reason: error.to_string(),
-        };
-        Ok(())
-    }
-
-    /// Runs one write transaction; counts what it wrote, or the loss. A corrupt file switches
-    /// the store to memory (the batch is retried there once).
-    /// Writes `data` with `f`; returns whether it was written.
-    pub(crate) fn write(&self, f: impl Fn(&mut Connection) -> rusqlite::Result<Written>, data: &[Msg]) -> bool {
-        let mut result = {
-            let write = Arc::clone(&lock(&self.db).write);
-            let mut conn = lock(&write);
-            f(&mut conn)
-        };
-        if let Err(e) = &result
-            && schema::is_fatal(e)
-            && matches!(*lock(&self.mode), StoreMode::File { .. })
-        {
-            let error = StoreError::Corrupt {
-                path: self.config.db_path(),
-                detail: format!("while writing: {e}"),
-            };
-            if self.fall_back(&error).is_ok() {
-                let write = Arc::clone(&lock(&self.db).write);
-                let mut conn = lock(&write);
-                result = f(&mut conn);
-            }
-        }
-        let c = &self.counters;
-        match result {
-            Ok(w) => {
-                c.batches.fetch_add(1, Ordering::Relaxed);
-                c.trace_payloads.fetch_add(w.trace_payloads, Ordering::Relaxed);
-                c.chunks.fetch_add(w.chunks, Ordering::Relaxed);
-                c.spans.fetch_add(w.spans, Ordering::Relaxed);
-                c.stats_payloads.fetch_add(w.stats_payloads, Ordering::Relaxed);
-                c.stats_groups.fetch_add(w.stats_groups, Ordering::Relaxed);
-                self.error_logged.store(false, Ordering::Relaxed);
-                true
-            }
-            Err(e) => {
-                c.write_errors.fetch_add(1, Ordering::Relaxed);
-                let traces = data.iter().filter(|m| matches!(m, Msg::Traces(_))).count() as u64;
-                let stats = data.iter().filter(|m| matches!(m, Msg::Stats(_))).count() as u64;
-                c.dropped_traces_error.fetch_add(traces, Ordering::Relaxed);
-                c.dropped_stats_error.fetch_add(stats, Ordering::Relaxed);
-                let msg = format!("local store: write failed, {traces} trace and {stats} stats payloads lost: {e}");
-                if !self.error_logged.swap(true, Ordering::Relaxed) {
-                    tracing::error!("{msg}");
-                }
-                self.record_error(msg);
-                false
-            }
-        }
-    }
-
-    /// Runs retention at `now`; logs and counts failures.
-    pub(crate) fn retain_now(&self, now: SystemTime) -> Option<RetentionReport> {
-        let policy = RetentionPolicy {
-            max_age: self.config.retention,
-            max_size_bytes: self.config.max_size_bytes,
-        };
-        let write = Arc::clone(&lock(&self.db).write);
-        let result = retention::retain(&mut lock(&write), unix_nanos(now), policy);
-        self.counters.retention_runs.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(r) => {
-                self.counters.size_bytes.store(r.size_after, Ordering::Relaxed);
-                let mut d = lock(&self.deleted);
-                d.spans += r.spans;
-                d.traces += r.traces;
-                d.stats_rows += r.stats_rows;
-                d.size_passes += r.size_passes;
-                if r.spans + r.stats_rows > 0 {
-                    tracing::debug!(?r, "local store retention");
-                }
-                Some(r)
-            }
-            Err(e) => {
-                let msg = format!("local store: retention failed: {e}");
-                tracing::warn!("{msg}");
-                self.record_error(msg);
-                None
-            }
-        }
-    }
-
-    /// Writes `msgs` to the spool (the writer at a shutdown past its deadline); returns how
-    /// many could not be spooled.
-    pub(crate) fn spool_messages(&self, msgs: &[Msg]) -> u64 {
-        let mut lost = 0;
-        for m in msgs {
-            let record = match m {
-                Msg::Traces(p) => Record {
-                    kind: RecordKind::Traces,
-                    items: p.chunks.len() as u64,
-                    headers: Vec::new(),
-                    body: p.encode_to_vec(),
-                },
-                Msg::Stats(p) => Record {
-                    kind: RecordKind::Stats,
-                    items: 0,
-                    headers: Vec::new(),
-                    body: p.encode_to_vec(),
-                },
-                Msg::Sync(_) | Msg::Shutdown(_) => continue,
-            };
-            match self.spool.as_ref().map(|s| s.put(&record)) {
-                Some(Ok(())) => {
-                    self.counters.spooled.fetch_add(1, Ordering::Relaxed);
-                }
-                Some(Err(e)) => {
-                    lost += 1;
-                    self.record_error(format!("local store: cannot spool at shutdown: {e}"));
-                }
-                None => lost += 1,
-            }
-        }
-        lost
-    }
-
-    /// Counts payloads lost at shutdown (neither written nor spooled).
-    pub(crate) fn count_lost_at_shutdown(&self, n: u64) {
-        self.counters.dropped_shutdown.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Counts payloads written back from the spool.
-    pub(crate) fn count_replayed(&self, n: u64) {
-        self.counters.replayed.fetch_add(n, Ordering::Relaxed);
-    }
-
-    /// Records the size of the files (database + WAL) for `status`.
-    pub(crate) fn set_size(&self, bytes: u64) {
-        self.counters.size_bytes.store(bytes, Ordering::Relaxed);
-    }
-
-    /// Opens the database file (the deferred open of [`LocalStore::open_in_background`]),
-    /// swapping it in for the placeholder; falls back to memory on failure.
-    pub(crate) fn open_file_now(&self) {
-        match open_db(&self.config) {
-            Ok(db) => {
-                *lock(&self.db) = db;
-                tracing::info!(path = %self.config.db_path().display(), "local store opened");
-            }
-            Err(e) => {
-                // The placeholder is an in-memory database already.
-                tracing::error!(
-                    "{e}. Local mode keeps running IN MEMORY: traces are received and shown, but lost at exit"
-                );
-                self.counters.fallbacks.fetch_add(1, Ordering::Relaxed);
-                self.record_error(e.to_string());
-                *lock(&self.mode) = StoreMode::Memory {
-                    path: self.config.db_path(),
-                    reason: e.to_string(),
-                };
-            }
-        }
-        self.opening.store(false, Ordering::Release);
-    }
-
-    /// The size pass alone, down to `target` bytes in use (after a batch took the files past
-    /// the cap); logs and counts like [`Self::retain_now`].
-    pub(crate) fn shrink_now(&self, target: u64) {
-        let write = Arc::clone(&lock(&self.db).write);
-        let result = retention::shrink(&mut lock(&write), target);
-        self.counters.retention_runs.fetch_add(1, Ordering::Relaxed);
-        match result {
-            Ok(r) => {
-                let mut d = lock(&self.deleted);
-                d.spans += r.spans;
-                d.traces += r.traces;
-                d.stats_rows += r.stats_rows;
-                d.size_passes += r.size_passes;
-            }
-            Err(e) => {
-                let msg = format!("local store: size retention failed: {e}");
-                tracing::warn!("{msg}");
-                self.record_error(msg);
-            }
-        }
-    }
-
-    /// Checkpoints the WAL into the database file and truncates it.
-    pub(crate) fn checkpoint_now(&self) {
-        let write = Arc::clone(&lock(&self.db).write);
-        if let Err(e) = retention::checkpoint(&lock(&write)) {
-            tracing::debug!("local store: WAL checkpoint failed: {e}");
-        }
-    }
-
-    /// The readers' connection (the current one: after a fallback, the in-memory database).
-    pub(crate) fn reader(&self) -> Arc<Mutex<Connection>> {
-        Arc::clone(&lock(&self.db).read)
-    }
-}
-
 /// The local store: an embedded SQLite database of kept traces and stats buckets, written by
 /// its own thread from a queue bounded in payloads and bytes (see the [module docs](super)).
 /// Cheap to clone.
@@ -474,7 +173,7 @@ fn private_files(db: &std::path::Path) -> std::io::Result<()> {
 
 /// Creates the data directory (0700, see [`private_dir`]) and the database files (0600) and
 /// opens the writer's and readers' connections.
-fn open_db(config: &LocalConfig) -> Result<Db, StoreError> {
+pub(super) fn open_db(config: &LocalConfig) -> Result<Db, StoreError> {
     let path = config.db_path();
     let data_dir_error = |source| StoreError::DataDir {
         path: config.data_dir.clone(),
