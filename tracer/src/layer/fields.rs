@@ -25,6 +25,11 @@ enum Special {
 }
 
 fn special(name: &str) -> Option<Special> {
+    // Most field names (`http.*`, `db.*`, `user.id`, …) cannot be special: skip the
+    // string comparisons below by their first byte.
+    if !matches!(name.as_bytes().first(), Some(b's' | b'r' | b'o' | b'e' | b'd')) {
+        return None;
+    }
     Some(match name {
         "service.name" | "dd.service" => Special::Service,
         "resource.name" | "dd.resource" => Special::Resource,
@@ -332,5 +337,38 @@ impl Visit for EventFields {
 
     fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
         self.push(field, value.to_string().into());
+    }
+}
+
+#[cfg(test)]
+mod special_tests {
+    #[test]
+    fn every_special_name_passes_the_first_byte_filter_and_others_do_not() {
+        for name in [
+            "service.name",
+            "dd.service",
+            "resource.name",
+            "dd.resource",
+            "span.type",
+            "dd.span_type",
+            "otel.name",
+            "operation.name",
+            "dd.operation",
+            "otel.kind",
+            "span.kind",
+            "error",
+            "error.message",
+            "error.type",
+            "error.stack",
+            "otel.status_code",
+            "otel.status_message",
+            "otel.status_description",
+            "dd.measured",
+        ] {
+            assert!(super::special(name).is_some(), "{name}");
+        }
+        for name in ["http.method", "component", "user.id", "", "span.kinds", "errors"] {
+            assert!(super::special(name).is_none(), "{name}");
+        }
     }
 }
