@@ -2,7 +2,9 @@
 """Import cycles between the top-level modules of a crate: an edge A -> B when code (not
 comments, not test modules) under module A names crate::B. Prints each cycle with its edges.
 Usage: python3 scripts/modgraph.py trace-agent/src [--check]   (or tracer/src)
---check: exit 1 when there is a cycle (CI runs it on the agent)."""
+--check: exit 1 when there is a cycle (CI runs it on both crates).
+--layers: without cycles, print each module's layer (0 = imports no other module; a module sits one
+layer above the highest module it imports), so every import points down by construction."""
 import os,re,sys,collections
 root=sys.argv[1]  # e.g. trace-agent/src
 mods={}
@@ -62,5 +64,13 @@ for c in big:
         for b in sorted(edges[a]):
             if b in c: print(f"   {a} -> {b} ({edges[a][b]})")
 if not big: print("no cycles")
+if not big and "--layers" in sys.argv[2:]:
+    layer={}
+    def depth(v):
+        if v not in layer: layer[v]=1+max((depth(w) for w in edges[v]),default=-1)
+        return layer[v]
+    for v in mods: depth(v)
+    for n in sorted(set(layer.values())):
+        print(f"layer {n}:"," ".join(sorted(v for v in layer if layer[v]==n)))
 if big and "--check" in sys.argv[2:]:
     sys.exit(1)
