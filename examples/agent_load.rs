@@ -101,7 +101,7 @@ fn restamp(span: &mut rmpv::Value, trace_id: u64, start: u64) {
     }
 }
 
-/// `TRACES` traces cycled from `traces`, with fresh trace ids from `first_id` and start times.
+/// `TRACES` traces cycled from `traces`, with trace ids from `first_id` and fresh start times.
 fn repeat(traces: &[rmpv::Value], first_id: u64) -> Vec<rmpv::Value> {
     let start = now_ns();
     (0..TRACES)
@@ -154,6 +154,51 @@ fn payload(version: &str, first_id: u64) -> (String, Vec<u8>, u64) {
 }
 
 // ---- the load ----
+
+/// How many distinct payloads the senders cycle through.
+const PAYLOADS: u64 = 4;
+/// The first trace id: every id is at least 2^32, so msgpack writes each one as a uint64
+/// (`0xcf` and 8 bytes) and a sender can rewrite ids in place without re-encoding.
+const ID_BASE: u64 = 1 << 40;
+
+/// A sender's copy of one payload and where its trace ids are, so every request carries ids
+/// no earlier request carried (the local store keys spans by trace and span id: a repeated id
+/// would overwrite rows instead of adding them, which is not what traffic does).
+struct Fresh {
+    body: Vec<u8>,
+    ids: Vec<usize>,
+}
+
+impl Fresh {
+    fn new(body: &[u8]) -> Self {
+        let ids_end = ID_BASE + PAYLOADS * TRACES as u64;
+        let mut ids = Vec::new();
+        let mut i = 0;
+        while i + 9 <= body.len() {
+            let id = (body[i] == 0xcf).then(|| u64::from_be_bytes(body[i + 1..i + 9].try_into().unwrap_or_default()));
+            if id.is_some_and(|id| (ID_BASE..ids_end).contains(&id)) {
+                ids.push(i + 1);
+                i += 9;
+            } else {
+                i += 1;
+            }
+        }
+        assert!(!ids.is_empty(), "no trace id found in a load payload");
+        Self {
+            body: body.to_vec(),
+            ids,
+        }
+    }
+
+    /// Moves every trace id on by `ranges` × (all payloads' ids).
+    fn shift(&mut self, ranges: u64) {
+        for &at in &self.ids {
+            let slot = &mut self.body[at..at + 8];
+            let id = u64::from_be_bytes(slot.try_into().unwrap_or_default());
+            slot.copy_from_slice(&(id + ranges * PAYLOADS * TRACES as u64).to_be_bytes());
+        }
+    }
+}
 
 #[derive(Default)]
 struct Tally {
@@ -211,8 +256,11 @@ fn connect(addr: SocketAddr) -> Option<BufReader<TcpStream>> {
 
 fn load(addr: SocketAddr, version: &str, duration: Duration, connections: usize, rate: f64, summary: &str) {
     // A few distinct payloads (different trace ids), built before the clock starts.
-    let payloads: Arc<Vec<(String, Vec<u8>, u64)>> =
-        Arc::new((0..4).map(|k| payload(version, 1 + k * TRACES as u64)).collect());
+    let payloads: Arc<Vec<(String, Vec<u8>, u64)>> = Arc::new(
+        (0..PAYLOADS)
+            .map(|k| payload(version, ID_BASE + k * TRACES as u64))
+            .collect(),
+    );
     let spans_per_payload = payloads[0].2;
     let tally = Arc::new(Tally::default());
     let start = Instant::now();
@@ -223,6 +271,12 @@ fn load(addr: SocketAddr, version: &str, duration: Duration, connections: usize,
         .map(|c| {
             let (payloads, tally) = (Arc::clone(&payloads), Arc::clone(&tally));
             std::thread::spawn(move || {
+                // This sender's own copies, ids moved to its range; after each send a payload's
+                // ids move on by `connections` ranges, so no trace id is ever sent twice.
+                let mut own: Vec<Fresh> = payloads.iter().map(|(_, body, _)| Fresh::new(body)).collect();
+                for p in &mut own {
+                    p.shift(c as u64);
+                }
                 let mut conn = None;
                 let mut next = start + interval.map_or(Duration::ZERO, |i| i.mul_f64(c as f64 / connections as f64));
                 let mut k = c;
@@ -244,9 +298,11 @@ fn load(addr: SocketAddr, version: &str, duration: Duration, connections: usize,
                         std::thread::sleep(Duration::from_millis(50));
                         continue;
                     };
-                    let (path, body, spans) = &payloads[k % payloads.len()];
+                    let (path, _, spans) = &payloads[k % payloads.len()];
+                    let fresh = &mut own[k % payloads.len()];
                     k += 1;
-                    let status = post(c, path, body);
+                    let status = post(c, path, &fresh.body);
+                    fresh.shift(connections as u64);
                     tally.requests.fetch_add(1, Ordering::Relaxed);
                     match status {
                         Some(200) => {
