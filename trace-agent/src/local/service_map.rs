@@ -96,14 +96,7 @@ pub fn service_map(conn: &Connection, now_ns: i64, window: Window) -> rusqlite::
              JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_id \
              WHERE c.start >= ?1 AND c.start < ?2 AND c.parent_id != 0 AND p.service != c.service LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![from, to, MAX_SPANS], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)? != 0,
-            ))
-        })?;
+        let rows = stmt.query_map(params![from, to, MAX_SPANS], edge_row)?;
         for row in rows {
             let (caller, callee, duration, error) = row?;
             edges.entry((caller, callee)).or_default().add(duration, error);
@@ -120,14 +113,7 @@ pub fn service_map(conn: &Connection, now_ns: i64, window: Window) -> rusqlite::
              AND NOT EXISTS (SELECT 1 FROM spans k WHERE k.trace_id = s.trace_id AND k.parent_id = s.span_id \
                              AND k.service = peer) LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![from, to, MAX_SPANS], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)? != 0,
-            ))
-        })?;
+        let rows = stmt.query_map(params![from, to, MAX_SPANS], edge_row)?;
         for row in rows {
             let (caller, peer, duration, error) = row?;
             let acc = edges.entry((caller, peer)).or_default();
@@ -196,6 +182,11 @@ pub fn service_map(conn: &Connection, now_ns: i64, window: Window) -> rusqlite::
             .collect(),
         truncated,
     })
+}
+
+/// One edge row of the service map's queries: (caller, callee, duration, error).
+fn edge_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, bool)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0))
 }
 
 /// Columns of a left-to-right layout: callers left of callees (longest path from a node

@@ -61,21 +61,7 @@ pub struct RequestMeta {
     pub lang_version: String,
 }
 
-/// Logs a warning about bad OTLP input at most once every 10 seconds (shared with the msgpack
-/// receivers' limiter) and remembers it as the last error.
-pub(crate) fn warn_limited(state: &AppState, msg: &str) {
-    state.stats.record_error(msg.to_owned());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let last = state.last_warn.load(Ordering::Relaxed);
-    if now >= last + 10
-        && state
-            .last_warn
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!("{msg}");
-    }
-}
+pub(crate) use crate::receiver::warn_limited;
 
 /// Drop reason of spans not queued: the pipeline to the forwarding stage had no room (items or
 /// `apm_config.pipeline_max_bytes`) within `decoder_timeout`.

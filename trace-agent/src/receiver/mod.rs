@@ -48,3 +48,21 @@ pub struct AppState {
     /// `apm_config.max_memory` / `max_cpu_percent`: refuse payloads while over them.
     pub watchdog: Arc<watchdog::Watchdog>,
 }
+
+/// Logs a warning about bad input at most once every 10 seconds (one limiter for the msgpack
+/// and OTLP receivers) and remembers it as the last error.
+pub(crate) fn warn_limited(state: &AppState, msg: &str) {
+    use std::sync::atomic::Ordering;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    state.stats.record_error(msg.to_owned());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = state.last_warn.load(Ordering::Relaxed);
+    if now >= last + 10
+        && state
+            .last_warn
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!("{msg}");
+    }
+}

@@ -240,6 +240,25 @@ impl EncodedBatcher {
     }
 }
 
+/// Where a writer keeps its flush ticker ([`spawn_ticker`]) so shutdown can stop it once.
+#[derive(Debug, Default)]
+pub(crate) struct TickerSlot(Mutex<Option<JoinHandle<()>>>);
+
+impl TickerSlot {
+    /// Keeps the running ticker.
+    pub(crate) fn set(&self, ticker: JoinHandle<()>) {
+        *self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ticker);
+    }
+
+    /// Stops the ticker, if it still runs.
+    pub(crate) fn stop(&self) {
+        let ticker = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(t) = ticker {
+            t.abort();
+        }
+    }
+}
+
 /// Calls `tick` every `period`, and whenever `wake` is notified, until `tick` returns false.
 pub(crate) fn spawn_ticker(
     period: Duration,

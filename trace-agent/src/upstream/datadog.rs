@@ -26,11 +26,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri};
 use prost::Message;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 use super::WriterLimits;
 use super::backoff::Backoff;
-use super::batch::{BatchMeta, EncodedBatch, EncodedBatcher, spawn_ticker};
+use super::batch::{BatchMeta, EncodedBatch, EncodedBatcher, TickerSlot, spawn_ticker};
 use super::http::HttpClient;
 pub use super::pb_encode::encode_agent_payload;
 use super::pb_encode::{EncodedPayload, Part, encode_agent_payload_parts};
@@ -119,7 +118,7 @@ struct Inner {
     closed: AtomicBool,
     enqueue_timeout: Duration,
     wake: Arc<Notify>,
-    ticker: Mutex<Option<JoinHandle<()>>>,
+    ticker: TickerSlot,
 }
 
 fn endpoint(base: &DatadogEndpoint, path: &str, user_agent: &HeaderValue) -> Result<Endpoint, UpstreamError> {
@@ -202,7 +201,7 @@ impl DatadogWriter {
             closed: AtomicBool::new(false),
             enqueue_timeout: config.enqueue_timeout,
             wake: Arc::new(Notify::new()),
-            ticker: Mutex::new(None),
+            ticker: TickerSlot::default(),
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         let ticker = spawn_ticker(config.flush_period, Arc::clone(&inner.wake), move || {
@@ -216,7 +215,7 @@ impl DatadogWriter {
             }
             !inner.closed.load(Ordering::Acquire)
         });
-        *inner.ticker.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ticker);
+        inner.ticker.set(ticker);
         Ok(Self { inner })
     }
 }
@@ -444,14 +443,7 @@ impl Upstream for DatadogWriter {
             let inner = &self.inner;
             let deadline = sender::deadline(timeout);
             inner.closed.store(true, Ordering::Release);
-            let ticker = inner
-                .ticker
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(t) = ticker {
-                t.abort();
-            }
+            inner.ticker.stop();
             if let Some(batch) = inner.batcher.take() {
                 inner.submit_batch(batch, false);
             }

@@ -131,20 +131,7 @@ pub(super) fn precheck(state: &AppState, h: &HeaderMap) -> Option<Reply> {
     None
 }
 
-/// Logs a warning at most once every 10 seconds and remembers it as the last error.
-pub(super) fn warn_limited(state: &AppState, msg: &str) {
-    state.stats.record_error(msg.to_owned());
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let last = state.last_warn.load(Ordering::Relaxed);
-    if now >= last + 10
-        && state
-            .last_warn
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        tracing::warn!("{msg}");
-    }
-}
+pub(super) use crate::receiver::warn_limited;
 
 pub(super) fn body_error_reply(state: &AppState, h: &HeaderMap, e: ReadRefusal) -> Reply {
     let traces = count_header(h, "x-datadog-trace-count");

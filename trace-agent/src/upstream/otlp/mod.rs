@@ -41,19 +41,18 @@ mod map;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use prost::Message;
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 pub use map::{OPERATION_NAME, RESOURCE_NAME, SCOPE_NAME, SPAN_TYPE, export_request, kind, span};
 
 use super::backoff::Backoff;
-use super::batch::{Batch, Batcher, spawn_ticker};
+use super::batch::{Batch, Batcher, TickerSlot, spawn_ticker};
 use super::http::HttpClient;
 use super::sender::{self, Body, Channel, ChannelSettings, Endpoint, Job, Payload};
 use super::{DropReason, ShutdownFuture, Upstream, UpstreamError, WriterStatus, pb};
@@ -110,7 +109,7 @@ struct Inner {
     traces: Channel,
     closed: AtomicBool,
     wake: Arc<Notify>,
-    ticker: Mutex<Option<JoinHandle<()>>>,
+    ticker: TickerSlot,
 }
 
 impl OtlpWriter {
@@ -168,7 +167,7 @@ impl OtlpWriter {
             traces,
             closed: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
-            ticker: Mutex::new(None),
+            ticker: TickerSlot::default(),
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         let ticker = spawn_ticker(config.flush_period, Arc::clone(&inner.wake), move || {
@@ -180,7 +179,7 @@ impl OtlpWriter {
             }
             !inner.closed.load(Ordering::Acquire)
         });
-        *inner.ticker.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(ticker);
+        inner.ticker.set(ticker);
         Ok(Self { inner })
     }
 }
@@ -272,14 +271,7 @@ impl Upstream for OtlpWriter {
             let inner = &self.inner;
             let deadline = sender::deadline(timeout);
             inner.closed.store(true, Ordering::Release);
-            let ticker = inner
-                .ticker
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take();
-            if let Some(t) = ticker {
-                t.abort();
-            }
+            inner.ticker.stop();
             if let Some(batch) = inner.batcher.take() {
                 inner.traces.submit(Job::new(OtlpJob(batch)));
             }
