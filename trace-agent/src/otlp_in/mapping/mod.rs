@@ -18,13 +18,13 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span as OtlpSpan};
 
 use crate::span::{Span, Str, Tags, TraceChunk, TracerPayload, tag_get};
 
-mod names;
+mod lookup;
 mod value;
 
-pub use names::kind_name;
 pub use value::value_string;
 
-use names::{Lookup, attr_str, operation_name, resource_name, span_type};
+use apm_conventions::otel;
+use lookup::{Lookup, attr_str};
 #[cfg(test)]
 use opentelemetry_proto::tonic::common::v1::AnyValue;
 use value::{marshal_events, marshal_links};
@@ -226,16 +226,19 @@ pub fn convert_span(span: &OtlpSpan, res: &[KeyValue], scope: Option<&Instrument
         StatusCode::try_from(s.code).unwrap_or(StatusCode::Unset)
     });
     let mut error = i32::from(status_code == StatusCode::Error);
+    // The names from the shared rules (`apm_conventions::otel`), unless `datadog.*` sets them.
+    let otel_kind = otel::Kind::from_otlp(span.kind);
     let name = a
         .get(&["datadog.name"])
-        .map_or_else(|| operation_name(kind, &a), Cow::into_owned);
-    let resource = a
-        .get(&["datadog.resource"])
-        .map_or_else(|| resource_name(kind, &span.name, &a), Cow::into_owned);
+        .map_or_else(|| otel::operation_name(otel_kind, &a).into_string(), Cow::into_owned);
+    let resource = a.get(&["datadog.resource"]).map_or_else(
+        || otel::resource(otel_kind, &a).map_or_else(|| span.name.clone(), otel::Name::into_string),
+        Cow::into_owned,
+    );
     let typ = a
         .get(&["datadog.type"])
-        .map_or_else(|| span_type(kind, &a), Cow::into_owned);
-    meta.push((Str::from_static("span.kind"), Str::from_static(kind_name(kind))));
+        .map_or_else(|| otel::span_type(otel_kind, &a).into_string(), Cow::into_owned);
+    meta.push((Str::from_static("span.kind"), Str::from_static(otel_kind.name())));
     if let Some(code) = a.int(&["http.response.status_code", "http.status_code"])
         && code >= 0
     {
@@ -619,10 +622,16 @@ mod tests {
         let d = convert_span(&db, &[], None);
         assert_eq!(
             (&*d.name, &*d.resource, &*d.r#type, &*d.service),
-            ("postgresql.query", "SELECT 1", "db", NO_SERVICE)
+            ("postgresql.query", "SELECT 1", "sql", NO_SERVICE),
+            "the system is lower-cased before its type is looked up, as Datadog normalizes it"
         );
         assert_eq!(d.metric("_dd.measured"), Some(1.0));
         assert_eq!(d.metric("_dd.top_level"), None, "a client child is not top level");
+        // Key by key, span before resource: a new key on the resource beats an old one on
+        // the span (Datadog's semantics lookup).
+        let mixed = span(SpanKind::Client, vec![kv("db.system", s("mysql"))]);
+        let m = convert_span(&mixed, &[kv("db.system.name", s("redis"))], None);
+        assert_eq!((&*m.name, &*m.r#type), ("redis.query", "redis"));
         let mut rpc = span(
             SpanKind::Client,
             vec![
