@@ -13,6 +13,8 @@
 //! `cargo bench -p trace-agent --bench local_search -- --warm-up-time 1 --measurement-time 3 --sample-size 10`
 #![allow(clippy::print_stderr)] // reports how the generated day was made
 
+#[path = "../tests/common/rng.rs"]
+mod rng;
 #[path = "../tests/common/spans.rs"]
 mod spans;
 
@@ -28,6 +30,8 @@ use trace_agent::local::service_map::service_map;
 use trace_agent::local::{LocalConfig, LocalStore, unix_nanos};
 use trace_agent::upstream::pb;
 
+use rng::Rng;
+
 const SEC: i64 = 1_000_000_000;
 const MS: i64 = 1_000_000;
 const RESOURCES: [&str; 8] = [
@@ -40,23 +44,6 @@ const RESOURCES: [&str; 8] = [
     "GET /user/?",
     "POST /login",
 ];
-
-/// Deterministic pseudo-random numbers (an LCG): the same day on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 11
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 fn span(trace: u64, id: u64, parent: u64, service: &str, name: &str, resource: &str, start: i64, dur: i64) -> pb::Span {

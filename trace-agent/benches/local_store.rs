@@ -9,6 +9,9 @@
 //! `cargo bench -p trace-agent --bench local_store -- --warm-up-time 1 --measurement-time 5 --sample-size 10`
 #![allow(clippy::print_stderr)] // reports the preload
 
+#[path = "../tests/common/rng.rs"]
+mod rng;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,21 +20,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use trace_agent::local::{LocalConfig, LocalStore, unix_nanos};
 use trace_agent::upstream::pb;
 
+use rng::Rng;
+
 const TRACES: usize = 1000;
 const MS: i64 = 1_000_000;
-
-/// Deterministic pseudo-random numbers (an LCG).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 ^ (self.0 >> 29)
-    }
-}
 
 fn strings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()

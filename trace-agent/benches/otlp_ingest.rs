@@ -13,11 +13,11 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::{Span, Status};
 use prost::Message;
 use trace_agent::config::AgentConfig;
+use trace_agent::otlp_in::mapping::build::{kv, request, s};
 use trace_agent::otlp_in::mapping::{MapOptions, map_request};
 use trace_agent::process::{RequestFacts, process_payload};
 
@@ -25,19 +25,7 @@ use trace_agent::process::{RequestFacts, process_payload};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue {
-        key: k.to_owned(),
-        value: Some(AnyValue { value: Some(v) }),
-        ..Default::default()
-    }
-}
-
-fn s(v: &str) -> Value {
-    Value::StringValue(v.to_owned())
-}
-
-fn request() -> ExportTraceServiceRequest {
+fn shop_request() -> ExportTraceServiceRequest {
     let mut spans = Vec::new();
     for t in 0..100u64 {
         let mut trace_id = vec![0u8; 8];
@@ -108,37 +96,24 @@ fn request() -> ExportTraceServiceRequest {
             });
         }
     }
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![
-                    kv("service.name", s("shop")),
-                    kv("service.version", s("1.4.2")),
-                    kv("deployment.environment.name", s("prod")),
-                    kv("telemetry.sdk.language", s("python")),
-                    kv("telemetry.sdk.name", s("opentelemetry")),
-                    kv("telemetry.sdk.version", s("1.45.2")),
-                    kv("host.name", s("web-1")),
-                    kv("process.pid", Value::IntValue(4242)),
-                ],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "opentelemetry.instrumentation.flask".to_owned(),
-                    version: "0.59b0".to_owned(),
-                    ..Default::default()
-                }),
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
+    request(
+        vec![
+            kv("service.name", s("shop")),
+            kv("service.version", s("1.4.2")),
+            kv("deployment.environment.name", s("prod")),
+            kv("telemetry.sdk.language", s("python")),
+            kv("telemetry.sdk.name", s("opentelemetry")),
+            kv("telemetry.sdk.version", s("1.45.2")),
+            kv("host.name", s("web-1")),
+            kv("process.pid", Value::IntValue(4242)),
+        ],
+        ("opentelemetry.instrumentation.flask", "0.59b0"),
+        spans,
+    )
 }
 
 fn benches(c: &mut Criterion) {
-    let body = request().encode_to_vec();
+    let body = shop_request().encode_to_vec();
     let spans = 1000u64;
     let config = AgentConfig::default();
     let process = trace_agent::config::compile::process(&config).expect("default config compiles");

@@ -17,12 +17,10 @@
 //! Retries, queue bounds and drop rules: see [`super`] ("Sending").
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri};
 use prost::Message;
 use tokio::sync::Notify;
@@ -302,19 +300,11 @@ impl Payload for TracesJob {
         encode_agent_payload_parts(&self.header, &parts, &mut raw);
         drop(parts);
         let bytes = zstd::bulk::compress(&raw, 1).map_err(|e| format!("zstd: {e}"))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-protobuf"),
-        );
-        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("zstd"));
+        let mut body = Body::new(bytes, "application/x-protobuf", "zstd");
         if let Some((k, v)) = sender::header("x-datadog-reported-languages", &self.languages) {
-            headers.insert(k, v);
+            body.headers.insert(k, v);
         }
-        Ok(Body {
-            bytes: Bytes::from(bytes),
-            headers,
-        })
+        Ok(body)
     }
 }
 
@@ -335,20 +325,7 @@ impl Payload for StatsJob {
     }
 
     fn encode(&self) -> Result<Body, String> {
-        let raw = encode_stats_payload(&self.payload)?;
-        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
-        gz.write_all(&raw).map_err(|e| format!("gzip: {e}"))?;
-        let bytes = gz.finish().map_err(|e| format!("gzip: {e}"))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/msgpack"),
-        );
-        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        Ok(Body {
-            bytes: Bytes::from(bytes),
-            headers,
-        })
+        Body::gzip(&encode_stats_payload(&self.payload)?, "application/msgpack")
     }
 }
 
@@ -461,6 +438,7 @@ impl Upstream for DatadogWriter {
 mod tests {
     use std::sync::atomic::{AtomicU64, AtomicUsize};
 
+    use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use prost::Message;
 

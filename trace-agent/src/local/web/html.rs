@@ -245,3 +245,38 @@ mod tests {
         assert!(svg.contains("<path class=\"line\" d=\"M"));
     }
 }
+
+/// One trace's figures for a row of a trace list.
+#[derive(Debug)]
+pub struct TraceRow<'a> {
+    /// The trace id (hex).
+    pub id: &'a str,
+    /// Start (Unix ns).
+    pub start_ns: i64,
+    /// Duration (ns).
+    pub duration_ns: i64,
+    /// Span count.
+    pub spans: u64,
+    /// Whether the trace failed.
+    pub error: bool,
+}
+
+/// A trace list's row: `<tr>` with the `data-*` attributes the page's sorting reads
+/// (`extra_attrs` added, already escaped), the linked id, `cells_before` (already HTML),
+/// start clock, duration, span count, then `cells_after` (already HTML).
+pub fn trace_row(out: &mut String, t: &TraceRow<'_>, extra_attrs: &str, cells_before: &str, cells_after: &str) {
+    let id = escape(t.id);
+    let _ = write!(
+        out,
+        "<tr data-trace=\"{id}\"{extra_attrs} data-start=\"{start}\" data-duration=\"{dur}\" data-spans=\"{spans}\" \
+         data-error=\"{e}\"{cls}><td><a href=\"/traces/{id}\">{id}</a></td>{cells_before}<td>{clock}</td><td>{d}</td>\
+         <td>{spans}</td>{cells_after}</tr>",
+        start = t.start_ns,
+        dur = t.duration_ns,
+        spans = t.spans,
+        e = u8::from(t.error),
+        cls = if t.error { " class=\"err\"" } else { "" },
+        clock = clock(t.start_ns),
+        d = duration(Some(t.duration_ns as f64)),
+    );
+}

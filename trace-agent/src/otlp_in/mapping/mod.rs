@@ -18,6 +18,8 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, Span as OtlpSpan};
 
 use crate::span::{Span, Str, Tags, TraceChunk, TracerPayload, tag_get};
 
+#[doc(hidden)]
+pub mod build;
 mod lookup;
 mod value;
 
@@ -501,22 +503,11 @@ fn map_resource_spans(rs: &ResourceSpans, opts: &MapOptions<'_>, out: &mut Mappe
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::common::v1::any_value::Value;
-    use opentelemetry_proto::tonic::resource::v1::Resource;
-    use opentelemetry_proto::tonic::trace::v1::{ScopeSpans, Status, span::Event};
+    use opentelemetry_proto::tonic::trace::v1::{Status, span::Event};
 
     use super::*;
 
-    fn kv(k: &str, v: Value) -> KeyValue {
-        KeyValue {
-            key: k.to_owned(),
-            value: Some(AnyValue { value: Some(v) }),
-            ..Default::default()
-        }
-    }
-
-    fn s(v: &str) -> Value {
-        Value::StringValue(v.to_owned())
-    }
+    use super::build::{kv, s};
 
     fn span(kind: SpanKind, attrs: Vec<KeyValue>) -> OtlpSpan {
         OtlpSpan {
@@ -532,24 +523,7 @@ mod tests {
     }
 
     fn request(spans: Vec<OtlpSpan>, res: Vec<KeyValue>) -> ExportTraceServiceRequest {
-        ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                resource: Some(Resource {
-                    attributes: res,
-                    ..Default::default()
-                }),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "my.lib".to_owned(),
-                        version: "1.2".to_owned(),
-                        ..Default::default()
-                    }),
-                    spans,
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
+        super::build::request(res, ("my.lib", "1.2"), spans)
     }
 
     #[test]

@@ -39,12 +39,10 @@
 mod map;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use prost::Message;
 use tokio::sync::Notify;
@@ -205,20 +203,7 @@ impl Payload for OtlpJob {
     }
 
     fn encode(&self) -> Result<Body, String> {
-        let raw = export_request(&self.0.payloads).encode_to_vec();
-        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
-        gz.write_all(&raw).map_err(|e| format!("gzip: {e}"))?;
-        let bytes = gz.finish().map_err(|e| format!("gzip: {e}"))?;
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/x-protobuf"),
-        );
-        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        Ok(Body {
-            bytes: Bytes::from(bytes),
-            headers,
-        })
+        Body::gzip(&export_request(&self.0.payloads).encode_to_vec(), "application/x-protobuf")
     }
 }
 

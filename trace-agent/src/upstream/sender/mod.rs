@@ -44,6 +44,28 @@ pub(crate) struct Body {
     pub(crate) headers: HeaderMap,
 }
 
+impl Body {
+    /// `bytes` compressed with `encoding`, of type `content_type`.
+    pub(crate) fn new(bytes: Vec<u8>, content_type: &'static str, encoding: &'static str) -> Self {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        headers.insert(http::header::CONTENT_ENCODING, HeaderValue::from_static(encoding));
+        Self {
+            bytes: Bytes::from(bytes),
+            headers,
+        }
+    }
+
+    /// `raw` gzip-compressed (fast level), of type `content_type`.
+    pub(crate) fn gzip(raw: &[u8], content_type: &'static str) -> Result<Self, String> {
+        use std::io::Write as _;
+        let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(raw.len() / 4), flate2::Compression::fast());
+        gz.write_all(raw).map_err(|e| format!("gzip: {e}"))?;
+        let bytes = gz.finish().map_err(|e| format!("gzip: {e}"))?;
+        Ok(Self::new(bytes, content_type, "gzip"))
+    }
+}
+
 /// Something a writer sends: knows its size and how to encode itself.
 pub(crate) trait Payload: Send + Sync + 'static {
     /// Items inside (trace chunks, grouped stats), for the counters.

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::html::{chart, clock, duration, encode_segment, escape, percent, rate, service_colour};
+use super::html::{TraceRow, chart, clock, duration, encode_segment, escape, percent, rate, service_colour, trace_row};
 use super::product::{self, ServiceAnomalies};
 use crate::local::monitor::MonitorStatus;
 use crate::local::query::{Figures, ResourceDetail, ServiceDetail, ServiceSummary, TraceDetail, Window};
@@ -474,20 +474,15 @@ pub fn resource(f: &Frame<'_>, d: &ResourceDetail, versions: Option<&VersionComp
                 (None, None) if t.error => "error".to_owned(),
                 (None, None) => String::new(),
             };
-            let _ = write!(
-                body,
-                "<tr data-trace=\"{id}\" data-start=\"{start}\" data-duration=\"{dur}\" data-spans=\"{spans}\" \
-                 data-error=\"{e}\"{cls}><td><a href=\"/traces/{id}\">{id}</a></td><td>{clock}</td><td>{d}</td>\
-                 <td>{spans}</td><td style=\"text-align:left;white-space:normal\">{err}</td></tr>",
-                id = escape(&t.trace_id),
-                start = t.start_ns,
-                dur = t.duration_ns,
-                spans = t.span_count,
-                e = u8::from(t.error),
-                cls = if t.error { " class=\"err\"" } else { "" },
-                clock = clock(t.start_ns),
-                d = duration(Some(t.duration_ns as f64)),
-            );
+            let row = TraceRow {
+                id: &t.trace_id,
+                start_ns: t.start_ns,
+                duration_ns: t.duration_ns,
+                spans: t.span_count,
+                error: t.error,
+            };
+            let err = format!("<td style=\"text-align:left;white-space:normal\">{err}</td>");
+            trace_row(&mut body, &row, "", "", &err);
         }
         body.push_str("</tbody></table>");
     }

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use super::html::{clock, duration, encode_segment, escape, percent, service_colour};
+use super::html::{TraceRow, clock, duration, encode_segment, escape, percent, service_colour, trace_row};
 use super::pages::{Frame, page};
 use crate::local::anomaly::{self, Band, BandParams};
 use crate::local::monitor::config::{Comparator, Metric, Schedule};
@@ -275,23 +275,21 @@ pub fn search(f: &Frame<'_>, q: &SearchQuery, found: Option<&SearchResult>, erro
          <th data-key=\"error\">Errors</th></tr></thead><tbody>",
     );
     for t in &found.traces {
-        let _ = write!(
-            body,
-            "<tr data-trace=\"{id}\" data-service=\"{svc}\" data-resource=\"{res}\" data-start=\"{start}\" \
-             data-duration=\"{dur}\" data-spans=\"{spans}\" data-error=\"{e}\"{cls}><td><a href=\"/traces/{id}\">{id}</a></td>\
-             <td style=\"text-align:left\">{svc}</td><td style=\"text-align:left\">{res}</td><td>{clock}</td><td>{d}</td>\
-             <td>{spans}</td><td>{errors}</td></tr>",
-            id = escape(&t.trace_id),
-            svc = escape(t.root_service.as_deref().unwrap_or("?")),
-            res = escape(t.root_resource.as_deref().unwrap_or("?")),
-            start = t.start_ns,
-            dur = t.duration_ns,
-            spans = t.span_count,
-            e = u8::from(t.error),
-            cls = if t.error { " class=\"err\"" } else { "" },
-            clock = clock(t.start_ns),
-            d = duration(Some(t.duration_ns as f64)),
-            errors = t.error_count,
+        let svc = escape(t.root_service.as_deref().unwrap_or("?"));
+        let res = escape(t.root_resource.as_deref().unwrap_or("?"));
+        let row = TraceRow {
+            id: &t.trace_id,
+            start_ns: t.start_ns,
+            duration_ns: t.duration_ns,
+            spans: t.span_count,
+            error: t.error,
+        };
+        trace_row(
+            &mut body,
+            &row,
+            &format!(" data-service=\"{svc}\" data-resource=\"{res}\""),
+            &format!("<td style=\"text-align:left\">{svc}</td><td style=\"text-align:left\">{res}</td>"),
+            &format!("<td>{}</td>", t.error_count),
         );
     }
     body.push_str("</tbody></table>");
