@@ -29,14 +29,8 @@ bin=${CARGO_TARGET_DIR:-$root/target}/release
 load="$bin/examples/soak_load"
 agent_bin=${SOAK_AGENT_BIN:-$bin/trace-agent}
 
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=procs.sh
+. "$root/scripts/procs.sh"
 
 # The fake intake.
 "$load" intake "$dir/intake.port" "$dir/intake.json" >"$dir/intake.log" 2>&1 &
