@@ -34,26 +34,7 @@ fn tracer(stats: bool, rate: f64) -> tracer::Tracer {
 
 fn tree_4(t: &tracer::Tracer, i: u64) {
     let resource = ["GET /cart", "POST /pay", "GET /items/{id}", "GET /"][(i % 4) as usize];
-    let root = t
-        .span("http.request")
-        .resource(resource)
-        .span_type("web")
-        .tag("http.method", "GET")
-        .tag("span.kind", "server")
-        .tag("http.status_code", "200")
-        .start();
-    {
-        let child = root.child("handler").start();
-        drop(
-            child
-                .child("db.query")
-                .resource("SELECT 1")
-                .span_type("sql")
-                .measured()
-                .start(),
-        );
-    }
-    drop(root.child("render").start());
+    let root = apm::four_span_trace(t, resource);
     drop(black_box(root));
 }
 

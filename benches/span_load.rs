@@ -143,30 +143,18 @@ fn serve(stream: std::net::TcpStream, traces: &AtomicU64, spans: &AtomicU64) {
     let mut line = String::new();
     let mut body = Vec::new();
     loop {
-        let (mut len, mut is_info, mut t, mut s) = (0usize, false, 0u64, 0u64);
-        loop {
-            line.clear();
-            if r.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let l = line.trim_end().to_ascii_lowercase();
-            if l.is_empty() {
-                break;
-            }
-            if l.starts_with("get /info ") {
-                is_info = true;
-            }
+        let (mut t, mut s) = (0u64, 0u64);
+        let head = apm::read_request_head(&mut r, &mut line, |l| {
             let value = |name: &str| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok());
-            if let Some(v) = value("content-length:") {
-                len = usize::try_from(v).unwrap_or(0);
-            }
             if let Some(v) = value("x-datadog-trace-count:") {
                 t = v;
             }
             if let Some(v) = value("x-bench-span-count:") {
                 s = v;
             }
-        }
+        });
+        let Some(head) = head else { return };
+        let (len, is_info) = (head.content_length, head.is_info);
         body.resize(len, 0);
         if r.read_exact(&mut body).is_err() {
             return;

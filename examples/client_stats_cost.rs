@@ -43,26 +43,7 @@ fn main() {
     let mut done = 0;
     while done < traces {
         for i in 0..1024.min(traces - done) {
-            let root = t
-                .span("http.request")
-                .resource(resources[(i % 4) as usize])
-                .span_type("web")
-                .tag("http.method", "GET")
-                .tag("span.kind", "server")
-                .tag("http.status_code", "200")
-                .start();
-            {
-                let child = root.child("handler").start();
-                drop(
-                    child
-                        .child("db.query")
-                        .resource("SELECT 1")
-                        .span_type("sql")
-                        .measured()
-                        .start(),
-                );
-            }
-            drop(root.child("render").start());
+            let root = apm::four_span_trace(&t, resources[(i % 4) as usize]);
             drop(root);
             done += 1;
         }

@@ -443,38 +443,20 @@ pub fn sink_agent() -> String {
 /// # Panics
 /// When no loopback port can be bound.
 pub fn sink_agent_with_info(info: &'static str) -> String {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{BufReader, Read, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     let addr = listener.local_addr().expect("local address");
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             std::thread::spawn(move || {
                 let mut r = BufReader::new(stream);
-                loop {
-                    let mut len = 0usize;
-                    let mut line = String::new();
-                    let mut is_info = false;
-                    loop {
-                        line.clear();
-                        if r.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        let l = line.trim_end().to_ascii_lowercase();
-                        if l.is_empty() {
-                            break;
-                        }
-                        if l.starts_with("get /info ") {
-                            is_info = true;
-                        }
-                        if let Some(v) = l.strip_prefix("content-length:") {
-                            len = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                    let mut body = vec![0; len];
+                let mut line = String::new();
+                while let Some(head) = read_request_head(&mut r, &mut line, |_| {}) {
+                    let mut body = vec![0; head.content_length];
                     if r.read_exact(&mut body).is_err() {
                         return;
                     }
-                    let reply = if is_info { info } else { "{}" };
+                    let reply = if head.is_info { info } else { "{}" };
                     let ok = format!(
                         "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{reply}",
                         reply.len()
@@ -487,6 +469,46 @@ pub fn sink_agent_with_info(info: &'static str) -> String {
         }
     });
     format!("http://{addr}")
+}
+
+/// What a sink agent needs from a request's head.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead {
+    /// The request is `GET /info`.
+    pub is_info: bool,
+    /// `Content-Length` (0 when absent or not a number).
+    pub content_length: usize,
+}
+
+/// Reads one HTTP/1.1 request head from `r` up to its blank line (`line` is the reused line
+/// buffer), calling `header` with every line lower-cased and trimmed; `None` at the end of
+/// the stream (the peer closed the connection).
+pub fn read_request_head(
+    r: &mut impl std::io::BufRead,
+    line: &mut String,
+    mut header: impl FnMut(&str),
+) -> Option<RequestHead> {
+    let mut head = RequestHead {
+        is_info: false,
+        content_length: 0,
+    };
+    loop {
+        line.clear();
+        if r.read_line(line).unwrap_or(0) == 0 {
+            return None;
+        }
+        let l = line.trim_end().to_ascii_lowercase();
+        if l.is_empty() {
+            return Some(head);
+        }
+        if l.starts_with("get /info ") {
+            head.is_info = true;
+        }
+        if let Some(v) = l.strip_prefix("content-length:") {
+            head.content_length = v.trim().parse().unwrap_or(0);
+        }
+        header(&l);
+    }
 }
 
 /// A protobuf length-delimited field: the key of `field` (wire type 2), the varint length of
@@ -505,4 +527,31 @@ pub fn pb_field(field: u8, inner: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(inner);
     out
+}
+
+/// The 4-span trace the client-stats bench and example make: an HTTP server root (`resource`,
+/// type `web`, status 200) with a handler, a measured SQL query under the handler and a
+/// render span; the three children are finished, the root is returned open.
+pub fn four_span_trace(t: &tracer::Tracer, resource: &'static str) -> tracer::Span {
+    let root = t
+        .span("http.request")
+        .resource(resource)
+        .span_type("web")
+        .tag("http.method", "GET")
+        .tag("span.kind", "server")
+        .tag("http.status_code", "200")
+        .start();
+    {
+        let child = root.child("handler").start();
+        drop(
+            child
+                .child("db.query")
+                .resource("SELECT 1")
+                .span_type("sql")
+                .measured()
+                .start(),
+        );
+    }
+    drop(root.child("render").start());
+    root
 }
