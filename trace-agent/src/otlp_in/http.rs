@@ -527,16 +527,8 @@ mod tests {
 
     #[test]
     fn what_a_body_decodes_to_is_bounded_before_decoding() {
-        use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![Span::default(); 100_000],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+        use opentelemetry_proto::tonic::trace::v1::Span;
+        let req = crate::otlp_in::mapping::build::request(Vec::new(), ("", ""), vec![Span::default(); 100_000]);
         let body = req.encode_to_vec();
         let limits = DecodeLimits::new(body.len(), 1_000_000, 16);
         let (status, reason, msg) = check_decoded_size(Encoding::Proto, &body, limits, 16).unwrap_err();

@@ -329,15 +329,7 @@ mod tests {
     #[test]
     fn empty_spans_are_charged_their_struct_not_their_two_bytes() {
         // 100 000 empty spans: 2 bytes each on the wire.
-        let req = ExportTraceServiceRequest {
-            resource_spans: vec![ResourceSpans {
-                scope_spans: vec![ScopeSpans {
-                    spans: vec![Span::default(); 100_000],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        };
+        let req = crate::otlp_in::mapping::build::request(Vec::new(), ("", ""), vec![Span::default(); 100_000]);
         let body = req.encode_to_vec();
         assert!(body.len() < 250_000, "{}", body.len());
         let est = protobuf(&body).unwrap();
