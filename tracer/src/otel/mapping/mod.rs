@@ -249,7 +249,7 @@ pub(crate) fn finish(data: &mut SpanData, kind: &SpanKind, status: &Status, pend
         data.resource = Some(resource.unwrap_or(otel_name));
     }
     if data.span_type.is_none() {
-        data.span_type = Some(Str::from_static(span_type));
+        data.span_type = Some(span_type);
     }
     if !has_kind {
         data.push_meta(Str::from_static("span.kind"), Str::from_static(kind_str(kind)));
