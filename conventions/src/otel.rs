@@ -90,6 +90,7 @@ macro_rules! keys {
             }
 
             /// The key of an attribute name, if the rules read it (one `match`, no hashing).
+            #[inline]
             pub fn from_name(name: &str) -> Option<Key> {
                 match name {
                     $($name => Some(Key::$key),)*
@@ -163,7 +164,16 @@ impl Default for Gathered<'_> {
 impl<'a> Gathered<'a> {
     /// Records one attribute; `false` when the rules do not read `key`. A key recorded
     /// again replaces the earlier value (the last wins; empty unsets).
+    #[inline]
     pub fn record(&mut self, key: &str, value: &'a str) -> bool {
+        // Every key the rules read starts with one of these bytes: most other keys cost one
+        // comparison.
+        if !matches!(
+            key.as_bytes().first(),
+            Some(b'd' | b'f' | b'g' | b'h' | b'm' | b'n' | b'o' | b'r' | b's')
+        ) {
+            return false;
+        }
         match Key::from_name(key) {
             Some(k) => {
                 self.0[k as usize] = (!value.is_empty()).then_some(value);
@@ -175,6 +185,7 @@ impl<'a> Gathered<'a> {
 }
 
 impl<'a> Attributes<'a> for Gathered<'a> {
+    #[inline]
     fn get(&self, key: Key) -> Option<Cow<'a, str>> {
         self.0[key as usize].map(Cow::Borrowed)
     }
@@ -212,10 +223,12 @@ impl Name<'_> {
 }
 
 /// The first of `keys` set (non-empty).
+#[inline]
 fn first<'a>(a: &impl Attributes<'a>, keys: &[Key]) -> Option<Cow<'a, str>> {
     keys.iter().find_map(|k| a.get(*k).filter(|v| !v.is_empty()))
 }
 
+#[inline]
 fn one<'a>(a: &impl Attributes<'a>, key: Key) -> Option<Cow<'a, str>> {
     first(a, &[key])
 }

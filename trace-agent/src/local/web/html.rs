@@ -261,6 +261,19 @@ pub struct TraceRow<'a> {
     pub error: bool,
 }
 
+impl<'a> TraceRow<'a> {
+    /// The row of trace `id`.
+    pub fn new(id: &'a str, start_ns: i64, duration_ns: i64, spans: u64, error: bool) -> Self {
+        Self {
+            id,
+            start_ns,
+            duration_ns,
+            spans,
+            error,
+        }
+    }
+}
+
 /// A trace list's row: `<tr>` with the `data-*` attributes the page's sorting reads
 /// (`extra_attrs` added, already escaped), the linked id, `cells_before` (already HTML),
 /// start clock, duration, span count, then `cells_after` (already HTML).

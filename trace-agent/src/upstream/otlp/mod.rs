@@ -203,7 +203,10 @@ impl Payload for OtlpJob {
     }
 
     fn encode(&self) -> Result<Body, String> {
-        Body::gzip(&export_request(&self.0.payloads).encode_to_vec(), "application/x-protobuf")
+        Body::gzip(
+            &export_request(&self.0.payloads).encode_to_vec(),
+            "application/x-protobuf",
+        )
     }
 }
 

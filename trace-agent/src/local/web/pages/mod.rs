@@ -474,13 +474,7 @@ pub fn resource(f: &Frame<'_>, d: &ResourceDetail, versions: Option<&VersionComp
                 (None, None) if t.error => "error".to_owned(),
                 (None, None) => String::new(),
             };
-            let row = TraceRow {
-                id: &t.trace_id,
-                start_ns: t.start_ns,
-                duration_ns: t.duration_ns,
-                spans: t.span_count,
-                error: t.error,
-            };
+            let row = TraceRow::new(&t.trace_id, t.start_ns, t.duration_ns, t.span_count, t.error);
             let err = format!("<td style=\"text-align:left;white-space:normal\">{err}</td>");
             trace_row(&mut body, &row, "", "", &err);
         }

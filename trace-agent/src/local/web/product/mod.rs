@@ -277,13 +277,7 @@ pub fn search(f: &Frame<'_>, q: &SearchQuery, found: Option<&SearchResult>, erro
     for t in &found.traces {
         let svc = escape(t.root_service.as_deref().unwrap_or("?"));
         let res = escape(t.root_resource.as_deref().unwrap_or("?"));
-        let row = TraceRow {
-            id: &t.trace_id,
-            start_ns: t.start_ns,
-            duration_ns: t.duration_ns,
-            spans: t.span_count,
-            error: t.error,
-        };
+        let row = TraceRow::new(&t.trace_id, t.start_ns, t.duration_ns, t.span_count, t.error);
         trace_row(
             &mut body,
             &row,
