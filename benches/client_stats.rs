@@ -19,16 +19,9 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 const INFO: &str = r#"{"version":"7.60.0","endpoints":["/v0.4/traces","/v0.5/traces","/v0.6/stats"],"client_drop_p0s":true,"span_kinds_stats_computed":["server","client","producer","consumer"]}"#;
 
 fn tracer(stats: bool, rate: f64) -> tracer::Tracer {
-    let config = tracer::TracerConfig::default()
+    let config = apm::sink_tracer_config(INFO, stats, rate)
         .with_service("bench")
-        .with_env("bench")
-        .with_agent_url(&apm::sink_agent_with_info(INFO))
-        .expect("url")
-        .with_queue_capacity(64 * 1024)
-        .with_flush_interval(Duration::from_secs(3600))
-        .with_sample_rate(rate)
-        .with_rate_limit(1e12)
-        .with_stats_computation(stats);
+        .with_env("bench");
     tracer::Tracer::new(config).expect("tracer")
 }
 

@@ -28,15 +28,7 @@ fn main() {
         "drop" => (true, 0.0),
         _ => (false, 1.0),
     };
-    let config = tracer::TracerConfig::default()
-        .with_service("cost")
-        .with_agent_url(&apm::sink_agent_with_info(INFO))
-        .expect("url")
-        .with_queue_capacity(64 * 1024)
-        .with_flush_interval(Duration::from_secs(3600))
-        .with_sample_rate(rate)
-        .with_rate_limit(1e12)
-        .with_stats_computation(stats);
+    let config = apm::sink_tracer_config(INFO, stats, rate).with_service("cost");
     let t = tracer::Tracer::new(config).expect("tracer");
     let _ = t.flush(Duration::from_secs(30)); // /info first
     let resources = ["GET /cart", "POST /pay", "GET /items/{id}", "GET /"];

@@ -555,3 +555,20 @@ pub fn four_span_trace(t: &tracer::Tracer, resource: &'static str) -> tracer::Sp
     drop(root.child("render").start());
     root
 }
+
+/// A tracer configuration for the client-stats bench and example: a [`sink_agent_with_info`]
+/// answering `info`, a queue that does not fill, no timed flush (the caller flushes), sample
+/// rate `rate` without a rate limit, client-side stats `stats`.
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub fn sink_tracer_config(info: &'static str, stats: bool, rate: f64) -> tracer::TracerConfig {
+    tracer::TracerConfig::default()
+        .with_agent_url(&sink_agent_with_info(info))
+        .expect("a loopback URL")
+        .with_queue_capacity(64 * 1024)
+        .with_flush_interval(std::time::Duration::from_secs(3600))
+        .with_sample_rate(rate)
+        .with_rate_limit(1e12)
+        .with_stats_computation(stats)
+}

@@ -324,7 +324,7 @@ fn method_name(method: Cow<'_, str>) -> Name<'_> {
         "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
     ];
     match METHODS.iter().find(|m| **m == method) {
-        Some(m) => Name::Static(*m),
+        Some(m) => Name::Static(m),
         None => Name::Attr(method),
     }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue, Uri};
+use http::{HeaderMap, HeaderValue};
 use prost::Message;
 use tokio::sync::Notify;
 
@@ -121,12 +121,7 @@ struct Inner {
 
 fn endpoint(base: &DatadogEndpoint, path: &str, user_agent: &HeaderValue) -> Result<Endpoint, UpstreamError> {
     let full = format!("{}{path}", base.url.trim_end_matches('/'));
-    let uri: Uri = full
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| UpstreamError::InvalidUrl {
-            url: full.clone(),
-            message: e.to_string(),
-        })?;
+    let uri = super::parse_uri(&full)?;
     let mut headers = HeaderMap::new();
     let mut key = HeaderValue::from_str(base.api_key.expose()).map_err(|_| UpstreamError::InvalidApiKey)?;
     key.set_sensitive(true);

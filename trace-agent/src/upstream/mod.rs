@@ -96,6 +96,15 @@ pub enum UpstreamError {
     Client(#[from] ClientError),
 }
 
+/// `url` as a request URI, or [`UpstreamError::InvalidUrl`] naming it.
+pub(crate) fn parse_uri(url: &str) -> Result<::http::Uri, UpstreamError> {
+    url.parse()
+        .map_err(|e: ::http::uri::InvalidUri| UpstreamError::InvalidUrl {
+            url: url.to_owned(),
+            message: e.to_string(),
+        })
+}
+
 /// A boxed future returned by [`Upstream::shutdown`] (the trait stays object-safe).
 pub type ShutdownFuture<'a> = Pin<Box<dyn Future<Output = WriterStatus> + Send + 'a>>;
 

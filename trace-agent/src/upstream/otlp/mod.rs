@@ -43,7 +43,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use prost::Message;
 use tokio::sync::Notify;
 
@@ -118,12 +118,7 @@ impl OtlpWriter {
     pub fn start(config: OtlpWriterConfig) -> Result<Self, UpstreamError> {
         tokio::runtime::Handle::try_current().map_err(|_| UpstreamError::NoRuntime)?;
         let url = config.traces_url();
-        let uri: Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| UpstreamError::InvalidUrl {
-                url: url.clone(),
-                message: e.to_string(),
-            })?;
+        let uri = super::parse_uri(&url)?;
         let mut headers = HeaderMap::new();
         for (k, v) in &config.headers {
             let name = HeaderName::from_bytes(k.as_bytes()).map_err(|_| UpstreamError::InvalidUrl {
