@@ -247,12 +247,6 @@ fn our_agent_forwards_client_stats_once_and_only_kept_traces() {
     );
     for (resource, durations) in &sent.by_resource {
         let s = sums.get(*resource).unwrap_or_else(|| panic!("no stats for {resource}"));
-        let n = (durations.0.len() + durations.1.len()) as u64;
-        assert_eq!(
-            (s.hits, s.errors, s.top_level_hits),
-            (n, durations.1.len() as u64, n),
-            "{resource}"
-        );
-        check_sketches(resource, s.ok.as_ref(), s.err.as_ref(), durations);
+        s.check(resource, durations);
     }
 }

@@ -57,6 +57,21 @@ pub(crate) struct Sums {
     pub(crate) err: Option<Sketch>,
 }
 
+impl Sums {
+    /// Checks the summed stats of `resource` against what was `sent` (ok, error durations):
+    /// every request counted once as a hit and as top level, the failures as errors, and the
+    /// sketches ([`check_sketches`]).
+    pub(crate) fn check(&self, resource: &str, sent: &(Vec<f64>, Vec<f64>)) {
+        let n = (sent.0.len() + sent.1.len()) as u64;
+        assert_eq!(
+            (self.hits, self.errors, self.top_level_hits),
+            (n, sent.1.len() as u64, n),
+            "{resource}"
+        );
+        check_sketches(resource, self.ok.as_ref(), self.err.as_ref(), sent);
+    }
+}
+
 /// Merges the encoded sketch `bytes` into `into` (nothing for an absent or empty sketch).
 pub(crate) fn merge(into: &mut Option<Sketch>, bytes: &[u8]) {
     if bytes.is_empty() {
