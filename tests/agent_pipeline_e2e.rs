@@ -116,12 +116,7 @@ fn ddtrace_flask_demo_traces_and_stats_reach_the_intake() {
     assert_eq!(run.send_errors, 0, "{}", run.summary);
     let status = rt.block_on(agent.shutdown());
 
-    let chunks: Vec<pb::TraceChunk> = intake
-        .agent_payloads()
-        .into_iter()
-        .flat_map(|a| a.tracer_payloads)
-        .flat_map(|t| t.chunks)
-        .collect();
+    let chunks = intake.chunks();
     assert_eq!(chunks.len(), requests, "every kept trace: {status:#?}");
     let ids: HashSet<u64> = chunks.iter().flat_map(|c| &c.spans).map(|s| s.span_id).collect();
     assert_eq!(

@@ -16,7 +16,6 @@ use support::runtime::runtime;
 use support::sketches::{CheckoutRequest, Sums, check_sketches, merge};
 use support::test_agent::{assert_no_check_failed, session_requests, session_traces, start_in_session};
 use trace_agent::config::{AgentConfig, Secret};
-use trace_agent::upstream::pb;
 use tracer::{Tracer, TracerConfig};
 
 /// What the workload sent, per resource, and which traces the tracer had to send.
@@ -205,12 +204,7 @@ fn our_agent_forwards_client_stats_once_and_only_kept_traces() {
     assert_eq!(health.p0_traces_dropped, sent.dropped_traces);
 
     // Every trace at the intake is one the tracer had to send.
-    let chunks: Vec<pb::TraceChunk> = intake
-        .agent_payloads()
-        .into_iter()
-        .flat_map(|a| a.tracer_payloads)
-        .flat_map(|t| t.chunks)
-        .collect();
+    let chunks = intake.chunks();
     let at_intake: BTreeSet<u64> = chunks.iter().map(|c| c.spans[0].trace_id).collect();
     assert!(!at_intake.is_empty());
     assert!(at_intake.is_subset(&sent.must_send), "no rejected trace was forwarded");

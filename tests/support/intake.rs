@@ -213,6 +213,16 @@ impl Intake {
             .collect()
     }
 
+    /// The trace chunks of every accepted `AgentPayload`, in arrival order.
+    #[allow(dead_code)] // the end-to-end tests only
+    pub(crate) fn chunks(&self) -> Vec<pb::TraceChunk> {
+        self.agent_payloads()
+            .into_iter()
+            .flat_map(|a| a.tracer_payloads)
+            .flat_map(|t| t.chunks)
+            .collect()
+    }
+
     /// Accepted `StatsPayload`s (`/api/v0.2/stats`, msgpack).
     pub(crate) fn stats_payloads(&self) -> Vec<pb::StatsPayload> {
         self.requests_to("/api/v0.2/stats")
