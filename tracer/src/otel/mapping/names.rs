@@ -71,3 +71,53 @@ pub(super) fn resource(k: &SpanKind, a: &Attrs<'_>) -> Option<Str> {
 pub(super) fn span_type(k: &SpanKind, a: &Attrs<'_>) -> Str {
     str(otel::span_type(kind(k), &a.rules))
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::SpanKind;
+
+    use super::{Attrs, operation_name, resource, span_type};
+    use crate::Str;
+    use crate::span::{SpanData, SpanId, TraceId};
+
+    fn span(tags: &[(&'static str, &'static str)]) -> SpanData {
+        let mut s = SpanData::new(
+            TraceId::from_u128(1),
+            SpanId::from_u64(2),
+            SpanId::from_u64(0),
+            Str::from("otel-name"),
+        );
+        for (k, v) in tags {
+            s.push_meta(Str::from(*k), Str::from(*v));
+        }
+        s
+    }
+
+    #[test]
+    fn both_semantic_convention_generations_resolve_in_datadogs_order() {
+        let client = SpanKind::Client;
+        let db = span(&[
+            ("db.system", "mysql"),
+            ("db.system.name", "PostgreSQL"),
+            ("db.statement", "old"),
+            ("db.query.text", "new"),
+        ]);
+        let a = Attrs::of(&db);
+        assert_eq!(operation_name(&client, &a).as_str(), "postgresql.query");
+        assert_eq!(resource(&client, &a).as_deref(), Some("old"));
+        assert_eq!(span_type(&client, &a).as_str(), "sql");
+        let producer = SpanKind::Producer;
+        let msg = span(&[
+            ("messaging.system", "kafka"),
+            ("messaging.operation.type", "send"),
+            ("messaging.operation", "publish"),
+            ("messaging.destination.name", "new"),
+            ("messaging.destination", "old"),
+            ("span.kind", "producer"),
+        ]);
+        let a = Attrs::of(&msg);
+        assert_eq!(operation_name(&producer, &a).as_str(), "kafka.publish");
+        assert_eq!(resource(&producer, &a).as_deref(), Some("publish old"));
+        assert!(a.span_kind && !a.http_status_code);
+    }
+}
