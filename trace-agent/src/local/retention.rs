@@ -80,11 +80,9 @@ fn delete_stats_before(conn: &mut Connection, cutoff: i64, report: &mut Retentio
 
 /// Time range (oldest, newest) of the traces, in ns.
 fn span_range(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
-    conn.query_row(
-        "SELECT min(start), max(start) FROM traces",
-        [],
-        |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
-    )
+    conn.query_row("SELECT min(start), max(start) FROM traces", [], |r| {
+        Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
+    })
 }
 
 /// Time range (oldest, newest) of the stats rows, in ns.

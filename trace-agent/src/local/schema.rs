@@ -361,8 +361,10 @@ mod tests {
         }
         // A current file is left as it is.
         let conn = open_memory().unwrap();
-        conn.execute_batch("INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (8, 1, 2, 1, 0);")
-            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (8, 1, 2, 1, 0);",
+        )
+        .unwrap();
         create_schema(&conn, Path::new(":memory:")).unwrap();
         assert_eq!(count(&conn, "SELECT count(*) FROM traces"), 1);
     }

@@ -23,8 +23,8 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 use serde::Serialize;
 
-use super::query::Window;
 use super::codec;
+use super::query::Window;
 use super::writer::{id_from_sql, id_to_sql};
 
 /// Results per page by default.
@@ -378,7 +378,8 @@ fn matches(q: &SearchQuery, blobs: &[Vec<u8>]) -> bool {
     let spans = || blobs.iter().flat_map(|b| codec::spans(b));
     let wanted = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
     if (q.service.is_some() || q.resource.is_some() || q.operation.is_some())
-        && !spans().any(|s| wanted(&q.service, s.service) && wanted(&q.resource, s.resource) && wanted(&q.operation, s.name))
+        && !spans()
+            .any(|s| wanted(&q.service, s.service) && wanted(&q.resource, s.resource) && wanted(&q.operation, s.name))
     {
         return false;
     }

@@ -395,7 +395,11 @@ pub fn trace(conn: &Connection, trace_id: u64) -> rusqlite::Result<Option<TraceD
                 error: s.error != 0,
                 meta: s.meta().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
                 // Non-finite values are left out, as the JSON of earlier versions did.
-                metrics: s.metrics().filter(|(_, v)| v.is_finite()).map(|(k, v)| (k.to_owned(), v)).collect(),
+                metrics: s
+                    .metrics()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
             };
             by_id.insert(s.span_id, view);
         }

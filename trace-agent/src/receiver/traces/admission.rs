@@ -116,9 +116,7 @@ const WRITER_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 /// bodies only to refuse them, which at saturation cost more CPU than the payloads it stored.
 /// `false`: still refused at the deadline (the caller answers 429).
 pub(super) async fn writers_take(state: &AppState, real_status: bool) -> bool {
-    let refused = || {
-        (state.stats.upstreams.get()).is_some_and(|u| crate::upstream::pressure_of(u).refuse(real_status))
-    };
+    let refused = || (state.stats.upstreams.get()).is_some_and(|u| crate::upstream::pressure_of(u).refuse(real_status));
     if !refused() {
         return true;
     }
