@@ -82,7 +82,9 @@ impl Filter {
     /// Adds `key:value`.
     pub(crate) fn add(&mut self, key: &str, value: &str) {
         let (word, mask) = Self::bits(key, value);
-        self.0[word] |= mask;
+        if let Some(w) = self.0.get_mut(word) {
+            *w |= mask;
+        }
     }
 
     /// Adds what a span puts in the filter.
@@ -214,7 +216,7 @@ impl<'a> Reader<'a> {
             self.str()?;
             value(self)?;
         }
-        Some(&from[..from.len() - self.buf.len()])
+        from.get(..from.len() - self.buf.len())
     }
 
     fn span(&mut self) -> Option<SpanRef<'a>> {
