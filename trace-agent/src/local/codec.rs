@@ -58,9 +58,11 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// A trace's filter (schema 4: the `traces` columns `f0`..`f3`, OR-ed over its chunks): for
 /// each string tag (but `_dd.*` ones) and each span's service, resource and operation, two bits
-/// of one of four 64-bit words, from a 64-bit FNV-1a hash of key and value. A search ANDs the
+/// of one of four 64-bit words, from a 64-bit hash of key and value. A search ANDs the
 /// words in SQL before reading any blob: a trace without the bits cannot match; one with them
-/// (a match, or about 3 % of the others for ~20 tags a trace) is checked on its spans.
+/// (a match, or about 3 % of the others for ~20 tags a trace) is checked on its spans. The
+/// hash ([`hash`]) reads 8 bytes at a time: FNV-1a's byte at a time was the writer's largest
+/// cost (10 % of the agent's CPU at saturation).
 /// Stored on disk: a change of the hash needs a new schema version.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Filter(pub(crate) [i64; 4]);
@@ -101,15 +103,35 @@ impl Filter {
 
     /// The word and the bits of `key:value`.
     pub(crate) fn bits(key: &str, value: &str) -> (usize, i64) {
-        const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-        const PRIME: u64 = 0x0000_0100_0000_01b3;
-        let mut h = OFFSET;
-        for b in key.bytes().chain([0xff]).chain(value.bytes()) {
-            h = (h ^ u64::from(b)).wrapping_mul(PRIME);
-        }
+        let h = hash(key, value);
         let mask = (1u64 << ((h >> 2) & 63)) | (1u64 << ((h >> 8) & 63));
         ((h & 3) as usize, i64::from_ne_bytes(mask.to_ne_bytes()))
     }
+}
+
+/// The filter's 64-bit hash of `key:value`: 8 bytes at a time (multiply, rotate), each
+/// string's length mixed in after it (so `ab:c` and `a:bc` differ), then murmur3's final mix.
+/// Stored on disk (through the filter words): never change it without a new schema version.
+fn hash(key: &str, value: &str) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for part in [key.as_bytes(), value.as_bytes()] {
+        let mut words = part.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.iter_mut().zip(w).for_each(|(d, s)| *d = *s);
+            h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(29);
+        }
+        let mut b = [0u8; 8];
+        b.iter_mut().zip(words.remainder()).for_each(|(d, s)| *d = *s);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(29);
+        h = (h ^ part.len() as u64).wrapping_mul(K).rotate_left(29);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// One span read from a blob, borrowing its strings.
@@ -315,7 +337,8 @@ mod tests {
     #[test]
     fn filter_bits_are_stable_and_tell_key_from_value() {
         // Stored on disk: a changed hash would make stored traces unsearchable.
-        assert_eq!(Filter::bits("", ""), (2, (1 << 27) | (1 << 43)));
+        assert_eq!(Filter::bits("", ""), (1, (1 << 17) | (1 << 54)));
+        assert_eq!(Filter::bits("user.id", "u1"), (2, (1 << 23) | (1 << 37)));
         assert_ne!(Filter::bits("ab", "c"), Filter::bits("a", "bc"));
         let mut f = Filter::default();
         f.add_span(&span(1, 0));
