@@ -36,6 +36,7 @@
 //! ```
 
 pub mod anomaly;
+mod codec;
 mod config;
 mod mode;
 pub mod monitor;

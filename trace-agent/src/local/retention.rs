@@ -1,5 +1,5 @@
-//! Retention: delete data older than the configured age, then the oldest **spans** (with their
-//! trace summaries and tag index rows) while the database is larger than the configured size, and give the freed
+//! Retention: delete data older than the configured age, then the oldest **traces** (their
+//! summaries, span blobs and resource page rows) while the database is larger than the configured size, and give the freed
 //! pages back to the disk. Stats rows are small and make the service pages: the size cap
 //! deletes them only once no span is left. Ages are measured on the data's own timestamps
 //! (span start, stats bucket start), the clock the views use; the size cap bounds whatever a
@@ -52,11 +52,21 @@ pub fn used_bytes(conn: &Connection) -> rusqlite::Result<u64> {
 
 fn delete_spans_before(conn: &mut Connection, cutoff: i64, report: &mut RetentionReport) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
-    let spans = tx.execute("DELETE FROM spans WHERE start < ?1", params![cutoff])? as u64;
+    let spans: i64 = tx.query_row(
+        "SELECT coalesce(sum(span_count), 0) FROM traces WHERE start < ?1",
+        params![cutoff],
+        |r| r.get(0),
+    )?;
+    // A trace's chunks go with it (every chunk has its trace's row, whose start is the
+    // earliest of its chunks').
+    tx.execute(
+        "DELETE FROM chunks WHERE trace_id IN (SELECT trace_id FROM traces WHERE start < ?1)",
+        params![cutoff],
+    )?;
     let traces = tx.execute("DELETE FROM traces WHERE start < ?1", params![cutoff])? as u64;
-    // A chunk's tag rows start at its first span, never before its trace: they go with it.
-    tx.execute("DELETE FROM trace_tags WHERE start < ?1", params![cutoff])?;
+    tx.execute("DELETE FROM resource_spans WHERE start < ?1", params![cutoff])?;
     tx.commit()?;
+    let spans = u64::try_from(spans).unwrap_or(0);
     report.spans += spans;
     report.traces += traces;
     Ok(spans + traces)
@@ -68,15 +78,11 @@ fn delete_stats_before(conn: &mut Connection, cutoff: i64, report: &mut Retentio
     Ok(stats)
 }
 
-/// Time range (oldest, newest) of the spans and trace summaries, in ns.
+/// Time range (oldest, newest) of the traces, in ns.
 fn span_range(conn: &Connection) -> rusqlite::Result<Option<(i64, i64)>> {
-    conn.query_row(
-        "SELECT min(lo), max(hi) FROM ( \
-           SELECT min(start) AS lo, max(start) AS hi FROM spans \
-           UNION ALL SELECT min(start), max(start) FROM traces)",
-        [],
-        |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
-    )
+    conn.query_row("SELECT min(start), max(start) FROM traces", [], |r| {
+        Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?))
+    })
 }
 
 /// Time range (oldest, newest) of the stats rows, in ns.

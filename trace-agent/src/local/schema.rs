@@ -1,13 +1,13 @@
 //! The database: opening (file in WAL mode, or in memory), the integrity check, the tables.
 //!
 //! Times are nanoseconds since the Unix epoch (`INTEGER`), ids are the 64-bit ids stored as
-//! SQLite's signed integers (bit-for-bit), tags are JSON objects (`TEXT`), sketches are the
-//! protobuf `DDSketch` bytes of the stats payload, merged when read. The tag index keys a
-//! tag by [`tag_hash`] (one integer), not by its text.
+//! SQLite's signed integers (bit-for-bit), a trace chunk's spans are one blob
+//! ([`super::codec`]), sketches are the protobuf `DDSketch` bytes of the stats payload,
+//! merged when read.
 //!
-//! Upgrades (at open, in one transaction, logged): version 1 and 2 files get their spans
-//! copied into the version 3 `spans` table (a rowid table) and the version 3 tag index built
-//! from the stored spans' tags (the old `trace_tags` is dropped); nothing stored is lost.
+//! Upgrades (at open, in one transaction, logged): the traces of a version 1–3 file (spans
+//! as rows with JSON tags) are **dropped**, not converted — the log line says how many; its
+//! stats rows (the service and resource pages' figures) are kept.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,34 +15,9 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 /// Version of the schema below, in `PRAGMA user_version` (2: `trace_tags`; 3: `trace_tags`
-/// keyed by [`tag_hash`], without `_dd.*` tags; `spans` a rowid table).
-pub(crate) const SCHEMA_VERSION: i64 = 3;
-
-/// Longest tag key and value (bytes) kept in `trace_tags`; a search for a longer one checks
-/// the spans' tags per trace instead.
-pub const MAX_INDEXED_TAG_BYTES: usize = 128;
-
-/// Whether the tag `key:value` has rows in `trace_tags`: key and value at most
-/// [`MAX_INDEXED_TAG_BYTES`], and not a tracer's internal `_dd.*` tag (sampling decision,
-/// trace id high bits: the same on most traces, never worth a set). A search for any other
-/// tag checks the spans' tags per trace.
-pub fn tag_indexed(key: &str, value: &str) -> bool {
-    key.len() <= MAX_INDEXED_TAG_BYTES && value.len() <= MAX_INDEXED_TAG_BYTES && !key.starts_with("_dd.")
-}
-
-/// The key of a tag in `trace_tags`: 64-bit FNV-1a of the key, a 0xff byte (never in UTF-8)
-/// and the value, as SQLite's signed integer. Stored on disk: never change it without a new
-/// schema version. Two tags with the same hash only widen a search's candidate set: every
-/// match is confirmed on the spans' stored tags.
-pub fn tag_hash(key: &str, value: &str) -> i64 {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for b in key.bytes().chain([0xff]).chain(value.bytes()) {
-        h = (h ^ u64::from(b)).wrapping_mul(PRIME);
-    }
-    i64::from_ne_bytes(h.to_ne_bytes())
-}
+/// keyed by a tag hash, `spans` a rowid table; 4: one blob of spans per chunk, no tag index,
+/// `resource_spans`).
+pub(crate) const SCHEMA_VERSION: i64 = 4;
 
 const DDL: &str = "
 CREATE TABLE IF NOT EXISTS traces (
@@ -57,40 +32,39 @@ CREATE TABLE IF NOT EXISTS traces (
     root_duration  INTEGER,
     env            TEXT NOT NULL DEFAULT '',
     span_count     INTEGER NOT NULL,
-    error_count    INTEGER NOT NULL
+    error_count    INTEGER NOT NULL,
+    -- The trace's search filter (local/codec.rs Filter), OR-ed over its chunks.
+    f0             INTEGER NOT NULL DEFAULT 0,
+    f1             INTEGER NOT NULL DEFAULT 0,
+    f2             INTEGER NOT NULL DEFAULT 0,
+    f3             INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS traces_start ON traces(start);
 -- Trace search (local/search.rs): erroneous traces only, newest first.
 CREATE INDEX IF NOT EXISTS traces_errors ON traces(start) WHERE error_count > 0;
--- A rowid table (version 3): spans are appended in arrival order, the random trace ids only
--- go into the small unique index `spans_ids` (a table keyed by them moved whole rows around).
-CREATE TABLE IF NOT EXISTS spans (
-    trace_id   INTEGER NOT NULL,
-    span_id    INTEGER NOT NULL,
-    parent_id  INTEGER NOT NULL,
-    service    TEXT NOT NULL,
-    name       TEXT NOT NULL,
-    resource   TEXT NOT NULL,
-    type       TEXT NOT NULL,
-    start      INTEGER NOT NULL,
-    duration   INTEGER NOT NULL,
-    error      INTEGER NOT NULL,
-    meta       TEXT NOT NULL,
-    metrics    TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS spans_ids ON spans(trace_id, span_id);
-CREATE INDEX IF NOT EXISTS spans_resource ON spans(service, resource, start);
-CREATE INDEX IF NOT EXISTS spans_start ON spans(start);
--- Tag search (local/search.rs): one row per distinct indexed string tag (tag_indexed) per
--- trace chunk, keyed by tag_hash(key, value), `start` being the chunk's first span start
--- (never before its trace's start); deleted by retention with the spans.
-CREATE TABLE IF NOT EXISTS trace_tags (
-    tag       INTEGER NOT NULL,
-    start     INTEGER NOT NULL,
+-- One row per stored trace chunk: its spans in one blob (local/codec.rs), appended in
+-- arrival order; the trace page, the search and the service map read a trace's blobs by id.
+CREATE TABLE IF NOT EXISTS chunks (
     trace_id  INTEGER NOT NULL,
-    PRIMARY KEY (tag, start, trace_id)
+    spans     BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS chunks_trace ON chunks(trace_id);
+-- The resource page's list of traces (local/query): the spans stats are computed for (top
+-- level in their chunk, measured, or of a client/server/producer/consumer kind), one B-tree
+-- keyed by what the page asks for; deleted by retention by `start` (a scan).
+CREATE TABLE IF NOT EXISTS resource_spans (
+    service        TEXT NOT NULL,
+    resource       TEXT NOT NULL,
+    name           TEXT NOT NULL,
+    start          INTEGER NOT NULL,
+    trace_id       INTEGER NOT NULL,
+    span_id        INTEGER NOT NULL,
+    duration       INTEGER NOT NULL,
+    error          INTEGER NOT NULL,
+    error_type     TEXT,
+    error_message  TEXT,
+    PRIMARY KEY (service, resource, name, start, trace_id, span_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS trace_tags_start ON trace_tags(start);
 CREATE TABLE IF NOT EXISTS stats (
     bucket_start     INTEGER NOT NULL,
     bucket_duration  INTEGER NOT NULL,
@@ -291,34 +265,24 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             });
         }
         if (1..SCHEMA_VERSION).contains(&found) {
-            // Versions 1 and 2 kept spans in a table keyed by (trace_id, span_id), and version
-            // 2 keyed `trace_tags` by the tag's text: the spans are copied into the new table,
-            // the tag index is rebuilt below.
-            conn.execute_batch(
-                "DROP TABLE IF EXISTS trace_tags;
-                 DROP INDEX IF EXISTS spans_resource;
-                 DROP INDEX IF EXISTS spans_start;
-                 ALTER TABLE spans RENAME TO spans_before_v3;",
-            )
-            .map_err(err("set the old tables aside"))?;
-        }
-        conn.execute_batch(DDL).map_err(err("create tables"))?;
-        if (1..SCHEMA_VERSION).contains(&found) {
-            tracing::info!(
+            // Versions 1 to 3 kept one row per span with JSON tags: not converted (a copy
+            // would take as long as the data took to arrive); the stats rows stay.
+            let traces: i64 = conn
+                .query_row("SELECT count(*) FROM traces", [], |r| r.get(0))
+                .unwrap_or(0);
+            tracing::warn!(
                 path = %path.display(),
-                "local store: upgrading the database from schema version {found} to {SCHEMA_VERSION}: \
-                 re-indexing the tags of the stored traces"
+                "local store: the database has schema version {found}, this agent writes {SCHEMA_VERSION}: \
+                 its {traces} stored traces are dropped (their spans are not converted); stats are kept"
             );
             conn.execute_batch(
-                "INSERT OR REPLACE INTO spans (trace_id, span_id, parent_id, service, name, resource, type, start, \
-                   duration, error, meta, metrics) \
-                 SELECT trace_id, span_id, parent_id, service, name, resource, type, start, duration, error, meta, \
-                   metrics FROM spans_before_v3 ORDER BY start; \
-                 DROP TABLE spans_before_v3;",
+                "DROP TABLE IF EXISTS trace_tags;
+                 DROP TABLE IF EXISTS spans;
+                 DROP TABLE IF EXISTS traces;",
             )
-            .map_err(err("copy the stored spans"))?;
-            backfill_tags(conn).map_err(err("index the stored tags"))?;
+            .map_err(err("drop the old trace tables"))?;
         }
+        conn.execute_batch(DDL).map_err(err("create tables"))?;
         conn.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION};"))
             .map_err(err("write schema version"))?;
         Ok(())
@@ -332,111 +296,76 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     }
 }
 
-/// Fills `trace_tags` from the stored spans' tags (an upgrade), with their trace's start.
-fn backfill_tags(conn: &Connection) -> rusqlite::Result<()> {
-    let mut read =
-        conn.prepare("SELECT t.trace_id, t.start, s.meta FROM traces t JOIN spans s ON s.trace_id = t.trace_id")?;
-    let mut insert = conn.prepare("INSERT OR IGNORE INTO trace_tags (tag, start, trace_id) VALUES (?1, ?2, ?3)")?;
-    let mut rows = read.query([])?;
-    while let Some(r) = rows.next()? {
-        let (trace_id, start, meta): (i64, i64, String) = (r.get(0)?, r.get(1)?, r.get(2)?);
-        let Ok(meta) = serde_json::from_str::<std::collections::HashMap<String, serde_json::Value>>(&meta) else {
-            continue;
-        };
-        for (k, v) in &meta {
-            if let serde_json::Value::String(v) = v
-                && tag_indexed(k, v)
-            {
-                insert.execute(rusqlite::params![tag_hash(k, v), start, trace_id])?;
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A version `version` file holding one trace of two spans (no tag index).
+    /// A version `version` file: one trace of two spans (as rows) and one stats row.
     fn old_database(version: i64) -> Connection {
-        let conn = open_memory().unwrap();
-        let long = "x".repeat(MAX_INDEXED_TAG_BYTES + 1);
-        let meta = serde_json::json!({"user.id": "u1", "env": "prod", "sql": long, "_dd.p.dm": "-0"}).to_string();
-        let old_tags = if version == 2 {
-            "CREATE TABLE trace_tags (key TEXT NOT NULL, value TEXT NOT NULL, start INTEGER NOT NULL, \
-             trace_id INTEGER NOT NULL, PRIMARY KEY (key, value, start, trace_id)) WITHOUT ROWID;"
+        let conn = Connection::open_in_memory().unwrap();
+        let tags = if version == 3 {
+            "CREATE TABLE trace_tags (tag INTEGER NOT NULL, start INTEGER NOT NULL, trace_id INTEGER NOT NULL, \
+             PRIMARY KEY (tag, start, trace_id)) WITHOUT ROWID; INSERT INTO trace_tags VALUES (1, 100, 7);"
         } else {
             ""
         };
+        let stats = &DDL[DDL.find("CREATE TABLE IF NOT EXISTS stats").unwrap()..];
         conn.execute_batch(&format!(
-            "DROP TABLE spans;
+            "CREATE TABLE traces (trace_id INTEGER PRIMARY KEY, start INTEGER NOT NULL, end INTEGER NOT NULL, \
+               span_count INTEGER NOT NULL, error_count INTEGER NOT NULL);
              CREATE TABLE spans (trace_id INTEGER NOT NULL, span_id INTEGER NOT NULL, parent_id INTEGER NOT NULL, \
                service TEXT NOT NULL, name TEXT NOT NULL, resource TEXT NOT NULL, type TEXT NOT NULL, \
                start INTEGER NOT NULL, duration INTEGER NOT NULL, error INTEGER NOT NULL, meta TEXT NOT NULL, \
-               metrics TEXT NOT NULL, PRIMARY KEY (trace_id, span_id)) WITHOUT ROWID;
-             CREATE INDEX spans_resource ON spans(service, resource, start);
+               metrics TEXT NOT NULL);
              CREATE INDEX spans_start ON spans(start);
-             INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (7, 100, 200, 2, 0);
-             INSERT INTO spans VALUES (7, 1, 0, 's', 'n', 'r', 'web', 100, 100, 0, '{meta}', '{{}}');
-             INSERT INTO spans VALUES (7, 2, 1, 's', 'n', 'r', 'web', 150, 10, 0, '{{\"user.id\":\"u1\"}}', '{{}}');
-             DROP TABLE trace_tags;
-             {old_tags}
+             INSERT INTO traces VALUES (7, 100, 200, 2, 0);
+             INSERT INTO spans VALUES (7, 1, 0, 's', 'n', 'r', 'web', 100, 100, 0, '{{}}', '{{}}');
+             INSERT INTO spans VALUES (7, 2, 1, 's', 'n', 'r', 'web', 150, 10, 0, '{{}}', '{{}}');
+             {tags}
+             {stats}
+             INSERT INTO stats (bucket_start, bucket_duration, env, version, service, name, resource, type, \
+               http_status_code, span_kind, is_trace_root, synthetics, hits, errors, duration, top_level_hits) \
+               VALUES (0, 10, 'e', 'v', 's', 'n', 'r', 'web', 200, '', 0, 0, 3, 0, 30, 3);
              PRAGMA user_version = {version};"
         ))
         .unwrap();
         conn
     }
 
-    #[test]
-    fn version_1_and_2_databases_get_the_tags_of_their_stored_traces_indexed() {
-        for version in [1, 2] {
-            let conn = old_database(version);
-            create_schema(&conn, Path::new(":memory:")).unwrap();
-            let mut rows: Vec<(i64, i64, i64)> = conn
-                .prepare("SELECT tag, start, trace_id FROM trace_tags")
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            rows.sort_unstable();
-            let mut want = vec![(tag_hash("env", "prod"), 100, 7), (tag_hash("user.id", "u1"), 100, 7)];
-            want.sort_unstable();
-            assert_eq!(rows, want, "from version {version}");
-            let spans: Vec<(i64, String)> = conn
-                .prepare("SELECT span_id, name FROM spans WHERE trace_id = 7 ORDER BY start")
-                .unwrap()
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            assert_eq!(
-                spans,
-                [(1, "n".to_owned()), (2, "n".to_owned())],
-                "from version {version}"
-            );
-            let indexes: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'spans' \
-                     AND name IN ('spans_ids', 'spans_resource', 'spans_start')",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap();
-            assert_eq!(indexes, 3);
-            let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-            assert_eq!(version, SCHEMA_VERSION);
-        }
+    fn count(conn: &Connection, sql: &str) -> i64 {
+        conn.query_row(sql, [], |r| r.get(0)).unwrap()
     }
 
     #[test]
-    fn tag_hashes_are_stable_and_tell_key_from_value() {
-        // Stored on disk: a changed function would make every stored tag unsearchable.
-        assert_eq!(tag_hash("", ""), 0xaf64_724c_8602_eb6e_u64 as i64);
-        assert_ne!(tag_hash("ab", "c"), tag_hash("a", "bc"));
-        assert!(tag_indexed("user.id", "u1"));
-        assert!(!tag_indexed("_dd.p.dm", "-0"));
-        assert!(!tag_indexed("sql", &"x".repeat(MAX_INDEXED_TAG_BYTES + 1)));
+    fn version_1_to_3_databases_lose_their_traces_and_keep_their_stats() {
+        for version in 1..SCHEMA_VERSION {
+            let conn = old_database(version);
+            create_schema(&conn, Path::new(":memory:")).unwrap();
+            assert_eq!(count(&conn, "PRAGMA user_version"), SCHEMA_VERSION);
+            assert_eq!(count(&conn, "SELECT count(*) FROM traces"), 0, "from {version}");
+            assert_eq!(count(&conn, "SELECT count(*) FROM chunks"), 0);
+            assert_eq!(count(&conn, "SELECT sum(hits) FROM stats"), 3, "from {version}");
+            assert_eq!(
+                count(
+                    &conn,
+                    "SELECT count(*) FROM sqlite_master WHERE name IN ('spans', 'trace_tags', 'spans_start')"
+                ),
+                0
+            );
+            // The new tables work: a trace row with every column.
+            conn.execute_batch(
+                "INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (8, 1, 2, 1, 0);
+                 INSERT INTO chunks (trace_id, spans) VALUES (8, x'');",
+            )
+            .unwrap();
+        }
+        // A current file is left as it is.
+        let conn = open_memory().unwrap();
+        conn.execute_batch(
+            "INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (8, 1, 2, 1, 0);",
+        )
+        .unwrap();
+        create_schema(&conn, Path::new(":memory:")).unwrap();
+        assert_eq!(count(&conn, "SELECT count(*) FROM traces"), 1);
     }
 }

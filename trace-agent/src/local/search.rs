@@ -8,24 +8,23 @@
 //!   span end), the figure the results show.
 //! * `error=true` keeps traces with at least one error span, `error=false` those with none.
 //!
-//! How it stays fast on a day of data (see `benches/local_search.rs`): the window and the
-//! cursor are a range of the `traces(start)` index (newest first, so the page stops after
-//! `limit` rows); span filters are an `IN` set built from the `spans(service, resource, start)`
-//! index; `error=true` uses the partial index `traces_errors` of erroneous traces only. Tags:
-//! the writer keeps one `trace_tags(tag, start, trace_id)` row per distinct indexed tag
-//! ([`tag_indexed`]: key and value up to [`MAX_INDEXED_TAG_BYTES`], not `_dd.*`) per trace
-//! chunk, `tag` being the tag's [`tag_hash`]. The search first counts, up to
-//! [`TAG_SET_MAX`], the rows of each tag in the window: the rarest tag under that bound gives
-//! the set of candidate traces (a range of the `trace_tags` primary key); a common one (or a
-//! longer key or value, or a `_dd.*` one) is checked per trace, newest first, so the page stops after `limit`
-//! matches. Every tag is still confirmed on the spans' stored tags (`json_extract`).
+//! How it stays fast (see `benches/local_search.rs`): the window and the cursor are a range
+//! of the `traces(start)` index, newest first; `error=true` uses the partial index
+//! `traces_errors` of erroneous traces only; trace id and duration filters are on the trace
+//! row. Without span or tag filters a page stops after `limit` rows. With them (schema 4 keeps
+//! no per-span or per-tag index: ingest writes one blob per trace chunk), the trace row's
+//! filter words ([`codec::Filter`]: two bits per service, resource, operation and string tag
+//! but `_dd.*` ones) drop, in SQL, the traces that cannot match; each remaining trace's blobs
+//! are read and checked, newest first, until `limit` matches — and at most [`SCAN_MAX`]
+//! traces per page: a rare filter over a long window may return a shorter page with a cursor
+//! to go on from.
 
 use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 use serde::Serialize;
 
+use super::codec;
 use super::query::Window;
-pub use super::schema::{MAX_INDEXED_TAG_BYTES, tag_hash, tag_indexed};
 use super::writer::{id_from_sql, id_to_sql};
 
 /// Results per page by default.
@@ -34,9 +33,9 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 500;
 /// Most `tag=` filters in one search.
 pub const MAX_TAGS: usize = 8;
-/// A tag with fewer `trace_tags` rows than this in the window is looked up there (the set of
-/// its traces); a more common one is checked per trace, newest first.
-pub const TAG_SET_MAX: i64 = 10_000;
+/// Most traces one page checks against span or tag filters; past it the page ends early, with
+/// a `next_cursor` to go on from.
+pub const SCAN_MAX: usize = 100_000;
 
 /// A search, parsed from the query string (see [`SearchQuery::from_params`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,7 +92,8 @@ pub struct TraceHit {
 pub struct SearchResult {
     /// Newest first.
     pub traces: Vec<TraceHit>,
-    /// Pass as `cursor=` for the next page; `null` on the last one.
+    /// Pass as `cursor=` for the next page; `null` on the last one. With span or tag filters a
+    /// page may hold fewer than `limit` traces and still have a cursor ([`SCAN_MAX`]).
     pub next_cursor: Option<String>,
 }
 
@@ -249,6 +249,11 @@ impl SearchQuery {
 /// # Errors
 /// A SQLite error.
 pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Result<SearchResult> {
+    search_within(conn, q, now_ns, SCAN_MAX)
+}
+
+/// [`search`] examining at most `scan_max` traces when spans must be checked.
+fn search_within(conn: &Connection, q: &SearchQuery, now_ns: i64, scan_max: usize) -> rusqlite::Result<SearchResult> {
     let window_ns = i64::try_from(q.window.duration().as_nanos()).unwrap_or(i64::MAX);
     let from = now_ns.saturating_sub(window_ns);
     let to = now_ns.saturating_add(60_000_000_000);
@@ -290,117 +295,97 @@ pub fn search(conn: &Connection, q: &SearchQuery, now_ns: i64) -> rusqlite::Resu
     }
     // A range of spans(service, resource, start) gives a small set of traces, unless the
     // erroneous traces (their own small index) are fewer: then each is checked.
-    let by_set = q.service.is_some() && q.resource.is_some() && q.error != Some(true);
-    let mut span_conds = Vec::new();
-    for (col, v) in [
-        ("service", &q.service),
-        ("resource", &q.resource),
-        ("name", &q.operation),
+    // The trace filter's bits of every value asked for: a trace without them cannot match.
+    let mut want = codec::Filter::default();
+    for (key, v) in [
+        (codec::Filter::SERVICE, &q.service),
+        (codec::Filter::RESOURCE, &q.resource),
+        (codec::Filter::OPERATION, &q.operation),
     ] {
         if let Some(v) = v {
-            let p = arg(Value::Text(v.clone()), &mut args);
-            // `+col`: per trace, SQLite must look spans up by the primary key (trace_id), not
-            // scan an index of the column (its choice without the hint: seconds instead of µs).
-            let plus = if by_set { "" } else { "+" };
-            span_conds.push(format!("{plus}s.{col} = {p}"));
+            want.add(key, v);
         }
     }
-    if !span_conds.is_empty() {
-        if by_set {
-            // A range of spans(service, resource, start): the set of matching traces is small.
-            conds.push(format!(
-                "t.trace_id IN (SELECT s.trace_id FROM spans s WHERE {} AND s.start >= ?1)",
-                span_conds.join(" AND ")
-            ));
-        } else {
-            // Check each trace, newest first, which stops after `limit` matches.
-            conds.push(format!(
-                "EXISTS (SELECT 1 FROM spans s WHERE s.trace_id = t.trace_id AND {})",
-                span_conds.join(" AND ")
-            ));
-        }
+    for (k, v) in q.tags.iter().filter(|(k, _)| !codec::Filter::skips(k)) {
+        want.add(k, v);
     }
-    // The rarest indexed tag, if rare enough, gives the candidate traces.
-    let mut set_tag = None;
-    let mut fewest = TAG_SET_MAX;
-    for (i, (k, v)) in q.tags.iter().enumerate() {
-        if !tag_indexed(k, v) {
-            continue;
-        }
-        let rows: i64 = conn
-            .prepare_cached("SELECT count(*) FROM (SELECT 1 FROM trace_tags WHERE tag = ?1 AND start >= ?2 LIMIT ?3)")?
-            .query_row(params![tag_hash(k, v), from, TAG_SET_MAX], |r| r.get(0))?;
-        if rows < fewest {
-            fewest = rows;
-            set_tag = Some(i);
-        }
+    for (i, &mask) in want.0.iter().enumerate().filter(|(_, m)| **m != 0) {
+        let m = arg(Value::Integer(mask), &mut args);
+        conds.push(format!("(t.f{i} & {m}) = {m}"));
     }
-    for (i, (k, v)) in q.tags.iter().enumerate() {
-        if set_tag == Some(i) {
-            let tag = arg(Value::Integer(tag_hash(k, v)), &mut args);
-            conds.push(format!(
-                "t.trace_id IN (SELECT r.trace_id FROM trace_tags r WHERE r.tag = {tag} AND r.start >= ?1)"
-            ));
-        }
-        // The stored tags are compact JSON with serde_json's escaping: `"key":"value"` appears
-        // verbatim in the span's `meta` exactly when the tag is there (a quote inside a value
-        // is escaped), so a substring test (`instr`, no JSON parsing) does the work and
-        // `json_extract` only confirms the candidates.
-        let needle = format!(
-            "{}:{}",
-            serde_json::to_string(k).unwrap_or_default(),
-            serde_json::to_string(v).unwrap_or_default()
-        );
-        let needle = arg(Value::Text(needle), &mut args);
-        let path = arg(Value::Text(format!("$.\"{k}\"")), &mut args);
-        let val = arg(Value::Text(v.clone()), &mut args);
-        conds.push(format!(
-            "EXISTS (SELECT 1 FROM spans g WHERE g.trace_id = t.trace_id AND instr(+g.meta, {needle}) > 0 \
-             AND json_extract(g.meta, {path}) = {val})"
-        ));
-    }
-    let limit = arg(Value::Integer(q.limit as i64 + 1), &mut args);
+    let span_filter = q.service.is_some() || q.resource.is_some() || q.operation.is_some() || !q.tags.is_empty();
     sql.push_str(&format!(
-        " WHERE {} ORDER BY t.start DESC, t.trace_id DESC LIMIT {limit}",
+        " WHERE {} ORDER BY t.start DESC, t.trace_id DESC",
         conds.join(" AND ")
     ));
+    if !span_filter {
+        let limit = arg(Value::Integer(q.limit as i64 + 1), &mut args);
+        sql.push_str(&format!(" LIMIT {limit}"));
+    }
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(params_from_iter(args.iter()), |r| {
-        let errors = u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0);
-        Ok((
-            r.get::<_, i64>(0)?,
-            TraceHit {
-                trace_id: id_from_sql(r.get(0)?).to_string(),
-                root_service: r.get(1)?,
-                root_resource: r.get(2)?,
-                root_operation: r.get(3)?,
-                start_ns: r.get(4)?,
-                duration_ns: r.get(5)?,
-                span_count: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
-                error: errors > 0,
-                error_count: errors,
-            },
-        ))
-    })?;
-    let mut traces = Vec::new();
+    let mut chunks = conn.prepare_cached("SELECT spans FROM chunks WHERE trace_id = ?1")?;
+    let mut rows = stmt.query(params_from_iter(args.iter()))?;
+    let mut traces: Vec<TraceHit> = Vec::new();
     let mut next_cursor = None;
-    for row in rows {
-        let (id, hit) = row?;
+    let mut scanned = 0usize;
+    let mut blobs: Vec<Vec<u8>> = Vec::new();
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let start: i64 = r.get(4)?;
+        if span_filter {
+            scanned += 1;
+            blobs.clear();
+            for blob in chunks.query_map(params![id], |c| c.get::<_, Vec<u8>>(0))? {
+                blobs.push(blob?);
+            }
+            if !matches(q, &blobs) {
+                if scanned >= scan_max {
+                    next_cursor = Some(encode_cursor((start, id_from_sql(id))));
+                    break;
+                }
+                continue;
+            }
+        }
         if traces.len() == q.limit {
-            if let Some(last) = traces
-                .last()
-                .map(|h: &(i64, TraceHit)| (h.1.start_ns, id_from_sql(h.0)))
-            {
-                next_cursor = Some(encode_cursor(last));
+            if let Some(last) = traces.last() {
+                next_cursor = Some(encode_cursor((last.start_ns, last.trace_id.parse().unwrap_or(0))));
             }
             break;
         }
-        traces.push((id, hit));
+        let errors = u64::try_from(r.get::<_, i64>(7)?).unwrap_or(0);
+        traces.push(TraceHit {
+            trace_id: id_from_sql(id).to_string(),
+            root_service: r.get(1)?,
+            root_resource: r.get(2)?,
+            root_operation: r.get(3)?,
+            start_ns: start,
+            duration_ns: r.get(5)?,
+            span_count: u64::try_from(r.get::<_, i64>(6)?).unwrap_or(0),
+            error: errors > 0,
+            error_count: errors,
+        });
+        if span_filter && scanned >= scan_max {
+            next_cursor = Some(encode_cursor((start, id_from_sql(id))));
+            break;
+        }
     }
-    Ok(SearchResult {
-        traces: traces.into_iter().map(|(_, h)| h).collect(),
-        next_cursor,
-    })
+    Ok(SearchResult { traces, next_cursor })
+}
+
+/// Whether a trace's spans (its chunks' blobs) pass the span filters (one span with the
+/// service, resource and operation asked) and each tag filter (any span with that tag).
+fn matches(q: &SearchQuery, blobs: &[Vec<u8>]) -> bool {
+    let spans = || blobs.iter().flat_map(|b| codec::spans(b));
+    let wanted = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+    if (q.service.is_some() || q.resource.is_some() || q.operation.is_some())
+        && !spans()
+            .any(|s| wanted(&q.service, s.service) && wanted(&q.resource, s.resource) && wanted(&q.operation, s.name))
+    {
+        return false;
+    }
+    q.tags
+        .iter()
+        .all(|(k, v)| spans().any(|s| s.meta_get(k) == Some(v.as_str())))
 }
 
 #[cfg(test)]
@@ -516,20 +501,10 @@ mod tests {
             .collect()
     }
 
-    fn tag_rows(conn: &Connection, trace: i64) -> Vec<i64> {
-        let mut stmt = conn
-            .prepare("SELECT tag FROM trace_tags WHERE trace_id = ?1 ORDER BY tag")
-            .unwrap();
-        stmt.query_map([trace], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap()
-    }
-
     #[test]
-    fn tags_are_indexed_per_trace_and_found_in_any_chunk_long_values_per_trace() {
+    fn tags_are_found_in_any_chunk_of_a_trace() {
         let now = 10_000 * SEC;
-        let long = "x".repeat(MAX_INDEXED_TAG_BYTES + 1);
+        let long = "x".repeat(300);
         let conn = db(vec![
             // Trace 1 in two chunks (a partial flush): the child first, then the root.
             vec![tagged(
@@ -548,24 +523,12 @@ mod tests {
                 &[("user.id", "u2"), ("note", "a\"b:c"), ("_dd.p.dm", "-4")],
             )],
         ]);
-        // One row per distinct short tag per chunk; the long value is not indexed.
-        let mut want = [
-            ("env", "test"),
-            ("env", "test"),
-            ("peer.service", "pg"),
-            ("user.id", "u1"),
-            ("user.id", "u1"),
-        ]
-        .map(|(k, v)| tag_hash(k, v));
-        want.sort_unstable();
-        assert_eq!(tag_rows(&conn, 1), want);
         assert_eq!(found(&conn, &[("user.id", "u1")], now), ["1"]);
         assert_eq!(found(&conn, &[("peer.service", "pg")], now), ["1"]);
-        assert_eq!(found(&conn, &[("user.id", "u1"), ("sql", &long)], now), ["1"]);
+        // Two tags on two chunks of one trace.
+        assert_eq!(found(&conn, &[("peer.service", "pg"), ("sql", &long)], now), ["1"]);
         assert_eq!(found(&conn, &[("sql", &long)], now), ["1"]);
         assert_eq!(found(&conn, &[("note", "a\"b:c")], now), ["2"]);
-        // `_dd.*` tags are not indexed (3 rows: env, user.id, note) and still found.
-        assert_eq!(tag_rows(&conn, 2).len(), 3);
         assert_eq!(found(&conn, &[("_dd.p.dm", "-4")], now), ["2"]);
         assert_eq!(found(&conn, &[("_dd.p.dm", "-4"), ("user.id", "u2")], now), ["2"]);
         assert_eq!(found(&conn, &[("env", "test")], now), ["2", "1"]);
@@ -577,7 +540,41 @@ mod tests {
     }
 
     #[test]
-    fn retention_deletes_the_tag_rows_with_their_traces() {
+    fn a_page_checks_at_most_scan_max_traces_and_gives_a_cursor_to_go_on() {
+        let now = 10_000 * SEC;
+        // Traces 1..=10, one a second, each with a `web` span of resource `res` and a `db`
+        // span: the filter words pass every trace for `service=db&resource=res`, only the
+        // spans of 2 and 9 (their `db` span has resource `res`) match.
+        let span = crate::local::tests::span;
+        let conn = db((1..=10u64)
+            .map(|t| {
+                let start = now - (20 - t as i64) * SEC;
+                let db_resource = if t == 2 || t == 9 { "res" } else { "q" };
+                vec![
+                    span(t, t * 10, 0, ("web", "op", "res"), start, SEC),
+                    span(t, t * 10 + 1, t * 10, ("db", "op", db_resource), start, SEC),
+                ]
+            })
+            .collect());
+        let mut q = SearchQuery::from_params(&p(&[("window", "1h"), ("service", "db"), ("resource", "res")])).unwrap();
+        let mut pages = Vec::new();
+        loop {
+            let page = search_within(&conn, &q, now, 3).unwrap();
+            pages.push(page.traces.iter().map(|h| h.trace_id.clone()).collect::<Vec<_>>());
+            match page.next_cursor {
+                Some(c) => q.cursor = decode_cursor(&c),
+                None => break,
+            }
+        }
+        // 10, 9, 8 | 7, 6, 5 | 4, 3, 2 | 1: each page stops after 3 traces checked.
+        assert_eq!(pages, [vec!["9"], vec![], vec!["2"], vec![]]);
+        // Without a span filter the budget does not apply.
+        let all = SearchQuery::from_params(&p(&[("window", "1h")])).unwrap();
+        assert_eq!(search_within(&conn, &all, now, 3).unwrap().traces.len(), 10);
+    }
+
+    #[test]
+    fn retention_deletes_the_blobs_with_their_traces() {
         let now = 10_000 * SEC;
         let mut conn = db(vec![
             vec![tagged(1, 10, 0, now - 7200 * SEC, &[("user.id", "u1")])],
@@ -587,9 +584,17 @@ mod tests {
             max_age: std::time::Duration::from_secs(3600),
             max_size_bytes: u64::MAX,
         };
-        super::super::retention::retain(&mut conn, now, policy).unwrap();
-        assert!(tag_rows(&conn, 1).is_empty());
-        assert_eq!(tag_rows(&conn, 2).len(), 2);
+        let report = super::super::retention::retain(&mut conn, now, policy).unwrap();
+        assert_eq!((report.traces, report.spans), (1, 1));
+        let chunks: Vec<i64> = conn
+            .prepare("SELECT trace_id FROM chunks")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(chunks, [2]);
         assert_eq!(found(&conn, &[("user.id", "u2")], now), ["2"]);
+        assert!(found(&conn, &[("user.id", "u1")], now + 7200 * SEC).is_empty());
     }
 }

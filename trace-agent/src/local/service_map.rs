@@ -8,18 +8,19 @@
 //! * A **node** is a service: its hits, errors and p99 come from the stats (every request,
 //!   before sampling) when it has any, else from the edges into it (an untraced peer).
 //!
-//! Work is linear in the spans of the window, capped at [`MAX_SPANS`] each way (then
-//! `truncated` is set).
+//! Work is linear in the spans of the window's traces (read from their chunks' blobs, a trace
+//! at a time), capped at [`MAX_SPANS`] (then `truncated` is set).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use rusqlite::{Connection, params};
 use serde::Serialize;
 
+use super::codec;
 use super::query::{self, Window};
 use crate::stats::sketch::Sketch;
 
-/// Most spans read per edge kind.
+/// Most spans read (whole traces: the trace that passes it is the last one read).
 pub const MAX_SPANS: i64 = 2_000_000;
 
 /// A service.
@@ -90,39 +91,32 @@ pub fn service_map(conn: &Connection, now_ns: i64, window: Window) -> rusqlite::
     let to = now_ns.saturating_add(60_000_000_000);
     let mut edges: BTreeMap<(String, String), Acc> = BTreeMap::new();
     let mut read = 0i64;
+    let mut truncated = false;
     {
+        // The window's traces, in index order (start, then id): a trace's chunks come together.
         let mut stmt = conn.prepare_cached(
-            "SELECT p.service, c.service, c.duration, c.error FROM spans c \
-             JOIN spans p ON p.trace_id = c.trace_id AND p.span_id = c.parent_id \
-             WHERE c.start >= ?1 AND c.start < ?2 AND c.parent_id != 0 AND p.service != c.service LIMIT ?3",
+            "SELECT t.trace_id, c.spans FROM traces t JOIN chunks c ON c.trace_id = t.trace_id \
+             WHERE t.start >= ?1 AND t.start < ?2 ORDER BY t.start, t.trace_id",
         )?;
-        let rows = stmt.query_map(params![from, to, MAX_SPANS], edge_row)?;
-        for row in rows {
-            let (caller, callee, duration, error) = row?;
-            edges.entry((caller, callee)).or_default().add(duration, error);
-            read += 1;
+        let mut rows = stmt.query(params![from, to])?;
+        let mut trace: Option<i64> = None;
+        let mut blobs: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let row = rows.next()?;
+            let id = row.map(|r| r.get::<_, i64>(0)).transpose()?;
+            if id != trace && !blobs.is_empty() {
+                read += trace_edges(&blobs, from, to, &mut edges);
+                blobs.clear();
+                if read >= MAX_SPANS {
+                    truncated = true;
+                    break;
+                }
+            }
+            let Some(r) = row else { break };
+            trace = id;
+            blobs.push(r.get(1)?);
         }
     }
-    let mut truncated = read >= MAX_SPANS;
-    read = 0;
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT s.service, json_extract(s.meta, '$.\"peer.service\"') AS peer, s.duration, s.error FROM spans s \
-             WHERE s.start >= ?1 AND s.start < ?2 AND s.meta LIKE '%\"peer.service\"%' \
-             AND peer IS NOT NULL AND peer != '' AND peer != s.service \
-             AND NOT EXISTS (SELECT 1 FROM spans k WHERE k.trace_id = s.trace_id AND k.parent_id = s.span_id \
-                             AND k.service = peer) LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![from, to, MAX_SPANS], edge_row)?;
-        for row in rows {
-            let (caller, peer, duration, error) = row?;
-            let acc = edges.entry((caller, peer)).or_default();
-            acc.add(duration, error);
-            acc.peer = true;
-            read += 1;
-        }
-    }
-    truncated |= read >= MAX_SPANS;
     let mut nodes: BTreeMap<String, Node> = query::services(conn, now_ns, window)?
         .into_iter()
         .map(|s| {
@@ -184,9 +178,32 @@ pub fn service_map(conn: &Connection, now_ns: i64, window: Window) -> rusqlite::
     })
 }
 
-/// One edge row of the service map's queries: (caller, callee, duration, error).
-fn edge_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, String, i64, bool)> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get::<_, i64>(3)? != 0))
+/// Adds the edges of one trace (its chunks' blobs) to `edges`: each span started in
+/// `[from, to)` whose parent is of another service, and each span with a `peer.service` naming
+/// another service that has no child span of that service. Returns the spans read.
+fn trace_edges(blobs: &[Vec<u8>], from: i64, to: i64, edges: &mut BTreeMap<(String, String), Acc>) -> i64 {
+    let spans: Vec<codec::SpanRef<'_>> = blobs.iter().flat_map(|b| codec::spans(b)).collect();
+    let by_id: HashMap<u64, usize> = spans.iter().enumerate().map(|(i, s)| (s.span_id, i)).collect();
+    let children: HashSet<(u64, &str)> = spans.iter().map(|k| (k.parent_id, k.service)).collect();
+    for s in spans.iter().filter(|s| s.start >= from && s.start < to) {
+        if s.parent_id != 0
+            && let Some(p) = by_id.get(&s.parent_id).and_then(|&i| spans.get(i))
+            && p.service != s.service
+        {
+            let acc = edges.entry((p.service.to_owned(), s.service.to_owned())).or_default();
+            acc.add(s.duration, s.error != 0);
+        }
+        if let Some(peer) = s.meta_get("peer.service")
+            && !peer.is_empty()
+            && peer != s.service
+            && !children.contains(&(s.span_id, peer))
+        {
+            let acc = edges.entry((s.service.to_owned(), peer.to_owned())).or_default();
+            acc.add(s.duration, s.error != 0);
+            acc.peer = true;
+        }
+    }
+    spans.len() as i64
 }
 
 /// Columns of a left-to-right layout: callers left of callees (longest path from a node

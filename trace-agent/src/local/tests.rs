@@ -580,7 +580,7 @@ fn shutdown_writes_or_spools_everything_accepted_and_the_next_start_writes_the_r
         100_000,
         "wrote {written_before} before the restart"
     );
-    assert_eq!(count(&again, "spans"), 100_000);
+    assert_eq!(count(&again, "chunks"), 100_000);
     assert!(spool_lane(&spool_dir).files().is_empty(), "the spool is emptied");
     assert!(again.shutdown_blocking(WAIT));
 }

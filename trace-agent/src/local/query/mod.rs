@@ -5,10 +5,11 @@
 //! top-level hits, like Datadog's service page), or of an operation the caller picks; its
 //! resources are the resources of that operation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::codec;
 use super::quantiles::Merged;
 use super::writer::{id_from_sql, id_to_sql};
 
@@ -321,11 +322,9 @@ fn resource_traces(
     to: i64,
 ) -> rusqlite::Result<Vec<TraceRef>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT s.trace_id, s.span_id, s.start, s.duration, s.error, \
-                json_extract(s.meta, '$.\"error.type\"'), \
-                coalesce(json_extract(s.meta, '$.\"error.message\"'), json_extract(s.meta, '$.\"error.msg\"')), \
+        "SELECT s.trace_id, s.span_id, s.start, s.duration, s.error, s.error_type, s.error_message, \
                 coalesce(t.span_count, 0) \
-         FROM spans s LEFT JOIN traces t ON t.trace_id = s.trace_id \
+         FROM resource_spans s LEFT JOIN traces t ON t.trace_id = s.trace_id \
          WHERE s.service = ?1 AND s.resource = ?2 AND s.name = ?3 AND s.start >= ?4 AND s.start < ?5 \
          ORDER BY s.error DESC, s.duration DESC, s.start DESC LIMIT ?6",
     )?;
@@ -374,30 +373,41 @@ pub fn trace(conn: &Connection, trace_id: u64) -> rusqlite::Result<Option<TraceD
     let Some((high, start, end, root_service, root_resource, error_count, span_count)) = head else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare_cached(
-        "SELECT span_id, parent_id, service, name, resource, type, start, duration, error, meta, metrics \
-         FROM spans WHERE trace_id = ?1 ORDER BY start LIMIT ?2",
-    )?;
-    let rows = stmt.query_map(params![id, MAX_TRACE_SPANS as i64], |r| {
-        let meta: String = r.get(9)?;
-        let metrics: String = r.get(10)?;
-        Ok(SpanView {
-            span_id: id_from_sql(r.get(0)?).to_string(),
-            parent_id: id_from_sql(r.get(1)?).to_string(),
-            depth: 0,
-            service: r.get(2)?,
-            name: r.get(3)?,
-            resource: r.get(4)?,
-            r#type: r.get(5)?,
-            start_ns: r.get(6)?,
-            offset_ns: r.get::<_, i64>(6)? - start,
-            duration_ns: r.get(7)?,
-            error: r.get::<_, i64>(8)? != 0,
-            meta: serde_json::from_str(&meta).unwrap_or_default(),
-            metrics: serde_json::from_str(&metrics).unwrap_or_default(),
-        })
-    })?;
-    let spans = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare_cached("SELECT spans FROM chunks WHERE trace_id = ?1 ORDER BY rowid")?;
+    let blobs = stmt
+        .query_map(params![id], |r| r.get::<_, Vec<u8>>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // A chunk sent twice (a retry) is stored twice: its spans are shown once (the last).
+    let mut by_id: HashMap<u64, SpanView> = HashMap::new();
+    for blob in &blobs {
+        for s in codec::spans(blob) {
+            let view = SpanView {
+                span_id: s.span_id.to_string(),
+                parent_id: s.parent_id.to_string(),
+                depth: 0,
+                service: s.service.to_owned(),
+                name: s.name.to_owned(),
+                resource: s.resource.to_owned(),
+                r#type: s.r#type.to_owned(),
+                start_ns: s.start,
+                offset_ns: s.start - start,
+                duration_ns: s.duration,
+                error: s.error != 0,
+                meta: s.meta().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+                // Non-finite values are left out, as the JSON of earlier versions did.
+                metrics: s
+                    .metrics()
+                    .filter(|(_, v)| v.is_finite())
+                    .map(|(k, v)| (k.to_owned(), v))
+                    .collect(),
+            };
+            by_id.insert(s.span_id, view);
+        }
+    }
+    let mut spans: Vec<SpanView> = by_id.into_values().collect();
+    spans.sort_by(|a, b| (a.start_ns, &a.span_id).cmp(&(b.start_ns, &b.span_id)));
+    spans.truncate(MAX_TRACE_SPANS);
+
     let shown = spans.len() as u64;
     Ok(Some(TraceDetail {
         trace_id: trace_id.to_string(),

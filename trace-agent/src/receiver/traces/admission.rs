@@ -106,6 +106,33 @@ pub(super) async fn watchdog_refusal(state: &AppState, h: &HeaderMap, body: Inco
     Err(StatusCode::TOO_MANY_REQUESTS)
 }
 
+/// How often a request held back by a busy writer looks at its pressure again.
+const WRITER_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Whether the writers take a payload now: at once when none refuses it
+/// ([`crate::upstream::Pressure::refuse`]), else after waiting (at most `decoder_timeout`,
+/// checking every [`WRITER_POLL`]) for the busiest one to catch up. The body stays unread
+/// meanwhile: the client's own send blocks (TCP flow control) instead of the agent reading
+/// bodies only to refuse them, which at saturation cost more CPU than the payloads it stored.
+/// `false`: still refused at the deadline (the caller answers 429).
+pub(super) async fn writers_take(state: &AppState, real_status: bool) -> bool {
+    let refused = || (state.stats.upstreams.get()).is_some_and(|u| crate::upstream::pressure_of(u).refuse(real_status));
+    if !refused() {
+        return true;
+    }
+    let deadline = tokio::time::Instant::now() + state.config.decoder_timeout;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return !refused();
+        }
+        tokio::time::sleep_until((now + WRITER_POLL).min(deadline)).await;
+        if !refused() {
+            return true;
+        }
+    }
+}
+
 /// Checks shared by traces and stats: cross-site, declared size. `Some` is the early reply.
 pub(super) fn precheck(state: &AppState, h: &HeaderMap) -> Option<Reply> {
     if header_str(h, "sec-fetch-site").eq_ignore_ascii_case("cross-site") {

@@ -213,9 +213,10 @@ async fn handle_payload(state: &Arc<AppState>, version: ApiVersion, req: Request
         Ok(body) => body,
         Err(status) => return rates_reply(state, version, h, status),
     };
-    // A writer behind (upstream::Pressure): 429 rather than accept what would be dropped.
+    // A writer behind (upstream::Pressure): wait for it (bounded, the body left unread), then
+    // 429 rather than accept what would be dropped.
     let real_status = truthy(h, "datadog-send-real-http-status") || state.config.features.iter().any(|f| f == "429");
-    if (state.stats.upstreams.get()).is_some_and(|u| crate::upstream::pressure_of(u).refuse(real_status)) {
+    if !writers_take(state, real_status).await {
         state
             .stats
             .record_drop("writer_backpressure", 1, count_header(h, "x-datadog-trace-count"), 0);

@@ -1,0 +1,372 @@
+//! The stored form of a trace chunk's spans (schema 4): one compact binary blob per chunk in
+//! `chunks.spans`, written by [`super::rows`] and read back by the trace page, the search and
+//! the service map. Not JSON: no field names, integers as varints, no escaping.
+//!
+//! A blob is a sequence of span records (so two blobs of one trace concatenate into a valid
+//! blob), each:
+//!
+//! ```text
+//! span_id u64 LE, parent_id u64 LE, start zigzag varint, duration zigzag varint,
+//! error zigzag varint, service str, name str, resource str, type str,
+//! meta count varint, (key str, value str)*, metrics count varint, (key str, value f64 LE)*
+//! str := byte length varint, UTF-8 bytes
+//! ```
+//!
+//! Stored on disk: a change of this layout needs a new schema version. Reading never panics:
+//! a truncated or corrupt blob ends the iteration (counted by the caller as unreadable).
+
+use crate::upstream::pb;
+
+/// Appends `span`'s record to `out`.
+pub(crate) fn encode_span(out: &mut Vec<u8>, span: &pb::Span) {
+    out.extend_from_slice(&span.span_id.to_le_bytes());
+    out.extend_from_slice(&span.parent_id.to_le_bytes());
+    put_i64(out, span.start);
+    put_i64(out, span.duration);
+    put_i64(out, i64::from(span.error));
+    for s in [&span.service, &span.name, &span.resource, &span.r#type] {
+        put_str(out, s);
+    }
+    put_u64(out, span.meta.len() as u64);
+    for (k, v) in &span.meta {
+        put_str(out, k);
+        put_str(out, v);
+    }
+    put_u64(out, span.metrics.len() as u64);
+    for (k, v) in &span.metrics {
+        put_str(out, k);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+fn put_u64(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_i64(out: &mut Vec<u8>, v: i64) {
+    put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_u64(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A trace's filter (schema 4: the `traces` columns `f0`..`f3`, OR-ed over its chunks): for
+/// each string tag (but `_dd.*` ones) and each span's service, resource and operation, two bits
+/// of one of four 64-bit words, from a 64-bit hash of key and value. A search ANDs the
+/// words in SQL before reading any blob: a trace without the bits cannot match; one with them
+/// (a match, or about 3 % of the others for ~20 tags a trace) is checked on its spans. The
+/// hash ([`hash`]) reads 8 bytes at a time: FNV-1a's byte at a time was the writer's largest
+/// cost (10 % of the agent's CPU at saturation).
+/// Stored on disk: a change of the hash needs a new schema version.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Filter(pub(crate) [i64; 4]);
+
+impl Filter {
+    /// Keys of the span fields in the filter (never a tag key: they start with a 0x01 byte).
+    pub(crate) const SERVICE: &'static str = "\u{1}service";
+    /// See [`Self::SERVICE`].
+    pub(crate) const RESOURCE: &'static str = "\u{1}resource";
+    /// See [`Self::SERVICE`].
+    pub(crate) const OPERATION: &'static str = "\u{1}name";
+
+    /// Whether a tag key is left out of the filter (a tracer's internal tags: the same on
+    /// most traces).
+    pub(crate) fn skips(key: &str) -> bool {
+        key.starts_with("_dd.")
+    }
+
+    /// Adds `key:value`.
+    pub(crate) fn add(&mut self, key: &str, value: &str) {
+        let (word, mask) = Self::bits(key, value);
+        if let Some(w) = self.0.get_mut(word) {
+            *w |= mask;
+        }
+    }
+
+    /// Adds what a span puts in the filter.
+    pub(crate) fn add_span(&mut self, span: &pb::Span) {
+        self.add(Self::SERVICE, &span.service);
+        self.add(Self::RESOURCE, &span.resource);
+        self.add(Self::OPERATION, &span.name);
+        for (k, v) in &span.meta {
+            if !Self::skips(k) {
+                self.add(k, v);
+            }
+        }
+    }
+
+    /// The word and the bits of `key:value`.
+    pub(crate) fn bits(key: &str, value: &str) -> (usize, i64) {
+        let h = hash(key, value);
+        let mask = (1u64 << ((h >> 2) & 63)) | (1u64 << ((h >> 8) & 63));
+        ((h & 3) as usize, i64::from_ne_bytes(mask.to_ne_bytes()))
+    }
+}
+
+/// The filter's 64-bit hash of `key:value`: 8 bytes at a time (multiply, rotate), each
+/// string's length mixed in after it (so `ab:c` and `a:bc` differ), then murmur3's final mix.
+/// Stored on disk (through the filter words): never change it without a new schema version.
+fn hash(key: &str, value: &str) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut h: u64 = 0x243f_6a88_85a3_08d3;
+    for part in [key.as_bytes(), value.as_bytes()] {
+        let mut words = part.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.iter_mut().zip(w).for_each(|(d, s)| *d = *s);
+            h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(29);
+        }
+        let mut b = [0u8; 8];
+        b.iter_mut().zip(words.remainder()).for_each(|(d, s)| *d = *s);
+        h = (h ^ u64::from_le_bytes(b)).wrapping_mul(K).rotate_left(29);
+        h = (h ^ part.len() as u64).wrapping_mul(K).rotate_left(29);
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
+/// One span read from a blob, borrowing its strings.
+#[derive(Debug, Clone)]
+pub(crate) struct SpanRef<'a> {
+    pub(crate) span_id: u64,
+    pub(crate) parent_id: u64,
+    pub(crate) start: i64,
+    pub(crate) duration: i64,
+    pub(crate) error: i64,
+    pub(crate) service: &'a str,
+    pub(crate) name: &'a str,
+    pub(crate) resource: &'a str,
+    pub(crate) r#type: &'a str,
+    meta: &'a [u8],
+    meta_len: u64,
+    metrics: &'a [u8],
+    metrics_len: u64,
+}
+
+impl<'a> SpanRef<'a> {
+    /// The string tags, in stored order.
+    pub(crate) fn meta(&self) -> impl Iterator<Item = (&'a str, &'a str)> + use<'a> {
+        let mut r = Reader { buf: self.meta };
+        (0..self.meta_len).map_while(move |_| Some((r.str()?, r.str()?)))
+    }
+
+    /// The value of string tag `key`.
+    pub(crate) fn meta_get(&self, key: &str) -> Option<&'a str> {
+        self.meta().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The numeric tags, in stored order.
+    pub(crate) fn metrics(&self) -> impl Iterator<Item = (&'a str, f64)> + use<'a> {
+        let mut r = Reader { buf: self.metrics };
+        (0..self.metrics_len).map_while(move |_| Some((r.str()?, r.f64()?)))
+    }
+}
+
+/// The spans of a blob, in stored order; stops at the first malformed record.
+pub(crate) fn spans(blob: &[u8]) -> impl Iterator<Item = SpanRef<'_>> {
+    let mut r = Reader { buf: blob };
+    std::iter::from_fn(move || {
+        if r.buf.is_empty() {
+            return None;
+        }
+        let span = r.span();
+        if span.is_none() {
+            r.buf = &[];
+        }
+        span
+    })
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.buf.len() < n {
+            return None;
+        }
+        let (head, rest) = self.buf.split_at(n);
+        self.buf = rest;
+        Some(head)
+    }
+
+    fn u64_le(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn f64(&mut self) -> Option<f64> {
+        Some(f64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
+    fn varint(&mut self) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let (&b, rest) = self.buf.split_first()?;
+            self.buf = rest;
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    fn i64(&mut self) -> Option<i64> {
+        let v = self.varint()?;
+        Some(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = usize::try_from(self.varint()?).ok()?;
+        std::str::from_utf8(self.take(n)?).ok()
+    }
+
+    /// Skips `n` pairs of a string key and a value read by `value`; the bytes they took.
+    fn pairs(&mut self, n: u64, value: impl Fn(&mut Self) -> Option<()>) -> Option<&'a [u8]> {
+        let from = self.buf;
+        for _ in 0..n {
+            self.str()?;
+            value(self)?;
+        }
+        from.get(..from.len() - self.buf.len())
+    }
+
+    fn span(&mut self) -> Option<SpanRef<'a>> {
+        let span_id = self.u64_le()?;
+        let parent_id = self.u64_le()?;
+        let start = self.i64()?;
+        let duration = self.i64()?;
+        let error = self.i64()?;
+        let service = self.str()?;
+        let name = self.str()?;
+        let resource = self.str()?;
+        let r#type = self.str()?;
+        let meta_len = self.varint()?;
+        let meta = self.pairs(meta_len, |r| r.str().map(drop))?;
+        let metrics_len = self.varint()?;
+        let metrics = self.pairs(metrics_len, |r| r.take(8).map(drop))?;
+        Some(SpanRef {
+            span_id,
+            parent_id,
+            start,
+            duration,
+            error,
+            service,
+            name,
+            resource,
+            r#type,
+            meta,
+            meta_len,
+            metrics,
+            metrics_len,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn span(id: u64, start: i64) -> pb::Span {
+        pb::Span {
+            service: "shop".into(),
+            name: "flask.request".into(),
+            resource: "GET /cart ✓".into(),
+            r#type: "web".into(),
+            trace_id: 7,
+            span_id: id,
+            parent_id: u64::MAX,
+            start,
+            duration: 1 << 40,
+            error: -1,
+            meta: [("user.id", "u1"), ("", ""), ("quote", "a\"b\\c\n")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            metrics: [("_top_level", 1.0), ("neg", -0.5), ("nan", f64::NAN)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ..pb::Span::default()
+        }
+    }
+
+    #[test]
+    fn spans_read_back_as_written_and_blobs_concatenate() {
+        let (a, b) = (span(1, -5), span(2, i64::MAX));
+        let mut blob = Vec::new();
+        encode_span(&mut blob, &a);
+        let mut second = Vec::new();
+        encode_span(&mut second, &b);
+        blob.extend_from_slice(&second);
+        let read: Vec<SpanRef<'_>> = spans(&blob).collect();
+        assert_eq!(read.len(), 2);
+        for (r, s) in read.iter().zip([&a, &b]) {
+            assert_eq!(
+                (r.span_id, r.parent_id, r.start, r.duration, r.error),
+                (s.span_id, s.parent_id, s.start, s.duration, i64::from(s.error))
+            );
+            assert_eq!(
+                (r.service, r.name, r.resource, r.r#type),
+                (&*s.service, &*s.name, &*s.resource, &*s.r#type)
+            );
+            let meta: std::collections::HashMap<String, String> =
+                r.meta().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            assert_eq!(meta, s.meta);
+            assert_eq!(r.meta_get("quote"), Some("a\"b\\c\n"));
+            assert_eq!(r.meta_get("missing"), None);
+            let metrics: Vec<(&str, f64)> = r.metrics().collect();
+            assert_eq!(metrics.len(), 3);
+            for (k, v) in metrics {
+                let want = s.metrics[k];
+                assert!(v == want || (v.is_nan() && want.is_nan()), "{k}");
+            }
+        }
+    }
+
+    #[test]
+    fn filter_bits_are_stable_and_tell_key_from_value() {
+        // Stored on disk: a changed hash would make stored traces unsearchable.
+        assert_eq!(Filter::bits("", ""), (1, (1 << 17) | (1 << 54)));
+        assert_eq!(Filter::bits("user.id", "u1"), (2, (1 << 23) | (1 << 37)));
+        assert_ne!(Filter::bits("ab", "c"), Filter::bits("a", "bc"));
+        let mut f = Filter::default();
+        f.add_span(&span(1, 0));
+        for (k, v) in [(Filter::SERVICE, "shop"), ("user.id", "u1"), ("quote", "a\"b\\c\n")] {
+            let (w, m) = Filter::bits(k, v);
+            assert_eq!(f.0[w] & m, m, "{k}");
+        }
+        // 3 span fields and 3 tags: at most 12 bits.
+        assert!(f.0.iter().map(|w| w.count_ones()).sum::<u32>() <= 12);
+    }
+
+    #[test]
+    fn a_truncated_or_corrupt_blob_ends_the_spans_without_panicking() {
+        let mut blob = Vec::new();
+        encode_span(&mut blob, &span(1, 10));
+        let one = blob.len();
+        encode_span(&mut blob, &span(2, 20));
+        for cut in 0..blob.len() {
+            let read = spans(&blob[..cut]).count();
+            assert_eq!(read, usize::from(cut >= one), "cut at {cut}");
+        }
+        // A string that is not UTF-8, a length past the end, a varint of 11 bytes.
+        let mut bad = blob[..one].to_vec();
+        let at = bad.windows(4).position(|w| w == b"shop").unwrap();
+        bad[at] = 0xff;
+        assert_eq!(spans(&bad).count(), 0);
+        let mut long = vec![0u8; 16];
+        long.extend([0xff; 11]);
+        assert_eq!(spans(&long).count(), 0);
+    }
+}
