@@ -8,6 +8,7 @@ use opentelemetry::{Context, InstrumentationScope};
 use super::mapping::{self, Pending};
 use super::{Span, context_of};
 use crate::export::on_export_thread;
+use crate::span::intern::permanent;
 use crate::span::native_current_context;
 use crate::{Str, clock};
 
@@ -65,11 +66,9 @@ impl otel::TracerProvider for TracerProvider {
     type Tracer = Tracer;
 
     fn tracer_with_scope(&self, scope: InstrumentationScope) -> Tracer {
-        let name = (!scope.name().is_empty()).then(|| Str::from(scope.name().to_owned()).into_shared());
-        let version = scope
-            .version()
-            .filter(|v| !v.is_empty())
-            .map(|v| Str::from(v.to_owned()).into_shared());
+        // Static copies: cloned onto every span without touching a reference count.
+        let name = (!scope.name().is_empty()).then(|| permanent(scope.name()));
+        let version = scope.version().filter(|v| !v.is_empty()).map(permanent);
         Tracer {
             provider: Arc::clone(&self.inner),
             scope_name: name,
