@@ -227,6 +227,7 @@ fn value_flag(value: &Value) -> Option<bool> {
 
 /// Records one attribute into the span. `replace`: a key set again replaces its value
 /// (`set_attribute`); at start (`SpanBuilder` attributes) keys are appended.
+#[inline]
 pub(crate) fn apply_attribute(data: &mut SpanData, pending: &mut Pending, kv: KeyValue, replace: bool) {
     let KeyValue { key, value, .. } = kv;
     let (key, role) = match known_key(key.as_str()) {
