@@ -222,6 +222,7 @@ fn by_content(s: &str) -> Option<Str> {
 
 /// `s` as a span string, shared when repeated.
 #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+#[inline]
 pub(crate) fn intern(s: &str) -> Str {
     lookup(s).unwrap_or_else(|| Str::from(s.to_owned()))
 }
