@@ -61,24 +61,28 @@ impl SpanBuilder {
     }
 
     /// Sets the resource (e.g. `GET /users/{id}`, a SQL query). Defaults to the name.
+    #[inline]
     pub fn resource(mut self, resource: impl Into<Str>) -> Self {
         self.data.resource = Some(resource.into());
         self
     }
 
     /// Sets the span type (`web`, `http`, `sql`, `cache`, `custom`, …).
+    #[inline]
     pub fn span_type(mut self, span_type: impl Into<Str>) -> Self {
         self.data.span_type = Some(span_type.into());
         self
     }
 
     /// Adds a string tag (`meta`).
+    #[inline]
     pub fn tag(mut self, key: impl Into<Str>, value: impl Into<Str>) -> Self {
         self.data.push_meta(key.into(), value.into());
         self
     }
 
     /// Adds a numeric tag (`metrics`).
+    #[inline]
     pub fn metric(mut self, key: impl Into<Str>, value: f64) -> Self {
         self.data.push_metric(key.into(), value);
         self
