@@ -128,23 +128,22 @@ fn statics() -> &'static Statics {
 }
 
 /// `s` as an admitted cache value: the process's static copy of the text, made now if
-/// the budget allows; else a shared string. (Admission is rare: a slot's second sighting
-/// of a text it does not hold. The lock is never waited for: contended, the value is
-/// shared instead.)
-fn admit(s: &str) -> Str {
+/// the budget allows; else a shared string. `None` when the lock is taken (admission is
+/// rare — a slot's second sighting of a text it does not hold — and never waits: the
+/// caller shares the value this time and admits it at a later sighting).
+fn admit(s: &str) -> Option<Str> {
     let statics = statics();
-    if let Ok(mut texts) = statics.texts.try_lock() {
-        if let Some(t) = texts.get(s) {
-            return Str::from_static(t);
-        }
-        if statics.bytes.load(Ordering::Relaxed) + s.len() <= STATIC_BUDGET {
-            statics.bytes.fetch_add(s.len(), Ordering::Relaxed);
-            let t: &'static str = Box::leak(Box::<str>::from(s));
-            texts.insert(t);
-            return Str::from_static(t);
-        }
+    let mut texts = statics.texts.try_lock().ok()?;
+    if let Some(t) = texts.get(s) {
+        return Some(Str::from_static(t));
     }
-    Str::from(Arc::<str>::from(s))
+    if statics.bytes.load(Ordering::Relaxed) + s.len() <= STATIC_BUDGET {
+        statics.bytes.fetch_add(s.len(), Ordering::Relaxed);
+        let t: &'static str = Box::leak(Box::<str>::from(s));
+        texts.insert(t);
+        return Some(Str::from_static(t));
+    }
+    Some(Str::from(Arc::<str>::from(s)))
 }
 
 /// `s` as a span string that is cloned without a reference count: the process's static
@@ -152,7 +151,10 @@ fn admit(s: &str) -> Str {
 /// on every span (an instrumentation scope's name and version).
 #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
 pub(crate) fn permanent(s: &str) -> Str {
-    if s.is_empty() { Str::EMPTY } else { admit(s) }
+    if s.is_empty() {
+        return Str::EMPTY;
+    }
+    admit(s).unwrap_or_else(|| Str::from(Arc::<str>::from(s)))
 }
 
 /// A cached copy of `s` (static or shared) when this thread saw it recently; `None` (and
@@ -204,12 +206,14 @@ fn by_content(s: &str) -> Option<Str> {
             let slot = cache.get_mut((h >> 56) as usize % SLOTS)?;
             match &slot.value {
                 Some(v) if v.as_str() == s => Some(v.clone()),
-                _ if slot.candidate == h => {
-                    let v = admit(s);
-                    slot.value = Some(v.clone());
-                    slot.candidate = 0;
-                    Some(v)
-                }
+                _ if slot.candidate == h => match admit(s) {
+                    Some(v) => {
+                        slot.value = Some(v.clone());
+                        slot.candidate = 0;
+                        Some(v)
+                    }
+                    None => Some(Str::from(Arc::<str>::from(s))),
+                },
                 _ => {
                     slot.candidate = h;
                     None
@@ -283,8 +287,10 @@ mod tests {
             let _ = intern(&String::from(text));
             intern(&String::from(text))
         }
-        let here = Some(thrice(text));
-        let there = std::thread::spawn(move || thrice(text)).join().ok();
+        // (Other tests admit values meanwhile: a contended admission is retried later.)
+        let settled = |text: &str| (0..100).map(|_| thrice(text)).find(|v| v.as_static().is_some());
+        let here = settled(text);
+        let there = std::thread::spawn(move || settled(text)).join().ok().flatten();
         let (Some(here), Some(there)) = (here, there) else {
             panic!("no value");
         };
