@@ -85,6 +85,7 @@ impl<'a> SpanFields<'a> {
         }
     }
 
+    #[inline]
     fn meta(&mut self, key: &'static str, value: Str) {
         if self.replace {
             self.data.set_meta(Str::from_static(key), value);
@@ -93,6 +94,7 @@ impl<'a> SpanFields<'a> {
         }
     }
 
+    #[inline]
     fn metric(&mut self, key: &'static str, value: f64) {
         if self.replace {
             self.data.set_metric(Str::from_static(key), value);
