@@ -85,6 +85,7 @@ impl<'a> SpanFields<'a> {
         }
     }
 
+    #[inline]
     fn meta(&mut self, key: &'static str, value: Str) {
         if self.replace {
             self.data.set_meta(Str::from_static(key), value);
@@ -93,6 +94,7 @@ impl<'a> SpanFields<'a> {
         }
     }
 
+    #[inline]
     fn metric(&mut self, key: &'static str, value: f64) {
         if self.replace {
             self.data.set_metric(Str::from_static(key), value);
@@ -110,7 +112,10 @@ impl<'a> SpanFields<'a> {
             Some(Special::Resource) => self.data.resource = Some(intern(value)),
             Some(Special::SpanType) => self.data.span_type = Some(intern(value)),
             Some(Special::Name) => self.data.name = intern(value),
-            Some(Special::Kind) => self.data.set_meta(Str::from_static("span.kind"), kind_value(value)),
+            Some(Special::Kind) => {
+                let kind = kind_value(value);
+                self.meta("span.kind", kind);
+            }
             Some(Special::Error) => {
                 self.data.error = true;
                 self.data

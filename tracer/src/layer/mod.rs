@@ -144,7 +144,8 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        let mut builder = self.tracer.span(Str::from_static(meta.name()));
+        // Entering the span (`on_enter`) needs its trace state at once.
+        let mut builder = self.tracer.span(Str::from_static(meta.name())).eager_trace();
         if let Some(parent) = attrs.parent() {
             // Explicit parent: the nearest recorded ancestor, else whatever is current.
             if let Some(p) = recorded_context(&ctx, parent) {

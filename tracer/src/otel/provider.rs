@@ -8,6 +8,7 @@ use opentelemetry::{Context, InstrumentationScope};
 use super::mapping::{self, Pending};
 use super::{Span, context_of};
 use crate::export::on_export_thread;
+use crate::span::intern::permanent;
 use crate::span::native_current_context;
 use crate::{Str, clock};
 
@@ -65,11 +66,9 @@ impl otel::TracerProvider for TracerProvider {
     type Tracer = Tracer;
 
     fn tracer_with_scope(&self, scope: InstrumentationScope) -> Tracer {
-        let name = (!scope.name().is_empty()).then(|| Str::from(scope.name().to_owned()).into_shared());
-        let version = scope
-            .version()
-            .filter(|v| !v.is_empty())
-            .map(|v| Str::from(v.to_owned()).into_shared());
+        // Static copies: cloned onto every span without touching a reference count.
+        let name = (!scope.name().is_empty()).then(|| permanent(scope.name()));
+        let version = scope.version().filter(|v| !v.is_empty()).map(permanent);
         Tracer {
             provider: Arc::clone(&self.inner),
             scope_name: name,
@@ -128,8 +127,10 @@ impl Tracer {
         }
         {
             let data = b.data_mut();
-            for kv in attributes.into_iter().flatten() {
-                mapping::apply_attribute(data, &mut pending, kv, false);
+            if let Some(attributes) = attributes {
+                for kv in attributes {
+                    mapping::apply_attribute(data, &mut pending, kv, false);
+                }
             }
             if data.service.is_none() {
                 data.service.clone_from(&self.provider.service);
@@ -141,14 +142,16 @@ impl Tracer {
                 data.push_meta(Str::from_static("otel.scope.version"), v.clone());
             }
         }
-        for link in links.into_iter().flatten() {
-            if link.span_context.is_valid() {
-                b.data_mut()
-                    .push_link(mapping::link(&link.span_context, link.attributes));
+        if let Some(links) = links {
+            for link in links {
+                if link.span_context.is_valid() {
+                    b.data_mut()
+                        .push_link(mapping::link(&link.span_context, link.attributes));
+                }
             }
         }
         let mut span = b.start();
-        for event in events.into_iter().flatten() {
+        for event in events.unwrap_or_default() {
             if event.name.eq_ignore_ascii_case("exception") {
                 mapping::exception_event(&mut pending, event.attributes.clone());
             }

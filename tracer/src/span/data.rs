@@ -205,11 +205,13 @@ impl SpanData {
 
     /// Appends a tag without looking for an earlier value of the key (the builder's fast
     /// path); the encoder keeps the last value of a repeated key.
+    #[inline]
     pub(crate) fn push_meta(&mut self, key: Str, value: Str) {
         self.meta.push((key, value));
     }
 
     /// Appends a numeric tag; as [`SpanData::push_meta`].
+    #[inline]
     pub(crate) fn push_metric(&mut self, key: Str, value: f64) {
         self.metrics.push((key, value));
     }

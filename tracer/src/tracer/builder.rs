@@ -1,6 +1,6 @@
 //! `SpanBuilder`: everything known before a span starts.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::Span;
@@ -8,7 +8,7 @@ use super::guard::{ActiveSpan, TraceSlot};
 use crate::clock;
 use crate::core::TracerInner;
 use crate::health::AppCounters;
-use crate::span::{SpanBox, SpanContext, SpanData, SpanId, Str, TraceId, current_context};
+use crate::span::{SpanBox, SpanContext, SpanData, SpanId, Str, TraceId, TraceState, current_context};
 
 #[derive(Clone, Copy)]
 enum Parent {
@@ -29,6 +29,9 @@ pub struct SpanBuilder {
     parent: Parent,
     /// Monotonic start, when not "now".
     start: Option<u64>,
+    /// A root creates its trace's shared state at start rather than on first need (the
+    /// caller will ask for its context at once, e.g. the `tracing` Layer's `on_enter`).
+    eager_trace: bool,
 }
 
 impl std::fmt::Debug for SpanBuilder {
@@ -46,6 +49,7 @@ impl SpanBuilder {
             data: tracer.pool.take(name),
             parent: Parent::Current,
             start: None,
+            eager_trace: false,
         }
     }
 
@@ -57,24 +61,28 @@ impl SpanBuilder {
     }
 
     /// Sets the resource (e.g. `GET /users/{id}`, a SQL query). Defaults to the name.
+    #[inline]
     pub fn resource(mut self, resource: impl Into<Str>) -> Self {
         self.data.resource = Some(resource.into());
         self
     }
 
     /// Sets the span type (`web`, `http`, `sql`, `cache`, `custom`, …).
+    #[inline]
     pub fn span_type(mut self, span_type: impl Into<Str>) -> Self {
         self.data.span_type = Some(span_type.into());
         self
     }
 
     /// Adds a string tag (`meta`).
+    #[inline]
     pub fn tag(mut self, key: impl Into<Str>, value: impl Into<Str>) -> Self {
         self.data.push_meta(key.into(), value.into());
         self
     }
 
     /// Adds a numeric tag (`metrics`).
+    #[inline]
     pub fn metric(mut self, key: impl Into<Str>, value: f64) -> Self {
         self.data.push_metric(key.into(), value);
         self
@@ -138,6 +146,14 @@ impl SpanBuilder {
         &mut self.data
     }
 
+    /// A root's trace state is made at start: cheaper than on first need when its context
+    /// is certainly needed.
+    #[cfg_attr(not(feature = "tracing-layer"), allow(dead_code))]
+    pub(crate) fn eager_trace(mut self) -> Self {
+        self.eager_trace = true;
+        self
+    }
+
     /// Uses a monotonic reading (see `clock`) as the start time.
     #[cfg_attr(not(feature = "opentelemetry"), allow(dead_code))]
     pub(crate) fn start_at_mono(mut self, start: u64) -> Self {
@@ -167,7 +183,11 @@ impl SpanBuilder {
                 data.trace_id = TraceId::generate(secs);
                 data.local_root = true;
                 data.top_level = true;
-                TraceSlot::Root(OnceLock::new())
+                if self.eager_trace {
+                    TraceSlot::Joined(Arc::new(TraceState::for_local_root()))
+                } else {
+                    TraceSlot::Root(OnceLock::new())
+                }
             }
             Some(parent) => {
                 if !parent.trace.start_span(tracer.config.max_spans_per_trace) {

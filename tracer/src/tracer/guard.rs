@@ -12,7 +12,8 @@ use crate::span::{Entered, SpanBox, SpanContext, SpanData, SpanId, Str, TraceId,
 
 /// A span's reference to its trace's shared state.
 pub(crate) enum TraceSlot {
-    /// A child (or the first local span of a remote trace): the state exists.
+    /// A child (or the first local span of a remote trace, or a root whose builder made
+    /// the state at start): the state exists.
     Joined(Arc<TraceState>),
     /// A local root: the state is created on first need (a child, or `Span::context`).
     Root(OnceLock<Arc<TraceState>>),

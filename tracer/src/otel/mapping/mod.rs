@@ -10,7 +10,7 @@ use opentelemetry::{Key, KeyValue, Value};
 
 use crate::Str;
 use crate::span::SpanData;
-use crate::span::intern::lookup as lookup_interned;
+use crate::span::intern::{lookup as lookup_interned, same_bytes};
 
 mod names;
 
@@ -25,6 +25,8 @@ pub(crate) struct Pending {
     pub(crate) dd_error: Option<bool>,
     /// From the last `exception` event (or `record_error`).
     pub(crate) exception: Exception,
+    /// An attribute `otel.status_code` was recorded (the status then replaces it).
+    pub(crate) status_code_set: bool,
 }
 
 /// `exception.*` attributes of an `exception` event.
@@ -35,108 +37,171 @@ pub(crate) struct Exception {
     pub(crate) stack: Option<Str>,
 }
 
-/// Keys written often enough to keep as static strings (no allocation per span).
-const KNOWN_KEYS: &[&str] = &[
-    "http.method",
-    "http.request.method",
-    "http.route",
-    "http.url",
-    "url.full",
-    "url.path",
-    "url.scheme",
-    "url.query",
-    "http.target",
-    "http.scheme",
-    "http.host",
-    "http.status_code",
-    "http.response.status_code",
-    "http.user_agent",
-    "user_agent.original",
-    "server.address",
-    "server.port",
-    "client.address",
-    "network.peer.address",
-    "network.peer.port",
-    "network.protocol.name",
-    "network.protocol.version",
-    "db.system",
-    "db.system.name",
-    "db.name",
-    "db.namespace",
-    "db.statement",
-    "db.query.text",
-    "db.operation",
-    "db.operation.name",
-    "db.collection.name",
-    "messaging.system",
-    "messaging.operation",
-    "messaging.operation.type",
-    "messaging.destination",
-    "messaging.destination.name",
-    "rpc.system",
-    "rpc.service",
-    "rpc.method",
-    "graphql.operation.type",
-    "graphql.operation.name",
-    "peer.service",
-    "span.kind",
-    "component",
-    "thread.id",
-    "thread.name",
-    "code.function",
-    "code.namespace",
-    "code.filepath",
-    "code.lineno",
-    "code.file.path",
-    "code.line.number",
-    "error.type",
-    "error.message",
-    "error.stack",
-    "exception.message",
-    "exception.type",
-    "exception.stacktrace",
-    "user.id",
-    "enduser.id",
+/// What recording an attribute does, by key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Role {
+    /// A tag (`meta` or `metrics` by the value's type).
+    Plain,
+    /// `operation.name` / `datadog.name`.
+    OpName,
+    Resource,
+    SpanType,
+    Service,
+    /// `datadog.*` overrides of a tag: that tag, replaced.
+    Tag(&'static str),
+    /// `datadog.error`.
+    DdError,
+    /// `_dd.measured`.
+    Measured,
+    /// Dropped (`analytics.event`, unknown `datadog.*`).
+    Ignored,
+    /// `otel.status_code`: a tag the status replaces later.
+    StatusCode,
+}
+
+/// Keys written often enough to keep as static strings (no allocation, no cache lookup
+/// per span), and the keys that are not plain tags.
+const KNOWN_KEYS: &[(&str, Role)] = &[
+    ("http.method", Role::Plain),
+    ("http.request.method", Role::Plain),
+    ("http.route", Role::Plain),
+    ("http.url", Role::Plain),
+    ("url.full", Role::Plain),
+    ("url.path", Role::Plain),
+    ("url.scheme", Role::Plain),
+    ("url.query", Role::Plain),
+    ("http.target", Role::Plain),
+    ("http.scheme", Role::Plain),
+    ("http.host", Role::Plain),
+    ("http.status_code", Role::Plain),
+    ("http.response.status_code", Role::Plain),
+    ("http.user_agent", Role::Plain),
+    ("user_agent.original", Role::Plain),
+    ("server.address", Role::Plain),
+    ("server.port", Role::Plain),
+    ("client.address", Role::Plain),
+    ("network.peer.address", Role::Plain),
+    ("network.peer.port", Role::Plain),
+    ("network.protocol.name", Role::Plain),
+    ("network.protocol.version", Role::Plain),
+    ("db.system", Role::Plain),
+    ("db.system.name", Role::Plain),
+    ("db.name", Role::Plain),
+    ("db.namespace", Role::Plain),
+    ("db.statement", Role::Plain),
+    ("db.query.text", Role::Plain),
+    ("db.operation", Role::Plain),
+    ("db.operation.name", Role::Plain),
+    ("db.collection.name", Role::Plain),
+    ("messaging.system", Role::Plain),
+    ("messaging.operation", Role::Plain),
+    ("messaging.operation.type", Role::Plain),
+    ("messaging.destination", Role::Plain),
+    ("messaging.destination.name", Role::Plain),
+    ("rpc.system", Role::Plain),
+    ("rpc.service", Role::Plain),
+    ("rpc.method", Role::Plain),
+    ("graphql.operation.type", Role::Plain),
+    ("graphql.operation.name", Role::Plain),
+    ("peer.service", Role::Plain),
+    ("span.kind", Role::Plain),
+    ("component", Role::Plain),
+    ("thread.id", Role::Plain),
+    ("thread.name", Role::Plain),
+    ("code.function", Role::Plain),
+    ("code.namespace", Role::Plain),
+    ("code.filepath", Role::Plain),
+    ("code.lineno", Role::Plain),
+    ("code.file.path", Role::Plain),
+    ("code.line.number", Role::Plain),
+    ("error.type", Role::Plain),
+    ("error.message", Role::Plain),
+    ("error.stack", Role::Plain),
+    ("exception.message", Role::Plain),
+    ("exception.type", Role::Plain),
+    ("exception.stacktrace", Role::Plain),
+    ("user.id", Role::Plain),
+    ("enduser.id", Role::Plain),
+    ("operation.name", Role::OpName),
+    ("datadog.name", Role::OpName),
+    ("resource.name", Role::Resource),
+    ("datadog.resource", Role::Resource),
+    ("span.type", Role::SpanType),
+    ("datadog.type", Role::SpanType),
+    ("service.name", Role::Service),
+    ("datadog.service", Role::Service),
+    ("datadog.span.kind", Role::Tag("span.kind")),
+    ("datadog.error", Role::DdError),
+    ("datadog.error.msg", Role::Tag("error.message")),
+    ("datadog.error.type", Role::Tag("error.type")),
+    ("datadog.error.stack", Role::Tag("error.stack")),
+    ("datadog.http_status_code", Role::Tag("http.status_code")),
+    ("datadog.env", Role::Tag("env")),
+    ("datadog.version", Role::Tag("version")),
+    ("_dd.measured", Role::Measured),
+    ("analytics.event", Role::Ignored),
+    ("otel.status_code", Role::StatusCode),
 ];
 
 /// Slots of [`known_key`]'s table (a power of two, over twice the known keys).
 const KNOWN_SLOTS: usize = 256;
 
-/// `key` as one of [`KNOWN_KEYS`]: a hash and usually one comparison (an open-addressing
-/// table built once), instead of comparing against each known key.
-fn known_key(key: &str) -> Option<&'static str> {
-    static TABLE: std::sync::OnceLock<Vec<Option<&'static str>>> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = vec![None; KNOWN_SLOTS];
-        for k in KNOWN_KEYS {
-            let mut i = crate::span::intern::hash(k) as usize % KNOWN_SLOTS;
-            while let Some(Some(_)) = t.get(i) {
-                i = (i + 1) % KNOWN_SLOTS;
-            }
-            if let Some(slot) = t.get_mut(i) {
-                *slot = Some(*k);
-            }
+/// Where a key's probe starts in [`KNOWN_TABLE`]: its length and four of its bytes (no
+/// loop over the key; the known keys spread well over these).
+#[inline]
+const fn known_slot(k: &[u8]) -> usize {
+    let n = k.len();
+    if n == 0 {
+        return 0;
+    }
+    (n * 7 + k[0] as usize * 31 + k[n - 1] as usize * 13 + k[n / 2] as usize * 3 + k[n * 3 / 4] as usize * 5)
+        % KNOWN_SLOTS
+}
+
+/// [`KNOWN_KEYS`] by [`known_slot`], open addressing (built at compile time).
+static KNOWN_TABLE: [Option<(&str, Role)>; KNOWN_SLOTS] = {
+    let mut t: [Option<(&str, Role)>; KNOWN_SLOTS] = [None; KNOWN_SLOTS];
+    let mut k = 0;
+    while k < KNOWN_KEYS.len() {
+        let mut i = known_slot(KNOWN_KEYS[k].0.as_bytes());
+        while t[i].is_some() {
+            i = (i + 1) % KNOWN_SLOTS;
         }
-        t
-    });
-    let mut i = crate::span::intern::hash(key) as usize % KNOWN_SLOTS;
+        t[i] = Some(KNOWN_KEYS[k]);
+        k += 1;
+    }
+    t
+};
+
+/// `key` as one of [`KNOWN_KEYS`], with its role: a few byte reads and usually one
+/// comparison.
+#[inline]
+fn known_key(key: &str) -> Option<(&'static str, Role)> {
+    let mut i = known_slot(key.as_bytes());
     loop {
-        match table.get(i).copied().flatten() {
+        match KNOWN_TABLE.get(i).copied().flatten() {
             None => return None,
-            Some(k) if k == key => return Some(k),
+            Some((k, role)) if same_bytes(k.as_bytes(), key.as_bytes()) => return Some((k, role)),
             Some(_) => i = (i + 1) % KNOWN_SLOTS,
         }
     }
 }
 
+/// An unknown key as a span string: static or shared when this thread saw it recently.
+fn other_key(key: Key) -> Str {
+    lookup_interned(key.as_str()).unwrap_or_else(|| Str::from(String::from(key)))
+}
+
 /// A key as a span string, static for [`KNOWN_KEYS`].
+#[cfg(test)]
 pub(crate) fn key_str(key: Key) -> Str {
     match known_key(key.as_str()) {
-        Some(k) => Str::from_static(k),
-        None => lookup_interned(key.as_str()).unwrap_or_else(|| Str::from(String::from(key))),
+        Some((k, _)) => Str::from_static(k),
+        None => other_key(key),
     }
 }
 
+#[inline]
 fn value_str(value: Value) -> Str {
     match value {
         Value::String(s) => lookup_interned(s.as_str()).unwrap_or_else(|| Str::from(String::from(s))),
@@ -162,49 +227,39 @@ fn value_flag(value: &Value) -> Option<bool> {
 
 /// Records one attribute into the span. `replace`: a key set again replaces its value
 /// (`set_attribute`); at start (`SpanBuilder` attributes) keys are appended.
+#[inline]
 pub(crate) fn apply_attribute(data: &mut SpanData, pending: &mut Pending, kv: KeyValue, replace: bool) {
     let KeyValue { key, value, .. } = kv;
-    let meta = |data: &mut SpanData, k: Str, v: Str| {
-        if replace {
-            data.set_meta(k, v);
-        } else {
-            data.push_meta(k, v);
-        }
+    let (key, role) = match known_key(key.as_str()) {
+        Some((k, role)) => (Str::from_static(k), role),
+        None if key.as_str().starts_with("datadog.") => return,
+        None => (other_key(key), Role::Plain),
     };
-    // Most keys (`http.*`, `db.*`, `url.*`, `component`, …) cannot be special: skip the
-    // comparisons below by their first byte.
-    if !matches!(
-        key.as_str().as_bytes().first(),
-        Some(b'o' | b'r' | b's' | b'd' | b'_' | b'a')
-    ) {
-        match value {
-            Value::I64(i) => metric(data, key_str(key), i as f64, replace),
-            Value::F64(f) => metric(data, key_str(key), f, replace),
-            other => meta(data, key_str(key), value_str(other)),
+    match role {
+        Role::Plain => tag(data, key, value, replace),
+        Role::StatusCode => {
+            pending.status_code_set = true;
+            tag(data, key, value, replace);
         }
-        return;
+        Role::OpName => pending.op_name = Some(value_str(value)),
+        Role::Resource => data.resource = Some(value_str(value)),
+        Role::SpanType => data.span_type = Some(value_str(value)),
+        Role::Service => data.service = Some(value_str(value).into_shared()),
+        Role::Tag(tag) => data.set_meta(Str::from_static(tag), value_str(value)),
+        Role::DdError => pending.dd_error = value_flag(&value),
+        Role::Measured => data.measured = value_flag(&value).unwrap_or(false),
+        Role::Ignored => {}
     }
-    match key.as_str() {
-        "operation.name" | "datadog.name" => pending.op_name = Some(value_str(value)),
-        "resource.name" | "datadog.resource" => data.resource = Some(value_str(value)),
-        "span.type" | "datadog.type" => data.span_type = Some(value_str(value)),
-        "service.name" | "datadog.service" => data.service = Some(value_str(value).into_shared()),
-        "datadog.span.kind" => data.set_meta(Str::from_static("span.kind"), value_str(value)),
-        "datadog.error" => pending.dd_error = value_flag(&value),
-        "datadog.error.msg" => data.set_meta(Str::from_static("error.message"), value_str(value)),
-        "datadog.error.type" => data.set_meta(Str::from_static("error.type"), value_str(value)),
-        "datadog.error.stack" => data.set_meta(Str::from_static("error.stack"), value_str(value)),
-        "datadog.http_status_code" => data.set_meta(Str::from_static("http.status_code"), value_str(value)),
-        "datadog.env" => data.set_meta(Str::from_static("env"), value_str(value)),
-        "datadog.version" => data.set_meta(Str::from_static("version"), value_str(value)),
-        "_dd.measured" => data.measured = value_flag(&value).unwrap_or(false),
-        "analytics.event" => {}
-        k if k.starts_with("datadog.") => {}
-        _ => match value {
-            Value::I64(i) => metric(data, key_str(key), i as f64, replace),
-            Value::F64(f) => metric(data, key_str(key), f, replace),
-            other => meta(data, key_str(key), value_str(other)),
-        },
+}
+
+/// A plain attribute as a tag: integers and floats to `metrics`, the rest to `meta`.
+#[inline]
+fn tag(data: &mut SpanData, key: Str, value: Value, replace: bool) {
+    match value {
+        Value::I64(i) => metric(data, key, i as f64, replace),
+        Value::F64(f) => metric(data, key, f, replace),
+        other if replace => data.set_meta(key, value_str(other)),
+        other => data.push_meta(key, value_str(other)),
     }
 }
 
@@ -273,7 +328,12 @@ pub(crate) fn finish(data: &mut SpanData, kind: &SpanKind, status: &Status, pend
         Status::Ok => "Ok",
         Status::Error { .. } => "Error",
     };
-    data.set_meta(Str::from_static("otel.status_code"), Str::from_static(code));
+    // The scan for an earlier value only when an attribute set one.
+    if pending.status_code_set {
+        data.set_meta(Str::from_static("otel.status_code"), Str::from_static(code));
+    } else {
+        data.push_meta(Str::from_static("otel.status_code"), Str::from_static(code));
+    }
     if let Status::Error { description } = status {
         if !description.is_empty() {
             data.set_meta(
@@ -359,10 +419,22 @@ pub(crate) fn event(name: &str, time_unix_nano: i64, attributes: Vec<KeyValue>) 
 mod known_key_tests {
     #[test]
     fn every_known_key_is_found_and_others_are_not() {
-        for k in super::KNOWN_KEYS {
-            assert_eq!(super::known_key(k), Some(*k));
+        for (k, role) in super::KNOWN_KEYS {
+            assert_eq!(super::known_key(k), Some((*k, *role)));
             assert_eq!(super::known_key(&format!("{k}x")), None);
+            assert_eq!(super::known_key(&k[1..]), None);
+            assert_eq!(super::key_str(opentelemetry::Key::new(*k)).as_static(), Some(*k));
         }
         assert_eq!(super::known_key(""), None);
+    }
+
+    #[test]
+    fn known_keys_are_found_within_four_probes() {
+        for (k, role) in super::KNOWN_KEYS {
+            let start = super::known_slot(k.as_bytes());
+            let at = (0..super::KNOWN_SLOTS)
+                .position(|d| super::KNOWN_TABLE[(start + d) % super::KNOWN_SLOTS] == Some((*k, *role)));
+            assert!(at.is_some_and(|d| d < 4), "{k}: {at:?}");
+        }
     }
 }
