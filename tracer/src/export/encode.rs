@@ -68,6 +68,9 @@ pub(crate) struct Payload {
     table: Option<StringTable>,
     traces: u32,
     spans: u64,
+    /// `_dd.p.tid` of the last chunk: the high 64 bits of its trace id, and their hex
+    /// text (the same for every trace started in the same second).
+    tid: Option<(u64, std::sync::Arc<str>)>,
 }
 
 impl Payload {
@@ -86,6 +89,7 @@ impl Payload {
             table,
             traces: 0,
             spans: 0,
+            tid: None,
         }
     }
 
@@ -115,12 +119,28 @@ impl Payload {
     pub(crate) fn push_chunk(&mut self, spans: &[SpanBox], header: ChunkHeader<'_>, ctx: &EncodeContext) {
         let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
         mp::array_len(&mut self.buf, len);
+        let tid = match spans.first().map(|s| s.trace_id.high()) {
+            None | Some(0) => None,
+            Some(high) => match &self.tid {
+                Some((h, text)) if *h == high => Some(std::sync::Arc::clone(text)),
+                _ => {
+                    let mut hex = [0u8; 16];
+                    let text: std::sync::Arc<str> = std::sync::Arc::from(hex16(high, &mut hex));
+                    self.tid = Some((high, std::sync::Arc::clone(&text)));
+                    Some(text)
+                }
+            },
+        };
         for (i, span) in spans.iter().enumerate() {
             let mut out = Out {
                 buf: &mut self.buf,
                 table: self.table.as_mut(),
             };
-            encode_span(&mut out, span, (i == 0).then_some(&header), ctx);
+            let first = (i == 0).then_some(FirstSpan {
+                header: &header,
+                tid: tid.as_ref(),
+            });
+            encode_span(&mut out, span, first, ctx);
         }
         self.traces += 1;
         self.spans += spans.len() as u64;
@@ -334,7 +354,15 @@ impl ExtraMetrics {
     }
 }
 
-fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_>>, ctx: &EncodeContext) {
+/// What only the first span of a chunk carries.
+#[derive(Clone, Copy)]
+struct FirstSpan<'a> {
+    header: &'a ChunkHeader<'a>,
+    /// `_dd.p.tid`, when the trace id has high bits.
+    tid: Option<&'a std::sync::Arc<str>>,
+}
+
+fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>, ctx: &EncodeContext) {
     let service: Text<'_> = span.service.as_ref().unwrap_or(&ctx.service).into();
     let entry = span.top_level || first.is_some();
     let v05 = out.table.is_some();
@@ -347,7 +375,6 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     let has_exception = span.events.iter().any(|e| e.name == "exception");
 
     // --- meta the worker adds, skipping keys the span set itself ---
-    let mut tid_buf = [0u8; 16];
     let mut extra = ExtraMeta::new(span);
     if let Some(env) = &ctx.env {
         extra.fixed(reserved::ENV, "env", env.into());
@@ -364,16 +391,12 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
         extra.fixed(reserved::LANGUAGE, "language", Text::Static("rust"));
         extra.fixed(reserved::RUNTIME_ID, "runtime-id", (&ctx.runtime_id).into());
     }
-    if let Some(h) = first {
+    if let Some(FirstSpan { header: h, tid }) = first {
         if h.decision.priority > 0 {
             extra.fixed(reserved::DM, "_dd.p.dm", Text::Static(h.decision.mechanism.as_dm()));
         }
-        if span.trace_id.high() != 0 {
-            extra.fixed(
-                reserved::TID,
-                "_dd.p.tid",
-                Text::Other(hex16(span.trace_id.high(), &mut tid_buf)),
-            );
+        if let Some(tid) = tid {
+            extra.fixed(reserved::TID, "_dd.p.tid", Text::Shared(tid));
         }
         if let Some(tags) = h.tags {
             if let Some(origin) = &tags.origin {
@@ -409,7 +432,7 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     if entry {
         extra_metrics.add(reserved::PROCESS_ID, "process_id", ctx.process_id);
     }
-    if let Some(h) = first {
+    if let Some(FirstSpan { header: h, .. }) = first {
         let d = h.decision;
         extra_metrics.add(reserved::PRIORITY, "_sampling_priority_v1", f64::from(d.priority));
         for (bit, k, v) in [
