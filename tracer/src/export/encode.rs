@@ -176,7 +176,7 @@ struct Out<'a> {
 
 impl Out<'_> {
     /// A string: inline (v0.4) or as its string-table index (v0.5).
-    #[inline]
+    #[inline(always)]
     fn string<'t>(&mut self, s: impl Into<Text<'t>>) {
         let s = s.into();
         match self.table.as_deref_mut() {
@@ -217,17 +217,25 @@ fn hex16(v: u64, out: &mut [u8; 16]) -> &str {
     std::str::from_utf8(out).unwrap_or("")
 }
 
-/// For each entry, whether it is the last one with its key (the value that wins).
-fn last_of_key<T>(items: &[(crate::span::Str, T)]) -> SmallVec<[bool; 16]> {
+/// For each entry, whether it is the last one with its key (the value that wins); `None`
+/// when no key repeats (the common case: nothing to skip).
+fn last_of_key<T>(items: &[(crate::span::Str, T)]) -> Option<SmallVec<[bool; 16]>> {
+    let repeats = |i: usize, key: &str| {
+        items
+            .iter()
+            .skip(i + 1)
+            .any(|(later, _)| later.len() == key.len() && later.as_str() == key)
+    };
+    let first = items.iter().enumerate().position(|(i, (k, _))| repeats(i, k))?;
     let mut keep: SmallVec<[bool; 16]> = SmallVec::from_elem(true, items.len());
-    for (i, (key, _)) in items.iter().enumerate() {
-        if items.iter().skip(i + 1).any(|(later, _)| later == key) {
+    for (i, (key, _)) in items.iter().enumerate().skip(first) {
+        if repeats(i, key) {
             if let Some(k) = keep.get_mut(i) {
                 *k = false;
             }
         }
     }
-    keep
+    Some(keep)
 }
 
 fn write_str(buf: &mut Vec<u8>, s: &str) {
@@ -447,10 +455,14 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
     }
 
     let keep_meta = last_of_key(&span.meta);
-    let own_meta = keep_meta.iter().filter(|k| **k).count();
+    let own_meta = keep_meta
+        .as_ref()
+        .map_or(span.meta.len(), |k| k.iter().filter(|k| **k).count());
     let meta_len = u32::try_from(own_meta + extra.items.len()).unwrap_or(u32::MAX);
     let keep_metrics = last_of_key(&span.metrics);
-    let own_metrics = keep_metrics.iter().filter(|k| **k).count();
+    let own_metrics = keep_metrics
+        .as_ref()
+        .map_or(span.metrics.len(), |k| k.iter().filter(|k| **k).count());
     let metrics_len = u32::try_from(own_metrics + extra_metrics.items.len()).unwrap_or(u32::MAX);
     let resource = span.resource.as_ref().unwrap_or(&span.name);
     let span_type = span.span_type.as_ref().map_or(Text::Static(""), Text::from);
@@ -488,9 +500,14 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
     mp::uint(out.buf, u64::from(span.error));
     out.field("meta");
     mp::map_len(out.buf, meta_len);
-    for ((k, v), _) in span.meta.iter().zip(&keep_meta).filter(|(_, keep)| **keep) {
-        out.string(k);
-        out.string(v);
+    for (i, (k, v)) in span.meta.iter().enumerate() {
+        if keep_meta
+            .as_ref()
+            .is_none_or(|keep| keep.get(i).copied().unwrap_or(true))
+        {
+            out.string(k);
+            out.string(v);
+        }
     }
     for (k, v) in &extra.items {
         out.string(*k);
@@ -498,8 +515,13 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
     }
     out.field("metrics");
     mp::map_len(out.buf, metrics_len);
-    for ((k, v), _) in span.metrics.iter().zip(&keep_metrics).filter(|(_, keep)| **keep) {
-        out.metric(k, *v);
+    for (i, (k, v)) in span.metrics.iter().enumerate() {
+        if keep_metrics
+            .as_ref()
+            .is_none_or(|keep| keep.get(i).copied().unwrap_or(true))
+        {
+            out.metric(k, *v);
+        }
     }
     for (k, v) in &extra_metrics.items {
         out.metric(Text::Static(k), *v);
