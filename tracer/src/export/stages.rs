@@ -147,7 +147,14 @@ impl Encoder {
             sampler.decide_cached(&input, now, rates)
         };
         match &chunk.trace {
-            Some(t) => *t.decision.get_or_init(decide),
+            Some(t) => match t.decision.get() {
+                Some(d) => *d,
+                // Nothing else holds the trace's state (every span finished and no context
+                // of it is kept): no later chunk or inject can read the decision, so it is
+                // not stored (a `OnceLock` initialisation costs more than the decision).
+                None if std::sync::Arc::strong_count(t) == 1 => decide(),
+                None => *t.decision.get_or_init(decide),
+            },
             None => decide(),
         }
     }
