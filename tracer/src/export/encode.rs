@@ -257,6 +257,11 @@ mod reserved {
     pub(super) const HAS_EXCEPTION: u16 = 1 << 9;
 
     pub(super) fn meta_bit(key: &str) -> u16 {
+        // Most tags (`http.*`, `span.kind`, `component`, `db.*`…) start with none of the
+        // reserved keys' first letters: one compare instead of ten.
+        if !matches!(key.as_bytes().first(), Some(b'e' | b'v' | b'l' | b'r' | b'_')) {
+            return 0;
+        }
         match key {
             "env" => ENV,
             "version" => VERSION,
@@ -281,6 +286,9 @@ mod reserved {
     pub(super) const LIMIT_PSR: u8 = 1 << 6;
 
     pub(super) fn metric_bit(key: &str) -> u8 {
+        if !matches!(key.as_bytes().first(), Some(b'_' | b'p')) {
+            return 0;
+        }
         match key {
             "_dd.top_level" => TOP_LEVEL,
             "_dd.measured" => MEASURED,
