@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::get;
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -329,5 +329,90 @@ fn server_overhead(c: &mut Criterion) {
     );
 }
 
+/// What the sink's `/info` lists: a current agent's trace endpoints (v0.5 is used).
+const SINK_INFO: &str =
+    r#"{"version":"7.60.0","endpoints":["/v0.4/traces","/v0.5/traces","/info"],"client_drop_p0s":false}"#;
+
+/// An axum app on its own multi-thread runtime of `workers` threads; returns its address.
+fn serve_on_runtime(app: Router, workers: usize) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    listener.set_nonblocking(true).expect("nonblocking");
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            let _ = axum::serve(listener, app).await;
+        });
+    });
+    addr
+}
+
+/// Requests per second `wrk` reports for `url` (its `Requests/sec:` line).
+fn wrk(url: &str, secs: u64) -> Option<f64> {
+    let out = std::process::Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{secs}s"), url])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `-- --wrk [seconds]`: the issue's A/B with the real `wrk` (Debian's package): an axum
+/// hello-world on 2 worker threads, plain and behind `ServerLayer` (exporting v0.5 to a
+/// loopback sink), `wrk -t1 -c32` for `seconds` (default 8) on each in 3 alternating
+/// rounds; prints each round's req/s and the traced/plain ratio (target ≥ 0.95).
+fn wrk_ab(secs: u64) {
+    let config = TracerConfig::default()
+        .with_service("server-overhead")
+        .with_agent_url(&apm::sink_agent_with_info(SINK_INFO))
+        .expect("agent url");
+    let tracer = Tracer::new(config).expect("tracer");
+    let app = || Router::new().route("/users/{id}", get(|| async { "Hello, World!" }));
+    let plain = serve_on_runtime(app(), 2);
+    let traced = serve_on_runtime(app().layer(ServerLayer::axum(tracer)), 2);
+    let (plain_url, traced_url) = (format!("http://{plain}/users/42"), format!("http://{traced}/users/42"));
+    // Warm-up: connections, the tracer's /info, the span pool.
+    if wrk(&plain_url, 1).is_none() {
+        println!("server_overhead --wrk: `wrk` is not installed (apt-get install wrk); skipped");
+        return;
+    }
+    let _ = wrk(&traced_url, 1);
+    println!("server_overhead --wrk: axum hello-world, 2 worker threads, wrk -t1 -c32 -d{secs}s, 3 alternating rounds");
+    println!("| round | plain req/s | ServerLayer req/s | ratio |");
+    println!("|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for round in 1..=3 {
+        let p = wrk(&plain_url, secs).unwrap_or(0.0);
+        let t = wrk(&traced_url, secs).unwrap_or(0.0);
+        let r = if p > 0.0 { t / p } else { 0.0 };
+        ratios.push(r);
+        println!("| {round} | {p:.0} | {t:.0} | {r:.3} |");
+    }
+    let _ = tracer.flush(Duration::from_secs(10));
+    let h = tracer.health();
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "server_overhead --wrk: median ratio {:.3}; tracer sent {} spans, dropped {} (queue full) / {} (send failed)",
+        ratios[1], h.spans_sent, h.spans_dropped_queue_full, h.spans_dropped_send_failed
+    );
+}
+
 criterion_group!(benches, layer_call, server_overhead);
-criterion_main!(benches);
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--wrk") {
+        let secs = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(8);
+        wrk_ab(secs);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -670,10 +670,51 @@ fn callgrind(args: &[String]) {
     );
 }
 
+fn offered_row(s: &Subject, o: &Offered) {
+    println!(
+        "| {:<22} | {:>9} | {:>10.0} | {:>7} | {:>9} | {:>6.2} |",
+        s.name,
+        o.rate,
+        o.achieved,
+        o.created,
+        o.delivered,
+        o.created.saturating_sub(o.delivered) as f64 * 100.0 / o.created.max(1) as f64
+    );
+}
+
+/// `--offered <subject> [seconds]`: only the offered-load rows of one subject (default 3 s
+/// per rate), for before/after comparisons of the export path.
+fn offered_only(args: &[String]) {
+    let s = match args.first().map_or("ours", String::as_str) {
+        "bridge" => subject_bridge(),
+        "layer" => subject_layer(),
+        "sdk" => subject_sdk("OTel SDK + BSP"),
+        "tracing-otel" => subject_tracing_otel(),
+        _ => subject_ours(),
+    };
+    let secs = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(3.0);
+    println!("| subject                | offered/s | achieved/s | created | delivered | lost % |");
+    println!("|---|---|---|---|---|---|");
+    (s.scope)(&mut || {
+        for _ in 0..20_000 {
+            (s.root)();
+        }
+        (s.flush)();
+    });
+    for rate in [250_000, 500_000, 1_000_000] {
+        let o = offered(&s, rate, Duration::from_secs_f64(secs));
+        offered_row(&s, &o);
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--callgrind") {
         callgrind(args.get(i + 1..).unwrap_or_default());
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--offered") {
+        offered_only(args.get(i + 1..).unwrap_or_default());
         return;
     }
     let quick = args.iter().any(|a| a == "--quick" || a == "--test")
@@ -744,15 +785,7 @@ fn main() {
             done.push(s.name);
             for rate in [250_000, 500_000, 1_000_000] {
                 let o = offered(s, rate, set.offered);
-                println!(
-                    "| {:<22} | {:>9} | {:>10.0} | {:>7} | {:>9} | {:>6.2} |",
-                    s.name,
-                    o.rate,
-                    o.achieved,
-                    o.created,
-                    o.delivered,
-                    o.created.saturating_sub(o.delivered) as f64 * 100.0 / o.created.max(1) as f64
-                );
+                offered_row(s, &o);
             }
         }
     }

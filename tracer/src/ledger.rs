@@ -169,12 +169,18 @@ impl Ledger {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A chunk encoded into the payload being built.
+    /// A chunk encoded into the payload being built (the worker batches: [`Ledger::add_count`]).
+    #[cfg(test)]
     pub(crate) fn add(&self, spans: &[SpanBox], default_service: &str) {
         let Some(service) = root_service(spans, default_service) else {
             return;
         };
-        let n = spans.len() as u64;
+        self.add_count(service, spans.len() as u64);
+    }
+
+    /// `n` spans of chunks whose root has service `service` encoded into the payload being
+    /// built (the export worker adds up a run of chunks of one service, then calls this).
+    pub(crate) fn add_count(&self, service: &str, n: u64) {
         let mut t = self.lock();
         let row = t.row(service);
         row.counts[FINISHED] = row.counts[FINISHED].saturating_add(n);

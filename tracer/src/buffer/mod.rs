@@ -11,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
@@ -134,6 +134,9 @@ pub(crate) struct ChunkQueue {
     shards: Box<[CachePadded<ArrayQueue<Chunk>>]>,
     wake_at: usize,
     wake_pending: AtomicBool,
+    /// The shard the last chunk was popped from, where the next pop looks first (one
+    /// thread usually fills one shard). Only the worker pops: relaxed is enough.
+    pop_from: AtomicUsize,
 }
 
 impl ChunkQueue {
@@ -145,6 +148,7 @@ impl ChunkQueue {
                 .collect(),
             wake_at: capacity.div_ceil(2),
             wake_pending: AtomicBool::new(false),
+            pop_from: AtomicUsize::new(0),
         }
     }
 
@@ -184,7 +188,17 @@ impl ChunkQueue {
 
     /// Pops a waiting chunk from any shard.
     pub(crate) fn pop(&self) -> Option<Chunk> {
-        self.shards.iter().find_map(|s| s.pop())
+        let first = self.pop_from.load(Ordering::Relaxed);
+        for i in 0..SHARDS {
+            let at = (first + i) % SHARDS;
+            if let Some(chunk) = self.shards.get(at).and_then(|s| s.pop()) {
+                if i != 0 {
+                    self.pop_from.store(at, Ordering::Relaxed);
+                }
+                return Some(chunk);
+            }
+        }
+        None
     }
 
     /// Called by the worker before draining: later pushes may wake it again.
@@ -266,7 +280,11 @@ mod tests {
         assert_eq!(q.len(), SHARDS * 4);
         assert!(q.push(chunk()).is_err(), "full");
         q.rearm();
-        while q.pop().is_some() {}
+        let mut popped = 0;
+        while q.pop().is_some() {
+            popped += 1;
+        }
+        assert_eq!(popped, SHARDS * 4, "every shard drained");
         assert_eq!(q.len(), 0);
     }
 }

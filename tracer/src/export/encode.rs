@@ -68,6 +68,9 @@ pub(crate) struct Payload {
     table: Option<StringTable>,
     traces: u32,
     spans: u64,
+    /// `_dd.p.tid` of the last chunk: the high 64 bits of its trace id, and their hex
+    /// text (the same for every trace started in the same second).
+    tid: Option<(u64, std::sync::Arc<str>)>,
 }
 
 impl Payload {
@@ -86,6 +89,7 @@ impl Payload {
             table,
             traces: 0,
             spans: 0,
+            tid: None,
         }
     }
 
@@ -115,12 +119,28 @@ impl Payload {
     pub(crate) fn push_chunk(&mut self, spans: &[SpanBox], header: ChunkHeader<'_>, ctx: &EncodeContext) {
         let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
         mp::array_len(&mut self.buf, len);
+        let tid = match spans.first().map(|s| s.trace_id.high()) {
+            None | Some(0) => None,
+            Some(high) => match &self.tid {
+                Some((h, text)) if *h == high => Some(std::sync::Arc::clone(text)),
+                _ => {
+                    let mut hex = [0u8; 16];
+                    let text: std::sync::Arc<str> = std::sync::Arc::from(hex16(high, &mut hex));
+                    self.tid = Some((high, std::sync::Arc::clone(&text)));
+                    Some(text)
+                }
+            },
+        };
         for (i, span) in spans.iter().enumerate() {
             let mut out = Out {
                 buf: &mut self.buf,
                 table: self.table.as_mut(),
             };
-            encode_span(&mut out, span, (i == 0).then_some(&header), ctx);
+            let first = (i == 0).then_some(FirstSpan {
+                header: &header,
+                tid: tid.as_ref(),
+            });
+            encode_span(&mut out, span, first, ctx);
         }
         self.traces += 1;
         self.spans += spans.len() as u64;
@@ -156,7 +176,7 @@ struct Out<'a> {
 
 impl Out<'_> {
     /// A string: inline (v0.4) or as its string-table index (v0.5).
-    #[inline]
+    #[inline(always)]
     fn string<'t>(&mut self, s: impl Into<Text<'t>>) {
         let s = s.into();
         match self.table.as_deref_mut() {
@@ -197,17 +217,25 @@ fn hex16(v: u64, out: &mut [u8; 16]) -> &str {
     std::str::from_utf8(out).unwrap_or("")
 }
 
-/// For each entry, whether it is the last one with its key (the value that wins).
-fn last_of_key<T>(items: &[(crate::span::Str, T)]) -> SmallVec<[bool; 16]> {
+/// For each entry, whether it is the last one with its key (the value that wins); `None`
+/// when no key repeats (the common case: nothing to skip).
+fn last_of_key<T>(items: &[(crate::span::Str, T)]) -> Option<SmallVec<[bool; 16]>> {
+    let repeats = |i: usize, key: &str| {
+        items
+            .iter()
+            .skip(i + 1)
+            .any(|(later, _)| later.len() == key.len() && later.as_str() == key)
+    };
+    let first = items.iter().enumerate().position(|(i, (k, _))| repeats(i, k))?;
     let mut keep: SmallVec<[bool; 16]> = SmallVec::from_elem(true, items.len());
-    for (i, (key, _)) in items.iter().enumerate() {
-        if items.iter().skip(i + 1).any(|(later, _)| later == key) {
+    for (i, (key, _)) in items.iter().enumerate().skip(first) {
+        if repeats(i, key) {
             if let Some(k) = keep.get_mut(i) {
                 *k = false;
             }
         }
     }
-    keep
+    Some(keep)
 }
 
 fn write_str(buf: &mut Vec<u8>, s: &str) {
@@ -229,6 +257,11 @@ mod reserved {
     pub(super) const HAS_EXCEPTION: u16 = 1 << 9;
 
     pub(super) fn meta_bit(key: &str) -> u16 {
+        // Most tags (`http.*`, `span.kind`, `component`, `db.*`…) start with none of the
+        // reserved keys' first letters: one compare instead of ten.
+        if !matches!(key.as_bytes().first(), Some(b'e' | b'v' | b'l' | b'r' | b'_')) {
+            return 0;
+        }
         match key {
             "env" => ENV,
             "version" => VERSION,
@@ -253,6 +286,9 @@ mod reserved {
     pub(super) const LIMIT_PSR: u8 = 1 << 6;
 
     pub(super) fn metric_bit(key: &str) -> u8 {
+        if !matches!(key.as_bytes().first(), Some(b'_' | b'p')) {
+            return 0;
+        }
         match key {
             "_dd.top_level" => TOP_LEVEL,
             "_dd.measured" => MEASURED,
@@ -334,7 +370,15 @@ impl ExtraMetrics {
     }
 }
 
-fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_>>, ctx: &EncodeContext) {
+/// What only the first span of a chunk carries.
+#[derive(Clone, Copy)]
+struct FirstSpan<'a> {
+    header: &'a ChunkHeader<'a>,
+    /// `_dd.p.tid`, when the trace id has high bits.
+    tid: Option<&'a std::sync::Arc<str>>,
+}
+
+fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>, ctx: &EncodeContext) {
     let service: Text<'_> = span.service.as_ref().unwrap_or(&ctx.service).into();
     let entry = span.top_level || first.is_some();
     let v05 = out.table.is_some();
@@ -347,7 +391,6 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     let has_exception = span.events.iter().any(|e| e.name == "exception");
 
     // --- meta the worker adds, skipping keys the span set itself ---
-    let mut tid_buf = [0u8; 16];
     let mut extra = ExtraMeta::new(span);
     if let Some(env) = &ctx.env {
         extra.fixed(reserved::ENV, "env", env.into());
@@ -364,16 +407,12 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
         extra.fixed(reserved::LANGUAGE, "language", Text::Static("rust"));
         extra.fixed(reserved::RUNTIME_ID, "runtime-id", (&ctx.runtime_id).into());
     }
-    if let Some(h) = first {
+    if let Some(FirstSpan { header: h, tid }) = first {
         if h.decision.priority > 0 {
             extra.fixed(reserved::DM, "_dd.p.dm", Text::Static(h.decision.mechanism.as_dm()));
         }
-        if span.trace_id.high() != 0 {
-            extra.fixed(
-                reserved::TID,
-                "_dd.p.tid",
-                Text::Other(hex16(span.trace_id.high(), &mut tid_buf)),
-            );
+        if let Some(tid) = tid {
+            extra.fixed(reserved::TID, "_dd.p.tid", Text::Shared(tid));
         }
         if let Some(tags) = h.tags {
             if let Some(origin) = &tags.origin {
@@ -409,7 +448,7 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     if entry {
         extra_metrics.add(reserved::PROCESS_ID, "process_id", ctx.process_id);
     }
-    if let Some(h) = first {
+    if let Some(FirstSpan { header: h, .. }) = first {
         let d = h.decision;
         extra_metrics.add(reserved::PRIORITY, "_sampling_priority_v1", f64::from(d.priority));
         for (bit, k, v) in [
@@ -424,10 +463,14 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     }
 
     let keep_meta = last_of_key(&span.meta);
-    let own_meta = keep_meta.iter().filter(|k| **k).count();
+    let own_meta = keep_meta
+        .as_ref()
+        .map_or(span.meta.len(), |k| k.iter().filter(|k| **k).count());
     let meta_len = u32::try_from(own_meta + extra.items.len()).unwrap_or(u32::MAX);
     let keep_metrics = last_of_key(&span.metrics);
-    let own_metrics = keep_metrics.iter().filter(|k| **k).count();
+    let own_metrics = keep_metrics
+        .as_ref()
+        .map_or(span.metrics.len(), |k| k.iter().filter(|k| **k).count());
     let metrics_len = u32::try_from(own_metrics + extra_metrics.items.len()).unwrap_or(u32::MAX);
     let resource = span.resource.as_ref().unwrap_or(&span.name);
     let span_type = span.span_type.as_ref().map_or(Text::Static(""), Text::from);
@@ -465,9 +508,14 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     mp::uint(out.buf, u64::from(span.error));
     out.field("meta");
     mp::map_len(out.buf, meta_len);
-    for ((k, v), _) in span.meta.iter().zip(&keep_meta).filter(|(_, keep)| **keep) {
-        out.string(k);
-        out.string(v);
+    for (i, (k, v)) in span.meta.iter().enumerate() {
+        if keep_meta
+            .as_ref()
+            .is_none_or(|keep| keep.get(i).copied().unwrap_or(true))
+        {
+            out.string(k);
+            out.string(v);
+        }
     }
     for (k, v) in &extra.items {
         out.string(*k);
@@ -475,8 +523,13 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<&ChunkHeader<'_
     }
     out.field("metrics");
     mp::map_len(out.buf, metrics_len);
-    for ((k, v), _) in span.metrics.iter().zip(&keep_metrics).filter(|(_, keep)| **keep) {
-        out.metric(k, *v);
+    for (i, (k, v)) in span.metrics.iter().enumerate() {
+        if keep_metrics
+            .as_ref()
+            .is_none_or(|keep| keep.get(i).copied().unwrap_or(true))
+        {
+            out.metric(k, *v);
+        }
     }
     for (k, v) in &extra_metrics.items {
         out.metric(Text::Static(k), *v);

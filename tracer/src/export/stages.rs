@@ -53,6 +53,9 @@ pub(super) struct Encoder {
     /// P0 chunks and spans dropped since the last trace payload went out.
     pub(super) p0_pending: (u64, u64),
     rates: RateCache,
+    /// Spans encoded since the last ledger update, and the root service of their chunks:
+    /// the ledger (a mutex) is told once per run of one service and drain, not per chunk.
+    ledger_run: (String, u64),
     /// `now` for the sampler, re-read every [`CLOCK_EVERY`] chunks.
     now: Instant,
     since_clock: u32,
@@ -71,6 +74,7 @@ impl Encoder {
             drop_p0s: false,
             p0_pending: (0, 0),
             rates: RateCache::default(),
+            ledger_run: (String::new(), 0),
             now: Instant::now(),
             since_clock: CLOCK_EVERY,
         }
@@ -96,6 +100,12 @@ impl Encoder {
     /// Pops and encodes up to `max` chunks, stopping early when the queue is empty or the
     /// payload reached `flush_size`.
     pub(super) fn drain_some(&mut self, max: usize) -> Drained {
+        let drained = self.drain_chunks(max);
+        self.flush_ledger_run();
+        drained
+    }
+
+    fn drain_chunks(&mut self, max: usize) -> Drained {
         let flush_size = self.tracer.config.flush_size;
         let mut taken = 0usize;
         loop {
@@ -137,7 +147,14 @@ impl Encoder {
             sampler.decide_cached(&input, now, rates)
         };
         match &chunk.trace {
-            Some(t) => *t.decision.get_or_init(decide),
+            Some(t) => match t.decision.get() {
+                Some(d) => *d,
+                // Nothing else holds the trace's state (every span finished and no context
+                // of it is kept): no later chunk or inject can read the decision, so it is
+                // not stored (a `OnceLock` initialisation costs more than the decision).
+                None if std::sync::Arc::strong_count(t) == 1 => decide(),
+                None => *t.decision.get_or_init(decide),
+            },
             None => decide(),
         }
     }
@@ -173,10 +190,35 @@ impl Encoder {
                 tags: chunk.trace.as_ref().map(|t| &t.tags),
             };
             self.payload.push_chunk(&chunk.spans, header, &self.ctx);
-            self.tracer.ledger.add(&chunk.spans, &self.ctx.service);
+            self.count_in_ledger(&chunk.spans);
         }
         for span in chunk.spans {
             self.returns.give(&self.tracer.pool, span);
+        }
+    }
+}
+
+impl Encoder {
+    /// Adds `spans` to the run of spans the ledger is told about next.
+    fn count_in_ledger(&mut self, spans: &[SpanBox]) {
+        let Some(service) = crate::ledger::root_service(spans, &self.ctx.service) else {
+            return;
+        };
+        let run = &mut self.ledger_run;
+        if run.0 != service {
+            if run.1 > 0 {
+                self.tracer.ledger.add_count(&run.0, std::mem::take(&mut run.1));
+            }
+            service.clone_into(&mut run.0);
+        }
+        run.1 += spans.len() as u64;
+    }
+
+    /// Tells the ledger about the spans encoded since it was last told.
+    pub(super) fn flush_ledger_run(&mut self) {
+        let n = std::mem::take(&mut self.ledger_run.1);
+        if n > 0 {
+            self.tracer.ledger.add_count(&self.ledger_run.0, n);
         }
     }
 }

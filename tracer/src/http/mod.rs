@@ -90,6 +90,7 @@
 
 mod client;
 mod common;
+mod interned;
 #[cfg(feature = "reqwest")]
 mod reqwest_mw;
 mod server;

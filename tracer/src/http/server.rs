@@ -12,6 +12,7 @@ use http::{Request, Response};
 use tower_service::Service;
 
 use super::common;
+use super::interned;
 use super::shell::{Settings, layer_shell};
 use super::{HandlerError, Route};
 use crate::propagation::{Baggage, Propagator};
@@ -89,14 +90,15 @@ impl ServerLayer {
 
 layer_shell!(ServerLayer, ServerService, Shared, "the tracer's `DD_SERVICE`");
 
-/// The route template: a [`Route`] extension, else axum's `MatchedPath`.
-fn route_of(ext: &http::Extensions) -> Option<Str> {
+/// The route template (a [`Route`] extension, else axum's `MatchedPath`) and the
+/// resource `"<method> <template>"`, both shared strings made once per thread and route.
+fn route_of(method: &str, ext: &http::Extensions) -> Option<(Str, Str)> {
     if let Some(r) = ext.get::<Route>() {
-        return Some(r.0.clone());
+        return Some(interned::route_and_resource(method, r.as_str()));
     }
     #[cfg(feature = "axum")]
     if let Some(m) = ext.get::<axum::extract::MatchedPath>() {
-        return Some(Str::from(Arc::<str>::from(m.as_str())));
+        return Some(interned::route_and_resource(method, m.as_str()));
     }
     None
 }
@@ -143,7 +145,7 @@ where
             }
         };
         let method = common::method_str(req.method());
-        let route = route_of(req.extensions());
+        let (route, route_resource) = route_of(&method, req.extensions()).unzip();
         let fallback_path = route.is_none().then(|| common::collapse_path(req.uri().path()));
 
         let mut builder = shared
@@ -170,7 +172,7 @@ where
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
         {
-            builder = builder.tag("http.useragent", ua.to_owned());
+            builder = builder.tag("http.useragent", interned::user_agent(ua));
         }
         if let Some(header) = &shared.client_ip {
             if let Some(ip) = common::client_ip(req.headers(), header.as_deref()) {
@@ -217,6 +219,7 @@ where
                 shared: Arc::clone(&self.shared),
                 method,
                 route,
+                route_resource,
                 fallback_path,
                 resolved: false,
             }),
@@ -231,6 +234,8 @@ struct State {
     shared: Arc<Shared>,
     method: Str,
     route: Option<Str>,
+    /// `"<method> <route>"`, when the route is known.
+    route_resource: Option<Str>,
     fallback_path: Option<String>,
     /// The resource is set.
     resolved: bool,
@@ -242,9 +247,9 @@ impl State {
     fn set_resource(&mut self, status: Option<u16>) {
         self.resolved = true;
         let method = self.method.as_str();
-        let resource = match (&self.route, status) {
-            (Some(route), _) => common::join(method, route),
-            (None, Some(404)) => common::join(method, "404"),
+        let resource = match (&self.route_resource, status) {
+            (Some(resource), _) => resource.clone(),
+            (None, Some(404)) => interned::not_found(method),
             (None, _) => {
                 let path = self.fallback_path.as_deref().unwrap_or("/");
                 self.span.set_tag("_dd.http.route_source", "fallback");
@@ -256,7 +261,7 @@ impl State {
                          elsewhere insert a tracer::http::Route into the request extensions. Logged once."
                     );
                 }
-                common::join(method, path)
+                Str::from(common::join(method, path))
             }
         };
         self.span.set_resource(resource);

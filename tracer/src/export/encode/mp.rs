@@ -2,7 +2,7 @@
 //! go through `io::Write` and error results: several times the instructions for a one-byte
 //! integer). Same bytes as `rmp::encode` (smallest form), checked by the tests.
 
-#[inline]
+#[inline(always)]
 pub(super) fn uint(buf: &mut Vec<u8>, v: u64) {
     if v < 128 {
         buf.push(v as u8);
@@ -20,7 +20,7 @@ pub(super) fn uint(buf: &mut Vec<u8>, v: u64) {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn sint(buf: &mut Vec<u8>, v: i64) {
     if v >= 0 {
         uint(buf, v as u64);
@@ -40,7 +40,7 @@ pub(super) fn sint(buf: &mut Vec<u8>, v: i64) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn len(buf: &mut Vec<u8>, n: u32, fix: u8, fix_max: u32, m16: u8, m32: u8) {
     if n < fix_max {
         buf.push(fix | n as u8);
@@ -53,23 +53,23 @@ fn len(buf: &mut Vec<u8>, n: u32, fix: u8, fix_max: u32, m16: u8, m32: u8) {
     }
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn array_len(buf: &mut Vec<u8>, n: u32) {
     len(buf, n, 0x90, 16, 0xdc, 0xdd);
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn map_len(buf: &mut Vec<u8>, n: u32) {
     len(buf, n, 0x80, 16, 0xde, 0xdf);
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn f64(buf: &mut Vec<u8>, v: f64) {
     buf.push(0xcb);
     buf.extend_from_slice(&v.to_bits().to_be_bytes());
 }
 
-#[inline]
+#[inline(always)]
 pub(super) fn str(buf: &mut Vec<u8>, s: &str) {
     let n = u32::try_from(s.len()).unwrap_or(u32::MAX);
     if n < 32 {

@@ -157,7 +157,7 @@ impl StringTable {
     }
 
     /// The index of `s`, adding it if new.
-    #[inline]
+    #[inline(never)]
     pub(crate) fn intern(&mut self, s: &str) -> u32 {
         if let Some(i) = self.index.get(s) {
             return *i;
@@ -168,8 +168,9 @@ impl StringTable {
         i
     }
 
-    /// The index of `t`, by address when it has a stable one.
-    #[inline]
+    /// The index of `t`, by address when it has a stable one. The hit is inlined into the
+    /// encoder (a multiply and two compares); the rest is out of line.
+    #[inline(always)]
     pub(crate) fn intern_text(&mut self, t: Text<'_>) -> u32 {
         let (addr, len) = match t {
             Text::Other(s) => return self.intern(s),
@@ -182,7 +183,14 @@ impl StringTable {
                 return hit.index;
             }
         }
+        self.intern_missed(t, slot)
+    }
+
+    /// [`StringTable::intern_text`] when the address cache does not know `t`.
+    #[inline(never)]
+    fn intern_missed(&mut self, t: Text<'_>, slot: usize) -> u32 {
         let index = self.intern(t.as_str());
+        let (addr, len) = (t.as_str().as_ptr() as usize, t.as_str().len());
         if let Some(entry) = self.cache.get_mut(slot) {
             *entry = Slot {
                 addr,

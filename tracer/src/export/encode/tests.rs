@@ -294,3 +294,45 @@ fn v05_carries_exactly_what_v04_does_with_each_string_once() {
 fn empty_v05_payload_is_a_table_with_the_empty_string() {
     assert_eq!(Payload::new(Format::V05).finish(), [0x92, 0x91, 0xa0, 0xdd, 0, 0, 0, 0]);
 }
+
+#[test]
+fn reserved_keys_are_recognised_and_others_are_not() {
+    let meta = [
+        "env",
+        "version",
+        "language",
+        "runtime-id",
+        "_dd.p.dm",
+        "_dd.p.tid",
+        "_dd.origin",
+        "_dd.span_links",
+        "events",
+        "_dd.span_events.has_exception",
+    ];
+    let bits: Vec<u16> = meta.iter().map(|k| super::reserved::meta_bit(k)).collect();
+    assert!(bits.iter().all(|b| b.count_ones() == 1), "{bits:?}");
+    assert_eq!(bits.iter().fold(0, |a, b| a | b).count_ones() as usize, meta.len());
+    let metrics = [
+        "_dd.top_level",
+        "_dd.measured",
+        "process_id",
+        "_sampling_priority_v1",
+        "_dd.agent_psr",
+        "_dd.rule_psr",
+        "_dd.limit_psr",
+    ];
+    let bits: Vec<u8> = metrics.iter().map(|k| super::reserved::metric_bit(k)).collect();
+    assert_eq!(bits.iter().fold(0, |a, b| a | b).count_ones() as usize, metrics.len());
+    for other in [
+        "http.method",
+        "span.kind",
+        "component",
+        "environment",
+        "",
+        "_dd.other",
+        "db.system",
+    ] {
+        assert_eq!(super::reserved::meta_bit(other), 0, "{other}");
+        assert_eq!(super::reserved::metric_bit(other), 0, "{other}");
+    }
+}
