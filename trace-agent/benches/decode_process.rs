@@ -8,7 +8,8 @@
 //! `forward::ForwardSink` runs it, up to the bytes handed to the HTTP writer:
 //! - ours: decode → process (normalize, obfuscate, top-level) → concentrator → samplers
 //!   (`AgentConfig::default()`; the captured chunks have priority 1, so all are kept) →
-//!   `EncodedPayload::from_borrowed` (protobuf straight from the borrowed span model) →
+//!   `EncodedPayload::from_borrowed_sized` (protobuf straight from the borrowed span model, its
+//!   buffer sized from the last payload's bytes per span, as the forwarding stage does) →
 //!   `AgentPayload` (`encode_agent_payload_parts`, into a reused buffer), as the Datadog
 //!   writer gets it; `ours/full_via_pb` is the previous path (`convert::tracer_payload`, an
 //!   owned `pb::TracerPayload`, then `encode_agent_payload`), which the OTLP and local writers
@@ -40,7 +41,7 @@ use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
 use trace_agent::sample::Samplers;
 use trace_agent::stats::{Concentrator, StatsConfig};
 use trace_agent::upstream::datadog::encode_agent_payload;
-use trace_agent::upstream::{EncodedPayload, Part, convert, encode_agent_payload_parts, pb};
+use trace_agent::upstream::{EncodedPayload, Part, SizeHint, convert, encode_agent_payload_parts, pb};
 
 /// Same allocator as the `trace-agent` binary, for both chains.
 #[global_allocator]
@@ -231,14 +232,15 @@ fn ours(c: &mut Criterion, name: &str, version: ApiVersion, body: &Bytes, spans:
         let out = Arc::new(convert::tracer_payload(&p));
         encode_agent_payload(&header, &[out])
     };
-    let full = |concentrator: &mut Concentrator, samplers: &mut Samplers, out: &mut Vec<u8>| {
+    let mut hint = SizeHint::default();
+    let mut full = |concentrator: &mut Concentrator, samplers: &mut Samplers, out: &mut Vec<u8>| {
         let mut p = decode_payload(version, Encoding::Msgpack, black_box(body)).unwrap();
         process_payload(&mut p, &facts, &config, NOW);
         concentrator.add_payload(&p, now);
         let sampled = samplers.sample_payload(&mut p, 0, now);
         black_box(samplers.take_rates_update());
         black_box(sampled);
-        let e = Arc::new(EncodedPayload::from_borrowed(&p));
+        let e = Arc::new(EncodedPayload::from_borrowed_sized(&p, &mut hint));
         let parts = [Part {
             chunks: 0..e.chunks(),
             payload: e,
@@ -431,7 +433,7 @@ fn benches(c: &mut Criterion) {
 /// (`DECODE_PROCESS_CASE`: `v0.4` (default) or `v0.5`, optionally `/libdatadog` for its chain)
 /// and exits. Per-iteration counts are the difference of two runs (N and N + 10) divided by 10;
 /// the stages are the inclusive costs of `decode_payload`, `process_payload`,
-/// `Concentrator::add_payload`, `Samplers::sample_payload`, `EncodedPayload::from_borrowed` and
+/// `Concentrator::add_payload`, `Samplers::sample_payload`, `EncodedPayload::from_borrowed_sized` and
 /// `encode_agent_payload_parts` (`callgrind_annotate --inclusive=yes`).
 #[allow(clippy::print_stdout)] // reports what it ran
 fn fixed_iterations() -> Option<()> {
@@ -462,13 +464,14 @@ fn fixed_iterations() -> Option<()> {
         let mut concentrator = Concentrator::new(&StatsConfig::default(), AgentIdentity::default(), now);
         let mut samplers = Samplers::new(&trace_agent::config::compile::samplers(&agent_config));
         let mut out = Vec::new();
+        let mut hint = SizeHint::default();
         for _ in 0..iters {
             let mut p = decode_payload(version, Encoding::Msgpack, black_box(&body)).ok()?;
             process_payload(&mut p, &facts, &config, NOW);
             concentrator.add_payload(&p, now);
             black_box(samplers.sample_payload(&mut p, 0, now));
             black_box(samplers.take_rates_update());
-            let e = Arc::new(EncodedPayload::from_borrowed(&p));
+            let e = Arc::new(EncodedPayload::from_borrowed_sized(&p, &mut hint));
             let parts = [Part {
                 chunks: 0..e.chunks(),
                 payload: e,

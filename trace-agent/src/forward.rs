@@ -24,7 +24,7 @@ use crate::sample::rates::RatesTable;
 use crate::sample::{SamplerStats, Samplers};
 use crate::stats::payload::split_stats;
 use crate::stats::{ClientStatsAggregator, ClientStatsInput, Concentrator};
-use crate::upstream::{EncodedPayload, Upstream, convert, pb};
+use crate::upstream::{EncodedPayload, SizeHint, Upstream, convert, pb};
 
 /// How often the sink flushes what is due and refreshes its report.
 const TICK: Duration = Duration::from_secs(1);
@@ -109,6 +109,8 @@ pub struct ForwardSink {
     stats_payloads_sent: u64,
     trace_payloads_sent: u64,
     client_stats_payloads: u64,
+    /// Encoded bytes per span of the last payload (sizes the next one's buffer).
+    size_hint: SizeHint,
     clock: Clock,
 }
 
@@ -162,6 +164,7 @@ impl ForwardSink {
             stats_payloads_sent: 0,
             trace_payloads_sent: 0,
             client_stats_payloads: 0,
+            size_hint: SizeHint::default(),
             clock,
         }
     }
@@ -292,7 +295,8 @@ impl ForwardSink {
         self.trace_payloads_sent += 1;
         for u in &self.upstreams {
             if u.takes_encoded_traces() {
-                let e = encoded.get_or_insert_with(|| Arc::new(EncodedPayload::from_borrowed(tp)));
+                let hint = &mut self.size_hint;
+                let e = encoded.get_or_insert_with(|| Arc::new(EncodedPayload::from_borrowed_sized(tp, hint)));
                 u.send_encoded_traces(Arc::clone(e));
             } else {
                 let c = converted.get_or_insert_with(|| Arc::new(convert::tracer_payload(tp)));

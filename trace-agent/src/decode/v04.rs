@@ -49,6 +49,54 @@ pub(crate) fn decode_trace<'b>(r: &mut Reader<'b>, t: usize) -> Result<Vec<Span<
     Ok(spans)
 }
 
+/// The span fields of a v0.4 span map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Service,
+    Name,
+    Resource,
+    TraceId,
+    SpanId,
+    ParentId,
+    Start,
+    Duration,
+    Error,
+    Type,
+    Meta,
+    Metrics,
+    MetaStruct,
+    SpanLinks,
+    SpanEvents,
+    Unknown,
+}
+
+/// The field a key names: a switch on the key's length, then one fixed-size comparison per
+/// candidate of that length (at most three), instead of comparing against every name in turn.
+#[inline(always)]
+fn field_of(key: &[u8]) -> Field {
+    fn is<const N: usize>(key: &[u8], name: &[u8; N]) -> bool {
+        <&[u8; N]>::try_from(key).is_ok_and(|k| k == name)
+    }
+    match key.len() {
+        4 if is(key, b"name") => Field::Name,
+        4 if is(key, b"meta") => Field::Meta,
+        4 if is(key, b"type") => Field::Type,
+        5 if is(key, b"start") => Field::Start,
+        5 if is(key, b"error") => Field::Error,
+        7 if is(key, b"service") => Field::Service,
+        7 if is(key, b"span_id") => Field::SpanId,
+        7 if is(key, b"metrics") => Field::Metrics,
+        8 if is(key, b"resource") => Field::Resource,
+        8 if is(key, b"trace_id") => Field::TraceId,
+        8 if is(key, b"duration") => Field::Duration,
+        9 if is(key, b"parent_id") => Field::ParentId,
+        10 if is(key, b"span_links") => Field::SpanLinks,
+        11 if is(key, b"meta_struct") => Field::MetaStruct,
+        11 if is(key, b"span_events") => Field::SpanEvents,
+        _ => Field::Unknown,
+    }
+}
+
 /// Decodes one span map, skipping unknown keys, and appends it to `spans` (decoded in place:
 /// no copy of the span afterwards).
 pub(crate) fn decode_span_into<'b>(
@@ -67,18 +115,18 @@ pub(crate) fn decode_span_into<'b>(
             .key()
             .map_err(|e| e.at(|| format!("trace {t} span {s}: field name")))?;
         let field = |name: &'static str| move || format!("trace {t} span {s}: field '{name}'");
-        match key {
-            b"service" => span.service = r.str().map_err(|e| e.at(field("service")))?,
-            b"name" => span.name = r.str().map_err(|e| e.at(field("name")))?,
-            b"resource" => span.resource = r.str().map_err(|e| e.at(field("resource")))?,
-            b"trace_id" => span.trace_id = r.u64().map_err(|e| e.at(field("trace_id")))?,
-            b"span_id" => span.span_id = r.u64().map_err(|e| e.at(field("span_id")))?,
-            b"parent_id" => span.parent_id = r.u64().map_err(|e| e.at(field("parent_id")))?,
-            b"start" => span.start = r.i64().map_err(|e| e.at(field("start")))?,
-            b"duration" => span.duration = r.i64().map_err(|e| e.at(field("duration")))?,
-            b"error" => span.error = r.i32().map_err(|e| e.at(field("error")))?,
-            b"type" => span.r#type = r.str().map_err(|e| e.at(field("type")))?,
-            b"meta" => {
+        match field_of(key) {
+            Field::Service => span.service = r.str().map_err(|e| e.at(field("service")))?,
+            Field::Name => span.name = r.str().map_err(|e| e.at(field("name")))?,
+            Field::Resource => span.resource = r.str().map_err(|e| e.at(field("resource")))?,
+            Field::TraceId => span.trace_id = r.u64().map_err(|e| e.at(field("trace_id")))?,
+            Field::SpanId => span.span_id = r.u64().map_err(|e| e.at(field("span_id")))?,
+            Field::ParentId => span.parent_id = r.u64().map_err(|e| e.at(field("parent_id")))?,
+            Field::Start => span.start = r.i64().map_err(|e| e.at(field("start")))?,
+            Field::Duration => span.duration = r.i64().map_err(|e| e.at(field("duration")))?,
+            Field::Error => span.error = r.i32().map_err(|e| e.at(field("error")))?,
+            Field::Type => span.r#type = r.str().map_err(|e| e.at(field("type")))?,
+            Field::Meta => {
                 let n = r
                     .map_len()
                     .and_then(|n| r.charge(n, size_of::<(Str<'_>, Str<'_>)>()).map(|()| n))
@@ -92,7 +140,7 @@ pub(crate) fn decode_span_into<'b>(
                     span.meta.push((k, v));
                 }
             }
-            b"metrics" => {
+            Field::Metrics => {
                 let n = r
                     .map_len()
                     .and_then(|n| r.charge(n, size_of::<(Str<'_>, f64)>()).map(|()| n))
@@ -106,7 +154,7 @@ pub(crate) fn decode_span_into<'b>(
                     span.metrics.push((k, v));
                 }
             }
-            b"meta_struct" => {
+            Field::MetaStruct => {
                 let n = r
                     .map_len()
                     .and_then(|n| r.charge(n, size_of::<(Str<'_>, RawBytes<'_>)>()).map(|()| n))
@@ -117,8 +165,8 @@ pub(crate) fn decode_span_into<'b>(
                     span.meta_struct.push((k, v));
                 }
             }
-            b"span_links" | b"span_events" => {
-                let name = if key == b"span_links" {
+            f @ (Field::SpanLinks | Field::SpanEvents) => {
+                let name = if f == Field::SpanLinks {
                     "span_links"
                 } else {
                     "span_events"
@@ -129,7 +177,7 @@ pub(crate) fn decode_span_into<'b>(
                     .map_err(|e| e.at(field(name)))?;
                 span.raw_fields.push((crate::span::Str::from_static(name), raw));
             }
-            _ => r.skip().map_err(|e| {
+            Field::Unknown => r.skip().map_err(|e| {
                 let k = super::error::clip(&String::from_utf8_lossy(key));
                 e.at(move || format!("trace {t} span {s}: unknown field '{k}'"))
             })?,
@@ -147,6 +195,39 @@ mod tests {
     /// Without the string cache: every string validated on its own.
     fn decode_uncached(body: &[u8]) -> Result<Vec<TraceChunk<'_>>, DecodeError> {
         decode_from(Reader::with_limits(body, DecodeLimits::for_body(body.len())))
+    }
+
+    #[test]
+    fn every_field_name_and_only_it_is_recognised() {
+        let names: [(&[u8], Field); 15] = [
+            (b"service", Field::Service),
+            (b"name", Field::Name),
+            (b"resource", Field::Resource),
+            (b"trace_id", Field::TraceId),
+            (b"span_id", Field::SpanId),
+            (b"parent_id", Field::ParentId),
+            (b"start", Field::Start),
+            (b"duration", Field::Duration),
+            (b"error", Field::Error),
+            (b"type", Field::Type),
+            (b"meta", Field::Meta),
+            (b"metrics", Field::Metrics),
+            (b"meta_struct", Field::MetaStruct),
+            (b"span_links", Field::SpanLinks),
+            (b"span_events", Field::SpanEvents),
+        ];
+        for (name, field) in names {
+            assert_eq!(field_of(name), field, "{}", String::from_utf8_lossy(name));
+            // One byte changed anywhere, one byte more or less: not a field.
+            for i in 0..name.len() {
+                let mut near = name.to_vec();
+                near[i] ^= 0x20;
+                assert_eq!(field_of(&near), Field::Unknown, "{}", String::from_utf8_lossy(&near));
+            }
+            assert_eq!(field_of(&name[..name.len() - 1]), Field::Unknown);
+            assert_eq!(field_of(&[name, b"s"].concat()), Field::Unknown);
+        }
+        assert_eq!(field_of(b""), Field::Unknown);
     }
 
     #[test]

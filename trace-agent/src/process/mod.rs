@@ -99,9 +99,12 @@ pub fn process_payload(
     }
     let mut chunks = std::mem::take(&mut payload.chunks);
     let mut fixed = normalize::Fixes::default();
+    let mut seen = normalize::Seen::default();
     chunks.retain_mut(|chunk| {
         let n = chunk.spans.len();
-        if let Err(reason) = normalize::normalize_chunk_counted(chunk, &lang, now_ns, &config.normalize, &mut fixed) {
+        if let Err(reason) =
+            normalize::normalize_chunk_seen(chunk, &lang, now_ns, &config.normalize, &mut fixed, &mut seen)
+        {
             drop(DropReason::Normalize(reason), n);
             return false;
         }

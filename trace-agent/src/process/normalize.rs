@@ -393,6 +393,58 @@ pub fn normalize_span_counted(
     config: &NormalizeConfig,
     fixes: &mut Fixes,
 ) {
+    normalize_span_memo(span, lang, now_ns, config, fixes, &mut Seen::default());
+}
+
+/// Service and span-name strings of the request body already found normal, by address and
+/// length: the decoder hands out one view for every copy of a repeated string
+/// (`decode::str_cache`), so the spans of a payload mostly share a few service and name views,
+/// and a view found normal once is normal again (same bytes) — the check is skipped. Only views
+/// of the body are remembered: the body outlives processing, so an address cannot be reused by
+/// another string meanwhile.
+#[derive(Debug, Default)]
+pub struct Seen {
+    service: (usize, usize),
+    name: (usize, usize),
+}
+
+/// Address and length of `s` when it borrows the body (`(0, 0)` otherwise: never remembered).
+#[inline]
+fn view_of(s: &Str<'_>) -> (usize, usize) {
+    if s.is_borrowed() && !s.is_empty() {
+        (s.as_ptr() as usize, s.len())
+    } else {
+        (0, 0)
+    }
+}
+
+/// [`normalize_span_counted`] with `seen` remembering the normal service and name views.
+fn normalize_span_memo(
+    span: &mut Span<'_>,
+    lang: &str,
+    now_ns: i64,
+    config: &NormalizeConfig,
+    fixes: &mut Fixes,
+    seen: &mut Seen,
+) {
+    let service_view = view_of(&span.service);
+    if service_view.1 == 0 || service_view != seen.service {
+        normalize_span_service(span, lang, fixes);
+        if view_of(&span.service) == service_view {
+            seen.service = service_view;
+        }
+    }
+    let name_view = view_of(&span.name);
+    if name_view.1 == 0 || name_view != seen.name {
+        normalize_span_name(span, fixes);
+        if view_of(&span.name) == name_view {
+            seen.name = name_view;
+        }
+    }
+    normalize_span_rest(span, now_ns, config, fixes);
+}
+
+fn normalize_span_service(span: &mut Span<'_>, lang: &str, fixes: &mut Fixes) {
     if span.service.is_empty() {
         fixes.add(Fix::ServiceEmpty);
     } else if span.service.len() > MAX_SERVICE_LEN {
@@ -405,6 +457,9 @@ pub fn normalize_span_counted(
         }
         span.service = Str::from(service);
     }
+}
+
+fn normalize_span_name(span: &mut Span<'_>, fixes: &mut Fixes) {
     if span.name.is_empty() {
         span.name = Str::from_static(DEFAULT_SPAN_NAME);
         fixes.add(Fix::NameEmpty);
@@ -423,6 +478,9 @@ pub fn normalize_span_counted(
             Some(v) => span.name = Str::from(v.into_owned()),
         }
     }
+}
+
+fn normalize_span_rest(span: &mut Span<'_>, now_ns: i64, config: &NormalizeConfig, fixes: &mut Fixes) {
     if span.resource.is_empty() {
         span.resource = span.name.clone();
         fixes.add(Fix::ResourceEmpty);
@@ -498,6 +556,21 @@ pub fn normalize_chunk_counted(
     config: &NormalizeConfig,
     fixes: &mut Fixes,
 ) -> Result<(), NormalizeDrop> {
+    normalize_chunk_seen(chunk, lang, now_ns, config, fixes, &mut Seen::default())
+}
+
+/// [`normalize_chunk_counted`] for the chunks of one payload, sharing `seen` between them.
+///
+/// # Errors
+/// The [`NormalizeDrop`] reason of the first fatal problem.
+pub fn normalize_chunk_seen(
+    chunk: &mut TraceChunk<'_>,
+    lang: &str,
+    now_ns: i64,
+    config: &NormalizeConfig,
+    fixes: &mut Fixes,
+    seen: &mut Seen,
+) -> Result<(), NormalizeDrop> {
     let Some(first) = chunk.spans.first() else {
         return Err(NormalizeDrop::EmptyTrace);
     };
@@ -514,7 +587,7 @@ pub fn normalize_chunk_counted(
         }
     }
     for span in &mut chunk.spans {
-        normalize_span_counted(span, lang, now_ns, config, fixes);
+        normalize_span_memo(span, lang, now_ns, config, fixes, seen);
     }
     Ok(())
 }
@@ -548,6 +621,41 @@ mod tests {
     }
 
     proptest! {
+        /// Skipping the service and name checks for views already found normal changes
+        /// nothing: spans sharing views of one body (valid, invalid, empty, too long, non-ASCII
+        /// strings, as the decoder's string cache hands them out) normalize as one by one.
+        #[test]
+        fn remembered_views_normalize_as_without(
+            picks in prop::collection::vec((0usize..8, 0usize..8), 1..40),
+        ) {
+            let long = "s".repeat(MAX_SERVICE_LEN + 5);
+            let pool: [&str; 8] = ["web", "Web App", "", "flask.request", "_bad_", &long, "é-svc", "a__b"];
+            let spans: Vec<Span<'_>> = picks
+                .iter()
+                .enumerate()
+                .map(|(i, &(svc, name))| Span {
+                    service: Str::borrowed(pool[svc]),
+                    name: Str::borrowed(pool[name]),
+                    trace_id: 7,
+                    span_id: i as u64 + 1,
+                    start: 1_700_000_000_000_000_000,
+                    ..Span::default()
+                })
+                .collect();
+            let mut chunk = TraceChunk::from_spans(spans.clone());
+            let mut fixes = Fixes::default();
+            let mut seen = Seen::default();
+            let config = NormalizeConfig::default();
+            normalize_chunk_seen(&mut chunk, "python", 0, &config, &mut fixes, &mut seen).unwrap();
+            let mut one_by_one = spans;
+            let mut expected = Fixes::default();
+            for span in &mut one_by_one {
+                normalize_span_counted(span, "python", 0, &config, &mut expected);
+            }
+            prop_assert_eq!(&chunk.spans, &one_by_one);
+            prop_assert_eq!(fixes, expected);
+        }
+
         #[test]
         fn name_fast_check_agrees_with_the_byte_rule(s in "[a-cA-Z0-9._\\-é ]{0,12}") {
             prop_assert_eq!(is_normalized_name(s.as_bytes()), is_normalized_name_by_bytes(s.as_bytes()));

@@ -56,7 +56,7 @@ pub use datadog::{DatadogEndpoint, DatadogWriter, DatadogWriterConfig};
 pub use http::ClientError;
 pub use libdd_trace_protobuf::pb;
 pub use otlp::{OtlpWriter, OtlpWriterConfig};
-pub use pb_encode::{EncodedPayload, Part, PayloadMeta, encode_agent_payload_parts};
+pub use pb_encode::{EncodedPayload, Part, PayloadMeta, SizeHint, encode_agent_payload_parts};
 pub use spool::{SpoolConfig, SpoolDir};
 pub use status::{DropReason, SignalStatus, WriterStatus};
 

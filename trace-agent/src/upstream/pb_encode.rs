@@ -235,11 +235,41 @@ impl PayloadMeta {
     }
 }
 
+/// The encoded bytes per span of the last payload a writer encoded (plus an eighth), so the
+/// next payload's buffer is sized without a pass over its tags: an encoder that runs on a
+/// stream of payloads ([`EncodedPayload::from_borrowed_sized`], the forwarding stage) keeps one.
+/// A payload with bigger spans than the last one grows its buffer (amortized doubling).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SizeHint {
+    per_span: usize,
+}
+
+impl SizeHint {
+    /// Buffer capacity for `tp`: from the last payload, else an upper estimate from its spans.
+    fn capacity(&self, tp: &span::TracerPayload<'_>) -> usize {
+        256 + if self.per_span == 0 {
+            tp.chunks.iter().map(estimated_chunk_len).sum()
+        } else {
+            tp.span_count().saturating_mul(self.per_span)
+        }
+    }
+
+    fn learn(&mut self, len: usize, spans: usize) {
+        if let Some(per_span) = len.checked_div(spans) {
+            self.per_span = per_span + per_span / 8 + 1;
+        }
+    }
+}
+
 impl EncodedPayload {
     /// Encodes a processed payload (typically: the kept chunks).
     pub fn from_borrowed(tp: &span::TracerPayload<'_>) -> Self {
-        let estimate: usize = tp.chunks.iter().map(estimated_chunk_len).sum();
-        let mut buf = Vec::with_capacity(256 + estimate);
+        Self::from_borrowed_sized(tp, &mut SizeHint::default())
+    }
+
+    /// [`Self::from_borrowed`], sizing the buffer from `hint` (and updating it).
+    pub fn from_borrowed_sized(tp: &span::TracerPayload<'_>, hint: &mut SizeHint) -> Self {
+        let mut buf = Vec::with_capacity(hint.capacity(tp));
         let mut scratch = Vec::new();
         str_field(1, &tp.container_id, &mut buf);
         str_field(2, &tp.language_name, &mut buf);
@@ -264,6 +294,7 @@ impl EncodedPayload {
         str_field(8, &tp.env, &mut buf);
         str_field(9, &tp.hostname, &mut buf);
         str_field(10, &tp.app_version, &mut buf);
+        hint.learn(buf.len(), tp.span_count());
         Self {
             buf,
             pre_end,
