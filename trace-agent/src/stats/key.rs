@@ -21,10 +21,7 @@ use libdd_trace_protobuf::pb;
 
 use crate::span::Span;
 
-mod codes;
-
-pub use codes::grpc_code_from_str;
-use codes::{float_code, grpc_index, status_code};
+use apm_conventions::stats::{BASE_SERVICE, KeyMetrics, KeyTags};
 
 /// Value of every string field of the overflow group that collects spans past the cardinality
 /// cap (the sentinel libdatadog's tracer-side concentrator uses for the same purpose).
@@ -74,8 +71,6 @@ pub const DEFAULT_PEER_TAGS: &[&str] = &[
 pub const TRILEAN_TRUE: i32 = 1;
 /// `IsTraceRoot` false.
 pub const TRILEAN_FALSE: i32 = 2;
-
-const BASE_SERVICE: &str = "_dd.base_service";
 
 /// One peer tag of a span: configured key and (quantized) value.
 pub type PeerTag<'a> = (&'a str, Cow<'a, str>);
@@ -387,21 +382,13 @@ pub fn span_stats<'a>(
 ) -> Option<SpanStats<'a>> {
     let mut top_level = false;
     let mut measured = false;
-    let mut status_metric: Option<f64> = None;
-    let mut otel_status_metric: Option<f64> = None;
-    let mut grpc_metric: [Option<f64>; 4] = [None; 4];
+    let mut metrics = KeyMetrics::default();
     for (k, v) in &span.metrics {
         match k.as_str() {
             "_top_level" | "_dd.top_level" => top_level |= *v == 1.0,
             "_dd.measured" => measured = *v == 1.0,
             "_dd.partial_version" if *v >= 0.0 => return None,
-            "http.status_code" => status_metric = Some(*v),
-            "http.response.status_code" => otel_status_metric = Some(*v),
-            other => {
-                if let Some(slot) = grpc_index(other).and_then(|i| grpc_metric.get_mut(i)) {
-                    *slot = Some(*v);
-                }
-            }
+            other => metrics.offer(other, *v),
         }
     }
     // Eligibility first: most spans of a trace are neither top-level nor measured, and only
@@ -416,15 +403,7 @@ pub fn span_stats<'a>(
         return None;
     }
     // Meta, last occurrence wins (as lookups do).
-    let mut method = "";
-    let mut otel_method = "";
-    let mut endpoint = "";
-    let mut route = "";
-    let mut status_meta: Option<&str> = None;
-    let mut otel_status_meta: Option<&str> = None;
-    let mut svc_src = "";
-    let mut base_service = "";
-    let mut grpc_meta: [Option<&str>; 4] = [None; 4];
+    let mut tags = KeyTags::default();
     let mut peer: Vec<(&'a str, &'a str)> = Vec::new();
     let peer_kind = matches!(
         kind_lower,
@@ -433,33 +412,12 @@ pub fn span_stats<'a>(
     let want_peers = !peer_keys.is_empty() && peer_kind;
     for (k, v) in &span.meta {
         let (k, v): (&'a str, &'a str) = (k.as_str(), v.as_str());
-        // Dispatch on the first byte: most keys are of no interest and cost one comparison.
-        match k.as_bytes().first() {
-            Some(b'h') => match k {
-                "http.method" => method = v,
-                "http.request.method" => otel_method = v,
-                "http.endpoint" => endpoint = v,
-                "http.route" => route = v,
-                "http.status_code" => status_meta = Some(v),
-                "http.response.status_code" => otel_status_meta = Some(v),
-                _ => {}
-            },
-            Some(b'_') => match k {
-                "_dd.svc_src" => svc_src = v,
-                BASE_SERVICE => base_service = v,
-                _ => {}
-            },
-            Some(b'r' | b'g') => {
-                if let Some(slot) = grpc_index(k).and_then(|i| grpc_meta.get_mut(i)) {
-                    *slot = Some(v);
-                }
-            }
-            _ => {}
-        }
+        tags.offer(k, v);
         if want_peers && peer_keys.binary_search_by(|p| p.as_str().cmp(k)).is_ok() {
             peer.push((k, v));
         }
     }
+    let base_service = tags.base_service;
     let peer_tags = if peer_keys.is_empty() {
         Vec::new()
     } else if matches!(
@@ -479,12 +437,6 @@ pub fn span_stats<'a>(
     } else {
         Vec::new()
     };
-    let http_status_code = status_code(status_metric, status_meta, otel_status_metric, otel_status_meta);
-    let grpc_status_code = grpc_meta
-        .iter()
-        .flatten()
-        .find_map(|v| grpc_code_from_str(v))
-        .or_else(|| grpc_metric.iter().flatten().find_map(|f| float_code(*f)));
     Some(SpanStats {
         key: GroupKeyRef {
             service: &span.service,
@@ -492,11 +444,11 @@ pub fn span_stats<'a>(
             resource: &span.resource,
             span_type: &span.r#type,
             span_kind: kind,
-            http_method: if method.is_empty() { otel_method } else { method },
-            http_endpoint: if endpoint.is_empty() { route } else { endpoint },
-            service_source: svc_src,
-            http_status_code,
-            grpc_status_code,
+            http_method: tags.http_method(),
+            http_endpoint: tags.http_endpoint(),
+            service_source: tags.service_source,
+            http_status_code: tags.http_status_code(&metrics),
+            grpc_status_code: tags.grpc_status_code(&metrics),
             synthetics,
             is_trace_root: if span.parent_id == 0 {
                 TRILEAN_TRUE
@@ -713,14 +665,8 @@ mod tests {
     }
 
     #[test]
-    fn grpc_codes() {
-        assert_eq!(grpc_code_from_str("0"), Some(0));
-        assert_eq!(grpc_code_from_str("CANCELLED"), Some(1));
-        assert_eq!(grpc_code_from_str("canceled"), Some(1));
-        assert_eq!(grpc_code_from_str("StatusCode.DEADLINE_EXCEEDED"), Some(4));
-        assert_eq!(grpc_code_from_str("PermissionDenied"), Some(7));
-        assert_eq!(grpc_code_from_str("UNAUTHENTICATED"), Some(16));
-        assert_eq!(grpc_code_from_str("nope"), None);
+    fn grpc_code_from_a_metric_when_the_string_does_not_parse() {
+        // (The code parsers' own cases are in apm_conventions::grpc; this is the key's use of them.)
         let k = keys();
         let s = span(
             &[("grpc.code", "weird")],

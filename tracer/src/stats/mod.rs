@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 pub(crate) use payload::{PayloadIdentity, encode_payload};
 pub(crate) use sketch::Sketch;
 
-use apm_conventions::grpc;
+use apm_conventions::stats::{BASE_SERVICE, KeyMetrics, KeyTags};
 
 use crate::span::SpanData;
 
@@ -334,49 +334,21 @@ impl Concentrator {
 }
 
 fn key_of<'a>(span: &'a SpanData, service: &'a str, synthetics: bool, peer_keys: &[String]) -> KeyRef<'a> {
-    let mut status_metric = None;
-    let mut otel_status_metric = None;
-    let mut grpc_metric: [Option<f64>; 4] = [None; 4];
+    let mut metrics = KeyMetrics::default();
     for (k, v) in &span.metrics {
-        match k.as_str() {
-            "http.status_code" => status_metric = Some(*v),
-            "http.response.status_code" => otel_status_metric = Some(*v),
-            other => {
-                if let Some(slot) = grpc::key_index(other).and_then(|i| grpc_metric.get_mut(i)) {
-                    *slot = Some(*v);
-                }
-            }
-        }
+        metrics.offer(k.as_str(), *v);
     }
-    let (mut kind, mut method, mut otel_method, mut endpoint, mut route, mut svc_src, mut base) =
-        ("", "", "", "", "", "", "");
-    let mut status_meta = None;
-    let mut otel_status_meta = None;
-    let mut grpc_meta: [Option<&str>; 4] = [None; 4];
+    let mut tags = KeyTags::default();
     let mut peer: SmallVec<[(&str, &str); 2]> = SmallVec::new();
     let mut peers_seen: SmallVec<[(&str, &str); 4]> = SmallVec::new();
     for (k, v) in &span.meta {
         let (k, v) = (k.as_str(), v.as_str());
-        match k {
-            "span.kind" => kind = v,
-            "http.method" => method = v,
-            "http.request.method" => otel_method = v,
-            "http.endpoint" => endpoint = v,
-            "http.route" => route = v,
-            "http.status_code" => status_meta = Some(v),
-            "http.response.status_code" => otel_status_meta = Some(v),
-            "_dd.svc_src" => svc_src = v,
-            "_dd.base_service" => base = v,
-            other => {
-                if let Some(slot) = grpc::key_index(other).and_then(|i| grpc_meta.get_mut(i)) {
-                    *slot = Some(v);
-                }
-            }
-        }
+        tags.offer(k, v);
         if !peer_keys.is_empty() && peer_keys.binary_search_by(|p| p.as_str().cmp(k)).is_ok() {
             peers_seen.push((k, v));
         }
     }
+    let (kind, base) = (tags.span_kind, tags.base_service);
     let lower = |s: &str, want: &str| s.eq_ignore_ascii_case(want);
     if !peer_keys.is_empty() {
         if lower(kind, "client") || lower(kind, "producer") || lower(kind, "consumer") {
@@ -386,41 +358,24 @@ fn key_of<'a>(span: &'a SpanData, service: &'a str, synthetics: bool, peer_keys:
             peers_seen.dedup_by(|a, b| a.0 == b.0);
             peer.extend(peers_seen.into_iter().filter(|(_, v)| !v.is_empty()));
         } else if (kind.is_empty() || lower(kind, "internal")) && !base.is_empty() {
-            peer.push(("_dd.base_service", base));
+            peer.push((BASE_SERVICE, base));
         }
     }
-    let status = status_code(status_metric, status_meta, otel_status_metric, otel_status_meta);
-    let grpc = grpc::status_code(grpc_meta, grpc_metric);
     KeyRef {
         service: span.service.as_deref().unwrap_or(service),
         name: &span.name,
         resource: span.resource.as_deref().unwrap_or(&span.name),
         span_type: span.span_type.as_deref().unwrap_or(""),
         span_kind: kind,
-        http_status_code: status,
+        http_status_code: tags.http_status_code(&metrics),
         synthetics,
         is_trace_root: span.parent_id.to_u64() == 0,
-        grpc_status_code: grpc,
-        service_source: svc_src,
-        http_method: if method.is_empty() { otel_method } else { method },
-        http_endpoint: if endpoint.is_empty() { route } else { endpoint },
+        grpc_status_code: tags.grpc_status_code(&metrics),
+        service_source: tags.service_source,
+        http_method: tags.http_method(),
+        http_endpoint: tags.http_endpoint(),
         peer_tags: peer,
     }
-}
-
-fn status_code(metric: Option<f64>, meta: Option<&str>, otel_metric: Option<f64>, otel_meta: Option<&str>) -> u32 {
-    if let Some(m) = metric {
-        return apm_conventions::code_from_f64(m).unwrap_or(0);
-    }
-    if let Some(s) = meta {
-        return s.trim().parse().unwrap_or(0);
-    }
-    let valid = |c: &u32| (100..600).contains(c);
-    otel_metric
-        .and_then(apm_conventions::code_from_f64)
-        .filter(valid)
-        .or_else(|| otel_meta.and_then(|s| s.trim().parse().ok()).filter(valid))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
