@@ -1,50 +1,33 @@
 //! Decoder tests from the real ddtrace payloads captured in testdata/ddtrace-captures: every
 //! captured `/v0.4/traces` and `/v0.5/traces` body decodes to exactly what the recorder decoded.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
+use trace_agent::decode::captures::{dir as captures, trace_bodies};
 use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
 use trace_agent::span::Span;
-
-fn captures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ddtrace-captures")
-}
 
 /// `(version, body, expected traces as JSON)` for every capture with a decoded twin.
 fn captured_payloads() -> Vec<(PathBuf, ApiVersion, Bytes, Vec<Value>)> {
     let mut out = Vec::new();
-    for dir in std::fs::read_dir(captures()).unwrap() {
-        let agent = dir.unwrap().path().join("agent");
-        let Ok(entries) = std::fs::read_dir(&agent) else {
+    for (p, version) in trace_bodies() {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        let decoded = p.with_file_name(name.replace(".body.bin", ".decoded.json"));
+        let Ok(text) = std::fs::read_to_string(&decoded) else {
             continue;
         };
-        for e in entries {
-            let p = e.unwrap().path();
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let version = if name.ends_with("_v0.4_traces.body.bin") {
-                ApiVersion::V04
-            } else if name.ends_with("_v0.5_traces.body.bin") {
-                ApiVersion::V05
-            } else {
-                continue;
-            };
-            let decoded = p.with_file_name(name.replace(".body.bin", ".decoded.json"));
-            let Ok(text) = std::fs::read_to_string(&decoded) else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(&text).unwrap();
-            let traces = match v {
-                Value::Array(a) => a,
-                Value::Object(mut o) => match o.remove("expanded_traces") {
-                    Some(Value::Array(a)) => a,
-                    _ => continue,
-                },
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let traces = match v {
+            Value::Array(a) => a,
+            Value::Object(mut o) => match o.remove("expanded_traces") {
+                Some(Value::Array(a)) => a,
                 _ => continue,
-            };
-            out.push((p.clone(), version, Bytes::from(std::fs::read(&p).unwrap()), traces));
-        }
+            },
+            _ => continue,
+        };
+        out.push((p.clone(), version, Bytes::from(std::fs::read(&p).unwrap()), traces));
     }
     out
 }

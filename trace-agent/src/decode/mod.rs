@@ -6,6 +6,8 @@
 //! bounded by [`DecodeLimits`] (spans per payload, decoded bytes relative to the body size),
 //! charged from the array and map headers before the allocation they would cause.
 
+#[doc(hidden)]
+pub mod captures;
 mod client_stats;
 mod error;
 pub mod json;
@@ -177,20 +179,8 @@ mod limit_tests {
     /// the default ratio must leave a wide margin over it.
     #[test]
     fn real_payloads_need_far_less_than_the_default_ratio() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ddtrace-captures");
         let mut checked = 0;
-        for entry in walk(&dir) {
-            let name = entry
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let version = if name.ends_with("_v0.4_traces.body.bin") {
-                ApiVersion::V04
-            } else if name.ends_with("_v0.5_traces.body.bin") {
-                ApiVersion::V05
-            } else {
-                continue;
-            };
+        for (entry, version) in super::captures::trace_bodies() {
             let body = std::fs::read(&entry).unwrap();
             let need = (1..=DEFAULT_MAX_DECODED_RATIO)
                 .find(|&r| {
@@ -201,19 +191,6 @@ mod limit_tests {
             checked += 1;
         }
         assert!(checked >= 3, "captures found: {checked}");
-    }
-
-    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                out.extend(walk(&p));
-            } else {
-                out.push(p);
-            }
-        }
-        out
     }
 
     #[test]

@@ -556,7 +556,7 @@ mod tests {
 
     use std::borrow::Cow;
 
-    use crate::decode::{ApiVersion, Encoding, decode_payload};
+    use crate::decode::{Encoding, decode_payload};
     use crate::process::{ProcessConfig, RequestFacts, process_payload};
 
     fn agent_bytes(p: &span::TracerPayload<'_>) -> Vec<u8> {
@@ -713,39 +713,23 @@ mod tests {
 
     #[test]
     fn borrowed_encoding_decodes_as_the_previous_path_on_real_captures() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/ddtrace-captures");
         let mut checked = 0;
-        let mut stack = vec![dir];
-        while let Some(d) = stack.pop() {
-            for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if path.is_dir() {
-                    stack.push(path);
-                    continue;
-                }
-                let name = path.to_string_lossy().into_owned();
-                let version = if name.ends_with("_v0.4_traces.body.bin") {
-                    ApiVersion::V04
-                } else if name.ends_with("_v0.5_traces.body.bin") {
-                    ApiVersion::V05
-                } else {
-                    continue;
-                };
-                let body = std::fs::read(&path).unwrap_or_default();
-                let Ok(mut p) = decode_payload(version, Encoding::Msgpack, &body) else {
-                    continue;
-                };
-                let facts = RequestFacts {
-                    lang: "python",
-                    client_computed_top_level: true,
-                };
-                process_payload(&mut p, &facts, &ProcessConfig::default(), 1_800_000_000_000_000_000);
-                let ours = agent_bytes(&p);
-                let previous = previous_bytes(&p);
-                assert_eq!(decoded(&ours), decoded(&previous), "{name}");
-                assert_eq!(ours.len(), previous.len(), "{name}");
-                checked += 1;
-            }
+        for (path, version) in crate::decode::captures::trace_bodies() {
+            let name = path.to_string_lossy().into_owned();
+            let body = std::fs::read(&path).unwrap_or_default();
+            let Ok(mut p) = decode_payload(version, Encoding::Msgpack, &body) else {
+                continue;
+            };
+            let facts = RequestFacts {
+                lang: "python",
+                client_computed_top_level: true,
+            };
+            process_payload(&mut p, &facts, &ProcessConfig::default(), 1_800_000_000_000_000_000);
+            let ours = agent_bytes(&p);
+            let previous = previous_bytes(&p);
+            assert_eq!(decoded(&ours), decoded(&previous), "{name}");
+            assert_eq!(ours.len(), previous.len(), "{name}");
+            checked += 1;
         }
         assert!(checked >= 5, "captures found: {checked}");
     }
