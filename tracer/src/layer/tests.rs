@@ -9,6 +9,7 @@ use tracing_subscriber::prelude::*;
 
 use super::fmt::insert_correlation;
 use super::{DatadogLayer, WithLogCorrelation};
+use crate::span::find;
 use crate::{SpanData, Tracer, TracerConfig};
 
 fn tracer() -> Tracer {
@@ -22,13 +23,6 @@ fn tracer() -> Tracer {
 
 fn subscriber(t: Tracer) -> impl tracing::Subscriber + Send + Sync {
     tracing_subscriber::registry().with(DatadogLayer::new(t))
-}
-
-fn find<'a>(chunk: &'a [SpanData], name: &str) -> &'a SpanData {
-    chunk
-        .iter()
-        .find(|s| s.name() == name)
-        .unwrap_or_else(|| panic!("no span {name} in {chunk:?}"))
 }
 
 #[test]

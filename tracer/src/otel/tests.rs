@@ -8,6 +8,7 @@ use opentelemetry::trace::{
 use opentelemetry::{Context, KeyValue};
 
 use super::{TracerProvider, registry};
+use crate::span::find;
 use crate::{SpanData, Tracer, TracerConfig};
 
 fn setup() -> (Tracer, super::Tracer) {
@@ -20,13 +21,6 @@ fn one(t: &Tracer) -> SpanData {
     let mut chunk = t.pop_chunk().unwrap_or_default();
     assert_eq!(chunk.len(), 1, "{chunk:?}");
     chunk.remove(0)
-}
-
-fn find<'a>(chunk: &'a [SpanData], name: &str) -> &'a SpanData {
-    chunk
-        .iter()
-        .find(|s| s.name() == name)
-        .unwrap_or_else(|| panic!("no span {name} in {chunk:?}"))
 }
 
 #[test]

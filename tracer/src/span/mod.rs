@@ -25,6 +25,15 @@ pub(crate) use data::SpanBox;
 pub(crate) use trace::{ChunkSpans, TraceState, TraceTags};
 
 pub(crate) use context::current_context;
+
+/// The span of `chunk` called `name` (tests of the bridges: they look spans up by name).
+#[cfg(all(test, any(feature = "tracing-layer", feature = "opentelemetry")))]
+pub(crate) fn find<'a>(chunk: &'a [SpanData], name: &str) -> &'a SpanData {
+    chunk
+        .iter()
+        .find(|s| s.name() == name)
+        .unwrap_or_else(|| panic!("no span {name} in {chunk:?}"))
+}
 #[cfg(feature = "tracing-layer")]
 pub(crate) use context::{enter_current, exit_current, is_current};
 #[cfg(feature = "opentelemetry")]
