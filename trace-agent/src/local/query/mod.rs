@@ -21,6 +21,12 @@ use view::{depth_first, distribution};
 /// Sketch blobs of one stats row.
 type Blobs = (Option<Vec<u8>>, Option<Vec<u8>>);
 
+/// A stats row selected as three integers (e.g. bucket start or duration, hits, errors), then
+/// the OK and error latency sketches.
+fn counts_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, i64, i64, Blobs)> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, (r.get(3)?, r.get(4)?)))
+}
+
 fn merge_row(m: &mut Merged, blobs: &Blobs) {
     m.add_encoded(blobs.0.as_deref());
     m.add_encoded(blobs.1.as_deref());
@@ -110,14 +116,7 @@ fn service_series(
             )
         })
         .collect();
-    let rows = stmt.query_map(params![service, op, from, to], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            (r.get(3)?, r.get(4)?),
-        ))
-    })?;
+    let rows = stmt.query_map(params![service, op, from, to], counts_row)?;
     for row in rows {
         let (start, hits, errors, blobs): (i64, i64, i64, Blobs) = row?;
         let i = usize::try_from((start - from) / slot)
@@ -282,14 +281,7 @@ pub fn resource(
          WHERE service = ?1 AND name = ?2 AND resource = ?3 AND bucket_start >= ?4 AND bucket_start < ?5",
     )?;
     let (mut hits, mut errors, mut duration, mut m, mut rows) = (0i64, 0i64, 0i64, Merged::default(), 0);
-    let found = stmt.query_map(params![service, operation, resource, from, to], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            (r.get(3)?, r.get(4)?),
-        ))
-    })?;
+    let found = stmt.query_map(params![service, operation, resource, from, to], counts_row)?;
     for row in found {
         let (h, e, d, blobs): (i64, i64, i64, Blobs) = row?;
         hits += h;
