@@ -209,13 +209,7 @@ fn malformed_incoming_headers_start_a_new_trace() {
     let rt = runtime();
     let agent = OurAgent::start(&rt);
     let t = tracer("svc-b", &agent.url(), Style::defaults());
-    let styles = vec![
-        Style::Datadog,
-        Style::TraceContext,
-        Style::B3Multi,
-        Style::B3Single,
-        Style::Baggage,
-    ];
+    let styles = Style::ALL.to_vec();
     let t = Tracer::new(t.config().clone().with_propagation_styles(styles.clone(), styles)).expect("tracer");
     let b = serve(
         &rt,

@@ -19,6 +19,15 @@ pub enum Style {
 }
 
 impl Style {
+    /// Every style, in declaration order.
+    pub const ALL: [Style; 5] = [
+        Style::Datadog,
+        Style::TraceContext,
+        Style::B3Multi,
+        Style::B3Single,
+        Style::Baggage,
+    ];
+
     /// The name in `DD_TRACE_PROPAGATION_STYLE`.
     pub fn name(self) -> &'static str {
         match self {

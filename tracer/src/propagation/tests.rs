@@ -485,13 +485,7 @@ fn the_config_chooses_the_styles() {
 #[test]
 fn no_header_content_panics() {
     // Arbitrary bytes in every header, every style: never a panic.
-    let styles = vec![
-        Style::Datadog,
-        Style::TraceContext,
-        Style::B3Multi,
-        Style::B3Single,
-        Style::Baggage,
-    ];
+    let styles = Style::ALL.to_vec();
     let p = Propagator::new(styles.clone(), styles);
     let names = [
         "x-datadog-trace-id",
@@ -531,5 +525,20 @@ fn no_header_content_panics() {
                 .collect();
             let _ = p.extract_incoming(&h);
         }
+    }
+}
+
+#[test]
+fn style_all_lists_every_style_once_in_order() {
+    // The exhaustive match fails to compile when a style is added and not listed.
+    for (i, s) in Style::ALL.iter().enumerate() {
+        let position = match s {
+            Style::Datadog => 0,
+            Style::TraceContext => 1,
+            Style::B3Multi => 2,
+            Style::B3Single => 3,
+            Style::Baggage => 4,
+        };
+        assert_eq!(position, i, "{s:?}");
     }
 }
