@@ -26,7 +26,6 @@
 
 use std::hint::black_box;
 use std::io::Cursor;
-use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -52,9 +51,7 @@ const COPIES: usize = 50;
 const NOW: i64 = 1_800_000_000_000_000_000;
 
 fn capture(rel: &str) -> Vec<u8> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../testdata/ddtrace-captures")
-        .join(rel);
+    let p = trace_agent::decode::captures::dir().join(rel);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 

@@ -4,7 +4,6 @@
 //! `cargo run --release -p trace-agent --example decode_loop -- [iterations] [v04|v05]`
 
 use std::io::Cursor;
-use std::path::Path;
 use std::time::Instant;
 
 use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
@@ -16,11 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const COPIES: usize = 50;
 
 fn capture(rel: &str) -> std::io::Result<Vec<u8>> {
-    std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../testdata/ddtrace-captures")
-            .join(rel),
-    )
+    std::fs::read(trace_agent::decode::captures::dir().join(rel))
 }
 
 fn array32(n: usize) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
