@@ -215,7 +215,7 @@ impl Encoder {
     }
 
     /// Tells the ledger about the spans encoded since it was last told.
-    pub(super) fn flush_ledger_run(&mut self) {
+    fn flush_ledger_run(&mut self) {
         let n = std::mem::take(&mut self.ledger_run.1);
         if n > 0 {
             self.tracer.ledger.add_count(&self.ledger_run.0, n);
