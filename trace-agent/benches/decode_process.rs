@@ -44,7 +44,7 @@ use trace_agent::upstream::{EncodedPayload, Part, SizeHint, convert, encode_agen
 
 /// Same allocator as the `trace-agent` binary, for both chains.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: trace_agent::alloc::Allocator = trace_agent::alloc::Allocator;
 
 /// Copies of the captured traces per payload (≈ a busy Flask app's 1 s flush).
 const COPIES: usize = 50;

@@ -14,7 +14,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use trace_agent::config::AgentConfig;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: trace_agent::alloc::Allocator = trace_agent::alloc::Allocator;
 
 fn fixstr(b: &mut Vec<u8>, s: &[u8]) {
     b.push(0xa0 | u8::try_from(s.len()).unwrap());

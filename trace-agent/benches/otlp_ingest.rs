@@ -23,7 +23,7 @@ use trace_agent::process::{RequestFacts, process_payload};
 
 /// Same allocator as the `trace-agent` binary.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: trace_agent::alloc::Allocator = trace_agent::alloc::Allocator;
 
 fn shop_request() -> ExportTraceServiceRequest {
     let mut spans = Vec::new();

@@ -16,7 +16,7 @@ use trace_agent::sample::{ChunkContext, Samplers};
 use trace_agent::span::{PRIORITY_NONE, Span, Str, TraceChunk};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: trace_agent::alloc::Allocator = trace_agent::alloc::Allocator;
 
 fn flask_chunk(trace_id: u64, priority: i32, error: bool) -> TraceChunk<'static> {
     let mut spans = Vec::new();

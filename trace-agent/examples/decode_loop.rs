@@ -10,7 +10,7 @@ use trace_agent::decode::{ApiVersion, Encoding, decode_payload};
 use trace_agent::process::{ProcessConfig, RequestFacts, process_payload};
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: trace_agent::alloc::Allocator = trace_agent::alloc::Allocator;
 
 const COPIES: usize = 50;
 

@@ -4,13 +4,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use mimalloc::MiMalloc;
 use trace_agent::config::{self, AgentConfig, ProcessEnv};
 
-/// mimalloc: payloads are decoded into many short-lived allocations and freed together; the
-/// system allocator returns that memory to the OS and page-faults it back on the next payload.
+/// mimalloc (see `trace_agent::alloc`).
 #[global_allocator]
-static GLOBAL: MiMalloc = MiMalloc;
+static GLOBAL: trace_agent::alloc::Allocator = trace_agent::alloc::Allocator;
 
 #[derive(Debug, Parser)]
 #[command(name = "trace-agent", version, about = "Datadog-compatible trace agent")]

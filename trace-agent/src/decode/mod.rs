@@ -13,6 +13,7 @@ mod error;
 pub mod json;
 mod reader;
 mod str_cache;
+mod utf8;
 pub mod v04;
 pub mod v05;
 pub mod v07;

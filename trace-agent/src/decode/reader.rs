@@ -264,7 +264,7 @@ impl<'b> Reader<'b> {
         if let Some((raw, end)) = self.fixstr() {
             let valid = match &mut self.strings {
                 Some(cache) if raw.len() <= str_cache::MAX_LEN => cache.get(raw),
-                _ => std::str::from_utf8(raw).ok(),
+                _ => super::utf8::str_of(raw),
             };
             if let Some(s) = valid {
                 self.pos = end;
@@ -290,7 +290,7 @@ impl<'b> Reader<'b> {
         let raw: &'b [u8] = self.owner.get(start..start + len).unwrap_or_default();
         let valid = match &mut self.strings {
             Some(cache) if len <= str_cache::MAX_LEN => cache.get(raw).ok_or(()),
-            _ => std::str::from_utf8(raw).map_err(|_| ()),
+            _ => super::utf8::str_of(raw).ok_or(()),
         };
         Ok(match valid {
             Ok(s) => Str::borrowed(s),

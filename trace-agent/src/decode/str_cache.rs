@@ -80,7 +80,7 @@ impl<'b> StrCache<'b> {
     /// Validates `raw` and remembers it in slot `i`.
     #[inline(never)]
     fn miss(&mut self, raw: &'b [u8], i: usize, head: u64, tail: u64) -> Option<&'b str> {
-        let s = std::str::from_utf8(raw).ok()?;
+        let s = super::utf8::str_of(raw)?;
         if self.slots.is_empty() {
             self.slots = vec![Slot::default(); SLOTS];
         }

@@ -28,6 +28,20 @@ pub struct ServiceCatalog {
     max_entries: usize,
     clock: u64,
     evicted: u64,
+    /// The pair registered last (a payload's chunks are mostly of one service): found again
+    /// with two string compares instead of a hash of both and a map lookup. Its entry's
+    /// `last_used` is written back when another pair comes, and before an eviction.
+    memo: Memo,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Memo {
+    /// Whether the memo holds a pair of the catalog.
+    valid: bool,
+    service: String,
+    env: String,
+    sig: Signature,
+    last_used: u64,
 }
 
 /// The `rate_by_service` key for a pair.
@@ -48,17 +62,24 @@ impl ServiceCatalog {
             },
             clock: 0,
             evicted: 0,
+            memo: Memo::default(),
         }
     }
 
     /// Registers a use of `(service, env)` and returns its signature.
     pub fn register(&mut self, service: &str, env: &str) -> Signature {
-        let sig = service_signature(service, env);
         self.clock += 1;
         let clock = self.clock;
+        if self.memo.valid && self.memo.service == service && self.memo.env == env {
+            self.memo.last_used = clock;
+            return self.memo.sig;
+        }
+        self.write_back_memo();
+        let sig = service_signature(service, env);
         let slot = self.by_sig.entry(sig).or_default();
         if let Some(e) = slot.iter_mut().find(|e| e.service == service && e.env == env) {
             e.last_used = clock;
+            self.set_memo(service, env, sig, clock);
             return sig;
         }
         slot.push(Entry {
@@ -69,11 +90,42 @@ impl ServiceCatalog {
         self.len += 1;
         if self.len > self.max_entries {
             self.evict_oldest();
+        } else {
+            self.set_memo(service, env, sig, clock);
         }
         sig
     }
 
+    /// Remembers `(service, env)` as the last pair (its buffers reused: no allocation once
+    /// they have grown to the catalog's usual names).
+    fn set_memo(&mut self, service: &str, env: &str, sig: Signature, clock: u64) {
+        let m = &mut self.memo;
+        m.service.clear();
+        m.service.push_str(service);
+        m.env.clear();
+        m.env.push_str(env);
+        m.sig = sig;
+        m.last_used = clock;
+        m.valid = true;
+    }
+
+    /// Writes the memo's `last_used` back to its entry and forgets the memo.
+    fn write_back_memo(&mut self) {
+        if !std::mem::take(&mut self.memo.valid) {
+            return;
+        }
+        let m = &self.memo;
+        if let Some(e) = self
+            .by_sig
+            .get_mut(&m.sig)
+            .and_then(|slot| slot.iter_mut().find(|e| e.service == m.service && e.env == m.env))
+        {
+            e.last_used = m.last_used;
+        }
+    }
+
     fn evict_oldest(&mut self) {
+        self.write_back_memo();
         // O(n), but only when a new pair arrives while the catalog is full.
         let oldest = self
             .by_sig
@@ -125,6 +177,8 @@ impl ServiceCatalog {
         rate_of: impl Fn(Signature) -> Option<f64>,
         default_rate: f64,
     ) -> BTreeMap<String, f64> {
+        // Pairs may be forgotten below: the memo must not outlive its entry.
+        self.write_back_memo();
         let mut out = BTreeMap::new();
         let mut removed = 0;
         self.by_sig.retain(|sig, entries| {
@@ -150,6 +204,37 @@ impl ServiceCatalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The memo of the last pair changes nothing: the same signatures, LRU order and
+    /// forgetting as a catalog that looks every pair up (a reference model).
+    #[test]
+    fn memo_of_the_last_pair_keeps_lru_and_forgetting() {
+        let mut c = ServiceCatalog::new(2);
+        c.register("a", "prod");
+        c.register("a", "prod"); // memo hit
+        c.register("b", "prod");
+        c.register("a", "prod"); // a most recent again, through a memo miss then hit
+        c.register("a", "prod");
+        c.register("c", "prod"); // evicts b, the oldest
+        let rates = c.rates_by_service("none", |_| Some(0.5), 1.0);
+        assert!(rates.contains_key("service:a,env:prod"), "{rates:?}");
+        assert!(!rates.contains_key("service:b,env:prod"), "{rates:?}");
+        assert!(rates.contains_key("service:c,env:prod"), "{rates:?}");
+        // Forgotten while it was the memo: registering it again adds it back.
+        c.register("c", "prod");
+        let sig_c = service_signature("c", "prod");
+        let rates = c.rates_by_service("none", |s| (s != sig_c).then_some(0.5), 1.0);
+        assert!(!rates.contains_key("service:c,env:prod"));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c.register("c", "prod"), sig_c);
+        assert_eq!(c.len(), 2, "re-added after being forgotten");
+        // The memo is written back before an eviction: `c` (just used) stays, `a` goes.
+        c.register("c", "prod");
+        c.register("d", "prod");
+        let rates = c.rates_by_service("none", |_| Some(0.5), 1.0);
+        assert!(rates.contains_key("service:c,env:prod"), "{rates:?}");
+        assert!(!rates.contains_key("service:a,env:prod"), "{rates:?}");
+    }
 
     #[test]
     fn register_is_stable_and_bounded_with_lru_eviction() {
