@@ -14,6 +14,14 @@ pub mod json;
 mod reader;
 mod str_cache;
 mod utf8;
+
+/// Capacity of a span's metrics list of `n` entries: two slots more when it has any, for the
+/// two the agent may add (`_top_level` on a top-level span, the samplers' rate on a chunk's
+/// root, both `tag_set`); growing the list then would copy it. A span without metrics (most
+/// children) allocates nothing.
+fn metrics_capacity(n: usize) -> usize {
+    if n == 0 { 0 } else { n + 2 }
+}
 pub mod v04;
 pub mod v05;
 pub mod v07;

@@ -145,9 +145,7 @@ pub(crate) fn decode_span_into<'b>(
                     .map_len()
                     .and_then(|n| r.charge(n, size_of::<(Str<'_>, f64)>()).map(|()| n))
                     .map_err(|e| e.at(field("metrics")))?;
-                // One slot more: the samplers add a rate to a chunk's root (`tag_set`), and
-                // growing the list then would copy it.
-                span.metrics.reserve_exact(n + 1);
+                span.metrics.reserve_exact(super::metrics_capacity(n));
                 for _ in 0..n {
                     let k = r.str().map_err(|e| e.at(field("metrics")))?;
                     let v = r

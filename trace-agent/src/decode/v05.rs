@@ -117,8 +117,7 @@ fn decode_span<'b>(r: &mut Reader<'b>, table: &[Str<'b>], t: usize, s: usize) ->
         .map_len()
         .and_then(|n| r.charge(n, size_of::<(Str<'_>, f64)>()).map(|()| n))
         .map_err(|e| e.at(field("metrics")))?;
-    // One slot more for the rate the samplers add to a chunk's root (see v04.rs).
-    let mut metrics = Vec::with_capacity(n + 1);
+    let mut metrics = Vec::with_capacity(super::metrics_capacity(n));
     for _ in 0..n {
         let k = string(r, table).map_err(|e| e.at(field("metrics")))?;
         let v = r

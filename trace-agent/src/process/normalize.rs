@@ -330,23 +330,26 @@ pub fn normalize_name(s: &str) -> Option<Cow<'_, str>> {
 fn rewrite_name(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let start = bytes.iter().position(|b| b.is_ascii_alphabetic())?;
-    let mut out: Vec<u8> = Vec::with_capacity(s.len());
-    for &b in bytes.iter().skip(start) {
+    // Only ASCII letters, digits, `.` and `_` are written, each as a `char` (no UTF-8 pass).
+    let rest = bytes.get(start..).unwrap_or_default();
+    let mut out = String::with_capacity(rest.len());
+    for &b in rest {
         if b.is_ascii_alphanumeric() {
-            out.push(b);
+            out.push(char::from(b));
         } else if b == b'.' {
-            match out.last_mut() {
-                Some(last) if *last == b'_' => *last = b'.',
-                _ => out.push(b'.'),
+            // `_.` becomes `.`.
+            if out.ends_with('_') {
+                out.pop();
             }
-        } else if out.last().is_some_and(|&l| l != b'_' && l != b'.') {
-            out.push(b'_');
+            out.push('.');
+        } else if !out.is_empty() && !out.ends_with(['_', '.']) {
+            out.push('_');
         }
     }
-    if out.last() == Some(&b'_') {
+    if out.ends_with('_') {
         out.pop();
     }
-    Some(String::from_utf8_lossy(&out).into_owned())
+    Some(out)
 }
 
 /// Normalizes a service name: `None` when it is already normal, else the replacement
@@ -597,6 +600,36 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+
+    /// The byte-vector rewrite the `char` one replaced.
+    fn rewrite_name_by_bytes(s: &str) -> Option<String> {
+        let bytes = s.as_bytes();
+        let start = bytes.iter().position(|b| b.is_ascii_alphabetic())?;
+        let mut out: Vec<u8> = Vec::new();
+        for &b in bytes.iter().skip(start) {
+            if b.is_ascii_alphanumeric() {
+                out.push(b);
+            } else if b == b'.' {
+                match out.last_mut() {
+                    Some(last) if *last == b'_' => *last = b'.',
+                    _ => out.push(b'.'),
+                }
+            } else if out.last().is_some_and(|&l| l != b'_' && l != b'.') {
+                out.push(b'_');
+            }
+        }
+        if out.last() == Some(&b'_') {
+            out.pop();
+        }
+        Some(String::from_utf8_lossy(&out).into_owned())
+    }
+
+    proptest! {
+        #[test]
+        fn rewrite_name_agrees_with_the_byte_version(s in "[a-cA-C0-9._\\-&é ]{0,40}") {
+            prop_assert_eq!(rewrite_name(&s), rewrite_name_by_bytes(&s));
+        }
+    }
 
     /// The byte-by-byte rule the class table replaced.
     fn is_normalized_name_by_bytes(s: &[u8]) -> bool {
