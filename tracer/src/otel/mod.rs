@@ -71,6 +71,7 @@
 
 mod mapping;
 mod provider;
+mod recorded;
 mod registry;
 mod span;
 #[cfg(test)]
