@@ -6,7 +6,7 @@ use opentelemetry::trace::{self as otel, SpanBuilder, SpanKind, TraceContextExt}
 use opentelemetry::{Context, InstrumentationScope};
 
 use super::mapping;
-use super::recorded::Recorded;
+use super::recorded::{Recorded, Scope};
 use super::{Span, context_of};
 use crate::export::on_export_thread;
 use crate::span::intern::permanent;
@@ -72,8 +72,7 @@ impl otel::TracerProvider for TracerProvider {
         let version = scope.version().filter(|v| !v.is_empty()).map(permanent);
         Tracer {
             provider: Arc::clone(&self.inner),
-            scope_name: name,
-            scope_version: version,
+            scope: (name, version),
         }
     }
 }
@@ -82,8 +81,8 @@ impl otel::TracerProvider for TracerProvider {
 #[derive(Debug, Clone)]
 pub struct Tracer {
     provider: Arc<ProviderInner>,
-    scope_name: Option<Str>,
-    scope_version: Option<Str>,
+    /// The instrumentation scope's name and version.
+    scope: Scope,
 }
 
 /// Where a new span's parent comes from.
@@ -137,7 +136,7 @@ impl Tracer {
                 data.service.clone_from(&self.provider.service);
             }
             if let Some(r) = data.deferred.get_or_default::<Recorded>() {
-                r.start(attributes, kind, (self.scope_name.clone(), self.scope_version.clone()));
+                r.start(attributes, kind, &self.scope);
             }
         }
         if let Some(links) = links {
@@ -149,14 +148,16 @@ impl Tracer {
             }
         }
         let mut span = b.start();
-        for event in events.unwrap_or_default() {
-            if event.name.eq_ignore_ascii_case("exception") {
-                if let Some(r) = span.data_mut().and_then(|d| d.deferred.get_mut::<Recorded>()) {
-                    mapping::exception_event(&mut r.pending, event.attributes.clone());
+        if let Some(events) = events {
+            for event in events {
+                if event.name.eq_ignore_ascii_case("exception") {
+                    if let Some(r) = span.data_mut().and_then(|d| d.deferred.get_mut::<Recorded>()) {
+                        mapping::exception_event(&mut r.pending, event.attributes.clone());
+                    }
                 }
+                let time = clock::unix_nanos(clock::from_system_time(event.timestamp));
+                span.push_event(mapping::event(&event.name, time, event.attributes));
             }
-            let time = clock::unix_nanos(clock::from_system_time(event.timestamp));
-            span.push_event(mapping::event(&event.name, time, event.attributes));
         }
         Span::new(span)
     }

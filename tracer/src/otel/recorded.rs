@@ -20,31 +20,34 @@ use crate::span::deferred::Deferred;
 /// Attribute capacity a span box keeps for its next span (beyond it, freed).
 const KEEP_CAPACITY: usize = 16;
 
+/// The instrumentation scope's name and version (`otel.scope.*`).
+pub(crate) type Scope = (Option<Str>, Option<Str>);
+
 /// A bridge span's recording, converted on the export thread.
 #[derive(Clone)]
 pub(crate) struct Recorded {
-    /// The builder's attributes, then those of `set_attribute`.
-    pub(super) attrs: Vec<KeyValue>,
-    /// How many of `attrs` came from the builder (they are appended; the later ones
+    /// The builder's attribute list as the application made it, and the attributes of
+    /// `set_attribute` while it has room (it is freed on the export thread).
+    builder: Option<Vec<KeyValue>>,
+    /// How many of `builder` were the builder's (they are appended; the later ones
     /// replace an earlier value of their key).
-    pub(super) from_builder: usize,
-    /// A previous span's emptied attribute list, swapped out for the builder's: freed on
-    /// the export thread.
-    spare: Vec<KeyValue>,
+    from_builder: usize,
+    /// The attributes of `set_attribute` that did not fit in `builder` (a list whose
+    /// capacity the span box keeps: no allocation per span).
+    set: Vec<KeyValue>,
     pub(super) kind: SpanKind,
     pub(super) status: Status,
     /// Exceptions (events, `record_error`).
     pub(super) pending: Pending,
-    /// The instrumentation scope's name and version (`otel.scope.*`).
-    pub(super) scope: (Option<Str>, Option<Str>),
+    scope: Scope,
 }
 
 impl Default for Recorded {
     fn default() -> Self {
         Self {
-            attrs: Vec::new(),
+            builder: None,
             from_builder: 0,
-            spare: Vec::new(),
+            set: Vec::new(),
             kind: SpanKind::Internal,
             status: Status::Unset,
             pending: Pending::default(),
@@ -57,26 +60,24 @@ impl Recorded {
     /// Starts the recording of a new span with the builder's attributes (moved in as they
     /// are).
     #[inline]
-    pub(super) fn start(
-        &mut self,
-        attributes: Option<Vec<KeyValue>>,
-        kind: SpanKind,
-        scope: (Option<Str>, Option<Str>),
-    ) {
-        if let Some(attributes) = attributes {
-            self.from_builder = attributes.len();
-            // The emptied list of an earlier span keeps its capacity for spans without
-            // builder attributes; set aside here, it is freed on the export thread.
-            if self.attrs.capacity() == 0 {
-                self.attrs = attributes;
-            } else {
-                self.spare = std::mem::replace(&mut self.attrs, attributes);
-            }
-        } else {
-            self.from_builder = 0;
-        }
+    pub(super) fn start(&mut self, attributes: Option<Vec<KeyValue>>, kind: SpanKind, scope: &Scope) {
+        self.from_builder = attributes.as_ref().map_or(0, Vec::len);
+        // (The previous span's list was taken by `apply` or `clear`: nothing is freed here.)
+        self.builder = attributes;
         self.kind = kind;
-        self.scope = scope;
+        // The same tracer's spans follow one another in a box: compared, not cloned.
+        if !same_scope(&self.scope, scope) {
+            self.scope.clone_from(scope);
+        }
+    }
+
+    /// Records an attribute of `set_attribute`.
+    #[inline]
+    pub(super) fn push(&mut self, kv: KeyValue) {
+        match &mut self.builder {
+            Some(b) if b.len() < b.capacity() => b.push(kv),
+            _ => self.set.push(kv),
+        }
     }
 
     /// OpenTelemetry: Ok is final; Error replaces Unset or an earlier Error; Unset is
@@ -89,27 +90,46 @@ impl Recorded {
     }
 }
 
+/// Whether two scopes are the same static strings (or both absent).
+fn same_scope(a: &Scope, b: &Scope) -> bool {
+    let same = |x: &Option<Str>, y: &Option<Str>| match (x, y) {
+        (None, None) => true,
+        (Some(x), Some(y)) => match (x.as_static(), y.as_static()) {
+            (Some(x), Some(y)) => std::ptr::eq(x, y),
+            _ => false,
+        },
+        _ => false,
+    };
+    same(&a.0, &b.0) && same(&a.1, &b.1)
+}
+
 impl Deferred for Recorded {
     fn apply(&mut self, data: &mut SpanData) {
         let from_builder = self.from_builder;
-        let mut attrs = std::mem::take(&mut self.attrs);
-        let n = attrs.len();
-        for (i, kv) in attrs.drain(..).enumerate() {
-            if i == from_builder {
-                push_scope(data, &self.scope);
+        let mut n = 0;
+        if let Some(builder) = self.builder.take() {
+            n = builder.len();
+            for (i, kv) in builder.into_iter().enumerate() {
+                if i == from_builder {
+                    push_scope(data, &self.scope);
+                }
+                mapping::apply_attribute(data, &mut self.pending, kv, i >= from_builder);
             }
-            mapping::apply_attribute(data, &mut self.pending, kv, i >= from_builder);
+            // (Its allocation, the application's, is freed here on the export thread.)
         }
         if from_builder >= n {
             push_scope(data, &self.scope);
         }
-        if attrs.capacity() <= KEEP_CAPACITY {
-            self.attrs = attrs;
+        let any = n > 0 || !self.set.is_empty();
+        if !self.set.is_empty() {
+            for kv in self.set.drain(..) {
+                mapping::apply_attribute(data, &mut self.pending, kv, true);
+            }
+            if self.set.capacity() > KEEP_CAPACITY {
+                self.set = Vec::new();
+            }
         }
-        if self.spare.capacity() != 0 {
-            self.spare = Vec::new();
-        }
-        mapping::finish(data, &self.kind, &self.status, &mut self.pending, n > 0);
+        mapping::finish(data, &self.kind, &self.status, &mut self.pending, any);
         self.pending.reset();
         if !matches!(self.status, Status::Unset) {
             self.status = Status::Unset;
@@ -117,11 +137,10 @@ impl Deferred for Recorded {
     }
 
     fn clear(&mut self) {
-        self.attrs.clear();
-        self.spare = Vec::new();
+        self.builder = None;
+        self.set.clear();
         self.pending = Pending::default();
         self.status = Status::Unset;
-        self.scope = (None, None);
     }
 
     fn clone_box(&self) -> Box<dyn Deferred> {
@@ -158,8 +177,10 @@ mod tests {
         let scope = (Some(Str::from_static("scope")), None);
         let r = data.deferred.get_or_default::<Recorded>();
         let r = r.unwrap_or_else(|| panic!("a recording"));
-        r.start(builder, SpanKind::Client, scope);
-        r.attrs.extend(set);
+        r.start(builder, SpanKind::Client, &scope);
+        for kv in set {
+            r.push(kv);
+        }
         r.set_status(status);
         let pending_copy = data.clone();
         data.apply_deferred();
@@ -199,5 +220,30 @@ mod tests {
         let before = format!("{data:?}");
         data.apply_deferred();
         assert_eq!(format!("{data:?}"), before);
+    }
+
+    #[test]
+    fn set_attributes_follow_the_builders_whether_or_not_its_list_has_room() {
+        let mut data = SpanData::new(TraceId::default(), SpanId::default(), SpanId::default(), Str::EMPTY);
+        let set = || {
+            vec![
+                KeyValue::new("k", "set"),
+                KeyValue::new("late", 1),
+                KeyValue::new("later", "x"),
+            ]
+        };
+        let mut roomy = Vec::with_capacity(8);
+        roomy.extend([KeyValue::new("k", "builder"), KeyValue::new("b", true)]);
+        let exact = vec![KeyValue::new("k", "builder"), KeyValue::new("b", true)];
+        let a = record(&mut data, Some(roomy), set(), Status::Unset);
+        let b = record(&mut data, Some(exact), set(), Status::Unset);
+        let tags = |s: &SpanData| s.tags().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>();
+        assert_eq!(tags(&a), tags(&b));
+        assert_eq!(
+            tags(&a)[..4],
+            ["k=set", "b=true", "otel.scope.name=scope", "later=x"],
+            "builder attributes, the scope, then the later ones"
+        );
+        assert_eq!(a.metric("late"), Some(1.0));
     }
 }

@@ -138,7 +138,7 @@ impl otel::Span for Span {
             data.service = Some(service);
         }
         if let Some(r) = data.deferred.get_mut::<Recorded>() {
-            r.attrs.push(attribute);
+            r.push(attribute);
         }
     }
 
