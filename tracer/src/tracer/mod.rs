@@ -97,10 +97,14 @@ impl Tracer {
         self.inner.queue.pop().map(|c| {
             c.spans
                 .into_iter()
-                .map(|mut b| {
+                .map(|b| {
                     // What the export thread would do first.
                     #[cfg(feature = "opentelemetry")]
-                    b.apply_deferred();
+                    let b = {
+                        let mut b = b;
+                        b.apply_deferred();
+                        b
+                    };
                     *b
                 })
                 .collect()
