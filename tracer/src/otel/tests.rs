@@ -342,3 +342,87 @@ fn end_with_timestamp_and_start_time_are_kept() {
         .unwrap_or(0);
     assert!((s.start() - expected).abs() < 1_000, "{} vs {expected}", s.start());
 }
+
+#[test]
+fn attributes_are_converted_at_export_in_the_order_they_came() {
+    let (t, otel) = setup();
+    let mut span = otel
+        .span_builder("GET /x")
+        .with_kind(SpanKind::Server)
+        .with_attributes([
+            KeyValue::new("http.request.method", "GET"),
+            KeyValue::new("tenant", "a"),
+            KeyValue::new("tenant", "b"),
+            KeyValue::new("retries", 1),
+        ])
+        .start(&otel);
+    // Nothing converted on the application thread: the span holds the raw attributes.
+    let data = span
+        .inner()
+        .data()
+        .map(|d| (d.tags().count(), d.metrics().count(), d.name().to_owned()));
+    assert_eq!(data, Some((0, 0, "GET /x".to_owned())));
+    span.set_attribute(KeyValue::new("tenant", "c")); // replaces the last value
+    span.set_attribute(KeyValue::new("retries", 2));
+    span.set_attribute(KeyValue::new("late", "yes"));
+    span.end();
+    let s = one(&t);
+    let tags: Vec<(&str, &str)> = s.tags().collect();
+    assert_eq!(
+        tags,
+        [
+            ("http.request.method", "GET"),
+            ("tenant", "c"),
+            ("tenant", "b"),
+            ("otel.scope.name", "test-scope"),
+            ("late", "yes"),
+            ("span.kind", "server"),
+            ("otel.status_code", "Unset"),
+        ],
+        "builder attributes appended, scope after them, set_attribute replacing the first value"
+    );
+    assert_eq!(s.metrics().collect::<Vec<_>>(), [("retries", 2.0)]);
+    assert_eq!((s.name(), s.resource()), ("http.server.request", "GET"));
+}
+
+#[test]
+fn the_service_is_resolved_at_once_for_children() {
+    let (t, otel) = setup();
+    let mut root = otel.start("root");
+    root.set_attribute(KeyValue::new("service.name", "billing"));
+    let cx = Context::new().with_span(root);
+    otel.start_with_context("child", &cx).end();
+    cx.span().end();
+    drop(cx);
+    let chunk = t.pop_chunk().unwrap_or_default();
+    let by_resource = |r: &str| chunk.iter().find(|s| s.resource() == r).map(SpanData::service);
+    assert_eq!(by_resource("root"), Some(Some("billing")));
+    assert_eq!(by_resource("child"), Some(Some("billing")), "{chunk:?}");
+}
+
+#[test]
+fn spans_without_attributes_are_named_by_their_kind_as_with_unrelated_ones() {
+    // Without attributes the names come from a per-kind table; with an attribute the rules
+    // run on the span's tags: the same answer when the attribute is not one they read.
+    let (t, otel) = setup();
+    for kind in [
+        SpanKind::Client,
+        SpanKind::Server,
+        SpanKind::Producer,
+        SpanKind::Consumer,
+        SpanKind::Internal,
+    ] {
+        let mut names = Vec::new();
+        for attrs in [vec![], vec![KeyValue::new("unrelated", "x")]] {
+            otel.span_builder("name")
+                .with_kind(kind.clone())
+                .with_attributes(attrs)
+                .start(&otel)
+                .end();
+            let s = one(&t);
+            names.push((s.name().to_owned(), s.resource().to_owned(), s.span_type().to_owned()));
+        }
+        assert_eq!(names[0], names[1], "{kind:?}");
+        assert_eq!(names[0].1, "name", "{kind:?}");
+    }
+}

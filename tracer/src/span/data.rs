@@ -50,6 +50,9 @@ pub struct SpanData {
     pub(crate) events: Vec<SpanEvent>,
     /// Only while a builder holds the span: the explicit parent it was given.
     pub(crate) explicit_parent: Option<SpanContext>,
+    /// Recording left to the export thread (an integration's raw input).
+    #[cfg(feature = "opentelemetry")]
+    pub(crate) deferred: super::deferred::DeferredSlot,
 }
 
 impl SpanData {
@@ -73,6 +76,8 @@ impl SpanData {
             links: Vec::new(),
             events: Vec::new(),
             explicit_parent: None,
+            #[cfg(feature = "opentelemetry")]
+            deferred: super::deferred::DeferredSlot::default(),
         }
     }
 
@@ -96,6 +101,8 @@ impl SpanData {
         self.links.clear();
         self.events.clear();
         self.explicit_parent = None;
+        #[cfg(feature = "opentelemetry")]
+        self.deferred.clear();
     }
 
     /// The trace id.
