@@ -397,6 +397,23 @@ fn subject_layer() -> Subject {
     }
 }
 
+/// `tracer::layer::DatadogSubscriber` (no `Registry`): the fast path of the Layer's row.
+fn subject_subscriber() -> Subject {
+    let sink = Sink::start();
+    let t = ours(&sink);
+    let d = tracing::Dispatch::new(tracer::layer::DatadogSubscriber::new(t));
+    Subject {
+        name: "ours tracing Subscriber",
+        sink,
+        root: Box::new(tracing_root),
+        tree: Box::new(tracing_tree),
+        flush: ours_flush(t),
+        scope: dispatch_scope(d),
+        export_thread: OURS_THREAD,
+        counts_traces: true,
+    }
+}
+
 fn subject_tracing_otel() -> Subject {
     let sink = Sink::start();
     let (p, t) = otel_sdk(&sink);
@@ -636,6 +653,7 @@ fn callgrind(args: &[String]) {
     let s = match subject {
         "bridge" => subject_bridge(),
         "layer" => subject_layer(),
+        "subscriber" => subject_subscriber(),
         "sdk" => subject_sdk("OTel SDK + BSP"),
         "tracing-otel" => subject_tracing_otel(),
         _ => subject_ours(),
@@ -688,6 +706,7 @@ fn offered_only(args: &[String]) {
     let s = match args.first().map_or("ours", String::as_str) {
         "bridge" => subject_bridge(),
         "layer" => subject_layer(),
+        "subscriber" => subject_subscriber(),
         "sdk" => subject_sdk("OTel SDK + BSP"),
         "tracing-otel" => subject_tracing_otel(),
         _ => subject_ours(),
@@ -740,6 +759,7 @@ fn main() {
         (subject_ours(), subject_sdk("OTel SDK + BSP")),
         (subject_bridge(), subject_sdk("OTel SDK + BSP")),
         (subject_layer(), subject_tracing_otel()),
+        (subject_subscriber(), subject_tracing_otel()),
     ];
 
     let mut broken = Vec::new();

@@ -60,6 +60,7 @@
 
 mod fields;
 mod fmt;
+mod subscriber;
 #[cfg(test)]
 mod tests;
 
@@ -69,6 +70,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 pub use fmt::WithLogCorrelation;
+pub use subscriber::DatadogSubscriber;
 
 use crate::export::on_export_thread;
 use crate::span::{SpanContext, enter_current, exit_current, is_current};
@@ -132,6 +134,61 @@ where
         .find_map(|s| s.extensions().get::<DdSpan>().and_then(|d| d.0.context()))
 }
 
+/// Where a new span goes.
+enum Parent {
+    /// The builder's default: this thread's current span, if any.
+    Current,
+    Root,
+    Of(SpanContext),
+}
+
+/// Starts the span of a new `tracing` span, its fields recorded.
+fn start_span(tracer: Tracer, attrs: &Attributes<'_>, parent: Parent) -> Span {
+    // Entering the span (`on_enter`) needs its trace state at once.
+    let mut builder = tracer.span(Str::from_static(attrs.metadata().name())).eager_trace();
+    match parent {
+        Parent::Current => {}
+        Parent::Root => builder = builder.root(),
+        Parent::Of(p) => builder = builder.child_of(&p),
+    }
+    let mut visitor = fields::SpanFields::new(builder.data_mut(), false);
+    attrs.record(&mut visitor);
+    visitor.finish();
+    builder.start()
+}
+
+/// Records `values` (`Span::record`) into `span`.
+fn record_values(span: &mut Span, values: &Record<'_>) {
+    if let Some(data) = span.data_mut() {
+        let mut visitor = fields::SpanFields::new(data, true);
+        values.record(&mut visitor);
+        visitor.finish();
+    }
+}
+
+/// Whether an event is recorded at all: as a span event (`with_span_events`), or as an
+/// error (`ERROR` level or an `error` field) — and not one of the tracer's own.
+fn event_wanted(meta: &tracing::Metadata<'_>, span_events: bool) -> bool {
+    let marks_error = *meta.level() == tracing::Level::ERROR || meta.fields().field("error").is_some();
+    (span_events || marks_error) && !ignored(meta)
+}
+
+/// Records an event [`event_wanted`] into the span it happened in.
+fn record_event(span: &mut Span, event: &Event<'_>, span_events: bool) {
+    let meta = event.metadata();
+    if span_events {
+        let mut visitor = fields::EventFields::default();
+        event.record(&mut visitor);
+        span.push_event(visitor.into_event(meta));
+    }
+    let is_error = *meta.level() == tracing::Level::ERROR;
+    if is_error || meta.fields().field("error").is_some() {
+        let mut visitor = fields::ErrorEvent::new(is_error);
+        event.record(&mut visitor);
+        visitor.apply(span);
+    }
+}
+
 impl<S> tracing_subscriber::Layer<S> for DatadogLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -144,30 +201,22 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        // Entering the span (`on_enter`) needs its trace state at once.
-        let mut builder = self.tracer.span(Str::from_static(meta.name())).eager_trace();
-        if let Some(parent) = attrs.parent() {
+        let parent = if let Some(parent) = attrs.parent() {
             // Explicit parent: the nearest recorded ancestor, else whatever is current.
-            if let Some(p) = recorded_context(&ctx, parent) {
-                builder = builder.child_of(&p);
-            }
+            recorded_context(&ctx, parent).map_or(Parent::Current, Parent::Of)
         } else if attrs.is_root() {
-            builder = builder.root();
-        } else if let Some(current) = ctx.lookup_current() {
+            Parent::Root
+        } else {
             // Contextual: the builder's default parent is this thread's current span,
             // which includes entered `tracing` spans (see `on_enter`) and anything entered
             // inside them. Only a `tracing` span entered without this layer seeing it
             // (another dispatcher at the time) is missing there: then it is the parent.
-            if let Some(p) = recorded_context(&ctx, &current.id()) {
-                if !is_current(p.span_id) {
-                    builder = builder.child_of(&p);
-                }
-            }
-        }
-        let mut visitor = fields::SpanFields::new(builder.data_mut(), false);
-        attrs.record(&mut visitor);
-        visitor.finish();
-        let span = builder.start();
+            ctx.lookup_current()
+                .and_then(|current| recorded_context(&ctx, &current.id()))
+                .filter(|p| !is_current(p.span_id))
+                .map_or(Parent::Current, Parent::Of)
+        };
+        let span = start_span(self.tracer, attrs, parent);
         span_ref.extensions_mut().insert(DdSpan(span));
     }
 
@@ -175,39 +224,14 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        let mut ext = span_ref.extensions_mut();
-        let Some(data) = ext.get_mut::<DdSpan>().and_then(|d| d.0.data_mut()) else {
-            return;
-        };
-        let mut visitor = fields::SpanFields::new(data, true);
-        values.record(&mut visitor);
-        visitor.finish();
+        if let Some(DdSpan(span)) = span_ref.extensions_mut().get_mut::<DdSpan>() {
+            record_values(span, values);
+        }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let meta = event.metadata();
-        let is_error = *meta.level() == tracing::Level::ERROR;
-        if !self.span_events && !is_error && meta.fields().field("error").is_none() {
+        if !event_wanted(event.metadata(), self.span_events) {
             return;
-        }
-        if ignored(meta) {
-            return;
-        }
-        if self.span_events {
-            if let Some(scope) = ctx.event_scope(event) {
-                for span_ref in scope {
-                    let mut ext = span_ref.extensions_mut();
-                    if let Some(DdSpan(span)) = ext.get_mut::<DdSpan>() {
-                        let mut visitor = fields::EventFields::default();
-                        event.record(&mut visitor);
-                        span.push_event(visitor.into_event(meta));
-                        break;
-                    }
-                }
-            }
-            if !is_error && meta.fields().field("error").is_none() {
-                return;
-            }
         }
         let Some(scope) = ctx.event_scope(event) else {
             return;
@@ -215,9 +239,7 @@ where
         for span_ref in scope {
             let mut ext = span_ref.extensions_mut();
             if let Some(DdSpan(span)) = ext.get_mut::<DdSpan>() {
-                let mut visitor = fields::ErrorEvent::new(is_error);
-                event.record(&mut visitor);
-                visitor.apply(span);
+                record_event(span, event, self.span_events);
                 return;
             }
         }
