@@ -86,6 +86,9 @@ struct DdSpan(Span);
 pub struct DatadogLayer {
     tracer: Tracer,
     span_events: bool,
+    /// Tells this layer's entries on a thread's [`ENTERED`] stack from another's (given
+    /// when the layer is added to a subscriber).
+    key: usize,
 }
 
 impl DatadogLayer {
@@ -94,6 +97,7 @@ impl DatadogLayer {
         Self {
             tracer,
             span_events: false,
+            key: 0,
         }
     }
 
@@ -132,6 +136,33 @@ where
     let span = ctx.span(id)?;
     span.scope()
         .find_map(|s| s.extensions().get::<DdSpan>().and_then(|d| d.0.context()))
+}
+
+/// An entered span this layer made current on this thread.
+struct Entered {
+    key: usize,
+    id: u64,
+    span_id: crate::SpanId,
+}
+
+thread_local! {
+    /// The spans this layer entered on this thread, innermost last: `on_exit` finds what
+    /// to undo here, without looking the span up in the `Registry`.
+    static ENTERED: std::cell::RefCell<Vec<Entered>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `id` is the innermost span layer `key` entered on this thread.
+fn is_innermost_entered(key: usize, id: &Id) -> bool {
+    let id = id.into_u64();
+    ENTERED
+        .try_with(|s| {
+            s.borrow()
+                .iter()
+                .rev()
+                .find(|e| e.key == key)
+                .is_some_and(|e| e.id == id)
+        })
+        .unwrap_or(false)
 }
 
 /// Where a new span goes.
@@ -211,10 +242,13 @@ where
             // which includes entered `tracing` spans (see `on_enter`) and anything entered
             // inside them. Only a `tracing` span entered without this layer seeing it
             // (another dispatcher at the time) is missing there: then it is the parent.
-            ctx.lookup_current()
-                .and_then(|current| recorded_context(&ctx, &current.id()))
-                .filter(|p| !is_current(p.span_id))
-                .map_or(Parent::Current, Parent::Of)
+            // The usual case, the innermost span this layer entered, needs no look-up.
+            match ctx.current_span().id() {
+                Some(current) if !is_innermost_entered(self.key, current) => recorded_context(&ctx, current)
+                    .filter(|p| !is_current(p.span_id))
+                    .map_or(Parent::Current, Parent::Of),
+                _ => Parent::Current,
+            }
         };
         let span = start_span(self.tracer, attrs, parent);
         span_ref.extensions_mut().insert(DdSpan(span));
@@ -245,23 +279,39 @@ where
         }
     }
 
+    fn on_layer(&mut self, _subscriber: &mut S) {
+        static KEYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        self.key = KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        if let Some(ctx) = span_ref.extensions().get::<DdSpan>().and_then(|d| d.0.context()) {
-            enter_current(ctx);
+        if let Some(span_ctx) = span_ref.extensions().get::<DdSpan>().and_then(|d| d.0.context()) {
+            let entered = Entered {
+                key: self.key,
+                id: id.into_u64(),
+                span_id: span_ctx.span_id,
+            };
+            enter_current(span_ctx);
+            let _ = ENTERED.try_with(|s| s.borrow_mut().push(entered));
         }
     }
 
-    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span_ref) = ctx.span(id) else {
-            return;
-        };
-        if let Some(DdSpan(span)) = span_ref.extensions().get::<DdSpan>() {
-            if span.is_recording() {
-                exit_current(span.span_id());
-            }
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        let (key, id) = (self.key, id.into_u64());
+        let span_id = ENTERED
+            .try_with(|s| {
+                let mut s = s.borrow_mut();
+                // `tracing` lets spans exit out of order: the innermost entry of `id`.
+                let i = s.iter().rposition(|e| e.key == key && e.id == id)?;
+                Some(s.remove(i).span_id)
+            })
+            .ok()
+            .flatten();
+        if let Some(span_id) = span_id {
+            exit_current(span_id);
         }
     }
 
