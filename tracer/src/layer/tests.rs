@@ -29,9 +29,11 @@ fn own_subscriber(t: Tracer) -> tracing::Dispatch {
     tracing::Dispatch::new(DatadogSubscriber::new(t))
 }
 
+type MakeDispatch = fn(Tracer) -> tracing::Dispatch;
+
 /// The tests that do not need `tracing-subscriber`'s `fmt` run for both: the Layer on the
 /// `Registry` and the subscriber of its own must record the same spans.
-const KINDS: [(&str, fn(Tracer) -> tracing::Dispatch); 2] = [("layer", layer), ("subscriber", own_subscriber)];
+const KINDS: [(&str, MakeDispatch); 2] = [("layer", layer), ("subscriber", own_subscriber)];
 
 #[test]
 fn fields_map_to_span_fields_meta_and_metrics() {
