@@ -1,6 +1,10 @@
 //! `tracing` integration: [`DatadogLayer`] records `tracing` spans (`#[instrument]`,
 //! `info_span!`, …) as spans of this tracer, and [`WithLogCorrelation`] adds
 //! `dd.trace_id`/`dd.span_id` (and service, env, version) to formatted log lines.
+//! [`DatadogSubscriber`] records the same way as a `tracing` subscriber of its own, for a
+//! service that sends its `tracing` spans only to Datadog: without `tracing-subscriber`'s
+//! `Registry` (and so without `fmt` or filter layers), at about two thirds of the Layer's
+//! instructions per span and one allocation fewer.
 //!
 //! ```no_run
 //! use tracing_subscriber::prelude::*;
