@@ -17,7 +17,8 @@ use tracing::subscriber::Interest;
 use tracing::{Event, Metadata, Subscriber};
 use tracing_core::span::Current;
 
-use super::{Parent, event_wanted, ignored, is_own_target, record_event, record_values, start_span};
+use super::{Parent, event_wanted, is_own_target, record_event, record_values, start_span};
+use crate::export::on_export_thread;
 use crate::span::{enter_current, exit_current};
 use crate::{Span, SpanId, Tracer};
 
@@ -177,7 +178,9 @@ impl Subscriber for DatadogSubscriber {
 
     fn new_span(&self, attrs: &Attributes<'_>) -> Id {
         let meta = attrs.metadata();
-        let span = if ignored(meta) {
+        // Own targets never get here (`register_callsite`, `enabled`); everything on the
+        // export thread is ignored.
+        let span = if on_export_thread() {
             Span::noop()
         } else {
             let parent = if let Some(parent) = attrs.parent() {
