@@ -382,28 +382,23 @@ fn subject_bridge() -> Subject {
 }
 
 fn subject_layer() -> Subject {
-    let sink = Sink::start();
-    let t = ours(&sink);
-    let d = our_layer(t);
-    Subject {
-        name: "ours tracing Layer",
-        sink,
-        root: Box::new(tracing_root),
-        tree: Box::new(tracing_tree),
-        flush: ours_flush(t),
-        scope: dispatch_scope(d),
-        export_thread: OURS_THREAD,
-        counts_traces: true,
-    }
+    subject_tracing("ours tracing Layer", our_layer)
 }
 
 /// `tracer::layer::DatadogSubscriber` (no `Registry`): the fast path of the Layer's row.
 fn subject_subscriber() -> Subject {
+    subject_tracing("ours tracing Subscriber", |t| {
+        tracing::Dispatch::new(tracer::layer::DatadogSubscriber::new(t))
+    })
+}
+
+/// `tracing` spans through the dispatcher `dispatch` makes for our tracer.
+fn subject_tracing(name: &'static str, dispatch: fn(tracer::Tracer) -> tracing::Dispatch) -> Subject {
     let sink = Sink::start();
     let t = ours(&sink);
-    let d = tracing::Dispatch::new(tracer::layer::DatadogSubscriber::new(t));
+    let d = dispatch(t);
     Subject {
-        name: "ours tracing Subscriber",
+        name,
         sink,
         root: Box::new(tracing_root),
         tree: Box::new(tracing_tree),
