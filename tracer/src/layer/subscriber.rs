@@ -32,7 +32,8 @@ const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
 /// the mapping of [`DatadogLayer`](super::DatadogLayer) (see the [module docs](super)),
 /// for a service that sends its `tracing` spans only to Datadog: it cannot be combined
 /// with `tracing-subscriber` layers (`fmt`, filters). Cheaper than the Layer on the
-/// `Registry`: no allocation of its own per span, and about half the instructions.
+/// `Registry`: no allocation of its own per span, about two thirds of the Layer's
+/// instructions for a root span with 5 fields and under half for a 4-span tree.
 ///
 /// Events are not printed; those at `ERROR` level or with an `error` field mark their
 /// span as an error, as with the Layer. Log lines written another way (the `log` crate,
