@@ -137,7 +137,14 @@ fn recorded_context<S>(ctx: &Context<'_, S>, id: &Id) -> Option<SpanContext>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let span = ctx.span(id)?;
+    ctx.span(id).and_then(recorded_in)
+}
+
+/// The context of the nearest span (`span` itself or an ancestor) that this layer records.
+fn recorded_in<R>(span: tracing_subscriber::registry::SpanRef<'_, R>) -> Option<SpanContext>
+where
+    R: for<'a> LookupSpan<'a>,
+{
     span.scope()
         .find_map(|s| s.extensions().get::<DdSpan>().and_then(|d| d.0.context()))
 }
@@ -246,9 +253,10 @@ where
             // which includes entered `tracing` spans (see `on_enter`) and anything entered
             // inside them. Only a `tracing` span entered without this layer seeing it
             // (another dispatcher at the time) is missing there: then it is the parent.
-            // The usual case, the innermost span this layer entered, needs no look-up.
-            match ctx.current_span().id() {
-                Some(current) if !is_innermost_entered(self.key, current) => recorded_context(&ctx, current)
+            // The `Registry` made the current `tracing` span the new span's parent; the
+            // usual case, the innermost span this layer entered, needs nothing more.
+            match span_ref.parent() {
+                Some(current) if !is_innermost_entered(self.key, &current.id()) => recorded_in(current)
                     .filter(|p| !is_current(p.span_id))
                     .map_or(Parent::Current, Parent::Of),
                 _ => Parent::Current,
