@@ -382,11 +382,23 @@ fn subject_bridge() -> Subject {
 }
 
 fn subject_layer() -> Subject {
+    subject_tracing("ours tracing Layer", our_layer)
+}
+
+/// `tracer::layer::DatadogSubscriber` (no `Registry`): the fast path of the Layer's row.
+fn subject_subscriber() -> Subject {
+    subject_tracing("ours tracing Subscriber", |t| {
+        tracing::Dispatch::new(tracer::layer::DatadogSubscriber::new(t))
+    })
+}
+
+/// `tracing` spans through the dispatcher `dispatch` makes for our tracer.
+fn subject_tracing(name: &'static str, dispatch: fn(tracer::Tracer) -> tracing::Dispatch) -> Subject {
     let sink = Sink::start();
     let t = ours(&sink);
-    let d = our_layer(t);
+    let d = dispatch(t);
     Subject {
-        name: "ours tracing Layer",
+        name,
         sink,
         root: Box::new(tracing_root),
         tree: Box::new(tracing_tree),
@@ -636,6 +648,7 @@ fn callgrind(args: &[String]) {
     let s = match subject {
         "bridge" => subject_bridge(),
         "layer" => subject_layer(),
+        "subscriber" => subject_subscriber(),
         "sdk" => subject_sdk("OTel SDK + BSP"),
         "tracing-otel" => subject_tracing_otel(),
         _ => subject_ours(),
@@ -688,6 +701,7 @@ fn offered_only(args: &[String]) {
     let s = match args.first().map_or("ours", String::as_str) {
         "bridge" => subject_bridge(),
         "layer" => subject_layer(),
+        "subscriber" => subject_subscriber(),
         "sdk" => subject_sdk("OTel SDK + BSP"),
         "tracing-otel" => subject_tracing_otel(),
         _ => subject_ours(),
@@ -740,6 +754,7 @@ fn main() {
         (subject_ours(), subject_sdk("OTel SDK + BSP")),
         (subject_bridge(), subject_sdk("OTel SDK + BSP")),
         (subject_layer(), subject_tracing_otel()),
+        (subject_subscriber(), subject_tracing_otel()),
     ];
 
     let mut broken = Vec::new();

@@ -1,6 +1,10 @@
 //! `tracing` integration: [`DatadogLayer`] records `tracing` spans (`#[instrument]`,
 //! `info_span!`, …) as spans of this tracer, and [`WithLogCorrelation`] adds
 //! `dd.trace_id`/`dd.span_id` (and service, env, version) to formatted log lines.
+//! [`DatadogSubscriber`] records the same way as a `tracing` subscriber of its own, for a
+//! service that sends its `tracing` spans only to Datadog: without `tracing-subscriber`'s
+//! `Registry` (and so without `fmt` or filter layers), at two thirds (a root span) to
+//! under half (a tree) of the Layer's instructions, and one allocation fewer per span.
 //!
 //! ```no_run
 //! use tracing_subscriber::prelude::*;
@@ -60,6 +64,7 @@
 
 mod fields;
 mod fmt;
+mod subscriber;
 #[cfg(test)]
 mod tests;
 
@@ -69,6 +74,7 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 pub use fmt::WithLogCorrelation;
+pub use subscriber::DatadogSubscriber;
 
 use crate::export::on_export_thread;
 use crate::span::{SpanContext, enter_current, exit_current, is_current};
@@ -84,6 +90,9 @@ struct DdSpan(Span);
 pub struct DatadogLayer {
     tracer: Tracer,
     span_events: bool,
+    /// Tells this layer's entries on a thread's [`ENTERED`] stack from another's (given
+    /// when the layer is added to a subscriber).
+    key: usize,
 }
 
 impl DatadogLayer {
@@ -92,6 +101,7 @@ impl DatadogLayer {
         Self {
             tracer,
             span_events: false,
+            key: 0,
         }
     }
 
@@ -127,9 +137,98 @@ fn recorded_context<S>(ctx: &Context<'_, S>, id: &Id) -> Option<SpanContext>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let span = ctx.span(id)?;
+    ctx.span(id).and_then(recorded_in)
+}
+
+/// The context of the nearest span (`span` itself or an ancestor) that this layer records.
+fn recorded_in<R>(span: tracing_subscriber::registry::SpanRef<'_, R>) -> Option<SpanContext>
+where
+    R: for<'a> LookupSpan<'a>,
+{
     span.scope()
         .find_map(|s| s.extensions().get::<DdSpan>().and_then(|d| d.0.context()))
+}
+
+/// An entered span this layer made current on this thread.
+struct Entered {
+    key: usize,
+    id: u64,
+    span_id: crate::SpanId,
+}
+
+thread_local! {
+    /// The spans this layer entered on this thread, innermost last: `on_exit` finds what
+    /// to undo here, without looking the span up in the `Registry`.
+    static ENTERED: std::cell::RefCell<Vec<Entered>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Whether `id` is the innermost span layer `key` entered on this thread.
+fn is_innermost_entered(key: usize, id: &Id) -> bool {
+    let id = id.into_u64();
+    ENTERED
+        .try_with(|s| {
+            s.borrow()
+                .iter()
+                .rev()
+                .find(|e| e.key == key)
+                .is_some_and(|e| e.id == id)
+        })
+        .unwrap_or(false)
+}
+
+/// Where a new span goes.
+enum Parent {
+    /// The builder's default: this thread's current span, if any.
+    Current,
+    Root,
+    Of(SpanContext),
+}
+
+/// Starts the span of a new `tracing` span, its fields recorded.
+fn start_span(tracer: Tracer, attrs: &Attributes<'_>, parent: Parent) -> Span {
+    // Entering the span (`on_enter`) needs its trace state at once.
+    let mut builder = tracer.span(Str::from_static(attrs.metadata().name())).eager_trace();
+    match parent {
+        Parent::Current => {}
+        Parent::Root => builder = builder.root(),
+        Parent::Of(p) => builder = builder.child_of(&p),
+    }
+    let mut visitor = fields::SpanFields::new(builder.data_mut(), false);
+    attrs.record(&mut visitor);
+    visitor.finish();
+    builder.start()
+}
+
+/// Records `values` (`Span::record`) into `span`.
+fn record_values(span: &mut Span, values: &Record<'_>) {
+    if let Some(data) = span.data_mut() {
+        let mut visitor = fields::SpanFields::new(data, true);
+        values.record(&mut visitor);
+        visitor.finish();
+    }
+}
+
+/// Whether an event is recorded at all: as a span event (`with_span_events`), or as an
+/// error (`ERROR` level or an `error` field) — and not one of the tracer's own.
+fn event_wanted(meta: &tracing::Metadata<'_>, span_events: bool) -> bool {
+    let marks_error = *meta.level() == tracing::Level::ERROR || meta.fields().field("error").is_some();
+    (span_events || marks_error) && !ignored(meta)
+}
+
+/// Records an event [`event_wanted`] into the span it happened in.
+fn record_event(span: &mut Span, event: &Event<'_>, span_events: bool) {
+    let meta = event.metadata();
+    if span_events {
+        let mut visitor = fields::EventFields::default();
+        event.record(&mut visitor);
+        span.push_event(visitor.into_event(meta));
+    }
+    let is_error = *meta.level() == tracing::Level::ERROR;
+    if is_error || meta.fields().field("error").is_some() {
+        let mut visitor = fields::ErrorEvent::new(is_error);
+        event.record(&mut visitor);
+        visitor.apply(span);
+    }
 }
 
 impl<S> tracing_subscriber::Layer<S> for DatadogLayer
@@ -144,30 +243,26 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        // Entering the span (`on_enter`) needs its trace state at once.
-        let mut builder = self.tracer.span(Str::from_static(meta.name())).eager_trace();
-        if let Some(parent) = attrs.parent() {
+        let parent = if let Some(parent) = attrs.parent() {
             // Explicit parent: the nearest recorded ancestor, else whatever is current.
-            if let Some(p) = recorded_context(&ctx, parent) {
-                builder = builder.child_of(&p);
-            }
+            recorded_context(&ctx, parent).map_or(Parent::Current, Parent::Of)
         } else if attrs.is_root() {
-            builder = builder.root();
-        } else if let Some(current) = ctx.lookup_current() {
+            Parent::Root
+        } else {
             // Contextual: the builder's default parent is this thread's current span,
             // which includes entered `tracing` spans (see `on_enter`) and anything entered
             // inside them. Only a `tracing` span entered without this layer seeing it
             // (another dispatcher at the time) is missing there: then it is the parent.
-            if let Some(p) = recorded_context(&ctx, &current.id()) {
-                if !is_current(p.span_id) {
-                    builder = builder.child_of(&p);
-                }
+            // The `Registry` made the current `tracing` span the new span's parent; the
+            // usual case, the innermost span this layer entered, needs nothing more.
+            match span_ref.parent() {
+                Some(current) if !is_innermost_entered(self.key, &current.id()) => recorded_in(current)
+                    .filter(|p| !is_current(p.span_id))
+                    .map_or(Parent::Current, Parent::Of),
+                _ => Parent::Current,
             }
-        }
-        let mut visitor = fields::SpanFields::new(builder.data_mut(), false);
-        attrs.record(&mut visitor);
-        visitor.finish();
-        let span = builder.start();
+        };
+        let span = start_span(self.tracer, attrs, parent);
         span_ref.extensions_mut().insert(DdSpan(span));
     }
 
@@ -175,39 +270,14 @@ where
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        let mut ext = span_ref.extensions_mut();
-        let Some(data) = ext.get_mut::<DdSpan>().and_then(|d| d.0.data_mut()) else {
-            return;
-        };
-        let mut visitor = fields::SpanFields::new(data, true);
-        values.record(&mut visitor);
-        visitor.finish();
+        if let Some(DdSpan(span)) = span_ref.extensions_mut().get_mut::<DdSpan>() {
+            record_values(span, values);
+        }
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let meta = event.metadata();
-        let is_error = *meta.level() == tracing::Level::ERROR;
-        if !self.span_events && !is_error && meta.fields().field("error").is_none() {
+        if !event_wanted(event.metadata(), self.span_events) {
             return;
-        }
-        if ignored(meta) {
-            return;
-        }
-        if self.span_events {
-            if let Some(scope) = ctx.event_scope(event) {
-                for span_ref in scope {
-                    let mut ext = span_ref.extensions_mut();
-                    if let Some(DdSpan(span)) = ext.get_mut::<DdSpan>() {
-                        let mut visitor = fields::EventFields::default();
-                        event.record(&mut visitor);
-                        span.push_event(visitor.into_event(meta));
-                        break;
-                    }
-                }
-            }
-            if !is_error && meta.fields().field("error").is_none() {
-                return;
-            }
         }
         let Some(scope) = ctx.event_scope(event) else {
             return;
@@ -215,31 +285,45 @@ where
         for span_ref in scope {
             let mut ext = span_ref.extensions_mut();
             if let Some(DdSpan(span)) = ext.get_mut::<DdSpan>() {
-                let mut visitor = fields::ErrorEvent::new(is_error);
-                event.record(&mut visitor);
-                visitor.apply(span);
+                record_event(span, event, self.span_events);
                 return;
             }
         }
+    }
+
+    fn on_layer(&mut self, _subscriber: &mut S) {
+        static KEYS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+        self.key = KEYS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         let Some(span_ref) = ctx.span(id) else {
             return;
         };
-        if let Some(ctx) = span_ref.extensions().get::<DdSpan>().and_then(|d| d.0.context()) {
-            enter_current(ctx);
+        if let Some(span_ctx) = span_ref.extensions().get::<DdSpan>().and_then(|d| d.0.context()) {
+            let entered = Entered {
+                key: self.key,
+                id: id.into_u64(),
+                span_id: span_ctx.span_id,
+            };
+            enter_current(span_ctx);
+            let _ = ENTERED.try_with(|s| s.borrow_mut().push(entered));
         }
     }
 
-    fn on_exit(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span_ref) = ctx.span(id) else {
-            return;
-        };
-        if let Some(DdSpan(span)) = span_ref.extensions().get::<DdSpan>() {
-            if span.is_recording() {
-                exit_current(span.span_id());
-            }
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        let (key, id) = (self.key, id.into_u64());
+        let span_id = ENTERED
+            .try_with(|s| {
+                let mut s = s.borrow_mut();
+                // `tracing` lets spans exit out of order: the innermost entry of `id`.
+                let i = s.iter().rposition(|e| e.key == key && e.id == id)?;
+                Some(s.remove(i).span_id)
+            })
+            .ok()
+            .flatten();
+        if let Some(span_id) = span_id {
+            exit_current(span_id);
         }
     }
 
