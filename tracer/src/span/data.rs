@@ -98,6 +98,26 @@ impl SpanData {
         self.explicit_parent = None;
     }
 
+    /// Whether the span holds anything on the heap besides its tag lists' capacity (a
+    /// non-literal string, links, events): such a span is cleared as soon as it is
+    /// encoded, so that the pool never keeps request data alive. Other spans go back to
+    /// the pool as they are and are cleared by the thread that takes them next (the
+    /// export thread then only reads them: no cache line of theirs comes back to the
+    /// application core dirty).
+    pub(crate) fn holds_heap(&self) -> bool {
+        let heap = |s: &Str| s.as_static().is_none();
+        let opt = |s: &Option<Str>| s.as_ref().is_some_and(heap);
+        heap(&self.name)
+            || opt(&self.service)
+            || opt(&self.resource)
+            || opt(&self.span_type)
+            || !self.links.is_empty()
+            || !self.events.is_empty()
+            || self.explicit_parent.is_some()
+            || self.meta.iter().any(|(k, v)| heap(k) || heap(v))
+            || self.metrics.iter().any(|(k, _)| heap(k))
+    }
+
     /// The trace id.
     pub fn trace_id(&self) -> TraceId {
         self.trace_id
