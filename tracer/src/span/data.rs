@@ -91,8 +91,20 @@ impl SpanData {
         self.top_level = false;
         self.measured = false;
         self.local_root = false;
-        self.meta.clear();
-        self.metrics.clear();
+        // Tags that are all literals in inline storage own nothing: the lists are
+        // emptied without running a destructor per entry (a call per tag pair, the
+        // largest part of a reset otherwise).
+        let literal = |s: &Str| s.as_static().is_some();
+        if !self.meta.spilled() && self.meta.iter().all(|(k, v)| literal(k) && literal(v)) {
+            std::mem::forget(std::mem::take(&mut self.meta));
+        } else {
+            self.meta.clear();
+        }
+        if !self.metrics.spilled() && self.metrics.iter().all(|(k, _)| literal(k)) {
+            std::mem::forget(std::mem::take(&mut self.metrics));
+        } else {
+            self.metrics.clear();
+        }
         self.links.clear();
         self.events.clear();
         self.explicit_parent = None;
