@@ -151,6 +151,14 @@ impl StringTable {
         t
     }
 
+    /// Empties the table for the next payload, keeping its allocations.
+    pub(crate) fn clear(&mut self) {
+        self.index.clear();
+        self.cache.fill(Slot::default());
+        self.encoded.clear();
+        self.intern("");
+    }
+
     /// Strings in the table.
     pub(crate) fn len(&self) -> usize {
         self.index.len()
