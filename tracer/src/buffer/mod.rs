@@ -98,9 +98,15 @@ impl SpanPool {
         }
     }
 
-    /// Swaps the thread's empty cache for the most recently returned batch, if any.
+    /// Swaps the thread's empty cache for the most recently returned batch, if any. An
+    /// application thread never waits for the lock: when the worker (or another thread)
+    /// holds it, the span gets a new box instead.
     fn refill(&self, cache: &mut Vec<SpanBox>) {
-        let mut stacks = self.stacks();
+        let mut stacks = match self.stacks.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         if let Some(batch) = stacks.full.pop() {
             let emptied = std::mem::replace(cache, batch);
             if emptied.capacity() >= BATCH && stacks.empty.len() < self.max_batches {
@@ -294,6 +300,52 @@ mod tests {
         let t = TraceState::for_local_root();
         assert!(t.start_span(2));
         assert!(!t.start_span(2));
+    }
+
+    #[test]
+    fn the_pool_hands_out_the_batch_returned_last_cleared() {
+        let pool = SpanPool::new(4 * BATCH);
+        let addr = |b: &SpanBox| std::ptr::from_ref::<SpanData>(b) as usize;
+        let mut returns = PoolReturn::default();
+        let mut last = Vec::new();
+        for round in 0..2 {
+            for i in 0..BATCH as u64 {
+                let mut s = span(i + 1, 0, true);
+                s.push_meta(Str::from_static("k"), Str::from_static("v"));
+                if round == 1 {
+                    last.push(addr(&s));
+                }
+                returns.give(&pool, s);
+            }
+        }
+        // This thread's cache is empty: the first take pulls the newest batch.
+        let taken = pool.take(Str::from_static("next"));
+        assert!(last.contains(&addr(&taken)), "a box of the batch returned last");
+        assert_eq!(taken.name(), "next");
+        assert_eq!(taken.tags().count(), 0, "cleared by the taker");
+        assert_eq!(taken.span_id(), SpanId::default());
+        // The emptied vector went back: the worker's next batch reuses it.
+        assert_eq!(pool.stacks().empty.len(), 0, "the cache vector was empty-capacity");
+        let mut left = BATCH - 1;
+        while left > 0 {
+            drop(pool.take(Str::EMPTY));
+            left -= 1;
+        }
+        drop(pool.take(Str::EMPTY));
+        assert_eq!(pool.stacks().full.len(), 0, "both batches taken");
+        assert_eq!(pool.stacks().empty.len(), 1, "the first batch's vector came back");
+    }
+
+    #[test]
+    fn a_span_holding_heap_data_is_cleared_by_the_worker() {
+        let mut s = span(1, 0, true);
+        assert!(!s.holds_heap());
+        s.push_meta(Str::from_static("k"), Str::from(String::from("owned")));
+        assert!(s.holds_heap());
+        let pool = SpanPool::new(BATCH);
+        let mut returns = PoolReturn::default();
+        returns.give(&pool, s);
+        assert_eq!(returns.batch.first().map(|b| b.tags().count()), Some(0));
     }
 
     #[test]
