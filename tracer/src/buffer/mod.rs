@@ -10,8 +10,8 @@
 //! queue drops the chunk and counts it.
 
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
