@@ -80,9 +80,22 @@ impl Payload {
 
     /// An empty payload with room for `bytes` (the previous payload's size, say).
     pub(crate) fn with_capacity(format: Format, bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(bytes.clamp(64 * 1024, 4 * 1024 * 1024));
+        let buf = Vec::with_capacity(bytes.clamp(64 * 1024, 4 * 1024 * 1024));
+        Self::in_buffers(format, buf, None)
+    }
+
+    /// An empty payload in `buf` (cleared) and `table` (cleared; a new one if `None`).
+    fn in_buffers(format: Format, mut buf: Vec<u8>, table: Option<StringTable>) -> Self {
+        buf.clear();
         buf.resize(HEADER_LEN, 0);
-        let table = (format == Format::V05).then(StringTable::new);
+        let table = match (format, table) {
+            (Format::V05, Some(mut t)) => {
+                t.clear();
+                Some(t)
+            }
+            (Format::V05, None) => Some(StringTable::new()),
+            (Format::V04, _) => None,
+        };
         Self {
             format,
             buf,
@@ -149,25 +162,7 @@ impl Payload {
     /// An empty payload built in the buffers of an earlier one (cleared, capacity kept):
     /// a multi-megabyte payload then costs no allocation and no page faults.
     pub(crate) fn reusing(format: Format, spare: Spare) -> Self {
-        let Spare { mut buf, table } = spare;
-        buf.clear();
-        buf.resize(HEADER_LEN, 0);
-        let table = match (format, table) {
-            (Format::V05, Some(mut t)) => {
-                t.clear();
-                Some(t)
-            }
-            (Format::V05, None) => Some(StringTable::new()),
-            (Format::V04, _) => None,
-        };
-        Self {
-            format,
-            buf,
-            table,
-            traces: 0,
-            spans: 0,
-            tid: None,
-        }
+        Self::in_buffers(format, spare.buf, spare.table)
     }
 
     /// The finished body, and (v0.5, where the body is a new buffer) the buffers the
