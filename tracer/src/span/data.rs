@@ -107,7 +107,10 @@ impl SpanData {
         }
         self.links.clear();
         self.events.clear();
-        self.explicit_parent = None;
+        if self.explicit_parent.is_some() {
+            // (Only then: dropping a `None` is an out-of-line call.)
+            self.explicit_parent = None;
+        }
     }
 
     /// Whether the span holds anything on the heap besides its tag lists' capacity (a
