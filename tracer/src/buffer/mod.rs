@@ -10,8 +10,8 @@
 //! queue drops the chunk and counts it.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
@@ -25,14 +25,28 @@ pub(crate) struct Chunk {
     pub(crate) trace: Option<Arc<TraceState>>,
 }
 
-/// Span boxes handed back by the export worker for reuse, in batches.
+/// Span boxes handed back by the export worker for reuse, in batches (not necessarily
+/// cleared: [`SpanPool::take`] clears them).
 ///
-/// The worker returns cleared boxes [`BATCH`] at a time; an application thread takes a
-/// whole batch into a thread-local cache when its cache runs dry, so the shared queue is
-/// touched once per [`BATCH`] spans on each side.
+/// The worker returns boxes [`BATCH`] at a time; an application thread takes a whole
+/// batch into a thread-local cache when its cache runs dry, so the shared pool is touched
+/// once per [`BATCH`] spans on each side. The pool is a stack: the batch taken is the one
+/// returned last, whose boxes were written and read most recently (still in the caches),
+/// not the oldest of up to 16 384 boxes. The emptied batch vectors go back to the worker
+/// the same way, so neither side allocates or frees one in steady state.
 #[derive(Debug)]
 pub(crate) struct SpanPool {
-    batches: ArrayQueue<Vec<SpanBox>>,
+    stacks: Mutex<PoolStacks>,
+    /// Batches the pool holds at most.
+    max_batches: usize,
+}
+
+#[derive(Debug, Default)]
+struct PoolStacks {
+    /// Batches of boxes, the most recently returned last.
+    full: Vec<Vec<SpanBox>>,
+    /// Empty batch vectors (capacity [`BATCH`]) for the worker to fill.
+    empty: Vec<Vec<SpanBox>>,
 }
 
 /// Boxes per batch.
@@ -47,8 +61,13 @@ impl SpanPool {
     /// A pool holding up to `capacity` boxes.
     pub(crate) fn new(capacity: usize) -> Self {
         Self {
-            batches: ArrayQueue::new(capacity.div_ceil(BATCH).max(1)),
+            stacks: Mutex::new(PoolStacks::default()),
+            max_batches: capacity.div_ceil(BATCH).max(1),
         }
+    }
+
+    fn stacks(&self) -> std::sync::MutexGuard<'_, PoolStacks> {
+        self.stacks.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A cleared span named `name`: recycled when one is free, else newly allocated.
@@ -57,9 +76,7 @@ impl SpanPool {
             .try_with(|cache| {
                 let mut cache = cache.try_borrow_mut().ok()?;
                 if cache.is_empty() {
-                    if let Some(batch) = self.batches.pop() {
-                        *cache = batch;
-                    }
+                    self.refill(&mut cache);
                 }
                 cache.pop()
             })
@@ -67,7 +84,9 @@ impl SpanPool {
             .flatten();
         match recycled {
             Some(mut b) => {
-                b.name = name;
+                // Boxes come back from the worker as it encoded them (see
+                // `PoolReturn::give`): cleared here, on the core that writes them next.
+                b.reset(name);
                 b
             }
             None => Box::new(SpanData::new(
@@ -79,12 +98,31 @@ impl SpanPool {
         }
     }
 
-    /// Hands back a full batch (or a partial one at the end of a drain); dropped when the
-    /// pool is full.
-    pub(crate) fn give_batch(&self, batch: Vec<SpanBox>) {
-        if !batch.is_empty() {
-            let _ = self.batches.push(batch);
+    /// Swaps the thread's empty cache for the most recently returned batch, if any. An
+    /// application thread never waits for the lock: when the worker (or another thread)
+    /// holds it, the span gets a new box instead.
+    fn refill(&self, cache: &mut Vec<SpanBox>) {
+        let mut stacks = match self.stacks.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if let Some(batch) = stacks.full.pop() {
+            let emptied = std::mem::replace(cache, batch);
+            if emptied.capacity() >= BATCH && stacks.empty.len() < self.max_batches {
+                stacks.empty.push(emptied);
+            }
         }
+    }
+
+    /// Hands back a batch (dropped when the pool is full) and returns an empty vector for
+    /// the next one.
+    pub(crate) fn give_batch(&self, batch: Vec<SpanBox>) -> Vec<SpanBox> {
+        let mut stacks = self.stacks();
+        if !batch.is_empty() && stacks.full.len() < self.max_batches {
+            stacks.full.push(batch);
+        }
+        stacks.empty.pop().unwrap_or_default()
     }
 
     /// Keeps a span dropped on an application thread (queue full) in that thread's cache,
@@ -101,22 +139,27 @@ impl SpanPool {
     }
 }
 
-/// The worker's side of the pool: collects cleared boxes into batches.
+/// The worker's side of the pool: collects boxes into batches.
 #[derive(Debug, Default)]
 pub(crate) struct PoolReturn {
     batch: Vec<SpanBox>,
 }
 
 impl PoolReturn {
-    /// Clears `span` and adds it to the batch being filled, handing the batch over when full.
+    /// Adds `span` to the batch being filled, handing the batch over when full. A span
+    /// holding heap data is cleared now; any other is left as it is (the taker clears
+    /// it), so the worker only reads a span's cache lines and never writes them.
     pub(crate) fn give(&mut self, pool: &SpanPool, mut span: SpanBox) {
-        span.reset(Str::EMPTY);
+        if span.holds_heap() {
+            span.reset(Str::EMPTY);
+        }
         if self.batch.capacity() == 0 {
             self.batch.reserve_exact(BATCH);
         }
         self.batch.push(span);
         if self.batch.len() >= BATCH {
-            pool.give_batch(std::mem::take(&mut self.batch));
+            let full = std::mem::take(&mut self.batch);
+            self.batch = pool.give_batch(full);
         }
     }
 }
@@ -257,6 +300,52 @@ mod tests {
         let t = TraceState::for_local_root();
         assert!(t.start_span(2));
         assert!(!t.start_span(2));
+    }
+
+    #[test]
+    fn the_pool_hands_out_the_batch_returned_last_cleared() {
+        let pool = SpanPool::new(4 * BATCH);
+        let addr = |b: &SpanBox| std::ptr::from_ref::<SpanData>(b) as usize;
+        let mut returns = PoolReturn::default();
+        let mut last = Vec::new();
+        for round in 0..2 {
+            for i in 0..BATCH as u64 {
+                let mut s = span(i + 1, 0, true);
+                s.push_meta(Str::from_static("k"), Str::from_static("v"));
+                if round == 1 {
+                    last.push(addr(&s));
+                }
+                returns.give(&pool, s);
+            }
+        }
+        // This thread's cache is empty: the first take pulls the newest batch.
+        let taken = pool.take(Str::from_static("next"));
+        assert!(last.contains(&addr(&taken)), "a box of the batch returned last");
+        assert_eq!(taken.name(), "next");
+        assert_eq!(taken.tags().count(), 0, "cleared by the taker");
+        assert_eq!(taken.span_id(), SpanId::default());
+        // The emptied vector went back: the worker's next batch reuses it.
+        assert_eq!(pool.stacks().empty.len(), 0, "the cache vector was empty-capacity");
+        let mut left = BATCH - 1;
+        while left > 0 {
+            drop(pool.take(Str::EMPTY));
+            left -= 1;
+        }
+        drop(pool.take(Str::EMPTY));
+        assert_eq!(pool.stacks().full.len(), 0, "both batches taken");
+        assert_eq!(pool.stacks().empty.len(), 1, "the first batch's vector came back");
+    }
+
+    #[test]
+    fn a_span_holding_heap_data_is_cleared_by_the_worker() {
+        let mut s = span(1, 0, true);
+        assert!(!s.holds_heap());
+        s.push_meta(Str::from_static("k"), Str::from(String::from("owned")));
+        assert!(s.holds_heap());
+        let pool = SpanPool::new(BATCH);
+        let mut returns = PoolReturn::default();
+        returns.give(&pool, s);
+        assert_eq!(returns.batch.first().map(|b| b.tags().count()), Some(0));
     }
 
     #[test]

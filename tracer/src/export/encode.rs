@@ -80,9 +80,22 @@ impl Payload {
 
     /// An empty payload with room for `bytes` (the previous payload's size, say).
     pub(crate) fn with_capacity(format: Format, bytes: usize) -> Self {
-        let mut buf = Vec::with_capacity(bytes.clamp(64 * 1024, 4 * 1024 * 1024));
+        let buf = Vec::with_capacity(bytes.clamp(64 * 1024, 4 * 1024 * 1024));
+        Self::in_buffers(format, buf, None)
+    }
+
+    /// An empty payload in `buf` (cleared) and `table` (cleared; a new one if `None`).
+    fn in_buffers(format: Format, mut buf: Vec<u8>, table: Option<StringTable>) -> Self {
+        buf.clear();
         buf.resize(HEADER_LEN, 0);
-        let table = (format == Format::V05).then(StringTable::new);
+        let table = match (format, table) {
+            (Format::V05, Some(mut t)) => {
+                t.clear();
+                Some(t)
+            }
+            (Format::V05, None) => Some(StringTable::new()),
+            (Format::V04, _) => None,
+        };
         Self {
             format,
             buf,
@@ -146,26 +159,70 @@ impl Payload {
         self.spans += spans.len() as u64;
     }
 
+    /// An empty payload built in the buffers of an earlier one (cleared, capacity kept):
+    /// a multi-megabyte payload then costs no allocation and no page faults.
+    pub(crate) fn reusing(format: Format, spare: Spare) -> Self {
+        Self::in_buffers(format, spare.buf, spare.table)
+    }
+
+    /// The finished body, and (v0.5, where the body is a new buffer) the buffers the
+    /// next payload can reuse.
+    pub(crate) fn finish_recycling(mut self) -> (Vec<u8>, Option<Spare>) {
+        self.patch_header();
+        match self.table {
+            None => (self.buf, None),
+            Some(table) => {
+                let body = finish_v05(&self.buf, &table);
+                (
+                    body,
+                    Some(Spare {
+                        buf: self.buf,
+                        table: Some(table),
+                    }),
+                )
+            }
+        }
+    }
+
     /// The finished body. v0.4: the header is patched in place, no copy.
-    pub(crate) fn finish(mut self) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn finish(self) -> Vec<u8> {
+        self.finish_recycling().0
+    }
+
+    /// Writes the trace count into the room reserved at the front (array32 form).
+    fn patch_header(&mut self) {
         let count = self.traces.to_be_bytes();
         if let Some(h) = self.buf.get_mut(..HEADER_LEN) {
             h[0] = 0xdd;
             h[1..].copy_from_slice(&count);
         }
-        match self.table {
-            None => self.buf,
-            Some(table) => {
-                let mut out = Vec::with_capacity(16 + table.encoded.len() + self.buf.len());
-                mp::array_len(&mut out, 2);
-                let strings = u32::try_from(table.len()).unwrap_or(u32::MAX);
-                mp::array_len(&mut out, strings);
-                out.extend_from_slice(&table.encoded);
-                out.extend_from_slice(&self.buf);
-                out
-            }
-        }
     }
+}
+
+/// The buffers of a sent payload, for the next one.
+#[derive(Debug)]
+pub(crate) struct Spare {
+    buf: Vec<u8>,
+    table: Option<StringTable>,
+}
+
+impl Spare {
+    /// Bytes the buffers hold on to.
+    pub(crate) fn capacity(&self) -> usize {
+        self.buf.capacity() + self.table.as_ref().map_or(0, |t| t.encoded.capacity())
+    }
+}
+
+/// A v0.5 body: `[string table, traces]` (`traces` is the payload's buffer, its array
+/// header already patched).
+fn finish_v05(traces: &[u8], table: &StringTable) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + table.encoded.len() + traces.len());
+    mp::array_len(&mut out, 2);
+    mp::array_len(&mut out, u32::try_from(table.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(&table.encoded);
+    out.extend_from_slice(traces);
+    out
 }
 
 /// Where a span is written: the body, plus the string table for v0.5.

@@ -6,7 +6,7 @@
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-use super::encode::{ChunkHeader, EncodeContext, Format, Payload};
+use super::encode::{ChunkHeader, EncodeContext, Format, Payload, Spare};
 use crate::buffer::{Chunk, PoolReturn};
 use crate::core::TracerInner;
 use crate::sampling::{RateCache, RuleInput, SamplingDecision, SamplingInput};
@@ -31,6 +31,9 @@ pub(super) enum Drained {
     /// `max` chunks were taken; more may wait.
     More,
 }
+
+/// The most payload buffer kept for reuse between two payloads.
+const SPARE_MAX: usize = 8 * 1024 * 1024;
 
 /// Chunks encoded between two clock reads (the rate limiter's `now`).
 const CLOCK_EVERY: u32 = 256;
@@ -59,6 +62,8 @@ pub(super) struct Encoder {
     /// `now` for the sampler, re-read every [`CLOCK_EVERY`] chunks.
     now: Instant,
     since_clock: u32,
+    /// The buffers of the last payload sent, for the next one.
+    spare: Option<Spare>,
 }
 
 impl Encoder {
@@ -77,6 +82,7 @@ impl Encoder {
             ledger_run: (String::new(), 0),
             now: Instant::now(),
             since_clock: CLOCK_EVERY,
+            spare: None,
         }
     }
 
@@ -89,12 +95,22 @@ impl Encoder {
         }
     }
 
-    /// The payload built so far, replaced by an empty one.
+    /// The payload built so far, replaced by an empty one (in the buffers of the last
+    /// payload sent, when [`Encoder::recycle`] gave them back).
     pub(super) fn take_payload(&mut self) -> Payload {
-        let next = Payload::with_capacity(self.format, self.last_size);
+        let next = match self.spare.take() {
+            Some(spare) => Payload::reusing(self.format, spare),
+            None => Payload::with_capacity(self.format, self.last_size),
+        };
         let payload = std::mem::replace(&mut self.payload, next);
         self.last_size = payload.size();
         payload
+    }
+
+    /// Keeps the buffers of a finished payload for the next one (unless an outsized
+    /// payload grew them past [`SPARE_MAX`]: those are freed).
+    pub(super) fn recycle(&mut self, spare: Option<Spare>) {
+        self.spare = spare.filter(|s| s.capacity() <= SPARE_MAX);
     }
 
     /// Pops and encodes up to `max` chunks, stopping early when the queue is empty or the

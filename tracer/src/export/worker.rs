@@ -339,7 +339,9 @@ impl Worker {
         let payload = self.enc.take_payload();
         let path = payload.format().path();
         let (traces, spans) = (payload.traces(), payload.spans());
-        let body = Bytes::from(payload.finish());
+        let (body, spare) = payload.finish_recycling();
+        self.enc.recycle(spare);
+        let body = Bytes::from(body);
         let p0 = std::mem::take(&mut self.enc.p0_pending);
         let mut headers = self.headers(traces, p0);
         // The span ledger's report (ledger.rs): the one place it joins the headers.

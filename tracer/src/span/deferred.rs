@@ -52,6 +52,12 @@ impl DeferredSlot {
         ext.downcast_mut::<T>()
     }
 
+    /// Whether it holds work for the current span.
+    #[inline]
+    pub(crate) fn is_pending(&self) -> bool {
+        self.pending
+    }
+
     /// Drops the waiting work, keeping the extension for reuse.
     pub(crate) fn clear(&mut self) {
         if std::mem::take(&mut self.pending) {

@@ -151,6 +151,14 @@ impl StringTable {
         t
     }
 
+    /// Empties the table for the next payload, keeping its allocations.
+    pub(crate) fn clear(&mut self) {
+        self.index.clear();
+        self.cache.fill(Slot::default());
+        self.encoded.clear();
+        self.intern("");
+    }
+
     /// Strings in the table.
     pub(crate) fn len(&self) -> usize {
         self.index.len()
@@ -178,9 +186,14 @@ impl StringTable {
             Text::Shared(s) => (s.as_ptr() as usize, s.len()),
         };
         let slot = (addr.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 20) & (CACHE_SLOTS - 1);
-        if let Some(hit) = self.cache.get(slot) {
-            if hit.addr == addr && hit.len == len && addr != 0 {
-                return hit.index;
+        // Two ways (`slot` and its neighbour): two strings whose addresses collide (an
+        // accident of the binary's layout, about one build in five for twenty literals)
+        // both stay cached instead of evicting each other at every span.
+        for way in [slot, slot ^ 1] {
+            if let Some(hit) = self.cache.get(way) {
+                if hit.addr == addr && hit.len == len && addr != 0 {
+                    return hit.index;
+                }
             }
         }
         self.intern_missed(t, slot)
@@ -191,6 +204,11 @@ impl StringTable {
     fn intern_missed(&mut self, t: Text<'_>, slot: usize) -> u32 {
         let index = self.intern(t.as_str());
         let (addr, len) = (t.as_str().as_ptr() as usize, t.as_str().len());
+        // The first way if free, else the second (which a third colliding string takes).
+        let slot = match self.cache.get(slot) {
+            Some(first) if first.addr != 0 => slot ^ 1,
+            _ => slot,
+        };
         if let Some(entry) = self.cache.get_mut(slot) {
             *entry = Slot {
                 addr,
@@ -243,6 +261,31 @@ mod tests {
         let j = t.intern_text(Text::Shared(&second));
         assert_ne!(i, j);
         assert_eq!(t.intern_text(Text::Other("alpha")), i);
+    }
+
+    #[test]
+    fn colliding_addresses_both_stay_cached() {
+        let mut t = StringTable::new();
+        let texts: Vec<Arc<str>> = (0..64).map(|i| Arc::from(format!("s{i}").as_str())).collect();
+        let slot = |a: &Arc<str>| {
+            ((a.as_ptr() as usize).wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 20) & (CACHE_SLOTS - 1)
+        };
+        // Two of them in one slot, if the allocator gave such addresses; else any two.
+        let (a, b) = (0..texts.len())
+            .flat_map(|i| (i + 1..texts.len()).map(move |j| (i, j)))
+            .find(|&(i, j)| slot(&texts[i]) == slot(&texts[j]))
+            .unwrap_or((0, 1));
+        let (ia, ib) = (
+            t.intern_text(Text::Shared(&texts[a])),
+            t.intern_text(Text::Shared(&texts[b])),
+        );
+        let cached = |t: &StringTable, s: &Arc<str>| t.cache.iter().any(|c| c.addr == s.as_ptr() as usize);
+        assert!(cached(&t, &texts[a]) && cached(&t, &texts[b]), "both in the cache");
+        assert_eq!(t.intern_text(Text::Shared(&texts[a])), ia);
+        assert_eq!(t.intern_text(Text::Shared(&texts[b])), ib);
+        t.clear();
+        assert_eq!(t.len(), 1, "only the empty string after a clear");
+        assert!(!cached(&t, &texts[a]));
     }
 
     #[test]

@@ -336,3 +336,31 @@ fn reserved_keys_are_recognised_and_others_are_not() {
         assert_eq!(super::reserved::metric_bit(other), 0, "{other}");
     }
 }
+
+#[test]
+fn a_payload_in_recycled_buffers_encodes_as_a_fresh_one() {
+    let header = ChunkHeader {
+        decision: SamplingDecision::new(1, Mechanism::Default),
+        tags: None,
+    };
+    let fill = |p: &mut Payload, from: u64| {
+        for i in from..from + 20 {
+            p.push_chunk(&sample_chunk(i), header, &ctx());
+        }
+    };
+    for format in [Format::V04, Format::V05] {
+        let mut first = Payload::new(format);
+        fill(&mut first, 0);
+        let (_, spare) = first.finish_recycling();
+        assert_eq!(spare.is_some(), format == Format::V05, "v0.5 gives its buffers back");
+        let mut reused = match spare {
+            Some(s) => Payload::reusing(format, s),
+            None => Payload::new(format),
+        };
+        let mut fresh = Payload::new(format);
+        fill(&mut reused, 100);
+        fill(&mut fresh, 100);
+        assert_eq!((reused.traces(), reused.spans()), (20, 40));
+        assert_eq!(reused.finish(), fresh.finish(), "{format:?}");
+    }
+}
