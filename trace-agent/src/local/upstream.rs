@@ -15,6 +15,11 @@ impl Upstream for LocalStore {
         self.push_traces(payload);
     }
 
+    fn send_borrowed_traces(&self, payload: &crate::span::TracerPayload<'_>) -> bool {
+        self.push_borrowed_traces(payload);
+        true
+    }
+
     fn send_stats(&self, payload: Arc<pb::StatsPayload>) {
         self.push_stats(payload);
     }
