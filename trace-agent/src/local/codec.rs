@@ -1,5 +1,5 @@
 //! The stored form of a trace chunk's spans (schema 4): one compact binary blob per chunk in
-//! `chunks.spans`, written by [`super::rows`] and read back by the trace page, the search and
+//! `chunks.spans`, made by [`super::prepare`], written by [`super::rows`] and read back by the trace page, the search and
 //! the service map. Not JSON: no field names, integers as varints, no escaping.
 //!
 //! A blob is a sequence of span records (so two blobs of one trace concatenate into a valid
@@ -11,6 +11,10 @@
 //! meta count varint, (key str, value str)*, metrics count varint, (key str, value f64 LE)*
 //! str := byte length varint, UTF-8 bytes
 //! ```
+//!
+//! Tags are in the span model's order, duplicate keys included (the decoders keep them; a
+//! later one wins on lookup): readers take the last value of a key ([`SpanRef::meta_get`],
+//! or a map filled in order).
 //!
 //! Stored on disk: a change of this layout needs a new schema version. Reading never panics:
 //! a truncated or corrupt blob ends the iteration (counted by the caller as unreadable).

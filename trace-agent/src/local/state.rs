@@ -47,6 +47,8 @@ pub(crate) struct Pending {
     /// Paired with `room`: the writer notifies after each batch.
     pub(super) lock: Mutex<()>,
     pub(super) room: Condvar,
+    /// The same for the receiver's asynchronous wait ([`crate::upstream::Upstream::room_signal`]).
+    pub(crate) room_async: Arc<tokio::sync::Notify>,
 }
 
 impl Pending {
@@ -66,6 +68,7 @@ impl Pending {
     pub(crate) fn notify(&self) {
         let _g = lock(&self.lock);
         self.room.notify_all();
+        self.room_async.notify_waiters();
     }
 }
 

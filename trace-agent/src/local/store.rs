@@ -352,6 +352,11 @@ impl LocalStore {
         }
     }
 
+    /// Signalled after each written batch (room freed), for the receiver's wait.
+    pub(crate) fn room_notify(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.pending.room_async)
+    }
+
     /// Tells the span ledger what each batch wrote from now on (see [`crate::ledger`]).
     pub(crate) fn attach_ledger_inner(&self, ledger: Arc<crate::ledger::Ledger>) {
         ledger.register_writer("local");

@@ -36,6 +36,10 @@ impl Upstream for LocalStore {
         LocalStore::pressure(self)
     }
 
+    fn room_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.room_notify())
+    }
+
     fn shutdown(&self, timeout: Duration) -> ShutdownFuture<'_> {
         let store = self.clone();
         Box::pin(async move {

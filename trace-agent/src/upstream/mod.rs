@@ -172,6 +172,13 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
         Pressure::Normal
     }
 
+    /// Signalled (`notify_waiters`) each time the destination frees room in its queue, so
+    /// that a request held back by [`pressure`](Upstream::pressure) wakes at once instead of
+    /// polling; `None` (the default): no such signal.
+    fn room_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+
     /// Flushes what is buffered and waits up to `timeout` for queued and in-flight payloads to
     /// be delivered; afterwards the destination accepts nothing more (later payloads are
     /// dropped with [`DropReason::Shutdown`]). Resolves to the final counters. Calling it twice
