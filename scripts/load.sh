@@ -14,6 +14,7 @@
 #
 #   bash scripts/load.sh                       # all four runs, ~2 × 10 s each + start/drain
 #   LOAD_SECONDS=5 LOAD_MODES="datadog" bash scripts/load.sh
+#   LOAD_AGENT=/path/to/previous/trace-agent LOAD_MODES=local bash scripts/load.sh   # A/B
 #
 # Figures on a shared machine are noisy: compare runs made together. Files (agent logs,
 # status.json, load.json, intake.json) go to $LOAD_DIR (default a new directory under
@@ -34,6 +35,8 @@ cargo build --release -q -p trace-agent --bin trace-agent
 cargo build --release -q --example agent_load
 bin=${CARGO_TARGET_DIR:-$root/target}/release
 gen="$bin/examples/agent_load"
+# LOAD_AGENT: another agent binary to measure (an A/B against a saved build), else the one built.
+agent=${LOAD_AGENT:-$bin/trace-agent}
 tck=$(getconf CLK_TCK)
 
 # shellcheck source=procs.sh
@@ -56,11 +59,11 @@ start_agent() {
   if [ "$mode" = datadog ]; then
     DD_API_KEY=load0000000000000000000000000000 DD_APM_DD_URL="http://127.0.0.1:$intake_port" \
       DD_HOSTNAME=load DD_APM_LOCAL_ENABLED=false DD_APM_SPOOL_DIR="$dir/$name.spool" \
-      RUST_LOG=${RUST_LOG:-warn} "$bin/trace-agent" run --port "$port" >"$dir/$name.agent.log" 2>&1 &
+      RUST_LOG=${RUST_LOG:-warn} "$agent" run --port "$port" >"$dir/$name.agent.log" 2>&1 &
   else
     env -u DD_API_KEY DD_APM_LOCAL_ENABLED=true DD_APM_LOCAL_DATA_DIR="$dir/$name.local" \
       DD_APM_LOCAL_WEB_PORT=0 DD_APM_SPOOL_DIR="$dir/$name.spool" DD_HOSTNAME=load \
-      RUST_LOG=${RUST_LOG:-warn} "$bin/trace-agent" run --port "$port" >"$dir/$name.agent.log" 2>&1 &
+      RUST_LOG=${RUST_LOG:-warn} "$agent" run --port "$port" >"$dir/$name.agent.log" 2>&1 &
   fi
   agent_pid=$!
   pids+=("$agent_pid")
@@ -72,7 +75,7 @@ start_agent() {
 wait_drained() {
   local name=$2
   for _ in $(seq 300); do
-    "$bin/trace-agent" status --port "$port" --json >"$dir/$name.status.json" 2>/dev/null || true
+    "$agent" status --port "$port" --json >"$dir/$name.status.json" 2>/dev/null || true
     if python3 - "$dir/$name.status.json" <<'EOF'
 import json, sys
 s = json.load(open(sys.argv[1]))
@@ -85,7 +88,7 @@ EOF
     sleep 0.1
   done
   [ "$1" = datadog ] && sleep 5.5
-  "$bin/trace-agent" status --port "$port" --json >"$dir/$name.status.json"
+  "$agent" status --port "$port" --json >"$dir/$name.status.json"
 }
 
 stop_agent() {
@@ -119,7 +122,7 @@ for mode in $modes; do
     wait "$loader" || true
     final=$(rss_kb "$agent_pid")
     p0=$(cpu_ticks "$agent_pid")
-    "$bin/trace-agent" status --port "$port" --json >"$dir/$name-paced.status.json" 2>/dev/null || true
+    "$agent" status --port "$port" --json >"$dir/$name-paced.status.json" 2>/dev/null || true
     stop_agent
     python3 - "$dir" "$name" "$mode" "$tck" "$t0" "$t_load" "$t1" "$before_spans" "$after_spans" "$peak" "$final" <<'EOF' | tee "$dir/$name.summary.txt"
 import json, sys

@@ -298,7 +298,7 @@ impl ForwardSink {
                 let hint = &mut self.size_hint;
                 let e = encoded.get_or_insert_with(|| Arc::new(EncodedPayload::from_borrowed_sized(tp, hint)));
                 u.send_encoded_traces(Arc::clone(e));
-            } else {
+            } else if !u.send_borrowed_traces(tp) {
                 let c = converted.get_or_insert_with(|| Arc::new(convert::tracer_payload(tp)));
                 u.send_traces(Arc::clone(c));
             }

@@ -1,5 +1,5 @@
 //! The stored form of a trace chunk's spans (schema 4): one compact binary blob per chunk in
-//! `chunks.spans`, written by [`super::rows`] and read back by the trace page, the search and
+//! `chunks.spans`, made by [`super::prepare`], written by [`super::rows`] and read back by the trace page, the search and
 //! the service map. Not JSON: no field names, integers as varints, no escaping.
 //!
 //! A blob is a sequence of span records (so two blobs of one trace concatenate into a valid
@@ -12,28 +12,108 @@
 //! str := byte length varint, UTF-8 bytes
 //! ```
 //!
+//! Tags are in the span model's order, duplicate keys included (the decoders keep them; a
+//! later one wins on lookup): readers take the last value of a key ([`SpanRef::meta_get`],
+//! or a map filled in order).
+//!
 //! Stored on disk: a change of this layout needs a new schema version. Reading never panics:
 //! a truncated or corrupt blob ends the iteration (counted by the caller as unreadable).
 
+use crate::span;
 use crate::upstream::pb;
 
+/// What the store reads of a span, from either model.
+pub(crate) trait StoreSpan {
+    /// Trace, span and parent ids.
+    fn ids(&self) -> (u64, u64, u64);
+    /// Start, duration (ns) and error flag.
+    fn times(&self) -> (i64, i64, i32);
+    /// Service, operation name, resource, type.
+    fn names(&self) -> [&str; 4];
+    /// The string tags, in order (a later duplicate key wins).
+    fn meta_pairs(&self) -> impl ExactSizeIterator<Item = (&str, &str)>;
+    /// The numeric tags, in order.
+    fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)>;
+    /// The string tag `key` (the last one).
+    fn meta_of(&self, key: &str) -> Option<&str>;
+    /// The numeric tag `key` (the last one).
+    fn metric_of(&self, key: &str) -> Option<f64>;
+}
+
+impl StoreSpan for span::Span<'_> {
+    fn ids(&self) -> (u64, u64, u64) {
+        (self.trace_id, self.span_id, self.parent_id)
+    }
+    fn times(&self) -> (i64, i64, i32) {
+        (self.start, self.duration, self.error)
+    }
+    fn names(&self) -> [&str; 4] {
+        [
+            self.service.as_str(),
+            self.name.as_str(),
+            self.resource.as_str(),
+            self.r#type.as_str(),
+        ]
+    }
+    fn meta_pairs(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.meta.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)> {
+        self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+    fn meta_of(&self, key: &str) -> Option<&str> {
+        self.meta(key)
+    }
+    fn metric_of(&self, key: &str) -> Option<f64> {
+        self.metric(key)
+    }
+}
+
+impl StoreSpan for pb::Span {
+    fn ids(&self) -> (u64, u64, u64) {
+        (self.trace_id, self.span_id, self.parent_id)
+    }
+    fn times(&self) -> (i64, i64, i32) {
+        (self.start, self.duration, self.error)
+    }
+    fn names(&self) -> [&str; 4] {
+        [&self.service, &self.name, &self.resource, &self.r#type]
+    }
+    fn meta_pairs(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.meta.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)> {
+        self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
+    }
+    fn meta_of(&self, key: &str) -> Option<&str> {
+        self.meta.get(key).map(String::as_str)
+    }
+    fn metric_of(&self, key: &str) -> Option<f64> {
+        self.metrics.get(key).copied()
+    }
+}
+
 /// Appends `span`'s record to `out`.
-pub(crate) fn encode_span(out: &mut Vec<u8>, span: &pb::Span) {
-    out.extend_from_slice(&span.span_id.to_le_bytes());
-    out.extend_from_slice(&span.parent_id.to_le_bytes());
-    put_i64(out, span.start);
-    put_i64(out, span.duration);
-    put_i64(out, i64::from(span.error));
-    for s in [&span.service, &span.name, &span.resource, &span.r#type] {
+pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S) {
+    let (_, span_id, parent_id) = span.ids();
+    let (start, duration, error) = span.times();
+    out.extend_from_slice(&span_id.to_le_bytes());
+    out.extend_from_slice(&parent_id.to_le_bytes());
+    put_i64(out, start);
+    put_i64(out, duration);
+    put_i64(out, i64::from(error));
+    for s in span.names() {
         put_str(out, s);
     }
-    put_u64(out, span.meta.len() as u64);
-    for (k, v) in &span.meta {
+    let meta = span.meta_pairs();
+    put_u64(out, meta.len() as u64);
+    for (k, v) in meta {
         put_str(out, k);
         put_str(out, v);
     }
-    put_u64(out, span.metrics.len() as u64);
-    for (k, v) in &span.metrics {
+    let metrics = span.metric_pairs();
+    put_u64(out, metrics.len() as u64);
+    for (k, v) in metrics {
         put_str(out, k);
         out.extend_from_slice(&v.to_le_bytes());
     }
@@ -90,11 +170,12 @@ impl Filter {
     }
 
     /// Adds what a span puts in the filter.
-    pub(crate) fn add_span(&mut self, span: &pb::Span) {
-        self.add(Self::SERVICE, &span.service);
-        self.add(Self::RESOURCE, &span.resource);
-        self.add(Self::OPERATION, &span.name);
-        for (k, v) in &span.meta {
+    pub(crate) fn add_fields<S: StoreSpan>(&mut self, span: &S) {
+        let [service, name, resource, _] = span.names();
+        self.add(Self::SERVICE, service);
+        self.add(Self::RESOURCE, resource);
+        self.add(Self::OPERATION, name);
+        for (k, v) in span.meta_pairs() {
             if !Self::skips(k) {
                 self.add(k, v);
             }
@@ -159,9 +240,10 @@ impl<'a> SpanRef<'a> {
         (0..self.meta_len).map_while(move |_| Some((r.str()?, r.str()?)))
     }
 
-    /// The value of string tag `key`.
+    /// The value of string tag `key` (the last one: a blob keeps a span's duplicate keys
+    /// in order, and the later one wins, as in the span model).
     pub(crate) fn meta_get(&self, key: &str) -> Option<&'a str> {
-        self.meta().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.meta().filter(|(k, _)| *k == key).last().map(|(_, v)| v)
     }
 
     /// The numeric tags, in stored order.
@@ -305,9 +387,9 @@ mod tests {
     fn spans_read_back_as_written_and_blobs_concatenate() {
         let (a, b) = (span(1, -5), span(2, i64::MAX));
         let mut blob = Vec::new();
-        encode_span(&mut blob, &a);
+        encode(&mut blob, &a);
         let mut second = Vec::new();
-        encode_span(&mut second, &b);
+        encode(&mut second, &b);
         blob.extend_from_slice(&second);
         let read: Vec<SpanRef<'_>> = spans(&blob).collect();
         assert_eq!(read.len(), 2);
@@ -341,7 +423,7 @@ mod tests {
         assert_eq!(Filter::bits("user.id", "u1"), (2, (1 << 23) | (1 << 37)));
         assert_ne!(Filter::bits("ab", "c"), Filter::bits("a", "bc"));
         let mut f = Filter::default();
-        f.add_span(&span(1, 0));
+        f.add_fields(&span(1, 0));
         for (k, v) in [(Filter::SERVICE, "shop"), ("user.id", "u1"), ("quote", "a\"b\\c\n")] {
             let (w, m) = Filter::bits(k, v);
             assert_eq!(f.0[w] & m, m, "{k}");
@@ -353,9 +435,9 @@ mod tests {
     #[test]
     fn a_truncated_or_corrupt_blob_ends_the_spans_without_panicking() {
         let mut blob = Vec::new();
-        encode_span(&mut blob, &span(1, 10));
+        encode(&mut blob, &span(1, 10));
         let one = blob.len();
-        encode_span(&mut blob, &span(2, 20));
+        encode(&mut blob, &span(2, 20));
         for cut in 0..blob.len() {
             let read = spans(&blob[..cut]).count();
             assert_eq!(read, usize::from(cut >= one), "cut at {cut}");

@@ -40,6 +40,7 @@ mod codec;
 mod config;
 mod mode;
 pub mod monitor;
+mod prepare;
 mod quantiles;
 pub mod query;
 pub mod retention;

@@ -390,8 +390,7 @@ fn matches(q: &SearchQuery, blobs: &[Vec<u8>]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
+    use super::super::prepare::Prepared;
     use super::super::writer::{Msg, write_messages};
     use super::*;
     use crate::upstream::pb;
@@ -475,14 +474,15 @@ mod tests {
         let msgs: Vec<Msg> = chunks
             .into_iter()
             .map(|spans| {
-                Msg::Traces(Arc::new(pb::TracerPayload {
+                let p = pb::TracerPayload {
                     chunks: vec![pb::TraceChunk {
                         priority: 1,
                         spans,
                         ..pb::TraceChunk::default()
                     }],
                     ..pb::TracerPayload::default()
-                }))
+                };
+                Msg::Traces(Box::new(Prepared::from_pb(&p, false)))
             })
             .collect();
         write_messages(&mut conn, &msgs).unwrap();

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::upstream::pb;
 use crate::upstream::spool::{Record, RecordKind, SpoolLane};
 use prost::Message;
 use rusqlite::Connection;
@@ -48,6 +47,8 @@ pub(crate) struct Pending {
     /// Paired with `room`: the writer notifies after each batch.
     pub(super) lock: Mutex<()>,
     pub(super) room: Condvar,
+    /// The same for the receiver's asynchronous wait ([`crate::upstream::Upstream::room_signal`]).
+    pub(crate) room_async: Arc<tokio::sync::Notify>,
 }
 
 impl Pending {
@@ -67,14 +68,8 @@ impl Pending {
     pub(crate) fn notify(&self) {
         let _g = lock(&self.lock);
         self.room.notify_all();
+        self.room_async.notify_waiters();
     }
-}
-
-/// Estimated memory of a decoded payload: its protobuf size plus the per-span overhead of
-/// the decoded form (structs, maps, string headers).
-pub(crate) fn estimate_traces(p: &pb::TracerPayload) -> (usize, u64) {
-    let spans: usize = p.chunks.iter().map(|c| c.spans.len()).sum();
-    (p.encoded_len() + 256 * spans + 256, p.chunks.len() as u64)
 }
 
 /// The two connections: the writer's and the readers' (the same one in memory).
@@ -220,9 +215,9 @@ impl Inner {
             let record = match m {
                 Msg::Traces(p) => Record {
                     kind: RecordKind::Traces,
-                    items: p.chunks.len() as u64,
+                    items: p.chunk_count(),
                     headers: Vec::new(),
-                    body: p.encode_to_vec(),
+                    body: p.to_pb().encode_to_vec(),
                 },
                 Msg::Stats(p) => Record {
                     kind: RecordKind::Stats,

@@ -13,9 +13,9 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use super::LocalConfig;
+use super::prepare::Prepared;
 use super::retention::RetentionReport;
 use super::schema::{self, StoreError};
-pub(crate) use super::state::estimate_traces;
 use super::state::{Counters, Db, Inner, Pending};
 use super::writer::{self, Msg, Queued};
 
@@ -289,7 +289,7 @@ impl LocalStore {
             return;
         }
         let (bytes, chunks) = match &msg {
-            Msg::Traces(p) => estimate_traces(p),
+            Msg::Traces(p) => (p.bytes(), p.chunk_count()),
             Msg::Stats(p) => (p.encoded_len() + 256, 0),
             Msg::Sync(_) | Msg::Shutdown(_) => (0, 0),
         };
@@ -352,6 +352,11 @@ impl LocalStore {
         }
     }
 
+    /// Signalled after each written batch (room freed), for the receiver's wait.
+    pub(crate) fn room_notify(&self) -> Arc<tokio::sync::Notify> {
+        Arc::clone(&self.inner.pending.room_async)
+    }
+
     /// Tells the span ledger what each batch wrote from now on (see [`crate::ledger`]).
     pub(crate) fn attach_ledger_inner(&self, ledger: Arc<crate::ledger::Ledger>) {
         ledger.register_writer("local");
@@ -364,9 +369,17 @@ impl LocalStore {
     }
 
     /// Queues kept trace chunks for writing. A full queue waits (at most `offer_wait`), then
-    /// drops and counts.
+    /// drops and counts. The rows are made here, on the caller's thread ([`super::prepare`]).
     pub fn push_traces(&self, payload: Arc<pb::TracerPayload>) {
-        self.offer(Msg::Traces(payload));
+        let ledger = self.inner.ledger.get().is_some();
+        self.offer(Msg::Traces(Box::new(Prepared::from_pb(&payload, ledger))));
+    }
+
+    /// Like [`Self::push_traces`], from the borrowed span model the pipeline decoded (the
+    /// forwarding stage: no owned `pb` copy is made for local mode).
+    pub fn push_borrowed_traces(&self, payload: &crate::span::TracerPayload<'_>) {
+        let ledger = self.inner.ledger.get().is_some();
+        self.offer(Msg::Traces(Box::new(Prepared::from_borrowed(payload, ledger))));
     }
 
     /// Queues a stats payload for writing (like [`Self::push_traces`]).

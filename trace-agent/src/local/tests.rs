@@ -615,7 +615,7 @@ fn the_queue_is_bounded_in_bytes_and_signals_pressure() {
                 .collect(),
         )
     };
-    let one = super::store::estimate_traces(&big(0)).0;
+    let one = super::prepare::Prepared::from_pb(&big(0), false).bytes();
     let mut peak = 0;
     let mut saw_high = false;
     for p in 0..200 {

@@ -15,6 +15,11 @@ impl Upstream for LocalStore {
         self.push_traces(payload);
     }
 
+    fn send_borrowed_traces(&self, payload: &crate::span::TracerPayload<'_>) -> bool {
+        self.push_borrowed_traces(payload);
+        true
+    }
+
     fn send_stats(&self, payload: Arc<pb::StatsPayload>) {
         self.push_stats(payload);
     }
@@ -29,6 +34,10 @@ impl Upstream for LocalStore {
 
     fn pressure(&self) -> crate::upstream::Pressure {
         LocalStore::pressure(self)
+    }
+
+    fn room_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        Some(self.room_notify())
     }
 
     fn shutdown(&self, timeout: Duration) -> ShutdownFuture<'_> {

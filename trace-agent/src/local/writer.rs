@@ -9,14 +9,15 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::upstream::pb;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::prepare::Prepared;
 pub(crate) use super::rows::{id_from_sql, id_to_sql, write_messages};
 use super::state::Inner;
 
 /// A message to the writer thread.
 #[derive(Debug)]
 pub(crate) enum Msg {
-    /// Kept trace chunks.
-    Traces(Arc<pb::TracerPayload>),
+    /// Kept trace chunks, as rows ready to bind.
+    Traces(Box<Prepared>),
     /// A stats flush.
     Stats(Arc<pb::StatsPayload>),
     /// Reply once everything queued before it is written.
@@ -208,9 +209,8 @@ fn replay_spool(inner: &Inner) {
             match spool.take_oldest() {
                 Ok(Some(r)) => {
                     let msg = match r.kind {
-                        crate::upstream::spool::RecordKind::Traces => {
-                            pb::TracerPayload::decode(r.body.as_slice()).map(|p| Msg::Traces(Arc::new(p)))
-                        }
+                        crate::upstream::spool::RecordKind::Traces => pb::TracerPayload::decode(r.body.as_slice())
+                            .map(|p| Msg::Traces(Box::new(Prepared::from_pb(&p, inner.ledger.get().is_some())))),
                         crate::upstream::spool::RecordKind::Stats => {
                             pb::StatsPayload::decode(r.body.as_slice()).map(|p| Msg::Stats(Arc::new(p)))
                         }
@@ -263,7 +263,7 @@ fn write_batch(inner: &Inner, batch: &mut Vec<Queued>) -> bool {
         if let Some(ledger) = inner.ledger.get() {
             for m in &data {
                 if let Msg::Traces(p) = m {
-                    ledger.written("local", &crate::ledger::count_pb(p));
+                    ledger.written("local", &p.ledger);
                 }
             }
         }

@@ -141,6 +141,15 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
         self.send_traces(Arc::new(payload.to_pb()));
     }
 
+    /// Takes one tracer payload in the borrowed span model, from the forwarding stage's
+    /// blocking thread, for a destination that makes its own form of it there (the local
+    /// store's rows): `true` when taken; the default `false` (the stage then hands over the
+    /// owned `pb` copy with [`send_traces`](Upstream::send_traces)). Like
+    /// [`send_encoded_traces`](Upstream::send_encoded_traces) it may block for a bounded time.
+    fn send_borrowed_traces(&self, _payload: &crate::span::TracerPayload<'_>) -> bool {
+        false
+    }
+
     /// Takes one stats payload (a concentrator or client-stats flush). Never blocks. A
     /// destination that does not carry stats ignores it (and says so in its docs).
     fn send_stats(&self, payload: Arc<pb::StatsPayload>);
@@ -161,6 +170,13 @@ pub trait Upstream: Send + Sync + std::fmt::Debug + 'static {
     /// default: never behind.
     fn pressure(&self) -> Pressure {
         Pressure::Normal
+    }
+
+    /// Signalled (`notify_waiters`) each time the destination frees room in its queue, so
+    /// that a request held back by [`pressure`](Upstream::pressure) wakes at once instead of
+    /// polling; `None` (the default): no such signal.
+    fn room_signal(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
     }
 
     /// Flushes what is buffered and waits up to `timeout` for queued and in-flight payloads to

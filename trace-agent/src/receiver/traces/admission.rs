@@ -106,29 +106,55 @@ pub(super) async fn watchdog_refusal(state: &AppState, h: &HeaderMap, body: Inco
     Err(StatusCode::TOO_MANY_REQUESTS)
 }
 
-/// How often a request held back by a busy writer looks at its pressure again.
+/// How often a request held back by a busy writer looks at its pressure again, when the
+/// writer does not signal freed room ([`crate::upstream::Upstream::room_signal`]).
 const WRITER_POLL: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// The same when it does: only a safety net, the signal is the wake-up.
+const WRITER_SIGNALLED_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Whether the writers take a payload now: at once when none refuses it
-/// ([`crate::upstream::Pressure::refuse`]), else after waiting (at most `decoder_timeout`,
-/// checking every [`WRITER_POLL`]) for the busiest one to catch up. The body stays unread
+/// ([`crate::upstream::Pressure::refuse`]), else after waiting (at most `decoder_timeout`)
+/// for the busiest one to catch up: woken when the only writer signals freed room (the local
+/// store, after each batch), else checking every [`WRITER_POLL`]. The body stays unread
 /// meanwhile: the client's own send blocks (TCP flow control) instead of the agent reading
 /// bodies only to refuse them, which at saturation cost more CPU than the payloads it stored.
 /// `false`: still refused at the deadline (the caller answers 429).
 pub(super) async fn writers_take(state: &AppState, real_status: bool) -> bool {
-    let refused = || (state.stats.upstreams.get()).is_some_and(|u| crate::upstream::pressure_of(u).refuse(real_status));
+    let upstreams = state.stats.upstreams.get();
+    let refused = || upstreams.is_some_and(|u| crate::upstream::pressure_of(u).refuse(real_status));
     if !refused() {
         return true;
     }
+    let signal = match upstreams.map(Vec::as_slice) {
+        Some([only]) => only.room_signal(),
+        _ => None,
+    };
+    let poll = if signal.is_some() {
+        WRITER_SIGNALLED_POLL
+    } else {
+        WRITER_POLL
+    };
     let deadline = tokio::time::Instant::now() + state.config.decoder_timeout;
     loop {
         let now = tokio::time::Instant::now();
         if now >= deadline {
             return !refused();
         }
-        tokio::time::sleep_until((now + WRITER_POLL).min(deadline)).await;
+        // Created before the check: a signal between the check and the wait is not missed.
+        let woken = signal.as_ref().map(|n| n.notified());
         if !refused() {
             return true;
+        }
+        let sleep = tokio::time::sleep_until((now + poll).min(deadline));
+        match woken {
+            Some(woken) => {
+                tokio::select! {
+                    () = woken => {}
+                    () = sleep => {}
+                }
+            }
+            None => sleep.await,
         }
     }
 }
