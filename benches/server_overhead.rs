@@ -423,7 +423,9 @@ fn callgrind(args: &[String]) {
     let app = match variant {
         "traced" => app.layer(ServerLayer::axum(tracer)),
         // What any tower middleware costs in axum (its boxing and futures), for comparison.
-        "noop" => app.layer(tower::util::MapRequestLayer::new(|r: http::Request<axum::body::Body>| r)),
+        "noop" => app.layer(tower::util::MapRequestLayer::new(
+            |r: http::Request<axum::body::Body>| r,
+        )),
         _ => app,
     };
     // As `axum::serve` does: the handlers become services once, not per request.

@@ -111,8 +111,8 @@ const MAX_PROPAGATION_HEADERS: usize = 16;
 /// `Host` and `User-Agent` the server span needs): cheaper than looking each style's headers
 /// up by name (each lookup hashes), and empty for the common request that carries none.
 pub(crate) struct PropagationHeaders<'a> {
-    found: [(&'a str, &'a str); MAX_PROPAGATION_HEADERS],
-    len: usize,
+    /// Inline, not initialised until used: most requests carry none.
+    found: smallvec::SmallVec<[(&'a str, &'a str); MAX_PROPAGATION_HEADERS]>,
     /// The first `Host` header, when it is visible ASCII.
     pub(crate) host: Option<&'a str>,
     /// The first `User-Agent` header, when it is visible ASCII.
@@ -122,8 +122,7 @@ pub(crate) struct PropagationHeaders<'a> {
 impl<'a> PropagationHeaders<'a> {
     pub(crate) fn collect(headers: &'a http::HeaderMap) -> Self {
         let mut out = Self {
-            found: [("", ""); MAX_PROPAGATION_HEADERS],
-            len: 0,
+            found: smallvec::SmallVec::new(),
             host: None,
             user_agent: None,
         };
@@ -147,27 +146,25 @@ impl<'a> PropagationHeaders<'a> {
                 }
                 _ => false,
             };
-            if !wanted || out.found[..out.len].iter().any(|(k, _)| *k == n) {
+            if !wanted || out.found.len() >= MAX_PROPAGATION_HEADERS || out.found.iter().any(|(k, _)| *k == n) {
                 continue;
             }
-            let (Ok(v), Some(slot)) = (value.to_str(), out.found.get_mut(out.len)) else {
-                continue;
-            };
-            *slot = (n, v);
-            out.len += 1;
+            if let Ok(v) = value.to_str() {
+                out.found.push((n, v));
+            }
         }
         out
     }
 
     /// Whether no propagation header was found.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.found.is_empty()
     }
 }
 
 impl crate::propagation::Extractor for PropagationHeaders<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        self.found[..self.len].iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+        self.found.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
 }
 
@@ -338,7 +335,20 @@ pub(crate) fn error_chain<E: std::error::Error + ?Sized>(kind: &str, err: &E) ->
 
 /// The `DD_TRACE_HEADER_TAGS` tags of `headers`: `(tag, value)` for each configured header
 /// present (several values joined with `,`), with the request or the response tag name.
+#[inline]
 pub(crate) fn header_tags(
+    headers: &http::HeaderMap,
+    tags: &[crate::config::HeaderTag],
+    response: bool,
+) -> Vec<(String, String)> {
+    if tags.is_empty() {
+        // The common case (no `DD_TRACE_HEADER_TAGS`): nothing to look at.
+        return Vec::new();
+    }
+    configured_header_tags(headers, tags, response)
+}
+
+fn configured_header_tags(
     headers: &http::HeaderMap,
     tags: &[crate::config::HeaderTag],
     response: bool,

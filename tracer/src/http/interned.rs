@@ -186,7 +186,12 @@ mod tests {
         // Through the recent-pairs cache: the same shared strings, and no mix-up between
         // templates or methods that share a slot.
         for _ in 0..3 {
-            for (m, t) in [("GET", "/a/{id}"), ("POST", "/a/{id}"), ("GET", "/b/{id}"), ("GET", "/users/{id}")] {
+            for (m, t) in [
+                ("GET", "/a/{id}"),
+                ("POST", "/a/{id}"),
+                ("GET", "/b/{id}"),
+                ("GET", "/users/{id}"),
+            ] {
                 let (r, res) = route_and_resource(m, t);
                 assert_eq!((r.as_str(), res.as_str()), (t, format!("{m} {t}").as_str()));
             }

@@ -146,10 +146,7 @@ where
         let method = common::method_str(req.method());
         let (route, resource) = match route_of(&method, req.extensions()) {
             Some((route, resource)) => (Some(route), Resource::Route(resource)),
-            None => (
-                None,
-                Resource::Unrouted(common::collapse_path(req.uri().path())),
-            ),
+            None => (None, Resource::Unrouted(common::collapse_path(req.uri().path()))),
         };
 
         let mut builder = shared

@@ -628,7 +628,10 @@ fn propagation_headers_are_found_in_one_pass() {
     let mut h = HeaderMap::new();
     h.append("user-agent", http::HeaderValue::from_static("first/1"));
     h.append("user-agent", http::HeaderValue::from_static("second/2"));
-    assert_eq!(super::common::PropagationHeaders::collect(&h).user_agent, Some("first/1"));
+    assert_eq!(
+        super::common::PropagationHeaders::collect(&h).user_agent,
+        Some("first/1")
+    );
     let mut h = HeaderMap::new();
     h.append(
         "user-agent",
