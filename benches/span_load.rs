@@ -11,9 +11,7 @@
 //!   to the sink);
 //! - `ours bridge`: the same OpenTelemetry API calls through `tracer::otel`, vs the SDK;
 //! - `ours layer`: a `tracing` span with 5 fields through `tracer::layer::DatadogLayer`,
-//!   vs `tracing-opentelemetry` + the same SDK pipeline;
-//! - `ours bridge` again, vs `datadog-opentelemetry` (Datadog's Rust tracer: the OTel SDK
-//!   with libdatadog's exporter, v0.4/v0.5 to the sink), the same OpenTelemetry calls.
+//!   vs `tracing-opentelemetry` + the same SDK pipeline.
 //!
 //! Figures, per subject and workload (a root span with 5 tags; a 4-span tree):
 //! - continuous: traces created back to back for a few seconds, ns per span;
@@ -48,10 +46,6 @@ use apm::allocations as allocs;
 
 mod common;
 use common::*;
-
-// ---------- the Datadog peer (datadog-opentelemetry), in its own file ----------
-#[path = "span_load/datadog_peer.rs"]
-mod datadog_peer;
 
 // ---------- export-thread CPU ----------
 
@@ -644,7 +638,6 @@ fn callgrind(args: &[String]) {
         "layer" => subject_layer(),
         "sdk" => subject_sdk("OTel SDK + BSP"),
         "tracing-otel" => subject_tracing_otel(),
-        "datadog" => datadog_peer::subject_datadog(),
         _ => subject_ours(),
     };
     let make: &dyn Fn() = match workload {
@@ -697,7 +690,6 @@ fn offered_only(args: &[String]) {
         "layer" => subject_layer(),
         "sdk" => subject_sdk("OTel SDK + BSP"),
         "tracing-otel" => subject_tracing_otel(),
-        "datadog" => datadog_peer::subject_datadog(),
         _ => subject_ours(),
     };
     let secs = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(3.0);
@@ -748,7 +740,6 @@ fn main() {
         (subject_ours(), subject_sdk("OTel SDK + BSP")),
         (subject_bridge(), subject_sdk("OTel SDK + BSP")),
         (subject_layer(), subject_tracing_otel()),
-        (subject_bridge(), datadog_peer::subject_datadog()),
     ];
 
     let mut broken = Vec::new();
