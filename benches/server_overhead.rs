@@ -404,10 +404,77 @@ fn wrk_ab(secs: u64) {
     );
 }
 
+/// `-- --callgrind <plain|noop|traced> <requests>`: `requests` requests of the `--wrk` app
+/// (`GET /users/42`, `Host`, `User-Agent`, `Accept`) through the axum router in-process
+/// (`tower::ServiceExt::oneshot` on a current-thread runtime: no hyper, no sockets), after
+/// a warm-up, in batches of 500 with a flush after each; for `valgrind --tool=callgrind
+/// --separate-threads=yes`, where two runs with different counts give the instructions per
+/// request on the request thread and on the tracer's export thread (see README).
+fn callgrind(args: &[String]) {
+    use tower::ServiceExt;
+    let variant = args.first().map_or("traced", String::as_str);
+    let requests: u64 = args.get(1).and_then(|n| n.parse().ok()).unwrap_or(10_000);
+    let config = TracerConfig::default()
+        .with_service("server-overhead")
+        .with_agent_url(&apm::sink_agent_with_info(SINK_INFO))
+        .expect("agent url");
+    let tracer = Tracer::new(config).expect("tracer");
+    let app = Router::new().route("/users/{id}", get(|| async { "Hello, World!" }));
+    let app = match variant {
+        "traced" => app.layer(ServerLayer::axum(tracer)),
+        // What any tower middleware costs in axum (its boxing and futures), for comparison.
+        "noop" => app.layer(tower::util::MapRequestLayer::new(
+            |r: http::Request<axum::body::Body>| r,
+        )),
+        _ => app,
+    };
+    // As `axum::serve` does: the handlers become services once, not per request.
+    let app: Router = app.with_state(());
+    let rt = single_thread_runtime();
+    let one = |app: &Router| {
+        let req = http::Request::get("/users/42")
+            .header(http::header::HOST, "127.0.0.1:8080")
+            .header(http::header::USER_AGENT, "wrk")
+            .header(http::header::ACCEPT, "*/*")
+            .body(axum::body::Body::empty())
+            .expect("request");
+        let resp = rt.block_on(app.clone().oneshot(req)).expect("response");
+        assert_eq!(resp.status(), 200);
+    };
+    for _ in 0..1000 {
+        one(&app);
+    }
+    let _ = tracer.flush(Duration::from_secs(10));
+    let (mut left, mut allocations) = (requests, 0);
+    while left > 0 {
+        let n = left.min(500);
+        let before = allocs();
+        for _ in 0..n {
+            one(&app);
+        }
+        allocations += allocs() - before;
+        let _ = tracer.flush(Duration::from_secs(10));
+        left -= n;
+    }
+    let h = tracer.health();
+    println!(
+        "server_overhead --callgrind {}: {} requests ({:.2} allocations per request on the request thread), tracer sent {} spans, dropped {}",
+        variant,
+        requests + 1000,
+        allocations as f64 / requests.max(1) as f64,
+        h.spans_sent,
+        h.spans_dropped_queue_full + h.spans_dropped_send_failed
+    );
+}
+
 criterion_group!(benches, layer_call, server_overhead);
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--callgrind") {
+        callgrind(args.get(i + 1..).unwrap_or_default());
+        return;
+    }
     if let Some(i) = args.iter().position(|a| a == "--wrk") {
         let secs = args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(8);
         wrk_ab(secs);

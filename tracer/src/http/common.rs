@@ -87,10 +87,19 @@ impl QueryPolicy {
 /// The URL of a request: scheme and authority from the URI (client requests, proxies) or
 /// the `Host` header (server requests).
 pub(crate) fn request_url(policy: &QueryPolicy, uri: &http::Uri, headers: &http::HeaderMap) -> String {
+    url_with_host(
+        policy,
+        uri,
+        headers.get(http::header::HOST).and_then(|h| h.to_str().ok()),
+    )
+}
+
+/// [`request_url`] with the `Host` header's value already found (`host_header`).
+pub(crate) fn url_with_host(policy: &QueryPolicy, uri: &http::Uri, host_header: Option<&str>) -> String {
     let host = uri
         .authority()
         .map(http::uri::Authority::as_str)
-        .or_else(|| headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .or(host_header)
         .unwrap_or("");
     policy.url(uri.scheme_str().unwrap_or("http"), host, uri.path(), uri.query())
 }
@@ -98,48 +107,64 @@ pub(crate) fn request_url(policy: &QueryPolicy, uri: &http::Uri, headers: &http:
 /// Most propagation headers kept from one request.
 const MAX_PROPAGATION_HEADERS: usize = 16;
 
-/// The propagation headers of a request, found in one pass over its headers: cheaper than
-/// looking each style's headers up by name (each lookup hashes), and empty for the common
-/// request that carries none.
+/// The propagation headers of a request, found in one pass over its headers (with the
+/// `Host` and `User-Agent` the server span needs): cheaper than looking each style's headers
+/// up by name (each lookup hashes), and empty for the common request that carries none.
 pub(crate) struct PropagationHeaders<'a> {
-    found: [(&'a str, &'a str); MAX_PROPAGATION_HEADERS],
-    len: usize,
+    /// Inline, not initialised until used: most requests carry none.
+    found: smallvec::SmallVec<[(&'a str, &'a str); MAX_PROPAGATION_HEADERS]>,
+    /// The first `Host` header, when it is visible ASCII.
+    pub(crate) host: Option<&'a str>,
+    /// The first `User-Agent` header, when it is visible ASCII.
+    pub(crate) user_agent: Option<&'a str>,
 }
 
 impl<'a> PropagationHeaders<'a> {
     pub(crate) fn collect(headers: &'a http::HeaderMap) -> Self {
         let mut out = Self {
-            found: [("", ""); MAX_PROPAGATION_HEADERS],
-            len: 0,
+            found: smallvec::SmallVec::new(),
+            host: None,
+            user_agent: None,
         };
+        // The first value of a repeated `Host` or `User-Agent` counts, as with `HeaderMap::get`.
+        let (mut seen_host, mut seen_user_agent) = (false, false);
         for (name, value) in headers {
             let n = name.as_str();
             let wanted = match n.as_bytes().first() {
                 Some(b'x') => n.starts_with("x-datadog-") || n.starts_with("x-b3-"),
                 Some(b't') => n == "traceparent" || n == "tracestate",
                 Some(b'b') => n == "b3" || n == "baggage",
+                Some(b'h') if n == "host" && !seen_host => {
+                    seen_host = true;
+                    out.host = value.to_str().ok();
+                    false
+                }
+                Some(b'u') if n == "user-agent" && !seen_user_agent => {
+                    seen_user_agent = true;
+                    out.user_agent = value.to_str().ok();
+                    false
+                }
                 _ => false,
             };
-            if !wanted || out.found[..out.len].iter().any(|(k, _)| *k == n) {
+            if !wanted || out.found.len() >= MAX_PROPAGATION_HEADERS || out.found.iter().any(|(k, _)| *k == n) {
                 continue;
             }
-            let (Ok(v), Some(slot)) = (value.to_str(), out.found.get_mut(out.len)) else {
-                continue;
-            };
-            *slot = (n, v);
-            out.len += 1;
+            if let Ok(v) = value.to_str() {
+                out.found.push((n, v));
+            }
         }
         out
     }
 
+    /// Whether no propagation header was found.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.found.is_empty()
     }
 }
 
 impl crate::propagation::Extractor for PropagationHeaders<'_> {
     fn get(&self, name: &str) -> Option<&str> {
-        self.found[..self.len].iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+        self.found.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
     }
 }
 
@@ -310,7 +335,20 @@ pub(crate) fn error_chain<E: std::error::Error + ?Sized>(kind: &str, err: &E) ->
 
 /// The `DD_TRACE_HEADER_TAGS` tags of `headers`: `(tag, value)` for each configured header
 /// present (several values joined with `,`), with the request or the response tag name.
+#[inline]
 pub(crate) fn header_tags(
+    headers: &http::HeaderMap,
+    tags: &[crate::config::HeaderTag],
+    response: bool,
+) -> Vec<(String, String)> {
+    if tags.is_empty() {
+        // The common case (no `DD_TRACE_HEADER_TAGS`): nothing to look at.
+        return Vec::new();
+    }
+    configured_header_tags(headers, tags, response)
+}
+
+fn configured_header_tags(
     headers: &http::HeaderMap,
     tags: &[crate::config::HeaderTag],
     response: bool,

@@ -27,9 +27,30 @@ const METHODS: [&str; 9] = [
     "GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH", "CONNECT", "TRACE",
 ];
 
+/// Slots of the per-thread cache of recent (route, method) pairs, looked up before the map.
+const RECENT: usize = 16;
+
 #[derive(Default)]
 struct Routes {
     by_template: HashMap<Box<str>, Entry>,
+    /// Recent hits, direct-mapped by [`recent_slot`]: a hit costs a string compare instead
+    /// of hashing the template.
+    recent: [Option<Recent>; RECENT],
+}
+
+struct Recent {
+    method: usize,
+    route: Str,
+    resource: Str,
+}
+
+/// The slot of `(template, method)` in [`Routes::recent`]: a cheap mix of the length, two
+/// bytes and the method (templates of one app differ in length or in their last bytes).
+fn recent_slot(template: &str, method: usize) -> usize {
+    let b = template.as_bytes();
+    let mid = b.get(b.len() / 2).copied().unwrap_or(0);
+    let last = b.last().copied().unwrap_or(0);
+    (b.len().wrapping_mul(7) ^ usize::from(mid).wrapping_mul(3) ^ usize::from(last) ^ method.wrapping_mul(5)) % RECENT
 }
 
 struct Entry {
@@ -62,6 +83,13 @@ fn shared(s: &str) -> Str {
 pub(crate) fn route_and_resource(method: &str, template: &str) -> (Str, Str) {
     let found = ROUTES.try_with(|routes| {
         let mut routes = routes.try_borrow_mut().ok()?;
+        let index = method_index(method);
+        let slot = index.map(|i| recent_slot(template, i));
+        if let Some(Some(hit)) = slot.and_then(|s| routes.recent.get(s)) {
+            if Some(hit.method) == index && hit.route.as_str() == template {
+                return Some((hit.route.clone(), hit.resource.clone()));
+            }
+        }
         let full = routes.by_template.len() >= MAX_ROUTES;
         let entry = match routes.by_template.get_mut(template) {
             Some(e) => e,
@@ -72,12 +100,21 @@ pub(crate) fn route_and_resource(method: &str, template: &str) -> (Str, Str) {
             }),
         };
         let route = entry.route.clone();
-        let resource = match method_index(method).and_then(|i| entry.resources.get_mut(i)) {
-            Some(slot) => slot
+        let resource = match index.and_then(|i| entry.resources.get_mut(i)) {
+            Some(r) => r
                 .get_or_insert_with(|| shared(&super::common::join(method, template)))
                 .clone(),
-            None => Str::from(super::common::join(method, template)),
+            None => return Some((route, Str::from(super::common::join(method, template)))),
         };
+        if let (Some(s), Some(i)) = (slot, index) {
+            if let Some(recent) = routes.recent.get_mut(s) {
+                *recent = Some(Recent {
+                    method: i,
+                    route: route.clone(),
+                    resource: resource.clone(),
+                });
+            }
+        }
         Some((route, resource))
     });
     found
@@ -146,6 +183,22 @@ mod tests {
         // A non-standard method still gets its resource.
         let (_, odd) = route_and_resource("PURGE", "/users/{id}");
         assert_eq!(odd.as_str(), "PURGE /users/{id}");
+        // Through the recent-pairs cache: the same shared strings, and no mix-up between
+        // templates or methods that share a slot.
+        for _ in 0..3 {
+            for (m, t) in [
+                ("GET", "/a/{id}"),
+                ("POST", "/a/{id}"),
+                ("GET", "/b/{id}"),
+                ("GET", "/users/{id}"),
+            ] {
+                let (r, res) = route_and_resource(m, t);
+                assert_eq!((r.as_str(), res.as_str()), (t, format!("{m} {t}").as_str()));
+            }
+        }
+        let (r4, res4) = route_and_resource("GET", "/users/{id}");
+        assert_eq!(addr(&r1), addr(&r4));
+        assert_eq!(addr(&res1), addr(&res4));
         assert_eq!(not_found("GET").as_str(), "GET 404");
         assert_eq!(not_found("PURGE").as_str(), "PURGE 404");
     }

@@ -136,17 +136,18 @@ where
                 state: None,
             };
         }
-        let incoming = {
-            let found = common::PropagationHeaders::collect(req.headers());
-            if found.is_empty() || shared.propagator.extract_styles().is_empty() {
-                Default::default()
-            } else {
-                shared.propagator.extract_incoming(&found)
-            }
+        // One pass over the headers: the propagation headers, `Host` and `User-Agent`.
+        let found = common::PropagationHeaders::collect(req.headers());
+        let incoming = if found.is_empty() || shared.propagator.extract_styles().is_empty() {
+            Default::default()
+        } else {
+            shared.propagator.extract_incoming(&found)
         };
         let method = common::method_str(req.method());
-        let (route, route_resource) = route_of(&method, req.extensions()).unzip();
-        let fallback_path = route.is_none().then(|| common::collapse_path(req.uri().path()));
+        let (route, resource) = match route_of(&method, req.extensions()) {
+            Some((route, resource)) => (Some(route), Resource::Route(resource)),
+            None => (None, Resource::Unrouted(common::collapse_path(req.uri().path()))),
+        };
 
         let mut builder = shared
             .tracer
@@ -156,7 +157,7 @@ where
             .tag("span.kind", "server")
             .tag("component", shared.component.clone())
             .tag("http.method", method.clone())
-            .tag("http.url", common::request_url(&shared.query, req.uri(), req.headers()));
+            .tag("http.url", common::url_with_host(&shared.query, req.uri(), found.host));
         builder = match &incoming.context {
             Some(remote) => builder.child_of(remote),
             None => builder.root(),
@@ -164,16 +165,13 @@ where
         if let Some(service) = &shared.service {
             builder = builder.service(service.clone());
         }
-        if let Some(route) = &route {
-            builder = builder.tag("http.route", route.clone());
+        if let Some(route) = route {
+            builder = builder.tag("http.route", route);
         }
-        if let Some(ua) = req
-            .headers()
-            .get(http::header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(ua) = found.user_agent {
             builder = builder.tag("http.useragent", interned::user_agent(ua));
         }
+        drop(found);
         if let Some(header) = &shared.client_ip {
             if let Some(ip) = common::client_ip(req.headers(), header.as_deref()) {
                 builder = builder.tag("http.client_ip", ip.to_string());
@@ -218,13 +216,19 @@ where
                 baggage,
                 shared: Arc::clone(&self.shared),
                 method,
-                route,
-                route_resource,
-                fallback_path,
+                resource,
                 resolved: false,
             }),
         }
     }
+}
+
+/// What the resource of a request is made of.
+enum Resource {
+    /// The route template is known: `"<method> <route>"`.
+    Route(Str),
+    /// No template: the path with id-like segments collapsed.
+    Unrouted(String),
 }
 
 struct State {
@@ -233,10 +237,7 @@ struct State {
     baggage: Option<Arc<Baggage>>,
     shared: Arc<Shared>,
     method: Str,
-    route: Option<Str>,
-    /// `"<method> <route>"`, when the route is known.
-    route_resource: Option<Str>,
-    fallback_path: Option<String>,
+    resource: Resource,
     /// The resource is set.
     resolved: bool,
 }
@@ -247,11 +248,11 @@ impl State {
     fn set_resource(&mut self, status: Option<u16>) {
         self.resolved = true;
         let method = self.method.as_str();
-        let resource = match (&self.route_resource, status) {
-            (Some(resource), _) => resource.clone(),
-            (None, Some(404)) => interned::not_found(method),
-            (None, _) => {
-                let path = self.fallback_path.as_deref().unwrap_or("/");
+        let resource = match (&self.resource, status) {
+            (Resource::Route(resource), _) => resource.clone(),
+            (Resource::Unrouted(_), Some(404)) => interned::not_found(method),
+            (Resource::Unrouted(path), _) => {
+                let path = path.as_str();
                 self.span.set_tag("_dd.http.route_source", "fallback");
                 if !self.shared.warned_fallback.swap(true, Relaxed) {
                     tracing::warn!(
@@ -272,7 +273,13 @@ impl std::fmt::Debug for State {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("State")
             .field("span", &self.span)
-            .field("route", &self.route)
+            .field(
+                "resource",
+                &match &self.resource {
+                    Resource::Route(resource) => Some(resource),
+                    Resource::Unrouted(_) => None,
+                },
+            )
             .finish_non_exhaustive()
     }
 }

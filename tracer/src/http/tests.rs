@@ -622,6 +622,23 @@ fn propagation_headers_are_found_in_one_pass() {
     assert_eq!(found.get("b3"), None, "not UTF-8");
     assert_eq!(found.get("host"), None);
     assert_eq!(found.get("x-other"), None);
+    assert_eq!(found.host, Some("a"), "Host is found in the same pass");
+    assert_eq!(found.user_agent, None);
+    // The first User-Agent counts, as with HeaderMap::get; one that is not visible ASCII is none.
+    let mut h = HeaderMap::new();
+    h.append("user-agent", http::HeaderValue::from_static("first/1"));
+    h.append("user-agent", http::HeaderValue::from_static("second/2"));
+    assert_eq!(
+        super::common::PropagationHeaders::collect(&h).user_agent,
+        Some("first/1")
+    );
+    let mut h = HeaderMap::new();
+    h.append(
+        "user-agent",
+        http::HeaderValue::from_bytes(b"\xff").unwrap_or_else(|_| unreachable!()),
+    );
+    h.append("user-agent", http::HeaderValue::from_static("second/2"));
+    assert_eq!(super::common::PropagationHeaders::collect(&h).user_agent, None);
     // Many propagation-looking headers: bounded, no panic.
     let mut h = HeaderMap::new();
     for i in 0..40 {
