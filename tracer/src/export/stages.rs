@@ -177,16 +177,6 @@ impl Encoder {
 
     /// One chunk through stats, sampling, encoding; its boxes go back to the pool.
     pub(super) fn encode(&mut self, chunk: Chunk) {
-        // An integration's recording left to this thread (the OpenTelemetry bridge's
-        // attributes and naming rules) becomes the spans' fields first.
-        #[cfg(feature = "opentelemetry")]
-        let chunk = {
-            let mut chunk = chunk;
-            for span in chunk.spans.iter_mut() {
-                span.apply_deferred();
-            }
-            chunk
-        };
         let Some(root) = chunk.spans.first() else {
             return;
         };

@@ -25,9 +25,8 @@
 //! # Mapping to Datadog spans
 //!
 //! The rules of the Datadog agent's OTLP intake (`pkg/trace/traceutil/otel_util.go`,
-//! operation and resource names "v2"), applied after the span ends, on the export thread
-//! (the application thread keeps the attributes, kind and status as they were given; only
-//! the service is resolved at once); the first rule that matches wins.
+//! operation and resource names "v2"), applied when the span ends; the first rule that
+//! matches wins.
 //!
 //! | Datadog | from |
 //! |---|---|
@@ -72,7 +71,6 @@
 
 mod mapping;
 mod provider;
-mod recorded;
 mod registry;
 mod span;
 #[cfg(test)]

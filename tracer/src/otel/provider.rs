@@ -5,8 +5,7 @@ use std::sync::Arc;
 use opentelemetry::trace::{self as otel, SpanBuilder, SpanKind, TraceContextExt};
 use opentelemetry::{Context, InstrumentationScope};
 
-use super::mapping;
-use super::recorded::{Recorded, Scope};
+use super::mapping::{self, Pending};
 use super::{Span, context_of};
 use crate::export::on_export_thread;
 use crate::span::intern::permanent;
@@ -72,7 +71,8 @@ impl otel::TracerProvider for TracerProvider {
         let version = scope.version().filter(|v| !v.is_empty()).map(permanent);
         Tracer {
             provider: Arc::clone(&self.inner),
-            scope: (name, version),
+            scope_name: name,
+            scope_version: version,
         }
     }
 }
@@ -81,8 +81,8 @@ impl otel::TracerProvider for TracerProvider {
 #[derive(Debug, Clone)]
 pub struct Tracer {
     provider: Arc<ProviderInner>,
-    /// The instrumentation scope's name and version.
-    scope: Scope,
+    scope_name: Option<Str>,
+    scope_version: Option<Str>,
 }
 
 /// Where a new span's parent comes from.
@@ -107,8 +107,9 @@ impl Tracer {
             ..
         } = builder;
         let kind = span_kind.unwrap_or(SpanKind::Internal);
+        let mut pending = Pending::default();
         if on_export_thread() {
-            return Span::new(crate::Span::noop());
+            return Span::new(crate::Span::noop(), kind, pending);
         }
         let parent_ctx = match parent {
             ParentFrom::Current => super::innermost_current(),
@@ -126,17 +127,19 @@ impl Tracer {
         }
         {
             let data = b.data_mut();
-            // Only the service now; the attributes are converted on the export thread.
-            for kv in attributes.iter().flatten() {
-                if let Some(service) = mapping::service_of(kv) {
-                    data.service = Some(service);
+            if let Some(attributes) = attributes {
+                for kv in attributes {
+                    mapping::apply_attribute(data, &mut pending, kv, false);
                 }
             }
             if data.service.is_none() {
                 data.service.clone_from(&self.provider.service);
             }
-            if let Some(r) = data.deferred.get_or_default::<Recorded>() {
-                r.start(attributes, kind, &self.scope);
+            if let Some(n) = &self.scope_name {
+                data.push_meta(Str::from_static("otel.scope.name"), n.clone());
+            }
+            if let Some(v) = &self.scope_version {
+                data.push_meta(Str::from_static("otel.scope.version"), v.clone());
             }
         }
         if let Some(links) = links {
@@ -148,18 +151,14 @@ impl Tracer {
             }
         }
         let mut span = b.start();
-        if let Some(events) = events {
-            for event in events {
-                if event.name.eq_ignore_ascii_case("exception") {
-                    if let Some(r) = span.data_mut().and_then(|d| d.deferred.get_mut::<Recorded>()) {
-                        mapping::exception_event(&mut r.pending, event.attributes.clone());
-                    }
-                }
-                let time = clock::unix_nanos(clock::from_system_time(event.timestamp));
-                span.push_event(mapping::event(&event.name, time, event.attributes));
+        for event in events.unwrap_or_default() {
+            if event.name.eq_ignore_ascii_case("exception") {
+                mapping::exception_event(&mut pending, event.attributes.clone());
             }
+            let time = clock::unix_nanos(clock::from_system_time(event.timestamp));
+            span.push_event(mapping::event(&event.name, time, event.attributes));
         }
-        Span::new(span)
+        Span::new(span, kind, pending)
     }
 }
 

@@ -5,32 +5,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::{self as otel, Status};
+use opentelemetry::trace::{self as otel, SpanKind, Status};
 
-use super::mapping;
-use super::recorded::Recorded;
+use super::mapping::{self, Pending};
 use super::registry;
 use crate::clock;
 
-/// An OpenTelemetry span (made by [`super::Tracer`]) recorded by one of this tracer's
-/// spans: its attributes, kind, status and exceptions are kept as given and mapped to
-/// Datadog's fields on the export thread (see the [module docs](super)). Ends when dropped
-/// if not ended before.
+/// An OpenTelemetry span (made by [`super::Tracer`]): attributes, status and exception
+/// events go straight into one of this tracer's spans, mapped to Datadog's fields when it
+/// ends (see the [module docs](super)). Ends when dropped if not ended before.
 pub struct Span {
     span: crate::Span,
     otel_ctx: otel::SpanContext,
+    kind: SpanKind,
+    status: Status,
+    pending: Pending,
     /// In the registry of open spans (it was asked for its span context).
     registered: AtomicBool,
 }
 
 impl std::fmt::Debug for Span {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Span").field("span", &self.span).finish_non_exhaustive()
+        f.debug_struct("Span")
+            .field("span", &self.span)
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
     }
 }
 
 impl Span {
-    pub(super) fn new(span: crate::Span) -> Self {
+    pub(super) fn new(span: crate::Span, kind: SpanKind, pending: Pending) -> Self {
         let otel_ctx = if span.is_recording() {
             otel::SpanContext::new(
                 otel::TraceId::from(span.trace_id().to_u128()),
@@ -45,13 +50,11 @@ impl Span {
         Self {
             span,
             otel_ctx,
+            kind,
+            status: Status::Unset,
+            pending,
             registered: AtomicBool::new(false),
         }
-    }
-
-    /// What the span records for the export thread (`None` when not recording).
-    fn recorded(&mut self) -> Option<&mut Recorded> {
-        self.span.data_mut()?.deferred.get_mut::<Recorded>()
     }
 
     /// The span of this tracer that records this one (for the native API: its context,
@@ -79,7 +82,10 @@ impl Span {
         if self.registered.swap(false, Ordering::Relaxed) {
             registry::remove(self.span.span_id());
         }
-        let span = std::mem::replace(&mut self.span, crate::Span::noop());
+        let mut span = std::mem::replace(&mut self.span, crate::Span::noop());
+        if let Some(data) = span.data_mut() {
+            mapping::finish(data, &self.kind, &self.status, &mut self.pending);
+        }
         match end {
             Some(t) => span.finish_at_mono(t),
             None => span.finish(),
@@ -98,9 +104,7 @@ impl otel::Span for Span {
         let name = name.into();
         // An exception also becomes the span's error tags.
         if name.eq_ignore_ascii_case("exception") {
-            if let Some(r) = self.recorded() {
-                mapping::exception_event(&mut r.pending, attributes.clone());
-            }
+            mapping::exception_event(&mut self.pending, attributes.clone());
         }
         let time = clock::unix_nanos(clock::from_system_time(timestamp));
         self.span.push_event(mapping::event(&name, time, attributes));
@@ -112,13 +116,11 @@ impl otel::Span for Span {
         }
         let message = err.to_string();
         let stack = crate::span::error::with_causes(message.clone(), err, crate::span::error::CAUSED_BY);
-        if let Some(r) = self.recorded() {
-            r.pending.exception = mapping::Exception {
-                message: Some(message.into()),
-                kind: None,
-                stack: Some(stack.into()),
-            };
-        }
+        self.pending.exception = mapping::Exception {
+            message: Some(message.into()),
+            kind: None,
+            stack: Some(stack.into()),
+        };
     }
 
     fn span_context(&self) -> &otel::SpanContext {
@@ -131,20 +133,17 @@ impl otel::Span for Span {
     }
 
     fn set_attribute(&mut self, attribute: KeyValue) {
-        let Some(data) = self.span.data_mut() else {
-            return;
-        };
-        if let Some(service) = mapping::service_of(&attribute) {
-            data.service = Some(service);
-        }
-        if let Some(r) = data.deferred.get_mut::<Recorded>() {
-            r.push(attribute);
+        if let Some(data) = self.span.data_mut() {
+            mapping::apply_attribute(data, &mut self.pending, attribute, true);
         }
     }
 
     fn set_status(&mut self, status: Status) {
-        if let Some(r) = self.recorded() {
-            r.set_status(status);
+        // OpenTelemetry: Ok is final; Error replaces Unset or an earlier Error; Unset is
+        // ignored.
+        match (&self.status, &status) {
+            (Status::Ok, _) | (_, Status::Unset) => {}
+            _ => self.status = status,
         }
     }
 

@@ -50,9 +50,6 @@ pub struct SpanData {
     pub(crate) events: Vec<SpanEvent>,
     /// Only while a builder holds the span: the explicit parent it was given.
     pub(crate) explicit_parent: Option<SpanContext>,
-    /// Recording left to the export thread (an integration's raw input).
-    #[cfg(feature = "opentelemetry")]
-    pub(crate) deferred: super::deferred::DeferredSlot,
 }
 
 impl SpanData {
@@ -76,8 +73,6 @@ impl SpanData {
             links: Vec::new(),
             events: Vec::new(),
             explicit_parent: None,
-            #[cfg(feature = "opentelemetry")]
-            deferred: super::deferred::DeferredSlot::default(),
         }
     }
 
@@ -116,8 +111,6 @@ impl SpanData {
             // (Only then: dropping a `None` is an out-of-line call.)
             self.explicit_parent = None;
         }
-        #[cfg(feature = "opentelemetry")]
-        self.deferred.clear();
     }
 
     /// Whether the span holds anything on the heap besides its tag lists' capacity (a
@@ -138,21 +131,6 @@ impl SpanData {
             || self.explicit_parent.is_some()
             || self.meta.iter().any(|(k, v)| heap(k) || heap(v))
             || self.metrics.iter().any(|(k, _)| heap(k))
-            || self.deferred_pending()
-    }
-
-    /// Whether an integration's deferred recording (the OpenTelemetry bridge's attributes)
-    /// waits to be applied: it holds the application's values.
-    #[inline]
-    fn deferred_pending(&self) -> bool {
-        #[cfg(feature = "opentelemetry")]
-        {
-            self.deferred.is_pending()
-        }
-        #[cfg(not(feature = "opentelemetry"))]
-        {
-            false
-        }
     }
 
     /// The trace id.

@@ -6,8 +6,6 @@
 mod context;
 mod data;
 mod decision;
-#[cfg(feature = "opentelemetry")]
-pub(crate) mod deferred;
 pub(crate) mod error;
 mod ids;
 #[cfg(any(feature = "tracing-layer", feature = "opentelemetry"))]

@@ -94,21 +94,10 @@ impl Tracer {
     /// Pops the next queued chunk (tests only).
     #[cfg(test)]
     pub(crate) fn pop_chunk(&self) -> Option<Vec<crate::SpanData>> {
-        self.inner.queue.pop().map(|c| {
-            c.spans
-                .into_iter()
-                .map(|b| {
-                    // What the export thread would do first.
-                    #[cfg(feature = "opentelemetry")]
-                    let b = {
-                        let mut b = b;
-                        b.apply_deferred();
-                        b
-                    };
-                    *b
-                })
-                .collect()
-        })
+        self.inner
+            .queue
+            .pop()
+            .map(|c| c.spans.into_iter().map(|b| *b).collect())
     }
 
     /// Builds a tracer from the `DD_*` environment variables.

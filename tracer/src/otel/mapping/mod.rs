@@ -1,10 +1,9 @@
 //! OpenTelemetry → Datadog span mapping (the rules of the Datadog agent's OTLP receiver,
 //! "v2" operation and resource names), as pure functions over a span's data.
 //!
-//! Attributes are recorded into the span in the order they arrived (strings, booleans and
-//! arrays to `meta`, integers and floats to `metrics`; a few keys set span fields instead),
-//! then the names are derived from the kind and the final attributes — on the export
-//! thread (see `super::recorded`), except the service, resolved as an attribute arrives.
+//! Attributes are recorded into the span as they arrive (strings, booleans and arrays to
+//! `meta`, integers and floats to `metrics`; a few keys set span fields instead), and the
+//! names are derived when the span ends, from its kind and final attributes.
 
 use opentelemetry::trace::{SpanKind, Status};
 use opentelemetry::{Key, KeyValue, Value};
@@ -18,7 +17,7 @@ mod names;
 use names::{Attrs, kind_str, operation_name, resource, span_type};
 
 /// What the mapping needs beyond the span's data, collected while the span is open.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct Pending {
     /// `operation.name` / `datadog.name`: the operation name, as given.
     pub(crate) op_name: Option<Str>,
@@ -30,25 +29,8 @@ pub(crate) struct Pending {
     pub(crate) status_code_set: bool,
 }
 
-impl Pending {
-    /// Empty again for the next span (fields checked before they are written: most spans
-    /// set none).
-    #[inline]
-    pub(crate) fn reset(&mut self) {
-        if self.op_name.is_some() {
-            self.op_name = None;
-        }
-        self.dd_error = None;
-        self.status_code_set = false;
-        let e = &self.exception;
-        if e.message.is_some() || e.kind.is_some() || e.stack.is_some() {
-            self.exception = Exception::default();
-        }
-    }
-}
-
 /// `exception.*` attributes of an `exception` event.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 pub(crate) struct Exception {
     pub(crate) message: Option<Str>,
     pub(crate) kind: Option<Str>,
@@ -228,36 +210,6 @@ fn value_str(value: Value) -> Str {
     }
 }
 
-/// [`value_str`] of a borrowed value.
-fn value_str_of(value: &Value) -> Str {
-    match value {
-        Value::String(s) => lookup_interned(s.as_str()).unwrap_or_else(|| Str::from(s.as_str().to_owned())),
-        Value::Bool(b) => Str::from_static(if *b { "true" } else { "false" }),
-        other => Str::from(other.to_string()),
-    }
-}
-
-/// The service an attribute sets (`service.name`, `datadog.service`): resolved when the
-/// attribute is recorded, since children inherit it and it decides whether the span
-/// enters a service.
-#[inline(always)]
-pub(crate) fn service_of(kv: &KeyValue) -> Option<Str> {
-    // The length first: one comparison for most keys, inlined at every attribute.
-    let key = kv.key.as_str();
-    if key.len() != "service.name".len() && key.len() != "datadog.service".len() {
-        return None;
-    }
-    service_named(key, &kv.value)
-}
-
-#[inline(never)]
-fn service_named(key: &str, value: &Value) -> Option<Str> {
-    match key {
-        "service.name" | "datadog.service" => Some(value_str_of(value).into_shared()),
-        _ => None,
-    }
-}
-
 fn value_flag(value: &Value) -> Option<bool> {
     match value {
         Value::Bool(b) => Some(*b),
@@ -274,8 +226,7 @@ fn value_flag(value: &Value) -> Option<bool> {
 }
 
 /// Records one attribute into the span. `replace`: a key set again replaces its value
-/// (`set_attribute`); the `SpanBuilder`'s attributes are appended. The service is not set
-/// here ([`service_of`] did when the attribute was recorded).
+/// (`set_attribute`); at start (`SpanBuilder` attributes) keys are appended.
 #[inline]
 pub(crate) fn apply_attribute(data: &mut SpanData, pending: &mut Pending, kv: KeyValue, replace: bool) {
     let KeyValue { key, value, .. } = kv;
@@ -293,7 +244,7 @@ pub(crate) fn apply_attribute(data: &mut SpanData, pending: &mut Pending, kv: Ke
         Role::OpName => pending.op_name = Some(value_str(value)),
         Role::Resource => data.resource = Some(value_str(value)),
         Role::SpanType => data.span_type = Some(value_str(value)),
-        Role::Service => {}
+        Role::Service => data.service = Some(value_str(value).into_shared()),
         Role::Tag(tag) => data.set_meta(Str::from_static(tag), value_str(value)),
         Role::DdError => pending.dd_error = value_flag(&value),
         Role::Measured => data.measured = value_flag(&value).unwrap_or(false),
@@ -335,26 +286,19 @@ pub(crate) fn exception_event(pending: &mut Pending, attributes: Vec<KeyValue>) 
 }
 
 /// Derives the Datadog fields when the span ends.
-/// `attributes`: whether the span recorded any attribute (without, its only tags are the
-/// scope's, and its names depend on its kind alone).
-pub(crate) fn finish(data: &mut SpanData, kind: &SpanKind, status: &Status, pending: &mut Pending, attributes: bool) {
-    let (op, resource, span_type, has_kind, has_status_code) = if attributes || pending.op_name.is_some() {
-        let mut a = Attrs::default();
-        a.gather(data);
-        let op = match pending.op_name.take() {
-            Some(op) => op,
-            None => operation_name(kind, &a),
-        };
-        let resource = if data.resource.is_none() {
-            resource(kind, &a)
-        } else {
-            None
-        };
-        (op, resource, span_type(kind, &a), a.span_kind, a.http_status_code)
-    } else {
-        let (op, resource, span_type) = names::of_kind(kind);
-        (op.clone(), resource.clone(), span_type.clone(), false, false)
+pub(crate) fn finish(data: &mut SpanData, kind: &SpanKind, status: &Status, pending: &mut Pending) {
+    let a = Attrs::of(data);
+    let op = match pending.op_name.take() {
+        Some(op) => op,
+        None => operation_name(kind, &a),
     };
+    let resource = if data.resource.is_none() {
+        resource(kind, &a)
+    } else {
+        None
+    };
+    let span_type = span_type(kind, &a);
+    let (has_kind, has_status_code) = (a.span_kind, a.http_status_code);
     let otel_name = std::mem::replace(&mut data.name, op);
     if data.resource.is_none() {
         data.resource = Some(resource.unwrap_or(otel_name));

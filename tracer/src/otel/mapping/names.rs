@@ -3,8 +3,6 @@
 //! agent's "v2" rules, shared with the agent's OTLP receiver); this module gathers the span's
 //! tags for them and turns their names into `Str`s.
 
-use std::sync::OnceLock;
-
 use apm_conventions::otel::{self, Gathered, Kind, Name};
 use opentelemetry::trace::SpanKind;
 
@@ -36,26 +34,18 @@ pub(super) struct Attrs<'a> {
 }
 
 impl<'a> Attrs<'a> {
-    /// Gathers `data`'s tags into `self` (filled where it lives: the struct is ~400 bytes,
-    /// a copy costs more than the scan of a small span).
-    #[inline]
-    pub(super) fn gather(&mut self, data: &'a SpanData) {
+    pub(super) fn of(data: &'a SpanData) -> Self {
+        let mut a = Self::default();
         for (k, v) in data.tags() {
-            if self.rules.record(k, v) {
+            if a.rules.record(k, v) {
                 continue;
             }
             match k {
-                "span.kind" => self.span_kind = true,
-                "http.status_code" => self.http_status_code = true,
+                "span.kind" => a.span_kind = true,
+                "http.status_code" => a.http_status_code = true,
                 _ => {}
             }
         }
-    }
-
-    #[cfg(test)]
-    fn of(data: &'a SpanData) -> Self {
-        let mut a = Self::default();
-        a.gather(data);
         a
     }
 }
@@ -64,32 +54,6 @@ fn str(name: Name<'_>) -> Str {
     match name {
         Name::Static(s) => Str::from_static(s),
         other => Str::from(other.into_string()),
-    }
-}
-
-/// The operation name, resource and type of a span without attributes, by kind: the same
-/// rules, applied once per process.
-pub(super) fn of_kind(k: &SpanKind) -> &'static (Str, Option<Str>, Str) {
-    static BY_KIND: OnceLock<[(Str, Option<Str>, Str); 5]> = OnceLock::new();
-    let [client, server, producer, consumer, internal] = BY_KIND.get_or_init(|| {
-        [
-            SpanKind::Client,
-            SpanKind::Server,
-            SpanKind::Producer,
-            SpanKind::Consumer,
-            SpanKind::Internal,
-        ]
-        .map(|k| {
-            let a = Attrs::default();
-            (operation_name(&k, &a), resource(&k, &a), span_type(&k, &a))
-        })
-    });
-    match k {
-        SpanKind::Client => client,
-        SpanKind::Server => server,
-        SpanKind::Producer => producer,
-        SpanKind::Consumer => consumer,
-        SpanKind::Internal => internal,
     }
 }
 
