@@ -1,7 +1,7 @@
 //! The agent's global allocator: mimalloc, called the way its C API is fastest.
 //!
 //! The `mimalloc` crate's `GlobalAlloc` asks for every block with `mi_malloc_aligned`, whose
-//! path (mimalloc v3) costs about 110 instructions per call against about 25 for `mi_malloc`
+//! path (mimalloc v3) costs about 110 instructions per call against about 70 for `mi_malloc`
 //! (callgrind, the `decode_process` bench). Nearly every allocation of the agent asks for an
 //! alignment of 8 or less, which every mimalloc block already has (block sizes are whole
 //! words, from word-aligned pages), so those go to the plain calls; a larger alignment takes
