@@ -645,14 +645,7 @@ fn callgrind(args: &[String]) {
         _ => Workload::Root,
     };
     let traces: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
-    let s = match subject {
-        "bridge" => subject_bridge(),
-        "layer" => subject_layer(),
-        "subscriber" => subject_subscriber(),
-        "sdk" => subject_sdk("OTel SDK + BSP"),
-        "tracing-otel" => subject_tracing_otel(),
-        _ => subject_ours(),
-    };
+    let s = subject_named(subject);
     let make: &dyn Fn() = match workload {
         Workload::Root => &*s.root,
         Workload::Tree => &*s.tree,
@@ -683,6 +676,18 @@ fn callgrind(args: &[String]) {
     );
 }
 
+/// The subject a command line names (`ours` when the name is unknown).
+fn subject_named(name: &str) -> Subject {
+    match name {
+        "bridge" => subject_bridge(),
+        "layer" => subject_layer(),
+        "subscriber" => subject_subscriber(),
+        "sdk" => subject_sdk("OTel SDK + BSP"),
+        "tracing-otel" => subject_tracing_otel(),
+        _ => subject_ours(),
+    }
+}
+
 fn offered_row(s: &Subject, o: &Offered) {
     println!(
         "| {:<22} | {:>9} | {:>10.0} | {:>7} | {:>9} | {:>6.2} |",
@@ -698,14 +703,7 @@ fn offered_row(s: &Subject, o: &Offered) {
 /// `--offered <subject> [seconds]`: only the offered-load rows of one subject (default 3 s
 /// per rate), for before/after comparisons of the export path.
 fn offered_only(args: &[String]) {
-    let s = match args.first().map_or("ours", String::as_str) {
-        "bridge" => subject_bridge(),
-        "layer" => subject_layer(),
-        "subscriber" => subject_subscriber(),
-        "sdk" => subject_sdk("OTel SDK + BSP"),
-        "tracing-otel" => subject_tracing_otel(),
-        _ => subject_ours(),
-    };
+    let s = subject_named(args.first().map_or("ours", String::as_str));
     let secs = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(3.0);
     println!("| subject                | offered/s | achieved/s | created | delivered | lost % |");
     println!("|---|---|---|---|---|---|");
