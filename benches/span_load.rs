@@ -11,13 +11,17 @@
 //!   to the sink);
 //! - `ours bridge`: the same OpenTelemetry API calls through `tracer::otel`, vs the SDK;
 //! - `ours layer`: a `tracing` span with 5 fields through `tracer::layer::DatadogLayer`,
-//!   vs `tracing-opentelemetry` + the same SDK pipeline.
+//!   vs `tracing-opentelemetry` + the same SDK pipeline;
+//! - `ours native` and `ours bridge` again, vs `datadog-opentelemetry` (Datadog's Rust
+//!   tracer: an OpenTelemetry SDK pipeline with libdatadog's exporter, v0.4/v0.5 to the
+//!   sink), driven by the same OpenTelemetry calls as the bridge.
 //!
 //! Figures, per subject and workload (a root span with 5 tags; a 4-span tree):
 //! - continuous: traces created back to back for a few seconds, ns per span;
 //! - allocations per span on the application thread (a counting global allocator) in that
 //!   run, and what was lost in that flood (created − delivered to the sink);
-//! - export-thread CPU per delivered span (the thread's CPU clock, read from here);
+//! - export-thread CPU per delivered span (the CPU clocks of the subject's export threads,
+//!   by thread name, read from here);
 //! - paced: 10 k traces/s in bursts of 32, ns per span of each burst, p50 and p99;
 //! - offered load: 250 k, 500 k and 1 M single-span traces/s (1 ms slots) for a few
 //!   seconds, then a flush: created, delivered, lost.
@@ -47,23 +51,44 @@ use apm::allocations as allocs;
 mod common;
 use common::*;
 
+// ---------- the Datadog peer (datadog-opentelemetry) and the sink's payload counter ----------
+#[path = "span_load/datadog_peer.rs"]
+mod datadog_peer;
+#[path = "span_load/msgpack_count.rs"]
+mod msgpack_count;
+
 // ---------- export-thread CPU ----------
 
-/// CPU time of this process's threads whose name starts with `prefix`, summed.
-fn threads_cpu(prefix: &str) -> Duration {
+/// In a subject's list of export-thread names: the threads nobody named (they carry the
+/// process's name, as `std::thread::spawn` and unnamed libraries' threads do), the main
+/// thread excepted.
+const UNNAMED: &str = "";
+
+/// CPU time of this process's threads whose name starts with one of `prefixes` (or that
+/// are [`UNNAMED`], when it is listed), summed over the threads alive now.
+fn threads_cpu(prefixes: &[&str]) -> Duration {
     let mut total = Duration::ZERO;
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return total;
     };
+    let main_name = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    let pid = std::process::id();
     for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if !comm.trim_end().starts_with(prefix) {
-            continue;
-        }
-        let Some(tid) = task.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+        let Some(tid) = task.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        total += thread_cpu(tid);
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        let unnamed = comm == main_name && tid != pid;
+        let listed = prefixes.iter().any(|p| {
+            if p.is_empty() {
+                unnamed
+            } else {
+                comm.trim_end().starts_with(p)
+            }
+        });
+        if listed && let Ok(tid) = i32::try_from(tid) {
+            total += thread_cpu(tid);
+        }
     }
     total
 }
@@ -92,13 +117,23 @@ fn thread_cpu(_tid: i32) -> Duration {
 // ---------- the sink ----------
 
 /// A loopback HTTP server that answers 200 to everything and counts what it was sent:
-/// traces from `X-Datadog-Trace-Count`, spans from `X-Bench-Span-Count` (set by the
-/// OTLP exporter below).
+/// the traces and spans of each v0.4 / v0.5 payload, read from its body (a payload the
+/// counter cannot read is counted as bad, its `X-Datadog-Trace-Count` as bad traces), and
+/// the spans of each OTLP request from `X-Bench-Span-Count` (set by the OTLP exporter below).
 #[derive(Clone)]
 struct Sink {
     url: String,
-    traces: Arc<AtomicU64>,
-    spans: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+#[derive(Default)]
+struct Counts {
+    traces: AtomicU64,
+    spans: AtomicU64,
+    bad_payloads: AtomicU64,
+    bad_traces: AtomicU64,
+    /// Payloads whose `X-Datadog-Trace-Count` differs from the traces in the body.
+    header_mismatches: AtomicU64,
 }
 
 /// What the sink's `/info` says: the endpoints of a current Datadog agent.
@@ -108,49 +143,74 @@ impl Sink {
     fn start() -> Self {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         let addr = listener.local_addr().expect("local address");
-        let traces = Arc::new(AtomicU64::new(0));
-        let spans = Arc::new(AtomicU64::new(0));
-        let (t, s) = (Arc::clone(&traces), Arc::clone(&spans));
+        let counts = Arc::new(Counts::default());
+        let c = Arc::clone(&counts);
         std::thread::Builder::new()
             .name("sink".into())
             .spawn(move || {
                 for stream in listener.incoming().flatten() {
-                    let (t, s) = (Arc::clone(&t), Arc::clone(&s));
+                    let c = Arc::clone(&c);
                     let _ = std::thread::Builder::new()
                         .name("sink-conn".into())
-                        .spawn(move || serve(stream, &t, &s));
+                        .spawn(move || serve(stream, &c));
                 }
             })
             .expect("sink thread");
         Self {
             url: format!("http://{addr}"),
-            traces,
-            spans,
+            counts,
         }
     }
 
     fn traces(&self) -> u64 {
-        self.traces.load(Relaxed)
+        self.counts.traces.load(Relaxed)
     }
 
     fn spans(&self) -> u64 {
-        self.spans.load(Relaxed)
+        self.counts.spans.load(Relaxed)
+    }
+
+    /// What the sink could not count, if anything (a broken payload or counter).
+    fn problems(&self) -> Option<String> {
+        let c = &self.counts;
+        let (bad, bad_traces, mismatches) = (
+            c.bad_payloads.load(Relaxed),
+            c.bad_traces.load(Relaxed),
+            c.header_mismatches.load(Relaxed),
+        );
+        (bad + mismatches > 0).then(|| {
+            format!(
+                "{bad} unreadable payloads ({bad_traces} traces by their header), \
+                 {mismatches} payloads whose X-Datadog-Trace-Count differs from the body"
+            )
+        })
     }
 }
 
-fn serve(stream: std::net::TcpStream, traces: &AtomicU64, spans: &AtomicU64) {
+fn serve(stream: std::net::TcpStream, counts: &Counts) {
     let mut r = BufReader::with_capacity(256 * 1024, stream);
     let mut line = String::new();
     let mut body = Vec::new();
     loop {
-        let (mut t, mut s) = (0u64, 0u64);
+        let (mut t, mut s) = (None, 0u64);
+        let mut version = None;
         let head = apm::read_request_head(&mut r, &mut line, |l| {
             let value = |name: &str| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok());
             if let Some(v) = value("x-datadog-trace-count:") {
-                t = v;
+                t = Some(v);
             }
             if let Some(v) = value("x-bench-span-count:") {
                 s = v;
+            }
+            // The request line: `PUT /v0.4/traces HTTP/1.1` (or POST).
+            if let Some((_, rest)) = l.split_once(' ')
+                && let Some((path, _)) = rest.split_once(' ')
+            {
+                match path {
+                    "/v0.4/traces" => version = Some(msgpack_count::Version::V04),
+                    "/v0.5/traces" => version = Some(msgpack_count::Version::V05),
+                    _ => {}
+                }
             }
         });
         let Some(head) = head else { return };
@@ -160,8 +220,23 @@ fn serve(stream: std::net::TcpStream, traces: &AtomicU64, spans: &AtomicU64) {
             return;
         }
         // Counted before the answer: what a flush waited for is counted when it returns.
-        traces.fetch_add(t, Relaxed);
-        spans.fetch_add(s, Relaxed);
+        if let Some(v) = version {
+            match msgpack_count::count(&body, v) {
+                Some((traces, spans)) => {
+                    counts.traces.fetch_add(traces, Relaxed);
+                    counts.spans.fetch_add(spans, Relaxed);
+                    if t.is_some_and(|t| t != traces) {
+                        counts.header_mismatches.fetch_add(1, Relaxed);
+                    }
+                }
+                None => {
+                    counts.bad_payloads.fetch_add(1, Relaxed);
+                    counts.bad_traces.fetch_add(t.unwrap_or(0), Relaxed);
+                }
+            }
+        } else {
+            counts.spans.fetch_add(s, Relaxed);
+        }
         let reply = if is_info { INFO } else { "{}" };
         let ok = format!(
             "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{reply}",
@@ -291,24 +366,19 @@ struct Subject {
     flush: Box<dyn Fn()>,
     /// Runs the closure with the subject's `tracing` dispatcher (if any) as the default.
     scope: Scope,
-    /// Prefix of the export thread's name (15 characters at most on Linux).
-    export_thread: &'static str,
-    /// Whether the sink counts traces (Datadog protocol) or spans (OTLP).
-    counts_traces: bool,
+    /// Prefixes of the export threads' names (15 characters at most on Linux).
+    export_threads: &'static [&'static str],
 }
 
 impl Subject {
-    fn delivered_spans(&self, spans_per_trace: u64) -> u64 {
-        if self.counts_traces {
-            self.sink.traces() * spans_per_trace
-        } else {
-            self.sink.spans()
-        }
+    /// Spans the sink has received (read from the payloads, or the OTLP exporter's count).
+    fn delivered_spans(&self) -> u64 {
+        self.sink.spans()
     }
 }
 
-const OURS_THREAD: &str = "dd-trace-export";
-const SDK_THREAD: &str = "OpenTelemetry.T";
+const OURS_THREAD: &[&str] = &["dd-trace-export"];
+const SDK_THREAD: &[&str] = &["OpenTelemetry.T"];
 
 /// Runs a closure in a subject's context.
 type Scope = Box<dyn Fn(&mut dyn FnMut())>;
@@ -343,8 +413,7 @@ fn subject_ours() -> Subject {
         tree: Box::new(move || ours_tree(&t)),
         flush: ours_flush(t),
         scope: no_scope(),
-        export_thread: OURS_THREAD,
-        counts_traces: true,
+        export_threads: OURS_THREAD,
     }
 }
 
@@ -359,8 +428,7 @@ fn subject_sdk(name: &'static str) -> Subject {
         tree: Box::new(move || otel_tree(&t2)),
         flush: sdk_flush(p),
         scope: no_scope(),
-        export_thread: SDK_THREAD,
-        counts_traces: false,
+        export_threads: SDK_THREAD,
     }
 }
 
@@ -376,8 +444,7 @@ fn subject_bridge() -> Subject {
         tree: Box::new(move || otel_tree(&b2)),
         flush: ours_flush(t),
         scope: no_scope(),
-        export_thread: OURS_THREAD,
-        counts_traces: true,
+        export_threads: OURS_THREAD,
     }
 }
 
@@ -404,8 +471,7 @@ fn subject_tracing(name: &'static str, dispatch: fn(tracer::Tracer) -> tracing::
         tree: Box::new(tracing_tree),
         flush: ours_flush(t),
         scope: dispatch_scope(d),
-        export_thread: OURS_THREAD,
-        counts_traces: true,
+        export_threads: OURS_THREAD,
     }
 }
 
@@ -420,8 +486,7 @@ fn subject_tracing_otel() -> Subject {
         tree: Box::new(tracing_tree),
         flush: sdk_flush(p),
         scope: dispatch_scope(d),
-        export_thread: SDK_THREAD,
-        counts_traces: false,
+        export_threads: SDK_THREAD,
     }
 }
 
@@ -480,8 +545,8 @@ fn continuous(s: &Subject, w: Workload, run: Duration) -> (f64, f64, f64, f64) {
             make();
         }
         (s.flush)();
-        let delivered_before = s.delivered_spans(w.spans());
-        let cpu_before = threads_cpu(s.export_thread);
+        let delivered_before = s.delivered_spans();
+        let cpu_before = threads_cpu(s.export_threads);
         let allocs_before = allocs();
         let start = Instant::now();
         let mut traces = 0u64;
@@ -494,9 +559,9 @@ fn continuous(s: &Subject, w: Workload, run: Duration) -> (f64, f64, f64, f64) {
         let elapsed = start.elapsed();
         let app_allocs = allocs() - allocs_before;
         (s.flush)();
-        let cpu = threads_cpu(s.export_thread).saturating_sub(cpu_before);
+        let cpu = threads_cpu(s.export_threads).saturating_sub(cpu_before);
         let spans = traces * w.spans();
-        let delivered = s.delivered_spans(w.spans()) - delivered_before;
+        let delivered = s.delivered_spans() - delivered_before;
         let lost = spans.saturating_sub(delivered) as f64 * 100.0 / spans as f64;
         out = (
             elapsed.as_nanos() as f64 / spans as f64,
@@ -564,7 +629,7 @@ fn offered(s: &Subject, rate: u64, run: Duration) -> Offered {
         delivered: 0,
     };
     (s.scope)(&mut || {
-        let before = s.delivered_spans(1);
+        let before = s.delivered_spans();
         let start = Instant::now();
         let mut next = start;
         let mut created = 0u64;
@@ -583,7 +648,7 @@ fn offered(s: &Subject, rate: u64, run: Duration) -> Offered {
         (s.flush)();
         out.created = created;
         out.achieved = created as f64 / elapsed.as_secs_f64();
-        out.delivered = s.delivered_spans(1) - before;
+        out.delivered = s.delivered_spans() - before;
     });
     out
 }
@@ -620,11 +685,11 @@ fn row(name: &str, f: &Figures) {
     );
 }
 
-fn ratio_row(ours: &Figures, peer: &Figures) {
+fn ratio_row(label: &str, ours: &Figures, peer: &Figures) {
     let r = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
     println!(
         "| {:<22} | {:>8.2} | {:>6.2} ({:>5.2}) | {:>6} | {:>6} | {:>8.2} |",
-        "  ratio ours / peer",
+        label,
         r(ours.continuous_ns, peer.continuous_ns),
         r(ours.paced_p50, peer.paced_p50),
         r(ours.paced_p99, peer.paced_p99),
@@ -668,11 +733,12 @@ fn callgrind(args: &[String]) {
         }
     });
     println!(
-        "{} {}: {} traces, {} spans delivered",
+        "{} {}: {} traces, {} spans delivered ({} traces in Datadog payloads)",
         s.name,
         workload.label(),
         traces + 1000,
-        s.delivered_spans(workload.spans())
+        s.delivered_spans(),
+        s.sink.traces()
     );
 }
 
@@ -684,6 +750,7 @@ fn subject_named(name: &str) -> Subject {
         "subscriber" => subject_subscriber(),
         "sdk" => subject_sdk("OTel SDK + BSP"),
         "tracing-otel" => subject_tracing_otel(),
+        "datadog" => datadog_peer::subject_datadog(),
         _ => subject_ours(),
     }
 }
@@ -720,6 +787,7 @@ fn offered_only(args: &[String]) {
 }
 
 fn main() {
+    msgpack_count::self_check();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--callgrind") {
         callgrind(args.get(i + 1..).unwrap_or_default());
@@ -748,11 +816,13 @@ fn main() {
         }
     };
 
-    let pairs: Vec<(Subject, Subject)> = vec![
-        (subject_ours(), subject_sdk("OTel SDK + BSP")),
-        (subject_bridge(), subject_sdk("OTel SDK + BSP")),
-        (subject_layer(), subject_tracing_otel()),
-        (subject_subscriber(), subject_tracing_otel()),
+    // Each group: ours (one or more), then the peer; a ratio row per one of ours.
+    let groups: Vec<(Vec<Subject>, Subject)> = vec![
+        (vec![subject_ours()], subject_sdk("OTel SDK + BSP")),
+        (vec![subject_bridge()], subject_sdk("OTel SDK + BSP")),
+        (vec![subject_layer()], subject_tracing_otel()),
+        (vec![subject_subscriber()], subject_tracing_otel()),
+        (vec![subject_ours(), subject_bridge()], datadog_peer::subject_datadog()),
     ];
 
     let mut broken = Vec::new();
@@ -768,13 +838,22 @@ fn main() {
         println!("{} (ns per span; export CPU per delivered span)", w.label());
         println!("| subject                | continuous | paced p50 (p99) | allocs | lost % | export CPU |");
         println!("|---|---|---|---|---|---|");
-        for (ours, peer) in &pairs {
-            let a = measure(ours, w, &set);
+        for (ours, peer) in &groups {
+            let a: Vec<Figures> = ours.iter().map(|s| measure(s, w, &set)).collect();
             let b = measure(peer, w, &set);
-            row(ours.name, &a);
+            for (s, f) in ours.iter().zip(&a) {
+                row(s.name, f);
+            }
             row(peer.name, &b);
-            ratio_row(&a, &b);
-            for (s, f) in [(ours, &a), (peer, &b)] {
+            for (s, f) in ours.iter().zip(&a) {
+                let label = if ours.len() == 1 {
+                    "  ratio ours / peer".to_owned()
+                } else {
+                    format!("  ratio {} / peer", s.name.strip_prefix("ours ").unwrap_or(s.name))
+                };
+                ratio_row(&label, f, &b);
+            }
+            for (s, f) in ours.iter().zip(&a).chain([(peer, &b)]) {
                 if f.flood_lost_pct >= 100.0 {
                     broken.push(format!("{}: nothing reached the sink ({})", s.name, w.label()));
                 }
@@ -790,8 +869,8 @@ fn main() {
     println!("| subject                | offered/s | achieved/s | created | delivered | lost % |");
     println!("|---|---|---|---|---|---|");
     let mut done = Vec::new();
-    for (ours, peer) in &pairs {
-        for s in [ours, peer] {
+    for (ours, peer) in &groups {
+        for s in ours.iter().chain([peer]) {
             if done.contains(&s.name) {
                 continue;
             }
@@ -800,6 +879,11 @@ fn main() {
                 let o = offered(s, rate, set.offered);
                 offered_row(s, &o);
             }
+        }
+    }
+    for s in groups.iter().flat_map(|(ours, peer)| ours.iter().chain([peer])) {
+        if let Some(p) = s.sink.problems() {
+            broken.push(format!("{}: the sink could not count: {p}", s.name));
         }
     }
     if !broken.is_empty() {

@@ -138,6 +138,7 @@ fn dd_concentrator(now: std::time::SystemTime) -> libdd_trace_stats::span_concen
         StatsConfig::default().peer_tag_keys(),
         None,
         vec![],
+        None, // no client-side resource obfuscation: as without `stats-obfuscation`
     )
 }
 

@@ -516,6 +516,7 @@ mod differential {
             config.peer_tag_keys(),
             None,
             vec![],
+            None, // no client-side resource obfuscation: as without `stats-obfuscation`
         );
         // Exact durations per (bucket, group, error) for the quantile check.
         let mut exact: std::collections::HashMap<(u64, String, bool), Vec<f64>> = Default::default();
