@@ -817,13 +817,23 @@ fn main() {
     };
 
     // Each group: ours (one or more), then the peer; a ratio row per one of ours.
-    let groups: Vec<(Vec<Subject>, Subject)> = vec![
-        (vec![subject_ours()], subject_sdk("OTel SDK + BSP")),
-        (vec![subject_bridge()], subject_sdk("OTel SDK + BSP")),
-        (vec![subject_layer()], subject_tracing_otel()),
-        (vec![subject_subscriber()], subject_tracing_otel()),
-        (vec![subject_ours(), subject_bridge()], datadog_peer::subject_datadog()),
-    ];
+    // `--only <peer>` (`sdk`, `tracing-otel`, `datadog`): only the groups of that peer.
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str);
+    let groups: Vec<(Vec<Subject>, Subject)> = [
+        ("sdk", vec![subject_ours as fn() -> Subject]),
+        ("sdk", vec![subject_bridge]),
+        ("tracing-otel", vec![subject_layer]),
+        ("tracing-otel", vec![subject_subscriber]),
+        ("datadog", vec![subject_ours, subject_bridge]),
+    ]
+    .into_iter()
+    .filter(|(peer, _)| only.is_none_or(|o| o == *peer))
+    .map(|(peer, ours)| (ours.iter().map(|f| f()).collect(), subject_named(peer)))
+    .collect();
 
     let mut broken = Vec::new();
     println!(
