@@ -767,8 +767,9 @@ fn offered_row(s: &Subject, o: &Offered) {
     );
 }
 
-/// `--offered <subject> [seconds]`: only the offered-load rows of one subject (default 3 s
-/// per rate), for before/after comparisons of the export path.
+/// `--offered <subject> [seconds] [rates…]`: only the offered-load rows of one subject
+/// (default 3 s per rate, at 250 k, 500 k and 1 M traces/s), for before/after comparisons
+/// of the export path.
 fn offered_only(args: &[String]) {
     let s = subject_named(args.first().map_or("ours", String::as_str));
     let secs = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(3.0);
@@ -780,7 +781,12 @@ fn offered_only(args: &[String]) {
         }
         (s.flush)();
     });
-    for rate in [250_000, 500_000, 1_000_000] {
+    // Further arguments: other rates (traces/s, multiples of 1000) instead of the three.
+    let mut rates: Vec<u64> = args.iter().skip(2).filter_map(|v| v.parse().ok()).collect();
+    if rates.is_empty() {
+        rates = vec![250_000, 500_000, 1_000_000];
+    }
+    for rate in rates {
         let o = offered(&s, rate, Duration::from_secs_f64(secs));
         offered_row(&s, &o);
     }
