@@ -84,24 +84,35 @@ impl Reader<'_> {
     }
 
     /// Skips one value (and everything it contains). Nesting is walked with a counter of
-    /// values still to skip, not recursion: a hostile depth cannot overflow the stack.
+    /// values still to skip, not recursion: a hostile depth cannot overflow the stack. The
+    /// one-byte values and short strings (most of a payload) take the loop's first branch.
     fn skip(&mut self) -> Option<()> {
+        let buf = self.buf;
+        let mut pos = self.pos;
         let mut pending: usize = 1;
         while pending > 0 {
             pending -= 1;
-            let b = self.byte()?;
+            let b = *buf.get(pos)?;
+            pos += 1;
+            match b {
+                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => continue,
+                // May point past the end: the next read, or the final check, fails then.
+                0xa0..=0xbf => {
+                    pos += usize::from(b & 0x1f);
+                    continue;
+                }
+                _ => {}
+            }
+            self.pos = pos;
             let (data, values) = match b {
-                0x00..=0x7f | 0xe0..=0xff | 0xc0 | 0xc2 | 0xc3 => (0, 0),
                 0x80..=0x8f => (0, 2 * usize::from(b & 0x0f)),
                 0x90..=0x9f => (0, usize::from(b & 0x0f)),
-                0xa0..=0xbf => (usize::from(b & 0x1f), 0),
                 0xcc | 0xd0 => (1, 0),
-                0xcd | 0xd1 => (2, 0),
-                0xca | 0xce | 0xd2 => (4, 0),
-                0xcb | 0xcf | 0xd3 => (8, 0),
-                0xd4 => (2, 0),
+                0xcd | 0xd1 | 0xd4 => (2, 0),
                 0xd5 => (3, 0),
+                0xca | 0xce | 0xd2 => (4, 0),
                 0xd6 => (5, 0),
+                0xcb | 0xcf | 0xd3 => (8, 0),
                 0xd7 => (9, 0),
                 0xd8 => (17, 0),
                 0xc4 | 0xd9 => (self.be(1)?, 0),
@@ -114,17 +125,18 @@ impl Reader<'_> {
                 0xdd => (0, self.be(4)?),
                 0xde => (0, 2 * self.be(2)?),
                 0xdf => (0, self.be(4)?.checked_mul(2)?),
-                0xc1 => return None,
+                _ => return None, // 0xc1, never used
             };
             self.advance(data)?;
+            pos = self.pos;
             // Every pending value takes at least one byte: more than the rest of the body
             // is malformed (and would only spin).
             pending = pending.checked_add(values)?;
-            if pending > self.buf.len() - self.pos {
+            if pending > buf.len().saturating_sub(pos) {
                 return None;
             }
         }
-        Some(())
+        (pos <= buf.len()).then(|| self.pos = pos)
     }
 }
 
@@ -183,6 +195,9 @@ pub(crate) fn self_check() {
     trailing.push(0xc0);
     assert_eq!(count(&trailing, Version::V04), None, "trailing bytes");
     assert_eq!(count(&[0x90], Version::V04), Some((0, 0)), "an empty payload");
+    let short_str = [0x91, 0x91, 0x81, 0xa1, b'k', 0xa5, b'a', b'b'];
+    assert_eq!(count(&short_str, Version::V04), None, "a string past the end");
+    assert_eq!(count(&short_str[..5], Version::V04), None, "a map without its value");
     assert_eq!(
         count(&[0x91, 0xdd, 0xff, 0xff, 0xff, 0xff], Version::V04),
         None,
