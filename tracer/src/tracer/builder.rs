@@ -184,7 +184,7 @@ impl SpanBuilder {
                 data.local_root = true;
                 data.top_level = true;
                 if self.eager_trace {
-                    TraceSlot::Joined(Arc::new(TraceState::for_local_root()))
+                    TraceSlot::Joined(TraceState::local_root())
                 } else {
                     TraceSlot::Root(OnceLock::new())
                 }
