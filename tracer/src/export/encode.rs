@@ -71,6 +71,8 @@ pub(crate) struct Payload {
     /// `_dd.p.tid` of the last chunk: the high 64 bits of its trace id, and their hex
     /// text (the same for every trace started in the same second).
     tid: Option<(u64, std::sync::Arc<str>)>,
+    /// What this payload encodes the same way in many spans.
+    caches: Caches,
 }
 
 impl Payload {
@@ -103,6 +105,7 @@ impl Payload {
             traces: 0,
             spans: 0,
             tid: None,
+            caches: Caches::default(),
         }
     }
 
@@ -153,7 +156,7 @@ impl Payload {
                 header: &header,
                 tid: tid.as_ref(),
             });
-            encode_span(&mut out, span, first, ctx);
+            encode_span(&mut out, span, first, ctx, &mut self.caches);
         }
         self.traces += 1;
         self.spans += spans.len() as u64;
@@ -197,6 +200,75 @@ impl Payload {
             h[0] = 0xdd;
             h[1..].copy_from_slice(&count);
         }
+    }
+}
+
+/// The tags and metrics the worker adds to most spans with the same key and value in every
+/// span (`env`, `version`, `language`, `runtime-id`; `_dd.top_level`, `process_id`),
+/// each encoded once per payload at its first use (v0.5: as string-table indices, which
+/// hold for that payload only): a span copies the bytes of those it gets instead of
+/// looking up two strings each.
+#[derive(Debug, Default)]
+struct Standard {
+    bytes: Vec<u8>,
+    /// Where each entry's key and value are in `bytes`, once made.
+    at: [Option<(usize, usize)>; Standard::COUNT],
+}
+
+impl Standard {
+    const ENV: usize = 0;
+    const VERSION: usize = 1;
+    const LANGUAGE: usize = 2;
+    const RUNTIME_ID: usize = 3;
+    const TOP_LEVEL: usize = 4;
+    const PROCESS_ID: usize = 5;
+    const COUNT: usize = 6;
+
+    /// Appends the entries whose bits are set in `mask` to `out`.
+    #[inline]
+    fn write(&mut self, out: &mut Out<'_>, mut mask: u8, ctx: &EncodeContext) {
+        while mask != 0 {
+            let i = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            let range = match self.at.get(i).copied().flatten() {
+                Some(r) => r,
+                None => self.make(i, out.table.as_deref_mut(), ctx),
+            };
+            if let Some(bytes) = self.bytes.get(range.0..range.1) {
+                out.buf.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    /// Encodes entry `i` (an empty entry if the context lacks its value, which callers
+    /// do not ask for).
+    #[cold]
+    fn make(&mut self, i: usize, table: Option<&mut StringTable>, ctx: &EncodeContext) -> (usize, usize) {
+        let from = self.bytes.len();
+        let mut out = Out {
+            buf: &mut self.bytes,
+            table,
+        };
+        let mut pair = |key: &'static str, value: Option<Text<'_>>| {
+            if let Some(value) = value {
+                out.string(Text::Static(key));
+                out.string(value);
+            }
+        };
+        match i {
+            Self::ENV => pair("env", ctx.env.as_ref().map(Text::from)),
+            Self::VERSION => pair("version", ctx.version.as_ref().map(Text::from)),
+            Self::LANGUAGE => pair("language", Some(Text::Static("rust"))),
+            Self::RUNTIME_ID => pair("runtime-id", Some(Text::from(&ctx.runtime_id))),
+            Self::TOP_LEVEL => out.metric(Text::Static("_dd.top_level"), 1.0),
+            Self::PROCESS_ID => out.metric(Text::Static("process_id"), ctx.process_id),
+            _ => {}
+        }
+        let range = (from, self.bytes.len());
+        if let Some(slot) = self.at.get_mut(i) {
+            *slot = Some(range);
+        }
+        range
     }
 }
 
@@ -313,6 +385,12 @@ mod reserved {
     pub(super) const EVENTS: u16 = 1 << 8;
     pub(super) const HAS_EXCEPTION: u16 = 1 << 9;
 
+    /// The reserved keys among `meta`'s keys.
+    pub(super) fn meta_bits(meta: &[(crate::span::Str, crate::span::Str)]) -> u16 {
+        meta.iter().fold(0, |b, (k, _)| b | meta_bit(k))
+    }
+
+    #[inline]
     pub(super) fn meta_bit(key: &str) -> u16 {
         // Most tags (`http.*`, `span.kind`, `component`, `db.*`…) start with none of the
         // reserved keys' first letters: one compare instead of ten.
@@ -342,6 +420,7 @@ mod reserved {
     pub(super) const RULE_PSR: u8 = 1 << 5;
     pub(super) const LIMIT_PSR: u8 = 1 << 6;
 
+    #[inline]
     pub(super) fn metric_bit(key: &str) -> u8 {
         if !matches!(key.as_bytes().first(), Some(b'_' | b'p')) {
             return 0;
@@ -365,14 +444,25 @@ struct ExtraMeta<'a> {
     items: SmallVec<[(Text<'a>, Text<'a>); 16]>,
     /// Reserved keys present, in the span or added.
     bits: u16,
+    /// The [`Standard`] entries added (a bit each).
+    standard: u8,
 }
 
 impl<'a> ExtraMeta<'a> {
-    fn new(span: &SpanData) -> Self {
-        let bits = span.meta.iter().fold(0, |b, (k, _)| b | reserved::meta_bit(k));
+    /// `bits`: the reserved keys the span's own meta has.
+    fn with_bits(bits: u16) -> Self {
         Self {
             items: SmallVec::new(),
             bits,
+            standard: 0,
+        }
+    }
+
+    /// A reserved key whose key and value are [`Standard`] entry `i`.
+    fn standard(&mut self, bit: u16, i: usize) {
+        if self.bits & bit == 0 {
+            self.bits |= bit;
+            self.standard |= 1 << i;
         }
     }
 
@@ -408,6 +498,8 @@ impl<'a> ExtraMeta<'a> {
 struct ExtraMetrics {
     items: SmallVec<[(&'static str, f64); 8]>,
     bits: u8,
+    /// The [`Standard`] entries added (a bit each).
+    standard: u8,
 }
 
 impl ExtraMetrics {
@@ -416,6 +508,15 @@ impl ExtraMetrics {
         Self {
             items: SmallVec::new(),
             bits,
+            standard: 0,
+        }
+    }
+
+    /// A reserved key whose key and value are [`Standard`] entry `i`.
+    fn standard(&mut self, bit: u8, i: usize) {
+        if self.bits & bit == 0 {
+            self.bits |= bit;
+            self.standard |= 1 << i;
         }
     }
 
@@ -435,7 +536,14 @@ struct FirstSpan<'a> {
     tid: Option<&'a std::sync::Arc<str>>,
 }
 
-fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>, ctx: &EncodeContext) {
+fn encode_span(
+    out: &mut Out<'_>,
+    span: &SpanData,
+    first: Option<FirstSpan<'_>>,
+    ctx: &EncodeContext,
+    caches: &mut Caches,
+) {
+    let Caches { standard, meta: memos } = caches;
     let service: Text<'_> = span.service.as_ref().unwrap_or(&ctx.service).into();
     let entry = span.top_level || first.is_some();
     let v05 = out.table.is_some();
@@ -448,21 +556,33 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
     let has_exception = span.events.iter().any(|e| e.name == "exception");
 
     // --- meta the worker adds, skipping keys the span set itself ---
-    let mut extra = ExtraMeta::new(span);
-    if let Some(env) = &ctx.env {
-        extra.fixed(reserved::ENV, "env", env.into());
-    }
-    if let Some(version) = &ctx.version {
-        if service.as_str() == ctx.service.as_str() {
-            extra.fixed(reserved::VERSION, "version", version.into());
+    // The span's own meta: as the last span with the same literal tags, or worked out.
+    let memo_slot = MetaMemo::slot(&span.meta);
+    let memo = memos.get(memo_slot).filter(|m| m.matches(&span.meta));
+    let (own_bits, keep_meta, own_meta) = match memo {
+        Some(m) => (m.bits, None, m.own),
+        None => {
+            let keep = last_of_key(&span.meta);
+            let own = keep
+                .as_ref()
+                .map_or(span.meta.len(), |k| k.iter().filter(|k| **k).count());
+            (reserved::meta_bits(&span.meta), keep, own)
         }
+    };
+    let memo_hit = memo.is_some();
+    let mut extra = ExtraMeta::with_bits(own_bits);
+    if ctx.env.is_some() {
+        extra.standard(reserved::ENV, Standard::ENV);
+    }
+    if ctx.version.is_some() && same_text(service, &ctx.service) {
+        extra.standard(reserved::VERSION, Standard::VERSION);
     }
     for (k, v) in &ctx.global_tags {
         extra.dynamic(span, k.into(), v.into());
     }
     if entry {
-        extra.fixed(reserved::LANGUAGE, "language", Text::Static("rust"));
-        extra.fixed(reserved::RUNTIME_ID, "runtime-id", (&ctx.runtime_id).into());
+        extra.standard(reserved::LANGUAGE, Standard::LANGUAGE);
+        extra.standard(reserved::RUNTIME_ID, Standard::RUNTIME_ID);
     }
     if let Some(FirstSpan { header: h, tid }) = first {
         if h.decision.priority > 0 {
@@ -497,13 +617,13 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
     // --- metrics the worker adds ---
     let mut extra_metrics = ExtraMetrics::new(span);
     if span.top_level {
-        extra_metrics.add(reserved::TOP_LEVEL, "_dd.top_level", 1.0);
+        extra_metrics.standard(reserved::TOP_LEVEL, Standard::TOP_LEVEL);
     }
     if span.measured {
         extra_metrics.add(reserved::MEASURED, "_dd.measured", 1.0);
     }
     if entry {
-        extra_metrics.add(reserved::PROCESS_ID, "process_id", ctx.process_id);
+        extra_metrics.standard(reserved::PROCESS_ID, Standard::PROCESS_ID);
     }
     if let Some(FirstSpan { header: h, .. }) = first {
         let d = h.decision;
@@ -519,16 +639,15 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
         }
     }
 
-    let keep_meta = last_of_key(&span.meta);
-    let own_meta = keep_meta
-        .as_ref()
-        .map_or(span.meta.len(), |k| k.iter().filter(|k| **k).count());
-    let meta_len = u32::try_from(own_meta + extra.items.len()).unwrap_or(u32::MAX);
+    let meta_len =
+        u32::try_from(own_meta + extra.items.len() + extra.standard.count_ones() as usize).unwrap_or(u32::MAX);
     let keep_metrics = last_of_key(&span.metrics);
     let own_metrics = keep_metrics
         .as_ref()
         .map_or(span.metrics.len(), |k| k.iter().filter(|k| **k).count());
-    let metrics_len = u32::try_from(own_metrics + extra_metrics.items.len()).unwrap_or(u32::MAX);
+    let metrics_len =
+        u32::try_from(own_metrics + extra_metrics.items.len() + extra_metrics.standard.count_ones() as usize)
+            .unwrap_or(u32::MAX);
     let resource = span.resource.as_ref().unwrap_or(&span.name);
     let span_type = span.span_type.as_ref().map_or(Text::Static(""), Text::from);
 
@@ -565,15 +684,25 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
     mp::uint(out.buf, u64::from(span.error));
     out.field("meta");
     mp::map_len(out.buf, meta_len);
-    for (i, (k, v)) in span.meta.iter().enumerate() {
-        if keep_meta
-            .as_ref()
-            .is_none_or(|keep| keep.get(i).copied().unwrap_or(true))
-        {
-            out.string(k);
-            out.string(v);
+    match memos.get_mut(memo_slot) {
+        Some(m) if memo_hit => out.buf.extend_from_slice(&m.bytes),
+        memo => {
+            let from = out.buf.len();
+            for (i, (k, v)) in span.meta.iter().enumerate() {
+                if keep_meta
+                    .as_ref()
+                    .is_none_or(|keep| keep.get(i).copied().unwrap_or(true))
+                {
+                    out.string(k);
+                    out.string(v);
+                }
+            }
+            if let Some(m) = memo {
+                m.remember(&span.meta, out.buf.get(from..).unwrap_or_default(), own_meta, own_bits);
+            }
         }
     }
+    standard.write(out, extra.standard, ctx);
     for (k, v) in &extra.items {
         out.string(*k);
         out.string(*v);
@@ -588,6 +717,7 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
             out.metric(k, *v);
         }
     }
+    standard.write(out, extra_metrics.standard, ctx);
     for (k, v) in &extra_metrics.items {
         out.metric(Text::Static(k), *v);
     }
@@ -600,6 +730,83 @@ fn encode_span(out: &mut Out<'_>, span: &SpanData, first: Option<FirstSpan<'_>>,
     if native_events {
         links::write_events(out.buf, &span.events);
     }
+}
+
+/// The caches of one payload's encoder.
+#[derive(Debug, Default)]
+struct Caches {
+    standard: Standard,
+    meta: [MetaMemo; MetaMemo::SLOTS],
+}
+
+/// The own meta of the last span encoded with a given list of literal tags (keys and
+/// values all `&'static str`, whose addresses never hold other text): the next span with
+/// the same literals, in the same order, copies its encoded bytes (string-table indices
+/// in v0.5, which hold for the payload the memo lives in) instead of looking up each
+/// string and checking for repeated and reserved keys again.
+#[derive(Debug, Default)]
+struct MetaMemo {
+    /// Address and length of each key and value.
+    literals: Vec<[usize; 4]>,
+    /// The encoded entries.
+    bytes: Vec<u8>,
+    /// Entries in `bytes` (a repeated key counts once).
+    own: usize,
+    /// The reserved keys among them.
+    bits: u16,
+}
+
+impl MetaMemo {
+    /// Memos per payload, a few shapes of spans interleaving (a tree's spans).
+    const SLOTS: usize = 4;
+
+    /// Where the memo of `meta`'s shape lives: by its length and first key.
+    #[inline]
+    fn slot(meta: &[(Str, Str)]) -> usize {
+        let first = meta.first().map_or(0, |(k, _)| k.as_str().as_ptr() as usize);
+        (first.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 40).wrapping_add(meta.len()) % Self::SLOTS
+    }
+
+    fn literal(s: &Str) -> Option<(usize, usize)> {
+        s.as_static().map(|t| (t.as_ptr() as usize, t.len()))
+    }
+
+    /// Whether `meta` is the list this memo remembers (never an empty one).
+    #[inline]
+    fn matches(&self, meta: &[(Str, Str)]) -> bool {
+        !meta.is_empty()
+            && self.literals.len() == meta.len()
+            && meta
+                .iter()
+                .zip(&self.literals)
+                .all(|((k, v), m)| Self::literal(k) == Some((m[0], m[1])) && Self::literal(v) == Some((m[2], m[3])))
+    }
+
+    /// Remembers `meta`, encoded as `bytes`, when it is all literals.
+    fn remember(&mut self, meta: &[(Str, Str)], bytes: &[u8], own: usize, bits: u16) {
+        self.literals.clear();
+        for (k, v) in meta {
+            match (Self::literal(k), Self::literal(v)) {
+                (Some(k), Some(v)) => self.literals.push([k.0, k.1, v.0, v.1]),
+                _ => {
+                    self.literals.clear();
+                    return;
+                }
+            }
+        }
+        self.bytes.clear();
+        self.bytes.extend_from_slice(bytes);
+        self.own = own;
+        self.bits = bits;
+    }
+}
+
+/// Whether `t` is the text of `s` (by address first: the service is usually the
+/// tracer's own string).
+#[inline]
+fn same_text(t: Text<'_>, s: &Str) -> bool {
+    let (a, b) = (t.as_str(), s.as_str());
+    std::ptr::eq(a, b) || a == b
 }
 
 mod links;

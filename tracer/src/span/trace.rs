@@ -165,7 +165,9 @@ mod tests {
         assert!(TraceState::release(shared).is_some(), "another handle lives");
         drop(other);
         let decided = TraceState::local_root();
-        let _ = decided.decision.set(SamplingDecision::new(AUTO_KEEP, Mechanism::Default));
+        let _ = decided
+            .decision
+            .set(SamplingDecision::new(AUTO_KEEP, Mechanism::Default));
         assert!(TraceState::release(decided).is_some_and(|t| t.decision.get().is_some()));
         let tagged = Arc::new(TraceState::for_remote(
             None,

@@ -1,6 +1,6 @@
 //! `SpanBuilder`: everything known before a span starts.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::Span;
