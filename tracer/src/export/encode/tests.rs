@@ -364,3 +364,87 @@ fn a_payload_in_recycled_buffers_encodes_as_a_fresh_one() {
         assert_eq!(reused.finish(), fresh.finish(), "{format:?}");
     }
 }
+
+#[test]
+fn spans_sharing_literal_tags_encode_as_each_would_alone() {
+    // Shapes that share a memo slot or not, literal and owned values, a repeated key, a
+    // reserved key set by the span: each span, encoded after the others in one payload,
+    // must decode as it does alone in a fresh payload.
+    let spans = |i: u64| -> Vec<SpanData> {
+        let span = |tags: &[(Str, Str)], top: bool| {
+            let mut s = SpanData::new(
+                TraceId::from_u128(u128::from(i) + 1),
+                SpanId::from_u64(i + 1),
+                SpanId::from_u64(0),
+                Str::from("op"),
+            );
+            s.top_level = top;
+            s.local_root = top;
+            for (k, v) in tags {
+                s.push_meta(k.clone(), v.clone());
+            }
+            s
+        };
+        let (k, v) = (Str::from("http.method"), Str::from("GET"));
+        vec![
+            span(
+                &[(k.clone(), v.clone()), (Str::from("component"), Str::from("axum"))],
+                true,
+            ),
+            span(
+                &[(k.clone(), v.clone()), (Str::from("component"), Str::from("axum"))],
+                false,
+            ),
+            span(
+                &[
+                    (k.clone(), Str::from(format!("GET{i}"))),
+                    (Str::from("component"), Str::from("axum")),
+                ],
+                true,
+            ),
+            span(&[(k.clone(), v.clone()), (k.clone(), Str::from("POST"))], true),
+            span(&[(k.clone(), v.clone()), (k.clone(), Str::from("POST"))], true),
+            span(&[(k.clone(), v.clone()), (Str::from("env"), Str::from("mine"))], true),
+            span(&[(k.clone(), v.clone()), (Str::from("env"), Str::from("mine"))], true),
+            span(&[(Str::from("env"), Str::from("mine"))], true),
+            span(&[(k.clone(), v.clone())], true),
+            span(&[], true),
+            span(
+                &[(k.clone(), v.clone()), (Str::from("component"), Str::from("axum"))],
+                true,
+            ),
+        ]
+    };
+    let header = ChunkHeader {
+        decision: SamplingDecision::new(1, Mechanism::Default),
+        tags: None,
+    };
+    for format in [Format::V04, Format::V05] {
+        let dec = |body: &[u8]| match format {
+            Format::V04 => decode(body),
+            Format::V05 => decode_v05(body),
+        };
+        let mut together = Payload::new(format);
+        let mut alone = Vec::new();
+        for i in 0..3 {
+            for s in spans(i) {
+                together.push_chunk(&[Box::new(s.clone())], header, &ctx());
+                let mut p = Payload::new(format);
+                p.push_chunk(&[Box::new(s)], header, &ctx());
+                alone.extend(dec(&p.finish()));
+            }
+        }
+        let together = dec(&together.finish());
+        assert_eq!(together.len(), alone.len());
+        for (t, a) in together.iter().zip(&alone) {
+            assert_eq!(t, a, "{format:?}");
+        }
+        let meta = |i: usize, k: &str| together[i][0]["meta"][k].clone();
+        assert_eq!(meta(3, "http.method"), "POST", "the last value of a repeated key");
+        assert_eq!(meta(5, "env"), "mine", "the span's own env");
+        assert_eq!(meta(6, "env"), "mine", "the span's own env, from the memo");
+        assert_eq!(meta(4, "http.method"), "POST", "from the memo");
+        assert_eq!(meta(10, "env"), "prod", "the tracer's env again");
+        assert_eq!(meta(11 + 2, "http.method"), "GET1", "an owned value");
+    }
+}
