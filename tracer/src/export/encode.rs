@@ -203,16 +203,32 @@ impl Payload {
     }
 }
 
-/// The tags and metrics the worker adds to most spans with the same key and value in every
-/// span (`env`, `version`, `language`, `runtime-id`; `_dd.top_level`, `process_id`),
-/// each encoded once per payload at its first use (v0.5: as string-table indices, which
-/// hold for that payload only): a span copies the bytes of those it gets instead of
-/// looking up two strings each.
-#[derive(Debug, Default)]
+/// The tags and metrics the worker adds to most spans with the same key and value in many
+/// spans (`env`, `version`, `language`, `runtime-id`, `_dd.p.dm`; `_dd.top_level`,
+/// `process_id`, `_sampling_priority_v1`), encoded once per payload at their first use
+/// (v0.5: as string-table indices, which hold for that payload only), and so is each
+/// combination of them a span gets: a span copies one run of bytes for its meta and one
+/// for its metrics instead of looking up two strings per entry.
+#[derive(Debug)]
 struct Standard {
     bytes: Vec<u8>,
     /// Where each entry's key and value are in `bytes`, once made.
     at: [Option<(usize, usize)>; Standard::COUNT],
+    /// Where each combination of entries (a bit each) is in `bytes`, once made.
+    combos: [Option<(usize, usize)>; 1 << Standard::COUNT],
+    /// The decision whose `_dd.p.dm` and priority the entries hold.
+    decision: (usize, i8),
+}
+
+impl Default for Standard {
+    fn default() -> Self {
+        Self {
+            bytes: Vec::new(),
+            at: [None; Self::COUNT],
+            combos: [None; 1 << Self::COUNT],
+            decision: (0, 0),
+        }
+    }
 }
 
 impl Standard {
@@ -220,30 +236,97 @@ impl Standard {
     const VERSION: usize = 1;
     const LANGUAGE: usize = 2;
     const RUNTIME_ID: usize = 3;
-    const TOP_LEVEL: usize = 4;
-    const PROCESS_ID: usize = 5;
-    const COUNT: usize = 6;
+    const DM: usize = 4;
+    const TOP_LEVEL: usize = 5;
+    const PROCESS_ID: usize = 6;
+    const PRIORITY: usize = 7;
+    const COUNT: usize = 8;
+    /// Bytes made before the entries are made afresh (a payload whose decisions keep
+    /// changing).
+    const MAX_BYTES: usize = 4096;
 
-    /// Appends the entries whose bits are set in `mask` to `out`.
+    /// Appends the entries whose bits are set in `mask` to `out`; `decision` gives the
+    /// values of `_dd.p.dm` and `_sampling_priority_v1`.
     #[inline]
-    fn write(&mut self, out: &mut Out<'_>, mut mask: u8, ctx: &EncodeContext) {
-        while mask != 0 {
-            let i = mask.trailing_zeros() as usize;
-            mask &= mask - 1;
-            let range = match self.at.get(i).copied().flatten() {
-                Some(r) => r,
-                None => self.make(i, out.table.as_deref_mut(), ctx),
+    fn write(&mut self, out: &mut Out<'_>, mask: u8, ctx: &EncodeContext, decision: SamplingDecision) {
+        if mask == 0 {
+            return;
+        }
+        if mask & ((1 << Self::DM) | (1 << Self::PRIORITY)) != 0 {
+            let key = (decision.mechanism.as_dm().as_ptr() as usize, decision.priority);
+            if key != self.decision {
+                self.forget_decision(key);
+            }
+        }
+        let range = match self.combos.get(usize::from(mask)).copied().flatten() {
+            Some(r) => r,
+            None => self.make_combo(mask, out.table.as_deref_mut(), ctx, decision),
+        };
+        if let Some(bytes) = self.bytes.get(range.0..range.1) {
+            out.buf.extend_from_slice(bytes);
+        }
+    }
+
+    /// Forgets the entries (and combinations) that depend on the decision.
+    #[cold]
+    fn forget_decision(&mut self, key: (usize, i8)) {
+        self.decision = key;
+        if self.bytes.len() > Self::MAX_BYTES {
+            *self = Self {
+                decision: key,
+                ..Self::default()
             };
-            if let Some(bytes) = self.bytes.get(range.0..range.1) {
-                out.buf.extend_from_slice(bytes);
+            return;
+        }
+        let decided = (1 << Self::DM) | (1 << Self::PRIORITY);
+        for (m, combo) in self.combos.iter_mut().enumerate() {
+            if m & decided != 0 {
+                *combo = None;
+            }
+        }
+        for i in [Self::DM, Self::PRIORITY] {
+            if let Some(at) = self.at.get_mut(i) {
+                *at = None;
             }
         }
     }
 
-    /// Encodes entry `i` (an empty entry if the context lacks its value, which callers
-    /// do not ask for).
+    /// Encodes the entries of `mask` one after the other.
     #[cold]
-    fn make(&mut self, i: usize, table: Option<&mut StringTable>, ctx: &EncodeContext) -> (usize, usize) {
+    fn make_combo(
+        &mut self,
+        mask: u8,
+        mut table: Option<&mut StringTable>,
+        ctx: &EncodeContext,
+        decision: SamplingDecision,
+    ) -> (usize, usize) {
+        let entries = || (0..Self::COUNT).filter(move |i| mask & (1 << i) != 0);
+        let ranges: SmallVec<[(usize, usize); Self::COUNT]> = entries()
+            .map(|i| match self.at.get(i).copied().flatten() {
+                Some(r) => r,
+                None => self.make(i, table.as_deref_mut(), ctx, decision),
+            })
+            .collect();
+        let from = self.bytes.len();
+        for (a, b) in ranges {
+            self.bytes.extend_from_within(a..b);
+        }
+        let range = (from, self.bytes.len());
+        if let Some(combo) = self.combos.get_mut(usize::from(mask)) {
+            *combo = Some(range);
+        }
+        range
+    }
+
+    /// Encodes entry `i` (nothing if the context lacks its value, which callers do not
+    /// ask for).
+    fn make(
+        &mut self,
+        i: usize,
+        table: Option<&mut StringTable>,
+        ctx: &EncodeContext,
+        decision: SamplingDecision,
+    ) -> (usize, usize) {
         let from = self.bytes.len();
         let mut out = Out {
             buf: &mut self.bytes,
@@ -260,8 +343,10 @@ impl Standard {
             Self::VERSION => pair("version", ctx.version.as_ref().map(Text::from)),
             Self::LANGUAGE => pair("language", Some(Text::Static("rust"))),
             Self::RUNTIME_ID => pair("runtime-id", Some(Text::from(&ctx.runtime_id))),
+            Self::DM => pair("_dd.p.dm", Some(Text::Static(decision.mechanism.as_dm()))),
             Self::TOP_LEVEL => out.metric(Text::Static("_dd.top_level"), 1.0),
             Self::PROCESS_ID => out.metric(Text::Static("process_id"), ctx.process_id),
+            Self::PRIORITY => out.metric(Text::Static("_sampling_priority_v1"), f64::from(decision.priority)),
             _ => {}
         }
         let range = (from, self.bytes.len());
@@ -269,6 +354,42 @@ impl Standard {
             *slot = Some(range);
         }
         range
+    }
+}
+
+/// The v0.5 head of the last span encoded with a given operation name: its service, name
+/// and resource, when each is a literal (or the tracer's service, or the name as the
+/// resource), and their string-table indices.
+#[derive(Debug, Default, Clone, Copy)]
+struct HeadMemo {
+    /// Address and length of the service (zero: the tracer's), name and resource (zero:
+    /// the name).
+    literals: [(usize, usize); 3],
+    bytes: [u8; 16],
+    len: usize,
+}
+
+impl HeadMemo {
+    const SLOTS: usize = 4;
+
+    /// The literals of `span`'s head, if they all are.
+    #[inline]
+    fn literals(span: &SpanData) -> Option<[(usize, usize); 3]> {
+        let lit = |s: &Str| s.as_static().map(|t| (t.as_ptr() as usize, t.len()));
+        let service = match &span.service {
+            None => (0, 0),
+            Some(s) => lit(s)?,
+        };
+        let resource = match &span.resource {
+            None => (0, 0),
+            Some(s) => lit(s)?,
+        };
+        Some([service, lit(&span.name)?, resource])
+    }
+
+    #[inline]
+    fn slot(name: (usize, usize)) -> usize {
+        (name.0.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 40) % Self::SLOTS
     }
 }
 
@@ -543,7 +664,11 @@ fn encode_span(
     ctx: &EncodeContext,
     caches: &mut Caches,
 ) {
-    let Caches { standard, meta: memos } = caches;
+    let Caches {
+        standard,
+        meta: memos,
+        head: heads,
+    } = caches;
     let service: Text<'_> = span.service.as_ref().unwrap_or(&ctx.service).into();
     let entry = span.top_level || first.is_some();
     let v05 = out.table.is_some();
@@ -586,7 +711,7 @@ fn encode_span(
     }
     if let Some(FirstSpan { header: h, tid }) = first {
         if h.decision.priority > 0 {
-            extra.fixed(reserved::DM, "_dd.p.dm", Text::Static(h.decision.mechanism.as_dm()));
+            extra.standard(reserved::DM, Standard::DM);
         }
         if let Some(tid) = tid {
             extra.fixed(reserved::TID, "_dd.p.tid", Text::Shared(tid));
@@ -627,7 +752,7 @@ fn encode_span(
     }
     if let Some(FirstSpan { header: h, .. }) = first {
         let d = h.decision;
-        extra_metrics.add(reserved::PRIORITY, "_sampling_priority_v1", f64::from(d.priority));
+        extra_metrics.standard(reserved::PRIORITY, Standard::PRIORITY);
         for (bit, k, v) in [
             (reserved::AGENT_PSR, "_dd.agent_psr", d.agent_rate),
             (reserved::RULE_PSR, "_dd.rule_psr", d.rule_rate),
@@ -653,9 +778,26 @@ fn encode_span(
 
     if v05 {
         mp::array_len(out.buf, 12);
-        out.string(service);
-        out.string(&span.name);
-        out.string(resource);
+        let literals = HeadMemo::literals(span);
+        let head = literals.and_then(|l| heads.get_mut(HeadMemo::slot(l[1])).map(|h| (l, h)));
+        match head {
+            Some((l, h)) if h.literals == l && h.len > 0 => {
+                out.buf.extend_from_slice(h.bytes.get(..h.len).unwrap_or_default());
+            }
+            head => {
+                let from = out.buf.len();
+                out.string(service);
+                out.string(&span.name);
+                out.string(resource);
+                if let (Some((l, h)), Some(bytes)) = (head, out.buf.get(from..)) {
+                    if let Some(dst) = h.bytes.get_mut(..bytes.len()) {
+                        dst.copy_from_slice(bytes);
+                        h.literals = l;
+                        h.len = bytes.len();
+                    }
+                }
+            }
+        }
     } else {
         let fields = 12 + u32::from(native_links) + u32::from(native_events);
         mp::map_len(out.buf, fields);
@@ -702,7 +844,10 @@ fn encode_span(
             }
         }
     }
-    standard.write(out, extra.standard, ctx);
+    let decision = first.map_or(SamplingDecision::new(0, crate::sampling::Mechanism::Default), |f| {
+        f.header.decision
+    });
+    standard.write(out, extra.standard, ctx, decision);
     for (k, v) in &extra.items {
         out.string(*k);
         out.string(*v);
@@ -717,7 +862,7 @@ fn encode_span(
             out.metric(k, *v);
         }
     }
-    standard.write(out, extra_metrics.standard, ctx);
+    standard.write(out, extra_metrics.standard, ctx, decision);
     for (k, v) in &extra_metrics.items {
         out.metric(Text::Static(k), *v);
     }
@@ -737,6 +882,7 @@ fn encode_span(
 struct Caches {
     standard: Standard,
     meta: [MetaMemo; MetaMemo::SLOTS],
+    head: [HeadMemo; HeadMemo::SLOTS],
 }
 
 /// The own meta of the last span encoded with a given list of literal tags (keys and
