@@ -448,3 +448,75 @@ fn spans_sharing_literal_tags_encode_as_each_would_alone() {
         assert_eq!(meta(11 + 2, "http.method"), "GET1", "an owned value");
     }
 }
+
+#[test]
+fn changing_decisions_and_heads_encode_as_each_would_alone() {
+    // Decisions that change from chunk to chunk (priority, mechanism, none kept), and
+    // spans of one name with other services and resources, literal or owned.
+    let decisions = [
+        SamplingDecision::new(1, Mechanism::Default),
+        SamplingDecision::new(2, Mechanism::Manual),
+        SamplingDecision::new(0, Mechanism::AgentRate),
+        SamplingDecision::new(1, Mechanism::AgentRate),
+        SamplingDecision::new(-1, Mechanism::Manual),
+        SamplingDecision::new(1, Mechanism::Default),
+    ];
+    let chunk = |i: usize| -> Vec<SpanData> {
+        let span = |id: u64, service: Option<Str>, resource: Option<Str>| {
+            let mut s = SpanData::new(
+                TraceId::from_u128(i as u128 + 1),
+                SpanId::from_u64(id),
+                SpanId::from_u64(if id == 1 { 0 } else { 1 }),
+                Str::from("op"),
+            );
+            s.top_level = id == 1;
+            s.local_root = id == 1;
+            s.service = service;
+            s.resource = resource;
+            s.push_meta(Str::from("component"), Str::from("axum"));
+            s
+        };
+        match i % 4 {
+            0 => vec![span(1, None, None), span(2, None, None)],
+            1 => vec![span(1, Some(Str::from("other")), Some(Str::from("GET /")))],
+            2 => vec![span(1, None, Some(Str::from(format!("GET /{i}")))), span(2, None, None)],
+            _ => vec![span(1, Some(Str::from(String::from("owned"))), None)],
+        }
+    };
+    for format in [Format::V04, Format::V05] {
+        let dec = |body: &[u8]| match format {
+            Format::V04 => decode(body),
+            Format::V05 => decode_v05(body),
+        };
+        let mut together = Payload::new(format);
+        let mut alone = Vec::new();
+        for i in 0..24 {
+            let header = ChunkHeader {
+                decision: decisions[i % decisions.len()],
+                tags: None,
+            };
+            let boxes = || chunk(i).into_iter().map(Box::new).collect::<Vec<_>>();
+            together.push_chunk(&boxes(), header, &ctx());
+            let mut p = Payload::new(format);
+            p.push_chunk(&boxes(), header, &ctx());
+            alone.extend(dec(&p.finish()));
+        }
+        let together = dec(&together.finish());
+        assert_eq!(together, alone, "{format:?}");
+        let root = |i: usize| &together[i][0];
+        assert_eq!(root(1)["meta"]["_dd.p.dm"], "-4");
+        assert_eq!(root(1)["metrics"]["_sampling_priority_v1"], 2.0);
+        assert!(root(2)["meta"].get("_dd.p.dm").is_none(), "not kept: no decision maker");
+        assert_eq!(root(3)["meta"]["_dd.p.dm"], "-1");
+        assert_eq!(root(4)["metrics"]["_sampling_priority_v1"], -1.0);
+        assert_eq!(
+            (root(5)["service"].clone(), root(5)["resource"].clone()),
+            ("other".into(), "GET /".into())
+        );
+        assert_eq!(
+            (root(8)["service"].clone(), root(8)["resource"].clone()),
+            ("web".into(), "op".into())
+        );
+        assert_eq!(root(7)["service"], "owned");
+    }
+}
