@@ -135,27 +135,18 @@ impl Payload {
     pub(crate) fn push_chunk(&mut self, spans: &[SpanBox], header: ChunkHeader<'_>, ctx: &EncodeContext) {
         let len = u32::try_from(spans.len()).unwrap_or(u32::MAX);
         mp::array_len(&mut self.buf, len);
-        let tid = match spans.first().map(|s| s.trace_id.high()) {
-            None | Some(0) => None,
-            Some(high) => match &self.tid {
-                Some((h, text)) if *h == high => Some(std::sync::Arc::clone(text)),
-                _ => {
-                    let mut hex = [0u8; 16];
-                    let text: std::sync::Arc<str> = std::sync::Arc::from(hex16(high, &mut hex));
-                    self.tid = Some((high, std::sync::Arc::clone(&text)));
-                    Some(text)
-                }
-            },
-        };
+        let high = spans.first().map_or(0, |s| s.trace_id.high());
+        if high != 0 && self.tid.as_ref().is_none_or(|(h, _)| *h != high) {
+            let mut hex = [0u8; 16];
+            self.tid = Some((high, std::sync::Arc::from(hex16(high, &mut hex))));
+        }
+        let tid = self.tid.as_ref().filter(|_| high != 0);
         for (i, span) in spans.iter().enumerate() {
             let mut out = Out {
                 buf: &mut self.buf,
                 table: self.table.as_mut(),
             };
-            let first = (i == 0).then_some(FirstSpan {
-                header: &header,
-                tid: tid.as_ref(),
-            });
+            let first = (i == 0).then_some(FirstSpan { header: &header, tid });
             encode_span(&mut out, span, first, ctx, &mut self.caches);
         }
         self.traces += 1;
@@ -214,10 +205,19 @@ struct Standard {
     bytes: Vec<u8>,
     /// Where each entry's key and value are in `bytes`, once made.
     at: [Option<(usize, usize)>; Standard::COUNT],
-    /// Where each combination of entries (a bit each) is in `bytes`, once made.
-    combos: [Option<(usize, usize)>; 1 << Standard::COUNT],
-    /// The decision whose `_dd.p.dm` and priority the entries hold.
-    decision: (usize, i8),
+    /// Where each combination of entries (a bit each) is in `bytes`, once made: meta
+    /// combinations first, then metrics ones (see [`Standard::combo`]).
+    combos: [Option<(usize, usize)>; Standard::COMBOS],
+    /// The decision and trace id high bits whose `_dd.p.dm`, priority and `_dd.p.tid`
+    /// the entries hold.
+    decision: (usize, i8, u64),
+}
+
+/// What the chunk-level entries of [`Standard`] say: the decision and `_dd.p.tid`.
+#[derive(Clone, Copy)]
+struct Decided<'a> {
+    decision: SamplingDecision,
+    tid: Option<&'a (u64, std::sync::Arc<str>)>,
 }
 
 impl Default for Standard {
@@ -225,22 +225,39 @@ impl Default for Standard {
         Self {
             bytes: Vec::new(),
             at: [None; Self::COUNT],
-            combos: [None; 1 << Self::COUNT],
-            decision: (0, 0),
+            combos: [None; Self::COMBOS],
+            decision: (0, 0, 0),
         }
     }
 }
 
 impl Standard {
+    // Meta entries (bits 0 to 5), then metrics entries.
     const ENV: usize = 0;
     const VERSION: usize = 1;
     const LANGUAGE: usize = 2;
     const RUNTIME_ID: usize = 3;
     const DM: usize = 4;
-    const TOP_LEVEL: usize = 5;
-    const PROCESS_ID: usize = 6;
-    const PRIORITY: usize = 7;
-    const COUNT: usize = 8;
+    const TID: usize = 5;
+    const TOP_LEVEL: usize = 6;
+    const PROCESS_ID: usize = 7;
+    const PRIORITY: usize = 8;
+    const COUNT: usize = 9;
+    const META: usize = 6;
+    /// Meta combinations, then metrics ones.
+    const COMBOS: usize = (1 << Self::META) + (1 << (Self::COUNT - Self::META));
+    /// The entries that depend on the chunk's decision and trace id.
+    const DECIDED: u16 = (1 << Self::DM) | (1 << Self::TID) | (1 << Self::PRIORITY);
+
+    /// Where combination `mask` (of meta entries only, or of metrics entries only) is.
+    fn combo(mask: u16) -> usize {
+        let mask = usize::from(mask);
+        if mask < 1 << Self::META {
+            mask
+        } else {
+            (1 << Self::META) + (mask >> Self::META)
+        }
+    }
     /// Bytes made before the entries are made afresh (a payload whose decisions keep
     /// changing).
     const MAX_BYTES: usize = 4096;
@@ -248,19 +265,24 @@ impl Standard {
     /// Appends the entries whose bits are set in `mask` to `out`; `decision` gives the
     /// values of `_dd.p.dm` and `_sampling_priority_v1`.
     #[inline]
-    fn write(&mut self, out: &mut Out<'_>, mask: u8, ctx: &EncodeContext, decision: SamplingDecision) {
+    fn write(&mut self, out: &mut Out<'_>, mask: u16, ctx: &EncodeContext, decided: Decided<'_>) {
         if mask == 0 {
             return;
         }
-        if mask & ((1 << Self::DM) | (1 << Self::PRIORITY)) != 0 {
-            let key = (decision.mechanism.as_dm().as_ptr() as usize, decision.priority);
+        if mask & Self::DECIDED != 0 {
+            let d = decided.decision;
+            let key = (
+                d.mechanism.as_dm().as_ptr() as usize,
+                d.priority,
+                decided.tid.map_or(0, |t| t.0),
+            );
             if key != self.decision {
                 self.forget_decision(key);
             }
         }
-        let range = match self.combos.get(usize::from(mask)).copied().flatten() {
+        let range = match self.combos.get(Self::combo(mask)).copied().flatten() {
             Some(r) => r,
-            None => self.make_combo(mask, out.table.as_deref_mut(), ctx, decision),
+            None => self.make_combo(mask, out.table.as_deref_mut(), ctx, decided),
         };
         if let Some(bytes) = self.bytes.get(range.0..range.1) {
             out.buf.extend_from_slice(bytes);
@@ -269,7 +291,7 @@ impl Standard {
 
     /// Forgets the entries (and combinations) that depend on the decision.
     #[cold]
-    fn forget_decision(&mut self, key: (usize, i8)) {
+    fn forget_decision(&mut self, key: (usize, i8, u64)) {
         self.decision = key;
         if self.bytes.len() > Self::MAX_BYTES {
             *self = Self {
@@ -278,13 +300,15 @@ impl Standard {
             };
             return;
         }
-        let decided = (1 << Self::DM) | (1 << Self::PRIORITY);
-        for (m, combo) in self.combos.iter_mut().enumerate() {
-            if m & decided != 0 {
-                *combo = None;
+        let metrics = (1..1 << (Self::COUNT - Self::META)).map(|m| m << Self::META);
+        for mask in (0..1 << Self::META).chain(metrics) {
+            if mask & Self::DECIDED != 0 {
+                if let Some(combo) = self.combos.get_mut(Self::combo(mask)) {
+                    *combo = None;
+                }
             }
         }
-        for i in [Self::DM, Self::PRIORITY] {
+        for i in [Self::DM, Self::TID, Self::PRIORITY] {
             if let Some(at) = self.at.get_mut(i) {
                 *at = None;
             }
@@ -295,16 +319,16 @@ impl Standard {
     #[cold]
     fn make_combo(
         &mut self,
-        mask: u8,
+        mask: u16,
         mut table: Option<&mut StringTable>,
         ctx: &EncodeContext,
-        decision: SamplingDecision,
+        decided: Decided<'_>,
     ) -> (usize, usize) {
         let entries = || (0..Self::COUNT).filter(move |i| mask & (1 << i) != 0);
         let ranges: SmallVec<[(usize, usize); Self::COUNT]> = entries()
             .map(|i| match self.at.get(i).copied().flatten() {
                 Some(r) => r,
-                None => self.make(i, table.as_deref_mut(), ctx, decision),
+                None => self.make(i, table.as_deref_mut(), ctx, decided),
             })
             .collect();
         let from = self.bytes.len();
@@ -312,7 +336,7 @@ impl Standard {
             self.bytes.extend_from_within(a..b);
         }
         let range = (from, self.bytes.len());
-        if let Some(combo) = self.combos.get_mut(usize::from(mask)) {
+        if let Some(combo) = self.combos.get_mut(Self::combo(mask)) {
             *combo = Some(range);
         }
         range
@@ -325,8 +349,9 @@ impl Standard {
         i: usize,
         table: Option<&mut StringTable>,
         ctx: &EncodeContext,
-        decision: SamplingDecision,
+        decided: Decided<'_>,
     ) -> (usize, usize) {
+        let decision = decided.decision;
         let from = self.bytes.len();
         let mut out = Out {
             buf: &mut self.bytes,
@@ -344,6 +369,7 @@ impl Standard {
             Self::LANGUAGE => pair("language", Some(Text::Static("rust"))),
             Self::RUNTIME_ID => pair("runtime-id", Some(Text::from(&ctx.runtime_id))),
             Self::DM => pair("_dd.p.dm", Some(Text::Static(decision.mechanism.as_dm()))),
+            Self::TID => pair("_dd.p.tid", decided.tid.map(|t| Text::Shared(&t.1))),
             Self::TOP_LEVEL => out.metric(Text::Static("_dd.top_level"), 1.0),
             Self::PROCESS_ID => out.metric(Text::Static("process_id"), ctx.process_id),
             Self::PRIORITY => out.metric(Text::Static("_sampling_priority_v1"), f64::from(decision.priority)),
@@ -566,7 +592,7 @@ struct ExtraMeta<'a> {
     /// Reserved keys present, in the span or added.
     bits: u16,
     /// The [`Standard`] entries added (a bit each).
-    standard: u8,
+    standard: u16,
 }
 
 impl<'a> ExtraMeta<'a> {
@@ -620,7 +646,7 @@ struct ExtraMetrics {
     items: SmallVec<[(&'static str, f64); 8]>,
     bits: u8,
     /// The [`Standard`] entries added (a bit each).
-    standard: u8,
+    standard: u16,
 }
 
 impl ExtraMetrics {
@@ -635,6 +661,7 @@ impl ExtraMetrics {
 
     /// A reserved key whose key and value are [`Standard`] entry `i`.
     fn standard(&mut self, bit: u8, i: usize) {
+        debug_assert!(i >= Standard::META, "a metrics entry");
         if self.bits & bit == 0 {
             self.bits |= bit;
             self.standard |= 1 << i;
@@ -653,8 +680,8 @@ impl ExtraMetrics {
 #[derive(Clone, Copy)]
 struct FirstSpan<'a> {
     header: &'a ChunkHeader<'a>,
-    /// `_dd.p.tid`, when the trace id has high bits.
-    tid: Option<&'a std::sync::Arc<str>>,
+    /// `_dd.p.tid`, when the trace id has high bits: those bits, and their hex text.
+    tid: Option<&'a (u64, std::sync::Arc<str>)>,
 }
 
 fn encode_span(
@@ -713,8 +740,8 @@ fn encode_span(
         if h.decision.priority > 0 {
             extra.standard(reserved::DM, Standard::DM);
         }
-        if let Some(tid) = tid {
-            extra.fixed(reserved::TID, "_dd.p.tid", Text::Shared(tid));
+        if tid.is_some() {
+            extra.standard(reserved::TID, Standard::TID);
         }
         if let Some(tags) = h.tags {
             if let Some(origin) = &tags.origin {
@@ -844,10 +871,13 @@ fn encode_span(
             }
         }
     }
-    let decision = first.map_or(SamplingDecision::new(0, crate::sampling::Mechanism::Default), |f| {
-        f.header.decision
-    });
-    standard.write(out, extra.standard, ctx, decision);
+    let decided = Decided {
+        decision: first.map_or(SamplingDecision::new(0, crate::sampling::Mechanism::Default), |f| {
+            f.header.decision
+        }),
+        tid: first.and_then(|f| f.tid),
+    };
+    standard.write(out, extra.standard, ctx, decided);
     for (k, v) in &extra.items {
         out.string(*k);
         out.string(*v);
@@ -862,7 +892,7 @@ fn encode_span(
             out.metric(k, *v);
         }
     }
-    standard.write(out, extra_metrics.standard, ctx, decision);
+    standard.write(out, extra_metrics.standard, ctx, decided);
     for (k, v) in &extra_metrics.items {
         out.metric(Text::Static(k), *v);
     }

@@ -464,7 +464,15 @@ fn changing_decisions_and_heads_encode_as_each_would_alone() {
     let chunk = |i: usize| -> Vec<SpanData> {
         let span = |id: u64, service: Option<Str>, resource: Option<Str>| {
             let mut s = SpanData::new(
-                TraceId::from_u128(i as u128 + 1),
+                // High bits that change every third chunk, and none every fifth.
+                TraceId::from_parts(
+                    if i % 5 == 0 {
+                        0
+                    } else {
+                        0x6b01_0000_0000_0000 + i as u64 / 3
+                    },
+                    i as u64 + 1,
+                ),
                 SpanId::from_u64(id),
                 SpanId::from_u64(if id == 1 { 0 } else { 1 }),
                 Str::from("op"),
@@ -518,5 +526,8 @@ fn changing_decisions_and_heads_encode_as_each_would_alone() {
             ("web".into(), "op".into())
         );
         assert_eq!(root(7)["service"], "owned");
+        assert!(root(5)["meta"].get("_dd.p.tid").is_none(), "no high bits");
+        assert_eq!(root(6)["meta"]["_dd.p.tid"], "6b01000000000002");
+        assert_eq!(root(9)["meta"]["_dd.p.tid"], "6b01000000000003");
     }
 }
