@@ -482,6 +482,11 @@ fn changing_decisions_and_heads_encode_as_each_would_alone() {
             s.service = service;
             s.resource = resource;
             s.push_meta(Str::from("component"), Str::from("axum"));
+            s.span_type = match i % 3 {
+                0 => None,
+                1 => Some(Str::from("web")),
+                _ => Some(Str::from(String::from("sql"))),
+            };
             s
         };
         match i % 4 {
@@ -527,6 +532,8 @@ fn changing_decisions_and_heads_encode_as_each_would_alone() {
         );
         assert_eq!(root(7)["service"], "owned");
         assert!(root(5)["meta"].get("_dd.p.tid").is_none(), "no high bits");
+        assert_eq!((root(3)["type"].clone(), root(4)["type"].clone()), ("".into(), "web".into()));
+        assert_eq!(root(8)["type"], "sql");
         assert_eq!(root(6)["meta"]["_dd.p.tid"], "6b01000000000002");
         assert_eq!(root(9)["meta"]["_dd.p.tid"], "6b01000000000003");
     }
