@@ -947,6 +947,13 @@ impl MetaMemo {
         s.as_static().map(|t| (t.as_ptr() as usize, t.len()))
     }
 
+    /// Where `s`'s text is. Equal to a remembered literal's only if `s` is that literal:
+    /// no other string can be at a `&'static str`'s address.
+    #[inline]
+    fn at(s: &Str) -> (usize, usize) {
+        (s.as_str().as_ptr() as usize, s.len())
+    }
+
     /// Whether `meta` is the list this memo remembers (never an empty one).
     #[inline]
     fn matches(&self, meta: &[(Str, Str)]) -> bool {
@@ -955,7 +962,7 @@ impl MetaMemo {
             && meta
                 .iter()
                 .zip(&self.literals)
-                .all(|((k, v), m)| Self::literal(k) == Some((m[0], m[1])) && Self::literal(v) == Some((m[2], m[3])))
+                .all(|((k, v), m)| Self::at(k) == (m[0], m[1]) && Self::at(v) == (m[2], m[3]))
     }
 
     /// Remembers `meta`, encoded as `bytes`, when it is all literals.

@@ -532,7 +532,10 @@ fn changing_decisions_and_heads_encode_as_each_would_alone() {
         );
         assert_eq!(root(7)["service"], "owned");
         assert!(root(5)["meta"].get("_dd.p.tid").is_none(), "no high bits");
-        assert_eq!((root(3)["type"].clone(), root(4)["type"].clone()), ("".into(), "web".into()));
+        assert_eq!(
+            (root(3)["type"].clone(), root(4)["type"].clone()),
+            ("".into(), "web".into())
+        );
         assert_eq!(root(8)["type"], "sql");
         assert_eq!(root(6)["meta"]["_dd.p.tid"], "6b01000000000002");
         assert_eq!(root(9)["meta"]["_dd.p.tid"], "6b01000000000003");
