@@ -396,7 +396,8 @@ struct HeadMemo {
 }
 
 impl HeadMemo {
-    const SLOTS: usize = 4;
+    /// (Direct-mapped by name: room for a few names without collisions.)
+    const SLOTS: usize = 16;
 
     /// The literals of `span`'s head, if they all are.
     #[inline]
@@ -866,7 +867,7 @@ fn encode_span(
                     out.string(v);
                 }
             }
-            if let Some(m) = memo {
+            if let Some(m) = memo.filter(|_| !span.meta.is_empty()) {
                 m.remember(&span.meta, out.buf.get(from..).unwrap_or_default(), own_meta, own_bits);
             }
         }
