@@ -365,6 +365,28 @@ fn a_payload_in_recycled_buffers_encodes_as_a_fresh_one() {
     }
 }
 
+/// `chunks` encoded one after the other in one payload, and each alone in a fresh one:
+/// the traces decoded from both (a payload's memos must not change what a span says).
+fn together_and_alone(
+    format: Format,
+    chunks: &[(Vec<SpanData>, ChunkHeader<'_>)],
+) -> (Vec<Vec<HashMap<String, Value>>>, Vec<Vec<HashMap<String, Value>>>) {
+    let dec = |body: &[u8]| match format {
+        Format::V04 => decode(body),
+        Format::V05 => decode_v05(body),
+    };
+    let mut together = Payload::new(format);
+    let mut alone = Vec::new();
+    for (spans, header) in chunks {
+        let boxes = || spans.iter().cloned().map(Box::new).collect::<Vec<_>>();
+        together.push_chunk(&boxes(), *header, &ctx());
+        let mut p = Payload::new(format);
+        p.push_chunk(&boxes(), *header, &ctx());
+        alone.extend(dec(&p.finish()));
+    }
+    (dec(&together.finish()), alone)
+}
+
 #[test]
 fn spans_sharing_literal_tags_encode_as_each_would_alone() {
     // Shapes that share a memo slot or not, literal and owned values, a repeated key, a
@@ -419,26 +441,10 @@ fn spans_sharing_literal_tags_encode_as_each_would_alone() {
         decision: SamplingDecision::new(1, Mechanism::Default),
         tags: None,
     };
+    let chunks: Vec<_> = (0..3).flat_map(spans).map(|s| (vec![s], header)).collect();
     for format in [Format::V04, Format::V05] {
-        let dec = |body: &[u8]| match format {
-            Format::V04 => decode(body),
-            Format::V05 => decode_v05(body),
-        };
-        let mut together = Payload::new(format);
-        let mut alone = Vec::new();
-        for i in 0..3 {
-            for s in spans(i) {
-                together.push_chunk(&[Box::new(s.clone())], header, &ctx());
-                let mut p = Payload::new(format);
-                p.push_chunk(&[Box::new(s)], header, &ctx());
-                alone.extend(dec(&p.finish()));
-            }
-        }
-        let together = dec(&together.finish());
-        assert_eq!(together.len(), alone.len());
-        for (t, a) in together.iter().zip(&alone) {
-            assert_eq!(t, a, "{format:?}");
-        }
+        let (together, alone) = together_and_alone(format, &chunks);
+        assert_eq!(together, alone, "{format:?}");
         let meta = |i: usize, k: &str| together[i][0]["meta"][k].clone();
         assert_eq!(meta(3, "http.method"), "POST", "the last value of a repeated key");
         assert_eq!(meta(5, "env"), "mine", "the span's own env");
@@ -496,25 +502,17 @@ fn changing_decisions_and_heads_encode_as_each_would_alone() {
             _ => vec![span(1, Some(Str::from(String::from("owned"))), None)],
         }
     };
-    for format in [Format::V04, Format::V05] {
-        let dec = |body: &[u8]| match format {
-            Format::V04 => decode(body),
-            Format::V05 => decode_v05(body),
-        };
-        let mut together = Payload::new(format);
-        let mut alone = Vec::new();
-        for i in 0..24 {
+    let chunks: Vec<_> = (0..24)
+        .map(|i| {
             let header = ChunkHeader {
                 decision: decisions[i % decisions.len()],
                 tags: None,
             };
-            let boxes = || chunk(i).into_iter().map(Box::new).collect::<Vec<_>>();
-            together.push_chunk(&boxes(), header, &ctx());
-            let mut p = Payload::new(format);
-            p.push_chunk(&boxes(), header, &ctx());
-            alone.extend(dec(&p.finish()));
-        }
-        let together = dec(&together.finish());
+            (chunk(i), header)
+        })
+        .collect();
+    for format in [Format::V04, Format::V05] {
+        let (together, alone) = together_and_alone(format, &chunks);
         assert_eq!(together, alone, "{format:?}");
         let root = |i: usize| &together[i][0];
         assert_eq!(root(1)["meta"]["_dd.p.dm"], "-4");
