@@ -365,12 +365,12 @@ fn a_payload_in_recycled_buffers_encodes_as_a_fresh_one() {
     }
 }
 
+/// Decoded traces: each span a map of its fields.
+type Traces = Vec<Vec<HashMap<String, Value>>>;
+
 /// `chunks` encoded one after the other in one payload, and each alone in a fresh one:
 /// the traces decoded from both (a payload's memos must not change what a span says).
-fn together_and_alone(
-    format: Format,
-    chunks: &[(Vec<SpanData>, ChunkHeader<'_>)],
-) -> (Vec<Vec<HashMap<String, Value>>>, Vec<Vec<HashMap<String, Value>>>) {
+fn together_and_alone(format: Format, chunks: &[(Vec<SpanData>, ChunkHeader<'_>)]) -> (Traces, Traces) {
     let dec = |body: &[u8]| match format {
         Format::V04 => decode(body),
         Format::V05 => decode_v05(body),
