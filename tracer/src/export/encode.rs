@@ -10,6 +10,16 @@
 //! metrics, type]` whose strings (and meta/metrics keys and meta values) are indices into
 //! the payload's string table, `""` at index 0. Repeated strings (service, tag keys,
 //! resources) are sent once per payload.
+//!
+//! Most spans repeat what earlier spans of the payload said, so each payload keeps
+//! [`Caches`]: the tags the worker adds (`env`, `runtime-id`, `_dd.p.dm`, …) encoded once
+//! per combination ([`Standard`]), the encoded literal tags of the last span of each shape
+//! ([`MetaMemo`]) and the v0.5 service/name/resource of the last span of each name
+//! ([`HeadMemo`]). A span found there costs a compare of addresses and a copy of bytes
+//! instead of a string-table lookup per string; the memos only trust addresses of
+//! `&'static str`s (never reused for other text) and live for one payload (whose
+//! string-table indices they hold). The tests check that every span decodes the same
+//! whether its payload held earlier spans or not.
 
 use smallvec::SmallVec;
 
