@@ -393,7 +393,7 @@ impl Standard {
     }
 }
 
-/// The v0.5 head of the last span encoded with a given operation name: its service, name
+/// The v0.5 head of the last span encoded with a given operation name and resource: its service, name
 /// and resource, when each is a literal (or the tracer's service, or the name as the
 /// resource), and their string-table indices.
 #[derive(Debug, Default, Clone, Copy)]
@@ -425,8 +425,12 @@ impl HeadMemo {
     }
 
     #[inline]
-    fn slot(name: (usize, usize)) -> usize {
-        (name.0.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 40) % Self::SLOTS
+    /// By name and resource: spans of one operation name with several resources (the
+    /// OpenTelemetry bridge names every internal span `internal`) each keep theirs.
+    fn slot(literals: &[(usize, usize); 3]) -> usize {
+        let [_, name, resource] = literals;
+        let key = name.0 ^ resource.0.rotate_left(29);
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15_u64 as usize) >> 40) % Self::SLOTS
     }
 }
 
@@ -817,7 +821,7 @@ fn encode_span(
     if v05 {
         mp::array_len(out.buf, 12);
         let literals = HeadMemo::literals(span);
-        let head = literals.and_then(|l| heads.get_mut(HeadMemo::slot(l[1])).map(|h| (l, h)));
+        let head = literals.and_then(|l| heads.get_mut(HeadMemo::slot(&l)).map(|h| (l, h)));
         match head {
             Some((l, h)) if h.literals == l && h.len > 0 => {
                 out.buf.extend_from_slice(h.bytes.get(..h.len).unwrap_or_default());
