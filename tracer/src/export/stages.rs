@@ -221,7 +221,8 @@ impl Encoder {
             return;
         };
         let run = &mut self.ledger_run;
-        if run.0 != service {
+        // (A word compare: a call to `memcmp` per chunk costs more.)
+        if !crate::span::intern::same_bytes(run.0.as_bytes(), service.as_bytes()) {
             if run.1 > 0 {
                 self.tracer.ledger.add_count(&run.0, std::mem::take(&mut run.1));
             }

@@ -1,6 +1,6 @@
 //! `SpanBuilder`: everything known before a span starts.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::Span;
@@ -184,7 +184,7 @@ impl SpanBuilder {
                 data.local_root = true;
                 data.top_level = true;
                 if self.eager_trace {
-                    TraceSlot::Joined(Arc::new(TraceState::for_local_root()))
+                    TraceSlot::Joined(TraceState::local_root())
                 } else {
                     TraceSlot::Root(OnceLock::new())
                 }

@@ -23,7 +23,7 @@ impl TraceSlot {
     fn get(&self) -> &Arc<TraceState> {
         match self {
             Self::Joined(t) => t,
-            Self::Root(cell) => cell.get_or_init(|| Arc::new(TraceState::for_local_root())),
+            Self::Root(cell) => cell.get_or_init(TraceState::local_root),
         }
     }
 
@@ -285,7 +285,7 @@ impl Span {
             }
             Some(trace) => {
                 if let Some(spans) = trace.finish_span(data, tracer.config.partial_flush_min_spans) {
-                    tracer.emit(spans, Some(trace));
+                    tracer.emit(spans, TraceState::release(trace));
                 }
             }
         }

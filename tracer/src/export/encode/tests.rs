@@ -364,3 +364,190 @@ fn a_payload_in_recycled_buffers_encodes_as_a_fresh_one() {
         assert_eq!(reused.finish(), fresh.finish(), "{format:?}");
     }
 }
+
+/// Decoded traces: each span a map of its fields.
+type Traces = Vec<Vec<HashMap<String, Value>>>;
+
+/// `chunks` encoded one after the other in one payload, and each alone in a fresh one:
+/// the traces decoded from both (a payload's memos must not change what a span says).
+fn together_and_alone(format: Format, chunks: &[(Vec<SpanData>, ChunkHeader<'_>)]) -> (Traces, Traces) {
+    let dec = |body: &[u8]| match format {
+        Format::V04 => decode(body),
+        Format::V05 => decode_v05(body),
+    };
+    let mut together = Payload::new(format);
+    let mut alone = Vec::new();
+    for (spans, header) in chunks {
+        let boxes = || spans.iter().cloned().map(Box::new).collect::<Vec<_>>();
+        together.push_chunk(&boxes(), *header, &ctx());
+        let mut p = Payload::new(format);
+        p.push_chunk(&boxes(), *header, &ctx());
+        alone.extend(dec(&p.finish()));
+    }
+    (dec(&together.finish()), alone)
+}
+
+#[test]
+fn spans_sharing_literal_tags_encode_as_each_would_alone() {
+    // Shapes that share a memo slot or not, literal and owned values, a repeated key, a
+    // reserved key set by the span: each span, encoded after the others in one payload,
+    // must decode as it does alone in a fresh payload.
+    let spans = |i: u64| -> Vec<SpanData> {
+        let span = |tags: &[(Str, Str)], top: bool| {
+            let mut s = SpanData::new(
+                TraceId::from_u128(u128::from(i) + 1),
+                SpanId::from_u64(i + 1),
+                SpanId::from_u64(0),
+                Str::from("op"),
+            );
+            s.top_level = top;
+            s.local_root = top;
+            for (k, v) in tags {
+                s.push_meta(k.clone(), v.clone());
+            }
+            s
+        };
+        let (k, v) = (Str::from("http.method"), Str::from("GET"));
+        vec![
+            span(
+                &[(k.clone(), v.clone()), (Str::from("component"), Str::from("axum"))],
+                true,
+            ),
+            span(
+                &[(k.clone(), v.clone()), (Str::from("component"), Str::from("axum"))],
+                false,
+            ),
+            span(
+                &[
+                    (k.clone(), Str::from(format!("GET{i}"))),
+                    (Str::from("component"), Str::from("axum")),
+                ],
+                true,
+            ),
+            span(&[(k.clone(), v.clone()), (k.clone(), Str::from("POST"))], true),
+            span(&[(k.clone(), v.clone()), (k.clone(), Str::from("POST"))], true),
+            span(&[(k.clone(), v.clone()), (Str::from("env"), Str::from("mine"))], true),
+            span(&[(k.clone(), v.clone()), (Str::from("env"), Str::from("mine"))], true),
+            span(&[(Str::from("env"), Str::from("mine"))], true),
+            span(&[(k.clone(), v.clone())], true),
+            span(&[], true),
+            span(
+                &[(k.clone(), v.clone()), (Str::from("component"), Str::from("axum"))],
+                true,
+            ),
+        ]
+    };
+    let header = ChunkHeader {
+        decision: SamplingDecision::new(1, Mechanism::Default),
+        tags: None,
+    };
+    let chunks: Vec<_> = (0..3).flat_map(spans).map(|s| (vec![s], header)).collect();
+    for format in [Format::V04, Format::V05] {
+        let (together, alone) = together_and_alone(format, &chunks);
+        assert_eq!(together, alone, "{format:?}");
+        let meta = |i: usize, k: &str| together[i][0]["meta"][k].clone();
+        assert_eq!(meta(3, "http.method"), "POST", "the last value of a repeated key");
+        assert_eq!(meta(5, "env"), "mine", "the span's own env");
+        assert_eq!(meta(6, "env"), "mine", "the span's own env, from the memo");
+        assert_eq!(meta(4, "http.method"), "POST", "from the memo");
+        assert_eq!(meta(10, "env"), "prod", "the tracer's env again");
+        assert_eq!(meta(11 + 2, "http.method"), "GET1", "an owned value");
+    }
+}
+
+#[test]
+fn changing_decisions_and_heads_encode_as_each_would_alone() {
+    // Decisions that change from chunk to chunk (priority, mechanism, none kept), and
+    // spans of one name with other services and resources, literal or owned.
+    let decisions = [
+        SamplingDecision::new(1, Mechanism::Default),
+        SamplingDecision::new(2, Mechanism::Manual),
+        SamplingDecision::new(0, Mechanism::AgentRate),
+        SamplingDecision::new(1, Mechanism::AgentRate),
+        SamplingDecision::new(-1, Mechanism::Manual),
+        SamplingDecision::new(1, Mechanism::Default),
+    ];
+    let chunk = |i: usize| -> Vec<SpanData> {
+        let span = |id: u64, service: Option<Str>, resource: Option<Str>| {
+            let mut s = SpanData::new(
+                // High bits that change every third chunk, and none every fifth.
+                TraceId::from_parts(
+                    if i % 5 == 0 {
+                        0
+                    } else {
+                        0x6b01_0000_0000_0000 + i as u64 / 3
+                    },
+                    i as u64 + 1,
+                ),
+                SpanId::from_u64(id),
+                SpanId::from_u64(if id == 1 { 0 } else { 1 }),
+                Str::from("op"),
+            );
+            s.top_level = id == 1;
+            s.local_root = id == 1;
+            s.service = service;
+            s.resource = resource;
+            s.push_meta(Str::from("component"), Str::from("axum"));
+            s.span_type = match i % 3 {
+                0 => None,
+                1 => Some(Str::from("web")),
+                _ => Some(Str::from(String::from("sql"))),
+            };
+            s
+        };
+        match i % 4 {
+            0 => vec![span(1, None, None), span(2, None, None)],
+            1 => vec![span(1, Some(Str::from("other")), Some(Str::from("GET /")))],
+            2 => vec![span(1, None, Some(Str::from(format!("GET /{i}")))), span(2, None, None)],
+            // Owned, and shared strings made anew for each chunk (an address freed by one
+            // may be taken by the next).
+            _ if i % 8 == 3 => vec![span(1, Some(Str::from(String::from("owned"))), None)],
+            _ => vec![span(
+                1,
+                Some(Str::from(format!("shared{i}")).into_shared()),
+                Some(Str::from(format!("GET /{i}")).into_shared()),
+            )],
+        }
+    };
+    let chunks: Vec<_> = (0..24)
+        .map(|i| {
+            let header = ChunkHeader {
+                decision: decisions[i % decisions.len()],
+                tags: None,
+            };
+            (chunk(i), header)
+        })
+        .collect();
+    for format in [Format::V04, Format::V05] {
+        let (together, alone) = together_and_alone(format, &chunks);
+        assert_eq!(together, alone, "{format:?}");
+        let root = |i: usize| &together[i][0];
+        assert_eq!(root(1)["meta"]["_dd.p.dm"], "-4");
+        assert_eq!(root(1)["metrics"]["_sampling_priority_v1"], 2.0);
+        assert!(root(2)["meta"].get("_dd.p.dm").is_none(), "not kept: no decision maker");
+        assert_eq!(root(3)["meta"]["_dd.p.dm"], "-1");
+        assert_eq!(root(4)["metrics"]["_sampling_priority_v1"], -1.0);
+        assert_eq!(
+            (root(5)["service"].clone(), root(5)["resource"].clone()),
+            ("other".into(), "GET /".into())
+        );
+        assert_eq!(
+            (root(8)["service"].clone(), root(8)["resource"].clone()),
+            ("web".into(), "op".into())
+        );
+        assert_eq!(root(3)["service"], "owned");
+        assert_eq!(
+            (root(7)["service"].clone(), root(7)["resource"].clone()),
+            ("shared7".into(), "GET /7".into())
+        );
+        assert_eq!(root(15)["service"], "shared15");
+        assert!(root(5)["meta"].get("_dd.p.tid").is_none(), "no high bits");
+        assert_eq!(
+            (root(3)["type"].clone(), root(4)["type"].clone()),
+            ("".into(), "web".into())
+        );
+        assert_eq!(root(8)["type"], "sql");
+        assert_eq!(root(6)["meta"]["_dd.p.tid"], "6b01000000000002");
+        assert_eq!(root(9)["meta"]["_dd.p.tid"], "6b01000000000003");
+    }
+}
