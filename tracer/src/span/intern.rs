@@ -287,8 +287,20 @@ mod tests {
             let _ = intern(&String::from(text));
             intern(&String::from(text))
         }
-        // (Other tests admit values meanwhile: a contended admission is retried later.)
-        let settled = |text: &str| (0..100).map(|_| thrice(text)).find(|v| v.as_static().is_some());
+        // (Other tests admit values meanwhile: a contended admission is retried later. A
+        // test thread preempted while it holds the admission lock keeps it for a whole
+        // time slice on a loaded machine, longer than a hundred tries: each try that is
+        // not admitted yields to it.)
+        let settled = |text: &str| {
+            for _ in 0..10_000 {
+                let v = thrice(text);
+                if v.as_static().is_some() {
+                    return Some(v);
+                }
+                std::thread::yield_now();
+            }
+            None
+        };
         let here = settled(text);
         let there = std::thread::spawn(move || settled(text)).join().ok().flatten();
         let (Some(here), Some(there)) = (here, there) else {
