@@ -23,6 +23,7 @@
 
 use smallvec::SmallVec;
 
+use self::extra::{ExtraMeta, ExtraMetrics};
 use self::memo::{Caches, Decided, HeadMemo, MetaMemo, Standard, same_text};
 use self::table::{StringTable, Text};
 
@@ -304,164 +305,6 @@ fn write_str(buf: &mut Vec<u8>, s: &str) {
     mp::str(buf, s);
 }
 
-/// Tag keys the worker may add to a span, a bit each: one pass over the span's own tags
-/// tells which of them it set (the span's value wins).
-mod reserved {
-    pub(super) const ENV: u16 = 1;
-    pub(super) const VERSION: u16 = 1 << 1;
-    pub(super) const LANGUAGE: u16 = 1 << 2;
-    pub(super) const RUNTIME_ID: u16 = 1 << 3;
-    pub(super) const DM: u16 = 1 << 4;
-    pub(super) const TID: u16 = 1 << 5;
-    pub(super) const ORIGIN: u16 = 1 << 6;
-    pub(super) const LINKS: u16 = 1 << 7;
-    pub(super) const EVENTS: u16 = 1 << 8;
-    pub(super) const HAS_EXCEPTION: u16 = 1 << 9;
-
-    /// The reserved keys among `meta`'s keys.
-    pub(super) fn meta_bits(meta: &[(crate::span::Str, crate::span::Str)]) -> u16 {
-        meta.iter().fold(0, |b, (k, _)| b | meta_bit(k))
-    }
-
-    #[inline]
-    pub(super) fn meta_bit(key: &str) -> u16 {
-        // Most tags (`http.*`, `span.kind`, `component`, `db.*`…) start with none of the
-        // reserved keys' first letters: one compare instead of ten.
-        if !matches!(key.as_bytes().first(), Some(b'e' | b'v' | b'l' | b'r' | b'_')) {
-            return 0;
-        }
-        match key {
-            "env" => ENV,
-            "version" => VERSION,
-            "language" => LANGUAGE,
-            "runtime-id" => RUNTIME_ID,
-            "_dd.p.dm" => DM,
-            "_dd.p.tid" => TID,
-            "_dd.origin" => ORIGIN,
-            "_dd.span_links" => LINKS,
-            "events" => EVENTS,
-            "_dd.span_events.has_exception" => HAS_EXCEPTION,
-            _ => 0,
-        }
-    }
-
-    pub(super) const TOP_LEVEL: u8 = 1;
-    pub(super) const MEASURED: u8 = 1 << 1;
-    pub(super) const PROCESS_ID: u8 = 1 << 2;
-    pub(super) const PRIORITY: u8 = 1 << 3;
-    pub(super) const AGENT_PSR: u8 = 1 << 4;
-    pub(super) const RULE_PSR: u8 = 1 << 5;
-    pub(super) const LIMIT_PSR: u8 = 1 << 6;
-
-    #[inline]
-    pub(super) fn metric_bit(key: &str) -> u8 {
-        if !matches!(key.as_bytes().first(), Some(b'_' | b'p')) {
-            return 0;
-        }
-        match key {
-            "_dd.top_level" => TOP_LEVEL,
-            "_dd.measured" => MEASURED,
-            "process_id" => PROCESS_ID,
-            "_sampling_priority_v1" => PRIORITY,
-            "_dd.agent_psr" => AGENT_PSR,
-            "_dd.rule_psr" => RULE_PSR,
-            "_dd.limit_psr" => LIMIT_PSR,
-            _ => 0,
-        }
-    }
-}
-
-/// The meta the worker adds to a span, skipping keys the span (or an earlier addition)
-/// already has.
-struct ExtraMeta<'a> {
-    items: SmallVec<[(Text<'a>, Text<'a>); 16]>,
-    /// Reserved keys present, in the span or added.
-    bits: u16,
-    /// The [`Standard`] entries added (a bit each).
-    standard: u16,
-}
-
-impl<'a> ExtraMeta<'a> {
-    /// `bits`: the reserved keys the span's own meta has.
-    fn with_bits(bits: u16) -> Self {
-        Self {
-            items: SmallVec::new(),
-            bits,
-            standard: 0,
-        }
-    }
-
-    /// A reserved key whose key and value are [`Standard`] entry `i`.
-    fn standard(&mut self, bit: u16, i: usize) {
-        if self.bits & bit == 0 {
-            self.bits |= bit;
-            self.standard |= 1 << i;
-        }
-    }
-
-    /// A reserved key.
-    fn fixed(&mut self, bit: u16, key: &'static str, value: Text<'a>) {
-        if self.bits & bit == 0 {
-            self.bits |= bit;
-            self.items.push((Text::Static(key), value));
-        }
-    }
-
-    /// A key from configuration or upstream (global tags, propagated tags).
-    fn dynamic(&mut self, span: &SpanData, key: Text<'a>, value: Text<'a>) {
-        let k = key.as_str();
-        match reserved::meta_bit(k) {
-            0 => {
-                if span.meta.iter().any(|(m, _)| m.as_str() == k) || self.items.iter().any(|(e, _)| e.as_str() == k) {
-                    return;
-                }
-            }
-            bit => {
-                if self.bits & bit != 0 {
-                    return;
-                }
-                self.bits |= bit;
-            }
-        }
-        self.items.push((key, value));
-    }
-}
-
-/// The metrics the worker adds, skipping keys the span has.
-struct ExtraMetrics {
-    items: SmallVec<[(&'static str, f64); 8]>,
-    bits: u8,
-    /// The [`Standard`] entries added (a bit each).
-    standard: u16,
-}
-
-impl ExtraMetrics {
-    fn new(span: &SpanData) -> Self {
-        let bits = span.metrics.iter().fold(0, |b, (k, _)| b | reserved::metric_bit(k));
-        Self {
-            items: SmallVec::new(),
-            bits,
-            standard: 0,
-        }
-    }
-
-    /// A reserved key whose key and value are [`Standard`] entry `i`.
-    fn standard(&mut self, bit: u8, i: usize) {
-        debug_assert!(i >= Standard::META, "a metrics entry");
-        if self.bits & bit == 0 {
-            self.bits |= bit;
-            self.standard |= 1 << i;
-        }
-    }
-
-    fn add(&mut self, bit: u8, key: &'static str, value: f64) {
-        if self.bits & bit == 0 {
-            self.bits |= bit;
-            self.items.push((key, value));
-        }
-    }
-}
-
 /// What only the first span of a chunk carries.
 #[derive(Clone, Copy)]
 struct FirstSpan<'a> {
@@ -693,9 +536,11 @@ fn encode_span(
     }
 }
 
+mod extra;
 mod links;
 mod memo;
 mod mp;
+mod reserved;
 mod table;
 #[cfg(test)]
 mod tests;
