@@ -102,9 +102,9 @@ pub fn limit_retention() {
 }
 
 /// mimalloc's current purge delay, in milliseconds.
-pub fn purge_delay_ms() -> i64 {
+pub fn purge_delay_ms() -> std::ffi::c_long {
     // SAFETY: a plain C call with a valid option number.
-    i64::from(unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) })
+    unsafe { mi_option_get(MI_OPTION_PURGE_DELAY) }
 }
 
 #[cfg(test)]
@@ -115,8 +115,8 @@ mod tests {
     fn the_purge_delay_is_set_unless_the_environment_sets_it() {
         let from_env = std::env::var("MIMALLOC_PURGE_DELAY").ok();
         limit_retention();
-        match from_env.and_then(|v| v.parse::<i64>().ok()) {
-            None => assert_eq!(purge_delay_ms(), i64::from(PURGE_DELAY_MS)),
+        match from_env.and_then(|v| v.parse::<std::ffi::c_long>().ok()) {
+            None => assert_eq!(purge_delay_ms(), PURGE_DELAY_MS),
             Some(v) => assert_eq!(purge_delay_ms(), v),
         }
     }
