@@ -60,11 +60,17 @@ fn varint_field(tag: u8, v: u64, buf: &mut Vec<u8>) {
 
 #[inline]
 fn bytes_field(tag: u8, s: &[u8], buf: &mut Vec<u8>) {
-    if !s.is_empty() {
+    if s.is_empty() {
+        return;
+    }
+    if s.len() < 0x80 {
+        // Key and one-byte length in one store.
+        buf.extend_from_slice(&[(tag << 3) | LEN, s.len() as u8]);
+    } else {
         key(tag, LEN, buf);
         varint(s.len() as u64, buf);
-        buf.extend_from_slice(s);
     }
+    buf.extend_from_slice(s);
 }
 
 /// A `string` field (left out when empty, as proto3 does).
