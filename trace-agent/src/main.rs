@@ -62,6 +62,7 @@ fn load(path: Option<&std::path::Path>, port: Option<u16>) -> Result<AgentConfig
 
 #[allow(clippy::print_stdout, clippy::print_stderr)]
 fn main() -> ExitCode {
+    trace_agent::alloc::limit_retention();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

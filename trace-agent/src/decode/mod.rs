@@ -22,6 +22,18 @@ mod utf8;
 fn metrics_capacity(n: usize) -> usize {
     if n == 0 { 0 } else { n + 2 }
 }
+
+/// Room for `n` more entries in a span's tag list: a new list is allocated at that size
+/// (`Vec::with_capacity`, cheaper than growing an empty one with `reserve_exact`); a list
+/// already holding entries (the field repeated in the span map) keeps them and grows.
+#[inline]
+fn reserve_tags<T>(tags: &mut Vec<T>, n: usize) {
+    if tags.capacity() == 0 {
+        *tags = Vec::with_capacity(n);
+    } else {
+        tags.reserve_exact(n);
+    }
+}
 pub mod v04;
 pub mod v05;
 pub mod v07;

@@ -131,7 +131,7 @@ pub(crate) fn decode_span_into<'b>(
                     .map_len()
                     .and_then(|n| r.charge(n, size_of::<(Str<'_>, Str<'_>)>()).map(|()| n))
                     .map_err(|e| e.at(field("meta")))?;
-                span.meta.reserve_exact(n);
+                super::reserve_tags(&mut span.meta, n);
                 for _ in 0..n {
                     let k = r.str().map_err(|e| e.at(field("meta")))?;
                     let v = r
@@ -145,7 +145,7 @@ pub(crate) fn decode_span_into<'b>(
                     .map_len()
                     .and_then(|n| r.charge(n, size_of::<(Str<'_>, f64)>()).map(|()| n))
                     .map_err(|e| e.at(field("metrics")))?;
-                span.metrics.reserve_exact(super::metrics_capacity(n));
+                super::reserve_tags(&mut span.metrics, super::metrics_capacity(n));
                 for _ in 0..n {
                     let k = r.str().map_err(|e| e.at(field("metrics")))?;
                     let v = r

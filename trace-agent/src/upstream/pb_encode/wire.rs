@@ -17,13 +17,37 @@ fn key(tag: u8, wire: u8, buf: &mut Vec<u8>) {
     buf.push((tag << 3) | wire);
 }
 
-#[inline]
-fn varint(mut v: u64, buf: &mut Vec<u8>) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
+/// The continuation bit of each of a word's 8 bytes.
+const CONTINUATION: u64 = 0x8080_8080_8080_8080;
+
+/// Bits 0–55 of `v` as 8 bytes of 7 bits (a varint's first 8 bytes without their continuation
+/// bits): halves into 32-bit lanes, quarters into 16-bit lanes, eighths into bytes.
+#[inline(always)]
+fn groups(v: u64) -> u64 {
+    let x = v & 0x00ff_ffff_ffff_ffff;
+    let x = (x & 0x0fff_ffff) | ((x & 0x00ff_ffff_f000_0000) << 4);
+    let x = (x & 0x0000_3fff_0000_3fff) | ((x & 0x0fff_c000_0fff_c000) << 2);
+    (x & 0x007f_007f_007f_007f) | ((x & 0x3f80_3f80_3f80_3f80) << 1)
+}
+
+/// A varint written as one 16-byte store (its 7-bit groups spread over the bytes, the
+/// continuation bits set from its length) cut to its length: no per-byte loop and one capacity
+/// check (ids and timestamps are 9–10 bytes, five per span).
+#[inline(always)]
+fn varint(v: u64, buf: &mut Vec<u8>) {
+    if v < 0x80 {
+        buf.push(v as u8);
+        return;
     }
-    buf.push(v as u8);
+    let n = encoded_len_varint(v);
+    // Every byte but the last has its continuation bit (bytes 0–7 all of them when n ≥ 9).
+    let low = groups(v) | CONTINUATION >> (8 * (9 - n.min(9)));
+    // Bytes 8 and 9 (n ≥ 9): bits 56–62 with bit 63 as byte 8's continuation bit, then bit 63.
+    let top = v >> 56;
+    let word = u128::from(low) | u128::from(top) << 64 | u128::from(top >> 7) << 72;
+    let start = buf.len();
+    buf.extend_from_slice(&word.to_le_bytes());
+    buf.truncate(start + n);
 }
 
 #[inline]
@@ -36,11 +60,17 @@ fn varint_field(tag: u8, v: u64, buf: &mut Vec<u8>) {
 
 #[inline]
 fn bytes_field(tag: u8, s: &[u8], buf: &mut Vec<u8>) {
-    if !s.is_empty() {
+    if s.is_empty() {
+        return;
+    }
+    if s.len() < 0x80 {
+        // Key and one-byte length in one store.
+        buf.extend_from_slice(&[(tag << 3) | LEN, s.len() as u8]);
+    } else {
         key(tag, LEN, buf);
         varint(s.len() as u64, buf);
-        buf.extend_from_slice(s);
     }
+    buf.extend_from_slice(s);
 }
 
 /// A `string` field (left out when empty, as proto3 does).
@@ -60,7 +90,7 @@ fn inner_len(len: usize) -> usize {
 }
 
 /// A 9-bit fingerprint of a key: equal keys have equal fingerprints (length, first and last
-/// bytes mixed), so keys whose fingerprints all differ are all different.
+/// 8 or 4 bytes, or every byte of a shorter key, mixed), so keys whose fingerprints all differ are all different.
 #[inline]
 fn fingerprint(k: &[u8]) -> u32 {
     let n = k.len();
@@ -68,8 +98,14 @@ fn fingerprint(k: &[u8]) -> u32 {
         s.and_then(|s| <[u8; 8]>::try_from(s).ok())
             .map_or(0, u64::from_le_bytes)
     };
+    let word4 = |s: Option<&[u8]>| {
+        s.and_then(|s| <[u8; 4]>::try_from(s).ok())
+            .map_or(0, |b| u64::from(u32::from_le_bytes(b)))
+    };
     let (a, b) = if n >= 8 {
         (word(k.get(..8)), word(k.get(n - 8..)))
+    } else if n >= 4 {
+        (word4(k.get(..4)), word4(k.get(n - 4..)))
     } else {
         let mut a = n as u64;
         for &c in k {
@@ -146,24 +182,45 @@ fn map_field<V>(
     }
 }
 
-/// A `map<string, string>` field from a tag list.
+/// A `map<string, string>` field from a tag list: one pass that writes the entries and checks
+/// their keys are distinct (a key whose fingerprint was seen is compared with the earlier keys);
+/// a repeated key (rare) has the field written again with each key's last entry.
 pub(super) fn str_map_field(tag: u8, tags: &[(Str<'_>, Str<'_>)], buf: &mut Vec<u8>, keep: &mut Vec<bool>) {
-    for (k, v) in last_entries(tags, keep) {
-        let (k, v) = (k.as_bytes(), v.as_bytes());
-        // Usual tag: non-empty key and value, entry under 128 bytes: every length is one byte.
-        let len = k.len() + v.len() + 4;
-        if !k.is_empty() && !v.is_empty() && len < 0x80 {
-            buf.extend_from_slice(&[(tag << 3) | LEN, len as u8, (1 << 3) | LEN, k.len() as u8]);
-            buf.extend_from_slice(k);
-            buf.extend_from_slice(&[(2 << 3) | LEN, v.len() as u8]);
-            buf.extend_from_slice(v);
-            continue;
+    let start = buf.len();
+    let mut seen = [0u64; 8];
+    for (i, (k, v)) in tags.iter().enumerate() {
+        let f = fingerprint(k.as_bytes());
+        let bit = 1u64 << (f & 63);
+        if let Some(word) = seen.get_mut((f >> 6) as usize) {
+            if *word & bit != 0 && tags.iter().take(i).any(|(earlier, _)| earlier.as_str() == k.as_str()) {
+                buf.truncate(start);
+                for (k, v) in last_entries(tags, keep) {
+                    str_entry(tag, k.as_bytes(), v.as_bytes(), buf);
+                }
+                return;
+            }
+            *word |= bit;
         }
-        key(tag, LEN, buf);
-        varint((inner_len(k.len()) + inner_len(v.len())) as u64, buf);
-        bytes_field(1, k, buf);
-        bytes_field(2, v, buf);
+        str_entry(tag, k.as_bytes(), v.as_bytes(), buf);
     }
+}
+
+/// One `map<string, string>` entry (an empty key or value is left out of it, as proto3 does).
+#[inline(always)]
+fn str_entry(tag: u8, k: &[u8], v: &[u8], buf: &mut Vec<u8>) {
+    // Usual tag: non-empty key and value, entry under 128 bytes: every length is one byte.
+    let len = k.len() + v.len() + 4;
+    if !k.is_empty() && !v.is_empty() && len < 0x80 {
+        buf.extend_from_slice(&[(tag << 3) | LEN, len as u8, (1 << 3) | LEN, k.len() as u8]);
+        buf.extend_from_slice(k);
+        buf.extend_from_slice(&[(2 << 3) | LEN, v.len() as u8]);
+        buf.extend_from_slice(v);
+        return;
+    }
+    key(tag, LEN, buf);
+    varint((inner_len(k.len()) + inner_len(v.len())) as u64, buf);
+    bytes_field(1, k, buf);
+    bytes_field(2, v, buf);
 }
 
 /// Writes a length-delimited field whose body `body` writes, without knowing its length in
@@ -322,6 +379,56 @@ mod tests {
             if repeated {
                 prop_assert_eq!(keep, reference);
             }
+        }
+    }
+
+    /// prost's varint encoding, from either side of every length boundary.
+    fn varint_cases() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            any::<u64>(),
+            (0u32..64, any::<u64>()).prop_map(|(bits, r)| r >> bits),
+            (1u32..64).prop_map(|bits| (1u64 << bits) - 1),
+            (0u32..64).prop_map(|bits| 1u64 << bits),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn varint_writes_what_prost_writes(v in varint_cases(), before in 0usize..3) {
+            let mut ours = vec![0xaa; before];
+            varint(v, &mut ours);
+            let mut reference = vec![0xaa; before];
+            prost::encoding::encode_varint(v, &mut reference);
+            prop_assert_eq!(ours, reference);
+        }
+    }
+
+    proptest! {
+        /// The one-pass map writer: the same bytes as writing the last entry of each key.
+        #[test]
+        fn str_map_field_writes_each_keys_last_entry(
+            entries in prop::collection::vec(
+                (prop_oneof!["[a-c]{0,3}", "_dd\\.[a-z.]{0,20}", "x[a-z0-9]{0,140}y"], "[a-z]{0,40}"),
+                0..40,
+            ),
+        ) {
+            let tags: Vec<(Str<'_>, Str<'_>)> =
+                entries.iter().map(|(k, v)| (Str::borrowed(k), Str::borrowed(v))).collect();
+            let keys: Vec<String> = entries.iter().map(|(k, _)| k.clone()).collect();
+            let mut expected = vec![7u8];
+            for ((k, v), kept) in entries.iter().zip(last_of_each_key_by_scan(&keys)) {
+                if kept {
+                    let mut entry = Vec::new();
+                    bytes_field(1, k.as_bytes(), &mut entry);
+                    bytes_field(2, v.as_bytes(), &mut entry);
+                    prost::encoding::encode_key(10, prost::encoding::WireType::LengthDelimited, &mut expected);
+                    prost::encoding::encode_varint(entry.len() as u64, &mut expected);
+                    expected.extend_from_slice(&entry);
+                }
+            }
+            let mut buf = vec![7u8];
+            str_map_field(10, &tags, &mut buf, &mut Vec::new());
+            prop_assert_eq!(buf, expected);
         }
     }
 
