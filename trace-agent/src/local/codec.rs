@@ -1,4 +1,4 @@
-//! The stored form of a trace chunk's spans (schema 4): one compact binary blob per chunk in
+//! The stored form of a trace chunk's spans (schema 5): one compact binary blob per chunk in
 //! `chunks.spans`, made by [`super::prepare`], written by [`super::rows`] and read back by the trace page, the search and
 //! the service map. Not JSON: no field names, integers as varints, no escaping.
 //!
@@ -9,8 +9,18 @@
 //! span_id u64 LE, parent_id u64 LE, start zigzag varint, duration zigzag varint,
 //! error zigzag varint, service str, name str, resource str, type str,
 //! meta count varint, (key str, value str)*, metrics count varint, (key str, value f64 LE)*
-//! str := byte length varint, UTF-8 bytes
+//! str := varint t; t even: t / 2 UTF-8 bytes follow;
+//!        t = 1: the same string as this field of the blob's previous span (service, name,
+//!               resource and type only; never in a blob's first span);
+//!        t odd > 1: the built-in string KNOWN[(t - 3) / 2] (common tag keys and values)
 //! ```
+//!
+//! Schema 5 added the two references: tag keys were a quarter of a blob's bytes and most are
+//! the same few dozen everywhere (`_dd.p.dm`, `component`, `http.method`, ...), and a chunk's
+//! spans mostly share their service and type. A blob is ~30 % smaller, and the store's writer
+//! (SQLite pages, WAL frames, checkpoints) costs in proportion to the bytes it writes.
+//! [`KNOWN`] is stored on disk through its indexes: entries may be appended, never changed,
+//! removed or reordered without a new schema version.
 //!
 //! Tags are in the span model's order, duplicate keys included (the decoders keep them; a
 //! later one wins on lookup): readers take the last value of a key ([`SpanRef::meta_get`],
@@ -93,8 +103,154 @@ impl StoreSpan for pb::Span {
     }
 }
 
-/// Appends `span`'s record to `out`.
-pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S) {
+/// Strings a blob refers to by index (see the module doc): tag keys and values that most
+/// tracers write on most spans. Appended to only (the index is stored).
+const KNOWN: [&str; 98] = [
+    // One byte in a blob (the first 63): on most spans of most tracers.
+    "component",
+    "env",
+    "version",
+    "_dd.svc_src",
+    "_dd.base_service",
+    "span.kind",
+    "language",
+    "runtime-id",
+    "process_id",
+    "_dd.top_level",
+    "_dd.measured",
+    "_top_level",
+    "_sampling_priority_v1",
+    "_dd.p.dm",
+    "_dd.p.tid",
+    "_dd.tracer_kr",
+    "_dd.agent_psr",
+    "_dd.rule_psr",
+    "_dd.limit_psr",
+    "_dd.tags.process",
+    "_dd.code_origin.type",
+    "_dd.code_origin.frames.0.file",
+    "_dd.code_origin.frames.0.line",
+    "_dd.code_origin.frames.0.type",
+    "_dd.code_origin.frames.0.method",
+    "_sampling_priority_rate_v1",
+    "_dd.dm.service_hash",
+    "error.type",
+    "error.message",
+    "error.msg",
+    "error.stack",
+    "http.method",
+    "http.route",
+    "http.url",
+    "http.status_code",
+    "http.useragent",
+    "db.system",
+    "out.host",
+    "peer.service",
+    "server",
+    "client",
+    "internal",
+    "producer",
+    "consumer",
+    "GET",
+    "POST",
+    "200",
+    "-0",
+    "-1",
+    "-3",
+    "-4",
+    "true",
+    "false",
+    "python",
+    "web",
+    "http",
+    "sql",
+    "thread.id",
+    "thread.name",
+    "db.name",
+    "db.statement",
+    "out.port",
+    "_dd.origin",
+    // Two bytes.
+    "_dd.hostname",
+    "_dd.git.commit.sha",
+    "_dd.git.repository_url",
+    "_dd.peer.service.source",
+    "_dd.integration",
+    "http.host",
+    "http.request.method",
+    "http.response.status_code",
+    "http.client_ip",
+    "network.client.ip",
+    "url.full",
+    "url.path",
+    "url.scheme",
+    "user_agent.original",
+    "server.address",
+    "server.port",
+    "db.user",
+    "db.row_count",
+    "db.operation",
+    "peer.hostname",
+    "network.destination.name",
+    "network.destination.port",
+    "messaging.system",
+    "rpc.system",
+    "rpc.service",
+    "rpc.method",
+    "otel.library.name",
+    "otel.status_code",
+    "PUT",
+    "DELETE",
+    "201",
+    "204",
+    "404",
+    "500",
+    "db",
+];
+
+/// The hash slot of a candidate string: its length and four of its bytes, multiplied
+/// (the constant was searched for: no two [`KNOWN`] strings share a slot; a test checks it,
+/// and an appended entry may need another constant).
+const fn slot(b: &[u8]) -> usize {
+    let n = b.len();
+    if n == 0 {
+        return 0;
+    }
+    let key = b[0] as u64
+        | (b[n - 1] as u64) << 8
+        | (b[n / 2] as u64) << 16
+        | (b[n.saturating_sub(2)] as u64) << 24
+        | (n as u64) << 32;
+    (key.wrapping_mul(0xb8f5_0cda_d966_c2ed) >> 55) as usize
+}
+
+/// [`KNOWN`]'s indexes by [`slot`] (`u8::MAX`: none).
+const SLOTS: [u8; 512] = {
+    let mut slots = [u8::MAX; 512];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let at = slot(KNOWN[i].as_bytes());
+        if slots[at] == u8::MAX {
+            slots[at] = i as u8;
+        }
+        i += 1;
+    }
+    slots
+};
+
+/// `s`'s index in [`KNOWN`].
+fn known(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    if b.len() > 32 {
+        return None;
+    }
+    let i = *SLOTS.get(slot(b))? as usize;
+    KNOWN.get(i).filter(|k| **k == s).map(|_| i)
+}
+
+/// Appends `span`'s record to `out`. `prev` is the previous span's [`StoreSpan::names`] in
+/// the same blob (`None` for a blob's first span).
+pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S, prev: Option<[&str; 4]>) {
     let (_, span_id, parent_id) = span.ids();
     let (start, duration, error) = span.times();
     out.extend_from_slice(&span_id.to_le_bytes());
@@ -102,8 +258,13 @@ pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S) {
     put_i64(out, start);
     put_i64(out, duration);
     put_i64(out, i64::from(error));
-    for s in span.names() {
-        put_str(out, s);
+    let names = span.names();
+    for (i, s) in names.iter().enumerate() {
+        if prev.is_some_and(|p| p.get(i) == Some(s)) {
+            out.push(1);
+        } else {
+            put_str(out, s);
+        }
     }
     let meta = span.meta_pairs();
     put_u64(out, meta.len() as u64);
@@ -132,8 +293,12 @@ fn put_i64(out: &mut Vec<u8>, v: i64) {
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_u64(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+    if let Some(i) = known(s) {
+        put_u64(out, (i as u64) * 2 + 3);
+    } else {
+        put_u64(out, (s.len() as u64) * 2);
+        out.extend_from_slice(s.as_bytes());
+    }
 }
 
 /// A trace's filter (schema 4: the `traces` columns `f0`..`f3`, OR-ed over its chunks): for
@@ -256,13 +421,15 @@ impl<'a> SpanRef<'a> {
 /// The spans of a blob, in stored order; stops at the first malformed record.
 pub(crate) fn spans(blob: &[u8]) -> impl Iterator<Item = SpanRef<'_>> {
     let mut r = Reader { buf: blob };
+    let mut prev: Option<[&str; 4]> = None;
     std::iter::from_fn(move || {
         if r.buf.is_empty() {
             return None;
         }
-        let span = r.span();
-        if span.is_none() {
-            r.buf = &[];
+        let span = r.span(prev);
+        match &span {
+            Some(s) => prev = Some([s.service, s.name, s.resource, s.r#type]),
+            None => r.buf = &[],
         }
         span
     })
@@ -308,9 +475,21 @@ impl<'a> Reader<'a> {
         Some(((v >> 1) as i64) ^ -((v & 1) as i64))
     }
 
+    /// A string; `prev` is what a repeat (`t = 1`) stands for (none: a repeat is malformed).
+    fn str_or(&mut self, prev: Option<&'a str>) -> Option<&'a str> {
+        let t = self.varint()?;
+        match t {
+            1 => prev,
+            t if t & 1 == 1 => KNOWN.get(usize::try_from((t - 3) / 2).ok()?).copied(),
+            t => {
+                let n = usize::try_from(t / 2).ok()?;
+                std::str::from_utf8(self.take(n)?).ok()
+            }
+        }
+    }
+
     fn str(&mut self) -> Option<&'a str> {
-        let n = usize::try_from(self.varint()?).ok()?;
-        std::str::from_utf8(self.take(n)?).ok()
+        self.str_or(None)
     }
 
     /// Skips `n` pairs of a string key and a value read by `value`; the bytes they took.
@@ -323,16 +502,18 @@ impl<'a> Reader<'a> {
         from.get(..from.len() - self.buf.len())
     }
 
-    fn span(&mut self) -> Option<SpanRef<'a>> {
+    /// One span; `prev`: the previous span's names in the blob.
+    fn span(&mut self, prev: Option<[&'a str; 4]>) -> Option<SpanRef<'a>> {
         let span_id = self.u64_le()?;
         let parent_id = self.u64_le()?;
         let start = self.i64()?;
         let duration = self.i64()?;
         let error = self.i64()?;
-        let service = self.str()?;
-        let name = self.str()?;
-        let resource = self.str()?;
-        let r#type = self.str()?;
+        let p = |i: usize| prev.and_then(|p| p.get(i).copied());
+        let service = self.str_or(p(0))?;
+        let name = self.str_or(p(1))?;
+        let resource = self.str_or(p(2))?;
+        let r#type = self.str_or(p(3))?;
         let meta_len = self.varint()?;
         let meta = self.pairs(meta_len, |r| r.str().map(drop))?;
         let metrics_len = self.varint()?;
@@ -387,9 +568,9 @@ mod tests {
     fn spans_read_back_as_written_and_blobs_concatenate() {
         let (a, b) = (span(1, -5), span(2, i64::MAX));
         let mut blob = Vec::new();
-        encode(&mut blob, &a);
+        encode(&mut blob, &a, None);
         let mut second = Vec::new();
-        encode(&mut second, &b);
+        encode(&mut second, &b, None);
         blob.extend_from_slice(&second);
         let read: Vec<SpanRef<'_>> = spans(&blob).collect();
         assert_eq!(read.len(), 2);
@@ -435,9 +616,10 @@ mod tests {
     #[test]
     fn a_truncated_or_corrupt_blob_ends_the_spans_without_panicking() {
         let mut blob = Vec::new();
-        encode(&mut blob, &span(1, 10));
+        encode(&mut blob, &span(1, 10), None);
         let one = blob.len();
-        encode(&mut blob, &span(2, 20));
+        let first = span(1, 10);
+        encode(&mut blob, &span(2, 20), Some(first.names()));
         for cut in 0..blob.len() {
             let read = spans(&blob[..cut]).count();
             assert_eq!(read, usize::from(cut >= one), "cut at {cut}");
@@ -450,5 +632,52 @@ mod tests {
         let mut long = vec![0u8; 16];
         long.extend([0xff; 11]);
         assert_eq!(spans(&long).count(), 0);
+    }
+
+    #[test]
+    fn known_strings_and_repeated_names_are_references_and_read_back() {
+        // Every built-in string is found (no two share a hash slot), nothing else is.
+        for (i, k) in KNOWN.iter().enumerate() {
+            assert_eq!(known(k), Some(i), "{k}");
+        }
+        for s in ["", "x", "GET ", "component2", "_dd.p.dmx", "flask-demo"] {
+            assert_eq!(known(s), None, "{s}");
+        }
+        let mut a = span(1, 10);
+        a.meta.insert("component".to_owned(), "flask".to_owned());
+        a.meta.insert("span.kind".to_owned(), "server".to_owned());
+        a.metrics.insert("_dd.measured".to_owned(), 1.0);
+        let mut b = a.clone();
+        b.span_id = 2;
+        b.resource = "other".to_owned();
+        let mut blob = Vec::new();
+        encode(&mut blob, &a, None);
+        let one = blob.len();
+        encode(&mut blob, &b, Some(a.names()));
+        // b: service and name repeat (1 byte each instead of 5 and 14), its resource does
+        // not, its type ("web") is a built-in string either way (1 byte).
+        let mut alone = Vec::new();
+        encode(&mut alone, &b, None);
+        assert_eq!(blob.len() - one, alone.len() - 4 - 13);
+        assert_eq!(alone.windows(3).position(|w| w == b"web"), None);
+        let read: Vec<SpanRef<'_>> = spans(&blob).collect();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (read[1].service, read[1].name, read[1].resource, read[1].r#type),
+            ("shop", "flask.request", "other", "web")
+        );
+        for (r, s) in read.iter().zip([&a, &b]) {
+            let meta: std::collections::HashMap<String, String> =
+                r.meta().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            assert_eq!(meta, s.meta);
+            assert_eq!(r.meta_get("span.kind"), Some("server"));
+            assert_eq!(r.metrics().filter(|(k, _)| *k == "_dd.measured").count(), 1);
+        }
+        // A repeat in a blob's first span, or in a tag, is malformed: the blob ends there.
+        let mut bad = blob[..16].to_vec();
+        bad.extend([0, 0, 0, 1]);
+        assert_eq!(spans(&bad).count(), 0);
+        // The second blob alone: its repeats have nothing to refer to.
+        assert_eq!(spans(&blob[one..]).count(), 0);
     }
 }
