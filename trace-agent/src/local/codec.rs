@@ -44,10 +44,6 @@ pub(crate) trait StoreSpan {
     fn meta_pairs(&self) -> impl ExactSizeIterator<Item = (&str, &str)>;
     /// The numeric tags, in order.
     fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)>;
-    /// The string tag `key` (the last one).
-    fn meta_of(&self, key: &str) -> Option<&str>;
-    /// The numeric tag `key` (the last one).
-    fn metric_of(&self, key: &str) -> Option<f64>;
 }
 
 impl StoreSpan for span::Span<'_> {
@@ -71,12 +67,6 @@ impl StoreSpan for span::Span<'_> {
     fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)> {
         self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
     }
-    fn meta_of(&self, key: &str) -> Option<&str> {
-        self.meta(key)
-    }
-    fn metric_of(&self, key: &str) -> Option<f64> {
-        self.metric(key)
-    }
 }
 
 impl StoreSpan for pb::Span {
@@ -94,12 +84,6 @@ impl StoreSpan for pb::Span {
     }
     fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)> {
         self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
-    }
-    fn meta_of(&self, key: &str) -> Option<&str> {
-        self.meta.get(key).map(String::as_str)
-    }
-    fn metric_of(&self, key: &str) -> Option<f64> {
-        self.metrics.get(key).copied()
     }
 }
 
@@ -248,9 +232,87 @@ fn known(s: &str) -> Option<usize> {
     KNOWN.get(i).filter(|k| **k == s).map(|_| i)
 }
 
+/// `s`'s index in [`KNOWN`], at compile time (a panic there: not a built-in string).
+const fn known_index(s: &str) -> usize {
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let (a, b) = (KNOWN[i].as_bytes(), s.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a built-in string")
+}
+
+/// The tags the store reads of a span while [`encode_noting`] writes it (the last value of
+/// each key, as in the span model): no second pass over the tags.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Noted<'a> {
+    pub(crate) env: Option<&'a str>,
+    pub(crate) tid: Option<&'a str>,
+    pub(crate) span_kind: Option<&'a str>,
+    pub(crate) error_type: Option<&'a str>,
+    pub(crate) error_message: Option<&'a str>,
+    pub(crate) error_msg: Option<&'a str>,
+    pub(crate) top_level: Option<f64>,
+    pub(crate) measured: Option<f64>,
+}
+
+impl<'a> Noted<'a> {
+    const ENV: usize = known_index("env");
+    const TID: usize = known_index("_dd.p.tid");
+    const SPAN_KIND: usize = known_index("span.kind");
+    const ERROR_TYPE: usize = known_index("error.type");
+    const ERROR_MESSAGE: usize = known_index("error.message");
+    const ERROR_MSG: usize = known_index("error.msg");
+    const TOP_LEVEL: usize = known_index("_top_level");
+    const MEASURED: usize = known_index("_dd.measured");
+
+    fn meta(&mut self, key: usize, value: &'a str) {
+        let slot = match key {
+            Self::ENV => &mut self.env,
+            Self::TID => &mut self.tid,
+            Self::SPAN_KIND => &mut self.span_kind,
+            Self::ERROR_TYPE => &mut self.error_type,
+            Self::ERROR_MESSAGE => &mut self.error_message,
+            Self::ERROR_MSG => &mut self.error_msg,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+
+    fn metric(&mut self, key: usize, value: f64) {
+        match key {
+            Self::TOP_LEVEL => self.top_level = Some(value),
+            Self::MEASURED => self.measured = Some(value),
+            _ => {}
+        }
+    }
+}
+
 /// Appends `span`'s record to `out`. `prev` is the previous span's [`StoreSpan::names`] in
 /// the same blob (`None` for a blob's first span).
+#[cfg(test)]
 pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S, prev: Option<[&str; 4]>) {
+    encode_noting(out, span, prev, |_, _| {});
+}
+
+/// [`encode`], also returning the tags [`Noted`] keeps and handing every string tag to
+/// `on_meta` (the search filter).
+pub(crate) fn encode_noting<'a, S: StoreSpan>(
+    out: &mut Vec<u8>,
+    span: &'a S,
+    prev: Option<[&str; 4]>,
+    mut on_meta: impl FnMut(&'a str, &'a str),
+) -> Noted<'a> {
+    let mut noted = Noted::default();
     let (_, span_id, parent_id) = span.ids();
     let (start, duration, error) = span.times();
     out.extend_from_slice(&span_id.to_le_bytes());
@@ -269,15 +331,21 @@ pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S, prev: Option<[&s
     let meta = span.meta_pairs();
     put_u64(out, meta.len() as u64);
     for (k, v) in meta {
-        put_str(out, k);
+        if let Some(i) = put_str(out, k) {
+            noted.meta(i, v);
+        }
         put_str(out, v);
+        on_meta(k, v);
     }
     let metrics = span.metric_pairs();
     put_u64(out, metrics.len() as u64);
     for (k, v) in metrics {
-        put_str(out, k);
+        if let Some(i) = put_str(out, k) {
+            noted.metric(i, v);
+        }
         out.extend_from_slice(&v.to_le_bytes());
     }
+    noted
 }
 
 fn put_u64(out: &mut Vec<u8>, mut v: u64) {
@@ -292,13 +360,17 @@ fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    if let Some(i) = known(s) {
-        put_u64(out, (i as u64) * 2 + 3);
-    } else {
-        put_u64(out, (s.len() as u64) * 2);
-        out.extend_from_slice(s.as_bytes());
+/// Writes `s`; its index in [`KNOWN`] when it is a built-in string.
+fn put_str(out: &mut Vec<u8>, s: &str) -> Option<usize> {
+    let i = known(s);
+    match i {
+        Some(i) => put_u64(out, (i as u64) * 2 + 3),
+        None => {
+            put_u64(out, (s.len() as u64) * 2);
+            out.extend_from_slice(s.as_bytes());
+        }
     }
+    i
 }
 
 /// A trace's filter (schema 4: the `traces` columns `f0`..`f3`, OR-ed over its chunks): for
@@ -334,7 +406,17 @@ impl Filter {
         }
     }
 
+    /// [`Self::add`] through `cache`: a payload repeats the same few tags on most of its
+    /// spans, and hashing them was the largest cost of preparing its rows.
+    pub(crate) fn add_cached(&mut self, key: &str, value: &str, cache: &mut PairCache) {
+        let (word, mask) = cache.bits(key, value);
+        if let Some(w) = self.0.get_mut(word) {
+            *w |= mask;
+        }
+    }
+
     /// Adds what a span puts in the filter.
+    #[cfg(test)]
     pub(crate) fn add_fields<S: StoreSpan>(&mut self, span: &S) {
         let [service, name, resource, _] = span.names();
         self.add(Self::SERVICE, service);
@@ -352,6 +434,42 @@ impl Filter {
         let h = hash(key, value);
         let mask = (1u64 << ((h >> 2) & 63)) | (1u64 << ((h >> 8) & 63));
         ((h & 3) as usize, i64::from_ne_bytes(mask.to_ne_bytes()))
+    }
+}
+
+/// [`Filter::bits`] of the `key:value` pairs seen, by the strings' addresses and lengths
+/// (direct-mapped, 1024 entries). Live for the preparation of one payload only: every string
+/// it saw is then still alive and unchanged (borrowed from the payload), so one address and
+/// length is one content. The decoders hand out one view per repeated string of a payload,
+/// so most pairs are found.
+pub(crate) struct PairCache {
+    slots: Vec<[usize; 6]>,
+}
+
+impl Default for PairCache {
+    fn default() -> Self {
+        Self {
+            slots: vec![[0; 6]; 1024],
+        }
+    }
+}
+
+impl PairCache {
+    fn bits(&mut self, key: &str, value: &str) -> (usize, i64) {
+        let id = [key.as_ptr() as usize, key.len(), value.as_ptr() as usize, value.len()];
+        let mix = (id[0] as u64 ^ (id[2] as u64).rotate_left(21) ^ (id[3] as u64).rotate_left(42))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let at = (mix >> 54) as usize;
+        // A null address never comes from a `&str`: an empty slot matches nothing.
+        if let Some(slot) = self.slots.get_mut(at) {
+            if slot[..4] == id {
+                return (slot[4], slot[5] as i64);
+            }
+            let (word, mask) = Filter::bits(key, value);
+            *slot = [id[0], id[1], id[2], id[3], word, mask as usize];
+            return (word, mask);
+        }
+        Filter::bits(key, value)
     }
 }
 
@@ -679,5 +797,27 @@ mod tests {
         assert_eq!(spans(&bad).count(), 0);
         // The second blob alone: its repeats have nothing to refer to.
         assert_eq!(spans(&blob[one..]).count(), 0);
+    }
+
+    #[test]
+    fn the_pair_cache_gives_the_filter_bits() {
+        let mut cache = PairCache::default();
+        let pairs: Vec<(String, String)> = (0..5000).map(|i| (format!("k{}", i % 7), format!("v{i}"))).collect();
+        // Twice: misses, then hits (or misses where another pair took the slot).
+        for _ in 0..2 {
+            for (k, v) in &pairs {
+                assert_eq!(cache.bits(k, v), Filter::bits(k, v), "{k}:{v}");
+            }
+        }
+        // The same contents at other addresses, and empty strings.
+        let copies = pairs.clone();
+        for (k, v) in copies.iter().chain([&(String::new(), String::new())]) {
+            assert_eq!(cache.bits(k, v), Filter::bits(k, v), "{k}:{v}");
+        }
+        let mut f = Filter::default();
+        f.add_cached("user.id", "u1", &mut cache);
+        let mut g = Filter::default();
+        g.add("user.id", "u1");
+        assert_eq!(f, g);
     }
 }

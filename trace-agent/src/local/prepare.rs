@@ -94,9 +94,10 @@ impl Prepared {
         let spans = tp.chunks.iter().map(|c| c.spans.len()).sum();
         let mut p = Self::start(tp.env.as_str(), spans);
         let mut scratch = Vec::new();
+        let mut cache = codec::PairCache::default();
         for c in &tp.chunks {
             let tid = span::tag_get(&c.tags, "_dd.p.tid").map(span::Str::as_str);
-            p.add_chunk(&c.spans, tid, payload_tid, &mut scratch);
+            p.add_chunk(&c.spans, tid, payload_tid, &mut scratch, &mut cache);
         }
         if ledger {
             p.ledger = crate::ledger::count_payload(tp);
@@ -112,9 +113,10 @@ impl Prepared {
         let spans = tp.chunks.iter().map(|c| c.spans.len()).sum();
         let mut p = Self::start(&tp.env, spans);
         let mut scratch = Vec::new();
+        let mut cache = codec::PairCache::default();
         for c in &tp.chunks {
             let tid = c.tags.get("_dd.p.tid").map(String::as_str);
-            p.add_chunk(&c.spans, tid, payload_tid, &mut scratch);
+            p.add_chunk(&c.spans, tid, payload_tid, &mut scratch, &mut cache);
         }
         if ledger {
             p.ledger = crate::ledger::count_pb(tp);
@@ -170,13 +172,15 @@ impl Prepared {
         Text(at(from), at(self.text.len()))
     }
 
-    /// Adds one chunk's rows. `scratch` is reused from chunk to chunk (span ids, sorted).
+    /// Adds one chunk's rows. `scratch` is reused from chunk to chunk (span ids, sorted),
+    /// `cache` from chunk to chunk of one payload.
     fn add_chunk<S: StoreSpan>(
         &mut self,
         spans: &[S],
         chunk_tid: Option<&str>,
         payload_tid: Option<&str>,
         scratch: &mut Vec<(u64, usize)>,
+        cache: &mut codec::PairCache,
     ) {
         let Some(first) = spans.first() else {
             self.empty_chunks += 1;
@@ -203,9 +207,17 @@ impl Prepared {
         let mut tid_meta: Option<&str> = None;
         let mut prev: Option<[&str; 4]> = None;
         for s in spans {
-            codec::encode(&mut self.blobs, s, prev);
+            let [service, name, resource, _] = s.names();
+            filter.add_cached(codec::Filter::SERVICE, service, cache);
+            filter.add_cached(codec::Filter::RESOURCE, resource, cache);
+            filter.add_cached(codec::Filter::OPERATION, name, cache);
+            // One pass over the tags: encoded, added to the filter, the few read here noted.
+            let noted = codec::encode_noting(&mut self.blobs, s, prev, |k, v| {
+                if !codec::Filter::skips(k) {
+                    filter.add_cached(k, v, cache);
+                }
+            });
             prev = Some(s.names());
-            filter.add_fields(s);
             let (_, span_id, parent_id) = s.ids();
             let (s_start, s_duration, s_error) = s.times();
             start = start.min(s_start);
@@ -223,14 +235,13 @@ impl Prepared {
                 root = Some((s, 1));
             }
             if env.is_none() {
-                env = s.meta_of("env");
+                env = noted.env;
             }
             if tid_meta.is_none() && chunk_tid.is_none() {
-                tid_meta = s.meta_of("_dd.p.tid");
+                tid_meta = noted.tid;
             }
-            if listed(s, parent.map(|p| p.names()[0])) {
-                let [service, name, resource, _] = s.names();
-                let message = s.meta_of("error.message").or_else(|| s.meta_of("error.msg"));
+            if listed(service, &noted, parent.map(|p| p.names()[0])) {
+                let message = noted.error_message.or(noted.error_msg);
                 let row = Listed {
                     service: self.put(service),
                     resource: self.put(resource),
@@ -239,7 +250,7 @@ impl Prepared {
                     span_id,
                     duration: s_duration,
                     error: s_error,
-                    error_type: s.meta_of("error.type").map(|t| self.put(t)),
+                    error_type: noted.error_type.map(|t| self.put(t)),
                     error_message: message.map(|m| self.put(m)),
                 };
                 self.listed.push(row);
@@ -323,13 +334,13 @@ impl Prepared {
 /// Whether the resource page lists `span` (a `resource_spans` row): the spans stats are
 /// computed for — top-level in its chunk (no parent there, or a parent of another service),
 /// marked top-level or measured by the tracer, or of a client/server/producer/consumer kind.
-fn listed<S: StoreSpan>(span: &S, parent_service: Option<&str>) -> bool {
-    let flag = |k: &str| span.metric_of(k).is_some_and(|v| v == 1.0);
-    parent_service.is_none_or(|p| p != span.names()[0])
-        || flag("_top_level")
-        || flag("_dd.measured")
-        || span
-            .meta_of("span.kind")
+fn listed(service: &str, tags: &codec::Noted<'_>, parent_service: Option<&str>) -> bool {
+    let flag = |v: Option<f64>| v.is_some_and(|v| v == 1.0);
+    parent_service.is_none_or(|p| p != service)
+        || flag(tags.top_level)
+        || flag(tags.measured)
+        || tags
+            .span_kind
             .is_some_and(|k| matches!(k, "server" | "client" | "producer" | "consumer"))
 }
 
