@@ -301,16 +301,17 @@ impl<'a> Noted<'a> {
 /// the same blob (`None` for a blob's first span).
 #[cfg(test)]
 pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S, prev: Option<[&str; 4]>) {
-    encode_noting(out, span, prev, |_, _| {});
+    encode_noting(out, span, prev, &mut PairCache::default(), |_, _, _| {});
 }
 
 /// [`encode`], also returning the tags [`Noted`] keeps and handing every string tag to
-/// `on_meta` (the search filter).
+/// `on_meta` (the search filter) with `cache`, the payload's (also for built-in string lookups).
 pub(crate) fn encode_noting<'a, S: StoreSpan>(
     out: &mut Vec<u8>,
     span: &'a S,
     prev: Option<[&str; 4]>,
-    mut on_meta: impl FnMut(&'a str, &'a str),
+    cache: &mut PairCache,
+    mut on_meta: impl FnMut(&mut PairCache, &'a str, &'a str),
 ) -> Noted<'a> {
     let mut noted = Noted::default();
     let (_, span_id, parent_id) = span.ids();
@@ -322,25 +323,27 @@ pub(crate) fn encode_noting<'a, S: StoreSpan>(
     put_i64(out, i64::from(error));
     let names = span.names();
     for (i, s) in names.iter().enumerate() {
-        if prev.is_some_and(|p| p.get(i) == Some(s)) {
+        // The same view (the decoders hand out one per repeated string) or the same bytes.
+        let same = |p: &&str| std::ptr::eq(*p, *s) || p == s;
+        if prev.is_some_and(|p| p.get(i).is_some_and(same)) {
             out.push(1);
         } else {
-            put_str(out, s);
+            put_str(out, s, cache);
         }
     }
     let meta = span.meta_pairs();
     put_u64(out, meta.len() as u64);
     for (k, v) in meta {
-        if let Some(i) = put_str(out, k) {
+        if let Some(i) = put_str(out, k, cache) {
             noted.meta(i, v);
         }
-        put_str(out, v);
-        on_meta(k, v);
+        put_str(out, v, cache);
+        on_meta(cache, k, v);
     }
     let metrics = span.metric_pairs();
     put_u64(out, metrics.len() as u64);
     for (k, v) in metrics {
-        if let Some(i) = put_str(out, k) {
+        if let Some(i) = put_str(out, k, cache) {
             noted.metric(i, v);
         }
         out.extend_from_slice(&v.to_le_bytes());
@@ -361,8 +364,8 @@ fn put_i64(out: &mut Vec<u8>, v: i64) {
 }
 
 /// Writes `s`; its index in [`KNOWN`] when it is a built-in string.
-fn put_str(out: &mut Vec<u8>, s: &str) -> Option<usize> {
-    let i = known(s);
+fn put_str(out: &mut Vec<u8>, s: &str, cache: &mut PairCache) -> Option<usize> {
+    let i = cache.known(s);
     match i {
         Some(i) => put_u64(out, (i as u64) * 2 + 3),
         None => {
@@ -437,24 +440,42 @@ impl Filter {
     }
 }
 
-/// [`Filter::bits`] of the `key:value` pairs seen, by the strings' addresses and lengths
-/// (direct-mapped, 1024 entries). Live for the preparation of one payload only: every string
-/// it saw is then still alive and unchanged (borrowed from the payload), so one address and
-/// length is one content. The decoders hand out one view per repeated string of a payload,
-/// so most pairs are found.
+/// [`Filter::bits`] of the `key:value` pairs seen and [`known`] of the strings seen, by the
+/// strings' addresses and lengths (direct-mapped, 1024 and 256 entries). Live for the
+/// preparation of one payload only: every string it saw is then still alive and unchanged
+/// (borrowed from the payload), so one address and length is one content. The decoders hand
+/// out one view per repeated string of a payload, so most are found.
 pub(crate) struct PairCache {
     slots: Vec<[usize; 6]>,
+    known: Vec<[usize; 3]>,
 }
 
 impl Default for PairCache {
     fn default() -> Self {
         Self {
             slots: vec![[0; 6]; 1024],
+            known: vec![[0; 3]; 256],
         }
     }
 }
 
 impl PairCache {
+    /// [`known`]`(s)`, remembered by address.
+    fn known(&mut self, s: &str) -> Option<usize> {
+        let id = [s.as_ptr() as usize, s.len()];
+        let at = ((id[0] as u64 ^ (id[1] as u64).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+        let Some(slot) = self.known.get_mut(at) else {
+            return known(s);
+        };
+        // Slot: address, length, index + 1 (0: not built in).
+        if slot[..2] == id {
+            return slot[2].checked_sub(1);
+        }
+        let i = known(s);
+        *slot = [id[0], id[1], i.map_or(0, |i| i + 1)];
+        i
+    }
+
     fn bits(&mut self, key: &str, value: &str) -> (usize, i64) {
         let id = [key.as_ptr() as usize, key.len(), value.as_ptr() as usize, value.len()];
         let mix = (id[0] as u64 ^ (id[2] as u64).rotate_left(21) ^ (id[3] as u64).rotate_left(42))
@@ -813,6 +834,14 @@ mod tests {
         let copies = pairs.clone();
         for (k, v) in copies.iter().chain([&(String::new(), String::new())]) {
             assert_eq!(cache.bits(k, v), Filter::bits(k, v), "{k}:{v}");
+        }
+        // Copies at other addresses, all alive while the cache is (its precondition).
+        let strings: Vec<&str> = KNOWN.iter().copied().chain(["flask-demo", "GET /"]).collect();
+        let copies: Vec<String> = strings.iter().map(|s| (*s).to_owned()).collect();
+        for (k, copy) in strings.iter().zip(&copies) {
+            for s in [*k, k, copy.as_str(), copy.as_str()] {
+                assert_eq!(cache.known(s), known(s), "{s}");
+            }
         }
         let mut f = Filter::default();
         f.add_cached("user.id", "u1", &mut cache);

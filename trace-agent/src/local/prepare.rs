@@ -212,7 +212,7 @@ impl Prepared {
             filter.add_cached(codec::Filter::RESOURCE, resource, cache);
             filter.add_cached(codec::Filter::OPERATION, name, cache);
             // One pass over the tags: encoded, added to the filter, the few read here noted.
-            let noted = codec::encode_noting(&mut self.blobs, s, prev, |k, v| {
+            let noted = codec::encode_noting(&mut self.blobs, s, prev, cache, |cache, k, v| {
                 if !codec::Filter::skips(k) {
                     filter.add_cached(k, v, cache);
                 }
