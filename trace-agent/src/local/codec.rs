@@ -441,29 +441,41 @@ impl Filter {
 }
 
 /// [`Filter::bits`] of the `key:value` pairs seen and [`known`] of the strings seen, by the
-/// strings' addresses and lengths (direct-mapped, 1024 and 256 entries). Live for the
+/// strings' addresses and lengths (direct-mapped, at most 1024 and 256 entries). Live for the
 /// preparation of one payload only: every string it saw is then still alive and unchanged
 /// (borrowed from the payload), so one address and length is one content. The decoders hand
 /// out one view per repeated string of a payload, so most are found.
 pub(crate) struct PairCache {
     slots: Vec<[usize; 6]>,
     known: Vec<[usize; 3]>,
+    /// 64 − log2 of the slots (pairs), of the known slots.
+    shift: (u32, u32),
 }
 
 impl Default for PairCache {
     fn default() -> Self {
-        Self {
-            slots: vec![[0; 6]; 1024],
-            known: vec![[0; 3]; 256],
-        }
+        Self::for_spans(usize::MAX)
     }
 }
 
 impl PairCache {
+    /// Sized for a payload of `spans` spans: up to 1024 pairs and 256 strings (a small payload
+    /// does not clear 54 KiB).
+    pub(crate) fn for_spans(spans: usize) -> Self {
+        let pairs = spans.saturating_mul(8).clamp(16, 1024).next_power_of_two();
+        let known = (pairs / 4).max(16);
+        Self {
+            slots: vec![[0; 6]; pairs],
+            known: vec![[0; 3]; known],
+            shift: (64 - pairs.trailing_zeros(), 64 - known.trailing_zeros()),
+        }
+    }
+
     /// [`known`]`(s)`, remembered by address.
     fn known(&mut self, s: &str) -> Option<usize> {
         let id = [s.as_ptr() as usize, s.len()];
-        let at = ((id[0] as u64 ^ (id[1] as u64).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize;
+        let at = ((id[0] as u64 ^ (id[1] as u64).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift.1)
+            as usize;
         let Some(slot) = self.known.get_mut(at) else {
             return known(s);
         };
@@ -480,7 +492,7 @@ impl PairCache {
         let id = [key.as_ptr() as usize, key.len(), value.as_ptr() as usize, value.len()];
         let mix = (id[0] as u64 ^ (id[2] as u64).rotate_left(21) ^ (id[3] as u64).rotate_left(42))
             .wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let at = (mix >> 54) as usize;
+        let at = (mix >> self.shift.0) as usize;
         // A null address never comes from a `&str`: an empty slot matches nothing.
         if let Some(slot) = self.slots.get_mut(at) {
             if slot[..4] == id {
@@ -822,7 +834,7 @@ mod tests {
 
     #[test]
     fn the_pair_cache_gives_the_filter_bits() {
-        let mut cache = PairCache::default();
+        let mut cache = PairCache::for_spans(3);
         let pairs: Vec<(String, String)> = (0..5000).map(|i| (format!("k{}", i % 7), format!("v{i}"))).collect();
         // Twice: misses, then hits (or misses where another pair took the slot).
         for _ in 0..2 {

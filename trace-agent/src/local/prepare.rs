@@ -94,7 +94,7 @@ impl Prepared {
         let spans = tp.chunks.iter().map(|c| c.spans.len()).sum();
         let mut p = Self::start(tp.env.as_str(), spans);
         let mut scratch = Vec::new();
-        let mut cache = codec::PairCache::default();
+        let mut cache = codec::PairCache::for_spans(spans);
         for c in &tp.chunks {
             let tid = span::tag_get(&c.tags, "_dd.p.tid").map(span::Str::as_str);
             p.add_chunk(&c.spans, tid, payload_tid, &mut scratch, &mut cache);
@@ -113,7 +113,7 @@ impl Prepared {
         let spans = tp.chunks.iter().map(|c| c.spans.len()).sum();
         let mut p = Self::start(&tp.env, spans);
         let mut scratch = Vec::new();
-        let mut cache = codec::PairCache::default();
+        let mut cache = codec::PairCache::for_spans(spans);
         for c in &tp.chunks {
             let tid = c.tags.get("_dd.p.tid").map(String::as_str);
             p.add_chunk(&c.spans, tid, payload_tid, &mut scratch, &mut cache);
@@ -128,7 +128,9 @@ impl Prepared {
     /// An empty one for a payload of `spans` spans, its blob buffer sized from the last one's.
     fn start(env: &str, spans: usize) -> Self {
         let per_span = BLOB_BYTES_PER_SPAN.load(Ordering::Relaxed);
-        let blob = spans.saturating_mul(per_span).saturating_add(spans.saturating_mul(per_span) / 8);
+        let blob = spans
+            .saturating_mul(per_span)
+            .saturating_add(spans.saturating_mul(per_span) / 8);
         let mut p = Self {
             blobs: Vec::with_capacity(blob.clamp(4 << 10, 64 << 20)),
             text: String::with_capacity(8 << 10),

@@ -211,8 +211,10 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(err("open"))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set busy timeout"))?;
     // Only effective before the first table exists; later opens keep what the file has.
-    conn.execute_batch(&format!("PRAGMA page_size = {PAGE_SIZE}; PRAGMA auto_vacuum = INCREMENTAL;"))
-        .map_err(err("set auto_vacuum"))?;
+    conn.execute_batch(&format!(
+        "PRAGMA page_size = {PAGE_SIZE}; PRAGMA auto_vacuum = INCREMENTAL;"
+    ))
+    .map_err(err("set auto_vacuum"))?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(err("switch to WAL"))?;
