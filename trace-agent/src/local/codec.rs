@@ -195,6 +195,7 @@ const KNOWN: [&str; 98] = [
 /// The hash slot of a candidate string: its length and four of its bytes, multiplied
 /// (the constant was searched for: no two [`KNOWN`] strings share a slot; a test checks it,
 /// and an appended entry may need another constant).
+#[allow(clippy::indexing_slicing)] // every index is below `n`, which is not 0 there
 const fn slot(b: &[u8]) -> usize {
     let n = b.len();
     if n == 0 {
@@ -209,6 +210,7 @@ const fn slot(b: &[u8]) -> usize {
 }
 
 /// [`KNOWN`]'s indexes by [`slot`] (`u8::MAX`: none).
+#[allow(clippy::indexing_slicing)] // evaluated at compile time; `slot` is below 512
 const SLOTS: [u8; 512] = {
     let mut slots = [u8::MAX; 512];
     let mut i = 0;
@@ -233,6 +235,7 @@ fn known(s: &str) -> Option<usize> {
 }
 
 /// `s`'s index in [`KNOWN`], at compile time (a panic there: not a built-in string).
+#[allow(clippy::indexing_slicing, clippy::panic)] // only evaluated at compile time (constants)
 const fn known_index(s: &str) -> usize {
     let mut i = 0;
     while i < KNOWN.len() {
