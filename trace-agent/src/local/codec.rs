@@ -1,4 +1,4 @@
-//! The stored form of a trace chunk's spans (schema 4): one compact binary blob per chunk in
+//! The stored form of a trace chunk's spans (schema 5): one compact binary blob per chunk in
 //! `chunks.spans`, made by [`super::prepare`], written by [`super::rows`] and read back by the trace page, the search and
 //! the service map. Not JSON: no field names, integers as varints, no escaping.
 //!
@@ -9,8 +9,18 @@
 //! span_id u64 LE, parent_id u64 LE, start zigzag varint, duration zigzag varint,
 //! error zigzag varint, service str, name str, resource str, type str,
 //! meta count varint, (key str, value str)*, metrics count varint, (key str, value f64 LE)*
-//! str := byte length varint, UTF-8 bytes
+//! str := varint t; t even: t / 2 UTF-8 bytes follow;
+//!        t = 1: the same string as this field of the blob's previous span (service, name,
+//!               resource and type only; never in a blob's first span);
+//!        t odd > 1: the built-in string KNOWN[(t - 3) / 2] (common tag keys and values)
 //! ```
+//!
+//! Schema 5 added the two references: tag keys were a quarter of a blob's bytes and most are
+//! the same few dozen everywhere (`_dd.p.dm`, `component`, `http.method`, ...), and a chunk's
+//! spans mostly share their service and type. A blob is ~30 % smaller, and the store's writer
+//! (SQLite pages, WAL frames, checkpoints) costs in proportion to the bytes it writes.
+//! [`KNOWN`] is stored on disk through its indexes: entries may be appended, never changed,
+//! removed or reordered without a new schema version.
 //!
 //! Tags are in the span model's order, duplicate keys included (the decoders keep them; a
 //! later one wins on lookup): readers take the last value of a key ([`SpanRef::meta_get`],
@@ -34,10 +44,6 @@ pub(crate) trait StoreSpan {
     fn meta_pairs(&self) -> impl ExactSizeIterator<Item = (&str, &str)>;
     /// The numeric tags, in order.
     fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)>;
-    /// The string tag `key` (the last one).
-    fn meta_of(&self, key: &str) -> Option<&str>;
-    /// The numeric tag `key` (the last one).
-    fn metric_of(&self, key: &str) -> Option<f64>;
 }
 
 impl StoreSpan for span::Span<'_> {
@@ -61,12 +67,6 @@ impl StoreSpan for span::Span<'_> {
     fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)> {
         self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
     }
-    fn meta_of(&self, key: &str) -> Option<&str> {
-        self.meta(key)
-    }
-    fn metric_of(&self, key: &str) -> Option<f64> {
-        self.metric(key)
-    }
 }
 
 impl StoreSpan for pb::Span {
@@ -85,16 +85,238 @@ impl StoreSpan for pb::Span {
     fn metric_pairs(&self) -> impl ExactSizeIterator<Item = (&str, f64)> {
         self.metrics.iter().map(|(k, v)| (k.as_str(), *v))
     }
-    fn meta_of(&self, key: &str) -> Option<&str> {
-        self.meta.get(key).map(String::as_str)
+}
+
+/// Strings a blob refers to by index (see the module doc): tag keys and values that most
+/// tracers write on most spans. Appended to only (the index is stored).
+const KNOWN: [&str; 98] = [
+    // One byte in a blob (the first 63): on most spans of most tracers.
+    "component",
+    "env",
+    "version",
+    "_dd.svc_src",
+    "_dd.base_service",
+    "span.kind",
+    "language",
+    "runtime-id",
+    "process_id",
+    "_dd.top_level",
+    "_dd.measured",
+    "_top_level",
+    "_sampling_priority_v1",
+    "_dd.p.dm",
+    "_dd.p.tid",
+    "_dd.tracer_kr",
+    "_dd.agent_psr",
+    "_dd.rule_psr",
+    "_dd.limit_psr",
+    "_dd.tags.process",
+    "_dd.code_origin.type",
+    "_dd.code_origin.frames.0.file",
+    "_dd.code_origin.frames.0.line",
+    "_dd.code_origin.frames.0.type",
+    "_dd.code_origin.frames.0.method",
+    "_sampling_priority_rate_v1",
+    "_dd.dm.service_hash",
+    "error.type",
+    "error.message",
+    "error.msg",
+    "error.stack",
+    "http.method",
+    "http.route",
+    "http.url",
+    "http.status_code",
+    "http.useragent",
+    "db.system",
+    "out.host",
+    "peer.service",
+    "server",
+    "client",
+    "internal",
+    "producer",
+    "consumer",
+    "GET",
+    "POST",
+    "200",
+    "-0",
+    "-1",
+    "-3",
+    "-4",
+    "true",
+    "false",
+    "python",
+    "web",
+    "http",
+    "sql",
+    "thread.id",
+    "thread.name",
+    "db.name",
+    "db.statement",
+    "out.port",
+    "_dd.origin",
+    // Two bytes.
+    "_dd.hostname",
+    "_dd.git.commit.sha",
+    "_dd.git.repository_url",
+    "_dd.peer.service.source",
+    "_dd.integration",
+    "http.host",
+    "http.request.method",
+    "http.response.status_code",
+    "http.client_ip",
+    "network.client.ip",
+    "url.full",
+    "url.path",
+    "url.scheme",
+    "user_agent.original",
+    "server.address",
+    "server.port",
+    "db.user",
+    "db.row_count",
+    "db.operation",
+    "peer.hostname",
+    "network.destination.name",
+    "network.destination.port",
+    "messaging.system",
+    "rpc.system",
+    "rpc.service",
+    "rpc.method",
+    "otel.library.name",
+    "otel.status_code",
+    "PUT",
+    "DELETE",
+    "201",
+    "204",
+    "404",
+    "500",
+    "db",
+];
+
+/// The hash slot of a candidate string: its length and four of its bytes, multiplied
+/// (the constant was searched for: no two [`KNOWN`] strings share a slot; a test checks it,
+/// and an appended entry may need another constant).
+#[allow(clippy::indexing_slicing)] // every index is below `n`, which is not 0 there
+const fn slot(b: &[u8]) -> usize {
+    let n = b.len();
+    if n == 0 {
+        return 0;
     }
-    fn metric_of(&self, key: &str) -> Option<f64> {
-        self.metrics.get(key).copied()
+    let key = b[0] as u64
+        | (b[n - 1] as u64) << 8
+        | (b[n / 2] as u64) << 16
+        | (b[n.saturating_sub(2)] as u64) << 24
+        | (n as u64) << 32;
+    (key.wrapping_mul(0xb8f5_0cda_d966_c2ed) >> 55) as usize
+}
+
+/// [`KNOWN`]'s indexes by [`slot`] (`u8::MAX`: none).
+#[allow(clippy::indexing_slicing)] // evaluated at compile time; `slot` is below 512
+const SLOTS: [u8; 512] = {
+    let mut slots = [u8::MAX; 512];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let at = slot(KNOWN[i].as_bytes());
+        if slots[at] == u8::MAX {
+            slots[at] = i as u8;
+        }
+        i += 1;
+    }
+    slots
+};
+
+/// `s`'s index in [`KNOWN`].
+fn known(s: &str) -> Option<usize> {
+    let b = s.as_bytes();
+    if b.len() > 32 {
+        return None;
+    }
+    let i = *SLOTS.get(slot(b))? as usize;
+    KNOWN.get(i).filter(|k| **k == s).map(|_| i)
+}
+
+/// `s`'s index in [`KNOWN`], at compile time (a panic there: not a built-in string).
+#[allow(clippy::indexing_slicing, clippy::panic)] // only evaluated at compile time (constants)
+const fn known_index(s: &str) -> usize {
+    let mut i = 0;
+    while i < KNOWN.len() {
+        let (a, b) = (KNOWN[i].as_bytes(), s.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("not a built-in string")
+}
+
+/// The tags the store reads of a span while [`encode_noting`] writes it (the last value of
+/// each key, as in the span model): no second pass over the tags.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Noted<'a> {
+    pub(crate) env: Option<&'a str>,
+    pub(crate) tid: Option<&'a str>,
+    pub(crate) span_kind: Option<&'a str>,
+    pub(crate) error_type: Option<&'a str>,
+    pub(crate) error_message: Option<&'a str>,
+    pub(crate) error_msg: Option<&'a str>,
+    pub(crate) top_level: Option<f64>,
+    pub(crate) measured: Option<f64>,
+}
+
+impl<'a> Noted<'a> {
+    const ENV: usize = known_index("env");
+    const TID: usize = known_index("_dd.p.tid");
+    const SPAN_KIND: usize = known_index("span.kind");
+    const ERROR_TYPE: usize = known_index("error.type");
+    const ERROR_MESSAGE: usize = known_index("error.message");
+    const ERROR_MSG: usize = known_index("error.msg");
+    const TOP_LEVEL: usize = known_index("_top_level");
+    const MEASURED: usize = known_index("_dd.measured");
+
+    fn meta(&mut self, key: usize, value: &'a str) {
+        let slot = match key {
+            Self::ENV => &mut self.env,
+            Self::TID => &mut self.tid,
+            Self::SPAN_KIND => &mut self.span_kind,
+            Self::ERROR_TYPE => &mut self.error_type,
+            Self::ERROR_MESSAGE => &mut self.error_message,
+            Self::ERROR_MSG => &mut self.error_msg,
+            _ => return,
+        };
+        *slot = Some(value);
+    }
+
+    fn metric(&mut self, key: usize, value: f64) {
+        match key {
+            Self::TOP_LEVEL => self.top_level = Some(value),
+            Self::MEASURED => self.measured = Some(value),
+            _ => {}
+        }
     }
 }
 
-/// Appends `span`'s record to `out`.
-pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S) {
+/// Appends `span`'s record to `out`. `prev` is the previous span's [`StoreSpan::names`] in
+/// the same blob (`None` for a blob's first span).
+#[cfg(test)]
+pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S, prev: Option<[&str; 4]>) {
+    encode_noting(out, span, prev, &mut PairCache::default(), |_, _, _| {});
+}
+
+/// [`encode`], also returning the tags [`Noted`] keeps and handing every string tag to
+/// `on_meta` (the search filter) with `cache`, the payload's (also for built-in string lookups).
+pub(crate) fn encode_noting<'a, S: StoreSpan>(
+    out: &mut Vec<u8>,
+    span: &'a S,
+    prev: Option<[&str; 4]>,
+    cache: &mut PairCache,
+    mut on_meta: impl FnMut(&mut PairCache, &'a str, &'a str),
+) -> Noted<'a> {
+    let mut noted = Noted::default();
     let (_, span_id, parent_id) = span.ids();
     let (start, duration, error) = span.times();
     out.extend_from_slice(&span_id.to_le_bytes());
@@ -102,21 +324,34 @@ pub(crate) fn encode<S: StoreSpan>(out: &mut Vec<u8>, span: &S) {
     put_i64(out, start);
     put_i64(out, duration);
     put_i64(out, i64::from(error));
-    for s in span.names() {
-        put_str(out, s);
+    let names = span.names();
+    for (i, s) in names.iter().enumerate() {
+        // The same view (the decoders hand out one per repeated string) or the same bytes.
+        let same = |p: &&str| std::ptr::eq(*p, *s) || p == s;
+        if prev.is_some_and(|p| p.get(i).is_some_and(same)) {
+            out.push(1);
+        } else {
+            put_str(out, s, cache);
+        }
     }
     let meta = span.meta_pairs();
     put_u64(out, meta.len() as u64);
     for (k, v) in meta {
-        put_str(out, k);
-        put_str(out, v);
+        if let Some(i) = put_str(out, k, cache) {
+            noted.meta(i, v);
+        }
+        put_str(out, v, cache);
+        on_meta(cache, k, v);
     }
     let metrics = span.metric_pairs();
     put_u64(out, metrics.len() as u64);
     for (k, v) in metrics {
-        put_str(out, k);
+        if let Some(i) = put_str(out, k, cache) {
+            noted.metric(i, v);
+        }
         out.extend_from_slice(&v.to_le_bytes());
     }
+    noted
 }
 
 fn put_u64(out: &mut Vec<u8>, mut v: u64) {
@@ -131,9 +366,17 @@ fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_u64(out, s.len() as u64);
-    out.extend_from_slice(s.as_bytes());
+/// Writes `s`; its index in [`KNOWN`] when it is a built-in string.
+fn put_str(out: &mut Vec<u8>, s: &str, cache: &mut PairCache) -> Option<usize> {
+    let i = cache.known(s);
+    match i {
+        Some(i) => put_u64(out, (i as u64) * 2 + 3),
+        None => {
+            put_u64(out, (s.len() as u64) * 2);
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    i
 }
 
 /// A trace's filter (schema 4: the `traces` columns `f0`..`f3`, OR-ed over its chunks): for
@@ -169,7 +412,17 @@ impl Filter {
         }
     }
 
+    /// [`Self::add`] through `cache`: a payload repeats the same few tags on most of its
+    /// spans, and hashing them was the largest cost of preparing its rows.
+    pub(crate) fn add_cached(&mut self, key: &str, value: &str, cache: &mut PairCache) {
+        let (word, mask) = cache.bits(key, value);
+        if let Some(w) = self.0.get_mut(word) {
+            *w |= mask;
+        }
+    }
+
     /// Adds what a span puts in the filter.
+    #[cfg(test)]
     pub(crate) fn add_fields<S: StoreSpan>(&mut self, span: &S) {
         let [service, name, resource, _] = span.names();
         self.add(Self::SERVICE, service);
@@ -187,6 +440,72 @@ impl Filter {
         let h = hash(key, value);
         let mask = (1u64 << ((h >> 2) & 63)) | (1u64 << ((h >> 8) & 63));
         ((h & 3) as usize, i64::from_ne_bytes(mask.to_ne_bytes()))
+    }
+}
+
+/// [`Filter::bits`] of the `key:value` pairs seen and [`known`] of the strings seen, by the
+/// strings' addresses and lengths (direct-mapped, at most 1024 and 256 entries). Live for the
+/// preparation of one payload only: every string it saw is then still alive and unchanged
+/// (borrowed from the payload), so one address and length is one content. The decoders hand
+/// out one view per repeated string of a payload, so most are found.
+pub(crate) struct PairCache {
+    slots: Vec<[usize; 6]>,
+    known: Vec<[usize; 3]>,
+    /// 64 − log2 of the slots (pairs), of the known slots.
+    shift: (u32, u32),
+}
+
+impl Default for PairCache {
+    fn default() -> Self {
+        Self::for_spans(usize::MAX)
+    }
+}
+
+impl PairCache {
+    /// Sized for a payload of `spans` spans: up to 1024 pairs and 256 strings (a small payload
+    /// does not clear 54 KiB).
+    pub(crate) fn for_spans(spans: usize) -> Self {
+        let pairs = spans.saturating_mul(8).clamp(16, 1024).next_power_of_two();
+        let known = (pairs / 4).max(16);
+        Self {
+            slots: vec![[0; 6]; pairs],
+            known: vec![[0; 3]; known],
+            shift: (64 - pairs.trailing_zeros(), 64 - known.trailing_zeros()),
+        }
+    }
+
+    /// [`known`]`(s)`, remembered by address.
+    fn known(&mut self, s: &str) -> Option<usize> {
+        let id = [s.as_ptr() as usize, s.len()];
+        let at = ((id[0] as u64 ^ (id[1] as u64).rotate_left(32)).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift.1)
+            as usize;
+        let Some(slot) = self.known.get_mut(at) else {
+            return known(s);
+        };
+        // Slot: address, length, index + 1 (0: not built in).
+        if slot[..2] == id {
+            return slot[2].checked_sub(1);
+        }
+        let i = known(s);
+        *slot = [id[0], id[1], i.map_or(0, |i| i + 1)];
+        i
+    }
+
+    fn bits(&mut self, key: &str, value: &str) -> (usize, i64) {
+        let id = [key.as_ptr() as usize, key.len(), value.as_ptr() as usize, value.len()];
+        let mix = (id[0] as u64 ^ (id[2] as u64).rotate_left(21) ^ (id[3] as u64).rotate_left(42))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let at = (mix >> self.shift.0) as usize;
+        // A null address never comes from a `&str`: an empty slot matches nothing.
+        if let Some(slot) = self.slots.get_mut(at) {
+            if slot[..4] == id {
+                return (slot[4], slot[5] as i64);
+            }
+            let (word, mask) = Filter::bits(key, value);
+            *slot = [id[0], id[1], id[2], id[3], word, mask as usize];
+            return (word, mask);
+        }
+        Filter::bits(key, value)
     }
 }
 
@@ -256,13 +575,15 @@ impl<'a> SpanRef<'a> {
 /// The spans of a blob, in stored order; stops at the first malformed record.
 pub(crate) fn spans(blob: &[u8]) -> impl Iterator<Item = SpanRef<'_>> {
     let mut r = Reader { buf: blob };
+    let mut prev: Option<[&str; 4]> = None;
     std::iter::from_fn(move || {
         if r.buf.is_empty() {
             return None;
         }
-        let span = r.span();
-        if span.is_none() {
-            r.buf = &[];
+        let span = r.span(prev);
+        match &span {
+            Some(s) => prev = Some([s.service, s.name, s.resource, s.r#type]),
+            None => r.buf = &[],
         }
         span
     })
@@ -308,9 +629,21 @@ impl<'a> Reader<'a> {
         Some(((v >> 1) as i64) ^ -((v & 1) as i64))
     }
 
+    /// A string; `prev` is what a repeat (`t = 1`) stands for (none: a repeat is malformed).
+    fn str_or(&mut self, prev: Option<&'a str>) -> Option<&'a str> {
+        let t = self.varint()?;
+        match t {
+            1 => prev,
+            t if t & 1 == 1 => KNOWN.get(usize::try_from((t - 3) / 2).ok()?).copied(),
+            t => {
+                let n = usize::try_from(t / 2).ok()?;
+                std::str::from_utf8(self.take(n)?).ok()
+            }
+        }
+    }
+
     fn str(&mut self) -> Option<&'a str> {
-        let n = usize::try_from(self.varint()?).ok()?;
-        std::str::from_utf8(self.take(n)?).ok()
+        self.str_or(None)
     }
 
     /// Skips `n` pairs of a string key and a value read by `value`; the bytes they took.
@@ -323,16 +656,18 @@ impl<'a> Reader<'a> {
         from.get(..from.len() - self.buf.len())
     }
 
-    fn span(&mut self) -> Option<SpanRef<'a>> {
+    /// One span; `prev`: the previous span's names in the blob.
+    fn span(&mut self, prev: Option<[&'a str; 4]>) -> Option<SpanRef<'a>> {
         let span_id = self.u64_le()?;
         let parent_id = self.u64_le()?;
         let start = self.i64()?;
         let duration = self.i64()?;
         let error = self.i64()?;
-        let service = self.str()?;
-        let name = self.str()?;
-        let resource = self.str()?;
-        let r#type = self.str()?;
+        let p = |i: usize| prev.and_then(|p| p.get(i).copied());
+        let service = self.str_or(p(0))?;
+        let name = self.str_or(p(1))?;
+        let resource = self.str_or(p(2))?;
+        let r#type = self.str_or(p(3))?;
         let meta_len = self.varint()?;
         let meta = self.pairs(meta_len, |r| r.str().map(drop))?;
         let metrics_len = self.varint()?;
@@ -387,9 +722,9 @@ mod tests {
     fn spans_read_back_as_written_and_blobs_concatenate() {
         let (a, b) = (span(1, -5), span(2, i64::MAX));
         let mut blob = Vec::new();
-        encode(&mut blob, &a);
+        encode(&mut blob, &a, None);
         let mut second = Vec::new();
-        encode(&mut second, &b);
+        encode(&mut second, &b, None);
         blob.extend_from_slice(&second);
         let read: Vec<SpanRef<'_>> = spans(&blob).collect();
         assert_eq!(read.len(), 2);
@@ -435,9 +770,10 @@ mod tests {
     #[test]
     fn a_truncated_or_corrupt_blob_ends_the_spans_without_panicking() {
         let mut blob = Vec::new();
-        encode(&mut blob, &span(1, 10));
+        encode(&mut blob, &span(1, 10), None);
         let one = blob.len();
-        encode(&mut blob, &span(2, 20));
+        let first = span(1, 10);
+        encode(&mut blob, &span(2, 20), Some(first.names()));
         for cut in 0..blob.len() {
             let read = spans(&blob[..cut]).count();
             assert_eq!(read, usize::from(cut >= one), "cut at {cut}");
@@ -450,5 +786,82 @@ mod tests {
         let mut long = vec![0u8; 16];
         long.extend([0xff; 11]);
         assert_eq!(spans(&long).count(), 0);
+    }
+
+    #[test]
+    fn known_strings_and_repeated_names_are_references_and_read_back() {
+        // Every built-in string is found (no two share a hash slot), nothing else is.
+        for (i, k) in KNOWN.iter().enumerate() {
+            assert_eq!(known(k), Some(i), "{k}");
+        }
+        for s in ["", "x", "GET ", "component2", "_dd.p.dmx", "flask-demo"] {
+            assert_eq!(known(s), None, "{s}");
+        }
+        let mut a = span(1, 10);
+        a.meta.insert("component".to_owned(), "flask".to_owned());
+        a.meta.insert("span.kind".to_owned(), "server".to_owned());
+        a.metrics.insert("_dd.measured".to_owned(), 1.0);
+        let mut b = a.clone();
+        b.span_id = 2;
+        b.resource = "other".to_owned();
+        let mut blob = Vec::new();
+        encode(&mut blob, &a, None);
+        let one = blob.len();
+        encode(&mut blob, &b, Some(a.names()));
+        // b: service and name repeat (1 byte each instead of 5 and 14), its resource does
+        // not, its type ("web") is a built-in string either way (1 byte).
+        let mut alone = Vec::new();
+        encode(&mut alone, &b, None);
+        assert_eq!(blob.len() - one, alone.len() - 4 - 13);
+        assert_eq!(alone.windows(3).position(|w| w == b"web"), None);
+        let read: Vec<SpanRef<'_>> = spans(&blob).collect();
+        assert_eq!(read.len(), 2);
+        assert_eq!(
+            (read[1].service, read[1].name, read[1].resource, read[1].r#type),
+            ("shop", "flask.request", "other", "web")
+        );
+        for (r, s) in read.iter().zip([&a, &b]) {
+            let meta: std::collections::HashMap<String, String> =
+                r.meta().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+            assert_eq!(meta, s.meta);
+            assert_eq!(r.meta_get("span.kind"), Some("server"));
+            assert_eq!(r.metrics().filter(|(k, _)| *k == "_dd.measured").count(), 1);
+        }
+        // A repeat in a blob's first span, or in a tag, is malformed: the blob ends there.
+        let mut bad = blob[..16].to_vec();
+        bad.extend([0, 0, 0, 1]);
+        assert_eq!(spans(&bad).count(), 0);
+        // The second blob alone: its repeats have nothing to refer to.
+        assert_eq!(spans(&blob[one..]).count(), 0);
+    }
+
+    #[test]
+    fn the_pair_cache_gives_the_filter_bits() {
+        let mut cache = PairCache::for_spans(3);
+        let pairs: Vec<(String, String)> = (0..5000).map(|i| (format!("k{}", i % 7), format!("v{i}"))).collect();
+        // Twice: misses, then hits (or misses where another pair took the slot).
+        for _ in 0..2 {
+            for (k, v) in &pairs {
+                assert_eq!(cache.bits(k, v), Filter::bits(k, v), "{k}:{v}");
+            }
+        }
+        // The same contents at other addresses, and empty strings.
+        let copies = pairs.clone();
+        for (k, v) in copies.iter().chain([&(String::new(), String::new())]) {
+            assert_eq!(cache.bits(k, v), Filter::bits(k, v), "{k}:{v}");
+        }
+        // Copies at other addresses, all alive while the cache is (its precondition).
+        let strings: Vec<&str> = KNOWN.iter().copied().chain(["flask-demo", "GET /"]).collect();
+        let copies: Vec<String> = strings.iter().map(|s| (*s).to_owned()).collect();
+        for (k, copy) in strings.iter().zip(&copies) {
+            for s in [*k, k, copy.as_str(), copy.as_str()] {
+                assert_eq!(cache.known(s), known(s), "{s}");
+            }
+        }
+        let mut f = Filter::default();
+        f.add_cached("user.id", "u1", &mut cache);
+        let mut g = Filter::default();
+        g.add("user.id", "u1");
+        assert_eq!(f, g);
     }
 }

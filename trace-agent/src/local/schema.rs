@@ -5,9 +5,16 @@
 //! ([`super::codec`]), sketches are the protobuf `DDSketch` bytes of the stats payload,
 //! merged when read.
 //!
-//! Upgrades (at open, in one transaction, logged): the traces of a version 1–3 file (spans
-//! as rows with JSON tags) are **dropped**, not converted — the log line says how many; its
-//! stats rows (the service and resource pages' figures) are kept.
+//! Upgrades (at open, in one transaction, logged): the traces of a version 1–4 file (spans
+//! as rows with JSON tags in 1–3, blobs of the schema 4 layout in 4) are **dropped**, not
+//! converted — the log line says how many; its stats rows (the service and resource pages'
+//! figures) are kept.
+//!
+//! Page size: 4 KiB ([`PAGE_SIZE`], SQLite's default). 16 KiB pages were measured: a chunk's
+//! blob is a few KiB, and with 4 KiB pages most take a page of their own or spill onto an
+//! overflow page (~1.5 bytes of pages per byte of blob against ~1.2); but the size cap's pass
+//! (deletes, incremental vacuum, checkpoint) then let the files reach 26-30 MB for a 16 MiB
+//! cap under a burst (hostile case 10, bound 24 MB), so they are not used.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,8 +23,15 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 /// Version of the schema below, in `PRAGMA user_version` (2: `trace_tags`; 3: `trace_tags`
 /// keyed by a tag hash, `spans` a rowid table; 4: one blob of spans per chunk, no tag index,
-/// `resource_spans`).
-pub(crate) const SCHEMA_VERSION: i64 = 4;
+/// `resource_spans`; 5: blobs refer to built-in strings and repeat a span's names by
+/// reference, [`super::codec`]).
+pub(crate) const SCHEMA_VERSION: i64 = 5;
+
+/// Page size of a new database file, in bytes (see the module doc for 16 KiB).
+pub(crate) const PAGE_SIZE: i64 = 4 << 10;
+
+/// WAL bytes after which SQLite checkpoints by itself (`wal_autocheckpoint`, set in pages).
+const AUTOCHECKPOINT_BYTES: i64 = 32 << 20;
 
 const DDL: &str = "
 CREATE TABLE IF NOT EXISTS traces (
@@ -199,8 +213,10 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(err("open"))?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(err("set busy timeout"))?;
     // Only effective before the first table exists; later opens keep what the file has.
-    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL;")
-        .map_err(err("set auto_vacuum"))?;
+    conn.execute_batch(&format!(
+        "PRAGMA page_size = {PAGE_SIZE}; PRAGMA auto_vacuum = INCREMENTAL;"
+    ))
+    .map_err(err("set auto_vacuum"))?;
     let mode: String = conn
         .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
         .map_err(err("switch to WAL"))?;
@@ -210,11 +226,17 @@ pub(crate) fn open_file(path: &Path) -> Result<Connection, StoreError> {
     // NORMAL: a commit does not wait for the disk (WAL keeps the file consistent; a power cut
     // loses the last batches at most). A 32 MiB page cache keeps the indexes' hot pages of a
     // write batch in memory (at 16 MiB, reading back evicted pages of the random-keyed
-    // `traces` table was a tenth of the writer's time at saturation); a checkpoint every 8192
-    // pages (32 MiB of WAL) rather than 1000 (the writer also checkpoints for the size cap,
+    // `traces` table was a tenth of the writer's time at saturation); a checkpoint every
+    // 32 MiB of WAL rather than 1000 pages (the writer also checkpoints for the size cap,
     // see writer::enforce_size).
-    conn.execute_batch("PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = 8192;")
-        .map_err(err("set synchronous"))?;
+    let page: i64 = conn
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .map_err(err("read page_size"))?;
+    let autocheckpoint = AUTOCHECKPOINT_BYTES / page.max(512);
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous = NORMAL; PRAGMA cache_size = -32768; PRAGMA wal_autocheckpoint = {autocheckpoint};"
+    ))
+    .map_err(err("set synchronous"))?;
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
         .map_err(err("check integrity"))?;
@@ -267,8 +289,9 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             });
         }
         if (1..SCHEMA_VERSION).contains(&found) {
-            // Versions 1 to 3 kept one row per span with JSON tags: not converted (a copy
-            // would take as long as the data took to arrive); the stats rows stay.
+            // Versions 1 to 3 kept one row per span with JSON tags, 4 blobs of another
+            // layout: not converted (a copy would take as long as the data took to arrive);
+            // the stats rows stay.
             let traces: i64 = conn
                 .query_row("SELECT count(*) FROM traces", [], |r| r.get(0))
                 .unwrap_or(0);
@@ -280,6 +303,8 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             conn.execute_batch(
                 "DROP TABLE IF EXISTS trace_tags;
                  DROP TABLE IF EXISTS spans;
+                 DROP TABLE IF EXISTS chunks;
+                 DROP TABLE IF EXISTS resource_spans;
                  DROP TABLE IF EXISTS traces;",
             )
             .map_err(err("drop the old trace tables"))?;
@@ -302,8 +327,44 @@ fn create_schema(conn: &Connection, path: &Path) -> Result<(), StoreError> {
 mod tests {
     use super::*;
 
-    /// A version `version` file: one trace of two spans (as rows) and one stats row.
+    /// A version 4 file: one trace (a blob of the schema 4 layout), its listed span, one
+    /// stats row.
+    fn version_4_database() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        let stats = &DDL[DDL.find("CREATE TABLE IF NOT EXISTS stats").unwrap()..];
+        conn.execute_batch(&format!(
+            "CREATE TABLE traces (trace_id INTEGER PRIMARY KEY, trace_id_high INTEGER NOT NULL DEFAULT 0, \
+               start INTEGER NOT NULL, end INTEGER NOT NULL, root_rank INTEGER NOT NULL DEFAULT 0, \
+               root_service TEXT, root_name TEXT, root_resource TEXT, root_duration INTEGER, \
+               env TEXT NOT NULL DEFAULT '', span_count INTEGER NOT NULL, error_count INTEGER NOT NULL, \
+               f0 INTEGER NOT NULL DEFAULT 0, f1 INTEGER NOT NULL DEFAULT 0, f2 INTEGER NOT NULL DEFAULT 0, \
+               f3 INTEGER NOT NULL DEFAULT 0);
+             CREATE INDEX traces_start ON traces(start);
+             CREATE TABLE chunks (trace_id INTEGER NOT NULL, spans BLOB NOT NULL);
+             CREATE INDEX chunks_trace ON chunks(trace_id);
+             CREATE TABLE resource_spans (service TEXT NOT NULL, resource TEXT NOT NULL, name TEXT NOT NULL, \
+               start INTEGER NOT NULL, trace_id INTEGER NOT NULL, span_id INTEGER NOT NULL, \
+               duration INTEGER NOT NULL, error INTEGER NOT NULL, error_type TEXT, error_message TEXT, \
+               PRIMARY KEY (service, resource, name, start, trace_id, span_id)) WITHOUT ROWID;
+             INSERT INTO traces (trace_id, start, end, span_count, error_count) VALUES (7, 100, 200, 1, 0);
+             INSERT INTO chunks VALUES (7, x'01000000000000000000000000000000c801c801000a736870016e017203776562000000');
+             INSERT INTO resource_spans VALUES ('s', 'r', 'n', 100, 7, 1, 100, 0, NULL, NULL);
+             {stats}
+             INSERT INTO stats (bucket_start, bucket_duration, env, version, service, name, resource, type, \
+               http_status_code, span_kind, is_trace_root, synthetics, hits, errors, duration, top_level_hits) \
+               VALUES (0, 10, 'e', 'v', 's', 'n', 'r', 'web', 200, '', 0, 0, 3, 0, 30, 3);
+             PRAGMA user_version = 4;"
+        ))
+        .unwrap();
+        conn
+    }
+
+    /// A version `version` file: one trace of two spans (as rows) and one stats row (version
+    /// 4: [`version_4_database`]).
     fn old_database(version: i64) -> Connection {
+        if version == 4 {
+            return version_4_database();
+        }
         let conn = Connection::open_in_memory().unwrap();
         let tags = if version == 3 {
             "CREATE TABLE trace_tags (tag INTEGER NOT NULL, start INTEGER NOT NULL, trace_id INTEGER NOT NULL, \
@@ -339,13 +400,14 @@ mod tests {
     }
 
     #[test]
-    fn version_1_to_3_databases_lose_their_traces_and_keep_their_stats() {
+    fn version_1_to_4_databases_lose_their_traces_and_keep_their_stats() {
         for version in 1..SCHEMA_VERSION {
             let conn = old_database(version);
             create_schema(&conn, Path::new(":memory:")).unwrap();
             assert_eq!(count(&conn, "PRAGMA user_version"), SCHEMA_VERSION);
             assert_eq!(count(&conn, "SELECT count(*) FROM traces"), 0, "from {version}");
             assert_eq!(count(&conn, "SELECT count(*) FROM chunks"), 0);
+            assert_eq!(count(&conn, "SELECT count(*) FROM resource_spans"), 0, "from {version}");
             assert_eq!(count(&conn, "SELECT sum(hits) FROM stats"), 3, "from {version}");
             assert_eq!(
                 count(
