@@ -88,6 +88,7 @@ pub const PURGE_DELAY_MS: std::ffi::c_long = 100;
 // feature declares them; not enabled here).
 unsafe extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+    #[cfg(test)]
     fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
 }
 
