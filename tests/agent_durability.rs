@@ -150,7 +150,8 @@ async fn shutdown_with_the_intake_hanging_spools_and_the_next_start_sends_everyt
     assert_eq!(st.stats.spooled_items, 1, "{st:#?}");
     assert_eq!(st.traces.dropped_total() + st.stats.dropped_total(), 0, "{st:#?}");
 
-    // The next start sends the spool (the stalls are used up: the intake answers now).
+    // The next start sends the spool (the intake answers now).
+    intake.unstall();
     let again = DatadogWriter::start(writer_config(&intake.url(), &spool(dir.path()))).unwrap();
     let all = intake
         .wait_until(Duration::from_secs(30), |_| {
@@ -236,6 +237,10 @@ async fn the_agent_spools_at_shutdown_and_delivers_after_restart() {
     assert_eq!(dd.traces.spooled_items, 1000, "{dd:#?}");
     assert_eq!(dd.traces.dropped_total(), 0, "{dd:#?}");
 
+    // The intake is back: how many of its stalls the first agent used depends on how it
+    // batched and retried before shutdown, so the rest are forgotten (a replay stalled three
+    // times at 10 s each outlasted the wait below).
+    intake.unstall();
     let again = trace_agent::start(cfg).await.unwrap();
     let all = intake
         .wait_until(Duration::from_secs(30), |_| delivered(&intake).len() == 1000)

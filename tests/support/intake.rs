@@ -189,6 +189,12 @@ impl Intake {
             .extend(std::iter::repeat_n(delay, n));
     }
 
+    /// Forgets the stalls not used yet: requests from now on are answered at once.
+    #[allow(dead_code)] // the durability tests only
+    pub(crate) fn unstall(&self) {
+        self.state.script.lock().unwrap().stall.clear();
+    }
+
     /// Answers `status` to every request from now on.
     pub(crate) fn fail_always(&self, status: u16) {
         self.state.script.lock().unwrap().always = Some(status);
